@@ -1,0 +1,95 @@
+# aesalign - build, test, bench.  CC, CFLAGS, LDFLAGS can be overridden:
+#   make CC=clang CFLAGS="-O2 -fsanitize=address,undefined"
+# Extra defines (AES_NO_SIMD, AES_NO_THREADS) go in DEFS:  make test DEFS=-DAES_NO_SIMD
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    ?= -Wall -Wextra
+STD     ?= -std=c99
+DEFS    ?=
+LDFLAGS ?=
+BUILD   ?= build
+PYTHON  ?= python3
+
+ifneq (,$(findstring AES_NO_THREADS,$(DEFS)))
+THREADLIB :=
+else
+THREADLIB := -lpthread
+endif
+LIBS := -lm $(THREADLIB)
+
+# POSIX is needed by the tools and tests (directories, mmap, fork); the
+# library itself guards what it uses.
+ALLCFLAGS = $(STD) $(WARN) $(CFLAGS) $(DEFS) -D_POSIX_C_SOURCE=200809L -I.
+
+# JPEG/PNG decoding in the CLI and examples comes from Debian's libstb-dev
+# when it is installed; without it they read PPM/PGM only and say so.
+HAVE_STB ?= $(shell test -f /usr/include/stb/stb_image.h && printf 'int main(void){return 0;}' | \
+              $(CC) -x c - -lstb -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(HAVE_STB),1)
+STB_CFLAGS := -DAES_HAVE_STB -I/usr/include/stb
+STB_LIBS   := -lstb
+endif
+
+# OpenBLAS is only an anchor for `make bench`.
+HAVE_OPENBLAS := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o -f /usr/include/openblas/cblas.h && echo 1)
+ifeq ($(HAVE_OPENBLAS),1)
+BLAS_CFLAGS := -DAES_HAVE_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread
+BLAS_LIBS   := -lopenblas
+endif
+
+TEST_SRCS  := $(sort $(wildcard tests/test_*.c))
+TEST_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+CMD_SRCS   := $(sort $(wildcard tools/cmd_*.c))
+EX_SRCS    := $(sort $(wildcard examples/*.c))
+EX_BINS    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
+BENCH_SRCS := $(sort $(wildcard tools/bench_*.c))
+BENCH_BINS := $(patsubst tools/%.c,$(BUILD)/%,$(BENCH_SRCS))
+WIP_HDRS   := $(wildcard wip/*.h)
+HDRS       := aesalign.h $(WIP_HDRS)
+
+.PHONY: all test bench demo clean cli examples
+all: cli examples
+
+cli: $(BUILD)/aesalign
+
+# Every tools/cmd_*.c file declares its subcommands with
+#   AES_CLI_COMMAND(name, "one-line summary") { ... }
+# and this rule collects them into the dispatch table of tools/aesalign.c.
+$(BUILD)/cli_commands.h: $(CMD_SRCS) | $(BUILD)
+	@grep -h '^AES_CLI_COMMAND(' $(CMD_SRCS) /dev/null | sed -e 's/^AES_CLI_COMMAND(\([A-Za-z_0-9]*\), *\("[^"]*"\)).*$$/AES_CLI_X(\1, \2)/' > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+$(BUILD)/aesalign: tools/aesalign.c tools/cli.h $(CMD_SRCS) $(BUILD)/cli_commands.h $(HDRS) | $(BUILD)
+	$(CC) $(ALLCFLAGS) $(STB_CFLAGS) -I$(BUILD) -o $@ tools/aesalign.c $(CMD_SRCS) $(LDFLAGS) $(STB_LIBS) $(LIBS)
+
+examples: $(EX_BINS)
+$(BUILD)/examples/%: examples/%.c $(HDRS) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) $(STB_CFLAGS) -o $@ $< $(LDFLAGS) $(STB_LIBS) $(LIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testlib.h $(HDRS) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -o $@ $< $(LDFLAGS) $(LIBS)
+
+# The tests run from the repository root (fixtures are found as tests/...).
+test: $(TEST_BINS) $(BUILD)/aesalign
+	@AES_CLI=$(BUILD)/aesalign AES_TEST_RUNNER="$(AES_TEST_RUNNER)" sh tests/run_tests.sh $(TEST_BINS)
+
+$(BUILD)/bench_%: tools/bench_%.c $(HDRS) | $(BUILD)
+	$(CC) $(ALLCFLAGS) -O3 $(BLAS_CFLAGS) -o $@ $< $(LDFLAGS) $(BLAS_LIBS) $(LIBS)
+
+# Benchmarks: OpenBLAS is told to use its own best kernels here (this
+# machine's environment may pin an older core type).
+bench: $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b || exit 1; done
+
+# The whole pipeline offline on generated data (tools/demo.sh says what it does).
+demo: $(BUILD)/aesalign
+	@AES_CLI=$(BUILD)/aesalign sh tools/demo.sh demo
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,677 @@
+/* test_clip.c - the CLIP model of aesalign.h against tools/clip_reference.py.
+ *
+ * The fixtures (tests/fixtures/clip, made by `tools/clip_reference.py fixtures`)
+ * hold a tiny random CLIP in both layouts and three dtypes, with inputs and
+ * reference embeddings computed in float64 from the weights exactly as
+ * stored.  "Relative error" below is max_i |ours_i - ref_i| / max_i |ref_i|
+ * per embedding (elementwise ratios are meaningless near zero).
+ */
+#define AESALIGN_IMPLEMENTATION
+#include "../aesalign.h"
+#include "testlib.h"
+
+#define FIX "tests/fixtures/clip/"
+
+static aes_ctx *ctx;
+
+/* ---- reference data ------------------------------------------------------------ */
+static float refbuf[64][16384];
+static int nref;
+
+/* A tensor of the refs file as floats (static storage, fine for a test). */
+static const float *ref(const char *name, int64_t *numel) {
+    aes_safetensors *st = NULL;
+    const aes_tensor_view *v;
+    float *dst = NULL;
+    if (aes_safetensors_open(ctx, FIX "clip_refs.safetensors", &st) != AES_OK) {
+        tl_fail_at(__FILE__, __LINE__, "refs: %s", aes_last_error(ctx));
+        return NULL;
+    }
+    v = aes_safetensors_find(st, name);
+    if (!v || v->numel > 16384 || nref >= 64) {
+        tl_fail_at(__FILE__, __LINE__, "refs: no tensor %s", name);
+    } else {
+        dst = refbuf[nref++];
+        if (v->dtype == AES_DTYPE_I32) memcpy(dst, v->data, (size_t)v->numel * 4); /* tokens: raw bits */
+        else CHECK_OK(ctx, aes_tensor_to_f32(ctx, v, dst, (size_t)v->numel));
+        if (numel) *numel = v->numel;
+    }
+    aes_safetensors_close(st);
+    if (nref >= 48) nref = 0; /* recycle: callers use a few at a time */
+    return dst;
+}
+
+static const float *pixels(void) { return ref("pixels", NULL); }
+static const int32_t *tokens(void) {
+    const float *t = ref("tokens", NULL);
+    return (const int32_t *)(const void *)t;
+}
+
+#define NIMG 3
+#define NTXT 4
+#define EMB 24
+
+/* Compares B rows of width n; returns the worst relative error. */
+static double compare(const float *ours, const float *want, int B, int n, double tol, const char *what) {
+    int b, i;
+    double worst = 0.0;
+    for (b = 0; b < B; b++) {
+        const float *x = ours + (size_t)b * n, *y = want + (size_t)b * n;
+        double dot = 0, nx = 0, ny = 0, maxd = 0, maxy = 0, cosv, rel;
+        for (i = 0; i < n; i++) {
+            dot += (double)x[i] * y[i];
+            nx += (double)x[i] * x[i];
+            ny += (double)y[i] * y[i];
+            maxd = fmax(maxd, fabs((double)x[i] - y[i]));
+            maxy = fmax(maxy, fabs((double)y[i]));
+        }
+        cosv = dot / sqrt(nx * ny);
+        rel = maxd / maxy;
+        worst = fmax(worst, rel);
+        CHECK_MSG(cosv >= 0.99999, "%s row %d: cosine %.8f", what, b, cosv);
+        CHECK_MSG(rel <= tol, "%s row %d: relative error %.3g > %.3g", what, b, rel, tol);
+    }
+    if (getenv("TL_VERBOSE")) fprintf(stderr, "    %-34s max rel err %.3g\n", what, worst);
+    return worst;
+}
+
+static aes_clip *load(const char *file, const aes_clip_load_opts *o) {
+    aes_clip *m = NULL;
+    aes_status st = aes_clip_load(ctx, file, o, &m);
+    CHECK_MSG(st == AES_OK, "loading %s: %s", file, aes_last_error(ctx));
+    return m;
+}
+
+/* Encodes the reference inputs and compares with refs "<tag>_<act>_{image,text}". */
+static void check_model(aes_clip *m, const char *tag, const char *act, double tol) {
+    float out[NTXT * EMB];
+    char name[96];
+    const aes_clip_config *c;
+    if (!m) return;
+    c = aes_clip_get_config(m);
+    if (c->has_vision) {
+        snprintf(name, sizeof name, "%s_%s_image", tag, act);
+        CHECK_OK(ctx, aes_clip_encode_image(ctx, m, pixels(), NIMG, out));
+        compare(out, ref(name, NULL), NIMG, EMB, tol, name);
+    }
+    if (c->has_text) {
+        snprintf(name, sizeof name, "%s_%s_text", tag, act);
+        CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tokens(), NTXT, out));
+        compare(out, ref(name, NULL), NTXT, EMB, tol, name);
+    }
+}
+
+/* ---- layouts, dtypes, activations ----------------------------------------------- */
+
+static void test_hf_f32(void) {
+    aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL); /* config.json beside: quick_gelu, 2 heads */
+    const aes_clip_config *c;
+    const float *ls;
+    if (!m) return;
+    c = aes_clip_get_config(m);
+    CHECK(c->layout == AES_LAYOUT_HF && c->has_vision && c->has_text);
+    CHECK(c->image_size == 32 && c->patch_size == 8 && c->vision_width == 32 && c->vision_layers == 2);
+    CHECK(c->vision_heads == 2 && c->vision_mlp == 128 && c->context_length == 16 && c->vocab_size == 256);
+    CHECK(c->text_width == 32 && c->text_layers == 2 && c->text_heads == 2 && c->text_mlp == 128);
+    CHECK(c->embed_dim == EMB && c->act == AES_ACT_QUICK_GELU && fabsf(c->ln_eps - 1e-5f) < 1e-12f);
+    check_model(m, "f32", "quick_gelu", 1e-4);
+    ls = ref("logit_scale", NULL);
+    CHECK_NEAR(aes_clip_logit_scale(m), expf(ls[0]), 1e-4);
+    aes_clip_free(m);
+}
+
+static void test_hf_f32_gelu(void) {
+    aes_clip_load_opts o;
+    aes_clip *m;
+    memset(&o, 0, sizeof o);
+    o.config_path = FIX "config_gelu.json";
+    m = load(FIX "clip_hf_f32.safetensors", &o);
+    if (m) CHECK(aes_clip_get_config(m)->act == AES_ACT_GELU);
+    check_model(m, "f32", "gelu", 1e-4);
+    aes_clip_free(m);
+    /* the option overrides the config beside the file */
+    memset(&o, 0, sizeof o);
+    o.act = AES_ACT_GELU;
+    m = load(FIX "clip_hf_f32.safetensors", &o);
+    check_model(m, "f32", "gelu", 1e-4);
+    aes_clip_free(m);
+}
+
+static void test_openai_f16(void) {
+    aes_clip_load_opts o;
+    aes_clip *m = load(FIX "clip_openai_f16.safetensors", NULL);
+    if (m) CHECK(aes_clip_get_config(m)->layout == AES_LAYOUT_OPENAI);
+    check_model(m, "f16", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+    /* open_clip's config: quick_gelu absent means GELU */
+    memset(&o, 0, sizeof o);
+    o.config_path = FIX "open_clip_config.json";
+    m = load(FIX "clip_openai_f16.safetensors", &o);
+    if (m) CHECK(aes_clip_get_config(m)->act == AES_ACT_GELU && aes_clip_get_config(m)->text_heads == 2);
+    check_model(m, "f16", "gelu", 1e-4);
+    aes_clip_free(m);
+    /* no config at all: heads must be given (width 32 / 64 would be 1) */
+    memset(&o, 0, sizeof o);
+    o.no_config_search = 1;
+    o.vision_heads = o.text_heads = 2;
+    m = load(FIX "clip_openai_f16.safetensors", &o);
+    check_model(m, "f16", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+}
+
+static void test_keep_16bit(void) {
+    aes_clip_load_opts o;
+    aes_clip *m;
+    memset(&o, 0, sizeof o);
+    o.keep_16bit = 1;
+    /* f32 file with its matrices narrowed to f16 (vectors stay f32): within
+     * the f16 rounding budget of the f32 reference */
+    m = load(FIX "clip_hf_f32.safetensors", &o);
+    if (m) {
+        CHECK(aes_clip_params_data(m) == NULL && aes_clip_get_params(m)->vision_blocks[1].fc1_w.h != NULL);
+        CHECK(aes_clip_get_params(m)->token_emb.h != NULL && !aes_clip_get_params(m)->token_emb.h_is_bf16);
+        CHECK(aes_clip_get_params(m)->vision_blocks[1].fc1_b != NULL);
+    }
+    check_model(m, "f32", "quick_gelu", 2e-3);
+    aes_clip_free(m);
+    m = load(FIX "clip_openai_f16.safetensors", &o);
+    check_model(m, "f16", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+    m = load(FIX "clip_hf_vision_bf16.safetensors", &o);
+    if (m) CHECK(aes_clip_get_params(m)->vision_blocks[0].qkv_w.h_is_bf16);
+    check_model(m, "bf16", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+}
+
+static void test_single_towers(void) {
+    float out[NTXT * EMB];
+    aes_clip *m = load(FIX "clip_hf_vision_bf16.safetensors", NULL);
+    if (m) {
+        CHECK(aes_clip_get_config(m)->has_vision && !aes_clip_get_config(m)->has_text);
+        CHECK(aes_clip_encode_text(ctx, m, tokens(), NTXT, out) == AES_ERR_INVALID_ARG);
+    }
+    check_model(m, "bf16", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+    m = load(FIX "clip_openai_text_f32.safetensors", NULL);
+    if (m) {
+        CHECK(!aes_clip_get_config(m)->has_vision && aes_clip_get_config(m)->has_text);
+        CHECK(aes_clip_encode_image(ctx, m, pixels(), NIMG, out) == AES_ERR_INVALID_ARG);
+    }
+    check_model(m, "f32", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+}
+
+/* The 16-bit references differ from the f32 ones by the weight rounding:
+ * small for f16 (< 2e-3), larger for bf16 -- which is why each file is
+ * checked against the reference of its own stored weights. */
+static void test_rounding_budget(void) {
+    const float *a = ref("f16_quick_gelu_image", NULL), *b = ref("f32_quick_gelu_image", NULL);
+    double maxd = 0, maxy = 0;
+    int i;
+    for (i = 0; i < NIMG * EMB; i++) {
+        maxd = fmax(maxd, fabs((double)a[i] - b[i]));
+        maxy = fmax(maxy, fabs((double)b[i]));
+    }
+    CHECK(maxd / maxy < 2e-3 && maxd > 0);
+}
+
+/* ---- identity ------------------------------------------------------------------------ */
+static void test_hash(void) {
+    aes_clip_load_opts o;
+    aes_clip *a, *b, *c, *d;
+    memset(&o, 0, sizeof o);
+    o.keep_16bit = 1;
+    a = load(FIX "clip_openai_f16.safetensors", NULL); /* f16 values as f32 */
+    b = load(FIX "clip_openai_f16.safetensors", &o);   /* the same values kept in 16 bits */
+    c = load(FIX "clip_hf_f32.safetensors", NULL);     /* f32 values */
+    memset(&o, 0, sizeof o);
+    o.act = AES_ACT_GELU;
+    d = load(FIX "clip_hf_f32.safetensors", &o);       /* same values, other activation */
+    if (a && b && c && d) {
+        CHECK(aes_clip_hash(a) == aes_clip_hash(b));
+        CHECK(aes_clip_hash(a) != aes_clip_hash(c));
+        CHECK(aes_clip_hash(c) != aes_clip_hash(d));
+        CHECK(strstr(aes_clip_id(c), "clip-v32p8w32l2-t16w32l2-e24-quick_gelu-") == aes_clip_id(c));
+        CHECK(strstr(aes_clip_id(d), "-gelu-") != NULL);
+    }
+    aes_clip_free(a); aes_clip_free(b); aes_clip_free(c); aes_clip_free(d);
+}
+
+/* Saving in either layout and dtype and loading back: the same model
+ * (same hash: the hash does not depend on the layout), the same outputs. */
+static void test_save_roundtrip(void) {
+    aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL), *back = NULL;
+    aes_clip_load_opts o;
+    void *buf = NULL;
+    size_t len = 0;
+    int layout;
+    if (!m) return;
+    memset(&o, 0, sizeof o);
+    o.vision_heads = o.text_heads = 2;
+    for (layout = AES_LAYOUT_HF; layout <= AES_LAYOUT_OPENAI; layout++) {
+        CHECK_OK(ctx, aes_clip_serialize(ctx, m, (aes_layout)layout, AES_DTYPE_F32, &buf, &len));
+        CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back));
+        aes_free(buf);
+        if (!back) continue;
+        CHECK(aes_clip_get_config(back)->layout == (aes_layout)layout);
+        CHECK(aes_clip_hash(back) == aes_clip_hash(m));
+        check_model(back, "f32", "quick_gelu", 1e-4);
+        aes_clip_free(back);
+        back = NULL;
+    }
+    /* f16 in OpenAI layout = the f16 fixture's values */
+    CHECK_OK(ctx, aes_clip_serialize(ctx, m, AES_LAYOUT_OPENAI, AES_DTYPE_F16, &buf, &len));
+    CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back));
+    aes_free(buf);
+    check_model(back, "f16", "quick_gelu", 1e-4);
+    /* and a 16-bit model saves what it holds */
+    if (back) {
+        aes_clip *again = NULL, *kept = NULL;
+        aes_clip_load_opts k = o;
+        k.keep_16bit = 1;
+        CHECK_OK(ctx, aes_clip_serialize(ctx, back, AES_LAYOUT_HF, AES_DTYPE_F16, &buf, &len));
+        CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &k, &kept));
+        aes_free(buf);
+        CHECK_OK(ctx, aes_clip_serialize(ctx, kept, AES_LAYOUT_OPENAI, AES_DTYPE_F32, &buf, &len));
+        CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &again));
+        aes_free(buf);
+        if (again && kept) CHECK(aes_clip_hash(again) == aes_clip_hash(back) && aes_clip_hash(kept) == aes_clip_hash(back));
+        aes_clip_free(again);
+        aes_clip_free(kept);
+    }
+    aes_clip_free(back);
+    CHECK(aes_clip_serialize(ctx, m, AES_LAYOUT_AUTO, AES_DTYPE_F32, &buf, &len) == AES_ERR_INVALID_ARG);
+    CHECK(aes_clip_serialize(ctx, m, AES_LAYOUT_HF, AES_DTYPE_I32, &buf, &len) == AES_ERR_INVALID_ARG);
+    aes_clip_free(m);
+}
+
+static void test_create_random(void) {
+    aes_clip_config c;
+    aes_clip *a = NULL, *b = NULL;
+    float out[2 * 16];
+    int32_t tok[2 * 8] = {6, 1, 2, 7, 0, 0, 0, 0, 6, 5, 5, 5, 5, 5, 5, 7};
+    static float px[2 * 3 * 16 * 16];
+    memset(&c, 0, sizeof c);
+    c.image_size = 16; c.patch_size = 4; c.vision_width = 16; c.vision_layers = 1; c.vision_heads = 2;
+    c.vision_mlp = 64; c.context_length = 8; c.vocab_size = 8; c.text_width = 16; c.text_layers = 1;
+    c.text_heads = 2; c.text_mlp = 64; c.embed_dim = 16; c.has_vision = c.has_text = 1;
+    CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 7, &a));
+    CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 7, &b));
+    if (a && b) {
+        CHECK(aes_clip_hash(a) == aes_clip_hash(b));
+        CHECK(aes_clip_get_config(a)->act == AES_ACT_QUICK_GELU);
+        CHECK_NEAR(aes_clip_logit_scale(a), 1.0 / 0.07, 1e-3);
+        CHECK_OK(ctx, aes_clip_encode_image(ctx, a, px, 2, out));
+        CHECK_OK(ctx, aes_clip_encode_text(ctx, a, tok, 2, out));
+        CHECK(isfinite(out[0]) && isfinite(out[31]));
+        { /* activations of one model do not fit another */
+            aes_clip_acts *acts = NULL;
+            aes_clip *fx = load(FIX "clip_hf_f32.safetensors", NULL);
+            static float big[NIMG * EMB];
+            CHECK_OK(ctx, aes_clip_acts_create(ctx, a, AES_CLIP_VISION, NIMG, 0, &acts));
+            if (fx && acts) CHECK(aes_clip_vision_forward(ctx, fx, pixels(), 1, acts, big) == AES_ERR_INVALID_ARG);
+            aes_clip_acts_free(acts);
+            aes_clip_free(fx);
+        }
+    }
+    aes_clip_free(b);
+    b = NULL;
+    CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 8, &b));
+    if (a && b) CHECK(aes_clip_hash(a) != aes_clip_hash(b));
+    aes_clip_free(b);
+    b = NULL;
+    c.text_heads = 3;
+    CHECK(aes_clip_create_random(ctx, &c, 7, &b) == AES_ERR_INVALID_ARG && b == NULL);
+    aes_clip_free(a);
+}
+
+/* ---- the parameter table and saved activations (what training uses) ------------------ */
+static void test_params_layout(void) {
+    aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL);
+    const aes_clip_tensor *t;
+    aes_clip_params gp;
+    float *grads;
+    size_t total = 0;
+    int n, i, found = 0;
+    if (!m) return;
+    t = aes_clip_tensors(m, &n);
+    CHECK(n == 5 + 2 * 12 + 3 + 2 + 2 * 12 + 3 + 1);
+    for (i = 0; i < n; i++) {
+        CHECK(t[i].offset == total);
+        total += t[i].numel;
+    }
+    CHECK(total == aes_clip_num_params(m));
+    CHECK(!strcmp(t[0].name, "vision.patch_embed.weight") && !strcmp(t[n - 1].name, "logit_scale"));
+    grads = (float *)aes_calloc(ctx, total, sizeof(float));
+    aes_clip_point_params(m, grads, &gp);
+    for (i = 0; i < n; i++)
+        if (!strcmp(t[i].name, "text.blocks.1.mlp.fc2.weight")) {
+            found = 1;
+            CHECK(gp.text_blocks[1].fc2_w.f == grads + t[i].offset);
+            CHECK(t[i].shape[0] == 32 && t[i].shape[1] == 128);
+        }
+    CHECK(found);
+    CHECK(gp.logit_scale == grads + total - 1);
+    /* the model's own pointers are the same layout over its buffer */
+    CHECK(aes_clip_get_params(m)->vision_blocks[0].qkv_w.f == aes_clip_params_data(m) + t[5 + 2].offset);
+    aes_free(grads);
+    aes_clip_free(m);
+}
+
+static void test_saved_activations(void) {
+    aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL);
+    aes_clip_acts *va = NULL, *ta = NULL;
+    const int32_t *tok = tokens();
+    float out[NTXT * EMB];
+    int b;
+    if (!m) return;
+    CHECK_OK(ctx, aes_clip_acts_create(ctx, m, AES_CLIP_VISION, NIMG, 1, &va));
+    CHECK_OK(ctx, aes_clip_acts_create(ctx, m, AES_CLIP_TEXT, NTXT, 1, &ta));
+    if (va && ta) {
+        CHECK_OK(ctx, aes_clip_vision_forward(ctx, m, pixels(), NIMG, va, out));
+        compare(out, ref("f32_quick_gelu_image", NULL), NIMG, EMB, 1e-4, "image (saved acts)");
+        compare(va->ln_pre, ref("f32_quick_gelu_vision_ln_pre", NULL), 1, NIMG * 17 * 32, 1e-4, "vision ln_pre");
+        compare(va->blocks[0].res2, ref("f32_quick_gelu_vision_block0", NULL), 1, NIMG * 17 * 32, 1e-4, "vision block 0");
+        compare(va->blocks[1].res2, ref("f32_quick_gelu_vision_block1", NULL), 1, NIMG * 17 * 32, 1e-4, "vision block 1");
+        CHECK(va->blocks[0].res2 != va->blocks[1].res2 && va->blocks[1].att != NULL);
+        /* attention rows are probabilities */
+        {
+            double s = 0;
+            int u;
+            for (u = 0; u < 17; u++) s += va->blocks[1].att[5 * 17 + u];
+            CHECK_NEAR(s, 1.0, 1e-5);
+        }
+        /* misuse is an error, not an overflow */
+        CHECK(aes_clip_vision_forward(ctx, m, pixels(), NIMG + 1, va, out) == AES_ERR_INVALID_ARG);
+        CHECK(aes_clip_text_forward(ctx, m, tok, NTXT, va, out) == AES_ERR_INVALID_ARG);
+        CHECK_OK(ctx, aes_clip_text_forward(ctx, m, tok, NTXT, ta, out));
+        compare(out, ref("f32_quick_gelu_text", NULL), NTXT, EMB, 1e-4, "text (saved acts)");
+        {
+            const float *b1 = ref("f32_quick_gelu_text_block1", NULL); /* [4, 16, 32], all positions */
+            int lens[NTXT] = {5, 16, 2, 9};
+            for (b = 0; b < NTXT; b++) {
+                CHECK(ta->seq_len[b] == lens[b]);
+                compare(ta->blocks[1].res2 + (size_t)ta->seq_start[b] * 32, b1 + (size_t)b * 16 * 32, 1,
+                        lens[b] * 32, 1e-4, "text block 1 (packed rows)");
+            }
+            CHECK(ta->R == 5 + 16 + 2 + 9);
+        }
+    }
+    aes_clip_acts_free(va);
+    aes_clip_acts_free(ta);
+    aes_clip_free(m);
+}
+
+/* 2 threads, or 1 in an AES_NO_THREADS build (the comparison then is trivially equal) */
+static void set_threads(int n) {
+    aes_status st = aes_threads_set(ctx, n);
+    if (st == AES_ERR_UNSUPPORTED) aes_clear_error(ctx);
+    else CHECK_OK(ctx, st);
+}
+
+/* ---- batching and threads --------------------------------------------------------------- */
+static void test_threads_and_batches(void) {
+    aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL);
+    enum { NB = 37 }; /* more than one image chunk */
+    static float px[NB * 3 * 32 * 32], one[NB * EMB], two[NB * EMB], single[EMB];
+    static int32_t tok[NB * 16];
+    const float *p = pixels();
+    const int32_t *t = tokens();
+    int b;
+    if (!m) return;
+    for (b = 0; b < NB; b++) {
+        memcpy(px + (size_t)b * 3072, p + (size_t)(b % NIMG) * 3072, 3072 * sizeof(float));
+        memcpy(tok + (size_t)b * 16, t + (size_t)(b % NTXT) * 16, 16 * sizeof(int32_t));
+    }
+    set_threads(1);
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px, NB, one));
+    set_threads(2);
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px, NB, two));
+    CHECK(memcmp(one, two, sizeof one) == 0);
+    compare(two + 36 * EMB, ref("f32_quick_gelu_image", NULL), 1, EMB, 1e-4, "image 36 of a batch of 37");
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px + 36 * 3072, 1, single));
+    compare(single, ref("f32_quick_gelu_image", NULL), 1, EMB, 1e-4, "image alone");
+    set_threads(1);
+    CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tok, NB, one));
+    set_threads(2);
+    CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tok, NB, two));
+    CHECK(memcmp(one, two, sizeof(float) * NB * EMB) == 0);
+    compare(two + 35 * EMB, ref("f32_quick_gelu_text", NULL) + 3 * EMB, 1, EMB, 1e-4, "text 35 of a batch of 37");
+    set_threads(1);
+    /* bad token ids are errors, not reads out of bounds */
+    tok[3] = 256;
+    CHECK(aes_clip_encode_text(ctx, m, tok, 1, one) == AES_ERR_INVALID_ARG);
+    tok[3] = -5;
+    tok[4] = 255;
+    CHECK(aes_clip_encode_text(ctx, m, tok, 1, one) == AES_ERR_INVALID_ARG);
+    aes_clip_free(m);
+}
+
+/* ---- hostile files ------------------------------------------------------------------------- */
+
+/* The HF f32 fixture re-serialised with one change, loaded from memory. */
+typedef enum { DROP, RESHAPE, RETYPE, NAN_VALUE, EXTRA, RENAME_ALL } mutation;
+
+static aes_status load_mutated(const char *file, mutation what, const char *target, const char *config,
+                               aes_clip **out) {
+    aes_safetensors *st = NULL;
+    aes_tensor_out t[512];
+    static float nanbuf[4096];
+    char names[512][128];
+    int n, i, k = 0;
+    void *buf = NULL;
+    size_t len = 0;
+    aes_status s;
+    *out = NULL;
+    if (aes_safetensors_open(ctx, file, &st) != AES_OK) return aes_last_status(ctx);
+    n = aes_safetensors_count(st);
+    for (i = 0; i < n && k < 510; i++) {
+        const aes_tensor_view *v = aes_safetensors_at(st, i);
+        int match = target && !strcmp(v->name, target);
+        if (what == DROP && match) continue;
+        memset(&t[k], 0, sizeof t[k]);
+        snprintf(names[k], sizeof names[k], "%s%s", what == RENAME_ALL ? "module." : "", v->name);
+        t[k].name = names[k];
+        t[k].dtype = v->dtype;
+        t[k].ndim = v->ndim;
+        memcpy(t[k].shape, v->shape, sizeof t[k].shape);
+        t[k].data = v->data;
+        if (match && what == RESHAPE) { t[k].shape[0] = v->shape[1]; t[k].shape[1] = v->shape[0]; }
+        if (match && what == RETYPE) t[k].dtype = AES_DTYPE_I32; /* same size, wrong kind */
+        if (match && what == NAN_VALUE) {
+            memcpy(nanbuf, v->data, v->nbytes);
+            nanbuf[7] = NAN;
+            t[k].data = nanbuf;
+        }
+        k++;
+    }
+    if (what == EXTRA) {
+        static float gamma[32];
+        memset(&t[k], 0, sizeof t[k]);
+        t[k].name = target;
+        t[k].dtype = AES_DTYPE_F32;
+        t[k].ndim = 1;
+        t[k].shape[0] = 32;
+        t[k].data = gamma;
+        k++;
+    }
+    s = aes_safetensors_serialize(ctx, t, k, NULL, 0, &buf, &len);
+    aes_safetensors_close(st);
+    if (s) return s;
+    s = aes_clip_load_memory(ctx, buf, len, config, NULL, out);
+    aes_free(buf);
+    return s;
+}
+
+static char *slurp(const char *path) {
+    void *d = NULL;
+    size_t n = 0;
+    if (aes_read_file(ctx, path, &d, &n) != AES_OK) return NULL;
+    return (char *)d;
+}
+
+#define EXPECT_ERR(call, status, needle) \
+    do { aes_clip *m_ = NULL; aes_status s_ = (call); \
+         CHECK_MSG(s_ == (status), "%s -> %d (%s), wanted %d", #call, (int)s_, aes_last_error(ctx), (int)(status)); \
+         CHECK_MSG(strstr(aes_last_error(ctx), needle) != NULL, "message '%s' lacks '%s'", aes_last_error(ctx), needle); \
+         (void)m_; } while (0)
+
+static void test_hostile(void) {
+    const char *f = FIX "clip_hf_f32.safetensors";
+    char *cfg = slurp(FIX "config.json");
+    aes_clip *m = NULL;
+    float junk[64];
+    void *d = NULL;
+    size_t n = 0;
+    if (!cfg) { CHECK(0); return; }
+    /* the unmodified file loads from memory with its config */
+    CHECK_OK(ctx, load_mutated(f, DROP, NULL, cfg, &m));
+    check_model(m, "f32", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+    EXPECT_ERR(load_mutated(f, DROP, "vision_model.encoder.layers.1.self_attn.k_proj.weight", cfg, &m),
+               AES_ERR_FORMAT, "'vision_model.encoder.layers.1.self_attn.k_proj.weight' is missing");
+    EXPECT_ERR(load_mutated(f, DROP, "text_model.final_layer_norm.bias", cfg, &m), AES_ERR_FORMAT,
+               "'text_model.final_layer_norm.bias' is missing");
+    EXPECT_ERR(load_mutated(f, DROP, "logit_scale", cfg, &m), AES_ERR_FORMAT, "'logit_scale' is missing");
+    EXPECT_ERR(load_mutated(f, DROP, "visual_projection.weight", cfg, &m), AES_ERR_FORMAT,
+               "'visual_projection.weight' is missing");
+    EXPECT_ERR(load_mutated(f, RESHAPE, "text_model.encoder.layers.0.mlp.fc2.weight", cfg, &m), AES_ERR_SHAPE,
+               "'text_model.encoder.layers.0.mlp.fc2.weight' has shape [128, 32]");
+    EXPECT_ERR(load_mutated(f, RETYPE, "vision_model.encoder.layers.0.layer_norm2.bias", cfg, &m),
+               AES_ERR_UNSUPPORTED, "'vision_model.encoder.layers.0.layer_norm2.bias' is stored as I32");
+    EXPECT_ERR(load_mutated(f, NAN_VALUE, "text_model.encoder.layers.1.self_attn.v_proj.bias", cfg, &m),
+               AES_ERR_NUMERIC, "'text_model.encoder.layers.1.self_attn.v_proj.bias' holds a NaN");
+    EXPECT_ERR(load_mutated(f, EXTRA, "vision_model.encoder.layers.0.layer_scale1", cfg, &m), AES_ERR_UNSUPPORTED,
+               "'vision_model.encoder.layers.0.layer_scale1'");
+    /* a gap in the blocks: layer 5 exists, 2..4 do not */
+    EXPECT_ERR(load_mutated(f, EXTRA, "vision_model.encoder.layers.5.layer_norm1.weight", NULL, &m), AES_ERR_FORMAT,
+               "'vision_model.encoder.layers.2.layer_norm1.weight' is missing");
+    EXPECT_ERR(load_mutated(f, RESHAPE, "vision_model.embeddings.position_embedding.weight", cfg, &m),
+               AES_ERR_SHAPE, "position embedding");
+    /* a single-tower file with a stray piece of the other tower names what is missing;
+     * tensors outside CLIP's names (e.g. a head saved alongside) are ignored */
+    EXPECT_ERR(load_mutated(FIX "clip_hf_vision_bf16.safetensors", EXTRA, "text_projection.weight", NULL, &m),
+               AES_ERR_FORMAT, "'text_model.embeddings.token_embedding.weight' is missing");
+    CHECK_OK(ctx, load_mutated(FIX "clip_hf_vision_bf16.safetensors", EXTRA, "aesthetic_head.weight", NULL, &m));
+    CHECK(m && !aes_clip_get_config(m)->has_text);
+    aes_clip_free(m);
+    /* a prefix is found and stripped */
+    CHECK_OK(ctx, load_mutated(f, RENAME_ALL, NULL, cfg, &m));
+    check_model(m, "f32", "quick_gelu", 1e-4);
+    aes_clip_free(m);
+    /* configs that contradict the tensors or make no sense */
+    EXPECT_ERR(load_mutated(f, DROP, NULL, "{\"vision_config\": {\"hidden_size\": 768}}", &m), AES_ERR_MISMATCH,
+               "hidden_size is 768");
+    EXPECT_ERR(load_mutated(f, DROP, NULL, "{\"text_config\": {\"num_attention_heads\": 3}}", &m), AES_ERR_FORMAT,
+               "3 attention heads");
+    EXPECT_ERR(load_mutated(f, DROP, NULL, "{\"text_config\": {\"hidden_act\": \"relu\"}}", &m), AES_ERR_UNSUPPORTED,
+               "'relu'");
+    EXPECT_ERR(load_mutated(f, DROP, NULL, "{\"text_config\": ", &m), AES_ERR_FORMAT, "<config>");
+    EXPECT_ERR(load_mutated(f, DROP, NULL, "{\"foo\": 1}", &m), AES_ERR_FORMAT, "not a CLIP config");
+    /* not CLIP at all, truncated, garbage */
+    EXPECT_ERR(aes_clip_load(ctx, "tests/fixtures/clip/clip_refs.safetensors", NULL, &m), AES_ERR_FORMAT,
+               "not a CLIP checkpoint");
+    CHECK(aes_clip_load(ctx, "tests/fixtures/clip/does-not-exist.safetensors", NULL, &m) == AES_ERR_IO);
+    CHECK(m == NULL);
+    if (aes_read_file(ctx, f, &d, &n) == AES_OK) {
+        size_t cut;
+        for (cut = 0; cut < n; cut += n / 7 + 1)
+            CHECK(aes_clip_load_memory(ctx, d, cut, cfg, NULL, &m) != AES_OK && m == NULL);
+        aes_free(d);
+    }
+    memset(junk, 0x7f, sizeof junk);
+    CHECK(aes_clip_load_memory(ctx, junk, sizeof junk, NULL, NULL, &m) != AES_OK && m == NULL);
+    aes_free(cfg);
+}
+
+/* ---- the CLI: `aesalign embed` prints what the library computes ---------------------------- */
+static void test_cli_embed(void) {
+    const char *cli = getenv("AES_CLI");
+    char cmd[1024], path[256];
+    aes_image img;
+    aes_clip *m;
+    float px[3 * 32 * 32], want[2 * EMB];
+    FILE *p;
+    int i, k, got = 0;
+    if (!cli) { tl_skip("AES_CLI not set (make test sets it)"); return; }
+    snprintf(path, sizeof path, "/tmp/aes_test_clip_%ld.ppm", (long)time(NULL) ^ (long)clock());
+    memset(&img, 0, sizeof img);
+    CHECK_OK(ctx, aes_image_alloc(ctx, &img, 45, 37, 3));
+    for (i = 0; i < 45 * 37 * 3; i++) img.pixels[i] = (uint8_t)((i * 37 + i / 7) & 255);
+    CHECK_OK(ctx, aes_image_save_ppm(ctx, path, &img));
+    m = load(FIX "clip_hf_f32.safetensors", NULL);
+    if (m) {
+        CHECK_OK(ctx, aes_clip_preprocess(ctx, &img, 32, px));
+        CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px, 1, want));
+        memcpy(want + EMB, want, sizeof(float) * EMB);
+        aes_l2norm_forward(want + EMB, NULL, want + EMB, 1, EMB, 1e-12f);
+        /* the same image twice: raw, then --normalize in a second call */
+        for (k = 0; k < 2; k++) {
+            snprintf(cmd, sizeof cmd, "%s embed --model " FIX "clip_hf_f32.safetensors %s--image %s", cli,
+                     k ? "--normalize " : "", path);
+            p = popen(cmd, "r");
+            if (!p) { CHECK(0); break; }
+            for (i = 0; i < EMB; i++) {
+                double v;
+                if (fscanf(p, "%lf", &v) != 1) break;
+                CHECK_NEAR(v, want[k * EMB + i], 1e-6 * (fabs(want[k * EMB + i]) + 1e-3));
+                got++;
+            }
+            CHECK(pclose(p) == 0);
+        }
+        CHECK(got == 2 * EMB);
+    }
+    aes_clip_free(m);
+    aes_image_free(&img);
+    remove(path);
+}
+
+/* ---- optional: the ViT-B/32-shaped checkpoint of `clip_reference.py vitb32 PATH` ---------- */
+static void test_vitb32_slow(void) {
+    const char *path = getenv("AES_CLIP_VITB32");
+    char refs[4096];
+    aes_safetensors *st = NULL;
+    aes_clip *m = NULL;
+    static float px[2 * 3 * 224 * 224], want[3 * 512], out[3 * 512];
+    static int32_t tok[3 * 77];
+    if (!path) { tl_skip("set AES_CLIP_VITB32=PATH (tools/clip_reference.py vitb32 PATH)"); return; }
+    snprintf(refs, sizeof refs, "%s.refs.safetensors", path);
+    if (aes_safetensors_open(ctx, refs, &st) != AES_OK) { CHECK_OK(ctx, aes_last_status(ctx)); return; }
+    CHECK_OK(ctx, aes_tensor_to_f32(ctx, aes_safetensors_find(st, "pixels"), px, 2 * 3 * 224 * 224));
+    memcpy(tok, aes_safetensors_find(st, "tokens")->data, sizeof tok);
+    m = load(path, NULL);
+    set_threads(2);
+    if (m) {
+        CHECK_OK(ctx, aes_tensor_to_f32(ctx, aes_safetensors_find(st, "image"), want, 2 * 512));
+        CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px, 2, out));
+        compare(out, want, 2, 512, 1e-4, "ViT-B/32 image");
+        CHECK_OK(ctx, aes_tensor_to_f32(ctx, aes_safetensors_find(st, "text"), want, 3 * 512));
+        CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tok, 3, out));
+        compare(out, want, 3, 512, 1e-4, "ViT-B/32 text");
+    }
+    set_threads(1);
+    aes_clip_free(m);
+    aes_safetensors_close(st);
+}
+
+int main(int argc, char **argv) {
+    TL_INIT(argc, argv);
+    ctx = aes_ctx_create();
+    RUN(test_hf_f32);
+    RUN(test_hf_f32_gelu);
+    RUN(test_openai_f16);
+    RUN(test_keep_16bit);
+    RUN(test_single_towers);
+    RUN(test_rounding_budget);
+    RUN(test_hash);
+    RUN(test_save_roundtrip);
+    RUN(test_create_random);
+    RUN(test_params_layout);
+    RUN(test_saved_activations);
+    RUN(test_threads_and_batches);
+    RUN(test_hostile);
+    RUN(test_cli_embed);
+    RUN(test_vitb32_slow);
+    aes_ctx_destroy(ctx);
+    return tl_report();
+}

@@ -1,0 +1,326 @@
+/* test_gemm.c -- the packed GEMM (aesalign.h) against a double-precision
+ * reference: every transpose, odd sizes, padded leading dimensions,
+ * misaligned pointers, alpha/beta corner cases, every ISA the machine has,
+ * and bit-identical results for any thread count. */
+/* A small packing budget, so mid-sized cases here are cut into several
+ * super-blocks (M, N and K splits) exactly as huge problems are. */
+#define AES__GEMM_PACK_BUDGET ((size_t)1 << 17)
+#define AESALIGN_IMPLEMENTATION
+#include "../aesalign.h"
+#include "testlib.h"
+
+/* op(X)(r, c) of a row-major matrix with leading dimension ld */
+static float op_at(const float *X, int ld, aes_trans t, int r, int c) {
+    return t == AES_NO_TRANS ? X[(size_t)r * (size_t)ld + (size_t)c] : X[(size_t)c * (size_t)ld + (size_t)r];
+}
+
+/* One problem: inputs with padded leading dimensions, stored one float past
+ * a 64-byte boundary (so nothing is aligned), and C with a sentinel in its
+ * padding columns. */
+typedef struct {
+    aes_trans ta, tb;
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    float *abuf, *bbuf, *cbuf, *c0buf;  /* allocations */
+    float *A, *B, *C, *C0;              /* misaligned views; C0 = C before */
+} problem;
+
+static const float SENTINEL = 12345.0f;
+
+static void problem_make(problem *p, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
+                         float beta, int pad) {
+    size_t arows, brows, na, nb, nc;
+    memset(p, 0, sizeof *p);
+    p->ta = ta; p->tb = tb; p->M = M; p->N = N; p->K = K; p->alpha = alpha; p->beta = beta;
+    p->lda = (ta == AES_NO_TRANS ? K : M) + pad;
+    p->ldb = (tb == AES_NO_TRANS ? N : K) + pad;
+    p->ldc = N + pad;
+    arows = (size_t)(ta == AES_NO_TRANS ? M : K);
+    brows = (size_t)(tb == AES_NO_TRANS ? K : N);
+    na = arows * (size_t)p->lda + 1;
+    nb = brows * (size_t)p->ldb + 1;
+    nc = (size_t)M * (size_t)p->ldc + 1;
+    p->abuf = (float *)malloc(sizeof(float) * (na + 1));
+    p->bbuf = (float *)malloc(sizeof(float) * (nb + 1));
+    p->cbuf = (float *)malloc(sizeof(float) * (nc + 1));
+    p->c0buf = (float *)malloc(sizeof(float) * (nc + 1));
+    p->A = p->abuf + 1; p->B = p->bbuf + 1; p->C = p->cbuf + 1; p->C0 = p->c0buf + 1;
+    tl_fill(p->A, na - 1, 1.0f);
+    tl_fill(p->B, nb - 1, 1.0f);
+    tl_fill(p->C0, nc - 1, 1.0f);
+    { /* padding columns of C hold a sentinel that must survive */
+        int i, j;
+        for (i = 0; i < M; i++)
+            for (j = N; j < p->ldc; j++) p->C0[(size_t)i * (size_t)p->ldc + (size_t)j] = SENTINEL;
+    }
+}
+
+static void problem_free(problem *p) {
+    free(p->abuf); free(p->bbuf); free(p->cbuf); free(p->c0buf);
+}
+
+/* C := C0 (or NaN everywhere inside the M x N block when nan_c) and run. */
+static void problem_run(problem *p, aes_ctx *ctx, int nan_c) {
+    size_t nc = (size_t)p->M * (size_t)p->ldc;
+    memcpy(p->C, p->C0, sizeof(float) * nc);
+    if (nan_c) {
+        int i, j;
+        for (i = 0; i < p->M; i++)
+            for (j = 0; j < p->N; j++) p->C[(size_t)i * (size_t)p->ldc + (size_t)j] = NAN;
+    }
+    aes__gemm_opt(ctx, p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb, p->beta,
+                  p->C, p->ldc);
+}
+
+/* Compares C with the double-precision result.  The allowed error of an
+ * fp32 dot product grows like sqrt(K) times the size of its terms:
+ * |err| <= 1e-5 * sqrt(K) * (|alpha| sum_k |a b| + |beta c|) + tiny. */
+static int problem_check(const problem *p, const char *what) {
+    int i, j, k, bad = 0;
+    double tol_k = 1e-5 * sqrt((double)(p->K > 0 ? p->K : 1));
+    for (i = 0; i < p->M; i++) {
+        for (j = 0; j < p->ldc; j++) {
+            float got = p->C[(size_t)i * (size_t)p->ldc + (size_t)j];
+            float c0 = p->C0[(size_t)i * (size_t)p->ldc + (size_t)j];
+            double sum = 0, mag = 0, want, scale;
+            if (j >= p->N) { /* padding column: untouched */
+                if (got != SENTINEL) bad++;
+                continue;
+            }
+            if (p->alpha != 0.0f)
+                for (k = 0; k < p->K; k++) {
+                    double t = (double)op_at(p->A, p->lda, p->ta, i, k) * (double)op_at(p->B, p->ldb, p->tb, k, j);
+                    sum += t;
+                    mag += fabs(t);
+                }
+            want = (double)p->alpha * sum + (p->beta == 0.0f ? 0.0 : (double)p->beta * (double)c0);
+            scale = fabs((double)p->alpha) * mag + (p->beta == 0.0f ? 0.0 : fabs((double)p->beta * c0));
+            if (!(fabs((double)got - want) <= tol_k * scale + 1e-30)) {
+                if (bad < 3)
+                    fprintf(stderr, "    %s: C[%d,%d] = %.9g, want %.9g (M%d N%d K%d ta%d tb%d a%g b%g)\n", what,
+                            i, j, got, want, p->M, p->N, p->K, (int)p->ta, (int)p->tb, p->alpha, p->beta);
+                bad++;
+            }
+        }
+    }
+    return bad;
+}
+
+/* The ISAs this build and CPU can run (scalar always first). */
+static int available_isas(aes_isa *out) {
+    int n = 0;
+    aes_isa cand[4] = { AES_ISA_SCALAR, AES_ISA_NEON, AES_ISA_AVX2, AES_ISA_AVX512 };
+    aes_ctx *ctx = aes_ctx_create();
+    int i;
+    for (i = 0; i < 4; i++)
+        if (aes_isa_set(ctx, cand[i]) == AES_OK) out[n++] = cand[i];
+    aes_ctx_destroy(ctx);
+    return n;
+}
+
+static const int odd_shapes[][3] = { /* M, N, K */
+    { 1, 1, 1 }, { 3, 3, 3 }, { 17, 17, 17 }, { 63, 63, 63 }, { 1, 257, 63 }, { 257, 1, 17 },
+    { 63, 17, 257 }, { 17, 257, 3 }, { 3, 63, 1 }, { 257, 63, 17 }, { 9, 49, 385 }, { 50, 100, 800 },
+};
+#define NSHAPES ((int)(sizeof odd_shapes / sizeof odd_shapes[0]))
+
+/* Every transpose combination x odd shapes x every ISA, with padded leading
+ * dimensions, misaligned pointers and a general alpha / beta. */
+static void test_all_transposes_odd_sizes(void) {
+    aes_isa isas[4];
+    int nisa = available_isas(isas), s, t, ii;
+    aes_ctx *ctx = aes_ctx_create();
+    tl_seed(1);
+    for (ii = 0; ii < nisa; ii++) {
+        CHECK_OK(ctx, aes_isa_set(ctx, isas[ii]));
+        for (s = 0; s < NSHAPES; s++)
+            for (t = 0; t < 4; t++) {
+                problem p;
+                problem_make(&p, (aes_trans)(t & 1), (aes_trans)(t >> 1), odd_shapes[s][0], odd_shapes[s][1],
+                             odd_shapes[s][2], 0.75f, -0.5f, 1 + (s % 3) * 5);
+                problem_run(&p, ctx, 0);
+                CHECK_MSG(problem_check(&p, aes_isa_name(isas[ii])) == 0, "isa %s shape %d trans %d",
+                          aes_isa_name(isas[ii]), s, t);
+                problem_free(&p);
+            }
+    }
+    aes_ctx_destroy(ctx);
+}
+
+/* Tight leading dimensions (no padding) too, the common case. */
+static void test_tight_leading_dims(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    int t;
+    tl_seed(2);
+    for (t = 0; t < 4; t++) {
+        problem p;
+        problem_make(&p, (aes_trans)(t & 1), (aes_trans)(t >> 1), 96, 144, 100, 1.0f, 0.0f, 0);
+        problem_run(&p, ctx, 0);
+        CHECK(problem_check(&p, "tight") == 0);
+        problem_free(&p);
+    }
+    aes_ctx_destroy(ctx);
+}
+
+/* alpha / beta: beta == 0 must not read C (NaN must not leak), beta == 1
+ * accumulates, alpha == 0 and K == 0 only scale C. */
+static void test_alpha_beta(void) {
+    static const float ab[][2] = { { 1, 0 }, { 1, 1 }, { -2, 0.5f }, { 0.25f, -1 }, { 0, 0.5f }, { 0, 0 } };
+    aes_isa isas[4];
+    int nisa = available_isas(isas), ii, v, t;
+    aes_ctx *ctx = aes_ctx_create();
+    tl_seed(3);
+    for (ii = 0; ii < nisa; ii++) {
+        CHECK_OK(ctx, aes_isa_set(ctx, isas[ii]));
+        for (v = 0; v < (int)(sizeof ab / sizeof ab[0]); v++)
+            for (t = 0; t < 12; t++) { /* a GEMM, one row of C, one column of C */
+                static const int shapes[3][3] = { { 19, 53, 41 }, { 1, 53, 41 }, { 19, 1, 41 } };
+                problem p;
+                problem_make(&p, (aes_trans)(t & 1), (aes_trans)((t >> 1) & 1), shapes[t / 4][0],
+                             shapes[t / 4][1], shapes[t / 4][2], ab[v][0], ab[v][1], 2);
+                problem_run(&p, ctx, ab[v][1] == 0.0f);
+                CHECK_MSG(problem_check(&p, "alpha/beta") == 0, "isa %s alpha %g beta %g case %d",
+                          aes_isa_name(isas[ii]), ab[v][0], ab[v][1], t);
+                problem_free(&p);
+            }
+    }
+    aes_ctx_destroy(ctx);
+}
+
+static void test_degenerate_sizes(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    problem p;
+    tl_seed(4);
+    /* K == 0: C = beta * C; with beta == 0 NaN is overwritten by 0 */
+    problem_make(&p, AES_NO_TRANS, AES_NO_TRANS, 5, 7, 0, 1.0f, 2.0f, 1);
+    problem_run(&p, ctx, 0);
+    CHECK(problem_check(&p, "K=0") == 0);
+    p.beta = 0.0f;
+    problem_run(&p, ctx, 1);
+    CHECK(problem_check(&p, "K=0 beta=0") == 0);
+    problem_free(&p);
+    /* M == 0 or N == 0: nothing is touched */
+    {
+        float c[4] = { 1, 2, 3, 4 }, a[4] = { 1, 1, 1, 1 };
+        aes__gemm_opt(ctx, AES_NO_TRANS, AES_NO_TRANS, 0, 2, 2, 1.0f, a, 2, a, 2, 0.0f, c, 2);
+        aes__gemm_opt(ctx, AES_TRANS, AES_TRANS, 2, 0, 2, 1.0f, a, 2, a, 2, 0.0f, c, 2);
+        CHECK(c[0] == 1 && c[1] == 2 && c[2] == 3 && c[3] == 4);
+    }
+    /* a NULL context works (best ISA, one thread) */
+    problem_make(&p, AES_TRANS, AES_NO_TRANS, 33, 65, 129, 1.5f, 0.5f, 3);
+    memcpy(p.C, p.C0, sizeof(float) * (size_t)p.M * (size_t)p.ldc);
+    aes__gemm_opt(NULL, p.ta, p.tb, p.M, p.N, p.K, p.alpha, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
+    CHECK(problem_check(&p, "NULL ctx") == 0);
+    problem_free(&p);
+    aes_ctx_destroy(ctx);
+}
+
+/* Each SIMD path agrees with the scalar path (both are also checked
+ * against the reference above; here the same inputs go through both). */
+static void test_isa_paths_agree(void) {
+    aes_isa isas[4];
+    int nisa = available_isas(isas), ii, t;
+    aes_ctx *ctx = aes_ctx_create();
+    if (nisa < 2) { tl_skip("only the scalar path is available"); aes_ctx_destroy(ctx); return; }
+    tl_seed(5);
+    for (t = 0; t < 4; t++) {
+        problem p;
+        float *scalar_c;
+        size_t nc, i;
+        int K = 300, bad = 0;
+        problem_make(&p, (aes_trans)(t & 1), (aes_trans)(t >> 1), 70, 110, K, 1.0f, 0.0f, 4);
+        nc = (size_t)p.M * (size_t)p.ldc;
+        scalar_c = (float *)malloc(sizeof(float) * nc);
+        CHECK_OK(ctx, aes_isa_set(ctx, AES_ISA_SCALAR));
+        problem_run(&p, ctx, 0);
+        memcpy(scalar_c, p.C, sizeof(float) * nc);
+        for (ii = 1; ii < nisa; ii++) {
+            CHECK_OK(ctx, aes_isa_set(ctx, isas[ii]));
+            problem_run(&p, ctx, 0);
+            /* entries are sums of K products of values in [-1, 1): both
+             * paths are within ~1e-5 * sqrt(K) * K / 3 of the truth */
+            for (i = 0; i < nc; i++)
+                if (!(fabs((double)p.C[i] - (double)scalar_c[i]) <= 2e-5 * sqrt((double)K) * K / 3.0)) bad++;
+            CHECK_MSG(bad == 0, "isa %s differs from scalar in %d entries (trans %d)", aes_isa_name(isas[ii]),
+                      bad, t);
+        }
+        free(scalar_c);
+        problem_free(&p);
+    }
+    aes_ctx_destroy(ctx);
+}
+
+/* Results are bit-identical for 1, 2 and 3 threads, on every ISA, for
+ * shapes with many tiles, several kc blocks and super-block splits. */
+static void test_threads_bit_identical(void) {
+    /* the last two are matrix-vector products, big enough to be threaded */
+    static const int shapes[][3] = { { 200, 300, 800 }, { 129, 517, 70 }, { 801, 96, 300 }, { 40, 1700, 200 },
+                                     { 5, 700, 900 }, { 1, 3000, 900 }, { 2000, 1, 1500 } };
+    aes_isa isas[4];
+    int nisa = available_isas(isas), ii, s, t, th;
+    aes_ctx *ctx = aes_ctx_create();
+    if (aes_threads_set(ctx, 2) != AES_OK) {
+        tl_skip("built without threads");
+        aes_ctx_destroy(ctx);
+        return;
+    }
+    tl_seed(6);
+    for (ii = 0; ii < nisa; ii++) {
+        CHECK_OK(ctx, aes_isa_set(ctx, isas[ii]));
+        for (s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
+            problem p;
+            float *one;
+            size_t nc;
+            t = s & 3; /* a different transpose combination per shape */
+            problem_make(&p, (aes_trans)(t & 1), (aes_trans)(t >> 1), shapes[s][0], shapes[s][1], shapes[s][2],
+                         1.0f, s == 1 ? 0.5f : 0.0f, 1);
+            nc = (size_t)p.M * (size_t)p.ldc;
+            one = (float *)malloc(sizeof(float) * nc);
+            CHECK_OK(ctx, aes_threads_set(ctx, 1));
+            problem_run(&p, ctx, 0);
+            memcpy(one, p.C, sizeof(float) * nc);
+            if (ii == nisa - 1) CHECK(problem_check(&p, "threads") == 0);
+            for (th = 2; th <= 3; th++) {
+                CHECK_OK(ctx, aes_threads_set(ctx, th));
+                problem_run(&p, ctx, 0);
+                CHECK_MSG(memcmp(one, p.C, sizeof(float) * nc) == 0, "isa %s shape %d: %d threads differ from 1",
+                          aes_isa_name(isas[ii]), s, th);
+            }
+            free(one);
+            problem_free(&p);
+        }
+    }
+    aes_ctx_destroy(ctx);
+}
+
+/* When the packing buffers cannot be had (here: an allocation limit), the
+ * unpacked path still gives the right answer and leaves no error behind. */
+static void test_allocation_failure_fallback(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    int t;
+    tl_seed(7);
+    CHECK_OK(ctx, aes_limit_set(ctx, AES_LIMIT_ALLOC_BYTES, 64));
+    for (t = 0; t < 12; t++) { /* a GEMM, a row and a column (whose vector must be gathered) */
+        static const int shapes[3][3] = { { 23, 31, 45 }, { 1, 31, 45 }, { 23, 1, 45 } };
+        problem p;
+        problem_make(&p, (aes_trans)(t & 1), (aes_trans)((t >> 1) & 1), shapes[t / 4][0], shapes[t / 4][1],
+                     shapes[t / 4][2], -1.0f, 0.5f, 2);
+        problem_run(&p, ctx, 0);
+        CHECK(problem_check(&p, "no memory") == 0);
+        problem_free(&p);
+    }
+    CHECK(aes_last_status(ctx) == AES_OK);
+    aes_ctx_destroy(ctx);
+}
+
+int main(int argc, char **argv) {
+    TL_INIT(argc, argv);
+    RUN(test_all_transposes_odd_sizes);
+    RUN(test_tight_leading_dims);
+    RUN(test_alpha_beta);
+    RUN(test_degenerate_sizes);
+    RUN(test_isa_paths_agree);
+    RUN(test_threads_bit_identical);
+    RUN(test_allocation_failure_fallback);
+    return tl_report();
+}

@@ -1,0 +1,692 @@
+/* aesalign index: build, update and describe an image index (aesalign.h).
+ *
+ *   aesalign index build  --model M [--head H] [--out FILE] [options] DIR...
+ *   aesalign index update --index FILE --model M [--head H] [options] [DIR...]
+ *   aesalign index info   FILE
+ *
+ * build walks the folders recursively (entries sorted by name, hidden ones
+ * skipped, symlinked folders followed once), embeds every image with the
+ * CLIP image tower, scores it with the aesthetic head and writes one index
+ * file.  Files that cannot be decoded are skipped with a warning and
+ * counted; the run never stops on one bad file.
+ *
+ * Crash safety: the index is written atomically at the end, so an
+ * interrupted run leaves the previous FILE as it was.  While it runs, a
+ * checkpoint FILE.partial (itself a complete index, written atomically) is
+ * refreshed every --checkpoint-every images; the next build or update with
+ * the same model picks it up and embeds only what is missing.
+ *
+ * update re-walks the folders (by default the ones recorded at build time),
+ * keeps the entries whose file size and mtime are unchanged, embeds new and
+ * changed files and drops files that are gone.  A different head only
+ * re-scores the stored vectors.
+ */
+#include "cli.h"
+#include <math.h>
+#include <time.h>
+#include <errno.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+
+/* ============================================================================
+ *  Helpers shared with cmd_search.c (declared there)
+ * ========================================================================= */
+
+typedef struct aes_ret_model_opts {
+    const char *model, *config, *vocab, *act;
+    int f16;
+} aes_ret_model_opts;
+
+/* The model options; returns 1 matched, 0 not, -1 bad value. */
+int aes_ret_model_opt(int argc, char **argv, int *i, aes_ret_model_opts *o) {
+    int r;
+    if ((r = aes_cli_opt_str(argc, argv, i, "--model", &o->model))) return r;
+    if ((r = aes_cli_opt_str(argc, argv, i, "--config", &o->config))) return r;
+    if ((r = aes_cli_opt_str(argc, argv, i, "--vocab", &o->vocab))) return r;
+    if ((r = aes_cli_opt_str(argc, argv, i, "--act", &o->act))) {
+        if (r == 1 && strcmp(o->act, "gelu") && strcmp(o->act, "quick_gelu")) {
+            fprintf(stderr, "aesalign: --act wants quick_gelu or gelu, not '%s'\n", o->act);
+            return -1;
+        }
+        return r;
+    }
+    if (!strcmp(argv[*i], "--f16")) { o->f16 = 1; return 1; }
+    return 0;
+}
+
+aes_status aes_ret_load_model(aes_ctx *ctx, const aes_ret_model_opts *o, aes_clip **model) {
+    aes_clip_load_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.config_path = o->config;
+    lo.keep_16bit = o->f16;
+    if (o->act) lo.act = !strcmp(o->act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
+    return aes_clip_load(ctx, o->model, &lo, model);
+}
+
+/* --vocab, else $AES_VOCAB, else a merges file beside the model.  Prints
+ * its own message when none is found. */
+aes_status aes_ret_load_tokenizer(aes_ctx *ctx, const aes_ret_model_opts *o, aes_tokenizer **tok,
+                                  const char *cmd) {
+    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
+    char path[4096];
+    const char *v = o->vocab ? o->vocab : getenv("AES_VOCAB");
+    size_t k;
+    if (!v) {
+        const char *slash = strrchr(o->model, '/');
+        int dlen = slash ? (int)(slash - o->model) + 1 : 0;
+        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
+            struct stat sb;
+            snprintf(path, sizeof path, "%.*s%s", dlen, o->model, beside[k]);
+            if (stat(path, &sb) == 0) v = path;
+        }
+    }
+    if (!v) {
+        aes_cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
+        return AES_ERR_IO;
+    }
+    return aes_tokenizer_load_merges(ctx, v, tok);
+}
+
+double aes_ret_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ============================================================================
+ *  Walking folders
+ * ========================================================================= */
+
+typedef struct walk_file {
+    char    *path;
+    uint64_t size;
+    int64_t  mtime_ns;
+} walk_file;
+
+typedef struct walk {
+    walk_file *files;
+    size_t n, cap;
+    size_t ignored, unreadable_dirs;
+    struct { dev_t dev; ino_t ino; } *seen;   /* folders visited (symlink loops) */
+    size_t nseen, capseen;
+} walk;
+
+static int has_image_ext(const char *name) {
+    static const char *const ext[] = {"jpg", "jpeg", "png", "ppm", "pgm", "pnm", "bmp", "gif", "tga"};
+    const char *dot = strrchr(name, '.');
+    size_t k, i;
+    if (!dot) return 0;
+    for (k = 0; k < sizeof ext / sizeof *ext; k++) {
+        const char *e = ext[k];
+        for (i = 0; e[i] && dot[1 + i]; i++) {
+            char c = dot[1 + i];
+            if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+            if (c != e[i]) break;
+        }
+        if (!e[i] && !dot[1 + i]) return 1;
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static char *join_path(const char *dir, const char *name) {
+    size_t dl = strlen(dir), nl = strlen(name);
+    char *p = (char *)malloc(dl + nl + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, dl);
+    if (dl && dir[dl - 1] != '/') p[dl++] = '/';
+    memcpy(p + dl, name, nl + 1);
+    return p;
+}
+
+static int64_t stat_mtime_ns(const struct stat *sb) {
+    return (int64_t)sb->st_mtim.tv_sec * 1000000000 + (int64_t)sb->st_mtim.tv_nsec;
+}
+
+/* Adds the images under `path` (a folder or a file); returns 0 when out of memory. */
+static int walk_path(walk *w, const char *path, int depth) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        fprintf(stderr, "aesalign index: warning: %s: %s (skipped)\n", path, strerror(errno));
+        w->unreadable_dirs++;
+        return 1;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *d;
+        struct dirent *e;
+        char **names = NULL;
+        size_t nn = 0, cn = 0, i, k;
+        for (k = 0; k < w->nseen; k++)
+            if (w->seen[k].dev == sb.st_dev && w->seen[k].ino == sb.st_ino) return 1;   /* loop */
+        if (depth > 64) return 1;
+        if (w->nseen == w->capseen) {
+            size_t c = w->capseen ? w->capseen * 2 : 64;
+            void *p = realloc(w->seen, c * sizeof *w->seen);
+            if (!p) return 0;
+            w->seen = p;
+            w->capseen = c;
+        }
+        w->seen[w->nseen].dev = sb.st_dev;
+        w->seen[w->nseen].ino = sb.st_ino;
+        w->nseen++;
+        if (!(d = opendir(path))) {
+            fprintf(stderr, "aesalign index: warning: cannot read folder %s: %s (skipped)\n", path, strerror(errno));
+            w->unreadable_dirs++;
+            return 1;
+        }
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.') continue;            /* ., .., hidden files and folders */
+            if (nn == cn) {
+                size_t c = cn ? cn * 2 : 64;
+                char **p = (char **)realloc(names, c * sizeof *names);
+                if (!p) { closedir(d); return 0; }
+                names = p;
+                cn = c;
+            }
+            if (!(names[nn] = join_path(path, e->d_name))) { closedir(d); return 0; }
+            nn++;
+        }
+        closedir(d);
+        qsort(names, nn, sizeof *names, cmp_str);     /* the same order on every run */
+        for (i = 0; i < nn; i++) {
+            int ok = walk_path(w, names[i], depth + 1);
+            free(names[i]);
+            if (!ok) { for (i++; i < nn; i++) free(names[i]); free(names); return 0; }
+        }
+        free(names);
+        return 1;
+    }
+    if (!S_ISREG(sb.st_mode) || !has_image_ext(path)) {
+        w->ignored++;
+        return 1;
+    }
+    if (w->n == w->cap) {
+        size_t c = w->cap ? w->cap * 2 : 256;
+        walk_file *p = (walk_file *)realloc(w->files, c * sizeof *p);
+        if (!p) return 0;
+        w->files = p;
+        w->cap = c;
+    }
+    if (!(w->files[w->n].path = (char *)malloc(strlen(path) + 1))) return 0;
+    strcpy(w->files[w->n].path, path);
+    w->files[w->n].size = (uint64_t)sb.st_size;
+    w->files[w->n].mtime_ns = stat_mtime_ns(&sb);
+    w->n++;
+    return 1;
+}
+
+static void walk_free(walk *w) {
+    size_t i;
+    for (i = 0; i < w->n; i++) free(w->files[i].path);
+    free(w->files);
+    free(w->seen);
+    memset(w, 0, sizeof *w);
+}
+
+/* ============================================================================
+ *  Progress line
+ * ========================================================================= */
+
+typedef struct progress {
+    double t0, last;
+    size_t total, shown;
+    int tty;
+} progress;
+
+static void fmt_duration(char *buf, size_t cap, double s) {
+    if (!(s >= 0) || s > 1e7) snprintf(buf, cap, "?");
+    else if (s < 60) snprintf(buf, cap, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}
+
+/* "done/total, images/s, ETA" on stderr: in place on a terminal, else one
+ * line every 10 s. */
+static void progress_show(progress *p, size_t done, int final) {
+    double now = aes_ret_now(), rate, el = now - p->t0;
+    char eta[32];
+    if (!final && now - p->last < (p->tty ? 0.25 : 10.0)) return;
+    if (final && !p->tty && p->shown == done) return;   /* already said */
+    p->last = now;
+    p->shown = done;
+    rate = el > 0 ? (double)done / el : 0;
+    fmt_duration(eta, sizeof eta, rate > 0 ? (double)(p->total - done) / rate : -1);
+    fprintf(stderr, "%sindex: %zu/%zu images, %.1f images/s, ETA %s%s", p->tty ? "\r" : "", done, p->total, rate,
+            final ? "0s" : eta, p->tty && !final ? "   " : "\n");
+    fflush(stderr);
+}
+
+/* ============================================================================
+ *  build / update
+ * ========================================================================= */
+
+typedef struct build_opts {
+    aes_ret_model_opts m;
+    const char *head, *out;
+    unsigned storage;
+    long batch, checkpoint_every;
+    int quiet;
+    const char **dirs;
+    int ndirs;
+} build_opts;
+
+/* The i-th value of "key=" in an index's meta text, copied to a malloc'ed
+ * string, or NULL. */
+static char *meta_value(const char *meta, const char *key, int nth) {
+    size_t kl = strlen(key);
+    const char *p = meta;
+    while (p && *p) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        if (ll > kl && !strncmp(p, key, kl) && p[kl] == '=' && nth-- == 0) {
+            char *v = (char *)malloc(ll - kl);
+            if (v) { memcpy(v, p + kl + 1, ll - kl - 1); v[ll - kl - 1] = 0; }
+            return v;
+        }
+        p += ll + (eol ? 1 : 0);
+    }
+    return NULL;
+}
+
+/* Files that failed to decode are remembered in the meta as
+ * "bad=SIZE MTIME_NS PATH", so an unchanged bad file is not retried on
+ * every update. */
+static int meta_is_bad(const char *meta, const walk_file *wf) {
+    char want[64];
+    size_t wl;
+    const char *p = meta;
+    snprintf(want, sizeof want, "bad=%llu %lld ", (unsigned long long)wf->size, (long long)wf->mtime_ns);
+    wl = strlen(want);
+    while (p && *p) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        if (ll > wl && !strncmp(p, want, wl) && ll - wl == strlen(wf->path) && !strncmp(p + wl, wf->path, ll - wl))
+            return 1;
+        p += ll + (eol ? 1 : 0);
+    }
+    return 0;
+}
+
+/* A growing meta text, capped below AES_INDEX_META_MAX. */
+typedef struct meta_buf { char *s; size_t len, cap; } meta_buf;
+static void meta_add(meta_buf *m, const char *key, const char *fmt_value1, const char *value2) {
+    char line[8192];
+    size_t n;
+    if (strchr(fmt_value1, '\n') || (value2 && strchr(value2, '\n'))) return;
+    n = (size_t)snprintf(line, sizeof line, "%s=%s%s\n", key, fmt_value1, value2 ? value2 : "");
+    if (n >= sizeof line || m->len + n + 1 > AES_INDEX_META_MAX) return;
+    if (m->len + n + 1 > m->cap) {
+        size_t c = (m->cap ? m->cap : 4096);
+        char *q;
+        while (c < m->len + n + 1) c *= 2;
+        if (!(q = (char *)realloc(m->s, c))) return;
+        m->s = q;
+        m->cap = c;
+    }
+    memcpy(m->s + m->len, line, n + 1);
+    m->len += n;
+}
+
+static int cmd_build(int argc, char **argv, int update) {
+    const char *cmd = update ? "index update" : "index build";
+    build_opts o;
+    aes_ctx *ctx = aes_ctx_create();
+    aes_clip *model = NULL;
+    aes_head head;
+    int have_head = 0, from_partial = 0, rc = 1, S, E, i;
+    char head_id[17] = "", partial[4200], *owned[4] = {NULL, NULL, NULL, NULL};
+    char **owned_dirs = NULL;
+    int n_owned_dirs = 0;
+    aes_index *prev = NULL, *cache = NULL, *idx = NULL;
+    walk w;
+    meta_buf meta = {NULL, 0, 0};
+    size_t f, reused = 0, changed = 0, embedded = 0, skipped = 0, known_bad = 0, rescored = 0, dropped = 0;
+    size_t since_ckpt = 0, *todo = NULL, ntodo = 0, *batch_file = NULL;
+    float *pixels = NULL, *emb = NULL, *scores = NULL;
+    double t0 = aes_ret_now(), ckpt_cost = 0;
+    progress pg;
+    memset(&o, 0, sizeof o);
+    memset(&w, 0, sizeof w);
+    memset(&head, 0, sizeof head);
+    o.storage = AES_INDEX_F32 | AES_INDEX_I8;
+    o.batch = 16;
+    o.checkpoint_every = 256;
+    if (!ctx) return aes_cli_fail(cmd, NULL, "out of memory");
+    o.dirs = (const char **)calloc((size_t)argc + 1, sizeof *o.dirs);
+    if (!o.dirs) { aes_ctx_destroy(ctx); return aes_cli_fail(cmd, NULL, "out of memory"); }
+    for (i = 2; i < argc; i++) {
+        const char *s;
+        int r;
+        if ((r = aes_ret_model_opt(argc, argv, &i, &o.m))) { if (r < 0) goto done; continue; }
+        if ((r = aes_cli_opt_str(argc, argv, &i, "--head", &o.head))) { if (r < 0) goto done; continue; }
+        if ((r = aes_cli_opt_str(argc, argv, &i, update ? "--index" : "--out", &o.out))) { if (r < 0) goto done; continue; }
+        if ((r = aes_cli_opt_int(argc, argv, &i, "--batch", &o.batch))) { if (r < 0) goto done; continue; }
+        if ((r = aes_cli_opt_int(argc, argv, &i, "--checkpoint-every", &o.checkpoint_every))) { if (r < 0) goto done; continue; }
+        if ((r = aes_cli_opt_str(argc, argv, &i, "--storage", &s))) {
+            if (r < 0) goto done;
+            if (!strcmp(s, "f32")) o.storage = AES_INDEX_F32;
+            else if (!strcmp(s, "int8")) o.storage = AES_INDEX_I8;
+            else if (!strcmp(s, "both")) o.storage = AES_INDEX_F32 | AES_INDEX_I8;
+            else { aes_cli_fail(cmd, NULL, "--storage wants f32, int8 or both, not '%s'", s); goto done; }
+            continue;
+        }
+        if (!strcmp(argv[i], "--quiet")) { o.quiet = 1; continue; }
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            if (update)
+                printf("usage: aesalign index update --index FILE [--model M] [--head H] [options] [DIR...]\n"
+                       "  re-walks the folders (default: those recorded in FILE), embeds new and changed\n"
+                       "  images, drops deleted ones; --model and --head default to the recorded paths\n");
+            else
+                printf("usage: aesalign index build --model M [--head H] [--out FILE] [options] DIR...\n");
+            printf("  --model M            CLIP checkpoint (safetensors, either layout)\n"
+                   "  --head H             aesthetic head (safetensors); without one, no aesthetic scores\n"
+                   "  %-20s the index file%s\n"
+                   "  --storage S          f32, int8 or both (default both: int8 scans, fp32 re-scores)\n"
+                   "  --batch N            images per encoder batch (default 16)\n"
+                   "  --checkpoint-every N refresh FILE.partial every N new images (default 256)\n"
+                   "  --config F, --act quick_gelu|gelu, --f16   as for `aesalign embed`\n"
+                   "  --quiet              no progress line\n"
+                   "Threads: $AES_THREADS, else every core.\n", update ? "--index FILE" : "--out FILE",
+                   update ? "" : " (default index.aesidx)");
+            rc = 0;
+            goto done;
+        }
+        if (argv[i][0] == '-' && argv[i][1]) { aes_cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[i]); goto done; }
+        o.dirs[o.ndirs++] = argv[i];
+    }
+    if (!o.out) o.out = update ? NULL : "index.aesidx";
+    if (!o.out) { aes_cli_fail(cmd, NULL, "--index FILE is required"); goto done; }
+    if (o.batch < 1 || o.batch > 1024) { aes_cli_fail(cmd, NULL, "--batch must be in [1, 1024]"); goto done; }
+    if (o.checkpoint_every < 1) o.checkpoint_every = 1;
+    snprintf(partial, sizeof partial, "%s.partial", o.out);
+    aes_threads_set(ctx, aes_cli_threads());
+
+    /* update: the index to bring up to date, and what it recorded */
+    if (update) {
+        if (aes_index_load(ctx, o.out, &prev) != AES_OK) {
+            aes_cli_fail(cmd, ctx, "cannot read the index (use `aesalign index build` to make one)");
+            goto done;
+        }
+        if (!o.m.model) o.m.model = owned[0] = meta_value(prev->meta, "model", 0);
+        if (!o.head && prev->head_id[0]) o.head = owned[1] = meta_value(prev->meta, "head", 0);
+        if (o.ndirs == 0) {
+            char *d;
+            while ((d = meta_value(prev->meta, "root", n_owned_dirs)) != NULL) {
+                char **od = (char **)realloc(owned_dirs, (size_t)(n_owned_dirs + 1) * sizeof *od);
+                if (!od) { free(d); break; }
+                owned_dirs = od;
+                owned_dirs[n_owned_dirs++] = d;
+                if (o.ndirs < argc) o.dirs[o.ndirs++] = d;
+            }
+        }
+    }
+    if (!o.m.model) { aes_cli_fail(cmd, NULL, "--model is required"); goto done; }
+    if (o.ndirs == 0) { aes_cli_fail(cmd, NULL, "no folders given"); goto done; }
+
+    if (aes_ret_load_model(ctx, &o.m, &model) != AES_OK) { aes_cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
+    if (!aes_clip_get_config(model)->has_vision) { aes_cli_fail(cmd, NULL, "%s has no image tower", o.m.model); goto done; }
+    S = aes_clip_get_config(model)->image_size;
+    E = aes_clip_get_config(model)->embed_dim;
+    if (prev && aes_index_check_model(ctx, prev, aes_clip_id(model)) != AES_OK) {
+        aes_cli_fail(cmd, ctx, "%s (rebuild it with `aesalign index build`)", o.out);
+        goto done;
+    }
+    if (o.head) {
+        if (aes_head_load(ctx, o.head, &head) != AES_OK) { aes_cli_fail(cmd, ctx, "loading the head"); goto done; }
+        have_head = 1;
+        if (head.dim[0] != E) {
+            aes_cli_fail(cmd, NULL, "the head %s takes %d-dim embeddings but the model gives %d", o.head, head.dim[0], E);
+            goto done;
+        }
+        aes_head_identity(&head, head_id);
+        if (owned[1] && strcmp(head_id, prev->head_id) != 0) {
+            aes_cli_fail(cmd, NULL, "the head file %s recorded in the index has changed: give --head H", o.head);
+            goto done;
+        }
+    }
+
+    /* what to reuse: an interrupted run's checkpoint, else (update) the index */
+    if (access(partial, F_OK) == 0) {
+        if (aes_index_load(ctx, partial, &cache) != AES_OK) {
+            fprintf(stderr, "aesalign %s: warning: ignoring the checkpoint: %s\n", cmd, aes_last_error(ctx));
+            aes_clear_error(ctx);
+        } else if (aes_index_check_model(ctx, cache, aes_clip_id(model)) != AES_OK || cache->dim != E) {
+            fprintf(stderr, "aesalign %s: warning: ignoring %s, it is from another model\n", cmd, partial);
+            aes_clear_error(ctx);
+            aes_index_free(cache);
+            cache = NULL;
+        } else {
+            from_partial = 1;
+            fprintf(stderr, "aesalign %s: resuming from %s (%zu images done)\n", cmd, partial, cache->count);
+        }
+    }
+    if (!cache) { cache = prev; prev = NULL; }
+
+    /* walk */
+    for (i = 0; i < o.ndirs; i++)
+        if (!walk_path(&w, o.dirs[i], 0)) { aes_cli_fail(cmd, NULL, "out of memory walking %s", o.dirs[i]); goto done; }
+    if (!o.quiet)
+        fprintf(stderr, "aesalign %s: %zu images in %d folder%s (%zu other file%s ignored)\n", cmd, w.n, o.ndirs,
+                o.ndirs == 1 ? "" : "s", w.ignored, w.ignored == 1 ? "" : "s");
+
+    /* the new index: reused entries first (in walk order), then the new ones */
+    if (aes_index_create(ctx, E, o.storage, aes_clip_id(model), head_id, &idx) != AES_OK) { aes_cli_fail(cmd, ctx, "index"); goto done; }
+    meta_add(&meta, "model", o.m.model, NULL);
+    if (o.head) meta_add(&meta, "head", o.head, NULL);
+    for (i = 0; i < o.ndirs; i++) meta_add(&meta, "root", o.dirs[i], NULL);
+    todo = (size_t *)malloc((w.n + 1) * sizeof *todo);
+    if (!todo) { aes_cli_fail(cmd, NULL, "out of memory"); goto done; }
+    for (f = 0; f < w.n; f++) {
+        const walk_file *wf = &w.files[f];
+        int64_t row = cache ? aes_index_find(cache, wf->path) : -1;
+        if (row >= 0 && cache->file_size[row] == wf->size && cache->mtime_ns[row] == wf->mtime_ns) {
+            if (aes_index_add_from(ctx, idx, cache, (size_t)row) != AES_OK) { aes_cli_fail(cmd, ctx, "index"); goto done; }
+            reused++;
+        } else if (cache && meta_is_bad(cache->meta, wf)) {
+            char num[64];
+            snprintf(num, sizeof num, "%llu %lld ", (unsigned long long)wf->size, (long long)wf->mtime_ns);
+            meta_add(&meta, "bad", num, wf->path);
+            known_bad++;
+        } else {
+            if (row >= 0) changed++;
+            todo[ntodo++] = f;
+        }
+    }
+    {   /* entries of the index being updated whose file is gone */
+        const aes_index *ref = prev ? prev : cache;
+        char **sorted = (char **)malloc((w.n + 1) * sizeof *sorted);
+        if (!sorted) { aes_cli_fail(cmd, NULL, "out of memory"); goto done; }
+        for (f = 0; f < w.n; f++) sorted[f] = w.files[f].path;
+        qsort(sorted, w.n, sizeof *sorted, cmp_str);
+        for (f = 0; ref && f < ref->count; f++) {
+            const char *key = aes_index_path(ref, f);
+            dropped += bsearch(&key, sorted, w.n, sizeof *sorted, cmp_str) == NULL;
+        }
+        free(sorted);
+    }
+    /* a different head (or none now): re-score what was reused */
+    if (reused && strcmp(cache->head_id, head_id) != 0) {
+        if (aes_index_rescore(ctx, idx, have_head ? &head : NULL) != AES_OK) { aes_cli_fail(cmd, ctx, "re-scoring"); goto done; }
+        rescored = have_head ? reused : 0;
+    }
+    if (update && !ntodo && !dropped && !rescored && !from_partial && reused == idx->count &&
+        idx->storage == cache->storage) {
+        if (!o.quiet) fprintf(stderr, "aesalign %s: %s is up to date (%zu images)\n", cmd, o.out, idx->count);
+        rc = 0;
+        goto done;
+    }
+
+    /* embed what is new or changed */
+    pixels = (float *)malloc((size_t)o.batch * 3 * S * S * sizeof(float));
+    emb = (float *)malloc((size_t)o.batch * E * sizeof(float));
+    scores = (float *)malloc((size_t)o.batch * sizeof(float));
+    batch_file = (size_t *)malloc((size_t)o.batch * sizeof *batch_file);
+    if (!pixels || !emb || !scores || !batch_file) { aes_cli_fail(cmd, NULL, "out of memory"); goto done; }
+    memset(&pg, 0, sizeof pg);
+    pg.t0 = pg.last = aes_ret_now();
+    pg.total = ntodo;
+    pg.tty = isatty(2);
+    for (f = 0; f < ntodo;) {
+        int B = 0, b;
+        double tc;
+        /* decode + preprocess up to `batch` good images; a bad one is skipped */
+        while (f < ntodo && B < o.batch) {
+            const walk_file *wf = &w.files[todo[f++]];
+            aes_image img;
+            aes_status st;
+            memset(&img, 0, sizeof img);
+            st = (aes_status)aes_cli_load_image(ctx, wf->path, &img);
+            if (st == AES_OK) st = aes_clip_preprocess(ctx, &img, S, pixels + (size_t)B * 3 * S * S);
+            aes_image_free(&img);
+            if (st != AES_OK) {
+                char num[64];
+                if (pg.tty && !o.quiet) fputc('\n', stderr);
+                fprintf(stderr, "aesalign %s: warning: skipping %s: %s\n", cmd, wf->path,
+                        aes_last_error(ctx)[0] ? aes_last_error(ctx) : aes_status_name(st));
+                aes_clear_error(ctx);
+                snprintf(num, sizeof num, "%llu %lld ", (unsigned long long)wf->size, (long long)wf->mtime_ns);
+                meta_add(&meta, "bad", num, wf->path);
+                skipped++;
+                continue;
+            }
+            batch_file[B++] = todo[f - 1];
+        }
+        if (B > 0) {
+            if (aes_clip_encode_image(ctx, model, pixels, B, emb) != AES_OK) { aes_cli_fail(cmd, ctx, "encoding images"); goto done; }
+            for (b = 0; b < B; b++) scores[b] = NAN;
+            if (have_head && aes_head_score(ctx, &head, emb, B, scores) != AES_OK) { aes_cli_fail(cmd, ctx, "scoring"); goto done; }
+        }
+        for (b = 0; b < B; b++) {
+            const walk_file *wf = &w.files[batch_file[b]];
+            if (aes_index_add(ctx, idx, wf->path, wf->size, wf->mtime_ns, emb + (size_t)b * E, scores[b]) != AES_OK) {
+                fprintf(stderr, "aesalign %s: warning: skipping %s: %s\n", cmd, wf->path, aes_last_error(ctx));
+                aes_clear_error(ctx);
+                skipped++;
+                continue;
+            }
+            embedded++;
+            since_ckpt++;
+        }
+        if (!o.quiet) progress_show(&pg, embedded + skipped, 0);
+        /* checkpoint every N new images, but spend at most ~10% of the time on it */
+        tc = aes_ret_now();
+        if (since_ckpt >= (size_t)o.checkpoint_every && f < ntodo && tc - pg.t0 > 10 * ckpt_cost) {
+            if (aes_index_set_meta(ctx, idx, meta.s ? meta.s : "") != AES_OK || aes_index_save(ctx, idx, partial) != AES_OK) {
+                fprintf(stderr, "aesalign %s: warning: checkpoint failed: %s\n", cmd, aes_last_error(ctx));
+                aes_clear_error(ctx);
+            }
+            ckpt_cost += aes_ret_now() - tc;
+            since_ckpt = 0;
+        }
+    }
+    if (!o.quiet && ntodo) progress_show(&pg, embedded + skipped, 1);
+
+    if (aes_index_set_meta(ctx, idx, meta.s ? meta.s : "") != AES_OK || aes_index_save(ctx, idx, o.out) != AES_OK) {
+        aes_cli_fail(cmd, ctx, "writing %s", o.out);
+        goto done;
+    }
+    remove(partial);
+    {
+        double el = aes_ret_now() - t0;
+        struct stat sb;
+        double mb = stat(o.out, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0;
+        fprintf(stderr,
+                "aesalign %s: wrote %s: %zu images (%zu embedded of which %zu changed, %zu reused, %zu re-scored, "
+                "%zu dropped); %zu skipped (%zu known bad); %.1f MB; %.1f s, %.1f images/s\n",
+                cmd, o.out, idx->count, embedded, changed, reused, rescored, dropped, skipped + known_bad, known_bad,
+                mb, el, el > 0 ? (double)embedded / el : 0.0);
+    }
+    rc = 0;
+done:
+    free(pixels); free(emb); free(scores); free(batch_file); free(todo); free(meta.s);
+    free(o.dirs);
+    for (i = 0; i < 4; i++) free(owned[i]);
+    for (i = 0; i < n_owned_dirs; i++) free(owned_dirs[i]);
+    free(owned_dirs);
+    walk_free(&w);
+    aes_index_free(prev);
+    aes_index_free(cache);
+    aes_index_free(idx);
+    if (have_head) aes_head_free(&head);
+    aes_clip_free(model);
+    aes_ctx_destroy(ctx);
+    return rc;
+}
+
+/* ============================================================================
+ *  info
+ * ========================================================================= */
+
+static int cmd_info(int argc, char **argv) {
+    const char *path = NULL;
+    aes_ctx *ctx;
+    aes_index *idx = NULL;
+    struct stat sb;
+    size_t i, scored = 0;
+    double lo = INFINITY, hi = -INFINITY, sum = 0;
+    int k;
+    for (k = 2; k < argc; k++) {
+        int r;
+        if ((r = aes_cli_opt_str(argc, argv, &k, "--index", &path))) { if (r < 0) return 1; continue; }
+        if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+            printf("usage: aesalign index info FILE\n  prints what an index holds\n");
+            return 0;
+        }
+        path = argv[k];
+    }
+    if (!path) return aes_cli_fail("index info", NULL, "which index? (aesalign index info FILE)");
+    if (!(ctx = aes_ctx_create())) return aes_cli_fail("index info", NULL, "out of memory");
+    if (aes_index_load(ctx, path, &idx) != AES_OK) {
+        int r = aes_cli_fail("index info", ctx, "cannot load the index");
+        aes_ctx_destroy(ctx);
+        return r;
+    }
+    for (i = 0; i < idx->count; i++) {
+        float a = idx->aesthetic[i];
+        if (a != a) continue;
+        scored++;
+        sum += a;
+        if (a < lo) lo = a;
+        if (a > hi) hi = a;
+    }
+    printf("file\t%s\n", path);
+    printf("bytes\t%lld\n", stat(path, &sb) == 0 ? (long long)sb.st_size : -1LL);
+    printf("version\t%d\n", AES_INDEX_VERSION);
+    printf("images\t%zu\n", idx->count);
+    printf("dim\t%d\n", idx->dim);
+    printf("storage\t%s\n", idx->storage == 3 ? "f32+int8" : idx->storage == 1 ? "f32" : "int8");
+    printf("model\t%s\n", idx->model_id);
+    printf("head\t%s\n", idx->head_id[0] ? idx->head_id : "(none)");
+    if (scored) printf("aesthetic\t%zu scored, min %.3f, mean %.3f, max %.3f\n", scored, lo, sum / (double)scored, hi);
+    else printf("aesthetic\tnone\n");
+    {
+        const char *p = idx->meta;
+        while (p && *p) {
+            const char *eol = strchr(p, '\n');
+            int ll = eol ? (int)(eol - p) : (int)strlen(p);
+            const char *eq = (const char *)memchr(p, '=', (size_t)ll);
+            if (eq) printf("%.*s\t%.*s\n", (int)(eq - p), p, (int)(ll - (eq - p) - 1), eq + 1);
+            p += ll + (eol ? 1 : 0);
+        }
+    }
+    aes_index_free(idx);
+    aes_ctx_destroy(ctx);
+    return 0;
+}
+
+AES_CLI_COMMAND(index, "build, update or describe an image index: index build, update, info") {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        printf("usage: aesalign index build  --model M [--head H] [--out FILE] [options] DIR...\n"
+               "       aesalign index update --index FILE --model M [--head H] [options] [DIR...]\n"
+               "       aesalign index info   FILE\n"
+               "`aesalign index build --help` lists the options.\n");
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "build")) return cmd_build(argc, argv, 0);
+    if (!strcmp(argv[1], "update")) return cmd_build(argc, argv, 1);
+    if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
+    return aes_cli_fail("index", NULL, "unknown subcommand '%s' (build, update, info)", argv[1]);
+}

@@ -1,0 +1,901 @@
+/* aesalign finetune-dpo / make-pairs / train-clip: the training commands.
+ *
+ *   aesalign make-pairs --index FILE --model M --queries FILE --out PAIRS.tsv
+ *                       [--k 48] [--rows 4] [--cols 4] [--stride 2] [--max-pairs N]
+ *                       [--expand none|template] [--expansions FILE]
+ *       For every query (one per line), retrieve the top k with the (expanded)
+ *       query, lay the candidates out in the paper's u x v grid (rows by semantic
+ *       rank, columns by the index's aesthetic score) and write the pairs the
+ *       2-D order implies (arXiv 2406.09397 Sec. 4.1; see aesalign.h).
+ *
+ *   aesalign finetune-dpo --model M --pairs FILE --out FILE [--train vision|text|both]
+ *                         [--freeze N] [--optimizer sgd|adamw] [--lr X] [--beta X]
+ *                         [--label-smoothing X] [--lambda X] [--steps N] [--batch N] ...
+ *       Preference fine-tuning with the ranked DPO loss plus the contrastive term.
+ *
+ *   aesalign train-clip --data FILE --vocab FILE --out M [shape options] ...
+ *       Contrastive training from scratch (or from --init M) on image<TAB>caption
+ *       lines: how the offline demo makes its tiny CLIP.
+ */
+#include "cli.h"
+#include <math.h>
+#include <time.h>
+
+/* ---- helpers shared by the three commands ------------------------------------- */
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+
+/* One image file -> [3, S, S] preprocessed as CLIP does. */
+static aes_status load_pixels(aes_ctx *ctx, const char *path, int S, float *out) {
+    aes_image img;
+    aes_status st;
+    memset(&img, 0, sizeof img);
+    st = (aes_status)aes_cli_load_image(ctx, path, &img);
+    if (!st) st = aes_clip_preprocess(ctx, &img, S, out);
+    aes_image_free(&img);
+    return st;
+}
+
+/* --vocab, else $AES_VOCAB, else a merges file beside the model. */
+static aes_status find_tokenizer(aes_ctx *ctx, const char *vocab, const char *model, aes_tokenizer **tok,
+                                 const char *cmd) {
+    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
+    char path[4096];
+    const char *v = vocab ? vocab : getenv("AES_VOCAB");
+    size_t k;
+    if (!v && model) {
+        const char *slash = strrchr(model, '/');
+        int dlen = slash ? (int)(slash - model) + 1 : 0;
+        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
+            snprintf(path, sizeof path, "%.*s%s", dlen, model, beside[k]);
+            if (file_exists(path)) v = path;
+        }
+    }
+    if (!v) {
+        aes_cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
+        return AES_ERR_IO;
+    }
+    return aes_tokenizer_load_merges(ctx, v, tok);
+}
+
+/* Lines of a text file (no empty lines, no '#' comments, CR dropped). */
+static char **read_lines(aes_ctx *ctx, const char *path, int *n) {
+    void *data;
+    size_t len, i, start = 0;
+    char **lines = NULL, *text;
+    int cap = 0;
+    *n = 0;
+    if (aes_read_file(ctx, path, &data, &len) != AES_OK) return NULL;
+    text = (char *)data;
+    for (i = 0; i <= len; i++) {
+        if (i == len || text[i] == '\n') {
+            size_t e = i;
+            if (e > start && text[e - 1] == '\r') e--;
+            if (e > start && text[start] != '#') {
+                char *s = (char *)malloc(e - start + 1);
+                if (*n == cap) {
+                    char **nl = (char **)realloc(lines, sizeof(char *) * (size_t)(cap = cap ? cap * 2 : 64));
+                    if (!nl) break;
+                    lines = nl;
+                }
+                if (!s) break;
+                memcpy(s, text + start, e - start);
+                s[e - start] = 0;
+                lines[(*n)++] = s;
+            }
+            start = i + 1;
+        }
+    }
+    aes_free(data);
+    if (!lines) lines = (char **)calloc(1, sizeof(char *));
+    return lines;
+}
+
+static void free_lines(char **lines, int n) {
+    int i;
+    for (i = 0; i < n; i++) free(lines[i]);
+    free(lines);
+}
+
+/* Deterministic random numbers for sampling batches (xorshift64*). */
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+static void shuffle(int *a, int n, uint64_t *s) {
+    int i;
+    for (i = 0; i < n; i++) a[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        int j = (int)(rng_next(s) % (uint64_t)(i + 1)), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+/* Token rows [n, L] for n texts (checks the vocabulary fits the model). */
+static aes_status tokenize_all(aes_ctx *ctx, const aes_tokenizer *tok, char *const *texts, int n, int L, int vocab,
+                               int32_t *ids, const char *cmd) {
+    int i;
+    if (aes_tokenizer_vocab_size(tok) > vocab) {
+        aes_cli_fail(cmd, NULL, "the tokenizer has %d tokens but the model's vocabulary only %d",
+                     aes_tokenizer_vocab_size(tok), vocab);
+        return AES_ERR_MISMATCH;
+    }
+    for (i = 0; i < n; i++) {
+        aes_status st = aes_tokenizer_encode(ctx, tok, texts[i], strlen(texts[i]), ids + (size_t)i * L, L, NULL);
+        if (st) {
+            aes_cli_fail(cmd, ctx, "tokenizing '%s'", texts[i]);
+            return st;
+        }
+    }
+    return AES_OK;
+}
+
+/* ============================================================================
+ *  make-pairs
+ * ========================================================================= */
+
+static void make_pairs_usage(FILE *f) {
+    fprintf(f,
+            "usage: aesalign make-pairs --index FILE --model M --queries FILE --out PAIRS.tsv\n"
+            "                           [--config FILE] [--vocab FILE] [--act quick_gelu|gelu]\n"
+            "                           [--k 48] [--rows 4] [--cols 4] [--stride 2] [--max-pairs N]\n"
+            "                           [--expand none|template] [--expansions FILE]\n"
+            "For each query (one per line) retrieves the top k images of the index with the\n"
+            "(expanded) query, orders them in a rows x cols grid (rows: semantic rank, taking\n"
+            "every stride-th candidate; columns: the index's aesthetic score) and writes the\n"
+            "pairs the 2-D order implies (arXiv 2406.09397 Sec. 4.1) as TSV:\n"
+            "  query<TAB>preferred<TAB>rejected\n");
+}
+
+AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query list") {
+    const char *index_path = NULL, *model_path = NULL, *queries_path = NULL, *out = NULL, *config = NULL;
+    const char *vocab = NULL, *act = NULL, *expand = "none", *expansions_path = NULL;
+    long k = 48, rows = 4, cols = 4, stride = 2, max_pairs = 0;
+    aes_ctx *ctx = NULL;
+    aes_index *idx = NULL;
+    aes_clip *model = NULL;
+    aes_tokenizer *tok = NULL;
+    aes_expansions *ex = NULL;
+    aes_pair_set *set = NULL;
+    char **queries = NULL;
+    int nq = 0, i, rc = 1, r, total = 0, skipped = 0;
+    aes_hit *hits = NULL;
+    float *cand_aes = NULL;
+    aes_pair_index *pairs = NULL;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { make_pairs_usage(stdout); return 0; }
+        if ((r = aes_cli_opt_str(argc, argv, &i, "--index", &index_path)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--model", &model_path)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--queries", &queries_path)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--out", &out)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--config", &config)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--vocab", &vocab)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--act", &act)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--expand", &expand)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--expansions", &expansions_path)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--k", &k)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--rows", &rows)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--cols", &cols)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--stride", &stride)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--max-pairs", &max_pairs))) {
+            if (r < 0) return 2;
+            continue;
+        }
+        fprintf(stderr, "aesalign make-pairs: unknown option '%s'\n", argv[i]);
+        make_pairs_usage(stderr);
+        return 2;
+    }
+    if (!index_path || !model_path || !queries_path || !out) { make_pairs_usage(stderr); return 2; }
+    if (k < 2 || k > 100000 || rows < 1 || rows > 64 || cols < 1 || cols > 64 || stride < 1 || max_pairs < 0 ||
+        (strcmp(expand, "none") && strcmp(expand, "template")))
+        return aes_cli_fail("make-pairs", NULL, "bad --k/--rows/--cols/--stride/--max-pairs/--expand value");
+    ctx = aes_ctx_create();
+    if (!ctx) return aes_cli_fail("make-pairs", NULL, "out of memory");
+    aes_threads_set(ctx, aes_cli_threads());
+    {
+        aes_clip_load_opts lo;
+        memset(&lo, 0, sizeof lo);
+        lo.config_path = config;
+        if (act) lo.act = !strcmp(act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
+        if (aes_clip_load(ctx, model_path, &lo, &model)) { aes_cli_fail("make-pairs", ctx, "loading the model"); goto done; }
+    }
+    if (aes_index_load(ctx, index_path, &idx)) { aes_cli_fail("make-pairs", ctx, "loading the index"); goto done; }
+    if (aes_index_check_model(ctx, idx, aes_clip_id(model))) { aes_cli_fail("make-pairs", ctx, "index and model"); goto done; }
+    if (!idx->aesthetic) { aes_cli_fail("make-pairs", NULL, "%s has no aesthetic scores (build it with --head)", index_path); goto done; }
+    if (find_tokenizer(ctx, vocab, model_path, &tok, "make-pairs")) goto done;
+    if (expansions_path && aes_expansions_load(ctx, expansions_path, &ex)) { aes_cli_fail("make-pairs", ctx, "expansions"); goto done; }
+    queries = read_lines(ctx, queries_path, &nq);
+    if (!queries) { aes_cli_fail("make-pairs", ctx, "reading queries"); goto done; }
+    if (aes_pair_set_create(ctx, &set)) goto done;
+    {
+        const aes_clip_config *cc = aes_clip_get_config(model);
+        aes_pair_grid_config g;
+        int L = cc->context_length, E = cc->embed_dim, cap;
+        int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * 2 * L);
+        float *qe = (float *)malloc(sizeof(float) * 3 * E);
+        g.rows = (int)rows; g.cols = (int)cols; g.stride = (int)stride; g.max_pairs = (int)max_pairs;
+        cap = aes_pair_grid_max(&g);
+        hits = (aes_hit *)malloc(sizeof *hits * (size_t)k);
+        cand_aes = (float *)malloc(sizeof(float) * (size_t)k);
+        pairs = (aes_pair_index *)malloc(sizeof *pairs * (size_t)(cap > 0 ? cap : 1));
+        if (!ids || !qe || !hits || !cand_aes || !pairs) { free(ids); free(qe); aes_cli_fail("make-pairs", NULL, "out of memory"); goto done; }
+        for (i = 0; i < nq; i++) {
+            char expanded[1024];
+            const char *exp_text = NULL;
+            int nh = 0, np = 0, j, ok = 1;
+            /* the retrieval query: original, or combined with its expansion */
+            if (ex) exp_text = aes_expansions_find(ex, queries[i]);
+            if (!exp_text && !strcmp(expand, "template") &&
+                aes_expand_template(ctx, queries[i], expanded, sizeof expanded) == AES_OK)
+                exp_text = expanded;
+            if (tokenize_all(ctx, tok, &queries[i], 1, L, cc->vocab_size, ids, "make-pairs")) { free(ids); free(qe); goto done; }
+            if (aes_clip_encode_text(ctx, model, ids, 1, qe)) { free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "encoding"); goto done; }
+            if (exp_text) {
+                char *t = (char *)exp_text;
+                if (tokenize_all(ctx, tok, &t, 1, L, cc->vocab_size, ids + L, "make-pairs") ||
+                    aes_clip_encode_text(ctx, model, ids + L, 1, qe + E) ||
+                    aes_query_combine(ctx, qe, qe + E, E, 0.5f, qe + 2 * E)) {
+                    free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "expanding '%s'", queries[i]); goto done;
+                }
+                memcpy(qe, qe + 2 * E, sizeof(float) * E);
+            } else {
+                double s = 0;
+                for (j = 0; j < E; j++) s += (double)qe[j] * qe[j];
+                for (j = 0; j < E; j++) qe[j] = (float)(qe[j] / (sqrt(s) + 1e-12));
+            }
+            if (aes_index_search(ctx, idx, qe, 1, (int)k, 0, hits, &nh)) { free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "search"); goto done; }
+            for (j = 0; j < nh; j++) {
+                cand_aes[j] = idx->aesthetic[hits[j].row];
+                if (!(cand_aes[j] == cand_aes[j])) ok = 0;
+            }
+            if (!ok) { skipped++; continue; }      /* unscored images: no aesthetic order */
+            if (aes_pairs_from_grid(ctx, &g, cand_aes, nh, pairs, cap, &np)) { free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "grid"); goto done; }
+            for (j = 0; j < np; j++)
+                if (aes_pair_set_add(ctx, set, queries[i], aes_index_path(idx, (size_t)hits[pairs[j].preferred].row),
+                                     aes_index_path(idx, (size_t)hits[pairs[j].rejected].row), 1.0f)) {
+                    free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "adding a pair"); goto done;
+                }
+            total += np;
+        }
+        free(ids);
+        free(qe);
+    }
+    if (aes_pair_set_write(ctx, set, out)) { aes_cli_fail("make-pairs", ctx, "writing"); goto done; }
+    fprintf(stderr, "make-pairs: %d queries, %d pairs -> %s%s\n", nq, total, out,
+            skipped ? " (some queries skipped: unscored candidates)" : "");
+    rc = 0;
+done:
+    free(hits); free(cand_aes); free(pairs);
+    if (queries) free_lines(queries, nq);
+    aes_pair_set_destroy(set);
+    aes_expansions_free(ex);
+    aes_tokenizer_free(tok);
+    aes_index_free(idx);
+    aes_clip_free(model);
+    aes_ctx_destroy(ctx);
+    return rc;
+}
+
+/* ============================================================================
+ *  finetune-dpo
+ * ========================================================================= */
+
+typedef struct ft_opts {
+    const char *model, *pairs, *out, *config, *vocab, *act, *train, *optimizer, *captions;
+    long freeze, steps, batch, pairs_per_step, warmup, seed, save_every, log_every, stop_after;
+    double lr, beta, smoothing, lambda, clip_smoothing, weight_decay, clip_norm, momentum;
+    int resume, train_logit_scale;
+} ft_opts;
+
+static void finetune_usage(FILE *f) {
+    fprintf(f,
+        "usage: aesalign finetune-dpo --model M --pairs FILE --out FILE [options]\n"
+        "Preference fine-tuning with the ranked DPO loss (arXiv 2406.09397 stage 3):\n"
+        "  total = L_dpo + lambda * L_contrastive, s(q,i) = exp(logit_scale) cos(q, i),\n"
+        "  h = [s(q,w) - s_ref(q,w)] - [s(q,l) - s_ref(q,l)],\n"
+        "  L_dpo = -(1-eps) log sigmoid(beta h) - eps log sigmoid(-beta h).\n"
+        "The reference similarities s_ref are computed once, before training, with the\n"
+        "initial model and cached: no second model is kept in memory.\n"
+        "  --pairs FILE          TSV query<TAB>preferred<TAB>rejected[<TAB>weight]\n"
+        "  --train vision|text|both   towers to update (vision)\n"
+        "  --freeze N            keep the first N blocks (and the embeddings) fixed (0)\n"
+        "  --optimizer adamw|sgd (adamw); --lr X (1e-5); --weight-decay X (0.01 adamw, 0 sgd)\n"
+        "  --momentum X (sgd, 0.9); --warmup N (steps/10); --clip-norm X (1.0)\n"
+        "  --beta X (0.1)  --label-smoothing X (0.1)  --lambda X (0.5)\n"
+        "  --steps N (100)  --batch N images per step (32)  --pairs-per-step N (batch/2)\n"
+        "  --captions FILE       image<TAB>caption lines for the contrastive term; without it\n"
+        "                        the term pairs each query of a step with its first preferred image\n"
+        "  --train-logit-scale   also update logit_scale\n"
+        "  --config FILE --vocab FILE --act quick_gelu|gelu   model and tokenizer\n"
+        "  --seed N (1)  --log-every N (1)  --save-every N (0)  --resume\n"
+        "  --stop-after N        save and stop after step N (as if interrupted; --resume goes on)\n"
+        "Writes FILE (safetensors, same tensor names as the input) and FILE.optim (optimizer\n"
+        "state); --resume continues from both.\n");
+}
+
+/* A text row of a step: a query of the pair set or a caption. */
+typedef struct ft_text { int is_caption, id; } ft_text;
+/* An image row: a path of the pair set or a caption's image. */
+typedef struct ft_image { int is_caption, id; } ft_image;
+
+typedef struct ft_data {
+    aes_pair_set *set;
+    char **cap_img, **cap_txt;       /* --captions */
+    int ncap;
+    int32_t *q_tokens, *c_tokens;    /* [nq, L], [ncap, L] */
+    float *q_emb, *c_emb;            /* initial (reference) text embeddings */
+    float *ref_w, *ref_l;            /* per pair: cached s_ref */
+} ft_data;
+
+static const char *ft_image_path(const ft_data *d, ft_image im) {
+    return im.is_caption ? d->cap_img[im.id] : d->set->paths[im.id];
+}
+
+/* Embeds texts in chunks of the trainer's capacity. */
+static aes_status ft_embed_texts(aes_ctx *ctx, aes_clip_trainer *tr, const int32_t *tokens, int n, float *emb) {
+    int L = aes_clip_trainer_arch(tr)->context_length, E = aes_clip_trainer_arch(tr)->embed_dim;
+    int cap = aes_clip_trainer_options(tr)->max_texts, i;
+    for (i = 0; i < n; i += cap) {
+        int m = n - i < cap ? n - i : cap;
+        aes_status st = aes_clip_trainer_encode_texts(ctx, tr, tokens + (size_t)i * L, m, emb + (size_t)i * E);
+        if (st) return st;
+    }
+    return AES_OK;
+}
+
+static int ft_find(const int *ids, int n, int id) {
+    int i;
+    for (i = 0; i < n; i++) if (ids[i] == id) return i;
+    return -1;
+}
+
+AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXiv 2406.09397") {
+    ft_opts o;
+    ft_data d;
+    aes_ctx *ctx = NULL;
+    aes_clip_trainer *tr = NULL;
+    aes_tokenizer *tok = NULL;
+    aes_optim *opt = NULL;
+    aes_optim_config oc;
+    aes_train_options to = aes_train_options_default();
+    aes_dpo_config dc = aes_dpo_config_default();
+    const aes_train_arch *A;
+    char optim_path[4200];
+    int i, r, rc = 1, L, E, S, nq, np, *order = NULL, cursor = 0;
+    float *pixels = NULL, *text_emb = NULL, *all_img = NULL;
+    int32_t *tokens = NULL;
+    ft_text *texts = NULL;
+    ft_image *images = NULL;
+    aes_dpo_item *items = NULL;
+    uint64_t rng;
+    long step;
+    double t_start;
+
+    memset(&o, 0, sizeof o);
+    memset(&d, 0, sizeof d);
+    o.train = "vision"; o.optimizer = "adamw"; o.steps = 100; o.batch = 32; o.warmup = -1; o.seed = 1;
+    o.log_every = 1; o.lr = -1; o.weight_decay = -1; o.momentum = 0.9; o.clip_norm = 1.0;
+    o.beta = dc.beta; o.smoothing = dc.label_smoothing; o.lambda = dc.lambda; o.clip_smoothing = 0;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { finetune_usage(stdout); return 0; }
+        if (!strcmp(argv[i], "--resume")) { o.resume = 1; continue; }
+        if (!strcmp(argv[i], "--train-logit-scale")) { o.train_logit_scale = 1; continue; }
+        if ((r = aes_cli_opt_str(argc, argv, &i, "--model", &o.model)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--pairs", &o.pairs)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--out", &o.out)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--config", &o.config)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--vocab", &o.vocab)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--act", &o.act)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--train", &o.train)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--optimizer", &o.optimizer)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--captions", &o.captions)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--freeze", &o.freeze)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--steps", &o.steps)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--batch", &o.batch)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--pairs-per-step", &o.pairs_per_step)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--warmup", &o.warmup)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--seed", &o.seed)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--save-every", &o.save_every)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--log-every", &o.log_every)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--stop-after", &o.stop_after)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--lr", &o.lr)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--beta", &o.beta)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--label-smoothing", &o.smoothing)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--lambda", &o.lambda)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--clip-label-smoothing", &o.clip_smoothing)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--weight-decay", &o.weight_decay)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--momentum", &o.momentum)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--clip-norm", &o.clip_norm))) {
+            if (r < 0) return 2;
+            continue;
+        }
+        fprintf(stderr, "aesalign finetune-dpo: unknown option '%s'\n", argv[i]);
+        finetune_usage(stderr);
+        return 2;
+    }
+    if (!o.model || !o.pairs || !o.out) { finetune_usage(stderr); return 2; }
+    if (strcmp(o.train, "vision") && strcmp(o.train, "text") && strcmp(o.train, "both"))
+        return aes_cli_fail("finetune-dpo", NULL, "--train wants vision, text or both, not '%s'", o.train);
+    if (strcmp(o.optimizer, "adamw") && strcmp(o.optimizer, "sgd"))
+        return aes_cli_fail("finetune-dpo", NULL, "--optimizer wants adamw or sgd, not '%s'", o.optimizer);
+    if (o.act && strcmp(o.act, "gelu") && strcmp(o.act, "quick_gelu"))
+        return aes_cli_fail("finetune-dpo", NULL, "--act wants quick_gelu or gelu");
+    if (o.steps < 1 || o.batch < 2 || o.batch > 4096 || o.freeze < 0 || o.log_every < 1 || o.save_every < 0)
+        return aes_cli_fail("finetune-dpo", NULL, "bad --steps/--batch/--freeze/--log-every/--save-every");
+    if (o.pairs_per_step <= 0) o.pairs_per_step = o.batch / 2 > 0 ? o.batch / 2 : 1;
+    snprintf(optim_path, sizeof optim_path, "%s.optim", o.out);
+
+    ctx = aes_ctx_create();
+    if (!ctx) return aes_cli_fail("finetune-dpo", NULL, "out of memory");
+    aes_threads_set(ctx, aes_cli_threads());
+    if (aes_pair_set_create(ctx, &d.set) || aes_pair_set_read(ctx, d.set, o.pairs)) {
+        aes_cli_fail("finetune-dpo", ctx, "reading pairs");
+        goto done;
+    }
+    if (d.set->npairs == 0) { aes_cli_fail("finetune-dpo", NULL, "%s holds no pairs", o.pairs); goto done; }
+    if (o.captions) {
+        char **lines = read_lines(ctx, o.captions, &d.ncap);
+        if (!lines) { aes_cli_fail("finetune-dpo", ctx, "reading captions"); goto done; }
+        d.cap_img = lines;
+        d.cap_txt = (char **)calloc((size_t)d.ncap + 1, sizeof(char *));
+        for (i = 0; i < d.ncap; i++) {
+            char *tab = strchr(lines[i], '\t');
+            if (!tab) { aes_cli_fail("finetune-dpo", NULL, "%s:%d: expected image<TAB>caption", o.captions, i + 1); goto done; }
+            *tab = 0;
+            d.cap_txt[i] = tab + 1;
+        }
+    }
+    to.train_vision = strcmp(o.train, "text") != 0;
+    to.train_text = strcmp(o.train, "vision") != 0;
+    to.train_logit_scale = o.train_logit_scale;
+    to.freeze_vision_blocks = to.freeze_text_blocks = (int)o.freeze;
+    to.max_images = (int)o.batch;
+    to.max_texts = (int)o.batch;
+    if (aes_clip_trainer_load(ctx, o.model, o.config, !(o.act && !strcmp(o.act, "gelu")), &to, &tr)) {
+        aes_cli_fail("finetune-dpo", ctx, "loading the model");
+        goto done;
+    }
+    A = aes_clip_trainer_arch(tr);
+    if (!A->has_vision || !A->has_text) { aes_cli_fail("finetune-dpo", NULL, "the model needs both towers"); goto done; }
+    L = A->context_length; E = A->embed_dim; S = A->image_size;
+    nq = d.set->nqueries; np = d.set->npaths;
+    if (find_tokenizer(ctx, o.vocab, o.model, &tok, "finetune-dpo")) goto done;
+
+    /* 1. texts: tokens and initial embeddings (the cached reference; with a
+     *    frozen text tower they stay the training embeddings too) */
+    d.q_tokens = (int32_t *)malloc(sizeof(int32_t) * (size_t)nq * L);
+    d.q_emb = (float *)malloc(sizeof(float) * (size_t)nq * E);
+    d.c_tokens = (int32_t *)malloc(sizeof(int32_t) * ((size_t)d.ncap + 1) * L);
+    d.c_emb = (float *)malloc(sizeof(float) * ((size_t)d.ncap + 1) * E);
+    d.ref_w = (float *)malloc(sizeof(float) * (size_t)d.set->npairs);
+    d.ref_l = (float *)malloc(sizeof(float) * (size_t)d.set->npairs);
+    all_img = (float *)malloc(sizeof(float) * (size_t)np * E);
+    pixels = (float *)malloc(sizeof(float) * (size_t)o.batch * 3 * S * S);
+    tokens = (int32_t *)malloc(sizeof(int32_t) * (size_t)o.batch * L);
+    text_emb = (float *)malloc(sizeof(float) * (size_t)o.batch * E);
+    texts = (ft_text *)malloc(sizeof *texts * (size_t)o.batch);
+    images = (ft_image *)malloc(sizeof *images * (size_t)o.batch);
+    items = (aes_dpo_item *)malloc(sizeof *items * (size_t)o.pairs_per_step);
+    order = (int *)malloc(sizeof(int) * (size_t)d.set->npairs);
+    if (!d.q_tokens || !d.q_emb || !d.c_tokens || !d.c_emb || !d.ref_w || !d.ref_l || !all_img || !pixels ||
+        !tokens || !text_emb || !texts || !images || !items || !order) {
+        aes_cli_fail("finetune-dpo", NULL, "out of memory");
+        goto done;
+    }
+    if (tokenize_all(ctx, tok, d.set->queries, nq, L, A->vocab_size, d.q_tokens, "finetune-dpo") ||
+        tokenize_all(ctx, tok, d.cap_txt, d.ncap, L, A->vocab_size, d.c_tokens, "finetune-dpo"))
+        goto done;
+    if (ft_embed_texts(ctx, tr, d.q_tokens, nq, d.q_emb) || (d.ncap && ft_embed_texts(ctx, tr, d.c_tokens, d.ncap, d.c_emb))) {
+        aes_cli_fail("finetune-dpo", ctx, "encoding texts");
+        goto done;
+    }
+    /* 2. images: one pass with the initial model for the reference similarities */
+    fprintf(stderr, "finetune-dpo: %d pairs, %d queries, %d images; computing reference similarities\n",
+            d.set->npairs, nq, np);
+    for (i = 0; i < np; i += (int)o.batch) {
+        int m = np - i < (int)o.batch ? np - i : (int)o.batch, j;
+        for (j = 0; j < m; j++)
+            if (load_pixels(ctx, d.set->paths[i + j], S, pixels + (size_t)j * 3 * S * S)) {
+                aes_cli_fail("finetune-dpo", ctx, "%s", d.set->paths[i + j]);
+                goto done;
+            }
+        if (aes_clip_trainer_encode_images(ctx, tr, pixels, m, all_img + (size_t)i * E)) {
+            aes_cli_fail("finetune-dpo", ctx, "encoding images");
+            goto done;
+        }
+    }
+    {
+        double scale = exp((double)aes_clip_trainer_logit_scale(tr));
+        for (i = 0; i < d.set->npairs; i++) {
+            const aes_pair_rec *p = &d.set->pairs[i];
+            double sw = 0, sl = 0;
+            int k;
+            for (k = 0; k < E; k++) {
+                sw += (double)d.q_emb[(size_t)p->query * E + k] * all_img[(size_t)p->preferred * E + k];
+                sl += (double)d.q_emb[(size_t)p->query * E + k] * all_img[(size_t)p->rejected * E + k];
+            }
+            d.ref_w[i] = (float)(scale * sw);
+            d.ref_l[i] = (float)(scale * sl);
+        }
+    }
+    /* 3. optimizer (and resume) */
+    oc = aes_optim_defaults(strcmp(o.optimizer, "sgd") ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
+    if (o.lr > 0) oc.lr = (float)o.lr;
+    if (o.weight_decay >= 0) oc.weight_decay = (float)o.weight_decay;
+    if (oc.kind == AES_OPTIM_SGD) oc.momentum = (float)o.momentum;
+    oc.clip_norm = (float)o.clip_norm;
+    oc.warmup_steps = o.warmup >= 0 ? (int)o.warmup : (int)(o.steps / 10);
+    oc.total_steps = (int)o.steps;
+    oc.min_lr_frac = 0.1f;
+    {
+        const aes_param_segment *seg;
+        int nseg;
+        size_t nparams;
+        aes_clip_trainer_params(tr, &nparams);
+        aes_clip_trainer_segments(tr, &seg, &nseg);
+        if (aes_optim_create(ctx, &oc, nparams, seg, nseg, &opt)) { aes_cli_fail("finetune-dpo", ctx, "optimizer"); goto done; }
+        fprintf(stderr, "finetune-dpo: training %zu of %zu parameters (%s tower%s, %ld blocks frozen), %s lr %.3g\n",
+                aes_optim_trainable(opt), nparams, o.train, strcmp(o.train, "both") ? "" : "s", o.freeze,
+                o.optimizer, (double)oc.lr);
+    }
+    if (o.resume && file_exists(o.out) && file_exists(optim_path)) {
+        if (aes_clip_trainer_restore(ctx, tr, o.out) || aes_optim_load(ctx, opt, optim_path)) {
+            aes_cli_fail("finetune-dpo", ctx, "resuming");
+            goto done;
+        }
+        fprintf(stderr, "finetune-dpo: resumed from %s at step %ld\n", o.out, aes_optim_steps_done(opt));
+    }
+    dc.beta = (float)o.beta;
+    dc.label_smoothing = (float)o.smoothing;
+    dc.lambda = (float)o.lambda;
+    dc.clip_label_smoothing = (float)o.clip_smoothing;
+
+    /* 4. the loop: sample pairs, forward, loss, backward, step.  The sample
+     *    order depends only on the seed and the step, so a resumed run sees
+     *    the same batches as an uninterrupted one. */
+    rng = (uint64_t)o.seed * 0x9E3779B97F4A7C15ull + 1;
+    shuffle(order, d.set->npairs, &rng);
+    for (step = 0; step < aes_optim_steps_done(opt); step++) {   /* replay the sampling of finished steps */
+        int taken = 0;
+        while (taken < o.pairs_per_step) {
+            if (cursor == d.set->npairs) { shuffle(order, d.set->npairs, &rng); cursor = 0; }
+            cursor++;
+            taken++;
+        }
+    }
+    t_start = now_seconds();
+    for (step = aes_optim_steps_done(opt); step < o.steps && !(o.stop_after > 0 && step >= o.stop_after); step++) {
+        aes_dpo_batch b;
+        aes_train_step_stats st;
+        int nimg = 0, ntxt = 0, nit = 0, nmatched = 0, j, k, *tq = (int *)malloc(sizeof(int) * (size_t)o.batch);
+        int *ti = (int *)malloc(sizeof(int) * (size_t)o.batch), attempts = 0;
+        double t0 = now_seconds();
+        float lr = aes_lr_schedule(&oc, step);
+        if (!tq || !ti) { free(tq); free(ti); aes_cli_fail("finetune-dpo", NULL, "out of memory"); goto done; }
+        /* contrastive rows first (rows 0..m-1 of images and texts match) */
+        if (d.ncap >= 2) {
+            int m = (int)(o.batch / 4 > 2 ? o.batch / 4 : 2);
+            if (m > d.ncap) m = d.ncap;
+            for (j = 0; j < m; j++) {
+                int c = (int)(rng_next(&rng) % (uint64_t)d.ncap);
+                images[nimg].is_caption = 1; images[nimg].id = c; ti[nimg++] = -1 - c;
+                texts[ntxt].is_caption = 1; texts[ntxt].id = c; tq[ntxt++] = -1 - c;
+            }
+            nmatched = m;
+        }
+        /* pairs, as long as their images and queries fit */
+        while (nit < o.pairs_per_step && attempts < o.pairs_per_step) {
+            const aes_pair_rec *p;
+            int pi, qi, wi, li, need;
+            if (cursor == d.set->npairs) { shuffle(order, d.set->npairs, &rng); cursor = 0; }
+            pi = order[cursor++];
+            attempts++;
+            p = &d.set->pairs[pi];
+            need = (ft_find(ti, nimg, p->preferred) < 0) + (ft_find(ti, nimg, p->rejected) < 0);
+            if (nimg + need > o.batch || (ft_find(tq, ntxt, p->query) < 0 && ntxt + 1 > o.batch)) continue;
+            if ((qi = ft_find(tq, ntxt, p->query)) < 0) {
+                qi = ntxt; texts[ntxt].is_caption = 0; texts[ntxt].id = p->query; tq[ntxt++] = p->query;
+            }
+            if ((wi = ft_find(ti, nimg, p->preferred)) < 0) {
+                wi = nimg; images[nimg].is_caption = 0; images[nimg].id = p->preferred; ti[nimg++] = p->preferred;
+            }
+            if ((li = ft_find(ti, nimg, p->rejected)) < 0) {
+                li = nimg; images[nimg].is_caption = 0; images[nimg].id = p->rejected; ti[nimg++] = p->rejected;
+            }
+            items[nit].query = qi; items[nit].preferred = wi; items[nit].rejected = li;
+            items[nit].weight = p->weight; items[nit].ref_preferred = d.ref_w[pi]; items[nit].ref_rejected = d.ref_l[pi];
+            nit++;
+        }
+        /* without captions: each query is matched with its first preferred
+         * image -- swap those rows to the front so rows 0..m-1 match */
+        if (d.ncap < 2) {
+            for (j = 0; j < ntxt; j++) {
+                int want = -1;
+                for (k = 0; k < nit; k++) if (items[k].query == j) { want = items[k].preferred; break; }
+                if (want < 0 || want < nmatched) break;
+                if (want != nmatched) {    /* swap image rows want <-> nmatched, fix the items */
+                    ft_image tmp = images[want];
+                    int tt = ti[want];
+                    images[want] = images[nmatched]; images[nmatched] = tmp;
+                    ti[want] = ti[nmatched]; ti[nmatched] = tt;
+                    for (k = 0; k < nit; k++) {
+                        if (items[k].preferred == want) items[k].preferred = nmatched;
+                        else if (items[k].preferred == nmatched) items[k].preferred = want;
+                        if (items[k].rejected == want) items[k].rejected = nmatched;
+                        else if (items[k].rejected == nmatched) items[k].rejected = want;
+                    }
+                }
+                nmatched++;
+            }
+            if (nmatched < 2) nmatched = 0;
+        }
+        free(tq);
+        free(ti);
+        for (j = 0; j < nimg; j++)
+            if (load_pixels(ctx, ft_image_path(&d, images[j]), S, pixels + (size_t)j * 3 * S * S)) {
+                aes_cli_fail("finetune-dpo", ctx, "%s", ft_image_path(&d, images[j]));
+                goto done;
+            }
+        for (j = 0; j < ntxt; j++) {
+            const int32_t *src = texts[j].is_caption ? d.c_tokens + (size_t)texts[j].id * L : d.q_tokens + (size_t)texts[j].id * L;
+            const float *esrc = texts[j].is_caption ? d.c_emb + (size_t)texts[j].id * E : d.q_emb + (size_t)texts[j].id * E;
+            memcpy(tokens + (size_t)j * L, src, sizeof(int32_t) * L);
+            memcpy(text_emb + (size_t)j * E, esrc, sizeof(float) * E);
+        }
+        memset(&b, 0, sizeof b);
+        b.pixels = pixels; b.nimages = nimg; b.ntexts = ntxt; b.items = items; b.nitems = nit; b.nmatched = nmatched;
+        if (to.train_text) b.tokens = tokens;
+        else b.text_emb = text_emb;          /* frozen text tower: cached embeddings */
+        if (aes_dpo_train_step(ctx, tr, opt, &dc, &b, lr, &st)) {
+            aes_cli_fail("finetune-dpo", ctx, "step %ld", step + 1);
+            goto done;
+        }
+        if ((step + 1) % o.log_every == 0 || step + 1 == o.steps)
+            fprintf(stderr, "step %4ld/%ld  loss %.4f  pref-acc %.3f  margin %+.4f  clip %.4f  lr %.3e  %.1f img/s\n",
+                    step + 1, o.steps, st.loss, st.dpo.accuracy, st.dpo.margin, st.clip_loss, (double)lr,
+                    nimg / (now_seconds() - t0));
+        if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < o.steps) {
+            if (aes_clip_trainer_save(ctx, tr, o.out) || aes_optim_save(ctx, opt, optim_path)) {
+                aes_cli_fail("finetune-dpo", ctx, "saving a checkpoint");
+                goto done;
+            }
+        }
+    }
+    if (aes_clip_trainer_save(ctx, tr, o.out) || aes_optim_save(ctx, opt, optim_path)) {
+        aes_cli_fail("finetune-dpo", ctx, "saving");
+        goto done;
+    }
+    fprintf(stderr, "finetune-dpo: wrote %s (and %s) after %.1f s\n", o.out, optim_path, now_seconds() - t_start);
+    rc = 0;
+done:
+    free(order); free(items); free(images); free(texts); free(text_emb); free(tokens); free(pixels); free(all_img);
+    free(d.q_tokens); free(d.q_emb); free(d.c_tokens); free(d.c_emb); free(d.ref_w); free(d.ref_l);
+    if (d.cap_img) free_lines(d.cap_img, d.ncap);
+    free(d.cap_txt);
+    aes_pair_set_destroy(d.set);
+    aes_optim_destroy(opt);
+    aes_tokenizer_free(tok);
+    aes_clip_trainer_destroy(tr);
+    aes_ctx_destroy(ctx);
+    return rc;
+}
+
+/* ============================================================================
+ *  train-clip
+ * ========================================================================= */
+
+static void train_clip_usage(FILE *f) {
+    fprintf(f,
+        "usage: aesalign train-clip --data FILE --vocab FILE --out M [options]\n"
+        "Contrastive training (CLIP, Radford et al. 2021) on image<TAB>caption lines,\n"
+        "from scratch or from --init M.  All images are preprocessed once and kept in memory.\n"
+        "  shape (new models): --image-size 64 --patch 8 --width 128 --layers 4 --heads 4 --mlp 4*width\n"
+        "                      --text-width 128 --text-layers 4 --text-heads 4 --context 32 --embed 128\n"
+        "                      --act gelu|quick_gelu (quick_gelu) --layout hf|openai (hf)\n"
+        "  --steps N (1000)  --batch N (64)  --lr X (5e-4)  --warmup N (steps/20)\n"
+        "  --weight-decay X (0.1)  --label-smoothing X (0)  --seed N (1)  --log-every N (50)\n"
+        "  --resume (continue from M and M.optim)\n"
+        "Writes M (safetensors) and a Hugging Face config.json beside it (heads, activation).\n");
+}
+
+static aes_status write_hf_config(aes_ctx *ctx, const aes_train_arch *a, const char *model_path) {
+    char path[4200], text[2048];
+    const char *slash = strrchr(model_path, '/');
+    int dlen = slash ? (int)(slash - model_path) + 1 : 0, n;
+    const char *act = a->quick_gelu ? "quick_gelu" : "gelu";
+    snprintf(path, sizeof path, "%.*sconfig.json", dlen, model_path);
+    n = snprintf(text, sizeof text,
+                 "{\n  \"architectures\": [\"CLIPModel\"],\n  \"model_type\": \"clip\",\n  \"projection_dim\": %d,\n"
+                 "  \"text_config\": {\"hidden_act\": \"%s\", \"layer_norm_eps\": %g, \"hidden_size\": %d,"
+                 " \"intermediate_size\": %d, \"num_attention_heads\": %d, \"num_hidden_layers\": %d,"
+                 " \"max_position_embeddings\": %d, \"vocab_size\": %d, \"projection_dim\": %d},\n"
+                 "  \"vision_config\": {\"hidden_act\": \"%s\", \"layer_norm_eps\": %g, \"hidden_size\": %d,"
+                 " \"intermediate_size\": %d, \"num_attention_heads\": %d, \"num_hidden_layers\": %d,"
+                 " \"image_size\": %d, \"patch_size\": %d, \"num_channels\": 3, \"projection_dim\": %d}\n}\n",
+                 a->embed_dim, act, (double)a->ln_eps, a->text_width, a->text_mlp, a->text_heads, a->text_layers,
+                 a->context_length, a->vocab_size, a->embed_dim, act, (double)a->ln_eps, a->vision_width,
+                 a->vision_mlp, a->vision_heads, a->vision_layers, a->image_size, a->patch_size, a->embed_dim);
+    return aes_write_file_atomic(ctx, path, text, (size_t)n);
+}
+
+AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for the offline demo") {
+    const char *data = NULL, *vocab = NULL, *out = NULL, *init = NULL, *act = "quick_gelu", *layout = "hf";
+    long image_size = 64, patch = 8, width = 128, layers = 4, heads = 4, mlp = 0, twidth = 128, tlayers = 4;
+    long theads = 4, tmlp = 0, context = 32, embed = 128, steps = 1000, batch = 64, warmup = -1, seed = 1;
+    long log_every = 50;
+    double lr = 5e-4, wd = 0.1, smoothing = 0;
+    int resume = 0, i, r, rc = 1, n = 0, S, L;
+    aes_ctx *ctx = NULL;
+    aes_tokenizer *tok = NULL;
+    aes_clip_trainer *tr = NULL;
+    aes_optim *opt = NULL;
+    aes_optim_config oc;
+    aes_train_options to = aes_train_options_default();
+    char **lines = NULL, **caps = NULL, optim_path[4200];
+    float *all_px = NULL, *px = NULL;
+    int32_t *all_tok = NULL, *tk = NULL;
+    int *order = NULL, cursor = 0;
+    uint64_t rng;
+    long step;
+    double t_start;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { train_clip_usage(stdout); return 0; }
+        if (!strcmp(argv[i], "--resume")) { resume = 1; continue; }
+        if ((r = aes_cli_opt_str(argc, argv, &i, "--data", &data)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--vocab", &vocab)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--out", &out)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--init", &init)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--act", &act)) ||
+            (r = aes_cli_opt_str(argc, argv, &i, "--layout", &layout)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--image-size", &image_size)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--patch", &patch)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--width", &width)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--layers", &layers)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--heads", &heads)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--mlp", &mlp)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--text-width", &twidth)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--text-layers", &tlayers)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--text-heads", &theads)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--text-mlp", &tmlp)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--context", &context)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--embed", &embed)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--steps", &steps)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--batch", &batch)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--warmup", &warmup)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--seed", &seed)) ||
+            (r = aes_cli_opt_int(argc, argv, &i, "--log-every", &log_every)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--lr", &lr)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--weight-decay", &wd)) ||
+            (r = aes_cli_opt_float(argc, argv, &i, "--label-smoothing", &smoothing))) {
+            if (r < 0) return 2;
+            continue;
+        }
+        fprintf(stderr, "aesalign train-clip: unknown option '%s'\n", argv[i]);
+        train_clip_usage(stderr);
+        return 2;
+    }
+    if (!data || !out) { train_clip_usage(stderr); return 2; }
+    if (steps < 1 || batch < 2 || batch > 4096 || log_every < 1 || (strcmp(act, "gelu") && strcmp(act, "quick_gelu")) ||
+        (strcmp(layout, "hf") && strcmp(layout, "openai")))
+        return aes_cli_fail("train-clip", NULL, "bad --steps/--batch/--log-every/--act/--layout");
+    snprintf(optim_path, sizeof optim_path, "%s.optim", out);
+    ctx = aes_ctx_create();
+    if (!ctx) return aes_cli_fail("train-clip", NULL, "out of memory");
+    aes_threads_set(ctx, aes_cli_threads());
+    if (find_tokenizer(ctx, vocab, init, &tok, "train-clip")) goto done;
+    to.train_vision = to.train_text = to.train_logit_scale = 1;
+    to.max_images = to.max_texts = (int)batch;
+    if (resume && file_exists(out)) init = out;
+    if (init) {
+        if (aes_clip_trainer_load(ctx, init, NULL, strcmp(act, "gelu") != 0, &to, &tr)) {
+            aes_cli_fail("train-clip", ctx, "loading %s", init);
+            goto done;
+        }
+    } else {
+        aes_train_arch a;
+        memset(&a, 0, sizeof a);
+        a.has_vision = a.has_text = 1;
+        a.image_size = (int)image_size; a.patch_size = (int)patch; a.vision_width = (int)width;
+        a.vision_layers = (int)layers; a.vision_heads = (int)heads; a.vision_mlp = (int)(mlp > 0 ? mlp : 4 * width);
+        a.context_length = (int)context; a.vocab_size = aes_tokenizer_vocab_size(tok); a.text_width = (int)twidth;
+        a.text_layers = (int)tlayers; a.text_heads = (int)theads; a.text_mlp = (int)(tmlp > 0 ? tmlp : 4 * twidth);
+        a.embed_dim = (int)embed; a.quick_gelu = strcmp(act, "gelu") != 0; a.ln_eps = 1e-5f;
+        a.layout = strcmp(layout, "openai") ? AES_TRAIN_LAYOUT_HF : AES_TRAIN_LAYOUT_OPENAI;
+        if (aes_clip_trainer_create(ctx, &a, &to, &tr)) { aes_cli_fail("train-clip", ctx, "model shape"); goto done; }
+        aes_clip_trainer_init_random(tr, (uint64_t)seed);
+    }
+    S = aes_clip_trainer_arch(tr)->image_size;
+    L = aes_clip_trainer_arch(tr)->context_length;
+    lines = read_lines(ctx, data, &n);
+    if (!lines || n < 2) { aes_cli_fail("train-clip", ctx, "%s: need at least 2 image<TAB>caption lines", data); goto done; }
+    caps = (char **)calloc((size_t)n, sizeof(char *));
+    all_px = (float *)malloc(sizeof(float) * (size_t)n * 3 * S * S);
+    all_tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)n * L);
+    px = (float *)malloc(sizeof(float) * (size_t)batch * 3 * S * S);
+    tk = (int32_t *)malloc(sizeof(int32_t) * (size_t)batch * L);
+    order = (int *)malloc(sizeof(int) * (size_t)n);
+    if (!caps || !all_px || !all_tok || !px || !tk || !order) { aes_cli_fail("train-clip", NULL, "out of memory for %d images", n); goto done; }
+    for (i = 0; i < n; i++) {
+        char *tab = strchr(lines[i], '\t');
+        if (!tab) { aes_cli_fail("train-clip", NULL, "%s:%d: expected image<TAB>caption", data, i + 1); goto done; }
+        *tab = 0;
+        caps[i] = tab + 1;
+        if (load_pixels(ctx, lines[i], S, all_px + (size_t)i * 3 * S * S)) { aes_cli_fail("train-clip", ctx, "%s", lines[i]); goto done; }
+    }
+    if (tokenize_all(ctx, tok, caps, n, L, aes_clip_trainer_arch(tr)->vocab_size, all_tok, "train-clip")) goto done;
+    oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+    oc.lr = (float)lr; oc.weight_decay = (float)wd; oc.beta2 = 0.98f; oc.eps = 1e-6f; oc.clip_norm = 1.0f;
+    oc.warmup_steps = warmup >= 0 ? (int)warmup : (int)(steps / 20);
+    oc.total_steps = (int)steps;
+    {
+        const aes_param_segment *seg;
+        int nseg;
+        size_t nparams;
+        aes_clip_trainer_params(tr, &nparams);
+        aes_clip_trainer_segments(tr, &seg, &nseg);
+        if (aes_optim_create(ctx, &oc, nparams, seg, nseg, &opt)) { aes_cli_fail("train-clip", ctx, "optimizer"); goto done; }
+        fprintf(stderr, "train-clip: %d image/caption pairs, %zu parameters, batch %ld, %ld steps\n", n, nparams, batch,
+                steps);
+    }
+    if (resume && file_exists(optim_path)) {
+        if (aes_optim_load(ctx, opt, optim_path)) { aes_cli_fail("train-clip", ctx, "resuming"); goto done; }
+        fprintf(stderr, "train-clip: resumed at step %ld\n", aes_optim_steps_done(opt));
+    }
+    rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 7;
+    shuffle(order, n, &rng);
+    for (step = 0; step < aes_optim_steps_done(opt) * batch; step++) {   /* replay the sampling */
+        if (cursor == n) { shuffle(order, n, &rng); cursor = 0; }
+        cursor++;
+    }
+    t_start = now_seconds();
+    for (step = aes_optim_steps_done(opt); step < steps; step++) {
+        aes_train_step_stats st;
+        int j;
+        double t0 = now_seconds();
+        for (j = 0; j < batch; j++) {
+            int k;
+            if (cursor == n) { shuffle(order, n, &rng); cursor = 0; }
+            k = order[cursor++];
+            memcpy(px + (size_t)j * 3 * S * S, all_px + (size_t)k * 3 * S * S, sizeof(float) * 3 * S * S);
+            memcpy(tk + (size_t)j * L, all_tok + (size_t)k * L, sizeof(int32_t) * L);
+        }
+        if (aes_clip_train_step(ctx, tr, opt, px, tk, (int)batch, (float)smoothing, aes_lr_schedule(&oc, step), &st)) {
+            aes_cli_fail("train-clip", ctx, "step %ld", step + 1);
+            goto done;
+        }
+        if ((step + 1) % log_every == 0 || step + 1 == steps)
+            fprintf(stderr, "step %5ld/%ld  loss %.4f  acc %.3f  logit_scale %.3f  lr %.3e  %.1f img/s\n", step + 1,
+                    steps, st.clip_loss, st.clip_acc, aes_clip_trainer_logit_scale(tr),
+                    (double)aes_lr_schedule(&oc, step), batch / (now_seconds() - t0));
+    }
+    if (aes_clip_trainer_save(ctx, tr, out) || aes_optim_save(ctx, opt, optim_path) ||
+        write_hf_config(ctx, aes_clip_trainer_arch(tr), out)) {
+        aes_cli_fail("train-clip", ctx, "saving");
+        goto done;
+    }
+    fprintf(stderr, "train-clip: wrote %s, %s and config.json beside it (%.1f s)\n", out, optim_path,
+            now_seconds() - t_start);
+    rc = 0;
+done:
+    if (lines) free_lines(lines, n);
+    free(caps); free(all_px); free(all_tok); free(px); free(tk); free(order);
+    aes_optim_destroy(opt);
+    aes_clip_trainer_destroy(tr);
+    aes_tokenizer_free(tok);
+    aes_ctx_destroy(ctx);
+    return rc;
+}
