@@ -20,7 +20,9 @@ LIBS := -lm $(THREADLIB)
 
 # POSIX is needed by the tools and tests (directories, mmap, fork); the
 # library itself guards what it uses.
-ALLCFLAGS = $(STD) $(WARN) $(CFLAGS) $(DEFS) -D_POSIX_C_SOURCE=200809L -I.
+# 64-bit file offsets and inode numbers on 32-bit systems too (readdir and
+# stat fail with EOVERFLOW without it on large file systems).
+ALLCFLAGS = $(STD) $(WARN) $(CFLAGS) $(DEFS) -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 -I.
 
 # JPEG/PNG decoding in the CLI and examples comes from Debian's libstb-dev
 # when it is installed; without it they read PPM/PGM only and say so.
@@ -45,8 +47,7 @@ EX_SRCS    := $(sort $(wildcard examples/*.c))
 EX_BINS    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
 BENCH_SRCS := $(sort $(wildcard tools/bench_*.c))
 BENCH_BINS := $(patsubst tools/%.c,$(BUILD)/%,$(BENCH_SRCS))
-WIP_HDRS   := $(wildcard wip/*.h)
-HDRS       := aesalign.h $(WIP_HDRS)
+HDRS       := aesalign.h
 
 .PHONY: all test bench demo clean cli examples
 all: cli examples
@@ -73,8 +74,11 @@ $(BUILD)/tests/%: tests/%.c tests/testlib.h $(HDRS) | $(BUILD)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(LDFLAGS) $(LIBS)
 
 # The tests run from the repository root (fixtures are found as tests/...).
+# AES_TEST_RUNNER goes before each test program (valgrind, qemu) and
+# AES_CLI_RUNNER before each CLI run the tests make (qemu for cross builds).
 test: $(TEST_BINS) $(BUILD)/aesalign
-	@AES_CLI=$(BUILD)/aesalign AES_TEST_RUNNER="$(AES_TEST_RUNNER)" sh tests/run_tests.sh $(TEST_BINS)
+	@AES_CLI=$(BUILD)/aesalign AES_CLI_RUNNER="$(AES_CLI_RUNNER)" AES_TEST_RUNNER="$(AES_TEST_RUNNER)" \
+	    sh tests/run_tests.sh $(TEST_BINS)
 
 $(BUILD)/bench_%: tools/bench_%.c $(HDRS) | $(BUILD)
 	$(CC) $(ALLCFLAGS) -O3 $(BLAS_CFLAGS) -o $@ $< $(LDFLAGS) $(BLAS_LIBS) $(LIBS)

@@ -50,6 +50,9 @@
  *      AES_ASSERT(x)    internal invariant check (default: assert); never
  *                       used for input validation, which returns errors
  *
+ *  On 32-bit systems also compile with -D_FILE_OFFSET_BITS=64 so that files
+ *  over 2 GB (big indexes, checkpoints) open and mmap.
+ *
  *  Errors: every call that can fail returns an aes_status.  AES_OK is 0;
  *  anything else comes with a message in aes_last_error(ctx).  The library
  *  never calls abort() or exit() on bad input.
@@ -8657,7 +8660,8 @@ static aes_status aes__tok_gunzip(aes_ctx *ctx, const unsigned char *in, size_t 
             const unsigned char *t = in + s.pos;
             uint32_t crc = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
             uint32_t isize = (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 | (uint32_t)t[7] << 24;
-            if (crc != aes__tok_crc32(s.out + member_start, s.len - member_start) ||
+            /* an empty member leaves s.out NULL: no pointer arithmetic on it */
+            if (crc != (s.out ? aes__tok_crc32(s.out + member_start, s.len - member_start) : aes__tok_crc32(NULL, 0)) ||
                 isize != (uint32_t)(s.len - member_start)) {
                 AES_FREE(s.out);
                 return aes__fail(ctx, AES_ERR_FORMAT, "%s: gzip checksum mismatch", what);
@@ -9746,6 +9750,13 @@ AES_API aes_status aes_clip_encode_image(aes_ctx *ctx, const aes_clip *model, co
     if (!model->cfg.has_vision) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_encode_image: no vision tower");
     if (B == 0) return AES_OK;
     per_image = (size_t)3 * model->cfg.image_size * model->cfg.image_size;
+    {   /* a NaN / Inf pixel would come out as a NaN embedding, silently */
+        size_t i, n = per_image * (size_t)B;
+        for (i = 0; i < n; i++)
+            if (!(pixels[i] - pixels[i] == 0.0f))
+                return aes__fail(ctx, AES_ERR_NUMERIC, "aes_clip_encode_image: pixel %zu of image %zu is NaN or infinite",
+                                 i % per_image, i / per_image);
+    }
     st = aes_clip_acts_create(ctx, model, AES_CLIP_VISION, AES__MIN(B, AES__CLIP_IMAGE_CHUNK), 0, &a);
     if (st) return st;
     for (b0 = 0; b0 < B && !st; b0 += AES__CLIP_IMAGE_CHUNK) {
@@ -15470,7 +15481,7 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
     }
     if (!aes__optim_meta(hdr, (size_t)hlen, "step", val, sizeof val)) AES__OPTIM_FAIL("optimizer state: no step");
     step = strtol(val, &end, 10);
-    if (*end || step < 0) AES__OPTIM_FAIL("optimizer state: bad step '%s'", val);
+    if (*end || step < 0 || step > 0x7fffffffL) AES__OPTIM_FAIL("optimizer state: bad step '%s'", val);
     if (!aes__optim_meta(hdr, (size_t)hlen, "sgd_started", val, sizeof val))
         AES__OPTIM_FAIL("optimizer state: no sgd_started");
     sgd_started = atoi(val) != 0;
@@ -15496,6 +15507,19 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
     if (len - 8 - (size_t)hlen != nstate * bytes)
         return aes__fail(ctx, AES_ERR_FORMAT, "optimizer state: data is %zu bytes, expected %zu",
                          len - 8 - (size_t)hlen, nstate * bytes);
+    {   /* NaN / Inf moments (or a negative second moment) would turn every
+         * parameter they touch into NaN at the next step: checked before
+         * anything of the optimizer is overwritten */
+        size_t i, k;
+        for (k = 0; k < nstate; k++)
+            for (i = 0; i < opt->ntrain; i++) {
+                float v;
+                aes__tr_f32_from_le(&v, buf + 8 + hlen + k * bytes + 4 * i, 1);
+                if (!(v - v == 0.0f) || (k == 1 && v < 0.0f))
+                    return aes__fail(ctx, AES_ERR_NUMERIC, "optimizer state: state.%zu[%zu] is %g (%s)", k, i,
+                                     (double)v, k == 1 ? "a second moment must be finite and >= 0" : "not finite");
+            }
+    }
     aes__tr_f32_from_le(opt->state0, buf + 8 + hlen, opt->ntrain);
     if (nstate == 2) aes__tr_f32_from_le(opt->state1, buf + 8 + hlen + bytes, opt->ntrain);
     opt->step = step;
@@ -17358,6 +17382,8 @@ static aes_status aes__tr_copy_in(aes_ctx *ctx, aes_clip_trainer *tr, const aes_
                 return aes__fail(ctx, AES_ERR_SHAPE, "tensor '%s' has an unexpected shape", t->name);
         }
         aes__tr_st_copy(st, e, tr->params + t->offset, t->count);
+        if (!aes__r_finite(tr->params + t->offset, t->count))   /* training would only spread it */
+            return aes__fail(ctx, AES_ERR_NUMERIC, "checkpoint tensor '%s' holds a NaN or infinity", t->name);
     }
     return AES_OK;
 }

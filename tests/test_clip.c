@@ -586,14 +586,14 @@ static void test_hostile(void) {
 
 /* ---- the CLI: `aesalign embed` prints what the library computes ---------------------------- */
 static void test_cli_embed(void) {
-    const char *cli = getenv("AES_CLI");
+    const char *cli = tl_cli();
     char cmd[1024], path[256];
     aes_image img;
     aes_clip *m;
     float px[3 * 32 * 32], want[2 * EMB];
     FILE *p;
     int i, k, got = 0;
-    if (!cli) { tl_skip("AES_CLI not set (make test sets it)"); return; }
+    if (!cli) return;
     snprintf(path, sizeof path, "/tmp/aes_test_clip_%ld.ppm", (long)time(NULL) ^ (long)clock());
     memset(&img, 0, sizeof img);
     CHECK_OK(ctx, aes_image_alloc(ctx, &img, 45, 37, 3));
@@ -614,7 +614,9 @@ static void test_cli_embed(void) {
             for (i = 0; i < EMB; i++) {
                 double v;
                 if (fscanf(p, "%lf", &v) != 1) break;
-                CHECK_NEAR(v, want[k * EMB + i], 1e-6 * (fabs(want[k * EMB + i]) + 1e-3));
+                /* the CLI may run another ISA path than this program (valgrind
+                 * hides AVX-512 from the test but not from the CLI): a few ulps */
+                CHECK_NEAR(v, want[k * EMB + i], 1e-5 * (fabs(want[k * EMB + i]) + 1e-3));
                 got++;
             }
             CHECK(pclose(p) == 0);

@@ -621,7 +621,7 @@ static void test_train_roundtrip(void) {
     }
     /* save (atomic) and load back */
     {
-        const char *path = "build/tests/test_tokenizer_trained_merges.txt";
+        const char *path = tl_tmp("test_tokenizer_trained_merges.txt");
         aes_tokenizer *loaded = NULL;
         CHECK_OK(ctx, aes_tokenizer_save_merges(ctx, tok, path));
         CHECK_OK(ctx, aes_tokenizer_load_merges(ctx, path, &loaded));

@@ -184,7 +184,7 @@ static void test_optim_save_resume(void) {
         unsigned char *blob = NULL;
         size_t len = 0;
         int s, i, same = 1;
-        const char *path = "build/tests/test_train_optim.safetensors";
+        const char *path = tl_tmp("test_train_optim.safetensors");
         c.nesterov = kind == 0;
         tl_seed(77);
         tl_fill(pa, 13, 1.0f);
@@ -438,7 +438,7 @@ static void test_pair_tsv(void) {
     char *out = NULL;
     size_t len = 0;
     int i;
-    const char *path = "build/tests/test_train_pairs.tsv";
+    const char *path = tl_tmp("test_train_pairs.tsv");
     CHECK_OK(ctx, aes_pair_set_create(ctx, &a));
     CHECK_OK(ctx, aes_pair_set_parse(ctx, a, text, strlen(text), "mem"));
     CHECK(a->npairs == 3 && a->nqueries == 2 && a->npaths == 4);
@@ -465,7 +465,7 @@ static void test_pair_tsv(void) {
     CHECK(aes_pair_set_parse(ctx, b, "q\ta\ta\n", 6, "f.tsv") == AES_ERR_INVALID_ARG);
     CHECK(aes_pair_set_parse(ctx, b, "q\\x\ta\tb\n", 8, "f.tsv") == AES_ERR_FORMAT);
     CHECK(aes_pair_set_parse(ctx, b, "q\ta\tb\t1\t2\n", 10, "f.tsv") == AES_ERR_FORMAT);
-    CHECK(aes_pair_set_read(ctx, b, "build/tests/does-not-exist.tsv") == AES_ERR_IO);
+    CHECK(aes_pair_set_read(ctx, b, tl_tmp("does-not-exist.tsv")) == AES_ERR_IO);
     aes_pair_set_destroy(a);
     aes_pair_set_destroy(b);
     remove(path);
@@ -856,7 +856,7 @@ static void test_checkpoint_resume(void) {
         size_t np, k;
         unsigned char *blob = NULL;
         size_t blen = 0;
-        const char *mpath = "build/tests/test_train_ckpt.safetensors", *opath = "build/tests/test_train_ckpt.optim";
+        const char *mpath = tl_tmp("test_train_ckpt.safetensors"), *opath = tl_tmp("test_train_ckpt.optim");
         o.train_text = 1;
         o.train_logit_scale = 1;
         o.max_images = o.max_texts = 3;

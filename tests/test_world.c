@@ -665,14 +665,12 @@ static long count_lines(const char *path, int *columns) {
 }
 
 static void test_cli(void) {
-    const char *cli = getenv("AES_CLI");
+    const char *cli = tl_cli();
     char dir[] = "/tmp/aes_test_world_XXXXXX", cmd[1024], path[600];
     int cols, rc;
     struct stat st;
     FILE *f;
-    if (!cli) { tl_skip("AES_CLI is not set (make test sets it)"); return; }
-    snprintf(cmd, sizeof cmd, "%s --version > /dev/null 2>&1", cli);
-    if (system(cmd) != 0) { tl_skip("cannot run $AES_CLI here (a cross build?)"); return; }
+    if (!cli) return;
     if (!mkdtemp(dir)) { tl_skip("no temporary directory"); return; }
     snprintf(cmd, sizeof cmd, "%s world --out %s/a --n 30 --queries 12 --seed 5 > /dev/null", cli, dir);
     rc = system(cmd);

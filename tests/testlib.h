@@ -67,6 +67,36 @@ static inline void tl_skip(const char *why) {
     tl_case_skipped = 1;
 }
 
+/* The CLI command line the tests may run, or NULL (and the case skipped)
+ * when there is none: $AES_CLI is the binary (`make test` sets it) and
+ * $AES_CLI_RUNNER an optional prefix such as "qemu-arm -L /usr/arm-linux-gnueabihf"
+ * for cross builds.  Whether it runs at all is checked once per program. */
+static inline const char *tl_cli(void) {
+    static char line[256];
+    static int state;   /* 0 not checked yet, 1 runs, -1 does not */
+    const char *cli = getenv("AES_CLI"), *runner = getenv("AES_CLI_RUNNER");
+    if (!cli || !*cli) { tl_skip("AES_CLI is not set (make test sets it)"); return NULL; }
+    if (!state) {
+        char cmd[320];
+        snprintf(line, sizeof line, "%s%s%s", runner ? runner : "", runner && *runner ? " " : "", cli);
+        snprintf(cmd, sizeof cmd, "%s --version >/dev/null 2>&1", line);
+        state = system(cmd) == 0 ? 1 : -1;
+    }
+    if (state < 0) { tl_skip("cannot run $AES_CLI here (a cross build without AES_CLI_RUNNER?)"); return NULL; }
+    return line;
+}
+
+/* A scratch file path unique to this process: "/tmp/aes_test_<pid>_<name>".
+ * Returns one of 8 rotating buffers, so a few can be held at once. */
+#include <unistd.h>
+static inline const char *tl_tmp(const char *name) {
+    static char buf[8][256];
+    static int next;
+    char *p = buf[next++ & 7];
+    snprintf(p, 256, "/tmp/aes_test_%ld_%s", (long)getpid(), name);
+    return p;
+}
+
 static inline double tl_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

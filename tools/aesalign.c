@@ -68,12 +68,17 @@ int aes_cli_opt_float(int argc, char **argv, int *i, const char *name, double *o
     return 1;
 }
 
+/* $AES_THREADS, else every online core (1 in an AES_NO_THREADS build). */
 int aes_cli_threads(void) {
+#ifdef AES_NO_THREADS
+    return 1;
+#else
     const char *env = getenv("AES_THREADS");
     long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) n = 1;
     if (n > 64) n = 64;
     return (int)n;
+#endif
 }
 
 static void usage(FILE *f) {

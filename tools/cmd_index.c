@@ -177,7 +177,18 @@ static int walk_path(walk *w, const char *path, int depth) {
             w->unreadable_dirs++;
             return 1;
         }
-        while ((e = readdir(d)) != NULL) {
+        for (;;) {
+            errno = 0;
+            if (!(e = readdir(d))) {
+                /* e.g. EOVERFLOW: a 32-bit build without _FILE_OFFSET_BITS=64 on a
+                 * file system with 64-bit inode numbers */
+                if (errno) {
+                    fprintf(stderr, "aesalign index: warning: cannot list folder %s: %s (skipped the rest)\n",
+                            path, strerror(errno));
+                    w->unreadable_dirs++;
+                }
+                break;
+            }
             if (e->d_name[0] == '.') continue;            /* ., .., hidden files and folders */
             if (nn == cn) {
                 size_t c = cn ? cn * 2 : 64;
