@@ -16038,56 +16038,18 @@ AES_API aes_status aes_pair_set_format(aes_ctx *ctx, const aes_pair_set *set, ch
     return AES_OK;
 }
 
-#ifndef AES_NO_STDIO
-/* Reads a whole file (own helper so this part does not depend on the I/O
- * part's API; limited by AES_LIMIT_FILE_BYTES). */
-static aes_status aes__train_read_all(aes_ctx *ctx, const char *path, unsigned char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    size_t n = 0, cap = 0;
-    uint64_t limit = aes_limit_get(ctx, AES_LIMIT_FILE_BYTES);
-    *out = NULL;
-    *len = 0;
-    if (!f) return aes__fail(ctx, AES_ERR_IO, "%s: cannot open for reading", path);
-    for (;;) {
-        size_t got;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 65536;
-            unsigned char *q;
-            if ((uint64_t)nc > limit + 1) nc = (size_t)(limit + 1);
-            if (nc <= cap) { fclose(f); AES_FREE(buf); return aes__fail(ctx, AES_ERR_LIMIT, "%s: larger than the file limit", path); }
-            q = (unsigned char *)AES_REALLOC(buf, nc);
-            if (!q) { fclose(f); AES_FREE(buf); return aes__fail(ctx, AES_ERR_NOMEM, "%s: out of memory", path); }
-            buf = q;
-            cap = nc;
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    if (ferror(f)) { fclose(f); AES_FREE(buf); return aes__fail(ctx, AES_ERR_IO, "%s: read error", path); }
-    fclose(f);
-    if ((uint64_t)n > limit) { AES_FREE(buf); return aes__fail(ctx, AES_ERR_LIMIT, "%s: larger than the file limit", path); }
-    *out = buf;
-    *len = n;
-    return AES_OK;
-}
-#endif
 
 #ifndef AES_NO_STDIO
-/* Every file training writes goes through the I/O section's atomic writer. */
-static aes_status aes__train_write_atomic(aes_ctx *ctx, const char *path, const void *data, size_t len) {
-    return aes_write_file_atomic(ctx, path, data, len);
-}
-
+/* Every file training writes goes through the I/O section's atomic writer
+ * (aes_write_file_atomic) and every file it reads through aes_read_file. */
 AES_API aes_status aes_pair_set_read(aes_ctx *ctx, aes_pair_set *set, const char *path) {
-    unsigned char *buf;
+    void *buf;
     size_t len;
     aes_status st;
     if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pair_set_read: NULL path");
-    if ((st = aes__train_read_all(ctx, path, &buf, &len)) != AES_OK) return st;
+    if ((st = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return st;
     st = aes_pair_set_parse(ctx, set, (const char *)buf, len, path);
-    AES_FREE(buf);
+    aes_free(buf);
     return st;
 }
 
@@ -16096,7 +16058,7 @@ AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, con
     size_t len;
     aes_status st = aes_pair_set_format(ctx, set, &text, &len);
     if (st != AES_OK) return st;
-    st = aes__train_write_atomic(ctx, path, text, len);
+    st = aes_write_file_atomic(ctx, path, text, len);
     AES_FREE(text);
     return st;
 }
@@ -16106,18 +16068,18 @@ AES_API aes_status aes_optim_save(aes_ctx *ctx, const aes_optim *opt, const char
     size_t len;
     aes_status st = aes_optim_save_mem(ctx, opt, &blob, &len);
     if (st != AES_OK) return st;
-    st = aes__train_write_atomic(ctx, path, blob, len);
+    st = aes_write_file_atomic(ctx, path, blob, len);
     aes_free(blob);
     return st;
 }
 
 AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path) {
-    unsigned char *buf;
+    void *buf;
     size_t len;
-    aes_status st = aes__train_read_all(ctx, path, &buf, &len);
+    aes_status st = aes_read_file(ctx, path, &buf, &len);
     if (st != AES_OK) return st;
-    st = aes_optim_load_mem(ctx, opt, buf, len);
-    AES_FREE(buf);
+    st = aes_optim_load_mem(ctx, opt, (const unsigned char *)buf, len);
+    aes_free(buf);
     if (st != AES_OK) {
         char why[600];
         snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
@@ -17469,15 +17431,15 @@ AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_traine
 AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const char *config_path,
                                          int quick_gelu_default, const aes_train_options *opt,
                                          aes_clip_trainer **out) {
-    unsigned char *buf = NULL, *cfg = NULL;
+    void *buf = NULL, *cfg = NULL;
     size_t len = 0, clen = 0;
     char *cfg_text = NULL;
     aes_status s;
     if (!path || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_load: NULL argument");
-    if ((s = aes__train_read_all(ctx, path, &buf, &len)) != AES_OK) return s;
+    if ((s = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return s;
     if (config_path) {
-        s = aes__train_read_all(ctx, config_path, &cfg, &clen);
-        if (s != AES_OK) { AES_FREE(buf); return s; }
+        s = aes_read_file(ctx, config_path, &cfg, &clen);
+        if (s != AES_OK) { aes_free(buf); return s; }
     } else {   /* config.json beside the model, when there is one */
         size_t pl = strlen(path);
         char *beside = (char *)AES_MALLOC(pl + 16);
@@ -17490,7 +17452,7 @@ AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const c
                 FILE *f = fopen(beside, "rb");
                 if (f) {
                     fclose(f);
-                    if (aes__train_read_all(ctx, beside, &cfg, &clen) != AES_OK) cfg = NULL;
+                    if (aes_read_file(ctx, beside, &cfg, &clen) != AES_OK) cfg = NULL;
                     aes_clear_error(ctx);
                 }
             }
@@ -17500,10 +17462,10 @@ AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const c
     if (cfg) {
         cfg_text = (char *)AES_MALLOC(clen + 1);
         if (cfg_text) { memcpy(cfg_text, cfg, clen); cfg_text[clen] = 0; }
-        AES_FREE(cfg);
+        aes_free(cfg);
     }
-    s = aes_clip_trainer_load_mem(ctx, buf, len, cfg_text, quick_gelu_default, opt, out);
-    AES_FREE(buf);
+    s = aes_clip_trainer_load_mem(ctx, (const unsigned char *)buf, len, cfg_text, quick_gelu_default, opt, out);
+    aes_free(buf);
     AES_FREE(cfg_text);
     if (s != AES_OK) {
         char why[600];
@@ -17518,18 +17480,18 @@ AES_API aes_status aes_clip_trainer_save(aes_ctx *ctx, const aes_clip_trainer *t
     size_t len;
     aes_status s = aes_clip_trainer_save_mem(ctx, tr, &blob, &len);
     if (s != AES_OK) return s;
-    s = aes__train_write_atomic(ctx, path, blob, len);
+    s = aes_write_file_atomic(ctx, path, blob, len);
     aes_free(blob);
     return s;
 }
 
 AES_API aes_status aes_clip_trainer_restore(aes_ctx *ctx, aes_clip_trainer *tr, const char *path) {
-    unsigned char *buf;
+    void *buf;
     size_t len;
-    aes_status s = aes__train_read_all(ctx, path, &buf, &len);
+    aes_status s = aes_read_file(ctx, path, &buf, &len);
     if (s != AES_OK) return s;
-    s = aes_clip_trainer_restore_mem(ctx, tr, buf, len);
-    AES_FREE(buf);
+    s = aes_clip_trainer_restore_mem(ctx, tr, (const unsigned char *)buf, len);
+    aes_free(buf);
     if (s != AES_OK) {
         char why[600];
         snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
