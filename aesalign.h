@@ -2339,7 +2339,7 @@ AES_API aes_status aes_clip_trainer_restore_mem(aes_ctx *ctx, aes_clip_trainer *
                                                 const unsigned char *buf, size_t len);
 #ifndef AES_NO_STDIO
 /* config.json beside the model is used when config_path is NULL and it
- * exists. */
+ * exists; an empty config file (e.g. "/dev/null") means no config at all. */
 AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const char *config_path,
                                          int quick_gelu_default, const aes_train_options *opt,
                                          aes_clip_trainer **out);
@@ -10471,6 +10471,28 @@ static aes_status aes__clip_finish_config(aes__clip_loader *L, aes_clip_config *
     return AES_OK;
 }
 
+/* Steps 1-3 on a parsed file: the architecture, from tensor shapes and the
+ * config text (may be NULL).  default_act is the activation when neither the
+ * config nor opts name one (AES_ACT_AUTO: QuickGELU).  The training engine
+ * (section 8) reads its checkpoints' architecture through this too. */
+static aes_status aes__clip_read_config(aes__clip_loader *L, aes_clip_config *c, const char *cfg_text,
+                                        size_t cfg_len, const char *cfg_name, int cfg_explicit, aes_act default_act,
+                                        const aes_clip_load_opts *opts) {
+    aes_status s;
+    if ((s = aes__clip_detect(L, &c->has_vision, &c->has_text))) return s;
+    c->layout = L->layout;
+    if ((s = aes__clip_infer(L, c))) return s;
+    if (cfg_text) {
+        int recognised = 0;
+        if ((s = aes__clip_apply_config(L, c, cfg_text, cfg_len, cfg_name, &recognised))) return s;
+        if (!recognised && cfg_explicit)
+            return aes__fail(L->ctx, AES_ERR_FORMAT, "%s: not a CLIP config (no vision_config/text_config or "
+                             "model_cfg/vision_cfg/text_cfg)", cfg_name);
+    }
+    if (!c->act) c->act = default_act;
+    return aes__clip_finish_config(L, c, opts);
+}
+
 static void aes__clip_make_id(aes_clip *m) {
     const aes_clip_config *c = &m->cfg;
     char v[40] = "v0", t[40] = "t0";
@@ -10501,19 +10523,8 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     if (!m) { s = aes_last_status(ctx); goto done; }
 
     /* 1-3: layout, shapes, config, options */
-    if ((s = aes__clip_detect(&L, &m->cfg.has_vision, &m->cfg.has_text))) goto done;
-    m->cfg.layout = L.layout;
-    if ((s = aes__clip_infer(&L, &m->cfg))) goto done;
-    if (cfg_text) {
-        int recognised = 0;
-        if ((s = aes__clip_apply_config(&L, &m->cfg, cfg_text, cfg_len, cfg_name, &recognised))) goto done;
-        if (!recognised && cfg_explicit) {
-            s = aes__fail(ctx, AES_ERR_FORMAT, "%s: not a CLIP config (no vision_config/text_config or "
-                          "model_cfg/vision_cfg/text_cfg)", cfg_name);
-            goto done;
-        }
-    }
-    if ((s = aes__clip_finish_config(&L, &m->cfg, opts))) goto done;
+    if ((s = aes__clip_read_config(&L, &m->cfg, cfg_text, cfg_len, cfg_name, cfg_explicit, AES_ACT_AUTO, opts)))
+        goto done;
 
     /* 4: the canonical table and storage */
     slots = aes__clip_slots(ctx, &m->cfg, &m->p, &nslots);
@@ -15519,6 +15530,24 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
                     return aes__fail(ctx, AES_ERR_NUMERIC, "optimizer state: state.%zu[%zu] is %g (%s)", k, i,
                                      (double)v, k == 1 ? "a second moment must be finite and >= 0" : "not finite");
             }
+        if (nstate == 2) {
+            /* AdamW: by Cauchy-Schwarz every state the update rule can reach
+             * after t steps has m^2 <= C v, C = (1-b1)^2 / (1-b2) *
+             * sum_{k<t} (b1^2/b2)^k; a larger m (a finite 1e30 beside a tiny
+             * v) makes m / (sqrt(v) + eps) overflow at the next step */
+            double b1 = opt->cfg.beta1, b2 = opt->cfg.beta2, r = b1 * b1 / b2, c;
+            c = r == 1.0 ? (double)step : (1.0 - pow(r, (double)step)) / (1.0 - r);
+            c *= (1.0 - b1) * (1.0 - b1) / (1.0 - b2);
+            for (i = 0; i < opt->ntrain; i++) {
+                float m, v;
+                aes__tr_f32_from_le(&m, buf + 8 + hlen + 4 * i, 1);
+                aes__tr_f32_from_le(&v, buf + 8 + hlen + bytes + 4 * i, 1);
+                if ((double)m * (double)m > 2.0 * c * (double)v + 1e-30)
+                    return aes__fail(ctx, AES_ERR_NUMERIC,
+                                     "optimizer state: state.0[%zu] = %g is too large for state.1[%zu] = %g after %ld "
+                                     "steps (not a state AdamW can reach)", i, (double)m, i, (double)v, step);
+            }
+        }
     }
     aes__tr_f32_from_le(opt->state0, buf + 8 + hlen, opt->ntrain);
     if (nstate == 2) aes__tr_f32_from_le(opt->state1, buf + 8 + hlen + bytes, opt->ntrain);
@@ -16890,440 +16919,77 @@ AES_API aes_status aes_clip_trainer_backward_texts(aes_ctx *ctx, aes_clip_traine
 
 
 /* ============================================================================
- *  Checkpoints: a small, strict safetensors reader and writer
+ *  Checkpoints
  * ============================================================================
- *  Format: u64 little-endian header length N, N bytes of JSON
- *      {"name": {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, ...,
- *       "__metadata__": {"k": "v"}}
- *  then the data section; offsets are relative to its start.  The parser
- *  below accepts exactly JSON, checks every offset and size, and never reads
- *  outside the buffer. */
+ *  Read with the I/O section's safetensors reader (every offset and size
+ *  checked there) and the model section's architecture reader (layout,
+ *  shapes, config.json), so a checkpoint the trainer accepts is exactly one
+ *  aes_clip_load accepts; written back in the layout it came from. */
 
-enum { AES__TR_F32 = 1, AES__TR_F16, AES__TR_BF16, AES__TR_F64, AES__TR_OTHER };
-
-typedef struct aes__tr_st_entry {
-    char     name[128];
-    int      dtype, ndim;
-    int64_t  shape[8];
-    uint64_t begin, end;
-} aes__tr_st_entry;
-
-typedef struct aes__tr_st {
-    aes__tr_st_entry    *e;
-    int                  n, cap;
-    const unsigned char *data;
-    size_t               data_len;
-} aes__tr_st;
-
-typedef struct aes__tr_json {
-    const char *p, *end;
-    int         depth;
-} aes__tr_json;
-
-static void aes__tr_json_ws(aes__tr_json *j) {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
-}
-
-/* Parses a JSON string into out (cap bytes, truncated names are an error). */
-static int aes__tr_json_string(aes__tr_json *j, char *out, size_t cap) {
-    size_t n = 0;
-    aes__tr_json_ws(j);
-    if (j->p >= j->end || *j->p != '"') return 0;
-    j->p++;
-    while (j->p < j->end && *j->p != '"') {
-        unsigned ch = (unsigned char)*j->p++;
-        if (ch < 0x20) return 0;
-        if (ch == '\\') {
-            if (j->p >= j->end) return 0;
-            ch = (unsigned char)*j->p++;
-            switch (ch) {
-            case '"': case '\\': case '/': break;
-            case 'b': ch = '\b'; break;
-            case 'f': ch = '\f'; break;
-            case 'n': ch = '\n'; break;
-            case 'r': ch = '\r'; break;
-            case 't': ch = '\t'; break;
-            case 'u': {
-                unsigned v = 0;
-                int k;
-                if (j->end - j->p < 4) return 0;
-                for (k = 0; k < 4; k++) {
-                    char h = *j->p++;
-                    v = v * 16 + (unsigned)(h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                                            : h >= 'A' && h <= 'F' ? h - 'A' + 10 : 99);
-                    if (v > 0xFFFF) return 0;
-                }
-                if (v >= 0x80) ch = '?';    /* names we look for are ASCII */
-                else ch = v;
-                break;
-            }
-            default: return 0;
-            }
-        }
-        if (out) {
-            if (n + 1 >= cap) return 0;
-            out[n] = (char)ch;
-        }
-        n++;
-    }
-    if (j->p >= j->end) return 0;
-    j->p++;
-    if (out) out[n] = 0;
-    return 1;
-}
-
-static int aes__tr_json_skip(aes__tr_json *j);
-
-static int aes__tr_json_expect(aes__tr_json *j, char c) {
-    aes__tr_json_ws(j);
-    if (j->p >= j->end || *j->p != c) return 0;
-    j->p++;
-    return 1;
-}
-
-/* A JSON number as a double; rejects what strtod would over-read. */
-static int aes__tr_json_number(aes__tr_json *j, double *v) {
-    char tmp[64];
-    const char *s;
-    char *e;
-    size_t n;
-    aes__tr_json_ws(j);
-    s = j->p;
-    while (j->p < j->end && (strchr("+-0123456789.eE", *j->p) != NULL) && *j->p) j->p++;
-    n = (size_t)(j->p - s);
-    if (n == 0 || n >= sizeof tmp) return 0;
-    memcpy(tmp, s, n);
-    tmp[n] = 0;
-    *v = strtod(tmp, &e);
-    return *e == 0;
-}
-
-static int aes__tr_json_skip(aes__tr_json *j) {
-    aes__tr_json_ws(j);
-    if (j->p >= j->end || ++j->depth > 64) return 0;
-    if (*j->p == '"') { j->depth--; return aes__tr_json_string(j, NULL, 0); }
-    if (*j->p == '{' || *j->p == '[') {
-        char close = *j->p == '{' ? '}' : ']';
-        int obj = *j->p == '{', first = 1;
-        j->p++;
-        for (;;) {
-            aes__tr_json_ws(j);
-            if (j->p < j->end && *j->p == close) { j->p++; break; }
-            if (!first && !aes__tr_json_expect(j, ',')) return 0;
-            first = 0;
-            if (obj && (!aes__tr_json_string(j, NULL, 0) || !aes__tr_json_expect(j, ':'))) return 0;
-            if (!aes__tr_json_skip(j)) return 0;
-        }
-        j->depth--;
-        return 1;
-    }
-    if (j->end - j->p >= 4 && (!memcmp(j->p, "true", 4) || !memcmp(j->p, "null", 4))) { j->p += 4; j->depth--; return 1; }
-    if (j->end - j->p >= 5 && !memcmp(j->p, "false", 5)) { j->p += 5; j->depth--; return 1; }
-    {
-        double v;
-        j->depth--;
-        return aes__tr_json_number(j, &v);
-    }
-}
-
-/* Integer array [a, b, ...] of at most max values, each in [0, 2^53]. */
-static int aes__tr_json_int_array(aes__tr_json *j, int64_t *out, int max, int *n) {
-    int first = 1;
-    *n = 0;
-    if (!aes__tr_json_expect(j, '[')) return 0;
-    for (;;) {
-        double v;
-        aes__tr_json_ws(j);
-        if (j->p < j->end && *j->p == ']') { j->p++; return 1; }
-        if (!first && !aes__tr_json_expect(j, ',')) return 0;
-        first = 0;
-        if (!aes__tr_json_number(j, &v) || v < 0 || v > 9007199254740992.0 || v != floor(v) || *n >= max) return 0;
-        out[(*n)++] = (int64_t)v;
-    }
-}
-
-/* Fails with a format error, releasing what was parsed so far. */
-#define AES__TR_ST_FAIL(...) \
-    do { AES_FREE(st->e); st->e = NULL; st->n = 0; return aes__fail(ctx, AES_ERR_FORMAT, __VA_ARGS__); } while (0)
-
-static aes_status aes__tr_st_parse(aes_ctx *ctx, const unsigned char *buf, size_t len, aes__tr_st *st) {
-    aes__tr_json j;
-    uint64_t hlen;
-    int first = 1;
-    memset(st, 0, sizeof *st);
-    if (!buf || len < 8) return aes__fail(ctx, AES_ERR_FORMAT, "safetensors: %zu bytes is too short", len);
-    hlen = aes__tr_get_u64le(buf);
-    if (hlen > len - 8 || hlen > (uint64_t)100 << 20)
-        return aes__fail(ctx, AES_ERR_FORMAT, "safetensors: header length %llu does not fit the %zu-byte file",
-                         (unsigned long long)hlen, len);
-    j.p = (const char *)buf + 8;
-    j.end = j.p + hlen;
-    j.depth = 0;
-    st->data = buf + 8 + hlen;
-    st->data_len = len - 8 - (size_t)hlen;
-    if (!aes__tr_json_expect(&j, '{')) return aes__fail(ctx, AES_ERR_FORMAT, "safetensors: header is not a JSON object");
-    for (;;) {
-        aes__tr_st_entry e;
-        int have_dtype = 0, have_shape = 0, have_off = 0, firstk = 1;
-        aes__tr_json_ws(&j);
-        if (j.p < j.end && *j.p == '}') { j.p++; break; }
-        if (!first && !aes__tr_json_expect(&j, ',')) goto bad;
-        first = 0;
-        memset(&e, 0, sizeof e);
-        if (!aes__tr_json_string(&j, e.name, sizeof e.name) || !aes__tr_json_expect(&j, ':')) goto bad;
-        if (!strcmp(e.name, "__metadata__")) {
-            if (!aes__tr_json_skip(&j)) goto bad;
-            continue;
-        }
-        if (!aes__tr_json_expect(&j, '{')) goto bad;
-        for (;;) {
-            char key[32];
-            aes__tr_json_ws(&j);
-            if (j.p < j.end && *j.p == '}') { j.p++; break; }
-            if (!firstk && !aes__tr_json_expect(&j, ',')) goto bad;
-            firstk = 0;
-            if (!aes__tr_json_string(&j, key, sizeof key) || !aes__tr_json_expect(&j, ':')) goto bad;
-            if (!strcmp(key, "dtype")) {
-                char dt[16];
-                if (!aes__tr_json_string(&j, dt, sizeof dt)) goto bad;
-                e.dtype = !strcmp(dt, "F32") ? AES__TR_F32 : !strcmp(dt, "F16") ? AES__TR_F16
-                        : !strcmp(dt, "BF16") ? AES__TR_BF16 : !strcmp(dt, "F64") ? AES__TR_F64 : AES__TR_OTHER;
-                have_dtype = 1;
-            } else if (!strcmp(key, "shape")) {
-                if (!aes__tr_json_int_array(&j, e.shape, 8, &e.ndim)) goto bad;
-                have_shape = 1;
-            } else if (!strcmp(key, "data_offsets")) {
-                int64_t off[2];
-                int n;
-                if (!aes__tr_json_int_array(&j, off, 2, &n) || n != 2) goto bad;
-                e.begin = (uint64_t)off[0];
-                e.end = (uint64_t)off[1];
-                have_off = 1;
-            } else if (!aes__tr_json_skip(&j)) {
-                goto bad;
-            }
-        }
-        if (!have_dtype || !have_shape || !have_off)
-            AES__TR_ST_FAIL("safetensors: tensor '%s' lacks dtype, shape or data_offsets", e.name);
-        if (e.begin > e.end || e.end > st->data_len)
-            AES__TR_ST_FAIL("safetensors: tensor '%s' ends past the data", e.name);
-        if (e.dtype != AES__TR_OTHER) {
-            uint64_t count = 1, esz = e.dtype == AES__TR_F32 ? 4 : e.dtype == AES__TR_F64 ? 8 : 2;
-            int k;
-            for (k = 0; k < e.ndim; k++) {
-                if (e.shape[k] != 0 && count > UINT64_MAX / 16 / (uint64_t)e.shape[k])
-                    AES__TR_ST_FAIL("safetensors: tensor '%s' is too large", e.name);
-                count *= (uint64_t)e.shape[k];
-            }
-            if (count * esz != e.end - e.begin)
-                AES__TR_ST_FAIL("safetensors: tensor '%s' has %llu bytes for its shape, not %llu",
-                                 e.name, (unsigned long long)(e.end - e.begin), (unsigned long long)(count * esz));
-        }
-        if (!aes__tr_grow((void **)&st->e, &st->cap, st->n + 1, sizeof e)) {
-            AES_FREE(st->e);
-            st->e = NULL;
-            return aes__fail(ctx, AES_ERR_NOMEM, "safetensors: out of memory");
-        }
-        st->e[st->n++] = e;
-    }
-    aes__tr_json_ws(&j);
-    if (j.p != j.end) goto bad;
-    return AES_OK;
-bad:
-    AES_FREE(st->e);
-    st->e = NULL;
-    st->n = 0;
-    return aes__fail(ctx, AES_ERR_FORMAT, "safetensors: malformed JSON header near byte %ld",
-                     (long)(j.p - (const char *)buf));
-}
-
-#undef AES__TR_ST_FAIL
-
-static const aes__tr_st_entry *aes__tr_st_find(const aes__tr_st *st, const char *name) {
-    int i;
-    for (i = 0; i < st->n; i++)
-        if (!strcmp(st->e[i].name, name)) return &st->e[i];
-    return NULL;
-}
-
-/* Copies a tensor into float32 dst of count values. */
-static void aes__tr_st_copy(const aes__tr_st *st, const aes__tr_st_entry *e, float *dst, size_t count) {
-    const unsigned char *src = st->data + e->begin;
-    size_t i;
-    if (e->dtype == AES__TR_F32) {
-        aes__tr_f32_from_le(dst, src, count);
-    } else if (e->dtype == AES__TR_F64) {
-        for (i = 0; i < count; i++) {
-            uint64_t u = aes__tr_get_u64le(src + 8 * i);
-            double d;
-            memcpy(&d, &u, 8);
-            dst[i] = (float)d;
-        }
-    } else {
-        for (i = 0; i < count; i++) {
-            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-            dst[i] = e->dtype == AES__TR_F16 ? aes_f16_to_f32_1(h) : aes_bf16_to_f32_1(h);
-        }
-    }
-}
-
-/* Highest "N" + 1 among names "<prefix>N." */
-static int aes__tr_st_count_layers(const aes__tr_st *st, const char *prefix) {
-    size_t k = strlen(prefix);
-    int i, best = 0;
-    for (i = 0; i < st->n; i++) {
-        const char *s = st->e[i].name;
-        if (!strncmp(s, prefix, k) && s[k] >= '0' && s[k] <= '9') {
-            long v = strtol(s + k, NULL, 10);
-            if (v >= 0 && v < 1024 && v + 1 > best) best = (int)v + 1;
-        }
-    }
-    return best;
-}
-
-/* The JSON value at a path of object keys; returns its span. */
-static int aes__tr_json_find(const char *text, size_t len, const char *const *path, int npath, const char **vs,
-                             const char **ve) {
-    aes__tr_json j;
-    int level = 0;
-    j.p = text;
-    j.end = text + len;
-    j.depth = 0;
-    while (level < npath) {
-        int first = 1, found = 0;
-        if (!aes__tr_json_expect(&j, '{')) return 0;
-        for (;;) {
-            char key[64];
-            aes__tr_json_ws(&j);
-            if (j.p < j.end && *j.p == '}') return 0;
-            if (!first && !aes__tr_json_expect(&j, ',')) return 0;
-            first = 0;
-            if (!aes__tr_json_string(&j, key, sizeof key)) {
-                if (!aes__tr_json_skip(&j)) return 0;   /* long key: not ours */
-                key[0] = 0;
-            }
-            if (!aes__tr_json_expect(&j, ':')) return 0;
-            if (!strcmp(key, path[level])) { found = 1; break; }
-            if (!aes__tr_json_skip(&j)) return 0;
-        }
-        if (!found) return 0;
-        level++;
-    }
-    aes__tr_json_ws(&j);
-    *vs = j.p;
-    if (!aes__tr_json_skip(&j)) return 0;
-    *ve = j.p;
-    return 1;
-}
-
-static int aes__tr_config_num(const char *cfg, const char *tower, const char *key, double *v) {
-    const char *path[2], *s, *e;
-    aes__tr_json j;
-    path[0] = tower;
-    path[1] = key;
-    if (!cfg || !aes__tr_json_find(cfg, strlen(cfg), path, 2, &s, &e)) return 0;
-    j.p = s; j.end = e; j.depth = 0;
-    return aes__tr_json_number(&j, v);
-}
-
-static int aes__tr_config_str(const char *cfg, const char *tower, const char *key, char *out, size_t cap) {
-    const char *path[2], *s, *e;
-    aes__tr_json j;
-    path[0] = tower;
-    path[1] = key;
-    if (!cfg || !aes__tr_json_find(cfg, strlen(cfg), path, 2, &s, &e)) return 0;
-    j.p = s; j.end = e; j.depth = 0;
-    return aes__tr_json_string(&j, out, cap);
-}
-
-static int aes__tr_dim(const aes__tr_st *st, const char *name, int ndim, int k) {
-    const aes__tr_st_entry *e = aes__tr_st_find(st, name);
-    if (!e || e->ndim != ndim || e->shape[k] > INT_MAX) return -1;
-    return (int)e->shape[k];
-}
-
-static aes_status aes__tr_arch_from_st(aes_ctx *ctx, const aes__tr_st *st, const char *cfg, int quick_default,
+static aes_status aes__tr_arch_from_st(aes_ctx *ctx, aes_safetensors *st, const char *cfg, int quick_default,
                                        aes_train_arch *a) {
-    int hf;
-    double v;
-    char act[32];
+    aes__clip_loader L;
+    aes_clip_config c;
+    aes_status s;
+    memset(&L, 0, sizeof L);
+    memset(&c, 0, sizeof c);
     memset(a, 0, sizeof *a);
-    hf = aes__tr_st_find(st, "vision_model.embeddings.patch_embedding.weight") ||
-         aes__tr_st_find(st, "text_model.embeddings.token_embedding.weight");
-    if (!hf && !aes__tr_st_find(st, "visual.conv1.weight") && !aes__tr_st_find(st, "token_embedding.weight"))
-        return aes__fail(ctx, AES_ERR_FORMAT,
-                         "not a CLIP checkpoint: neither Hugging Face (vision_model.*, text_model.*) nor OpenAI "
-                         "(visual.*, token_embedding.weight) tensor names");
-    a->layout = hf ? AES_TRAIN_LAYOUT_HF : AES_TRAIN_LAYOUT_OPENAI;
-    a->ln_eps = 1e-5f;
-    a->quick_gelu = quick_default;
-    if (cfg && aes__tr_config_str(cfg, "vision_config", "hidden_act", act, sizeof act))
-        a->quick_gelu = !strcmp(act, "quick_gelu");
-    else if (cfg && aes__tr_config_str(cfg, "text_config", "hidden_act", act, sizeof act))
-        a->quick_gelu = !strcmp(act, "quick_gelu");
-    if (cfg && aes__tr_config_num(cfg, "vision_config", "layer_norm_eps", &v) && v > 0 && v < 1) a->ln_eps = (float)v;
-    if (aes__tr_st_find(st, hf ? "vision_model.embeddings.patch_embedding.weight" : "visual.conv1.weight")) {
-        const char *pw = hf ? "vision_model.embeddings.patch_embedding.weight" : "visual.conv1.weight";
-        const char *pe = hf ? "vision_model.embeddings.position_embedding.weight" : "visual.positional_embedding";
-        int np1 = aes__tr_dim(st, pe, 2, 0), g;
-        a->has_vision = 1;
-        a->vision_width = aes__tr_dim(st, pw, 4, 0);
-        a->patch_size = aes__tr_dim(st, pw, 4, 3);
-        for (g = 1; g * g < np1 - 1; g++) {}
-        if (np1 < 2 || g * g != np1 - 1 || a->patch_size < 1 || aes__tr_dim(st, pw, 4, 1) != 3)
-            return aes__fail(ctx, AES_ERR_SHAPE, "%s and %s do not describe a square ViT on RGB images", pw, pe);
-        a->image_size = g * a->patch_size;
-        a->vision_layers = aes__tr_st_count_layers(st, hf ? "vision_model.encoder.layers." : "visual.transformer.resblocks.");
-        a->vision_mlp = aes__tr_dim(st, hf ? "vision_model.encoder.layers.0.mlp.fc1.weight"
-                                           : "visual.transformer.resblocks.0.mlp.c_fc.weight", 2, 0);
-        a->embed_dim = hf ? aes__tr_dim(st, "visual_projection.weight", 2, 0) : aes__tr_dim(st, "visual.proj", 2, 1);
-        a->vision_heads = a->vision_width >= 64 ? a->vision_width / 64 : 1;
-        if (cfg && aes__tr_config_num(cfg, "vision_config", "num_attention_heads", &v) && v >= 1 && v <= 4096)
-            a->vision_heads = (int)v;
-    }
-    if (aes__tr_st_find(st, hf ? "text_model.embeddings.token_embedding.weight" : "token_embedding.weight")) {
-        const char *te = hf ? "text_model.embeddings.token_embedding.weight" : "token_embedding.weight";
-        const char *pe = hf ? "text_model.embeddings.position_embedding.weight" : "positional_embedding";
-        int e;
-        a->has_text = 1;
-        a->vocab_size = aes__tr_dim(st, te, 2, 0);
-        a->text_width = aes__tr_dim(st, te, 2, 1);
-        a->context_length = aes__tr_dim(st, pe, 2, 0);
-        a->text_layers = aes__tr_st_count_layers(st, hf ? "text_model.encoder.layers." : "transformer.resblocks.");
-        a->text_mlp = aes__tr_dim(st, hf ? "text_model.encoder.layers.0.mlp.fc1.weight"
-                                         : "transformer.resblocks.0.mlp.c_fc.weight", 2, 0);
-        e = hf ? aes__tr_dim(st, "text_projection.weight", 2, 0) : aes__tr_dim(st, "text_projection", 2, 1);
-        if (a->has_vision && e != a->embed_dim)
-            return aes__fail(ctx, AES_ERR_SHAPE, "the text projection (%d) and image projection (%d) differ", e,
-                             a->embed_dim);
-        a->embed_dim = e;
-        a->text_heads = a->text_width >= 64 ? a->text_width / 64 : 1;
-        if (cfg && aes__tr_config_num(cfg, "text_config", "num_attention_heads", &v) && v >= 1 && v <= 4096)
-            a->text_heads = (int)v;
-    }
+    L.ctx = ctx;
+    L.st = st;
+    L.src = aes_safetensors_source(st);
+    L.count = aes_safetensors_count(st);
+    L.used = (unsigned char *)aes_calloc(ctx, (size_t)(L.count > 0 ? L.count : 1), 1);
+    if (!L.used) return aes_last_status(ctx);
+    s = aes__clip_read_config(&L, &c, cfg, cfg ? strlen(cfg) : 0, "config.json", 0,
+                              quick_default ? AES_ACT_QUICK_GELU : AES_ACT_GELU, NULL);
+    aes_free(L.used);
+    aes_free(L.tmp);
+    if (s != AES_OK) return s;
+    if (L.prefix[0])   /* the trainer addresses tensors by their plain names */
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: tensor names carry the prefix '%s'; save the model without "
+                         "it (aes_clip_save) to train it", L.src, L.prefix);
+    a->has_vision = c.has_vision;
+    a->has_text = c.has_text;
+    a->image_size = c.image_size;
+    a->patch_size = c.patch_size;
+    a->vision_width = c.vision_width;
+    a->vision_layers = c.vision_layers;
+    a->vision_heads = c.vision_heads;
+    a->vision_mlp = c.vision_mlp;
+    a->context_length = c.context_length;
+    a->vocab_size = c.vocab_size;
+    a->text_width = c.text_width;
+    a->text_layers = c.text_layers;
+    a->text_heads = c.text_heads;
+    a->text_mlp = c.text_mlp;
+    a->embed_dim = c.embed_dim;
+    a->quick_gelu = c.act == AES_ACT_QUICK_GELU;
+    a->ln_eps = c.ln_eps;
+    a->layout = c.layout == AES_LAYOUT_HF ? AES_TRAIN_LAYOUT_HF : AES_TRAIN_LAYOUT_OPENAI;
     return aes__tr_check_arch(ctx, a);
 }
 
 AES_API aes_status aes_train_arch_from_safetensors(aes_ctx *ctx, const unsigned char *buf, size_t len,
                                                    const char *config_json, int quick_gelu_default,
                                                    aes_train_arch *arch) {
-    aes__tr_st st;
+    aes_safetensors *st;
     aes_status s;
     if (!arch) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_train_arch_from_safetensors: NULL arch");
-    if ((s = aes__tr_st_parse(ctx, buf, len, &st)) != AES_OK) return s;
-    s = aes__tr_arch_from_st(ctx, &st, config_json, quick_gelu_default, arch);
-    AES_FREE(st.e);
+    if ((s = aes_safetensors_from_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
+    s = aes__tr_arch_from_st(ctx, st, config_json, quick_gelu_default, arch);
+    aes_safetensors_close(st);
     return s;
 }
 
 /* Copies every table tensor from the parsed file; logit_scale may be
  * missing (vision- or text-only files) and then keeps CLIP's initial value. */
-static aes_status aes__tr_copy_in(aes_ctx *ctx, aes_clip_trainer *tr, const aes__tr_st *st) {
+static aes_status aes__tr_copy_in(aes_ctx *ctx, aes_clip_trainer *tr, const aes_safetensors *st) {
     int i, k;
+    aes_status s;
     for (i = 0; i < tr->ntensors; i++) {
         const aes_train_tensor *t = &tr->tensors[i];
-        const aes__tr_st_entry *e = aes__tr_st_find(st, t->name);
-        if (!e) {
+        const aes_tensor_view *v = aes_safetensors_find(st, t->name);
+        if (!v) {
             if (t->tower == 0) {
                 tr->params[t->offset] = (float)log(1.0 / 0.07);
                 tr->no_logit_scale = 1;
@@ -17331,19 +16997,15 @@ static aes_status aes__tr_copy_in(aes_ctx *ctx, aes_clip_trainer *tr, const aes_
             }
             return aes__fail(ctx, AES_ERR_FORMAT, "checkpoint has no tensor '%s'", t->name);
         }
-        if (e->dtype == AES__TR_OTHER)
-            return aes__fail(ctx, AES_ERR_UNSUPPORTED, "tensor '%s' has a dtype other than F32/F16/BF16/F64", t->name);
         if (t->tower == 0) {     /* logit_scale: [] or [1] */
-            if (e->end - e->begin != (uint64_t)(e->dtype == AES__TR_F32 ? 4 : e->dtype == AES__TR_F64 ? 8 : 2))
-                return aes__fail(ctx, AES_ERR_SHAPE, "tensor 'logit_scale' is not a scalar");
-            tr->logit_scale_ndim = e->ndim;
+            if (v->numel != 1) return aes__fail(ctx, AES_ERR_SHAPE, "tensor 'logit_scale' is not a scalar");
+            tr->logit_scale_ndim = v->ndim;
         } else {
-            int same = e->ndim == t->ndim;
-            for (k = 0; same && k < t->ndim; k++) same = e->shape[k] == t->shape[k];
-            if (!same)
-                return aes__fail(ctx, AES_ERR_SHAPE, "tensor '%s' has an unexpected shape", t->name);
+            int same = v->ndim == t->ndim;
+            for (k = 0; same && k < t->ndim; k++) same = v->shape[k] == t->shape[k];
+            if (!same) return aes__fail(ctx, AES_ERR_SHAPE, "tensor '%s' has an unexpected shape", t->name);
         }
-        aes__tr_st_copy(st, e, tr->params + t->offset, t->count);
+        if ((s = aes_tensor_to_f32(ctx, v, tr->params + t->offset, t->count)) != AES_OK) return s;
         if (!aes__r_finite(tr->params + t->offset, t->count))   /* training would only spread it */
             return aes__fail(ctx, AES_ERR_NUMERIC, "checkpoint tensor '%s' holds a NaN or infinity", t->name);
     }
@@ -17353,30 +17015,30 @@ static aes_status aes__tr_copy_in(aes_ctx *ctx, aes_clip_trainer *tr, const aes_
 AES_API aes_status aes_clip_trainer_load_mem(aes_ctx *ctx, const unsigned char *buf, size_t len,
                                              const char *config_json, int quick_gelu_default,
                                              const aes_train_options *opt, aes_clip_trainer **out) {
-    aes__tr_st st;
+    aes_safetensors *st;
     aes_train_arch arch;
     aes_status s;
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_load_mem: NULL out");
     *out = NULL;
-    if ((s = aes__tr_st_parse(ctx, buf, len, &st)) != AES_OK) return s;
-    s = aes__tr_arch_from_st(ctx, &st, config_json, quick_gelu_default, &arch);
+    if ((s = aes_safetensors_from_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
+    s = aes__tr_arch_from_st(ctx, st, config_json, quick_gelu_default, &arch);
     if (s == AES_OK) s = aes_clip_trainer_create(ctx, &arch, opt, out);
     if (s == AES_OK) {
-        s = aes__tr_copy_in(ctx, *out, &st);
+        s = aes__tr_copy_in(ctx, *out, st);
         if (s != AES_OK) { aes_clip_trainer_destroy(*out); *out = NULL; }
     }
-    AES_FREE(st.e);
+    aes_safetensors_close(st);
     return s;
 }
 
 AES_API aes_status aes_clip_trainer_restore_mem(aes_ctx *ctx, aes_clip_trainer *tr, const unsigned char *buf,
                                                 size_t len) {
-    aes__tr_st st;
+    aes_safetensors *st;
     aes_status s;
     if (!tr) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_restore_mem: NULL trainer");
-    if ((s = aes__tr_st_parse(ctx, buf, len, &st)) != AES_OK) return s;
-    s = aes__tr_copy_in(ctx, tr, &st);
-    AES_FREE(st.e);
+    if ((s = aes_safetensors_from_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
+    s = aes__tr_copy_in(ctx, tr, st);
+    aes_safetensors_close(st);
     return s;
 }
 
@@ -17459,11 +17121,11 @@ AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const c
             AES_FREE(beside);
         }
     }
-    if (cfg) {
+    if (cfg && clen > 0) {   /* an empty file (e.g. /dev/null) means: no config */
         cfg_text = (char *)AES_MALLOC(clen + 1);
         if (cfg_text) { memcpy(cfg_text, cfg, clen); cfg_text[clen] = 0; }
-        aes_free(cfg);
     }
+    aes_free(cfg);
     s = aes_clip_trainer_load_mem(ctx, (const unsigned char *)buf, len, cfg_text, quick_gelu_default, opt, out);
     aes_free(buf);
     AES_FREE(cfg_text);

@@ -490,25 +490,25 @@ static unsigned char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-/* A tensor of a safetensors file as float32 (the library's own parser). */
+/* A tensor of a safetensors file as float32 (the library's own reader);
+ * "tokens" (I32) comes back as its raw 32-bit words. */
 static float *st_tensor(aes_ctx *ctx, const unsigned char *buf, size_t len, const char *name, size_t *count) {
-    aes__tr_st st;
-    const aes__tr_st_entry *e;
+    aes_safetensors *st;
+    const aes_tensor_view *v;
     float *out = NULL;
-    if (aes__tr_st_parse(ctx, buf, len, &st) != AES_OK) return NULL;
-    e = aes__tr_st_find(&st, name);
-    if (e && e->dtype != AES__TR_OTHER) {
-        size_t n = (size_t)(e->end - e->begin) / (e->dtype == AES__TR_F32 ? 4 : e->dtype == AES__TR_F64 ? 8 : 2);
-        out = (float *)malloc(n * sizeof(float) + 4);
-        aes__tr_st_copy(&st, e, out, n);
-        if (count) *count = n;
-    } else if (e && e->dtype == AES__TR_OTHER && !strcmp(name, "tokens")) {   /* I32 */
-        size_t n = (size_t)(e->end - e->begin) / 4;
-        out = (float *)malloc(n * sizeof(float) + 4);
-        memcpy(out, st.data + e->begin, n * 4);
-        if (count) *count = n;
+    if (aes_safetensors_from_memory(ctx, buf, len, 0, &st) != AES_OK) return NULL;
+    v = aes_safetensors_find(st, name);
+    if (v && (v->dtype == AES_DTYPE_F32 || v->dtype == AES_DTYPE_F16 || v->dtype == AES_DTYPE_BF16 ||
+              v->dtype == AES_DTYPE_F64)) {
+        out = (float *)malloc((size_t)v->numel * sizeof(float) + 4);
+        if (out && aes_tensor_to_f32(ctx, v, out, (size_t)v->numel) != AES_OK) { free(out); out = NULL; }
+        if (count) *count = (size_t)v->numel;
+    } else if (v && v->dtype == AES_DTYPE_I32 && !strcmp(name, "tokens")) {
+        out = (float *)malloc((size_t)v->numel * sizeof(float) + 4);
+        if (out) memcpy(out, v->data, (size_t)v->numel * 4);
+        if (count) *count = (size_t)v->numel;
     }
-    free(st.e);
+    aes_safetensors_close(st);
     return out;
 }
 
