@@ -15361,17 +15361,6 @@ static void aes__tbuf_printf(aes__tbuf *b, const char *fmt, ...) {
     aes__tbuf_put(b, tmp, (size_t)k);
 }
 
-static void aes__tr_put_u64le(unsigned char *p, uint64_t v) {
-    int i;
-    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint64_t aes__tr_get_u64le(const unsigned char *p) {
-    uint64_t v = 0;
-    int i;
-    for (i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
 /* Little-endian float32 copy (the host may be big-endian). */
 static void aes__tr_f32_to_le(unsigned char *dst, const float *src, size_t n) {
     size_t i;
@@ -15400,135 +15389,131 @@ static void aes__optim_layout_string(const aes_optim *o, aes__tbuf *b) {
                         o->seg[i].decay);
 }
 
+/* The optimizer state is a safetensors file: state.0 (momentum, or Adam's
+ * first moment) and state.1 (Adam's second moment) as F32 over the trainable
+ * parameters, and in __metadata__ the optimizer, its step and the layout of
+ * the trainable segments, which must match on load. */
 AES_API aes_status aes_optim_save_mem(aes_ctx *ctx, const aes_optim *opt, unsigned char **out,
                                       size_t *len) {
-    aes__tbuf h, layout;
-    unsigned char *blob;
-    size_t nstate = opt && opt->state1 ? 2 : 1, hlen, bytes, total;
+    char num[13][40];
+    const char *meta[28];
+    aes__tbuf layout;
+    aes_tensor_out t[2];
+    float *le[2] = {NULL, NULL};
+    void *blob = NULL;
+    int k, nstate, nkv = 0;
+    aes_status st;
     if (!opt || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_save_mem: NULL argument");
     *out = NULL;
     *len = 0;
-    if (opt->ntrain > SIZE_MAX / 8) return aes__fail(ctx, AES_ERR_LIMIT, "optimizer state too large");
-    bytes = opt->ntrain * 4;
-    memset(&h, 0, sizeof h);
+    nstate = opt->state1 ? 2 : 1;
     memset(&layout, 0, sizeof layout);
     aes__optim_layout_string(opt, &layout);
-    aes__tbuf_printf(&h, "{\"__metadata__\":{\"format\":\"aesalign-optim\",\"version\":\"1\","
-                        "\"kind\":\"%s\",\"step\":\"%ld\",\"sgd_started\":\"%d\",\"nparams\":\"%zu\","
-                        "\"lr\":\"%.9g\",\"weight_decay\":\"%.9g\",\"momentum\":\"%.9g\",\"nesterov\":\"%d\","
-                        "\"beta1\":\"%.9g\",\"beta2\":\"%.9g\",\"eps\":\"%.9g\",\"segments\":\"",
-                    opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd", opt->step, opt->sgd_started,
-                    opt->nparams, (double)opt->cfg.lr, (double)opt->cfg.weight_decay,
-                    (double)opt->cfg.momentum, opt->cfg.nesterov, (double)opt->cfg.beta1,
-                    (double)opt->cfg.beta2, (double)opt->cfg.eps);
-    if (layout.p) aes__tbuf_put(&h, layout.p, layout.n);
-    aes__tbuf_printf(&h, "\"},\"state.0\":{\"dtype\":\"F32\",\"shape\":[%zu],\"data_offsets\":[0,%zu]}",
-                    opt->ntrain, bytes);
-    if (nstate == 2)
-        aes__tbuf_printf(&h, ",\"state.1\":{\"dtype\":\"F32\",\"shape\":[%zu],\"data_offsets\":[%zu,%zu]}",
-                        opt->ntrain, bytes, 2 * bytes);
-    aes__tbuf_put(&h, "}", 1);
-    while (!h.oom && h.n % 8) aes__tbuf_put(&h, " ", 1);   /* align the data section */
-    AES_FREE(layout.p);
-    if (h.oom) { AES_FREE(h.p); return aes__fail(ctx, AES_ERR_NOMEM, "optimizer state: out of memory"); }
-    hlen = h.n;
-    total = 8 + hlen + nstate * bytes;
-    blob = (unsigned char *)aes_alloc(ctx, total, 1);
-    if (!blob) { AES_FREE(h.p); return aes_last_status(ctx); }
-    aes__tr_put_u64le(blob, (uint64_t)hlen);
-    memcpy(blob + 8, h.p, hlen);
-    AES_FREE(h.p);
-    aes__tr_f32_to_le(blob + 8 + hlen, opt->state0, opt->ntrain);
-    if (nstate == 2) aes__tr_f32_to_le(blob + 8 + hlen + bytes, opt->state1, opt->ntrain);
-    *out = blob;
-    *len = total;
-    return AES_OK;
-}
-
-/* Finds "key":"value" inside the metadata object of our own header and
- * copies the value (no escapes are ever written there). */
-static int aes__optim_meta(const char *hdr, size_t hlen, const char *key, char *val, size_t cap) {
-    char pat[64];
-    const char *p, *end = hdr + hlen, *q;
-    size_t k;
-    snprintf(pat, sizeof pat, "\"%s\":\"", key);
-    k = strlen(pat);
-    for (p = hdr; p + k <= end; p++) {
-        if (memcmp(p, pat, k) != 0) continue;
-        p += k;
-        for (q = p; q < end && *q != '"'; q++) {}
-        if (q >= end || (size_t)(q - p) >= cap) return 0;
-        memcpy(val, p, (size_t)(q - p));
-        val[q - p] = 0;
-        return 1;
+    aes__tbuf_put(&layout, "", 1);   /* NUL-terminated */
+    if (layout.oom) { AES_FREE(layout.p); return aes__fail(ctx, AES_ERR_NOMEM, "optimizer state: out of memory"); }
+    snprintf(num[0], 40, "%ld", opt->step);
+    snprintf(num[1], 40, "%d", opt->sgd_started);
+    snprintf(num[2], 40, "%zu", opt->nparams);
+    snprintf(num[3], 40, "%.9g", (double)opt->cfg.lr);
+    snprintf(num[4], 40, "%.9g", (double)opt->cfg.weight_decay);
+    snprintf(num[5], 40, "%.9g", (double)opt->cfg.momentum);
+    snprintf(num[6], 40, "%d", opt->cfg.nesterov);
+    snprintf(num[7], 40, "%.9g", (double)opt->cfg.beta1);
+    snprintf(num[8], 40, "%.9g", (double)opt->cfg.beta2);
+    snprintf(num[9], 40, "%.9g", (double)opt->cfg.eps);
+#define AES__KV(key, value) (meta[2 * nkv] = (key), meta[2 * nkv + 1] = (value), nkv++)
+    AES__KV("format", "aesalign-optim");
+    AES__KV("version", "1");
+    AES__KV("kind", opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd");
+    AES__KV("step", num[0]);
+    AES__KV("sgd_started", num[1]);
+    AES__KV("nparams", num[2]);
+    AES__KV("lr", num[3]);
+    AES__KV("weight_decay", num[4]);
+    AES__KV("momentum", num[5]);
+    AES__KV("nesterov", num[6]);
+    AES__KV("beta1", num[7]);
+    AES__KV("beta2", num[8]);
+    AES__KV("eps", num[9]);
+    AES__KV("segments", layout.p);
+#undef AES__KV
+    memset(t, 0, sizeof t);
+    for (k = 0; k < nstate; k++) {
+        const float *src = k ? opt->state1 : opt->state0;
+        t[k].name = k ? "state.1" : "state.0";
+        t[k].dtype = AES_DTYPE_F32;
+        t[k].ndim = 1;
+        t[k].shape[0] = (int64_t)opt->ntrain;
+        t[k].data = src;
+        if (!aes__io_host_is_le()) {   /* the file is little-endian */
+            le[k] = (float *)aes_alloc(ctx, opt->ntrain ? opt->ntrain : 1, sizeof(float));
+            if (!le[k]) { st = aes_last_status(ctx); goto done; }
+            aes__tr_f32_to_le((unsigned char *)le[k], src, opt->ntrain);
+            t[k].data = le[k];
+        }
     }
-    return 0;
+    st = aes_safetensors_serialize(ctx, t, nstate, meta, nkv, &blob, len);
+    if (st == AES_OK) *out = (unsigned char *)blob;
+done:
+    aes_free(le[0]);
+    aes_free(le[1]);
+    AES_FREE(layout.p);
+    return st;
 }
 
 AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsigned char *buf, size_t len) {
-    char val[64], *hdr, *end;
+    aes_safetensors *sf;
+    const aes_tensor_view *v[2] = {NULL, NULL};
+    const char *val;
+    char *end;
     aes__tbuf layout;
-    uint64_t hlen;
-    size_t nstate, bytes, lay_len;
     long step;
-    int sgd_started, same;
+    int k, nstate, same;
+    aes_status st;
     if (!opt || !buf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_load_mem: NULL argument");
-    if (len < 8) return aes__fail(ctx, AES_ERR_FORMAT, "optimizer state: %zu bytes, too short", len);
-    hlen = aes__tr_get_u64le(buf);
-    if (hlen > len - 8 || hlen > (100u << 20))
-        return aes__fail(ctx, AES_ERR_FORMAT, "optimizer state: header length %llu does not fit in %zu bytes",
-                         (unsigned long long)hlen, len);
-    hdr = (char *)aes_alloc(ctx, (size_t)hlen + 1, 1);
-    if (!hdr) return aes_last_status(ctx);
-    memcpy(hdr, buf + 8, (size_t)hlen);
-    hdr[hlen] = 0;
-#define AES__OPTIM_FAIL(...) do { aes_free(hdr); return aes__fail(ctx, AES_ERR_FORMAT, __VA_ARGS__); } while (0)
-    if (!aes__optim_meta(hdr, (size_t)hlen, "format", val, sizeof val) || strcmp(val, "aesalign-optim"))
-        AES__OPTIM_FAIL("optimizer state: not an aesalign optimizer file");
-    if (!aes__optim_meta(hdr, (size_t)hlen, "kind", val, sizeof val) ||
-        strcmp(val, opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd")) {
-        aes_free(hdr);
-        return aes__fail(ctx, AES_ERR_MISMATCH, "optimizer state: saved by a different optimizer (%s)", val);
+    if ((st = aes_safetensors_from_memory(ctx, buf, len, 0, &sf)) != AES_OK) {
+        char why[600];
+        snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
+        return aes__fail(ctx, st, "optimizer state: %s", why);
     }
-    if (!aes__optim_meta(hdr, (size_t)hlen, "step", val, sizeof val)) AES__OPTIM_FAIL("optimizer state: no step");
+#define AES__OPTIM_FAIL(code, ...) do { st = aes__fail(ctx, code, __VA_ARGS__); goto done; } while (0)
+    val = aes_safetensors_metadata(sf, "format");
+    if (!val || strcmp(val, "aesalign-optim")) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: not an aesalign optimizer file");
+    val = aes_safetensors_metadata(sf, "kind");
+    if (!val || strcmp(val, opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd"))
+        AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved by a different optimizer (%.20s)", val ? val : "none");
+    val = aes_safetensors_metadata(sf, "step");
+    if (!val) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no step");
     step = strtol(val, &end, 10);
-    if (*end || step < 0 || step > 0x7fffffffL) AES__OPTIM_FAIL("optimizer state: bad step '%s'", val);
-    if (!aes__optim_meta(hdr, (size_t)hlen, "sgd_started", val, sizeof val))
-        AES__OPTIM_FAIL("optimizer state: no sgd_started");
-    sgd_started = atoi(val) != 0;
+    if (end == val || *end || step < 0 || step > 0x7fffffffL) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: bad step '%.20s'", val);
+    val = aes_safetensors_metadata(sf, "sgd_started");
+    if (!val) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
     memset(&layout, 0, sizeof layout);
     aes__optim_layout_string(opt, &layout);
-    aes__tbuf_printf(&layout, "\"");
-    lay_len = layout.n;
-    {
-        const char *p = strstr(hdr, "\"segments\":\"");
-        same = !layout.oom && p && strlen(p + 12) >= lay_len && memcmp(p + 12, layout.p, lay_len) == 0;
-    }
+    aes__tbuf_put(&layout, "", 1);
+    val = aes_safetensors_metadata(sf, "segments");
+    same = !layout.oom && val && !strcmp(val, layout.p);
     AES_FREE(layout.p);
-    if (!same || !aes__optim_meta(hdr, (size_t)hlen, "nparams", val, sizeof val) ||
-        strtoull(val, NULL, 10) != (unsigned long long)opt->nparams) {
-        aes_free(hdr);
-        return aes__fail(ctx, AES_ERR_MISMATCH,
-                         "optimizer state: saved for a different set of trainable parameters");
-    }
-    aes_free(hdr);
-#undef AES__OPTIM_FAIL
+    val = aes_safetensors_metadata(sf, "nparams");
+    if (!same || !val || strtoull(val, NULL, 10) != (unsigned long long)opt->nparams)
+        AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved for a different set of trainable parameters");
     nstate = opt->state1 ? 2 : 1;
-    bytes = opt->ntrain * 4;
-    if (len - 8 - (size_t)hlen != nstate * bytes)
-        return aes__fail(ctx, AES_ERR_FORMAT, "optimizer state: data is %zu bytes, expected %zu",
-                         len - 8 - (size_t)hlen, nstate * bytes);
+    for (k = 0; k < nstate; k++) {
+        v[k] = aes_safetensors_find(sf, k ? "state.1" : "state.0");
+        if (!v[k] || v[k]->dtype != AES_DTYPE_F32 || v[k]->numel != (int64_t)opt->ntrain)
+            AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: state.%d is missing or not F32[%zu]", k, opt->ntrain);
+    }
     {   /* NaN / Inf moments (or a negative second moment) would turn every
          * parameter they touch into NaN at the next step: checked before
          * anything of the optimizer is overwritten */
-        size_t i, k;
+        size_t i;
         for (k = 0; k < nstate; k++)
             for (i = 0; i < opt->ntrain; i++) {
-                float v;
-                aes__tr_f32_from_le(&v, buf + 8 + hlen + k * bytes + 4 * i, 1);
-                if (!(v - v == 0.0f) || (k == 1 && v < 0.0f))
-                    return aes__fail(ctx, AES_ERR_NUMERIC, "optimizer state: state.%zu[%zu] is %g (%s)", k, i,
-                                     (double)v, k == 1 ? "a second moment must be finite and >= 0" : "not finite");
+                float x;
+                aes__tr_f32_from_le(&x, (const unsigned char *)v[k]->data + 4 * i, 1);
+                if (!(x - x == 0.0f) || (k == 1 && x < 0.0f))
+                    AES__OPTIM_FAIL(AES_ERR_NUMERIC, "optimizer state: state.%d[%zu] is %g (%s)", k, i, (double)x,
+                                    k == 1 ? "a second moment must be finite and >= 0" : "not finite");
             }
         if (nstate == 2) {
             /* AdamW: by Cauchy-Schwarz every state the update rule can reach
@@ -15539,21 +15524,25 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
             c = r == 1.0 ? (double)step : (1.0 - pow(r, (double)step)) / (1.0 - r);
             c *= (1.0 - b1) * (1.0 - b1) / (1.0 - b2);
             for (i = 0; i < opt->ntrain; i++) {
-                float m, v;
-                aes__tr_f32_from_le(&m, buf + 8 + hlen + 4 * i, 1);
-                aes__tr_f32_from_le(&v, buf + 8 + hlen + bytes + 4 * i, 1);
-                if ((double)m * (double)m > 2.0 * c * (double)v + 1e-30)
-                    return aes__fail(ctx, AES_ERR_NUMERIC,
-                                     "optimizer state: state.0[%zu] = %g is too large for state.1[%zu] = %g after %ld "
-                                     "steps (not a state AdamW can reach)", i, (double)m, i, (double)v, step);
+                float m, s;
+                aes__tr_f32_from_le(&m, (const unsigned char *)v[0]->data + 4 * i, 1);
+                aes__tr_f32_from_le(&s, (const unsigned char *)v[1]->data + 4 * i, 1);
+                if ((double)m * (double)m > 2.0 * c * (double)s + 1e-30)
+                    AES__OPTIM_FAIL(AES_ERR_NUMERIC,
+                                    "optimizer state: state.0[%zu] = %g is too large for state.1[%zu] = %g after %ld "
+                                    "steps (not a state AdamW can reach)", i, (double)m, i, (double)s, step);
             }
         }
     }
-    aes__tr_f32_from_le(opt->state0, buf + 8 + hlen, opt->ntrain);
-    if (nstate == 2) aes__tr_f32_from_le(opt->state1, buf + 8 + hlen + bytes, opt->ntrain);
+#undef AES__OPTIM_FAIL
+    aes__tr_f32_from_le(opt->state0, (const unsigned char *)v[0]->data, opt->ntrain);
+    if (nstate == 2) aes__tr_f32_from_le(opt->state1, (const unsigned char *)v[1]->data, opt->ntrain);
     opt->step = step;
-    opt->sgd_started = sgd_started;
-    return AES_OK;
+    opt->sgd_started = atoi(aes_safetensors_metadata(sf, "sgd_started")) != 0;
+    st = AES_OK;
+done:
+    aes_safetensors_close(sf);
+    return st;
 }
 
 /* ============================================================================
@@ -17044,49 +17033,46 @@ AES_API aes_status aes_clip_trainer_restore_mem(aes_ctx *ctx, aes_clip_trainer *
 
 AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_trainer *tr, unsigned char **out,
                                              size_t *len) {
-    aes__tbuf h;
-    size_t off = 0, hlen, total;
-    unsigned char *blob, *p;
-    int i, k, first = 1;
+    aes_tensor_out *t;
+    const float *params;
+    float *le = NULL;
+    const char *meta[4];
+    char act[32];
+    void *blob = NULL;
+    int i, k, n = 0;
+    aes_status st;
     if (!tr || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_save_mem: NULL argument");
     *out = NULL;
     *len = 0;
-    memset(&h, 0, sizeof h);
-    aes__tbuf_printf(&h, "{\"__metadata__\":{\"format\":\"pt\",\"aesalign.train\":\"%s %s\"}",
-                     tr->arch.quick_gelu ? "quick_gelu" : "gelu",
-                     tr->arch.layout == AES_TRAIN_LAYOUT_HF ? "hf" : "openai");
-    for (i = 0; i < tr->ntensors; i++) {
-        const aes_train_tensor *t = &tr->tensors[i];
-        int nd = t->ndim;
-        if (t->tower == 0 && tr->no_logit_scale) continue;
-        if (t->tower == 0) nd = tr->logit_scale_ndim;
-        aes__tbuf_printf(&h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t->name);
-        for (k = 0; k < nd; k++) aes__tbuf_printf(&h, "%s%lld", k ? "," : "", (long long)(t->tower == 0 ? 1 : t->shape[k]));
-        aes__tbuf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, off + t->count * 4);
-        off += t->count * 4;
-        first = 0;
+    t = (aes_tensor_out *)aes_calloc(ctx, (size_t)tr->ntensors + 1, sizeof *t);
+    if (!t) return aes_last_status(ctx);
+    params = tr->params;
+    if (!aes__io_host_is_le()) {   /* the file is little-endian */
+        if (!(le = (float *)aes_alloc(ctx, tr->nparams ? tr->nparams : 1, sizeof(float)))) {
+            aes_free(t);
+            return aes_last_status(ctx);
+        }
+        aes__tr_f32_to_le((unsigned char *)le, tr->params, tr->nparams);
+        params = le;
     }
-    AES__UNUSED(first);
-    aes__tbuf_put(&h, "}", 1);
-    while (!h.oom && h.n % 8) aes__tbuf_put(&h, " ", 1);
-    if (h.oom) { AES_FREE(h.p); return aes__fail(ctx, AES_ERR_NOMEM, "checkpoint: out of memory"); }
-    hlen = h.n;
-    total = 8 + hlen + off;
-    blob = (unsigned char *)aes_alloc(ctx, total, 1);
-    if (!blob) { AES_FREE(h.p); return aes_last_status(ctx); }
-    aes__tr_put_u64le(blob, (uint64_t)hlen);
-    memcpy(blob + 8, h.p, hlen);
-    AES_FREE(h.p);
-    p = blob + 8 + hlen;
     for (i = 0; i < tr->ntensors; i++) {
-        const aes_train_tensor *t = &tr->tensors[i];
-        if (t->tower == 0 && tr->no_logit_scale) continue;
-        aes__tr_f32_to_le(p, tr->params + t->offset, t->count);
-        p += t->count * 4;
+        const aes_train_tensor *src = &tr->tensors[i];
+        if (src->tower == 0 && tr->no_logit_scale) continue;
+        t[n].name = src->name;
+        t[n].dtype = AES_DTYPE_F32;
+        t[n].ndim = src->tower == 0 ? tr->logit_scale_ndim : src->ndim;   /* logit_scale: [] or [1] */
+        for (k = 0; k < t[n].ndim; k++) t[n].shape[k] = src->tower == 0 ? 1 : src->shape[k];
+        t[n].data = params + src->offset;
+        n++;
     }
-    *out = blob;
-    *len = total;
-    return AES_OK;
+    snprintf(act, sizeof act, "%s %s", tr->arch.quick_gelu ? "quick_gelu" : "gelu",
+             tr->arch.layout == AES_TRAIN_LAYOUT_HF ? "hf" : "openai");
+    meta[0] = "format"; meta[1] = "pt"; meta[2] = "aesalign.train"; meta[3] = act;
+    st = aes_safetensors_serialize(ctx, t, n, meta, 2, &blob, len);
+    if (st == AES_OK) *out = (unsigned char *)blob;
+    aes_free(le);
+    aes_free(t);
+    return st;
 }
 
 #ifndef AES_NO_STDIO
