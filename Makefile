@@ -34,7 +34,9 @@ STB_LIBS   := -lstb
 endif
 
 # OpenBLAS is only an anchor for `make bench`.
-HAVE_OPENBLAS := $(shell test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o -f /usr/include/openblas/cblas.h && echo 1)
+HAVE_OPENBLAS ?= $(shell printf 'int main(void){return 0;}' | $(CC) -x c - -lopenblas -o /dev/null 2>/dev/null && \
+                   (test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o \
+                    -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h) && echo 1)
 ifeq ($(HAVE_OPENBLAS),1)
 BLAS_CFLAGS := -DAES_HAVE_OPENBLAS -I/usr/include/x86_64-linux-gnu/openblas-pthread
 BLAS_LIBS   := -lopenblas

@@ -11238,7 +11238,7 @@ AES_API aes_status aes_labels_parse_csv(aes_ctx *ctx, aes_labels *out, const cha
     while (aes__elta_next_line(text, len, &pos, &ls, &le)) {
         size_t p = ls;
         int more = 1, too_long, col = 0, got = 0;
-        double score = 0.0, h[AES_SCORE_BINS], hsum = 0.0;
+        double score = 0.0, h[AES_SCORE_BINS] = {0}, hsum = 0.0;
         char *path = NULL;
         line++;
         if (aes__elta_blank(text, ls, le)) continue;
