@@ -124,7 +124,7 @@ int main(int argc, char **argv) {
     /* 5. The loop. */
     for (step = 0; step < steps; step++) {
         aes_dpo_item items[BATCH_PAIRS];
-        aes_dpo_stats st;
+        aes_dpo_stats st = {0};
         float lr = aes_lr_schedule(&ocfg, step), clip_loss = 0, clip_acc = 0, dls = 0;
         float work[BATCH_PAIRS * BATCH_PAIRS + 2 * BATCH_PAIRS];   /* aes_clip_loss_work_floats */
         int n = 0;
