@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs every test program given on the command line, shows their output and
-# ends with one line adding them up: "N passed, N failed, N skipped".
+# ends with two lines adding them up: "N skipped" (cases that could not run
+# here, each with its reason above) and, last, "N passed, N failed".
 # AES_TEST_RUNNER, when set, is put before each program (for example
 # "qemu-aarch64 -L /usr/aarch64-linux-gnu" or "valgrind -q --error-exitcode=9").
 passed=0; failed=0; skipped=0; crashed=0
@@ -20,5 +21,6 @@ for t in "$@"; do
         echo "$t: exit $rc with no failed case"; failed=$((failed + 1))
     fi
 done
-echo "$passed passed, $failed failed, $skipped skipped"
+echo "$skipped skipped"
+echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
