@@ -28,14 +28,6 @@
 
 static char g_dir[256];
 
-static aes_ctx *new_ctx(void) {
-    aes_ctx *ctx = aes_ctx_create();
-    if (!ctx) {
-        fprintf(stderr, "no context\n");
-        exit(1);
-    }
-    return ctx;
-}
 
 static void path_in_dir(char *out, size_t size, const char *name) { snprintf(out, size, "%s/%s", g_dir, name); }
 
@@ -53,7 +45,7 @@ static unsigned char *make_version(unsigned v, size_t n) {
 }
 
 static int file_equals(const char *path, const unsigned char *want, size_t n) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     void *got = NULL;
     size_t len = 0;
     int same = aes_read_file(ctx, path, &got, &len) == AES_OK && len == n && !memcmp(got, want, n);
@@ -128,7 +120,7 @@ static void test_kill_atomic_writer(void) {
     char path[512], tmp[600];
     unsigned char *v0 = make_version(0, FILE_BYTES), *v1 = make_version(1, FILE_BYTES);
     unsigned char *v2 = make_version(2, FILE_BYTES);
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     int tries, killed_mid = 0, completed = 0, r;
     path_in_dir(path, sizeof path, "data.bin");
     CHECK_OK(ctx, aes_write_file_atomic(ctx, path, v0, FILE_BYTES));
@@ -171,7 +163,7 @@ static void test_stale_temp_same_name(void) {
     char path[512], stale[600];
     static const char junk[] = "half-written junk from a killed writer";
     unsigned char *v = make_version(7, 4096);
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     void *got = NULL;
     size_t len = 0;
     path_in_dir(path, sizeof path, "stale.bin");
@@ -206,7 +198,7 @@ static aes_index *make_index(aes_ctx *ctx, int rows, int dim, int first) {
 static void test_kill_index_writer(void) {
     enum { DIM = 256, ROWS0 = 300, ROWS1 = 2000 };
     char path[512], tmp[600];
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_index *old = make_index(ctx, ROWS0, DIM, 0), *bigger = make_index(ctx, ROWS1, DIM, 0), *got = NULL;
     void *old_bytes = NULL;
     size_t old_len = 0;

@@ -11,14 +11,6 @@
 
 #include <stdint.h>
 
-static aes_ctx *new_ctx(void) {
-    aes_ctx *ctx = aes_ctx_create();
-    if (!ctx) {
-        fprintf(stderr, "no context\n");
-        exit(1);
-    }
-    return ctx;
-}
 
 /* status == want and the message contains every one of the needles */
 #define EXPECT(ctx, call, want, needle1, needle2)                                                              \
@@ -81,7 +73,7 @@ static void test_gzip_empty_member(void) {
                                         0, 0, 0, 0, 0, 0, 0, 0};             /* CRC 0, size 0 */
     static const unsigned char two_bad[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0,
                                             0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0x03, 0x00, 0, 0, 0, 0, 1, 0, 0, 0};
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_tokenizer *tok = NULL, *plain = NULL;
     CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, (const char *)one, sizeof one, 0, &tok));
     CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, "", 0, 0, &plain));   /* the same as no merges */
@@ -100,7 +92,7 @@ static void test_gzip_empty_member(void) {
  * without complaint (aes_clip_load refused it, the trainer did not). */
 static void test_trainer_checkpoint_inf(void) {
     const char *name = "vision_model.encoder.layers.0.mlp.fc1.weight";
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     size_t len = 0;
     void *buf = tiny_checkpoint_with(ctx, name, 3, INFINITY, &len);
     aes_train_options o = aes_train_options_default();
@@ -131,7 +123,7 @@ static void test_trainer_checkpoint_inf(void) {
 
 /* Hardening: a NaN / Inf pixel gave a NaN embedding and AES_OK. */
 static void test_clip_nan_pixels(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_clip_config c = tiny_config();
     aes_clip *m = NULL;
     float px[2 * 3 * 16 * 16], emb[2 * 8];
@@ -154,7 +146,7 @@ static void test_clip_nan_pixels(void) {
  * moment or an absurd step count loaded, and the next step turned the
  * parameters into NaN (or overflowed the step counter). */
 static void test_optim_state_hostile(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_optim_config cfg = aes_optim_defaults(AES_OPTIM_ADAMW);
     aes_optim *opt = NULL;
     unsigned char *buf = NULL;
@@ -179,8 +171,43 @@ static void test_optim_state_hostile(void) {
         v = -1.0f;
         memcpy(bad + data + 32 + 4 * 7, &v, 4);       /* v[7] < 0 */
         EXPECT(ctx, aes_optim_load_mem(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.1[7]", ">= 0");
+        /* fuzz_optim: a finite but huge first moment beside a tiny second
+         * one loaded, and the next step sent parameter 9 to -5.8e31 */
+        memcpy(bad, buf, len);
+        v = 7.5e31f;
+        memcpy(bad + data + 4 * 1, &v, 4);            /* m[1] */
+        EXPECT(ctx, aes_optim_load_mem(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.0[1]", "too large");
         CHECK(aes_optim_steps_done(opt) == 1);        /* a refused file changes nothing */
         free(bad);
+    }
+    {   /* every state AdamW really reaches stays loadable (the bound is
+         * exact, whatever the betas), also with wild gradients */
+        static const float betas[3][2] = {{0.9f, 0.999f}, {0.99f, 0.9f}, {0.5f, 0.25f}};
+        int b, step;
+        for (b = 0; b < 3; b++) {
+            aes_optim_config c2 = aes_optim_defaults(AES_OPTIM_ADAMW);
+            aes_optim *o2 = NULL;
+            unsigned char *s2 = NULL;
+            size_t l2 = 0;
+            c2.beta1 = betas[b][0];
+            c2.beta2 = betas[b][1];
+            CHECK_OK(ctx, aes_optim_create(ctx, &c2, 8, NULL, 0, &o2));
+            if (!o2) continue;
+            tl_seed(99 + (unsigned)b);
+            for (step = 0; step < 60; step++) {
+                for (i = 0; i < 8; i++)
+                    g[i] = (float)((step % 7 == 3 ? 1e12 : step % 5 == 0 ? 1e-12 : 1.0) * tl_randf());
+                CHECK_OK(ctx, aes_optim_step(ctx, o2, p, g, 1e-3f, NULL));
+                if (step % 6 == 5 || step < 3) {
+                    CHECK_OK(ctx, aes_optim_save_mem(ctx, o2, &s2, &l2));
+                    CHECK_MSG(aes_optim_load_mem(ctx, o2, s2, l2) == AES_OK, "betas %g %g, step %d: %s",
+                              (double)c2.beta1, (double)c2.beta2, step, aes_last_error(ctx));
+                    aes_free(s2);
+                    s2 = NULL;
+                }
+            }
+            aes_optim_destroy(o2);
+        }
     }
     {   /* a step count past 2^31 */
         char *text = (char *)malloc(len + 32), *at;
@@ -220,7 +247,7 @@ static void test_optim_state_hostile(void) {
 /* A safetensors header that claims 2^60 bytes (test_io checks the status). */
 static void test_st_header_2_60(void) {
     unsigned char b[16] = {0, 0, 0, 0, 0, 0, 0, 0x10, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '};
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_safetensors *st = NULL;
     EXPECT(ctx, aes_safetensors_from_memory(ctx, b, sizeof b, 0, &st), AES_ERR_LIMIT, "header length 1152921504606846976",
            "over the limit");
@@ -240,7 +267,7 @@ static void test_st_header_2_60(void) {
 
 static void test_clip_inf_weight(void) {
     const char *name = "vision_model.encoder.layers.0.mlp.fc1.weight";
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     size_t len = 0;
     void *buf = tiny_checkpoint_with(ctx, name, 3, -INFINITY, &len);
     aes_clip *m = NULL;
@@ -254,7 +281,7 @@ static void test_clip_inf_weight(void) {
 }
 
 static void test_head_nan_weight(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_head h, back;
     void *buf = NULL;
     size_t len = 0;
@@ -276,7 +303,7 @@ static void test_head_nan_weight(void) {
 }
 
 static void test_zero_size_image(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img, z, out;
     unsigned char px[3] = {1, 2, 3};
     float pix[3 * 16 * 16];
@@ -294,7 +321,7 @@ static void test_zero_size_image(void) {
 }
 
 static void test_huge_image_limit(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img;
     memset(&img, 0, sizeof img);
     /* the default limit (2^28 pixels): refused from the header alone */
@@ -320,7 +347,7 @@ static void test_huge_image_limit(void) {
 static void test_tokenizer_bad_text(void) {
     static const char *const caps[] = {"a photo of a cat", "a photo of a dog", "caf\xc3\xa9 au lait"};
     static const char bad_utf8[] = "\xff\xfe a \xc3\x28 caf\xe9 \xed\xa0\x80 \xf4\x90\x80\x80 \xc0\xaf end";
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_tokenizer *tok = NULL;
     int32_t ids[AES_TOKENIZER_CONTEXT], bad_ids[3];
     int n = 0, i;
@@ -355,7 +382,7 @@ static void test_tokenizer_bad_text(void) {
 
 /* A query model that is not the one the index was built with. */
 static void test_model_index_mismatch(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_clip_config c = tiny_config();
     aes_clip *a = NULL, *b = NULL;
     aes_index *idx = NULL;

@@ -16,14 +16,6 @@
 #define FIX "tests/fixtures/io/"
 #define TMP "build/tmp_test_io"
 
-static aes_ctx *new_ctx(void) {
-    aes_ctx *ctx = aes_ctx_create();
-    if (!ctx) {
-        fprintf(stderr, "no context\n");
-        exit(1);
-    }
-    return ctx;
-}
 
 static void make_tmp_dir(void) {
     mkdir("build", 0777);
@@ -155,7 +147,7 @@ static void check_test_meta(const aes_safetensors *st) {
 }
 
 static void test_st_roundtrip(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     tensor_set s;
     void *buf = NULL;
     size_t len = 0;
@@ -198,7 +190,7 @@ static void test_st_roundtrip(void) {
 }
 
 static void test_st_serialize_errors(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     float x[4] = {1, 2, 3, 4};
     aes_tensor_out t[2];
     const char *dup_meta[] = {"a", "1", "a", "2"};
@@ -230,7 +222,7 @@ static void test_st_serialize_errors(void) {
 }
 
 static void test_st_file(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     tensor_set s;
     void *mem = NULL, *file = NULL;
     size_t mlen = 0, flen = 0;
@@ -290,7 +282,7 @@ static int same_float(float a, float b) {
 }
 
 static void test_tensor_to_f32(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     unsigned char *raw = (unsigned char *)malloc(65536 * 8 + 1);
     float *out = (float *)malloc(65536 * sizeof(float));
     aes_tensor_view v;
@@ -432,7 +424,7 @@ static void test_st_hostile(void) {
         {"lone surrogate", "{\"\\ud800\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, AES_ERR_FORMAT,
          "surrogate"},
     };
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     size_t i;
     char deep[4096];
     for (i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -467,7 +459,7 @@ static void test_st_hostile(void) {
 }
 
 static void test_st_valid_edges(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     const char *h =
         "{\"__metadata__\":null,"
         "\"empty1\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[4,4]},"
@@ -509,7 +501,7 @@ static void test_st_shared_file(void) {
     const aes_tensor_view *v;
     if (!dir) { tl_skip("../shared is absent"); return; }
     snprintf(path, sizeof path, "%s/data/laion-rating-embeddings-vit-b-32.safetensors", dir);
-    ctx = new_ctx();
+    ctx = tl_ctx();
     CHECK_OK(ctx, aes_safetensors_open(ctx, path, &st));
     v = st ? aes_safetensors_find(st, "embeddings") : NULL;
     CHECK(v && v->dtype == AES_DTYPE_F32 && v->ndim == 2 && v->shape[0] == 10 && v->shape[1] == 512);
@@ -539,7 +531,7 @@ static aes_json *parse_json(aes_ctx *ctx, const char *text) {
 }
 
 static void test_json_valid(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     const char *text =
         " {\"a\": [1, 2.5, -3e2, true, false, null, \"x\\u00e9\\ud83d\\ude00\\n\\\"\\\\\\/\\b\\f\\r\\t\"],\n"
         "  \"b\": {\"c\": {}, \"d\": []}, \"\": 0, \"k\\u0000z\": 1, \"caf\xc3\xa9\": \"\xe2\x82\xac\"} ";
@@ -607,7 +599,7 @@ static void test_json_numbers(void) {
         {"0.1", 0.1, 0, 0},
         {"1e-400", 0.0, 0, 0},
     };
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     size_t k;
     for (k = 0; k < sizeof cases / sizeof *cases; k++) {
         aes_json *root = parse_json(ctx, cases[k].text);
@@ -628,7 +620,7 @@ static void test_json_invalid(void) {
         "\"\xff\"", "\xef\xbb\xbf{}", "{} x", "[1]]", "{\"a\":1,\"a\":2}", "{\"b\":{\"x\":1,\"y\":2,\"x\":3}}", "1e400",
         "-1e400", "\"abc", "\"abc\\\"", "[1,2", "[-]", "// c\n1", "/* c */ 1", "[1,,2]", "[,]", "{,}", "\"\\",
     };
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     size_t k;
     char deep[700];
     aes_json *root;
@@ -660,7 +652,7 @@ static void test_json_invalid(void) {
 
 /* A big object (a vocabulary): every key is found by binary search. */
 static void test_json_big_object(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     size_t cap = 60000 * 24, len = 0;
     char *text = (char *)malloc(cap), key[32];
     aes_json *root = NULL;
@@ -688,7 +680,7 @@ static void test_json_big_object(void) {
  * ===================================================================== */
 
 static void test_files(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     const char *path = TMP "/file.bin";
     unsigned char data[3000];
     void *got = NULL;
@@ -774,7 +766,7 @@ static int read_manifest(manifest_line *lines, int max) {
 }
 
 static void test_pnm_vs_pil(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     manifest_line lines[128];
     int n = read_manifest(lines, 128), i, cases = 0;
     CHECK(n > 0);
@@ -800,7 +792,7 @@ static aes_status decode_str(aes_ctx *ctx, const char *s, size_t len, aes_image 
 }
 
 static void test_pnm_handmade(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img;
     static const unsigned char p4[] = {'P', '4', ' ', '1', '0', ' ', '2', '\n', 0x80, 0x40, 0xFF, 0xC0};
     static const unsigned char p5_16[] = {'P', '5', ' ', '3', ' ', '1', ' ', '6', '5', '5', '3', '5', '\n',
@@ -852,7 +844,7 @@ static void test_pnm_malformed(void) {
         {"P1 bad bit", "P1 2 2\n0 1 2 0", 14, AES_ERR_FORMAT},
         {"P4 truncated", "P4 9 2\n\xff\xff\xff", 10, AES_ERR_FORMAT},
     };
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img;
     size_t i;
     for (i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -870,7 +862,7 @@ static void test_pnm_malformed(void) {
 }
 
 static void test_image_basics(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img, back, rgb;
     int i;
     make_tmp_dir();
@@ -908,7 +900,7 @@ static void test_image_basics(void) {
 }
 
 static void test_resize_vs_pil(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     manifest_line lines[128];
     int n = read_manifest(lines, 128), i, cases = 0, worst = 0;
     long mismatched = 0;
@@ -954,7 +946,7 @@ static uint64_t fnv1a64(const void *p, size_t n) {
 #define LEVELS(d) ((d) * 0.27577711 * 255.0)
 
 static void test_clip_vs_pil(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     manifest_line lines[128];
     int n = read_manifest(lines, 128), i, full = 0, digests = 0;
     double worst = 0;
@@ -1018,7 +1010,7 @@ static void test_clip_matches_steps(void) {
                                    {2, 3, 5}, {224, 224, 224}, {225, 400, 224}};
     const float mean[3] = {AES_CLIP_MEAN_R, AES_CLIP_MEAN_G, AES_CLIP_MEAN_B};
     const float stdv[3] = {AES_CLIP_STD_R, AES_CLIP_STD_G, AES_CLIP_STD_B};
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     size_t c;
     int t, ch;
     tl_seed(5);
@@ -1051,7 +1043,7 @@ static void test_clip_matches_steps(void) {
 }
 
 static void test_center_crop(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img, out;
     int x, y;
     /* offsets: round((H - h) / 2.0) with halves to even */
@@ -1086,7 +1078,7 @@ static void test_center_crop(void) {
 }
 
 static void test_resize_threads_and_limits(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img, a, b;
     size_t k;
     static const int targets[][2] = {{123, 77}, {700, 460}, {37, 500}, {640, 3}};
@@ -1129,7 +1121,7 @@ static void test_resize_threads_and_limits(void) {
 
 /* Timing of the full preprocessing of a 1024x768 photo-sized image. */
 static void test_preprocess_speed(void) {
-    aes_ctx *ctx = new_ctx();
+    aes_ctx *ctx = tl_ctx();
     aes_image img;
     float *out = (float *)malloc(sizeof(float) * 3 * 224 * 224);
     size_t k;
@@ -1156,7 +1148,7 @@ static void test_cli_preprocess(void) {
     size_t glen = 0, rlen = 0;
     if (!cli) return;
     make_tmp_dir();
-    ctx = new_ctx();
+    ctx = tl_ctx();
     remove(TMP "/cli.f32");
     snprintf(cmd, sizeof cmd, "%s preprocess --size 32 " FIX "gray_45x70.pgm --out " TMP "/cli.f32 >/dev/null", cli);
     CHECK(system(cmd) == 0);

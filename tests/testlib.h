@@ -97,6 +97,18 @@ static inline const char *tl_tmp(const char *name) {
     return p;
 }
 
+#ifdef AESALIGN_H
+/* A new library context; a test program cannot go on without one. */
+static inline aes_ctx *tl_ctx(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    if (!ctx) {
+        fprintf(stderr, "no context (out of memory?)\n");
+        exit(1);
+    }
+    return ctx;
+}
+#endif
+
 static inline double tl_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

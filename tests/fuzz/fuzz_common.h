@@ -17,7 +17,13 @@
 #ifndef AES_FUZZ_COMMON_H
 #define AES_FUZZ_COMMON_H
 
+/* Each harness compiles the library itself, unless AES_FUZZ_SEPARATE_LIB
+ * says it is linked in from one object (tools/fuzz.sh builds it once for
+ * all the harnesses: the header takes far longer to compile with the
+ * sanitizers than a harness does). */
+#ifndef AES_FUZZ_SEPARATE_LIB
 #define AESALIGN_IMPLEMENTATION
+#endif
 #include "aesalign.h"
 
 #include <stdint.h>
