@@ -6867,10 +6867,6 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
-#if !defined(AES_NO_STDIO) && defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200112L
-#include <unistd.h>
-#define AES__TOK_HAVE_FSYNC 1
-#endif
 
 /* ----------------------------------------------------------------------------
  *  Character tables
@@ -8884,41 +8880,14 @@ AES_API aes_status aes_tokenizer_save_merges(aes_ctx *ctx, const aes_tokenizer *
     (void)tok; (void)path;
     return aes__fail(ctx, AES_ERR_UNSUPPORTED, "built with AES_NO_STDIO: use aes_tokenizer_merges_text");
 #else
-    char *text, *tmp;
-    size_t len, plen;
-    FILE *f;
+    char *text;
+    size_t len;
     aes_status st;
-    int ok;
     if (!tok || !path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_save_merges: NULL argument");
-    st = aes_tokenizer_merges_text(ctx, tok, &text, &len);
-    if (st) return st;
-    /* Atomic: write a temporary file beside the target, flush it to disk, rename. */
-    plen = strlen(path);
-    tmp = (char *)aes_alloc(ctx, plen + 16, 1);
-    if (!tmp) { aes_free(text); return aes__tok_alloc_status(ctx); }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    f = fopen(tmp, "wb");
-    if (!f) {
-        aes_free(text);
-        aes__fail(ctx, AES_ERR_IO, "%s: cannot create", tmp);
-        aes_free(tmp);
-        return AES_ERR_IO;
-    }
-    ok = fwrite(text, 1, len, f) == len && fflush(f) == 0;
-#ifdef AES__TOK_HAVE_FSYNC
-    ok = ok && fsync(fileno(f)) == 0;
-#endif
-    ok = (fclose(f) == 0) && ok;
+    if ((st = aes_tokenizer_merges_text(ctx, tok, &text, &len)) != AES_OK) return st;
+    st = aes_write_file_atomic(ctx, path, text, len);   /* temporary file + rename */
     aes_free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        aes__fail(ctx, AES_ERR_IO, "%s: cannot write (temporary %s)", path, tmp);
-        aes_free(tmp);
-        return AES_ERR_IO;
-    }
-    aes_free(tmp);
-    return AES_OK;
+    return st;
 #endif
 }
 

@@ -450,18 +450,22 @@ static int export_set(aes_ctx *ctx, const char *prefix, const char *part, const 
     snprintf(path, sizeof path, "%s-%s.safetensors", prefix, part);
     if (aes_safetensors_write(ctx, path, &t, 1, NULL, 0) != AES_OK) return aes_cli_fail("elta-bench", ctx, "export");
     printf("wrote %s\n", path);
-    if (labels) {
-        FILE *f;
+    if (labels) {   /* formatted in memory, written atomically */
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *f = open_memstream(&text, &tlen);
+        int bad;
         snprintf(path, sizeof path, "%s-%s.csv", prefix, part);
-        f = fopen(path, "w");
-        if (!f) return aes_cli_fail("elta-bench", NULL, "%s: cannot write", path);
+        if (!f) return aes_cli_fail("elta-bench", NULL, "%s: out of memory", path);
         fprintf(f, "score,h1,h2,h3,h4,h5,h6,h7,h8,h9,h10\n");
         for (i = 0; i < n; i++) {
             fprintf(f, "%.6f", labels->score[i]);
             for (k = 0; k < AES_SCORE_BINS; k++) fprintf(f, ",%.6g", labels->hist[(size_t)i * AES_SCORE_BINS + k]);
             fputc('\n', f);
         }
-        if (fclose(f) != 0) return aes_cli_fail("elta-bench", NULL, "%s: write error", path);
+        bad = fclose(f) != 0 || aes_write_file_atomic(ctx, path, text, tlen) != AES_OK;
+        free(text);
+        if (bad) return aes_cli_fail("elta-bench", ctx, "%s: write error", path);
         printf("wrote %s\n", path);
     }
     return 0;
@@ -739,6 +743,8 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
     int *rows = NULL, nb = 0;
     char path[8192];
     FILE *fc = NULL;
+    char *csv_text = NULL;           /* the labels CSV, built in memory */
+    size_t csv_len = 0;
     memset(&L, 0, sizeof L);
     for (i = 1; i < argc; i++) {
         int r;
@@ -847,8 +853,8 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
         if (aes_safetensors_write(ctx, path, &t, 1, meta, 2) != AES_OK) { aes_cli_fail("embed-dataset", ctx, "writing"); goto done; }
     }
     snprintf(path, sizeof path, "%s.csv", out);
-    fc = fopen(path, "w");
-    if (!fc) { aes_cli_fail("embed-dataset", NULL, "%s: cannot write", path); goto done; }
+    fc = open_memstream(&csv_text, &csv_len);   /* formatted in memory, written atomically */
+    if (!fc) { aes_cli_fail("embed-dataset", NULL, "%s: out of memory", path); goto done; }
     fprintf(fc, "path,score");
     if (L.has_hist) for (k = 1; k <= AES_SCORE_BINS; k++) fprintf(fc, ",h%d", k);
     fputc('\n', fc);
@@ -865,13 +871,18 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
         if (L.has_hist) for (k = 0; k < AES_SCORE_BINS; k++) fprintf(fc, ",%.6g", L.hist[(size_t)i * AES_SCORE_BINS + k]);
         fputc('\n', fc);
     }
-    if (fclose(fc) != 0) { fc = NULL; aes_cli_fail("embed-dataset", NULL, "%s: write error", path); goto done; }
+    if (fclose(fc) != 0 || aes_write_file_atomic(ctx, path, csv_text, csv_len) != AES_OK) {
+        fc = NULL;
+        aes_cli_fail("embed-dataset", ctx, "%s: write error", path);
+        goto done;
+    }
     fc = NULL;
     fprintf(stderr, "wrote %s.safetensors (%d x %d) and %s.csv%s", out, kept, E, out, missing ? "" : "\n");
     if (missing) fprintf(stderr, "; %d images left out\n", missing);
     rc = 0;
 done:
     if (fc) fclose(fc);
+    free(csv_text);
     aes_free(px); aes_free(emb); aes_free(all); aes_free(rows);
     aes_labels_free(&L);
     aes_clip_free(m);
