@@ -10458,6 +10458,18 @@ static aes_status aes__clip_read_config(aes__clip_loader *L, aes_clip_config *c,
             return aes__fail(L->ctx, AES_ERR_FORMAT, "%s: not a CLIP config (no vision_config/text_config or "
                              "model_cfg/vision_cfg/text_cfg)", cfg_name);
     }
+    {   /* what the config did not say, from what the training engine recorded:
+         * "aesalign.train": "<quick_gelu|gelu> <hf|openai> [vision_heads text_heads]" */
+        const char *rec = aes_safetensors_metadata(L->st, "aesalign.train");
+        char act[16] = "";
+        int vh = 0, th = 0;
+        if (rec && sscanf(rec, "%15s %*s %d %d", act, &vh, &th) >= 1) {
+            if (!c->act && !strcmp(act, "gelu")) c->act = AES_ACT_GELU;
+            if (!c->act && !strcmp(act, "quick_gelu")) c->act = AES_ACT_QUICK_GELU;
+            if (!c->vision_heads && vh > 0 && vh <= 4096) c->vision_heads = vh;
+            if (!c->text_heads && th > 0 && th <= 4096) c->text_heads = th;
+        }
+    }
     if (!c->act) c->act = default_act;
     return aes__clip_finish_config(L, c, opts);
 }
@@ -17006,7 +17018,7 @@ AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_traine
     const float *params;
     float *le = NULL;
     const char *meta[4];
-    char act[32];
+    char act[64];
     void *blob = NULL;
     int i, k, n = 0;
     aes_status st;
@@ -17034,8 +17046,9 @@ AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_traine
         t[n].data = params + src->offset;
         n++;
     }
-    snprintf(act, sizeof act, "%s %s", tr->arch.quick_gelu ? "quick_gelu" : "gelu",
-             tr->arch.layout == AES_TRAIN_LAYOUT_HF ? "hf" : "openai");
+    snprintf(act, sizeof act, "%s %s %d %d", tr->arch.quick_gelu ? "quick_gelu" : "gelu",
+             tr->arch.layout == AES_TRAIN_LAYOUT_HF ? "hf" : "openai",
+             tr->arch.has_vision ? tr->arch.vision_heads : 0, tr->arch.has_text ? tr->arch.text_heads : 0);
     meta[0] = "format"; meta[1] = "pt"; meta[2] = "aesalign.train"; meta[3] = act;
     st = aes_safetensors_serialize(ctx, t, n, meta, 2, &blob, len);
     if (st == AES_OK) *out = (unsigned char *)blob;

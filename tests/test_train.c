@@ -1221,6 +1221,50 @@ static void test_hostile_inputs(void) {
     aes_ctx_destroy(ctx);
 }
 
+/* A checkpoint the trainer saves loads in the inference model (section 5)
+ * with the same activation and gives the same embeddings: the training
+ * engine's forward and the model's forward agree. */
+static void test_trainer_checkpoint_is_a_model(void) {
+    aes_ctx *c = tl_ctx();
+    int layout, quick;
+    for (layout = 0; layout < 2; layout++)
+        for (quick = 0; quick < 2; quick++) {
+            aes_train_arch a = tiny_arch(layout ? AES_TRAIN_LAYOUT_OPENAI : AES_TRAIN_LAYOUT_HF, quick);
+            aes_train_options o = aes_train_options_default();
+            aes_clip_trainer *tr = NULL;
+            aes_clip *m = NULL;
+            unsigned char *blob = NULL;
+            size_t len = 0, i;
+            float px[2 * 3 * 16 * 16], e1[2 * 6], e2[2 * 6];
+            int32_t tok[2 * 7] = {18, 3, 4, 19, 0, 0, 0, 18, 5, 6, 7, 8, 19, 0};
+            o.max_images = o.max_texts = 2;
+            CHECK_OK(c, aes_clip_trainer_create(c, &a, &o, &tr));
+            if (!tr) continue;
+            aes_clip_trainer_init_random(tr, 7 + (uint64_t)(2 * layout + quick));
+            perturb_params(tr, 0.05f);
+            CHECK_OK(c, aes_clip_trainer_save_mem(c, tr, &blob, &len));
+            CHECK_OK(c, aes_clip_load_memory(c, blob, len, NULL, NULL, &m));   /* no config.json */
+            if (m) {
+                double worst = 0;
+                CHECK(aes_clip_get_config(m)->act == (quick ? AES_ACT_QUICK_GELU : AES_ACT_GELU));
+                for (i = 0; i < sizeof px / sizeof *px; i++) px[i] = (float)sin(0.37 * (double)i) * 1.5f;
+                CHECK_OK(c, aes_clip_trainer_encode_images(c, tr, px, 2, e1));
+                CHECK_OK(c, aes_clip_encode_image(c, m, px, 2, e2));
+                aes_l2norm_forward(e2, NULL, e2, 2, 6, 1e-12f);   /* the trainer's are unit vectors */
+                for (i = 0; i < 12; i++) worst = fmax(worst, rel_err(e1[i], e2[i]));
+                CHECK_OK(c, aes_clip_trainer_encode_texts(c, tr, tok, 2, e1));
+                CHECK_OK(c, aes_clip_encode_text(c, m, tok, 2, e2));
+                aes_l2norm_forward(e2, NULL, e2, 2, 6, 1e-12f);
+                for (i = 0; i < 12; i++) worst = fmax(worst, rel_err(e1[i], e2[i]));
+                CHECK_MSG(worst < 1e-5, "layout %d quick %d: trainer vs model rel err %.3g", layout, quick, worst);
+            }
+            aes_clip_free(m);
+            aes_free(blob);
+            aes_clip_trainer_destroy(tr);
+        }
+    aes_ctx_destroy(c);
+}
+
 /* ---- the CLI: index -> make-pairs -> finetune-dpo, interrupted and resumed ---- */
 
 #include <sys/stat.h>
@@ -1377,6 +1421,7 @@ int main(int argc, char **argv) {
     RUN(test_checkpoint_resume);
     RUN(test_hostile_inputs);
     RUN(test_finetune_raises_preference_accuracy);
+    RUN(test_trainer_checkpoint_is_a_model);
     RUN(test_cli_make_pairs_finetune_resume);
     return tl_report();
 }
