@@ -383,6 +383,7 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     aes_dpo_item *items = NULL;
     uint64_t rng;
     long step;
+    int warned_no_match = 0;     /* the contrastive term had no match in some step */
     double t_start;
 
     memset(&o, 0, sizeof o);
@@ -642,6 +643,11 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
                 nmatched++;
             }
             if (nmatched < 2) nmatched = 0;
+        }
+        if (nmatched == 0 && o.lambda > 0 && !warned_no_match) {   /* say it once, not every step */
+            fprintf(stderr, "finetune-dpo: note: step %ld has fewer than 2 query/image matches, so no contrastive "
+                    "term; give --captions (image<TAB>caption) to keep it in every step\n", step + 1);
+            warned_no_match = 1;
         }
         free(tq);
         free(ti);
