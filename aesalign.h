@@ -15465,8 +15465,12 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
         AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved by a different optimizer (%.20s)", val ? val : "none");
     val = aes_safetensors_metadata(sf, "step");
     if (!val) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no step");
-    step = strtol(val, &end, 10);
-    if (end == val || *end || step < 0 || step > 0x7fffffffL) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: bad step '%.20s'", val);
+    {   /* strtoll: a 32-bit long would saturate a huge step to exactly 2^31 - 1 */
+        long long v = strtoll(val, &end, 10);
+        if (end == val || *end || v < 0 || v > 0x7fffffffLL)
+            AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: bad step '%.20s'", val);
+        step = (long)v;
+    }
     val = aes_safetensors_metadata(sf, "sgd_started");
     if (!val) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
     memset(&layout, 0, sizeof layout);
