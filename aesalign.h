@@ -10484,6 +10484,23 @@ static void aes__clip_make_id(aes_clip *m) {
              c->act == AES_ACT_GELU ? "gelu" : "quick_gelu", (unsigned long long)m->hash);
 }
 
+/* A loader over a parsed file (src names it in messages); free with
+ * aes__clip_loader_free. */
+static aes_status aes__clip_loader_init(aes__clip_loader *L, aes_ctx *ctx, aes_safetensors *st, const char *src) {
+    memset(L, 0, sizeof *L);
+    L->ctx = ctx; L->st = st; L->src = src;
+    L->count = aes_safetensors_count(st);
+    L->used = (unsigned char *)aes_calloc(ctx, (size_t)(L->count > 0 ? L->count : 1), 1);
+    return L->used ? AES_OK : aes_last_status(ctx);
+}
+
+static void aes__clip_loader_free(aes__clip_loader *L) {
+    aes_free(L->used);
+    aes_free(L->tmp);
+    L->used = NULL;
+    L->tmp = NULL;
+}
+
 static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const char *src, const char *cfg_text,
                                     size_t cfg_len, const char *cfg_name, int cfg_explicit,
                                     const aes_clip_load_opts *opts, aes_clip **out) {
@@ -10495,11 +10512,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     size_t n32 = 0, n16 = 0, off32 = 0, off16 = 0;
     int i, nslots = 0, keep16 = opts && opts->keep_16bit;
 
-    memset(&L, 0, sizeof L);
-    L.ctx = ctx; L.st = st; L.src = src;
-    L.count = aes_safetensors_count(st);
-    L.used = (unsigned char *)aes_calloc(ctx, (size_t)(L.count > 0 ? L.count : 1), 1);
-    if (!L.used) return aes_last_status(ctx);
+    if ((s = aes__clip_loader_init(&L, ctx, st, src))) return s;
     m = (aes_clip *)aes_calloc(ctx, 1, sizeof *m);
     if (!m) { s = aes_last_status(ctx); goto done; }
 
@@ -10578,8 +10591,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     s = AES_OK;
 done:
     aes_free(slots);
-    aes_free(L.used);
-    aes_free(L.tmp);
+    aes__clip_loader_free(&L);
     if (s != AES_OK) { aes_clip_free(m); m = NULL; }
     *out = m;
     return s;
@@ -15376,7 +15388,7 @@ static void aes__optim_layout_string(const aes_optim *o, aes__tbuf *b) {
  * the trainable segments, which must match on load. */
 AES_API aes_status aes_optim_save_mem(aes_ctx *ctx, const aes_optim *opt, unsigned char **out,
                                       size_t *len) {
-    char num[13][40];
+    char num[10][40];
     const char *meta[28];
     aes__tbuf layout;
     aes_tensor_out t[2];
@@ -15445,7 +15457,7 @@ done:
 AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsigned char *buf, size_t len) {
     aes_safetensors *sf;
     const aes_tensor_view *v[2] = {NULL, NULL};
-    const char *val;
+    const char *val, *sgd;
     char *end;
     aes__tbuf layout;
     long step;
@@ -15471,8 +15483,8 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
             AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: bad step '%.20s'", val);
         step = (long)v;
     }
-    val = aes_safetensors_metadata(sf, "sgd_started");
-    if (!val) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
+    sgd = aes_safetensors_metadata(sf, "sgd_started");
+    if (!sgd) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
     memset(&layout, 0, sizeof layout);
     aes__optim_layout_string(opt, &layout);
     aes__tbuf_put(&layout, "", 1);
@@ -15523,7 +15535,7 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
     aes__tr_f32_from_le(opt->state0, (const unsigned char *)v[0]->data, opt->ntrain);
     if (nstate == 2) aes__tr_f32_from_le(opt->state1, (const unsigned char *)v[1]->data, opt->ntrain);
     opt->step = step;
-    opt->sgd_started = atoi(aes_safetensors_metadata(sf, "sgd_started")) != 0;
+    opt->sgd_started = atoi(sgd) != 0;
     st = AES_OK;
 done:
     aes_safetensors_close(sf);
@@ -16905,19 +16917,12 @@ static aes_status aes__tr_arch_from_st(aes_ctx *ctx, aes_safetensors *st, const 
     aes__clip_loader L;
     aes_clip_config c;
     aes_status s;
-    memset(&L, 0, sizeof L);
     memset(&c, 0, sizeof c);
     memset(a, 0, sizeof *a);
-    L.ctx = ctx;
-    L.st = st;
-    L.src = aes_safetensors_source(st);
-    L.count = aes_safetensors_count(st);
-    L.used = (unsigned char *)aes_calloc(ctx, (size_t)(L.count > 0 ? L.count : 1), 1);
-    if (!L.used) return aes_last_status(ctx);
+    if ((s = aes__clip_loader_init(&L, ctx, st, aes_safetensors_source(st))) != AES_OK) return s;
     s = aes__clip_read_config(&L, &c, cfg, cfg ? strlen(cfg) : 0, "config.json", 0,
                               quick_default ? AES_ACT_QUICK_GELU : AES_ACT_GELU, NULL);
-    aes_free(L.used);
-    aes_free(L.tmp);
+    aes__clip_loader_free(&L);
     if (s != AES_OK) return s;
     if (L.prefix[0])   /* the trainer addresses tensors by their plain names */
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: tensor names carry the prefix '%s'; save the model without "
@@ -17065,42 +17070,24 @@ AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_traine
 AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const char *config_path,
                                          int quick_gelu_default, const aes_train_options *opt,
                                          aes_clip_trainer **out) {
-    void *buf = NULL, *cfg = NULL;
+    void *buf = NULL;
+    char *cfg = NULL, beside[4096];
     size_t len = 0, clen = 0;
-    char *cfg_text = NULL;
     aes_status s;
     if (!path || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_load: NULL argument");
     if ((s = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return s;
     if (config_path) {
-        s = aes_read_file(ctx, config_path, &cfg, &clen);
+        s = aes__clip_read_text(ctx, config_path, &cfg, &clen);
         if (s != AES_OK) { aes_free(buf); return s; }
-    } else {   /* config.json beside the model, when there is one */
-        size_t pl = strlen(path);
-        char *beside = (char *)AES_MALLOC(pl + 16);
-        if (beside) {
-            const char *slash = strrchr(path, '/');
-            size_t dir = slash ? (size_t)(slash - path) + 1 : 0;
-            memcpy(beside, path, dir);
-            memcpy(beside + dir, "config.json", 12);
-            {
-                FILE *f = fopen(beside, "rb");
-                if (f) {
-                    fclose(f);
-                    if (aes_read_file(ctx, beside, &cfg, &clen) != AES_OK) cfg = NULL;
-                    aes_clear_error(ctx);
-                }
-            }
-            AES_FREE(beside);
-        }
+    } else if (aes__clip_read_beside(ctx, path, "config.json", beside, sizeof beside, &cfg, &clen) != AES_OK) {
+        cfg = NULL;            /* a config.json beside the model that cannot be read is ignored */
+        aes_clear_error(ctx);
     }
-    if (cfg && clen > 0) {   /* an empty file (e.g. /dev/null) means: no config */
-        cfg_text = (char *)AES_MALLOC(clen + 1);
-        if (cfg_text) { memcpy(cfg_text, cfg, clen); cfg_text[clen] = 0; }
-    }
-    aes_free(cfg);
-    s = aes_clip_trainer_load_mem(ctx, (const unsigned char *)buf, len, cfg_text, quick_gelu_default, opt, out);
+    /* aes_read_file ends the text with a NUL; an empty file (e.g. /dev/null) means: no config */
+    s = aes_clip_trainer_load_mem(ctx, (const unsigned char *)buf, len, clen > 0 ? cfg : NULL, quick_gelu_default,
+                                  opt, out);
     aes_free(buf);
-    AES_FREE(cfg_text);
+    aes_free(cfg);
     if (s != AES_OK) {
         char why[600];
         snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
