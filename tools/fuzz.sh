@@ -89,6 +89,17 @@ if [ ! -f "$OUT/aesalign_lib.o" ] || [ aesalign.h -nt "$OUT/aesalign_lib.o" ] ||
     echo "$stamp" > "$OUT/aesalign_lib.flags"
 fi
 
+# Runs "$1 HARNESS" for every harness, $JOBS at a time.
+for_each_harness() {
+    n=0
+    for h in $HARNESSES; do
+        "$1" "$h" &
+        n=$((n + 1))
+        if [ $n -ge "$JOBS" ]; then wait; n=0; fi
+    done
+    wait
+}
+
 build_one() {
     h=$1
     "$CC" $CFLAGS -fsanitize=fuzzer -DAES_FUZZ_SEPARATE_LIB -o "$OUT/fuzz_$h" "tests/fuzz/fuzz_$h.c" \
@@ -96,13 +107,7 @@ build_one() {
     echo $? > "$OUT/fuzz_$h.build.rc"
 }
 
-n=0
-for h in $HARNESSES; do
-    build_one "$h" &
-    n=$((n + 1))
-    if [ $n -ge "$JOBS" ]; then wait; n=0; fi
-done
-wait
+for_each_harness build_one
 failed_build=0
 for h in $HARNESSES; do
     if [ "$(cat "$OUT/fuzz_$h.build.rc" 2>/dev/null)" != 0 ]; then
@@ -135,13 +140,7 @@ run_one() {
     echo $? > "$OUT/logs/$h.rc"
 }
 
-n=0
-for h in $HARNESSES; do
-    run_one "$h" &
-    n=$((n + 1))
-    if [ $n -ge "$JOBS" ]; then wait; n=0; fi
-done
-wait
+for_each_harness run_one
 
 # -- report ---------------------------------------------------------------
 total_runs=0
