@@ -74,7 +74,7 @@
  *      ... fill dy = dLoss/dy ...
  *      aes_linear_backward(ctx, dx, dw, db, dy, x, w, 4, 3, 2);
  *      printf("%s\n", aes_cpu_name(ctx));       // "avx512", "avx2", ...
- *      aes_ctx_destroy(ctx);
+ *      aes_ctx_free(ctx);
  *
  *  License: MIT or public domain (Unlicense), at your choice; see the end
  *  of this file.
@@ -135,7 +135,7 @@ typedef enum aes_limit {
 /* Creates a context: error buffer, thread pool (1 thread until told
  * otherwise), best ISA the CPU supports.  NULL only when out of memory. */
 AES_API aes_ctx    *aes_ctx_create(void);
-AES_API void        aes_ctx_destroy(aes_ctx *ctx);
+AES_API void        aes_ctx_free(aes_ctx *ctx);
 
 /* The message of the last failure on this context ("" when none). */
 AES_API const char *aes_last_error(const aes_ctx *ctx);
@@ -379,7 +379,7 @@ typedef struct aes_safetensors aes_safetensors;
 AES_API aes_status aes_safetensors_open(aes_ctx *ctx, const char *path, aes_safetensors **out);
 #endif
 /* From a buffer.  copy == 0: `buf` must outlive the object (no copy made). */
-AES_API aes_status aes_safetensors_from_memory(aes_ctx *ctx, const void *buf, size_t len, int copy,
+AES_API aes_status aes_safetensors_load_memory(aes_ctx *ctx, const void *buf, size_t len, int copy,
                                                aes_safetensors **out);
 AES_API void       aes_safetensors_close(aes_safetensors *st);
 
@@ -641,7 +641,7 @@ AES_API aes_status aes_tokenizer_load_merges(aes_ctx *ctx, const char *path, aes
 
 /* The same from memory (plain text, or gzip when it starts with 1F 8B).
  * n_merges_max > 0 uses at most that many merges; <= 0 uses every line. */
-AES_API aes_status aes_tokenizer_from_merges_memory(aes_ctx *ctx, const char *text, size_t len,
+AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len,
                                                     int n_merges_max, aes_tokenizer **out);
 
 /* CLIP format: ids[0] = sot, then the BPE ids, then eot, then zeros up to
@@ -886,7 +886,7 @@ AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char
  * benchmarks, tests, and training from scratch.  Deterministic in seed. */
 AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *cfg, uint64_t seed,
                                           aes_clip **out);
-AES_API const aes_clip_config *aes_clip_get_config(const aes_clip *model);
+AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model);
 
 /* pixels [B, 3, S, S] (CHW planes, already normalised, S = image_size)
  * -> out [B, embed_dim], the projected (not normalised) embeddings. */
@@ -963,7 +963,7 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
 /* The canonical f32 parameter buffer (NULL when loaded with keep_16bit). */
 AES_API float *aes_clip_params_data(aes_clip *model);
 /* The model's own parameter pointers. */
-AES_API const aes_clip_params *aes_clip_get_params(const aes_clip *model);
+AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model);
 /* Pointers into any buffer of the canonical layout (e.g. gradients). */
 AES_API void aes_clip_point_params(const aes_clip *model, float *base, aes_clip_params *p);
 
@@ -1325,7 +1325,7 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
 
 typedef enum aes_head_kind   { AES_HEAD_LINEAR = 0, AES_HEAD_MLP = 1 } aes_head_kind;
 typedef enum aes_head_output { AES_HEAD_SCORE = 0, AES_HEAD_HIST10 = 1 } aes_head_output;
-typedef enum aes_head_act    { AES_ACT_NONE = 0, AES_ACT_RELU = 1 } aes_head_act;
+typedef enum aes_head_act    { AES_HEAD_ACT_NONE = 0, AES_HEAD_ACT_RELU = 1 } aes_head_act;
 
 #define AES_HEAD_MAX_LAYERS 5
 
@@ -1982,7 +1982,7 @@ typedef struct aes_optim_stats {
 
 /* Defaults: AdamW lr 1e-5, betas (0.9, 0.999), eps 1e-8, wd 0.01 (PyTorch's
  * AdamW defaults except the lr); SGD lr 1e-3, momentum 0.9, wd 0. */
-AES_API aes_optim_config aes_optim_defaults(aes_optim_kind kind);
+AES_API aes_optim_config aes_optim_config_default(aes_optim_kind kind);
 
 /* Creates an optimizer for a parameter buffer of nparams floats that will
  * update the given segments (copied; they must lie inside the buffer and not
@@ -1990,7 +1990,7 @@ AES_API aes_optim_config aes_optim_defaults(aes_optim_kind kind);
 AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg,
                                     size_t nparams, const aes_param_segment *seg,
                                     int nseg, aes_optim **out);
-AES_API void       aes_optim_destroy(aes_optim *opt);
+AES_API void       aes_optim_free(aes_optim *opt);
 AES_API const aes_optim_config *aes_optim_config_get(const aes_optim *opt);
 AES_API long       aes_optim_steps_done(const aes_optim *opt);
 /* Number of trainable parameters (sum of the segment counts). */
@@ -2028,9 +2028,9 @@ AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params,
  * layout matches this optimizer's.  The blob is a safetensors file
  * (tensors "state.0" [, "state.1"], metadata with the config), so it can be
  * inspected with any safetensors reader. */
-AES_API aes_status aes_optim_save_mem(aes_ctx *ctx, const aes_optim *opt,
+AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt,
                                       unsigned char **out, size_t *len);
-AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt,
+AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt,
                                       const unsigned char *buf, size_t len);
 #ifndef AES_NO_STDIO
 /* Sidecar file, written atomically (temp + fsync + rename). */
@@ -2173,7 +2173,7 @@ typedef struct aes_pair_set {
 } aes_pair_set;
 
 AES_API aes_status aes_pair_set_create(aes_ctx *ctx, aes_pair_set **out);
-AES_API void       aes_pair_set_destroy(aes_pair_set *set);
+AES_API void       aes_pair_set_free(aes_pair_set *set);
 AES_API aes_status aes_pair_set_add(aes_ctx *ctx, aes_pair_set *set, const char *query,
                                     const char *preferred, const char *rejected, float weight);
 /* Parses TSV text (len bytes); name is used in messages ("file:line: ..."). */
@@ -2259,7 +2259,7 @@ AES_API aes_train_options aes_train_options_default(void);
  * aes_clip_trainer_init_random, or by name through aes_clip_trainer_find). */
 AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, const aes_train_arch *arch,
                                            const aes_train_options *opt, aes_clip_trainer **out);
-AES_API void       aes_clip_trainer_destroy(aes_clip_trainer *tr);
+AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
 /* CLIP's initialisation (Radford et al. 2021 code): N(0, width^-1/2) for
  * attention inputs, class token and projections, N(0, (2 L width)^-1/2)
  * for residual outputs, 0.02 / 0.01 for token / position embeddings, LN
@@ -2327,15 +2327,15 @@ AES_API aes_status aes_train_arch_from_safetensors(aes_ctx *ctx, const unsigned 
                                                    aes_train_arch *arch);
 /* Creates a trainer and copies every tensor of the table from the buffer
  * (all must be present with the expected shapes). */
-AES_API aes_status aes_clip_trainer_load_mem(aes_ctx *ctx, const unsigned char *buf, size_t len,
+AES_API aes_status aes_clip_trainer_load_memory(aes_ctx *ctx, const unsigned char *buf, size_t len,
                                              const char *config_json, int quick_gelu_default,
                                              const aes_train_options *opt, aes_clip_trainer **out);
 /* Serialises the parameters as safetensors (float32, table order). */
-AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_trainer *tr,
+AES_API aes_status aes_clip_trainer_save_memory(aes_ctx *ctx, const aes_clip_trainer *tr,
                                              unsigned char **out, size_t *len);
 /* Copies parameters back in from a safetensors buffer of the same table
  * (a checkpoint written by aes_clip_trainer_save*: resume). */
-AES_API aes_status aes_clip_trainer_restore_mem(aes_ctx *ctx, aes_clip_trainer *tr,
+AES_API aes_status aes_clip_trainer_restore_memory(aes_ctx *ctx, aes_clip_trainer *tr,
                                                 const unsigned char *buf, size_t len);
 #ifndef AES_NO_STDIO
 /* config.json beside the model is used when config_path is NULL and it
@@ -3073,7 +3073,7 @@ AES_API aes_ctx *aes_ctx_create(void) {
     return ctx;
 }
 
-AES_API void aes_ctx_destroy(aes_ctx *ctx) {
+AES_API void aes_ctx_free(aes_ctx *ctx) {
     if (!ctx) return;
 #ifndef AES_NO_THREADS
     aes__pool_destroy(ctx->pool);
@@ -5936,13 +5936,13 @@ done:
     return s;
 }
 
-AES_API aes_status aes_safetensors_from_memory(aes_ctx *ctx, const void *buf, size_t len, int copy,
+AES_API aes_status aes_safetensors_load_memory(aes_ctx *ctx, const void *buf, size_t len, int copy,
                                                aes_safetensors **out) {
     aes_safetensors *st;
     aes_status s;
-    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_safetensors_from_memory: NULL out");
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_safetensors_load_memory: NULL out");
     *out = NULL;
-    if (!buf && len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_safetensors_from_memory: NULL buffer");
+    if (!buf && len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_safetensors_load_memory: NULL buffer");
     st = aes__st_new(ctx, "<memory>");
     if (!st) return ctx ? ctx->status : AES_ERR_NOMEM;
     if (copy && len) {
@@ -8760,12 +8760,12 @@ done:
     return st;
 }
 
-AES_API aes_status aes_tokenizer_from_merges_memory(aes_ctx *ctx, const char *text, size_t len, int n_merges_max,
+AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len, int n_merges_max,
                                                     aes_tokenizer **out) {
     aes_status st;
     if (out) *out = NULL;
     if (!out || (len && !text))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_from_merges_memory: NULL argument");
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_load_merges_memory: NULL argument");
     if (len >= 2 && (unsigned char)text[0] == 0x1F && (unsigned char)text[1] == 0x8B) {
         unsigned char *plain;
         size_t plain_len;
@@ -8813,7 +8813,7 @@ AES_API aes_status aes_tokenizer_load_merges(aes_ctx *ctx, const char *path, aes
 #ifdef AES_NO_STDIO
     if (out) *out = NULL;
     (void)path;
-    return aes__fail(ctx, AES_ERR_UNSUPPORTED, "built with AES_NO_STDIO: use aes_tokenizer_from_merges_memory");
+    return aes__fail(ctx, AES_ERR_UNSUPPORTED, "built with AES_NO_STDIO: use aes_tokenizer_load_merges_memory");
 #else
     char *data;
     size_t len;
@@ -9223,8 +9223,8 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
 }
 
 AES_API float *aes_clip_params_data(aes_clip *model) { return model ? model->params : NULL; }
-AES_API const aes_clip_params *aes_clip_get_params(const aes_clip *model) { return model ? &model->p : NULL; }
-AES_API const aes_clip_config *aes_clip_get_config(const aes_clip *model) { return model ? &model->cfg : NULL; }
+AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model) { return model ? &model->p : NULL; }
+AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model) { return model ? &model->cfg : NULL; }
 AES_API uint64_t aes_clip_hash(const aes_clip *model) { return model ? model->hash : 0; }
 AES_API const char *aes_clip_id(const aes_clip *model) { return model ? model->id : ""; }
 
@@ -10864,7 +10864,7 @@ AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t l
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_load_memory: out is NULL");
     *out = NULL;
     if (!data) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_load_memory: data is NULL");
-    if ((s = aes_safetensors_from_memory(ctx, data, len, 0, &st))) return s;
+    if ((s = aes_safetensors_load_memory(ctx, data, len, 0, &st))) return s;
     s = aes__clip_load_st(ctx, st, "<memory>", config_json, config_json ? strlen(config_json) : 0, "<config>", 1,
                           opts, out);
     aes_safetensors_close(st);
@@ -11864,7 +11864,7 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
 
 AES_API const char *aes_head_kind_name(int kind) { return kind == AES_HEAD_MLP ? "mlp" : "linear"; }
 AES_API const char *aes_head_output_name(int output) { return output == AES_HEAD_HIST10 ? "hist10" : "score"; }
-AES_API const char *aes_head_act_name(int act) { return act == AES_ACT_RELU ? "relu" : "none"; }
+AES_API const char *aes_head_act_name(int act) { return act == AES_HEAD_ACT_RELU ? "relu" : "none"; }
 
 AES_API int aes_head_out_dim(const aes_head *head) {
     return head && head->output == AES_HEAD_HIST10 ? AES_SCORE_BINS : 1;
@@ -11887,14 +11887,14 @@ AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int out
     if (!head) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_init: NULL head");
     memset(head, 0, sizeof *head);
     if ((kind != AES_HEAD_LINEAR && kind != AES_HEAD_MLP) || (output != AES_HEAD_SCORE && output != AES_HEAD_HIST10) ||
-        (act != AES_ACT_NONE && act != AES_ACT_RELU))
+        (act != AES_HEAD_ACT_NONE && act != AES_HEAD_ACT_RELU))
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_init: unknown kind %d / output %d / activation %d",
                          kind, output, act);
     if (in_dim < 1 || in_dim > (1 << 20))
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_init: input size %d", in_dim);
     head->kind = kind;
     head->output = output;
-    head->act = kind == AES_HEAD_MLP ? act : AES_ACT_NONE;
+    head->act = kind == AES_HEAD_MLP ? act : AES_HEAD_ACT_NONE;
     head->nlayers = kind == AES_HEAD_MLP ? 5 : 1;
     head->dim[0] = in_dim;
     if (kind == AES_HEAD_MLP) {
@@ -11933,7 +11933,7 @@ static void aes__elta_head_fwd(aes_ctx *ctx, const aes_head *h, float **act, int
     int l;
     for (l = 0; l < h->nlayers; l++) {
         aes_linear_forward(ctx, act[l + 1], act[l], h->w[l], h->b[l], R, h->dim[l], h->dim[l + 1]);
-        if (h->act == AES_ACT_RELU && l + 1 < h->nlayers) {
+        if (h->act == AES_HEAD_ACT_RELU && l + 1 < h->nlayers) {
             size_t i, n = (size_t)R * h->dim[l + 1];
             for (i = 0; i < n; i++) act[l + 1][i] = act[l + 1][i] > 0.0f ? act[l + 1][i] : 0.0f;
         }
@@ -12187,7 +12187,7 @@ static double aes__elta_loss_grad(aes_ctx *ctx, aes__elta_ws *w, const aes_head 
                                   sim_weight);
     }
     for (l = L - 1; l >= 0; l--) {
-        if (l + 1 < L && h->act == AES_ACT_RELU) {
+        if (l + 1 < L && h->act == AES_HEAD_ACT_RELU) {
             size_t i, n = (size_t)R * h->dim[l + 1];
             for (i = 0; i < n; i++) if (!(w->act[l + 1][i] > 0.0f)) w->dact[l + 1][i] = 0.0f;
         }
@@ -12961,12 +12961,12 @@ AES_API aes_status aes_head_from_safetensors(aes_ctx *ctx, const aes_safetensors
     for (l = 0; l <= out->nlayers; l++)
         if (out->dim[l] < 1 || out->dim[l] > (1 << 20))
             return aes__fail(ctx, AES_ERR_SHAPE, "%s: layer width %d is not in [1, 2^20]", src, out->dim[l]);
-    out->act = AES_ACT_NONE;
+    out->act = AES_HEAD_ACT_NONE;
     if (out->kind == AES_HEAD_MLP) {
-        if (m_act && !strcmp(m_act, "relu")) out->act = AES_ACT_RELU;
+        if (m_act && !strcmp(m_act, "relu")) out->act = AES_HEAD_ACT_RELU;
         else if (m_act && strcmp(m_act, "none"))
             return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: aesalign.activation '%s' is not none or relu", src, m_act);
-        else if (!m_act && relu_guess) out->act = AES_ACT_RELU;
+        else if (!m_act && relu_guess) out->act = AES_HEAD_ACT_RELU;
     }
     if (m_out && strcmp(m_out, "score") && strcmp(m_out, "hist10"))
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: aesalign.output '%s' is not score or hist10", src, m_out);
@@ -12994,7 +12994,7 @@ AES_API aes_status aes_head_load_memory(aes_ctx *ctx, const void *data, size_t l
     aes_safetensors *st = NULL;
     aes_status s;
     if (out) memset(out, 0, sizeof *out);
-    if ((s = aes_safetensors_from_memory(ctx, data, len, 0, &st)) != AES_OK) return s;
+    if ((s = aes_safetensors_load_memory(ctx, data, len, 0, &st)) != AES_OK) return s;
     s = aes_head_from_safetensors(ctx, st, out);
     aes_safetensors_close(st);
     return s;
@@ -15026,7 +15026,7 @@ struct aes_optim {
     int                sgd_started;  /* PyTorch seeds the momentum with g     */
 };
 
-AES_API aes_optim_config aes_optim_defaults(aes_optim_kind kind) {
+AES_API aes_optim_config aes_optim_config_default(aes_optim_kind kind) {
     aes_optim_config c;
     memset(&c, 0, sizeof c);
     c.kind = kind;
@@ -15077,7 +15077,7 @@ AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg, s
     o->nparams = nparams;
     o->nseg = nseg > 0 ? nseg : 1;
     o->seg = (aes_param_segment *)aes_alloc(ctx, (size_t)o->nseg, sizeof *o->seg);
-    if (!o->seg) { aes_optim_destroy(o); return aes_last_status(ctx); }
+    if (!o->seg) { aes_optim_free(o); return aes_last_status(ctx); }
     if (nseg == 0) {
         o->seg[0].offset = 0;
         o->seg[0].count = nparams;
@@ -15091,29 +15091,29 @@ AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg, s
             st = aes__fail(ctx, AES_ERR_INVALID_ARG,
                            "optimizer: segment %d [%zu, +%zu) is outside the %zu parameters", i, s->offset,
                            s->count, nparams);
-            aes_optim_destroy(o);
+            aes_optim_free(o);
             return st;
         }
         for (j = 0; j < i; j++) {
             const aes_param_segment *t = &o->seg[j];
             if (s->offset < t->offset + t->count && t->offset < s->offset + s->count) {
-                aes_optim_destroy(o);
+                aes_optim_free(o);
                 return aes__fail(ctx, AES_ERR_INVALID_ARG, "optimizer: segments %d and %d overlap", j, i);
             }
         }
         o->ntrain += s->count;
     }
     o->state0 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
-    if (!o->state0) { aes_optim_destroy(o); return aes_last_status(ctx); }
+    if (!o->state0) { aes_optim_free(o); return aes_last_status(ctx); }
     if (cfg->kind == AES_OPTIM_ADAMW) {
         o->state1 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
-        if (!o->state1) { aes_optim_destroy(o); return aes_last_status(ctx); }
+        if (!o->state1) { aes_optim_free(o); return aes_last_status(ctx); }
     }
     *out = o;
     return AES_OK;
 }
 
-AES_API void aes_optim_destroy(aes_optim *opt) {
+AES_API void aes_optim_free(aes_optim *opt) {
     if (!opt) return;
     aes_free(opt->seg);
     aes_free(opt->state0);
@@ -15386,7 +15386,7 @@ static void aes__optim_layout_string(const aes_optim *o, aes__tbuf *b) {
  * first moment) and state.1 (Adam's second moment) as F32 over the trainable
  * parameters, and in __metadata__ the optimizer, its step and the layout of
  * the trainable segments, which must match on load. */
-AES_API aes_status aes_optim_save_mem(aes_ctx *ctx, const aes_optim *opt, unsigned char **out,
+AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, unsigned char **out,
                                       size_t *len) {
     char num[10][40];
     const char *meta[28];
@@ -15396,7 +15396,7 @@ AES_API aes_status aes_optim_save_mem(aes_ctx *ctx, const aes_optim *opt, unsign
     void *blob = NULL;
     int k, nstate, nkv = 0;
     aes_status st;
-    if (!opt || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_save_mem: NULL argument");
+    if (!opt || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_save_memory: NULL argument");
     *out = NULL;
     *len = 0;
     nstate = opt->state1 ? 2 : 1;
@@ -15454,7 +15454,7 @@ done:
     return st;
 }
 
-AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsigned char *buf, size_t len) {
+AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt, const unsigned char *buf, size_t len) {
     aes_safetensors *sf;
     const aes_tensor_view *v[2] = {NULL, NULL};
     const char *val, *sgd;
@@ -15463,8 +15463,8 @@ AES_API aes_status aes_optim_load_mem(aes_ctx *ctx, aes_optim *opt, const unsign
     long step;
     int k, nstate, same;
     aes_status st;
-    if (!opt || !buf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_load_mem: NULL argument");
-    if ((st = aes_safetensors_from_memory(ctx, buf, len, 0, &sf)) != AES_OK) {
+    if (!opt || !buf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_load_memory: NULL argument");
+    if ((st = aes_safetensors_load_memory(ctx, buf, len, 0, &sf)) != AES_OK) {
         char why[600];
         snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
         return aes__fail(ctx, st, "optimizer state: %s", why);
@@ -15839,7 +15839,7 @@ AES_API aes_status aes_pair_set_create(aes_ctx *ctx, aes_pair_set **out) {
     return *out ? AES_OK : aes_last_status(ctx);
 }
 
-AES_API void aes_pair_set_destroy(aes_pair_set *set) {
+AES_API void aes_pair_set_free(aes_pair_set *set) {
     int i;
     if (!set) return;
     for (i = 0; i < set->nqueries; i++) AES_FREE(set->queries[i]);
@@ -16081,7 +16081,7 @@ AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, con
 AES_API aes_status aes_optim_save(aes_ctx *ctx, const aes_optim *opt, const char *path) {
     unsigned char *blob;
     size_t len;
-    aes_status st = aes_optim_save_mem(ctx, opt, &blob, &len);
+    aes_status st = aes_optim_save_memory(ctx, opt, &blob, &len);
     if (st != AES_OK) return st;
     st = aes_write_file_atomic(ctx, path, blob, len);
     aes_free(blob);
@@ -16093,7 +16093,7 @@ AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path
     size_t len;
     aes_status st = aes_read_file(ctx, path, &buf, &len);
     if (st != AES_OK) return st;
-    st = aes_optim_load_mem(ctx, opt, (const unsigned char *)buf, len);
+    st = aes_optim_load_memory(ctx, opt, (const unsigned char *)buf, len);
     aes_free(buf);
     if (st != AES_OK) {
         char why[600];
@@ -16475,18 +16475,18 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, const aes_train_arch *a
     }
     if ((arch->has_vision && !(tr->vis.blk = (aes__tr_block *)aes_calloc(ctx, (size_t)tr->vis.L + 1, sizeof(aes__tr_block)))) ||
         (arch->has_text && !(tr->txt.blk = (aes__tr_block *)aes_calloc(ctx, (size_t)tr->txt.L + 1, sizeof(aes__tr_block))))) {
-        aes_clip_trainer_destroy(tr);
+        aes_clip_trainer_free(tr);
         return aes_last_status(ctx);
     }
     memset(&b, 0, sizeof b);
     b.tr = tr;
     aes__tr_build_table(&b);
-    if (b.oom) { aes_clip_trainer_destroy(tr); return aes__fail(ctx, AES_ERR_NOMEM, "CLIP trainer: out of memory"); }
+    if (b.oom) { aes_clip_trainer_free(tr); return aes__fail(ctx, AES_ERR_NOMEM, "CLIP trainer: out of memory"); }
     tr->nparams = b.next;
     tr->params = (float *)aes_calloc(ctx, tr->nparams, sizeof(float));
     tr->grads = tr->params ? (float *)aes_calloc(ctx, tr->nparams, sizeof(float)) : NULL;
     if (!tr->grads || aes__tr_mark_trainable(ctx, tr) != AES_OK) {
-        aes_clip_trainer_destroy(tr);
+        aes_clip_trainer_free(tr);
         return aes_last_status(ctx);
     }
     /* activations: count, allocate once, carve */
@@ -16497,7 +16497,7 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, const aes_train_arch *a
     if ((tr->vis.present && !(tr->vis.acts = (aes__tr_layer_acts *)aes_calloc(ctx, (size_t)tr->vis.L + 1, sizeof(aes__tr_layer_acts)))) ||
         (tr->txt.present && !(tr->txt.acts = (aes__tr_layer_acts *)aes_calloc(ctx, (size_t)tr->txt.L + 1, sizeof(aes__tr_layer_acts)))) ||
         !(tr->arena = (float *)aes_calloc(ctx, c.used ? c.used : 1, sizeof(float)))) {
-        aes_clip_trainer_destroy(tr);
+        aes_clip_trainer_free(tr);
         return aes_last_status(ctx);
     }
     c.base = tr->arena;
@@ -16508,7 +16508,7 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, const aes_train_arch *a
     return AES_OK;
 }
 
-AES_API void aes_clip_trainer_destroy(aes_clip_trainer *tr) {
+AES_API void aes_clip_trainer_free(aes_clip_trainer *tr) {
     if (!tr) return;
     AES_FREE(tr->tensors);
     aes_free(tr->params);
@@ -16954,7 +16954,7 @@ AES_API aes_status aes_train_arch_from_safetensors(aes_ctx *ctx, const unsigned 
     aes_safetensors *st;
     aes_status s;
     if (!arch) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_train_arch_from_safetensors: NULL arch");
-    if ((s = aes_safetensors_from_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
+    if ((s = aes_safetensors_load_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
     s = aes__tr_arch_from_st(ctx, st, config_json, quick_gelu_default, arch);
     aes_safetensors_close(st);
     return s;
@@ -16991,37 +16991,37 @@ static aes_status aes__tr_copy_in(aes_ctx *ctx, aes_clip_trainer *tr, const aes_
     return AES_OK;
 }
 
-AES_API aes_status aes_clip_trainer_load_mem(aes_ctx *ctx, const unsigned char *buf, size_t len,
+AES_API aes_status aes_clip_trainer_load_memory(aes_ctx *ctx, const unsigned char *buf, size_t len,
                                              const char *config_json, int quick_gelu_default,
                                              const aes_train_options *opt, aes_clip_trainer **out) {
     aes_safetensors *st;
     aes_train_arch arch;
     aes_status s;
-    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_load_mem: NULL out");
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_load_memory: NULL out");
     *out = NULL;
-    if ((s = aes_safetensors_from_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
+    if ((s = aes_safetensors_load_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
     s = aes__tr_arch_from_st(ctx, st, config_json, quick_gelu_default, &arch);
     if (s == AES_OK) s = aes_clip_trainer_create(ctx, &arch, opt, out);
     if (s == AES_OK) {
         s = aes__tr_copy_in(ctx, *out, st);
-        if (s != AES_OK) { aes_clip_trainer_destroy(*out); *out = NULL; }
+        if (s != AES_OK) { aes_clip_trainer_free(*out); *out = NULL; }
     }
     aes_safetensors_close(st);
     return s;
 }
 
-AES_API aes_status aes_clip_trainer_restore_mem(aes_ctx *ctx, aes_clip_trainer *tr, const unsigned char *buf,
+AES_API aes_status aes_clip_trainer_restore_memory(aes_ctx *ctx, aes_clip_trainer *tr, const unsigned char *buf,
                                                 size_t len) {
     aes_safetensors *st;
     aes_status s;
-    if (!tr) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_restore_mem: NULL trainer");
-    if ((s = aes_safetensors_from_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
+    if (!tr) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_restore_memory: NULL trainer");
+    if ((s = aes_safetensors_load_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
     s = aes__tr_copy_in(ctx, tr, st);
     aes_safetensors_close(st);
     return s;
 }
 
-AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_trainer *tr, unsigned char **out,
+AES_API aes_status aes_clip_trainer_save_memory(aes_ctx *ctx, const aes_clip_trainer *tr, unsigned char **out,
                                              size_t *len) {
     aes_tensor_out *t;
     const float *params;
@@ -17031,7 +17031,7 @@ AES_API aes_status aes_clip_trainer_save_mem(aes_ctx *ctx, const aes_clip_traine
     void *blob = NULL;
     int i, k, n = 0;
     aes_status st;
-    if (!tr || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_save_mem: NULL argument");
+    if (!tr || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_save_memory: NULL argument");
     *out = NULL;
     *len = 0;
     t = (aes_tensor_out *)aes_calloc(ctx, (size_t)tr->ntensors + 1, sizeof *t);
@@ -17084,7 +17084,7 @@ AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const c
         aes_clear_error(ctx);
     }
     /* aes_read_file ends the text with a NUL; an empty file (e.g. /dev/null) means: no config */
-    s = aes_clip_trainer_load_mem(ctx, (const unsigned char *)buf, len, clen > 0 ? cfg : NULL, quick_gelu_default,
+    s = aes_clip_trainer_load_memory(ctx, (const unsigned char *)buf, len, clen > 0 ? cfg : NULL, quick_gelu_default,
                                   opt, out);
     aes_free(buf);
     aes_free(cfg);
@@ -17099,7 +17099,7 @@ AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const c
 AES_API aes_status aes_clip_trainer_save(aes_ctx *ctx, const aes_clip_trainer *tr, const char *path) {
     unsigned char *blob;
     size_t len;
-    aes_status s = aes_clip_trainer_save_mem(ctx, tr, &blob, &len);
+    aes_status s = aes_clip_trainer_save_memory(ctx, tr, &blob, &len);
     if (s != AES_OK) return s;
     s = aes_write_file_atomic(ctx, path, blob, len);
     aes_free(blob);
@@ -17111,7 +17111,7 @@ AES_API aes_status aes_clip_trainer_restore(aes_ctx *ctx, aes_clip_trainer *tr, 
     size_t len;
     aes_status s = aes_read_file(ctx, path, &buf, &len);
     if (s != AES_OK) return s;
-    s = aes_clip_trainer_restore_mem(ctx, tr, (const unsigned char *)buf, len);
+    s = aes_clip_trainer_restore_memory(ctx, tr, (const unsigned char *)buf, len);
     aes_free(buf);
     if (s != AES_OK) {
         char why[600];

@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
     aes_tokenizer *tok = NULL;
     aes_optim *opt = NULL;
     aes_train_options topt = aes_train_options_default();
-    aes_optim_config ocfg = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config ocfg = aes_optim_config_default(AES_OPTIM_ADAMW);
     const aes_param_segment *seg;
     char vocab[4096];
     int steps = argc > 4 ? atoi(argv[4]) : 50, nseg, step, i, S, L, E;
@@ -188,10 +188,10 @@ int main(int argc, char **argv) {
     printf("wrote %s\n", argv[3]);
     free(pixels); free(img_emb); free(dimg); free(txt_emb); free(tokens); free(ref_w); free(ref_l);
     free(t_rows); free(i_rows); free(di);
-    aes_optim_destroy(opt);
+    aes_optim_free(opt);
     aes_tokenizer_free(tok);
-    aes_clip_trainer_destroy(model);
-    aes_pair_set_destroy(pairs);
-    aes_ctx_destroy(ctx);
+    aes_clip_trainer_free(model);
+    aes_pair_set_free(pairs);
+    aes_ctx_free(ctx);
     return 0;
 }

@@ -42,7 +42,7 @@ static aes_status load_image(aes_ctx *ctx, const char *path, aes_image *img) {
 static aes_status embed_text(aes_ctx *ctx, const aes_clip *model, const aes_tokenizer *tok,
                              const char *text, float *out) {
     int32_t ids[256];
-    int L = aes_clip_get_config(model)->context_length;
+    int L = aes_clip_config_get(model)->context_length;
     aes_status st;
     if (L > 256) return AES_ERR_UNSUPPORTED;
     st = aes_tokenizer_encode(ctx, tok, text, strlen(text), ids, L, NULL);
@@ -77,8 +77,8 @@ int main(int argc, char **argv) {
     CHECK(aes_clip_load(ctx, argv[1], NULL, &model), "loading the CLIP model");
     CHECK(aes_head_load(ctx, argv[2], &head), "loading the aesthetic head");
     CHECK(aes_tokenizer_load_merges(ctx, argv[3], &tok), "loading the BPE merges");
-    S = aes_clip_get_config(model)->image_size;
-    E = aes_clip_get_config(model)->embed_dim;
+    S = aes_clip_config_get(model)->image_size;
+    E = aes_clip_config_get(model)->embed_dim;
     pixels = (float *)malloc(sizeof(float) * 3 * S * S);
     emb = (float *)malloc(sizeof(float) * E * 4);
     if (!pixels || !emb) return 1;
@@ -134,6 +134,6 @@ int main(int argc, char **argv) {
     aes_head_free(&head);
     aes_tokenizer_free(tok);
     aes_clip_free(model);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

@@ -67,7 +67,7 @@ static aes_iaa_metrics train_and_test(aes_ctx *ctx, int use_elta, const float *x
     int train_counts[AES_SCORE_BINS];
     float *pred = (float *)malloc(sizeof(float) * (size_t)nte);
     /* An MLP head that outputs a 10-bin score distribution, trained with EMD. */
-    if (!pred || aes_head_init(ctx, &head, AES_HEAD_MLP, AES_HEAD_HIST10, AES_ACT_NONE, d, hidden, 1) != AES_OK)
+    if (!pred || aes_head_init(ctx, &head, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, d, hidden, 1) != AES_OK)
         DIE("%s", aes_last_error(ctx));
     aes_head_train_config_default(&cfg);
     cfg.loss = AES_LOSS_EMD;
@@ -160,6 +160,6 @@ int main(int argc, char **argv) {
                    plain.bin_mae[k], elta.bin_mae[k]);
     aes_labels_free(&ltr); aes_labels_free(&lte); aes_labels_free(&lun);
     free(xtr); free(xte); free(xun);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

@@ -42,9 +42,9 @@ int main(int argc, char **argv) {
     aes_threads_set(ctx, 2);
     /* 1. the model (either layout; config.json beside it is used when present) and tokenizer */
     if (aes_clip_load(ctx, argv[1], NULL, &model) || aes_tokenizer_load_merges(ctx, argv[2], &tok)) goto fail;
-    S = aes_clip_get_config(model)->image_size;
-    E = aes_clip_get_config(model)->embed_dim;
-    L = aes_clip_get_config(model)->context_length;
+    S = aes_clip_config_get(model)->image_size;
+    E = aes_clip_config_get(model)->embed_dim;
+    L = aes_clip_config_get(model)->context_length;
     pixels = (float *)aes_alloc(ctx, (size_t)3 * S * S, sizeof(float));
     image_emb = (float *)aes_alloc(ctx, (size_t)E, sizeof(float));
     text_emb = (float *)aes_alloc(ctx, (size_t)n * E, sizeof(float));
@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     aes_free(pixels); aes_free(image_emb); aes_free(text_emb); aes_free(logits); aes_free(tokens);
     aes_tokenizer_free(tok);
     aes_clip_free(model);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 fail:
     fprintf(stderr, "zero_shot: %s\n", aes_last_error(ctx));

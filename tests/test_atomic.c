@@ -50,7 +50,7 @@ static int file_equals(const char *path, const unsigned char *want, size_t n) {
     size_t len = 0;
     int same = aes_read_file(ctx, path, &got, &len) == AES_OK && len == n && !memcmp(got, want, n);
     aes_free(got);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return same;
 }
 
@@ -153,7 +153,7 @@ static void test_kill_atomic_writer(void) {
     free(v0);
     free(v1);
     free(v2);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* A stale temporary with the very name the next writer would pick (same
@@ -177,7 +177,7 @@ static void test_stale_temp_same_name(void) {
     remove(stale);
     remove(path);
     free(v);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static aes_index *make_index(aes_ctx *ctx, int rows, int dim, int first) {
@@ -246,7 +246,7 @@ static void test_kill_index_writer(void) {
     aes_free(old_bytes);
     aes_index_free(old);
     aes_index_free(bigger);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 int main(int argc, char **argv) {

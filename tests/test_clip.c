@@ -88,7 +88,7 @@ static void check_model(aes_clip *m, const char *tag, const char *act, double to
     char name[96];
     const aes_clip_config *c;
     if (!m) return;
-    c = aes_clip_get_config(m);
+    c = aes_clip_config_get(m);
     if (c->has_vision) {
         snprintf(name, sizeof name, "%s_%s_image", tag, act);
         CHECK_OK(ctx, aes_clip_encode_image(ctx, m, pixels(), NIMG, out));
@@ -108,7 +108,7 @@ static void test_hf_f32(void) {
     const aes_clip_config *c;
     const float *ls;
     if (!m) return;
-    c = aes_clip_get_config(m);
+    c = aes_clip_config_get(m);
     CHECK(c->layout == AES_LAYOUT_HF && c->has_vision && c->has_text);
     CHECK(c->image_size == 32 && c->patch_size == 8 && c->vision_width == 32 && c->vision_layers == 2);
     CHECK(c->vision_heads == 2 && c->vision_mlp == 128 && c->context_length == 16 && c->vocab_size == 256);
@@ -126,7 +126,7 @@ static void test_hf_f32_gelu(void) {
     memset(&o, 0, sizeof o);
     o.config_path = FIX "config_gelu.json";
     m = load(FIX "clip_hf_f32.safetensors", &o);
-    if (m) CHECK(aes_clip_get_config(m)->act == AES_ACT_GELU);
+    if (m) CHECK(aes_clip_config_get(m)->act == AES_ACT_GELU);
     check_model(m, "f32", "gelu", 1e-4);
     aes_clip_free(m);
     /* the option overrides the config beside the file */
@@ -140,14 +140,14 @@ static void test_hf_f32_gelu(void) {
 static void test_openai_f16(void) {
     aes_clip_load_opts o;
     aes_clip *m = load(FIX "clip_openai_f16.safetensors", NULL);
-    if (m) CHECK(aes_clip_get_config(m)->layout == AES_LAYOUT_OPENAI);
+    if (m) CHECK(aes_clip_config_get(m)->layout == AES_LAYOUT_OPENAI);
     check_model(m, "f16", "quick_gelu", 1e-4);
     aes_clip_free(m);
     /* open_clip's config: quick_gelu absent means GELU */
     memset(&o, 0, sizeof o);
     o.config_path = FIX "open_clip_config.json";
     m = load(FIX "clip_openai_f16.safetensors", &o);
-    if (m) CHECK(aes_clip_get_config(m)->act == AES_ACT_GELU && aes_clip_get_config(m)->text_heads == 2);
+    if (m) CHECK(aes_clip_config_get(m)->act == AES_ACT_GELU && aes_clip_config_get(m)->text_heads == 2);
     check_model(m, "f16", "gelu", 1e-4);
     aes_clip_free(m);
     /* no config at all: heads must be given (width 32 / 64 would be 1) */
@@ -168,9 +168,9 @@ static void test_keep_16bit(void) {
      * the f16 rounding budget of the f32 reference */
     m = load(FIX "clip_hf_f32.safetensors", &o);
     if (m) {
-        CHECK(aes_clip_params_data(m) == NULL && aes_clip_get_params(m)->vision_blocks[1].fc1_w.h != NULL);
-        CHECK(aes_clip_get_params(m)->token_emb.h != NULL && !aes_clip_get_params(m)->token_emb.h_is_bf16);
-        CHECK(aes_clip_get_params(m)->vision_blocks[1].fc1_b != NULL);
+        CHECK(aes_clip_params_data(m) == NULL && aes_clip_params_get(m)->vision_blocks[1].fc1_w.h != NULL);
+        CHECK(aes_clip_params_get(m)->token_emb.h != NULL && !aes_clip_params_get(m)->token_emb.h_is_bf16);
+        CHECK(aes_clip_params_get(m)->vision_blocks[1].fc1_b != NULL);
     }
     check_model(m, "f32", "quick_gelu", 2e-3);
     aes_clip_free(m);
@@ -178,7 +178,7 @@ static void test_keep_16bit(void) {
     check_model(m, "f16", "quick_gelu", 1e-4);
     aes_clip_free(m);
     m = load(FIX "clip_hf_vision_bf16.safetensors", &o);
-    if (m) CHECK(aes_clip_get_params(m)->vision_blocks[0].qkv_w.h_is_bf16);
+    if (m) CHECK(aes_clip_params_get(m)->vision_blocks[0].qkv_w.h_is_bf16);
     check_model(m, "bf16", "quick_gelu", 1e-4);
     aes_clip_free(m);
 }
@@ -187,14 +187,14 @@ static void test_single_towers(void) {
     float out[NTXT * EMB];
     aes_clip *m = load(FIX "clip_hf_vision_bf16.safetensors", NULL);
     if (m) {
-        CHECK(aes_clip_get_config(m)->has_vision && !aes_clip_get_config(m)->has_text);
+        CHECK(aes_clip_config_get(m)->has_vision && !aes_clip_config_get(m)->has_text);
         CHECK(aes_clip_encode_text(ctx, m, tokens(), NTXT, out) == AES_ERR_INVALID_ARG);
     }
     check_model(m, "bf16", "quick_gelu", 1e-4);
     aes_clip_free(m);
     m = load(FIX "clip_openai_text_f32.safetensors", NULL);
     if (m) {
-        CHECK(!aes_clip_get_config(m)->has_vision && aes_clip_get_config(m)->has_text);
+        CHECK(!aes_clip_config_get(m)->has_vision && aes_clip_config_get(m)->has_text);
         CHECK(aes_clip_encode_image(ctx, m, pixels(), NIMG, out) == AES_ERR_INVALID_ARG);
     }
     check_model(m, "f32", "quick_gelu", 1e-4);
@@ -256,7 +256,7 @@ static void test_save_roundtrip(void) {
         CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back));
         aes_free(buf);
         if (!back) continue;
-        CHECK(aes_clip_get_config(back)->layout == (aes_layout)layout);
+        CHECK(aes_clip_config_get(back)->layout == (aes_layout)layout);
         CHECK(aes_clip_hash(back) == aes_clip_hash(m));
         check_model(back, "f32", "quick_gelu", 1e-4);
         aes_clip_free(back);
@@ -302,7 +302,7 @@ static void test_create_random(void) {
     CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 7, &b));
     if (a && b) {
         CHECK(aes_clip_hash(a) == aes_clip_hash(b));
-        CHECK(aes_clip_get_config(a)->act == AES_ACT_QUICK_GELU);
+        CHECK(aes_clip_config_get(a)->act == AES_ACT_QUICK_GELU);
         CHECK_NEAR(aes_clip_logit_scale(a), 1.0 / 0.07, 1e-3);
         CHECK_OK(ctx, aes_clip_encode_image(ctx, a, px, 2, out));
         CHECK_OK(ctx, aes_clip_encode_text(ctx, a, tok, 2, out));
@@ -356,7 +356,7 @@ static void test_params_layout(void) {
     CHECK(found);
     CHECK(gp.logit_scale == grads + total - 1);
     /* the model's own pointers are the same layout over its buffer */
-    CHECK(aes_clip_get_params(m)->vision_blocks[0].qkv_w.f == aes_clip_params_data(m) + t[5 + 2].offset);
+    CHECK(aes_clip_params_get(m)->vision_blocks[0].qkv_w.f == aes_clip_params_data(m) + t[5 + 2].offset);
     aes_free(grads);
     aes_clip_free(m);
 }
@@ -556,7 +556,7 @@ static void test_hostile(void) {
     EXPECT_ERR(load_mutated(FIX "clip_hf_vision_bf16.safetensors", EXTRA, "text_projection.weight", NULL, &m),
                AES_ERR_FORMAT, "'text_model.embeddings.token_embedding.weight' is missing");
     CHECK_OK(ctx, load_mutated(FIX "clip_hf_vision_bf16.safetensors", EXTRA, "aesthetic_head.weight", NULL, &m));
-    CHECK(m && !aes_clip_get_config(m)->has_text);
+    CHECK(m && !aes_clip_config_get(m)->has_text);
     aes_clip_free(m);
     /* a prefix is found and stripped */
     CHECK_OK(ctx, load_mutated(f, RENAME_ALL, NULL, cfg, &m));
@@ -677,6 +677,6 @@ int main(int argc, char **argv) {
     RUN(test_hostile);
     RUN(test_cli_embed);
     RUN(test_vitb32_slow);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return tl_report();
 }

@@ -649,7 +649,7 @@ static double head_loss(void *q) {
             for (o = 0; o < h->dim[l + 1]; o++) {
                 double v = h->b[l][o];
                 for (c = 0; c < h->dim[l]; c++) v += (double)h->w[l][(size_t)o * h->dim[l] + c] * a[l][(size_t)i * h->dim[l] + c];
-                if (h->act == AES_ACT_RELU && l + 1 < L && v < 0) v = 0;
+                if (h->act == AES_HEAD_ACT_RELU && l + 1 < L && v < 0) v = 0;
                 a[l + 1][(size_t)i * h->dim[l + 1] + o] = v;
             }
     }
@@ -695,7 +695,7 @@ static void check_head_grads(const char *what, int kind, int output, int act, fl
     char label[96];
     int i, k, l;
     /* small steps through ReLUs: fewer kinks inside [x - h, x + h] */
-    float fdh = act == AES_ACT_RELU ? 1e-3f : 1e-2f;
+    float fdh = act == AES_HEAD_ACT_RELU ? 1e-3f : 1e-2f;
     double task, sim;
     tl_seed(11 + kind * 3 + output * 5 + act * 7);
     tl_fill(x, R * D, 1.0f);
@@ -728,19 +728,19 @@ static void check_head_grads(const char *what, int kind, int output, int act, fl
 }
 
 static void test_head_grads(void) {
-    check_head_grads("linear mse", AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_ACT_NONE, 0.0f, 0);
-    check_head_grads("linear emd", AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_ACT_NONE, 0.0f, 0);
-    check_head_grads("mlp mse", AES_HEAD_MLP, AES_HEAD_SCORE, AES_ACT_NONE, 0.0f, 0);
-    check_head_grads("mlp relu emd + sim(last)", AES_HEAD_MLP, AES_HEAD_HIST10, AES_ACT_RELU, 0.5f, 0);
-    check_head_grads("mlp relu emd + sim(1)", AES_HEAD_MLP, AES_HEAD_HIST10, AES_ACT_RELU, 0.5f, 1);
-    check_head_grads("mlp mse + sim(2)", AES_HEAD_MLP, AES_HEAD_SCORE, AES_ACT_NONE, 1.0f, 2);
+    check_head_grads("linear mse", AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 0.0f, 0);
+    check_head_grads("linear emd", AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, 0.0f, 0);
+    check_head_grads("mlp mse", AES_HEAD_MLP, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 0.0f, 0);
+    check_head_grads("mlp relu emd + sim(last)", AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_RELU, 0.5f, 0);
+    check_head_grads("mlp relu emd + sim(1)", AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_RELU, 0.5f, 1);
+    check_head_grads("mlp mse + sim(2)", AES_HEAD_MLP, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 1.0f, 2);
 }
 
 static void test_head_predict(void) {
     aes_head h;
     float x[3 * 4] = {1, 0, 0, 0, 0, 1, 0, 0, 0.5f, 0.5f, 0, 0}, out[30], sc[3], hist[30];
     int i;
-    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_ACT_NONE, 4, NULL, 1));
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, 4, NULL, 1));
     CHECK(aes_head_out_dim(&h) == 10 && h.nlayers == 1);
     CHECK_OK(ctx, aes_head_forward(ctx, &h, out, x, 3));
     CHECK_OK(ctx, aes_head_predict(ctx, &h, sc, hist, x, 3));
@@ -751,10 +751,10 @@ static void test_head_predict(void) {
         CHECK_NEAR(hist[i * 10 + 3], p[3], 1e-6);
     }
     aes_head_free(&h);
-    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_MLP, AES_HEAD_SCORE, AES_ACT_NONE, 4, NULL, 1));
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_MLP, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 4, NULL, 1));
     CHECK(h.nlayers == 5 && h.dim[1] == 1024 && h.dim[2] == 128 && h.dim[3] == 64 && h.dim[4] == 16 && h.dim[5] == 1);
     aes_head_free(&h);
-    CHECK(aes_head_init(ctx, &h, 7, AES_HEAD_SCORE, AES_ACT_NONE, 4, NULL, 1) == AES_ERR_INVALID_ARG);
+    CHECK(aes_head_init(ctx, &h, 7, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 4, NULL, 1) == AES_ERR_INVALID_ARG);
 }
 
 /* ============================================================================
@@ -829,7 +829,7 @@ static run_result train_and_test(int kind, int loss, int elta_on, const float *x
     if (loss == AES_LOSS_MSE) cfg.elta.refine = 0;
     cfg.elta.refine_epochs = 6;
     if (!elta_on && loss == AES_LOSS_EMD) cfg.epochs = 18; /* same number of epochs as with part 3 */
-    CHECK_OK(ctx, aes_head_init(ctx, &h, kind, loss == AES_LOSS_EMD ? AES_HEAD_HIST10 : AES_HEAD_SCORE, AES_ACT_NONE,
+    CHECK_OK(ctx, aes_head_init(ctx, &h, kind, loss == AES_LOSS_EMD ? AES_HEAD_HIST10 : AES_HEAD_SCORE, AES_HEAD_ACT_NONE,
                                 D, hidden, 9));
     CHECK_OK(ctx, aes_head_train(ctx, &h, xtr, ntr, D, ltr, xun, nun, &cfg, NULL));
     CHECK_OK(ctx, aes_head_predict(ctx, &h, pred, NULL, xte, nte));
@@ -893,8 +893,8 @@ static void test_train_deterministic(void) {
     cfg.epochs = 3;
     aes_elta_config_default(&cfg.elta, 1);
     cfg.elta.refine_epochs = 2;
-    CHECK_OK(ctx, aes_head_init(ctx, &h1, AES_HEAD_MLP, AES_HEAD_HIST10, AES_ACT_RELU, D, hidden, 1));
-    CHECK_OK(ctx, aes_head_init(ctx, &h2, AES_HEAD_MLP, AES_HEAD_HIST10, AES_ACT_RELU, D, hidden, 1));
+    CHECK_OK(ctx, aes_head_init(ctx, &h1, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_RELU, D, hidden, 1));
+    CHECK_OK(ctx, aes_head_init(ctx, &h2, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_RELU, D, hidden, 1));
     CHECK_OK(ctx, aes_threads_set(ctx, 1));
     CHECK_OK(ctx, aes_head_train(ctx, &h1, x, N, D, &L, x, N / 2, &cfg, NULL));
     if (aes_threads_set(ctx, 2) != AES_OK) aes_clear_error(ctx); /* AES_NO_THREADS: same seed twice */
@@ -918,14 +918,14 @@ static void test_train_errors(void) {
     memset(&L, 0, sizeof L);
     L.n = 8; L.score = sc;
     aes_head_train_config_default(&cfg);
-    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_ACT_NONE, 4, NULL, 1));
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, 4, NULL, 1));
     cfg.loss = AES_LOSS_EMD; /* scores only: EMD impossible */
     CHECK(aes_head_train(ctx, &h, x, 8, 4, &L, NULL, 0, &cfg, NULL) == AES_ERR_INVALID_ARG);
     CHECK(strstr(aes_last_error(ctx), "histograms") != NULL);
     cfg.loss = AES_LOSS_MSE; /* hist10 head with MSE */
     CHECK(aes_head_train(ctx, &h, x, 8, 4, &L, NULL, 0, &cfg, NULL) == AES_ERR_INVALID_ARG);
     aes_head_free(&h);
-    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_ACT_NONE, 4, NULL, 1));
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 4, NULL, 1));
     cfg.elta.simloss = 1; /* no hidden layer */
     CHECK(aes_head_train(ctx, &h, x, 8, 4, &L, NULL, 0, &cfg, NULL) == AES_ERR_UNSUPPORTED);
     cfg.elta.simloss = 0;
@@ -943,7 +943,7 @@ static void test_head_save_load(void) {
     static const int hidden[4] = {9, 7, 5, 3};
     static const char *const extra[2] = {"aesalign.train", "test"};
     int kinds[3] = {AES_HEAD_LINEAR, AES_HEAD_MLP, AES_HEAD_MLP}, outs[3] = {AES_HEAD_SCORE, AES_HEAD_HIST10, AES_HEAD_SCORE};
-    int acts[3] = {AES_ACT_NONE, AES_ACT_RELU, AES_ACT_NONE}, c, l;
+    int acts[3] = {AES_HEAD_ACT_NONE, AES_HEAD_ACT_RELU, AES_HEAD_ACT_NONE}, c, l;
     for (c = 0; c < 3; c++) {
         aes_head h, g;
         void *buf = NULL;
@@ -955,7 +955,7 @@ static void test_head_save_load(void) {
         tl_fill(x, 22, 1.0f);
         CHECK_OK(ctx, aes_head_init(ctx, &h, kinds[c], outs[c], acts[c], 11, hidden, 3 + c));
         CHECK_OK(ctx, aes_head_serialize(ctx, &h, extra, 1, &buf, &len));
-        CHECK_OK(ctx, aes_safetensors_from_memory(ctx, buf, len, 0, &st));
+        CHECK_OK(ctx, aes_safetensors_load_memory(ctx, buf, len, 0, &st));
         if (st) {
             CHECK(!strcmp(aes_safetensors_metadata(st, "aesalign.head"), kinds[c] ? "mlp" : "linear"));
             CHECK(!strcmp(aes_safetensors_metadata(st, "aesalign.output"), outs[c] ? "hist10" : "score"));
@@ -1087,7 +1087,7 @@ static void test_cli_embed_dataset(void) {
     int i, k, E;
     if (!cli) return;
     if (aes_clip_load(ctx, model, NULL, &m) != AES_OK) { tl_skip("CLIP test fixture missing"); aes_clear_error(ctx); return; }
-    E = aes_clip_get_config(m)->embed_dim;
+    E = aes_clip_config_get(m)->embed_dim;
     snprintf(dir, sizeof dir, "/tmp/aes_test_elta_ed_%ld", (long)time(NULL) ^ (long)clock());
     snprintf(cmd, sizeof cmd, "mkdir -p %s/img", dir);
     CHECK(system(cmd) == 0);
@@ -1121,7 +1121,7 @@ static void test_cli_embed_dataset(void) {
         CHECK(t && t->ndim == 2 && t->shape[0] == 3 && t->shape[1] == E);
         if (t && t->shape[0] == 3 && t->shape[1] == E) {
             float *got = fbuf((size_t)3 * E), *px, want[64];
-            int S = aes_clip_get_config(m)->image_size, order[3] = {0, 2, 1};
+            int S = aes_clip_config_get(m)->image_size, order[3] = {0, 2, 1};
             px = fbuf((size_t)3 * S * S);
             CHECK_OK(ctx, aes_tensor_to_f32(ctx, t, got, (size_t)3 * E));
             for (i = 0; i < 3 && E <= 64; i++) { /* rows follow the CSV order, minus the missing one */
@@ -1185,6 +1185,6 @@ int main(int argc, char **argv) {
     RUN(test_cli_train_eval_predict);
     RUN(test_cli_embed_dataset);
     RUN(test_train_elta_lowers_tail_mae);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return tl_report();
 }

@@ -114,7 +114,7 @@ static int available_isas(aes_isa *out) {
     int i;
     for (i = 0; i < 4; i++)
         if (aes_isa_set(ctx, cand[i]) == AES_OK) out[n++] = cand[i];
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return n;
 }
 
@@ -144,7 +144,7 @@ static void test_all_transposes_odd_sizes(void) {
                 problem_free(&p);
             }
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Tight leading dimensions (no padding) too, the common case. */
@@ -159,7 +159,7 @@ static void test_tight_leading_dims(void) {
         CHECK(problem_check(&p, "tight") == 0);
         problem_free(&p);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* alpha / beta: beta == 0 must not read C (NaN must not leak), beta == 1
@@ -184,7 +184,7 @@ static void test_alpha_beta(void) {
                 problem_free(&p);
             }
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_degenerate_sizes(void) {
@@ -212,7 +212,7 @@ static void test_degenerate_sizes(void) {
     aes__gemm_opt(NULL, p.ta, p.tb, p.M, p.N, p.K, p.alpha, p.A, p.lda, p.B, p.ldb, p.beta, p.C, p.ldc);
     CHECK(problem_check(&p, "NULL ctx") == 0);
     problem_free(&p);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Each SIMD path agrees with the scalar path (both are also checked
@@ -221,7 +221,7 @@ static void test_isa_paths_agree(void) {
     aes_isa isas[4];
     int nisa = available_isas(isas), ii, t;
     aes_ctx *ctx = aes_ctx_create();
-    if (nisa < 2) { tl_skip("only the scalar path is available"); aes_ctx_destroy(ctx); return; }
+    if (nisa < 2) { tl_skip("only the scalar path is available"); aes_ctx_free(ctx); return; }
     tl_seed(5);
     for (t = 0; t < 4; t++) {
         problem p;
@@ -247,7 +247,7 @@ static void test_isa_paths_agree(void) {
         free(scalar_c);
         problem_free(&p);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Results are bit-identical for 1, 2 and 3 threads, on every ISA, for
@@ -261,7 +261,7 @@ static void test_threads_bit_identical(void) {
     aes_ctx *ctx = aes_ctx_create();
     if (aes_threads_set(ctx, 2) != AES_OK) {
         tl_skip("built without threads");
-        aes_ctx_destroy(ctx);
+        aes_ctx_free(ctx);
         return;
     }
     tl_seed(6);
@@ -290,7 +290,7 @@ static void test_threads_bit_identical(void) {
             problem_free(&p);
         }
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* When the packing buffers cannot be had (here: an allocation limit), the
@@ -310,7 +310,7 @@ static void test_allocation_failure_fallback(void) {
         problem_free(&p);
     }
     CHECK(aes_last_status(ctx) == AES_OK);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 int main(int argc, char **argv) {

@@ -48,7 +48,7 @@ static void *tiny_checkpoint_with(aes_ctx *ctx, const char *name, size_t elem, f
     if (aes_clip_create_random(ctx, &c, 11, &m) != AES_OK) return NULL;
     if (aes_clip_serialize(ctx, m, AES_LAYOUT_HF, AES_DTYPE_F32, &buf, len) != AES_OK) { aes_clip_free(m); return NULL; }
     aes_clip_free(m);
-    if (aes_safetensors_from_memory(ctx, buf, *len, 0, &st) != AES_OK) { aes_free(buf); return NULL; }
+    if (aes_safetensors_load_memory(ctx, buf, *len, 0, &st) != AES_OK) { aes_free(buf); return NULL; }
     t = aes_safetensors_find(st, name);
     if (!t || t->dtype != AES_DTYPE_F32 || (size_t)t->numel <= elem) {
         aes_safetensors_close(st);
@@ -75,17 +75,17 @@ static void test_gzip_empty_member(void) {
                                             0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0x03, 0x00, 0, 0, 0, 0, 1, 0, 0, 0};
     aes_ctx *ctx = tl_ctx();
     aes_tokenizer *tok = NULL, *plain = NULL;
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, (const char *)one, sizeof one, 0, &tok));
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, "", 0, 0, &plain));   /* the same as no merges */
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, (const char *)one, sizeof one, 0, &tok));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, "", 0, 0, &plain));   /* the same as no merges */
     CHECK(tok && plain && aes_tokenizer_vocab_size(tok) == aes_tokenizer_vocab_size(plain));
     aes_tokenizer_free(tok);
     aes_tokenizer_free(plain);
     tok = NULL;
     /* a second empty member whose size field says 1 */
-    EXPECT(ctx, aes_tokenizer_from_merges_memory(ctx, (const char *)two_bad, sizeof two_bad, 0, &tok), AES_ERR_FORMAT,
+    EXPECT(ctx, aes_tokenizer_load_merges_memory(ctx, (const char *)two_bad, sizeof two_bad, 0, &tok), AES_ERR_FORMAT,
            "gzip", "checksum");
     CHECK(tok == NULL);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Hardening: a training checkpoint with an infinity in a weight loaded
@@ -99,7 +99,7 @@ static void test_trainer_checkpoint_inf(void) {
     aes_clip_trainer *tr = NULL;
     CHECK_MSG(buf != NULL, "tiny checkpoint: %s", aes_last_error(ctx));
     if (buf) {
-        EXPECT(ctx, aes_clip_trainer_load_mem(ctx, (const unsigned char *)buf, len, NULL, 1, &o, &tr),
+        EXPECT(ctx, aes_clip_trainer_load_memory(ctx, (const unsigned char *)buf, len, NULL, 1, &o, &tr),
                AES_ERR_NUMERIC, name, "infinity");
         CHECK(tr == NULL);
         aes_free(buf);
@@ -109,16 +109,16 @@ static void test_trainer_checkpoint_inf(void) {
     if (buf) {
         void *good = tiny_checkpoint_with(ctx, "text_model.final_layer_norm.bias", 0, 0.25f, &len);
         o.train_text = 1;
-        CHECK_OK(ctx, aes_clip_trainer_load_mem(ctx, (const unsigned char *)good, len, NULL, 1, &o, &tr));
+        CHECK_OK(ctx, aes_clip_trainer_load_memory(ctx, (const unsigned char *)good, len, NULL, 1, &o, &tr));
         if (tr) {
-            EXPECT(ctx, aes_clip_trainer_restore_mem(ctx, tr, (const unsigned char *)buf, len), AES_ERR_NUMERIC,
+            EXPECT(ctx, aes_clip_trainer_restore_memory(ctx, tr, (const unsigned char *)buf, len), AES_ERR_NUMERIC,
                    "text_model.final_layer_norm.bias", "NaN");
-            aes_clip_trainer_destroy(tr);
+            aes_clip_trainer_free(tr);
         }
         aes_free(good);
         aes_free(buf);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Hardening: a NaN / Inf pixel gave a NaN embedding and AES_OK. */
@@ -129,7 +129,7 @@ static void test_clip_nan_pixels(void) {
     float px[2 * 3 * 16 * 16], emb[2 * 8];
     int i;
     CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 5, &m));
-    if (!m) { aes_ctx_destroy(ctx); return; }
+    if (!m) { aes_ctx_free(ctx); return; }
     for (i = 0; i < 2 * 3 * 16 * 16; i++) px[i] = 0.01f * (float)(i % 50) - 0.25f;
     CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px, 2, emb));
     for (i = 0; i < 16; i++) CHECK(emb[i] - emb[i] == 0.0f);
@@ -139,7 +139,7 @@ static void test_clip_nan_pixels(void) {
     px[5] = -INFINITY;
     EXPECT(ctx, aes_clip_encode_image(ctx, m, px, 2, emb), AES_ERR_NUMERIC, "pixel 5 of image 0", "infinite");
     aes_clip_free(m);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Hardening: optimizer state with NaN / Inf moments, a negative second
@@ -147,18 +147,18 @@ static void test_clip_nan_pixels(void) {
  * parameters into NaN (or overflowed the step counter). */
 static void test_optim_state_hostile(void) {
     aes_ctx *ctx = tl_ctx();
-    aes_optim_config cfg = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config cfg = aes_optim_config_default(AES_OPTIM_ADAMW);
     aes_optim *opt = NULL;
     unsigned char *buf = NULL;
     size_t len = 0, data;
     float p[8], g[8];
     int i;
     CHECK_OK(ctx, aes_optim_create(ctx, &cfg, 8, NULL, 0, &opt));
-    if (!opt) { aes_ctx_destroy(ctx); return; }
+    if (!opt) { aes_ctx_free(ctx); return; }
     for (i = 0; i < 8; i++) { p[i] = 0.1f * (float)i; g[i] = 0.5f - 0.1f * (float)i; }
     CHECK_OK(ctx, aes_optim_step(ctx, opt, p, g, 1e-3f, NULL));
-    CHECK_OK(ctx, aes_optim_save_mem(ctx, opt, &buf, &len));
-    if (!buf) { aes_optim_destroy(opt); aes_ctx_destroy(ctx); return; }
+    CHECK_OK(ctx, aes_optim_save_memory(ctx, opt, &buf, &len));
+    if (!buf) { aes_optim_free(opt); aes_ctx_free(ctx); return; }
     data = len - 2 * 8 * 4;                           /* state.0 (m) then state.1 (v), 8 floats each */
     {
         unsigned char *bad = (unsigned char *)malloc(len);
@@ -166,17 +166,17 @@ static void test_optim_state_hostile(void) {
         memcpy(bad, buf, len);
         v = INFINITY;
         memcpy(bad + data + 4 * 2, &v, 4);            /* m[2] */
-        EXPECT(ctx, aes_optim_load_mem(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.0[2]", "not finite");
+        EXPECT(ctx, aes_optim_load_memory(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.0[2]", "not finite");
         memcpy(bad, buf, len);
         v = -1.0f;
         memcpy(bad + data + 32 + 4 * 7, &v, 4);       /* v[7] < 0 */
-        EXPECT(ctx, aes_optim_load_mem(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.1[7]", ">= 0");
+        EXPECT(ctx, aes_optim_load_memory(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.1[7]", ">= 0");
         /* fuzz_optim: a finite but huge first moment beside a tiny second
          * one loaded, and the next step sent parameter 9 to -5.8e31 */
         memcpy(bad, buf, len);
         v = 7.5e31f;
         memcpy(bad + data + 4 * 1, &v, 4);            /* m[1] */
-        EXPECT(ctx, aes_optim_load_mem(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.0[1]", "too large");
+        EXPECT(ctx, aes_optim_load_memory(ctx, opt, bad, len), AES_ERR_NUMERIC, "state.0[1]", "too large");
         CHECK(aes_optim_steps_done(opt) == 1);        /* a refused file changes nothing */
         free(bad);
     }
@@ -185,7 +185,7 @@ static void test_optim_state_hostile(void) {
         static const float betas[3][2] = {{0.9f, 0.999f}, {0.99f, 0.9f}, {0.5f, 0.25f}};
         int b, step;
         for (b = 0; b < 3; b++) {
-            aes_optim_config c2 = aes_optim_defaults(AES_OPTIM_ADAMW);
+            aes_optim_config c2 = aes_optim_config_default(AES_OPTIM_ADAMW);
             aes_optim *o2 = NULL;
             unsigned char *s2 = NULL;
             size_t l2 = 0;
@@ -199,14 +199,14 @@ static void test_optim_state_hostile(void) {
                     g[i] = (float)((step % 7 == 3 ? 1e12 : step % 5 == 0 ? 1e-12 : 1.0) * tl_randf());
                 CHECK_OK(ctx, aes_optim_step(ctx, o2, p, g, 1e-3f, NULL));
                 if (step % 6 == 5 || step < 3) {
-                    CHECK_OK(ctx, aes_optim_save_mem(ctx, o2, &s2, &l2));
-                    CHECK_MSG(aes_optim_load_mem(ctx, o2, s2, l2) == AES_OK, "betas %g %g, step %d: %s",
+                    CHECK_OK(ctx, aes_optim_save_memory(ctx, o2, &s2, &l2));
+                    CHECK_MSG(aes_optim_load_memory(ctx, o2, s2, l2) == AES_OK, "betas %g %g, step %d: %s",
                               (double)c2.beta1, (double)c2.beta2, step, aes_last_error(ctx));
                     aes_free(s2);
                     s2 = NULL;
                 }
             }
-            aes_optim_destroy(o2);
+            aes_optim_free(o2);
         }
     }
     {   /* a step count past 2^31 */
@@ -228,16 +228,16 @@ static void test_optim_state_hostile(void) {
             for (k = 0; k < 8; k++) bad[k] = (unsigned char)(nl >> (8 * k));
             memcpy(bad + 8, hdr, nl);
             memcpy(bad + 8 + nl, buf + 8 + hl, len - 8 - hl);
-            EXPECT(ctx, aes_optim_load_mem(ctx, opt, bad, 8 + nl + (len - 8 - hl)), AES_ERR_FORMAT, "bad step",
+            EXPECT(ctx, aes_optim_load_memory(ctx, opt, bad, 8 + nl + (len - 8 - hl)), AES_ERR_FORMAT, "bad step",
                    "999999999999");
             free(bad);
         }
         free(text);
     }
-    CHECK_OK(ctx, aes_optim_load_mem(ctx, opt, buf, len));   /* the original still loads */
+    CHECK_OK(ctx, aes_optim_load_memory(ctx, opt, buf, len));   /* the original still loads */
     aes_free(buf);
-    aes_optim_destroy(opt);
-    aes_ctx_destroy(ctx);
+    aes_optim_free(opt);
+    aes_ctx_free(ctx);
 }
 
 /* ========================================================================
@@ -249,7 +249,7 @@ static void test_st_header_2_60(void) {
     unsigned char b[16] = {0, 0, 0, 0, 0, 0, 0, 0x10, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '};
     aes_ctx *ctx = tl_ctx();
     aes_safetensors *st = NULL;
-    EXPECT(ctx, aes_safetensors_from_memory(ctx, b, sizeof b, 0, &st), AES_ERR_LIMIT, "header length 1152921504606846976",
+    EXPECT(ctx, aes_safetensors_load_memory(ctx, b, sizeof b, 0, &st), AES_ERR_LIMIT, "header length 1152921504606846976",
            "over the limit");
     CHECK(st == NULL);
     /* the same through the CLIP and head loaders */
@@ -262,7 +262,7 @@ static void test_st_header_2_60(void) {
         memset(&h, 0, sizeof h);
         EXPECT(ctx, aes_head_load_memory(ctx, b, sizeof b, &h), AES_ERR_LIMIT, "header length", "over the limit");
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_clip_inf_weight(void) {
@@ -277,7 +277,7 @@ static void test_clip_inf_weight(void) {
         CHECK(m == NULL);
         aes_free(buf);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_head_nan_weight(void) {
@@ -288,8 +288,8 @@ static void test_head_nan_weight(void) {
     float e[8] = {1, 2, 3, 4, 5, 6, 7, 8}, s = 0;
     memset(&h, 0, sizeof h);
     memset(&back, 0, sizeof back);
-    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_ACT_NONE, 8, NULL, 1));
-    if (!h.w[0]) { aes_ctx_destroy(ctx); return; }
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 8, NULL, 1));
+    if (!h.w[0]) { aes_ctx_free(ctx); return; }
     h.w[0][2] = NAN;
     CHECK_OK(ctx, aes_head_serialize(ctx, &h, NULL, 0, &buf, &len));
     EXPECT(ctx, aes_head_load_memory(ctx, buf, len, &back), AES_ERR_NUMERIC, "'weight'", "NaN or Inf");
@@ -299,7 +299,7 @@ static void test_head_nan_weight(void) {
     e[3] = NAN;
     EXPECT(ctx, aes_head_score(ctx, &h, e, 1, &s), AES_ERR_NUMERIC, "embedding 0", "not finite");
     aes_head_free(&h);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_zero_size_image(void) {
@@ -317,7 +317,7 @@ static void test_zero_size_image(void) {
     EXPECT(ctx, aes_clip_preprocess(ctx, &z, 16, pix), AES_ERR_FORMAT, "0 x 5", "empty");
     memset(&out, 0, sizeof out);
     EXPECT(ctx, aes_image_resize_bicubic(ctx, &z, 4, 4, &out), AES_ERR_FORMAT, "0 x 5", "empty");
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_huge_image_limit(void) {
@@ -341,7 +341,7 @@ static void test_huge_image_limit(void) {
         CHECK(big.pixels == NULL);
     }
     aes_image_free(&img);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_tokenizer_bad_text(void) {
@@ -354,7 +354,7 @@ static void test_tokenizer_bad_text(void) {
     size_t nraw = 0;
     char out[256];
     CHECK_OK(ctx, aes_tokenizer_train(ctx, caps, 3, 30, &tok));
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     /* invalid UTF-8 (stray bytes, truncated, surrogate, past U+10FFFF,
      * overlong) is encoded byte by byte, as CLIP's byte-level BPE does */
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, bad_utf8, sizeof bad_utf8 - 1, ids, AES_TOKENIZER_CONTEXT, &n));
@@ -377,7 +377,7 @@ static void test_tokenizer_bad_text(void) {
     EXPECT(ctx, aes_tokenizer_decode(ctx, tok, bad_ids, 3, out, sizeof out, NULL), AES_ERR_INVALID_ARG, "-5",
            "outside the vocabulary");
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* A query model that is not the one the index was built with. */
@@ -391,7 +391,7 @@ static void test_model_index_mismatch(void) {
     int nh = 0;
     CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 1, &a));
     CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 2, &b));   /* same shape, other weights */
-    if (!a || !b) { aes_clip_free(a); aes_clip_free(b); aes_ctx_destroy(ctx); return; }
+    if (!a || !b) { aes_clip_free(a); aes_clip_free(b); aes_ctx_free(ctx); return; }
     CHECK(strcmp(aes_clip_id(a), aes_clip_id(b)) != 0);
     CHECK_OK(ctx, aes_index_create(ctx, 8, AES_INDEX_F32, aes_clip_id(a), "", &idx));
     if (idx) {
@@ -404,7 +404,7 @@ static void test_model_index_mismatch(void) {
     }
     aes_clip_free(a);
     aes_clip_free(b);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 int main(int argc, char **argv) {

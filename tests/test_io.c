@@ -156,13 +156,13 @@ static void test_st_roundtrip(void) {
     int copy;
     tensor_set_make(&s);
     CHECK_OK(ctx, aes_safetensors_serialize(ctx, s.t, s.n, test_meta, 3, &buf, &len));
-    if (!buf) { tensor_set_free(&s); aes_ctx_destroy(ctx); return; }
+    if (!buf) { tensor_set_free(&s); aes_ctx_free(ctx); return; }
     memcpy(&hlen, buf, 8);   /* the test machine is little-endian */
     CHECK(hlen % 8 == 0);
     CHECK(((char *)buf)[8] == '{');
     CHECK(((char *)buf)[8 + hlen - 1] == '}' || ((char *)buf)[8 + hlen - 1] == ' ');
     for (copy = 0; copy <= 1; copy++) {
-        CHECK_OK(ctx, aes_safetensors_from_memory(ctx, buf, len, copy, &st));
+        CHECK_OK(ctx, aes_safetensors_load_memory(ctx, buf, len, copy, &st));
         if (!st) continue;
         check_tensor_set(&s, st, copy ? NULL : buf);
         check_test_meta(st);
@@ -171,7 +171,7 @@ static void test_st_roundtrip(void) {
         st = NULL;
     }
     /* the copy survives the caller's buffer */
-    CHECK_OK(ctx, aes_safetensors_from_memory(ctx, buf, len, 1, &st));
+    CHECK_OK(ctx, aes_safetensors_load_memory(ctx, buf, len, 1, &st));
     memset(buf, 0, len);
     if (st) {
         check_tensor_set(&s, st, NULL);
@@ -181,12 +181,12 @@ static void test_st_roundtrip(void) {
     /* no tensors, no metadata: "{}" padded */
     CHECK_OK(ctx, aes_safetensors_serialize(ctx, NULL, 0, NULL, 0, &buf, &len));
     CHECK(len == 16 && !memcmp((char *)buf + 8, "{}      ", 8));
-    CHECK_OK(ctx, aes_safetensors_from_memory(ctx, buf, len, 0, &st));
+    CHECK_OK(ctx, aes_safetensors_load_memory(ctx, buf, len, 0, &st));
     CHECK(aes_safetensors_count(st) == 0 && aes_safetensors_metadata_count(st) == 0);
     aes_safetensors_close(st);
     aes_free(buf);
     tensor_set_free(&s);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_st_serialize_errors(void) {
@@ -218,7 +218,7 @@ static void test_st_serialize_errors(void) {
     t[1].name = "bad\xff";
     CHECK(aes_safetensors_serialize(ctx, t, 2, NULL, 0, &buf, &len) == AES_ERR_INVALID_ARG);
     CHECK(buf == NULL);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_st_file(void) {
@@ -260,7 +260,7 @@ static void test_st_file(void) {
     aes_free(file);
     remove(path);
     tensor_set_free(&s);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* The exact value of an IEEE half, computed the slow way. */
@@ -338,7 +338,7 @@ static void test_tensor_to_f32(void) {
     }
     free(raw);
     free(out);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* A safetensors buffer: 8-byte length `hlen_field` + header text + data. */
@@ -351,7 +351,7 @@ static aes_status parse_st(aes_ctx *ctx, const char *header, size_t header_len, 
     for (i = 0; i < 8; i++) buf[i] = (unsigned char)(hlen_field >> (8 * i));
     memcpy(buf + 8, header, header_len);
     if (truncate_to && truncate_to < len) len = truncate_to;
-    s = aes_safetensors_from_memory(ctx, buf, len, 0, &st);
+    s = aes_safetensors_load_memory(ctx, buf, len, 0, &st);
     if (s == AES_OK) aes_safetensors_close(st);
     else if (st) s = (aes_status)-1;   /* must stay NULL on failure */
     free(buf);
@@ -455,7 +455,7 @@ static void test_st_hostile(void) {
     for (i = 0; i < 1000; i++) strcat(deep, "[");
     CHECK(parse_header(ctx, deep, 0) == AES_ERR_LIMIT);
     CHECK(strstr(aes_last_error(ctx), "nesting") != NULL);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_st_valid_edges(void) {
@@ -473,7 +473,7 @@ static void test_st_valid_edges(void) {
     for (i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
     memcpy(buf + 8, h, hl);
     memcpy(buf + 8 + hl, &val, 4);
-    CHECK_OK(ctx, aes_safetensors_from_memory(ctx, buf, 8 + hl + 10, 0, &st));
+    CHECK_OK(ctx, aes_safetensors_load_memory(ctx, buf, 8 + hl + 10, 0, &st));
     if (st) {
         const aes_tensor_view *v = aes_safetensors_find(st, "scalar");
         int32_t got = 0;
@@ -489,7 +489,7 @@ static void test_st_valid_edges(void) {
         aes_safetensors_close(st);
     }
     free(buf);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* The real LAION rating embeddings from ../shared, when present. */
@@ -517,7 +517,7 @@ static void test_st_shared_file(void) {
         free(e);
     }
     aes_safetensors_close(st);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ========================================================================
@@ -538,7 +538,7 @@ static void test_json_valid(void) {
     aes_json *root = parse_json(ctx, text);
     const aes_json *a, *s;
     int64_t iv;
-    if (!root) { aes_ctx_destroy(ctx); return; }
+    if (!root) { aes_ctx_free(ctx); return; }
     CHECK(aes_json_type_of(root) == AES_JSON_OBJECT && aes_json_length(root) == 5);
     a = aes_json_get(root, "a");
     CHECK(aes_json_type_of(a) == AES_JSON_ARRAY && aes_json_length(a) == 7);
@@ -579,7 +579,7 @@ static void test_json_valid(void) {
     CHECK_OK(ctx, aes_json_parse(ctx, "[1,2]garbage", 5, &root));
     CHECK(aes_json_length(root) == 2);
     aes_json_free(root);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_json_numbers(void) {
@@ -608,7 +608,7 @@ static void test_json_numbers(void) {
         CHECK_MSG(aes_json_int64(root, &iv) == cases[k].is_int && iv == cases[k].i, "%s integer", cases[k].text);
         aes_json_free(root);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_json_invalid(void) {
@@ -647,7 +647,7 @@ static void test_json_invalid(void) {
     /* the message says where */
     CHECK(aes_json_parse(ctx, "{\n  \"a\": tru\n}", 14, &root) == AES_ERR_FORMAT);
     CHECK(strstr(aes_last_error(ctx), "line 2, column 8") != NULL);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* A big object (a vocabulary): every key is found by binary search. */
@@ -672,7 +672,7 @@ static void test_json_big_object(void) {
     CHECK(aes_json_get(root, "tok50000</w>") == NULL);
     aes_json_free(root);
     free(text);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ========================================================================
@@ -719,7 +719,7 @@ static void test_files(void) {
     CHECK(count_files_containing(TMP, ".tmp-") == 0);
     rmdir(TMP "/a_directory");
     remove(path);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ========================================================================
@@ -784,7 +784,7 @@ static void test_pnm_vs_pil(void) {
         cases++;
     }
     CHECK(cases == 5);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static aes_status decode_str(aes_ctx *ctx, const char *s, size_t len, aes_image *img) {
@@ -817,7 +817,7 @@ static void test_pnm_handmade(void) {
     CHECK_OK(ctx, decode_str(ctx, "P5 2 1 100\n\x64\xff", 13, &img));
     CHECK(img.pixels[0] == 255 && img.pixels[1] == 255);
     aes_image_free(&img);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_pnm_malformed(void) {
@@ -858,7 +858,7 @@ static void test_pnm_malformed(void) {
     CHECK(aes_image_alloc(ctx, &img, 11, 10, 3) == AES_ERR_LIMIT);
     CHECK_OK(ctx, aes_image_alloc(ctx, &img, 10, 10, 3));
     aes_image_free(&img);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_image_basics(void) {
@@ -896,7 +896,7 @@ static void test_image_basics(void) {
     remove(TMP "/x.ppm");
     remove(TMP "/x.pgm");
     remove(TMP "/x.png");
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_resize_vs_pil(void) {
@@ -931,7 +931,7 @@ static void test_resize_vs_pil(void) {
     }
     CHECK(cases >= 20);
     fprintf(stderr, "  resize vs PIL: %d cases, max |diff| %d levels, %ld values differ\n", cases, worst, mismatched);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static uint64_t fnv1a64(const void *p, size_t n) {
@@ -1000,7 +1000,7 @@ static void test_clip_vs_pil(void) {
     CHECK(full == 5 && digests == 5);
     fprintf(stderr, "  CLIP preprocessing vs PIL+numpy: %d full tensors + %d hashed, max |diff| %.3g (%.3g levels)\n",
             full, digests, worst, LEVELS(worst));
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* The windowed resize inside aes_clip_preprocess equals a full resize,
@@ -1039,7 +1039,7 @@ static void test_clip_matches_steps(void) {
             free(out);
         }
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_center_crop(void) {
@@ -1074,7 +1074,7 @@ static void test_center_crop(void) {
     CHECK(out.width == 3 && out.height == 4 && out.pixels[1] == 22 && out.pixels[(3 * 3 + 2) * 3 + 1] == 54);
     aes_image_free(&out);
     aes_image_free(&img);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_resize_threads_and_limits(void) {
@@ -1116,7 +1116,7 @@ static void test_resize_threads_and_limits(void) {
         CHECK_OK(ctx, aes_clip_preprocess(ctx, &img, 4, out));
     }
     aes_image_free(&img);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Timing of the full preprocessing of a 1024x768 photo-sized image. */
@@ -1136,7 +1136,7 @@ static void test_preprocess_speed(void) {
     fprintf(stderr, "  clip_preprocess 1024x768 -> 224: %.2f ms (1 thread)\n", (t1 - t0) / 5 * 1e3);
     aes_image_free(&img);
     free(out);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* The CLI end to end, when the test runs under `make test` (AES_CLI set). */
@@ -1161,7 +1161,7 @@ static void test_cli_preprocess(void) {
     aes_free(got);
     aes_free(ref);
     remove(TMP "/cli.f32");
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 int main(int argc, char **argv) {

@@ -97,7 +97,7 @@ static void test_crc32(void) {
 static void test_head_normalizes(void) {
     aes_head h;
     float e[4] = {3, 0, 4, 0}, e2[4] = {30, 0, 40, 0}, s[2];
-    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_ACT_NONE, 4, NULL, 1));
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 4, NULL, 1));
     h.w[0][0] = 1; h.w[0][1] = 2; h.w[0][2] = 3; h.w[0][3] = 4;
     h.b[0][0] = 0.5f;
     CHECK_OK(ctx, aes_head_score(ctx, &h, e, 1, s));
@@ -138,7 +138,7 @@ static void test_head_known_values(void) {
         snprintf(path, sizeof path, "%s/weights/%s", dir,
                  which ? "improved-aesthetic-v2-vit-l-14-mlp.safetensors" : "laion-aesthetic-v1-vit-b-32-linear.safetensors");
         CHECK_OK(ctx, aes_head_load(ctx, path, &h));
-        CHECK(h.kind == (which ? AES_HEAD_MLP : AES_HEAD_LINEAR) && h.act == AES_ACT_NONE && h.output == AES_HEAD_SCORE);
+        CHECK(h.kind == (which ? AES_HEAD_MLP : AES_HEAD_LINEAR) && h.act == AES_HEAD_ACT_NONE && h.output == AES_HEAD_SCORE);
         CHECK(h.nlayers == (which ? 5 : 1) && h.dim[0] == (which ? 768 : 512));
         snprintf(path, sizeof path, "%s/data/%s", dir,
                  which ? "laion-rating-embeddings-vit-l-14.safetensors" : "laion-rating-embeddings-vit-b-32.safetensors");
@@ -204,7 +204,7 @@ static void test_head_layouts(void) {
     for (i = 0; i < 6; i++) u[i] = (float)(x[i] / sqrt(ss));
     tl_seed(5);
     CHECK_OK(ctx, head_roundtrip(relu_names, relu_shapes, 10, NULL, 0, &h, data));
-    CHECK(h.kind == AES_HEAD_MLP && h.nlayers == 5 && h.act == AES_ACT_RELU && h.dim[0] == 6 && h.dim[5] == 1);
+    CHECK(h.kind == AES_HEAD_MLP && h.nlayers == 5 && h.act == AES_HEAD_ACT_RELU && h.dim[0] == 6 && h.dim[5] == 1);
     if (h.nlayers == 5) {
         /* reference forward in double with ReLU after layers 0..3 */
         double a[8], b[8];
@@ -226,7 +226,7 @@ static void test_head_layouts(void) {
     for (i = 0; i < 10; i++) free(data[i]);
     /* metadata overrides the guess */
     CHECK_OK(ctx, head_roundtrip(relu_names, relu_shapes, 10, meta_none, 1, &h, data));
-    CHECK(h.act == AES_ACT_NONE);
+    CHECK(h.act == AES_HEAD_ACT_NONE);
     aes_head_free(&h);
     for (i = 0; i < 10; i++) free(data[i]);
     /* a linear head with 10 outputs is a hist10 head */
@@ -570,7 +570,7 @@ static void test_index_rescore(void) {
     CHECK_OK(ctx, aes_index_create(ctx, dim, 3, "m", "", &idx));
     CHECK_OK(ctx, aes_index_add(ctx, idx, "a", 1, 1, x, NAN));
     CHECK_OK(ctx, aes_index_add(ctx, idx, "b", 1, 1, x + 4, NAN));
-    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_ACT_NONE, dim, NULL, 3));
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, dim, NULL, 3));
     h.w[0][0] = 1; h.w[0][1] = 2; h.w[0][2] = 3; h.w[0][3] = 4; h.b[0][0] = 0.5f;
     CHECK_OK(ctx, aes_index_rescore(ctx, idx, &h));
     CHECK_NEAR(idx->aesthetic[0], 3.5, 1e-6);
@@ -1160,6 +1160,6 @@ int main(int argc, char **argv) {
     RUN(test_eval_tsv);
     RUN(test_cli_end_to_end);
     RUN(test_cli_eval);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return tl_report();
 }

@@ -117,7 +117,7 @@ static const char tiny_merges[] =
 
 static aes_tokenizer *tiny_tokenizer(aes_ctx *ctx) {
     aes_tokenizer *tok = NULL;
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, tiny_merges, sizeof tiny_merges - 1, 0, &tok));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, tiny_merges, sizeof tiny_merges - 1, 0, &tok));
     return tok;
 }
 
@@ -294,7 +294,7 @@ static void test_tiny_merges(void) {
     int32_t ids[16];
     size_t n;
     char text[64];
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     CHECK(aes_tokenizer_vocab_size(tok) == 512 + 9 + 2);
     CHECK(aes_tokenizer_n_merges(tok) == 9);
     CHECK(aes_tokenizer_sot(tok) == 521 && aes_tokenizer_eot(tok) == 522);
@@ -320,7 +320,7 @@ static void test_tiny_merges(void) {
         CHECK(aes_tokenizer_token_bytes(tok, 523, &n) == NULL);
     }
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Rank order matters, not length: with "a b" ranked after "b c", "abc"
@@ -331,13 +331,13 @@ static void test_rank_not_greedy(void) {
     aes_tokenizer *tok = NULL;
     int32_t ids[8];
     size_t n;
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, merges, sizeof merges - 1, 0, &tok));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, merges, sizeof merges - 1, 0, &tok));
     if (tok) {
         CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, "abc", 3, ids, 8, &n));
         CHECK(n == 2 && ids[0] == ascii_id('a') && ids[1] == 512);
         aes_tokenizer_free(tok);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_empty_and_truncation_tiny(void) {
@@ -346,7 +346,7 @@ static void test_empty_and_truncation_tiny(void) {
     int32_t ids[AES_TOKENIZER_CONTEXT];
     int used, k;
     char *text;
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, "", 0, ids, AES_TOKENIZER_CONTEXT, &used));
     CHECK(used == 2 && ids[0] == aes_tokenizer_sot(tok) && ids[1] == aes_tokenizer_eot(tok));
     for (k = 2; k < AES_TOKENIZER_CONTEXT; k++) CHECK(ids[k] == 0);
@@ -369,7 +369,7 @@ static void test_empty_and_truncation_tiny(void) {
     CHECK(aes_tokenizer_encode(ctx, tok, text, 12, ids, 1, &used) == AES_ERR_INVALID_ARG);
     free(text);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_decode_limits(void) {
@@ -378,7 +378,7 @@ static void test_decode_limits(void) {
     int32_t ids[4];
     char out[8];
     size_t n;
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     ids[0] = 512 + 3;                                      /* "hello " */
     CHECK(aes_tokenizer_decode(ctx, tok, ids, 1, out, 4, &n) == AES_ERR_LIMIT);
     CHECK(n == 6 && !strcmp(out, "hel"));
@@ -403,7 +403,7 @@ static void test_decode_limits(void) {
         CHECK(!strcmp(big, "\xef\xbf\xbd"));
     }
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_bad_merges(void) {
@@ -421,24 +421,24 @@ static void test_bad_merges(void) {
     size_t i;
     for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tok = (aes_tokenizer *)1;
-        CHECK_MSG(aes_tokenizer_from_merges_memory(ctx, bad[i], strlen(bad[i]), 0, &tok) == AES_ERR_FORMAT,
+        CHECK_MSG(aes_tokenizer_load_merges_memory(ctx, bad[i], strlen(bad[i]), 0, &tok) == AES_ERR_FORMAT,
                   "bad merges %d accepted", (int)i);
         CHECK(tok == NULL);
         CHECK(aes_last_error(ctx)[0] != 0);
     }
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, ok_crlf, sizeof ok_crlf - 1, 0, &tok));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, ok_crlf, sizeof ok_crlf - 1, 0, &tok));
     CHECK(tok && aes_tokenizer_n_merges(tok) == 2);
     aes_tokenizer_free(tok);
     /* no merges at all: byte-level */
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, "", 0, 0, &tok));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, "", 0, 0, &tok));
     CHECK(tok && aes_tokenizer_vocab_size(tok) == 514);
     aes_tokenizer_free(tok);
     /* n_merges_max cuts */
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, tiny_merges, sizeof tiny_merges - 1, 3, &tok));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, tiny_merges, sizeof tiny_merges - 1, 3, &tok));
     CHECK(tok && aes_tokenizer_n_merges(tok) == 3);
     aes_tokenizer_free(tok);
     CHECK(aes_tokenizer_load_merges(ctx, "tests/fixtures/tokenizer/no-such-file.txt", &tok) == AES_ERR_IO);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ---- robustness --------------------------------------------------------------- */
@@ -474,7 +474,7 @@ static void test_invalid_utf8_no_crash(void) {
     aes_tokenizer *tok = tiny_tokenizer(ctx);
     int32_t a[AES_TOKENIZER_CONTEXT], b[AES_TOKENIZER_CONTEXT];
     int ua, ub;
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     tl_seed(7);
     fuzz_one_tokenizer(ctx, tok, 2000);
     /* an embedded NUL is a character, not the end of the text */
@@ -482,7 +482,7 @@ static void test_invalid_utf8_no_crash(void) {
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, "a", 1, b, AES_TOKENIZER_CONTEXT, &ub));
     CHECK(ua == 5 && ub == 3);                             /* a, NUL, b */
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_huge_word(void) {
@@ -493,7 +493,7 @@ static void test_huge_word(void) {
     char *text = (char *)malloc(len);
     int32_t ids[AES_TOKENIZER_CONTEXT];
     int used;
-    if (!tok || !text) { free(text); aes_tokenizer_free(tok); aes_ctx_destroy(ctx); return; }
+    if (!tok || !text) { free(text); aes_tokenizer_free(tok); aes_ctx_free(ctx); return; }
     for (k = 0; k < len; k++) text[k] = "hello"[k % 5];
     CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, text, len, NULL, 0, &n));
     /* "hellohello...hello</w>": (h,e) then (l,l) then (he,ll) merge everywhere; "o" stays
@@ -503,7 +503,7 @@ static void test_huge_word(void) {
     CHECK(used == 77 && ids[1] == 512 + 2 && ids[2] == ascii_id('o') && ids[76] == aes_tokenizer_eot(tok));
     free(text);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* The simple and the heap BPE must agree on every word, also for a merges
@@ -537,13 +537,13 @@ static void test_bpe_paths_agree(void) {
     aes_ctx *ctx = aes_ctx_create();
     aes_tokenizer *tok = NULL;
     tl_seed(11);
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, odd, sizeof odd - 1, 0, &tok));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, odd, sizeof odd - 1, 0, &tok));
     if (tok) compare_bpe_paths(tok, "abc", 3000, 40);
     aes_tokenizer_free(tok);
     tok = tiny_tokenizer(ctx);
     if (tok) compare_bpe_paths(tok, "helowrd", 2000, 60);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ---- training ---------------------------------------------------------------- */
@@ -585,7 +585,7 @@ static void test_train_roundtrip(void) {
     size_t n, n2, total_bytes = 0, total_ids = 0, mlen, mlen2;
     int i;
     CHECK_OK(ctx, aes_tokenizer_train(ctx, captions, N_CAPTIONS, 200, &tok));
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     CHECK(aes_tokenizer_n_merges(tok) > 20 && aes_tokenizer_n_merges(tok) <= 200);
     CHECK(aes_tokenizer_vocab_size(tok) == 512 + aes_tokenizer_n_merges(tok) + 2);
     CHECK(aes_tokenizer_sot(tok) == aes_tokenizer_vocab_size(tok) - 2);
@@ -595,7 +595,7 @@ static void test_train_roundtrip(void) {
     CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, "a photo of a cat", 16, ids, 256, &n));
     CHECK(n == 5);
     CHECK_OK(ctx, aes_tokenizer_merges_text(ctx, tok, &merges, &mlen));
-    CHECK_OK(ctx, aes_tokenizer_from_merges_memory(ctx, merges, mlen, 0, &again));
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, merges, mlen, 0, &again));
     for (i = 0; i < N_CAPTIONS; i++) {
         pieces_t p;
         char expect[1024];
@@ -650,7 +650,7 @@ static void test_train_roundtrip(void) {
     CHECK(tok && aes_tokenizer_n_merges(tok) == 0);
     aes_tokenizer_free(tok);
     CHECK(aes_tokenizer_train(ctx, captions, 1, -1, &tok) == AES_ERR_INVALID_ARG);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ---- gzip ------------------------------------------------------------------------ */
@@ -687,7 +687,7 @@ static void test_gunzip_fixtures(void) {
         free(z);
         free(p);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ---- against the Python reference (needs ../shared) ---------------------------- */
@@ -698,7 +698,7 @@ static void test_clip_known_ids(void) {
     static const int32_t want[] = {49406, 320, 1125, 539, 320, 2368, 49407};
     int32_t ids[AES_TOKENIZER_CONTEXT];
     int used, k;
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     CHECK(aes_tokenizer_vocab_size(tok) == 49408);
     CHECK(aes_tokenizer_sot(tok) == 49406 && aes_tokenizer_eot(tok) == 49407);
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, "a photo of a cat", 16, ids, AES_TOKENIZER_CONTEXT, &used));
@@ -708,7 +708,7 @@ static void test_clip_known_ids(void) {
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, "", 0, ids, AES_TOKENIZER_CONTEXT, &used));
     CHECK(used == 2 && ids[0] == 49406 && ids[1] == 49407 && ids[2] == 0);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_clip_fixtures(void) {
@@ -717,7 +717,7 @@ static void test_clip_fixtures(void) {
     size_t nc, ne;
     char *cases, *expected, *cl, *el;
     int total = 0, match = 0, shown = 0;
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     cases = read_all(FIXDIR "cases.txt", &nc);
     expected = read_all(FIXDIR "expected.txt", &ne);
     CHECK_MSG(cases && expected, "fixtures missing (run tools/tokenizer_ref.py --fixtures)");
@@ -760,7 +760,7 @@ static void test_clip_fixtures(void) {
     free(cases);
     free(expected);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_clip_gz_equals_plain(void) {
@@ -778,19 +778,19 @@ static void test_clip_gz_equals_plain(void) {
     aes_free(tb);
     aes_tokenizer_free(a);
     aes_tokenizer_free(b);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_clip_bpe_paths_and_fuzz(void) {
     aes_ctx *ctx = aes_ctx_create();
     aes_tokenizer *tok = clip_tokenizer(ctx, 0);
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     tl_seed(3);
     compare_bpe_paths(tok, "etaoinshrdlucmfwypvbgkqjxz", 3000, 40);
     compare_bpe_paths(tok, "aeiounst", 300, 400);
     fuzz_one_tokenizer(ctx, tok, 500);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_clip_speed(void) {
@@ -808,7 +808,7 @@ static void test_clip_speed(void) {
     t0 = tl_now();
     tok = clip_tokenizer(ctx, 0);
     t1 = tl_now();
-    if (!tok) { aes_ctx_destroy(ctx); return; }
+    if (!tok) { aes_ctx_free(ctx); return; }
     printf("tokenizer: loaded 48894 CLIP merges in %.1f ms\n", 1e3 * (t1 - t0));
     text = (char *)malloc(plen * reps);
     for (k = 0; k < reps; k++) memcpy(text + k * plen, para, plen);
@@ -824,7 +824,7 @@ static void test_clip_speed(void) {
     printf("tokenizer: %.1f us per caption (%zu bytes) in the 77-id format\n", 1e6 * (t1 - t0) / 20000, plen / 3);
     free(text);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 int main(int argc, char **argv) {

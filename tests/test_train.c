@@ -24,7 +24,7 @@ static void normalize_rows(float *x, int n, int d) {
 /* ---- schedule ---------------------------------------------------------------- */
 
 static void test_lr_schedule(void) {
-    aes_optim_config c = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config c = aes_optim_config_default(AES_OPTIM_ADAMW);
     c.lr = 1.0f;
     c.warmup_steps = 4;
     c.total_steps = 14;
@@ -46,7 +46,7 @@ static void test_sgd_momentum_nesterov(void) {
     aes_ctx *ctx = aes_ctx_create();
     int nesterov;
     for (nesterov = 0; nesterov <= 1; nesterov++) {
-        aes_optim_config c = aes_optim_defaults(AES_OPTIM_SGD);
+        aes_optim_config c = aes_optim_config_default(AES_OPTIM_SGD);
         aes_optim *opt = NULL;
         float p[5], g[5];
         double pr[5], buf[5] = {0};
@@ -72,14 +72,14 @@ static void test_sgd_momentum_nesterov(void) {
         }
         for (i = 0; i < 5; i++) CHECK_NEAR(p[i], pr[i], 1e-6);
         CHECK(aes_optim_steps_done(opt) == 4);
-        aes_optim_destroy(opt);
+        aes_optim_free(opt);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_adamw_and_segments(void) {
     aes_ctx *ctx = aes_ctx_create();
-    aes_optim_config c = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config c = aes_optim_config_default(AES_OPTIM_ADAMW);
     aes_param_segment seg[2] = {{1, 3, 1}, {6, 2, 0}};   /* 0, 4, 5 frozen; 6..7 no decay */
     aes_optim *opt = NULL;
     float p[8], p0[8], g[8];
@@ -107,7 +107,7 @@ static void test_adamw_and_segments(void) {
     }
     for (i = 0; i < 8; i++) CHECK_NEAR(p[i], pr[i], 2e-6);
     CHECK(p[0] == p0[0] && p[4] == p0[4] && p[5] == p0[5]);     /* frozen: bit-identical */
-    aes_optim_destroy(opt);
+    aes_optim_free(opt);
     /* overlapping or out-of-range segments are rejected */
     seg[1].offset = 2;
     CHECK(aes_optim_create(ctx, &c, 8, seg, 2, &opt) == AES_ERR_INVALID_ARG);
@@ -115,12 +115,12 @@ static void test_adamw_and_segments(void) {
     CHECK(aes_optim_create(ctx, &c, 8, seg, 2, &opt) == AES_ERR_INVALID_ARG);
     c.beta1 = 1.5f;
     CHECK(aes_optim_create(ctx, &c, 8, NULL, 0, &opt) == AES_ERR_INVALID_ARG);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_clip_norm_and_nonfinite(void) {
     aes_ctx *ctx = aes_ctx_create();
-    aes_optim_config c = aes_optim_defaults(AES_OPTIM_SGD);
+    aes_optim_config c = aes_optim_config_default(AES_OPTIM_SGD);
     aes_optim *opt = NULL;
     aes_optim_stats st;
     float p[2] = {0, 0}, g[2] = {3, 4};
@@ -136,14 +136,14 @@ static void test_clip_norm_and_nonfinite(void) {
     CHECK(aes_optim_step(ctx, opt, p, g, 1.0f, &st) == AES_ERR_NUMERIC);
     CHECK_NEAR(p[0], -0.6, 1e-6);           /* untouched */
     CHECK(aes_optim_steps_done(opt) == 1);
-    aes_optim_destroy(opt);
-    aes_ctx_destroy(ctx);
+    aes_optim_free(opt);
+    aes_ctx_free(ctx);
 }
 
 /* Same result with 1 and 2 threads, to the bit, on a buffer of many chunks. */
 static void test_optim_thread_invariance(void) {
     aes_ctx *ctx = aes_ctx_create();
-    aes_optim_config c = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config c = aes_optim_config_default(AES_OPTIM_ADAMW);
     size_t n = 100003, i;
     float *p1 = (float *)malloc(n * 4), *p2 = (float *)malloc(n * 4), *g = (float *)malloc(n * 4);
     aes_optim *o1 = NULL, *o2 = NULL;
@@ -165,10 +165,10 @@ static void test_optim_thread_invariance(void) {
     }
     for (i = 0; i < n; i++) same &= p1[i] == p2[i];
     CHECK(same);
-    aes_optim_destroy(o1);
-    aes_optim_destroy(o2);
+    aes_optim_free(o1);
+    aes_optim_free(o2);
     free(p1); free(p2); free(g);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Interrupt after 2 steps, save, load into a fresh optimizer, continue:
@@ -177,7 +177,7 @@ static void test_optim_save_resume(void) {
     aes_ctx *ctx = aes_ctx_create();
     int kind;
     for (kind = 0; kind <= 1; kind++) {
-        aes_optim_config c = aes_optim_defaults((aes_optim_kind)kind);
+        aes_optim_config c = aes_optim_config_default((aes_optim_kind)kind);
         aes_param_segment seg[2] = {{0, 7, 1}, {9, 4, 0}};
         aes_optim *a = NULL, *b = NULL;
         float pa[13], pb[13], g[5][13];
@@ -195,7 +195,7 @@ static void test_optim_save_resume(void) {
         CHECK_OK(ctx, aes_optim_create(ctx, &c, 13, seg, 2, &b));
         for (s = 0; s < 2; s++) CHECK_OK(ctx, aes_optim_step(ctx, b, pb, g[s], aes_lr_schedule(&c, s), NULL));
         CHECK_OK(ctx, aes_optim_save(ctx, b, path));
-        aes_optim_destroy(b);
+        aes_optim_free(b);
         CHECK_OK(ctx, aes_optim_create(ctx, &c, 13, seg, 2, &b));
         CHECK_OK(ctx, aes_optim_load(ctx, b, path));
         CHECK(aes_optim_steps_done(b) == 2);
@@ -204,23 +204,23 @@ static void test_optim_save_resume(void) {
         for (i = 0; i < 13; i++) same &= pa[i] == pb[i];
         CHECK(same);
         /* a different layout or truncated data is refused */
-        CHECK_OK(ctx, aes_optim_save_mem(ctx, b, &blob, &len));
-        aes_optim_destroy(b);
+        CHECK_OK(ctx, aes_optim_save_memory(ctx, b, &blob, &len));
+        aes_optim_free(b);
         seg[1].count = 3;
         CHECK_OK(ctx, aes_optim_create(ctx, &c, 13, seg, 2, &b));
-        CHECK(aes_optim_load_mem(ctx, b, blob, len) == AES_ERR_MISMATCH);
-        aes_optim_destroy(b);
+        CHECK(aes_optim_load_memory(ctx, b, blob, len) == AES_ERR_MISMATCH);
+        aes_optim_free(b);
         seg[1].count = 4;
         CHECK_OK(ctx, aes_optim_create(ctx, &c, 13, seg, 2, &b));
-        CHECK(aes_optim_load_mem(ctx, b, blob, len - 4) == AES_ERR_FORMAT);
-        CHECK(aes_optim_load_mem(ctx, b, blob, 5) == AES_ERR_FORMAT);
-        CHECK_OK(ctx, aes_optim_load_mem(ctx, b, blob, len));
+        CHECK(aes_optim_load_memory(ctx, b, blob, len - 4) == AES_ERR_FORMAT);
+        CHECK(aes_optim_load_memory(ctx, b, blob, 5) == AES_ERR_FORMAT);
+        CHECK_OK(ctx, aes_optim_load_memory(ctx, b, blob, len));
         aes_free(blob);
-        aes_optim_destroy(a);
-        aes_optim_destroy(b);
+        aes_optim_free(a);
+        aes_optim_free(b);
         remove(path);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ---- losses ------------------------------------------------------------------ */
@@ -302,7 +302,7 @@ static void test_clip_loss_gradcheck(void) {
     CHECK(acc == 1.0f);
     CHECK(aes_clip_loss(ctx, img, txt, N, D, 4.6f, 1.0f, 1.0f, NULL, NULL, NULL, work, &loss, &acc) ==
           AES_ERR_INVALID_ARG);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static double dpo_loss_ref(const float *txt, const float *img, int d, double ls, const aes_dpo_item *it,
@@ -381,7 +381,7 @@ static void test_dpo_loss_gradcheck(void) {
     CHECK(aes_dpo_loss(ctx, txt, NT, img, NI, D, ls, it, NP, beta, eps, 1, NULL, NULL, NULL, &st) ==
           AES_ERR_INVALID_ARG);
     CHECK(strstr(aes_last_error(ctx), "item 2") != NULL);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* ---- preference pairs ---------------------------------------------------------- */
@@ -423,7 +423,7 @@ static void test_pairs_grid(void) {
     CHECK(aes_pairs_from_grid(ctx, &g, aes, 7, out, 3, &n) == AES_ERR_LIMIT);
     g.stride = 0;
     CHECK(aes_pairs_from_grid(ctx, &g, aes, 7, out, 64, &n) == AES_ERR_INVALID_ARG);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 static void test_pair_tsv(void) {
@@ -466,10 +466,10 @@ static void test_pair_tsv(void) {
     CHECK(aes_pair_set_parse(ctx, b, "q\\x\ta\tb\n", 8, "f.tsv") == AES_ERR_FORMAT);
     CHECK(aes_pair_set_parse(ctx, b, "q\ta\tb\t1\t2\n", 10, "f.tsv") == AES_ERR_FORMAT);
     CHECK(aes_pair_set_read(ctx, b, tl_tmp("does-not-exist.tsv")) == AES_ERR_IO);
-    aes_pair_set_destroy(a);
-    aes_pair_set_destroy(b);
+    aes_pair_set_free(a);
+    aes_pair_set_free(b);
     remove(path);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 
@@ -496,7 +496,7 @@ static float *st_tensor(aes_ctx *ctx, const unsigned char *buf, size_t len, cons
     aes_safetensors *st;
     const aes_tensor_view *v;
     float *out = NULL;
-    if (aes_safetensors_from_memory(ctx, buf, len, 0, &st) != AES_OK) return NULL;
+    if (aes_safetensors_load_memory(ctx, buf, len, 0, &st) != AES_OK) return NULL;
     v = aes_safetensors_find(st, name);
     if (v && (v->dtype == AES_DTYPE_F32 || v->dtype == AES_DTYPE_F16 || v->dtype == AES_DTYPE_BF16 ||
               v->dtype == AES_DTYPE_F64)) {
@@ -552,7 +552,7 @@ static void test_clip_forward_matches_fixture(void) {
     size_t rlen, n;
     unsigned char *refs = read_file("tests/fixtures/clip/clip_refs.safetensors", &rlen);
     int f;
-    if (!refs) { tl_skip("tests/fixtures/clip not present"); aes_ctx_destroy(ctx); return; }
+    if (!refs) { tl_skip("tests/fixtures/clip not present"); aes_ctx_free(ctx); return; }
     for (f = 0; f < 2; f++) {
         aes_train_options o = aes_train_options_default();
         aes_clip_trainer *tr = NULL;
@@ -594,10 +594,10 @@ static void test_clip_forward_matches_fixture(void) {
             free(want);
         }
         free(emb); free(pixels); free(tokens);
-        aes_clip_trainer_destroy(tr);
+        aes_clip_trainer_free(tr);
     }
     free(refs);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Loss of the combined objective at the current parameters (no backward). */
@@ -675,9 +675,9 @@ static void test_clip_backward_gradcheck(void) {
         CHECK_MSG(bad == 0, "variant %d: %d of %d sampled gradients off", variant, bad, checked);
         CHECK_MSG(num_dot / sqrt(num_sq * ana_sq) > 0.9999, "variant %d: cosine(analytic, numeric) = %.6f", variant,
                   num_dot / sqrt(num_sq * ana_sq));
-        aes_clip_trainer_destroy(tr);
+        aes_clip_trainer_free(tr);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 /* Frozen parts get exactly zero gradient; trainable parts exactly the
@@ -702,7 +702,7 @@ static void test_clip_freeze(void) {
     part.freeze_vision_blocks = 1;
     CHECK_OK(ctx, aes_clip_trainer_create(ctx, &a, &full, &t1));
     CHECK_OK(ctx, aes_clip_trainer_create(ctx, &a, &part, &t2));
-    if (!t1 || !t2) { aes_clip_trainer_destroy(t1); aes_clip_trainer_destroy(t2); aes_ctx_destroy(ctx); return; }
+    if (!t1 || !t2) { aes_clip_trainer_free(t1); aes_clip_trainer_free(t2); aes_ctx_free(ctx); return; }
     aes_clip_trainer_init_random(t1, 7);
     {
         size_t n;
@@ -737,9 +737,9 @@ static void test_clip_freeze(void) {
         CHECK(seg[i].offset >= (size_t)(aes_clip_trainer_find(t2, "vision_model.encoder.layers.1.layer_norm1.weight",
                                                                NULL) - aes_clip_trainer_params(t2, NULL)));
     }
-    aes_clip_trainer_destroy(t1);
-    aes_clip_trainer_destroy(t2);
-    aes_ctx_destroy(ctx);
+    aes_clip_trainer_free(t1);
+    aes_clip_trainer_free(t2);
+    aes_ctx_free(ctx);
 }
 
 /* One full step (forward, DPO + contrastive, backward, clipping, AdamW)
@@ -751,7 +751,7 @@ static void test_reference_step(void) {
     unsigned char *exp = read_file("tests/fixtures/train/step_expected.safetensors", &elen);
     aes_train_options o = aes_train_options_default();
     aes_clip_trainer *tr = NULL;
-    aes_optim_config oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config oc = aes_optim_config_default(AES_OPTIM_ADAMW);
     aes_optim *opt = NULL;
     aes_dpo_config cfg;
     aes_dpo_batch b;
@@ -762,7 +762,7 @@ static void test_reference_step(void) {
     const aes_param_segment *seg;
     int nseg, i, nitems, worst_i = -1;
     double worst = 0;
-    if (!refs || !exp) { tl_skip("fixtures absent"); free(refs); free(exp); aes_ctx_destroy(ctx); return; }
+    if (!refs || !exp) { tl_skip("fixtures absent"); free(refs); free(exp); aes_ctx_free(ctx); return; }
     o.train_text = 1;
     o.train_logit_scale = 1;
     o.max_images = 3;
@@ -829,9 +829,9 @@ static void test_reference_step(void) {
     if (getenv("TL_VERBOSE")) fprintf(stderr, "  reference step: worst relative parameter error %.3g\n", worst);
 done:
     free(pixels); free(tokens); free(ref); free(it); free(refs); free(exp);
-    aes_optim_destroy(opt);
-    aes_clip_trainer_destroy(tr);
-    aes_ctx_destroy(ctx);
+    aes_optim_free(opt);
+    aes_clip_trainer_free(tr);
+    aes_ctx_free(ctx);
 }
 
 /* Checkpoints keep the layout's names; an interrupted run resumed from the
@@ -844,7 +844,7 @@ static void test_checkpoint_resume(void) {
         aes_train_arch a = tiny_arch((aes_train_layout)layout, 1);
         aes_train_options o = aes_train_options_default();
         aes_clip_trainer *ta = NULL, *tb = NULL, *tc = NULL;
-        aes_optim_config oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+        aes_optim_config oc = aes_optim_config_default(AES_OPTIM_ADAMW);
         aes_optim *oa = NULL, *ob = NULL;
         aes_dpo_config cfg = aes_dpo_config_default();
         aes_dpo_batch b;
@@ -884,8 +884,8 @@ static void test_checkpoint_resume(void) {
             CHECK_OK(ctx, aes_dpo_train_step(ctx, tb, ob, &cfg, &b, aes_lr_schedule(&oc, s), NULL));
         CHECK_OK(ctx, aes_clip_trainer_save(ctx, tb, mpath));
         CHECK_OK(ctx, aes_optim_save(ctx, ob, opath));
-        aes_clip_trainer_destroy(tb);
-        aes_optim_destroy(ob);
+        aes_clip_trainer_free(tb);
+        aes_optim_free(ob);
         tb = NULL; ob = NULL;
         /* resume: the saved file loads as a model in its own right ... */
         CHECK_OK(ctx, aes_clip_trainer_load(ctx, mpath, "/dev/null", 1, &o, &tc));
@@ -904,24 +904,24 @@ static void test_checkpoint_resume(void) {
         for (k = 0; k < np; k++) same &= aes_clip_trainer_params(ta, NULL)[k] == aes_clip_trainer_params(tb, NULL)[k];
         CHECK(same);
         /* the saved bytes round-trip exactly */
-        CHECK_OK(ctx, aes_clip_trainer_save_mem(ctx, tb, &blob, &blen));
+        CHECK_OK(ctx, aes_clip_trainer_save_memory(ctx, tb, &blob, &blen));
         if (tc && blob) {
-            CHECK_OK(ctx, aes_clip_trainer_restore_mem(ctx, tc, blob, blen));
+            CHECK_OK(ctx, aes_clip_trainer_restore_memory(ctx, tc, blob, blen));
             for (k = 0; k < np; k++) same &= aes_clip_trainer_params(tc, NULL)[k] == aes_clip_trainer_params(tb, NULL)[k];
             CHECK(same);
-            CHECK(aes_clip_trainer_restore_mem(ctx, tc, blob, blen / 2) == AES_ERR_FORMAT);
+            CHECK(aes_clip_trainer_restore_memory(ctx, tc, blob, blen / 2) == AES_ERR_FORMAT);
         }
         aes_free(blob);
-        aes_clip_trainer_destroy(ta);
-        aes_clip_trainer_destroy(tb);
-        aes_clip_trainer_destroy(tc);
-        aes_optim_destroy(oa);
-        aes_optim_destroy(ob);
+        aes_clip_trainer_free(ta);
+        aes_clip_trainer_free(tb);
+        aes_clip_trainer_free(tc);
+        aes_optim_free(oa);
+        aes_optim_free(ob);
         remove(mpath);
         remove(opath);
     }
     aes_threads_set(ctx, 1);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
 }
 
 
@@ -1010,7 +1010,7 @@ static void test_finetune_raises_preference_accuracy(void) {
     aes_train_arch a;
     aes_train_options o = aes_train_options_default();
     aes_clip_trainer *tr = NULL;
-    aes_optim_config oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config oc = aes_optim_config_default(AES_OPTIM_ADAMW);
     aes_optim *opt = NULL;
     enum { NG = 640, NH = 160, BATCH = 40, TOPK = 48 };
     float *gpx = (float *)malloc(sizeof(float) * NG * 3 * FT_RES * FT_RES);
@@ -1053,7 +1053,7 @@ static void test_finetune_raises_preference_accuracy(void) {
         for (c = 0; c < FT_CLASSES; c++) ft_image(bpx + (size_t)c * 3 * FT_RES * FT_RES, c, (float)tl_uniform());
         CHECK_OK(ctx, aes_clip_train_step(ctx, tr, opt, bpx, caps, FT_CLASSES, 0.0f, aes_lr_schedule(&oc, s), NULL));
     }
-    aes_optim_destroy(opt);
+    aes_optim_free(opt);
     opt = NULL;
     CHECK_OK(ctx, aes_clip_trainer_encode_texts(ctx, tr, caps, FT_CLASSES, txt));
     before = ft_evaluate(ctx, tr, hpx, hcls, haes, NH, txt);
@@ -1105,7 +1105,7 @@ static void test_finetune_raises_preference_accuracy(void) {
     o.train_text = 0;
     CHECK_OK(ctx, aes_clip_trainer_set_trainable(ctx, tr, &o));
     aes_clip_trainer_segments(tr, &seg, &nseg);
-    oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+    oc = aes_optim_config_default(AES_OPTIM_ADAMW);
     oc.lr = 1e-3f; oc.weight_decay = 0.0f; oc.warmup_steps = 5; oc.clip_norm = 1.0f;
     oc.total_steps = 150;
     CHECK_OK(ctx, aes_optim_create(ctx, &oc, np, seg, nseg, &opt));
@@ -1157,9 +1157,9 @@ static void test_finetune_raises_preference_accuracy(void) {
               after.recall1);
 done:
     free(gpx); free(hpx); free(bpx); free(gemb); free(pairs); free(pair_q); free(all_items); free(gaes); free(gcls);
-    aes_optim_destroy(opt);
-    aes_clip_trainer_destroy(tr);
-    aes_ctx_destroy(ctx);
+    aes_optim_free(opt);
+    aes_clip_trainer_free(tr);
+    aes_ctx_free(ctx);
 }
 
 
@@ -1171,19 +1171,19 @@ static void test_hostile_inputs(void) {
     aes_train_options o = aes_train_options_default();
     aes_clip_trainer *tr = NULL, *t2 = NULL;
     aes_optim *opt = NULL;
-    aes_optim_config oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config oc = aes_optim_config_default(AES_OPTIM_ADAMW);
     aes_pair_set *set = NULL;
     unsigned char *blob = NULL, *ob = NULL, *m;
     size_t len = 0, olen = 0, np, k;
     int trial, ok_count = 0;
     o.max_images = o.max_texts = 2;
     CHECK_OK(ctx, aes_clip_trainer_create(ctx, &a, &o, &tr));
-    if (!tr) { aes_ctx_destroy(ctx); return; }
+    if (!tr) { aes_ctx_free(ctx); return; }
     aes_clip_trainer_init_random(tr, 1);
     aes_clip_trainer_params(tr, &np);
     CHECK_OK(ctx, aes_optim_create(ctx, &oc, np, NULL, 0, &opt));
-    CHECK_OK(ctx, aes_clip_trainer_save_mem(ctx, tr, &blob, &len));
-    CHECK_OK(ctx, aes_optim_save_mem(ctx, opt, &ob, &olen));
+    CHECK_OK(ctx, aes_clip_trainer_save_memory(ctx, tr, &blob, &len));
+    CHECK_OK(ctx, aes_optim_save_memory(ctx, opt, &ob, &olen));
     CHECK_OK(ctx, aes_pair_set_create(ctx, &set));
     m = (unsigned char *)malloc(len > olen ? len : olen);
     tl_seed(99);
@@ -1201,24 +1201,24 @@ static void test_hostile_inputs(void) {
             if (trial % 7 == 0) n = (size_t)(tl_uniform() * (double)n);
         }
         if (which == 0) {
-            if (aes_clip_trainer_restore_mem(ctx, tr, m, n) == AES_OK) ok_count++;
-            if (aes_clip_trainer_load_mem(ctx, m, n, NULL, 1, &o, &t2) == AES_OK) aes_clip_trainer_destroy(t2);
+            if (aes_clip_trainer_restore_memory(ctx, tr, m, n) == AES_OK) ok_count++;
+            if (aes_clip_trainer_load_memory(ctx, m, n, NULL, 1, &o, &t2) == AES_OK) aes_clip_trainer_free(t2);
             t2 = NULL;
         } else if (which == 1) {
-            if (aes_optim_load_mem(ctx, opt, m, n) == AES_OK) ok_count++;
+            if (aes_optim_load_memory(ctx, opt, m, n) == AES_OK) ok_count++;
         } else {
             aes_pair_set_parse(ctx, set, (const char *)m, n, "fuzz");
         }
     }
-    CHECK(aes_clip_trainer_restore_mem(ctx, tr, blob, len) == AES_OK);   /* still fine */
+    CHECK(aes_clip_trainer_restore_memory(ctx, tr, blob, len) == AES_OK);   /* still fine */
     CHECK(ok_count < 600);
     free(m);
     aes_free(blob);
     aes_free(ob);
-    aes_pair_set_destroy(set);
-    aes_optim_destroy(opt);
-    aes_clip_trainer_destroy(tr);
-    aes_ctx_destroy(ctx);
+    aes_pair_set_free(set);
+    aes_optim_free(opt);
+    aes_clip_trainer_free(tr);
+    aes_ctx_free(ctx);
 }
 
 /* A checkpoint the trainer saves loads in the inference model (section 5)
@@ -1242,11 +1242,11 @@ static void test_trainer_checkpoint_is_a_model(void) {
             if (!tr) continue;
             aes_clip_trainer_init_random(tr, 7 + (uint64_t)(2 * layout + quick));
             perturb_params(tr, 0.05f);
-            CHECK_OK(c, aes_clip_trainer_save_mem(c, tr, &blob, &len));
+            CHECK_OK(c, aes_clip_trainer_save_memory(c, tr, &blob, &len));
             CHECK_OK(c, aes_clip_load_memory(c, blob, len, NULL, NULL, &m));   /* no config.json */
             if (m) {
                 double worst = 0;
-                CHECK(aes_clip_get_config(m)->act == (quick ? AES_ACT_QUICK_GELU : AES_ACT_GELU));
+                CHECK(aes_clip_config_get(m)->act == (quick ? AES_ACT_QUICK_GELU : AES_ACT_GELU));
                 for (i = 0; i < sizeof px / sizeof *px; i++) px[i] = (float)sin(0.37 * (double)i) * 1.5f;
                 CHECK_OK(c, aes_clip_trainer_encode_images(c, tr, px, 2, e1));
                 CHECK_OK(c, aes_clip_encode_image(c, m, px, 2, e2));
@@ -1260,9 +1260,9 @@ static void test_trainer_checkpoint_is_a_model(void) {
             }
             aes_clip_free(m);
             aes_free(blob);
-            aes_clip_trainer_destroy(tr);
+            aes_clip_trainer_free(tr);
         }
-    aes_ctx_destroy(c);
+    aes_ctx_free(c);
 }
 
 /* ---- the CLI: index -> make-pairs -> finetune-dpo, interrupted and resumed ---- */
@@ -1292,7 +1292,7 @@ static int files_equal(const char *a, const char *b) {
                !memcmp(x, y, nx);
     aes_free(x);
     aes_free(y);
-    aes_ctx_destroy(c);
+    aes_ctx_free(c);
     return same;
 }
 
@@ -1358,7 +1358,7 @@ static void test_cli_make_pairs_finetune_resume(void) {
             int32_t ids[128];
             float qv[64];
             double sw = 0, sl = 0;
-            int k, ctxlen = aes_clip_get_config(m0)->context_length;
+            int k, ctxlen = aes_clip_config_get(m0)->context_length;
             CHECK(ctxlen <= 128);
             CHECK_OK(c, aes_tokenizer_encode(c, tok, q, strlen(q), ids, ctxlen, NULL));
             CHECK_OK(c, aes_clip_encode_text(c, m0, ids, 1, qv));
@@ -1398,7 +1398,7 @@ out:
     aes_clip_free(m0);
     aes_clip_free(m1);
     aes_index_free(idx);
-    aes_ctx_destroy(c);
+    aes_ctx_free(c);
     sh("rm -rf '%s'", dir);
 }
 

@@ -731,6 +731,6 @@ int main(int argc, char **argv) {
     RUN(test_query_set);
     RUN(test_speed);
     RUN(test_cli);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return tl_report();
 }

@@ -130,6 +130,6 @@ int main(int argc, char **argv) {
                peak_rss_mb());
     }
     aes_clip_free(m);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

@@ -141,6 +141,6 @@ int main(int argc, char **argv) {
             aes_free(C);
         }
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

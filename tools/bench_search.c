@@ -130,6 +130,6 @@ int main(int argc, char **argv) {
     printf("  (no OpenBLAS baseline: built without AES_HAVE_OPENBLAS)\n");
 #endif
     free(x); free(qx); free(scales); free(queries); free(hf); free(hi);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

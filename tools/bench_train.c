@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     aes_train_arch a;
     aes_train_options o = aes_train_options_default();
     aes_clip_trainer *tr = NULL;
-    aes_optim_config oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+    aes_optim_config oc = aes_optim_config_default(AES_OPTIM_ADAMW);
     aes_optim *opt = NULL;
     aes_dpo_config cfg = aes_dpo_config_default();
     aes_dpo_batch b;
@@ -106,9 +106,9 @@ int main(int argc, char **argv) {
         if (theirs > 0) printf("ratio vs pytorch: %.2fx\n", ours / theirs);
         else printf("pytorch: not available (python3-torch), no ratio\n");
     }
-    aes_optim_destroy(opt);
-    aes_clip_trainer_destroy(tr);
+    aes_optim_free(opt);
+    aes_clip_trainer_free(tr);
     free(pixels); free(txt); free(items);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

@@ -75,6 +75,6 @@ AES_CLI_COMMAND(to_bmp, "write BMP copies of images (browsers show BMP, not PPM)
         else if (write_bmp(ctx, path, &img) != AES_OK) rc = aes_cli_fail("to-bmp", ctx, "writing %s", path);
         aes_image_free(&img);
     }
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }

@@ -150,6 +150,6 @@ done:
         else aes_free(data);
     }
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }

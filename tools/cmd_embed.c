@@ -76,7 +76,7 @@ static int common_opt(int argc, char **argv, int *i, embed_opts *o) {
 
 /* Preprocessed images [n, 3, S, S]. */
 static aes_status images_to_pixels(aes_ctx *ctx, const aes_clip *m, char **paths, int n, float *px, const char *cmd) {
-    int S = aes_clip_get_config(m)->image_size, i;
+    int S = aes_clip_config_get(m)->image_size, i;
     for (i = 0; i < n; i++) {
         aes_image img;
         aes_status st;
@@ -95,10 +95,10 @@ static aes_status images_to_pixels(aes_ctx *ctx, const aes_clip *m, char **paths
 /* Token rows [n, context_length]. */
 static aes_status texts_to_tokens(aes_ctx *ctx, const aes_clip *m, const aes_tokenizer *tok, char **texts, int n,
                                   int32_t *ids, const char *cmd) {
-    int L = aes_clip_get_config(m)->context_length, i;
-    if (aes_tokenizer_vocab_size(tok) > aes_clip_get_config(m)->vocab_size) {
+    int L = aes_clip_config_get(m)->context_length, i;
+    if (aes_tokenizer_vocab_size(tok) > aes_clip_config_get(m)->vocab_size) {
         aes_cli_fail(cmd, NULL, "the tokenizer has %d tokens but the model's vocabulary only %d",
-                     aes_tokenizer_vocab_size(tok), aes_clip_get_config(m)->vocab_size);
+                     aes_tokenizer_vocab_size(tok), aes_clip_config_get(m)->vocab_size);
         return AES_ERR_MISMATCH;
     }
     for (i = 0; i < n; i++) {
@@ -170,9 +170,9 @@ AES_CLI_COMMAND(embed, "print CLIP embeddings of images and texts") {
     ctx = aes_ctx_create();
     if (!ctx || aes_threads_set(ctx, aes_cli_threads())) { rc = aes_cli_fail("embed", ctx, "no context"); goto out; }
     if (load_model(ctx, &o, &m)) { rc = aes_cli_fail("embed", ctx, "loading %s", o.model); goto out; }
-    E = aes_clip_get_config(m)->embed_dim;
+    E = aes_clip_config_get(m)->embed_dim;
     if (n_img) {
-        int S = aes_clip_get_config(m)->image_size;
+        int S = aes_clip_config_get(m)->image_size;
         px = (float *)aes_alloc(ctx, (size_t)n_img * 3 * S * S, sizeof(float));
         img_emb = (float *)aes_alloc(ctx, (size_t)n_img * E, sizeof(float));
         if (!px || !img_emb) { rc = aes_cli_fail("embed", ctx, "images"); goto out; }
@@ -180,8 +180,8 @@ AES_CLI_COMMAND(embed, "print CLIP embeddings of images and texts") {
         if (aes_clip_encode_image(ctx, m, px, n_img, img_emb)) { rc = aes_cli_fail("embed", ctx, "images"); goto out; }
     }
     if (n_txt) {
-        int L = aes_clip_get_config(m)->context_length;
-        if (!aes_clip_get_config(m)->has_text) { rc = aes_cli_fail("embed", NULL, "%s has no text tower", o.model); goto out; }
+        int L = aes_clip_config_get(m)->context_length;
+        if (!aes_clip_config_get(m)->has_text) { rc = aes_cli_fail("embed", NULL, "%s has no text tower", o.model); goto out; }
         if (load_tokenizer(ctx, &o, &tok, "embed")) { rc = aes_cli_fail("embed", ctx, "tokenizer"); goto out; }
         ids = (int32_t *)aes_alloc(ctx, (size_t)n_txt * L, sizeof(int32_t));
         txt_emb = (float *)aes_alloc(ctx, (size_t)n_txt * E, sizeof(float));
@@ -203,7 +203,7 @@ out:
     aes_free(px); aes_free(img_emb); aes_free(txt_emb); aes_free(ids);
     aes_tokenizer_free(tok);
     aes_clip_free(m);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     free(kind); free(img_paths); free(texts);
     return rc;
 }
@@ -269,14 +269,14 @@ AES_CLI_COMMAND(classify, "zero-shot classify an image against comma-separated l
     ctx = aes_ctx_create();
     if (!ctx || aes_threads_set(ctx, aes_cli_threads())) { rc = aes_cli_fail("classify", ctx, "no context"); goto out; }
     if (load_model(ctx, &o, &m)) { rc = aes_cli_fail("classify", ctx, "loading %s", o.model); goto out; }
-    if (!aes_clip_get_config(m)->has_vision || !aes_clip_get_config(m)->has_text) {
+    if (!aes_clip_config_get(m)->has_vision || !aes_clip_config_get(m)->has_text) {
         rc = aes_cli_fail("classify", NULL, "%s needs both towers", o.model);
         goto out;
     }
     if (load_tokenizer(ctx, &o, &tok, "classify")) { rc = aes_cli_fail("classify", ctx, "tokenizer"); goto out; }
-    E = aes_clip_get_config(m)->embed_dim;
-    L = aes_clip_get_config(m)->context_length;
-    S = aes_clip_get_config(m)->image_size;
+    E = aes_clip_config_get(m)->embed_dim;
+    L = aes_clip_config_get(m)->context_length;
+    S = aes_clip_config_get(m)->image_size;
     px = (float *)aes_alloc(ctx, (size_t)3 * S * S, sizeof(float));
     img = (float *)aes_alloc(ctx, (size_t)E, sizeof(float));
     txt = (float *)aes_alloc(ctx, (size_t)n * E, sizeof(float));
@@ -302,7 +302,7 @@ out:
     aes_free(px); aes_free(img); aes_free(txt); aes_free(logit); aes_free(ids);
     aes_tokenizer_free(tok);
     aes_clip_free(m);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     if (prompts) for (i = 0; i < n; i++) free(prompts[i]);
     free(prompts); free(label); free(labels_copy);
     return rc;

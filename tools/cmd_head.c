@@ -130,7 +130,7 @@ static void train_usage(FILE *f) {
 
 AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or MLP, EMD or MSE, optional ELTA") {
     const char *features = NULL, *labels_path = NULL, *out = NULL, *unl_path = NULL, *s;
-    int kind = AES_HEAD_LINEAR, act = AES_ACT_NONE, loss = -1, hidden[4] = {1024, 128, 64, 16}, i, n, d, nu = 0, du = 0;
+    int kind = AES_HEAD_LINEAR, act = AES_HEAD_ACT_NONE, loss = -1, hidden[4] = {1024, 128, 64, 16}, i, n, d, nu = 0, du = 0;
     int want_mixup = -1, want_sim = -1, want_refine = -1, elta = 0, rc = 1;
     long v;
     double fv;
@@ -160,8 +160,8 @@ AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or ML
         }
         if ((r = aes_cli_opt_str(argc, argv, &i, "--act", &s))) {
             if (r < 0) return 2;
-            if (!strcmp(s, "none")) act = AES_ACT_NONE;
-            else if (!strcmp(s, "relu")) act = AES_ACT_RELU;
+            if (!strcmp(s, "none")) act = AES_HEAD_ACT_NONE;
+            else if (!strcmp(s, "relu")) act = AES_HEAD_ACT_RELU;
             else return aes_cli_fail("train-head", NULL, "--act wants none or relu") + 1;
             continue;
         }
@@ -276,7 +276,7 @@ done:
     aes_labels_free(&labels);
     aes_free(x);
     aes_free(xu);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -354,7 +354,7 @@ done:
     aes_labels_free(&labels);
     aes_labels_free(&split);
     aes_free(x); aes_free(pred); aes_free(ph);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -389,7 +389,7 @@ AES_CLI_COMMAND(predict_head, "print one predicted mean score, 1-10 scale, per e
 done:
     aes_head_free(&head);
     aes_free(x); aes_free(pred); aes_free(ph);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -491,7 +491,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
     long seeds = 3, seed_base = 0, ntr = 16000, nte = 20000, nun = 16000, epochs = 20, refine_epochs = 10, v;
     double fv;
     float bench_lr = 1e-3f;
-    int i, k, c, d, base = 0, rc = 1, act = AES_ACT_NONE, hidden[4] = {256, 64, 32, 16}, verbose = 0, select_best = 1;
+    int i, k, c, d, base = 0, rc = 1, act = AES_HEAD_ACT_NONE, hidden[4] = {256, 64, 32, 16}, verbose = 0, select_best = 1;
     float *anchors = NULL, *xtr = NULL, *xte = NULL, *xun = NULL, *pred = NULL;
     bench_row *rows = NULL;
     aes_elta_synth_cfg sc;
@@ -554,7 +554,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
         }
         if ((r = aes_cli_opt_str(argc, argv, &i, "--act", &s))) {
             if (r < 0) return 2;
-            act = !strcmp(s, "relu") ? AES_ACT_RELU : AES_ACT_NONE;
+            act = !strcmp(s, "relu") ? AES_HEAD_ACT_RELU : AES_HEAD_ACT_NONE;
             continue;
         }
         if ((r = aes_cli_opt_str(argc, argv, &i, "--select", &s))) {
@@ -710,7 +710,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
 done:
     aes_free(anchors); aes_free(xtr); aes_free(xte); aes_free(xun); aes_free(pred);
     free(rows);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -785,9 +785,9 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
     lo.keep_16bit = f16;
     if (act) lo.act = !strcmp(act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
     if (aes_clip_load(ctx, model_path, &lo, &m) != AES_OK) { aes_cli_fail("embed-dataset", ctx, "loading %s", model_path); goto done; }
-    if (!aes_clip_get_config(m)->has_vision) { aes_cli_fail("embed-dataset", NULL, "%s has no image tower", model_path); goto done; }
-    S = aes_clip_get_config(m)->image_size;
-    E = aes_clip_get_config(m)->embed_dim;
+    if (!aes_clip_config_get(m)->has_vision) { aes_cli_fail("embed-dataset", NULL, "%s has no image tower", model_path); goto done; }
+    S = aes_clip_config_get(m)->image_size;
+    E = aes_clip_config_get(m)->embed_dim;
     px = (float *)aes_alloc(ctx, (size_t)batch * 3 * S * S, sizeof(float));
     emb = (float *)aes_alloc(ctx, (size_t)batch * E, sizeof(float));
     all = (float *)aes_alloc(ctx, (size_t)L.n * E, sizeof(float));
@@ -886,6 +886,6 @@ done:
     aes_free(px); aes_free(emb); aes_free(all); aes_free(rows);
     aes_labels_free(&L);
     aes_clip_free(m);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }

@@ -367,7 +367,7 @@ static int cmd_build(int argc, char **argv, int update) {
     o.checkpoint_every = 256;
     if (!ctx) return aes_cli_fail(cmd, NULL, "out of memory");
     o.dirs = (const char **)calloc((size_t)argc + 1, sizeof *o.dirs);
-    if (!o.dirs) { aes_ctx_destroy(ctx); return aes_cli_fail(cmd, NULL, "out of memory"); }
+    if (!o.dirs) { aes_ctx_free(ctx); return aes_cli_fail(cmd, NULL, "out of memory"); }
     for (i = 2; i < argc; i++) {
         const char *s;
         int r;
@@ -438,9 +438,9 @@ static int cmd_build(int argc, char **argv, int update) {
     if (o.ndirs == 0) { aes_cli_fail(cmd, NULL, "no folders given"); goto done; }
 
     if (aes_ret_load_model(ctx, &o.m, &model) != AES_OK) { aes_cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
-    if (!aes_clip_get_config(model)->has_vision) { aes_cli_fail(cmd, NULL, "%s has no image tower", o.m.model); goto done; }
-    S = aes_clip_get_config(model)->image_size;
-    E = aes_clip_get_config(model)->embed_dim;
+    if (!aes_clip_config_get(model)->has_vision) { aes_cli_fail(cmd, NULL, "%s has no image tower", o.m.model); goto done; }
+    S = aes_clip_config_get(model)->image_size;
+    E = aes_clip_config_get(model)->embed_dim;
     if (prev && aes_index_check_model(ctx, prev, aes_clip_id(model)) != AES_OK) {
         aes_cli_fail(cmd, ctx, "%s (rebuild it with `aesalign index build`)", o.out);
         goto done;
@@ -623,7 +623,7 @@ done:
     aes_index_free(idx);
     if (have_head) aes_head_free(&head);
     aes_clip_free(model);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -652,7 +652,7 @@ static int cmd_info(int argc, char **argv) {
     if (!(ctx = aes_ctx_create())) return aes_cli_fail("index info", NULL, "out of memory");
     if (aes_index_load(ctx, path, &idx) != AES_OK) {
         int r = aes_cli_fail("index info", ctx, "cannot load the index");
-        aes_ctx_destroy(ctx);
+        aes_ctx_free(ctx);
         return r;
     }
     for (i = 0; i < idx->count; i++) {
@@ -684,7 +684,7 @@ static int cmd_info(int argc, char **argv) {
         }
     }
     aes_index_free(idx);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }
 

@@ -6,6 +6,6 @@ AES_CLI_COMMAND(info, "print the version, instruction set and thread count") {
     (void)argc; (void)argv;
     if (!ctx) return aes_cli_fail("info", NULL, "out of memory");
     printf("version %s\nisa %s\nthreads %d\n", AES_VERSION_STRING, aes_cpu_name(ctx), aes_cli_threads());
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

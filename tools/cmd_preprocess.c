@@ -166,6 +166,6 @@ AES_CLI_COMMAND(preprocess, "CLIP-preprocess an image into a raw float32 [3,N,N]
 done:
     aes_free(tensor);
     aes_image_free(&img);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }

@@ -54,7 +54,7 @@ typedef struct query_run {
 /* The text embedding of one string. */
 static aes_status embed_text(aes_ctx *ctx, const aes_clip *model, const aes_tokenizer *tok, const char *text,
                              float *out) {
-    int L = aes_clip_get_config(model)->context_length;
+    int L = aes_clip_config_get(model)->context_length;
     int32_t *ids = (int32_t *)calloc((size_t)L, sizeof(int32_t));
     aes_status st;
     if (!ids) return AES_ERR_NOMEM;
@@ -301,13 +301,13 @@ AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retriev
 
     if (aes_index_load(ctx, o.index, &idx) != AES_OK) { aes_cli_fail(cmd, ctx, "cannot load the index"); goto done; }
     if (aes_ret_load_model(ctx, &o.m, &model) != AES_OK) { aes_cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
-    if (!aes_clip_get_config(model)->has_text) { aes_cli_fail(cmd, NULL, "%s has no text tower", o.m.model); goto done; }
+    if (!aes_clip_config_get(model)->has_text) { aes_cli_fail(cmd, NULL, "%s has no text tower", o.m.model); goto done; }
     if (aes_index_check_model(ctx, idx, aes_clip_id(model)) != AES_OK) { aes_cli_fail(cmd, ctx, "%s", o.index); goto done; }
     if (aes_ret_load_tokenizer(ctx, &o.m, &tok, cmd) != AES_OK) {
         if (aes_last_error(ctx)[0]) aes_cli_fail(cmd, ctx, "loading the tokenizer");
         goto done;
     }
-    E = aes_clip_get_config(model)->embed_dim;
+    E = aes_clip_config_get(model)->embed_dim;
     if (o.head) {       /* scores from this head, unless the index already has them */
         aes_head head;
         char id[17];
@@ -390,7 +390,7 @@ done:
     aes_tokenizer_free(tok);
     aes_clip_free(model);
     aes_index_free(idx);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -430,7 +430,7 @@ AES_CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aest
         aes_eval_tsv(ctx, (const char *)buf, len, path, (int)k, &r) != AES_OK) {
         int rc = aes_cli_fail("eval", ctx, "cannot evaluate");
         aes_free(buf);
-        aes_ctx_destroy(ctx);
+        aes_ctx_free(ctx);
         return rc;
     }
     printf("queries\t%d\n", r.nqueries);
@@ -443,6 +443,6 @@ AES_CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aest
     else if (r.npairs_skipped)
         printf("hpir_agreement\tn/a\t(%d pairs skipped: unscored items)\n", r.npairs_skipped);
     aes_free(buf);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return 0;
 }

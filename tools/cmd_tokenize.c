@@ -75,7 +75,7 @@ AES_CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
     if (!ctx) return aes_cli_fail("tokenize", NULL, "out of memory");
     if (aes_tokenizer_load_merges(ctx, vocab, &tok) != AES_OK) {
         status = aes_cli_fail("tokenize", ctx, "cannot load the vocabulary");
-        aes_ctx_destroy(ctx);
+        aes_ctx_free(ctx);
         return status;
     }
     ids = (int32_t *)aes_alloc(ctx, (size_t)context, sizeof(int32_t));
@@ -113,6 +113,6 @@ AES_CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
     if (fflush(stdout) != 0 && !status) status = aes_cli_fail("tokenize", NULL, "cannot write the output");
     aes_free(ids);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return status;
 }

@@ -222,7 +222,7 @@ AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a quer
     if (!queries) { aes_cli_fail("make-pairs", ctx, "reading queries"); goto done; }
     if (aes_pair_set_create(ctx, &set)) goto done;
     {
-        const aes_clip_config *cc = aes_clip_get_config(model);
+        const aes_clip_config *cc = aes_clip_config_get(model);
         aes_pair_grid_config g;
         int L = cc->context_length, E = cc->embed_dim, cap;
         int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * 2 * L);
@@ -281,12 +281,12 @@ AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a quer
 done:
     free(hits); free(cand_aes); free(pairs);
     if (queries) free_lines(queries, nq);
-    aes_pair_set_destroy(set);
+    aes_pair_set_free(set);
     aes_expansions_free(ex);
     aes_tokenizer_free(tok);
     aes_index_free(idx);
     aes_clip_free(model);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -534,7 +534,7 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
         }
     }
     /* 3. optimizer (and resume) */
-    oc = aes_optim_defaults(strcmp(o.optimizer, "sgd") ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
+    oc = aes_optim_config_default(strcmp(o.optimizer, "sgd") ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
     if (o.lr > 0) oc.lr = (float)o.lr;
     if (o.weight_decay >= 0) oc.weight_decay = (float)o.weight_decay;
     if (oc.kind == AES_OPTIM_SGD) oc.momentum = (float)o.momentum;
@@ -692,11 +692,11 @@ done:
     free(d.q_tokens); free(d.q_emb); free(d.c_tokens); free(d.c_emb); free(d.ref_w); free(d.ref_l);
     if (d.cap_img) free_lines(d.cap_img, d.ncap);
     free(d.cap_txt);
-    aes_pair_set_destroy(d.set);
-    aes_optim_destroy(opt);
+    aes_pair_set_free(d.set);
+    aes_optim_free(opt);
     aes_tokenizer_free(tok);
-    aes_clip_trainer_destroy(tr);
-    aes_ctx_destroy(ctx);
+    aes_clip_trainer_free(tr);
+    aes_ctx_free(ctx);
     return rc;
 }
 
@@ -843,7 +843,7 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
         if (load_pixels(ctx, lines[i], S, all_px + (size_t)i * 3 * S * S)) { aes_cli_fail("train-clip", ctx, "%s", lines[i]); goto done; }
     }
     if (tokenize_all(ctx, tok, caps, n, L, aes_clip_trainer_arch(tr)->vocab_size, all_tok, "train-clip")) goto done;
-    oc = aes_optim_defaults(AES_OPTIM_ADAMW);
+    oc = aes_optim_config_default(AES_OPTIM_ADAMW);
     oc.lr = (float)lr; oc.weight_decay = (float)wd; oc.beta2 = 0.98f; oc.eps = 1e-6f; oc.clip_norm = 1.0f;
     oc.warmup_steps = warmup >= 0 ? (int)warmup : (int)(steps / 20);
     oc.total_steps = (int)steps;
@@ -899,9 +899,9 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
 done:
     if (lines) free_lines(lines, n);
     free(caps); free(all_px); free(all_tok); free(px); free(tk); free(order);
-    aes_optim_destroy(opt);
-    aes_clip_trainer_destroy(tr);
+    aes_optim_free(opt);
+    aes_clip_trainer_free(tr);
     aes_tokenizer_free(tok);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return rc;
 }

@@ -180,14 +180,14 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
     if (skill_sd >= 0.0) params.skill_sd = (float)skill_sd;
     if (print) {
         r = world_print(ctx, (uint64_t)seed, first, n, &params);
-        aes_ctx_destroy(ctx);
+        aes_ctx_free(ctx);
         return r;
     }
     if (aes_threads_set(ctx, aes_cli_threads()) != AES_OK) aes_clear_error(ctx);
 
     snprintf(dir, sizeof dir, "%s/images", out);
     if (world_mkdir(out) != 0 || world_mkdir(dir) != 0) {
-        aes_ctx_destroy(ctx);
+        aes_ctx_free(ctx);
         return aes_cli_fail("world", NULL, "cannot create %s: %s", dir, strerror(errno));
     }
     scenes = (aes_world_scene *)aes_alloc(ctx, (size_t)n, sizeof *scenes);
@@ -298,6 +298,6 @@ done:
     aes_free(queries);
     aes_free(pixels);
     aes_free(scenes);
-    aes_ctx_destroy(ctx);
+    aes_ctx_free(ctx);
     return r;
 }

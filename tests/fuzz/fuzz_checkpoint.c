@@ -1,6 +1,6 @@
 /* fuzz_checkpoint.c -- the training checkpoint reader (its own safetensors
- * and JSON code): aes_train_arch_from_safetensors, aes_clip_trainer_load_mem
- * with a config.json, and aes_clip_trainer_restore_mem (resume).
+ * and JSON code): aes_train_arch_from_safetensors, aes_clip_trainer_load_memory
+ * with a config.json, and aes_clip_trainer_restore_memory (resume).
  * Input: [u16 LE n][n bytes config.json][safetensors].  A checkpoint that
  * loads must save and restore again, and run a forward pass when small. */
 #include "fuzz_common.h"
@@ -23,18 +23,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     opt.max_images = 1;
     opt.max_texts = 1;
     opt.train_text = 1;
-    s = aes_clip_trainer_load_mem(ctx, buf, st_len, config, quick, &opt, &tr);
-    fz_check_error(ctx, s, "aes_clip_trainer_load_mem");
+    s = aes_clip_trainer_load_memory(ctx, buf, st_len, config, quick, &opt, &tr);
+    fz_check_error(ctx, s, "aes_clip_trainer_load_memory");
     if (s == AES_OK) {
         const aes_train_arch *a = aes_clip_trainer_arch(tr);
         size_t np = 0;
         unsigned char *saved = NULL;
         size_t slen = 0;
         (void)aes_clip_trainer_params(tr, &np);
-        s = aes_clip_trainer_save_mem(ctx, tr, &saved, &slen);
-        fz_check_error(ctx, s, "aes_clip_trainer_save_mem");
+        s = aes_clip_trainer_save_memory(ctx, tr, &saved, &slen);
+        fz_check_error(ctx, s, "aes_clip_trainer_save_memory");
         if (s == AES_OK) {
-            if (aes_clip_trainer_restore_mem(ctx, tr, saved, slen) != AES_OK) {
+            if (aes_clip_trainer_restore_memory(ctx, tr, saved, slen) != AES_OK) {
                 fprintf(stderr, "checkpoint round trip failed: %s\n", aes_last_error(ctx));
                 abort();
             }
@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 free(tok);
             }
         }
-        aes_clip_trainer_destroy(tr);
+        aes_clip_trainer_free(tr);
     }
     free(buf);
     free(config);

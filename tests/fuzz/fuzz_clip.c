@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     s = aes_clip_load_memory(ctx, buf, st_len, config, &opts, &model);
     fz_check_error(ctx, s, "aes_clip_load_memory");
     if (s == AES_OK) {
-        const aes_clip_config *c = aes_clip_get_config(model);
+        const aes_clip_config *c = aes_clip_config_get(model);
         if (aes_clip_num_params(model) <= (1u << 20)) {
             float *emb = (float *)malloc(sizeof(float) * (size_t)(c->embed_dim > 0 ? c->embed_dim : 1));
             if (c->has_vision && c->image_size <= 64) {

@@ -1,4 +1,4 @@
-/* fuzz_optim.c -- the optimizer state sidecar (aes_optim_load_mem): a
+/* fuzz_optim.c -- the optimizer state sidecar (aes_optim_load_memory): a
  * safetensors blob with the config, step, segment layout and the moment
  * buffers.  Every input is loaded into an AdamW and an SGD optimizer of a
  * fixed layout (the seeds were saved from the same layouts).  State that
@@ -10,7 +10,7 @@
 static aes_optim *fz_optim(aes_ctx *ctx, int adamw) {
     static aes_optim *opt[2];
     if (!opt[adamw]) {
-        aes_optim_config cfg = aes_optim_defaults(adamw ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
+        aes_optim_config cfg = aes_optim_config_default(adamw ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
         aes_param_segment seg[2];
         seg[0].offset = 0;  seg[0].count = 16; seg[0].decay = 1;
         seg[1].offset = 24; seg[1].count = 12; seg[1].decay = 0;
@@ -28,8 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         aes_optim *opt = fz_optim(ctx, kind);
         aes_status s;
         aes_clear_error(ctx);
-        s = aes_optim_load_mem(ctx, opt, buf, size);
-        fz_check_error(ctx, s, "aes_optim_load_mem");
+        s = aes_optim_load_memory(ctx, opt, buf, size);
+        fz_check_error(ctx, s, "aes_optim_load_memory");
         if (s == AES_OK) {
             float params[FZ_NPARAMS], grads[FZ_NPARAMS];
             int i;

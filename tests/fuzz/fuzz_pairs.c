@@ -33,11 +33,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                     abort();
                 }
             }
-            aes_pair_set_destroy(again);
+            aes_pair_set_free(again);
             free(text);
         }
     }
-    aes_pair_set_destroy(set);
+    aes_pair_set_free(set);
     free(buf);
     return 0;
 }

@@ -1,4 +1,4 @@
-/* fuzz_safetensors.c -- the safetensors container (aes_safetensors_from_memory):
+/* fuzz_safetensors.c -- the safetensors container (aes_safetensors_load_memory):
  * header length, strict JSON header, dtypes, shapes, data_offsets, metadata,
  * then every accessor and the float conversion of every (small) tensor. */
 #include "fuzz_common.h"
@@ -7,8 +7,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     aes_ctx *ctx = fz_ctx();
     uint8_t *buf = fz_copy(data, size);
     aes_safetensors *st = NULL;
-    aes_status s = aes_safetensors_from_memory(ctx, buf, size, 0, &st);
-    fz_check_error(ctx, s, "aes_safetensors_from_memory");
+    aes_status s = aes_safetensors_load_memory(ctx, buf, size, 0, &st);
+    fz_check_error(ctx, s, "aes_safetensors_load_memory");
     if (s == AES_OK) {
         int i, n = aes_safetensors_count(st), nm = aes_safetensors_metadata_count(st);
         for (i = 0; i < n; i++) {
@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     /* The copying variant must behave the same. */
     st = NULL;
-    if (aes_safetensors_from_memory(ctx, buf, size, 1, &st) != s) abort();
+    if (aes_safetensors_load_memory(ctx, buf, size, 1, &st) != s) abort();
     aes_safetensors_close(st);
     free(buf);
     return 0;

@@ -125,12 +125,12 @@ static void seeds_checkpoint(void) {
         o.max_images = 1; o.max_texts = 1;
         if (aes_clip_trainer_create(g_ctx, &a, &o, &tr) != AES_OK) die("aes_clip_trainer_create");
         aes_clip_trainer_init_random(tr, 7 + (uint64_t)layout);
-        if (aes_clip_trainer_save_mem(g_ctx, tr, &buf, &len) != AES_OK) die("aes_clip_trainer_save_mem");
+        if (aes_clip_trainer_save_memory(g_ctx, tr, &buf, &len) != AES_OK) die("aes_clip_trainer_save_memory");
         put_split("checkpoint", layout ? "openai_vision" : "hf_both_config", layout ? NULL : tiny_hf_config, buf,
                   len, 0);
         if (layout == 0) put_split("checkpoint", "hf_both_noconfig", NULL, buf, len, 0);
         aes_free(buf);
-        aes_clip_trainer_destroy(tr);
+        aes_clip_trainer_free(tr);
     }
 }
 
@@ -169,10 +169,10 @@ static void seeds_head(void) {
     static const int hidden[4] = {6, 5, 4, 3};
     const char *kv[] = {"aesalign.model_id", "0123456789abcdef", "aesalign.trained_on", "seed"};
     static const struct { int kind, output, act, dim; const char *name; } v[] = {
-        {AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_ACT_NONE, 8, "linear_score"},
-        {AES_HEAD_MLP, AES_HEAD_SCORE, AES_ACT_NONE, 8, "mlp_score"},
-        {AES_HEAD_MLP, AES_HEAD_HIST10, AES_ACT_RELU, 8, "mlp_hist10_relu"},
-        {AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_ACT_NONE, 4, "linear_hist10"},
+        {AES_HEAD_LINEAR, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 8, "linear_score"},
+        {AES_HEAD_MLP, AES_HEAD_SCORE, AES_HEAD_ACT_NONE, 8, "mlp_score"},
+        {AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_RELU, 8, "mlp_hist10_relu"},
+        {AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, 4, "linear_hist10"},
     };
     size_t i;
     for (i = 0; i < sizeof v / sizeof *v; i++) {
@@ -233,7 +233,7 @@ static void seeds_index(void) {
 static void seeds_optim(void) {
     int kind;
     for (kind = 0; kind < 2; kind++) {
-        aes_optim_config cfg = aes_optim_defaults(kind ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
+        aes_optim_config cfg = aes_optim_config_default(kind ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
         aes_param_segment seg[2];
         aes_optim *opt = NULL;
         float p[40], g[40];
@@ -246,16 +246,16 @@ static void seeds_optim(void) {
         if (kind) { cfg.warmup_steps = 2; cfg.total_steps = 10; cfg.clip_norm = 1.0f; }
         if (aes_optim_create(g_ctx, &cfg, 40, seg, 2, &opt) != AES_OK) die("aes_optim_create");
         for (i = 0; i < 40; i++) { p[i] = 0.02f * (float)i; g[i] = 0.05f - 0.003f * (float)i; }
-        if (aes_optim_save_mem(g_ctx, opt, &buf, &len) != AES_OK) die("aes_optim_save_mem");
+        if (aes_optim_save_memory(g_ctx, opt, &buf, &len) != AES_OK) die("aes_optim_save_memory");
         put("optim", kind ? "adamw_fresh" : "sgd_fresh", buf, len);
         aes_free(buf);
         for (step = 0; step < 3; step++)
             if (aes_optim_step(g_ctx, opt, p, g, aes_lr_schedule(&cfg, aes_optim_steps_done(opt)), NULL) != AES_OK)
                 die("aes_optim_step");
-        if (aes_optim_save_mem(g_ctx, opt, &buf, &len) != AES_OK) die("aes_optim_save_mem");
+        if (aes_optim_save_memory(g_ctx, opt, &buf, &len) != AES_OK) die("aes_optim_save_memory");
         put("optim", kind ? "adamw_3steps" : "sgd_3steps", buf, len);
         aes_free(buf);
-        aes_optim_destroy(opt);
+        aes_optim_free(opt);
     }
 }
 
@@ -271,7 +271,7 @@ static void seeds_pairs(void) {
     if (aes_pair_set_format(g_ctx, set, &text, &len) != AES_OK) die("aes_pair_set_format");
     put("pairs", "formatted", text, len);
     free(text);
-    aes_pair_set_destroy(set);
+    aes_pair_set_free(set);
     put_text("pairs", "comments", "# query\tpreferred\trejected\tweight\n\nsunset\ta.jpg\tb.jpg\n"
                                   "sunset\tc.jpg\tb.jpg\t0.25\r\n");
 }
@@ -346,6 +346,6 @@ int main(int argc, char **argv) {
     seeds_pairs();
     seeds_merges();
     seeds_text();
-    aes_ctx_destroy(g_ctx);
+    aes_ctx_free(g_ctx);
     return 0;
 }
