@@ -813,11 +813,13 @@ AES_API aes_status aes_tokenizer_save_merges(aes_ctx *ctx, const aes_tokenizer *
  *  buffers: the residual stream is updated in place (res1 == res2 ==
  *  input), fch_act == fch, att and the LayerNorm statistics are not kept,
  *  and the memory is about R*(9C + H) floats whatever the depth.  Both modes
- *  run the same block code (aes__clip_block_forward), so what training
- *  differentiates is what inference computes -- with one inference-only
- *  shortcut: after the last block's attention only the pooled rows are
- *  needed, so its out-projection and MLP run on B rows instead of R (the
- *  same arithmetic on those rows).
+ *  run the same block code (aes__clip_block_forward), and the backward pass
+ *  (aes_clip_vision_backward / aes_clip_text_backward, with the gradient
+ *  buffers d_* that save = 1 adds) differentiates exactly that code: what
+ *  training differentiates is what inference computes.  Inference alone
+ *  takes one shortcut: after the last block's attention only the pooled
+ *  rows are needed, so its out-projection and MLP run on B rows instead of
+ *  R (the same arithmetic on those rows).
  */
 
 #define AES_CLIP_MAX_LAYERS 64
@@ -879,11 +881,14 @@ AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char
 #endif
 /* A model with fresh random weights (no file): cfg gives every size (heads
  * and mlp included; act and ln_eps default to QuickGELU and 1e-5 when 0).
- * Initialisation as OpenAI's CLIP (initialize_parameters), with uniform
- * values of the same standard deviation: attention/projections W^-1/2,
- * residual outputs W^-1/2 (2L)^-1/2, fc1 (2W)^-1/2, token embedding 0.02,
- * positions 0.01, LayerNorm 1/0, biases 0, logit_scale ln(1/0.07).  For
- * benchmarks, tests, and training from scratch.  Deterministic in seed. */
+ * Initialisation as OpenAI's CLIP (model.py, initialize_parameters and the
+ * VisionTransformer constructor), normal with standard deviations:
+ * attention inputs, class token, vision positions and projections W^-1/2,
+ * residual outputs W^-1/2 (2L)^-1/2, fc1 (2W)^-1/2, patch conv
+ * (3 P^2)^-1/2 (PyTorch's Conv2d fan-in scale; ours), token embedding
+ * 0.02, text positions 0.01; LayerNorm 1/0, biases 0, logit_scale
+ * ln(1/0.07).  For benchmarks, tests, and training from scratch.
+ * Deterministic in seed (splitmix64 + Box-Muller, canonical tensor order). */
 AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *cfg, uint64_t seed,
                                           aes_clip **out);
 AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model);
@@ -991,6 +996,12 @@ typedef struct aes_clip_acts {
     aes_clip_block_acts blocks[AES_CLIP_MAX_LAYERS];
     float *pooled, *ln_out, *ln_out_mean, *ln_out_rstd, *out;
     float *tmp;            /* [R, C] projection outputs before the residual add  */
+    /* save = 1 only: gradients of the backward pass, reused block after block */
+    float *d_res;          /* [R, C] dLoss/d(residual stream) at the current block */
+    float *d_ln, *d_atty;  /* [R, C] each                                        */
+    float *d_qkv;          /* [R, 3C]                                            */
+    float *d_fch, *d_act;  /* [R, H] each                                        */
+    float *d_pooled, *d_ln_out;  /* [B, C] each                                  */
     float *wbuf;           /* keep_16bit: one matrix converted to f32            */
     float *mem;            /* everything above                                   */
     size_t nfloats;
@@ -1007,6 +1018,19 @@ AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, 
                                            int B, aes_clip_acts *acts, float *out);
 AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens,
                                          int B, aes_clip_acts *acts, float *out);
+/* The backward pass of the last forward into acts (made with save = 1),
+ * given dout [B, embed_dim] = dLoss/d(out).  The inputs of that forward are
+ * passed again (the activations do not copy them).  Parameter gradients
+ * ACCUMULATE into grads: a struct of pointers into a gradient buffer of the
+ * canonical layout (aes_clip_point_params); a NULL pointer skips that tensor
+ * (frozen).  Blocks below first_block are frozen with everything under them:
+ * the pass stops at block first_block (0: down to the embeddings). */
+AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
+                                            const float *pixels, const float *dout,
+                                            const aes_clip_params *grads, int first_block);
+AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
+                                          const int32_t *tokens, const float *dout,
+                                          const aes_clip_params *grads, int first_block);
 
 
 /* ============================================================================
@@ -1911,11 +1935,12 @@ AES_API aes_status aes_eval_tsv(aes_ctx *ctx, const char *text, size_t len,
                                 const char *name, int k, aes_eval_report *out);
 
 /* ============================================================================
- *  8. Training: optimizers, contrastive and ranked-DPO losses, CLIP backward
+ *  8. Training: optimizers, contrastive and ranked-DPO losses, the trainer
  * ========================================================================= */
-/* section -- training engine: optimizers, LR schedule, losses (CLIP
- * contrastive, ranked DPO), preference pairs, and the backward pass through
- * CLIP for preference fine-tuning (arXiv 2406.09397, stage 3).
+/* section -- training: optimizers, LR schedule, losses (CLIP contrastive,
+ * ranked DPO), preference pairs, and the trainer that runs section 5's
+ * model forward and backward for preference fine-tuning (arXiv 2406.09397,
+ * stage 3) and contrastive training.
  *
  * ============================================================================
  *  THE IDEA IN ONE PARAGRAPH
@@ -1930,8 +1955,9 @@ AES_API aes_status aes_eval_tsv(aes_ctx *ctx, const char *text, size_t len,
  *  2023), and a weighted CLIP contrastive loss is kept so that semantic
  *  retrieval does not collapse.
  *
- *  Everything here works on flat float arrays, llm.c style: one parameter
- *  buffer, one gradient buffer of the same layout, one optimizer state.
+ *  Everything here works on flat float arrays, llm.c style: the model's one
+ *  parameter buffer, one gradient buffer of the same layout, one optimizer
+ *  state.
  */
 
 /* ============================================================================
@@ -2189,46 +2215,25 @@ AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, con
 
 
 /* ============================================================================
- *  The CLIP model for training (both towers, llm.c style).
+ *  The trainer: one CLIP model and what training it needs (llm.c's shape).
  *
- *  All parameters live in ONE flat float32 buffer, described by a table of
- *  named tensors in the layout the checkpoint came in (Hugging Face
- *  `CLIPModel` names or OpenAI / open_clip names), so a fine-tuned model is
- *  saved under exactly the names it was loaded with.  The gradient buffer
- *  has the same layout.  Activations for a batch of up to max_images images
- *  and max_texts texts are allocated once, at creation: a training step
- *  allocates nothing of the model's size.
- *
- *  Forward (per tower, pre-LN transformer, Radford et al. 2021 / ViT):
- *      vision: x0 = [class; patches W_p] + pos,  x = ln_pre(x0)
- *      text:   x0 = tok[ids] + pos,              x = x0      (causal blocks)
- *      block:  x = x + attn(ln_1(x));  x = x + fc2(act(fc1(ln_2(x))))
- *      pooled = x[class token] (vision) / x[end token] (text: the position
- *               of the largest id, as CLIP does)
- *      emb = normalize(ln_post(pooled) P)
- *  Text runs only up to the last end token of the batch: the mask is causal,
- *  so later positions change nothing that is pooled (exact, and far cheaper).
- *  Backward mirrors it kernel by kernel; every kernel's backward accumulates.
+ *  A trainer holds, side by side, the model it trains (an aes_clip from
+ *  section 5, borrowed: its parameters are updated in place), a gradient
+ *  buffer in the model's canonical layout, the saved activations of both
+ *  towers (aes_clip_acts with save = 1, sized for max_images / max_texts)
+ *  and the inputs of the last forward pass.  Forward is the model's own
+ *  forward; backward is the model's own backward (aes_clip_vision_backward /
+ *  aes_clip_text_backward); the trainer adds the L2 normalisation of the
+ *  embeddings (the losses below take unit vectors) and freezing.
  *
  *  Freezing: a frozen tower has no gradients at all; freezing the first N
  *  blocks of a tower also freezes what lies below them (patch / token and
- *  position embeddings, class token, ln_pre), and backward stops at block N.
+ *  position embeddings, class token, ln_pre), and backward stops at block
+ *  N.  The optimizer sees only the trainable tensors (aes_clip_trainer_
+ *  segments).  A checkpoint is the model itself (aes_clip_save in its
+ *  layout, f32) plus the optimizer state (aes_optim_save); resuming loads
+ *  both back with aes_clip_load and aes_optim_load.
  * ========================================================================= */
-
-typedef enum aes_train_layout {
-    AES_TRAIN_LAYOUT_HF = 0,       /* vision_model.encoder.layers.N.self_attn.q_proj.weight, ... */
-    AES_TRAIN_LAYOUT_OPENAI = 1    /* visual.transformer.resblocks.N.attn.in_proj_weight, ...    */
-} aes_train_layout;
-
-typedef struct aes_train_arch {
-    int   has_vision, has_text;
-    int   image_size, patch_size, vision_width, vision_layers, vision_heads, vision_mlp;
-    int   context_length, vocab_size, text_width, text_layers, text_heads, text_mlp;
-    int   embed_dim;
-    int   quick_gelu;               /* 1: x sigmoid(1.702 x) (OpenAI weights), 0: exact GELU */
-    float ln_eps;                   /* 1e-5 in CLIP                                          */
-    aes_train_layout layout;
-} aes_train_arch;
 
 typedef struct aes_train_options {
     int train_vision;               /* update the image tower                         */
@@ -2239,59 +2244,32 @@ typedef struct aes_train_options {
     int max_images, max_texts;      /* batch capacity (activations are sized for it)  */
 } aes_train_options;
 
-/* One named tensor of the flat buffer. */
-typedef struct aes_train_tensor {
-    char    name[96];
-    int     ndim;
-    int64_t shape[4];
-    size_t  offset, count;          /* in floats, into params / grads                  */
-    int     tower;                  /* 0 logit_scale, 1 vision, 2 text                 */
-    int     block;                  /* -1 below the blocks, 0..L-1, L above            */
-    int     trainable, decay;       /* decay: weight decay applies (2-D and up)        */
-} aes_train_tensor;
-
 typedef struct aes_clip_trainer aes_clip_trainer;
 
 /* options: train_vision = 1, logit_scale fixed, nothing frozen, 32 / 32. */
 AES_API aes_train_options aes_train_options_default(void);
 
-/* A model of the given shape with every parameter zero (fill it with
- * aes_clip_trainer_init_random, or by name through aes_clip_trainer_find). */
-AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, const aes_train_arch *arch,
-                                           const aes_train_options *opt, aes_clip_trainer **out);
+/* A trainer for model (f32 weights, all finite; the model must outlive the
+ * trainer, which updates its parameters in place). */
+AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const aes_train_options *opt,
+                                           aes_clip_trainer **out);
 AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
-/* CLIP's initialisation (Radford et al. 2021 code): N(0, width^-1/2) for
- * attention inputs, class token and projections, N(0, (2 L width)^-1/2)
- * for residual outputs, 0.02 / 0.01 for token / position embeddings, LN
- * weights 1, biases 0, logit_scale ln(1/0.07).  Deterministic from seed. */
-AES_API void       aes_clip_trainer_init_random(aes_clip_trainer *tr, uint64_t seed);
-
-AES_API const aes_train_arch    *aes_clip_trainer_arch(const aes_clip_trainer *tr);
-AES_API const aes_train_options *aes_clip_trainer_options(const aes_clip_trainer *tr);
-AES_API float  *aes_clip_trainer_params(aes_clip_trainer *tr, size_t *n);
+AES_API const aes_train_options *aes_clip_trainer_options_get(const aes_clip_trainer *tr);
+/* The gradient buffer: aes_clip_num_params floats in the canonical layout
+ * (aes_clip_point_params names its tensors).  logit_scale's gradient is
+ * kept also when it is frozen (the losses always produce it). */
 AES_API float  *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n);
-AES_API int     aes_clip_trainer_ntensors(const aes_clip_trainer *tr);
-AES_API const aes_train_tensor *aes_clip_trainer_tensor(const aes_clip_trainer *tr, int i);
-/* The parameter tensor of that name (NULL when absent); *info may be NULL. */
-AES_API float  *aes_clip_trainer_find(aes_clip_trainer *tr, const char *name,
-                                      const aes_train_tensor **info);
-AES_API float   aes_clip_trainer_logit_scale(const aes_clip_trainer *tr);
-/* dLoss/dlogit_scale accumulates here (always valid, also when frozen). */
-AES_API float  *aes_clip_trainer_logit_scale_grad(aes_clip_trainer *tr);
-/* The trainable parameters as optimizer segments (decay for 2-D and up). */
-AES_API void    aes_clip_trainer_segments(const aes_clip_trainer *tr,
-                                          const aes_param_segment **seg, int *nseg);
-/* Bytes of activations and gradient buffers allocated for the batch. */
-AES_API size_t  aes_clip_trainer_activation_bytes(const aes_clip_trainer *tr);
+/* The trainable parameters as optimizer segments (weight decay for tensors
+ * of 2 dimensions and more). */
+AES_API void    aes_clip_trainer_segments(const aes_clip_trainer *tr, const aes_param_segment **seg, int *nseg);
 AES_API void    aes_clip_trainer_zero_grad(aes_clip_trainer *tr);
-/* Changes what is trained (train_* and freeze_* of opt; the capacities must
- * be the ones the trainer was created with).  A tower can only be made
- * trainable when it was trainable at creation (its backward buffers are
- * sized then).  Create a new optimizer afterwards: the segments change. */
+/* Changes what is trained (train_* and freeze_* of opt; the capacities stay
+ * the ones the trainer was created with).  Create a new optimizer after:
+ * the segments change. */
 AES_API aes_status aes_clip_trainer_set_trainable(aes_ctx *ctx, aes_clip_trainer *tr,
                                                   const aes_train_options *opt);
 
-/* Forward with activations saved for backward.  pixels [n, 3, R, R]
+/* Forward with activations saved for backward.  pixels [n, 3, S, S]
  * (preprocessed), tokens [n, context_length]; emb [n, embed_dim] receives
  * the L2-normalised embeddings.  n <= max_images / max_texts. */
 AES_API aes_status aes_clip_trainer_encode_images(aes_ctx *ctx, aes_clip_trainer *tr,
@@ -2299,53 +2277,12 @@ AES_API aes_status aes_clip_trainer_encode_images(aes_ctx *ctx, aes_clip_trainer
 AES_API aes_status aes_clip_trainer_encode_texts(aes_ctx *ctx, aes_clip_trainer *tr,
                                                  const int32_t *tokens, int n, float *emb);
 /* Backward of the LAST encode of that tower: demb [n, embed_dim] is
- * dLoss/d(normalised embedding); parameter gradients accumulate into the
- * gradient buffer (trainable tensors only). */
+ * dLoss/d(normalised embedding); gradients accumulate into the gradient
+ * buffer (trainable tensors only).  A frozen tower returns at once. */
 AES_API aes_status aes_clip_trainer_backward_images(aes_ctx *ctx, aes_clip_trainer *tr,
                                                     const float *demb);
 AES_API aes_status aes_clip_trainer_backward_texts(aes_ctx *ctx, aes_clip_trainer *tr,
                                                    const float *demb);
-
-
-/* ============================================================================
- *  Checkpoints.  A model is read from safetensors (F32, F16, BF16, F64; other
- *  tensors such as HF's integer position_ids are ignored) in either layout;
- *  the architecture comes from the tensor shapes, and from a Hugging Face
- *  config.json when one is given (heads, hidden_act, layer_norm_eps).
- *  Without one, heads = width / 64 (CLIP's rule) and the activation is
- *  QuickGELU unless the caller says otherwise (an OpenAI-layout file carries
- *  no flag: see shared/NOTES.md).  Saving writes float32 safetensors under
- *  the names the model was loaded with, atomically, plus an
- *  "aesalign.train" metadata entry.
- * ========================================================================= */
-
-/* Reads shapes from a safetensors buffer and fills arch (layout included).
- * config_json (may be NULL) is the text of a Hugging Face config.json.
- * quick_gelu_default applies when no config says hidden_act. */
-AES_API aes_status aes_train_arch_from_safetensors(aes_ctx *ctx, const unsigned char *buf, size_t len,
-                                                   const char *config_json, int quick_gelu_default,
-                                                   aes_train_arch *arch);
-/* Creates a trainer and copies every tensor of the table from the buffer
- * (all must be present with the expected shapes). */
-AES_API aes_status aes_clip_trainer_load_memory(aes_ctx *ctx, const unsigned char *buf, size_t len,
-                                             const char *config_json, int quick_gelu_default,
-                                             const aes_train_options *opt, aes_clip_trainer **out);
-/* Serialises the parameters as safetensors (float32, table order). */
-AES_API aes_status aes_clip_trainer_save_memory(aes_ctx *ctx, const aes_clip_trainer *tr,
-                                             unsigned char **out, size_t *len);
-/* Copies parameters back in from a safetensors buffer of the same table
- * (a checkpoint written by aes_clip_trainer_save*: resume). */
-AES_API aes_status aes_clip_trainer_restore_memory(aes_ctx *ctx, aes_clip_trainer *tr,
-                                                const unsigned char *buf, size_t len);
-#ifndef AES_NO_STDIO
-/* config.json beside the model is used when config_path is NULL and it
- * exists; an empty config file (e.g. "/dev/null") means no config at all. */
-AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const char *config_path,
-                                         int quick_gelu_default, const aes_train_options *opt,
-                                         aes_clip_trainer **out);
-AES_API aes_status aes_clip_trainer_save(aes_ctx *ctx, const aes_clip_trainer *tr, const char *path);
-AES_API aes_status aes_clip_trainer_restore(aes_ctx *ctx, aes_clip_trainer *tr, const char *path);
-#endif
 
 
 /* ============================================================================
@@ -9106,8 +9043,11 @@ struct aes_clip {
     int keep_16bit;
     int has_logit_scale;
     uint64_t hash;
+    int hash_stale;               /* parameters changed in place since hashed      */
     char id[160];
 };
+
+static void aes__clip_refresh_id(const aes_clip *m);
 
 /* ============================================================================
  *  The canonical parameter table
@@ -9222,11 +9162,24 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
     return model ? model->tensors : NULL;
 }
 
-AES_API float *aes_clip_params_data(aes_clip *model) { return model ? model->params : NULL; }
+/* Write access to the values: the hash is recomputed when next asked for. */
+AES_API float *aes_clip_params_data(aes_clip *model) {
+    if (!model) return NULL;
+    model->hash_stale = 1;
+    return model->params;
+}
 AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model) { return model ? &model->p : NULL; }
 AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model) { return model ? &model->cfg : NULL; }
-AES_API uint64_t aes_clip_hash(const aes_clip *model) { return model ? model->hash : 0; }
-AES_API const char *aes_clip_id(const aes_clip *model) { return model ? model->id : ""; }
+AES_API uint64_t aes_clip_hash(const aes_clip *model) {
+    if (!model) return 0;
+    aes__clip_refresh_id(model);
+    return model->hash;
+}
+AES_API const char *aes_clip_id(const aes_clip *model) {
+    if (!model) return "";
+    aes__clip_refresh_id(model);
+    return model->id;
+}
 
 AES_API float aes_clip_logit_scale(const aes_clip *model) {
     if (!model || !model->p.logit_scale) return 0.0f;
@@ -9482,6 +9435,18 @@ static void aes__clip_acts_layout(aes__clip_carver *cv, aes_clip_acts *a, const 
     a->ln_out_rstd = a->save ? aes__clip_carve(cv, (size_t)B) : NULL;
     a->out = aes__clip_carve(cv, (size_t)B * (size_t)E);
     a->wbuf = wbuf_floats ? aes__clip_carve(cv, wbuf_floats) : NULL;
+    if (a->save) {
+        a->d_res = aes__clip_carve(cv, R * C);
+        a->d_ln = aes__clip_carve(cv, R * C);
+        a->d_atty = aes__clip_carve(cv, R * C);
+        a->d_qkv = aes__clip_carve(cv, R * 3 * C);
+        a->d_fch = aes__clip_carve(cv, R * H);
+        a->d_act = aes__clip_carve(cv, R * H);
+        a->d_pooled = aes__clip_carve(cv, (size_t)B * C);
+        a->d_ln_out = aes__clip_carve(cv, (size_t)B * C);
+    } else {
+        a->d_res = a->d_ln = a->d_atty = a->d_qkv = a->d_fch = a->d_act = a->d_pooled = a->d_ln_out = NULL;
+    }
 }
 
 /* The largest matrix of a tower (what keep_16bit converts at once). */
@@ -9525,7 +9490,7 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_
     /* every product below must fit: the kernels take int row counts, and a
      * 32-bit size_t must not wrap (an upper bound in double first) */
     if (max_rows > (size_t)INT_MAX / 4 ||
-        (double)max_rows * (8.0 * d.C + 2.0 * d.H + 8.0) * d.L + (double)att_floats * d.L +
+        (double)max_rows * (8.0 * d.C + 2.0 * d.H + 8.0) * (d.L + 1) + (double)att_floats * d.L +
         (double)wbuf > (double)(SIZE_MAX / 16))
         cv.overflow = 1;
     else
@@ -9699,6 +9664,156 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
     /* 3. the blocks (causal attention per sequence); 4. end token -> ln_final -> projection */
     aes__clip_tower_forward(ctx, &d, a, a->embed, p->ln_final_w, p->ln_final_b, &p->text_proj, c->embed_dim, 1);
     if (out) memcpy(out, a->out, sizeof(float) * (size_t)B * c->embed_dim);
+    return AES_OK;
+}
+
+/* ---- backward ---------------------------------------------------------------------
+ * The forward above, differentiated step by step in reverse, over the same
+ * parameter struct and the same saved activations: this is what training
+ * runs (section 8), so what it differentiates is exactly what inference
+ * computes.  Each kernel's backward ACCUMULATES; the d_* buffers of the
+ * activations are zeroed before a kernel accumulates into them. */
+
+/* Backward of the attention of every sequence (see aes__clip_attention). */
+static void aes__clip_attention_backward(aes_ctx *ctx, const aes_clip_acts *a, const aes_clip_block_acts *b,
+                                         const aes__clip_dims *d) {
+    int s;
+    if (!d->causal) {
+        aes_attention_backward(ctx, a->d_qkv, a->d_atty, b->qkv, b->att, a->B, a->seq_len[0], d->C, d->NH, 0);
+        return;
+    }
+    for (s = 0; s < a->B; s++) {
+        size_t r0 = (size_t)a->seq_start[s];
+        aes_attention_backward(ctx, a->d_qkv + r0 * 3 * d->C, a->d_atty + r0 * d->C, b->qkv + r0 * 3 * d->C,
+                               b->att + a->att_start[s], 1, a->seq_len[s], d->C, d->NH, 1);
+    }
+}
+
+/* Backward of aes__clip_block_forward.  On entry a->d_res = dLoss/d(res2);
+ * on exit dLoss/d(inp) when need_dinp.  The residual additions pass the
+ * gradient through unchanged, and each LayerNorm adds its branch to it. */
+static void aes__clip_block_backward(aes_ctx *ctx, const aes_clip_block_params *p, const aes_clip_block_params *g,
+                                     const aes__clip_dims *d, const aes_clip_acts *a, const aes_clip_block_acts *b,
+                                     const float *inp, int need_dinp) {
+    int R = a->R, C = d->C, H = d->H;
+    size_t RC = (size_t)R * C, RH = (size_t)R * H;
+    /* res2 = res1 + fc2(act(fc1(ln2(res1)))) */
+    memset(a->d_act, 0, sizeof(float) * RH);
+    aes_linear_backward(ctx, a->d_act, g->fc2_w.f, g->fc2_b, a->d_res, b->fch_act, p->fc2_w.f, R, H, C);
+    memset(a->d_fch, 0, sizeof(float) * RH);
+    if (d->act == AES_ACT_GELU) aes_gelu_backward(ctx, a->d_fch, a->d_act, b->fch, RH);
+    else aes_quickgelu_backward(ctx, a->d_fch, a->d_act, b->fch, RH);
+    memset(a->d_ln, 0, sizeof(float) * RC);
+    aes_linear_backward(ctx, a->d_ln, g->fc1_w.f, g->fc1_b, a->d_fch, b->ln2, p->fc1_w.f, R, C, H);
+    aes_layernorm_backward(ctx, a->d_res, g->ln2_w, g->ln2_b, a->d_ln, b->res1, p->ln2_w, b->ln2_mean, b->ln2_rstd,
+                           R, C);
+    /* res1 = inp + out_proj(attention(qkv(ln1(inp)))) */
+    memset(a->d_atty, 0, sizeof(float) * RC);
+    aes_linear_backward(ctx, a->d_atty, g->out_w.f, g->out_b, a->d_res, b->atty, p->out_w.f, R, C, C);
+    memset(a->d_qkv, 0, sizeof(float) * RC * 3);
+    aes__clip_attention_backward(ctx, a, b, d);
+    memset(a->d_ln, 0, sizeof(float) * RC);
+    aes_linear_backward(ctx, a->d_ln, g->qkv_w.f, g->qkv_b, a->d_qkv, b->ln1, p->qkv_w.f, R, C, 3 * C);
+    /* The key bias has exactly zero gradient: it adds q.b_k to every score
+     * of a query's row, and softmax ignores a constant shift.  Rounding
+     * leaves ~1e-9 of noise there, which Adam's g / sqrt(v) would blow up
+     * into a full-size random step, so the exact value is written. */
+    if (g->qkv_b) memset(g->qkv_b + C, 0, sizeof(float) * (size_t)C);
+    aes_layernorm_backward(ctx, need_dinp ? a->d_res : NULL, g->ln1_w, g->ln1_b, a->d_ln, inp, p->ln1_w,
+                           b->ln1_mean, b->ln1_rstd, R, C);
+}
+
+/* Backward of aes__clip_tower_forward, from dout [B, E] down to block
+ * first_block.  Leaves dLoss/d(the blocks' input x) in a->d_res when
+ * first_block == 0. */
+static void aes__clip_tower_backward(aes_ctx *ctx, const aes__clip_dims *d, const aes__clip_dims *gd,
+                                     const aes_clip_acts *a, const float *x, const float *ln_w, float *g_ln_w,
+                                     float *g_ln_b, const aes_clip_mat *proj, float *g_proj, const float *dout, int E,
+                                     int pool_last, int first_block) {
+    int l, s, B = a->B, C = d->C;
+    /* out = ln_out proj^T;  ln_out = LayerNorm(pooled) */
+    memset(a->d_ln_out, 0, sizeof(float) * (size_t)B * C);
+    aes_linear_backward(ctx, a->d_ln_out, g_proj, NULL, dout, a->ln_out, proj->f, B, C, E);
+    memset(a->d_pooled, 0, sizeof(float) * (size_t)B * C);
+    aes_layernorm_backward(ctx, a->d_pooled, g_ln_w, g_ln_b, a->d_ln_out, a->pooled, ln_w, a->ln_out_mean,
+                           a->ln_out_rstd, B, C);
+    /* pooling copied one row per sequence: its gradient goes back to that row */
+    memset(a->d_res, 0, sizeof(float) * (size_t)a->R * C);
+    for (s = 0; s < B; s++) {
+        size_t row = (size_t)a->seq_start[s] + (pool_last ? (size_t)a->seq_len[s] - 1 : 0);
+        memcpy(a->d_res + row * C, a->d_pooled + (size_t)s * C, sizeof(float) * (size_t)C);
+    }
+    for (l = d->L - 1; l >= first_block; l--)
+        aes__clip_block_backward(ctx, &d->blocks[l], &gd->blocks[l], d, a, &a->blocks[l],
+                                 l > 0 ? a->blocks[l - 1].res2 : x, l > first_block || first_block == 0);
+}
+
+static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes_clip_tower tower,
+                                           const aes_clip_acts *a, const void *input, const float *dout,
+                                           const aes_clip_params *g, int first_block) {
+    const char *name = tower == AES_CLIP_VISION ? "aes_clip_vision_backward" : "aes_clip_text_backward";
+    aes_status st = aes__clip_check_acts(ctx, m, tower, a ? a->B : 0, input, a);
+    if (st) return st;
+    if (!dout || !g) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
+    if (!a->save) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: activations made with save = 0", name);
+    if (!m->params) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit weights (load it "
+                                     "without keep_16bit to train it)", name);
+    if (first_block < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: first_block %d < 0", name, first_block);
+    return AES_OK;
+}
+
+AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *a,
+                                            const float *pixels, const float *dout, const aes_clip_params *g,
+                                            int first_block) {
+    const aes_clip_params *p;
+    aes__clip_dims d, gd;
+    int B, T, np, C, b, S;
+    aes_status st = aes__clip_check_backward(ctx, model, AES_CLIP_VISION, a, pixels, dout, g, first_block);
+    if (st) return st;
+    p = &model->p;
+    d = aes__clip_tower_dims(model, AES_CLIP_VISION);
+    gd = d;
+    gd.blocks = g->vision_blocks;
+    C = d.C; B = a->B; T = a->seq_len[0]; np = T - 1; S = model->cfg.image_size;
+    aes__clip_tower_backward(ctx, &d, &gd, a, a->ln_pre, p->ln_post_w, g->ln_post_w, g->ln_post_b, &p->vision_proj,
+                             g->vision_proj.f, dout, model->cfg.embed_dim, 0, first_block);
+    if (first_block > 0) return AES_OK;
+    /* ln_pre, then embed = [class; patches] + pos: class and positions add
+     * up over the batch in batch order; patch rows go to the patch GEMM */
+    memset(a->d_ln, 0, sizeof(float) * (size_t)a->R * C);
+    aes_layernorm_backward(ctx, a->d_ln, g->ln_pre_w, g->ln_pre_b, a->d_res, a->embed, p->ln_pre_w, a->ln_pre_mean,
+                           a->ln_pre_rstd, a->R, C);
+    for (b = 0; b < B; b++) {
+        const float *rows = a->d_ln + (size_t)b * T * C;
+        if (g->class_emb) aes_add_inplace(g->class_emb, rows, (size_t)C);
+        if (g->vision_pos) aes_add_inplace(g->vision_pos, rows, (size_t)T * C);
+        memcpy(a->d_atty + (size_t)b * np * C, rows + C, sizeof(float) * (size_t)np * C);
+    }
+    if (!g->patch_w.f) return AES_OK;
+    return aes_patch_embed_backward(ctx, NULL, g->patch_w.f, NULL, a->d_atty, pixels, p->patch_w.f, B, 3,
+                                    S, S, model->cfg.patch_size, C);
+}
+
+AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *a,
+                                          const int32_t *tokens, const float *dout, const aes_clip_params *g,
+                                          int first_block) {
+    const aes_clip_params *p;
+    aes__clip_dims d, gd;
+    int s, L;
+    aes_status st = aes__clip_check_backward(ctx, model, AES_CLIP_TEXT, a, tokens, dout, g, first_block);
+    if (st) return st;
+    p = &model->p;
+    d = aes__clip_tower_dims(model, AES_CLIP_TEXT);
+    gd = d;
+    gd.blocks = g->text_blocks;
+    L = model->cfg.context_length;
+    aes__clip_tower_backward(ctx, &d, &gd, a, a->embed, p->ln_final_w, g->ln_final_w, g->ln_final_b, &p->text_proj,
+                             g->text_proj.f, dout, model->cfg.embed_dim, 1, first_block);
+    if (first_block > 0) return AES_OK;
+    /* embed = token_emb[ids] + pos, sequence by sequence in batch order */
+    for (s = 0; s < a->B; s++)
+        aes_embedding_backward(g->token_emb.f, g->text_pos, a->d_res + (size_t)a->seq_start[s] * d.C,
+                               tokens + (size_t)s * L, 1, a->seq_len[s], d.C);
     return AES_OK;
 }
 
@@ -10442,8 +10557,7 @@ static aes_status aes__clip_finish_config(aes__clip_loader *L, aes_clip_config *
 
 /* Steps 1-3 on a parsed file: the architecture, from tensor shapes and the
  * config text (may be NULL).  default_act is the activation when neither the
- * config nor opts name one (AES_ACT_AUTO: QuickGELU).  The training engine
- * (section 8) reads its checkpoints' architecture through this too. */
+ * config nor opts name one (AES_ACT_AUTO: QuickGELU). */
 static aes_status aes__clip_read_config(aes__clip_loader *L, aes_clip_config *c, const char *cfg_text,
                                         size_t cfg_len, const char *cfg_name, int cfg_explicit, aes_act default_act,
                                         const aes_clip_load_opts *opts) {
@@ -10458,7 +10572,7 @@ static aes_status aes__clip_read_config(aes__clip_loader *L, aes_clip_config *c,
             return aes__fail(L->ctx, AES_ERR_FORMAT, "%s: not a CLIP config (no vision_config/text_config or "
                              "model_cfg/vision_cfg/text_cfg)", cfg_name);
     }
-    {   /* what the config did not say, from what the training engine recorded:
+    {   /* what the config did not say, from what aes_clip_save recorded:
          * "aesalign.train": "<quick_gelu|gelu> <hf|openai> [vision_heads text_heads]" */
         const char *rec = aes_safetensors_metadata(L->st, "aesalign.train");
         char act[16] = "";
@@ -10482,6 +10596,22 @@ static void aes__clip_make_id(aes_clip *m) {
     if (c->has_text) snprintf(t, sizeof t, "t%dw%dl%d", c->context_length, c->text_width, c->text_layers);
     snprintf(m->id, sizeof m->id, "clip-%s-%s-e%d-%s-%016llx", v, t, c->embed_dim,
              c->act == AES_ACT_GELU ? "gelu" : "quick_gelu", (unsigned long long)m->hash);
+}
+
+/* After training changed the parameters in place, the hash and id are
+ * recomputed from the values as they are (the identity is a cache of the
+ * values; hence the cast).  A single-tower file's default logit_scale was
+ * never hashed, and is not now.  16-bit weights are never changed in place. */
+static void aes__clip_refresh_id(const aes_clip *cm) {
+    aes_clip *m = (aes_clip *)cm;
+    aes__clip_hasher h;
+    if (!m->hash_stale || !m->params) return;
+    aes__clip_hash_init(&h);
+    aes__clip_hash_config(&h, &m->cfg);
+    aes__clip_hash_f32(&h, m->params, m->nparams - (m->has_logit_scale ? 0 : 1));
+    m->hash = aes__clip_hash_final(&h);
+    aes__clip_make_id(m);
+    m->hash_stale = 0;
 }
 
 /* A loader over a parsed file (src names it in messages); free with
@@ -10718,17 +10848,35 @@ static void aes__clip_writer_free(aes__clip_writer *w) {
     aes_free(w->data);
 }
 
+/* The metadata every saved model carries: its id, and in "aesalign.train"
+ * what a safetensors file cannot say by its shapes (the activation, the
+ * layout, the head counts), read back by aes__clip_read_config. */
+typedef struct aes__clip_meta {
+    const char *kv[6];
+    char arch[64];
+} aes__clip_meta;
+
+static void aes__clip_meta_make(aes__clip_meta *mt, const aes_clip *m, aes_layout layout) {
+    snprintf(mt->arch, sizeof mt->arch, "%s %s %d %d", m->cfg.act == AES_ACT_GELU ? "gelu" : "quick_gelu",
+             layout == AES_LAYOUT_OPENAI ? "openai" : "hf", m->cfg.vision_heads, m->cfg.text_heads);
+    mt->kv[0] = "format"; mt->kv[1] = "pt";
+    mt->kv[2] = "aesalign_model_id"; mt->kv[3] = aes_clip_id(m);
+    mt->kv[4] = "aesalign.train"; mt->kv[5] = mt->arch;
+}
+
 AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, int dtype, void **buf,
                                       size_t *len) {
     aes__clip_writer w;
-    const char *meta[4];
+    aes__clip_meta mt;
     aes_status st;
     if (!buf || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_serialize: NULL output");
     *buf = NULL;
     *len = 0;
     st = aes__clip_prepare_out(ctx, model, layout, dtype, &w);
-    meta[0] = "format"; meta[1] = "pt"; meta[2] = "aesalign_model_id"; meta[3] = model ? model->id : "";
-    if (!st) st = aes_safetensors_serialize(ctx, w.t, w.n, meta, 2, buf, len);
+    if (!st) {
+        aes__clip_meta_make(&mt, model, layout);
+        st = aes_safetensors_serialize(ctx, w.t, w.n, mt.kv, 3, buf, len);
+    }
     aes__clip_writer_free(&w);
     return st;
 }
@@ -10737,12 +10885,14 @@ AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_l
 AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char *path, aes_layout layout,
                                  int dtype) {
     aes__clip_writer w;
-    const char *meta[4];
+    aes__clip_meta mt;
     aes_status st;
     if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: path is NULL");
     st = aes__clip_prepare_out(ctx, model, layout, dtype, &w);
-    meta[0] = "format"; meta[1] = "pt"; meta[2] = "aesalign_model_id"; meta[3] = model ? model->id : "";
-    if (!st) st = aes_safetensors_write(ctx, path, w.t, w.n, meta, 2);
+    if (!st) {
+        aes__clip_meta_make(&mt, model, layout);
+        st = aes_safetensors_write(ctx, path, w.t, w.n, mt.kv, 3);
+    }
     aes__clip_writer_free(&w);
     return st;
 }
@@ -10758,12 +10908,11 @@ static uint64_t aes__clip_rng_next(uint64_t *state) {
     return z ^ (z >> 31);
 }
 
-/* Uniform on [-a, a] with a = std * sqrt(3): variance std^2. */
-static void aes__clip_fill_uniform(float *x, size_t n, float std, uint64_t *state) {
-    float a = std * 1.7320508f;
-    size_t i;
-    for (i = 0; i < n; i++)
-        x[i] = a * (2.0f * (float)(aes__clip_rng_next(state) >> 40) * (1.0f / 16777216.0f) - 1.0f);
+/* A standard normal sample (Box-Muller, two draws per sample). */
+static double aes__clip_rng_normal(uint64_t *state) {
+    double u1 = ((double)(aes__clip_rng_next(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(aes__clip_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 static aes_status aes__clip_check_config(aes_ctx *ctx, const aes_clip_config *c) {
@@ -10831,22 +10980,23 @@ AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *c
         const aes__clip_slot *s = &slots[i];
         float *x = m->params + m->tensors[i].offset;
         int vision = s->tower == AES_CLIP_VISION;
-        float W = (float)(vision ? cfg->vision_width : cfg->text_width);
-        float L2 = 2.0f * (float)(vision ? cfg->vision_layers : cfg->text_layers);
-        float std = 0.0f, one = 0.0f;
+        double W = vision ? cfg->vision_width : cfg->text_width;
+        double L2 = 2.0 * (vision ? cfg->vision_layers : cfg->text_layers);
+        double std = 0.0;
+        float one = 0.0f;
         size_t k;
         switch (s->kind) {
-        case AES__CK_PATCH: std = 1.0f / sqrtf(3.0f * (float)(cfg->patch_size * cfg->patch_size)); break;
-        case AES__CK_CLASS: case AES__CK_QKV_W: case AES__CK_PROJ: std = 1.0f / sqrtf(W); break;
-        case AES__CK_POS: std = 0.01f; break;
-        case AES__CK_TOKEN: std = 0.02f; break;
-        case AES__CK_OUT_W: case AES__CK_FC2_W: std = 1.0f / sqrtf(W) / sqrtf(L2); break;
-        case AES__CK_FC1_W: std = 1.0f / sqrtf(2.0f * W); break;
+        case AES__CK_PATCH: std = pow(3.0 * cfg->patch_size * cfg->patch_size, -0.5); break;
+        case AES__CK_CLASS: case AES__CK_QKV_W: case AES__CK_PROJ: std = pow(W, -0.5); break;
+        case AES__CK_POS: std = vision ? pow(W, -0.5) : 0.01; break;
+        case AES__CK_TOKEN: std = 0.02; break;
+        case AES__CK_OUT_W: case AES__CK_FC2_W: std = pow(W, -0.5) * pow(L2, -0.5); break;
+        case AES__CK_FC1_W: std = pow(2.0 * W, -0.5); break;
         case AES__CK_LN_PRE_W: case AES__CK_LN1_W: case AES__CK_LN2_W: case AES__CK_LN_POST_W: one = 1.0f; break;
-        case AES__CK_LOGIT_SCALE: one = 2.65926003f; break; /* ln(1 / 0.07) */
+        case AES__CK_LOGIT_SCALE: one = (float)log(1.0 / 0.07); break;
         default: break; /* biases: 0 */
         }
-        if (std > 0) aes__clip_fill_uniform(x, s->numel, std, &state);
+        if (std > 0) for (k = 0; k < s->numel; k++) x[k] = (float)(std * aes__clip_rng_normal(&state));
         else for (k = 0; k < s->numel; k++) x[k] = one;
         aes__clip_hash_f32(&h, x, s->numel);
     }
@@ -16106,58 +16256,25 @@ AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path
 
 
 /* ============================================================================
- *  The CLIP model for training
+ *  The trainer
  * ========================================================================= */
 
-/* Offsets (in floats) of one transformer block's tensors. q, k and v are
- * stored back to back whatever the layout, so qkv_w is one [3C, C] matrix
- * and qkv_b one [3C] vector: the fused projection of PyTorch's in_proj. */
-typedef struct aes__tr_block {
-    size_t ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
-} aes__tr_block;
-
-/* Saved activations of one block for a batch (see the block forward). */
-typedef struct aes__tr_layer_acts {
-    float *ln1, *ln1_m, *ln1_r, *qkv, *att, *atty, *res2, *ln2, *ln2_m, *ln2_r, *fch, *res3;
-} aes__tr_layer_acts;
-
-typedef struct aes__tr_tower {
-    int present, is_text, trainable, frozen;
-    int C, L, NH, F, seq;              /* width, layers, heads, mlp width, max tokens */
-    int R, P, V, E;                    /* image size, patch, vocab, embed dim         */
-    size_t embed_w, cls, pos, pre_w, pre_b, post_w, post_b, proj;
-    int proj_linear;                   /* 1: [E, C] (HF, y = x P^T), 0: [C, E] (OpenAI) */
-    aes__tr_block *blk;
-    /* activations, sized for cap rows of seq tokens */
-    int cap, B, T;                     /* capacity; batch and tokens of the last forward */
-    int have_forward;
-    float *input;                      /* vision: pixels copy; (text: unused)          */
-    int32_t *tokens, *pool_pos;        /* text: tokens [B, T] as run; pooled position  */
-    float *patches, *x0, *lnpre, *lnpre_m, *lnpre_r;
-    aes__tr_layer_acts *acts;
-    float *act;                        /* [BT, F] activation output (recomputed)      */
-    float *pooled, *lnpost, *lnpost_m, *lnpost_r, *emb, *norm, *out;
-    /* backward scratch */
-    float *dres, *dln, *datty, *dqkv, *dfch, *dact, *demb, *dpost, *dpooled;
-} aes__tr_tower;
-
 struct aes_clip_trainer {
-    aes_train_arch    arch;
-    aes_train_options opt;
-    aes_train_tensor *tensors;
-    int               ntensors, cap_tensors;
-    size_t            nparams;
-    float            *params, *grads;
+    aes_clip          *model;          /* borrowed; its params are updated in place   */
+    aes_train_options  opt;
+    float             *grads;          /* canonical layout, model->nparams floats      */
+    aes_clip_params    g;              /* pointers into grads; NULL where frozen       */
+    float             *g_logit_scale;  /* always valid (the losses write it)           */
     aes_param_segment *seg;
-    int               nseg;
-    size_t            logit_scale;     /* offset */
-    aes__tr_tower     vis, txt;
-    float            *arena;           /* all activations                              */
-    size_t            arena_floats;
-    int               no_logit_scale;  /* the checkpoint had none: do not save one     */
-    int               logit_scale_ndim;/* 0 ([] as HF and OpenAI) or 1 ([1])           */
-    float            *step_buf;        /* step buffers: embeddings and their gradients */
-    float            *s_img, *s_txt, *s_dimg, *s_dtxt, *s_work;
+    int                nseg;
+    int                first_block[2]; /* per tower: backward stops at this block      */
+    aes_clip_acts     *acts[2];        /* per tower, save = 1                          */
+    float             *pixels;         /* inputs of the last forward [max_images, ...] */
+    int32_t           *tokens;         /* [max_texts, context_length]                  */
+    float             *emb[2], *norm[2], *dout[2];  /* unit embeddings, norms, d(out)  */
+    int                n[2];           /* rows of the last forward (0: none yet)       */
+    float             *step_buf;       /* step buffers: embeddings and their gradients */
+    float             *s_img, *s_txt, *s_dimg, *s_dtxt, *s_work;
 };
 
 AES_API aes_train_options aes_train_options_default(void) {
@@ -16169,959 +16286,243 @@ AES_API aes_train_options aes_train_options_default(void) {
     return o;
 }
 
-/* ---- the tensor table ------------------------------------------------------ */
-
-typedef struct aes__tr_builder {
-    aes_clip_trainer *tr;
-    size_t next;        /* next free float offset */
-    int    oom;
-} aes__tr_builder;
-
-/* Adds a tensor; glue = 1 places it right after the previous one (no
- * alignment padding), used for q/k/v.  Returns its offset. */
-static size_t aes__tr_add(aes__tr_builder *b, int glue, int tower, int block, int ndim, int64_t d0, int64_t d1,
-                          int64_t d2, int64_t d3, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 10, 11)))
-#endif
-    ;
-static size_t aes__tr_add(aes__tr_builder *b, int glue, int tower, int block, int ndim, int64_t d0, int64_t d1,
-                          int64_t d2, int64_t d3, const char *fmt, ...) {
-    aes_clip_trainer *tr = b->tr;
-    aes_train_tensor *t;
-    va_list ap;
-    size_t count = 1;
-    int k;
-    if (b->oom) return 0;
-    if (!aes__tr_grow((void **)&tr->tensors, &tr->cap_tensors, tr->ntensors + 1, sizeof *tr->tensors)) {
-        b->oom = 1;
-        return 0;
-    }
-    t = &tr->tensors[tr->ntensors++];
-    memset(t, 0, sizeof *t);
-    va_start(ap, fmt);
-    vsnprintf(t->name, sizeof t->name, fmt, ap);
-    va_end(ap);
-    t->ndim = ndim;
-    t->shape[0] = d0; t->shape[1] = d1; t->shape[2] = d2; t->shape[3] = d3;
-    for (k = 0; k < ndim; k++) count *= (size_t)t->shape[k];
-    for (k = ndim; k < 4; k++) t->shape[k] = 0;
-    if (!glue) b->next = (b->next + 15) & ~(size_t)15;     /* 64-byte aligned */
-    t->offset = b->next;
-    t->count = count;
-    t->tower = tower;
-    t->block = block;
-    t->decay = ndim >= 2;
-    b->next += count;
-    return t->offset;
-}
-
-/* Names of one block's tensors in both layouts; see the NOTES on layouts. */
-static void aes__tr_add_block(aes__tr_builder *b, aes__tr_tower *tw, int tower, int i, aes_train_layout layout,
-                              const char *hf_prefix, const char *oa_prefix) {
-    aes__tr_block *k = &tw->blk[i];
-    int64_t C = tw->C, F = tw->F;
-    if (layout == AES_TRAIN_LAYOUT_HF) {
-        k->ln1_w = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.layer_norm1.weight", hf_prefix, i);
-        k->ln1_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.layer_norm1.bias", hf_prefix, i);
-        k->qkv_w = aes__tr_add(b, 0, tower, i, 2, C, C, 0, 0, "%s.%d.self_attn.q_proj.weight", hf_prefix, i);
-        aes__tr_add(b, 1, tower, i, 2, C, C, 0, 0, "%s.%d.self_attn.k_proj.weight", hf_prefix, i);
-        aes__tr_add(b, 1, tower, i, 2, C, C, 0, 0, "%s.%d.self_attn.v_proj.weight", hf_prefix, i);
-        k->qkv_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.self_attn.q_proj.bias", hf_prefix, i);
-        aes__tr_add(b, 1, tower, i, 1, C, 0, 0, 0, "%s.%d.self_attn.k_proj.bias", hf_prefix, i);
-        aes__tr_add(b, 1, tower, i, 1, C, 0, 0, 0, "%s.%d.self_attn.v_proj.bias", hf_prefix, i);
-        k->o_w = aes__tr_add(b, 0, tower, i, 2, C, C, 0, 0, "%s.%d.self_attn.out_proj.weight", hf_prefix, i);
-        k->o_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.self_attn.out_proj.bias", hf_prefix, i);
-        k->ln2_w = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.layer_norm2.weight", hf_prefix, i);
-        k->ln2_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.layer_norm2.bias", hf_prefix, i);
-        k->fc1_w = aes__tr_add(b, 0, tower, i, 2, F, C, 0, 0, "%s.%d.mlp.fc1.weight", hf_prefix, i);
-        k->fc1_b = aes__tr_add(b, 0, tower, i, 1, F, 0, 0, 0, "%s.%d.mlp.fc1.bias", hf_prefix, i);
-        k->fc2_w = aes__tr_add(b, 0, tower, i, 2, C, F, 0, 0, "%s.%d.mlp.fc2.weight", hf_prefix, i);
-        k->fc2_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.mlp.fc2.bias", hf_prefix, i);
-    } else {
-        k->ln1_w = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.ln_1.weight", oa_prefix, i);
-        k->ln1_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.ln_1.bias", oa_prefix, i);
-        k->qkv_w = aes__tr_add(b, 0, tower, i, 2, 3 * C, C, 0, 0, "%s.%d.attn.in_proj_weight", oa_prefix, i);
-        k->qkv_b = aes__tr_add(b, 0, tower, i, 1, 3 * C, 0, 0, 0, "%s.%d.attn.in_proj_bias", oa_prefix, i);
-        k->o_w = aes__tr_add(b, 0, tower, i, 2, C, C, 0, 0, "%s.%d.attn.out_proj.weight", oa_prefix, i);
-        k->o_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.attn.out_proj.bias", oa_prefix, i);
-        k->ln2_w = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.ln_2.weight", oa_prefix, i);
-        k->ln2_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.ln_2.bias", oa_prefix, i);
-        k->fc1_w = aes__tr_add(b, 0, tower, i, 2, F, C, 0, 0, "%s.%d.mlp.c_fc.weight", oa_prefix, i);
-        k->fc1_b = aes__tr_add(b, 0, tower, i, 1, F, 0, 0, 0, "%s.%d.mlp.c_fc.bias", oa_prefix, i);
-        k->fc2_w = aes__tr_add(b, 0, tower, i, 2, C, F, 0, 0, "%s.%d.mlp.c_proj.weight", oa_prefix, i);
-        k->fc2_b = aes__tr_add(b, 0, tower, i, 1, C, 0, 0, 0, "%s.%d.mlp.c_proj.bias", oa_prefix, i);
+/* Is a canonical tensor trained under the trainer's options? */
+static int aes__tr_trainable(const aes_clip_trainer *tr, const aes__clip_slot *sl) {
+    int fb;
+    if (sl->kind == AES__CK_LOGIT_SCALE) return tr->opt.train_logit_scale;
+    if (sl->tower == AES_CLIP_VISION ? !tr->opt.train_vision : !tr->opt.train_text) return 0;
+    fb = tr->first_block[sl->tower];
+    if (sl->layer >= 0) return sl->layer >= fb;
+    /* outside the blocks: below them (embeddings, ln_pre) only when nothing is frozen */
+    switch (sl->kind) {
+    case AES__CK_LN_POST_W: case AES__CK_LN_POST_B: case AES__CK_PROJ: return 1;
+    default: return fb == 0;
     }
 }
 
-static void aes__tr_build_table(aes__tr_builder *b) {
-    aes_clip_trainer *tr = b->tr;
-    const aes_train_arch *a = &tr->arch;
-    int hf = a->layout == AES_TRAIN_LAYOUT_HF, i;
-    int64_t E = a->embed_dim;
-    tr->logit_scale = aes__tr_add(b, 0, 0, 0, 0, 0, 0, 0, 0, "logit_scale");
-    if (a->has_vision) {
-        aes__tr_tower *v = &tr->vis;
-        int64_t C = v->C, g = a->image_size / a->patch_size;
-        v->embed_w = aes__tr_add(b, 0, 1, -1, 4, C, 3, a->patch_size, a->patch_size, "%s",
-                                 hf ? "vision_model.embeddings.patch_embedding.weight" : "visual.conv1.weight");
-        v->cls = aes__tr_add(b, 0, 1, -1, 1, C, 0, 0, 0, "%s",
-                             hf ? "vision_model.embeddings.class_embedding" : "visual.class_embedding");
-        v->pos = aes__tr_add(b, 0, 1, -1, 2, g * g + 1, C, 0, 0, "%s",
-                             hf ? "vision_model.embeddings.position_embedding.weight" : "visual.positional_embedding");
-        v->pre_w = aes__tr_add(b, 0, 1, -1, 1, C, 0, 0, 0, "%s",
-                               hf ? "vision_model.pre_layrnorm.weight" : "visual.ln_pre.weight");
-        v->pre_b = aes__tr_add(b, 0, 1, -1, 1, C, 0, 0, 0, "%s",
-                               hf ? "vision_model.pre_layrnorm.bias" : "visual.ln_pre.bias");
-        for (i = 0; i < v->L; i++)
-            aes__tr_add_block(b, v, 1, i, a->layout, "vision_model.encoder.layers", "visual.transformer.resblocks");
-        v->post_w = aes__tr_add(b, 0, 1, v->L, 1, C, 0, 0, 0, "%s",
-                                hf ? "vision_model.post_layernorm.weight" : "visual.ln_post.weight");
-        v->post_b = aes__tr_add(b, 0, 1, v->L, 1, C, 0, 0, 0, "%s",
-                                hf ? "vision_model.post_layernorm.bias" : "visual.ln_post.bias");
-        v->proj = hf ? aes__tr_add(b, 0, 1, v->L, 2, E, C, 0, 0, "visual_projection.weight")
-                     : aes__tr_add(b, 0, 1, v->L, 2, C, E, 0, 0, "visual.proj");
-        v->proj_linear = hf;
-    }
-    if (a->has_text) {
-        aes__tr_tower *t = &tr->txt;
-        int64_t C = t->C;
-        t->embed_w = aes__tr_add(b, 0, 2, -1, 2, a->vocab_size, C, 0, 0, "%s",
-                                 hf ? "text_model.embeddings.token_embedding.weight" : "token_embedding.weight");
-        t->pos = aes__tr_add(b, 0, 2, -1, 2, a->context_length, C, 0, 0, "%s",
-                             hf ? "text_model.embeddings.position_embedding.weight" : "positional_embedding");
-        for (i = 0; i < t->L; i++)
-            aes__tr_add_block(b, t, 2, i, a->layout, "text_model.encoder.layers", "transformer.resblocks");
-        t->post_w = aes__tr_add(b, 0, 2, t->L, 1, C, 0, 0, 0, "%s",
-                                hf ? "text_model.final_layer_norm.weight" : "ln_final.weight");
-        t->post_b = aes__tr_add(b, 0, 2, t->L, 1, C, 0, 0, 0, "%s",
-                                hf ? "text_model.final_layer_norm.bias" : "ln_final.bias");
-        t->proj = hf ? aes__tr_add(b, 0, 2, t->L, 2, E, C, 0, 0, "text_projection.weight")
-                     : aes__tr_add(b, 0, 2, t->L, 2, C, E, 0, 0, "text_projection");
-        t->proj_linear = hf;
-    }
-    b->next = (b->next + 15) & ~(size_t)15;
-}
-
-/* Marks trainable tensors from the options and merges them into optimizer
- * segments (neighbours with the same decay flag share one segment). */
+/* Points the gradient struct at the buffer (NULL for frozen tensors) and
+ * merges the trainable tensors into optimizer segments: neighbours with the
+ * same decay flag share one. */
 static aes_status aes__tr_mark_trainable(aes_ctx *ctx, aes_clip_trainer *tr) {
-    int i;
+    const aes_clip *m = tr->model;
+    const aes_clip_config *c = &m->cfg;
+    aes__clip_slot *slots;
+    int i, n = 0, prev = 0;
+    tr->first_block[AES_CLIP_VISION] = AES__MIN(AES__MAX(tr->opt.freeze_vision_blocks, 0), c->vision_layers);
+    tr->first_block[AES_CLIP_TEXT] = AES__MIN(AES__MAX(tr->opt.freeze_text_blocks, 0), c->text_layers);
+    aes_clip_point_params(m, tr->grads, &tr->g);
+    tr->g_logit_scale = tr->g.logit_scale;
+    slots = aes__clip_slots(ctx, c, &tr->g, &n);
+    if (!slots) return aes_last_status(ctx);
     aes_free(tr->seg);
-    tr->seg = NULL;
     tr->nseg = 0;
-    for (i = 0; i < tr->ntensors; i++) {
-        aes_train_tensor *t = &tr->tensors[i];
-        const aes__tr_tower *tw = t->tower == 1 ? &tr->vis : &tr->txt;
-        if (t->tower == 0) t->trainable = tr->opt.train_logit_scale;
-        else t->trainable = tw->trainable && (t->block >= 0 ? t->block >= tw->frozen : tw->frozen == 0);
-    }
-    tr->seg = (aes_param_segment *)aes_alloc(ctx, (size_t)(tr->ntensors > 0 ? tr->ntensors : 1), sizeof *tr->seg);
-    if (!tr->seg) return aes_last_status(ctx);
-    for (i = 0; i < tr->ntensors; i++) {
-        const aes_train_tensor *t = &tr->tensors[i];
+    tr->seg = (aes_param_segment *)aes_alloc(ctx, (size_t)n, sizeof *tr->seg);
+    if (!tr->seg) { aes_free(slots); return aes_last_status(ctx); }
+    for (i = 0; i < n; i++) {
+        const aes_clip_tensor *t = &m->tensors[i];
+        int decay = t->ndim >= 2, on = aes__tr_trainable(tr, &slots[i]);
         aes_param_segment *last = tr->nseg ? &tr->seg[tr->nseg - 1] : NULL;
-        if (!t->trainable) continue;
-        if (last && last->decay == t->decay && i > 0 && tr->tensors[i - 1].trainable) {
-            last->count = t->offset + t->count - last->offset;   /* swallows alignment padding (zeros) */
+        if (!on) {
+            if (slots[i].f) *slots[i].f = NULL;
+            if (slots[i].m) slots[i].m->f = NULL;
+        } else if (last && prev && last->decay == decay) {
+            last->count += t->numel;
         } else {
             tr->seg[tr->nseg].offset = t->offset;
-            tr->seg[tr->nseg].count = t->count;
-            tr->seg[tr->nseg].decay = t->decay;
+            tr->seg[tr->nseg].count = t->numel;
+            tr->seg[tr->nseg].decay = decay;
             tr->nseg++;
         }
+        prev = on;
     }
-    return AES_OK;
-}
-
-/* ---- activations: one arena, carved ---------------------------------------- */
-
-typedef struct aes__tr_carver {
-    float *base;
-    size_t used;
-} aes__tr_carver;
-
-static float *aes__tr_carve(aes__tr_carver *c, size_t n) {
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) & ~(size_t)15;
-    return p;
-}
-
-/* Lays out one tower's buffers (base NULL: just count). */
-static void aes__tr_layout_tower(aes__tr_tower *tw, aes__tr_carver *c) {
-    size_t B = (size_t)tw->cap, T = (size_t)tw->seq, C = (size_t)tw->C, F = (size_t)tw->F, BT = B * T;
-    int l;
-    if (!tw->present || B == 0) return;
-    if (!tw->is_text) {
-        tw->input = aes__tr_carve(c, B * 3 * (size_t)tw->R * tw->R);
-        tw->patches = aes__tr_carve(c, B * (T - 1) * C);
-        tw->lnpre = aes__tr_carve(c, BT * C);
-        tw->lnpre_m = aes__tr_carve(c, BT);
-        tw->lnpre_r = aes__tr_carve(c, BT);
-    } else {
-        tw->tokens = (int32_t *)aes__tr_carve(c, BT);
-    }
-    tw->pool_pos = (int32_t *)aes__tr_carve(c, B);
-    tw->x0 = aes__tr_carve(c, BT * C);
-    for (l = 0; l < tw->L; l++) {
-        aes__tr_layer_acts *a = c->base ? &tw->acts[l] : NULL;
-        aes__tr_layer_acts dummy;
-        if (!a) a = &dummy;
-        a->ln1 = aes__tr_carve(c, BT * C);
-        a->ln1_m = aes__tr_carve(c, BT);
-        a->ln1_r = aes__tr_carve(c, BT);
-        a->qkv = aes__tr_carve(c, BT * 3 * C);
-        a->att = aes__tr_carve(c, B * (size_t)tw->NH * T * T);
-        a->atty = aes__tr_carve(c, BT * C);
-        a->res2 = aes__tr_carve(c, BT * C);
-        a->ln2 = aes__tr_carve(c, BT * C);
-        a->ln2_m = aes__tr_carve(c, BT);
-        a->ln2_r = aes__tr_carve(c, BT);
-        a->fch = aes__tr_carve(c, BT * F);
-        a->res3 = aes__tr_carve(c, BT * C);
-    }
-    tw->act = aes__tr_carve(c, BT * F);
-    tw->pooled = aes__tr_carve(c, B * C);
-    tw->lnpost = aes__tr_carve(c, B * C);
-    tw->lnpost_m = aes__tr_carve(c, B);
-    tw->lnpost_r = aes__tr_carve(c, B);
-    tw->emb = aes__tr_carve(c, B * (size_t)tw->E);
-    tw->norm = aes__tr_carve(c, B);
-    tw->out = aes__tr_carve(c, B * (size_t)tw->E);
-    if (tw->trainable) {
-        tw->dres = aes__tr_carve(c, BT * C);
-        tw->dln = aes__tr_carve(c, BT * C);
-        tw->datty = aes__tr_carve(c, BT * C);
-        tw->dqkv = aes__tr_carve(c, BT * 3 * C);
-        tw->dfch = aes__tr_carve(c, BT * F);
-        tw->dact = aes__tr_carve(c, BT * F);
-        tw->demb = aes__tr_carve(c, B * (size_t)tw->E);
-        tw->dpost = aes__tr_carve(c, B * C);
-        tw->dpooled = aes__tr_carve(c, B * C);
-    }
-}
-
-static aes_status aes__tr_check_arch(aes_ctx *ctx, const aes_train_arch *a) {
-    if (!a->has_vision && !a->has_text)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: the model has neither tower");
-    if (a->embed_dim < 1 || a->embed_dim > 65536)
-        return aes__fail(ctx, AES_ERR_SHAPE, "CLIP trainer: embed dim %d", a->embed_dim);
-    if (a->has_vision &&
-        (a->patch_size < 1 || a->image_size < a->patch_size || a->image_size % a->patch_size ||
-         a->image_size > 4096 || a->vision_width < 1 || a->vision_width > 65536 || a->vision_layers < 0 ||
-         a->vision_layers > 1024 || a->vision_heads < 1 || a->vision_width % a->vision_heads ||
-         a->vision_mlp < 1 || a->vision_mlp > 1 << 20))
-        return aes__fail(ctx, AES_ERR_SHAPE,
-                         "CLIP trainer: vision tower %dx%d / patch %d, width %d, %d layers, %d heads, mlp %d "
-                         "is not a valid ViT",
-                         a->image_size, a->image_size, a->patch_size, a->vision_width, a->vision_layers,
-                         a->vision_heads, a->vision_mlp);
-    if (a->has_text &&
-        (a->context_length < 2 || a->context_length > 4096 || a->vocab_size < 2 || a->vocab_size > 1 << 24 ||
-         a->text_width < 1 || a->text_width > 65536 || a->text_layers < 0 || a->text_layers > 1024 ||
-         a->text_heads < 1 || a->text_width % a->text_heads || a->text_mlp < 1 || a->text_mlp > 1 << 20))
-        return aes__fail(ctx, AES_ERR_SHAPE,
-                         "CLIP trainer: text tower ctx %d, vocab %d, width %d, %d layers, %d heads, mlp %d "
-                         "is not valid",
-                         a->context_length, a->vocab_size, a->text_width, a->text_layers, a->text_heads,
-                         a->text_mlp);
-    if (!(a->ln_eps > 0.0f && a->ln_eps < 1.0f))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: layer-norm eps %g", (double)a->ln_eps);
-    return AES_OK;
-}
-
-AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, const aes_train_arch *arch, const aes_train_options *opt,
-                                           aes_clip_trainer **out) {
-    aes_clip_trainer *tr;
-    aes__tr_builder b;
-    aes__tr_carver c;
-    aes_status st;
-    if (!arch || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: NULL argument");
-    *out = NULL;
-    if ((st = aes__tr_check_arch(ctx, arch)) != AES_OK) return st;
-    tr = (aes_clip_trainer *)aes_calloc(ctx, 1, sizeof *tr);
-    if (!tr) return aes_last_status(ctx);
-    tr->arch = *arch;
-    tr->opt = opt ? *opt : aes_train_options_default();
-    if (tr->opt.max_images < 0 || tr->opt.max_texts < 0 || tr->opt.max_images > 1 << 16 ||
-        tr->opt.max_texts > 1 << 16 || tr->opt.freeze_vision_blocks < 0 || tr->opt.freeze_text_blocks < 0) {
-        aes_free(tr);
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: bad batch capacity or freeze count");
-    }
-    /* a missing tower trains nothing; its capacity still sizes the step
-     * buffers (cached embeddings of the other modality) */
-    if (!arch->has_vision) tr->opt.train_vision = 0;
-    if (!arch->has_text) tr->opt.train_text = 0;
-    if (arch->has_vision) {
-        aes__tr_tower *v = &tr->vis;
-        v->present = 1;
-        v->C = arch->vision_width; v->L = arch->vision_layers; v->NH = arch->vision_heads; v->F = arch->vision_mlp;
-        v->R = arch->image_size; v->P = arch->patch_size; v->E = arch->embed_dim;
-        v->seq = (v->R / v->P) * (v->R / v->P) + 1;
-        v->cap = tr->opt.max_images;
-        v->trainable = tr->opt.train_vision;
-        v->frozen = AES__MIN(tr->opt.freeze_vision_blocks, v->L);
-    }
-    if (arch->has_text) {
-        aes__tr_tower *t = &tr->txt;
-        t->present = 1;
-        t->is_text = 1;
-        t->C = arch->text_width; t->L = arch->text_layers; t->NH = arch->text_heads; t->F = arch->text_mlp;
-        t->V = arch->vocab_size; t->E = arch->embed_dim;
-        t->seq = arch->context_length;
-        t->cap = tr->opt.max_texts;
-        t->trainable = tr->opt.train_text;
-        t->frozen = AES__MIN(tr->opt.freeze_text_blocks, t->L);
-    }
-    if ((arch->has_vision && !(tr->vis.blk = (aes__tr_block *)aes_calloc(ctx, (size_t)tr->vis.L + 1, sizeof(aes__tr_block)))) ||
-        (arch->has_text && !(tr->txt.blk = (aes__tr_block *)aes_calloc(ctx, (size_t)tr->txt.L + 1, sizeof(aes__tr_block))))) {
-        aes_clip_trainer_free(tr);
-        return aes_last_status(ctx);
-    }
-    memset(&b, 0, sizeof b);
-    b.tr = tr;
-    aes__tr_build_table(&b);
-    if (b.oom) { aes_clip_trainer_free(tr); return aes__fail(ctx, AES_ERR_NOMEM, "CLIP trainer: out of memory"); }
-    tr->nparams = b.next;
-    tr->params = (float *)aes_calloc(ctx, tr->nparams, sizeof(float));
-    tr->grads = tr->params ? (float *)aes_calloc(ctx, tr->nparams, sizeof(float)) : NULL;
-    if (!tr->grads || aes__tr_mark_trainable(ctx, tr) != AES_OK) {
-        aes_clip_trainer_free(tr);
-        return aes_last_status(ctx);
-    }
-    /* activations: count, allocate once, carve */
-    memset(&c, 0, sizeof c);
-    aes__tr_layout_tower(&tr->vis, &c);
-    aes__tr_layout_tower(&tr->txt, &c);
-    tr->arena_floats = c.used;
-    if ((tr->vis.present && !(tr->vis.acts = (aes__tr_layer_acts *)aes_calloc(ctx, (size_t)tr->vis.L + 1, sizeof(aes__tr_layer_acts)))) ||
-        (tr->txt.present && !(tr->txt.acts = (aes__tr_layer_acts *)aes_calloc(ctx, (size_t)tr->txt.L + 1, sizeof(aes__tr_layer_acts)))) ||
-        !(tr->arena = (float *)aes_calloc(ctx, c.used ? c.used : 1, sizeof(float)))) {
-        aes_clip_trainer_free(tr);
-        return aes_last_status(ctx);
-    }
-    c.base = tr->arena;
-    c.used = 0;
-    aes__tr_layout_tower(&tr->vis, &c);
-    aes__tr_layout_tower(&tr->txt, &c);
-    *out = tr;
+    aes_free(slots);
     return AES_OK;
 }
 
 AES_API void aes_clip_trainer_free(aes_clip_trainer *tr) {
     if (!tr) return;
-    AES_FREE(tr->tensors);
-    aes_free(tr->params);
+    aes_clip_acts_free(tr->acts[0]);
+    aes_clip_acts_free(tr->acts[1]);
     aes_free(tr->grads);
     aes_free(tr->seg);
-    aes_free(tr->vis.blk);
-    aes_free(tr->txt.blk);
-    aes_free(tr->vis.acts);
-    aes_free(tr->txt.acts);
-    aes_free(tr->arena);
+    aes_free(tr->pixels);
+    aes_free(tr->tokens);
+    aes_free(tr->emb[0]);
+    aes_free(tr->emb[1]);
     aes_free(tr->step_buf);
     aes_free(tr);
 }
 
-AES_API const aes_train_arch *aes_clip_trainer_arch(const aes_clip_trainer *tr) { return tr ? &tr->arch : NULL; }
-AES_API const aes_train_options *aes_clip_trainer_options(const aes_clip_trainer *tr) { return tr ? &tr->opt : NULL; }
-AES_API float *aes_clip_trainer_params(aes_clip_trainer *tr, size_t *n) {
-    if (n) *n = tr ? tr->nparams : 0;
-    return tr ? tr->params : NULL;
+/* Unit embeddings, their norms and d(out) of one tower: one allocation. */
+static float *aes__tr_tower_bufs(aes_ctx *ctx, aes_clip_trainer *tr, int tower, int cap) {
+    size_t E = (size_t)tr->model->cfg.embed_dim;
+    float *p = (float *)aes_alloc(ctx, (size_t)cap * (2 * E + 1), sizeof(float));
+    if (!p) return NULL;
+    tr->emb[tower] = p;
+    tr->dout[tower] = p + (size_t)cap * E;
+    tr->norm[tower] = p + (size_t)cap * 2 * E;
+    return p;
+}
+
+AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const aes_train_options *opt,
+                                           aes_clip_trainer **out) {
+    aes_clip_trainer *tr;
+    const aes_clip_config *c;
+    aes_status st;
+    size_t i;
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: out is NULL");
+    *out = NULL;
+    if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: no model");
+    if (!model->params)
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model keeps 16-bit weights; load it without "
+                         "keep_16bit to train it");
+    for (i = 0; i < model->nparams; i++)
+        if (!(model->params[i] - model->params[i] == 0.0f))
+            return aes__fail(ctx, AES_ERR_NUMERIC, "CLIP trainer: parameter %zu of the model is NaN or infinite", i);
+    c = &model->cfg;
+    tr = (aes_clip_trainer *)aes_calloc(ctx, 1, sizeof *tr);
+    if (!tr) return aes_last_status(ctx);
+    tr->model = model;
+    tr->opt = opt ? *opt : aes_train_options_default();
+    tr->opt.max_images = c->has_vision ? AES__MAX(tr->opt.max_images, 0) : 0;
+    tr->opt.max_texts = c->has_text ? AES__MAX(tr->opt.max_texts, 0) : 0;
+    if (tr->opt.max_images > (1 << 16) || tr->opt.max_texts > (1 << 16)) {
+        aes_clip_trainer_free(tr);
+        return aes__fail(ctx, AES_ERR_LIMIT, "CLIP trainer: batch capacity %d images / %d texts is over 65536",
+                         opt->max_images, opt->max_texts);
+    }
+    tr->grads = (float *)aes_calloc(ctx, model->nparams, sizeof(float));
+    if (!tr->grads) { aes_clip_trainer_free(tr); return aes_last_status(ctx); }
+    if (tr->opt.max_images > 0) {
+        int cap = tr->opt.max_images;
+        if ((st = aes_clip_acts_create(ctx, model, AES_CLIP_VISION, cap, 1, &tr->acts[AES_CLIP_VISION]))) {
+            aes_clip_trainer_free(tr);
+            return st;
+        }
+        tr->pixels = (float *)aes_alloc(ctx, (size_t)cap * 3 * c->image_size, sizeof(float) * (size_t)c->image_size);
+        if (!tr->pixels || !aes__tr_tower_bufs(ctx, tr, AES_CLIP_VISION, cap)) {
+            aes_clip_trainer_free(tr);
+            return aes_last_status(ctx);
+        }
+    }
+    if (tr->opt.max_texts > 0) {
+        int cap = tr->opt.max_texts;
+        if ((st = aes_clip_acts_create(ctx, model, AES_CLIP_TEXT, cap, 1, &tr->acts[AES_CLIP_TEXT]))) {
+            aes_clip_trainer_free(tr);
+            return st;
+        }
+        tr->tokens = (int32_t *)aes_alloc(ctx, (size_t)cap * c->context_length, sizeof(int32_t));
+        if (!tr->tokens || !aes__tr_tower_bufs(ctx, tr, AES_CLIP_TEXT, cap)) {
+            aes_clip_trainer_free(tr);
+            return aes_last_status(ctx);
+        }
+    }
+    if ((st = aes__tr_mark_trainable(ctx, tr))) { aes_clip_trainer_free(tr); return st; }
+    *out = tr;
+    return AES_OK;
+}
+
+AES_API const aes_train_options *aes_clip_trainer_options_get(const aes_clip_trainer *tr) {
+    return tr ? &tr->opt : NULL;
 }
 AES_API float *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n) {
-    if (n) *n = tr ? tr->nparams : 0;
+    if (n) *n = tr ? tr->model->nparams : 0;
     return tr ? tr->grads : NULL;
 }
-AES_API int aes_clip_trainer_ntensors(const aes_clip_trainer *tr) { return tr ? tr->ntensors : 0; }
-AES_API const aes_train_tensor *aes_clip_trainer_tensor(const aes_clip_trainer *tr, int i) {
-    return tr && i >= 0 && i < tr->ntensors ? &tr->tensors[i] : NULL;
-}
-AES_API float *aes_clip_trainer_find(aes_clip_trainer *tr, const char *name, const aes_train_tensor **info) {
-    int i;
-    if (info) *info = NULL;
-    if (!tr || !name) return NULL;
-    for (i = 0; i < tr->ntensors; i++)
-        if (!strcmp(tr->tensors[i].name, name)) {
-            if (info) *info = &tr->tensors[i];
-            return tr->params + tr->tensors[i].offset;
-        }
-    return NULL;
-}
-AES_API float aes_clip_trainer_logit_scale(const aes_clip_trainer *tr) { return tr ? tr->params[tr->logit_scale] : 0.0f; }
-AES_API float *aes_clip_trainer_logit_scale_grad(aes_clip_trainer *tr) { return tr ? tr->grads + tr->logit_scale : NULL; }
 AES_API void aes_clip_trainer_segments(const aes_clip_trainer *tr, const aes_param_segment **seg, int *nseg) {
     if (seg) *seg = tr ? tr->seg : NULL;
     if (nseg) *nseg = tr ? tr->nseg : 0;
 }
-AES_API size_t aes_clip_trainer_activation_bytes(const aes_clip_trainer *tr) {
-    return tr ? (tr->arena_floats + tr->nparams) * sizeof(float) : 0;
-}
 AES_API void aes_clip_trainer_zero_grad(aes_clip_trainer *tr) {
-    if (tr) memset(tr->grads, 0, tr->nparams * sizeof(float));
+    if (tr) memset(tr->grads, 0, sizeof(float) * tr->model->nparams);
 }
 
 AES_API aes_status aes_clip_trainer_set_trainable(aes_ctx *ctx, aes_clip_trainer *tr, const aes_train_options *opt) {
     if (!tr || !opt) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_set_trainable: NULL argument");
-    if (opt->max_images != tr->opt.max_images)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: the image capacity cannot change");
-    if (opt->max_texts != tr->opt.max_texts)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: the text capacity cannot change");
-    if ((opt->train_vision && tr->vis.present && !tr->vis.dres) || (opt->train_text && tr->txt.present && !tr->txt.dres))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG,
-                         "CLIP trainer: a tower frozen at creation has no backward buffers; create it trainable");
-    if (opt->freeze_vision_blocks < 0 || opt->freeze_text_blocks < 0)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: negative freeze count");
-    tr->opt.train_vision = opt->train_vision && tr->vis.present;
-    tr->opt.train_text = opt->train_text && tr->txt.present;
+    if (opt->max_images != tr->opt.max_images || opt->max_texts != tr->opt.max_texts)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_set_trainable: the batch capacities are fixed at "
+                         "creation (%d images, %d texts)", tr->opt.max_images, tr->opt.max_texts);
+    tr->opt.train_vision = opt->train_vision;
+    tr->opt.train_text = opt->train_text;
     tr->opt.train_logit_scale = opt->train_logit_scale;
     tr->opt.freeze_vision_blocks = opt->freeze_vision_blocks;
     tr->opt.freeze_text_blocks = opt->freeze_text_blocks;
-    tr->vis.trainable = tr->opt.train_vision;
-    tr->txt.trainable = tr->opt.train_text;
-    tr->vis.frozen = AES__MIN(opt->freeze_vision_blocks, tr->vis.L);
-    tr->txt.frozen = AES__MIN(opt->freeze_text_blocks, tr->txt.L);
     return aes__tr_mark_trainable(ctx, tr);
 }
 
-/* ---- random initialisation --------------------------------------------------- */
+/* ---- forward and backward ------------------------------------------------------ */
 
-typedef struct aes__tr_rng { uint64_t s; } aes__tr_rng;
-static uint64_t aes__tr_rng_next(aes__tr_rng *r) {          /* splitmix64 */
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double aes__tr_rng_normal(aes__tr_rng *r) {          /* Box-Muller */
-    double u1 = ((double)(aes__tr_rng_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(aes__tr_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-static void aes__tr_fill_normal(aes__tr_rng *r, float *p, size_t n, double std) {
-    size_t i;
-    for (i = 0; i < n; i++) p[i] = (float)(std * aes__tr_rng_normal(r));
-}
-static void aes__tr_fill_const(float *p, size_t n, float v) {
-    size_t i;
-    for (i = 0; i < n; i++) p[i] = v;
-}
-
-static void aes__tr_init_tower(aes_clip_trainer *tr, aes__tr_tower *tw, aes__tr_rng *r) {
-    float *P = tr->params;
-    double C = tw->C, attn_std = pow(C, -0.5), proj_std = pow(C, -0.5) * pow(2.0 * (tw->L ? tw->L : 1), -0.5);
-    double fc_std = pow(2.0 * C, -0.5);
-    size_t c = (size_t)tw->C, f = (size_t)tw->F;
-    int l;
-    if (!tw->is_text) {
-        aes__tr_fill_normal(r, P + tw->embed_w, c * 3 * (size_t)tw->P * tw->P, pow(3.0 * tw->P * tw->P, -0.5));
-        aes__tr_fill_normal(r, P + tw->cls, c, attn_std);
-        aes__tr_fill_normal(r, P + tw->pos, (size_t)tw->seq * c, attn_std);
-        aes__tr_fill_const(P + tw->pre_w, c, 1.0f);
-    } else {
-        aes__tr_fill_normal(r, P + tw->embed_w, (size_t)tw->V * c, 0.02);
-        aes__tr_fill_normal(r, P + tw->pos, (size_t)tw->seq * c, 0.01);
-    }
-    for (l = 0; l < tw->L; l++) {
-        const aes__tr_block *k = &tw->blk[l];
-        aes__tr_fill_const(P + k->ln1_w, c, 1.0f);
-        aes__tr_fill_const(P + k->ln2_w, c, 1.0f);
-        aes__tr_fill_normal(r, P + k->qkv_w, 3 * c * c, attn_std);
-        aes__tr_fill_normal(r, P + k->o_w, c * c, proj_std);
-        aes__tr_fill_normal(r, P + k->fc1_w, f * c, fc_std);
-        aes__tr_fill_normal(r, P + k->fc2_w, c * f, proj_std);
-    }
-    aes__tr_fill_const(P + tw->post_w, c, 1.0f);
-    aes__tr_fill_normal(r, P + tw->proj, c * (size_t)tw->E, attn_std);
-}
-
-AES_API void aes_clip_trainer_init_random(aes_clip_trainer *tr, uint64_t seed) {
-    aes__tr_rng r;
-    if (!tr) return;
-    r.s = seed;
-    memset(tr->params, 0, tr->nparams * sizeof(float));
-    if (tr->vis.present) aes__tr_init_tower(tr, &tr->vis, &r);
-    if (tr->txt.present) aes__tr_init_tower(tr, &tr->txt, &r);
-    tr->params[tr->logit_scale] = (float)log(1.0 / 0.07);
-}
-
-/* ---- forward ------------------------------------------------------------------ */
-
-/* One pre-LN block over x_in [B*T, C] (Radford et al. 2019, GPT-2 / ViT):
- *     res2 = x_in + W_o attention(W_qkv ln_1(x_in))
- *     res3 = res2 + W_2 act(W_1 ln_2(res2))
- * Everything the backward needs is kept in a; act is scratch. */
-static void aes__tr_block_forward(aes_ctx *ctx, const aes_clip_trainer *tr, const aes__tr_tower *tw,
-                                  const aes__tr_block *k, aes__tr_layer_acts *a, const float *x_in, float *act,
-                                  int B, int T) {
-    const float *P = tr->params;
-    int BT = B * T, C = tw->C, F = tw->F;
-    float eps = tr->arch.ln_eps;
-    aes_layernorm_forward(ctx, a->ln1, a->ln1_m, a->ln1_r, x_in, P + k->ln1_w, P + k->ln1_b, BT, C, eps);
-    aes_linear_forward(ctx, a->qkv, a->ln1, P + k->qkv_w, P + k->qkv_b, BT, C, 3 * C);
-    aes_attention_forward(ctx, a->atty, a->att, a->qkv, B, T, C, tw->NH, tw->is_text);
-    aes_linear_forward(ctx, a->res2, a->atty, P + k->o_w, P + k->o_b, BT, C, C);
-    aes_add_inplace(a->res2, x_in, (size_t)BT * C);
-    aes_layernorm_forward(ctx, a->ln2, a->ln2_m, a->ln2_r, a->res2, P + k->ln2_w, P + k->ln2_b, BT, C, eps);
-    aes_linear_forward(ctx, a->fch, a->ln2, P + k->fc1_w, P + k->fc1_b, BT, C, F);
-    if (tr->arch.quick_gelu) aes_quickgelu_forward(ctx, act, a->fch, (size_t)BT * F);
-    else aes_gelu_forward(ctx, act, a->fch, (size_t)BT * F);
-    aes_linear_forward(ctx, a->res3, act, P + k->fc2_w, P + k->fc2_b, BT, F, C);
-    aes_add_inplace(a->res3, a->res2, (size_t)BT * C);
-}
-
-/* The part both towers share after the embeddings: blocks, pooling, final
- * LN, projection, L2 normalisation. x is the blocks' input [B*T, C]. */
-static aes_status aes__tr_tower_forward(aes_ctx *ctx, aes_clip_trainer *tr, aes__tr_tower *tw, const float *x,
-                                        int B, int T, float *emb_out) {
-    const float *P = tr->params;
-    int l, b, C = tw->C, E = tw->E;
-    for (l = 0; l < tw->L; l++) {
-        aes__tr_block_forward(ctx, tr, tw, &tw->blk[l], &tw->acts[l], x, tw->act, B, T);
-        x = tw->acts[l].res3;
-    }
-    for (b = 0; b < B; b++)
-        memcpy(tw->pooled + (size_t)b * C, x + ((size_t)b * T + tw->pool_pos[b]) * C, sizeof(float) * (size_t)C);
-    aes_layernorm_forward(ctx, tw->lnpost, tw->lnpost_m, tw->lnpost_r, tw->pooled, P + tw->post_w, P + tw->post_b, B,
-                          C, tr->arch.ln_eps);
-    if (tw->proj_linear)
-        aes_linear_forward(ctx, tw->emb, tw->lnpost, P + tw->proj, NULL, B, C, E);
-    else
-        aes_gemm(ctx, AES_NO_TRANS, AES_NO_TRANS, B, E, C, 1.0f, tw->lnpost, C, P + tw->proj, E, 0.0f, tw->emb, E);
-    aes_l2norm_forward(tw->out, tw->norm, tw->emb, B, E, 1e-12f);
-    if (emb_out) memcpy(emb_out, tw->out, sizeof(float) * (size_t)B * E);
-    tw->B = B;
-    tw->T = T;
-    tw->have_forward = 1;
-    for (b = 0; b < B * E; b++)
-        if (!(tw->out[b] == tw->out[b]))
+/* The model's forward output -> unit rows (the losses take cosines). */
+static aes_status aes__tr_normalise(aes_ctx *ctx, aes_clip_trainer *tr, int tower, int n, float *emb) {
+    size_t E = (size_t)tr->model->cfg.embed_dim, i;
+    aes_l2norm_forward(tr->emb[tower], tr->norm[tower], tr->acts[tower]->out, n, (int)E, 1e-12f);
+    for (i = 0; i < (size_t)n * E; i++)
+        if (!(tr->emb[tower][i] == tr->emb[tower][i]))
             return aes__fail(ctx, AES_ERR_NUMERIC, "CLIP trainer: the %s embeddings contain NaN",
-                             tw->is_text ? "text" : "image");
+                             tower == AES_CLIP_TEXT ? "text" : "image");
+    if (emb) memcpy(emb, tr->emb[tower], sizeof(float) * (size_t)n * E);
+    tr->n[tower] = n;
+    return AES_OK;
+}
+
+static aes_status aes__tr_check_encode(aes_ctx *ctx, aes_clip_trainer *tr, int tower, const void *input, int n) {
+    const char *what = tower == AES_CLIP_TEXT ? "texts" : "images";
+    int cap = tower == AES_CLIP_TEXT ? (tr ? tr->opt.max_texts : 0) : (tr ? tr->opt.max_images : 0);
+    if (!tr || !input || n < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: encode %d %s: bad arguments",
+                                                 n, what);
+    if (!tr->acts[tower])
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model has no %s tower, or capacity 0 %s",
+                         tower == AES_CLIP_TEXT ? "text" : "vision", what);
+    if (n > cap) return aes__fail(ctx, AES_ERR_LIMIT, "CLIP trainer: %d %s, but activations were sized for %d", n,
+                                  what, cap);
+    tr->n[tower] = 0;
     return AES_OK;
 }
 
 AES_API aes_status aes_clip_trainer_encode_images(aes_ctx *ctx, aes_clip_trainer *tr, const float *pixels, int n,
                                                   float *emb) {
-    aes__tr_tower *v;
-    const float *P;
-    aes_status st;
-    int b, t, T, C;
-    if (!tr || !pixels || n < 1)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_encode_images: bad arguments");
-    v = &tr->vis;
-    if (!v->present) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model has no vision tower");
-    if (n > v->cap)
-        return aes__fail(ctx, AES_ERR_LIMIT, "CLIP trainer: %d images, but activations were sized for %d", n, v->cap);
-    P = tr->params;
-    T = v->seq;
-    C = v->C;
-    v->have_forward = 0;
-    memcpy(v->input, pixels, sizeof(float) * (size_t)n * 3 * v->R * v->R);
-    st = aes_patch_embed_forward(ctx, v->patches, v->input, P + v->embed_w, NULL, n, 3, v->R, v->R, v->P, C);
-    if (st != AES_OK) return st;
-    /* x0 = [class; patches] + pos  (ViT eq. 1) */
-    for (b = 0; b < n; b++) {
-        float *row = v->x0 + (size_t)b * T * C;
-        aes_residual_forward(row, P + v->cls, P + v->pos, (size_t)C);
-        for (t = 1; t < T; t++)
-            aes_residual_forward(row + (size_t)t * C, v->patches + ((size_t)b * (T - 1) + t - 1) * C,
-                                 P + v->pos + (size_t)t * C, (size_t)C);
-        v->pool_pos[b] = 0;
-    }
-    aes_layernorm_forward(ctx, v->lnpre, v->lnpre_m, v->lnpre_r, v->x0, P + v->pre_w, P + v->pre_b, n * T, C,
-                          tr->arch.ln_eps);
-    return aes__tr_tower_forward(ctx, tr, v, v->lnpre, n, T, emb);
+    aes_status st = aes__tr_check_encode(ctx, tr, AES_CLIP_VISION, pixels, n);
+    size_t S;
+    if (st) return st;
+    S = (size_t)tr->model->cfg.image_size;
+    memcpy(tr->pixels, pixels, sizeof(float) * (size_t)n * 3 * S * S);
+    if ((st = aes_clip_vision_forward(ctx, tr->model, tr->pixels, n, tr->acts[AES_CLIP_VISION], NULL))) return st;
+    return aes__tr_normalise(ctx, tr, AES_CLIP_VISION, n, emb);
 }
 
 AES_API aes_status aes_clip_trainer_encode_texts(aes_ctx *ctx, aes_clip_trainer *tr, const int32_t *tokens, int n,
                                                  float *emb) {
-    aes__tr_tower *t;
-    aes_status st;
-    int b, k, T = 1, S;
-    if (!tr || !tokens || n < 1)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_encode_texts: bad arguments");
-    t = &tr->txt;
-    if (!t->present) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model has no text tower");
-    if (n > t->cap)
-        return aes__fail(ctx, AES_ERR_LIMIT, "CLIP trainer: %d texts, but activations were sized for %d", n, t->cap);
-    S = t->seq;
-    t->have_forward = 0;
-    /* pool at the largest id (the end token), first occurrence as argmax;
-     * the causal mask makes positions after the last pooled one irrelevant */
-    for (b = 0; b < n; b++) {
-        const int32_t *row = tokens + (size_t)b * S;
-        int best = 0;
-        for (k = 0; k < S; k++) {
-            if (row[k] < 0 || row[k] >= t->V)
-                return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: token id %ld of text %d is outside [0, %d)",
-                                 (long)row[k], b, t->V);
-            if (row[k] > row[best]) best = k;
-        }
-        t->pool_pos[b] = best;
-        if (best + 1 > T) T = best + 1;
-    }
-    for (b = 0; b < n; b++) memcpy(t->tokens + (size_t)b * T, tokens + (size_t)b * S, sizeof(int32_t) * (size_t)T);
-    st = aes_embedding_forward(ctx, t->x0, t->tokens, tr->params + t->embed_w, tr->params + t->pos, n, T, t->C, t->V);
-    if (st != AES_OK) return st;
-    return aes__tr_tower_forward(ctx, tr, t, t->x0, n, T, emb);
+    aes_status st = aes__tr_check_encode(ctx, tr, AES_CLIP_TEXT, tokens, n);
+    if (st) return st;
+    memcpy(tr->tokens, tokens, sizeof(int32_t) * (size_t)n * tr->model->cfg.context_length);
+    if ((st = aes_clip_text_forward(ctx, tr->model, tr->tokens, n, tr->acts[AES_CLIP_TEXT], NULL))) return st;
+    return aes__tr_normalise(ctx, tr, AES_CLIP_TEXT, n, emb);
 }
 
-/* ---- backward ----------------------------------------------------------------- */
-
-/* Gradient pointer of a parameter, or NULL when it is frozen (the kernels
- * then skip that gradient). */
-static float *aes__tr_g(aes_clip_trainer *tr, const aes__tr_tower *tw, int block, size_t off) {
-    int ok = tw->trainable && (block >= 0 ? block >= tw->frozen : tw->frozen == 0);
-    return ok ? tr->grads + off : NULL;
-}
-
-/* Backward of one block.  On entry tw->dres = dL/d(res3); on exit dL/d(x_in)
- * (when need_dx; otherwise only the parameter gradients are made). */
-static void aes__tr_block_backward(aes_ctx *ctx, aes_clip_trainer *tr, aes__tr_tower *tw, int l, const float *x_in,
-                                   int B, int T, int need_dx) {
-    const float *P = tr->params;
-    const aes__tr_block *k = &tw->blk[l];
-    const aes__tr_layer_acts *a = &tw->acts[l];
-    size_t BT = (size_t)B * T, C = (size_t)tw->C, F = (size_t)tw->F;
-    int M = (int)BT;
-    /* MLP:  res3 = res2 + fc2(act(fc1(ln2(res2)))) */
-    if (tr->arch.quick_gelu) aes_quickgelu_forward(ctx, tw->act, a->fch, BT * F);   /* recompute */
-    else aes_gelu_forward(ctx, tw->act, a->fch, BT * F);
-    memset(tw->dact, 0, sizeof(float) * BT * F);
-    aes_linear_backward(ctx, tw->dact, aes__tr_g(tr, tw, l, k->fc2_w), aes__tr_g(tr, tw, l, k->fc2_b), tw->dres,
-                        tw->act, P + k->fc2_w, M, (int)F, (int)C);
-    memset(tw->dfch, 0, sizeof(float) * BT * F);
-    if (tr->arch.quick_gelu) aes_quickgelu_backward(ctx, tw->dfch, tw->dact, a->fch, BT * F);
-    else aes_gelu_backward(ctx, tw->dfch, tw->dact, a->fch, BT * F);
-    memset(tw->dln, 0, sizeof(float) * BT * C);
-    aes_linear_backward(ctx, tw->dln, aes__tr_g(tr, tw, l, k->fc1_w), aes__tr_g(tr, tw, l, k->fc1_b), tw->dfch,
-                        a->ln2, P + k->fc1_w, M, (int)C, (int)F);
-    /* the residual passes dres through unchanged; ln_2 adds its part */
-    aes_layernorm_backward(ctx, tw->dres, aes__tr_g(tr, tw, l, k->ln2_w), aes__tr_g(tr, tw, l, k->ln2_b), tw->dln,
-                           a->res2, P + k->ln2_w, a->ln2_m, a->ln2_r, M, (int)C);
-    /* attention:  res2 = x_in + out_proj(attn(qkv(ln1(x_in)))) */
-    memset(tw->datty, 0, sizeof(float) * BT * C);
-    aes_linear_backward(ctx, tw->datty, aes__tr_g(tr, tw, l, k->o_w), aes__tr_g(tr, tw, l, k->o_b), tw->dres,
-                        a->atty, P + k->o_w, M, (int)C, (int)C);
-    memset(tw->dqkv, 0, sizeof(float) * BT * 3 * C);
-    aes_attention_backward(ctx, tw->dqkv, tw->datty, a->qkv, a->att, B, T, (int)C, tw->NH, tw->is_text);
-    memset(tw->dln, 0, sizeof(float) * BT * C);
-    aes_linear_backward(ctx, tw->dln, aes__tr_g(tr, tw, l, k->qkv_w), aes__tr_g(tr, tw, l, k->qkv_b), tw->dqkv,
-                        a->ln1, P + k->qkv_w, M, (int)C, 3 * (int)C);
-    /* The key bias has exactly zero gradient: it adds q.b_k to every score
-     * of a query's row and softmax ignores a constant shift.  Float rounding
-     * leaves ~1e-9 of noise there, which Adam's g / sqrt(v) would blow up to
-     * a full-size random step; write the exact value instead. */
-    if (aes__tr_g(tr, tw, l, k->qkv_b)) memset(tr->grads + k->qkv_b + C, 0, sizeof(float) * C);
-    aes_layernorm_backward(ctx, need_dx ? tw->dres : NULL, aes__tr_g(tr, tw, l, k->ln1_w),
-                           aes__tr_g(tr, tw, l, k->ln1_b), tw->dln, x_in, P + k->ln1_w, a->ln1_m, a->ln1_r, M,
-                           (int)C);
-}
-
-/* Shared tail: normalisation, projection, final LN, blocks down to the first
- * trainable one.  Returns in tw->dres the gradient w.r.t. the blocks' input
- * when the embeddings are trainable (*below = 1). */
-static aes_status aes__tr_tower_backward(aes_ctx *ctx, aes_clip_trainer *tr, aes__tr_tower *tw, const float *demb,
-                                         const float *x_blocks_in, int *below) {
-    const float *P = tr->params;
-    int B = tw->B, T = tw->T, C = tw->C, E = tw->E, l, b, L = tw->L;
-    *below = 0;
-    if (!tw->have_forward)
+static aes_status aes__tr_backward(aes_ctx *ctx, aes_clip_trainer *tr, int tower, const float *demb) {
+    int n, E;
+    if (!tr || !demb) return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer backward: NULL argument");
+    if (!(tower == AES_CLIP_TEXT ? tr->opt.train_text : tr->opt.train_vision)) return AES_OK;
+    n = tr->n[tower];
+    if (n < 1)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: backward of the %s tower without a forward",
-                         tw->is_text ? "text" : "image");
-    if (!tw->trainable) return AES_OK;    /* frozen: nothing to do */
-    memset(tw->demb, 0, sizeof(float) * (size_t)B * E);
-    aes_l2norm_backward(tw->demb, demb, tw->out, tw->norm, B, E);
-    memset(tw->dpost, 0, sizeof(float) * (size_t)B * C);
-    if (tw->proj_linear) {
-        aes_linear_backward(ctx, tw->dpost, aes__tr_g(tr, tw, L, tw->proj), NULL, tw->demb, tw->lnpost,
-                            P + tw->proj, B, C, E);
-    } else {   /* emb = lnpost proj:  dlnpost = demb proj^T,  dproj += lnpost^T demb */
-        aes_gemm(ctx, AES_NO_TRANS, AES_TRANS, B, C, E, 1.0f, tw->demb, E, P + tw->proj, E, 0.0f, tw->dpost, C);
-        aes_gemm(ctx, AES_TRANS, AES_NO_TRANS, C, E, B, 1.0f, tw->lnpost, C, tw->demb, E, 1.0f,
-                 tr->grads + tw->proj, E);
-    }
-    memset(tw->dpooled, 0, sizeof(float) * (size_t)B * C);
-    aes_layernorm_backward(ctx, tw->dpooled, aes__tr_g(tr, tw, L, tw->post_w), aes__tr_g(tr, tw, L, tw->post_b),
-                           tw->dpost, tw->pooled, P + tw->post_w, tw->lnpost_m, tw->lnpost_r, B, C);
-    memset(tw->dres, 0, sizeof(float) * (size_t)B * T * C);
-    for (b = 0; b < B; b++)
-        memcpy(tw->dres + ((size_t)b * T + tw->pool_pos[b]) * C, tw->dpooled + (size_t)b * C, sizeof(float) * (size_t)C);
-    for (l = L - 1; l >= tw->frozen; l--) {
-        const float *x_in = l > 0 ? tw->acts[l - 1].res3 : x_blocks_in;
-        int need_dx = l > tw->frozen || tw->frozen == 0;
-        aes__tr_block_backward(ctx, tr, tw, l, x_in, B, T, need_dx);
-    }
-    *below = tw->frozen == 0;
-    return AES_OK;
+                         tower == AES_CLIP_TEXT ? "text" : "image");
+    E = tr->model->cfg.embed_dim;
+    memset(tr->dout[tower], 0, sizeof(float) * (size_t)n * E);
+    aes_l2norm_backward(tr->dout[tower], demb, tr->emb[tower], tr->norm[tower], n, E);
+    if (tower == AES_CLIP_TEXT)
+        return aes_clip_text_backward(ctx, tr->model, tr->acts[tower], tr->tokens, tr->dout[tower], &tr->g,
+                                      tr->first_block[tower]);
+    return aes_clip_vision_backward(ctx, tr->model, tr->acts[tower], tr->pixels, tr->dout[tower], &tr->g,
+                                    tr->first_block[tower]);
 }
 
 AES_API aes_status aes_clip_trainer_backward_images(aes_ctx *ctx, aes_clip_trainer *tr, const float *demb) {
-    aes__tr_tower *v;
-    const float *P;
-    aes_status st;
-    int below, b, t, T, C, n;
-    float *g_cls, *g_pos;
-    if (!tr || !demb) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_backward_images: NULL argument");
-    v = &tr->vis;
-    if (!v->present) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model has no vision tower");
-    st = aes__tr_tower_backward(ctx, tr, v, demb, v->lnpre, &below);
-    if (st != AES_OK || !below) return st;
-    P = tr->params;
-    n = v->B;
-    T = v->T;
-    C = v->C;
-    /* ln_pre: dx0 (into dln, free now) */
-    memset(v->dln, 0, sizeof(float) * (size_t)n * T * C);
-    aes_layernorm_backward(ctx, v->dln, tr->grads + v->pre_w, tr->grads + v->pre_b, v->dres, v->x0, P + v->pre_w,
-                           v->lnpre_m, v->lnpre_r, n * T, C);
-    /* x0 = [class; patches] + pos: class and pos gather over the batch, in
-     * batch order; the patch rows go (contiguously) to the patch GEMM */
-    g_cls = tr->grads + v->cls;
-    g_pos = tr->grads + v->pos;
-    for (b = 0; b < n; b++) {
-        const float *row = v->dln + (size_t)b * T * C;
-        aes_add_inplace(g_cls, row, (size_t)C);
-        aes_add_inplace(g_pos, row, (size_t)T * C);
-        for (t = 1; t < T; t++)
-            memcpy(v->datty + ((size_t)b * (T - 1) + t - 1) * C, row + (size_t)t * C, sizeof(float) * (size_t)C);
-    }
-    return aes_patch_embed_backward(ctx, NULL, tr->grads + v->embed_w, NULL, v->datty, v->input, P + v->embed_w, n, 3,
-                                    v->R, v->R, v->P, C);
+    return aes__tr_backward(ctx, tr, AES_CLIP_VISION, demb);
 }
-
 AES_API aes_status aes_clip_trainer_backward_texts(aes_ctx *ctx, aes_clip_trainer *tr, const float *demb) {
-    aes__tr_tower *t;
-    aes_status st;
-    int below;
-    if (!tr || !demb) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_backward_texts: NULL argument");
-    t = &tr->txt;
-    if (!t->present) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model has no text tower");
-    st = aes__tr_tower_backward(ctx, tr, t, demb, t->x0, &below);
-    if (st != AES_OK || !below) return st;
-    aes_embedding_backward(tr->grads + t->embed_w, tr->grads + t->pos, t->dres, t->tokens, t->B, t->T, t->C);
-    return AES_OK;
+    return aes__tr_backward(ctx, tr, AES_CLIP_TEXT, demb);
 }
-
-
-/* ============================================================================
- *  Checkpoints
- * ============================================================================
- *  Read with the I/O section's safetensors reader (every offset and size
- *  checked there) and the model section's architecture reader (layout,
- *  shapes, config.json), so a checkpoint the trainer accepts is exactly one
- *  aes_clip_load accepts; written back in the layout it came from. */
-
-static aes_status aes__tr_arch_from_st(aes_ctx *ctx, aes_safetensors *st, const char *cfg, int quick_default,
-                                       aes_train_arch *a) {
-    aes__clip_loader L;
-    aes_clip_config c;
-    aes_status s;
-    memset(&c, 0, sizeof c);
-    memset(a, 0, sizeof *a);
-    if ((s = aes__clip_loader_init(&L, ctx, st, aes_safetensors_source(st))) != AES_OK) return s;
-    s = aes__clip_read_config(&L, &c, cfg, cfg ? strlen(cfg) : 0, "config.json", 0,
-                              quick_default ? AES_ACT_QUICK_GELU : AES_ACT_GELU, NULL);
-    aes__clip_loader_free(&L);
-    if (s != AES_OK) return s;
-    if (L.prefix[0])   /* the trainer addresses tensors by their plain names */
-        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: tensor names carry the prefix '%s'; save the model without "
-                         "it (aes_clip_save) to train it", L.src, L.prefix);
-    a->has_vision = c.has_vision;
-    a->has_text = c.has_text;
-    a->image_size = c.image_size;
-    a->patch_size = c.patch_size;
-    a->vision_width = c.vision_width;
-    a->vision_layers = c.vision_layers;
-    a->vision_heads = c.vision_heads;
-    a->vision_mlp = c.vision_mlp;
-    a->context_length = c.context_length;
-    a->vocab_size = c.vocab_size;
-    a->text_width = c.text_width;
-    a->text_layers = c.text_layers;
-    a->text_heads = c.text_heads;
-    a->text_mlp = c.text_mlp;
-    a->embed_dim = c.embed_dim;
-    a->quick_gelu = c.act == AES_ACT_QUICK_GELU;
-    a->ln_eps = c.ln_eps;
-    a->layout = c.layout == AES_LAYOUT_HF ? AES_TRAIN_LAYOUT_HF : AES_TRAIN_LAYOUT_OPENAI;
-    return aes__tr_check_arch(ctx, a);
-}
-
-AES_API aes_status aes_train_arch_from_safetensors(aes_ctx *ctx, const unsigned char *buf, size_t len,
-                                                   const char *config_json, int quick_gelu_default,
-                                                   aes_train_arch *arch) {
-    aes_safetensors *st;
-    aes_status s;
-    if (!arch) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_train_arch_from_safetensors: NULL arch");
-    if ((s = aes_safetensors_load_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
-    s = aes__tr_arch_from_st(ctx, st, config_json, quick_gelu_default, arch);
-    aes_safetensors_close(st);
-    return s;
-}
-
-/* Copies every table tensor from the parsed file; logit_scale may be
- * missing (vision- or text-only files) and then keeps CLIP's initial value. */
-static aes_status aes__tr_copy_in(aes_ctx *ctx, aes_clip_trainer *tr, const aes_safetensors *st) {
-    int i, k;
-    aes_status s;
-    for (i = 0; i < tr->ntensors; i++) {
-        const aes_train_tensor *t = &tr->tensors[i];
-        const aes_tensor_view *v = aes_safetensors_find(st, t->name);
-        if (!v) {
-            if (t->tower == 0) {
-                tr->params[t->offset] = (float)log(1.0 / 0.07);
-                tr->no_logit_scale = 1;
-                continue;
-            }
-            return aes__fail(ctx, AES_ERR_FORMAT, "checkpoint has no tensor '%s'", t->name);
-        }
-        if (t->tower == 0) {     /* logit_scale: [] or [1] */
-            if (v->numel != 1) return aes__fail(ctx, AES_ERR_SHAPE, "tensor 'logit_scale' is not a scalar");
-            tr->logit_scale_ndim = v->ndim;
-        } else {
-            int same = v->ndim == t->ndim;
-            for (k = 0; same && k < t->ndim; k++) same = v->shape[k] == t->shape[k];
-            if (!same) return aes__fail(ctx, AES_ERR_SHAPE, "tensor '%s' has an unexpected shape", t->name);
-        }
-        if ((s = aes_tensor_to_f32(ctx, v, tr->params + t->offset, t->count)) != AES_OK) return s;
-        if (!aes__r_finite(tr->params + t->offset, t->count))   /* training would only spread it */
-            return aes__fail(ctx, AES_ERR_NUMERIC, "checkpoint tensor '%s' holds a NaN or infinity", t->name);
-    }
-    return AES_OK;
-}
-
-AES_API aes_status aes_clip_trainer_load_memory(aes_ctx *ctx, const unsigned char *buf, size_t len,
-                                             const char *config_json, int quick_gelu_default,
-                                             const aes_train_options *opt, aes_clip_trainer **out) {
-    aes_safetensors *st;
-    aes_train_arch arch;
-    aes_status s;
-    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_load_memory: NULL out");
-    *out = NULL;
-    if ((s = aes_safetensors_load_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
-    s = aes__tr_arch_from_st(ctx, st, config_json, quick_gelu_default, &arch);
-    if (s == AES_OK) s = aes_clip_trainer_create(ctx, &arch, opt, out);
-    if (s == AES_OK) {
-        s = aes__tr_copy_in(ctx, *out, st);
-        if (s != AES_OK) { aes_clip_trainer_free(*out); *out = NULL; }
-    }
-    aes_safetensors_close(st);
-    return s;
-}
-
-AES_API aes_status aes_clip_trainer_restore_memory(aes_ctx *ctx, aes_clip_trainer *tr, const unsigned char *buf,
-                                                size_t len) {
-    aes_safetensors *st;
-    aes_status s;
-    if (!tr) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_restore_memory: NULL trainer");
-    if ((s = aes_safetensors_load_memory(ctx, buf, len, 0, &st)) != AES_OK) return s;
-    s = aes__tr_copy_in(ctx, tr, st);
-    aes_safetensors_close(st);
-    return s;
-}
-
-AES_API aes_status aes_clip_trainer_save_memory(aes_ctx *ctx, const aes_clip_trainer *tr, unsigned char **out,
-                                             size_t *len) {
-    aes_tensor_out *t;
-    const float *params;
-    float *le = NULL;
-    const char *meta[4];
-    char act[64];
-    void *blob = NULL;
-    int i, k, n = 0;
-    aes_status st;
-    if (!tr || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_save_memory: NULL argument");
-    *out = NULL;
-    *len = 0;
-    t = (aes_tensor_out *)aes_calloc(ctx, (size_t)tr->ntensors + 1, sizeof *t);
-    if (!t) return aes_last_status(ctx);
-    params = tr->params;
-    if (!aes__io_host_is_le()) {   /* the file is little-endian */
-        if (!(le = (float *)aes_alloc(ctx, tr->nparams ? tr->nparams : 1, sizeof(float)))) {
-            aes_free(t);
-            return aes_last_status(ctx);
-        }
-        aes__tr_f32_to_le((unsigned char *)le, tr->params, tr->nparams);
-        params = le;
-    }
-    for (i = 0; i < tr->ntensors; i++) {
-        const aes_train_tensor *src = &tr->tensors[i];
-        if (src->tower == 0 && tr->no_logit_scale) continue;
-        t[n].name = src->name;
-        t[n].dtype = AES_DTYPE_F32;
-        t[n].ndim = src->tower == 0 ? tr->logit_scale_ndim : src->ndim;   /* logit_scale: [] or [1] */
-        for (k = 0; k < t[n].ndim; k++) t[n].shape[k] = src->tower == 0 ? 1 : src->shape[k];
-        t[n].data = params + src->offset;
-        n++;
-    }
-    snprintf(act, sizeof act, "%s %s %d %d", tr->arch.quick_gelu ? "quick_gelu" : "gelu",
-             tr->arch.layout == AES_TRAIN_LAYOUT_HF ? "hf" : "openai",
-             tr->arch.has_vision ? tr->arch.vision_heads : 0, tr->arch.has_text ? tr->arch.text_heads : 0);
-    meta[0] = "format"; meta[1] = "pt"; meta[2] = "aesalign.train"; meta[3] = act;
-    st = aes_safetensors_serialize(ctx, t, n, meta, 2, &blob, len);
-    if (st == AES_OK) *out = (unsigned char *)blob;
-    aes_free(le);
-    aes_free(t);
-    return st;
-}
-
-#ifndef AES_NO_STDIO
-AES_API aes_status aes_clip_trainer_load(aes_ctx *ctx, const char *path, const char *config_path,
-                                         int quick_gelu_default, const aes_train_options *opt,
-                                         aes_clip_trainer **out) {
-    void *buf = NULL;
-    char *cfg = NULL, beside[4096];
-    size_t len = 0, clen = 0;
-    aes_status s;
-    if (!path || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_load: NULL argument");
-    if ((s = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return s;
-    if (config_path) {
-        s = aes__clip_read_text(ctx, config_path, &cfg, &clen);
-        if (s != AES_OK) { aes_free(buf); return s; }
-    } else if (aes__clip_read_beside(ctx, path, "config.json", beside, sizeof beside, &cfg, &clen) != AES_OK) {
-        cfg = NULL;            /* a config.json beside the model that cannot be read is ignored */
-        aes_clear_error(ctx);
-    }
-    /* aes_read_file ends the text with a NUL; an empty file (e.g. /dev/null) means: no config */
-    s = aes_clip_trainer_load_memory(ctx, (const unsigned char *)buf, len, clen > 0 ? cfg : NULL, quick_gelu_default,
-                                  opt, out);
-    aes_free(buf);
-    aes_free(cfg);
-    if (s != AES_OK) {
-        char why[600];
-        snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
-        return aes__fail(ctx, s, "%s: %s", path, why);
-    }
-    return AES_OK;
-}
-
-AES_API aes_status aes_clip_trainer_save(aes_ctx *ctx, const aes_clip_trainer *tr, const char *path) {
-    unsigned char *blob;
-    size_t len;
-    aes_status s = aes_clip_trainer_save_memory(ctx, tr, &blob, &len);
-    if (s != AES_OK) return s;
-    s = aes_write_file_atomic(ctx, path, blob, len);
-    aes_free(blob);
-    return s;
-}
-
-AES_API aes_status aes_clip_trainer_restore(aes_ctx *ctx, aes_clip_trainer *tr, const char *path) {
-    void *buf;
-    size_t len;
-    aes_status s = aes_read_file(ctx, path, &buf, &len);
-    if (s != AES_OK) return s;
-    s = aes_clip_trainer_restore_memory(ctx, tr, (const unsigned char *)buf, len);
-    aes_free(buf);
-    if (s != AES_OK) {
-        char why[600];
-        snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
-        return aes__fail(ctx, s, "%s: %s", path, why);
-    }
-    return AES_OK;
-}
-#endif
-
 
 /* ============================================================================
  *  Training steps
@@ -17139,7 +16540,7 @@ AES_API aes_dpo_config aes_dpo_config_default(void) {
 /* Step buffers live in the trainer (allocated once, on first use, for the
  * batch capacity): embeddings, their gradients, the contrastive work area. */
 static aes_status aes__tr_step_buffers(aes_ctx *ctx, aes_clip_trainer *tr) {
-    size_t E = (size_t)tr->arch.embed_dim, ni = (size_t)AES__MAX(tr->opt.max_images, 1);
+    size_t E = (size_t)tr->model->cfg.embed_dim, ni = (size_t)AES__MAX(tr->opt.max_images, 1);
     size_t nt = (size_t)AES__MAX(tr->opt.max_texts, 1), nm = AES__MAX(ni, nt);
     if (tr->step_buf) return AES_OK;
     tr->step_buf = (float *)aes_calloc(ctx, 2 * (ni + nt) * E + aes_clip_loss_work_floats((int)nm) + 64,
@@ -17165,9 +16566,9 @@ AES_API aes_status aes_dpo_forward_backward(aes_ctx *ctx, aes_clip_trainer *tr, 
     if (!stats) stats = &local;
     memset(stats, 0, sizeof *stats);
     if ((st = aes__tr_step_buffers(ctx, tr)) != AES_OK) return st;
-    E = (size_t)tr->arch.embed_dim;
-    ls = aes_clip_trainer_logit_scale(tr);
-    dls = aes_clip_trainer_logit_scale_grad(tr);
+    E = (size_t)tr->model->cfg.embed_dim;
+    ls = *tr->model->p.logit_scale;
+    dls = tr->g_logit_scale;
     if (backward) aes_clip_trainer_zero_grad(tr);
     if ((st = aes_clip_trainer_encode_images(ctx, tr, bt->pixels, bt->nimages, tr->s_img)) != AES_OK) return st;
     text_fwd = bt->tokens != NULL;
@@ -17207,7 +16608,7 @@ AES_API aes_status aes_dpo_forward_backward(aes_ctx *ctx, aes_clip_trainer *tr, 
 }
 
 static void aes__tr_clamp_logit_scale(aes_clip_trainer *tr) {
-    float *ls = tr->params + tr->logit_scale;
+    float *ls = tr->model->p.logit_scale;
     if (*ls > 4.605170186f) *ls = 4.605170186f;     /* ln 100 */
     if (*ls < 0.0f) *ls = 0.0f;
 }
@@ -17220,7 +16621,8 @@ AES_API aes_status aes_dpo_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_op
     if ((st = aes_dpo_forward_backward(ctx, tr, cfg, batch, 1, stats)) != AES_OK) return st;
     if (!opt) return AES_OK;
     if (aes_optim_trainable(opt) == 0) return AES_OK;
-    if ((st = aes_optim_step(ctx, opt, tr->params, tr->grads, lr, &stats->optim)) != AES_OK) return st;
+    tr->model->hash_stale = 1;
+    if ((st = aes_optim_step(ctx, opt, tr->model->params, tr->grads, lr, &stats->optim)) != AES_OK) return st;
     if (tr->opt.train_logit_scale) aes__tr_clamp_logit_scale(tr);
     return AES_OK;
 }

@@ -47,6 +47,7 @@ static void load_pixels(aes_ctx *ctx, const char *path, int S, float *out) {
 int main(int argc, char **argv) {
     aes_ctx *ctx = aes_ctx_create();
     aes_pair_set *pairs = NULL;
+    aes_clip *clip = NULL;
     aes_clip_trainer *model = NULL;
     aes_tokenizer *tok = NULL;
     aes_optim *opt = NULL;
@@ -68,10 +69,10 @@ int main(int argc, char **argv) {
     topt.train_vision = 1;
     topt.max_images = 2 * BATCH_PAIRS;
     topt.max_texts = pairs->nqueries > 2 * BATCH_PAIRS ? pairs->nqueries : 2 * BATCH_PAIRS;
-    if (aes_clip_trainer_load(ctx, argv[1], NULL, 1, &topt, &model)) die(ctx, argv[1]);
-    S = aes_clip_trainer_arch(model)->image_size;
-    L = aes_clip_trainer_arch(model)->context_length;
-    E = aes_clip_trainer_arch(model)->embed_dim;
+    if (aes_clip_load(ctx, argv[1], NULL, &clip) || aes_clip_trainer_create(ctx, clip, &topt, &model)) die(ctx, argv[1]);
+    S = aes_clip_config_get(clip)->image_size;
+    L = aes_clip_config_get(clip)->context_length;
+    E = aes_clip_config_get(clip)->embed_dim;
     snprintf(vocab, sizeof vocab, "%s", getenv("AES_VOCAB") ? getenv("AES_VOCAB") : argv[1]);
     if (!getenv("AES_VOCAB")) {
         char *slash = strrchr(vocab, '/');
@@ -106,7 +107,7 @@ int main(int argc, char **argv) {
         load_pixels(ctx, pairs->paths[p->rejected], S, pixels + 3 * S * S);
         if (aes_clip_trainer_encode_images(ctx, model, pixels, 2, img_emb)) die(ctx, "image encoder");
         if (aes_dpo_items_set_reference(ctx, &it, 1, txt_emb + p->query * E, 1, img_emb, 2, E,
-                                        aes_clip_trainer_logit_scale(model)))
+                                        aes_clip_params_get(clip)->logit_scale[0]))
             die(ctx, "reference");
         ref_w[i] = it.ref_preferred;
         ref_l[i] = it.ref_rejected;
@@ -117,7 +118,7 @@ int main(int argc, char **argv) {
     ocfg.warmup_steps = steps / 10;
     ocfg.total_steps = steps;
     ocfg.clip_norm = 1.0f;
-    aes_clip_trainer_params(model, &nparams);
+    nparams = aes_clip_num_params(clip);
     aes_clip_trainer_segments(model, &seg, &nseg);
     if (aes_optim_create(ctx, &ocfg, nparams, seg, nseg, &opt)) die(ctx, "optimizer");
 
@@ -148,7 +149,7 @@ int main(int argc, char **argv) {
         /* loss: ranked DPO, plus a little contrastive loss pairing each
          * query's text with its preferred image (keeps retrieval intact) */
         memset(dimg, 0, sizeof(float) * n * E);
-        if (aes_dpo_loss(ctx, txt_emb, pairs->nqueries, img_emb, n, E, aes_clip_trainer_logit_scale(model), items,
+        if (aes_dpo_loss(ctx, txt_emb, pairs->nqueries, img_emb, n, E, aes_clip_params_get(clip)->logit_scale[0], items,
                          BATCH_PAIRS, 0.1f, 0.1f, 1.0f, NULL, dimg, &dls, &st))
             die(ctx, "dpo loss");
         {
@@ -163,7 +164,7 @@ int main(int argc, char **argv) {
                 }
                 if (m >= 2) {
                     memset(di, 0, sizeof(float) * m * E);
-                    if (aes_clip_loss(ctx, i_rows, t_rows, m, E, aes_clip_trainer_logit_scale(model), 0.0f, 0.5f, di,
+                    if (aes_clip_loss(ctx, i_rows, t_rows, m, E, aes_clip_params_get(clip)->logit_scale[0], 0.0f, 0.5f, di,
                                       NULL, &dls, work, &clip_loss, &clip_acc))
                         die(ctx, "clip loss");
                     for (m = 0, i = 0; i < BATCH_PAIRS; i++) {   /* route gradients back to the batch rows */
@@ -177,20 +178,21 @@ int main(int argc, char **argv) {
         }
         /* backward through the image tower, then the update */
         if (aes_clip_trainer_backward_images(ctx, model, dimg)) die(ctx, "backward");
-        if (aes_optim_step(ctx, opt, aes_clip_trainer_params(model, NULL), aes_clip_trainer_grads(model, NULL), lr, NULL))
+        if (aes_optim_step(ctx, opt, aes_clip_params_data(clip), aes_clip_trainer_grads(model, NULL), lr, NULL))
             die(ctx, "optimizer step");
         printf("step %3d  dpo %.4f  contrastive %.4f  pref-acc %.2f  margin %+.4f  lr %.2e\n", step + 1, st.loss,
                clip_loss, st.accuracy, st.margin, (double)lr);
     }
 
     /* 6. Save under the tensor names the model came with. */
-    if (aes_clip_trainer_save(ctx, model, argv[3])) die(ctx, argv[3]);
+    if (aes_clip_save(ctx, clip, argv[3], aes_clip_config_get(clip)->layout, AES_DTYPE_F32)) die(ctx, argv[3]);
     printf("wrote %s\n", argv[3]);
     free(pixels); free(img_emb); free(dimg); free(txt_emb); free(tokens); free(ref_w); free(ref_l);
     free(t_rows); free(i_rows); free(di);
     aes_optim_free(opt);
     aes_tokenizer_free(tok);
     aes_clip_trainer_free(model);
+    aes_clip_free(clip);
     aes_pair_set_free(pairs);
     aes_ctx_free(ctx);
     return 0;

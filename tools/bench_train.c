@@ -32,7 +32,8 @@ static double peak_rss_mb(void) {
 int main(int argc, char **argv) {
     int batch = argc > 1 ? atoi(argv[1]) : 32, steps = argc > 2 ? atoi(argv[2]) : 3, i, s;
     aes_ctx *ctx = aes_ctx_create();
-    aes_train_arch a;
+    aes_clip_config a;
+    aes_clip *model = NULL;
     aes_train_options o = aes_train_options_default();
     aes_clip_trainer *tr = NULL;
     aes_optim_config oc = aes_optim_config_default(AES_OPTIM_ADAMW);
@@ -54,13 +55,15 @@ int main(int argc, char **argv) {
     memset(&a, 0, sizeof a);
     a.has_vision = 1;
     a.image_size = 224; a.patch_size = 32; a.vision_width = 768; a.vision_layers = 12; a.vision_heads = 12;
-    a.vision_mlp = 3072; a.embed_dim = 512; a.quick_gelu = 1; a.ln_eps = 1e-5f; a.layout = AES_TRAIN_LAYOUT_HF;
+    a.vision_mlp = 3072; a.embed_dim = 512; a.act = AES_ACT_QUICK_GELU; a.ln_eps = 1e-5f; a.layout = AES_LAYOUT_HF;
     o.train_vision = 1;
     o.max_images = batch;
     o.max_texts = batch;
-    if (aes_clip_trainer_create(ctx, &a, &o, &tr)) { fprintf(stderr, "%s\n", aes_last_error(ctx)); return 1; }
-    aes_clip_trainer_init_random(tr, 1);
-    aes_clip_trainer_params(tr, &np);
+    if (aes_clip_create_random(ctx, &a, 1, &model) || aes_clip_trainer_create(ctx, model, &o, &tr)) {
+        fprintf(stderr, "%s\n", aes_last_error(ctx));
+        return 1;
+    }
+    np = aes_clip_num_params(model);
     aes_clip_trainer_segments(tr, &seg, &nseg);
     if (aes_optim_create(ctx, &oc, np, seg, nseg, &opt)) { fprintf(stderr, "%s\n", aes_last_error(ctx)); return 1; }
     pixels = (float *)malloc(sizeof(float) * (size_t)batch * 3 * 224 * 224);
@@ -89,9 +92,8 @@ int main(int argc, char **argv) {
     ours = batch / dt;
     printf("aesalign train step (forward + DPO/contrastive + backward + AdamW): %.2f images/s (%.0f ms/step)\n", ours,
            1000 * dt);
-    printf("peak RSS %.0f MB (parameters + gradients + AdamW state %.0f MB, activations and step buffers %.0f MB)\n",
-           peak_rss_mb(), 4.0 * (double)np * 4 / 1048576.0,
-           ((double)aes_clip_trainer_activation_bytes(tr) - 4.0 * np) / 1048576.0);
+    printf("peak RSS %.0f MB (parameters + gradients + AdamW state %.0f MB)\n", peak_rss_mb(),
+           4.0 * (double)np * 4 / 1048576.0);
     fflush(stdout);
     /* PyTorch, the same step, in the same run */
     py = popen("/usr/bin/python3 -c 'import torch' 2>/dev/null && /usr/bin/python3 tools/train_reference.py --bench 2>&1", "r");
@@ -108,6 +110,7 @@ int main(int argc, char **argv) {
     }
     aes_optim_free(opt);
     aes_clip_trainer_free(tr);
+    aes_clip_free(model);
     free(pixels); free(txt); free(items);
     aes_ctx_free(ctx);
     return 0;

@@ -17,6 +17,7 @@
  *       Contrastive training from scratch (or from --init M) on image<TAB>caption
  *       lines: how the offline demo makes its tiny CLIP.
  */
+#include <stddef.h>
 #include "cli.h"
 #include <math.h>
 #include <time.h>
@@ -345,10 +346,46 @@ static const char *ft_image_path(const ft_data *d, ft_image im) {
     return im.is_caption ? d->cap_img[im.id] : d->set->paths[im.id];
 }
 
+/* Loads a model for training and makes its trainer.  act_name ("gelu",
+ * "quick_gelu" or NULL) is the activation when neither a config nor the
+ * file's own metadata says (a bare OpenAI-layout file). */
+static aes_status load_for_training(aes_ctx *ctx, const char *path, const char *config, const char *act_name,
+                                    const aes_train_options *to, aes_clip **model, aes_clip_trainer **tr) {
+    aes_clip_load_opts lo;
+    aes_status st;
+    memset(&lo, 0, sizeof lo);
+    lo.config_path = config;
+    if (act_name && !strcmp(act_name, "gelu")) lo.act = AES_ACT_GELU;
+    *tr = NULL;
+    if ((st = aes_clip_load(ctx, path, &lo, model))) return st;
+    return aes_clip_trainer_create(ctx, *model, to, tr);
+}
+
+/* Resume: the parameters of a checkpoint (a model file of the same
+ * architecture) into the model being trained. */
+static aes_status restore_params(aes_ctx *ctx, aes_clip *model, const char *path) {
+    aes_clip_load_opts lo;
+    aes_clip *saved = NULL;
+    aes_status st;
+    memset(&lo, 0, sizeof lo);
+    lo.no_config_search = 1;
+    if ((st = aes_clip_load(ctx, path, &lo, &saved))) return st;
+    if (aes_clip_num_params(saved) != aes_clip_num_params(model) ||
+        memcmp(aes_clip_config_get(saved), aes_clip_config_get(model), offsetof(aes_clip_config, act))) {
+        aes_clip_free(saved);
+        fprintf(stderr, "aesalign: %s was trained from another architecture\n", path);
+        return AES_ERR_MISMATCH;
+    }
+    memcpy(aes_clip_params_data(model), aes_clip_params_data(saved), sizeof(float) * aes_clip_num_params(model));
+    aes_clip_free(saved);
+    return AES_OK;
+}
+
 /* Embeds texts in chunks of the trainer's capacity. */
-static aes_status ft_embed_texts(aes_ctx *ctx, aes_clip_trainer *tr, const int32_t *tokens, int n, float *emb) {
-    int L = aes_clip_trainer_arch(tr)->context_length, E = aes_clip_trainer_arch(tr)->embed_dim;
-    int cap = aes_clip_trainer_options(tr)->max_texts, i;
+static aes_status ft_embed_texts(aes_ctx *ctx, aes_clip_trainer *tr, const aes_clip_config *A, const int32_t *tokens,
+                                 int n, float *emb) {
+    int L = A->context_length, E = A->embed_dim;
+    int cap = aes_clip_trainer_options_get(tr)->max_texts, i;
     for (i = 0; i < n; i += cap) {
         int m = n - i < cap ? n - i : cap;
         aes_status st = aes_clip_trainer_encode_texts(ctx, tr, tokens + (size_t)i * L, m, emb + (size_t)i * E);
@@ -368,12 +405,13 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     ft_data d;
     aes_ctx *ctx = NULL;
     aes_clip_trainer *tr = NULL;
+    aes_clip *model = NULL;
     aes_tokenizer *tok = NULL;
     aes_optim *opt = NULL;
     aes_optim_config oc;
     aes_train_options to = aes_train_options_default();
     aes_dpo_config dc = aes_dpo_config_default();
-    const aes_train_arch *A;
+    const aes_clip_config *A;
     char optim_path[4200];
     int i, r, rc = 1, L, E, S, nq, np, *order = NULL, cursor = 0;
     float *pixels = NULL, *text_emb = NULL, *all_img = NULL;
@@ -466,11 +504,11 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     to.freeze_vision_blocks = to.freeze_text_blocks = (int)o.freeze;
     to.max_images = (int)o.batch;
     to.max_texts = (int)o.batch;
-    if (aes_clip_trainer_load(ctx, o.model, o.config, !(o.act && !strcmp(o.act, "gelu")), &to, &tr)) {
+    if (load_for_training(ctx, o.model, o.config, o.act, &to, &model, &tr)) {
         aes_cli_fail("finetune-dpo", ctx, "loading the model");
         goto done;
     }
-    A = aes_clip_trainer_arch(tr);
+    A = aes_clip_config_get(model);
     if (!A->has_vision || !A->has_text) { aes_cli_fail("finetune-dpo", NULL, "the model needs both towers"); goto done; }
     L = A->context_length; E = A->embed_dim; S = A->image_size;
     nq = d.set->nqueries; np = d.set->npaths;
@@ -500,7 +538,8 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     if (tokenize_all(ctx, tok, d.set->queries, nq, L, A->vocab_size, d.q_tokens, "finetune-dpo") ||
         tokenize_all(ctx, tok, d.cap_txt, d.ncap, L, A->vocab_size, d.c_tokens, "finetune-dpo"))
         goto done;
-    if (ft_embed_texts(ctx, tr, d.q_tokens, nq, d.q_emb) || (d.ncap && ft_embed_texts(ctx, tr, d.c_tokens, d.ncap, d.c_emb))) {
+    if (ft_embed_texts(ctx, tr, A, d.q_tokens, nq, d.q_emb) ||
+        (d.ncap && ft_embed_texts(ctx, tr, A, d.c_tokens, d.ncap, d.c_emb))) {
         aes_cli_fail("finetune-dpo", ctx, "encoding texts");
         goto done;
     }
@@ -520,7 +559,7 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
         }
     }
     {
-        double scale = exp((double)aes_clip_trainer_logit_scale(tr));
+        double scale = exp((double)aes_clip_params_get(model)->logit_scale[0]);
         for (i = 0; i < d.set->npairs; i++) {
             const aes_pair_rec *p = &d.set->pairs[i];
             double sw = 0, sl = 0;
@@ -545,8 +584,7 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     {
         const aes_param_segment *seg;
         int nseg;
-        size_t nparams;
-        aes_clip_trainer_params(tr, &nparams);
+        size_t nparams = aes_clip_num_params(model);
         aes_clip_trainer_segments(tr, &seg, &nseg);
         if (aes_optim_create(ctx, &oc, nparams, seg, nseg, &opt)) { aes_cli_fail("finetune-dpo", ctx, "optimizer"); goto done; }
         fprintf(stderr, "finetune-dpo: training %zu of %zu parameters (%s tower%s, %ld blocks frozen), %s lr %.3g\n",
@@ -554,7 +592,7 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
                 o.optimizer, (double)oc.lr);
     }
     if (o.resume && file_exists(o.out) && file_exists(optim_path)) {
-        if (aes_clip_trainer_restore(ctx, tr, o.out) || aes_optim_load(ctx, opt, optim_path)) {
+        if (restore_params(ctx, model, o.out) || aes_optim_load(ctx, opt, optim_path)) {
             aes_cli_fail("finetune-dpo", ctx, "resuming");
             goto done;
         }
@@ -675,13 +713,13 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
                     step + 1, o.steps, st.loss, st.dpo.accuracy, st.dpo.margin, st.clip_loss, (double)lr,
                     nimg / (now_seconds() - t0));
         if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < o.steps) {
-            if (aes_clip_trainer_save(ctx, tr, o.out) || aes_optim_save(ctx, opt, optim_path)) {
+            if (aes_clip_save(ctx, model, o.out, A->layout, AES_DTYPE_F32) || aes_optim_save(ctx, opt, optim_path)) {
                 aes_cli_fail("finetune-dpo", ctx, "saving a checkpoint");
                 goto done;
             }
         }
     }
-    if (aes_clip_trainer_save(ctx, tr, o.out) || aes_optim_save(ctx, opt, optim_path)) {
+    if (aes_clip_save(ctx, model, o.out, A->layout, AES_DTYPE_F32) || aes_optim_save(ctx, opt, optim_path)) {
         aes_cli_fail("finetune-dpo", ctx, "saving");
         goto done;
     }
@@ -696,6 +734,7 @@ done:
     aes_optim_free(opt);
     aes_tokenizer_free(tok);
     aes_clip_trainer_free(tr);
+    aes_clip_free(model);
     aes_ctx_free(ctx);
     return rc;
 }
@@ -718,11 +757,11 @@ static void train_clip_usage(FILE *f) {
         "Writes M (safetensors) and a Hugging Face config.json beside it (heads, activation).\n");
 }
 
-static aes_status write_hf_config(aes_ctx *ctx, const aes_train_arch *a, const char *model_path) {
+static aes_status write_hf_config(aes_ctx *ctx, const aes_clip_config *a, const char *model_path) {
     char path[4200], text[2048];
     const char *slash = strrchr(model_path, '/');
     int dlen = slash ? (int)(slash - model_path) + 1 : 0, n;
-    const char *act = a->quick_gelu ? "quick_gelu" : "gelu";
+    const char *act = a->act == AES_ACT_GELU ? "gelu" : "quick_gelu";
     snprintf(path, sizeof path, "%.*sconfig.json", dlen, model_path);
     n = snprintf(text, sizeof text,
                  "{\n  \"architectures\": [\"CLIPModel\"],\n  \"model_type\": \"clip\",\n  \"projection_dim\": %d,\n"
@@ -748,6 +787,7 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
     aes_ctx *ctx = NULL;
     aes_tokenizer *tok = NULL;
     aes_clip_trainer *tr = NULL;
+    aes_clip *model = NULL;
     aes_optim *opt = NULL;
     aes_optim_config oc;
     aes_train_options to = aes_train_options_default();
@@ -807,25 +847,27 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
     to.max_images = to.max_texts = (int)batch;
     if (resume && file_exists(out)) init = out;
     if (init) {
-        if (aes_clip_trainer_load(ctx, init, NULL, strcmp(act, "gelu") != 0, &to, &tr)) {
+        if (load_for_training(ctx, init, NULL, act, &to, &model, &tr)) {
             aes_cli_fail("train-clip", ctx, "loading %s", init);
             goto done;
         }
     } else {
-        aes_train_arch a;
+        aes_clip_config a;
         memset(&a, 0, sizeof a);
         a.has_vision = a.has_text = 1;
         a.image_size = (int)image_size; a.patch_size = (int)patch; a.vision_width = (int)width;
         a.vision_layers = (int)layers; a.vision_heads = (int)heads; a.vision_mlp = (int)(mlp > 0 ? mlp : 4 * width);
         a.context_length = (int)context; a.vocab_size = aes_tokenizer_vocab_size(tok); a.text_width = (int)twidth;
         a.text_layers = (int)tlayers; a.text_heads = (int)theads; a.text_mlp = (int)(tmlp > 0 ? tmlp : 4 * twidth);
-        a.embed_dim = (int)embed; a.quick_gelu = strcmp(act, "gelu") != 0; a.ln_eps = 1e-5f;
-        a.layout = strcmp(layout, "openai") ? AES_TRAIN_LAYOUT_HF : AES_TRAIN_LAYOUT_OPENAI;
-        if (aes_clip_trainer_create(ctx, &a, &to, &tr)) { aes_cli_fail("train-clip", ctx, "model shape"); goto done; }
-        aes_clip_trainer_init_random(tr, (uint64_t)seed);
+        a.embed_dim = (int)embed; a.act = strcmp(act, "gelu") ? AES_ACT_QUICK_GELU : AES_ACT_GELU; a.ln_eps = 1e-5f;
+        a.layout = strcmp(layout, "openai") ? AES_LAYOUT_HF : AES_LAYOUT_OPENAI;
+        if (aes_clip_create_random(ctx, &a, (uint64_t)seed, &model) || aes_clip_trainer_create(ctx, model, &to, &tr)) {
+            aes_cli_fail("train-clip", ctx, "model shape");
+            goto done;
+        }
     }
-    S = aes_clip_trainer_arch(tr)->image_size;
-    L = aes_clip_trainer_arch(tr)->context_length;
+    S = aes_clip_config_get(model)->image_size;
+    L = aes_clip_config_get(model)->context_length;
     lines = read_lines(ctx, data, &n);
     if (!lines || n < 2) { aes_cli_fail("train-clip", ctx, "%s: need at least 2 image<TAB>caption lines", data); goto done; }
     caps = (char **)calloc((size_t)n, sizeof(char *));
@@ -842,7 +884,7 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
         caps[i] = tab + 1;
         if (load_pixels(ctx, lines[i], S, all_px + (size_t)i * 3 * S * S)) { aes_cli_fail("train-clip", ctx, "%s", lines[i]); goto done; }
     }
-    if (tokenize_all(ctx, tok, caps, n, L, aes_clip_trainer_arch(tr)->vocab_size, all_tok, "train-clip")) goto done;
+    if (tokenize_all(ctx, tok, caps, n, L, aes_clip_config_get(model)->vocab_size, all_tok, "train-clip")) goto done;
     oc = aes_optim_config_default(AES_OPTIM_ADAMW);
     oc.lr = (float)lr; oc.weight_decay = (float)wd; oc.beta2 = 0.98f; oc.eps = 1e-6f; oc.clip_norm = 1.0f;
     oc.warmup_steps = warmup >= 0 ? (int)warmup : (int)(steps / 20);
@@ -850,8 +892,7 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
     {
         const aes_param_segment *seg;
         int nseg;
-        size_t nparams;
-        aes_clip_trainer_params(tr, &nparams);
+        size_t nparams = aes_clip_num_params(model);
         aes_clip_trainer_segments(tr, &seg, &nseg);
         if (aes_optim_create(ctx, &oc, nparams, seg, nseg, &opt)) { aes_cli_fail("train-clip", ctx, "optimizer"); goto done; }
         fprintf(stderr, "train-clip: %d image/caption pairs, %zu parameters, batch %ld, %ld steps\n", n, nparams, batch,
@@ -885,11 +926,11 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
         }
         if ((step + 1) % log_every == 0 || step + 1 == steps)
             fprintf(stderr, "step %5ld/%ld  loss %.4f  acc %.3f  logit_scale %.3f  lr %.3e  %.1f img/s\n", step + 1,
-                    steps, st.clip_loss, st.clip_acc, aes_clip_trainer_logit_scale(tr),
+                    steps, st.clip_loss, st.clip_acc, aes_clip_params_get(model)->logit_scale[0],
                     (double)aes_lr_schedule(&oc, step), batch / (now_seconds() - t0));
     }
-    if (aes_clip_trainer_save(ctx, tr, out) || aes_optim_save(ctx, opt, optim_path) ||
-        write_hf_config(ctx, aes_clip_trainer_arch(tr), out)) {
+    if (aes_clip_save(ctx, model, out, aes_clip_config_get(model)->layout, AES_DTYPE_F32) ||
+        aes_optim_save(ctx, opt, optim_path) || write_hf_config(ctx, aes_clip_config_get(model), out)) {
         aes_cli_fail("train-clip", ctx, "saving");
         goto done;
     }
@@ -901,6 +942,7 @@ done:
     free(caps); free(all_px); free(all_tok); free(px); free(tk); free(order);
     aes_optim_free(opt);
     aes_clip_trainer_free(tr);
+    aes_clip_free(model);
     aes_tokenizer_free(tok);
     aes_ctx_free(ctx);
     return rc;
