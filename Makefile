@@ -50,6 +50,11 @@ EX_BINS    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
 BENCH_SRCS := $(sort $(wildcard tools/bench_*.c))
 BENCH_BINS := $(patsubst tools/%.c,$(BUILD)/%,$(BENCH_SRCS))
 HDRS       := aesalign.h
+# The synthetic world and the eval format: a companion header of the CLI,
+# the tests and the demo (tools/aesalign.c compiles its implementation).
+WORLD_HDR  := tools/world.h
+# Test programs that include it rebuild when it changes.
+WORLD_TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(shell grep -l 'world\.h"' $(TEST_SRCS) /dev/null))
 
 .PHONY: all test bench demo clean cli examples
 all: cli examples
@@ -63,7 +68,7 @@ $(BUILD)/cli_commands.h: $(CMD_SRCS) | $(BUILD)
 	@grep -h '^AES_CLI_COMMAND(' $(CMD_SRCS) /dev/null | sed -e 's/^AES_CLI_COMMAND(\([A-Za-z_0-9]*\), *\("[^"]*"\)).*$$/AES_CLI_X(\1, \2)/' > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
-$(BUILD)/aesalign: tools/aesalign.c tools/cli.h $(CMD_SRCS) $(BUILD)/cli_commands.h $(HDRS) | $(BUILD)
+$(BUILD)/aesalign: tools/aesalign.c tools/cli.h $(WORLD_HDR) $(CMD_SRCS) $(BUILD)/cli_commands.h $(HDRS) | $(BUILD)
 	$(CC) $(ALLCFLAGS) $(STB_CFLAGS) -I$(BUILD) -o $@ tools/aesalign.c $(CMD_SRCS) $(LDFLAGS) $(STB_LIBS) $(LIBS)
 
 examples: $(EX_BINS)
@@ -74,6 +79,7 @@ $(BUILD)/examples/%: examples/%.c $(HDRS) | $(BUILD)
 $(BUILD)/tests/%: tests/%.c tests/testlib.h $(HDRS) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(LDFLAGS) $(LIBS)
+$(WORLD_TEST_BINS): $(WORLD_HDR)
 
 # The tests run from the repository root (fixtures are found as tests/...).
 # AES_TEST_RUNNER goes before each test program (valgrind, qemu) and

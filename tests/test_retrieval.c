@@ -1,9 +1,12 @@
 /* test_retrieval.c - aesthetic heads, the index file, exact top-k search
  * (fp32 and int8, every ISA, any thread count), re-ranking, query
  * expansion and the retrieval metrics, at hand-computed values where the
- * formula allows it and against a double-precision brute force otherwise. */
+ * formula allows it and against a double-precision brute force otherwise;
+ * also the `aesalign eval` reader of tools/world.h. */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define WORLD_IMPLEMENTATION
+#include "../tools/world.h"
 #include "testlib.h"
 #include <stdlib.h>
 #include <unistd.h>
@@ -878,9 +881,9 @@ static void test_eval_tsv(void) {
         "pair\tq1\ta,b\tc\tA\t2\n"
         "pair\tq2\te\tx\tB\n"
         "pair\tq2\td\tnever\tA\n";
-    aes_eval_report r;
+    world_eval_report r;
     double nd1 = (3.0 / log2(3.0)) / (3.0 + 1.0 / log2(3.0));
-    CHECK_OK(ctx, aes_eval_tsv(ctx, tsv, strlen(tsv), "e.tsv", 2, &r));
+    CHECK_MSG(world_eval_tsv(ctx, tsv, strlen(tsv), "e.tsv", 2, &r) == AES_OK, "%s", world_last_error());
     CHECK(r.nqueries == 2 && r.nrecall == 2 && r.naesthetic == 2);
     /* q1 top 2 = a, b: recall 1/2, nDCG = 3/log2(3) / (3 + 1/log2(3));
      * q2 top 2 = e, d: recall 1, nDCG 1 */
@@ -894,11 +897,11 @@ static void test_eval_tsv(void) {
     CHECK(r.npairs == 2 && r.npairs_skipped == 1);
     CHECK_NEAR(r.agreement, 0.5, 1e-12);
     CHECK_NEAR(r.weighted_agreement, 2.0 / 3, 1e-12);
-    CHECK(aes_eval_tsv(ctx, "bogus\tx\n", 8, "e.tsv", 2, &r) == AES_ERR_FORMAT);
-    CHECK(strstr(aes_last_error(ctx), "e.tsv:1") != NULL);
-    CHECK(aes_eval_tsv(ctx, "result\tq\t0\ta\n", 13, "e.tsv", 2, &r) == AES_ERR_FORMAT);
-    CHECK(aes_eval_tsv(ctx, "pair\tq\ta\tb\tC\n", 13, "e.tsv", 2, &r) == AES_ERR_FORMAT);
-    CHECK(aes_eval_tsv(ctx, "result\tq\t1\ta\nresult\tq\t1\tb\n", 26, "e.tsv", 2, &r) == AES_ERR_FORMAT);
+    CHECK(world_eval_tsv(ctx, "bogus\tx\n", 8, "e.tsv", 2, &r) == AES_ERR_FORMAT);
+    CHECK(strstr(world_last_error(), "e.tsv:1") != NULL);
+    CHECK(world_eval_tsv(ctx, "result\tq\t0\ta\n", 13, "e.tsv", 2, &r) == AES_ERR_FORMAT);
+    CHECK(world_eval_tsv(ctx, "pair\tq\ta\tb\tC\n", 13, "e.tsv", 2, &r) == AES_ERR_FORMAT);
+    CHECK(world_eval_tsv(ctx, "result\tq\t1\ta\nresult\tq\t1\tb\n", 26, "e.tsv", 2, &r) == AES_ERR_FORMAT);
 }
 
 /* ---- the CLI end to end, on the tiny fixture model ------------------------------

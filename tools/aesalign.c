@@ -2,6 +2,8 @@
  * `aesalign help` lists the subcommands; each lives in tools/cmd_*.c. */
 #define AESALIGN_IMPLEMENTATION
 #include "cli.h"
+#define WORLD_IMPLEMENTATION      /* the synthetic world and `eval` (cmd_world.c, cmd_search.c) */
+#include "world.h"
 #include <stdarg.h>
 #include <unistd.h>
 

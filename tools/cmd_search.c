@@ -1,5 +1,6 @@
 /* aesalign search / eval: aesthetics-aware retrieval over an index
- * (aesalign.h; arXiv 2406.09397 stages 1-2) and its metrics.
+ * (aesalign.h; arXiv 2406.09397 stages 1-2) and its metrics (the eval
+ * format is world_eval_tsv in tools/world.h).
  *
  *   aesalign search --index FILE --model M [--head H] [--k 20] [--candidates 200]
  *                   [--aesthetic-weight W] [--expand none|template|file]
@@ -19,6 +20,7 @@
 #define _XOPEN_SOURCE 700       /* realpath */
 #endif
 #include "cli.h"
+#include "world.h"
 #include <math.h>
 #include <errno.h>
 #include <limits.h>
@@ -402,8 +404,8 @@ AES_CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aest
     aes_ctx *ctx;
     void *buf = NULL;
     size_t len = 0;
-    aes_eval_report r;
-    int i;
+    world_eval_report r;
+    int i, rc = 0;
     for (i = 1; i < argc; i++) {
         int rr;
         if ((rr = aes_cli_opt_int(argc, argv, &i, "--k", &k))) { if (rr < 0) return 1; continue; }
@@ -426,9 +428,11 @@ AES_CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aest
     if (!path) return aes_cli_fail("eval", NULL, "which file? (aesalign eval FILE.tsv)");
     if (k < 1 || k > 1000000) return aes_cli_fail("eval", NULL, "--k must be in [1, 10^6]");
     if (!(ctx = aes_ctx_create())) return aes_cli_fail("eval", NULL, "out of memory");
-    if (aes_read_file(ctx, path, &buf, &len) != AES_OK ||
-        aes_eval_tsv(ctx, (const char *)buf, len, path, (int)k, &r) != AES_OK) {
-        int rc = aes_cli_fail("eval", ctx, "cannot evaluate");
+    if (aes_read_file(ctx, path, &buf, &len) != AES_OK)
+        rc = aes_cli_fail("eval", ctx, "cannot evaluate");
+    else if (world_eval_tsv(ctx, (const char *)buf, len, path, (int)k, &r) != AES_OK)
+        rc = aes_cli_fail("eval", NULL, "cannot evaluate: %s", world_last_error());
+    if (rc) {
         aes_free(buf);
         aes_ctx_free(ctx);
         return rc;

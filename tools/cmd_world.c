@@ -10,6 +10,7 @@
  * reader never sees half a file; they are written after the images, so a
  * complete scenes.tsv means every image it lists is there. */
 #include "cli.h"
+#include "world.h"
 #include <errno.h>
 #include <math.h>
 #include <sys/stat.h>
@@ -86,49 +87,50 @@ static double world_now(void) {
 }
 
 /* One scenes.tsv row. */
-static aes_status world_write_row(aes_ctx *ctx, FILE *f, const aes_world_scene *s, int raters) {
-    char caption[AES_WORLD_TEXT_MAX];
-    int32_t votes[AES_WORLD_NBINS];
+static aes_status world_write_row(aes_ctx *ctx, FILE *f, const world_scene *s, int raters) {
+    char caption[WORLD_TEXT_MAX];
+    int32_t votes[WORLD_NBINS];
     double mean = 0.0;
     int v, k;
     aes_status st;
     fprintf(f, "%lld\timages/%06lld.ppm", (long long)s->index, (long long)s->index);
-    for (v = 0; v < AES_WORLD_NVARIANTS; v++) {
-        if ((st = aes_world_caption(ctx, s, v, caption, sizeof caption)) != AES_OK) return st;
+    for (v = 0; v < WORLD_NVARIANTS; v++) {
+        if ((st = world_caption(ctx, s, v, caption, sizeof caption)) != AES_OK) return st;
         fprintf(f, "\t%s", caption);
     }
-    if ((st = aes_world_histogram(ctx, s, raters, votes)) != AES_OK) return st;
+    if ((st = world_histogram(ctx, s, raters, votes)) != AES_OK) return st;
     fprintf(f, "\t%.4f", (double)s->score);
-    for (k = 0; k < AES_WORLD_NBINS; k++) {
+    for (k = 0; k < WORLD_NBINS; k++) {
         fprintf(f, "\t%ld", (long)votes[k]);
         mean += (double)(k + 1) * votes[k];
     }
-    fprintf(f, "\t%.4f\t%s", mean / raters, aes_world_background_name(s->background));
+    fprintf(f, "\t%.4f\t%s", mean / raters, world_background_name(s->background));
     for (k = 0; k < 2; k++) {
-        if (k == 1) fprintf(f, "\t%s", s->ngroups == 2 ? aes_world_relation_name(s->relation) : "-");
+        if (k == 1) fprintf(f, "\t%s", s->ngroups == 2 ? world_relation_name(s->relation) : "-");
         if (k < s->ngroups)
-            fprintf(f, "\t%d\t%s\t%s\t%s", s->groups[k].count, aes_world_size_name(s->groups[k].size),
-                    aes_world_colour_name(s->groups[k].colour), aes_world_shape_name(s->groups[k].shape));
+            fprintf(f, "\t%d\t%s\t%s\t%s", s->groups[k].count, world_size_name(s->groups[k].size),
+                    world_colour_name(s->groups[k].colour), world_shape_name(s->groups[k].shape));
         else
             fprintf(f, "\t-\t-\t-\t-");
     }
-    fprintf(f, "\t%s\t%s\t%.4f\t%d\t%.4f\t%.5f\t%.4f\t%.4f\n", aes_world_composition_name(s->composition),
-            aes_world_harmony_name(s->harmony), (double)s->contrast, s->nclutter, (double)s->noise, (double)s->blur,
+    fprintf(f, "\t%s\t%s\t%.4f\t%d\t%.4f\t%.5f\t%.4f\t%.4f\n", world_composition_name(s->composition),
+            world_harmony_name(s->harmony), (double)s->contrast, s->nclutter, (double)s->noise, (double)s->blur,
             (double)s->crop, (double)s->shadow);
     return AES_OK;
 }
 
-static int world_print(aes_ctx *ctx, uint64_t seed, long first, long n, const aes_world_params *params) {
+static int world_print(aes_ctx *ctx, uint64_t seed, long first, long n, const world_params *params) {
     long i;
     int v;
     for (i = 0; i < n; i++) {
-        aes_world_scene s;
-        char caption[AES_WORLD_TEXT_MAX];
-        if (aes_world_sample(ctx, seed, first + i, params, &s) != AES_OK) return aes_cli_fail("world", ctx, "sampling");
+        world_scene s;
+        char caption[WORLD_TEXT_MAX];
+        if (world_sample(ctx, seed, first + i, params, &s) != AES_OK)
+            return aes_cli_fail("world", NULL, "sampling: %s", world_last_error());
         printf("%ld\t%.2f", first + i, (double)s.score);
-        for (v = 0; v < AES_WORLD_NVARIANTS; v++) {
-            if (aes_world_caption(ctx, &s, v, caption, sizeof caption) != AES_OK)
-                return aes_cli_fail("world", ctx, "caption");
+        for (v = 0; v < WORLD_NVARIANTS; v++) {
+            if (world_caption(ctx, &s, v, caption, sizeof caption) != AES_OK)
+                return aes_cli_fail("world", NULL, "caption: %s", world_last_error());
             printf("\t%s", caption);
         }
         printf("\n");
@@ -140,10 +142,10 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
     const char *out = NULL;
     long n = 2000, seed = 1, first = 0, size = 64, nq = 200, raters = 120, chunk = 256, done;
     double skill_sd = -1.0, t0 = world_now();
-    int i, print = 0, r, progress, nqueries = 0, bins[AES_WORLD_NBINS] = {0};
-    aes_world_params params;
-    aes_world_scene *scenes = NULL;
-    aes_world_query *queries = NULL;
+    int i, print = 0, r, progress, nqueries = 0, bins[WORLD_NBINS] = {0};
+    world_params params;
+    world_scene *scenes = NULL;
+    world_query *queries = NULL;
     uint8_t *pixels = NULL;
     aes_ctx *ctx;
     world_file tsv;
@@ -176,26 +178,25 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
 
     ctx = aes_ctx_create();
     if (!ctx) return aes_cli_fail("world", NULL, "out of memory");
-    aes_world_params_default(&params);
+    world_params_default(&params);
     if (skill_sd >= 0.0) params.skill_sd = (float)skill_sd;
     if (print) {
         r = world_print(ctx, (uint64_t)seed, first, n, &params);
         aes_ctx_free(ctx);
         return r;
     }
-    if (aes_threads_set(ctx, aes_cli_threads()) != AES_OK) aes_clear_error(ctx);
 
     snprintf(dir, sizeof dir, "%s/images", out);
     if (world_mkdir(out) != 0 || world_mkdir(dir) != 0) {
         aes_ctx_free(ctx);
         return aes_cli_fail("world", NULL, "cannot create %s: %s", dir, strerror(errno));
     }
-    scenes = (aes_world_scene *)aes_alloc(ctx, (size_t)n, sizeof *scenes);
+    scenes = (world_scene *)aes_alloc(ctx, (size_t)n, sizeof *scenes);
     pixels = (uint8_t *)aes_alloc(ctx, (size_t)chunk * size * size, 3);
     if (!scenes || !pixels) { r = aes_cli_fail("world", ctx, "allocating %ld scenes", n); goto done; }
     for (i = 0; i < n; i++)
-        if (aes_world_sample(ctx, (uint64_t)seed, first + i, &params, &scenes[i]) != AES_OK) {
-            r = aes_cli_fail("world", ctx, "sampling scene %ld", first + i);
+        if (world_sample(ctx, (uint64_t)seed, first + i, &params, &scenes[i]) != AES_OK) {
+            r = aes_cli_fail("world", NULL, "sampling scene %ld: %s", first + i, world_last_error());
             goto done;
         }
 
@@ -205,19 +206,19 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
         goto done;
     }
     fprintf(tsv.f, "id\tpath\tcaption\tcaption_1\tcaption_2\tcaption_3\tscore");
-    for (i = 1; i <= AES_WORLD_NBINS; i++) fprintf(tsv.f, "\th%d", i);
+    for (i = 1; i <= WORLD_NBINS; i++) fprintf(tsv.f, "\th%d", i);
     fprintf(tsv.f, "\tvote_mean\tbackground\tcount1\tsize1\tcolour1\tshape1\trelation\tcount2\tsize2\tcolour2\tshape2"
                    "\tcomposition\tharmony\tcontrast\tclutter\tnoise\tblur\tcrop\tshadow\n");
     progress = n >= 1000;
     for (done = 0; done < n; done += chunk) {
         int m = (int)(n - done < chunk ? n - done : chunk), k;
-        if (aes_world_render_many(ctx, scenes + done, m, (int)size, (int)size, pixels) != AES_OK) {
+        if (world_render_many(ctx, scenes + done, m, (int)size, (int)size, pixels) != AES_OK) {
             world_file_abort(&tsv);
-            r = aes_cli_fail("world", ctx, "rendering");
+            r = aes_cli_fail("world", NULL, "rendering: %s", world_last_error());
             goto done;
         }
         for (k = 0; k < m; k++) {
-            const aes_world_scene *sc = &scenes[done + k];
+            const world_scene *sc = &scenes[done + k];
             char path[4096];
             int bin = (int)floor((double)sc->score + 0.5);
             aes_image img;
@@ -232,7 +233,7 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
             }
             if (world_write_row(ctx, tsv.f, sc, (int)raters) != AES_OK) {
                 world_file_abort(&tsv);
-                r = aes_cli_fail("world", ctx, "scene %lld", (long long)sc->index);
+                r = aes_cli_fail("world", NULL, "scene %lld: %s", (long long)sc->index, world_last_error());
                 goto done;
             }
             bins[bin < 1 ? 0 : bin > 10 ? 9 : bin - 1]++;
@@ -247,12 +248,13 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
 
     /* queries built from the gallery, and their exact relevance */
     if (nq > 0) {
-        char text[AES_WORLD_TEXT_MAX];
+        char text[WORLD_TEXT_MAX];
         world_file qf, rf;
         long q;
-        queries = (aes_world_query *)aes_alloc(ctx, (size_t)nq, sizeof *queries);
-        if (!queries || aes_world_query_set(ctx, (uint64_t)seed, scenes, (int)n, (int)nq, queries, &nqueries) != AES_OK) {
-            r = aes_cli_fail("world", ctx, "making queries");
+        queries = (world_query *)aes_alloc(ctx, (size_t)nq, sizeof *queries);
+        if (!queries) { r = aes_cli_fail("world", ctx, "allocating %ld queries", nq); goto done; }
+        if (world_query_set(ctx, (uint64_t)seed, scenes, (int)n, (int)nq, queries, &nqueries) != AES_OK) {
+            r = aes_cli_fail("world", NULL, "making queries: %s", world_last_error());
             goto done;
         }
         if (world_file_open(&qf, out, "queries.tsv") != 0) {
@@ -269,15 +271,15 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
         for (q = 0; q < nqueries; q++) {
             long full = 0, partial = 0, j;
             for (j = 0; j < n; j++) {
-                int rel = aes_world_relevance(&queries[q], &scenes[j]);
+                int rel = world_relevance(&queries[q], &scenes[j]);
                 if (rel) fprintf(rf.f, "%ld\t%lld\t%d\n", q, (long long)scenes[j].index, rel);
                 full += rel == 2;
                 partial += rel == 1;
             }
-            if (aes_world_query_text(ctx, &queries[q], text, sizeof text) != AES_OK) {
+            if (world_query_text(ctx, &queries[q], text, sizeof text) != AES_OK) {
                 world_file_abort(&qf);
                 world_file_abort(&rf);
-                r = aes_cli_fail("world", ctx, "query %ld", q);
+                r = aes_cli_fail("world", NULL, "query %ld: %s", q, world_last_error());
                 goto done;
             }
             fprintf(qf.f, "%ld\t%s\t%d\t%ld\t%ld\n", q, text, queries[q].template_id, full, partial);
@@ -291,7 +293,7 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
     printf("wrote %ld scenes (%ldx%ld) and %d queries to %s in %.2f s\n", n, size, size, nqueries, out,
            world_now() - t0);
     printf("score bins 1..10:");
-    for (i = 0; i < AES_WORLD_NBINS; i++) printf(" %d", bins[i]);
+    for (i = 0; i < WORLD_NBINS; i++) printf(" %d", bins[i]);
     printf("\n");
     r = 0;
 done:

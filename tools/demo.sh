@@ -1,5 +1,6 @@
 #!/bin/sh
-# tools/demo.sh - the whole method offline, on the synthetic aesthetic world.
+# tools/demo.sh - the whole method offline, on the synthetic aesthetic world
+# (`aesalign world`, tools/world.h).
 #
 #   sh tools/demo.sh demo        the real run (`make demo`): a 2,000-scene gallery,
 #                                the shipped weights, the table, demo.html, ELTA
