@@ -2410,15 +2410,16 @@ AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_o
  *  `aesalign train-clip`: the CLI only parses flags and prints progress.
  *  Each call does, in order:
  *
- *    1. checks the inputs, tokenizes every text once (the caller's tokenizer);
+ *    1. checks the inputs, tokenizes every text once (the caller's tokenizer),
+ *       creates the optimizer (or takes the caller's);
  *    2. DPO only -- the reference pass: embeds every query and every image of
  *       the pair set once with the model AS PASSED IN and caches s_ref for
  *       every pair with aes_dpo_items_set_reference, so no frozen copy of the
  *       model is kept; with the text tower frozen, these text embeddings are
  *       also the ones training uses (no text forward per step);
- *    3. creates the optimizer (or takes the caller's), then -- when asked to
- *       resume -- restores model and optimizer from the last checkpoint, AFTER
- *       the reference pass, so a resumed run keeps the original reference;
+ *    3. when asked to resume, restores model and optimizer from the last
+ *       checkpoint -- AFTER the reference pass, so a resumed run keeps the
+ *       reference of the original model;
  *    4. steps from aes_optim_steps_done(optimizer) to cfg->steps, the
  *       learning rate following aes_lr_schedule of the optimizer's config;
  *    5. writes checkpoints every save_every steps, when the run is stopped,
@@ -18012,6 +18013,7 @@ AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_opti
         st = aes_last_status(ctx) ? aes_last_status(ctx) : AES_ERR_NOMEM;
         goto done;
     }
+    if ((st = aes__loop_optim(&L, optim, &cfg->optim, 10)) != AES_OK) goto done;
     if ((st = aes__loop_tokenize(&L, tok, (const char *const *)pairs->queries, nq, q_tok)) != AES_OK ||
         (ncap && (st = aes__loop_tokenize(&L, tok, captions->texts, ncap, c_tok)) != AES_OK))
         goto done;
@@ -18042,9 +18044,8 @@ AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_opti
     aes_free(img_emb);
     img_emb = NULL;
     S.ref = ref;
-    /* 3. optimizer, resume */
-    if ((st = aes__loop_optim(&L, optim, &cfg->optim, 10)) != AES_OK || (st = aes__loop_resume(&L)) != AES_OK)
-        goto done;
+    /* 3. resume (after the reference pass: the reference stays the model passed in) */
+    if ((st = aes__loop_resume(&L)) != AES_OK) goto done;
     /* 4. the sampler, replayed over the finished steps */
     S.rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
     aes__loop_shuffle(S.order, pairs->npairs, &S.rng);
@@ -18139,12 +18140,12 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
         st = aes_last_status(ctx) ? aes_last_status(ctx) : AES_ERR_NOMEM;
         goto done;
     }
+    if ((st = aes__loop_optim(&L, optim, &cfg->optim, 20)) != AES_OK) goto done;
     if (cache)   /* every image once, preprocessed */
         for (i = 0; i < n; i++)
             if ((st = aes__loop_image(&L, data->images[i], all_px + (size_t)i * pxn)) != AES_OK) goto done;
     if ((st = aes__loop_tokenize(&L, tok, data->texts, n, all_tok)) != AES_OK) goto done;
-    if ((st = aes__loop_optim(&L, optim, &cfg->optim, 20)) != AES_OK || (st = aes__loop_resume(&L)) != AES_OK)
-        goto done;
+    if ((st = aes__loop_resume(&L)) != AES_OK) goto done;
     /* the order: a shuffle per epoch, replayed over the finished steps */
     rng = cfg->seed * 0x9E3779B97F4A7C15ull + 7;
     aes__loop_shuffle(order, n, &rng);
