@@ -2462,8 +2462,9 @@ AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_o
  *  and the call returns AES_OK with result->stopped = 1; it can be resumed.
  *  Returning nonzero at START stops before the first step.
  *
- *  Errors return a status with a message (a step failure names the step);
- *  the model and optimizer then hold the state of the last finished step.
+ *  Errors return a status with a message (a step failure names the step, an
+ *  image failure the path); after an error in the steps the model and the
+ *  caller's optimizer hold the state of the last finished step.
  * ========================================================================= */
 
 /* Fills pixels [3, size, size] with the image at path, preprocessed as CLIP
@@ -2484,7 +2485,7 @@ typedef enum aes_train_event {
 
 typedef struct aes_train_progress {
     aes_train_event event;
-    long   step;                /* steps done (the optimizer's count)                 */
+    long   step;                /* steps done (START: where the run begins)           */
     long   steps;               /* the run's total (cfg->steps)                       */
     long   start_step;          /* steps done when this call began (> 0: resumed)     */
     int    resumed;             /* 1: model and optimizer came from a checkpoint      */
