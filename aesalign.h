@@ -2311,6 +2311,195 @@ AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_o
                                        const float *pixels, const int32_t *tokens, int n,
                                        float label_smoothing, float lr, aes_train_step_stats *stats);
 
+
+/* ============================================================================
+ *  Training loops: whole runs as one call.
+ *
+ *  aes_dpo_finetune runs ranked-DPO preference fine-tuning (arXiv 2406.09397
+ *  stage 3) over a pair set; aes_clip_train runs contrastive training over
+ *  image/caption rows.  They are the loops of `aesalign finetune-dpo` and
+ *  `aesalign train-clip`: the CLI only parses flags and prints progress.
+ *  Each call does, in order:
+ *
+ *    1. checks the inputs, tokenizes every text once (the caller's tokenizer),
+ *       creates the optimizer (or takes the caller's);
+ *    2. DPO only -- the reference pass: embeds every query and every image of
+ *       the pair set once with the model AS PASSED IN and caches s_ref for
+ *       every pair with aes_dpo_items_set_reference, so no frozen copy of the
+ *       model is kept; with the text tower frozen, these text embeddings are
+ *       also the ones training uses (no text forward per step);
+ *    3. when asked to resume, restores model and optimizer from the last
+ *       checkpoint -- AFTER the reference pass, so a resumed run keeps the
+ *       reference of the original model;
+ *    4. steps from aes_optim_steps_done(optimizer) to cfg->steps, the
+ *       learning rate following aes_lr_schedule of the optimizer's config;
+ *    5. writes checkpoints every save_every steps, when the run is stopped,
+ *       and at the end.
+ *
+ *  Batches.  Everything random comes from one xorshift64* stream seeded by
+ *  cfg->seed, and the batch of step t depends only on the seed, the data
+ *  and t.  On resume the sampler is REPLAYED (the batches of the finished
+ *  steps are drawn again and dropped, without loading images), so an
+ *  interrupted and resumed run is byte-identical to a straight one.  With
+ *  the kernels' own guarantee this makes results bit-identical for any
+ *  thread count.
+ *    DPO: each step tries pairs_per_step pairs in a shuffled order (a new
+ *    shuffle per pass over the set); a pair joins the step when its query and
+ *    images fit in batch rows; a query or image already in the step is reused
+ *    (each distinct text and image is embedded once per step).  The
+ *    contrastive term (weight loss.lambda) runs on matched rows: with
+ *    captions, max(2, batch/4) random caption rows (at most ncaptions) come
+ *    first; without, each query of the step is matched with the preferred
+ *    image of its first pair (rows swapped to the front), which needs 2
+ *    distinct queries in the step (else the step has no contrastive term:
+ *    progress reports nmatched = 0).
+ *    CLIP: batch rows in a shuffled order, a new shuffle per epoch.
+ *
+ *  Images come through cfg->load_image, which fills CLIP-preprocessed pixels
+ *  for a path (the library decodes only PPM/PGM; a program with a JPEG/PNG
+ *  decoder passes its own, as the CLI does with stb_image).  NULL means
+ *  aes_image_load_preprocessed.  The loops add the path to a loader's error.
+ *
+ *  Checkpoints: either files (cfg->checkpoint: the model there in its own
+ *  tensor names, the optimizer state beside it as <checkpoint>.optim; needs
+ *  stdio), or the caller's save/restore callbacks (memory, a database, an
+ *  AES_NO_STDIO build).  Resume (cfg->resume) restores when a checkpoint
+ *  exists (both files; restore() says *found) and otherwise starts at step 0.
+ *
+ *  Progress: cfg->progress (may be NULL) is called once when set-up is done
+ *  (AES_TRAIN_START), after every step (AES_TRAIN_STEP) and after every
+ *  checkpoint (AES_TRAIN_CHECKPOINT).  A nonzero return stops the run
+ *  cleanly: a checkpoint is written (when configured and not just written)
+ *  and the call returns AES_OK with result->stopped = 1; it can be resumed.
+ *  Returning nonzero at START stops before the first step.
+ *
+ *  Errors return a status with a message (a step failure names the step, an
+ *  image failure the path); after an error in the steps the model and the
+ *  caller's optimizer hold the state of the last finished step.
+ * ========================================================================= */
+
+/* Fills pixels [3, size, size] with the image at path, preprocessed as CLIP
+ * does (aes_clip_preprocess).  user is the config's user pointer. */
+typedef aes_status (*aes_image_loader_fn)(void *user, aes_ctx *ctx, const char *path, int size,
+                                          float *pixels);
+#ifndef AES_NO_STDIO
+/* The default loader: aes_image_load (PPM/PGM) + aes_clip_preprocess. */
+AES_API aes_status aes_image_load_preprocessed(void *user, aes_ctx *ctx, const char *path, int size,
+                                               float *pixels);
+#endif
+
+typedef enum aes_train_event {
+    AES_TRAIN_START = 0,        /* set-up done (reference pass, optimizer, resume)    */
+    AES_TRAIN_STEP = 1,         /* a step finished                                    */
+    AES_TRAIN_CHECKPOINT = 2    /* a checkpoint was written                           */
+} aes_train_event;
+
+typedef struct aes_train_progress {
+    aes_train_event event;
+    long   step;                /* steps done (START: where the run begins)           */
+    long   steps;               /* the run's total (cfg->steps)                       */
+    long   start_step;          /* steps done when this call began (> 0: resumed)     */
+    int    resumed;             /* 1: model and optimizer came from a checkpoint      */
+    size_t trainable, nparams;  /* parameters the optimizer updates / in the model    */
+    float  lr;                  /* STEP: the step's learning rate                     */
+    float  logit_scale;         /* the model's logit_scale (a log), now               */
+    aes_train_step_stats stats; /* STEP: losses, accuracies, optim.grad_norm; seconds =
+                                   wall time of the step, image loading included      */
+    int    nimages, ntexts;     /* STEP: rows of the batch                            */
+    int    nitems;              /* STEP: preference items (DPO)                       */
+    int    nmatched;            /* STEP: rows of the contrastive term (0: none)       */
+    double elapsed;             /* seconds since the first step began                 */
+    aes_clip_trainer *trainer;  /* the model and optimizer, to look at between steps  */
+    const aes_optim  *optim;    /* (e.g. an evaluation every N steps); not to free    */
+} aes_train_progress;
+
+typedef struct aes_train_result {
+    long   steps_done;          /* the optimizer's step count at the end              */
+    long   start_step;          /* ... and when the call began                        */
+    int    resumed;             /* 1: the run continued from a checkpoint             */
+    int    stopped;             /* 1: the progress callback stopped it early          */
+    aes_train_step_stats last;  /* the last step's statistics (zero without steps)    */
+    double seconds;             /* wall time of the steps                             */
+} aes_train_result;
+
+/* Images with one caption each (parallel arrays of n strings). */
+typedef struct aes_caption_list {
+    const char *const *images;  /* paths, passed to the image loader                  */
+    const char *const *texts;   /* captions                                           */
+    int n;
+} aes_caption_list;
+
+/* The fields both loops share come first, in the same order. */
+typedef struct aes_dpo_finetune_config {
+    long     steps;             /* optimizer steps of the whole run            (100)  */
+    int      batch;             /* image rows per step, also the limit on text rows;
+                                   at most the trainer's max_images and max_texts (32) */
+    uint64_t seed;              /* batch sampling                                (1)  */
+    aes_optim_config optim;     /* for the optimizer the loop creates (optim NULL):
+                                   AdamW, lr 1e-5, wd 0.01, clip_norm 1, cosine to
+                                   min_lr_frac 0.1; warmup_steps < 0 means steps / 10
+                                   and total_steps < 0 means steps (both -1)         */
+    long     save_every;        /* a checkpoint every N steps too (0: only at a stop
+                                   and at the end)                                   */
+    const char *checkpoint;     /* model file; optimizer state in <checkpoint>.optim
+                                   (NULL: no files)                                  */
+    int      resume;            /* continue from the checkpoint when there is one    */
+    aes_status (*save)(void *user, aes_ctx *ctx, const aes_clip *model, const aes_optim *opt);
+    aes_status (*restore)(void *user, aes_ctx *ctx, aes_clip *model, aes_optim *opt, int *found);
+                                /* checkpoints through the caller instead (both or
+                                   neither; not with checkpoint)                     */
+    aes_image_loader_fn load_image;   /* NULL: aes_image_load_preprocessed          */
+    int    (*progress)(void *user, const aes_train_progress *p);   /* may be NULL   */
+    void    *user;              /* passed to every callback                          */
+    /* DPO */
+    int      pairs_per_step;    /* pairs tried per step (0: batch / 2)               */
+    aes_dpo_config loss;        /* aes_dpo_config_default()                          */
+} aes_dpo_finetune_config;
+
+typedef struct aes_clip_train_config {
+    long     steps;             /* (1000)                                             */
+    int      batch;             /* matched image/caption rows per step, 2.. (64)      */
+    uint64_t seed;              /* (1)                                                */
+    aes_optim_config optim;     /* AdamW, lr 5e-4, wd 0.1, betas (0.9, 0.98), eps 1e-6,
+                                   clip_norm 1; warmup_steps < 0: steps / 20,
+                                   total_steps < 0: steps (both -1)                  */
+    long     save_every;
+    const char *checkpoint;
+    int      resume;
+    aes_status (*save)(void *user, aes_ctx *ctx, const aes_clip *model, const aes_optim *opt);
+    aes_status (*restore)(void *user, aes_ctx *ctx, aes_clip *model, aes_optim *opt, int *found);
+    aes_image_loader_fn load_image;
+    int    (*progress)(void *user, const aes_train_progress *p);
+    void    *user;
+    /* CLIP */
+    float    label_smoothing;   /* of the contrastive loss                       (0)  */
+    int      cache_images;      /* 1: preprocess every image once and keep all n in
+                                   memory (n * 3 * R * R floats); 0: load each image
+                                   when a batch needs it.  Same results.        (1)  */
+} aes_clip_train_config;
+
+AES_API aes_dpo_finetune_config aes_dpo_finetune_config_default(void);
+AES_API aes_clip_train_config   aes_clip_train_config_default(void);
+
+/* Ranked-DPO fine-tuning of tr on pairs (queries and image paths of the
+ * set).  tok tokenizes the queries and captions (its vocabulary must fit
+ * the model's).  captions (may be NULL or empty) gives the contrastive term
+ * its own matched rows.  What is trained (towers, frozen blocks) is the
+ * trainer's options; the model needs both towers.  optim may be NULL: the
+ * loop then creates one from cfg->optim over the trainer's trainable
+ * tensors and frees it before returning.  result may be NULL. */
+AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim,
+                                    const aes_tokenizer *tok, const aes_pair_set *pairs,
+                                    const aes_caption_list *captions,
+                                    const aes_dpo_finetune_config *cfg, aes_train_result *result);
+
+/* Contrastive training (aes_clip_train_step, both towers as the trainer's
+ * options say) on data->n >= 2 image/caption rows. */
+AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim,
+                                  const aes_tokenizer *tok, const aes_caption_list *data,
+                                  const aes_clip_train_config *cfg, aes_train_result *result);
+
+
 #endif /* AESALIGN_H */
 
 /* ############################################################################
@@ -15970,6 +16159,754 @@ AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_o
     if (!tokens || n < 2)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "contrastive step: needs tokens and at least 2 pairs");
     return aes_dpo_train_step(ctx, tr, opt, &c, &b, lr, stats);
+}
+
+/* ============================================================================
+ *  Training loops
+ * ========================================================================= */
+
+/* ---- what the loops need of the trainer ---------------------------------------- */
+
+typedef struct aes__loop_model {
+    int    S, L, E, vocab;          /* image size, context length, embedding width, vocabulary */
+    int    max_images, max_texts;   /* batch capacity of the trainer                          */
+    int    has_vision, has_text;
+    int    train_text;              /* the text tower trains (else DPO uses cached embeddings) */
+    size_t nparams;
+} aes__loop_model;
+
+static void aes__loop_model_get(aes_clip_trainer *tr, aes__loop_model *m) {
+    const aes_clip_config *a = &tr->model->cfg;
+    m->S = a->image_size;
+    m->L = a->context_length;
+    m->E = a->embed_dim;
+    m->vocab = a->vocab_size;
+    m->has_vision = a->has_vision;
+    m->has_text = a->has_text;
+    m->max_images = tr->opt.max_images;
+    m->max_texts = tr->opt.max_texts;
+    m->train_text = tr->opt.train_text;
+    m->nparams = tr->model->nparams;
+}
+
+static float aes__loop_logit_scale(const aes_clip_trainer *tr) { return *tr->model->p.logit_scale; }
+
+/* L2-normalised embeddings of n texts, in chunks of the trainer's capacity. */
+static aes_status aes__loop_encode_texts(aes_ctx *ctx, aes_clip_trainer *tr, const aes__loop_model *m,
+                                         const int32_t *tokens, int n, float *emb) {
+    int i, cap = AES__MAX(m->max_texts, 1);
+    for (i = 0; i < n; i += cap) {
+        int k = n - i < cap ? n - i : cap;
+        aes_status st = aes_clip_trainer_encode_texts(ctx, tr, tokens + (size_t)i * m->L, k, emb + (size_t)i * m->E);
+        if (st != AES_OK) return st;
+    }
+    return AES_OK;
+}
+
+/* An optimizer over the trainer's trainable tensors. */
+static aes_status aes__loop_optim_create(aes_ctx *ctx, aes_clip_trainer *tr, const aes_optim_config *oc,
+                                         aes_optim **out) {
+    if (tr->nseg < 1)   /* (nseg 0 would mean "everything" to aes_optim_create) */
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "training loop: the trainer's options leave nothing to train");
+    return aes_optim_create(ctx, oc, tr->model->nparams, tr->seg, tr->nseg, out);
+}
+
+#ifndef AES_NO_STDIO
+static int aes__loop_file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* "<path>.optim", from aes_alloc. */
+static char *aes__loop_optim_path(aes_ctx *ctx, const char *path) {
+    size_t n = strlen(path);
+    char *s = (char *)aes_alloc(ctx, n + 7, 1);
+    if (s) {
+        memcpy(s, path, n);
+        memcpy(s + n, ".optim", 7);
+    }
+    return s;
+}
+
+/* The model at path (its own tensor names, atomically), the optimizer beside it. */
+static aes_status aes__loop_save_files(aes_ctx *ctx, const aes_clip_trainer *tr, const aes_optim *opt,
+                                       const char *path) {
+    char *op = aes__loop_optim_path(ctx, path);
+    aes_status st;
+    if (!op) return aes_last_status(ctx);
+    st = aes_clip_save(ctx, tr->model, path, tr->model->cfg.layout, AES_DTYPE_F32);
+    if (st == AES_OK) st = aes_optim_save(ctx, opt, op);
+    aes_free(op);
+    return st;
+}
+
+/* The parameters of a checkpoint (a model file of the same architecture,
+ * written by aes__loop_save_files) into the trainer's model. */
+static aes_status aes__tr_restore_file(aes_ctx *ctx, aes_clip_trainer *tr, const char *path) {
+    aes_clip_load_opts lo;
+    aes_clip *saved = NULL;
+    aes_status st;
+    memset(&lo, 0, sizeof lo);
+    lo.no_config_search = 1;
+    if ((st = aes_clip_load(ctx, path, &lo, &saved))) return st;
+    if (saved->nparams != tr->model->nparams || !saved->params ||
+        memcmp(&saved->cfg, &tr->model->cfg, offsetof(aes_clip_config, act))) {
+        aes_clip_free(saved);
+        return aes__fail(ctx, AES_ERR_MISMATCH, "%s: a checkpoint of another architecture than the model trained",
+                         path);
+    }
+    memcpy(tr->model->params, saved->params, sizeof(float) * saved->nparams);
+    tr->model->hash_stale = 1;
+    aes_clip_free(saved);
+    return AES_OK;
+}
+
+/* Restores both when both files exist (*found = 1); else leaves everything. */
+static aes_status aes__loop_restore_files(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *opt, const char *path,
+                                          int *found) {
+    char *op = aes__loop_optim_path(ctx, path);
+    aes_status st = AES_OK;
+    *found = 0;
+    if (!op) return aes_last_status(ctx);
+    if (aes__loop_file_exists(path) && aes__loop_file_exists(op)) {
+        st = aes__tr_restore_file(ctx, tr, path);
+        if (st == AES_OK) st = aes_optim_load(ctx, opt, op);
+        *found = st == AES_OK;
+    }
+    aes_free(op);
+    return st;
+}
+
+AES_API aes_status aes_image_load_preprocessed(void *user, aes_ctx *ctx, const char *path, int size, float *pixels) {
+    aes_image img;
+    aes_status st;
+    (void)user;
+    memset(&img, 0, sizeof img);
+    st = aes_image_load(ctx, path, &img);
+    if (st == AES_OK) st = aes_clip_preprocess(ctx, &img, size, pixels);
+    aes_image_free(&img);
+    return st;
+}
+#endif
+
+/* ---- what both loops share ------------------------------------------------- */
+
+typedef struct aes__loop {
+    aes_ctx          *ctx;
+    aes_clip_trainer *tr;
+    aes_optim        *opt;
+    int               own_opt;
+    aes__loop_model   m;
+    /* the config's common fields */
+    long              steps, save_every;
+    int               batch, resume;
+    uint64_t          seed;
+    const char       *checkpoint;
+    aes_status      (*save)(void *, aes_ctx *, const aes_clip *, const aes_optim *);
+    aes_status      (*restore)(void *, aes_ctx *, aes_clip *, aes_optim *, int *);
+    aes_image_loader_fn load_image;
+    int             (*progress)(void *, const aes_train_progress *);
+    void             *user;
+    /* the run */
+    aes_train_progress p;
+    long              saved_at;         /* step of the last checkpoint of this call (-1: none) */
+    double            t0;               /* when the first step began                          */
+} aes__loop;
+
+/* Both configs start with the same fields; this copies them. */
+#define AES__LOOP_COMMON(lp, c)                                                                       \
+    do {                                                                                              \
+        (lp)->steps = (c)->steps; (lp)->batch = (c)->batch; (lp)->seed = (c)->seed;                   \
+        (lp)->save_every = (c)->save_every; (lp)->checkpoint = (c)->checkpoint;                       \
+        (lp)->resume = (c)->resume; (lp)->save = (c)->save; (lp)->restore = (c)->restore;             \
+        (lp)->load_image = (c)->load_image; (lp)->progress = (c)->progress; (lp)->user = (c)->user;   \
+    } while (0)
+
+static double aes__loop_now(void) { return aes__elta_now(); }   /* section 6's wall clock */
+
+/* Puts "<what>: " before the message already in ctx (a library call's, or a
+ * callback's; a callback that set none gets the status name). */
+static aes_status aes__loop_failf(aes_ctx *ctx, aes_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static aes_status aes__loop_failf(aes_ctx *ctx, aes_status st, const char *fmt, ...) {
+    char head[512], msg[sizeof ctx->error];
+    va_list ap;
+    if (!ctx) return st;
+    if (st == AES_OK) st = AES_ERR_INVALID_ARG;
+    snprintf(msg, sizeof msg, "%s", ctx->error[0] ? ctx->error : aes_status_name(st));
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    return aes__fail(ctx, st, "%s: %s", head, msg);
+}
+
+/* Checks what both loops need and fills L (no allocation). */
+static aes_status aes__loop_init(aes__loop *L, aes_ctx *ctx, aes_clip_trainer *tr, const aes_tokenizer *tok,
+                                 const char *who) {
+    L->ctx = ctx;
+    L->tr = tr;
+    L->opt = NULL;
+    L->own_opt = 0;
+    L->saved_at = -1;
+    L->t0 = 0.0;
+    memset(&L->p, 0, sizeof L->p);
+    if (!tr || !tok)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: needs a trainer and a tokenizer", who);
+    aes__loop_model_get(tr, &L->m);
+    if (!L->m.has_vision || !L->m.has_text)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: the model needs both towers", who);
+    if (L->steps < 1 || L->steps > INT_MAX)
+        return aes__fail(ctx, L->steps < 1 ? AES_ERR_INVALID_ARG : AES_ERR_LIMIT, "%s: %ld steps (1 .. %d)", who,
+                         L->steps, INT_MAX);
+    if (L->batch < 2 || L->batch > L->m.max_images || L->batch > L->m.max_texts)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG,
+                         "%s: batch %d must be at least 2 and at most the trainer's capacity (%d images, %d texts)",
+                         who, L->batch, L->m.max_images, L->m.max_texts);
+    if (L->save_every < 0)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: save_every %ld is negative", who, L->save_every);
+    if (!L->save != !L->restore || (L->save && L->checkpoint))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG,
+                         "%s: checkpoints go to a file or through save and restore (both), not both ways", who);
+#ifdef AES_NO_STDIO
+    if (L->checkpoint)
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: checkpoint files need stdio (use save and restore)", who);
+    if (!L->load_image)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: no image loader (this build has no file I/O)", who);
+#else
+    if (!L->load_image) L->load_image = aes_image_load_preprocessed;
+#endif
+    if (aes_tokenizer_vocab_size(tok) > L->m.vocab)
+        return aes__fail(ctx, AES_ERR_MISMATCH, "%s: the tokenizer has %d tokens but the model's vocabulary only %d",
+                         who, aes_tokenizer_vocab_size(tok), L->m.vocab);
+    L->p.steps = L->steps;
+    L->p.nparams = L->m.nparams;
+    L->p.trainer = tr;
+    return AES_OK;
+}
+
+/* n texts -> token rows [n, L]. */
+static aes_status aes__loop_tokenize(aes__loop *L, const aes_tokenizer *tok, const char *const *texts, int n,
+                                     int32_t *ids) {
+    int i;
+    for (i = 0; i < n; i++) {
+        aes_status st = aes_tokenizer_encode(L->ctx, tok, texts[i], strlen(texts[i]), ids + (size_t)i * L->m.L,
+                                             L->m.L, NULL);
+        if (st != AES_OK) return aes__loop_failf(L->ctx, st, "tokenizing '%.80s'", texts[i]);
+    }
+    return AES_OK;
+}
+
+/* One image through the caller's loader; the path goes into the message. */
+static aes_status aes__loop_image(aes__loop *L, const char *path, float *pixels) {
+    aes_status st;
+    aes_clear_error(L->ctx);
+    st = L->load_image(L->user, L->ctx, path, L->m.S, pixels);
+    if (st == AES_OK) return AES_OK;
+    if (L->ctx && !strncmp(L->ctx->error, path, strlen(path))) return st;   /* it names the path already */
+    return aes__loop_failf(L->ctx, st, "%s", path);
+}
+
+/* The caller's optimizer, or a new one from cfg (warmup < 0: steps / warmup_div,
+ * total < 0: steps). */
+static aes_status aes__loop_optim(aes__loop *L, aes_optim *given, const aes_optim_config *cfg, int warmup_div) {
+    aes_status st;
+    if (given) {
+        L->opt = given;
+    } else {
+        aes_optim_config oc = *cfg;
+        if (oc.warmup_steps < 0) oc.warmup_steps = (int)(L->steps / warmup_div);
+        if (oc.total_steps < 0) oc.total_steps = (int)L->steps;
+        if ((st = aes__loop_optim_create(L->ctx, L->tr, &oc, &L->opt)) != AES_OK) return st;
+        L->own_opt = 1;
+    }
+    if (aes_optim_trainable(L->opt) == 0)
+        return aes__fail(L->ctx, AES_ERR_INVALID_ARG, "training loop: the optimizer updates no parameter");
+    L->p.trainable = aes_optim_trainable(L->opt);
+    L->p.optim = L->opt;
+    return AES_OK;
+}
+
+/* Resume (when asked and a checkpoint exists); sets where the run starts. */
+static aes_status aes__loop_resume(aes__loop *L) {
+    aes_status st = AES_OK;
+    int found = 0;
+    if (L->resume && L->restore) {
+        aes_clear_error(L->ctx);
+        st = L->restore(L->user, L->ctx, L->tr->model, L->opt, &found);
+    }
+#ifndef AES_NO_STDIO
+    else if (L->resume && L->checkpoint)
+        st = aes__loop_restore_files(L->ctx, L->tr, L->opt, L->checkpoint, &found);
+#endif
+    if (st != AES_OK) return aes__loop_failf(L->ctx, st, "resuming");
+    L->p.resumed = found != 0;
+    L->p.start_step = aes_optim_steps_done(L->opt);
+    return AES_OK;
+}
+
+/* Calls the progress callback; 1 = stop. */
+static int aes__loop_emit(aes__loop *L, aes_train_event ev, long step) {
+    L->p.event = ev;
+    L->p.step = step;
+    L->p.logit_scale = aes__loop_logit_scale(L->tr);
+    L->p.elapsed = L->t0 > 0.0 ? aes__loop_now() - L->t0 : 0.0;
+    return L->progress && L->progress(L->user, &L->p) != 0;
+}
+
+/* A checkpoint after `step` steps (when configured and not written at this
+ * step already); *stop is set when the callback asks to stop (may be NULL). */
+static aes_status aes__loop_checkpoint(aes__loop *L, long step, int *stop) {
+    aes_status st = AES_OK;
+    if (!L->save && !L->checkpoint) return AES_OK;
+    if (L->saved_at == step) return AES_OK;
+    if (L->save) {
+        aes_clear_error(L->ctx);
+        st = L->save(L->user, L->ctx, L->tr->model, L->opt);
+    }
+#ifndef AES_NO_STDIO
+    else
+        st = aes__loop_save_files(L->ctx, L->tr, L->opt, L->checkpoint);
+#endif
+    if (st != AES_OK) return aes__loop_failf(L->ctx, st, "checkpoint after step %ld", step);
+    L->saved_at = step;
+    if (aes__loop_emit(L, AES_TRAIN_CHECKPOINT, step) && stop) *stop = 1;
+    return AES_OK;
+}
+
+/* After a step: statistics into the progress, the callback, a periodic checkpoint. */
+static aes_status aes__loop_after_step(aes__loop *L, long t, const aes_train_step_stats *st, float lr, double t_step,
+                                       int *stop) {
+    L->p.stats = *st;
+    L->p.stats.seconds = aes__loop_now() - t_step;
+    L->p.lr = lr;
+    if (aes__loop_emit(L, AES_TRAIN_STEP, t + 1)) *stop = 1;
+    if (!*stop && L->save_every > 0 && (t + 1) % L->save_every == 0 && t + 1 < L->steps)
+        return aes__loop_checkpoint(L, t + 1, stop);
+    return AES_OK;
+}
+
+static void aes__loop_result(aes__loop *L, aes_train_result *r, int stopped) {
+    if (!r) return;
+    memset(r, 0, sizeof *r);
+    r->steps_done = L->opt ? aes_optim_steps_done(L->opt) : 0;
+    r->start_step = L->p.start_step;
+    r->resumed = L->p.resumed;
+    r->stopped = stopped;
+    r->last = L->p.stats;
+    r->seconds = L->t0 > 0.0 ? aes__loop_now() - L->t0 : 0.0;
+}
+
+/* xorshift64* (Vigna 2016) for the batch order. */
+static uint64_t aes__loop_rng(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+/* a = a random permutation of 0..n-1 (Fisher-Yates). */
+static void aes__loop_shuffle(int *a, int n, uint64_t *s) {
+    int i;
+    for (i = 0; i < n; i++) a[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        int j = (int)(aes__loop_rng(s) % (uint64_t)(i + 1)), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+static int aes__loop_find(const int *ids, int n, int id) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (ids[i] == id) return i;
+    return -1;
+}
+
+AES_API aes_dpo_finetune_config aes_dpo_finetune_config_default(void) {
+    aes_dpo_finetune_config c;
+    memset(&c, 0, sizeof c);
+    c.steps = 100;
+    c.batch = 32;
+    c.seed = 1;
+    c.optim = aes_optim_config_default(AES_OPTIM_ADAMW);
+    c.optim.clip_norm = 1.0f;
+    c.optim.min_lr_frac = 0.1f;
+    c.optim.warmup_steps = -1;
+    c.optim.total_steps = -1;
+    c.loss = aes_dpo_config_default();
+    return c;
+}
+
+AES_API aes_clip_train_config aes_clip_train_config_default(void) {
+    aes_clip_train_config c;
+    memset(&c, 0, sizeof c);
+    c.steps = 1000;
+    c.batch = 64;
+    c.seed = 1;
+    c.optim = aes_optim_config_default(AES_OPTIM_ADAMW);
+    c.optim.lr = 5e-4f;
+    c.optim.weight_decay = 0.1f;
+    c.optim.beta2 = 0.98f;
+    c.optim.eps = 1e-6f;
+    c.optim.clip_norm = 1.0f;
+    c.optim.warmup_steps = -1;
+    c.optim.total_steps = -1;
+    c.cache_images = 1;
+    return c;
+}
+
+/* ---- ranked DPO ------------------------------------------------------------ */
+
+/* A row of a step: a query / image of the pair set, or a caption / its image. */
+typedef struct aes__dpo_row { int is_caption, id; } aes__dpo_row;
+
+/* The batch sampler.  aes__dpo_sample draws the next step's rows and items
+ * from the stream alone (no model, no images), so replaying it for the
+ * finished steps puts a resumed run where the straight one was. */
+typedef struct aes__dpo_sampler {
+    const aes_pair_set *set;
+    const aes_dpo_item *ref;     /* per pair: the cached reference similarities   */
+    int           ncap, batch, pps;
+    int          *order, cursor;
+    uint64_t      rng;
+    /* the step */
+    aes__dpo_row *images, *texts;
+    int          *ti, *tq;       /* their keys: pair-set ids, or -1 - caption     */
+    aes_dpo_item *items;
+    int           nimg, ntxt, nit, nmatched;
+} aes__dpo_sampler;
+
+static void aes__dpo_sample(aes__dpo_sampler *s) {
+    const aes_pair_set *set = s->set;
+    int j, k, attempts = 0;
+    s->nimg = s->ntxt = s->nit = s->nmatched = 0;
+    /* contrastive rows first (rows 0..m-1 of images and texts match) */
+    if (s->ncap >= 2) {
+        int m = s->batch / 4 > 2 ? s->batch / 4 : 2;
+        if (m > s->ncap) m = s->ncap;
+        for (j = 0; j < m; j++) {
+            int c = (int)(aes__loop_rng(&s->rng) % (uint64_t)s->ncap);
+            s->images[s->nimg].is_caption = 1; s->images[s->nimg].id = c; s->ti[s->nimg++] = -1 - c;
+            s->texts[s->ntxt].is_caption = 1; s->texts[s->ntxt].id = c; s->tq[s->ntxt++] = -1 - c;
+        }
+        s->nmatched = m;
+    }
+    /* pairs, as long as their images and queries fit */
+    while (s->nit < s->pps && attempts < s->pps) {
+        const aes_pair_rec *p;
+        int pi, qi, wi, li, need;
+        if (s->cursor == set->npairs) { aes__loop_shuffle(s->order, set->npairs, &s->rng); s->cursor = 0; }
+        pi = s->order[s->cursor++];
+        attempts++;
+        p = &set->pairs[pi];
+        need = (aes__loop_find(s->ti, s->nimg, p->preferred) < 0) + (aes__loop_find(s->ti, s->nimg, p->rejected) < 0);
+        if (s->nimg + need > s->batch || (aes__loop_find(s->tq, s->ntxt, p->query) < 0 && s->ntxt + 1 > s->batch))
+            continue;
+        if ((qi = aes__loop_find(s->tq, s->ntxt, p->query)) < 0) {
+            qi = s->ntxt; s->texts[s->ntxt].is_caption = 0; s->texts[s->ntxt].id = p->query; s->tq[s->ntxt++] = p->query;
+        }
+        if ((wi = aes__loop_find(s->ti, s->nimg, p->preferred)) < 0) {
+            wi = s->nimg; s->images[s->nimg].is_caption = 0; s->images[s->nimg].id = p->preferred;
+            s->ti[s->nimg++] = p->preferred;
+        }
+        if ((li = aes__loop_find(s->ti, s->nimg, p->rejected)) < 0) {
+            li = s->nimg; s->images[s->nimg].is_caption = 0; s->images[s->nimg].id = p->rejected;
+            s->ti[s->nimg++] = p->rejected;
+        }
+        s->items[s->nit] = s->ref[pi];
+        s->items[s->nit].query = qi;
+        s->items[s->nit].preferred = wi;
+        s->items[s->nit].rejected = li;
+        s->nit++;
+    }
+    /* without captions: each query is matched with its first preferred
+     * image -- swap those rows to the front so rows 0..m-1 match */
+    if (s->ncap < 2) {
+        for (j = 0; j < s->ntxt; j++) {
+            int want = -1;
+            for (k = 0; k < s->nit; k++)
+                if (s->items[k].query == j) { want = s->items[k].preferred; break; }
+            if (want < 0 || want < s->nmatched) break;
+            if (want != s->nmatched) {    /* swap image rows want <-> nmatched, fix the items */
+                int m = s->nmatched, tt = s->ti[want];
+                aes__dpo_row tmp = s->images[want];
+                s->images[want] = s->images[m]; s->images[m] = tmp;
+                s->ti[want] = s->ti[m]; s->ti[m] = tt;
+                for (k = 0; k < s->nit; k++) {
+                    if (s->items[k].preferred == want) s->items[k].preferred = m;
+                    else if (s->items[k].preferred == m) s->items[k].preferred = want;
+                    if (s->items[k].rejected == want) s->items[k].rejected = m;
+                    else if (s->items[k].rejected == m) s->items[k].rejected = want;
+                }
+            }
+            s->nmatched++;
+        }
+        if (s->nmatched < 2) s->nmatched = 0;
+    }
+}
+
+/* The pair set and captions must be safe to index. */
+static aes_status aes__dpo_check_data(aes_ctx *ctx, const aes_pair_set *set, const aes_caption_list *cap) {
+    int i;
+    if (!set || set->npairs < 1 || !set->pairs || set->nqueries < 1 || !set->queries || set->npaths < 2 || !set->paths)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_dpo_finetune: the pair set holds no pairs");
+    for (i = 0; i < set->nqueries; i++)
+        if (!set->queries[i]) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_dpo_finetune: query %d is NULL", i);
+    for (i = 0; i < set->npaths; i++)
+        if (!set->paths[i]) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_dpo_finetune: path %d is NULL", i);
+    for (i = 0; i < set->npairs; i++) {
+        const aes_pair_rec *p = &set->pairs[i];
+        if (p->query < 0 || p->query >= set->nqueries || p->preferred < 0 || p->preferred >= set->npaths ||
+            p->rejected < 0 || p->rejected >= set->npaths || p->preferred == p->rejected || !(p->weight > 0.0f) ||
+            !(p->weight < FLT_MAX))
+            return aes__fail(ctx, AES_ERR_INVALID_ARG,
+                             "aes_dpo_finetune: pair %d (query %d, images %d / %d, weight %g) does not fit the set", i,
+                             p->query, p->preferred, p->rejected, (double)p->weight);
+    }
+    if (cap && cap->n > 0) {
+        if (!cap->images || !cap->texts)
+            return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_dpo_finetune: %d captions without arrays", cap->n);
+        for (i = 0; i < cap->n; i++)
+            if (!cap->images[i] || !cap->texts[i])
+                return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_dpo_finetune: caption %d is NULL", i);
+    }
+    if (cap && cap->n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_dpo_finetune: %d captions", cap->n);
+    return AES_OK;
+}
+
+AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim, const aes_tokenizer *tok,
+                                    const aes_pair_set *pairs, const aes_caption_list *captions,
+                                    const aes_dpo_finetune_config *cfg, aes_train_result *result) {
+    aes__loop L;
+    aes__dpo_sampler S;
+    aes_dpo_config dc;
+    aes_status st;
+    int ncap, nq, np, i, stop = 0;
+    int32_t *q_tok = NULL, *c_tok = NULL, *tokens = NULL;
+    float *q_emb = NULL, *c_emb = NULL, *img_emb = NULL, *pixels = NULL, *text_emb = NULL;
+    aes_dpo_item *ref = NULL;
+    size_t px = 0;
+    long t = 0;
+
+    memset(&L, 0, sizeof L);
+    memset(&S, 0, sizeof S);
+    if (result) memset(result, 0, sizeof *result);
+    if (!ctx || !cfg) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_dpo_finetune: needs a context and a config");
+    AES__LOOP_COMMON(&L, cfg);
+    if ((st = aes__loop_init(&L, ctx, tr, tok, "aes_dpo_finetune")) != AES_OK) return st;
+    if ((st = aes__dpo_check_data(ctx, pairs, captions)) != AES_OK) return st;
+    dc = cfg->loss;
+    if (!(dc.beta > 0.0f && dc.beta < FLT_MAX) || !(dc.label_smoothing >= 0.0f && dc.label_smoothing < 0.5f) ||
+        !(dc.lambda >= 0.0f && dc.lambda < FLT_MAX) ||
+        !(dc.clip_label_smoothing >= 0.0f && dc.clip_label_smoothing < 1.0f) || cfg->pairs_per_step < 0)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG,
+                         "aes_dpo_finetune: beta %g > 0, label smoothing %g in [0, 0.5), lambda %g >= 0, contrastive "
+                         "label smoothing %g in [0, 1) and pairs_per_step %d >= 0 are needed",
+                         (double)dc.beta, (double)dc.label_smoothing, (double)dc.lambda,
+                         (double)dc.clip_label_smoothing, cfg->pairs_per_step);
+    ncap = captions ? captions->n : 0;
+    nq = pairs->nqueries;
+    np = pairs->npaths;
+    px = (size_t)3 * L.m.S * L.m.S;
+    S.set = pairs;
+    S.ncap = ncap;
+    S.batch = L.batch;
+    S.pps = cfg->pairs_per_step > 0 ? cfg->pairs_per_step : AES__MAX(L.batch / 2, 1);
+
+    /* 1. texts: tokens and initial embeddings (the cached reference; with a
+     *    frozen text tower they stay the training embeddings too) */
+    q_tok = (int32_t *)aes_alloc(ctx, (size_t)nq * L.m.L, sizeof(int32_t));
+    q_emb = (float *)aes_alloc(ctx, (size_t)nq * L.m.E, sizeof(float));
+    c_tok = (int32_t *)aes_alloc(ctx, ((size_t)ncap + 1) * L.m.L, sizeof(int32_t));
+    c_emb = (float *)aes_alloc(ctx, ((size_t)ncap + 1) * L.m.E, sizeof(float));
+    img_emb = (float *)aes_alloc(ctx, (size_t)np * L.m.E, sizeof(float));
+    ref = (aes_dpo_item *)aes_alloc(ctx, (size_t)pairs->npairs, sizeof *ref);
+    pixels = (float *)aes_alloc(ctx, (size_t)L.batch, px * sizeof(float));
+    tokens = (int32_t *)aes_alloc(ctx, (size_t)L.batch * L.m.L, sizeof(int32_t));
+    text_emb = (float *)aes_alloc(ctx, (size_t)L.batch * L.m.E, sizeof(float));
+    S.images = (aes__dpo_row *)aes_alloc(ctx, (size_t)L.batch, sizeof *S.images);
+    S.texts = (aes__dpo_row *)aes_alloc(ctx, (size_t)L.batch, sizeof *S.texts);
+    S.ti = (int *)aes_alloc(ctx, (size_t)L.batch, sizeof(int));
+    S.tq = (int *)aes_alloc(ctx, (size_t)L.batch, sizeof(int));
+    S.items = (aes_dpo_item *)aes_alloc(ctx, (size_t)S.pps, sizeof *S.items);
+    S.order = (int *)aes_alloc(ctx, (size_t)pairs->npairs, sizeof(int));
+    if (!q_tok || !q_emb || !c_tok || !c_emb || !img_emb || !ref || !pixels || !tokens || !text_emb || !S.images ||
+        !S.texts || !S.ti || !S.tq || !S.items || !S.order) {
+        st = aes_last_status(ctx) ? aes_last_status(ctx) : AES_ERR_NOMEM;
+        goto done;
+    }
+    if ((st = aes__loop_optim(&L, optim, &cfg->optim, 10)) != AES_OK) goto done;
+    if ((st = aes__loop_tokenize(&L, tok, (const char *const *)pairs->queries, nq, q_tok)) != AES_OK ||
+        (ncap && (st = aes__loop_tokenize(&L, tok, captions->texts, ncap, c_tok)) != AES_OK))
+        goto done;
+    if ((st = aes__loop_encode_texts(ctx, tr, &L.m, q_tok, nq, q_emb)) != AES_OK ||
+        (ncap && (st = aes__loop_encode_texts(ctx, tr, &L.m, c_tok, ncap, c_emb)) != AES_OK)) {
+        st = aes__loop_failf(ctx, st, "encoding texts");
+        goto done;
+    }
+    /* 2. images: one pass with the initial model, for the reference similarities */
+    for (i = 0; i < np; i += L.batch) {
+        int m = np - i < L.batch ? np - i : L.batch, j;
+        for (j = 0; j < m; j++)
+            if ((st = aes__loop_image(&L, pairs->paths[i + j], pixels + (size_t)j * px)) != AES_OK) goto done;
+        if ((st = aes_clip_trainer_encode_images(ctx, tr, pixels, m, img_emb + (size_t)i * L.m.E)) != AES_OK) {
+            st = aes__loop_failf(ctx, st, "encoding images");
+            goto done;
+        }
+    }
+    for (i = 0; i < pairs->npairs; i++) {
+        ref[i].query = pairs->pairs[i].query;
+        ref[i].preferred = pairs->pairs[i].preferred;
+        ref[i].rejected = pairs->pairs[i].rejected;
+        ref[i].weight = pairs->pairs[i].weight;
+    }
+    st = aes_dpo_items_set_reference(ctx, ref, pairs->npairs, q_emb, nq, img_emb, np, L.m.E,
+                                     aes__loop_logit_scale(tr));
+    if (st != AES_OK) goto done;
+    aes_free(img_emb);
+    img_emb = NULL;
+    S.ref = ref;
+    /* 3. resume (after the reference pass: the reference stays the model passed in) */
+    if ((st = aes__loop_resume(&L)) != AES_OK) goto done;
+    /* 4. the sampler, replayed over the finished steps */
+    S.rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
+    aes__loop_shuffle(S.order, pairs->npairs, &S.rng);
+    for (t = 0; t < L.p.start_step; t++) aes__dpo_sample(&S);
+    /* 5. the steps */
+    stop = aes__loop_emit(&L, AES_TRAIN_START, L.p.start_step);
+    L.t0 = aes__loop_now();
+    for (t = L.p.start_step; t < L.steps && !stop; t++) {
+        aes_dpo_batch b;
+        aes_train_step_stats ss;
+        double ts = aes__loop_now();
+        float lr = aes_lr_schedule(aes_optim_config_get(L.opt), t);
+        int j;
+        aes__dpo_sample(&S);
+        for (j = 0; j < S.nimg; j++) {
+            const char *path = S.images[j].is_caption ? captions->images[S.images[j].id] : pairs->paths[S.images[j].id];
+            if ((st = aes__loop_image(&L, path, pixels + (size_t)j * px)) != AES_OK) goto done;
+        }
+        for (j = 0; j < S.ntxt; j++) {
+            const aes__dpo_row *r = &S.texts[j];
+            memcpy(tokens + (size_t)j * L.m.L, (r->is_caption ? c_tok : q_tok) + (size_t)r->id * L.m.L,
+                   sizeof(int32_t) * (size_t)L.m.L);
+            memcpy(text_emb + (size_t)j * L.m.E, (r->is_caption ? c_emb : q_emb) + (size_t)r->id * L.m.E,
+                   sizeof(float) * (size_t)L.m.E);
+        }
+        memset(&b, 0, sizeof b);
+        b.pixels = pixels;
+        b.nimages = S.nimg;
+        b.ntexts = S.ntxt;
+        b.items = S.items;
+        b.nitems = S.nit;
+        b.nmatched = S.nmatched;
+        if (L.m.train_text) b.tokens = tokens;
+        else b.text_emb = text_emb;           /* frozen text tower: cached embeddings */
+        if ((st = aes_dpo_train_step(ctx, tr, L.opt, &dc, &b, lr, &ss)) != AES_OK) {
+            st = aes__loop_failf(ctx, st, "step %ld", t + 1);
+            goto done;
+        }
+        L.p.nimages = S.nimg;
+        L.p.ntexts = S.ntxt;
+        L.p.nitems = S.nit;
+        L.p.nmatched = S.nmatched;
+        if ((st = aes__loop_after_step(&L, t, &ss, lr, ts, &stop)) != AES_OK) goto done;
+    }
+    /* 6. the checkpoint at a stop or at the end */
+    st = aes__loop_checkpoint(&L, t, NULL);
+done:
+    aes__loop_result(&L, result, stop);
+    aes_free(q_tok); aes_free(q_emb); aes_free(c_tok); aes_free(c_emb); aes_free(img_emb); aes_free(ref);
+    aes_free(pixels); aes_free(tokens); aes_free(text_emb);
+    aes_free(S.images); aes_free(S.texts); aes_free(S.ti); aes_free(S.tq); aes_free(S.items); aes_free(S.order);
+    if (L.own_opt) aes_optim_free(L.opt);
+    return st;
+}
+
+/* ---- contrastive ------------------------------------------------------------- */
+
+AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim, const aes_tokenizer *tok,
+                                  const aes_caption_list *data, const aes_clip_train_config *cfg,
+                                  aes_train_result *result) {
+    aes__loop L;
+    aes_status st;
+    float *all_px = NULL, *px = NULL;
+    int32_t *all_tok = NULL, *tk = NULL;
+    int *order = NULL, cursor = 0, n, i, stop = 0, cache;
+    uint64_t rng;
+    size_t pxn;
+    long t = 0, draws;
+
+    memset(&L, 0, sizeof L);
+    if (result) memset(result, 0, sizeof *result);
+    if (!ctx || !cfg) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_train: needs a context and a config");
+    AES__LOOP_COMMON(&L, cfg);
+    if ((st = aes__loop_init(&L, ctx, tr, tok, "aes_clip_train")) != AES_OK) return st;
+    if (!data || data->n < 2 || !data->images || !data->texts)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_train: needs at least 2 image/caption rows");
+    for (i = 0; i < data->n; i++)
+        if (!data->images[i] || !data->texts[i])
+            return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_train: row %d is NULL", i);
+    if (!(cfg->label_smoothing >= 0.0f && cfg->label_smoothing < 1.0f))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_train: label smoothing %g is not in [0, 1)",
+                         (double)cfg->label_smoothing);
+    n = data->n;
+    cache = cfg->cache_images != 0;
+    pxn = (size_t)3 * L.m.S * L.m.S;
+    all_tok = (int32_t *)aes_alloc(ctx, (size_t)n * L.m.L, sizeof(int32_t));
+    px = (float *)aes_alloc(ctx, (size_t)L.batch, pxn * sizeof(float));
+    tk = (int32_t *)aes_alloc(ctx, (size_t)L.batch * L.m.L, sizeof(int32_t));
+    order = (int *)aes_alloc(ctx, (size_t)n, sizeof(int));
+    if (cache && all_tok && px && tk && order) all_px = (float *)aes_alloc(ctx, (size_t)n, pxn * sizeof(float));
+    if (!all_tok || !px || !tk || !order || (cache && !all_px)) {
+        st = aes_last_status(ctx) ? aes_last_status(ctx) : AES_ERR_NOMEM;
+        goto done;
+    }
+    if ((st = aes__loop_optim(&L, optim, &cfg->optim, 20)) != AES_OK) goto done;
+    if (cache)   /* every image once, preprocessed */
+        for (i = 0; i < n; i++)
+            if ((st = aes__loop_image(&L, data->images[i], all_px + (size_t)i * pxn)) != AES_OK) goto done;
+    if ((st = aes__loop_tokenize(&L, tok, data->texts, n, all_tok)) != AES_OK) goto done;
+    if ((st = aes__loop_resume(&L)) != AES_OK) goto done;
+    /* the order: a shuffle per epoch, replayed over the finished steps */
+    rng = cfg->seed * 0x9E3779B97F4A7C15ull + 7;
+    aes__loop_shuffle(order, n, &rng);
+    for (draws = 0; draws < L.p.start_step * L.batch; draws++) {
+        if (cursor == n) { aes__loop_shuffle(order, n, &rng); cursor = 0; }
+        cursor++;
+    }
+    stop = aes__loop_emit(&L, AES_TRAIN_START, L.p.start_step);
+    L.t0 = aes__loop_now();
+    for (t = L.p.start_step; t < L.steps && !stop; t++) {
+        aes_train_step_stats ss;
+        double ts = aes__loop_now();
+        float lr = aes_lr_schedule(aes_optim_config_get(L.opt), t);
+        int j;
+        for (j = 0; j < L.batch; j++) {
+            int k;
+            if (cursor == n) { aes__loop_shuffle(order, n, &rng); cursor = 0; }
+            k = order[cursor++];
+            if (cache) memcpy(px + (size_t)j * pxn, all_px + (size_t)k * pxn, sizeof(float) * pxn);
+            else if ((st = aes__loop_image(&L, data->images[k], px + (size_t)j * pxn)) != AES_OK) goto done;
+            memcpy(tk + (size_t)j * L.m.L, all_tok + (size_t)k * L.m.L, sizeof(int32_t) * (size_t)L.m.L);
+        }
+        if ((st = aes_clip_train_step(ctx, tr, L.opt, px, tk, L.batch, cfg->label_smoothing, lr, &ss)) != AES_OK) {
+            st = aes__loop_failf(ctx, st, "step %ld", t + 1);
+            goto done;
+        }
+        L.p.nimages = L.p.ntexts = L.p.nmatched = L.batch;
+        if ((st = aes__loop_after_step(&L, t, &ss, lr, ts, &stop)) != AES_OK) goto done;
+    }
+    st = aes__loop_checkpoint(&L, t, NULL);
+done:
+    aes__loop_result(&L, result, stop);
+    aes_free(all_px); aes_free(px); aes_free(all_tok); aes_free(tk); aes_free(order);
+    if (L.own_opt) aes_optim_free(L.opt);
+    return st;
 }
 
 #endif /* AESALIGN_IMPLEMENTATION_DONE */

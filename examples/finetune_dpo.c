@@ -1,13 +1,16 @@
-/* finetune_dpo.c -- preference fine-tuning of CLIP's image tower, the whole
- * loop in one readable file (arXiv 2406.09397, stage 3).
+/* finetune_dpo.c -- preference fine-tuning of CLIP's image tower with the
+ * library's training loop (arXiv 2406.09397, stage 3).
  *
  *   build/examples/finetune_dpo MODEL.safetensors PAIRS.tsv OUT.safetensors [steps]
  *
  * PAIRS.tsv has lines  query<TAB>preferred-image<TAB>rejected-image  (what
  * `aesalign make-pairs` writes, or your own judgments).  The tokenizer is
- * merges.txt beside the model (or $AES_VOCAB).  Images: PPM/PGM here, and
- * JPEG/PNG when built with stb_image.  `aesalign finetune-dpo` is the same loop
- * with every option; this file shows the steps one by one.
+ * merges.txt beside the model (or $AES_VOCAB).  Images: PPM/PGM, and
+ * JPEG/PNG when built with stb_image.  OUT and OUT.optim are a checkpoint:
+ * run the same command again after an interruption and it goes on from
+ * there, to the same result as an uninterrupted run (a finished OUT is kept
+ * as it is; delete it to start over).  `aesalign finetune-dpo` is the same
+ * call with every option.
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
@@ -16,184 +19,93 @@
 #include <string.h>
 #ifdef AES_HAVE_STB
 #include <stb_image.h>
-#endif
 
-#define BATCH_PAIRS 8          /* pairs per step: up to 16 images, 8 queries */
-
-static void die(aes_ctx *ctx, const char *what) {
-    fprintf(stderr, "finetune_dpo: %s: %s\n", what, aes_last_error(ctx));
-    exit(1);
-}
-
-/* An image file -> CLIP-preprocessed [3, S, S]. */
-static void load_pixels(aes_ctx *ctx, const char *path, int S, float *out) {
-    aes_image img;
-    memset(&img, 0, sizeof img);
-    if (aes_image_load(ctx, path, &img) != AES_OK) {
-#ifdef AES_HAVE_STB
-        int w, h, c;
-        unsigned char *px = stbi_load(path, &w, &h, &c, 3);
-        if (!px || aes_image_alloc(ctx, &img, w, h, 3) != AES_OK) die(ctx, path);
+/* Images for the loop: PPM/PGM through the library, anything else through
+ * stb_image; then CLIP's preprocessing (resize, crop, normalise). */
+static aes_status load_image(void *user, aes_ctx *ctx, const char *path, int size, float *pixels) {
+    aes_image img = {0, 0, 0, NULL};
+    unsigned char *px;
+    aes_status st;
+    int w, h, c;
+    (void)user;
+    if (aes_image_load_preprocessed(NULL, ctx, path, size, pixels) == AES_OK) return AES_OK;
+    if (!(px = stbi_load(path, &w, &h, &c, 3))) return AES_ERR_IO;
+    st = aes_image_alloc(ctx, &img, w, h, 3);
+    if (st == AES_OK) {
         memcpy(img.pixels, px, (size_t)w * h * 3);
-        stbi_image_free(px);
-#else
-        die(ctx, path);
-#endif
+        st = aes_clip_preprocess(ctx, &img, size, pixels);
     }
-    if (aes_clip_preprocess(ctx, &img, S, out) != AES_OK) die(ctx, path);
+    stbi_image_free(px);
     aes_image_free(&img);
+    return st;
+}
+#endif
+
+/* Called when the set-up is done, after every step and every checkpoint.
+ * Returning nonzero would stop the run cleanly (after a checkpoint). */
+static int show(void *user, const aes_train_progress *p) {
+    (void)user;
+    if (p->event == AES_TRAIN_START && p->resumed) printf("resumed at step %ld\n", p->start_step);
+    if (p->event == AES_TRAIN_STEP)
+        printf("step %3ld/%ld  loss %.4f  pref-acc %.2f  margin %+.4f  contrastive %.4f  lr %.2e\n", p->step,
+               p->steps, p->stats.loss, p->stats.dpo.accuracy, p->stats.dpo.margin, p->stats.clip_loss, (double)p->lr);
+    return 0;
 }
 
 int main(int argc, char **argv) {
     aes_ctx *ctx = aes_ctx_create();
     aes_pair_set *pairs = NULL;
-    aes_clip *clip = NULL;
-    aes_clip_trainer *model = NULL;
+    aes_clip *model = NULL;
+    aes_clip_trainer *trainer = NULL;
     aes_tokenizer *tok = NULL;
-    aes_optim *opt = NULL;
     aes_train_options topt = aes_train_options_default();
-    aes_optim_config ocfg = aes_optim_config_default(AES_OPTIM_ADAMW);
-    const aes_param_segment *seg;
+    aes_dpo_finetune_config cfg = aes_dpo_finetune_config_default();
     char vocab[4096];
-    int steps = argc > 4 ? atoi(argv[4]) : 50, nseg, step, i, S, L, E;
-    size_t nparams;
-    float *pixels, *img_emb, *txt_emb, *dimg, *ref_w, *ref_l, *t_rows, *i_rows, *di;
-    int32_t *tokens;
+    int rc = 1;
 
     if (argc < 4) { fprintf(stderr, "usage: finetune_dpo MODEL PAIRS.tsv OUT [steps]\n"); return 2; }
     aes_threads_set(ctx, 2);
 
-    /* 1. Data, model, tokenizer.  Only the image tower is trained (the
-     *    paper's setting); the text tower is frozen. */
-    if (aes_pair_set_create(ctx, &pairs) || aes_pair_set_read(ctx, pairs, argv[2])) die(ctx, argv[2]);
-    topt.train_vision = 1;
-    topt.max_images = 2 * BATCH_PAIRS;
-    topt.max_texts = pairs->nqueries > 2 * BATCH_PAIRS ? pairs->nqueries : 2 * BATCH_PAIRS;
-    if (aes_clip_load(ctx, argv[1], NULL, &clip) || aes_clip_trainer_create(ctx, clip, &topt, &model)) die(ctx, argv[1]);
-    S = aes_clip_config_get(clip)->image_size;
-    L = aes_clip_config_get(clip)->context_length;
-    E = aes_clip_config_get(clip)->embed_dim;
-    snprintf(vocab, sizeof vocab, "%s", getenv("AES_VOCAB") ? getenv("AES_VOCAB") : argv[1]);
-    if (!getenv("AES_VOCAB")) {
-        char *slash = strrchr(vocab, '/');
-        snprintf(slash ? slash + 1 : vocab, sizeof vocab - (size_t)(slash ? slash + 1 - vocab : 0), "merges.txt");
+    /* 1. The pairs, the model and its tokenizer.  Only the image tower is
+     *    trained (the paper's setting, and the default); the trainer holds
+     *    the model's gradients and activations for 16 images and 16 texts. */
+    topt.max_images = topt.max_texts = 16;
+    if (getenv("AES_VOCAB")) {
+        snprintf(vocab, sizeof vocab, "%s", getenv("AES_VOCAB"));
+    } else {
+        const char *slash = strrchr(argv[1], '/');
+        snprintf(vocab, sizeof vocab, "%.*smerges.txt", slash ? (int)(slash - argv[1]) + 1 : 0, argv[1]);
     }
-    if (aes_tokenizer_load_merges(ctx, vocab, &tok)) die(ctx, vocab);
+    if (aes_pair_set_create(ctx, &pairs) || aes_pair_set_read(ctx, pairs, argv[2]) ||
+        aes_clip_load(ctx, argv[1], NULL, &model) || aes_clip_trainer_create(ctx, model, &topt, &trainer) ||
+        aes_tokenizer_load_merges(ctx, vocab, &tok))
+        goto out;
 
-    pixels = (float *)malloc(sizeof(float) * 2 * BATCH_PAIRS * 3 * S * S);
-    img_emb = (float *)malloc(sizeof(float) * 2 * BATCH_PAIRS * E);
-    dimg = (float *)malloc(sizeof(float) * 2 * BATCH_PAIRS * E);
-    txt_emb = (float *)malloc(sizeof(float) * pairs->nqueries * E);
-    tokens = (int32_t *)malloc(sizeof(int32_t) * pairs->nqueries * L);
-    ref_w = (float *)malloc(sizeof(float) * pairs->npairs);
-    ref_l = (float *)malloc(sizeof(float) * pairs->npairs);
-    t_rows = (float *)malloc(sizeof(float) * BATCH_PAIRS * E);   /* contrastive rows */
-    i_rows = (float *)malloc(sizeof(float) * BATCH_PAIRS * E);
-    di = (float *)malloc(sizeof(float) * BATCH_PAIRS * E);
-
-    /* 2. Text embeddings, once: the text tower is frozen, so they never change. */
-    for (i = 0; i < pairs->nqueries; i++)
-        if (aes_tokenizer_encode(ctx, tok, pairs->queries[i], strlen(pairs->queries[i]), tokens + i * L, L, NULL))
-            die(ctx, "tokenizer");
-    if (aes_clip_trainer_encode_texts(ctx, model, tokens, pairs->nqueries, txt_emb)) die(ctx, "text encoder");
-
-    /* 3. Reference similarities s_ref(q, i) = exp(logit_scale) cos(q, i) of
-     *    the model BEFORE training, cached per pair: DPO compares the model
-     *    with this frozen reference, and caching means no second copy. */
-    for (i = 0; i < pairs->npairs; i++) {
-        const aes_pair_rec *p = &pairs->pairs[i];
-        aes_dpo_item it = {0, 0, 1, 1.0f, 0.0f, 0.0f};
-        load_pixels(ctx, pairs->paths[p->preferred], S, pixels);
-        load_pixels(ctx, pairs->paths[p->rejected], S, pixels + 3 * S * S);
-        if (aes_clip_trainer_encode_images(ctx, model, pixels, 2, img_emb)) die(ctx, "image encoder");
-        if (aes_dpo_items_set_reference(ctx, &it, 1, txt_emb + p->query * E, 1, img_emb, 2, E,
-                                        aes_clip_params_get(clip)->logit_scale[0]))
-            die(ctx, "reference");
-        ref_w[i] = it.ref_preferred;
-        ref_l[i] = it.ref_rejected;
-    }
-
-    /* 4. AdamW over the trainable tensors, warmup + cosine schedule. */
-    ocfg.lr = 1e-5f;
-    ocfg.warmup_steps = steps / 10;
-    ocfg.total_steps = steps;
-    ocfg.clip_norm = 1.0f;
-    nparams = aes_clip_num_params(clip);
-    aes_clip_trainer_segments(model, &seg, &nseg);
-    if (aes_optim_create(ctx, &ocfg, nparams, seg, nseg, &opt)) die(ctx, "optimizer");
-
-    /* 5. The loop. */
-    for (step = 0; step < steps; step++) {
-        aes_dpo_item items[BATCH_PAIRS];
-        aes_dpo_stats st = {0};
-        float lr = aes_lr_schedule(&ocfg, step), clip_loss = 0, clip_acc = 0, dls = 0;
-        float work[BATCH_PAIRS * BATCH_PAIRS + 2 * BATCH_PAIRS];   /* aes_clip_loss_work_floats */
-        int n = 0;
-        /* a batch: BATCH_PAIRS pairs in file order, two images each */
-        for (i = 0; i < BATCH_PAIRS; i++) {
-            int pi = (step * BATCH_PAIRS + i) % pairs->npairs;
-            const aes_pair_rec *p = &pairs->pairs[pi];
-            load_pixels(ctx, pairs->paths[p->preferred], S, pixels + (size_t)n * 3 * S * S);
-            load_pixels(ctx, pairs->paths[p->rejected], S, pixels + (size_t)(n + 1) * 3 * S * S);
-            items[i].query = p->query;
-            items[i].preferred = n;
-            items[i].rejected = n + 1;
-            items[i].weight = p->weight;
-            items[i].ref_preferred = ref_w[pi];
-            items[i].ref_rejected = ref_l[pi];
-            n += 2;
-        }
-        /* forward: image embeddings (activations kept for backward) */
-        aes_clip_trainer_zero_grad(model);
-        if (aes_clip_trainer_encode_images(ctx, model, pixels, n, img_emb)) die(ctx, "forward");
-        /* loss: ranked DPO, plus a little contrastive loss pairing each
-         * query's text with its preferred image (keeps retrieval intact) */
-        memset(dimg, 0, sizeof(float) * n * E);
-        if (aes_dpo_loss(ctx, txt_emb, pairs->nqueries, img_emb, n, E, aes_clip_params_get(clip)->logit_scale[0], items,
-                         BATCH_PAIRS, 0.1f, 0.1f, 1.0f, NULL, dimg, &dls, &st))
-            die(ctx, "dpo loss");
-        {
-            int m = 0, k;
-            {
-                for (i = 0; i < BATCH_PAIRS; i++) {    /* distinct queries only */
-                    for (k = 0; k < i && items[k].query != items[i].query; k++) {}
-                    if (k < i) continue;
-                    memcpy(t_rows + m * E, txt_emb + items[i].query * E, sizeof(float) * E);
-                    memcpy(i_rows + m * E, img_emb + items[i].preferred * E, sizeof(float) * E);
-                    m++;
-                }
-                if (m >= 2) {
-                    memset(di, 0, sizeof(float) * m * E);
-                    if (aes_clip_loss(ctx, i_rows, t_rows, m, E, aes_clip_params_get(clip)->logit_scale[0], 0.0f, 0.5f, di,
-                                      NULL, &dls, work, &clip_loss, &clip_acc))
-                        die(ctx, "clip loss");
-                    for (m = 0, i = 0; i < BATCH_PAIRS; i++) {   /* route gradients back to the batch rows */
-                        for (k = 0; k < i && items[k].query != items[i].query; k++) {}
-                        if (k < i) continue;
-                        for (k = 0; k < E; k++) dimg[items[i].preferred * E + k] += di[m * E + k];
-                        m++;
-                    }
-                }
-            }
-        }
-        /* backward through the image tower, then the update */
-        if (aes_clip_trainer_backward_images(ctx, model, dimg)) die(ctx, "backward");
-        if (aes_optim_step(ctx, opt, aes_clip_params_data(clip), aes_clip_trainer_grads(model, NULL), lr, NULL))
-            die(ctx, "optimizer step");
-        printf("step %3d  dpo %.4f  contrastive %.4f  pref-acc %.2f  margin %+.4f  lr %.2e\n", step + 1, st.loss,
-               clip_loss, st.accuracy, st.margin, (double)lr);
-    }
-
-    /* 6. Save under the tensor names the model came with. */
-    if (aes_clip_save(ctx, clip, argv[3], aes_clip_config_get(clip)->layout, AES_DTYPE_F32)) die(ctx, argv[3]);
-    printf("wrote %s\n", argv[3]);
-    free(pixels); free(img_emb); free(dimg); free(txt_emb); free(tokens); free(ref_w); free(ref_l);
-    free(t_rows); free(i_rows); free(di);
-    aes_optim_free(opt);
+    /* 2. The run.  Defaults: AdamW at lr 1e-5 with warmup and a cosine decay,
+     *    the ranked DPO loss (beta 0.1, label smoothing 0.1) plus 0.5 x the
+     *    contrastive loss.  Before the first step the loop embeds every query
+     *    and image once and caches the reference similarities s_ref, so no
+     *    frozen copy of the model is needed.  Each step then draws 8 pairs
+     *    (each query and image embedded once per step), runs forward, both
+     *    losses, backward and the optimizer. */
+    cfg.steps = argc > 4 ? atol(argv[4]) : 50;
+    cfg.batch = 16;                  /* images per step: 8 pairs */
+    cfg.checkpoint = argv[3];        /* the model, and the optimizer in OUT.optim */
+    cfg.save_every = 10;
+    cfg.resume = 1;
+    cfg.progress = show;
+#ifdef AES_HAVE_STB
+    cfg.load_image = load_image;     /* NULL: the library's PPM/PGM loader */
+#endif
+    if (aes_dpo_finetune(ctx, trainer, NULL, tok, pairs, NULL, &cfg, NULL)) goto out;
+    printf("wrote %s (same tensor names as %s)\n", argv[3], argv[1]);
+    rc = 0;
+out:
+    if (rc) fprintf(stderr, "finetune_dpo: %s\n", aes_last_error(ctx));
     aes_tokenizer_free(tok);
-    aes_clip_trainer_free(model);
-    aes_clip_free(clip);
+    aes_clip_trainer_free(trainer);
+    aes_clip_free(model);
     aes_pair_set_free(pairs);
     aes_ctx_free(ctx);
-    return 0;
+    return rc;
 }

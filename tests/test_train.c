@@ -1,5 +1,6 @@
 /* test_train.c -- optimizers, schedule, losses (finite differences), preference
- * pairs and their TSV format, optimizer state save/resume. */
+ * pairs and their TSV format, optimizer state save/resume, the training loops
+ * (aes_dpo_finetune, aes_clip_train) and the CLI that drives them. */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
 #include "testlib.h"
@@ -1378,6 +1379,390 @@ static void test_one_validator_edges(void) {
     aes_ctx_free(ctx);
 }
 
+/* ---- the training loops: aes_dpo_finetune and aes_clip_train ------------------------
+ * A tiny random model (vocabulary of a 4-merge tokenizer), images made up
+ * from their names by the caller's loader, a handful of pairs. */
+
+#define LP_MERGES "#version: 0.2\nc a\nca t</w>\nd o\ndo g</w>\n"
+
+typedef struct lp_user {
+    int loads, starts, steps, checkpoints, saves;
+    long stop_at;                 /* stop once this many steps are done (0 never, -1 at START) */
+    float first_margin;
+    unsigned char *model_blob, *optim_blob;   /* the memory checkpoint */
+    size_t model_len, optim_len;
+} lp_user;
+
+/* "imgN" gets a pattern of its own; any other name fails without a message. */
+static aes_status lp_load(void *user, aes_ctx *ctx, const char *path, int size, float *px) {
+    lp_user *u = (lp_user *)user;
+    int k, i;
+    (void)ctx;
+    if (u) u->loads++;
+    if (strncmp(path, "img", 3)) return AES_ERR_IO;
+    k = atoi(path + 3);
+    for (i = 0; i < 3 * size * size; i++) px[i] = (float)sin(0.05 * i * (k % 5 + 1) + 0.7 * k) * (1.0f + 0.1f * (float)k);
+    return AES_OK;
+}
+
+static int lp_progress(void *user, const aes_train_progress *p) {
+    lp_user *u = (lp_user *)user;
+    if (p->event == AES_TRAIN_START) { u->starts++; return u->stop_at < 0; }
+    if (p->event == AES_TRAIN_CHECKPOINT) { u->checkpoints++; return 0; }
+    u->steps++;
+    if (p->step == 1) u->first_margin = p->stats.dpo.margin;
+    return u->stop_at > 0 && p->step >= u->stop_at;
+}
+
+static aes_status lp_save(void *user, aes_ctx *ctx, const aes_clip *model, const aes_optim *opt) {
+    lp_user *u = (lp_user *)user;
+    aes_status st;
+    aes_free(u->model_blob);
+    aes_free(u->optim_blob);
+    u->model_blob = u->optim_blob = NULL;
+    u->saves++;
+    st = aes_clip_serialize(ctx, model, AES_LAYOUT_HF, AES_DTYPE_F32, (void **)&u->model_blob, &u->model_len);
+    if (st == AES_OK) st = aes_optim_save_memory(ctx, opt, &u->optim_blob, &u->optim_len);
+    return st;
+}
+
+static aes_status lp_restore(void *user, aes_ctx *ctx, aes_clip *model, aes_optim *opt, int *found) {
+    lp_user *u = (lp_user *)user;
+    aes_clip *saved = NULL;
+    aes_status st;
+    *found = 0;
+    if (!u->model_blob || !u->optim_blob) return AES_OK;
+    st = aes_clip_load_memory(ctx, u->model_blob, u->model_len, NULL, NULL, &saved);
+    if (st == AES_OK) {
+        memcpy(aes_clip_params_data(model), aes_clip_params_data(saved), aes_clip_num_params(model) * sizeof(float));
+        st = aes_optim_load_memory(ctx, opt, u->optim_blob, u->optim_len);
+    }
+    aes_clip_free(saved);
+    *found = st == AES_OK;
+    return st;
+}
+
+/* The model the trainer of these tests trains (one at a time). */
+static aes_clip *lp_clip;
+static float *lp_params(void) { return aes_clip_params_data(lp_clip); }
+static void lp_free(aes_clip_trainer *tr) {
+    aes_clip_trainer_free(tr);
+    aes_clip_free(lp_clip);
+    lp_clip = NULL;
+}
+
+/* The same fresh model every time (seed 5), capacity 6 images / 6 texts. */
+static aes_clip_trainer *lp_model(aes_ctx *ctx, const aes_tokenizer *tok, int train_text, size_t *np) {
+    aes_clip_config c = tiny_config(AES_LAYOUT_HF, 1);
+    aes_train_options o = aes_train_options_default();
+    aes_clip_trainer *tr = NULL;
+    c.vocab_size = aes_tokenizer_vocab_size(tok);
+    o.train_text = train_text;
+    o.train_logit_scale = train_text;
+    o.max_images = o.max_texts = 6;
+    if (lp_clip || aes_clip_create_random(ctx, &c, 5, &lp_clip) != AES_OK) return NULL;
+    if (aes_clip_trainer_create(ctx, lp_clip, &o, &tr) != AES_OK) { aes_clip_free(lp_clip); lp_clip = NULL; return NULL; }
+    *np = aes_clip_num_params(lp_clip);
+    return tr;
+}
+
+/* A DPO run on a fresh model with `threads` threads; the final parameters
+ * (malloc'd) go to *params. */
+static aes_status lp_dpo(aes_ctx *ctx, const aes_tokenizer *tok, const aes_pair_set *set, const aes_caption_list *caps,
+                         const aes_dpo_finetune_config *cfg, int train_text, int threads, float **params,
+                         aes_train_result *res) {
+    size_t np = 0;
+    aes_clip_trainer *tr = lp_model(ctx, tok, train_text, &np);
+    aes_status st;
+    if (!tr) return AES_ERR_NOMEM;
+    aes_threads_set(ctx, threads);
+    st = aes_dpo_finetune(ctx, tr, NULL, tok, set, caps, cfg, res);
+    aes_threads_set(ctx, 1);
+    if (params) {
+        *params = (float *)malloc(np * sizeof(float));
+        if (*params) memcpy(*params, lp_params(), np * sizeof(float));
+    }
+    lp_free(tr);
+    return st;
+}
+
+static int lp_same(const float *a, const float *b, size_t n) { return a && b && !memcmp(a, b, n * sizeof(float)); }
+
+static void test_dpo_finetune_loop(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_tokenizer *tok = NULL, *big = NULL;
+    aes_pair_set *set = NULL;
+    static const char *const qs[4] = {"a cat", "a dog", "cat and dog", "a red cat"};
+    static const char *const cap_img[6] = {"img0", "img1", "img2", "img3", "img4", "img5"};
+    static const char *const cap_txt[6] = {"a cat", "dog", "cat", "a dog", "red", "blue"};
+    aes_caption_list caps = {cap_img, cap_txt, 6};
+    aes_dpo_finetune_config cfg = aes_dpo_finetune_config_default(), c2;
+    aes_train_result res;
+    lp_user u;
+    float *init = NULL, *straight = NULL, *p2 = NULL, *p3 = NULL;
+    size_t np = 0;
+    aes_clip_trainer *tr = NULL;
+    const char *ck = tl_tmp("loop_dpo.safetensors"), *ck_opt = tl_tmp("loop_dpo.safetensors.optim");
+    char name[2][16];
+    int q, i, tt;
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, LP_MERGES, strlen(LP_MERGES), 0, &tok));
+    CHECK_OK(ctx, aes_pair_set_create(ctx, &set));
+    if (!tok || !set) goto out;
+    for (q = 0; q < 4; q++)   /* 20 pairs over 4 queries and 8 images */
+        for (i = 0; i < 5; i++) {
+            snprintf(name[0], sizeof name[0], "img%d", (q + i) % 8);
+            snprintf(name[1], sizeof name[1], "img%d", (q + 2 * i + 3) % 8);
+            if (strcmp(name[0], name[1])) CHECK_OK(ctx, aes_pair_set_add(ctx, set, qs[q], name[0], name[1], 1.0f + 0.25f * i));
+        }
+    tr = lp_model(ctx, tok, 0, &np);
+    if (!tr) { CHECK(0); goto out; }
+    init = (float *)malloc(np * sizeof(float));
+    memcpy(init, lp_params(), np * sizeof(float));
+    lp_free(tr);
+    tr = NULL;
+    cfg.steps = 6;
+    cfg.batch = 6;
+    cfg.pairs_per_step = 3;
+    cfg.seed = 3;
+    cfg.optim.lr = 1e-2f;
+    cfg.load_image = lp_load;
+    cfg.progress = lp_progress;
+    cfg.user = &u;
+
+    for (tt = 0; tt < 2; tt++) {   /* text tower frozen (cached embeddings), then both towers trained */
+        /* 1. a straight run: it trains, the reference is the model as passed
+         *    in (first margin 0), 2 threads give the same bits as 1 */
+        memset(&u, 0, sizeof u);
+        CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &cfg, tt, 1, &straight, &res));
+        CHECK(res.steps_done == 6 && res.start_step == 0 && !res.stopped && !res.resumed);
+        CHECK(u.starts == 1 && u.steps == 6 && u.checkpoints == 0);
+        CHECK(u.loads >= 8);                          /* the reference pass saw every image */
+        CHECK_MSG(fabsf(u.first_margin) < 1e-4f, "first step's margin %g (reference = initial model)",
+                  (double)u.first_margin);
+        CHECK(straight && !lp_same(straight, init, np));
+        memset(&u, 0, sizeof u);
+        CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &cfg, tt, 2, &p2, NULL));
+        CHECK_MSG(lp_same(straight, p2, np), "train_text %d: 1 and 2 threads differ", tt);
+        free(p2);
+        p2 = NULL;
+
+        /* 2. stopped by the callback after 2 steps with file checkpoints,
+         *    then resumed: the same bits as the straight run */
+        remove(ck);
+        remove(ck_opt);
+        c2 = cfg;
+        c2.checkpoint = ck;
+        c2.resume = 1;                                 /* nothing there yet: starts at 0 */
+        memset(&u, 0, sizeof u);
+        u.stop_at = 2;
+        CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &c2, tt, 1, NULL, &res));
+        CHECK(res.stopped && res.steps_done == 2 && !res.resumed && u.steps == 2 && u.checkpoints == 1);
+        memset(&u, 0, sizeof u);
+        CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &c2, tt, 2, &p2, &res));
+        CHECK(res.resumed && res.start_step == 2 && res.steps_done == 6 && !res.stopped && u.steps == 4);
+        CHECK_MSG(lp_same(straight, p2, np), "train_text %d: stopped + resumed differs from straight", tt);
+        free(p2);
+        p2 = NULL;
+        free(straight);
+        straight = NULL;
+    }
+
+    /* 3. captions for the contrastive term, checkpoints through callbacks
+     *    (memory), every 2 steps: straight == stopped at 3 + resumed */
+    c2 = cfg;
+    c2.save = lp_save;
+    c2.restore = lp_restore;
+    c2.save_every = 2;
+    memset(&u, 0, sizeof u);
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, &caps, &c2, 0, 1, &straight, &res));
+    CHECK(u.saves == 3 && u.checkpoints == 3);        /* after steps 2, 4 and at the end */
+    aes_free(u.model_blob);
+    aes_free(u.optim_blob);
+    memset(&u, 0, sizeof u);
+    u.stop_at = 3;
+    c2.resume = 1;
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, &caps, &c2, 0, 1, NULL, &res));
+    CHECK(res.stopped && res.steps_done == 3 && u.saves == 2);   /* after step 2, and at the stop */
+    u.stop_at = 0;
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, &caps, &c2, 0, 1, &p2, &res));
+    CHECK(res.resumed && res.start_step == 3);
+    CHECK_MSG(lp_same(straight, p2, np), "captions: stopped + resumed differs from straight");
+    free(p2);
+    p2 = NULL;
+    aes_free(u.model_blob);
+    aes_free(u.optim_blob);
+
+    /* 4. a stop at START: no step, nothing changes */
+    memset(&u, 0, sizeof u);
+    u.stop_at = -1;
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &cfg, 0, 1, &p3, &res));
+    CHECK(res.stopped && res.steps_done == 0 && u.steps == 0 && lp_same(p3, init, np));
+    free(p3);
+    p3 = NULL;
+
+    /* 5. bad input: errors with a message, the model untouched */
+    memset(&u, 0, sizeof u);
+    tr = lp_model(ctx, tok, 0, &np);
+    if (!tr) { CHECK(0); goto out; }
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, NULL, NULL) == AES_ERR_INVALID_ARG);
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, NULL, set, NULL, &cfg, NULL) == AES_ERR_INVALID_ARG);
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, NULL, NULL, &cfg, NULL) == AES_ERR_INVALID_ARG);
+    c2 = cfg; c2.batch = 7;                                      /* over the capacity */
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_INVALID_ARG);
+    c2 = cfg; c2.batch = 1;
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_INVALID_ARG);
+    c2 = cfg; c2.steps = 0;
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_INVALID_ARG);
+    if (LONG_MAX > INT_MAX) {
+        c2 = cfg; c2.steps = (long)INT_MAX + 1;
+        CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_LIMIT);
+    }
+    c2 = cfg; c2.loss.beta = 0.0f;
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_INVALID_ARG);
+    c2 = cfg; c2.save = lp_save;                                  /* save without restore */
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_INVALID_ARG);
+    c2 = cfg; c2.save = lp_save; c2.restore = lp_restore; c2.checkpoint = ck;   /* two ways at once */
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_INVALID_ARG);
+    c2 = cfg; c2.optim.lr = -1.0f;
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &c2, NULL) == AES_ERR_INVALID_ARG);
+    set->pairs[0].preferred = set->npaths;                        /* an index off the set */
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &cfg, NULL) == AES_ERR_INVALID_ARG);
+    set->pairs[0].preferred = 0;
+    set->pairs[0].rejected = 1;
+    {
+        aes_caption_list bad = {cap_img, cap_txt, -1};
+        CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, &bad, &cfg, NULL) == AES_ERR_INVALID_ARG);
+    }
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, LP_MERGES "r e\n", strlen(LP_MERGES) + 4, 0, &big));
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, big, set, NULL, &cfg, NULL) == AES_ERR_MISMATCH);
+    CHECK(strstr(aes_last_error(ctx), "vocabulary") != NULL);
+    CHECK_OK(ctx, aes_pair_set_add(ctx, set, "a cat", "img1", "nope.ppm", 1.0f));   /* the loader fails */
+    CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &cfg, NULL) == AES_ERR_IO);
+    CHECK_MSG(strstr(aes_last_error(ctx), "nope.ppm") != NULL, "message: %s", aes_last_error(ctx));
+    CHECK(lp_same(lp_params(), init, np));
+    {   /* nothing trainable */
+        aes_train_options o = *aes_clip_trainer_options_get(tr);
+        o.train_vision = 0;
+        CHECK_OK(ctx, aes_clip_trainer_set_trainable(ctx, tr, &o));
+        CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &cfg, NULL) == AES_ERR_INVALID_ARG);
+        CHECK(strstr(aes_last_error(ctx), "nothing to train") != NULL);
+    }
+out:
+    remove(ck);
+    remove(ck_opt);
+    free(init);
+    free(straight);
+    lp_free(tr);
+    aes_pair_set_free(set);
+    aes_tokenizer_free(tok);
+    aes_tokenizer_free(big);
+    aes_ctx_free(ctx);
+}
+
+static void test_clip_train_loop(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_tokenizer *tok = NULL;
+    static const char *const img[8] = {"img0", "img1", "img2", "img3", "img4", "img5", "img6", "img7"};
+    static const char *const txt[8] = {"a cat", "a dog", "cat", "dog", "red cat", "blue dog", "a a", "c"};
+    aes_caption_list data = {img, txt, 8};
+    aes_clip_train_config cfg = aes_clip_train_config_default(), c2;
+    aes_clip_trainer *tr = NULL;
+    aes_optim *opt = NULL;
+    aes_train_result res;
+    lp_user u;
+    float *straight = NULL;
+    size_t np = 0;
+    const char *ck = tl_tmp("loop_clip.safetensors"), *ck_opt = tl_tmp("loop_clip.safetensors.optim");
+    int run;
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, LP_MERGES, strlen(LP_MERGES), 0, &tok));
+    if (!tok) goto out;
+    cfg.steps = 5;
+    cfg.batch = 4;
+    cfg.seed = 11;
+    cfg.optim.lr = 1e-2f;
+    cfg.load_image = lp_load;
+    cfg.progress = lp_progress;
+    cfg.user = &u;
+    remove(ck);
+    remove(ck_opt);
+    /* runs: 0 straight (cached images), 1 two threads, 2 images loaded per
+     * batch, 3 stopped after 2 (files), 4 resumed, 5 the caller's optimizer,
+     * 2 steps in one call and the rest in a second call */
+    for (run = 0; run < 6; run++) {
+        float *p;
+        tr = lp_model(ctx, tok, 1, &np);
+        if (!tr) { CHECK(0); break; }
+        c2 = cfg;
+        memset(&u, 0, sizeof u);
+        if (run == 2) c2.cache_images = 0;
+        if (run == 3) u.stop_at = 2;
+        if (run == 3 || run == 4) { c2.checkpoint = ck; c2.resume = 1; }
+        aes_threads_set(ctx, run == 1 || run == 4 ? 2 : 1);
+        if (run == 5) {
+            const aes_param_segment *seg;
+            int nseg;
+            aes_optim_config oc = cfg.optim;
+            oc.warmup_steps = 5 / 20;
+            oc.total_steps = 5;
+            aes_clip_trainer_segments(tr, &seg, &nseg);
+            CHECK_OK(ctx, aes_optim_create(ctx, &oc, np, seg, nseg, &opt));
+            c2.steps = 2;
+            CHECK_OK(ctx, aes_clip_train(ctx, tr, opt, tok, &data, &c2, &res));
+            CHECK(res.steps_done == 2 && aes_optim_steps_done(opt) == 2);
+            c2.steps = 5;
+        }
+        CHECK_OK(ctx, aes_clip_train(ctx, tr, opt, tok, &data, &c2, &res));
+        aes_threads_set(ctx, 1);
+        p = (float *)malloc(np * sizeof(float));
+        memcpy(p, lp_params(), np * sizeof(float));
+        if (run == 0) {
+            straight = p;
+            CHECK(res.steps_done == 5 && u.steps == 5 && u.loads == 8 && res.last.clip_loss > 0);
+        } else {
+            if (run == 2) CHECK(u.loads == 5 * 4);
+            if (run == 3) CHECK(res.stopped && res.steps_done == 2);
+            if (run == 4) CHECK(res.resumed && res.start_step == 2 && u.steps == 3);
+            if (run != 3) CHECK_MSG(lp_same(straight, p, np), "run %d differs from the straight run", run);
+            free(p);
+        }
+        aes_optim_free(opt);
+        opt = NULL;
+        lp_free(tr);
+        tr = NULL;
+    }
+    /* bad input */
+    tr = lp_model(ctx, tok, 1, &np);
+    if (tr) {
+        float *before = (float *)malloc(np * sizeof(float));
+        memcpy(before, lp_params(), np * sizeof(float));
+        data.n = 1;
+        CHECK(aes_clip_train(ctx, tr, NULL, tok, &data, &cfg, NULL) == AES_ERR_INVALID_ARG);
+        data.n = 8;
+        CHECK(aes_clip_train(ctx, tr, NULL, tok, NULL, &cfg, NULL) == AES_ERR_INVALID_ARG);
+        c2 = cfg; c2.label_smoothing = 1.0f;
+        CHECK(aes_clip_train(ctx, tr, NULL, tok, &data, &c2, NULL) == AES_ERR_INVALID_ARG);
+        c2 = cfg; c2.batch = 9;
+        CHECK(aes_clip_train(ctx, tr, NULL, tok, &data, &c2, NULL) == AES_ERR_INVALID_ARG);
+        {
+            static const char *const bad_img[3] = {"img0", "broken", "img1"};
+            aes_caption_list bad = {bad_img, txt, 3};
+            c2 = cfg; c2.batch = 2;
+            CHECK(aes_clip_train(ctx, tr, NULL, tok, &bad, &c2, NULL) == AES_ERR_IO);
+            CHECK_MSG(!strcmp(aes_last_error(ctx), "broken: i/o error"), "message: %s", aes_last_error(ctx));
+        }
+        CHECK(lp_same(lp_params(), before, np));
+        free(before);
+    }
+out:
+    remove(ck);
+    remove(ck_opt);
+    free(straight);
+    aes_optim_free(opt);
+    lp_free(tr);
+    aes_tokenizer_free(tok);
+    aes_ctx_free(ctx);
+}
+
 /* ---- the CLI: index -> make-pairs -> finetune-dpo, interrupted and resumed ---- */
 
 #include <sys/stat.h>
@@ -1535,6 +1920,8 @@ int main(int argc, char **argv) {
     RUN(test_hostile_inputs);
     RUN(test_finetune_raises_preference_accuracy);
     RUN(test_one_validator_edges);
+    RUN(test_dpo_finetune_loop);
+    RUN(test_clip_train_loop);
     RUN(test_cli_make_pairs_finetune_resume);
     return tl_report();
 }

@@ -16,8 +16,11 @@
  *   aesalign train-clip --data FILE --vocab FILE --out M [shape options] ...
  *       Contrastive training from scratch (or from --init M) on image<TAB>caption
  *       lines: how the offline demo makes its tiny CLIP.
+ *
+ * The two training loops are library calls (aes_dpo_finetune, aes_clip_train
+ * in aesalign.h section 8, "Training loops"): here they get their flags, an
+ * image loader that also reads JPEG/PNG, and a progress printer.
  */
-#include <stddef.h>
 #include "cli.h"
 #include <math.h>
 #include <time.h>
@@ -36,11 +39,12 @@ static int file_exists(const char *path) {
     return f != NULL;
 }
 
-
-/* One image file -> [3, S, S] preprocessed as CLIP does. */
-static aes_status load_pixels(aes_ctx *ctx, const char *path, int S, float *out) {
+/* The training loops' image loader: any image the CLI reads (PPM/PGM, and
+ * JPEG/PNG through stb_image) -> [3, S, S] preprocessed as CLIP does. */
+static aes_status load_pixels(void *user, aes_ctx *ctx, const char *path, int S, float *out) {
     aes_image img;
     aes_status st;
+    (void)user;
     memset(&img, 0, sizeof img);
     st = (aes_status)aes_cli_load_image(ctx, path, &img);
     if (!st) st = aes_clip_preprocess(ctx, &img, S, out);
@@ -107,23 +111,6 @@ static void free_lines(char **lines, int n) {
     int i;
     for (i = 0; i < n; i++) free(lines[i]);
     free(lines);
-}
-
-/* Deterministic random numbers for sampling batches (xorshift64*). */
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ull;
-}
-static void shuffle(int *a, int n, uint64_t *s) {
-    int i;
-    for (i = 0; i < n; i++) a[i] = i;
-    for (i = n - 1; i > 0; i--) {
-        int j = (int)(rng_next(s) % (uint64_t)(i + 1)), t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-    }
 }
 
 /* Token rows [n, L] for n texts (checks the vocabulary fits the model). */
@@ -317,6 +304,7 @@ static void finetune_usage(FILE *f) {
         "  --optimizer adamw|sgd (adamw); --lr X (1e-5); --weight-decay X (0.01 adamw, 0 sgd)\n"
         "  --momentum X (sgd, 0.9); --warmup N (steps/10); --clip-norm X (1.0)\n"
         "  --beta X (0.1)  --label-smoothing X (0.1)  --lambda X (0.5)\n"
+        "  --clip-label-smoothing X   label smoothing of the contrastive term (0)\n"
         "  --steps N (100)  --batch N images per step (32)  --pairs-per-step N (batch/2)\n"
         "  --captions FILE       image<TAB>caption lines for the contrastive term; without it\n"
         "                        the term pairs each query of a step with its first preferred image\n"
@@ -328,27 +316,42 @@ static void finetune_usage(FILE *f) {
         "state); --resume continues from both.\n");
 }
 
-/* A text row of a step: a query of the pair set or a caption. */
-typedef struct ft_text { int is_caption, id; } ft_text;
-/* An image row: a path of the pair set or a caption's image. */
-typedef struct ft_image { int is_caption, id; } ft_image;
+/* The progress printer (and --stop-after) of a run. */
+typedef struct ft_run {
+    const ft_opts *o;
+    float lr;
+    int warned_no_match;     /* the contrastive term had no match in some step */
+    double t_start;
+} ft_run;
 
-typedef struct ft_data {
-    aes_pair_set *set;
-    char **cap_img, **cap_txt;       /* --captions */
-    int ncap;
-    int32_t *q_tokens, *c_tokens;    /* [nq, L], [ncap, L] */
-    float *q_emb, *c_emb;            /* initial (reference) text embeddings */
-    float *ref_w, *ref_l;            /* per pair: cached s_ref */
-} ft_data;
-
-static const char *ft_image_path(const ft_data *d, ft_image im) {
-    return im.is_caption ? d->cap_img[im.id] : d->set->paths[im.id];
+static int ft_progress(void *user, const aes_train_progress *p) {
+    ft_run *r = (ft_run *)user;
+    const ft_opts *o = r->o;
+    if (p->event == AES_TRAIN_START) {
+        fprintf(stderr, "finetune-dpo: training %zu of %zu parameters (%s tower%s, %ld blocks frozen), %s lr %.3g\n",
+                p->trainable, p->nparams, o->train, strcmp(o->train, "both") ? "" : "s", o->freeze, o->optimizer,
+                (double)r->lr);
+        if (p->resumed) fprintf(stderr, "finetune-dpo: resumed from %s at step %ld\n", o->out, p->start_step);
+        r->t_start = now_seconds();
+    } else if (p->event == AES_TRAIN_STEP) {
+        if (p->nmatched == 0 && o->lambda > 0 && !r->warned_no_match) {   /* say it once, not every step */
+            fprintf(stderr, "finetune-dpo: note: step %ld has fewer than 2 query/image matches, so no contrastive "
+                    "term; give --captions (image<TAB>caption) to keep it in every step\n", p->step);
+            r->warned_no_match = 1;
+        }
+        if (p->step % o->log_every == 0 || p->step == o->steps)
+            fprintf(stderr, "step %4ld/%ld  loss %.4f  pref-acc %.3f  margin %+.4f  clip %.4f  lr %.3e  %.1f img/s\n",
+                    p->step, o->steps, p->stats.loss, p->stats.dpo.accuracy, p->stats.dpo.margin, p->stats.clip_loss,
+                    (double)p->lr, p->nimages / p->stats.seconds);
+    } else {
+        return 0;
+    }
+    return o->stop_after > 0 && p->step >= o->stop_after;   /* as if interrupted: saved, --resume goes on */
 }
 
 /* Loads a model for training and makes its trainer.  act_name ("gelu",
- * "quick_gelu" or NULL) is the activation when neither a config nor the
- * file's own metadata says (a bare OpenAI-layout file). */
+ * "quick_gelu" or NULL) forces GELU when "gelu"; otherwise the activation
+ * comes from a config, the file's own metadata, else QuickGELU. */
 static aes_status load_for_training(aes_ctx *ctx, const char *path, const char *config, const char *act_name,
                                     const aes_train_options *to, aes_clip **model, aes_clip_trainer **tr) {
     aes_clip_load_opts lo;
@@ -361,74 +364,28 @@ static aes_status load_for_training(aes_ctx *ctx, const char *path, const char *
     return aes_clip_trainer_create(ctx, *model, to, tr);
 }
 
-/* Resume: the parameters of a checkpoint (a model file of the same
- * architecture) into the model being trained. */
-static aes_status restore_params(aes_ctx *ctx, aes_clip *model, const char *path) {
-    aes_clip_load_opts lo;
-    aes_clip *saved = NULL;
-    aes_status st;
-    memset(&lo, 0, sizeof lo);
-    lo.no_config_search = 1;
-    if ((st = aes_clip_load(ctx, path, &lo, &saved))) return st;
-    if (aes_clip_num_params(saved) != aes_clip_num_params(model) ||
-        memcmp(aes_clip_config_get(saved), aes_clip_config_get(model), offsetof(aes_clip_config, act))) {
-        aes_clip_free(saved);
-        fprintf(stderr, "aesalign: %s was trained from another architecture\n", path);
-        return AES_ERR_MISMATCH;
-    }
-    memcpy(aes_clip_params_data(model), aes_clip_params_data(saved), sizeof(float) * aes_clip_num_params(model));
-    aes_clip_free(saved);
-    return AES_OK;
-}
-
-/* Embeds texts in chunks of the trainer's capacity. */
-static aes_status ft_embed_texts(aes_ctx *ctx, aes_clip_trainer *tr, const aes_clip_config *A, const int32_t *tokens,
-                                 int n, float *emb) {
-    int L = A->context_length, E = A->embed_dim;
-    int cap = aes_clip_trainer_options_get(tr)->max_texts, i;
-    for (i = 0; i < n; i += cap) {
-        int m = n - i < cap ? n - i : cap;
-        aes_status st = aes_clip_trainer_encode_texts(ctx, tr, tokens + (size_t)i * L, m, emb + (size_t)i * E);
-        if (st) return st;
-    }
-    return AES_OK;
-}
-
-static int ft_find(const int *ids, int n, int id) {
-    int i;
-    for (i = 0; i < n; i++) if (ids[i] == id) return i;
-    return -1;
-}
-
 AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXiv 2406.09397") {
     ft_opts o;
-    ft_data d;
+    ft_run run;
     aes_ctx *ctx = NULL;
     aes_clip_trainer *tr = NULL;
     aes_clip *model = NULL;
     aes_tokenizer *tok = NULL;
-    aes_optim *opt = NULL;
-    aes_optim_config oc;
+    aes_pair_set *set = NULL;
     aes_train_options to = aes_train_options_default();
-    aes_dpo_config dc = aes_dpo_config_default();
+    aes_dpo_finetune_config cfg = aes_dpo_finetune_config_default();
+    aes_caption_list caps;
+    aes_optim_config *oc = &cfg.optim;
     const aes_clip_config *A;
-    char optim_path[4200];
-    int i, r, rc = 1, L, E, S, nq, np, *order = NULL, cursor = 0;
-    float *pixels = NULL, *text_emb = NULL, *all_img = NULL;
-    int32_t *tokens = NULL;
-    ft_text *texts = NULL;
-    ft_image *images = NULL;
-    aes_dpo_item *items = NULL;
-    uint64_t rng;
-    long step;
-    int warned_no_match = 0;     /* the contrastive term had no match in some step */
-    double t_start;
+    char optim_path[4200], **cap_lines = NULL, **cap_txt = NULL;
+    int i, r, rc = 1, ncap = 0;
 
     memset(&o, 0, sizeof o);
-    memset(&d, 0, sizeof d);
+    memset(&run, 0, sizeof run);
+    memset(&caps, 0, sizeof caps);
     o.train = "vision"; o.optimizer = "adamw"; o.steps = 100; o.batch = 32; o.warmup = -1; o.seed = 1;
     o.log_every = 1; o.lr = -1; o.weight_decay = -1; o.momentum = 0.9; o.clip_norm = 1.0;
-    o.beta = dc.beta; o.smoothing = dc.label_smoothing; o.lambda = dc.lambda; o.clip_smoothing = 0;
+    o.beta = cfg.loss.beta; o.smoothing = cfg.loss.label_smoothing; o.lambda = cfg.loss.lambda; o.clip_smoothing = 0;
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { finetune_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) { o.resume = 1; continue; }
@@ -481,22 +438,25 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     ctx = aes_ctx_create();
     if (!ctx) return aes_cli_fail("finetune-dpo", NULL, "out of memory");
     aes_threads_set(ctx, aes_cli_threads());
-    if (aes_pair_set_create(ctx, &d.set) || aes_pair_set_read(ctx, d.set, o.pairs)) {
+    if (aes_pair_set_create(ctx, &set) || aes_pair_set_read(ctx, set, o.pairs)) {
         aes_cli_fail("finetune-dpo", ctx, "reading pairs");
         goto done;
     }
-    if (d.set->npairs == 0) { aes_cli_fail("finetune-dpo", NULL, "%s holds no pairs", o.pairs); goto done; }
+    if (set->npairs == 0) { aes_cli_fail("finetune-dpo", NULL, "%s holds no pairs", o.pairs); goto done; }
     if (o.captions) {
-        char **lines = read_lines(ctx, o.captions, &d.ncap);
-        if (!lines) { aes_cli_fail("finetune-dpo", ctx, "reading captions"); goto done; }
-        d.cap_img = lines;
-        d.cap_txt = (char **)calloc((size_t)d.ncap + 1, sizeof(char *));
-        for (i = 0; i < d.ncap; i++) {
-            char *tab = strchr(lines[i], '\t');
+        cap_lines = read_lines(ctx, o.captions, &ncap);
+        if (!cap_lines) { aes_cli_fail("finetune-dpo", ctx, "reading captions"); goto done; }
+        cap_txt = (char **)calloc((size_t)ncap + 1, sizeof(char *));
+        if (!cap_txt) { aes_cli_fail("finetune-dpo", NULL, "out of memory"); goto done; }
+        for (i = 0; i < ncap; i++) {
+            char *tab = strchr(cap_lines[i], '\t');
             if (!tab) { aes_cli_fail("finetune-dpo", NULL, "%s:%d: expected image<TAB>caption", o.captions, i + 1); goto done; }
             *tab = 0;
-            d.cap_txt[i] = tab + 1;
+            cap_txt[i] = tab + 1;
         }
+        caps.images = (const char *const *)cap_lines;
+        caps.texts = (const char *const *)cap_txt;
+        caps.n = ncap;
     }
     to.train_vision = strcmp(o.train, "text") != 0;
     to.train_text = strcmp(o.train, "vision") != 0;
@@ -510,228 +470,46 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     }
     A = aes_clip_config_get(model);
     if (!A->has_vision || !A->has_text) { aes_cli_fail("finetune-dpo", NULL, "the model needs both towers"); goto done; }
-    L = A->context_length; E = A->embed_dim; S = A->image_size;
-    nq = d.set->nqueries; np = d.set->npaths;
     if (find_tokenizer(ctx, o.vocab, o.model, &tok, "finetune-dpo")) goto done;
 
-    /* 1. texts: tokens and initial embeddings (the cached reference; with a
-     *    frozen text tower they stay the training embeddings too) */
-    d.q_tokens = (int32_t *)malloc(sizeof(int32_t) * (size_t)nq * L);
-    d.q_emb = (float *)malloc(sizeof(float) * (size_t)nq * E);
-    d.c_tokens = (int32_t *)malloc(sizeof(int32_t) * ((size_t)d.ncap + 1) * L);
-    d.c_emb = (float *)malloc(sizeof(float) * ((size_t)d.ncap + 1) * E);
-    d.ref_w = (float *)malloc(sizeof(float) * (size_t)d.set->npairs);
-    d.ref_l = (float *)malloc(sizeof(float) * (size_t)d.set->npairs);
-    all_img = (float *)malloc(sizeof(float) * (size_t)np * E);
-    pixels = (float *)malloc(sizeof(float) * (size_t)o.batch * 3 * S * S);
-    tokens = (int32_t *)malloc(sizeof(int32_t) * (size_t)o.batch * L);
-    text_emb = (float *)malloc(sizeof(float) * (size_t)o.batch * E);
-    texts = (ft_text *)malloc(sizeof *texts * (size_t)o.batch);
-    images = (ft_image *)malloc(sizeof *images * (size_t)o.batch);
-    items = (aes_dpo_item *)malloc(sizeof *items * (size_t)o.pairs_per_step);
-    order = (int *)malloc(sizeof(int) * (size_t)d.set->npairs);
-    if (!d.q_tokens || !d.q_emb || !d.c_tokens || !d.c_emb || !d.ref_w || !d.ref_l || !all_img || !pixels ||
-        !tokens || !text_emb || !texts || !images || !items || !order) {
-        aes_cli_fail("finetune-dpo", NULL, "out of memory");
-        goto done;
-    }
-    if (tokenize_all(ctx, tok, d.set->queries, nq, L, A->vocab_size, d.q_tokens, "finetune-dpo") ||
-        tokenize_all(ctx, tok, d.cap_txt, d.ncap, L, A->vocab_size, d.c_tokens, "finetune-dpo"))
-        goto done;
-    if (ft_embed_texts(ctx, tr, A, d.q_tokens, nq, d.q_emb) ||
-        (d.ncap && ft_embed_texts(ctx, tr, A, d.c_tokens, d.ncap, d.c_emb))) {
-        aes_cli_fail("finetune-dpo", ctx, "encoding texts");
-        goto done;
-    }
-    /* 2. images: one pass with the initial model for the reference similarities */
+    /* the run: aes_dpo_finetune does the reference pass, the sampling, the
+     * steps and the checkpoints (FILE and FILE.optim); we print progress */
+    *oc = aes_optim_config_default(strcmp(o.optimizer, "sgd") ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
+    if (o.lr > 0) oc->lr = (float)o.lr;
+    if (o.weight_decay >= 0) oc->weight_decay = (float)o.weight_decay;
+    if (oc->kind == AES_OPTIM_SGD) oc->momentum = (float)o.momentum;
+    oc->clip_norm = (float)o.clip_norm;
+    oc->warmup_steps = o.warmup >= 0 ? (int)o.warmup : (int)(o.steps / 10);
+    oc->total_steps = (int)o.steps;
+    oc->min_lr_frac = 0.1f;
+    cfg.steps = o.steps;
+    cfg.batch = (int)o.batch;
+    cfg.pairs_per_step = (int)o.pairs_per_step;
+    cfg.seed = (uint64_t)o.seed;
+    cfg.loss.beta = (float)o.beta;
+    cfg.loss.label_smoothing = (float)o.smoothing;
+    cfg.loss.lambda = (float)o.lambda;
+    cfg.loss.clip_label_smoothing = (float)o.clip_smoothing;
+    cfg.save_every = o.save_every;
+    cfg.checkpoint = o.out;
+    cfg.resume = o.resume;
+    cfg.load_image = load_pixels;
+    cfg.progress = ft_progress;
+    cfg.user = &run;
+    run.o = &o;
+    run.lr = oc->lr;
     fprintf(stderr, "finetune-dpo: %d pairs, %d queries, %d images; computing reference similarities\n",
-            d.set->npairs, nq, np);
-    for (i = 0; i < np; i += (int)o.batch) {
-        int m = np - i < (int)o.batch ? np - i : (int)o.batch, j;
-        for (j = 0; j < m; j++)
-            if (load_pixels(ctx, d.set->paths[i + j], S, pixels + (size_t)j * 3 * S * S)) {
-                aes_cli_fail("finetune-dpo", ctx, "%s", d.set->paths[i + j]);
-                goto done;
-            }
-        if (aes_clip_trainer_encode_images(ctx, tr, pixels, m, all_img + (size_t)i * E)) {
-            aes_cli_fail("finetune-dpo", ctx, "encoding images");
-            goto done;
-        }
-    }
-    {
-        double scale = exp((double)aes_clip_params_get(model)->logit_scale[0]);
-        for (i = 0; i < d.set->npairs; i++) {
-            const aes_pair_rec *p = &d.set->pairs[i];
-            double sw = 0, sl = 0;
-            int k;
-            for (k = 0; k < E; k++) {
-                sw += (double)d.q_emb[(size_t)p->query * E + k] * all_img[(size_t)p->preferred * E + k];
-                sl += (double)d.q_emb[(size_t)p->query * E + k] * all_img[(size_t)p->rejected * E + k];
-            }
-            d.ref_w[i] = (float)(scale * sw);
-            d.ref_l[i] = (float)(scale * sl);
-        }
-    }
-    /* 3. optimizer (and resume) */
-    oc = aes_optim_config_default(strcmp(o.optimizer, "sgd") ? AES_OPTIM_ADAMW : AES_OPTIM_SGD);
-    if (o.lr > 0) oc.lr = (float)o.lr;
-    if (o.weight_decay >= 0) oc.weight_decay = (float)o.weight_decay;
-    if (oc.kind == AES_OPTIM_SGD) oc.momentum = (float)o.momentum;
-    oc.clip_norm = (float)o.clip_norm;
-    oc.warmup_steps = o.warmup >= 0 ? (int)o.warmup : (int)(o.steps / 10);
-    oc.total_steps = (int)o.steps;
-    oc.min_lr_frac = 0.1f;
-    {
-        const aes_param_segment *seg;
-        int nseg;
-        size_t nparams = aes_clip_num_params(model);
-        aes_clip_trainer_segments(tr, &seg, &nseg);
-        if (aes_optim_create(ctx, &oc, nparams, seg, nseg, &opt)) { aes_cli_fail("finetune-dpo", ctx, "optimizer"); goto done; }
-        fprintf(stderr, "finetune-dpo: training %zu of %zu parameters (%s tower%s, %ld blocks frozen), %s lr %.3g\n",
-                aes_optim_trainable(opt), nparams, o.train, strcmp(o.train, "both") ? "" : "s", o.freeze,
-                o.optimizer, (double)oc.lr);
-    }
-    if (o.resume && file_exists(o.out) && file_exists(optim_path)) {
-        if (restore_params(ctx, model, o.out) || aes_optim_load(ctx, opt, optim_path)) {
-            aes_cli_fail("finetune-dpo", ctx, "resuming");
-            goto done;
-        }
-        fprintf(stderr, "finetune-dpo: resumed from %s at step %ld\n", o.out, aes_optim_steps_done(opt));
-    }
-    dc.beta = (float)o.beta;
-    dc.label_smoothing = (float)o.smoothing;
-    dc.lambda = (float)o.lambda;
-    dc.clip_label_smoothing = (float)o.clip_smoothing;
-
-    /* 4. the loop: sample pairs, forward, loss, backward, step.  The sample
-     *    order depends only on the seed and the step, so a resumed run sees
-     *    the same batches as an uninterrupted one. */
-    rng = (uint64_t)o.seed * 0x9E3779B97F4A7C15ull + 1;
-    shuffle(order, d.set->npairs, &rng);
-    for (step = 0; step < aes_optim_steps_done(opt); step++) {   /* replay the sampling of finished steps */
-        int taken = 0;
-        while (taken < o.pairs_per_step) {
-            if (cursor == d.set->npairs) { shuffle(order, d.set->npairs, &rng); cursor = 0; }
-            cursor++;
-            taken++;
-        }
-    }
-    t_start = now_seconds();
-    for (step = aes_optim_steps_done(opt); step < o.steps && !(o.stop_after > 0 && step >= o.stop_after); step++) {
-        aes_dpo_batch b;
-        aes_train_step_stats st;
-        int nimg = 0, ntxt = 0, nit = 0, nmatched = 0, j, k, *tq = (int *)malloc(sizeof(int) * (size_t)o.batch);
-        int *ti = (int *)malloc(sizeof(int) * (size_t)o.batch), attempts = 0;
-        double t0 = now_seconds();
-        float lr = aes_lr_schedule(&oc, step);
-        if (!tq || !ti) { free(tq); free(ti); aes_cli_fail("finetune-dpo", NULL, "out of memory"); goto done; }
-        /* contrastive rows first (rows 0..m-1 of images and texts match) */
-        if (d.ncap >= 2) {
-            int m = (int)(o.batch / 4 > 2 ? o.batch / 4 : 2);
-            if (m > d.ncap) m = d.ncap;
-            for (j = 0; j < m; j++) {
-                int c = (int)(rng_next(&rng) % (uint64_t)d.ncap);
-                images[nimg].is_caption = 1; images[nimg].id = c; ti[nimg++] = -1 - c;
-                texts[ntxt].is_caption = 1; texts[ntxt].id = c; tq[ntxt++] = -1 - c;
-            }
-            nmatched = m;
-        }
-        /* pairs, as long as their images and queries fit */
-        while (nit < o.pairs_per_step && attempts < o.pairs_per_step) {
-            const aes_pair_rec *p;
-            int pi, qi, wi, li, need;
-            if (cursor == d.set->npairs) { shuffle(order, d.set->npairs, &rng); cursor = 0; }
-            pi = order[cursor++];
-            attempts++;
-            p = &d.set->pairs[pi];
-            need = (ft_find(ti, nimg, p->preferred) < 0) + (ft_find(ti, nimg, p->rejected) < 0);
-            if (nimg + need > o.batch || (ft_find(tq, ntxt, p->query) < 0 && ntxt + 1 > o.batch)) continue;
-            if ((qi = ft_find(tq, ntxt, p->query)) < 0) {
-                qi = ntxt; texts[ntxt].is_caption = 0; texts[ntxt].id = p->query; tq[ntxt++] = p->query;
-            }
-            if ((wi = ft_find(ti, nimg, p->preferred)) < 0) {
-                wi = nimg; images[nimg].is_caption = 0; images[nimg].id = p->preferred; ti[nimg++] = p->preferred;
-            }
-            if ((li = ft_find(ti, nimg, p->rejected)) < 0) {
-                li = nimg; images[nimg].is_caption = 0; images[nimg].id = p->rejected; ti[nimg++] = p->rejected;
-            }
-            items[nit].query = qi; items[nit].preferred = wi; items[nit].rejected = li;
-            items[nit].weight = p->weight; items[nit].ref_preferred = d.ref_w[pi]; items[nit].ref_rejected = d.ref_l[pi];
-            nit++;
-        }
-        /* without captions: each query is matched with its first preferred
-         * image -- swap those rows to the front so rows 0..m-1 match */
-        if (d.ncap < 2) {
-            for (j = 0; j < ntxt; j++) {
-                int want = -1;
-                for (k = 0; k < nit; k++) if (items[k].query == j) { want = items[k].preferred; break; }
-                if (want < 0 || want < nmatched) break;
-                if (want != nmatched) {    /* swap image rows want <-> nmatched, fix the items */
-                    ft_image tmp = images[want];
-                    int tt = ti[want];
-                    images[want] = images[nmatched]; images[nmatched] = tmp;
-                    ti[want] = ti[nmatched]; ti[nmatched] = tt;
-                    for (k = 0; k < nit; k++) {
-                        if (items[k].preferred == want) items[k].preferred = nmatched;
-                        else if (items[k].preferred == nmatched) items[k].preferred = want;
-                        if (items[k].rejected == want) items[k].rejected = nmatched;
-                        else if (items[k].rejected == nmatched) items[k].rejected = want;
-                    }
-                }
-                nmatched++;
-            }
-            if (nmatched < 2) nmatched = 0;
-        }
-        if (nmatched == 0 && o.lambda > 0 && !warned_no_match) {   /* say it once, not every step */
-            fprintf(stderr, "finetune-dpo: note: step %ld has fewer than 2 query/image matches, so no contrastive "
-                    "term; give --captions (image<TAB>caption) to keep it in every step\n", step + 1);
-            warned_no_match = 1;
-        }
-        free(tq);
-        free(ti);
-        for (j = 0; j < nimg; j++)
-            if (load_pixels(ctx, ft_image_path(&d, images[j]), S, pixels + (size_t)j * 3 * S * S)) {
-                aes_cli_fail("finetune-dpo", ctx, "%s", ft_image_path(&d, images[j]));
-                goto done;
-            }
-        for (j = 0; j < ntxt; j++) {
-            const int32_t *src = texts[j].is_caption ? d.c_tokens + (size_t)texts[j].id * L : d.q_tokens + (size_t)texts[j].id * L;
-            const float *esrc = texts[j].is_caption ? d.c_emb + (size_t)texts[j].id * E : d.q_emb + (size_t)texts[j].id * E;
-            memcpy(tokens + (size_t)j * L, src, sizeof(int32_t) * L);
-            memcpy(text_emb + (size_t)j * E, esrc, sizeof(float) * E);
-        }
-        memset(&b, 0, sizeof b);
-        b.pixels = pixels; b.nimages = nimg; b.ntexts = ntxt; b.items = items; b.nitems = nit; b.nmatched = nmatched;
-        if (to.train_text) b.tokens = tokens;
-        else b.text_emb = text_emb;          /* frozen text tower: cached embeddings */
-        if (aes_dpo_train_step(ctx, tr, opt, &dc, &b, lr, &st)) {
-            aes_cli_fail("finetune-dpo", ctx, "step %ld", step + 1);
-            goto done;
-        }
-        if ((step + 1) % o.log_every == 0 || step + 1 == o.steps)
-            fprintf(stderr, "step %4ld/%ld  loss %.4f  pref-acc %.3f  margin %+.4f  clip %.4f  lr %.3e  %.1f img/s\n",
-                    step + 1, o.steps, st.loss, st.dpo.accuracy, st.dpo.margin, st.clip_loss, (double)lr,
-                    nimg / (now_seconds() - t0));
-        if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < o.steps) {
-            if (aes_clip_save(ctx, model, o.out, A->layout, AES_DTYPE_F32) || aes_optim_save(ctx, opt, optim_path)) {
-                aes_cli_fail("finetune-dpo", ctx, "saving a checkpoint");
-                goto done;
-            }
-        }
-    }
-    if (aes_clip_save(ctx, model, o.out, A->layout, AES_DTYPE_F32) || aes_optim_save(ctx, opt, optim_path)) {
-        aes_cli_fail("finetune-dpo", ctx, "saving");
+            set->npairs, set->nqueries, set->npaths);
+    if (aes_dpo_finetune(ctx, tr, NULL, tok, set, ncap ? &caps : NULL, &cfg, NULL)) {
+        aes_cli_fail("finetune-dpo", NULL, "%s", aes_last_error(ctx));
         goto done;
     }
-    fprintf(stderr, "finetune-dpo: wrote %s (and %s) after %.1f s\n", o.out, optim_path, now_seconds() - t_start);
+    fprintf(stderr, "finetune-dpo: wrote %s (and %s) after %.1f s\n", o.out, optim_path, now_seconds() - run.t_start);
     rc = 0;
 done:
-    free(order); free(items); free(images); free(texts); free(text_emb); free(tokens); free(pixels); free(all_img);
-    free(d.q_tokens); free(d.q_emb); free(d.c_tokens); free(d.c_emb); free(d.ref_w); free(d.ref_l);
-    if (d.cap_img) free_lines(d.cap_img, d.ncap);
-    free(d.cap_txt);
-    aes_pair_set_free(d.set);
-    aes_optim_free(opt);
+    if (cap_lines) free_lines(cap_lines, ncap);
+    free(cap_txt);
+    aes_pair_set_free(set);
     aes_tokenizer_free(tok);
     aes_clip_trainer_free(tr);
     aes_clip_free(model);
@@ -777,27 +555,44 @@ static aes_status write_hf_config(aes_ctx *ctx, const aes_clip_config *a, const 
     return aes_write_file_atomic(ctx, path, text, (size_t)n);
 }
 
+/* The progress printer of train-clip. */
+typedef struct tc_run {
+    long steps, log_every, batch;
+    int n;
+    double t_start;
+} tc_run;
+
+static int tc_progress(void *user, const aes_train_progress *p) {
+    tc_run *r = (tc_run *)user;
+    if (p->event == AES_TRAIN_START) {
+        fprintf(stderr, "train-clip: %d image/caption pairs, %zu parameters, batch %ld, %ld steps\n", r->n, p->nparams,
+                r->batch, r->steps);
+        if (p->resumed) fprintf(stderr, "train-clip: resumed at step %ld\n", p->start_step);
+        r->t_start = now_seconds();
+    } else if (p->event == AES_TRAIN_STEP && (p->step % r->log_every == 0 || p->step == r->steps)) {
+        fprintf(stderr, "step %5ld/%ld  loss %.4f  acc %.3f  logit_scale %.3f  lr %.3e  %.1f img/s\n", p->step,
+                r->steps, p->stats.clip_loss, p->stats.clip_acc, p->logit_scale, (double)p->lr,
+                p->nimages / p->stats.seconds);
+    }
+    return 0;
+}
+
 AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for the offline demo") {
     const char *data = NULL, *vocab = NULL, *out = NULL, *init = NULL, *act = "quick_gelu", *layout = "hf";
     long image_size = 64, patch = 8, width = 128, layers = 4, heads = 4, mlp = 0, twidth = 128, tlayers = 4;
     long theads = 4, tmlp = 0, context = 32, embed = 128, steps = 1000, batch = 64, warmup = -1, seed = 1;
     long log_every = 50;
     double lr = 5e-4, wd = 0.1, smoothing = 0;
-    int resume = 0, i, r, rc = 1, n = 0, S, L;
+    int resume = 0, i, r, rc = 1, n = 0;
     aes_ctx *ctx = NULL;
     aes_tokenizer *tok = NULL;
     aes_clip_trainer *tr = NULL;
     aes_clip *model = NULL;
-    aes_optim *opt = NULL;
-    aes_optim_config oc;
+    aes_clip_train_config cfg = aes_clip_train_config_default();
+    aes_caption_list list;
     aes_train_options to = aes_train_options_default();
+    tc_run run;
     char **lines = NULL, **caps = NULL, optim_path[4200];
-    float *all_px = NULL, *px = NULL;
-    int32_t *all_tok = NULL, *tk = NULL;
-    int *order = NULL, cursor = 0;
-    uint64_t rng;
-    long step;
-    double t_start;
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { train_clip_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) { resume = 1; continue; }
@@ -866,81 +661,54 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
             goto done;
         }
     }
-    S = aes_clip_config_get(model)->image_size;
-    L = aes_clip_config_get(model)->context_length;
     lines = read_lines(ctx, data, &n);
     if (!lines || n < 2) { aes_cli_fail("train-clip", ctx, "%s: need at least 2 image<TAB>caption lines", data); goto done; }
     caps = (char **)calloc((size_t)n, sizeof(char *));
-    all_px = (float *)malloc(sizeof(float) * (size_t)n * 3 * S * S);
-    all_tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)n * L);
-    px = (float *)malloc(sizeof(float) * (size_t)batch * 3 * S * S);
-    tk = (int32_t *)malloc(sizeof(int32_t) * (size_t)batch * L);
-    order = (int *)malloc(sizeof(int) * (size_t)n);
-    if (!caps || !all_px || !all_tok || !px || !tk || !order) { aes_cli_fail("train-clip", NULL, "out of memory for %d images", n); goto done; }
+    if (!caps) { aes_cli_fail("train-clip", NULL, "out of memory"); goto done; }
     for (i = 0; i < n; i++) {
         char *tab = strchr(lines[i], '\t');
         if (!tab) { aes_cli_fail("train-clip", NULL, "%s:%d: expected image<TAB>caption", data, i + 1); goto done; }
         *tab = 0;
         caps[i] = tab + 1;
-        if (load_pixels(ctx, lines[i], S, all_px + (size_t)i * 3 * S * S)) { aes_cli_fail("train-clip", ctx, "%s", lines[i]); goto done; }
     }
-    if (tokenize_all(ctx, tok, caps, n, L, aes_clip_config_get(model)->vocab_size, all_tok, "train-clip")) goto done;
-    oc = aes_optim_config_default(AES_OPTIM_ADAMW);
-    oc.lr = (float)lr; oc.weight_decay = (float)wd; oc.beta2 = 0.98f; oc.eps = 1e-6f; oc.clip_norm = 1.0f;
-    oc.warmup_steps = warmup >= 0 ? (int)warmup : (int)(steps / 20);
-    oc.total_steps = (int)steps;
-    {
-        const aes_param_segment *seg;
-        int nseg;
-        size_t nparams = aes_clip_num_params(model);
-        aes_clip_trainer_segments(tr, &seg, &nseg);
-        if (aes_optim_create(ctx, &oc, nparams, seg, nseg, &opt)) { aes_cli_fail("train-clip", ctx, "optimizer"); goto done; }
-        fprintf(stderr, "train-clip: %d image/caption pairs, %zu parameters, batch %ld, %ld steps\n", n, nparams, batch,
-                steps);
+    /* the run: aes_clip_train keeps every image preprocessed in memory,
+     * samples batches, steps, and writes M and M.optim; we print progress */
+    list.images = (const char *const *)lines;
+    list.texts = (const char *const *)caps;
+    list.n = n;
+    cfg.steps = steps;
+    cfg.batch = (int)batch;
+    cfg.seed = (uint64_t)seed;
+    cfg.label_smoothing = (float)smoothing;
+    cfg.optim.lr = (float)lr;
+    cfg.optim.weight_decay = (float)wd;
+    cfg.optim.warmup_steps = warmup >= 0 ? (int)warmup : (int)(steps / 20);
+    cfg.optim.total_steps = (int)steps;
+    cfg.cache_images = 1;
+    cfg.checkpoint = out;
+    cfg.resume = resume;
+    cfg.load_image = load_pixels;
+    cfg.progress = tc_progress;
+    cfg.user = &run;
+    memset(&run, 0, sizeof run);
+    run.steps = steps;
+    run.log_every = log_every;
+    run.batch = batch;
+    run.n = n;
+    if (aes_clip_train(ctx, tr, NULL, tok, &list, &cfg, NULL)) {
+        aes_cli_fail("train-clip", NULL, "%s", aes_last_error(ctx));
+        goto done;
     }
-    if (resume && file_exists(optim_path)) {
-        if (aes_optim_load(ctx, opt, optim_path)) { aes_cli_fail("train-clip", ctx, "resuming"); goto done; }
-        fprintf(stderr, "train-clip: resumed at step %ld\n", aes_optim_steps_done(opt));
-    }
-    rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 7;
-    shuffle(order, n, &rng);
-    for (step = 0; step < aes_optim_steps_done(opt) * batch; step++) {   /* replay the sampling */
-        if (cursor == n) { shuffle(order, n, &rng); cursor = 0; }
-        cursor++;
-    }
-    t_start = now_seconds();
-    for (step = aes_optim_steps_done(opt); step < steps; step++) {
-        aes_train_step_stats st;
-        int j;
-        double t0 = now_seconds();
-        for (j = 0; j < batch; j++) {
-            int k;
-            if (cursor == n) { shuffle(order, n, &rng); cursor = 0; }
-            k = order[cursor++];
-            memcpy(px + (size_t)j * 3 * S * S, all_px + (size_t)k * 3 * S * S, sizeof(float) * 3 * S * S);
-            memcpy(tk + (size_t)j * L, all_tok + (size_t)k * L, sizeof(int32_t) * L);
-        }
-        if (aes_clip_train_step(ctx, tr, opt, px, tk, (int)batch, (float)smoothing, aes_lr_schedule(&oc, step), &st)) {
-            aes_cli_fail("train-clip", ctx, "step %ld", step + 1);
-            goto done;
-        }
-        if ((step + 1) % log_every == 0 || step + 1 == steps)
-            fprintf(stderr, "step %5ld/%ld  loss %.4f  acc %.3f  logit_scale %.3f  lr %.3e  %.1f img/s\n", step + 1,
-                    steps, st.clip_loss, st.clip_acc, aes_clip_params_get(model)->logit_scale[0],
-                    (double)aes_lr_schedule(&oc, step), batch / (now_seconds() - t0));
-    }
-    if (aes_clip_save(ctx, model, out, aes_clip_config_get(model)->layout, AES_DTYPE_F32) ||
-        aes_optim_save(ctx, opt, optim_path) || write_hf_config(ctx, aes_clip_config_get(model), out)) {
+    if (write_hf_config(ctx, aes_clip_config_get(model), out)) {
         aes_cli_fail("train-clip", ctx, "saving");
         goto done;
     }
     fprintf(stderr, "train-clip: wrote %s, %s and config.json beside it (%.1f s)\n", out, optim_path,
-            now_seconds() - t_start);
+            now_seconds() - run.t_start);
     rc = 0;
 done:
     if (lines) free_lines(lines, n);
-    free(caps); free(all_px); free(all_tok); free(px); free(tk); free(order);
-    aes_optim_free(opt);
+    free(caps);
     aes_clip_trainer_free(tr);
     aes_clip_free(model);
     aes_tokenizer_free(tok);
