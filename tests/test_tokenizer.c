@@ -863,7 +863,7 @@ static size_t parse_ids(const char *line, const char *end, int32_t **ids, size_t
 
 /* Long texts, all their ids (no sot/eot, no cut), against the reference; then
  * the first of them (a caption paragraph that ends in a space) repeated 4,000
- * times (1.1 MB): the pre-tokenizer splits at the spaces between copies, so
+ * times (1 MB): the pre-tokenizer splits at the spaces between copies, so
  * the ids are the paragraph's ids 4,000 times over. */
 static void test_cut_long_texts(void) {
     aes_ctx *ctx = aes_ctx_create();
@@ -1006,40 +1006,6 @@ static void test_clip_bpe_paths_and_fuzz(void) {
     aes_ctx_free(ctx);
 }
 
-static void test_clip_speed(void) {
-    static const char para[] =
-        "A photograph of a quiet harbour at dawn, small fishing boats resting on still water, "
-        "soft pink light over the hills; an old man mends his nets while gulls circle overhead. "
-        "Award-winning, 35mm film, high detail, trending on ArtStation (2019) & more!! ";
-    aes_ctx *ctx = aes_ctx_create();
-    aes_tokenizer *tok;
-    size_t plen = sizeof para - 1, reps = 4000, k, n = 0;
-    char *text;
-    double t0, t1;
-    int32_t ids[AES_TOKENIZER_CONTEXT];
-    int used, i;
-    t0 = tl_now();
-    tok = clip_tokenizer(ctx, 0);
-    t1 = tl_now();
-    if (!tok) { aes_ctx_free(ctx); return; }
-    printf("tokenizer: loaded 48894 CLIP merges in %.1f ms\n", 1e3 * (t1 - t0));
-    text = (char *)malloc(plen * reps);
-    for (k = 0; k < reps; k++) memcpy(text + k * plen, para, plen);
-    t0 = tl_now();
-    CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, text, plen * reps, NULL, 0, &n));
-    t1 = tl_now();
-    printf("tokenizer: %zu tokens from %.2f MB in %.3f s = %.2f M tokens/s (%.1f MB/s, one thread)\n", n,
-           (double)(plen * reps) / 1e6, t1 - t0, (double)n / (t1 - t0) / 1e6, (double)(plen * reps) / (t1 - t0) / 1e6);
-    t0 = tl_now();
-    for (i = 0; i < 20000; i++)
-        CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, para, plen / 3, ids, AES_TOKENIZER_CONTEXT, &used));
-    t1 = tl_now();
-    printf("tokenizer: %.1f us per caption (%zu bytes) in the 77-id format\n", 1e6 * (t1 - t0) / 20000, plen / 3);
-    free(text);
-    aes_tokenizer_free(tok);
-    aes_ctx_free(ctx);
-}
-
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     RUN(test_unicode_classes);
@@ -1065,6 +1031,5 @@ int main(int argc, char **argv) {
     RUN(test_clip_fixtures);
     RUN(test_clip_gz_equals_plain);
     RUN(test_clip_bpe_paths_and_fuzz);
-    RUN(test_clip_speed);
     return tl_report();
 }
