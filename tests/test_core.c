@@ -15,9 +15,11 @@ static float *fbuf(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float));
  * random R, so dLoss/dout = R and the backward pass must return dLoss/dx;
  * CHECK_GRAD (testlib.h) compares it with central differences of that loss. */
 
-/* Float kernels, the loss summed in double: step 1e-2, |diff| <= 1e-5 + 5e-3 |numeric|.
+/* Float kernels, the loss summed in double: step 1e-2, |diff| <= 3e-5 + 5e-3 |numeric|
+ * (the absolute part covers the float rounding of the forward pass, which
+ * differs between the SIMD paths, AES_NO_SIMD and compilers).
  * Fields: h, rtol, atol, atol_of_max, scale, kink_fraction, min_cosine, max_entries. */
-static const tl_fd_opts FD = {1e-2, 5e-3, 1e-5, 0, 1, 0, 0, 0};
+static const tl_fd_opts FD = {1e-2, 5e-3, 3e-5, 0, 1, 0, 0, 0};
 /* Elementwise activations: a smaller step.  (quick)GELU's third derivative
  * is large where its first is small: the truncation error h^2 f'''/6 reaches
  * ~2e-5 at h = 1e-2 and a quarter of that at h = 5e-3, where the rounding
