@@ -166,7 +166,11 @@ static inline void tl_fill(float *x, size_t n, float scale) {
  *     tl_fd_result CHECK_GRAD(const char *what, tl_loss_fn loss, void *problem,
  *                             float *x, const float *grad, size_t n,
  *                             const tl_fd_opts *opts);          (opts NULL: defaults)
- *     tl_fd_result CHECK_GRAD_D(... the same with double *x ...);
+ *     tl_fd_result CHECK_GRAD_D(what, loss, problem, double *x, const double *grad, n, opts);
+ *
+ *     tl_fd_opts o = tl_fd_default();  o.h = 1e-3;  ...;  CHECK_GRAD("w", f, &p, w, dw, n, &o);
+ *     (or a static initializer in field order: h, rtol, atol, atol_of_max,
+ *      scale, kink_fraction, min_cosine, max_entries)
  *
  * loss(problem) computes the scalar loss from the CURRENT contents of x (the
  * problem struct holds x and whatever else it needs) and returns it as a
@@ -195,7 +199,8 @@ static inline void tl_fill(float *x, size_t n, float scale) {
  *     scale        multiplies the numeric slope (a loss reference without the
  *                  backward's gradient scale: pass that scale here) (1)
  *     kink_fraction  0: off.  > 0: entries whose central differences at h and
- *                  h/2 disagree (|d_h - d_h/2| > 0.1 (|d_h| + |d_h/2|) + 4 atol_total:
+ *                  h/2 disagree (|d_h - d_h/2| > 0.1 (|d_h| + |d_h/2|) + 4 (atol +
+ *                  atol_of_max max|grad|):
  *                  a ReLU switched inside [x - h, x + h]) have no derivative to
  *                  check and are skipped, and the check fails when more than
  *                  this fraction of the checked entries were skipped
@@ -206,8 +211,10 @@ static inline void tl_fill(float *x, size_t n, float scale) {
  * worst_analytic, worst_numeric, worst_allowed, max_rel_err (|diff| /
  * max(|numeric|, |analytic|) over entries where that is > 1e-12), the counts
  * checked / failed / kinks and cosine.  TL_VERBOSE=1 prints one line per check.
- * tl_fd_compare() is the same computation without the CHECK (a test of the
- * checker itself, or a test that wants the numbers). */
+ * tl_fd_compare() / tl_fd_compare_d() are the same computation without the
+ * CHECK (a test of the checker itself, or a test that wants the numbers).
+ * A scalar parameter (a logit scale) is checked as a 1-entry array; a loss
+ * over two tensors is checked once per tensor.  opts is evaluated twice. */
 typedef double (*tl_loss_fn)(void *problem);
 
 typedef struct {
