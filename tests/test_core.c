@@ -12,34 +12,103 @@ static float *fbuf(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float));
 
 /* ---- finite differences ------------------------------------------------------
  * A kernel under test is wrapped as "loss = sum(forward(x) * R)" for a fixed
- * random R, so dLoss/dout = R and the backward pass must return dLoss/dx.
- * The numeric gradient is (L(x + h) - L(x - h)) / 2h with L summed in double. */
-typedef double (*loss_fn)(void *problem);
+ * random R, so dLoss/dout = R and the backward pass must return dLoss/dx;
+ * CHECK_GRAD (testlib.h) compares it with central differences of that loss. */
 
-static double fd_check(const char *what, loss_fn L, void *prob, float *x, const float *grad, size_t n,
-                       float h, double tol) {
-    size_t i, step = n > 64 ? n / 64 : 1;
-    double worst = 0.0;
-    for (i = 0; i < n; i += step) {
-        float keep = x[i];
-        double lp, lm, num, err;
-        x[i] = keep + h; lp = L(prob);
-        x[i] = keep - h; lm = L(prob);
-        x[i] = keep;
-        num = (lp - lm) / (2.0 * h);
-        err = fabs(num - grad[i]) / fmax(fabs(num) + fabs(grad[i]), 1e-2);
-        if (err > worst) worst = err;
-    }
-    if (getenv("TL_VERBOSE")) fprintf(stderr, "    %-28s max rel err %.2e\n", what, worst);
-    CHECK_MSG(worst <= tol, "%s: finite-difference relative error %.3g > %.3g", what, worst, tol);
-    return worst;
-}
+/* Float kernels, the loss summed in double: step 1e-2, |diff| <= 3e-5 + 5e-3 |numeric|
+ * (the absolute part covers the float rounding of the forward pass, which
+ * differs between the SIMD paths, AES_NO_SIMD and compilers).
+ * Fields: h, rtol, atol, atol_of_max, scale, kink_fraction, min_cosine, max_entries. */
+static const tl_fd_opts FD = {1e-2, 5e-3, 3e-5, 0, 1, 0, 0, 0};
+/* Elementwise activations: a smaller step.  (quick)GELU's third derivative
+ * is large where its first is small: the truncation error h^2 f'''/6 reaches
+ * ~2e-5 at h = 1e-2 and a quarter of that at h = 5e-3, where the rounding
+ * noise (one float output moves per entry) is still small. */
+static const tl_fd_opts FD_ACT = {5e-3, 5e-3, 1e-5, 0, 1, 0, 0, 0};
 
 static double dot_d(const float *a, const float *b, size_t n) {
     double s = 0;
     size_t i;
     for (i = 0; i < n; i++) s += (double)a[i] * b[i];
     return s;
+}
+
+/* The checker itself (testlib.h): it passes a right gradient and names a
+ * wrong entry, samples evenly, restores x, honours scale and kinks. */
+typedef struct { size_t n; const float *xf; const double *xd; const float *R; int relu; } fd_self_prob;
+static double fd_self_loss(void *p) {  /* sum R_i sin(x_i), or sum R_i max(x_i, 0) */
+    fd_self_prob *q = (fd_self_prob *)p;
+    double s = 0;
+    size_t i;
+    for (i = 0; i < q->n; i++) {
+        double x = q->xf ? (double)q->xf[i] : q->xd[i];
+        s += q->R[i] * (q->relu ? (x > 0 ? x : 0) : sin(x));
+    }
+    return s;
+}
+static void test_fd_checker(void) {
+    enum { N = 20 };
+    float x[N], keep[N], R[N], g[N];
+    double xd[N], gd[N];
+    fd_self_prob q;
+    tl_fd_opts o = tl_fd_default();
+    tl_fd_result r;
+    size_t i;
+    tl_seed(12);
+    tl_fill(x, N, 2);
+    tl_fill(R, N, 1);
+    for (i = 0; i < N; i++) {
+        g[i] = (float)(R[i] * cos((double)x[i]));
+        xd[i] = x[i];
+        gd[i] = R[i] * cos(xd[i]);
+    }
+    memcpy(keep, x, sizeof x);
+    q.n = N; q.xf = x; q.xd = NULL; q.R = R; q.relu = 0;
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);
+    CHECK(r.failed == 0 && r.checked == N && r.worst <= 1.0 && r.cosine > 0.99999);
+    CHECK(memcmp(x, keep, sizeof x) == 0);                 /* x restored bit for bit */
+    /* one entry 2% off: found, and named */
+    g[7] *= 1.02f;
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);
+    CHECK(r.failed == 1 && r.worst_index == 7 && r.worst > 1.0);
+    CHECK_NEAR(r.worst_analytic, g[7], 0);
+    CHECK_NEAR(r.worst_numeric, R[7] * cos((double)x[7]), 1e-4 * fabs(R[7]));
+    /* 5 samples of 20 (0, 5, 10, 14, 19): entry 7 is not among them, 19 is */
+    o.max_entries = 5;
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);
+    CHECK(r.checked == 5 && r.failed == 0);
+    g[7] /= 1.02f;
+    g[19] = -g[19];
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);
+    CHECK(r.failed == 1 && r.worst_index == 19);
+    g[19] = -g[19];
+    o.max_entries = 0;
+    /* a gradient 1% too large everywhere fails where it is not tiny */
+    for (i = 0; i < N; i++) g[i] *= 1.01f;
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);
+    CHECK(r.failed >= N / 2);
+    /* ... and passes when the loss is told that scale */
+    o.scale = 1.01;
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);
+    CHECK(r.failed == 0);
+    o.scale = 1.0;
+    /* double parameters */
+    q.xf = NULL; q.xd = xd;
+    r = tl_fd_compare_d(fd_self_loss, &q, xd, gd, N, &o);
+    CHECK(r.failed == 0 && r.worst < 0.05);                /* double: only truncation error */
+    gd[3] += 1e-3;
+    r = tl_fd_compare_d(fd_self_loss, &q, xd, gd, N, &o);
+    CHECK(r.failed == 1 && r.worst_index == 3);
+    /* kinks: a ReLU whose input sits within h of 0 has no derivative to check */
+    q.xf = x; q.xd = NULL; q.relu = 1;
+    x[4] = 0.004f;
+    x[11] = -0.003f;
+    for (i = 0; i < N; i++) g[i] = x[i] > 0 ? R[i] : 0.0f;
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);      /* without kink detection: both fail */
+    CHECK(r.failed == 2);
+    o.kink_fraction = 0.1;
+    r = tl_fd_compare(fd_self_loss, &q, x, g, N, &o);
+    CHECK(r.failed == 0 && r.kinks == 2 && r.checked == N - 2);
 }
 
 /* linear */
@@ -58,9 +127,9 @@ static void test_linear_backward(void) {
     tl_fill(q.x, 7 * 13, 1); tl_fill(q.w, 5 * 13, 1); tl_fill(q.b, 5, 1); tl_fill(q.R, 35, 1);
     lin_loss(&q);
     aes_linear_backward(ctx, dx, dw, db, q.R, q.x, q.w, 7, 13, 5);
-    fd_check("linear dx", lin_loss, &q, q.x, dx, 7 * 13, 1e-2f, 2e-3);
-    fd_check("linear dw", lin_loss, &q, q.w, dw, 5 * 13, 1e-2f, 2e-3);
-    fd_check("linear db", lin_loss, &q, q.b, db, 5, 1e-2f, 2e-3);
+    CHECK_GRAD("linear dx", lin_loss, &q, q.x, dx, 7 * 13, &FD);
+    CHECK_GRAD("linear dw", lin_loss, &q, q.w, dw, 5 * 13, &FD);
+    CHECK_GRAD("linear db", lin_loss, &q, q.b, db, 5, &FD);
     /* backward accumulates: a second call doubles the gradient */
     {
         float before = dw[3];
@@ -98,9 +167,9 @@ static void test_layernorm_backward(void) {
         CHECK_NEAR(q.y[4], (q.x[4] - m) / sqrt(v + 1e-5) * q.w[4] + q.b[4], 1e-5);
     }
     aes_layernorm_backward(ctx, dx, dw, db, q.R, q.x, q.w, q.mean, q.rstd, M, C);
-    fd_check("layernorm dx", ln_loss, &q, q.x, dx, M * C, 1e-2f, 5e-3);
-    fd_check("layernorm dw", ln_loss, &q, q.w, dw, C, 1e-2f, 2e-3);
-    fd_check("layernorm db", ln_loss, &q, q.b, db, C, 1e-2f, 2e-3);
+    CHECK_GRAD("layernorm dx", ln_loss, &q, q.x, dx, M * C, &FD);
+    CHECK_GRAD("layernorm dw", ln_loss, &q, q.w, dw, C, &FD);
+    CHECK_GRAD("layernorm db", ln_loss, &q, q.b, db, C, &FD);
     free(q.x); free(q.w); free(q.b); free(q.y); free(q.mean); free(q.rstd); free(q.R); free(dx); free(dw); free(db);
 }
 
@@ -123,7 +192,7 @@ static void test_softmax_backward(void) {
     for (c = 0; c < 11; c++) s += q.y[c];
     CHECK_NEAR(s, 1.0, 1e-6);
     aes_softmax_backward(ctx, dx, q.R, q.y, 3, 11);
-    fd_check("softmax dx", sm_loss, &q, q.x, dx, 33, 1e-2f, 2e-3);
+    CHECK_GRAD("softmax dx", sm_loss, &q, q.x, dx, 33, &FD);
     /* large inputs do not overflow */
     q.x[0] = 1000.0f; q.x[1] = 999.0f;
     sm_loss(&q);
@@ -156,7 +225,7 @@ static void attention_case(int causal) {
         for (d = 0; d < C / NH; d++) CHECK_NEAR(q.y[d], q.qkv[2 * C + d], 1e-6);
     }
     aes_attention_backward(ctx, dqkv, q.R, q.qkv, q.att, B, T, C, NH, causal);
-    fd_check(causal ? "attention dqkv (causal)" : "attention dqkv", at_loss, &q, q.qkv, dqkv, nq, 1e-2f, 5e-3);
+    CHECK_GRAD(causal ? "attention dqkv (causal)" : "attention dqkv", at_loss, &q, q.qkv, dqkv, nq, &FD);
     free(q.qkv); free(q.y); free(q.att); free(q.R); free(dqkv); free(y2);
 }
 static void test_attention_backward(void) { attention_case(0); }
@@ -179,13 +248,13 @@ static void test_activations_backward(void) {
     act_loss(&q);
     CHECK_NEAR(q.y[0], 0.5 * q.x[0] * (1 + erf(q.x[0] / sqrt(2.0))), 1e-6);
     aes_gelu_backward(ctx, dx, q.R, q.x, 41);
-    fd_check("gelu dx", act_loss, &q, q.x, dx, 41, 1e-2f, 2e-3);
+    CHECK_GRAD("gelu dx", act_loss, &q, q.x, dx, 41, &FD_ACT);
     q.kind = 1;
     memset(dx, 0, 41 * sizeof(float));
     act_loss(&q);
     CHECK_NEAR(q.y[0], q.x[0] / (1 + exp(-1.702 * q.x[0])), 1e-6);
     aes_quickgelu_backward(ctx, dx, q.R, q.x, 41);
-    fd_check("quickgelu dx", act_loss, &q, q.x, dx, 41, 1e-2f, 2e-3);
+    CHECK_GRAD("quickgelu dx", act_loss, &q, q.x, dx, 41, &FD_ACT);
     /* the two really differ (mixing them up changes CLIP's embeddings) */
     {
         float x = 1.0f, g, qg;
@@ -231,9 +300,9 @@ static void test_patch_embed(void) {
         CHECK_NEAR(q.y[(1 * 6 + 1 * 3 + 2) * 5 + 3], s, 1e-5);
     }
     CHECK_OK(ctx, aes_patch_embed_backward(ctx, dimg, dw, db, q.R, q.img, q.w, 2, 3, 8, 12, 4, 5));
-    fd_check("patch embed dimg", pe_loss, &q, q.img, dimg, nimg, 1e-2f, 2e-3);
-    fd_check("patch embed dw", pe_loss, &q, q.w, dw, nw, 1e-2f, 2e-3);
-    fd_check("patch embed db", pe_loss, &q, q.b, db, 5, 1e-2f, 2e-3);
+    CHECK_GRAD("patch embed dimg", pe_loss, &q, q.img, dimg, nimg, &FD);
+    CHECK_GRAD("patch embed dw", pe_loss, &q, q.w, dw, nw, &FD);
+    CHECK_GRAD("patch embed db", pe_loss, &q, q.b, db, 5, &FD);
     CHECK(aes_patch_embed_forward(ctx, q.y, q.img, q.w, q.b, 1, 3, 3, 3, 4, 5) == AES_ERR_SHAPE);
     free(q.img); free(q.w); free(q.b); free(q.y); free(q.R); free(dimg); free(dw); free(db);
 }
@@ -275,7 +344,7 @@ static void test_l2norm(void) {
     l2_loss(&q);
     CHECK_NEAR(dot_d(q.y, q.y, 9), 1.0, 1e-6);
     aes_l2norm_backward(dx, q.R, q.y, q.n, 4, 9);
-    fd_check("l2norm dx", l2_loss, &q, q.x, dx, 36, 1e-3f, 2e-3);
+    CHECK_GRAD("l2norm dx", l2_loss, &q, q.x, dx, 36, &FD);
     free(q.x); free(q.y); free(q.n); free(q.R); free(dx);
 }
 
@@ -299,7 +368,7 @@ static void test_cross_entropy(void) {
     CHECK_NEAR(l, -(lsm[2] + lsm[7] + lsm[20]) / 3.0, 1e-5);
     for (c = 0; c < 7; c++) CHECK_NEAR(exp(lsm[c]), q.p[c], 1e-6);
     aes_cross_entropy_backward(dx, q.p, t, 3, 7, 1.0f);
-    fd_check("cross-entropy dlogits", ce_loss, &q, q.x, dx, 21, 1e-2f, 2e-3);
+    CHECK_GRAD("cross-entropy dlogits", ce_loss, &q, q.x, dx, 21, &FD);
     free(q.x); free(q.p); free(dx);
 }
 
@@ -518,6 +587,7 @@ static void test_context_errors(void) {
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
+    RUN(test_fd_checker);
     RUN(test_linear_backward);
     RUN(test_layernorm_backward);
     RUN(test_softmax_backward);

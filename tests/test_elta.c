@@ -21,43 +21,21 @@ static float *fbuf(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float));
 
 static int verbose(void) { return getenv("TL_VERBOSE") != NULL; }
 
-/* ---- finite differences ------------------------------------------------------ */
-typedef double (*loss_fn)(void *problem);
-
-/* Max relative error of grad against the central difference
- * (L(x+h) - L(x-h)) / 2h over (a sample of) the entries of x, L summed in
- * double.  The error is relative to |numeric| + |analytic|, floored at 1% of
- * the tensor's largest analytic gradient: float rounding in a float forward
- * pass puts an absolute noise on the numeric slope, and an entry far below
- * the tensor's scale only measures that noise.  An entry whose central
- * differences at h and h/2 disagree (a ReLU switched inside [x-h, x+h]) has
- * no derivative to check there and is skipped, at most one in ten. */
-static double fd_check(const char *what, loss_fn L, void *prob, float *x, const float *grad, size_t n,
-                       float h, double tol) {
-    size_t i, step = n > 96 ? n / 96 : 1, checked = 0, kinks = 0;
-    double worst = 0.0, gmax = 0.0;
-    for (i = 0; i < n; i++) gmax = fmax(gmax, fabs(grad[i]));
-    for (i = 0; i < n; i += step) {
-        float keep = x[i];
-        double lp, lm, num, half, err, floor_ = fmax(1e-2 * gmax, 1e-6);
-        x[i] = keep + h; lp = L(prob);
-        x[i] = keep - h; lm = L(prob);
-        num = (lp - lm) / (2.0 * h);
-        x[i] = keep + 0.5f * h; lp = L(prob);
-        x[i] = keep - 0.5f * h; lm = L(prob);
-        half = (lp - lm) / h;
-        x[i] = keep;
-        if (fabs(num - half) > 0.1 * (fabs(num) + fabs(half)) + 4.0 * floor_) { kinks++; continue; }
-        err = fabs(num - grad[i]) / fmax(fabs(num) + fabs(grad[i]), floor_);
-        if (err > worst) worst = err;
-        checked++;
-    }
-    L(prob); /* leave the problem's buffers at the unperturbed point */
-    if (verbose()) fprintf(stderr, "    %-34s max rel err %.2e (%d entries, %d at a kink skipped)\n", what, worst,
-                           (int)checked, (int)kinks);
-    CHECK_MSG(worst <= tol, "%s: finite-difference relative error %.3g > %.3g", what, worst, tol);
-    CHECK_MSG(kinks * 10 <= checked + kinks, "%s: %d of %d entries at a kink", what, (int)kinks, (int)(checked + kinks));
-    return worst;
+/* ---- finite differences ------------------------------------------------------
+ * CHECK_GRAD (testlib.h) against central differences of a loss summed in
+ * double: |diff| <= rtol |numeric| + floor x the tensor's largest |gradient|
+ * (float rounding in a float forward pass puts an absolute noise on the
+ * numeric slope that follows the tensor's scale; an entry far below it only
+ * measures that noise), and entries where a ReLU switches inside
+ * [x - h, x + h] skipped, at most one in ten. */
+static tl_fd_opts elta_fd(double h, double rtol, double floor_of_max) {
+    tl_fd_opts o = tl_fd_default();
+    o.h = h;
+    o.rtol = rtol;
+    o.atol = 1e-9;
+    o.atol_of_max = floor_of_max;
+    o.kink_fraction = 0.1;
+    return o;
 }
 
 /* ============================================================================
@@ -231,6 +209,7 @@ static void test_emd_reference_and_fd(void) {
     double v[10], loss;
     float z[50], p[50], t[50], dp[50], dz[50], gref[50];
     emd_prob e;
+    tl_fd_opts FDO = elta_fd(1e-2, 4e-3, 2e-5);
     int b, k, B;
     if (!f) { tl_skip("tests/fixtures/elta/losses.txt missing (run from the repo root)"); return; }
     CHECK(fx_read(f, "emd", v, 1));
@@ -248,7 +227,7 @@ static void test_emd_reference_and_fd(void) {
     aes_softmax_backward(ctx, dz, dp, p, 5, 10);
     for (k = 0; k < 50; k++) CHECK_NEAR(dz[k], gref[k], 2e-6);
     e.B = 5; e.z = z; e.p = p; e.t = t;
-    fd_check("emd (through softmax)", emd_loss, &e, z, dz, 50, 1e-2f, 2e-3);
+    CHECK_GRAD("emd (through softmax)", emd_loss, &e, z, dz, 50, &FDO);
     /* scale and accumulation */
     aes_softmax_forward(ctx, p, z, 5, 10);
     memset(dp, 0, sizeof dp);
@@ -302,6 +281,7 @@ static void test_simloss_reference_and_fd(void) {
     double v[16], loss;
     float x[42], s[6], g[42], gref[42], fhat[42], norm[6], sim[36], work[42];
     sim_prob p;
+    tl_fd_opts FDO = elta_fd(1e-2, 4e-3, 2e-5);
     int b, k;
     if (!f) { tl_skip("tests/fixtures/elta/losses.txt missing (run from the repo root)"); return; }
     CHECK(fx_read(f, "sim", v, 2));
@@ -318,13 +298,14 @@ static void test_simloss_reference_and_fd(void) {
     for (k = 0; k < 42; k++) CHECK_NEAR(g[k], gref[k], 2e-6);
     p.B = 6; p.D = 7; p.x = x; p.s = s;
     CHECK_NEAR(sim_loss(&p), loss, 1e-6);
-    fd_check("similarity consistency", sim_loss, &p, x, g, 42, 1e-2f, 2e-3);
+    CHECK_GRAD("similarity consistency", sim_loss, &p, x, g, 42, &FDO);
 }
 
 static void test_simloss_fd_large(void) {
     enum { B = 20, D = 33 };
     float *x = fbuf(B * D), *g = fbuf(B * D), *w = fbuf(B * D), *fh = fbuf(B * D), s[B], nrm[B], *sim = fbuf(B * B);
     sim_prob p;
+    tl_fd_opts FDO = elta_fd(1e-2, 4e-3, 2e-5);
     int i;
     tl_seed(7);
     tl_fill(x, B * D, 1.0f);
@@ -333,7 +314,7 @@ static void test_simloss_fd_large(void) {
     aes_elta_simloss_backward(ctx, g, w, fh, nrm, sim, s, B, D, 0.7f);
     for (i = 0; i < B * D; i++) g[i] /= 0.7f;
     p.B = B; p.D = D; p.x = x; p.s = s;
-    fd_check("similarity consistency 20x33", sim_loss, &p, x, g, B * D, 1e-2f, 2e-3);
+    CHECK_GRAD("similarity consistency 20x33", sim_loss, &p, x, g, B * D, &FDO);
     free(x); free(g); free(w); free(fh); free(sim);
 }
 
@@ -357,6 +338,7 @@ static void test_mixup_forward_backward(void) {
     static const float lam[N] = {0.25f, 0.9f, 0.5f, 0.1f};
     float x[B * C], mixed[N * C], R[N * C], dx[B * C];
     mix_prob m;
+    tl_fd_opts FDO = elta_fd(1e-2, 2e-4, 1e-6);
     int c;
     tl_seed(3);
     tl_fill(x, B * C, 2.0f);
@@ -366,7 +348,7 @@ static void test_mixup_forward_backward(void) {
     memset(dx, 0, sizeof dx);
     aes_elta_mixup_backward(dx, R, ia, ib, lam, N, C);
     m.n = N; m.C = C; m.x = x; m.mixed = mixed; m.R = R; m.ia = ia; m.ib = ib; m.lam = lam;
-    fd_check("mixup", mix_loss, &m, x, dx, B * C, 1e-2f, 1e-4);
+    CHECK_GRAD("mixup", mix_loss, &m, x, dx, B * C, &FDO);
     /* rows 4 never mixed: no gradient */
     for (c = 0; c < C; c++) CHECK(dx[4 * C + c] == 0.0f);
 }
@@ -695,7 +677,7 @@ static void check_head_grads(const char *what, int kind, int output, int act, fl
     char label[96];
     int i, k, l;
     /* small steps through ReLUs: fewer kinks inside [x - h, x + h] */
-    float fdh = act == AES_HEAD_ACT_RELU ? 1e-3f : 1e-2f;
+    tl_fd_opts FDO = elta_fd(act == AES_HEAD_ACT_RELU ? 1e-3 : 1e-2, 4e-3, 2e-5);
     double task, sim;
     tl_seed(11 + kind * 3 + output * 5 + act * 7);
     tl_fill(x, R * D, 1.0f);
@@ -719,9 +701,9 @@ static void check_head_grads(const char *what, int kind, int output, int act, fl
     CHECK_NEAR(task + simw * sim, head_loss(&p), 1e-5 * (1 + fabs(head_loss(&p))));
     for (l = 0; l < h.nlayers; l++) {
         sprintf(label, "%s W%d", what, l);
-        fd_check(label, head_loss, &p, h.w[l], dw[l], (size_t)h.dim[l] * h.dim[l + 1], fdh, 2e-3);
+        CHECK_GRAD(label, head_loss, &p, h.w[l], dw[l], (size_t)h.dim[l] * h.dim[l + 1], &FDO);
         sprintf(label, "%s b%d", what, l);
-        fd_check(label, head_loss, &p, h.b[l], db[l], (size_t)h.dim[l + 1], fdh, 2e-3);
+        CHECK_GRAD(label, head_loss, &p, h.b[l], db[l], (size_t)h.dim[l + 1], &FDO);
         free(dw[l]); free(db[l]);
     }
     aes_head_free(&h);

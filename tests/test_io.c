@@ -1004,10 +1004,11 @@ static void test_clip_vs_pil(void) {
 }
 
 /* The windowed resize inside aes_clip_preprocess equals a full resize,
- * a center crop and the normalisation done by hand. */
+ * a center crop and the normalisation done by hand (up to a photo-sized
+ * 1024x768; its speed is in tools/bench_inputs.c). */
 static void test_clip_matches_steps(void) {
     static const int sizes[][3] = {{97, 61, 33}, {61, 97, 32}, {50, 50, 7}, {10, 300, 16}, {300, 11, 9}, {8, 8, 8},
-                                   {2, 3, 5}, {224, 224, 224}, {225, 400, 224}};
+                                   {2, 3, 5}, {224, 224, 224}, {225, 400, 224}, {1024, 768, 224}};
     const float mean[3] = {AES_CLIP_MEAN_R, AES_CLIP_MEAN_G, AES_CLIP_MEAN_B};
     const float stdv[3] = {AES_CLIP_STD_R, AES_CLIP_STD_G, AES_CLIP_STD_B};
     aes_ctx *ctx = tl_ctx();
@@ -1119,26 +1120,6 @@ static void test_resize_threads_and_limits(void) {
     aes_ctx_free(ctx);
 }
 
-/* Timing of the full preprocessing of a 1024x768 photo-sized image. */
-static void test_preprocess_speed(void) {
-    aes_ctx *ctx = tl_ctx();
-    aes_image img;
-    float *out = (float *)malloc(sizeof(float) * 3 * 224 * 224);
-    size_t k;
-    double t0, t1;
-    int r;
-    CHECK_OK(ctx, aes_image_alloc(ctx, &img, 1024, 768, 3));
-    tl_seed(3);
-    for (k = 0; k < (size_t)1024 * 768 * 3; k++) img.pixels[k] = (uint8_t)(tl_uniform() * 256);
-    t0 = tl_now();
-    for (r = 0; r < 5; r++) CHECK_OK(ctx, aes_clip_preprocess(ctx, &img, 224, out));
-    t1 = tl_now();
-    fprintf(stderr, "  clip_preprocess 1024x768 -> 224: %.2f ms (1 thread)\n", (t1 - t0) / 5 * 1e3);
-    aes_image_free(&img);
-    free(out);
-    aes_ctx_free(ctx);
-}
-
 /* The CLI end to end, when the test runs under `make test` (AES_CLI set). */
 static void test_cli_preprocess(void) {
     const char *cli = tl_cli();
@@ -1188,7 +1169,6 @@ int main(int argc, char **argv) {
     RUN(test_clip_matches_steps);
     RUN(test_center_crop);
     RUN(test_resize_threads_and_limits);
-    RUN(test_preprocess_speed);
     RUN(test_cli_preprocess);
     return tl_report();
 }

@@ -1,7 +1,9 @@
 /* test_tokenizer.c -- the CLIP BPE tokenizer (aesalign.h) against the
- * project's Python reference (tools/tokenizer_ref.py writes the fixtures), and
- * the parts that need no shared data: character tables, cleanup, a hand-made
- * merges list, BPE variants, training, gzip, robustness. */
+ * project's Python reference (tools/tokenizer_ref.py writes the fixtures):
+ * with CLIP's first 10,000 merges (committed in tests/fixtures/tokenizer/clip10k/,
+ * so it runs in a clean clone) and with the full list from ../shared (skipped
+ * when absent); and the parts that need no shared data: character tables,
+ * cleanup, a hand-made merges list, BPE variants, training, gzip, robustness. */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
 #include "testlib.h"
@@ -690,6 +692,261 @@ static void test_gunzip_fixtures(void) {
     aes_ctx_free(ctx);
 }
 
+/* ---- the Python reference's ids, case by case ----------------------------------- */
+
+/* Encodes every line of a cases file (one JSON string a line) in the 77-id
+ * format and compares it with the same line of an expected file (77 ids a
+ * line, written by tools/tokenizer_ref.py).  Returns the number of cases. */
+static int check_cases(aes_ctx *ctx, const aes_tokenizer *tok, const char *cases_path, const char *expected_path,
+                       const char *label) {
+    size_t nc, ne;
+    char *cases = read_all(cases_path, &nc), *expected = read_all(expected_path, &ne), *cl, *el;
+    int total = 0, match = 0, shown = 0;
+    CHECK_MSG(cases && expected, "%s or %s missing (tools/tokenizer_ref.py writes them)", cases_path, expected_path);
+    if (cases && expected) {
+        unsigned char *bytes = (unsigned char *)malloc(nc + 1);
+        cl = cases;
+        el = expected;
+        while (*cl && *el) {
+            char *cend = strchr(cl, '\n'), *eend = strchr(el, '\n'), *p;
+            int32_t want[AES_TOKENIZER_CONTEXT], got[AES_TOKENIZER_CONTEXT];
+            long nb;
+            int k, used, ok = 1;
+            if (!cend || !eend) break;
+            nb = json_string_to_bytes(cl, (size_t)(cend - cl), bytes);
+            CHECK_MSG(nb >= 0, "%s line %d is not a JSON string", cases_path, total + 1);
+            p = el;
+            for (k = 0; k < AES_TOKENIZER_CONTEXT; k++) want[k] = (int32_t)strtol(p, &p, 10);
+            CHECK_MSG(p == eend, "%s line %d does not hold 77 ids", expected_path, total + 1);
+            if (nb >= 0) {
+                CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, (const char *)bytes, (size_t)nb, got,
+                                                   AES_TOKENIZER_CONTEXT, &used));
+                for (k = 0; k < AES_TOKENIZER_CONTEXT; k++) ok &= got[k] == want[k];
+                if (!ok && shown++ < 5) {
+                    fprintf(stderr, "  mismatch on case %d: %.*s\n    got ", total + 1, (int)(cend - cl), cl);
+                    for (k = 0; k < 20; k++) fprintf(stderr, "%d ", (int)got[k]);
+                    fprintf(stderr, "\n   want ");
+                    for (k = 0; k < 20; k++) fprintf(stderr, "%d ", (int)want[k]);
+                    fprintf(stderr, "\n");
+                }
+                match += ok;
+            }
+            total++;
+            cl = cend + 1;
+            el = eend + 1;
+        }
+        CHECK_MSG(!*cl && !*el, "%s and %s differ in length", cases_path, expected_path);
+        free(bytes);
+        printf("%s: %d of %d cases match the Python reference id for id\n", label, match, total);
+        CHECK(match == total);
+    }
+    free(cases);
+    free(expected);
+    return total;
+}
+
+/* ---- CLIP's first 10,000 merges: a committed fixture, runs in a clean clone ------- */
+
+#define CUTDIR FIXDIR "clip10k/"
+#define CUT_MERGES 10000
+
+static aes_tokenizer *cut_tokenizer(aes_ctx *ctx) {
+    aes_tokenizer *tok = NULL;
+    CHECK_OK(ctx, aes_tokenizer_load_merges(ctx, CUTDIR "merges.txt", &tok));
+    return tok;
+}
+
+/* GPT-2's byte alphabet, from its definition: the printable bytes '!'..'~',
+ * 0xA1..0xAC, 0xAE..0xFF stand for themselves, the other 68 bytes are
+ * U+0100, U+0101, ... in byte order.  Returns the byte of code point cp or -1. */
+static int alphabet_byte(unsigned long cp) {
+    int b, extra = 0;
+    for (b = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        if (printable && cp == (unsigned long)b) return b;
+        if (!printable && cp == 256ul + (unsigned long)extra++) return b;
+    }
+    return -1;
+}
+
+/* A merges-file symbol (UTF-8 over the byte alphabet, maybe ending "</w>")
+ * to the bytes it stands for, "</w>" kept literally.  Returns the length or -1. */
+static long symbol_bytes(const char *s, size_t n, unsigned char *out) {
+    long k = 0;
+    size_t i = 0, end = n;
+    if (n >= 4 && !memcmp(s + n - 4, "</w>", 4)) end = n - 4;
+    while (i < end) {
+        unsigned char c = (unsigned char)s[i];
+        unsigned long cp;
+        int b;
+        if (c < 0x80) { cp = c; i += 1; }
+        else if ((c & 0xE0) == 0xC0 && i + 1 < end) { cp = ((unsigned long)(c & 0x1F) << 6) | (s[i + 1] & 0x3F); i += 2; }
+        else return -1;                     /* the alphabet stops at U+0143: two bytes at most */
+        b = alphabet_byte(cp);
+        if (b < 0) return -1;
+        out[k++] = (unsigned char)b;
+    }
+    if (end < n) { memcpy(out + k, "</w>", 4); k += 4; }
+    return k;
+}
+
+/* The vocabulary of a cut list: 512 byte symbols, then merge k as id 512 + k
+ * with the bytes of its two parts, then start and end. */
+static void test_cut_vocabulary(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_tokenizer *tok = cut_tokenizer(ctx);
+    size_t len, n;
+    char *text = read_all(CUTDIR "merges.txt", &len), *line, *next;
+    int k = 0, bad = 0;
+    if (!tok || !text) { CHECK(text != NULL); free(text); aes_tokenizer_free(tok); aes_ctx_free(ctx); return; }
+    CHECK(aes_tokenizer_n_merges(tok) == CUT_MERGES);
+    CHECK(aes_tokenizer_vocab_size(tok) == 512 + CUT_MERGES + 2);
+    CHECK(aes_tokenizer_sot(tok) == 512 + CUT_MERGES && aes_tokenizer_eot(tok) == 512 + CUT_MERGES + 1);
+    line = strchr(text, '\n');                                  /* after the version header */
+    for (line = line ? line + 1 : text + len; *line; line = next, k++) {
+        unsigned char want[128];
+        char *sp, *eol = strchr(line, '\n');
+        const char *got;
+        long a, b;
+        next = eol ? eol + 1 : line + strlen(line);
+        if (!eol) eol = next;
+        sp = (char *)memchr(line, ' ', (size_t)(eol - line));
+        if (!sp || eol - line > 60) { bad++; continue; }
+        a = symbol_bytes(line, (size_t)(sp - line), want);
+        b = a < 0 ? -1 : symbol_bytes(sp + 1, (size_t)(eol - sp - 1), want + a);
+        got = aes_tokenizer_token_bytes(tok, 512 + k, &n);
+        if (b < 0 || !got || n != (size_t)(a + b) || memcmp(got, want, n)) {
+            if (bad++ < 3) fprintf(stderr, "  merge %d (%.*s): id %d holds other bytes\n", k, (int)(eol - line), line, 512 + k);
+        }
+    }
+    CHECK(k == CUT_MERGES);
+    CHECK_MSG(bad == 0, "%d of %d merges are not id 512 + rank with their parts' bytes", bad, k);
+    /* the byte symbols: id i is byte alphabet entry i, id 256 + i the same with "</w>" */
+    {
+        const char *b0 = aes_tokenizer_token_bytes(tok, 0, &n);
+        CHECK(b0 && n == 1 && b0[0] == '!');
+        b0 = aes_tokenizer_token_bytes(tok, 256 + ('a' - '!'), &n);
+        CHECK(b0 && n == 5 && !memcmp(b0, "a</w>", 5));
+        CHECK(aes_tokenizer_token_bytes(tok, 512 + CUT_MERGES + 2, &n) == NULL);
+    }
+    free(text);
+    aes_tokenizer_free(tok);
+    aes_ctx_free(ctx);
+}
+
+/* Every case of cases.txt against the reference run with the same cut list. */
+static void test_cut_fixture_cases(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_tokenizer *tok = cut_tokenizer(ctx);
+    if (tok) CHECK(check_cases(ctx, tok, FIXDIR "cases.txt", CUTDIR "expected.txt", "tokenizer, first 10,000 merges") >= 500);
+    aes_tokenizer_free(tok);
+    aes_ctx_free(ctx);
+}
+
+/* Reads the next line of a long_expected.txt into ids (growing it). */
+static size_t parse_ids(const char *line, const char *end, int32_t **ids, size_t *cap) {
+    size_t n = 0;
+    char *p = (char *)line;
+    while (p < end) {
+        char *q;
+        long v = strtol(p, &q, 10);
+        if (q == p) break;
+        if (n == *cap) {
+            *cap = *cap ? 2 * *cap : 1024;
+            *ids = (int32_t *)realloc(*ids, *cap * sizeof(int32_t));
+        }
+        (*ids)[n++] = (int32_t)v;
+        p = q;
+    }
+    return n;
+}
+
+/* Long texts, all their ids (no sot/eot, no cut), against the reference; then
+ * the first of them (a caption paragraph that ends in a space) repeated 4,000
+ * times (1 MB): the pre-tokenizer splits at the spaces between copies, so
+ * the ids are the paragraph's ids 4,000 times over. */
+static void test_cut_long_texts(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_tokenizer *tok = cut_tokenizer(ctx);
+    size_t nc, ne, cap = 0, got_cap = 0;
+    char *cases = read_all(CUTDIR "long_cases.txt", &nc), *expected = read_all(CUTDIR "long_expected.txt", &ne);
+    int32_t *want = NULL, *got = NULL, *para_ids = NULL;
+    unsigned char *para = NULL;
+    size_t npara_ids = 0;
+    long npara = -1;
+    int lines = 0;
+    CHECK_MSG(cases && expected, "%s fixtures missing", CUTDIR);
+    if (tok && cases && expected) {
+        char *cl = cases, *el = expected;
+        unsigned char *bytes = (unsigned char *)malloc(nc + 1);
+        while (*cl && *el) {
+            char *cend = strchr(cl, '\n'), *eend = strchr(el, '\n');
+            long nb;
+            size_t nw, n = 0;
+            if (!cend || !eend) break;
+            nb = json_string_to_bytes(cl, (size_t)(cend - cl), bytes);
+            nw = parse_ids(el, eend, &want, &cap);
+            CHECK(nb > 0 && nw > 0);
+            if (nb > 0) {
+                CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, (const char *)bytes, (size_t)nb, NULL, 0, &n));
+                CHECK_MSG(n == nw, "long text %d: %zu ids, the reference has %zu", lines + 1, n, nw);
+                if (n > got_cap) { got_cap = n; got = (int32_t *)realloc(got, n * sizeof(int32_t)); }
+                CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, (const char *)bytes, (size_t)nb, got, got_cap, &n));
+                CHECK_MSG(n == nw && !memcmp(got, want, n * sizeof(int32_t)), "long text %d differs from the reference",
+                          lines + 1);
+                if (lines == 0) {
+                    para = (unsigned char *)malloc((size_t)nb);
+                    memcpy(para, bytes, (size_t)nb);
+                    npara = nb;
+                    para_ids = (int32_t *)malloc(nw * sizeof(int32_t));
+                    memcpy(para_ids, want, nw * sizeof(int32_t));
+                    npara_ids = nw;
+                }
+            }
+            lines++;
+            cl = cend + 1;
+            el = eend + 1;
+        }
+        free(bytes);
+        CHECK(lines >= 5);
+    }
+    if (para && npara > 0 && para[npara - 1] == ' ') {
+        size_t reps = 4000, k, n = 0, bad = 0;
+        char *text = (char *)malloc((size_t)npara * reps);
+        int32_t *all = (int32_t *)malloc(npara_ids * reps * sizeof(int32_t));
+        for (k = 0; k < reps; k++) memcpy(text + k * (size_t)npara, para, (size_t)npara);
+        CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, text, (size_t)npara * reps, all, npara_ids * reps, &n));
+        CHECK_MSG(n == npara_ids * reps, "%zu ids, want %zu", n, npara_ids * reps);
+        for (k = 0; k < n && k < npara_ids * reps; k++) bad += all[k] != para_ids[k % npara_ids];
+        CHECK_MSG(bad == 0, "%zu ids differ from the paragraph's", bad);
+        free(text);
+        free(all);
+    } else {
+        CHECK_MSG(0, "long_cases.txt line 1 is not a paragraph ending in a space");
+    }
+    free(para);
+    free(para_ids);
+    free(want);
+    free(got);
+    free(cases);
+    free(expected);
+    aes_tokenizer_free(tok);
+    aes_ctx_free(ctx);
+}
+
+/* The two BPE loops agree, and random bytes do not hurt, on real merges. */
+static void test_cut_bpe_paths_and_fuzz(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_tokenizer *tok = cut_tokenizer(ctx);
+    if (!tok) { aes_ctx_free(ctx); return; }
+    tl_seed(4);
+    compare_bpe_paths(tok, "etaoinshrdlucmfwypvbgkqjxz", 3000, 40);
+    compare_bpe_paths(tok, "aeiounst", 300, 400);
+    fuzz_one_tokenizer(ctx, tok, 500);
+    aes_tokenizer_free(tok);
+    aes_ctx_free(ctx);
+}
+
 /* ---- against the Python reference (needs ../shared) ---------------------------- */
 
 static void test_clip_known_ids(void) {
@@ -714,51 +971,7 @@ static void test_clip_known_ids(void) {
 static void test_clip_fixtures(void) {
     aes_ctx *ctx = aes_ctx_create();
     aes_tokenizer *tok = clip_tokenizer(ctx, 0);
-    size_t nc, ne;
-    char *cases, *expected, *cl, *el;
-    int total = 0, match = 0, shown = 0;
-    if (!tok) { aes_ctx_free(ctx); return; }
-    cases = read_all(FIXDIR "cases.txt", &nc);
-    expected = read_all(FIXDIR "expected.txt", &ne);
-    CHECK_MSG(cases && expected, "fixtures missing (run tools/tokenizer_ref.py --fixtures)");
-    if (cases && expected) {
-        unsigned char *bytes = (unsigned char *)malloc(nc + 1);
-        cl = cases;
-        el = expected;
-        while (*cl && *el) {
-            char *cend = strchr(cl, '\n'), *eend = strchr(el, '\n'), *p;
-            int32_t want[AES_TOKENIZER_CONTEXT], got[AES_TOKENIZER_CONTEXT];
-            long nb;
-            int k, used, ok = 1;
-            if (!cend || !eend) break;
-            nb = json_string_to_bytes(cl, (size_t)(cend - cl), bytes);
-            CHECK_MSG(nb >= 0, "cases.txt line %d is not a JSON string", total + 1);
-            p = el;
-            for (k = 0; k < AES_TOKENIZER_CONTEXT; k++) want[k] = (int32_t)strtol(p, &p, 10);
-            if (nb >= 0) {
-                CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, (const char *)bytes, (size_t)nb, got,
-                                                   AES_TOKENIZER_CONTEXT, &used));
-                for (k = 0; k < AES_TOKENIZER_CONTEXT; k++) ok &= got[k] == want[k];
-                if (!ok && shown++ < 5) {
-                    fprintf(stderr, "  mismatch on case %d: %.*s\n    got ", total + 1, (int)(cend - cl), cl);
-                    for (k = 0; k < 20; k++) fprintf(stderr, "%d ", (int)got[k]);
-                    fprintf(stderr, "\n   want ");
-                    for (k = 0; k < 20; k++) fprintf(stderr, "%d ", (int)want[k]);
-                    fprintf(stderr, "\n");
-                }
-                match += ok;
-            }
-            total++;
-            cl = cend + 1;
-            el = eend + 1;
-        }
-        free(bytes);
-        printf("tokenizer fixtures: %d of %d cases match the Python reference id for id\n", match, total);
-        CHECK(total >= 300);
-        CHECK(match == total);
-    }
-    free(cases);
-    free(expected);
+    if (tok) CHECK(check_cases(ctx, tok, FIXDIR "cases.txt", FIXDIR "expected.txt", "tokenizer, CLIP's merges") >= 500);
     aes_tokenizer_free(tok);
     aes_ctx_free(ctx);
 }
@@ -793,40 +1006,6 @@ static void test_clip_bpe_paths_and_fuzz(void) {
     aes_ctx_free(ctx);
 }
 
-static void test_clip_speed(void) {
-    static const char para[] =
-        "A photograph of a quiet harbour at dawn, small fishing boats resting on still water, "
-        "soft pink light over the hills; an old man mends his nets while gulls circle overhead. "
-        "Award-winning, 35mm film, high detail, trending on ArtStation (2019) & more!! ";
-    aes_ctx *ctx = aes_ctx_create();
-    aes_tokenizer *tok;
-    size_t plen = sizeof para - 1, reps = 4000, k, n = 0;
-    char *text;
-    double t0, t1;
-    int32_t ids[AES_TOKENIZER_CONTEXT];
-    int used, i;
-    t0 = tl_now();
-    tok = clip_tokenizer(ctx, 0);
-    t1 = tl_now();
-    if (!tok) { aes_ctx_free(ctx); return; }
-    printf("tokenizer: loaded 48894 CLIP merges in %.1f ms\n", 1e3 * (t1 - t0));
-    text = (char *)malloc(plen * reps);
-    for (k = 0; k < reps; k++) memcpy(text + k * plen, para, plen);
-    t0 = tl_now();
-    CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, text, plen * reps, NULL, 0, &n));
-    t1 = tl_now();
-    printf("tokenizer: %zu tokens from %.2f MB in %.3f s = %.2f M tokens/s (%.1f MB/s, one thread)\n", n,
-           (double)(plen * reps) / 1e6, t1 - t0, (double)n / (t1 - t0) / 1e6, (double)(plen * reps) / (t1 - t0) / 1e6);
-    t0 = tl_now();
-    for (i = 0; i < 20000; i++)
-        CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, para, plen / 3, ids, AES_TOKENIZER_CONTEXT, &used));
-    t1 = tl_now();
-    printf("tokenizer: %.1f us per caption (%zu bytes) in the 77-id format\n", 1e6 * (t1 - t0) / 20000, plen / 3);
-    free(text);
-    aes_tokenizer_free(tok);
-    aes_ctx_free(ctx);
-}
-
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     RUN(test_unicode_classes);
@@ -844,10 +1023,13 @@ int main(int argc, char **argv) {
     RUN(test_bpe_paths_agree);
     RUN(test_train_roundtrip);
     RUN(test_gunzip_fixtures);
+    RUN(test_cut_vocabulary);
+    RUN(test_cut_fixture_cases);
+    RUN(test_cut_long_texts);
+    RUN(test_cut_bpe_paths_and_fuzz);
     RUN(test_clip_known_ids);
     RUN(test_clip_fixtures);
     RUN(test_clip_gz_equals_plain);
     RUN(test_clip_bpe_paths_and_fuzz);
-    RUN(test_clip_speed);
     return tl_report();
 }

@@ -625,36 +625,6 @@ static void test_query_set(void) {
     CHECK(world_query_set(ctx, 3, NULL, 5, 5, again, &n2) == AES_ERR_INVALID_ARG);
 }
 
-/* ---- speed: 2,000 scenes in well under a second on one core -------------------------------- */
-/* Instrumented runs (valgrind, sanitizers) are 10-50x slower: no timing there. */
-static int instrumented(void) {
-    const char *preload = getenv("LD_PRELOAD");
-#if defined(__SANITIZE_ADDRESS__)
-    return 1;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer)
-    return 1;
-#endif
-#endif
-    return preload && strstr(preload, "vgpreload") != NULL;
-}
-
-static void test_speed(void) {
-    static uint8_t img[64 * 64 * 3];
-    double t0 = tl_now(), dt;
-    int i, n = 500;
-    if (instrumented()) { tl_skip("timing is meaningless under valgrind or sanitizers"); return; }
-    for (i = 0; i < n; i++) {
-        world_scene s;
-        CHECK_WORLD(world_sample(ctx, 12, i, NULL, &s));
-        CHECK_WORLD(world_render(ctx, &s, 64, 64, img));
-    }
-    dt = (tl_now() - t0) * 2000.0 / n;
-    if (getenv("TL_VERBOSE")) fprintf(stderr, "  2000 scenes sampled and rendered in %.3f s (extrapolated)\n", dt);
-    /* ~0.3 s natively; the bound leaves room for emulated cross builds (qemu) */
-    CHECK_MSG(dt < 30.0, "2000 scenes would take %.2f s", dt);
-}
-
 /* ---- the command line tool ---------------------------------------------------------------- */
 static long count_lines(const char *path, int *columns) {
     FILE *f = fopen(path, "rb");
@@ -740,7 +710,6 @@ int main(int argc, char **argv) {
     RUN(test_factor_directions);
     RUN(test_render_edges);
     RUN(test_query_set);
-    RUN(test_speed);
     RUN(test_cli);
     aes_ctx_free(ctx);
     return tl_report();

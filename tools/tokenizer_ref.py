@@ -10,6 +10,7 @@ Usage (Debian's python3 with python3-regex: `apt-get install -y python3-regex`):
 
     /usr/bin/python3 tools/tokenizer_ref.py --fixtures          # rewrite the fixtures
     /usr/bin/python3 tools/tokenizer_ref.py "a photo of a cat"  # print 77 ids
+    /usr/bin/python3 tools/tokenizer_ref.py --cut-fixture       # rewrite tests/fixtures/tokenizer/clip10k/
 
 The pipeline, step by step (what clip.tokenize(texts, truncate=True) does):
 
@@ -346,14 +347,90 @@ def write_fixtures(tok, directory=FIXTURE_DIR, n_random=200):
     print("wrote %d cases to %s" % (len(cases), directory))
 
 
+# -- the clean-clone fixture: CLIP's first N merges -----------------------------
+
+CUT_DIR = os.path.join(FIXTURE_DIR, "clip10k")
+CUT_MERGES = 10000
+
+# Long texts whose ids are kept whole (no sot/eot, no truncation): the first
+# is the paragraph tests/test_tokenizer.c repeats to check that the ids of a
+# long text are the ids of its whitespace-separated parts.
+LONG_TEXTS = [
+    "A photograph of a quiet harbour at dawn, small fishing boats resting on still water, "
+    "soft pink light over the hills; an old man mends his nets while gulls circle overhead. "
+    "Award-winning, 35mm film, high detail, trending on ArtStation (2019) & more!! ",
+    "a photo of a cat " * 40,
+    "x" * 5000,
+    " ".join(["supercalifragilistic"] * 30),
+    "1234567890" * 20,
+    "\U0001f600" * 100,
+    "antidisestablishmentarianism pneumonoultramicroscopicsilicovolcanoconiosis " * 8,
+]
+
+
+def _check_tables_match():
+    """The C character tables were made by tools/gen_unicode_tables.py with one
+    Python and one regex module (named in aesalign.h); ids written with other
+    versions can differ on the newest Unicode letters.  Refuse to write then."""
+    import unicodedata
+    header = os.path.join(REPO, "aesalign.h")
+    with open(header, encoding="utf-8") as f:
+        text = f.read()
+    m = regex.search(r"from Python (\S+) \(unicodedata (\S+)\) and the regex module (\S+)", text)
+    have = (sys.version.split()[0], unicodedata.unidata_version, regex.__version__)
+    if m and tuple(m.groups()) != have:
+        sys.exit("the C tables come from Python %s, unicodedata %s, regex %s; this is %s, %s, %s "
+                 "(use Debian's /usr/bin/python3 with python3-regex)" % (m.groups() + have))
+
+
+def write_cut_fixture(merges_path, n_merges=CUT_MERGES, directory=CUT_DIR):
+    """Writes directory/merges.txt: the version header and the first n_merges
+    merges of merges_path, byte for byte; then the ids of every case of
+    cases.txt (77-id format, one line each: expected.txt) and the whole ids of
+    LONG_TEXTS (long_cases.txt, long_expected.txt), computed by a tokenizer
+    built from that cut file alone.  A BPE with a shorter merges list is a
+    smaller but complete BPE: sot and eot are 512 + n_merges and one more."""
+    _check_tables_match()
+    opener = gzip.open if merges_path.endswith(".gz") else open
+    with opener(merges_path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if len(lines) < n_merges + 1:
+        sys.exit("%s has fewer than %d merges" % (merges_path, n_merges))
+    os.makedirs(directory, exist_ok=True)
+    cut = os.path.join(directory, "merges.txt")
+    with open(cut, "wb") as f:
+        f.write(b"\n".join(lines[:n_merges + 1]) + b"\n")
+    tok = ClipTokenizer(cut, n_merges=n_merges)
+    assert len(tok.ranks) == n_merges and tok.sot == 512 + n_merges and tok.eot == tok.sot + 1
+    with open(os.path.join(FIXTURE_DIR, "cases.txt"), encoding="ascii") as f:
+        cases = [json.loads(line).encode("utf-8", "surrogateescape") for line in f if line.strip()]
+    with open(os.path.join(directory, "expected.txt"), "w", encoding="ascii", newline="\n") as f:
+        for data in cases:
+            f.write(" ".join(str(i) for i in tok.tokenize(data)) + "\n")
+    with open(os.path.join(directory, "long_cases.txt"), "w", encoding="ascii", newline="\n") as f:
+        for t in LONG_TEXTS:
+            f.write(json.dumps(t, ensure_ascii=True) + "\n")
+    with open(os.path.join(directory, "long_expected.txt"), "w", encoding="ascii", newline="\n") as f:
+        for t in LONG_TEXTS:
+            f.write(" ".join(str(i) for i in tok.encode_bytes(t.encode("utf-8"))) + "\n")
+    print("wrote %s: %d merges, %d cases, %d long texts" % (directory, n_merges, len(cases), len(LONG_TEXTS)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--merges", default=DEFAULT_MERGES, help="merges file (.txt or .gz)")
     ap.add_argument("--fixtures", action="store_true", help="rewrite tests/fixtures/tokenizer/")
+    ap.add_argument("--cut-fixture", type=int, metavar="N", nargs="?", const=CUT_MERGES,
+                    help="write tests/fixtures/tokenizer/clip10k/ from the first N merges of --merges "
+                         "(default %d)" % CUT_MERGES)
     ap.add_argument("--raw", action="store_true", help="print the BPE ids without sot/eot/padding")
     ap.add_argument("--decode", action="store_true", help="also print the decoded text")
     ap.add_argument("texts", nargs="*")
     args = ap.parse_args()
+    if args.cut_fixture is not None:
+        write_cut_fixture(args.merges, args.cut_fixture)
+        if not args.fixtures and not args.texts:
+            return
     tok = ClipTokenizer(args.merges)
     if args.fixtures:
         write_fixtures(tok)
