@@ -2169,7 +2169,7 @@ typedef struct aes_pair_set {
     char        **queries;  int nqueries;
     char        **paths;    int npaths;
     aes_pair_rec *pairs;    int npairs;
-    int cap_q, cap_p, cap_pairs;        /* internal */
+    size_t cap_q, cap_p, cap_pairs;     /* internal */
 } aes_pair_set;
 
 AES_API aes_status aes_pair_set_create(aes_ctx *ctx, aes_pair_set **out);
@@ -2840,6 +2840,29 @@ static aes_status aes__fail(aes_ctx *ctx, aes_status st, const char *fmt, ...) {
     return st;
 }
 
+/* Puts a prefix (printf-style) before the message of the failure st that
+ * is already recorded on ctx: "prefix: message".  Nothing is added when the
+ * message already starts with the prefix (a parser that names its source
+ * itself).  Returns st. */
+static aes_status aes__fail_prefix(aes_ctx *ctx, aes_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static aes_status aes__fail_prefix(aes_ctx *ctx, aes_status st, const char *fmt, ...) {
+    char prefix[512], old[sizeof ctx->error];
+    size_t n;
+    va_list ap;
+    if (!ctx) return st;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    n = strlen(prefix);
+    if (!strncmp(ctx->error, prefix, n) && (ctx->error[n] == ':' || ctx->error[n] == 0)) return st;
+    memcpy(old, ctx->error, sizeof old);
+    return aes__fail(ctx, st, "%s: %s", prefix, old[0] ? old : aes_status_name(st));
+}
+
 AES_API const char *aes_last_error(const aes_ctx *ctx) { return ctx ? ctx->error : "no context"; }
 AES_API aes_status  aes_last_status(const aes_ctx *ctx) { return ctx ? ctx->status : AES_ERR_INVALID_ARG; }
 AES_API void aes_clear_error(aes_ctx *ctx) { if (ctx) { ctx->status = AES_OK; ctx->error[0] = 0; } }
@@ -2895,6 +2918,67 @@ AES_API void *aes_calloc(aes_ctx *ctx, size_t n, size_t size) {
     if (p) memset(p, 0, n * size);
     return p;
 }
+
+/* Internal arrays and strings that the library keeps to itself (the
+ * entries of an index, a pair set, a label set) live in plain AES_MALLOC
+ * memory released with AES_FREE, so they can grow with AES_REALLOC.  What a
+ * function hands to the caller comes from aes_alloc. */
+
+/* Room for at least `need` elements of `elem` bytes in *arr, whose capacity
+ * *cap (in elements) doubles from 16 as needed.  0 on overflow or when out
+ * of memory; *arr and *cap are then unchanged. */
+static int aes__grow(void **arr, size_t *cap, size_t need, size_t elem) {
+    size_t nc = *cap ? *cap : 16;
+    void *p;
+    if (need <= *cap) return 1;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2) return 0;
+        nc *= 2;
+    }
+    if (elem && nc > SIZE_MAX / elem) return 0;
+    p = AES_REALLOC(*arr, nc * elem);
+    if (!p) return 0;
+    *arr = p;
+    *cap = nc;
+    return 1;
+}
+
+/* A NUL-terminated copy of s[0..n) in AES_MALLOC memory; NULL when out of
+ * memory (recorded on ctx, which may be NULL). */
+static char *aes__strndup(aes_ctx *ctx, const char *s, size_t n) {
+    char *p = n < SIZE_MAX ? (char *)AES_MALLOC(n + 1) : NULL;
+    if (!p) {
+        aes__fail(ctx, AES_ERR_NOMEM, "out of memory copying a string of %zu bytes", n);
+        return NULL;
+    }
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+static char *aes__strdup(aes_ctx *ctx, const char *s) { return aes__strndup(ctx, s, strlen(s)); }
+
+/* ---- random numbers -------------------------------------------------------
+ * splitmix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number
+ * generators", OOPSLA 2014): the state advances by a constant and is
+ * mixed.  Every state value is valid, so a seed is just a starting state. */
+static uint64_t aes__splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+/* Uniform in [0, 1) with 53 random bits. */
+static double aes__rand_uniform(uint64_t *state) {
+    return (double)(aes__splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+/* Standard normal (Box-Muller, one value of the pair). */
+static double aes__rand_normal(uint64_t *state) {
+    double u1 = aes__rand_uniform(state), u2 = aes__rand_uniform(state);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+/* Uniform integer in [0, n). */
+static int aes__rand_below(uint64_t *state, int n) { return (int)(aes__rand_uniform(state) * (double)n); }
 
 /* ---- CPU dispatch -------------------------------------------------------- */
 AES_API aes_isa aes_isa_best(void) {
@@ -4801,59 +4885,118 @@ static void aes__io_sort_indices(int *idx, int *tmp, int n, aes__io_index_cmp cm
     }
 }
 
-/* A growable byte buffer for building text; `failed` sticks after an
- * allocation failure so callers check once at the end. */
-typedef struct aes__io_buf {
-    char  *data;
-    size_t len, cap;
-    int    failed;
-} aes__io_buf;
+/* A growable text buffer.  Its memory comes from aes_alloc (the context's
+ * allocation limit applies), so aes__buf_take can hand the text to a caller
+ * who releases it with aes_free.  The text is NUL-terminated after every put.
+ * `failed` sticks after an allocation failure (recorded on ctx), so callers
+ * check once at the end. */
+typedef struct aes__buf {
+    aes_ctx *ctx;
+    char    *data;
+    size_t   len, cap;
+    int      failed;
+} aes__buf;
 
-static void aes__io_buf_put(aes__io_buf *b, const void *s, size_t n) {
-    if (b->failed) return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap - b->len < n) {
-            if (cap > SIZE_MAX / 2) { b->failed = 1; return; }
-            cap *= 2;
+static void aes__buf_init(aes__buf *b, aes_ctx *ctx) {
+    memset(b, 0, sizeof *b);
+    b->ctx = ctx;
+}
+
+static void aes__buf_free(aes__buf *b) {
+    aes_free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Room for n more bytes and the NUL. */
+static int aes__buf_reserve(aes__buf *b, size_t n) {
+    size_t cap;
+    char *p;
+    if (b->failed) return 0;
+    if (n < b->cap - b->len) return 1;
+    cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= n) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = 1;
+            aes__fail(b->ctx, AES_ERR_LIMIT, "text of more than %zu bytes", b->len);
+            return 0;
         }
-        p = (char *)AES_REALLOC(b->data, cap);
-        if (!p) { b->failed = 1; return; }
-        b->data = p;
-        b->cap = cap;
+        cap *= 2;
     }
-    memcpy(b->data + b->len, s, n);
+    p = (char *)aes_alloc(b->ctx, cap, 1);
+    if (!p) { b->failed = 1; return 0; }
+    if (b->len) memcpy(p, b->data, b->len);
+    aes_free(b->data);
+    b->data = p;
+    b->cap = cap;
+    return 1;
+}
+
+static void aes__buf_put(aes__buf *b, const void *s, size_t n) {
+    if (!aes__buf_reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, s, n);
     b->len += n;
+    b->data[b->len] = 0;
 }
-static void aes__io_buf_str(aes__io_buf *b, const char *s) { aes__io_buf_put(b, s, strlen(s)); }
-static void aes__io_buf_i64(aes__io_buf *b, int64_t v) {
-    char tmp[32];
-    snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    aes__io_buf_str(b, tmp);
+static void aes__buf_str(aes__buf *b, const char *s) { aes__buf_put(b, s, strlen(s)); }
+
+static void aes__buf_printf(aes__buf *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void aes__buf_printf(aes__buf *b, const char *fmt, ...) {
+    va_list ap;
+    int k;
+    va_start(ap, fmt);
+    k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) { b->failed = 1; aes__fail(b->ctx, AES_ERR_INVALID_ARG, "text formatting failed"); return; }
+    if (!aes__buf_reserve(b, (size_t)k)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)k;
 }
+
+/* Hands the NUL-terminated text to the caller (*out freed with aes_free;
+ * *len without the NUL, may be NULL), or returns the failure. */
+static aes_status aes__buf_take(aes__buf *b, char **out, size_t *len) {
+    aes__buf_reserve(b, 0);   /* an empty text gets its NUL too */
+    if (b->failed) {
+        aes__buf_free(b);
+        return b->ctx ? b->ctx->status : AES_ERR_NOMEM;
+    }
+    b->data[b->len] = 0;
+    *out = b->data;
+    if (len) *len = b->len;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return AES_OK;
+}
+
 /* A JSON string literal: quotes, backslashes and control characters are
  * escaped; other bytes (UTF-8) pass through. */
-static void aes__io_buf_json_string(aes__io_buf *b, const char *s) {
+static void aes__buf_json_string(aes__buf *b, const char *s) {
     static const char hex[] = "0123456789abcdef";
-    aes__io_buf_put(b, "\"", 1);
+    aes__buf_put(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
             char e[2];
             e[0] = '\\';
             e[1] = (char)c;
-            aes__io_buf_put(b, e, 2);
+            aes__buf_put(b, e, 2);
         } else if (c < 0x20) {
             char e[6] = {'\\', 'u', '0', '0', 0, 0};
             e[4] = hex[c >> 4];
             e[5] = hex[c & 15];
-            aes__io_buf_put(b, e, 6);
+            aes__buf_put(b, e, 6);
         } else {
-            aes__io_buf_put(b, s, 1);
+            aes__buf_put(b, s, 1);
         }
     }
-    aes__io_buf_put(b, "\"", 1);
+    aes__buf_put(b, "\"", 1);
 }
 
 /* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 when invalid:
@@ -5278,29 +5421,12 @@ static aes_status aes__json_number(aes__json_parser *p, aes_json *v) {
 }
 
 static int aes__json_push(aes__json_parser *p, const aes_json *v) {
-    if (p->nvals == p->capvals) {
-        size_t cap = p->capvals ? p->capvals * 2 : 64;
-        aes_json *nv;
-        if (cap > SIZE_MAX / sizeof(aes_json)) return 0;
-        nv = (aes_json *)AES_REALLOC(p->vals, cap * sizeof(aes_json));
-        if (!nv) return 0;
-        p->vals = nv;
-        p->capvals = cap;
-    }
+    if (!aes__grow((void **)&p->vals, &p->capvals, p->nvals + 1, sizeof(aes_json))) return 0;
     p->vals[p->nvals++] = *v;
     return 1;
 }
-
 static int aes__json_push_key(aes__json_parser *p, const char *chars, size_t len) {
-    if (p->nkeys == p->capkeys) {
-        size_t cap = p->capkeys ? p->capkeys * 2 : 64;
-        aes__json_key *nk;
-        if (cap > SIZE_MAX / sizeof(aes__json_key)) return 0;
-        nk = (aes__json_key *)AES_REALLOC(p->keys, cap * sizeof(aes__json_key));
-        if (!nk) return 0;
-        p->keys = nk;
-        p->capkeys = cap;
-    }
+    if (!aes__grow((void **)&p->keys, &p->capkeys, p->nkeys + 1, sizeof(aes__json_key))) return 0;
     p->keys[p->nkeys].chars = chars;
     p->keys[p->nkeys].len = len;
     p->keys[p->nkeys].sorted = 0;
@@ -5614,6 +5740,22 @@ AES_API aes_status aes_read_file(aes_ctx *ctx, const char *path, void **data, si
     return AES_OK;
 }
 
+/* The file form of a loader whose work is done by a parser of memory:
+ * reads `path` whole (aes_read_file: NUL-terminated, within the file size
+ * limit), calls parse(ctx, arg, data, len, path) and frees the bytes.  A
+ * failure's message is prefixed with the path unless it names it already. */
+typedef aes_status (*aes__parse_fn)(aes_ctx *ctx, void *arg, const char *data, size_t len, const char *path);
+static aes_status aes__load_file(aes_ctx *ctx, const char *path, aes__parse_fn parse, void *arg) {
+    void *data;
+    size_t len;
+    aes_status st;
+    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "NULL path");
+    if ((st = aes_read_file(ctx, path, &data, &len)) != AES_OK) return st;
+    st = parse(ctx, arg, (const char *)data, len, path);
+    aes_free(data);
+    return st == AES_OK ? AES_OK : aes__fail_prefix(ctx, st, "%s", path);
+}
+
 /* Writes the n chunks one after the other into `path`, atomically: a new
  * file beside it (created exclusively), flushed to the disk, then renamed
  * over the target.  rename() within one directory is atomic on POSIX, so a
@@ -5860,15 +6002,7 @@ static aes_status aes__st_parse(aes_ctx *ctx, aes_safetensors *st) {
     if (hlen < 2 || f[8] != '{')
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: the header does not start with '{'", src);
     s = aes_json_parse(ctx, (const char *)f + 8, (size_t)hlen, &st->header);
-    if (s != AES_OK) {
-        /* the JSON message is in ctx->error: copy it before reformatting */
-        char why[512];
-        size_t n = ctx ? strlen(ctx->error) : 0;
-        if (n >= sizeof why) n = sizeof why - 1;
-        if (n) memcpy(why, ctx->error, n);
-        why[n] = 0;
-        return aes__fail(ctx, s, "%s: header: %s", src, why);
-    }
+    if (s != AES_OK) return aes__fail_prefix(ctx, s, "%s: header", src);
     if (aes_json_type_of(st->header) != AES_JSON_OBJECT)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: the header is not a JSON object", src);
     data = f + 8 + hlen;
@@ -6063,7 +6197,7 @@ static int aes__st_kv_cmp(const void *items, int a, int b) {
  * On success *order (aes_free) lists the tensors in file order and
  * sizes[i] is the byte size of tensor i. */
 static aes_status aes__st_build_header(aes_ctx *ctx, const aes_tensor_out *t, int n, const char *const *kv,
-                                       int n_kv, aes__io_buf *hdr, int **order_out, uint64_t **sizes_out,
+                                       int n_kv, aes__buf *hdr, int **order_out, uint64_t **sizes_out,
                                        uint64_t *data_len) {
     int *order = NULL, *tmp = NULL, i, j;
     uint64_t *sizes = NULL, offset = 0;
@@ -6126,44 +6260,47 @@ static aes_status aes__st_build_header(aes_ctx *ctx, const aes_tensor_out *t, in
             goto fail;
         }
     /* the header, compact like the reference's serde_json output */
-    aes__io_buf_str(hdr, "{");
+    aes__buf_str(hdr, "{");
     if (n_kv) {
-        aes__io_buf_str(hdr, "\"__metadata__\":{");
+        aes__buf_str(hdr, "\"__metadata__\":{");
         for (i = 0; i < n_kv; i++) {
-            if (i) aes__io_buf_str(hdr, ",");
-            aes__io_buf_json_string(hdr, kv[2 * i]);
-            aes__io_buf_str(hdr, ":");
-            aes__io_buf_json_string(hdr, kv[2 * i + 1]);
+            if (i) aes__buf_str(hdr, ",");
+            aes__buf_json_string(hdr, kv[2 * i]);
+            aes__buf_str(hdr, ":");
+            aes__buf_json_string(hdr, kv[2 * i + 1]);
         }
-        aes__io_buf_str(hdr, "}");
+        aes__buf_str(hdr, "}");
     }
     for (i = 0; i < n; i++) order[i] = i;
     aes__io_sort_indices(order, tmp, n, aes__st_out_size_cmp, t);
     for (i = 0; i < n; i++) {
         const aes_tensor_out *x = &t[order[i]];
-        if (i || n_kv) aes__io_buf_str(hdr, ",");
-        aes__io_buf_json_string(hdr, x->name);
-        aes__io_buf_str(hdr, ":{\"dtype\":\"");
-        aes__io_buf_str(hdr, aes_dtype_name(x->dtype));
-        aes__io_buf_str(hdr, "\",\"shape\":[");
+        if (i || n_kv) aes__buf_str(hdr, ",");
+        aes__buf_json_string(hdr, x->name);
+        aes__buf_str(hdr, ":{\"dtype\":\"");
+        aes__buf_str(hdr, aes_dtype_name(x->dtype));
+        aes__buf_str(hdr, "\",\"shape\":[");
         for (j = 0; j < x->ndim; j++) {
-            if (j) aes__io_buf_str(hdr, ",");
-            aes__io_buf_i64(hdr, x->shape[j]);
+            if (j) aes__buf_str(hdr, ",");
+            aes__buf_printf(hdr, "%lld", (long long)x->shape[j]);
         }
-        aes__io_buf_str(hdr, "],\"data_offsets\":[");
-        aes__io_buf_i64(hdr, (int64_t)offset);
-        aes__io_buf_str(hdr, ",");
+        aes__buf_str(hdr, "],\"data_offsets\":[");
+        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
+        aes__buf_str(hdr, ",");
         if (sizes[order[i]] > (uint64_t)INT64_MAX - offset) {
             s = aes__fail(ctx, AES_ERR_LIMIT, "safetensors: total data size overflows");
             goto fail;
         }
         offset += sizes[order[i]];
-        aes__io_buf_i64(hdr, (int64_t)offset);
-        aes__io_buf_str(hdr, "]}");
+        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
+        aes__buf_str(hdr, "]}");
     }
-    aes__io_buf_str(hdr, "}");
-    while (!hdr->failed && hdr->len % 8) aes__io_buf_str(hdr, " ");
-    if (hdr->failed) { s = aes__fail(ctx, AES_ERR_NOMEM, "safetensors: out of memory building the header"); goto fail; }
+    aes__buf_str(hdr, "}");
+    while (!hdr->failed && hdr->len % 8) aes__buf_str(hdr, " ");
+    if (hdr->failed) {
+        s = aes__fail_prefix(ctx, ctx ? ctx->status : AES_ERR_NOMEM, "safetensors: building the header");
+        goto fail;
+    }
     aes_free(tmp);
     *order_out = order;
     *sizes_out = sizes;
@@ -6178,7 +6315,7 @@ fail:
 
 AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out *t, int n,
                                              const char *const *meta_kv, int n_kv, void **buf, size_t *len) {
-    aes__io_buf hdr = {NULL, 0, 0, 0};
+    aes__buf hdr;
     int *order = NULL;
     uint64_t *sizes = NULL, data_len = 0, total;
     unsigned char *out, *p;
@@ -6187,8 +6324,9 @@ AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out 
     if (!buf || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_safetensors_serialize: NULL output");
     *buf = NULL;
     *len = 0;
+    aes__buf_init(&hdr, ctx);
     s = aes__st_build_header(ctx, t, n, meta_kv, n_kv, &hdr, &order, &sizes, &data_len);
-    if (s != AES_OK) { AES_FREE(hdr.data); return s; }
+    if (s != AES_OK) { aes__buf_free(&hdr); return s; }
     total = 8 + (uint64_t)hdr.len + data_len;
     out = total <= (uint64_t)SIZE_MAX ? (unsigned char *)aes_alloc(ctx, (size_t)total, 1) : NULL;
     if (!out) {
@@ -6205,7 +6343,7 @@ AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out 
         *buf = out;
         *len = (size_t)total;
     }
-    AES_FREE(hdr.data);
+    aes__buf_free(&hdr);
     aes_free(order);
     aes_free(sizes);
     return s;
@@ -6214,7 +6352,7 @@ AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out 
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const aes_tensor_out *t, int n,
                                          const char *const *meta_kv, int n_kv) {
-    aes__io_buf hdr = {NULL, 0, 0, 0};
+    aes__buf hdr;
     int *order = NULL;
     uint64_t *sizes = NULL, data_len = 0;
     const void **ptrs;
@@ -6222,8 +6360,9 @@ AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const a
     unsigned char lenbuf[8];
     aes_status s;
     int i;
+    aes__buf_init(&hdr, ctx);
     s = aes__st_build_header(ctx, t, n, meta_kv, n_kv, &hdr, &order, &sizes, &data_len);
-    if (s != AES_OK) { AES_FREE(hdr.data); return s; }
+    if (s != AES_OK) { aes__buf_free(&hdr); return s; }
     /* streamed: the tensors go from the caller's memory to the file without
      * a second copy of the whole model */
     ptrs = (const void **)aes_alloc(ctx, (size_t)n + 2, sizeof(void *));
@@ -6244,7 +6383,7 @@ AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const a
     }
     aes_free((void *)ptrs);
     aes_free(lens);
-    AES_FREE(hdr.data);
+    aes__buf_free(&hdr);
     aes_free(order);
     aes_free(sizes);
     return s;
@@ -6470,25 +6609,21 @@ AES_API aes_status aes_image_decode_pnm(aes_ctx *ctx, const void *buf, size_t le
 }
 
 #ifndef AES_NO_STDIO
+static aes_status aes__image_parse_file(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    const unsigned char *b = (const unsigned char *)data;
+    if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8))
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: PNG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
+                         "through stb_image)", path);
+    if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: JPEG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
+                         "through stb_image)", path);
+    return aes__pnm_decode(ctx, path, data, len, (aes_image *)out);
+}
+
 AES_API aes_status aes_image_load(aes_ctx *ctx, const char *path, aes_image *out) {
-    void *data;
-    size_t len;
-    const unsigned char *b;
-    aes_status s;
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_image_load: NULL output");
     memset(out, 0, sizeof *out);
-    if ((s = aes_read_file(ctx, path, &data, &len)) != AES_OK) return s;
-    b = (const unsigned char *)data;
-    if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8))
-        s = aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: PNG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
-                      "through stb_image)", path);
-    else if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
-        s = aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: JPEG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
-                      "through stb_image)", path);
-    else
-        s = aes__pnm_decode(ctx, path, data, len, out);
-    aes_free(data);
-    return s;
+    return aes__load_file(ctx, path, aes__image_parse_file, out);
 }
 
 AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_image *img) {
@@ -8760,16 +8895,14 @@ done:
     return st;
 }
 
-AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len, int n_merges_max,
-                                                    aes_tokenizer **out) {
-    aes_status st;
-    if (out) *out = NULL;
-    if (!out || (len && !text))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_load_merges_memory: NULL argument");
+/* Merges text, plain or gzip (1F 8B), to a tokenizer; name labels the
+ * gzip stream in messages. */
+static aes_status aes__tok_load(aes_ctx *ctx, const char *text, size_t len, int n_merges_max, const char *name,
+                                aes_tokenizer **out) {
     if (len >= 2 && (unsigned char)text[0] == 0x1F && (unsigned char)text[1] == 0x8B) {
         unsigned char *plain;
         size_t plain_len;
-        st = aes__tok_gunzip(ctx, (const unsigned char *)text, len, "merges (gzip)", &plain, &plain_len);
+        aes_status st = aes__tok_gunzip(ctx, (const unsigned char *)text, len, name, &plain, &plain_len);
         if (st) return st;
         st = aes__tok_parse_merges(ctx, (const char *)plain, plain_len, n_merges_max, out);
         AES_FREE(plain);
@@ -8778,34 +8911,17 @@ AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *te
     return aes__tok_parse_merges(ctx, text, len, n_merges_max, out);
 }
 
+AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len, int n_merges_max,
+                                                    aes_tokenizer **out) {
+    if (out) *out = NULL;
+    if (!out || (len && !text))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_load_merges_memory: NULL argument");
+    return aes__tok_load(ctx, text, len, n_merges_max, "merges (gzip)", out);
+}
+
 #ifndef AES_NO_STDIO
-static aes_status aes__tok_read_file(aes_ctx *ctx, const char *path, char **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    long size;
-    size_t got;
-    *data = NULL;
-    *len = 0;
-    if (!f) return aes__fail(ctx, AES_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_IO, "%s: cannot find the file size", path);
-    }
-    if ((uint64_t)size > aes_limit_get(ctx, AES_LIMIT_FILE_BYTES) && ctx) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_LIMIT, "%s: %ld bytes is over the file size limit", path, size);
-    }
-    *data = (char *)aes_alloc(ctx, (size_t)size + 1, 1);
-    if (!*data) { fclose(f); return aes__tok_alloc_status(ctx); }
-    got = fread(*data, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
-        aes_free(*data);
-        *data = NULL;
-        return aes__fail(ctx, AES_ERR_IO, "%s: read %zu of %ld bytes", path, got, size);
-    }
-    (*data)[size] = 0;
-    *len = (size_t)size;
-    return AES_OK;
+static aes_status aes__tok_parse_file(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes__tok_load(ctx, data, len, AES_TOKENIZER_CLIP_MERGES, path, (aes_tokenizer **)out);
 }
 #endif
 
@@ -8815,31 +8931,9 @@ AES_API aes_status aes_tokenizer_load_merges(aes_ctx *ctx, const char *path, aes
     (void)path;
     return aes__fail(ctx, AES_ERR_UNSUPPORTED, "built with AES_NO_STDIO: use aes_tokenizer_load_merges_memory");
 #else
-    char *data;
-    size_t len;
-    aes_status st;
     if (out) *out = NULL;
     if (!path || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_load_merges: NULL argument");
-    st = aes__tok_read_file(ctx, path, &data, &len);
-    if (st) return st;
-    if (len >= 2 && (unsigned char)data[0] == 0x1F && (unsigned char)data[1] == 0x8B) {
-        unsigned char *plain;
-        size_t plain_len;
-        st = aes__tok_gunzip(ctx, (const unsigned char *)data, len, path, &plain, &plain_len);
-        aes_free(data);
-        if (st) return st;
-        st = aes__tok_parse_merges(ctx, (const char *)plain, plain_len, AES_TOKENIZER_CLIP_MERGES, out);
-        AES_FREE(plain);
-    } else {
-        st = aes__tok_parse_merges(ctx, data, len, AES_TOKENIZER_CLIP_MERGES, out);
-        aes_free(data);
-    }
-    if (st && aes_last_error(ctx)[0] && strncmp(aes_last_error(ctx), path, strlen(path)) != 0) {
-        char msg[sizeof ctx->error];
-        snprintf(msg, sizeof msg, "%s", aes_last_error(ctx));
-        aes__fail(ctx, st, "%s: %s", path, msg);
-    }
-    return st;
+    return aes__load_file(ctx, path, aes__tok_parse_file, out);
 #endif
 }
 
@@ -10018,15 +10112,7 @@ static void aes__clip_json_bool(const aes_json *obj, const char *key, int *out) 
 static aes_status aes__clip_json_parse(aes_ctx *ctx, const char *text, size_t len, const char *what,
                                        aes_json **root) {
     aes_status st = aes_json_parse(ctx, text, len, root);
-    if (st) {
-        char why[512];
-        size_t n = strlen(aes_last_error(ctx));
-        if (n > sizeof why - 1) n = sizeof why - 1;
-        memcpy(why, aes_last_error(ctx), n); /* the message is about to be overwritten */
-        why[n] = 0;
-        return aes__fail(ctx, st, "%s: %s", what, why);
-    }
-    return AES_OK;
+    return st ? aes__fail_prefix(ctx, st, "%s", what) : AES_OK;
 }
 #ifndef AES_NO_STDIO
 static aes_status aes__clip_read_text(aes_ctx *ctx, const char *path, char **text, size_t *len) {
@@ -10750,20 +10836,12 @@ AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char
 
 /* ---- random initialisation ---------------------------------------------------------- */
 
-/* splitmix64: a tiny, good 64-bit generator (Steele et al. 2014). */
-static uint64_t aes__clip_rng_next(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform on [-a, a] with a = std * sqrt(3): variance std^2. */
 static void aes__clip_fill_uniform(float *x, size_t n, float std, uint64_t *state) {
     float a = std * 1.7320508f;
     size_t i;
     for (i = 0; i < n; i++)
-        x[i] = a * (2.0f * (float)(aes__clip_rng_next(state) >> 40) * (1.0f / 16777216.0f) - 1.0f);
+        x[i] = a * (2.0f * (float)(aes__splitmix64(state) >> 40) * (1.0f / 16777216.0f) - 1.0f);
 }
 
 static aes_status aes__clip_check_config(aes_ctx *ctx, const aes_clip_config *c) {
@@ -10927,41 +11005,21 @@ AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_
  * ========================================================================= */
 #include <time.h>
 
-/* ---- random numbers ------------------------------------------------------
- * splitmix64 (Steele, Lea, Flood 2014): a 64-bit state advanced by a
- * constant and mixed.  Every state value is valid, so a seed is just a
- * starting state. */
-static uint64_t aes__elta_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double aes__elta_uniform(uint64_t *s) { /* [0, 1) with 53 bits */
-    return (double)(aes__elta_next(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-static double aes__elta_normal(uint64_t *s) { /* Box-Muller, one of the pair */
-    double u1 = aes__elta_uniform(s), u2 = aes__elta_uniform(s);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-static int aes__elta_below(uint64_t *s, int n) { /* uniform integer in [0, n) */
-    return (int)(aes__elta_uniform(s) * (double)n);
-}
-/* Gamma(a, 1), Marsaglia & Tsang 2000; for a < 1 boosted: G(a) = G(a+1) U^(1/a). */
+/* Gamma(a, 1) from section 1's generator, Marsaglia & Tsang 2000; for a < 1
+ * boosted: G(a) = G(a+1) U^(1/a). */
 static double aes__elta_gamma(double a, uint64_t *s) {
     double boost = 1.0, d, c;
     if (a < 1.0) {
-        boost = pow(aes__elta_uniform(s) + 1e-300, 1.0 / a);
+        boost = pow(aes__rand_uniform(s) + 1e-300, 1.0 / a);
         a += 1.0;
     }
     d = a - 1.0 / 3.0;
     c = 1.0 / sqrt(9.0 * d);
     for (;;) {
-        double z = aes__elta_normal(s), v = 1.0 + c * z, u;
+        double z = aes__rand_normal(s), v = 1.0 + c * z, u;
         if (v <= 0.0) continue;
         v = v * v * v;
-        u = aes__elta_uniform(s);
+        u = aes__rand_uniform(s);
         if (u < 1.0 - 0.0331 * z * z * z * z) return boost * d * v;
         if (log(u + 1e-300) < 0.5 * z * z + d * (1.0 - v + log(v))) return boost * d * v;
     }
@@ -11031,7 +11089,8 @@ AES_API void aes_bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, 
 
 /* A growable label table while parsing. */
 typedef struct {
-    int n, cap;
+    int n;
+    size_t cap;
     float *score, *hist;
     int64_t *ids;
     char **paths;
@@ -11039,30 +11098,15 @@ typedef struct {
 } aes__elta_lbuf;
 
 static int aes__elta_lbuf_push(aes__elta_lbuf *b) {
-    if (b->n == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 256;
-        float *s, *h = NULL;
-        int64_t *ids = NULL;
-        if (b->cap > (INT_MAX / 2) / AES_SCORE_BINS) return 0;
-        s = (float *)AES_REALLOC(b->score, sizeof(float) * (size_t)cap);
-        if (!s) return 0;
-        b->score = s;
-        if (b->want_hist) {
-            h = (float *)AES_REALLOC(b->hist, sizeof(float) * (size_t)cap * AES_SCORE_BINS);
-            if (!h) return 0;
-            b->hist = h;
-        }
-        if (b->want_ids) {
-            ids = (int64_t *)AES_REALLOC(b->ids, sizeof(int64_t) * (size_t)cap);
-            if (!ids) return 0;
-            b->ids = ids;
-        }
-        if (b->want_paths) {
-            char **paths = (char **)AES_REALLOC(b->paths, sizeof(char *) * (size_t)cap);
-            if (!paths) return 0;
-            b->paths = paths;
-        }
-        b->cap = cap;
+    if (b->n == INT_MAX) return 0;
+    if ((size_t)b->n == b->cap) {   /* every column grows from the same capacity to the same one */
+        size_t cs = b->cap, ch = b->cap, ci = b->cap, cp = b->cap, need = (size_t)b->n + 1;
+        if (!aes__grow((void **)&b->score, &cs, need, sizeof(float)) ||
+            (b->want_hist && !aes__grow((void **)&b->hist, &ch, need, sizeof(float) * AES_SCORE_BINS)) ||
+            (b->want_ids && !aes__grow((void **)&b->ids, &ci, need, sizeof(int64_t))) ||
+            (b->want_paths && !aes__grow((void **)&b->paths, &cp, need, sizeof(char *))))
+            return 0;
+        b->cap = cs;
     }
     b->n++;
     return 1;
@@ -11246,9 +11290,8 @@ AES_API aes_status aes_labels_parse_csv(aes_ctx *ctx, aes_labels *out, const cha
                                      too_long ? "longer than 4095 bytes" : "empty");
                 }
                 AES_FREE(path);
-                path = (char *)AES_MALLOC(fl + 1);
-                if (!path) { aes__elta_lbuf_drop(&b); return aes__fail(ctx, AES_ERR_NOMEM, "%s: out of memory", name); }
-                memcpy(path, field, fl + 1);
+                path = aes__strndup(ctx, field, fl);
+                if (!path) { aes__elta_lbuf_drop(&b); return aes__fail_prefix(ctx, AES_ERR_NOMEM, "%s", name); }
                 got++;
             }
             for (k = 0; k < AES_SCORE_BINS; k++) wanted |= col == col_h[k];
@@ -11375,56 +11418,19 @@ AES_API aes_status aes_labels_parse_ava(aes_ctx *ctx, aes_labels *out, const cha
 }
 
 #ifndef AES_NO_STDIO
-/* Whole file into memory, within AES_LIMIT_FILE_BYTES. */
-static aes_status aes__elta_slurp(aes_ctx *ctx, const char *path, char **data, size_t *len) {
-    FILE *f;
-    long sz;
-    size_t got;
-    *data = NULL;
-    *len = 0;
-    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "NULL path");
-    f = fopen(path, "rb");
-    if (!f) return aes__fail(ctx, AES_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (sz = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_IO, "%s: cannot determine the size", path);
-    }
-    if ((uint64_t)sz > aes_limit_get(ctx, AES_LIMIT_FILE_BYTES)) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_LIMIT, "%s: %ld bytes is over the file size limit", path, sz);
-    }
-    *data = (char *)aes_alloc(ctx, (size_t)sz + 1, 1);
-    if (!*data) { fclose(f); return aes_last_status(ctx); }
-    got = fread(*data, 1, (size_t)sz, f);
-    fclose(f);
-    if (got != (size_t)sz) {
-        aes_free(*data);
-        *data = NULL;
-        return aes__fail(ctx, AES_ERR_IO, "%s: read %zu of %ld bytes", path, got, sz);
-    }
-    (*data)[sz] = 0;
-    *len = (size_t)sz;
-    return AES_OK;
+static aes_status aes__elta_parse_csv(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes_labels_parse_csv(ctx, (aes_labels *)out, data, len, path);
+}
+static aes_status aes__elta_parse_ava(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes_labels_parse_ava(ctx, (aes_labels *)out, data, len, path);
 }
 
 AES_API aes_status aes_labels_read_csv(aes_ctx *ctx, aes_labels *out, const char *path) {
-    char *data;
-    size_t len;
-    aes_status st = aes__elta_slurp(ctx, path, &data, &len);
-    if (st != AES_OK) return st;
-    st = aes_labels_parse_csv(ctx, out, data, len, path);
-    aes_free(data);
-    return st;
+    return aes__load_file(ctx, path, aes__elta_parse_csv, out);
 }
 
 AES_API aes_status aes_labels_read_ava(aes_ctx *ctx, aes_labels *out, const char *path) {
-    char *data;
-    size_t len;
-    aes_status st = aes__elta_slurp(ctx, path, &data, &len);
-    if (st != AES_OK) return st;
-    st = aes_labels_parse_ava(ctx, out, data, len, path);
-    aes_free(data);
-    return st;
+    return aes__load_file(ctx, path, aes__elta_parse_ava, out);
 }
 #endif
 
@@ -11483,7 +11489,7 @@ static int aes__elta_draw(const double *w, int n, uint64_t *rng) {
     int i, last = -1;
     for (i = 0; i < n; i++) total += w[i];
     if (!(total > 0.0)) return -1;
-    u = aes__elta_uniform(rng) * total;
+    u = aes__rand_uniform(rng) * total;
     for (i = 0; i < n; i++) {
         if (w[i] <= 0.0) continue;
         acc += w[i];
@@ -11915,8 +11921,8 @@ AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int out
         head->b[l] = (float *)aes_alloc(ctx, (size_t)fan_out, sizeof(float));
         if (!head->w[l] || !head->b[l]) { aes_head_free(head); return aes_last_status(ctx); }
         /* nn.Linear's default (kaiming_uniform with a = sqrt 5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
-        for (i = 0; i < nw; i++) head->w[l][i] = bound * (float)(2.0 * aes__elta_uniform(&rng) - 1.0);
-        for (i = 0; i < (size_t)fan_out; i++) head->b[l][i] = bound * (float)(2.0 * aes__elta_uniform(&rng) - 1.0);
+        for (i = 0; i < nw; i++) head->w[l][i] = bound * (float)(2.0 * aes__rand_uniform(&rng) - 1.0);
+        for (i = 0; i < (size_t)fan_out; i++) head->b[l][i] = bound * (float)(2.0 * aes__rand_uniform(&rng) - 1.0);
     }
     return AES_OK;
 }
@@ -12234,7 +12240,8 @@ typedef struct {
     long step;
     float lr_now;                         /* learning rate of the current step    */
     /* training pool */
-    int ntr, ntr_cap;
+    int ntr;
+    size_t ntr_cap;
     const float **rx, **rh;
     float *rs;
     int *order;
@@ -12287,25 +12294,13 @@ static aes_status aes__elta_run_alloc(aes__elta_run *r) {
 
 /* Appends one row to the training pool. */
 static int aes__elta_pool_add(aes__elta_run *r, const float *x, const float *hist, float score) {
-    if (r->ntr == r->ntr_cap) {
-        int cap = r->ntr_cap ? r->ntr_cap * 2 : 1024;
-        const float **nx, **nh;
-        float *ns;
-        int *no;
-        if (r->ntr_cap > INT_MAX / 4) return 0;
-        nx = (const float **)AES_REALLOC((void *)r->rx, sizeof(*nx) * (size_t)cap);
-        if (!nx) return 0;
-        r->rx = nx;
-        nh = (const float **)AES_REALLOC((void *)r->rh, sizeof(*nh) * (size_t)cap);
-        if (!nh) return 0;
-        r->rh = nh;
-        ns = (float *)AES_REALLOC(r->rs, sizeof(float) * (size_t)cap);
-        if (!ns) return 0;
-        r->rs = ns;
-        no = (int *)AES_REALLOC(r->order, sizeof(int) * (size_t)cap);
-        if (!no) return 0;
-        r->order = no;
-        r->ntr_cap = cap;
+    if (r->ntr == INT_MAX) return 0;
+    if ((size_t)r->ntr == r->ntr_cap) {   /* the four columns grow alike */
+        size_t cx = r->ntr_cap, ch = r->ntr_cap, cs = r->ntr_cap, co = r->ntr_cap, need = (size_t)r->ntr + 1;
+        if (!aes__grow((void **)&r->rx, &cx, need, sizeof(*r->rx)) || !aes__grow((void **)&r->rh, &ch, need, sizeof(*r->rh)) ||
+            !aes__grow((void **)&r->rs, &cs, need, sizeof(*r->rs)) || !aes__grow((void **)&r->order, &co, need, sizeof(*r->order)))
+            return 0;
+        r->ntr_cap = cx;
     }
     r->rx[r->ntr] = x;
     r->rh[r->ntr] = hist;
@@ -12525,7 +12520,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
     if (!perm) return aes_last_status(ctx);
     for (i = 0; i < n; i++) perm[i] = i;
     for (i = n - 1; i > 0; i--) {
-        int j = aes__elta_below(&r.rng, i + 1), t = perm[i];
+        int j = aes__rand_below(&r.rng, i + 1), t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;
     }
@@ -12589,7 +12584,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
         }
         for (i = 0; i < r.ntr; i++) r.order[i] = i;
         for (i = r.ntr - 1; i > 0; i--) {
-            int j = aes__elta_below(&r.rng, i + 1), t = r.order[i];
+            int j = aes__rand_below(&r.rng, i + 1), t = r.order[i];
             r.order[i] = r.order[j];
             r.order[j] = t;
         }
@@ -12689,22 +12684,22 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
     }
     labels->n = n;
     labels->has_hist = 1;
-    for (i = 0; i < rank * D; i++) basis[i] = (float)(aes__elta_normal(&wr) / sqrt((double)D));
+    for (i = 0; i < rank * D; i++) basis[i] = (float)(aes__rand_normal(&wr) / sqrt((double)D));
     for (i = 0; i < n; i++) {
         double s, t, norm = 0.0, sum = 0.0;
         int i0;
         float *h = labels->hist + (size_t)i * AES_SCORE_BINS, *xi = x + (size_t)i * D;
-        do s = cfg->mean + cfg->sd * aes__elta_normal(&sr); while (s < 1.0 || s > 10.0);
-        t = s + cfg->position_sd * aes__elta_normal(&sr);
+        do s = cfg->mean + cfg->sd * aes__rand_normal(&sr); while (s < 1.0 || s > 10.0);
+        t = s + cfg->position_sd * aes__rand_normal(&sr);
         t = (t < 1.0 ? 1.0 : (t > 10.0 ? 10.0 : t)) - 1.0; /* on the polyline through the 10 anchors */
         i0 = (int)floor(t);
         if (i0 > 8) i0 = 8;
         t -= i0;
         for (c = 0; c < D; c++)
             z[c] = (1.0 - t) * anchors[(size_t)i0 * D + c] + t * anchors[(size_t)(i0 + 1) * D + c] +
-                   cfg->noise_scale * aes__elta_normal(&sr) / sqrt((double)D);
+                   cfg->noise_scale * aes__rand_normal(&sr) / sqrt((double)D);
         for (k = 0; k < rank; k++) {
-            double a = cfg->content_scale * aes__elta_normal(&sr) / sqrt((double)rank);
+            double a = cfg->content_scale * aes__rand_normal(&sr) / sqrt((double)rank);
             for (c = 0; c < D; c++) z[c] += a * basis[(size_t)k * D + c];
         }
         for (c = 0; c < D; c++) norm += z[c] * z[c];
@@ -12712,7 +12707,7 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
         for (c = 0; c < D; c++) xi[c] = (float)(z[c] / (norm > 0.0 ? norm : 1.0));
         for (k = 0; k < AES_SCORE_BINS; k++) h[k] = 0.0f;
         for (k = 0; k < cfg->votes; k++) {
-            long v = lround(s + cfg->vote_sd * aes__elta_normal(&sr));
+            long v = lround(s + cfg->vote_sd * aes__rand_normal(&sr));
             v = v < 1 ? 1 : (v > 10 ? 10 : v);
             h[v - 1] += 1.0f;
         }
@@ -12738,14 +12733,6 @@ static uint64_t aes__fnv1a(uint64_t h, const void *data, size_t len) {
     return h;
 }
 #define AES__FNV_INIT 14695981039346656037ull
-
-static char *aes__r_strdup(aes_ctx *ctx, const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = (char *)AES_MALLOC(n);
-    if (!p) { aes__fail(ctx, AES_ERR_NOMEM, "out of memory copying a string of %zu bytes", n); return NULL; }
-    memcpy(p, s, n);
-    return p;
-}
 
 static int aes__r_finite(const float *x, size_t n) {
     size_t i;
@@ -13603,17 +13590,21 @@ AES_API void aes_index_free(aes_index *idx) {
     AES_FREE(idx);
 }
 
-static void *aes__grow(void *p, size_t n, size_t size) {
-    if (size && n > SIZE_MAX / size) return NULL;
-    return AES_REALLOC(p, (n * size) != 0 ? n * size : 1);
+/* Grows a per-entry array of the index (from a capacity of `from` entries,
+ * 0 for a new array) to at least `cap` entries of `elem` bytes.  Always
+ * leaves memory behind a non-NULL pointer, also for cap 0. */
+static int aes__ix_grow(void *arr, size_t from, size_t cap, size_t elem) {
+    size_t c = from;
+    return aes__grow((void **)arr, &c, cap ? cap : 1, elem);
 }
 
 /* Makes room for `need` entries and makes the vectors owned (a loaded
- * index points into its file buffer until the first change). */
+ * index points into its file buffer until the first change).  All arrays
+ * share the capacity m->cap, which doubles. */
 static aes_status aes__ix_reserve(aes_ctx *ctx, aes_index *idx, size_t need) {
     struct aes__index_impl *m = idx->impl;
     size_t cap = m->cap, dim = (size_t)idx->dim;
-    void *p;
+    int ok = 1;
     if (need <= m->cap && !m->blob) return AES_OK;
     if (need > m->cap) {
         cap = m->cap < 64 ? 64 : m->cap;
@@ -13625,12 +13616,10 @@ static aes_status aes__ix_reserve(aes_ctx *ctx, aes_index *idx, size_t need) {
         /* copy the vectors out of the file buffer, then drop the buffer */
         float *vec = NULL, *qs = NULL;
         int8_t *qv = NULL;
-        if (idx->storage & AES_INDEX_F32) vec = (float *)AES_MALLOC(cap * dim * sizeof(float) + 1);
-        if (idx->storage & AES_INDEX_I8) {
-            qv = (int8_t *)AES_MALLOC(cap * dim + 1);
-            qs = (float *)AES_MALLOC(cap * sizeof(float) + 1);
-        }
-        if (((idx->storage & AES_INDEX_F32) && !vec) || ((idx->storage & AES_INDEX_I8) && (!qv || !qs))) {
+        if (idx->storage & AES_INDEX_F32) ok = aes__ix_grow(&vec, 0, cap, dim * sizeof(float));
+        if (idx->storage & AES_INDEX_I8)
+            ok = ok && aes__ix_grow(&qv, 0, cap, dim) && aes__ix_grow(&qs, 0, cap, sizeof(float));
+        if (!ok) {
             AES_FREE(vec); AES_FREE(qv); AES_FREE(qs);
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for %zu entries", cap);
         }
@@ -13640,38 +13629,24 @@ static aes_status aes__ix_reserve(aes_ctx *ctx, aes_index *idx, size_t need) {
         m->blob = NULL;
         m->vec = vec; m->qvec = qv; m->qscale = qs;
     } else {
-        if (idx->storage & AES_INDEX_F32) {
-            if (!(p = aes__grow(m->vec, cap * dim, sizeof(float)))) goto nomem;
-            m->vec = (float *)p;
-        }
-        if (idx->storage & AES_INDEX_I8) {
-            if (!(p = aes__grow(m->qvec, cap * dim, 1))) goto nomem;
-            m->qvec = (int8_t *)p;
-            if (!(p = aes__grow(m->qscale, cap, sizeof(float)))) goto nomem;
-            m->qscale = (float *)p;
-        }
+        if (idx->storage & AES_INDEX_F32) ok = aes__ix_grow(&m->vec, m->cap, cap, dim * sizeof(float));
+        if (idx->storage & AES_INDEX_I8)
+            ok = ok && aes__ix_grow(&m->qvec, m->cap, cap, dim) && aes__ix_grow(&m->qscale, m->cap, cap, sizeof(float));
     }
-    if (!(p = aes__grow(m->aes, cap, sizeof(float)))) goto nomem;
-    m->aes = (float *)p;
-    if (!(p = aes__grow(m->fsize, cap, sizeof(uint64_t)))) goto nomem;
-    m->fsize = (uint64_t *)p;
-    if (!(p = aes__grow(m->mtime, cap, sizeof(int64_t)))) goto nomem;
-    m->mtime = (int64_t *)p;
-    if (!(p = aes__grow(m->path_off, cap, sizeof(size_t)))) goto nomem;
-    m->path_off = (size_t *)p;
+    ok = ok && aes__ix_grow(&m->aes, m->cap, cap, sizeof(float)) &&
+         aes__ix_grow(&m->fsize, m->cap, cap, sizeof(uint64_t)) && aes__ix_grow(&m->mtime, m->cap, cap, sizeof(int64_t)) &&
+         aes__ix_grow(&m->path_off, m->cap, cap, sizeof(size_t));
+    aes__ix_sync(idx);
+    if (!ok) return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory growing to %zu entries", cap);
     m->cap = cap;
-    aes__ix_sync(idx);
     return AES_OK;
-nomem:
-    aes__ix_sync(idx);
-    return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory growing to %zu entries", cap);
 }
 
 static aes_status aes__ix_set_str(aes_ctx *ctx, char **dst, const char *s, size_t max, const char *what) {
     char *c;
     if (!s) s = "";
     if (strlen(s) > max) return aes__fail(ctx, AES_ERR_LIMIT, "index: %s is %zu bytes (max %zu)", what, strlen(s), max);
-    if (!(c = aes__r_strdup(ctx, s))) return AES_ERR_NOMEM;
+    if (!(c = aes__strdup(ctx, s))) return AES_ERR_NOMEM;
     AES_FREE(*dst);
     *dst = c;
     return AES_OK;
@@ -13863,14 +13838,12 @@ AES_API aes_status aes_index_set_storage(aes_ctx *ctx, aes_index *idx, unsigned 
     m = idx->impl;
     dim = (size_t)idx->dim;
     if ((storage & AES_INDEX_I8) && !(idx->storage & AES_INDEX_I8)) {
-        m->qvec = (int8_t *)aes__grow(NULL, m->cap * dim, 1);
-        m->qscale = (float *)aes__grow(NULL, m->cap, sizeof(float));
-        if (!m->qvec || !m->qscale) { AES_FREE(m->qvec); AES_FREE(m->qscale); m->qvec = NULL; m->qscale = NULL;
+        if (!aes__ix_grow(&m->qvec, 0, m->cap, dim) || !aes__ix_grow(&m->qscale, 0, m->cap, sizeof(float))) { AES_FREE(m->qvec); AES_FREE(m->qscale); m->qvec = NULL; m->qscale = NULL;
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for int8 vectors"); }
         if ((st = aes_quantize_i8(ctx, m->vec, idx->count, idx->dim, m->qvec, m->qscale)) != AES_OK) return st;
     }
     if ((storage & AES_INDEX_F32) && !(idx->storage & AES_INDEX_F32)) {
-        if (!(m->vec = (float *)aes__grow(NULL, m->cap * dim, sizeof(float))))
+        if (!aes__ix_grow(&m->vec, 0, m->cap, dim * sizeof(float)))
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for fp32 vectors");
         for (i = 0; i < idx->count; i++) {
             size_t d;
@@ -14095,9 +14068,7 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
         dst[0] = &idx->model_id; dst[1] = &idx->head_id; dst[2] = &idx->meta;
         for (f = 0; f < 3; f++) {
             if (memchr(p, 0, lens[f])) { st = aes__fail(ctx, AES_ERR_FORMAT, "%s: a NUL byte inside the model/head id or meta", name); goto fail; }
-            if (!(s = (char *)AES_MALLOC((size_t)lens[f] + 1))) { st = aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); goto fail; }
-            memcpy(s, p, lens[f]);
-            s[lens[f]] = 0;
+            if (!(s = aes__strndup(ctx, (const char *)p, (size_t)lens[f]))) { st = AES_ERR_NOMEM; goto fail; }
             AES_FREE(*dst[f]);
             *dst[f] = s;
             s = NULL;
@@ -14106,13 +14077,11 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
     }
     /* Per-entry arrays are copied out (small); the vectors stay in buf. */
     m->cap = (size_t)count;
-    m->aes = (float *)aes__grow(NULL, (size_t)count, sizeof(float));
-    m->fsize = (uint64_t *)aes__grow(NULL, (size_t)count, sizeof(uint64_t));
-    m->mtime = (int64_t *)aes__grow(NULL, (size_t)count, sizeof(int64_t));
-    m->path_off = (size_t *)aes__grow(NULL, (size_t)count, sizeof(size_t));
     m->arena = (char *)AES_MALLOC((size_t)pathbytes + 1);
     m->arena_cap = (size_t)pathbytes + 1;
-    if (!m->aes || !m->fsize || !m->mtime || !m->path_off || !m->arena) {
+    if (!aes__ix_grow(&m->aes, 0, m->cap, sizeof(float)) || !aes__ix_grow(&m->fsize, 0, m->cap, sizeof(uint64_t)) ||
+        !aes__ix_grow(&m->mtime, 0, m->cap, sizeof(int64_t)) || !aes__ix_grow(&m->path_off, 0, m->cap, sizeof(size_t)) ||
+        !m->arena) {
         st = aes__fail(ctx, AES_ERR_NOMEM, "%s: out of memory for %llu entries", name, (unsigned long long)count);
         goto fail;
     }
@@ -14407,18 +14376,12 @@ AES_API void aes_expansions_free(aes_expansions *ex) {
 AES_API size_t aes_expansions_count(const aes_expansions *ex) { return ex ? ex->n : 0; }
 
 #ifndef AES_NO_STDIO
-AES_API aes_status  aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out);
-#endif
-#ifndef AES_NO_STDIO
+static aes_status aes__ex_parse_file(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes_expansions_parse(ctx, data, len, path, (aes_expansions **)out);
+}
 AES_API aes_status aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out) {
-    void *buf = NULL;
-    size_t len = 0;
-    aes_status s;
     if (out) *out = NULL;
-    if ((s = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return s;
-    s = aes_expansions_parse(ctx, (const char *)buf, len, path, out);
-    aes_free(buf);
-    return s;
+    return aes__load_file(ctx, path, aes__ex_parse_file, out);
 }
 #endif
 
@@ -14454,11 +14417,9 @@ AES_API aes_status aes_expansions_parse(aes_ctx *ctx, const char *text, size_t l
         tab = (const char *)memchr(s, '\t', ll);
         if (!tab) { aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_FORMAT, "%s:%zu: expected query<TAB>rephrased", name, line); }
         vl = ll - (size_t)(tab - s) - 1;
-        q = (char *)AES_MALLOC((size_t)(tab - s) + 1);
-        val = (char *)AES_MALLOC(vl + 1);
-        if (!q || !val) { AES_FREE(q); AES_FREE(val); aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); }
-        memcpy(q, s, (size_t)(tab - s)); q[tab - s] = 0;
-        memcpy(val, tab + 1, vl); val[vl] = 0;
+        q = aes__strndup(ctx, s, (size_t)(tab - s));
+        val = q ? aes__strndup(ctx, tab + 1, vl) : NULL;
+        if (!q || !val) { AES_FREE(q); aes_expansions_free(ex); return AES_ERR_NOMEM; }
         key = aes__query_key(q);
         AES_FREE(q);
         if (!key) { AES_FREE(val); aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); }
@@ -14474,15 +14435,14 @@ AES_API aes_status aes_expansions_parse(aes_ctx *ctx, const char *text, size_t l
             AES_FREE(ex->values[prev]); ex->values[prev] = val; AES_FREE(key);
             continue;
         }
-        if (ex->n == ex->cap) {
-            size_t cap = ex->cap ? ex->cap * 2 : 32;
-            char **k2 = (char **)AES_REALLOC(ex->keys, cap * sizeof(char *));
-            char **v2;
-            if (k2) ex->keys = k2;
-            v2 = k2 ? (char **)AES_REALLOC(ex->values, cap * sizeof(char *)) : NULL;
-            if (v2) ex->values = v2;
-            if (!k2 || !v2) { AES_FREE(key); AES_FREE(val); aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); }
-            ex->cap = cap;
+        if (ex->n == ex->cap) {   /* keys and values grow alike */
+            size_t ck = ex->cap, cv = ex->cap;
+            if (!aes__grow((void **)&ex->keys, &ck, ex->n + 1, sizeof(char *)) ||
+                !aes__grow((void **)&ex->values, &cv, ex->n + 1, sizeof(char *))) {
+                AES_FREE(key); AES_FREE(val); aes_expansions_free(ex);
+                return aes__fail(ctx, AES_ERR_NOMEM, "out of memory");
+            }
+            ex->cap = ck;
         }
         ex->keys[ex->n] = key;
         ex->values[ex->n] = val;
@@ -15313,47 +15273,6 @@ AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params, c
  * is two flat tensors and a few strings; read back with a strict parser of
  * exactly this shape. */
 
-typedef struct aes__tbuf {
-    char  *p;
-    size_t n, cap;
-    int    oom;
-} aes__tbuf;
-
-static void aes__tbuf_put(aes__tbuf *b, const void *data, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *q;
-        while (cap < b->n + n + 1) {
-            if (cap > SIZE_MAX / 2) { b->oom = 1; return; }
-            cap *= 2;
-        }
-        q = (char *)AES_REALLOC(b->p, cap);
-        if (!q) { b->oom = 1; return; }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, data, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void aes__tbuf_printf(aes__tbuf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void aes__tbuf_printf(aes__tbuf *b, const char *fmt, ...) {
-    char tmp[512];
-    int k;
-    va_list ap;
-    va_start(ap, fmt);
-    k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k < 0 || k >= (int)sizeof tmp) { b->oom = 1; return; }
-    aes__tbuf_put(b, tmp, (size_t)k);
-}
-
 /* Little-endian float32 copy (the host may be big-endian). */
 static void aes__tr_f32_to_le(unsigned char *dst, const float *src, size_t n) {
     size_t i;
@@ -15375,10 +15294,10 @@ static void aes__tr_f32_from_le(float *dst, const unsigned char *src, size_t n) 
     }
 }
 
-static void aes__optim_layout_string(const aes_optim *o, aes__tbuf *b) {
+static void aes__optim_layout_string(const aes_optim *o, aes__buf *b) {
     int i;
     for (i = 0; i < o->nseg; i++)
-        aes__tbuf_printf(b, "%s%zu:%zu:%d", i ? "," : "", o->seg[i].offset, o->seg[i].count,
+        aes__buf_printf(b, "%s%zu:%zu:%d", i ? "," : "", o->seg[i].offset, o->seg[i].count,
                         o->seg[i].decay);
 }
 
@@ -15390,7 +15309,7 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
                                       size_t *len) {
     char num[10][40];
     const char *meta[28];
-    aes__tbuf layout;
+    aes__buf layout;
     aes_tensor_out t[2];
     float *le[2] = {NULL, NULL};
     void *blob = NULL;
@@ -15400,10 +15319,9 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
     *out = NULL;
     *len = 0;
     nstate = opt->state1 ? 2 : 1;
-    memset(&layout, 0, sizeof layout);
+    aes__buf_init(&layout, ctx);
     aes__optim_layout_string(opt, &layout);
-    aes__tbuf_put(&layout, "", 1);   /* NUL-terminated */
-    if (layout.oom) { AES_FREE(layout.p); return aes__fail(ctx, AES_ERR_NOMEM, "optimizer state: out of memory"); }
+    if (layout.failed) return aes__fail_prefix(ctx, aes_last_status(ctx), "optimizer state");
     snprintf(num[0], 40, "%ld", opt->step);
     snprintf(num[1], 40, "%d", opt->sgd_started);
     snprintf(num[2], 40, "%zu", opt->nparams);
@@ -15428,7 +15346,7 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
     AES__KV("beta1", num[7]);
     AES__KV("beta2", num[8]);
     AES__KV("eps", num[9]);
-    AES__KV("segments", layout.p);
+    AES__KV("segments", layout.data);
 #undef AES__KV
     memset(t, 0, sizeof t);
     for (k = 0; k < nstate; k++) {
@@ -15450,7 +15368,7 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
 done:
     aes_free(le[0]);
     aes_free(le[1]);
-    AES_FREE(layout.p);
+    aes__buf_free(&layout);
     return st;
 }
 
@@ -15459,16 +15377,13 @@ AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt, const uns
     const aes_tensor_view *v[2] = {NULL, NULL};
     const char *val, *sgd;
     char *end;
-    aes__tbuf layout;
+    aes__buf layout;
     long step;
     int k, nstate, same;
     aes_status st;
     if (!opt || !buf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_load_memory: NULL argument");
-    if ((st = aes_safetensors_load_memory(ctx, buf, len, 0, &sf)) != AES_OK) {
-        char why[600];
-        snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
-        return aes__fail(ctx, st, "optimizer state: %s", why);
-    }
+    if ((st = aes_safetensors_load_memory(ctx, buf, len, 0, &sf)) != AES_OK)
+        return aes__fail_prefix(ctx, st, "optimizer state");
 #define AES__OPTIM_FAIL(code, ...) do { st = aes__fail(ctx, code, __VA_ARGS__); goto done; } while (0)
     val = aes_safetensors_metadata(sf, "format");
     if (!val || strcmp(val, "aesalign-optim")) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: not an aesalign optimizer file");
@@ -15485,12 +15400,12 @@ AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt, const uns
     }
     sgd = aes_safetensors_metadata(sf, "sgd_started");
     if (!sgd) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
-    memset(&layout, 0, sizeof layout);
+    aes__buf_init(&layout, ctx);
     aes__optim_layout_string(opt, &layout);
-    aes__tbuf_put(&layout, "", 1);
+    if (layout.failed) AES__OPTIM_FAIL(aes_last_status(ctx), "optimizer state: out of memory");
     val = aes_safetensors_metadata(sf, "segments");
-    same = !layout.oom && val && !strcmp(val, layout.p);
-    AES_FREE(layout.p);
+    same = val && !strcmp(val, layout.data);
+    aes__buf_free(&layout);
     val = aes_safetensors_metadata(sf, "nparams");
     if (!same || !val || strtoull(val, NULL, 10) != (unsigned long long)opt->nparams)
         AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved for a different set of trainable parameters");
@@ -15851,26 +15766,12 @@ AES_API void aes_pair_set_free(aes_pair_set *set) {
 }
 
 /* Grows *arr (elements of size elem) to hold at least need; doubles. */
+/* aes__grow for the int capacities of the training model's tensor table. */
 static int aes__tr_grow(void **arr, int *cap, int need, size_t elem) {
-    int nc;
-    void *p;
-    if (need <= *cap) return 1;
-    if (need > INT_MAX / 2) return 0;
-    nc = *cap ? *cap : 16;
-    while (nc < need) nc *= 2;
-    if ((size_t)nc > SIZE_MAX / elem) return 0;
-    p = AES_REALLOC(*arr, (size_t)nc * elem);
-    if (!p) return 0;
-    *arr = p;
-    *cap = nc;
+    size_t c = (size_t)*cap;
+    if (need < 0 || !aes__grow(arr, &c, (size_t)need, elem) || c > INT_MAX) return 0;
+    *cap = (int)c;
     return 1;
-}
-
-static char *aes__tr_strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = (char *)AES_MALLOC(n);
-    if (p) memcpy(p, s, n);
-    return p;
 }
 
 /* Index of s in tab (linear search from the end: recent strings are the
@@ -15882,12 +15783,12 @@ static int aes__tr_intern_find(char **tab, int n, const char *s) {
     return -1;
 }
 
-static int aes__tr_intern(char ***tab, int *n, int *cap, const char *s) {
+static int aes__tr_intern(char ***tab, int *n, size_t *cap, const char *s) {
     int i = aes__tr_intern_find(*tab, *n, s);
     char *copy;
     if (i >= 0) return i;
-    if (!aes__tr_grow((void **)tab, cap, *n + 1, sizeof(char *))) return -1;
-    copy = aes__tr_strdup(s);
+    if (*n == INT_MAX || !aes__grow((void **)tab, cap, (size_t)*n + 1, sizeof(char *))) return -1;
+    copy = aes__strdup(NULL, s);
     if (!copy) return -1;
     (*tab)[*n] = copy;
     return (*n)++;
@@ -15907,7 +15808,8 @@ AES_API aes_status aes_pair_set_add(aes_ctx *ctx, aes_pair_set *set, const char 
     q = aes__tr_intern(&set->queries, &set->nqueries, &set->cap_q, query);
     w = q < 0 ? -1 : aes__tr_intern(&set->paths, &set->npaths, &set->cap_p, preferred);
     l = w < 0 ? -1 : aes__tr_intern(&set->paths, &set->npaths, &set->cap_p, rejected);
-    if (l < 0 || !aes__tr_grow((void **)&set->pairs, &set->cap_pairs, set->npairs + 1, sizeof(aes_pair_rec)))
+    if (l < 0 || set->npairs == INT_MAX ||
+        !aes__grow((void **)&set->pairs, &set->cap_pairs, (size_t)set->npairs + 1, sizeof(aes_pair_rec)))
         return aes__fail(ctx, AES_ERR_NOMEM, "out of memory adding a pair");
     set->pairs[set->npairs].query = q;
     set->pairs[set->npairs].preferred = w;
@@ -16008,10 +15910,8 @@ AES_API aes_status aes_pair_set_parse(aes_ctx *ctx, aes_pair_set *set, const cha
                 }
                 weight = (float)wv;
             }
-            if (aes_pair_set_add(ctx, set, qs, ws, ls, weight) != AES_OK) {
-                char why[512];
-                snprintf(why, sizeof why, "%.400s", aes_last_error(ctx));
-                st = aes__fail(ctx, aes_last_status(ctx), "%s:%ld: %s", name, line, why);
+            if ((st = aes_pair_set_add(ctx, set, qs, ws, ls, weight)) != AES_OK) {
+                aes__fail_prefix(ctx, st, "%s:%ld", name, line);
                 break;
             }
         }
@@ -16021,35 +15921,36 @@ AES_API aes_status aes_pair_set_parse(aes_ctx *ctx, aes_pair_set *set, const cha
     return st;
 }
 
-static void aes__tr_tsv_put_escaped(aes__tbuf *b, const char *s) {
+static void aes__tr_tsv_put_escaped(aes__buf *b, const char *s) {
     for (; *s; s++) {
-        if (*s == '\t') aes__tbuf_put(b, "\\t", 2);
-        else if (*s == '\n') aes__tbuf_put(b, "\\n", 2);
-        else if (*s == '\r') aes__tbuf_put(b, "\\r", 2);
-        else if (*s == '\\') aes__tbuf_put(b, "\\\\", 2);
-        else aes__tbuf_put(b, s, 1);
+        if (*s == '\t') aes__buf_put(b, "\\t", 2);
+        else if (*s == '\n') aes__buf_put(b, "\\n", 2);
+        else if (*s == '\r') aes__buf_put(b, "\\r", 2);
+        else if (*s == '\\') aes__buf_put(b, "\\\\", 2);
+        else aes__buf_put(b, s, 1);
     }
 }
 
 AES_API aes_status aes_pair_set_format(aes_ctx *ctx, const aes_pair_set *set, char **out, size_t *len) {
-    aes__tbuf b;
+    aes__buf b;
+    aes_status st;
     int i;
     if (!set || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pair_set_format: NULL argument");
-    memset(&b, 0, sizeof b);
-    aes__tbuf_printf(&b, "# aesalign preference pairs: query<TAB>preferred<TAB>rejected[<TAB>weight]\n");
+    *out = NULL;
+    *len = 0;
+    aes__buf_init(&b, ctx);
+    aes__buf_str(&b, "# aesalign preference pairs: query<TAB>preferred<TAB>rejected[<TAB>weight]\n");
     for (i = 0; i < set->npairs; i++) {
         const aes_pair_rec *r = &set->pairs[i];
         aes__tr_tsv_put_escaped(&b, set->queries[r->query]);
-        aes__tbuf_put(&b, "\t", 1);
+        aes__buf_put(&b, "\t", 1);
         aes__tr_tsv_put_escaped(&b, set->paths[r->preferred]);
-        aes__tbuf_put(&b, "\t", 1);
+        aes__buf_put(&b, "\t", 1);
         aes__tr_tsv_put_escaped(&b, set->paths[r->rejected]);
-        if (r->weight != 1.0f) aes__tbuf_printf(&b, "\t%.9g", (double)r->weight);
-        aes__tbuf_put(&b, "\n", 1);
+        if (r->weight != 1.0f) aes__buf_printf(&b, "\t%.9g", (double)r->weight);
+        aes__buf_put(&b, "\n", 1);
     }
-    if (b.oom) { AES_FREE(b.p); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory formatting pairs"); }
-    *out = b.p;
-    *len = b.n;
+    if ((st = aes__buf_take(&b, out, len)) != AES_OK) return aes__fail_prefix(ctx, st, "formatting pairs");
     return AES_OK;
 }
 
@@ -16057,15 +15958,11 @@ AES_API aes_status aes_pair_set_format(aes_ctx *ctx, const aes_pair_set *set, ch
 #ifndef AES_NO_STDIO
 /* Every file training writes goes through the I/O section's atomic writer
  * (aes_write_file_atomic) and every file it reads through aes_read_file. */
+static aes_status aes__pairs_parse_file(aes_ctx *ctx, void *set, const char *data, size_t len, const char *path) {
+    return aes_pair_set_parse(ctx, (aes_pair_set *)set, data, len, path);
+}
 AES_API aes_status aes_pair_set_read(aes_ctx *ctx, aes_pair_set *set, const char *path) {
-    void *buf;
-    size_t len;
-    aes_status st;
-    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pair_set_read: NULL path");
-    if ((st = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return st;
-    st = aes_pair_set_parse(ctx, set, (const char *)buf, len, path);
-    aes_free(buf);
-    return st;
+    return aes__load_file(ctx, path, aes__pairs_parse_file, set);
 }
 
 AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, const char *path) {
@@ -16074,7 +15971,7 @@ AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, con
     aes_status st = aes_pair_set_format(ctx, set, &text, &len);
     if (st != AES_OK) return st;
     st = aes_write_file_atomic(ctx, path, text, len);
-    AES_FREE(text);
+    aes_free(text);
     return st;
 }
 
@@ -16088,19 +15985,12 @@ AES_API aes_status aes_optim_save(aes_ctx *ctx, const aes_optim *opt, const char
     return st;
 }
 
+static aes_status aes__optim_parse_file(aes_ctx *ctx, void *opt, const char *data, size_t len, const char *path) {
+    AES__UNUSED(path);
+    return aes_optim_load_memory(ctx, (aes_optim *)opt, (const unsigned char *)data, len);
+}
 AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path) {
-    void *buf;
-    size_t len;
-    aes_status st = aes_read_file(ctx, path, &buf, &len);
-    if (st != AES_OK) return st;
-    st = aes_optim_load_memory(ctx, opt, (const unsigned char *)buf, len);
-    aes_free(buf);
-    if (st != AES_OK) {
-        char why[600];
-        snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
-        return aes__fail(ctx, st, "%s: %s", path, why);
-    }
-    return AES_OK;
+    return aes__load_file(ctx, path, aes__optim_parse_file, opt);
 }
 #endif /* AES_NO_STDIO */
 

@@ -457,7 +457,7 @@ static void test_pair_tsv(void) {
     }
     CHECK_OK(ctx, aes_pair_set_format(ctx, b, &out, &len));
     CHECK(strstr(out, "tab\\there\\\\x\t") != NULL);
-    free(out);
+    aes_free(out);
     /* errors name the line */
     CHECK(aes_pair_set_parse(ctx, b, "q\ta\n\nq\ta\tb\tx\n", 14, "f.tsv") == AES_ERR_FORMAT);
     CHECK(strstr(aes_last_error(ctx), "f.tsv:1") != NULL);
