@@ -57,6 +57,14 @@
  *  anything else comes with a message in aes_last_error(ctx).  The library
  *  never calls abort() or exit() on bad input.
  *
+ *  Memory: an object made by aes_X_create / aes_X_load (a model, an index,
+ *  a tokenizer, ...) is released by its aes_X_free.  Every buffer a function
+ *  hands back through a pointer argument -- file bytes (aes_read_file),
+ *  serialised files (the *_serialize and *_save_memory functions), text
+ *  (aes_tokenizer_merges_text, aes_pair_set_format) -- comes from aes_alloc
+ *  and is released with aes_free, never with free(): aes_alloc memory is
+ *  64-byte aligned and has a header in front of it.
+ *
  *  Threads: a context owns its thread pool.  Two contexts can be used from
  *  two threads at once; one context must not be used from two threads at
  *  once.  Results are bit-identical for every thread count, because work is
