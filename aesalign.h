@@ -1039,8 +1039,9 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
  *       threshold, EMD, MAE per bin, per head / medium / tail group, and the
  *       balanced (bin-averaged) MAE;
  *    4. ELTA's three parts, each switchable on its own;
- *    5. a linear or MLP head on frozen CLIP embeddings, trained with AdamW,
- *       saved in the tensor names the retrieval code loads (LAION layouts);
+ *    5. a linear or MLP head on frozen CLIP embeddings, trained with the
+ *       library's AdamW (aes_optim, section 8; biases not decayed), saved in
+ *       the tensor names the retrieval code loads (LAION layouts);
  *    6. a synthetic long-tailed benchmark built on real embeddings, used by
  *       the tests, `aesalign elta-bench` and the example.
  *
@@ -1410,10 +1411,11 @@ typedef struct aes_head_train_config {
     int      loss;             /* aes_head_loss; EMD needs a hist10 head and histograms */
     int      epochs;           /* stage 1 epochs                                      */
     int      batch;
-    float    lr, weight_decay; /* AdamW (Loshchilov & Hutter 2019)                    */
-    int      cosine;           /* 1: lr decays as 0.5 (1 + cos(pi t / T)) over each
-                                  stage (Loshchilov & Hutter, SGDR 2017), so the last
-                                  epochs settle instead of jittering; 0: constant  */
+    float    lr, weight_decay; /* AdamW (aes_optim; Loshchilov & Hutter 2019)         */
+    int      cosine;           /* 1: lr decays as 0.5 (1 + cos(pi t / T)) over the T
+                                  steps of each stage (aes_lr_schedule; SGDR,
+                                  Loshchilov & Hutter 2017), so the last epochs
+                                  settle instead of jittering; 0: constant        */
     uint64_t seed;
     float    val_split;        /* share of rows held out for validation (0: none)     */
     int      select_best;      /* 1: end with the weights of the best validation SRCC
@@ -12238,15 +12240,19 @@ typedef struct {
     const aes_head_train_config *cfg;
     int L, D, cap;                        /* layers, input size, rows per step      */
     aes__elta_ws ws;
-    float *dw[AES_HEAD_MAX_LAYERS], *db[AES_HEAD_MAX_LAYERS];
-    float *mw[AES_HEAD_MAX_LAYERS], *vw[AES_HEAD_MAX_LAYERS];
-    float *mb[AES_HEAD_MAX_LAYERS], *vb[AES_HEAD_MAX_LAYERS];
-    float *bw[AES_HEAD_MAX_LAYERS], *bb[AES_HEAD_MAX_LAYERS];   /* best weights */
+    /* The head's layers live in one flat buffer while it trains (w0 b0 w1
+     * b1 ...), so that aes_optim updates them: h->w / h->b point into
+     * params until aes__elta_unflatten puts the values back. */
+    float *params, *grads, *best;         /* [nparams]: values, gradients, best epoch */
+    size_t nparams;
+    float *own_w[AES_HEAD_MAX_LAYERS], *own_b[AES_HEAD_MAX_LAYERS];  /* the head's own arrays */
+    int flat;                             /* h points into params                 */
+    float *dw[AES_HEAD_MAX_LAYERS], *db[AES_HEAD_MAX_LAYERS];        /* into grads */
+    aes_optim *opt;                       /* AdamW, biases not decayed            */
+    aes_optim_config sched;               /* the current stage's lr schedule      */
     float *thist, *tscore, *aweight;
     int *ia, *ib;
     float *lam;
-    long step;
-    float lr_now;                         /* learning rate of the current step    */
     /* training pool */
     int ntr;
     size_t ntr_cap;
@@ -12258,13 +12264,24 @@ typedef struct {
     float *mu, *inv_sd;                   /* standardisation (NULL: none)          */
 } aes__elta_run;
 
-static void aes__elta_run_free(aes__elta_run *r) {
+/* Puts the trained values back into the head's own arrays. */
+static void aes__elta_unflatten(aes__elta_run *r) {
     int l;
-    aes__elta_ws_free(&r->ws);
-    for (l = 0; l < AES_HEAD_MAX_LAYERS; l++) {
-        aes_free(r->dw[l]); aes_free(r->db[l]); aes_free(r->mw[l]); aes_free(r->vw[l]);
-        aes_free(r->mb[l]); aes_free(r->vb[l]); aes_free(r->bw[l]); aes_free(r->bb[l]);
+    if (!r->flat) return;
+    r->flat = 0;
+    for (l = 0; l < r->L; l++) {
+        memcpy(r->own_w[l], r->h->w[l], sizeof(float) * (size_t)r->h->dim[l] * r->h->dim[l + 1]);
+        memcpy(r->own_b[l], r->h->b[l], sizeof(float) * (size_t)r->h->dim[l + 1]);
+        r->h->w[l] = r->own_w[l];
+        r->h->b[l] = r->own_b[l];
     }
+}
+
+static void aes__elta_run_free(aes__elta_run *r) {
+    aes__elta_unflatten(r);
+    aes__elta_ws_free(&r->ws);
+    aes_optim_free(r->opt);
+    aes_free(r->params); aes_free(r->grads); aes_free(r->best);
     aes_free(r->thist); aes_free(r->tscore); aes_free(r->aweight);
     aes_free(r->ia); aes_free(r->ib); aes_free(r->lam);
     aes_free(r->mu); aes_free(r->inv_sd);
@@ -12273,20 +12290,43 @@ static void aes__elta_run_free(aes__elta_run *r) {
 
 static aes_status aes__elta_run_alloc(aes__elta_run *r) {
     aes_ctx *ctx = r->ctx;
-    int l, ok = 1, cap = r->cap;
-    aes_status st = aes__elta_ws_alloc(ctx, &r->ws, r->h, cap, r->cfg->elta.simloss && r->L > 1);
+    aes_head *h = r->h;
+    aes_param_segment seg[2 * AES_HEAD_MAX_LAYERS];
+    size_t off = 0;
+    int l, ok, cap = r->cap;
+    aes_status st = aes__elta_ws_alloc(ctx, &r->ws, h, cap, r->cfg->elta.simloss && r->L > 1);
     if (st != AES_OK) return st;
-    for (l = 0; l < r->L && ok; l++) {
-        size_t nw = (size_t)r->h->dim[l] * r->h->dim[l + 1], nb = (size_t)r->h->dim[l + 1];
-        r->dw[l] = (float *)aes_calloc(ctx, nw, sizeof(float));
-        r->mw[l] = (float *)aes_calloc(ctx, nw, sizeof(float));
-        r->vw[l] = (float *)aes_calloc(ctx, nw, sizeof(float));
-        r->bw[l] = (float *)aes_alloc(ctx, nw, sizeof(float));
-        r->db[l] = (float *)aes_calloc(ctx, nb, sizeof(float));
-        r->mb[l] = (float *)aes_calloc(ctx, nb, sizeof(float));
-        r->vb[l] = (float *)aes_calloc(ctx, nb, sizeof(float));
-        r->bb[l] = (float *)aes_alloc(ctx, nb, sizeof(float));
-        ok &= r->dw[l] && r->mw[l] && r->vw[l] && r->bw[l] && r->db[l] && r->mb[l] && r->vb[l] && r->bb[l];
+    for (l = 0; l < r->L; l++) {
+        seg[2 * l].offset = off;
+        seg[2 * l].count = (size_t)h->dim[l] * h->dim[l + 1];
+        seg[2 * l].decay = 1;
+        off += seg[2 * l].count;
+        seg[2 * l + 1].offset = off;
+        seg[2 * l + 1].count = (size_t)h->dim[l + 1];
+        seg[2 * l + 1].decay = 0;
+        off += seg[2 * l + 1].count;
+    }
+    r->nparams = off;
+    r->sched = aes_optim_config_default(AES_OPTIM_ADAMW);
+    r->sched.lr = r->cfg->lr;
+    r->sched.weight_decay = r->cfg->weight_decay;
+    if ((st = aes_optim_create(ctx, &r->sched, r->nparams, seg, 2 * r->L, &r->opt)) != AES_OK) return st;
+    r->params = (float *)aes_alloc(ctx, r->nparams, sizeof(float));
+    r->grads = (float *)aes_calloc(ctx, r->nparams, sizeof(float));
+    r->best = (float *)aes_alloc(ctx, r->nparams, sizeof(float));
+    ok = r->params && r->grads && r->best;
+    if (ok) {
+        r->flat = 1;
+        for (l = 0; l < r->L; l++) {
+            r->own_w[l] = h->w[l];
+            r->own_b[l] = h->b[l];
+            h->w[l] = r->params + seg[2 * l].offset;
+            h->b[l] = r->params + seg[2 * l + 1].offset;
+            memcpy(h->w[l], r->own_w[l], sizeof(float) * seg[2 * l].count);
+            memcpy(h->b[l], r->own_b[l], sizeof(float) * seg[2 * l + 1].count);
+            r->dw[l] = r->grads + seg[2 * l].offset;
+            r->db[l] = r->grads + seg[2 * l + 1].offset;
+        }
     }
     if (ok) {
         r->thist = (float *)aes_alloc(ctx, (size_t)cap, sizeof(float) * AES_SCORE_BINS);
@@ -12315,20 +12355,6 @@ static int aes__elta_pool_add(aes__elta_run *r, const float *x, const float *his
     r->rs[r->ntr] = score;
     r->ntr++;
     return 1;
-}
-
-/* AdamW (Loshchilov & Hutter 2019): Adam's moments, then the decay applied
- * to the weights directly (decoupled), not through the gradient.  Biases are
- * not decayed. */
-static void aes__elta_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float wd, long t) {
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
-    size_t i;
-    for (i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-        p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + wd * p[i]);
-    }
 }
 
 /* dst = (src - mu) / sd, or a copy without standardisation. */
@@ -12393,15 +12419,14 @@ static aes_status aes__elta_forward_raw(aes__elta_run *r, float *out, const floa
     return st;
 }
 
-/* One optimisation step on the rows order[start .. start+B).  Returns the
- * task loss (mean over the step's rows) and adds L_sim to *sim. */
-static double aes__elta_step(aes__elta_run *r, int start, int B, double *sim) {
+/* One optimisation step at learning rate lr on the rows order[start ..
+ * start+B).  *loss gets the task loss (mean over the step's rows); L_sim is
+ * added to *sim. */
+static aes_status aes__elta_step(aes__elta_run *r, int start, int B, float lr, double *loss, double *sim) {
     aes_ctx *ctx = r->ctx;
-    aes_head *h = r->h;
     const aes_head_train_config *cfg = r->cfg;
     float *x0 = r->ws.act[0];
-    int emd = cfg->loss == AES_LOSS_EMD, R = B, b, l;
-    double loss;
+    int emd = cfg->loss == AES_LOSS_EMD, R = B, b;
     for (b = 0; b < B; b++) {
         int row = r->order[start + b];
         aes__elta_std_row(r, x0 + (size_t)b * r->D, r->rx[row]);
@@ -12427,33 +12452,15 @@ static double aes__elta_step(aes__elta_run *r, int start, int B, double *sim) {
             R = B + np;
         }
     }
-    for (l = 0; l < r->L; l++) {
-        memset(r->dw[l], 0, sizeof(float) * (size_t)h->dim[l] * h->dim[l + 1]);
-        memset(r->db[l], 0, sizeof(float) * (size_t)h->dim[l + 1]);
-    }
-    loss = aes__elta_loss_grad(ctx, &r->ws, h, R, r->thist, r->tscore,
-                               cfg->elta.simloss ? cfg->elta.sim_weight : 0.0f, cfg->elta.sim_layer, r->dw, r->db, sim);
-    r->step++;
-    for (l = 0; l < r->L; l++) {
-        aes__elta_adamw(h->w[l], r->dw[l], r->mw[l], r->vw[l], (size_t)h->dim[l] * h->dim[l + 1], r->lr_now,
-                        cfg->weight_decay, r->step);
-        aes__elta_adamw(h->b[l], r->db[l], r->mb[l], r->vb[l], (size_t)h->dim[l + 1], r->lr_now, 0.0f, r->step);
-    }
-    return loss;
+    memset(r->grads, 0, sizeof(float) * r->nparams);
+    *loss = aes__elta_loss_grad(ctx, &r->ws, r->h, R, r->thist, r->tscore,
+                                cfg->elta.simloss ? cfg->elta.sim_weight : 0.0f, cfg->elta.sim_layer, r->dw, r->db, sim);
+    return aes_optim_step(ctx, r->opt, r->params, r->grads, lr, NULL);
 }
 
 static void aes__elta_keep_best(aes__elta_run *r, int restore) {
-    int l;
-    for (l = 0; l < r->L; l++) {
-        size_t nw = (size_t)r->h->dim[l] * r->h->dim[l + 1], nb = (size_t)r->h->dim[l + 1];
-        if (restore) {
-            memcpy(r->h->w[l], r->bw[l], sizeof(float) * nw);
-            memcpy(r->h->b[l], r->bb[l], sizeof(float) * nb);
-        } else {
-            memcpy(r->bw[l], r->h->w[l], sizeof(float) * nw);
-            memcpy(r->bb[l], r->h->b[l], sizeof(float) * nb);
-        }
-    }
+    if (restore) memcpy(r->params, r->best, sizeof(float) * r->nparams);
+    else memcpy(r->best, r->params, sizeof(float) * r->nparams);
 }
 
 /* Initial last-layer bias at the label mean: the head starts predicting the
@@ -12491,6 +12498,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
     aes__elta_run r;
     aes_status st;
     int *perm = NULL, nv, i, e, total_epochs, stage2, n_pseudo = 0, best_epoch = 0, emd;
+    long stage_step = 0;
     float *vx = NULL, *vs = NULL, *vh = NULL, *ps = NULL, *ph = NULL, *pseudo_h = NULL, *ulog = NULL, *conf = NULL;
     double best_srcc = -INFINITY;
     aes_iaa_metrics best_m;
@@ -12590,6 +12598,14 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
             best_srcc = -INFINITY;
             best_epoch = 0;
         }
+        if (e == 1 || e == cfg->epochs + 1) {
+            /* a stage starts: with cosine, the learning rate falls to 0 over
+             * all the steps of the stage */
+            double steps_in_stage = (double)((r.ntr + cfg->batch - 1) / cfg->batch) *
+                                    (e == 1 ? cfg->epochs : total_epochs - cfg->epochs);
+            r.sched.total_steps = !cfg->cosine ? 0 : steps_in_stage < INT_MAX ? (int)steps_in_stage : INT_MAX;
+            stage_step = 0;
+        }
         for (i = 0; i < r.ntr; i++) r.order[i] = i;
         for (i = r.ntr - 1; i > 0; i--) {
             int j = aes__rand_below(&r.rng, i + 1), t = r.order[i];
@@ -12598,15 +12614,11 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
         }
         for (start = 0; start < r.ntr; start += cfg->batch) {
             int B = r.ntr - start < cfg->batch ? r.ntr - start : cfg->batch;
-            if (cfg->cosine) { /* position inside the current stage, in epochs */
-                int stage_first = e > cfg->epochs ? cfg->epochs + 1 : 1;
-                int stage_len = e > cfg->epochs ? total_epochs - cfg->epochs : cfg->epochs;
-                double t = ((e - stage_first) + (double)start / r.ntr) / stage_len;
-                r.lr_now = (float)(cfg->lr * 0.5 * (1.0 + cos(3.141592653589793 * t)));
-            } else {
-                r.lr_now = cfg->lr;
-            }
-            loss_sum += aes__elta_step(&r, start, B, &sim_sum);
+            double loss;
+            st = aes__elta_step(&r, start, B, aes_lr_schedule(&r.sched, stage_step++), &loss, &sim_sum);
+            if (st == AES_ERR_NUMERIC) st = aes__fail(ctx, st, "aes_head_train: the gradients diverged at epoch %d (lower the learning rate)", e);
+            if (st != AES_OK) goto done;
+            loss_sum += loss;
             steps++;
         }
         for (i = 0; i < r.L; i++) {
