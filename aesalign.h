@@ -2062,7 +2062,8 @@ AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path
  *     logits[i][j] = exp(logit_scale) * <img_i, txt_j>
  *     L = ( CE_rows(logits, i) + CE_cols(logits, j) ) / 2
  * with CE against the smoothed target q_ij = (1 - eps) [i == j] + eps / n
- * (label smoothing as in torch.nn.CrossEntropyLoss; eps = 0: plain CLIP).
+ * (label smoothing as in torch.nn.CrossEntropyLoss; eps = 0: plain CLIP),
+ * computed by the code of section 2's cross-entropy kernel.
  * Gradients, with P_row / P_col the row / column softmaxes:
  *     G = (P_row - Q + P_col - Q) / (2 n)                  (dL/dlogits)
  *     dimg = exp(ls) G txt,  dtxt = exp(ls) G^T img,  dls = sum(G * logits)
@@ -4641,31 +4642,54 @@ AES_API void aes_l2norm_backward(float *dinp, const float *dout, const float *ou
 }
 
 /* ---- log-softmax and cross-entropy -------------------------------------------
- * log p_c = x_c - logsumexp(x).  Cross-entropy with integer targets, averaged
- * over rows; its gradient is (p - onehot(target)) / M. */
+ * One implementation serves the kernels below and aes_clip_loss (section 8),
+ * which needs the rows and the columns of its logit matrix.  A "row" is C
+ * values x[m*rs + c*cs]: a matrix row has rs = width, cs = 1, a column
+ * rs = 1, cs = width.
+ *     lse_m = log sum_c exp(x_mc)            (maximum subtracted, in double)
+ *     CE_m  = lse_m - sum_c q_mc x_mc = -sum_c q_mc log softmax(x_m)_c
+ * against q_m = (1 - eps) onehot(t_m) + eps / C (label smoothing as
+ * torch.nn.CrossEntropyLoss), t_m = targets[m], or m when targets is NULL
+ * (the matching entries of a square matrix).  dCE_m / dx_mc = softmax(x_m)_c
+ * - q_mc. */
+static double aes__logsumexp(const float *x, int C, size_t cs) {
+    double mx = -DBL_MAX, s = 0.0;
+    int c;
+    for (c = 0; c < C; c++) if (x[(size_t)c * cs] > mx) mx = x[(size_t)c * cs];
+    for (c = 0; c < C; c++) s += exp((double)x[(size_t)c * cs] - mx);
+    return mx + log(s);
+}
+
+/* Sum over the M rows of CE_m; lse (may be NULL) receives lse_m. */
+static double aes__cross_entropy_rows(float *lse, const float *x, size_t rs, size_t cs, const int32_t *targets,
+                                      int M, int C, double eps) {
+    double total = 0.0;
+    int m, c;
+    for (m = 0; m < M; m++) {
+        const float *r = x + (size_t)m * rs;
+        double l = aes__logsumexp(r, C, cs), sum = 0.0;
+        int t = targets ? targets[m] : m;
+        if (eps != 0.0) for (c = 0; c < C; c++) sum += r[(size_t)c * cs];
+        total += l - ((1.0 - eps) * r[(size_t)t * cs] + eps / C * sum);
+        if (lse) lse[m] = (float)l;
+    }
+    return total;
+}
+
 AES_API void aes_log_softmax_forward(float *out, const float *inp, int M, int C) {
     int r, c;
     for (r = 0; r < M; r++) {
         const float *x = inp + (size_t)r * C;
-        float mx = -INFINITY, lse = 0.0f;
-        for (c = 0; c < C; c++) mx = x[c] > mx ? x[c] : mx;
-        for (c = 0; c < C; c++) lse += expf(x[c] - mx);
-        lse = mx + logf(lse);
+        float lse = (float)aes__logsumexp(x, C, 1);
         for (c = 0; c < C; c++) out[(size_t)r * C + c] = x[c] - lse;
     }
 }
 
 AES_API float aes_cross_entropy_forward(float *probs, const float *logits, const int32_t *targets, int M, int C) {
-    int r, c;
-    double loss = 0.0;
-    for (r = 0; r < M; r++) {
-        const float *x = logits + (size_t)r * C;
-        float mx = -INFINITY, sum = 0.0f;
-        for (c = 0; c < C; c++) mx = x[c] > mx ? x[c] : mx;
-        for (c = 0; c < C; c++) sum += expf(x[c] - mx);
-        loss += (double)(mx + logf(sum) - x[targets[r]]);
-        if (probs) aes__softmax_row(probs + (size_t)r * C, x, C);
-    }
+    int r;
+    double loss = aes__cross_entropy_rows(NULL, logits, (size_t)C, 1, targets, M, C, 0.0);
+    if (probs)
+        for (r = 0; r < M; r++) aes__softmax_row(probs + (size_t)r * C, logits + (size_t)r * C, C);
     return M > 0 ? (float)(loss / M) : 0.0f;
 }
 
@@ -15485,21 +15509,12 @@ AES_API size_t aes_clip_loss_work_floats(int n) {
     return n > 0 ? (size_t)n * (size_t)n + 2 * (size_t)n : 0;
 }
 
-/* log(sum exp(x_k)) over a strided vector, max-subtracted, in double. */
-static double aes__tr_logsumexp(const float *x, int n, int stride) {
-    double mx = -DBL_MAX, s = 0.0;
-    int k;
-    for (k = 0; k < n; k++) if (x[(size_t)k * stride] > mx) mx = x[(size_t)k * stride];
-    for (k = 0; k < n; k++) s += exp((double)x[(size_t)k * stride] - mx);
-    return mx + log(s);
-}
-
 AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *txt, int n, int d,
                                  float logit_scale, float label_smoothing, float grad_scale,
                                  float *dimg, float *dtxt, float *dlogit_scale, float *work,
                                  float *loss, float *acc) {
     float *logits, *lse_row, *lse_col;
-    double scale, total = 0.0, eps = label_smoothing, dls = 0.0;
+    double scale, total, eps = label_smoothing, dls = 0.0;
     int i, j, k, hits = 0;
     if (!img || !txt || !work || n < 1 || d < 1)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_loss: bad arguments (n %d, d %d)", n, d);
@@ -15520,28 +15535,25 @@ AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *tx
             for (k = 0; k < d; k++) s += a[k] * b[k];
             logits[(size_t)i * n + j] = (float)(scale * s);
         }
-    for (i = 0; i < n; i++) lse_row[i] = (float)aes__tr_logsumexp(logits + (size_t)i * n, n, 1);
-    for (j = 0; j < n; j++) lse_col[j] = (float)aes__tr_logsumexp(logits + j, n, n);
-    /* loss: -sum_j q_ij log p_ij = lse - sum_j q_ij l_ij, rows and columns */
+    /* cross-entropy of the rows (image -> texts) and of the columns (text ->
+     * images), each against its diagonal entry */
+    total = aes__cross_entropy_rows(lse_row, logits, (size_t)n, 1, NULL, n, n, eps) +
+            aes__cross_entropy_rows(lse_col, logits, 1, (size_t)n, NULL, n, n, eps);
+    total /= 2.0 * n;
     for (i = 0; i < n; i++) {
-        double row_sum = 0.0, col_sum = 0.0;
         int best_r = 0, best_c = 0;
         for (j = 0; j < n; j++) {
-            row_sum += logits[(size_t)i * n + j];
-            col_sum += logits[(size_t)j * n + i];
             if (logits[(size_t)i * n + j] > logits[(size_t)i * n + best_r]) best_r = j;
             if (logits[(size_t)j * n + i] > logits[(size_t)best_c * n + i]) best_c = j;
         }
         hits += (best_r == i) + (best_c == i);
-        total += (double)lse_row[i] - ((1.0 - eps) * logits[(size_t)i * n + i] + eps / n * row_sum);
-        total += (double)lse_col[i] - ((1.0 - eps) * logits[(size_t)i * n + i] + eps / n * col_sum);
     }
-    total /= 2.0 * n;
     if (loss) *loss = (float)total;
     if (acc) *acc = (float)hits / (float)(2 * n);
     if (!(total == total)) return aes__fail(ctx, AES_ERR_NUMERIC, "aes_clip_loss: the loss is NaN");
     if (!dimg && !dtxt && !dlogit_scale) return AES_OK;
-    /* G, overwriting the logits in place (dls needs the logits: same pass) */
+    /* G = (softmax_rows - Q + softmax_cols - Q) / (2n), overwriting the
+     * logits in place (dls needs the logits: same pass) */
     for (i = 0; i < n; i++)
         for (j = 0; j < n; j++) {
             double l = logits[(size_t)i * n + j];
