@@ -876,14 +876,13 @@ AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t l
                                         aes_clip **out);
 AES_API void aes_clip_free(aes_clip *model);
 /* Writes the model as a safetensors image in either layout (HF or OpenAI
- * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16;
- * dtype is an aes_dtype of aesalign.h).  The model's id goes in the metadata
- * ("aesalign_model_id").  *buf is freed with aes_free. */
-AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, int dtype,
+ * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16).
+ * The model's id goes in the metadata ("aesalign_model_id").  *buf is freed with aes_free. */
+AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
                                       void **buf, size_t *len);
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char *path, aes_layout layout,
-                                 int dtype);
+                                 aes_dtype dtype);
 #endif
 /* A model with fresh random weights (no file): cfg gives every size (heads
  * and mlp included; act and ln_eps default to QuickGELU and 1e-5 when 0).
@@ -1223,13 +1222,13 @@ typedef enum aes_elta_lambda {
 } aes_elta_lambda;
 
 typedef struct aes_elta_mixup_cfg {
-    int   n_mix;         /* mixed samples appended to each batch (paper's code: 1)       */
-    int   anchor;        /* aes_elta_anchor                                              */
-    float tau1;          /* anchor temperature (paper's default 0.5)                     */
-    float tau2;          /* partner temperature (paper's default 2)                      */
-    float max_gap;       /* ours: never pair scores further apart than this (0: no cap)  */
-    int   lambda_mode;   /* aes_elta_lambda                                              */
-    float beta_alpha;    /* alpha of Beta(alpha, alpha) for AES_ELTA_LAMBDA_BETA         */
+    int             n_mix;        /* mixed samples appended to each batch (paper's code: 1) */
+    aes_elta_anchor anchor;       /* how the first sample of a pair is drawn                */
+    float           tau1;         /* anchor temperature (paper's default 0.5)               */
+    float           tau2;         /* partner temperature (paper's default 2)                */
+    float           max_gap;      /* ours: never pair scores further apart than this (0: no cap) */
+    aes_elta_lambda lambda_mode;  /* how the mixing factor is chosen                        */
+    float           beta_alpha;   /* alpha of Beta(alpha, alpha) for AES_ELTA_LAMBDA_BETA   */
 } aes_elta_mixup_cfg;
 
 /* Draws up to cfg->n_mix pairs (ia[k], ib[k]) with mixing factors lam[k] from
@@ -1339,7 +1338,9 @@ typedef enum aes_head_act    { AES_HEAD_ACT_NONE = 0, AES_HEAD_ACT_RELU = 1 } ae
 #define AES_HEAD_MAX_LAYERS 5
 
 typedef struct aes_head {
-    int    kind, output, act;                 /* the enums above                      */
+    aes_head_kind   kind;
+    aes_head_output output;
+    aes_head_act    act;
     int    nlayers;                           /* 1 (linear) or 5 (mlp)                */
     int    dim[AES_HEAD_MAX_LAYERS + 1];      /* dim[0] = D, dim[nlayers] = 1 or 10    */
     float *w[AES_HEAD_MAX_LAYERS];            /* [dim[l+1], dim[l]]                    */
@@ -1349,8 +1350,8 @@ typedef struct aes_head {
 /* Allocates and initialises a head as PyTorch's nn.Linear does (weights and
  * biases uniform in +-1/sqrt(fan_in)), from a seed.  hidden[4] gives the MLP's
  * hidden sizes (NULL: LAION v2's 1024, 128, 64, 16); ignored for linear. */
-AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int output, int act, int in_dim,
-                                 const int *hidden, uint64_t seed);
+AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kind, aes_head_output output,
+                                 aes_head_act act, int in_dim, const int *hidden, uint64_t seed);
 AES_API void       aes_head_free(aes_head *head);
 AES_API int        aes_head_out_dim(const aes_head *head);
 /* Raw outputs [n, out_dim] (scores or logits). */
@@ -1371,9 +1372,9 @@ AES_API aes_status aes_head_save(aes_ctx *ctx, const aes_head *head, const char 
                                  int n_extra);
 #endif
 /* Human-readable names of the enums ("linear", "hist10", "relu", ...). */
-AES_API const char *aes_head_kind_name(int kind);
-AES_API const char *aes_head_output_name(int output);
-AES_API const char *aes_head_act_name(int act);
+AES_API const char *aes_head_kind_name(aes_head_kind kind);
+AES_API const char *aes_head_output_name(aes_head_output output);
+AES_API const char *aes_head_act_name(aes_head_act act);
 
 /* ============================================================================
  *  Training a head on frozen embeddings
@@ -1408,7 +1409,7 @@ typedef struct aes_head_epoch_info {
 } aes_head_epoch_info;
 
 typedef struct aes_head_train_config {
-    int      loss;             /* aes_head_loss; EMD needs a hist10 head and histograms */
+    aes_head_loss loss;        /* EMD needs a hist10 head and histograms             */
     int      epochs;           /* stage 1 epochs                                      */
     int      batch;
     float    lr, weight_decay; /* AdamW (aes_optim; Loshchilov & Hutter 2019)         */
@@ -10815,7 +10816,7 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
     return AES_OK;
 }
 
-static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, int dtype,
+static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, aes_dtype dtype,
                                         aes__clip_writer *w) {
     aes_status st;
     memset(w, 0, sizeof *w);
@@ -10824,12 +10825,12 @@ static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_lay
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: layout must be AES_LAYOUT_HF or AES_LAYOUT_OPENAI");
     if (dtype != AES_DTYPE_F32 && dtype != AES_DTYPE_F16 && dtype != AES_DTYPE_BF16)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: dtype must be F32, F16 or BF16");
-    if ((st = aes__clip_build_out(ctx, m, layout, (aes_dtype)dtype, w, 1))) return st;
+    if ((st = aes__clip_build_out(ctx, m, layout, dtype, w, 1))) return st;
     w->t = (aes_tensor_out *)aes_calloc(ctx, (size_t)w->n, sizeof(aes_tensor_out));
     w->names = (char (*)[256])aes_alloc(ctx, (size_t)w->n, 256);
     w->data = (unsigned char *)aes_alloc(ctx, w->used ? w->used : 1, 1);
     if (!w->t || !w->names || !w->data) return aes_last_status(ctx);
-    return aes__clip_build_out(ctx, m, layout, (aes_dtype)dtype, w, 0);
+    return aes__clip_build_out(ctx, m, layout, dtype, w, 0);
 }
 
 static void aes__clip_writer_free(aes__clip_writer *w) {
@@ -10838,8 +10839,8 @@ static void aes__clip_writer_free(aes__clip_writer *w) {
     aes_free(w->data);
 }
 
-AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, int dtype, void **buf,
-                                      size_t *len) {
+AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
+                                      void **buf, size_t *len) {
     aes__clip_writer w;
     const char *meta[4];
     aes_status st;
@@ -10855,7 +10856,7 @@ AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_l
 
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char *path, aes_layout layout,
-                                 int dtype) {
+                                 aes_dtype dtype) {
     aes__clip_writer w;
     const char *meta[4];
     aes_status st;
@@ -11902,9 +11903,9 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
  *  Aesthetic heads
  * ========================================================================= */
 
-AES_API const char *aes_head_kind_name(int kind) { return kind == AES_HEAD_MLP ? "mlp" : "linear"; }
-AES_API const char *aes_head_output_name(int output) { return output == AES_HEAD_HIST10 ? "hist10" : "score"; }
-AES_API const char *aes_head_act_name(int act) { return act == AES_HEAD_ACT_RELU ? "relu" : "none"; }
+AES_API const char *aes_head_kind_name(aes_head_kind kind) { return kind == AES_HEAD_MLP ? "mlp" : "linear"; }
+AES_API const char *aes_head_output_name(aes_head_output output) { return output == AES_HEAD_HIST10 ? "hist10" : "score"; }
+AES_API const char *aes_head_act_name(aes_head_act act) { return act == AES_HEAD_ACT_RELU ? "relu" : "none"; }
 
 AES_API int aes_head_out_dim(const aes_head *head) {
     return head && head->output == AES_HEAD_HIST10 ? AES_SCORE_BINS : 1;
@@ -11920,8 +11921,8 @@ AES_API void aes_head_free(aes_head *head) {
     memset(head, 0, sizeof *head);
 }
 
-AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int output, int act, int in_dim,
-                                 const int *hidden, uint64_t seed) {
+AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kind, aes_head_output output,
+                                 aes_head_act act, int in_dim, const int *hidden, uint64_t seed) {
     static const int laion_v2_hidden[4] = {1024, 128, 64, 16};
     int l;
     if (!head) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_init: NULL head");
