@@ -155,12 +155,11 @@ AES_API const char *aes_status_name(aes_status st);
 AES_API aes_status  aes_threads_set(aes_ctx *ctx, int n);
 AES_API int         aes_threads_get(const aes_ctx *ctx);
 
-/* The ISA in use; aes_isa_set can lower it (tests compare paths) but not
- * raise it above what the CPU and the build support. */
+/* The ISA in use (a new context takes the best the CPU and the build
+ * support); aes_isa_set can lower it (tests compare paths) but not raise it
+ * above that.  aes_cpu_name: its name ("avx512", "avx2", "neon", "scalar"). */
 AES_API aes_isa     aes_isa_get(const aes_ctx *ctx);
 AES_API aes_status  aes_isa_set(aes_ctx *ctx, aes_isa isa);
-AES_API aes_isa     aes_isa_best(void);
-AES_API const char *aes_isa_name(aes_isa isa);
 AES_API const char *aes_cpu_name(const aes_ctx *ctx);
 
 AES_API aes_status  aes_limit_set(aes_ctx *ctx, aes_limit which, uint64_t value);
@@ -304,10 +303,6 @@ AES_API void aes_f16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_
 AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
 AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n);
 AES_API void aes_f32_to_bf16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
-AES_API float    aes_f16_to_f32_1(uint16_t h);
-AES_API uint16_t aes_f32_to_f16_1(float f);
-AES_API float    aes_bf16_to_f32_1(uint16_t h);
-AES_API uint16_t aes_f32_to_bf16_1(float f);
 
 /* Small vector helpers used across the library (SIMD-dispatched). */
 AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n);
@@ -346,8 +341,6 @@ typedef enum aes_dtype {
 /* Bytes per element (0 for an invalid value) and the header name ("F32"...). */
 AES_API size_t      aes_dtype_size(aes_dtype dtype);
 AES_API const char *aes_dtype_name(aes_dtype dtype);
-/* "F32" -> AES_DTYPE_F32; returns 1 when the name is known, else 0. */
-AES_API int         aes_dtype_from_name(const char *name, aes_dtype *out);
 
 /* A tensor inside a loaded safetensors file.  `data` points into the file's
  * bytes (mmap or buffer): little-endian and NOT necessarily aligned to the
@@ -446,47 +439,6 @@ AES_API aes_status aes_read_file(aes_ctx *ctx, const char *path, void **data, si
  * temporary is removed on failure. */
 AES_API aes_status aes_write_file_atomic(aes_ctx *ctx, const char *path, const void *data, size_t len);
 #endif
-
-/* ============================================================================
- *  I/O 4. JSON
- * ============================================================================
- *  A DOM parser, strict RFC 8259: no comments, no trailing commas, no NaN,
- *  UTF-8 validated, \u escapes (surrogate pairs included) decoded to UTF-8,
- *  numbers as double (integers written without fraction or exponent are also
- *  kept exactly, see aes_json_int64), nesting deeper than AES_JSON_MAX_DEPTH
- *  is AES_ERR_LIMIT.  Duplicate keys in an object are rejected (RFC 8259
- *  leaves their meaning open; a safetensors header with two tensors of one
- *  name is an attack, not a file).  Object lookups are binary searches.
- * ========================================================================= */
-
-#ifndef AES_JSON_MAX_DEPTH
-#define AES_JSON_MAX_DEPTH 256
-#endif
-
-typedef struct aes_json aes_json;
-typedef enum {
-    AES_JSON_NULL, AES_JSON_BOOL, AES_JSON_NUMBER, AES_JSON_STRING, AES_JSON_ARRAY, AES_JSON_OBJECT
-} aes_json_type;
-
-/* Parses len bytes (need not be NUL-terminated).  Free the root with
- * aes_json_free; every node and string lives until then. */
-AES_API aes_status    aes_json_parse(aes_ctx *ctx, const char *text, size_t len, aes_json **root);
-AES_API void          aes_json_free(aes_json *root);   /* only roots; NULL is fine */
-AES_API aes_json_type aes_json_type_of(const aes_json *v);   /* NULL -> AES_JSON_NULL */
-/* Member of an object (NULL if absent or not an object). */
-AES_API const aes_json *aes_json_get(const aes_json *obj, const char *key);
-/* Elements of an array / members of an object (0 for anything else). */
-AES_API int             aes_json_length(const aes_json *v);
-AES_API const aes_json *aes_json_at(const aes_json *arr, int i);     /* arrays and objects */
-AES_API const char     *aes_json_key_at(const aes_json *obj, int i); /* objects, header order */
-AES_API double          aes_json_number(const aes_json *v, double fallback);
-/* 1 and the exact value when v is a number written as an integer (no '.',
- * no exponent) within int64; else 0. */
-AES_API int             aes_json_int64(const aes_json *v, int64_t *out);
-AES_API const char     *aes_json_string(const aes_json *v);   /* NULL if not a string */
-/* Byte length of a string (it may hold "\u0000"); 0 if not a string. */
-AES_API size_t          aes_json_string_len(const aes_json *v);
-AES_API int             aes_json_bool(const aes_json *v, int fallback);
 
 /* ============================================================================
  *  I/O 5. Images
@@ -682,9 +634,6 @@ AES_API int     aes_tokenizer_vocab_size(const aes_tokenizer *tok);   /* 512 + m
 AES_API int     aes_tokenizer_n_merges(const aes_tokenizer *tok);
 AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok);          /* vocab_size - 2 */
 AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok);          /* vocab_size - 1 */
-/* The raw bytes of one vocabulary entry ("</w>" literally at the end of
- * word-final symbols); NULL for an id outside the vocabulary. */
-AES_API const char *aes_tokenizer_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len);
 AES_API void    aes_tokenizer_free(aes_tokenizer *tok);
 
 /* Trains a BPE on texts (for the offline demo: "a tokenizer the project
@@ -1107,7 +1056,7 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
  *  unlabelled images, which is what is implemented.)
  *
  *  Other choices that are ours: score bins (round to the nearest integer of
- *  the 1-10 scale), the head / medium / tail rule (aes_bin_groups), EMD
+ *  the 1-10 scale), the head / medium / tail rule (aes_bin_group), EMD
  *  averaged per sample as in NIMA (Talebi & Milanfar 2018; the authors' code
  *  takes one square root over the whole batch), AdamW with a cosine learning
  *  rate, training on standardised inputs folded back into the first layer,
@@ -1147,31 +1096,24 @@ typedef struct aes_labels {
 
 AES_API void  aes_labels_free(aes_labels *labels);
 
-/* Mean score of a histogram over bins 1..10: sum_k k h_k / sum_k h_k
- * (counts or probabilities; 0 when the histogram is all zero). */
-AES_API float aes_hist_mean(const float *hist10);
-
-/* Score bin 0..9 of a 1-10 score: the nearest integer score minus one, so
- * bin k holds scores in [k + 0.5, k + 1.5); scores below 1.5 go to bin 0 and
- * from 9.5 up to bin 9 (NaN goes to bin 0). */
-AES_API int   aes_score_bin(float score);
-/* counts[k] = number of scores in bin k. */
+/* Score bins: bin k (0..9) holds the 1-10 scores in [k + 0.5, k + 1.5), the
+ * nearest integer score minus one; scores below 1.5 go to bin 0 and from 9.5
+ * up to bin 9 (NaN to bin 0).  counts[k] = number of scores in bin k.  The
+ * score of a histogram is its mean over bins 1..10, sum_k k h_k / sum_k h_k. */
 AES_API void  aes_score_bin_counts(const float *scores, int n, int counts[AES_SCORE_BINS]);
 
-/* Head / medium / tail split of the bins by frequency (our rule, close to
- * the many/medium/few-shot split of Yang et al., "Delving into Deep
- * Imbalanced Regression", ICML 2021, but relative to the fullest bin so it
- * does not depend on the dataset's size):
+/* The head / medium / tail split of the bins by frequency that the metrics
+ * report (our rule, close to the many/medium/few-shot split of Yang et al.,
+ * "Delving into Deep Imbalanced Regression", ICML 2021, but relative to the
+ * fullest bin so it does not depend on the dataset's size):
  *     head    count >= head_ratio * max_count
  *     tail    count <  tail_ratio * max_count   (empty bins are tail)
  *     medium  the rest
- * Defaults (pass <= 0): head_ratio 0.5, tail_ratio 0.2.  On a normal score
- * distribution with mean 5.5 and sd 1.0 this gives head {5,6}, medium {4,7},
- * tail {1,2,3,8,9,10}; AVA's mean scores (mean 5.4, sd 0.73) give head {5,6},
- * tail the bins at 3 and below and 8 and above. */
+ * Defaults: head_ratio 0.5, tail_ratio 0.2 (aes_iaa_eval_opts).  On a normal
+ * score distribution with mean 5.5 and sd 1.0 this gives head {5,6}, medium
+ * {4,7}, tail {1,2,3,8,9,10}; AVA's mean scores (mean 5.4, sd 0.73) give head
+ * {5,6}, tail the bins at 3 and below and 8 and above. */
 typedef enum aes_bin_group { AES_BIN_HEAD = 0, AES_BIN_MEDIUM = 1, AES_BIN_TAIL = 2 } aes_bin_group;
-AES_API void  aes_bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, float tail_ratio,
-                             int groups[AES_SCORE_BINS]);
 
 /* CSV labels: a header line, then one row per embedding row.  Columns are
  * found by name (case-insensitive, other columns such as a path are
@@ -1250,17 +1192,6 @@ AES_API void aes_elta_mixup_forward(float *mixed, const float *x, const int *ia,
 AES_API void aes_elta_mixup_backward(float *dx, const float *dmixed, const int *ia, const int *ib,
                                      const float *lam, int n, int C);
 
-/* Probabilities the sampler uses (for inspection and tests): anchor[B] =
- * P(i) of the chosen anchor rule; partner[B] = P(j | i) for a given anchor i
- * (partner[i] = 0; all 0 when i has no eligible partner). */
-AES_API aes_status aes_elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
-                                         const float *anchor_weight, int B, const aes_elta_mixup_cfg *cfg);
-AES_API void aes_elta_partner_probs(float *partner, const float *scores, int B, int i,
-                                    const aes_elta_mixup_cfg *cfg);
-
-/* One draw from Beta(a, a) (via two Gamma draws, Marsaglia & Tsang 2000). */
-AES_API float aes_elta_beta_sample(float a, uint64_t *rng);
-
 /* ============================================================================
  *  ELTA part 2: similarity consistency
  * ========================================================================= */
@@ -1304,16 +1235,13 @@ typedef struct aes_iaa_metrics {
 
 typedef struct aes_iaa_eval_opts {
     float threshold;            /* accuracy threshold (default 5)                   */
-    float head_ratio, tail_ratio;  /* aes_bin_groups (defaults 0.5, 0.2)            */
+    float head_ratio, tail_ratio;  /* head / medium / tail rule (defaults 0.5, 0.2)   */
     const int *split_counts;    /* bin counts that define head/medium/tail (e.g. the
                                    training set's); NULL = the truth's own counts   */
 } aes_iaa_eval_opts;
 
-/* Spearman rank correlation with ties given average ranks (as
- * scipy.stats.spearmanr), and Pearson's linear correlation. */
-AES_API aes_status aes_srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out);
-AES_API double     aes_plcc(const float *x, const float *y, int n);
-/* Everything in aes_iaa_metrics.  pred_hist / true_hist ([n, 10]) may be
+/* Everything in aes_iaa_metrics: srcc is Spearman's rank correlation with
+ * ties given average ranks (as scipy.stats.spearmanr), plcc Pearson's.  pred_hist / true_hist ([n, 10]) may be
  * NULL; opts may be NULL for the defaults. */
 AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const float *pred, const float *truth,
                                     const float *pred_hist, const float *true_hist, int n,
@@ -1354,11 +1282,9 @@ typedef struct aes_head {
 AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kind, aes_head_output output,
                                  aes_head_act act, int in_dim, const int *hidden, uint64_t seed);
 AES_API void       aes_head_free(aes_head *head);
-AES_API int        aes_head_out_dim(const aes_head *head);
-/* Raw outputs [n, out_dim] (scores or logits). */
-AES_API aes_status aes_head_forward(aes_ctx *ctx, const aes_head *head, float *out, const float *x, int n);
-/* Mean scores [n] (1-10 scale) and, for hist10 heads, distributions
- * hist[n, 10] (may be NULL). */
+/* Mean scores [n] (1-10 scale) of the rows of x [n, D] as they are (see
+ * aes_head_score for L2-normalised embeddings) and, for hist10 heads,
+ * distributions hist[n, 10] (may be NULL). */
 AES_API aes_status aes_head_predict(aes_ctx *ctx, const aes_head *head, float *scores, float *hist,
                                     const float *x, int n);
 /* Saves a head as safetensors in the layout above (MLP layers named
@@ -1439,18 +1365,6 @@ typedef struct aes_head_train_result {
     int    n_train, n_val, n_pseudo;
     aes_iaa_metrics val;       /* at best_epoch (n == 0 without validation)           */
 } aes_head_train_result;
-
-/* Loss and gradients of a head on R rows (the trainer's inner step, public
- * so it can be checked and reused): task loss (MSE on score[R] for a score
- * head; EMD on softmax(logits) vs hist[R, 10] for a hist10 head) plus
- * sim_weight * L_sim on hidden layer sim_layer (0: the last one; weight 0 =
- * off; MLP only).
- * ACCUMULATES into dw[l] ([dim[l+1], dim[l]]) and db[l] ([dim[l+1]]) for each
- * layer l; returns the task loss in *task_loss and L_sim in *sim_loss (either
- * may be NULL). */
-AES_API aes_status aes_head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
-                                      const float *x, const float *hist, const float *score, int R,
-                                      float sim_weight, int sim_layer, double *task_loss, double *sim_loss);
 
 /* ELTA defaults with every part off (on = 0) or on (on = 1): mixup with the
  * paper's anchors and lambda, tau1 0.5, tau2 2 (the authors' defaults),
@@ -1574,10 +1488,9 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
  * Errors on non-finite input. */
 AES_API aes_status aes_head_score(aes_ctx *ctx, const aes_head *head, const float *emb,
                                   int N, float *scores);
-/* Builds a head from a safetensors object (F32/F16/BF16/F64 tensors;
- * shapes checked layer to layer).  *out is overwritten; free it with
- * aes_head_free.  Errors name the source and the tensor. */
-AES_API aes_status aes_head_from_safetensors(aes_ctx *ctx, const aes_safetensors *st, aes_head *out);
+/* Loads a head (F32/F16/BF16/F64 tensors; shapes checked layer to layer).
+ * *out is overwritten; free it with aes_head_free.  Errors name the source
+ * and the tensor. */
 AES_API aes_status aes_head_load_memory(aes_ctx *ctx, const void *data, size_t len, aes_head *out);
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_head_load(aes_ctx *ctx, const char *path, aes_head *out);
@@ -1739,10 +1652,6 @@ AES_API aes_status aes_index_load(aes_ctx *ctx, const char *path, aes_index **ou
 AES_API aes_status aes_index_check_model(aes_ctx *ctx, const aes_index *idx,
                                          const char *model_id);
 
-/* CRC-32 (IEEE 802.3 polynomial, reflected; crc32("123456789") =
- * 0xCBF43926).  Pass 0 as crc to start, the previous value to continue. */
-AES_API uint32_t aes_crc32(uint32_t crc, const void *data, size_t len);
-
 /* ---- searching an index ----------------------------------------------------
  * queries [nq, dim] are L2-normalized here (copies).  With use_int8 the
  * int8 vectors are scanned; when the index also stores fp32 vectors, the
@@ -1858,7 +1767,6 @@ AES_API aes_status  aes_expansions_parse(aes_ctx *ctx, const char *text, size_t 
 AES_API aes_status  aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out);
 #endif
 AES_API const char *aes_expansions_find(const aes_expansions *ex, const char *query);
-AES_API size_t      aes_expansions_count(const aes_expansions *ex);
 AES_API void        aes_expansions_free(aes_expansions *ex);
 
 AES_API aes_status aes_query_combine(aes_ctx *ctx, const float *original,
@@ -2003,7 +1911,6 @@ AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg,
                                     size_t nparams, const aes_param_segment *seg,
                                     int nseg, aes_optim **out);
 AES_API void       aes_optim_free(aes_optim *opt);
-AES_API const aes_optim_config *aes_optim_config_get(const aes_optim *opt);
 AES_API long       aes_optim_steps_done(const aes_optim *opt);
 /* Number of trainable parameters (sum of the segment counts). */
 AES_API size_t     aes_optim_trainable(const aes_optim *opt);
@@ -2016,10 +1923,6 @@ AES_API size_t     aes_optim_trainable(const aes_optim *opt);
  * With T == 0 the rate stays at lr after warmup. */
 AES_API float aes_lr_schedule(const aes_optim_config *cfg, long t);
 
-/* Global L2 norm over the optimizer's segments of grads (double
- * accumulation in a fixed order: identical for any thread count). */
-AES_API double aes_grad_global_norm(aes_ctx *ctx, const aes_optim *opt, const float *grads);
-
 /* One update of params (nparams floats) from grads (same layout) at the
  * learning rate lr (pass aes_lr_schedule(cfg, aes_optim_steps_done(opt)) to
  * follow the schedule).  Clipping by global norm (cfg.clip_norm > 0):
@@ -2030,8 +1933,10 @@ AES_API double aes_grad_global_norm(aes_ctx *ctx, const aes_optim *opt, const fl
  * AdamW (Loshchilov & Hutter 2019, Algorithm 2; PyTorch's operation order):
  *     p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
  *     p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
- * A non-finite gradient norm leaves everything untouched and returns
- * AES_ERR_NUMERIC (the step is not counted).  stats may be NULL. */
+ * The global norm ||g|| over the segments is accumulated in double in a
+ * fixed order (identical for any thread count) and reported in stats.  A
+ * non-finite norm leaves everything untouched and returns AES_ERR_NUMERIC
+ * (the step is not counted).  stats may be NULL. */
 AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params,
                                   const float *grads, float lr, aes_optim_stats *stats);
 
@@ -2785,6 +2690,14 @@ AES_API const char *aes_world_harmony_name(int harmony);
 #include <pthread.h>
 #endif
 
+/* Static functions that the library does not call itself but its tests do
+ * (they include the implementation): no "defined but not used" warning. */
+#if defined(__GNUC__)
+#define AES__TEST_ONLY __attribute__((unused))
+#else
+#define AES__TEST_ONLY
+#endif
+
 #define AES__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AES__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define AES__UNUSED(x) ((void)(x))
@@ -2994,7 +2907,8 @@ static double aes__rand_normal(uint64_t *state) {
 static int aes__rand_below(uint64_t *state, int n) { return (int)(aes__rand_uniform(state) * (double)n); }
 
 /* ---- CPU dispatch -------------------------------------------------------- */
-AES_API aes_isa aes_isa_best(void) {
+/* The best instruction set this CPU and this build support. */
+static aes_isa aes__isa_best(void) {
 #if defined(AES__X86)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -3011,7 +2925,7 @@ AES_API aes_isa aes_isa_best(void) {
 #endif
 }
 
-AES_API const char *aes_isa_name(aes_isa isa) {
+static const char *aes__isa_name(aes_isa isa) {
     switch (isa) {
     case AES_ISA_SCALAR: return "scalar";
     case AES_ISA_NEON:   return "neon";
@@ -3021,15 +2935,15 @@ AES_API const char *aes_isa_name(aes_isa isa) {
     return "unknown";
 }
 
-AES_API aes_isa aes_isa_get(const aes_ctx *ctx) { return ctx ? ctx->isa : aes_isa_best(); }
-AES_API const char *aes_cpu_name(const aes_ctx *ctx) { return aes_isa_name(aes_isa_get(ctx)); }
+AES_API aes_isa aes_isa_get(const aes_ctx *ctx) { return ctx ? ctx->isa : aes__isa_best(); }
+AES_API const char *aes_cpu_name(const aes_ctx *ctx) { return aes__isa_name(aes_isa_get(ctx)); }
 
 AES_API aes_status aes_isa_set(aes_ctx *ctx, aes_isa isa) {
-    aes_isa best = aes_isa_best();
+    aes_isa best = aes__isa_best();
     if (!ctx) return AES_ERR_INVALID_ARG;
     if (isa != AES_ISA_SCALAR && (isa > best || (isa == AES_ISA_NEON) != (best == AES_ISA_NEON)))
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "instruction set %s is not available here (best: %s)",
-                         aes_isa_name(isa), aes_isa_name(best));
+                         aes__isa_name(isa), aes__isa_name(best));
     ctx->isa = isa;
     return AES_OK;
 }
@@ -3163,7 +3077,7 @@ AES_API aes_ctx *aes_ctx_create(void) {
     if (!ctx) return NULL;
     memset(ctx, 0, sizeof *ctx);
     ctx->nthreads = 1;
-    ctx->isa = aes_isa_best();
+    ctx->isa = aes__isa_best();
     ctx->limits[AES_LIMIT_ALLOC_BYTES] = (uint64_t)16 << 30;
     ctx->limits[AES_LIMIT_IMAGE_PIXELS] = (uint64_t)1 << 28;
     ctx->limits[AES_LIMIT_FILE_BYTES] = (uint64_t)64 << 30;
@@ -4133,7 +4047,7 @@ static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int
     float *gathered = NULL;
     int ntasks, k;
     memset(&g, 0, sizeof g);
-    g.isa = ctx ? ctx->isa : aes_isa_best();
+    g.isa = ctx ? ctx->isa : aes__isa_best();
     g.K = K; g.alpha = alpha; g.beta = beta;
     if (M == 1) { /* c[j] = sum_k opA(0, k) opB(k, j): C is one row */
         vec = A; vstride = ta == AES_NO_TRANS ? 1 : lda;
@@ -4167,7 +4081,7 @@ static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int
 static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
                           int ldc) {
-    const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes_isa_best());
+    const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes__isa_best());
     aes__gemm_work j;
     int kc, nkb_total, kbs, mb, nb, m0, n0, kbi0;
     size_t mbp, nbp, kdepth, a_floats, pack_floats, flag_count, bytes;
@@ -4722,7 +4636,7 @@ AES_API void aes_mse_backward(float *dpred, const float *pred, const float *targ
  * IEEE binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits.  bfloat16:
  * the top 16 bits of a binary32.  Narrowing rounds to nearest, ties to even;
  * NaN stays a (quiet) NaN, overflow becomes Inf. */
-AES_API float aes_f16_to_f32_1(uint16_t h) {
+static float aes__f16_to_f32_1(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
     float f;
     if (exp == 0x1f) {
@@ -4738,7 +4652,7 @@ AES_API float aes_f16_to_f32_1(uint16_t h) {
     return f;
 }
 
-AES_API uint16_t aes_f32_to_f16_1(float f) {
+static uint16_t aes__f32_to_f16_1(float f) {
     uint32_t x, sign, absx;
     memcpy(&x, &f, sizeof x);
     sign = (x >> 16) & 0x8000u;
@@ -4767,14 +4681,14 @@ AES_API uint16_t aes_f32_to_f16_1(float f) {
     }
 }
 
-AES_API float aes_bf16_to_f32_1(uint16_t h) {
+static float aes__bf16_to_f32_1(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
 }
 
-AES_API uint16_t aes_f32_to_bf16_1(float f) {
+static uint16_t aes__f32_to_bf16_1(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
@@ -4787,14 +4701,14 @@ AES__TARGET_AVX2 static void aes__f16_to_f32_f16c(float *dst, const uint16_t *sr
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + i))));
-    for (; i < n; i++) dst[i] = aes_f16_to_f32_1(src[i]);
+    for (; i < n; i++) dst[i] = aes__f16_to_f32_1(src[i]);
 }
 AES__TARGET_AVX2 static void aes__f32_to_f16_f16c(uint16_t *dst, const float *src, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(void *)(dst + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; i < n; i++) dst[i] = aes_f32_to_f16_1(src[i]);
+    for (; i < n; i++) dst[i] = aes__f32_to_f16_1(src[i]);
 }
 AES__TARGET_AVX512 static void aes__f16_to_f32_avx512(float *dst, const uint16_t *src, size_t n) {
     size_t i = 0;
@@ -4808,7 +4722,7 @@ AES__TARGET_AVX512 static void aes__bf16_to_f32_avx512(float *dst, const uint16_
         __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(src + i)));
         _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
     }
-    for (; i < n; i++) dst[i] = aes_bf16_to_f32_1(src[i]);
+    for (; i < n; i++) dst[i] = aes__bf16_to_f32_1(src[i]);
 }
 #endif
 
@@ -4820,7 +4734,7 @@ AES_API void aes_f16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_
     if (isa == AES_ISA_AVX2) { aes__f16_to_f32_f16c(dst, src, n); return; }
 #endif
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_f16_to_f32_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__f16_to_f32_1(src[i]);
 }
 
 AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n) {
@@ -4829,7 +4743,7 @@ AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_
     if (aes_isa_get(ctx) >= AES_ISA_AVX2) { aes__f32_to_f16_f16c(dst, src, n); return; }
 #endif
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_f32_to_f16_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__f32_to_f16_1(src[i]);
 }
 
 AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n) {
@@ -4838,13 +4752,13 @@ AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size
     if (aes_isa_get(ctx) == AES_ISA_AVX512) { aes__bf16_to_f32_avx512(dst, src, n); return; }
 #endif
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_bf16_to_f32_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__bf16_to_f32_1(src[i]);
 }
 
 AES_API void aes_f32_to_bf16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n) {
     size_t i;
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_f32_to_bf16_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__f32_to_bf16_1(src[i]);
 }
 
 
@@ -5035,6 +4949,35 @@ static void aes__buf_json_string(aes__buf *b, const char *s) {
     aes__buf_put(b, "\"", 1);
 }
 
+/* CRC-32 (IEEE 802.3 polynomial, reflected, as zlib.crc32; crc32("123456789")
+ * = 0xCBF43926): pass 0 as crc to start, the previous value to continue.
+ * Used by gzip (the tokenizer) and the index file.  The slicing-by-8 tables
+ * are built per call (8 KB on the stack): no global state, and building them
+ * costs little next to checksumming a file. */
+static uint32_t aes__crc32(uint32_t crc, const void *data, size_t len) {
+    uint32_t t[8][256];
+    const unsigned char *p = (const unsigned char *)data;
+    uint32_t i, j;
+    for (i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (j = 0; j < 8; j++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        t[0][i] = c;
+    }
+    for (i = 0; i < 256; i++)
+        for (j = 1; j < 8; j++) t[j][i] = (t[j - 1][i] >> 8) ^ t[0][t[j - 1][i] & 0xFFu];
+    crc = ~crc;
+    while (len >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+        crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
+              t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
+        p += 8;
+        len -= 8;
+    }
+    while (len--) crc = t[0][(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+    return ~crc;
+}
+
 /* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 when invalid:
  * overlong forms, surrogates (U+D800..DFFF) and code points past U+10FFFF
  * are invalid (RFC 3629). */
@@ -5086,7 +5029,8 @@ AES_API const char *aes_dtype_name(aes_dtype dtype) {
     return (unsigned)dtype < AES_DTYPE_COUNT ? aes__io_dtypes[dtype].name : "invalid";
 }
 
-AES_API int aes_dtype_from_name(const char *name, aes_dtype *out) {
+/* "F32" -> AES_DTYPE_F32; returns 1 when the name is known, else 0. */
+static int aes__dtype_from_name(const char *name, aes_dtype *out) {
     int i;
     if (!name) return 0;
     for (i = 0; i < AES_DTYPE_COUNT; i++)
@@ -5163,10 +5107,47 @@ AES_API aes_status aes_tensor_to_f32(aes_ctx *ctx, const aes_tensor_view *t, flo
 /* ============================================================================
  *  I/O 4. JSON
  * ============================================================================
+ *  The library's own DOM parser (safetensors headers, config.json), strict
+ *  RFC 8259: no comments, no trailing commas, no NaN, UTF-8 validated, \u
+ *  escapes (surrogate pairs included) decoded to UTF-8, numbers as double
+ *  (integers written without fraction or exponent are also kept exactly, see
+ *  aes__json_int64), nesting deeper than AES_JSON_MAX_DEPTH is
+ *  AES_ERR_LIMIT.  Duplicate keys in an object are rejected (RFC 8259 leaves
+ *  their meaning open; a safetensors header with two tensors of one name is
+ *  an attack, not a file).  Object lookups are binary searches.
+ *
  *  The document lives in an arena (a list of blocks freed together).  A node
  *  is 24 bytes; arrays and objects hold their members in one contiguous
  *  array, and an object also keeps its keys with a sorted index for lookup.
  * ========================================================================= */
+
+#ifndef AES_JSON_MAX_DEPTH
+#define AES_JSON_MAX_DEPTH 256
+#endif
+
+typedef struct aes__json aes__json;
+typedef enum {
+    AES__JSON_NULL, AES__JSON_BOOL, AES__JSON_NUMBER, AES__JSON_STRING, AES__JSON_ARRAY, AES__JSON_OBJECT
+} aes__json_type;
+
+/* Parses len bytes (need not be NUL-terminated).  Free the root with
+ * aes__json_free; every node and string lives until then. */
+static aes_status      aes__json_parse(aes_ctx *ctx, const char *text, size_t len, aes__json **root);
+static void            aes__json_free(aes__json *root);   /* only roots; NULL is fine */
+static aes__json_type  aes__json_type_of(const aes__json *v);   /* NULL -> AES__JSON_NULL */
+/* Member of an object (NULL if absent or not an object). */
+static const aes__json *aes__json_get(const aes__json *obj, const char *key);
+/* Elements of an array / members of an object (0 for anything else). */
+static int              aes__json_length(const aes__json *v);
+static const aes__json *aes__json_at(const aes__json *arr, int i);     /* arrays and objects */
+static const char      *aes__json_key_at(const aes__json *obj, int i); /* objects, header order */
+static double           aes__json_number(const aes__json *v, double fallback);
+/* 1 and the exact value when v is a number written as an integer (no '.',
+ * no exponent) within int64; else 0. */
+static int              aes__json_int64(const aes__json *v, int64_t *out);
+/* NULL if not a string; a string may hold "\u0000" (its byte length is u.str.len). */
+static const char      *aes__json_string(const aes__json *v);
+static int              aes__json_bool(const aes__json *v, int fallback);
 
 typedef struct aes__json_key {
     const char *chars;
@@ -5177,14 +5158,14 @@ typedef struct aes__json_key {
 #define AES__JSON_ROOT    1u
 #define AES__JSON_INTEGER 2u
 
-struct aes_json {
-    unsigned char type;    /* aes_json_type */
+struct aes__json {
+    unsigned char type;    /* aes__json_type */
     unsigned char flags;   /* AES__JSON_ROOT, AES__JSON_INTEGER */
     int           count;   /* members of an array / object; the value of a bool */
     union {
         struct { double value; int64_t integer; } num;
         struct { const char *chars; size_t len; } str;
-        struct { aes_json *items; aes__json_key *keys; } con;
+        struct { aes__json *items; aes__json_key *keys; } con;
     } u;
 };
 
@@ -5242,7 +5223,7 @@ static void aes__arena_free(aes__arena *a) {
 
 typedef struct aes__json_doc {
     aes__arena arena;
-    aes_json   root;
+    aes__json   root;
 } aes__json_doc;
 
 typedef struct aes__json_parser {
@@ -5252,7 +5233,7 @@ typedef struct aes__json_parser {
     int                  depth;
     aes__arena          *arena;
     /* members of the containers being parsed, innermost last */
-    aes_json            *vals;
+    aes__json            *vals;
     size_t               nvals, capvals;
     aes__json_key       *keys;
     size_t               nkeys, capkeys;
@@ -5321,7 +5302,7 @@ static size_t aes__io_utf8_encode(uint32_t cp, char *out) {
 }
 
 /* A string starting at the opening quote, decoded into the arena. */
-static aes_status aes__json_string(aes__json_parser *p, const char **chars, size_t *len) {
+static aes_status aes__json_parse_string(aes__json_parser *p, const char **chars, size_t *len) {
     const unsigned char *s = p->s;
     size_t start = p->pos + 1, end = start, j, out = 0;
     char *buf;
@@ -5391,7 +5372,7 @@ static aes_status aes__json_string(aes__json_parser *p, const char **chars, size
 }
 
 /* number = [ "-" ] ( "0" / 1-9 *DIGIT ) [ "." 1*DIGIT ] [ ("e"/"E") ["+"/"-"] 1*DIGIT ] */
-static aes_status aes__json_number(aes__json_parser *p, aes_json *v) {
+static aes_status aes__json_parse_number(aes__json_parser *p, aes__json *v) {
     const unsigned char *s = p->s;
     size_t start = p->pos, i = p->pos, n;
     int is_int = 1, neg = 0;
@@ -5432,7 +5413,7 @@ static aes_status aes__json_number(aes__json_parser *p, aes_json *v) {
     }
     if (text != small) AES_FREE(text);
     if (d > DBL_MAX || d < -DBL_MAX) return aes__json_error(p, AES_ERR_FORMAT, "number out of the range of a double");
-    v->type = AES_JSON_NUMBER;
+    v->type = AES__JSON_NUMBER;
     v->flags = 0;
     v->count = 0;
     v->u.num.value = d;
@@ -5456,8 +5437,8 @@ static aes_status aes__json_number(aes__json_parser *p, aes_json *v) {
     return AES_OK;
 }
 
-static int aes__json_push(aes__json_parser *p, const aes_json *v) {
-    if (!aes__grow((void **)&p->vals, &p->capvals, p->nvals + 1, sizeof(aes_json))) return 0;
+static int aes__json_push(aes__json_parser *p, const aes__json *v) {
+    if (!aes__grow((void **)&p->vals, &p->capvals, p->nvals + 1, sizeof(aes__json))) return 0;
     p->vals[p->nvals++] = *v;
     return 1;
 }
@@ -5482,21 +5463,21 @@ static int aes__json_key_index_cmp(const void *items, int a, int b) {
     return aes__json_keycmp(&k[a], k[b].chars, k[b].len);
 }
 
-static aes_status aes__json_value(aes__json_parser *p, aes_json *v);
+static aes_status aes__json_value(aes__json_parser *p, aes__json *v);
 
 /* Moves the members pushed since `base` into the arena. */
-static aes_status aes__json_close(aes__json_parser *p, aes_json *v, size_t base, size_t kbase, int is_object) {
+static aes_status aes__json_close(aes__json_parser *p, aes__json *v, size_t base, size_t kbase, int is_object) {
     size_t count = p->nvals - base;
-    v->type = (unsigned char)(is_object ? AES_JSON_OBJECT : AES_JSON_ARRAY);
+    v->type = (unsigned char)(is_object ? AES__JSON_OBJECT : AES__JSON_ARRAY);
     v->flags = 0;
     v->u.con.items = NULL;
     v->u.con.keys = NULL;
     if (count > (size_t)INT_MAX) return aes__json_error(p, AES_ERR_LIMIT, "too many members");
     v->count = (int)count;
     if (count) {
-        v->u.con.items = (aes_json *)aes__arena_alloc(p->arena, count * sizeof(aes_json));
+        v->u.con.items = (aes__json *)aes__arena_alloc(p->arena, count * sizeof(aes__json));
         if (!v->u.con.items) return p->ctx ? p->ctx->status : AES_ERR_NOMEM;
-        memcpy(v->u.con.items, p->vals + base, count * sizeof(aes_json));
+        memcpy(v->u.con.items, p->vals + base, count * sizeof(aes__json));
     }
     if (is_object && count) {
         aes__json_key *keys = (aes__json_key *)aes__arena_alloc(p->arena, count * sizeof(aes__json_key));
@@ -5525,7 +5506,7 @@ static aes_status aes__json_close(aes__json_parser *p, aes_json *v, size_t base,
     return AES_OK;
 }
 
-static aes_status aes__json_container(aes__json_parser *p, aes_json *v, int is_object) {
+static aes_status aes__json_container(aes__json_parser *p, aes__json *v, int is_object) {
     size_t base = p->nvals, kbase = p->nkeys;
     char close = is_object ? '}' : ']';
     aes_status st;
@@ -5537,14 +5518,14 @@ static aes_status aes__json_container(aes__json_parser *p, aes_json *v, int is_o
         p->pos++;
     } else {
         for (;;) {
-            aes_json member;
+            aes__json member;
             aes__json_skip_ws(p);
             if (is_object) {
                 const char *key;
                 size_t klen;
                 if (p->pos >= p->len || p->s[p->pos] != '"')
                     return aes__json_error(p, AES_ERR_FORMAT, "object key (a string) expected");
-                if ((st = aes__json_string(p, &key, &klen)) != AES_OK) return st;
+                if ((st = aes__json_parse_string(p, &key, &klen)) != AES_OK) return st;
                 aes__json_skip_ws(p);
                 if (p->pos >= p->len || p->s[p->pos] != ':') return aes__json_error(p, AES_ERR_FORMAT, "':' expected");
                 p->pos++;
@@ -5562,7 +5543,7 @@ static aes_status aes__json_container(aes__json_parser *p, aes_json *v, int is_o
     return aes__json_close(p, v, base, kbase, is_object);
 }
 
-static aes_status aes__json_value(aes__json_parser *p, aes_json *v) {
+static aes_status aes__json_value(aes__json_parser *p, aes__json *v) {
     unsigned char c;
     aes__json_skip_ws(p);
     if (p->pos >= p->len) return aes__json_error(p, AES_ERR_FORMAT, "unexpected end of input");
@@ -5572,33 +5553,33 @@ static aes_status aes__json_value(aes__json_parser *p, aes_json *v) {
     case '{': return aes__json_container(p, v, 1);
     case '[': return aes__json_container(p, v, 0);
     case '"':
-        v->type = AES_JSON_STRING;
-        return aes__json_string(p, &v->u.str.chars, &v->u.str.len);
+        v->type = AES__JSON_STRING;
+        return aes__json_parse_string(p, &v->u.str.chars, &v->u.str.len);
     case 't': case 'f': case 'n': {
         const char *word = c == 't' ? "true" : c == 'f' ? "false" : "null";
         size_t n = strlen(word);
         if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n))
             return aes__json_error(p, AES_ERR_FORMAT, "invalid literal");
         p->pos += n;
-        v->type = (unsigned char)(c == 'n' ? AES_JSON_NULL : AES_JSON_BOOL);
+        v->type = (unsigned char)(c == 'n' ? AES__JSON_NULL : AES__JSON_BOOL);
         v->count = c == 't';
         return AES_OK;
     }
     default:
-        if (c == '-' || (c >= '0' && c <= '9')) return aes__json_number(p, v);
+        if (c == '-' || (c >= '0' && c <= '9')) return aes__json_parse_number(p, v);
         if (c >= 0x20 && c < 0x7F) return aes__json_error(p, AES_ERR_FORMAT, "unexpected character '%c'", c);
         return aes__json_error(p, AES_ERR_FORMAT, "unexpected byte 0x%02x", c);
     }
 }
 
-AES_API aes_status aes_json_parse(aes_ctx *ctx, const char *text, size_t len, aes_json **root) {
+static aes_status aes__json_parse(aes_ctx *ctx, const char *text, size_t len, aes__json **root) {
     aes__json_parser p;
     aes__json_doc *doc;
-    aes_json v;
+    aes__json v;
     aes_status st;
-    if (!root) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_json_parse: NULL root");
+    if (!root) return aes__fail(ctx, AES_ERR_INVALID_ARG, "JSON: NULL root");
     *root = NULL;
-    if (!text && len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_json_parse: NULL text");
+    if (!text && len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "JSON: NULL text");
     doc = (aes__json_doc *)aes_calloc(ctx, 1, sizeof *doc);
     if (!doc) return AES_ERR_NOMEM;
     doc->arena.ctx = ctx;
@@ -5630,7 +5611,7 @@ AES_API aes_status aes_json_parse(aes_ctx *ctx, const char *text, size_t len, ae
     return AES_OK;
 }
 
-AES_API void aes_json_free(aes_json *root) {
+static void aes__json_free(aes__json *root) {
     aes__json_doc *doc;
     if (!root || !(root->flags & AES__JSON_ROOT)) return;
     doc = (aes__json_doc *)(void *)((char *)root - offsetof(aes__json_doc, root));
@@ -5638,12 +5619,12 @@ AES_API void aes_json_free(aes_json *root) {
     aes_free(doc);
 }
 
-AES_API aes_json_type aes_json_type_of(const aes_json *v) { return v ? (aes_json_type)v->type : AES_JSON_NULL; }
+static aes__json_type aes__json_type_of(const aes__json *v) { return v ? (aes__json_type)v->type : AES__JSON_NULL; }
 
-AES_API const aes_json *aes_json_get(const aes_json *obj, const char *key) {
+static const aes__json *aes__json_get(const aes__json *obj, const char *key) {
     int lo = 0, hi;
     size_t klen;
-    if (!obj || obj->type != AES_JSON_OBJECT || !key) return NULL;
+    if (!obj || obj->type != AES__JSON_OBJECT || !key) return NULL;
     klen = strlen(key);
     hi = obj->count;
     while (lo < hi) {
@@ -5656,41 +5637,37 @@ AES_API const aes_json *aes_json_get(const aes_json *obj, const char *key) {
     return NULL;
 }
 
-AES_API int aes_json_length(const aes_json *v) {
-    return v && (v->type == AES_JSON_ARRAY || v->type == AES_JSON_OBJECT) ? v->count : 0;
+static int aes__json_length(const aes__json *v) {
+    return v && (v->type == AES__JSON_ARRAY || v->type == AES__JSON_OBJECT) ? v->count : 0;
 }
 
-AES_API const aes_json *aes_json_at(const aes_json *arr, int i) {
-    if (!arr || (arr->type != AES_JSON_ARRAY && arr->type != AES_JSON_OBJECT) || i < 0 || i >= arr->count)
+static const aes__json *aes__json_at(const aes__json *arr, int i) {
+    if (!arr || (arr->type != AES__JSON_ARRAY && arr->type != AES__JSON_OBJECT) || i < 0 || i >= arr->count)
         return NULL;
     return &arr->u.con.items[i];
 }
 
-AES_API const char *aes_json_key_at(const aes_json *obj, int i) {
-    if (!obj || obj->type != AES_JSON_OBJECT || i < 0 || i >= obj->count) return NULL;
+static const char *aes__json_key_at(const aes__json *obj, int i) {
+    if (!obj || obj->type != AES__JSON_OBJECT || i < 0 || i >= obj->count) return NULL;
     return obj->u.con.keys[i].chars;
 }
 
-AES_API double aes_json_number(const aes_json *v, double fallback) {
-    return v && v->type == AES_JSON_NUMBER ? v->u.num.value : fallback;
+static double aes__json_number(const aes__json *v, double fallback) {
+    return v && v->type == AES__JSON_NUMBER ? v->u.num.value : fallback;
 }
 
-AES_API int aes_json_int64(const aes_json *v, int64_t *out) {
-    if (!v || v->type != AES_JSON_NUMBER || !(v->flags & AES__JSON_INTEGER)) return 0;
+static int aes__json_int64(const aes__json *v, int64_t *out) {
+    if (!v || v->type != AES__JSON_NUMBER || !(v->flags & AES__JSON_INTEGER)) return 0;
     if (out) *out = v->u.num.integer;
     return 1;
 }
 
-AES_API const char *aes_json_string(const aes_json *v) {
-    return v && v->type == AES_JSON_STRING ? v->u.str.chars : NULL;
+static const char *aes__json_string(const aes__json *v) {
+    return v && v->type == AES__JSON_STRING ? v->u.str.chars : NULL;
 }
 
-AES_API size_t aes_json_string_len(const aes_json *v) {
-    return v && v->type == AES_JSON_STRING ? v->u.str.len : 0;
-}
-
-AES_API int aes_json_bool(const aes_json *v, int fallback) {
-    return v && v->type == AES_JSON_BOOL ? v->count : fallback;
+static int aes__json_bool(const aes__json *v, int fallback) {
+    return v && v->type == AES__JSON_BOOL ? v->count : fallback;
 }
 
 /* ============================================================================
@@ -5900,8 +5877,8 @@ struct aes_safetensors {
     void                *owned;     /* aes_alloc'ed copy, or NULL */
     void                *mapping;   /* mmap'ed file, or NULL */
     size_t               mapping_len;
-    aes_json            *header;
-    const aes_json      *meta;      /* the __metadata__ object, or NULL */
+    aes__json            *header;
+    const aes__json      *meta;      /* the __metadata__ object, or NULL */
     int                  count;
     aes_tensor_view     *tensors;   /* header order */
     int                 *by_name;   /* indices sorted by name */
@@ -5913,7 +5890,7 @@ AES_API void aes_safetensors_close(aes_safetensors *st) {
     if (st->mapping) munmap(st->mapping, st->mapping_len);
 #endif
     aes_free(st->owned);
-    aes_json_free(st->header);
+    aes__json_free(st->header);
     aes_free(st->tensors);
     aes_free(st->by_name);
     aes_free(st->source);
@@ -5931,34 +5908,34 @@ static aes_safetensors *aes__st_new(aes_ctx *ctx, const char *source) {
 }
 
 /* One header entry -> a view, with every check of the format. */
-static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name, const aes_json *entry,
+static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name, const aes__json *entry,
                                  const unsigned char *data, uint64_t data_len, aes_tensor_view *t,
                                  uint64_t *begin_out) {
-    const aes_json *dtype = aes_json_get(entry, "dtype"), *shape = aes_json_get(entry, "shape");
-    const aes_json *offs = aes_json_get(entry, "data_offsets");
+    const aes__json *dtype = aes__json_get(entry, "dtype"), *shape = aes__json_get(entry, "shape");
+    const aes__json *offs = aes__json_get(entry, "data_offsets");
     char sbuf[256];
     int64_t begin, end, numel = 1;
     uint64_t nbytes;
     size_t esize;
     int i;
-    if (aes_json_type_of(entry) != AES_JSON_OBJECT || !entry)
+    if (aes__json_type_of(entry) != AES__JSON_OBJECT || !entry)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': the entry is not an object", src, name);
-    if (!aes_json_string(dtype))
+    if (!aes__json_string(dtype))
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': no \"dtype\" string", src, name);
-    if (!aes_dtype_from_name(aes_json_string(dtype), &t->dtype))
+    if (!aes__dtype_from_name(aes__json_string(dtype), &t->dtype))
         return aes__fail(ctx, AES_ERR_UNSUPPORTED,
                          "%s: tensor '%.200s' has dtype \"%.40s\", which aesalign does not support (it reads F32, "
                          "F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, U16, U32, U64, F8_E5M2, F8_E4M3)",
-                         src, name, aes_json_string(dtype));
-    if (aes_json_type_of(shape) != AES_JSON_ARRAY || !shape)
+                         src, name, aes__json_string(dtype));
+    if (aes__json_type_of(shape) != AES__JSON_ARRAY || !shape)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': no \"shape\" array", src, name);
-    t->ndim = aes_json_length(shape);
+    t->ndim = aes__json_length(shape);
     if (t->ndim > 8)
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: tensor '%.200s' has %d dimensions; at most 8 are supported",
                          src, name, t->ndim);
     for (i = 0; i < t->ndim; i++) {
         int64_t d;
-        if (!aes_json_int64(aes_json_at(shape, i), &d) || d < 0)
+        if (!aes__json_int64(aes__json_at(shape, i), &d) || d < 0)
             return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': shape[%d] is not a non-negative integer",
                              src, name, i);
         t->shape[i] = d;
@@ -5974,8 +5951,8 @@ static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': shape %s is too large", src, name,
                          aes__io_shape_str(sbuf, sizeof sbuf, t->shape, t->ndim));
     nbytes = (uint64_t)numel * esize;
-    if (aes_json_type_of(offs) != AES_JSON_ARRAY || aes_json_length(offs) != 2 ||
-        !aes_json_int64(aes_json_at(offs, 0), &begin) || !aes_json_int64(aes_json_at(offs, 1), &end) ||
+    if (aes__json_type_of(offs) != AES__JSON_ARRAY || aes__json_length(offs) != 2 ||
+        !aes__json_int64(aes__json_at(offs, 0), &begin) || !aes__json_int64(aes__json_at(offs, 1), &end) ||
         begin < 0 || end < 0)
         return aes__fail(ctx, AES_ERR_FORMAT,
                          "%s: tensor '%.200s': \"data_offsets\" must be two non-negative integers [begin, end]",
@@ -6037,28 +6014,28 @@ static aes_status aes__st_parse(aes_ctx *ctx, aes_safetensors *st) {
                          src, (unsigned long long)hlen, len);
     if (hlen < 2 || f[8] != '{')
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: the header does not start with '{'", src);
-    s = aes_json_parse(ctx, (const char *)f + 8, (size_t)hlen, &st->header);
+    s = aes__json_parse(ctx, (const char *)f + 8, (size_t)hlen, &st->header);
     if (s != AES_OK) return aes__fail_prefix(ctx, s, "%s: header", src);
-    if (aes_json_type_of(st->header) != AES_JSON_OBJECT)
+    if (aes__json_type_of(st->header) != AES__JSON_OBJECT)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: the header is not a JSON object", src);
     data = f + 8 + hlen;
     data_len = (uint64_t)len - 8 - hlen;
-    nmembers = aes_json_length(st->header);
+    nmembers = aes__json_length(st->header);
     st->count = nmembers;
     for (i = 0; i < nmembers; i++) {
-        const char *key = aes_json_key_at(st->header, i);
-        const aes_json *v = aes_json_at(st->header, i);
+        const char *key = aes__json_key_at(st->header, i);
+        const aes__json *v = aes__json_at(st->header, i);
         if (strcmp(key, "__metadata__")) continue;
         st->count--;
         /* string -> string; null is accepted as "no metadata", as the
          * reference (an Option in serde) does */
-        if (aes_json_type_of(v) == AES_JSON_NULL) continue;
-        if (aes_json_type_of(v) != AES_JSON_OBJECT)
+        if (aes__json_type_of(v) == AES__JSON_NULL) continue;
+        if (aes__json_type_of(v) != AES__JSON_OBJECT)
             return aes__fail(ctx, AES_ERR_FORMAT, "%s: __metadata__ is not an object", src);
-        for (k = 0; k < aes_json_length(v); k++)
-            if (!aes_json_string(aes_json_at(v, k)))
+        for (k = 0; k < aes__json_length(v); k++)
+            if (!aes__json_string(aes__json_at(v, k)))
                 return aes__fail(ctx, AES_ERR_FORMAT, "%s: __metadata__ value of \"%.100s\" is not a string", src,
-                                 aes_json_key_at(v, k));
+                                 aes__json_key_at(v, k));
         st->meta = v;
     }
     st->tensors = (aes_tensor_view *)aes_calloc(ctx, (size_t)st->count + 1, sizeof(aes_tensor_view));
@@ -6067,8 +6044,8 @@ static aes_status aes__st_parse(aes_ctx *ctx, aes_safetensors *st) {
     tmp = (int *)aes_alloc(ctx, (size_t)st->count + 1, sizeof(int));
     if (!st->tensors || !st->by_name || !spans || !tmp) { s = ctx ? ctx->status : AES_ERR_NOMEM; goto done; }
     for (i = 0, k = 0; i < nmembers; i++) {
-        const aes_json *v = aes_json_at(st->header, i);
-        const char *key = aes_json_key_at(st->header, i);
+        const aes__json *v = aes__json_at(st->header, i);
+        const char *key = aes__json_key_at(st->header, i);
         if (!strcmp(key, "__metadata__")) continue;
         if (st->header->u.con.keys[i].len != strlen(key)) {
             s = aes__fail(ctx, AES_ERR_FORMAT, "%s: a tensor name contains a NUL byte (\"%.100s...\")", src, key);
@@ -6196,15 +6173,15 @@ AES_API const aes_tensor_view *aes_safetensors_find(const aes_safetensors *st, c
 }
 
 AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const char *key) {
-    return st ? aes_json_string(aes_json_get(st->meta, key)) : NULL;
+    return st ? aes__json_string(aes__json_get(st->meta, key)) : NULL;
 }
 
-AES_API int aes_safetensors_metadata_count(const aes_safetensors *st) { return st ? aes_json_length(st->meta) : 0; }
+AES_API int aes_safetensors_metadata_count(const aes_safetensors *st) { return st ? aes__json_length(st->meta) : 0; }
 
 AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const char **key, const char **value) {
-    if (!st || i < 0 || i >= aes_json_length(st->meta)) return 0;
-    if (key) *key = aes_json_key_at(st->meta, i);
-    if (value) *value = aes_json_string(aes_json_at(st->meta, i));
+    if (!st || i < 0 || i >= aes__json_length(st->meta)) return 0;
+    if (key) *key = aes__json_key_at(st->meta, i);
+    if (value) *value = aes__json_string(aes__json_at(st->meta, i));
     return 1;
 }
 
@@ -7667,7 +7644,9 @@ AES_API int aes_tokenizer_n_merges(const aes_tokenizer *tok) { return tok ? tok-
 AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok) { return tok ? tok->sot : -1; }
 AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok) { return tok ? tok->eot : -1; }
 
-AES_API const char *aes_tokenizer_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len) {
+/* The raw bytes of one vocabulary entry ("</w>" literally at the end of
+ * word-final symbols); NULL for an id outside the vocabulary. */
+AES__TEST_ONLY static const char *aes__tok_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len) {
     if (!tok || id < 0 || id >= tok->vocab_size) { if (len) *len = 0; return NULL; }
     if (len) *len = tok->vocab.off[id + 1] - tok->vocab.off[id];
     return (const char *)tok->vocab.bytes + tok->vocab.off[id];
@@ -8196,17 +8175,6 @@ static int aes__tok_inf_block_stored(aes__tok_inflate *s) {
     return 1;
 }
 
-static uint32_t aes__tok_crc32(const unsigned char *p, size_t n) {
-    uint32_t crc = 0xFFFFFFFFu;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        crc ^= p[i];
-        for (k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-    }
-    return ~crc;
-}
-
 /* Inflates every member of a gzip stream; *out from AES_MALLOC. */
 static aes_status aes__tok_gunzip(aes_ctx *ctx, const unsigned char *in, size_t n, const char *what,
                               unsigned char **out, size_t *out_len) {
@@ -8261,7 +8229,7 @@ static aes_status aes__tok_gunzip(aes_ctx *ctx, const unsigned char *in, size_t 
             uint32_t crc = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
             uint32_t isize = (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 | (uint32_t)t[7] << 24;
             /* an empty member leaves s.out NULL: no pointer arithmetic on it */
-            if (crc != (s.out ? aes__tok_crc32(s.out + member_start, s.len - member_start) : aes__tok_crc32(NULL, 0)) ||
+            if (crc != aes__crc32(0, s.out ? s.out + member_start : NULL, s.out ? s.len - member_start : 0) ||
                 isize != (uint32_t)(s.len - member_start)) {
                 AES_FREE(s.out);
                 return aes__fail(ctx, AES_ERR_FORMAT, "%s: gzip checksum mismatch", what);
@@ -9561,26 +9529,26 @@ static aes_status aes__clip_infer(aes__clip_loader *L, aes_clip_config *c) {
  * context_length, vocab_size}. */
 
 /* Small readers over aesalign.h's JSON. */
-static const aes_json *aes__clip_json_obj(const aes_json *obj, const char *key) {
-    const aes_json *v = aes_json_get(obj, key);
-    return aes_json_type_of(v) == AES_JSON_OBJECT ? v : NULL;
+static const aes__json *aes__clip_json_obj(const aes__json *obj, const char *key) {
+    const aes__json *v = aes__json_get(obj, key);
+    return aes__json_type_of(v) == AES__JSON_OBJECT ? v : NULL;
 }
-static int aes__clip_json_num(const aes_json *obj, const char *key, double *out) {
-    const aes_json *v = aes_json_get(obj, key);
-    if (aes_json_type_of(v) != AES_JSON_NUMBER) return 0;
-    *out = aes_json_number(v, 0.0);
+static int aes__clip_json_num(const aes__json *obj, const char *key, double *out) {
+    const aes__json *v = aes__json_get(obj, key);
+    if (aes__json_type_of(v) != AES__JSON_NUMBER) return 0;
+    *out = aes__json_number(v, 0.0);
     return 1;
 }
-static const char *aes__clip_json_str(const aes_json *obj, const char *key) {
-    return aes_json_string(aes_json_get(obj, key));
+static const char *aes__clip_json_str(const aes__json *obj, const char *key) {
+    return aes__json_string(aes__json_get(obj, key));
 }
-static void aes__clip_json_bool(const aes_json *obj, const char *key, int *out) {
-    const aes_json *v = aes_json_get(obj, key);
-    if (aes_json_type_of(v) == AES_JSON_BOOL) *out = aes_json_bool(v, 0);
+static void aes__clip_json_bool(const aes__json *obj, const char *key, int *out) {
+    const aes__json *v = aes__json_get(obj, key);
+    if (aes__json_type_of(v) == AES__JSON_BOOL) *out = aes__json_bool(v, 0);
 }
 static aes_status aes__clip_json_parse(aes_ctx *ctx, const char *text, size_t len, const char *what,
-                                       aes_json **root) {
-    aes_status st = aes_json_parse(ctx, text, len, root);
+                                       aes__json **root) {
+    aes_status st = aes__json_parse(ctx, text, len, root);
     return st ? aes__fail_prefix(ctx, st, "%s", what) : AES_OK;
 }
 #ifndef AES_NO_STDIO
@@ -9601,7 +9569,7 @@ typedef struct aes__clip_cfgread {
 } aes__clip_cfgread;
 
 /* A number in obj[key] that must equal `have` (when the config has it). */
-static aes_status aes__clip_cfg_agree(aes__clip_cfgread *r, const aes_json *obj, const char *key, int have,
+static aes_status aes__clip_cfg_agree(aes__clip_cfgread *r, const aes__json *obj, const char *key, int have,
                                       const char *tower) {
     double v;
     if (!aes__clip_json_num(obj, key, &v)) return AES_OK;
@@ -9627,7 +9595,7 @@ static aes_status aes__clip_cfg_act(aes__clip_cfgread *r, const char *s, aes_act
     return AES_OK;
 }
 
-static aes_status aes__clip_cfg_hf_tower(aes__clip_cfgread *r, const aes_json *t, int vision) {
+static aes_status aes__clip_cfg_hf_tower(aes__clip_cfgread *r, const aes__json *t, int vision) {
     aes_clip_config *c = r->c;
     const char *tn = vision ? "vision_config" : "text_config", *s;
     double v;
@@ -9658,9 +9626,9 @@ static aes_status aes__clip_cfg_hf_tower(aes__clip_cfgread *r, const aes_json *t
     return AES_OK;
 }
 
-static aes_status aes__clip_cfg_openclip(aes__clip_cfgread *r, const aes_json *m) {
+static aes_status aes__clip_cfg_openclip(aes__clip_cfgread *r, const aes__json *m) {
     aes_clip_config *c = r->c;
-    const aes_json *vc = aes__clip_json_obj(m, "vision_cfg"), *tc = aes__clip_json_obj(m, "text_cfg");
+    const aes__json *vc = aes__clip_json_obj(m, "vision_cfg"), *tc = aes__clip_json_obj(m, "text_cfg");
     double v;
     int qg = 0;
     aes_status st;
@@ -9694,8 +9662,8 @@ static aes_status aes__clip_cfg_openclip(aes__clip_cfgread *r, const aes_json *m
  * config at all (a config.json found beside a model may be something else). */
 static aes_status aes__clip_apply_config(aes__clip_loader *L, aes_clip_config *c, const char *text, size_t len,
                                          const char *what, int *recognised) {
-    aes_json *root = NULL;
-    const aes_json *vc, *tc, *m;
+    aes__json *root = NULL;
+    const aes__json *vc, *tc, *m;
     const char *mt;
     aes__clip_cfgread r;
     aes_status st = AES_OK;
@@ -9726,7 +9694,7 @@ static aes_status aes__clip_apply_config(aes__clip_loader *L, aes_clip_config *c
         if (act) c->act = act;
         if (r.eps > 0) c->ln_eps = r.eps;
     }
-    aes_json_free(root);
+    aes__json_free(root);
     return st;
 }
 
@@ -10237,7 +10205,7 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
                 }
                 if (dtype == AES_DTYPE_F32) memcpy(dst + e * 4, &v, 4);
                 else {
-                    uint16_t hv = dtype == AES_DTYPE_F16 ? aes_f32_to_f16_1(v) : aes_f32_to_bf16_1(v);
+                    uint16_t hv = dtype == AES_DTYPE_F16 ? aes__f32_to_f16_1(v) : aes__f32_to_bf16_1(v);
                     memcpy(dst + e * 2, &hv, 2);
                 }
             }
@@ -10493,7 +10461,8 @@ static double aes__elta_gamma(double a, uint64_t *s) {
         if (log(u + 1e-300) < 0.5 * z * z + d * (1.0 - v + log(v))) return boost * d * v;
     }
 }
-AES_API float aes_elta_beta_sample(float a, uint64_t *rng) {
+/* One draw from Beta(a, a) (two Gamma draws). */
+static float aes__elta_beta_sample(float a, uint64_t *rng) {
     double x, y;
     if (!(a > 0.0f)) return 0.5f;
     x = aes__elta_gamma(a, rng);
@@ -10518,7 +10487,9 @@ AES_API void aes_labels_free(aes_labels *labels) {
     memset(labels, 0, sizeof *labels);
 }
 
-AES_API float aes_hist_mean(const float *h) {
+/* Mean score of a histogram over bins 1..10 (counts or probabilities; 0
+ * when the histogram is all zero). */
+static float aes__hist_mean(const float *h) {
     double s = 0.0, w = 0.0;
     int k;
     for (k = 0; k < AES_SCORE_BINS; k++) {
@@ -10528,7 +10499,8 @@ AES_API float aes_hist_mean(const float *h) {
     return w > 0.0 ? (float)(s / w) : 0.0f;
 }
 
-AES_API int aes_score_bin(float score) {
+/* The bin of a score (see aes_score_bin_counts). */
+static int aes__score_bin(float score) {
     int k;
     if (!(score >= 1.5f)) return 0;          /* also NaN */
     if (score >= 9.5f) return AES_SCORE_BINS - 1;
@@ -10539,10 +10511,12 @@ AES_API int aes_score_bin(float score) {
 AES_API void aes_score_bin_counts(const float *scores, int n, int counts[AES_SCORE_BINS]) {
     int i;
     for (i = 0; i < AES_SCORE_BINS; i++) counts[i] = 0;
-    for (i = 0; i < n; i++) counts[aes_score_bin(scores[i])]++;
+    for (i = 0; i < n; i++) counts[aes__score_bin(scores[i])]++;
 }
 
-AES_API void aes_bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, float tail_ratio,
+/* groups[k] = the aes_bin_group of bin k (the rule in the API above; ratios
+ * <= 0 take the defaults). */
+static void aes__bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, float tail_ratio,
                             int groups[AES_SCORE_BINS]) {
     int k, mx = 0;
     if (!(head_ratio > 0.0f)) head_ratio = 0.5f;
@@ -10984,7 +10958,7 @@ static void aes__elta_anchor_logw(double *logw, const float *scores, const float
         } else {
             int counts[AES_SCORE_BINS];
             aes_score_bin_counts(scores, B, counts);
-            for (i = 0; i < B; i++) logw[i] = -log((double)counts[aes_score_bin(scores[i])]);
+            for (i = 0; i < B; i++) logw[i] = -log((double)counts[aes__score_bin(scores[i])]);
         }
     } else {
         for (i = 0; i < B; i++) logw[i] = 0.0;
@@ -11011,11 +10985,15 @@ static void aes__elta_partner_w(double *w, const float *scores, int B, int a, co
     aes__elta_exp_shift(w, B);
 }
 
-AES_API aes_status aes_elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
-                                         const float *anchor_weight, int B, const aes_elta_mixup_cfg *cfg) {
+/* The probabilities the sampler draws with (for the tests): anchor[B] = P(i)
+ * of the chosen anchor rule; partner[B] = P(j | i) for a given anchor i
+ * (partner[i] = 0; all 0 when i has no eligible partner). */
+AES__TEST_ONLY static aes_status aes__elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
+                                                        const float *anchor_weight, int B,
+                                                        const aes_elta_mixup_cfg *cfg) {
     double *w, total = 0.0;
     int i;
-    if (!anchor || !scores || !cfg || B < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_elta_anchor_probs: bad argument");
+    if (!anchor || !scores || !cfg || B < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "ELTA anchor probabilities: bad argument");
     w = (double *)aes_alloc(ctx, (size_t)B, sizeof(double));
     if (!w) return aes_last_status(ctx);
     aes__elta_anchor_logw(w, scores, anchor_weight, B, cfg);
@@ -11026,8 +11004,8 @@ AES_API aes_status aes_elta_anchor_probs(aes_ctx *ctx, float *anchor, const floa
     return AES_OK;
 }
 
-AES_API void aes_elta_partner_probs(float *partner, const float *scores, int B, int i,
-                                    const aes_elta_mixup_cfg *cfg) {
+AES__TEST_ONLY static void aes__elta_partner_probs(float *partner, const float *scores, int B, int i,
+                                                   const aes_elta_mixup_cfg *cfg) {
     double w[256], *pw = w, total = 0.0;
     int j;
     if (B > 256) pw = (double *)AES_MALLOC(sizeof(double) * (size_t)B);
@@ -11075,7 +11053,7 @@ AES_API aes_status aes_elta_mixup_sample(aes_ctx *ctx, int *ia, int *ib, float *
         ia[made] = a;
         ib[made] = j;
         if (cfg->lambda_mode == AES_ELTA_LAMBDA_BETA) {
-            lam[made] = aes_elta_beta_sample(cfg->beta_alpha > 0.0f ? cfg->beta_alpha : 1.0f, rng);
+            lam[made] = aes__elta_beta_sample(cfg->beta_alpha > 0.0f ? cfg->beta_alpha : 1.0f, rng);
         } else {
             double s = anchor_p[a] + anchor_p[j];
             lam[made] = s > 0.0 ? (float)(anchor_p[a] / s) : 0.5f;
@@ -11187,13 +11165,13 @@ AES_API aes_status aes_elta_refine(aes_ctx *ctx, float *refined, float *conf, co
     if (n == 0) return AES_OK;
     for (i = 0; i < n; i++) {
         aes__elta_softmax10(p, logits + (size_t)i * AES_SCORE_BINS, 1.0f);
-        center += aes_hist_mean(p);
+        center += aes__hist_mean(p);
     }
     center /= n;
     for (i = 0; i < n; i++) {
         float *r = refined + (size_t)i * AES_SCORE_BINS, mx = 0.0f, mul;
         aes__elta_softmax10(p, logits + (size_t)i * AES_SCORE_BINS, 1.0f);
-        mul = (float)exp((double)beta * fabs(center - aes_hist_mean(p)));
+        mul = (float)exp((double)beta * fabs(center - aes__hist_mean(p)));
         if (!(mul < 1e30f)) mul = 1e30f;
         aes__elta_softmax10(r, logits + (size_t)i * AES_SCORE_BINS, mul);
         for (k = 0; k < AES_SCORE_BINS; k++) mx = r[k] > mx ? r[k] : mx;
@@ -11244,7 +11222,8 @@ static double aes__elta_pearson_d(const double *x, const double *y, int n) {
     return sxy / sqrt(sxx * syy);
 }
 
-AES_API double aes_plcc(const float *x, const float *y, int n) {
+/* Pearson's linear correlation (NaN when undefined). */
+static double aes__plcc(const float *x, const float *y, int n) {
     double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
     int i;
     if (!x || !y || n < 2) return NAN;
@@ -11259,10 +11238,11 @@ AES_API double aes_plcc(const float *x, const float *y, int n) {
     return sxy / sqrt(sxx * syy);
 }
 
-AES_API aes_status aes_srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out) {
+/* Spearman's rank correlation, ties given average ranks (NaN when undefined). */
+static aes_status aes__srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out) {
     double *rx, *ry;
     aes__elta_vi *tmp;
-    if (!x || !y || !out || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_srcc: bad argument");
+    if (!x || !y || !out || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "SRCC: bad argument");
     *out = NAN;
     if (n < 2) return AES_OK;
     rx = (double *)aes_alloc(ctx, (size_t)n * 2, sizeof(double));
@@ -11295,13 +11275,13 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
     }
     memset(m, 0, sizeof *m);
     m->n = n;
-    st = aes_srcc(ctx, pred, truth, n, &m->srcc);
+    st = aes__srcc(ctx, pred, truth, n, &m->srcc);
     if (st != AES_OK) return st;
-    m->plcc = aes_plcc(pred, truth, n);
+    m->plcc = aes__plcc(pred, truth, n);
     for (k = 0; k < AES_SCORE_BINS; k++) { bin_sum[k] = 0.0; m->bin_count[k] = 0; }
     for (i = 0; i < n; i++) {
         double e = fabs((double)pred[i] - truth[i]);
-        int bin = aes_score_bin(truth[i]);
+        int bin = aes__score_bin(truth[i]);
         ae_sum += e;
         se_sum += e * e;
         bin_sum[bin] += e;
@@ -11315,7 +11295,7 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
     if (pred_hist && true_hist) m->emd = aes_emd_forward(pred_hist, true_hist, n, NULL);
     if (opts && opts->split_counts) memcpy(counts, opts->split_counts, sizeof counts);
     else memcpy(counts, m->bin_count, sizeof counts);
-    aes_bin_groups(counts, head_ratio, tail_ratio, m->group);
+    aes__bin_groups(counts, head_ratio, tail_ratio, m->group);
     for (k = 0; k < 3; k++) { gsum[k] = 0.0; gcount[k] = 0; }
     m->balanced_mae = 0.0;
     for (k = 0; k < AES_SCORE_BINS; k++) {
@@ -11341,7 +11321,8 @@ AES_API const char *aes_head_kind_name(aes_head_kind kind) { return kind == AES_
 AES_API const char *aes_head_output_name(aes_head_output output) { return output == AES_HEAD_HIST10 ? "hist10" : "score"; }
 AES_API const char *aes_head_act_name(aes_head_act act) { return act == AES_HEAD_ACT_RELU ? "relu" : "none"; }
 
-AES_API int aes_head_out_dim(const aes_head *head) {
+/* Outputs of the head: 1 (a score) or 10 (logits). */
+static int aes__head_out_dim(const aes_head *head) {
     return head && head->output == AES_HEAD_HIST10 ? AES_SCORE_BINS : 1;
 }
 
@@ -11380,7 +11361,7 @@ AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kin
             head->dim[l + 1] = hidden[l];
         }
     }
-    head->dim[head->nlayers] = aes_head_out_dim(head);
+    head->dim[head->nlayers] = aes__head_out_dim(head);
     for (l = 0; l < head->nlayers; l++) {
         int fan_in = head->dim[l], fan_out = head->dim[l + 1];
         size_t i, nw = (size_t)fan_in * fan_out;
@@ -11422,21 +11403,22 @@ static aes_status aes__elta_head_check(aes_ctx *ctx, const aes_head *h, const ch
     for (l = 0; l < h->nlayers; l++)
         if (!h->w[l] || !h->b[l] || h->dim[l] < 1 || h->dim[l + 1] < 1)
             return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: head layer %d is incomplete", fn, l);
-    if (h->dim[h->nlayers] != aes_head_out_dim(h))
+    if (h->dim[h->nlayers] != aes__head_out_dim(h))
         return aes__fail(ctx, AES_ERR_SHAPE, "%s: head ends in %d outputs, its output kind '%s' needs %d", fn,
-                         h->dim[h->nlayers], aes_head_output_name(h->output), aes_head_out_dim(h));
+                         h->dim[h->nlayers], aes_head_output_name(h->output), aes__head_out_dim(h));
     return AES_OK;
 }
 
-AES_API aes_status aes_head_forward(aes_ctx *ctx, const aes_head *head, float *out, const float *x, int n) {
+/* Raw outputs [n, aes__head_out_dim] (scores or logits). */
+static aes_status aes__head_forward(aes_ctx *ctx, const aes_head *head, float *out, const float *x, int n) {
     enum { CHUNK = 256 };
     float *buf, *act[AES_HEAD_MAX_LAYERS + 1];
     int md, i0, l, od;
-    aes_status st = aes__elta_head_check(ctx, head, "aes_head_forward");
+    aes_status st = aes__elta_head_check(ctx, head, "head forward");
     if (st != AES_OK) return st;
-    if (!out || !x || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_forward: bad argument");
+    if (!out || !x || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "head forward: bad argument");
     md = aes__elta_head_maxdim(head);
-    od = aes_head_out_dim(head);
+    od = aes__head_out_dim(head);
     buf = (float *)aes_alloc(ctx, (size_t)CHUNK * md, sizeof(float) * (size_t)(head->nlayers + 1));
     if (!buf) return aes_last_status(ctx);
     for (l = 0; l <= head->nlayers; l++) act[l] = buf + (size_t)l * CHUNK * md;
@@ -11457,16 +11439,16 @@ AES_API aes_status aes_head_predict(aes_ctx *ctx, const aes_head *head, float *s
     aes_status st = aes__elta_head_check(ctx, head, "aes_head_predict");
     if (st != AES_OK) return st;
     if (!scores || !x || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_predict: bad argument");
-    od = aes_head_out_dim(head);
+    od = aes__head_out_dim(head);
     out = (float *)aes_alloc(ctx, (size_t)(n ? n : 1), sizeof(float) * (size_t)od);
     if (!out) return aes_last_status(ctx);
-    st = aes_head_forward(ctx, head, out, x, n);
+    st = aes__head_forward(ctx, head, out, x, n);
     if (st == AES_OK) {
         for (i = 0; i < n; i++) {
             if (head->output == AES_HEAD_HIST10) {
                 float p[AES_SCORE_BINS];
                 aes__elta_softmax10(p, out + (size_t)i * AES_SCORE_BINS, 1.0f);
-                scores[i] = aes_hist_mean(p);
+                scores[i] = aes__hist_mean(p);
                 if (hist) memcpy(hist + (size_t)i * AES_SCORE_BINS, p, sizeof p);
             } else {
                 scores[i] = out[i];
@@ -11672,15 +11654,23 @@ static double aes__elta_loss_grad(aes_ctx *ctx, aes__elta_ws *w, const aes_head 
     return loss;
 }
 
-AES_API aes_status aes_head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
-                                      const float *x, const float *hist, const float *score, int R,
-                                      float sim_weight, int sim_layer, double *task_loss, double *sim_loss) {
+/* The trainer's inner step on its own, for the tests: loss and gradients
+ * of a head on R rows, the task loss (MSE on score[R] for a score head; EMD
+ * on softmax(logits) vs hist[R, 10] for a hist10 head) plus sim_weight *
+ * L_sim on hidden layer sim_layer (0: the last one; weight 0 = off; MLP
+ * only).  ACCUMULATES into dw[l] ([dim[l+1], dim[l]]) and db[l]
+ * ([dim[l+1]]) for each layer l; the task loss goes to *task_loss and L_sim
+ * to *sim_loss (either may be NULL). */
+AES__TEST_ONLY static aes_status aes__head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
+                                                     const float *x, const float *hist, const float *score, int R,
+                                                     float sim_weight, int sim_layer, double *task_loss,
+                                                     double *sim_loss) {
     aes__elta_ws w;
     double loss, sim = 0.0;
-    aes_status st = aes__elta_head_check(ctx, head, "aes_head_loss_grad");
+    aes_status st = aes__elta_head_check(ctx, head, "head loss");
     if (st != AES_OK) return st;
     if (!dw || !db || !x || !score || R < 1 || (head->output == AES_HEAD_HIST10 && !hist))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_loss_grad: bad argument");
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "head loss: bad argument");
     if ((st = aes__elta_ws_alloc(ctx, &w, head, R, sim_weight != 0.0f && head->nlayers > 1)) != AES_OK) return st;
     memcpy(w.act[0], x, sizeof(float) * (size_t)R * head->dim[0]);
     loss = aes__elta_loss_grad(ctx, &w, head, R, hist, score, sim_weight, sim_layer, dw, db, &sim);
@@ -11872,7 +11862,7 @@ static aes_status aes__elta_forward_raw(aes__elta_run *r, float *out, const floa
     for (i0 = 0; i0 < n && st == AES_OK; i0 += CHUNK) {
         int m = n - i0 < CHUNK ? n - i0 : CHUNK;
         for (i = 0; i < m; i++) aes__elta_std_row(r, buf + (size_t)i * r->D, x + (size_t)(i0 + i) * r->D);
-        st = aes_head_forward(r->ctx, r->h, out + (size_t)i0 * aes_head_out_dim(r->h), buf, m);
+        st = aes__head_forward(r->ctx, r->h, out + (size_t)i0 * aes__head_out_dim(r->h), buf, m);
     }
     aes_free(buf);
     return st;
@@ -11899,7 +11889,7 @@ static aes_status aes__elta_step(aes__elta_run *r, int start, int B, float lr, d
         aes_elta_mixup_cfg mc = cfg->elta.mix;
         if (mc.n_mix > r->cap - B) mc.n_mix = r->cap - B;
         for (b = 0; b < B; b++) { /* inverse bin frequency over the whole training set */
-            int c = r->bin_count[aes_score_bin(r->tscore[b])];
+            int c = r->bin_count[aes__score_bin(r->tscore[b])];
             r->aweight[b] = 1.0f / (float)(c > 0 ? c : 1);
         }
         if (aes_elta_mixup_sample(ctx, r->ia, r->ib, r->lam, &np, r->tscore, r->aweight, B, &mc, &r->rng) == AES_OK &&
@@ -12045,7 +12035,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
                 if (!(conf[i] > cfg->elta.refine_threshold)) continue;
                 if (cfg->elta.refine_label == 0) /* the paper: the head's own output distribution */
                     aes__elta_softmax10(hrow, ulog + (size_t)i * AES_SCORE_BINS, 1.0f);
-                if (!aes__elta_pool_add(&r, unlabeled + (size_t)i * d, hrow, aes_hist_mean(hrow))) {
+                if (!aes__elta_pool_add(&r, unlabeled + (size_t)i * d, hrow, aes__hist_mean(hrow))) {
                     st = aes__fail(ctx, AES_ERR_NOMEM, "aes_head_train: out of memory");
                     goto done;
                 }
@@ -12192,7 +12182,7 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
         }
         for (k = 0; k < AES_SCORE_BINS; k++) sum += h[k];
         for (k = 0; k < AES_SCORE_BINS; k++) h[k] = (float)(h[k] / sum);
-        labels->score[i] = aes_hist_mean(h);
+        labels->score[i] = aes__hist_mean(h);
     }
     aes_free(basis);
     aes_free(z);
@@ -12373,13 +12363,14 @@ static aes_status aes__head_tensor(aes_ctx *ctx, const aes_safetensors *st, cons
     return AES_OK;
 }
 
-AES_API aes_status aes_head_from_safetensors(aes_ctx *ctx, const aes_safetensors *st, aes_head *out) {
+/* A head from an open safetensors object (aes_head_load, aes_head_load_memory). */
+static aes_status aes__head_from_safetensors(aes_ctx *ctx, const aes_safetensors *st, aes_head *out) {
     const char *src, *m_kind, *m_act, *m_out;
     const aes_tensor_view *w0;
     int idx[AES_HEAD_MAX_LAYERS + 1], nl = 0, i, l, relu_guess = 0;
     char name[64];
     aes_status s;
-    if (!st || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_from_safetensors: NULL argument");
+    if (!st || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aesthetic head: NULL argument");
     memset(out, 0, sizeof *out);
     src = aes_safetensors_source(st);
     m_kind = aes_safetensors_metadata(st, "aesalign.head");
@@ -12461,7 +12452,7 @@ AES_API aes_status aes_head_load_memory(aes_ctx *ctx, const void *data, size_t l
     aes_status s;
     if (out) memset(out, 0, sizeof *out);
     if ((s = aes_safetensors_load_memory(ctx, data, len, 0, &st)) != AES_OK) return s;
-    s = aes_head_from_safetensors(ctx, st, out);
+    s = aes__head_from_safetensors(ctx, st, out);
     aes_safetensors_close(st);
     return s;
 }
@@ -12472,7 +12463,7 @@ AES_API aes_status aes_head_load(aes_ctx *ctx, const char *path, aes_head *out) 
     aes_status s;
     if (out) memset(out, 0, sizeof *out);
     if ((s = aes_safetensors_open(ctx, path, &st)) != AES_OK) return s;
-    s = aes_head_from_safetensors(ctx, st, out);
+    s = aes__head_from_safetensors(ctx, st, out);
     aes_safetensors_close(st);
     return s;
 }
@@ -12981,33 +12972,6 @@ AES_API aes_status aes_topk_i8(aes_ctx *ctx, const int8_t *base, const float *sc
  *  R3. The index
  * ========================================================================= */
 
-/* ---- CRC-32 --------------------------------------------------------------- */
-/* Slicing-by-8 tables are built per call (8 KB on the stack, ~2 us): no
- * global state, and the cost is nothing next to checksumming a file. */
-AES_API uint32_t aes_crc32(uint32_t crc, const void *data, size_t len) {
-    uint32_t t[8][256];
-    const unsigned char *p = (const unsigned char *)data;
-    uint32_t i, j;
-    for (i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (j = 0; j < 8; j++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        t[0][i] = c;
-    }
-    for (i = 0; i < 256; i++)
-        for (j = 1; j < 8; j++) t[j][i] = (t[j - 1][i] >> 8) ^ t[0][t[j - 1][i] & 0xFFu];
-    crc = ~crc;
-    while (len >= 8) {
-        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
-        crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
-              t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
-        p += 8;
-        len -= 8;
-    }
-    while (len--) crc = t[0][(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
-    return ~crc;
-}
-
 /* ---- little-endian fields --------------------------------------------------- */
 static void aes__put_u32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
@@ -13479,7 +13443,7 @@ AES_API aes_status aes_index_save_memory(aes_ctx *ctx, const aes_index *idx, voi
         memcpy(b + L.qvec, idx->qvectors, (size_t)(idx->count * dim));
     }
     AES__UNUSED(d);
-    aes__put_u32(b + L.crc, aes_crc32(0, b, (size_t)L.crc));
+    aes__put_u32(b + L.crc, aes__crc32(0, b, (size_t)L.crc));
     memcpy(b + L.crc + 4, "AEND", 4);
     *data = b;
     *len = (size_t)L.total;
@@ -13515,7 +13479,7 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
     }
     if (memcmp(buf + len - 4, "AEND", 4) != 0) { st = aes__fail(ctx, AES_ERR_FORMAT, "%s: corrupted: no end marker", name); goto fail; }
     crc_stored = aes__get_u32(buf + len - 8);
-    crc = aes_crc32(0, buf, len - 8);
+    crc = aes__crc32(0, buf, len - 8);
     if (crc != crc_stored) {
         st = aes__fail(ctx, AES_ERR_FORMAT, "%s: checksum mismatch (stored %08x, computed %08x): the file is corrupted",
                        name, (unsigned)crc_stored, (unsigned)crc);
@@ -13852,7 +13816,6 @@ AES_API void aes_expansions_free(aes_expansions *ex) {
     AES_FREE(ex);
 }
 
-AES_API size_t aes_expansions_count(const aes_expansions *ex) { return ex ? ex->n : 0; }
 
 #ifndef AES_NO_STDIO
 static aes_status aes__ex_parse_file(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
@@ -14560,7 +14523,6 @@ AES_API void aes_optim_free(aes_optim *opt) {
     aes_free(opt);
 }
 
-AES_API const aes_optim_config *aes_optim_config_get(const aes_optim *opt) { return opt ? &opt->cfg : NULL; }
 AES_API long aes_optim_steps_done(const aes_optim *opt) { return opt ? opt->step : 0; }
 AES_API size_t aes_optim_trainable(const aes_optim *opt) { return opt ? opt->ntrain : 0; }
 
@@ -14651,12 +14613,6 @@ static double aes__optim_norm(aes_ctx *ctx, const aes_optim *opt, const float *g
     for (k = 0; k < nch; k++) total += job.partial[k];   /* fixed order */
     aes_free(job.partial);
     return sqrt(total);
-}
-
-AES_API double aes_grad_global_norm(aes_ctx *ctx, const aes_optim *opt, const float *grads) {
-    int ok;
-    if (!opt || !grads) return 0.0;
-    return aes__optim_norm(ctx, opt, grads, &ok);
 }
 
 static void aes__optim_update_run(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,

@@ -315,9 +315,9 @@ static void test_tiny_merges(void) {
     CHECK_OK(ctx, aes_tokenizer_decode(ctx, tok, ids, 2, text, sizeof text, &n));
     CHECK(!strcmp(text, "hello world ") && n == 12);
     {
-        const char *b = aes_tokenizer_token_bytes(tok, 512 + 3, &n);
+        const char *b = aes__tok_token_bytes(tok, 512 + 3, &n);
         CHECK(b && n == 9 && !memcmp(b, "hello</w>", 9));
-        CHECK(aes_tokenizer_token_bytes(tok, 523, &n) == NULL);
+        CHECK(aes__tok_token_bytes(tok, 523, &n) == NULL);
     }
     aes_tokenizer_free(tok);
     aes_ctx_free(ctx);
