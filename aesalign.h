@@ -532,7 +532,8 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
  *  and again, the adjacent pair that comes FIRST in the merges list (lowest
  *  rank) is found and every occurrence of it, left to right, is merged into
  *  one symbol, until no adjacent pair is in the list.  (Greedy longest match
- *  over the vocabulary is NOT the same thing and costs accuracy; see NOTES.)
+ *  over the vocabulary is NOT the same thing: it can split a word
+ *  differently, giving other ids than CLIP's tokenizer.)
  *
  *  Vocabulary ids: 0..255 the bytes (in GPT-2's byte-alphabet order),
  *  256..511 the same with '</w>', then one id per merge (the merged string),
@@ -563,9 +564,9 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
  *
  *  Thread safety: a tokenizer is read-only after it is built; any number of
  *  threads may encode with one tokenizer at once (each with its own ctx).
- *  That is also why there is no word cache: without one, encode runs at about
- *  8-10 M tokens/s on one core (tests/test_tokenizer.c prints it), far from
- *  being the bottleneck in front of a text transformer.
+ *  That is also why there is no word cache: encode is far from being the
+ *  bottleneck in front of a text transformer without one (the README gives
+ *  its speed; tests/test_tokenizer.c prints it).
  *
  *  Sizes and limits: a text of up to INT_MAX/2 bytes; cleanup takes about 12
  *  bytes of working memory per input byte (through aes_alloc, so the
@@ -1018,9 +1019,8 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
  *        y = lambda y_i + (1 - lambda) y_j     (histograms and scores alike),
  *  the mixed samples being appended to the batch (the code adds one per batch).
  *  The factor leans the mixture toward the rarer of the two samples.
- *  OUR options beyond the paper, named as such in aes_elta_mixup_cfg (the
- *  project's issue had sketched the part this way before the paper's code
- *  was found): anchors weighted by inverse bin frequency over the whole
+ *  OUR options beyond the paper, named as such in aes_elta_mixup_cfg:
+ *  anchors weighted by inverse bin frequency over the whole
  *  training set (AES_ELTA_ANCHOR_INV_FREQ), lambda ~ Beta(alpha, alpha)
  *  (AES_ELTA_LAMBDA_BETA), a hard cap on the partners' score gap (max_gap),
  *  and the number of mixed samples per batch (n_mix, default 16 of 64).
@@ -1051,9 +1051,6 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
  *  predictions far from the mean are sharpened most, the selection favours
  *  the tail.  OUR option: use the refined distribution itself as the label.
  *  The part needs a 10-bin distribution head (EMD loss) and an unlabelled pool.
- *  (The project's issue had guessed that the refinement relabels the mixed
- *  samples of part 1; the authors' code uses it for self-training on
- *  unlabelled images, which is what is implemented.)
  *
  *  Other choices that are ours: score bins (round to the nearest integer of
  *  the 1-10 scale), the head / medium / tail rule (aes_bin_group), EMD
@@ -1064,14 +1061,9 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
  *  selection by validation SRCC (as the authors' code keeps the best-SRCC
  *  checkpoint).
  *
- *  What it does, measured (`aesalign elta-bench`, 5 seeds, table in the
- *  README): on a long-tailed benchmark built on LAION's real CLIP rating
- *  embeddings, part 1 lowers the tail-bin MAE by about 0.15 (of ~1.0) and the
- *  balanced MAE by about 0.08-0.11 on every seed at equal SRCC/PLCC; overall
- *  MAE rises by about 0.01 (less shrinkage toward the mean costs the crowded
- *  middle bins).  Parts 2 and 3 alone move the tail by 0.01-0.03 at most on
- *  frozen embeddings (part 2 even hurt it with best-SRCC checkpoint
- *  selection); all three together give the largest drop (0.16-0.22).
+ *  What it does on a long-tailed benchmark (`aesalign elta-bench`): the
+ *  README's table.  Part 1 is what moves the tail; it trades a little
+ *  accuracy in the crowded middle bins for less shrinkage toward the mean.
  */
 
 /* ============================================================================
@@ -1291,7 +1283,7 @@ AES_API aes_status aes_head_predict(aes_ctx *ctx, const aes_head *head, float *s
  * layers.0, .2, .4, .6, .7 as LAION v2) with metadata "aesalign.head",
  * "aesalign.output", "aesalign.activation", "aesalign.score_range" = "1,10",
  * plus n_extra (key, value) pairs from extra_kv (may be NULL).  Loading is in
- * aesalign.h (aes_head_load, aes_head_load_memory). */
+ * section 7 (aes_head_load, aes_head_load_memory). */
 AES_API aes_status aes_head_serialize(aes_ctx *ctx, const aes_head *head, const char *const *extra_kv, int n_extra,
                                       void **buf, size_t *len);
 #ifndef AES_NO_STDIO
@@ -1462,9 +1454,9 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
 /* ============================================================================
  *  R1. Aesthetic heads
  * ============================================================================
- *  The aes_head type, its forward pass and its training live in
- *  aesalign.h.  Here: loading the published heads (and the ones this
- *  library trains) from safetensors, and scoring embeddings.
+ *  The aes_head type, its forward pass and its training are in section 6.
+ *  Here: loading the published heads (and the ones this library trains)
+ *  from safetensors, and scoring embeddings.
  *
  *  Layouts, read from the tensors present:
  *   - linear: LAION aesthetic predictor v1, `weight` [1,D], `bias` [1].
@@ -1516,10 +1508,9 @@ AES_API void aes_head_identity(const aes_head *head, char out[17]);
  *  rounding error is ~64x below the rows'), the dot product is exact in
  *  int32, and the score is s_row * s_query * dot(q_row, q_query).  A
  *  quarter of the memory traffic of fp32, which is what bounds a flat scan.
- *  Recall@10 of the int8 scan alone against exact fp32 (measured, 512-dim):
- *  0.985-0.995 on isotropic random data, 0.978 on clustered data (near
- *  ties); an index that stores both re-scores the int8 candidates in fp32
- *  and reaches 1.000 on both (tests/test_retrieval.c, tools/bench_search.c). */
+ *  The int8 scan alone can swap near ties, so its top k is not always the
+ *  fp32 top k; an index that stores both re-scores the int8 candidates in
+ *  fp32 and returns the exact fp32 result (README: recall figures). */
 typedef struct aes_hit {
     int64_t row;        /* row in the searched matrix / index */
     float   score;      /* cosine similarity                  */
@@ -3276,10 +3267,7 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n) {
  *  Products with a single row or column of C (M == 1 or N == 1) are
  *  matrix-vector products: memory-bound, so they skip packing and run as
  *  dot products or axpys straight from the source (aes__gemv below).
- *
- *  Measured on the 2-core AVX-512 machine of the project (AMD Zen 5), with
- *  tools/bench_gemm.c on the ViT-B/32 layer shapes: 0.96-1.04 x OpenBLAS
- *  0.3.21 with its own AVX-512 kernels, on 1 and on 2 threads.
+ *  tools/bench_gemm.c compares it with OpenBLAS (figures in the README).
  * ========================================================================= */
 #if !defined(AES_NO_THREADS)
 #include <sched.h>  /* sched_yield while waiting for a panel another thread packs */
@@ -3642,7 +3630,7 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
 }
 #undef AES__GEMM_AVX512_STEP
 
-/* Blocking measured on a 2-core AMD Zen 5 (48 KiB L1d, 1 MiB L2 per core):
+/* Blocking for cores with 48 KiB of L1d and 1 MiB of L2:
  * kc = 768 keeps the 8 x kc sliver of A (24 KiB) in L1 and the kc x 192
  * block of B (576 KiB) in L2, and amortizes the C tile update over many k. */
 static const aes__gemm_arch aes__gemm_arch_avx512 = {
