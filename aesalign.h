@@ -58,6 +58,14 @@
  *  anything else comes with a message in aes_last_error(ctx).  The library
  *  never calls abort() or exit() on bad input.
  *
+ *  Memory: an object made by aes_X_create / aes_X_load (a model, an index,
+ *  a tokenizer, ...) is released by its aes_X_free.  Every buffer a function
+ *  hands back through a pointer argument -- file bytes (aes_read_file),
+ *  serialised files (the *_serialize and *_save_memory functions), text
+ *  (aes_tokenizer_merges_text, aes_pair_set_format) -- comes from aes_alloc
+ *  and is released with aes_free, never with free(): aes_alloc memory is
+ *  64-byte aligned and has a header in front of it.
+ *
  *  Threads: a context owns its thread pool.  Two contexts can be used from
  *  two threads at once; one context must not be used from two threads at
  *  once.  Results are bit-identical for every thread count, because work is
@@ -148,12 +156,11 @@ AES_API const char *aes_status_name(aes_status st);
 AES_API aes_status  aes_threads_set(aes_ctx *ctx, int n);
 AES_API int         aes_threads_get(const aes_ctx *ctx);
 
-/* The ISA in use; aes_isa_set can lower it (tests compare paths) but not
- * raise it above what the CPU and the build support. */
+/* The ISA in use (a new context takes the best the CPU and the build
+ * support); aes_isa_set can lower it (tests compare paths) but not raise it
+ * above that.  aes_cpu_name: its name ("avx512", "avx2", "neon", "scalar"). */
 AES_API aes_isa     aes_isa_get(const aes_ctx *ctx);
 AES_API aes_status  aes_isa_set(aes_ctx *ctx, aes_isa isa);
-AES_API aes_isa     aes_isa_best(void);
-AES_API const char *aes_isa_name(aes_isa isa);
 AES_API const char *aes_cpu_name(const aes_ctx *ctx);
 
 AES_API aes_status  aes_limit_set(aes_ctx *ctx, aes_limit which, uint64_t value);
@@ -297,10 +304,6 @@ AES_API void aes_f16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_
 AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
 AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n);
 AES_API void aes_f32_to_bf16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
-AES_API float    aes_f16_to_f32_1(uint16_t h);
-AES_API uint16_t aes_f32_to_f16_1(float f);
-AES_API float    aes_bf16_to_f32_1(uint16_t h);
-AES_API uint16_t aes_f32_to_bf16_1(float f);
 
 /* Small vector helpers used across the library (SIMD-dispatched). */
 AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n);
@@ -339,8 +342,6 @@ typedef enum aes_dtype {
 /* Bytes per element (0 for an invalid value) and the header name ("F32"...). */
 AES_API size_t      aes_dtype_size(aes_dtype dtype);
 AES_API const char *aes_dtype_name(aes_dtype dtype);
-/* "F32" -> AES_DTYPE_F32; returns 1 when the name is known, else 0. */
-AES_API int         aes_dtype_from_name(const char *name, aes_dtype *out);
 
 /* A tensor inside a loaded safetensors file.  `data` points into the file's
  * bytes (mmap or buffer): little-endian and NOT necessarily aligned to the
@@ -391,10 +392,7 @@ AES_API const aes_tensor_view *aes_safetensors_at(const aes_safetensors *st, int
 AES_API const aes_tensor_view *aes_safetensors_find(const aes_safetensors *st, const char *name);
 /* __metadata__ values; NULL if absent. */
 AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const char *key);
-AES_API int         aes_safetensors_metadata_count(const aes_safetensors *st);
 /* The i-th metadata pair (header order); returns 0 when i is out of range. */
-AES_API int         aes_safetensors_metadata_at(const aes_safetensors *st, int i, const char **key,
-                                                const char **value);
 /* The path, or "<memory>", for messages. */
 AES_API const char *aes_safetensors_source(const aes_safetensors *st);
 
@@ -439,47 +437,6 @@ AES_API aes_status aes_read_file(aes_ctx *ctx, const char *path, void **data, si
  * temporary is removed on failure. */
 AES_API aes_status aes_write_file_atomic(aes_ctx *ctx, const char *path, const void *data, size_t len);
 #endif
-
-/* ============================================================================
- *  I/O 4. JSON
- * ============================================================================
- *  A DOM parser, strict RFC 8259: no comments, no trailing commas, no NaN,
- *  UTF-8 validated, \u escapes (surrogate pairs included) decoded to UTF-8,
- *  numbers as double (integers written without fraction or exponent are also
- *  kept exactly, see aes_json_int64), nesting deeper than AES_JSON_MAX_DEPTH
- *  is AES_ERR_LIMIT.  Duplicate keys in an object are rejected (RFC 8259
- *  leaves their meaning open; a safetensors header with two tensors of one
- *  name is an attack, not a file).  Object lookups are binary searches.
- * ========================================================================= */
-
-#ifndef AES_JSON_MAX_DEPTH
-#define AES_JSON_MAX_DEPTH 256
-#endif
-
-typedef struct aes_json aes_json;
-typedef enum {
-    AES_JSON_NULL, AES_JSON_BOOL, AES_JSON_NUMBER, AES_JSON_STRING, AES_JSON_ARRAY, AES_JSON_OBJECT
-} aes_json_type;
-
-/* Parses len bytes (need not be NUL-terminated).  Free the root with
- * aes_json_free; every node and string lives until then. */
-AES_API aes_status    aes_json_parse(aes_ctx *ctx, const char *text, size_t len, aes_json **root);
-AES_API void          aes_json_free(aes_json *root);   /* only roots; NULL is fine */
-AES_API aes_json_type aes_json_type_of(const aes_json *v);   /* NULL -> AES_JSON_NULL */
-/* Member of an object (NULL if absent or not an object). */
-AES_API const aes_json *aes_json_get(const aes_json *obj, const char *key);
-/* Elements of an array / members of an object (0 for anything else). */
-AES_API int             aes_json_length(const aes_json *v);
-AES_API const aes_json *aes_json_at(const aes_json *arr, int i);     /* arrays and objects */
-AES_API const char     *aes_json_key_at(const aes_json *obj, int i); /* objects, header order */
-AES_API double          aes_json_number(const aes_json *v, double fallback);
-/* 1 and the exact value when v is a number written as an integer (no '.',
- * no exponent) within int64; else 0. */
-AES_API int             aes_json_int64(const aes_json *v, int64_t *out);
-AES_API const char     *aes_json_string(const aes_json *v);   /* NULL if not a string */
-/* Byte length of a string (it may hold "\u0000"); 0 if not a string. */
-AES_API size_t          aes_json_string_len(const aes_json *v);
-AES_API int             aes_json_bool(const aes_json *v, int fallback);
 
 /* ============================================================================
  *  I/O 5. Images
@@ -573,7 +530,8 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
  *  and again, the adjacent pair that comes FIRST in the merges list (lowest
  *  rank) is found and every occurrence of it, left to right, is merged into
  *  one symbol, until no adjacent pair is in the list.  (Greedy longest match
- *  over the vocabulary is NOT the same thing and costs accuracy; see NOTES.)
+ *  over the vocabulary is NOT the same thing: it can split a word
+ *  differently, giving other ids than CLIP's tokenizer.)
  *
  *  Vocabulary ids: 0..255 the bytes (in GPT-2's byte-alphabet order),
  *  256..511 the same with '</w>', then one id per merge (the merged string),
@@ -604,9 +562,9 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
  *
  *  Thread safety: a tokenizer is read-only after it is built; any number of
  *  threads may encode with one tokenizer at once (each with its own ctx).
- *  That is also why there is no word cache: without one, encode runs at about
- *  8-10 M tokens/s on one core (tests/test_tokenizer.c prints it), far from
- *  being the bottleneck in front of a text transformer.
+ *  That is also why there is no word cache: encode is far from being the
+ *  bottleneck in front of a text transformer without one (the README gives
+ *  its speed; tests/test_tokenizer.c prints it).
  *
  *  Sizes and limits: a text of up to INT_MAX/2 bytes; cleanup takes about 12
  *  bytes of working memory per input byte (through aes_alloc, so the
@@ -618,7 +576,8 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
  *
  *  Tables (about 30 KB of Unicode ranges and 30 KB of HTML5 entity names) are
  *  generated by tools/gen_unicode_tables.py from the very Python code the
- *  reference runs; see the comment above them.
+ *  reference runs; they sit in the "Generated tables" block at the end of the
+ *  file.
  */
 
 #define AES_TOKENIZER_CLIP_MERGES 48894   /* 49152 - 256 - 2: CLIP's vocabulary is 49408 */
@@ -674,9 +633,6 @@ AES_API int     aes_tokenizer_vocab_size(const aes_tokenizer *tok);   /* 512 + m
 AES_API int     aes_tokenizer_n_merges(const aes_tokenizer *tok);
 AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok);          /* vocab_size - 2 */
 AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok);          /* vocab_size - 1 */
-/* The raw bytes of one vocabulary entry ("</w>" literally at the end of
- * word-final symbols); NULL for an id outside the vocabulary. */
-AES_API const char *aes_tokenizer_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len);
 AES_API void    aes_tokenizer_free(aes_tokenizer *tok);
 
 /* Trains a BPE on texts (for the offline demo: "a tokenizer the project
@@ -871,14 +827,13 @@ AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t l
                                         aes_clip **out);
 AES_API void aes_clip_free(aes_clip *model);
 /* Writes the model as a safetensors image in either layout (HF or OpenAI
- * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16;
- * dtype is an aes_dtype of aesalign.h).  The model's id goes in the metadata
- * ("aesalign_model_id").  *buf is freed with aes_free. */
-AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, int dtype,
+ * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16).
+ * The model's id goes in the metadata ("aesalign_model_id").  *buf is freed with aes_free. */
+AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
                                       void **buf, size_t *len);
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char *path, aes_layout layout,
-                                 int dtype);
+                                 aes_dtype dtype);
 #endif
 /* A model with fresh random weights (no file): cfg gives every size (heads
  * and mlp included; act and ln_eps default to QuickGELU and 1e-5 when 0).
@@ -889,7 +844,8 @@ AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char
  * (3 P^2)^-1/2 (PyTorch's Conv2d fan-in scale; ours), token embedding
  * 0.02, text positions 0.01; LayerNorm 1/0, biases 0, logit_scale
  * ln(1/0.07).  For benchmarks, tests, and training from scratch.
- * Deterministic in seed (splitmix64 + Box-Muller, canonical tensor order). */
+ * Deterministic in seed (section 1's splitmix64 and Box-Muller, canonical
+ * tensor order). */
 AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *cfg, uint64_t seed,
                                           aes_clip **out);
 AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model);
@@ -1056,8 +1012,9 @@ AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, a
  *       threshold, EMD, MAE per bin, per head / medium / tail group, and the
  *       balanced (bin-averaged) MAE;
  *    4. ELTA's three parts, each switchable on its own;
- *    5. a linear or MLP head on frozen CLIP embeddings, trained with AdamW,
- *       saved in the tensor names the retrieval code loads (LAION layouts);
+ *    5. a linear or MLP head on frozen CLIP embeddings, trained with the
+ *       library's AdamW (aes_optim, section 8; biases not decayed), saved in
+ *       the tensor names the retrieval code loads (LAION layouts);
  *    6. a synthetic long-tailed benchmark built on real embeddings, used by
  *       the tests, `aesalign elta-bench` and the example.
  *
@@ -1085,9 +1042,8 @@ AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, a
  *        y = lambda y_i + (1 - lambda) y_j     (histograms and scores alike),
  *  the mixed samples being appended to the batch (the code adds one per batch).
  *  The factor leans the mixture toward the rarer of the two samples.
- *  OUR options beyond the paper, named as such in aes_elta_mixup_cfg (the
- *  project's issue had sketched the part this way before the paper's code
- *  was found): anchors weighted by inverse bin frequency over the whole
+ *  OUR options beyond the paper, named as such in aes_elta_mixup_cfg:
+ *  anchors weighted by inverse bin frequency over the whole
  *  training set (AES_ELTA_ANCHOR_INV_FREQ), lambda ~ Beta(alpha, alpha)
  *  (AES_ELTA_LAMBDA_BETA), a hard cap on the partners' score gap (max_gap),
  *  and the number of mixed samples per batch (n_mix, default 16 of 64).
@@ -1118,12 +1074,9 @@ AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, a
  *  predictions far from the mean are sharpened most, the selection favours
  *  the tail.  OUR option: use the refined distribution itself as the label.
  *  The part needs a 10-bin distribution head (EMD loss) and an unlabelled pool.
- *  (The project's issue had guessed that the refinement relabels the mixed
- *  samples of part 1; the authors' code uses it for self-training on
- *  unlabelled images, which is what is implemented.)
  *
  *  Other choices that are ours: score bins (round to the nearest integer of
- *  the 1-10 scale), the head / medium / tail rule (aes_bin_groups), EMD
+ *  the 1-10 scale), the head / medium / tail rule (aes_bin_group), EMD
  *  averaged per sample as in NIMA (Talebi & Milanfar 2018; the authors' code
  *  takes one square root over the whole batch), AdamW with a cosine learning
  *  rate, training on standardised inputs folded back into the first layer,
@@ -1131,14 +1084,9 @@ AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, a
  *  selection by validation SRCC (as the authors' code keeps the best-SRCC
  *  checkpoint).
  *
- *  What it does, measured (`aesalign elta-bench`, 5 seeds, table in the
- *  README): on a long-tailed benchmark built on LAION's real CLIP rating
- *  embeddings, part 1 lowers the tail-bin MAE by about 0.15 (of ~1.0) and the
- *  balanced MAE by about 0.08-0.11 on every seed at equal SRCC/PLCC; overall
- *  MAE rises by about 0.01 (less shrinkage toward the mean costs the crowded
- *  middle bins).  Parts 2 and 3 alone move the tail by 0.01-0.03 at most on
- *  frozen embeddings (part 2 even hurt it with best-SRCC checkpoint
- *  selection); all three together give the largest drop (0.16-0.22).
+ *  What it does on a long-tailed benchmark (`aesalign elta-bench`): the
+ *  README's table.  Part 1 is what moves the tail; it trades a little
+ *  accuracy in the crowded middle bins for less shrinkage toward the mean.
  */
 
 /* ============================================================================
@@ -1163,31 +1111,24 @@ typedef struct aes_labels {
 
 AES_API void  aes_labels_free(aes_labels *labels);
 
-/* Mean score of a histogram over bins 1..10: sum_k k h_k / sum_k h_k
- * (counts or probabilities; 0 when the histogram is all zero). */
-AES_API float aes_hist_mean(const float *hist10);
-
-/* Score bin 0..9 of a 1-10 score: the nearest integer score minus one, so
- * bin k holds scores in [k + 0.5, k + 1.5); scores below 1.5 go to bin 0 and
- * from 9.5 up to bin 9 (NaN goes to bin 0). */
-AES_API int   aes_score_bin(float score);
-/* counts[k] = number of scores in bin k. */
+/* Score bins: bin k (0..9) holds the 1-10 scores in [k + 0.5, k + 1.5), the
+ * nearest integer score minus one; scores below 1.5 go to bin 0 and from 9.5
+ * up to bin 9 (NaN to bin 0).  counts[k] = number of scores in bin k.  The
+ * score of a histogram is its mean over bins 1..10, sum_k k h_k / sum_k h_k. */
 AES_API void  aes_score_bin_counts(const float *scores, int n, int counts[AES_SCORE_BINS]);
 
-/* Head / medium / tail split of the bins by frequency (our rule, close to
- * the many/medium/few-shot split of Yang et al., "Delving into Deep
- * Imbalanced Regression", ICML 2021, but relative to the fullest bin so it
- * does not depend on the dataset's size):
+/* The head / medium / tail split of the bins by frequency that the metrics
+ * report (our rule, close to the many/medium/few-shot split of Yang et al.,
+ * "Delving into Deep Imbalanced Regression", ICML 2021, but relative to the
+ * fullest bin so it does not depend on the dataset's size):
  *     head    count >= head_ratio * max_count
  *     tail    count <  tail_ratio * max_count   (empty bins are tail)
  *     medium  the rest
- * Defaults (pass <= 0): head_ratio 0.5, tail_ratio 0.2.  On a normal score
- * distribution with mean 5.5 and sd 1.0 this gives head {5,6}, medium {4,7},
- * tail {1,2,3,8,9,10}; AVA's mean scores (mean 5.4, sd 0.73) give head {5,6},
- * tail the bins at 3 and below and 8 and above. */
+ * Defaults: head_ratio 0.5, tail_ratio 0.2 (aes_iaa_eval_opts).  On a normal
+ * score distribution with mean 5.5 and sd 1.0 this gives head {5,6}, medium
+ * {4,7}, tail {1,2,3,8,9,10}; AVA's mean scores (mean 5.4, sd 0.73) give head
+ * {5,6}, tail the bins at 3 and below and 8 and above. */
 typedef enum aes_bin_group { AES_BIN_HEAD = 0, AES_BIN_MEDIUM = 1, AES_BIN_TAIL = 2 } aes_bin_group;
-AES_API void  aes_bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, float tail_ratio,
-                             int groups[AES_SCORE_BINS]);
 
 /* CSV labels: a header line, then one row per embedding row.  Columns are
  * found by name (case-insensitive, other columns such as a path are
@@ -1239,13 +1180,13 @@ typedef enum aes_elta_lambda {
 } aes_elta_lambda;
 
 typedef struct aes_elta_mixup_cfg {
-    int   n_mix;         /* mixed samples appended to each batch (paper's code: 1)       */
-    int   anchor;        /* aes_elta_anchor                                              */
-    float tau1;          /* anchor temperature (paper's default 0.5)                     */
-    float tau2;          /* partner temperature (paper's default 2)                      */
-    float max_gap;       /* ours: never pair scores further apart than this (0: no cap)  */
-    int   lambda_mode;   /* aes_elta_lambda                                              */
-    float beta_alpha;    /* alpha of Beta(alpha, alpha) for AES_ELTA_LAMBDA_BETA         */
+    int             n_mix;        /* mixed samples appended to each batch (paper's code: 1) */
+    aes_elta_anchor anchor;       /* how the first sample of a pair is drawn                */
+    float           tau1;         /* anchor temperature (paper's default 0.5)               */
+    float           tau2;         /* partner temperature (paper's default 2)                */
+    float           max_gap;      /* ours: never pair scores further apart than this (0: no cap) */
+    aes_elta_lambda lambda_mode;  /* how the mixing factor is chosen                        */
+    float           beta_alpha;   /* alpha of Beta(alpha, alpha) for AES_ELTA_LAMBDA_BETA   */
 } aes_elta_mixup_cfg;
 
 /* Draws up to cfg->n_mix pairs (ia[k], ib[k]) with mixing factors lam[k] from
@@ -1265,17 +1206,6 @@ AES_API void aes_elta_mixup_forward(float *mixed, const float *x, const int *ia,
 /* dx[ia[k]] += lam[k] dmixed[k],  dx[ib[k]] += (1 - lam[k]) dmixed[k]. */
 AES_API void aes_elta_mixup_backward(float *dx, const float *dmixed, const int *ia, const int *ib,
                                      const float *lam, int n, int C);
-
-/* Probabilities the sampler uses (for inspection and tests): anchor[B] =
- * P(i) of the chosen anchor rule; partner[B] = P(j | i) for a given anchor i
- * (partner[i] = 0; all 0 when i has no eligible partner). */
-AES_API aes_status aes_elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
-                                         const float *anchor_weight, int B, const aes_elta_mixup_cfg *cfg);
-AES_API void aes_elta_partner_probs(float *partner, const float *scores, int B, int i,
-                                    const aes_elta_mixup_cfg *cfg);
-
-/* One draw from Beta(a, a) (via two Gamma draws, Marsaglia & Tsang 2000). */
-AES_API float aes_elta_beta_sample(float a, uint64_t *rng);
 
 /* ============================================================================
  *  ELTA part 2: similarity consistency
@@ -1320,16 +1250,13 @@ typedef struct aes_iaa_metrics {
 
 typedef struct aes_iaa_eval_opts {
     float threshold;            /* accuracy threshold (default 5)                   */
-    float head_ratio, tail_ratio;  /* aes_bin_groups (defaults 0.5, 0.2)            */
+    float head_ratio, tail_ratio;  /* head / medium / tail rule (defaults 0.5, 0.2)   */
     const int *split_counts;    /* bin counts that define head/medium/tail (e.g. the
                                    training set's); NULL = the truth's own counts   */
 } aes_iaa_eval_opts;
 
-/* Spearman rank correlation with ties given average ranks (as
- * scipy.stats.spearmanr), and Pearson's linear correlation. */
-AES_API aes_status aes_srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out);
-AES_API double     aes_plcc(const float *x, const float *y, int n);
-/* Everything in aes_iaa_metrics.  pred_hist / true_hist ([n, 10]) may be
+/* Everything in aes_iaa_metrics: srcc is Spearman's rank correlation with
+ * ties given average ranks (as scipy.stats.spearmanr), plcc Pearson's.  pred_hist / true_hist ([n, 10]) may be
  * NULL; opts may be NULL for the defaults. */
 AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const float *pred, const float *truth,
                                     const float *pred_hist, const float *true_hist, int n,
@@ -1355,7 +1282,9 @@ typedef enum aes_head_act    { AES_HEAD_ACT_NONE = 0, AES_HEAD_ACT_RELU = 1 } ae
 #define AES_HEAD_MAX_LAYERS 5
 
 typedef struct aes_head {
-    int    kind, output, act;                 /* the enums above                      */
+    aes_head_kind   kind;
+    aes_head_output output;
+    aes_head_act    act;
     int    nlayers;                           /* 1 (linear) or 5 (mlp)                */
     int    dim[AES_HEAD_MAX_LAYERS + 1];      /* dim[0] = D, dim[nlayers] = 1 or 10    */
     float *w[AES_HEAD_MAX_LAYERS];            /* [dim[l+1], dim[l]]                    */
@@ -1365,21 +1294,19 @@ typedef struct aes_head {
 /* Allocates and initialises a head as PyTorch's nn.Linear does (weights and
  * biases uniform in +-1/sqrt(fan_in)), from a seed.  hidden[4] gives the MLP's
  * hidden sizes (NULL: LAION v2's 1024, 128, 64, 16); ignored for linear. */
-AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int output, int act, int in_dim,
-                                 const int *hidden, uint64_t seed);
+AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kind, aes_head_output output,
+                                 aes_head_act act, int in_dim, const int *hidden, uint64_t seed);
 AES_API void       aes_head_free(aes_head *head);
-AES_API int        aes_head_out_dim(const aes_head *head);
-/* Raw outputs [n, out_dim] (scores or logits). */
-AES_API aes_status aes_head_forward(aes_ctx *ctx, const aes_head *head, float *out, const float *x, int n);
-/* Mean scores [n] (1-10 scale) and, for hist10 heads, distributions
- * hist[n, 10] (may be NULL). */
+/* Mean scores [n] (1-10 scale) of the rows of x [n, D] as they are (see
+ * aes_head_score for L2-normalised embeddings) and, for hist10 heads,
+ * distributions hist[n, 10] (may be NULL). */
 AES_API aes_status aes_head_predict(aes_ctx *ctx, const aes_head *head, float *scores, float *hist,
                                     const float *x, int n);
 /* Saves a head as safetensors in the layout above (MLP layers named
  * layers.0, .2, .4, .6, .7 as LAION v2) with metadata "aesalign.head",
  * "aesalign.output", "aesalign.activation", "aesalign.score_range" = "1,10",
  * plus n_extra (key, value) pairs from extra_kv (may be NULL).  Loading is in
- * aesalign.h (aes_head_load, aes_head_load_memory). */
+ * section 7 (aes_head_load, aes_head_load_memory). */
 AES_API aes_status aes_head_serialize(aes_ctx *ctx, const aes_head *head, const char *const *extra_kv, int n_extra,
                                       void **buf, size_t *len);
 #ifndef AES_NO_STDIO
@@ -1387,9 +1314,8 @@ AES_API aes_status aes_head_save(aes_ctx *ctx, const aes_head *head, const char 
                                  int n_extra);
 #endif
 /* Human-readable names of the enums ("linear", "hist10", "relu", ...). */
-AES_API const char *aes_head_kind_name(int kind);
-AES_API const char *aes_head_output_name(int output);
-AES_API const char *aes_head_act_name(int act);
+AES_API const char *aes_head_kind_name(aes_head_kind kind);
+AES_API const char *aes_head_output_name(aes_head_output output);
 
 /* ============================================================================
  *  Training a head on frozen embeddings
@@ -1424,13 +1350,14 @@ typedef struct aes_head_epoch_info {
 } aes_head_epoch_info;
 
 typedef struct aes_head_train_config {
-    int      loss;             /* aes_head_loss; EMD needs a hist10 head and histograms */
+    aes_head_loss loss;        /* EMD needs a hist10 head and histograms             */
     int      epochs;           /* stage 1 epochs                                      */
     int      batch;
-    float    lr, weight_decay; /* AdamW (Loshchilov & Hutter 2019)                    */
-    int      cosine;           /* 1: lr decays as 0.5 (1 + cos(pi t / T)) over each
-                                  stage (Loshchilov & Hutter, SGDR 2017), so the last
-                                  epochs settle instead of jittering; 0: constant  */
+    float    lr, weight_decay; /* AdamW (aes_optim; Loshchilov & Hutter 2019)         */
+    int      cosine;           /* 1: lr decays as 0.5 (1 + cos(pi t / T)) over the T
+                                  steps of each stage (aes_lr_schedule; SGDR,
+                                  Loshchilov & Hutter 2017), so the last epochs
+                                  settle instead of jittering; 0: constant        */
     uint64_t seed;
     float    val_split;        /* share of rows held out for validation (0: none)     */
     int      select_best;      /* 1: end with the weights of the best validation SRCC
@@ -1452,18 +1379,6 @@ typedef struct aes_head_train_result {
     int    n_train, n_val, n_pseudo;
     aes_iaa_metrics val;       /* at best_epoch (n == 0 without validation)           */
 } aes_head_train_result;
-
-/* Loss and gradients of a head on R rows (the trainer's inner step, public
- * so it can be checked and reused): task loss (MSE on score[R] for a score
- * head; EMD on softmax(logits) vs hist[R, 10] for a hist10 head) plus
- * sim_weight * L_sim on hidden layer sim_layer (0: the last one; weight 0 =
- * off; MLP only).
- * ACCUMULATES into dw[l] ([dim[l+1], dim[l]]) and db[l] ([dim[l+1]]) for each
- * layer l; returns the task loss in *task_loss and L_sim in *sim_loss (either
- * may be NULL). */
-AES_API aes_status aes_head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
-                                      const float *x, const float *hist, const float *score, int R,
-                                      float sim_weight, int sim_layer, double *task_loss, double *sim_loss);
 
 /* ELTA defaults with every part off (on = 0) or on (on = 1): mixup with the
  * paper's anchors and lambda, tau1 0.5, tau2 2 (the authors' defaults),
@@ -1561,9 +1476,9 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
 /* ============================================================================
  *  R1. Aesthetic heads
  * ============================================================================
- *  The aes_head type, its forward pass and its training live in
- *  aesalign.h.  Here: loading the published heads (and the ones this
- *  library trains) from safetensors, and scoring embeddings.
+ *  The aes_head type, its forward pass and its training are in section 6.
+ *  Here: loading the published heads (and the ones this library trains)
+ *  from safetensors, and scoring embeddings.
  *
  *  Layouts, read from the tensors present:
  *   - linear: LAION aesthetic predictor v1, `weight` [1,D], `bias` [1].
@@ -1587,10 +1502,9 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
  * Errors on non-finite input. */
 AES_API aes_status aes_head_score(aes_ctx *ctx, const aes_head *head, const float *emb,
                                   int N, float *scores);
-/* Builds a head from a safetensors object (F32/F16/BF16/F64 tensors;
- * shapes checked layer to layer).  *out is overwritten; free it with
- * aes_head_free.  Errors name the source and the tensor. */
-AES_API aes_status aes_head_from_safetensors(aes_ctx *ctx, const aes_safetensors *st, aes_head *out);
+/* Loads a head (F32/F16/BF16/F64 tensors; shapes checked layer to layer).
+ * *out is overwritten; free it with aes_head_free.  Errors name the source
+ * and the tensor. */
 AES_API aes_status aes_head_load_memory(aes_ctx *ctx, const void *data, size_t len, aes_head *out);
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_head_load(aes_ctx *ctx, const char *path, aes_head *out);
@@ -1616,10 +1530,9 @@ AES_API void aes_head_identity(const aes_head *head, char out[17]);
  *  rounding error is ~64x below the rows'), the dot product is exact in
  *  int32, and the score is s_row * s_query * dot(q_row, q_query).  A
  *  quarter of the memory traffic of fp32, which is what bounds a flat scan.
- *  Recall@10 of the int8 scan alone against exact fp32 (measured, 512-dim):
- *  0.985-0.995 on isotropic random data, 0.978 on clustered data (near
- *  ties); an index that stores both re-scores the int8 candidates in fp32
- *  and reaches 1.000 on both (tests/test_retrieval.c, tools/bench_search.c). */
+ *  The int8 scan alone can swap near ties, so its top k is not always the
+ *  fp32 top k; an index that stores both re-scores the int8 candidates in
+ *  fp32 and returns the exact fp32 result (README: recall figures). */
 typedef struct aes_hit {
     int64_t row;        /* row in the searched matrix / index */
     float   score;      /* cosine similarity                  */
@@ -1752,10 +1665,6 @@ AES_API aes_status aes_index_load(aes_ctx *ctx, const char *path, aes_index **ou
 AES_API aes_status aes_index_check_model(aes_ctx *ctx, const aes_index *idx,
                                          const char *model_id);
 
-/* CRC-32 (IEEE 802.3 polynomial, reflected; crc32("123456789") =
- * 0xCBF43926).  Pass 0 as crc to start, the previous value to continue. */
-AES_API uint32_t aes_crc32(uint32_t crc, const void *data, size_t len);
-
 /* ---- searching an index ----------------------------------------------------
  * queries [nq, dim] are L2-normalized here (copies).  With use_int8 the
  * int8 vectors are scanned; when the index also stores fp32 vectors, the
@@ -1871,7 +1780,6 @@ AES_API aes_status  aes_expansions_parse(aes_ctx *ctx, const char *text, size_t 
 AES_API aes_status  aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out);
 #endif
 AES_API const char *aes_expansions_find(const aes_expansions *ex, const char *query);
-AES_API size_t      aes_expansions_count(const aes_expansions *ex);
 AES_API void        aes_expansions_free(aes_expansions *ex);
 
 AES_API aes_status aes_query_combine(aes_ctx *ctx, const float *original,
@@ -1991,7 +1899,6 @@ AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg,
                                     size_t nparams, const aes_param_segment *seg,
                                     int nseg, aes_optim **out);
 AES_API void       aes_optim_free(aes_optim *opt);
-AES_API const aes_optim_config *aes_optim_config_get(const aes_optim *opt);
 AES_API long       aes_optim_steps_done(const aes_optim *opt);
 /* Number of trainable parameters (sum of the segment counts). */
 AES_API size_t     aes_optim_trainable(const aes_optim *opt);
@@ -2004,10 +1911,6 @@ AES_API size_t     aes_optim_trainable(const aes_optim *opt);
  * With T == 0 the rate stays at lr after warmup. */
 AES_API float aes_lr_schedule(const aes_optim_config *cfg, long t);
 
-/* Global L2 norm over the optimizer's segments of grads (double
- * accumulation in a fixed order: identical for any thread count). */
-AES_API double aes_grad_global_norm(aes_ctx *ctx, const aes_optim *opt, const float *grads);
-
 /* One update of params (nparams floats) from grads (same layout) at the
  * learning rate lr (pass aes_lr_schedule(cfg, aes_optim_steps_done(opt)) to
  * follow the schedule).  Clipping by global norm (cfg.clip_norm > 0):
@@ -2018,8 +1921,10 @@ AES_API double aes_grad_global_norm(aes_ctx *ctx, const aes_optim *opt, const fl
  * AdamW (Loshchilov & Hutter 2019, Algorithm 2; PyTorch's operation order):
  *     p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
  *     p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
- * A non-finite gradient norm leaves everything untouched and returns
- * AES_ERR_NUMERIC (the step is not counted).  stats may be NULL. */
+ * The global norm ||g|| over the segments is accumulated in double in a
+ * fixed order (identical for any thread count) and reported in stats.  A
+ * non-finite norm leaves everything untouched and returns AES_ERR_NUMERIC
+ * (the step is not counted).  stats may be NULL. */
 AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params,
                                   const float *grads, float lr, aes_optim_stats *stats);
 
@@ -2052,7 +1957,8 @@ AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path
  *     logits[i][j] = exp(logit_scale) * <img_i, txt_j>
  *     L = ( CE_rows(logits, i) + CE_cols(logits, j) ) / 2
  * with CE against the smoothed target q_ij = (1 - eps) [i == j] + eps / n
- * (label smoothing as in torch.nn.CrossEntropyLoss; eps = 0: plain CLIP).
+ * (label smoothing as in torch.nn.CrossEntropyLoss; eps = 0: plain CLIP),
+ * computed by the code of section 2's cross-entropy kernel.
  * Gradients, with P_row / P_col the row / column softmaxes:
  *     G = (P_row - Q + P_col - Q) / (2 n)                  (dL/dlogits)
  *     dimg = exp(ls) G txt,  dtxt = exp(ls) G^T img,  dls = sum(G * logits)
@@ -2169,7 +2075,7 @@ typedef struct aes_pair_set {
     char        **queries;  int nqueries;
     char        **paths;    int npaths;
     aes_pair_rec *pairs;    int npairs;
-    int cap_q, cap_p, cap_pairs;        /* internal */
+    size_t cap_q, cap_p, cap_pairs;     /* internal */
 } aes_pair_set;
 
 AES_API aes_status aes_pair_set_create(aes_ctx *ctx, aes_pair_set **out);
@@ -2228,7 +2134,6 @@ AES_API aes_train_options aes_train_options_default(void);
 AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const aes_train_options *opt,
                                            aes_clip_trainer **out);
 AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
-AES_API const aes_train_options *aes_clip_trainer_options_get(const aes_clip_trainer *tr);
 /* The gradient buffer: aes_clip_num_params floats in the canonical layout
  * (aes_clip_point_params names its tensors).  logit_scale's gradient is
  * kept also when it is frozen (the losses always produce it). */
@@ -2336,7 +2241,7 @@ AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_o
  *    5. writes checkpoints every save_every steps, when the run is stopped,
  *       and at the end.
  *
- *  Batches.  Everything random comes from one xorshift64* stream seeded by
+ *  Batches.  Everything random comes from one splitmix64 stream seeded by
  *  cfg->seed, and the batch of step t depends only on the seed, the data
  *  and t.  On resume the sampler is REPLAYED (the batches of the finished
  *  steps are drawn again and dropped, without loading images), so an
@@ -2544,6 +2449,14 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
 #include <pthread.h>
 #endif
 
+/* Static functions that the library does not call itself but its tests do
+ * (they include the implementation): no "defined but not used" warning. */
+#if defined(__GNUC__)
+#define AES__TEST_ONLY __attribute__((unused))
+#else
+#define AES__TEST_ONLY
+#endif
+
 #define AES__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AES__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define AES__UNUSED(x) ((void)(x))
@@ -2612,6 +2525,29 @@ static aes_status aes__fail(aes_ctx *ctx, aes_status st, const char *fmt, ...) {
     return st;
 }
 
+/* Puts a prefix (printf-style) before the message of the failure st that
+ * is already recorded on ctx: "prefix: message".  Nothing is added when the
+ * message already starts with the prefix (a parser that names its source
+ * itself).  Returns st. */
+static aes_status aes__fail_prefix(aes_ctx *ctx, aes_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static aes_status aes__fail_prefix(aes_ctx *ctx, aes_status st, const char *fmt, ...) {
+    char prefix[512], old[sizeof ctx->error];
+    size_t n;
+    va_list ap;
+    if (!ctx) return st;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    n = strlen(prefix);
+    if (!strncmp(ctx->error, prefix, n) && (ctx->error[n] == ':' || ctx->error[n] == 0)) return st;
+    memcpy(old, ctx->error, sizeof old);
+    return aes__fail(ctx, st, "%s: %s", prefix, old[0] ? old : aes_status_name(st));
+}
+
 AES_API const char *aes_last_error(const aes_ctx *ctx) { return ctx ? ctx->error : "no context"; }
 AES_API aes_status  aes_last_status(const aes_ctx *ctx) { return ctx ? ctx->status : AES_ERR_INVALID_ARG; }
 AES_API void aes_clear_error(aes_ctx *ctx) { if (ctx) { ctx->status = AES_OK; ctx->error[0] = 0; } }
@@ -2668,8 +2604,80 @@ AES_API void *aes_calloc(aes_ctx *ctx, size_t n, size_t size) {
     return p;
 }
 
+/* Internal arrays and strings that the library keeps to itself (the
+ * entries of an index, a pair set, a label set) live in plain AES_MALLOC
+ * memory released with AES_FREE, so they can grow with AES_REALLOC.  What a
+ * function hands to the caller comes from aes_alloc. */
+
+/* Room for at least `need` elements of `elem` bytes in *arr, whose capacity
+ * *cap (in elements) doubles from 16 as needed.  0 on overflow or when out
+ * of memory; *arr and *cap are then unchanged. */
+static int aes__grow(void **arr, size_t *cap, size_t need, size_t elem) {
+    size_t nc = *cap ? *cap : 16;
+    void *p;
+    if (need <= *cap) return 1;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2) return 0;
+        nc *= 2;
+    }
+    if (elem && nc > SIZE_MAX / elem) return 0;
+    p = AES_REALLOC(*arr, nc * elem);
+    if (!p) return 0;
+    *arr = p;
+    *cap = nc;
+    return 1;
+}
+
+/* A NUL-terminated copy of s[0..n) in AES_MALLOC memory; NULL when out of
+ * memory (recorded on ctx, which may be NULL). */
+static char *aes__strndup(aes_ctx *ctx, const char *s, size_t n) {
+    char *p = n < SIZE_MAX ? (char *)AES_MALLOC(n + 1) : NULL;
+    if (!p) {
+        aes__fail(ctx, AES_ERR_NOMEM, "out of memory copying a string of %zu bytes", n);
+        return NULL;
+    }
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+static char *aes__strdup(aes_ctx *ctx, const char *s) { return aes__strndup(ctx, s, strlen(s)); }
+
+/* ---- random numbers -------------------------------------------------------
+ * splitmix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number
+ * generators", OOPSLA 2014): the state advances by a constant and is
+ * mixed.  Every state value is valid, so a seed is just a starting state. */
+static uint64_t aes__splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+/* Uniform in [0, 1) with 53 random bits. */
+static double aes__rand_uniform(uint64_t *state) {
+    return (double)(aes__splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+/* Standard normal (Box-Muller, one value of the pair). */
+static double aes__rand_normal(uint64_t *state) {
+    double u1 = aes__rand_uniform(state), u2 = aes__rand_uniform(state);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+/* Uniform integer in [0, n). */
+static int aes__rand_below(uint64_t *state, int n) { return (int)(aes__rand_uniform(state) * (double)n); }
+/* a = a uniformly random permutation of 0..n-1 (Fisher-Yates). */
+static void aes__rand_permutation(uint64_t *state, int *a, int n) {
+    int i;
+    for (i = 0; i < n; i++) a[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        int j = aes__rand_below(state, i + 1), t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
 /* ---- CPU dispatch -------------------------------------------------------- */
-AES_API aes_isa aes_isa_best(void) {
+/* The best instruction set this CPU and this build support. */
+static aes_isa aes__isa_best(void) {
 #if defined(AES__X86)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -2686,7 +2694,7 @@ AES_API aes_isa aes_isa_best(void) {
 #endif
 }
 
-AES_API const char *aes_isa_name(aes_isa isa) {
+static const char *aes__isa_name(aes_isa isa) {
     switch (isa) {
     case AES_ISA_SCALAR: return "scalar";
     case AES_ISA_NEON:   return "neon";
@@ -2696,15 +2704,15 @@ AES_API const char *aes_isa_name(aes_isa isa) {
     return "unknown";
 }
 
-AES_API aes_isa aes_isa_get(const aes_ctx *ctx) { return ctx ? ctx->isa : aes_isa_best(); }
-AES_API const char *aes_cpu_name(const aes_ctx *ctx) { return aes_isa_name(aes_isa_get(ctx)); }
+AES_API aes_isa aes_isa_get(const aes_ctx *ctx) { return ctx ? ctx->isa : aes__isa_best(); }
+AES_API const char *aes_cpu_name(const aes_ctx *ctx) { return aes__isa_name(aes_isa_get(ctx)); }
 
 AES_API aes_status aes_isa_set(aes_ctx *ctx, aes_isa isa) {
-    aes_isa best = aes_isa_best();
+    aes_isa best = aes__isa_best();
     if (!ctx) return AES_ERR_INVALID_ARG;
     if (isa != AES_ISA_SCALAR && (isa > best || (isa == AES_ISA_NEON) != (best == AES_ISA_NEON)))
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "instruction set %s is not available here (best: %s)",
-                         aes_isa_name(isa), aes_isa_name(best));
+                         aes__isa_name(isa), aes__isa_name(best));
     ctx->isa = isa;
     return AES_OK;
 }
@@ -2838,7 +2846,7 @@ AES_API aes_ctx *aes_ctx_create(void) {
     if (!ctx) return NULL;
     memset(ctx, 0, sizeof *ctx);
     ctx->nthreads = 1;
-    ctx->isa = aes_isa_best();
+    ctx->isa = aes__isa_best();
     ctx->limits[AES_LIMIT_ALLOC_BYTES] = (uint64_t)16 << 30;
     ctx->limits[AES_LIMIT_IMAGE_PIXELS] = (uint64_t)1 << 28;
     ctx->limits[AES_LIMIT_FILE_BYTES] = (uint64_t)64 << 30;
@@ -3037,10 +3045,7 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n) {
  *  Products with a single row or column of C (M == 1 or N == 1) are
  *  matrix-vector products: memory-bound, so they skip packing and run as
  *  dot products or axpys straight from the source (aes__gemv below).
- *
- *  Measured on the 2-core AVX-512 machine of the project (AMD Zen 5), with
- *  tools/bench_gemm.c on the ViT-B/32 layer shapes: 0.96-1.04 x OpenBLAS
- *  0.3.21 with its own AVX-512 kernels, on 1 and on 2 threads.
+ *  tools/bench_gemm.c compares it with OpenBLAS (figures in the README).
  * ========================================================================= */
 #if !defined(AES_NO_THREADS)
 #include <sched.h>  /* sched_yield while waiting for a panel another thread packs */
@@ -3403,7 +3408,7 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
 }
 #undef AES__GEMM_AVX512_STEP
 
-/* Blocking measured on a 2-core AMD Zen 5 (48 KiB L1d, 1 MiB L2 per core):
+/* Blocking for cores with 48 KiB of L1d and 1 MiB of L2:
  * kc = 768 keeps the 8 x kc sliver of A (24 KiB) in L1 and the kc x 192
  * block of B (576 KiB) in L2, and amortizes the C tile update over many k. */
 static const aes__gemm_arch aes__gemm_arch_avx512 = {
@@ -3808,7 +3813,7 @@ static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int
     float *gathered = NULL;
     int ntasks, k;
     memset(&g, 0, sizeof g);
-    g.isa = ctx ? ctx->isa : aes_isa_best();
+    g.isa = ctx ? ctx->isa : aes__isa_best();
     g.K = K; g.alpha = alpha; g.beta = beta;
     if (M == 1) { /* c[j] = sum_k opA(0, k) opB(k, j): C is one row */
         vec = A; vstride = ta == AES_NO_TRANS ? 1 : lda;
@@ -3842,7 +3847,7 @@ static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int
 static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
                           int ldc) {
-    const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes_isa_best());
+    const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes__isa_best());
     aes__gemm_work j;
     int kc, nkb_total, kbs, mb, nb, m0, n0, kbi0;
     size_t mbp, nbp, kdepth, a_floats, pack_floats, flag_count, bytes;
@@ -4319,31 +4324,54 @@ AES_API void aes_l2norm_backward(float *dinp, const float *dout, const float *ou
 }
 
 /* ---- log-softmax and cross-entropy -------------------------------------------
- * log p_c = x_c - logsumexp(x).  Cross-entropy with integer targets, averaged
- * over rows; its gradient is (p - onehot(target)) / M. */
+ * One implementation serves the kernels below and aes_clip_loss (section 8),
+ * which needs the rows and the columns of its logit matrix.  A "row" is C
+ * values x[m*rs + c*cs]: a matrix row has rs = width, cs = 1, a column
+ * rs = 1, cs = width.
+ *     lse_m = log sum_c exp(x_mc)            (maximum subtracted, in double)
+ *     CE_m  = lse_m - sum_c q_mc x_mc = -sum_c q_mc log softmax(x_m)_c
+ * against q_m = (1 - eps) onehot(t_m) + eps / C (label smoothing as
+ * torch.nn.CrossEntropyLoss), t_m = targets[m], or m when targets is NULL
+ * (the matching entries of a square matrix).  dCE_m / dx_mc = softmax(x_m)_c
+ * - q_mc. */
+static double aes__logsumexp(const float *x, int C, size_t cs) {
+    double mx = -DBL_MAX, s = 0.0;
+    int c;
+    for (c = 0; c < C; c++) if (x[(size_t)c * cs] > mx) mx = x[(size_t)c * cs];
+    for (c = 0; c < C; c++) s += exp((double)x[(size_t)c * cs] - mx);
+    return mx + log(s);
+}
+
+/* Sum over the M rows of CE_m; lse (may be NULL) receives lse_m. */
+static double aes__cross_entropy_rows(float *lse, const float *x, size_t rs, size_t cs, const int32_t *targets,
+                                      int M, int C, double eps) {
+    double total = 0.0;
+    int m, c;
+    for (m = 0; m < M; m++) {
+        const float *r = x + (size_t)m * rs;
+        double l = aes__logsumexp(r, C, cs), sum = 0.0;
+        int t = targets ? targets[m] : m;
+        if (eps != 0.0) for (c = 0; c < C; c++) sum += r[(size_t)c * cs];
+        total += l - ((1.0 - eps) * r[(size_t)t * cs] + eps / C * sum);
+        if (lse) lse[m] = (float)l;
+    }
+    return total;
+}
+
 AES_API void aes_log_softmax_forward(float *out, const float *inp, int M, int C) {
     int r, c;
     for (r = 0; r < M; r++) {
         const float *x = inp + (size_t)r * C;
-        float mx = -INFINITY, lse = 0.0f;
-        for (c = 0; c < C; c++) mx = x[c] > mx ? x[c] : mx;
-        for (c = 0; c < C; c++) lse += expf(x[c] - mx);
-        lse = mx + logf(lse);
+        float lse = (float)aes__logsumexp(x, C, 1);
         for (c = 0; c < C; c++) out[(size_t)r * C + c] = x[c] - lse;
     }
 }
 
 AES_API float aes_cross_entropy_forward(float *probs, const float *logits, const int32_t *targets, int M, int C) {
-    int r, c;
-    double loss = 0.0;
-    for (r = 0; r < M; r++) {
-        const float *x = logits + (size_t)r * C;
-        float mx = -INFINITY, sum = 0.0f;
-        for (c = 0; c < C; c++) mx = x[c] > mx ? x[c] : mx;
-        for (c = 0; c < C; c++) sum += expf(x[c] - mx);
-        loss += (double)(mx + logf(sum) - x[targets[r]]);
-        if (probs) aes__softmax_row(probs + (size_t)r * C, x, C);
-    }
+    int r;
+    double loss = aes__cross_entropy_rows(NULL, logits, (size_t)C, 1, targets, M, C, 0.0);
+    if (probs)
+        for (r = 0; r < M; r++) aes__softmax_row(probs + (size_t)r * C, logits + (size_t)r * C, C);
     return M > 0 ? (float)(loss / M) : 0.0f;
 }
 
@@ -4374,7 +4402,7 @@ AES_API void aes_mse_backward(float *dpred, const float *pred, const float *targ
  * IEEE binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits.  bfloat16:
  * the top 16 bits of a binary32.  Narrowing rounds to nearest, ties to even;
  * NaN stays a (quiet) NaN, overflow becomes Inf. */
-AES_API float aes_f16_to_f32_1(uint16_t h) {
+static float aes__f16_to_f32_1(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
     float f;
     if (exp == 0x1f) {
@@ -4390,7 +4418,7 @@ AES_API float aes_f16_to_f32_1(uint16_t h) {
     return f;
 }
 
-AES_API uint16_t aes_f32_to_f16_1(float f) {
+static uint16_t aes__f32_to_f16_1(float f) {
     uint32_t x, sign, absx;
     memcpy(&x, &f, sizeof x);
     sign = (x >> 16) & 0x8000u;
@@ -4419,14 +4447,14 @@ AES_API uint16_t aes_f32_to_f16_1(float f) {
     }
 }
 
-AES_API float aes_bf16_to_f32_1(uint16_t h) {
+static float aes__bf16_to_f32_1(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
 }
 
-AES_API uint16_t aes_f32_to_bf16_1(float f) {
+static uint16_t aes__f32_to_bf16_1(float f) {
     uint32_t x;
     memcpy(&x, &f, sizeof x);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
@@ -4439,14 +4467,14 @@ AES__TARGET_AVX2 static void aes__f16_to_f32_f16c(float *dst, const uint16_t *sr
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + i))));
-    for (; i < n; i++) dst[i] = aes_f16_to_f32_1(src[i]);
+    for (; i < n; i++) dst[i] = aes__f16_to_f32_1(src[i]);
 }
 AES__TARGET_AVX2 static void aes__f32_to_f16_f16c(uint16_t *dst, const float *src, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(void *)(dst + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; i < n; i++) dst[i] = aes_f32_to_f16_1(src[i]);
+    for (; i < n; i++) dst[i] = aes__f32_to_f16_1(src[i]);
 }
 AES__TARGET_AVX512 static void aes__f16_to_f32_avx512(float *dst, const uint16_t *src, size_t n) {
     size_t i = 0;
@@ -4460,7 +4488,7 @@ AES__TARGET_AVX512 static void aes__bf16_to_f32_avx512(float *dst, const uint16_
         __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(src + i)));
         _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
     }
-    for (; i < n; i++) dst[i] = aes_bf16_to_f32_1(src[i]);
+    for (; i < n; i++) dst[i] = aes__bf16_to_f32_1(src[i]);
 }
 #endif
 
@@ -4472,7 +4500,7 @@ AES_API void aes_f16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_
     if (isa == AES_ISA_AVX2) { aes__f16_to_f32_f16c(dst, src, n); return; }
 #endif
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_f16_to_f32_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__f16_to_f32_1(src[i]);
 }
 
 AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n) {
@@ -4481,7 +4509,7 @@ AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_
     if (aes_isa_get(ctx) >= AES_ISA_AVX2) { aes__f32_to_f16_f16c(dst, src, n); return; }
 #endif
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_f32_to_f16_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__f32_to_f16_1(src[i]);
 }
 
 AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n) {
@@ -4490,13 +4518,13 @@ AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size
     if (aes_isa_get(ctx) == AES_ISA_AVX512) { aes__bf16_to_f32_avx512(dst, src, n); return; }
 #endif
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_bf16_to_f32_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__bf16_to_f32_1(src[i]);
 }
 
 AES_API void aes_f32_to_bf16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n) {
     size_t i;
     AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) dst[i] = aes_f32_to_bf16_1(src[i]);
+    for (i = 0; i < n; i++) dst[i] = aes__f32_to_bf16_1(src[i]);
 }
 
 
@@ -4573,59 +4601,147 @@ static void aes__io_sort_indices(int *idx, int *tmp, int n, aes__io_index_cmp cm
     }
 }
 
-/* A growable byte buffer for building text; `failed` sticks after an
- * allocation failure so callers check once at the end. */
-typedef struct aes__io_buf {
-    char  *data;
-    size_t len, cap;
-    int    failed;
-} aes__io_buf;
+/* A growable text buffer.  Its memory comes from aes_alloc (the context's
+ * allocation limit applies), so aes__buf_take can hand the text to a caller
+ * who releases it with aes_free.  The text is NUL-terminated after every put.
+ * `failed` sticks after an allocation failure (recorded on ctx), so callers
+ * check once at the end. */
+typedef struct aes__buf {
+    aes_ctx *ctx;
+    char    *data;
+    size_t   len, cap;
+    int      failed;
+} aes__buf;
 
-static void aes__io_buf_put(aes__io_buf *b, const void *s, size_t n) {
-    if (b->failed) return;
-    if (n > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap - b->len < n) {
-            if (cap > SIZE_MAX / 2) { b->failed = 1; return; }
-            cap *= 2;
+static void aes__buf_init(aes__buf *b, aes_ctx *ctx) {
+    memset(b, 0, sizeof *b);
+    b->ctx = ctx;
+}
+
+static void aes__buf_free(aes__buf *b) {
+    aes_free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Room for n more bytes and the NUL. */
+static int aes__buf_reserve(aes__buf *b, size_t n) {
+    size_t cap;
+    char *p;
+    if (b->failed) return 0;
+    if (n < b->cap - b->len) return 1;
+    cap = b->cap ? b->cap : 256;
+    while (cap - b->len <= n) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = 1;
+            aes__fail(b->ctx, AES_ERR_LIMIT, "text of more than %zu bytes", b->len);
+            return 0;
         }
-        p = (char *)AES_REALLOC(b->data, cap);
-        if (!p) { b->failed = 1; return; }
-        b->data = p;
-        b->cap = cap;
+        cap *= 2;
     }
-    memcpy(b->data + b->len, s, n);
+    p = (char *)aes_alloc(b->ctx, cap, 1);
+    if (!p) { b->failed = 1; return 0; }
+    if (b->len) memcpy(p, b->data, b->len);
+    aes_free(b->data);
+    b->data = p;
+    b->cap = cap;
+    return 1;
+}
+
+static void aes__buf_put(aes__buf *b, const void *s, size_t n) {
+    if (!aes__buf_reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, s, n);
     b->len += n;
+    b->data[b->len] = 0;
 }
-static void aes__io_buf_str(aes__io_buf *b, const char *s) { aes__io_buf_put(b, s, strlen(s)); }
-static void aes__io_buf_i64(aes__io_buf *b, int64_t v) {
-    char tmp[32];
-    snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    aes__io_buf_str(b, tmp);
+static void aes__buf_str(aes__buf *b, const char *s) { aes__buf_put(b, s, strlen(s)); }
+
+static void aes__buf_printf(aes__buf *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void aes__buf_printf(aes__buf *b, const char *fmt, ...) {
+    va_list ap;
+    int k;
+    va_start(ap, fmt);
+    k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) { b->failed = 1; aes__fail(b->ctx, AES_ERR_INVALID_ARG, "text formatting failed"); return; }
+    if (!aes__buf_reserve(b, (size_t)k)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)k;
 }
+
+/* Hands the NUL-terminated text to the caller (*out freed with aes_free;
+ * *len without the NUL, may be NULL), or returns the failure. */
+static aes_status aes__buf_take(aes__buf *b, char **out, size_t *len) {
+    aes__buf_reserve(b, 0);   /* an empty text gets its NUL too */
+    if (b->failed) {
+        aes__buf_free(b);
+        return b->ctx ? b->ctx->status : AES_ERR_NOMEM;
+    }
+    b->data[b->len] = 0;
+    *out = b->data;
+    if (len) *len = b->len;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return AES_OK;
+}
+
 /* A JSON string literal: quotes, backslashes and control characters are
  * escaped; other bytes (UTF-8) pass through. */
-static void aes__io_buf_json_string(aes__io_buf *b, const char *s) {
+static void aes__buf_json_string(aes__buf *b, const char *s) {
     static const char hex[] = "0123456789abcdef";
-    aes__io_buf_put(b, "\"", 1);
+    aes__buf_put(b, "\"", 1);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
             char e[2];
             e[0] = '\\';
             e[1] = (char)c;
-            aes__io_buf_put(b, e, 2);
+            aes__buf_put(b, e, 2);
         } else if (c < 0x20) {
             char e[6] = {'\\', 'u', '0', '0', 0, 0};
             e[4] = hex[c >> 4];
             e[5] = hex[c & 15];
-            aes__io_buf_put(b, e, 6);
+            aes__buf_put(b, e, 6);
         } else {
-            aes__io_buf_put(b, s, 1);
+            aes__buf_put(b, s, 1);
         }
     }
-    aes__io_buf_put(b, "\"", 1);
+    aes__buf_put(b, "\"", 1);
+}
+
+/* CRC-32 (IEEE 802.3 polynomial, reflected, as zlib.crc32; crc32("123456789")
+ * = 0xCBF43926): pass 0 as crc to start, the previous value to continue.
+ * Used by gzip (the tokenizer) and the index file.  The slicing-by-8 tables
+ * are built per call (8 KB on the stack): no global state, and building them
+ * costs little next to checksumming a file. */
+static uint32_t aes__crc32(uint32_t crc, const void *data, size_t len) {
+    uint32_t t[8][256];
+    const unsigned char *p = (const unsigned char *)data;
+    uint32_t i, j;
+    for (i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (j = 0; j < 8; j++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        t[0][i] = c;
+    }
+    for (i = 0; i < 256; i++)
+        for (j = 1; j < 8; j++) t[j][i] = (t[j - 1][i] >> 8) ^ t[0][t[j - 1][i] & 0xFFu];
+    crc = ~crc;
+    while (len >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+        crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
+              t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
+        p += 8;
+        len -= 8;
+    }
+    while (len--) crc = t[0][(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+    return ~crc;
 }
 
 /* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 when invalid:
@@ -4679,7 +4795,8 @@ AES_API const char *aes_dtype_name(aes_dtype dtype) {
     return (unsigned)dtype < AES_DTYPE_COUNT ? aes__io_dtypes[dtype].name : "invalid";
 }
 
-AES_API int aes_dtype_from_name(const char *name, aes_dtype *out) {
+/* "F32" -> AES_DTYPE_F32; returns 1 when the name is known, else 0. */
+static int aes__dtype_from_name(const char *name, aes_dtype *out) {
     int i;
     if (!name) return 0;
     for (i = 0; i < AES_DTYPE_COUNT; i++)
@@ -4756,10 +4873,47 @@ AES_API aes_status aes_tensor_to_f32(aes_ctx *ctx, const aes_tensor_view *t, flo
 /* ============================================================================
  *  I/O 4. JSON
  * ============================================================================
+ *  The library's own DOM parser (safetensors headers, config.json), strict
+ *  RFC 8259: no comments, no trailing commas, no NaN, UTF-8 validated, \u
+ *  escapes (surrogate pairs included) decoded to UTF-8, numbers as double
+ *  (integers written without fraction or exponent are also kept exactly, see
+ *  aes__json_int64), nesting deeper than AES_JSON_MAX_DEPTH is
+ *  AES_ERR_LIMIT.  Duplicate keys in an object are rejected (RFC 8259 leaves
+ *  their meaning open; a safetensors header with two tensors of one name is
+ *  an attack, not a file).  Object lookups are binary searches.
+ *
  *  The document lives in an arena (a list of blocks freed together).  A node
  *  is 24 bytes; arrays and objects hold their members in one contiguous
  *  array, and an object also keeps its keys with a sorted index for lookup.
  * ========================================================================= */
+
+#ifndef AES_JSON_MAX_DEPTH
+#define AES_JSON_MAX_DEPTH 256
+#endif
+
+typedef struct aes__json aes__json;
+typedef enum {
+    AES__JSON_NULL, AES__JSON_BOOL, AES__JSON_NUMBER, AES__JSON_STRING, AES__JSON_ARRAY, AES__JSON_OBJECT
+} aes__json_type;
+
+/* Parses len bytes (need not be NUL-terminated).  Free the root with
+ * aes__json_free; every node and string lives until then. */
+static aes_status      aes__json_parse(aes_ctx *ctx, const char *text, size_t len, aes__json **root);
+static void            aes__json_free(aes__json *root);   /* only roots; NULL is fine */
+static aes__json_type  aes__json_type_of(const aes__json *v);   /* NULL -> AES__JSON_NULL */
+/* Member of an object (NULL if absent or not an object). */
+static const aes__json *aes__json_get(const aes__json *obj, const char *key);
+/* Elements of an array / members of an object (0 for anything else). */
+static int              aes__json_length(const aes__json *v);
+static const aes__json *aes__json_at(const aes__json *arr, int i);     /* arrays and objects */
+static const char      *aes__json_key_at(const aes__json *obj, int i); /* objects, header order */
+static double           aes__json_number(const aes__json *v, double fallback);
+/* 1 and the exact value when v is a number written as an integer (no '.',
+ * no exponent) within int64; else 0. */
+static int              aes__json_int64(const aes__json *v, int64_t *out);
+/* NULL if not a string; a string may hold "\u0000" (its byte length is u.str.len). */
+static const char      *aes__json_string(const aes__json *v);
+static int              aes__json_bool(const aes__json *v, int fallback);
 
 typedef struct aes__json_key {
     const char *chars;
@@ -4770,14 +4924,14 @@ typedef struct aes__json_key {
 #define AES__JSON_ROOT    1u
 #define AES__JSON_INTEGER 2u
 
-struct aes_json {
-    unsigned char type;    /* aes_json_type */
+struct aes__json {
+    unsigned char type;    /* aes__json_type */
     unsigned char flags;   /* AES__JSON_ROOT, AES__JSON_INTEGER */
     int           count;   /* members of an array / object; the value of a bool */
     union {
         struct { double value; int64_t integer; } num;
         struct { const char *chars; size_t len; } str;
-        struct { aes_json *items; aes__json_key *keys; } con;
+        struct { aes__json *items; aes__json_key *keys; } con;
     } u;
 };
 
@@ -4835,7 +4989,7 @@ static void aes__arena_free(aes__arena *a) {
 
 typedef struct aes__json_doc {
     aes__arena arena;
-    aes_json   root;
+    aes__json   root;
 } aes__json_doc;
 
 typedef struct aes__json_parser {
@@ -4845,7 +4999,7 @@ typedef struct aes__json_parser {
     int                  depth;
     aes__arena          *arena;
     /* members of the containers being parsed, innermost last */
-    aes_json            *vals;
+    aes__json            *vals;
     size_t               nvals, capvals;
     aes__json_key       *keys;
     size_t               nkeys, capkeys;
@@ -4914,7 +5068,7 @@ static size_t aes__io_utf8_encode(uint32_t cp, char *out) {
 }
 
 /* A string starting at the opening quote, decoded into the arena. */
-static aes_status aes__json_string(aes__json_parser *p, const char **chars, size_t *len) {
+static aes_status aes__json_parse_string(aes__json_parser *p, const char **chars, size_t *len) {
     const unsigned char *s = p->s;
     size_t start = p->pos + 1, end = start, j, out = 0;
     char *buf;
@@ -4984,7 +5138,7 @@ static aes_status aes__json_string(aes__json_parser *p, const char **chars, size
 }
 
 /* number = [ "-" ] ( "0" / 1-9 *DIGIT ) [ "." 1*DIGIT ] [ ("e"/"E") ["+"/"-"] 1*DIGIT ] */
-static aes_status aes__json_number(aes__json_parser *p, aes_json *v) {
+static aes_status aes__json_parse_number(aes__json_parser *p, aes__json *v) {
     const unsigned char *s = p->s;
     size_t start = p->pos, i = p->pos, n;
     int is_int = 1, neg = 0;
@@ -5025,7 +5179,7 @@ static aes_status aes__json_number(aes__json_parser *p, aes_json *v) {
     }
     if (text != small) AES_FREE(text);
     if (d > DBL_MAX || d < -DBL_MAX) return aes__json_error(p, AES_ERR_FORMAT, "number out of the range of a double");
-    v->type = AES_JSON_NUMBER;
+    v->type = AES__JSON_NUMBER;
     v->flags = 0;
     v->count = 0;
     v->u.num.value = d;
@@ -5049,30 +5203,13 @@ static aes_status aes__json_number(aes__json_parser *p, aes_json *v) {
     return AES_OK;
 }
 
-static int aes__json_push(aes__json_parser *p, const aes_json *v) {
-    if (p->nvals == p->capvals) {
-        size_t cap = p->capvals ? p->capvals * 2 : 64;
-        aes_json *nv;
-        if (cap > SIZE_MAX / sizeof(aes_json)) return 0;
-        nv = (aes_json *)AES_REALLOC(p->vals, cap * sizeof(aes_json));
-        if (!nv) return 0;
-        p->vals = nv;
-        p->capvals = cap;
-    }
+static int aes__json_push(aes__json_parser *p, const aes__json *v) {
+    if (!aes__grow((void **)&p->vals, &p->capvals, p->nvals + 1, sizeof(aes__json))) return 0;
     p->vals[p->nvals++] = *v;
     return 1;
 }
-
 static int aes__json_push_key(aes__json_parser *p, const char *chars, size_t len) {
-    if (p->nkeys == p->capkeys) {
-        size_t cap = p->capkeys ? p->capkeys * 2 : 64;
-        aes__json_key *nk;
-        if (cap > SIZE_MAX / sizeof(aes__json_key)) return 0;
-        nk = (aes__json_key *)AES_REALLOC(p->keys, cap * sizeof(aes__json_key));
-        if (!nk) return 0;
-        p->keys = nk;
-        p->capkeys = cap;
-    }
+    if (!aes__grow((void **)&p->keys, &p->capkeys, p->nkeys + 1, sizeof(aes__json_key))) return 0;
     p->keys[p->nkeys].chars = chars;
     p->keys[p->nkeys].len = len;
     p->keys[p->nkeys].sorted = 0;
@@ -5092,21 +5229,21 @@ static int aes__json_key_index_cmp(const void *items, int a, int b) {
     return aes__json_keycmp(&k[a], k[b].chars, k[b].len);
 }
 
-static aes_status aes__json_value(aes__json_parser *p, aes_json *v);
+static aes_status aes__json_value(aes__json_parser *p, aes__json *v);
 
 /* Moves the members pushed since `base` into the arena. */
-static aes_status aes__json_close(aes__json_parser *p, aes_json *v, size_t base, size_t kbase, int is_object) {
+static aes_status aes__json_close(aes__json_parser *p, aes__json *v, size_t base, size_t kbase, int is_object) {
     size_t count = p->nvals - base;
-    v->type = (unsigned char)(is_object ? AES_JSON_OBJECT : AES_JSON_ARRAY);
+    v->type = (unsigned char)(is_object ? AES__JSON_OBJECT : AES__JSON_ARRAY);
     v->flags = 0;
     v->u.con.items = NULL;
     v->u.con.keys = NULL;
     if (count > (size_t)INT_MAX) return aes__json_error(p, AES_ERR_LIMIT, "too many members");
     v->count = (int)count;
     if (count) {
-        v->u.con.items = (aes_json *)aes__arena_alloc(p->arena, count * sizeof(aes_json));
+        v->u.con.items = (aes__json *)aes__arena_alloc(p->arena, count * sizeof(aes__json));
         if (!v->u.con.items) return p->ctx ? p->ctx->status : AES_ERR_NOMEM;
-        memcpy(v->u.con.items, p->vals + base, count * sizeof(aes_json));
+        memcpy(v->u.con.items, p->vals + base, count * sizeof(aes__json));
     }
     if (is_object && count) {
         aes__json_key *keys = (aes__json_key *)aes__arena_alloc(p->arena, count * sizeof(aes__json_key));
@@ -5135,7 +5272,7 @@ static aes_status aes__json_close(aes__json_parser *p, aes_json *v, size_t base,
     return AES_OK;
 }
 
-static aes_status aes__json_container(aes__json_parser *p, aes_json *v, int is_object) {
+static aes_status aes__json_container(aes__json_parser *p, aes__json *v, int is_object) {
     size_t base = p->nvals, kbase = p->nkeys;
     char close = is_object ? '}' : ']';
     aes_status st;
@@ -5147,14 +5284,14 @@ static aes_status aes__json_container(aes__json_parser *p, aes_json *v, int is_o
         p->pos++;
     } else {
         for (;;) {
-            aes_json member;
+            aes__json member;
             aes__json_skip_ws(p);
             if (is_object) {
                 const char *key;
                 size_t klen;
                 if (p->pos >= p->len || p->s[p->pos] != '"')
                     return aes__json_error(p, AES_ERR_FORMAT, "object key (a string) expected");
-                if ((st = aes__json_string(p, &key, &klen)) != AES_OK) return st;
+                if ((st = aes__json_parse_string(p, &key, &klen)) != AES_OK) return st;
                 aes__json_skip_ws(p);
                 if (p->pos >= p->len || p->s[p->pos] != ':') return aes__json_error(p, AES_ERR_FORMAT, "':' expected");
                 p->pos++;
@@ -5172,7 +5309,7 @@ static aes_status aes__json_container(aes__json_parser *p, aes_json *v, int is_o
     return aes__json_close(p, v, base, kbase, is_object);
 }
 
-static aes_status aes__json_value(aes__json_parser *p, aes_json *v) {
+static aes_status aes__json_value(aes__json_parser *p, aes__json *v) {
     unsigned char c;
     aes__json_skip_ws(p);
     if (p->pos >= p->len) return aes__json_error(p, AES_ERR_FORMAT, "unexpected end of input");
@@ -5182,33 +5319,33 @@ static aes_status aes__json_value(aes__json_parser *p, aes_json *v) {
     case '{': return aes__json_container(p, v, 1);
     case '[': return aes__json_container(p, v, 0);
     case '"':
-        v->type = AES_JSON_STRING;
-        return aes__json_string(p, &v->u.str.chars, &v->u.str.len);
+        v->type = AES__JSON_STRING;
+        return aes__json_parse_string(p, &v->u.str.chars, &v->u.str.len);
     case 't': case 'f': case 'n': {
         const char *word = c == 't' ? "true" : c == 'f' ? "false" : "null";
         size_t n = strlen(word);
         if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n))
             return aes__json_error(p, AES_ERR_FORMAT, "invalid literal");
         p->pos += n;
-        v->type = (unsigned char)(c == 'n' ? AES_JSON_NULL : AES_JSON_BOOL);
+        v->type = (unsigned char)(c == 'n' ? AES__JSON_NULL : AES__JSON_BOOL);
         v->count = c == 't';
         return AES_OK;
     }
     default:
-        if (c == '-' || (c >= '0' && c <= '9')) return aes__json_number(p, v);
+        if (c == '-' || (c >= '0' && c <= '9')) return aes__json_parse_number(p, v);
         if (c >= 0x20 && c < 0x7F) return aes__json_error(p, AES_ERR_FORMAT, "unexpected character '%c'", c);
         return aes__json_error(p, AES_ERR_FORMAT, "unexpected byte 0x%02x", c);
     }
 }
 
-AES_API aes_status aes_json_parse(aes_ctx *ctx, const char *text, size_t len, aes_json **root) {
+static aes_status aes__json_parse(aes_ctx *ctx, const char *text, size_t len, aes__json **root) {
     aes__json_parser p;
     aes__json_doc *doc;
-    aes_json v;
+    aes__json v;
     aes_status st;
-    if (!root) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_json_parse: NULL root");
+    if (!root) return aes__fail(ctx, AES_ERR_INVALID_ARG, "JSON: NULL root");
     *root = NULL;
-    if (!text && len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_json_parse: NULL text");
+    if (!text && len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "JSON: NULL text");
     doc = (aes__json_doc *)aes_calloc(ctx, 1, sizeof *doc);
     if (!doc) return AES_ERR_NOMEM;
     doc->arena.ctx = ctx;
@@ -5240,7 +5377,7 @@ AES_API aes_status aes_json_parse(aes_ctx *ctx, const char *text, size_t len, ae
     return AES_OK;
 }
 
-AES_API void aes_json_free(aes_json *root) {
+static void aes__json_free(aes__json *root) {
     aes__json_doc *doc;
     if (!root || !(root->flags & AES__JSON_ROOT)) return;
     doc = (aes__json_doc *)(void *)((char *)root - offsetof(aes__json_doc, root));
@@ -5248,12 +5385,12 @@ AES_API void aes_json_free(aes_json *root) {
     aes_free(doc);
 }
 
-AES_API aes_json_type aes_json_type_of(const aes_json *v) { return v ? (aes_json_type)v->type : AES_JSON_NULL; }
+static aes__json_type aes__json_type_of(const aes__json *v) { return v ? (aes__json_type)v->type : AES__JSON_NULL; }
 
-AES_API const aes_json *aes_json_get(const aes_json *obj, const char *key) {
+static const aes__json *aes__json_get(const aes__json *obj, const char *key) {
     int lo = 0, hi;
     size_t klen;
-    if (!obj || obj->type != AES_JSON_OBJECT || !key) return NULL;
+    if (!obj || obj->type != AES__JSON_OBJECT || !key) return NULL;
     klen = strlen(key);
     hi = obj->count;
     while (lo < hi) {
@@ -5266,41 +5403,37 @@ AES_API const aes_json *aes_json_get(const aes_json *obj, const char *key) {
     return NULL;
 }
 
-AES_API int aes_json_length(const aes_json *v) {
-    return v && (v->type == AES_JSON_ARRAY || v->type == AES_JSON_OBJECT) ? v->count : 0;
+static int aes__json_length(const aes__json *v) {
+    return v && (v->type == AES__JSON_ARRAY || v->type == AES__JSON_OBJECT) ? v->count : 0;
 }
 
-AES_API const aes_json *aes_json_at(const aes_json *arr, int i) {
-    if (!arr || (arr->type != AES_JSON_ARRAY && arr->type != AES_JSON_OBJECT) || i < 0 || i >= arr->count)
+static const aes__json *aes__json_at(const aes__json *arr, int i) {
+    if (!arr || (arr->type != AES__JSON_ARRAY && arr->type != AES__JSON_OBJECT) || i < 0 || i >= arr->count)
         return NULL;
     return &arr->u.con.items[i];
 }
 
-AES_API const char *aes_json_key_at(const aes_json *obj, int i) {
-    if (!obj || obj->type != AES_JSON_OBJECT || i < 0 || i >= obj->count) return NULL;
+static const char *aes__json_key_at(const aes__json *obj, int i) {
+    if (!obj || obj->type != AES__JSON_OBJECT || i < 0 || i >= obj->count) return NULL;
     return obj->u.con.keys[i].chars;
 }
 
-AES_API double aes_json_number(const aes_json *v, double fallback) {
-    return v && v->type == AES_JSON_NUMBER ? v->u.num.value : fallback;
+static double aes__json_number(const aes__json *v, double fallback) {
+    return v && v->type == AES__JSON_NUMBER ? v->u.num.value : fallback;
 }
 
-AES_API int aes_json_int64(const aes_json *v, int64_t *out) {
-    if (!v || v->type != AES_JSON_NUMBER || !(v->flags & AES__JSON_INTEGER)) return 0;
+static int aes__json_int64(const aes__json *v, int64_t *out) {
+    if (!v || v->type != AES__JSON_NUMBER || !(v->flags & AES__JSON_INTEGER)) return 0;
     if (out) *out = v->u.num.integer;
     return 1;
 }
 
-AES_API const char *aes_json_string(const aes_json *v) {
-    return v && v->type == AES_JSON_STRING ? v->u.str.chars : NULL;
+static const char *aes__json_string(const aes__json *v) {
+    return v && v->type == AES__JSON_STRING ? v->u.str.chars : NULL;
 }
 
-AES_API size_t aes_json_string_len(const aes_json *v) {
-    return v && v->type == AES_JSON_STRING ? v->u.str.len : 0;
-}
-
-AES_API int aes_json_bool(const aes_json *v, int fallback) {
-    return v && v->type == AES_JSON_BOOL ? v->count : fallback;
+static int aes__json_bool(const aes__json *v, int fallback) {
+    return v && v->type == AES__JSON_BOOL ? v->count : fallback;
 }
 
 /* ============================================================================
@@ -5384,6 +5517,22 @@ AES_API aes_status aes_read_file(aes_ctx *ctx, const char *path, void **data, si
     *data = buf;
     *len = used;
     return AES_OK;
+}
+
+/* The file form of a loader whose work is done by a parser of memory:
+ * reads `path` whole (aes_read_file: NUL-terminated, within the file size
+ * limit), calls parse(ctx, arg, data, len, path) and frees the bytes.  A
+ * failure's message is prefixed with the path unless it names it already. */
+typedef aes_status (*aes__parse_fn)(aes_ctx *ctx, void *arg, const char *data, size_t len, const char *path);
+static aes_status aes__load_file(aes_ctx *ctx, const char *path, aes__parse_fn parse, void *arg) {
+    void *data;
+    size_t len;
+    aes_status st;
+    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "NULL path");
+    if ((st = aes_read_file(ctx, path, &data, &len)) != AES_OK) return st;
+    st = parse(ctx, arg, (const char *)data, len, path);
+    aes_free(data);
+    return st == AES_OK ? AES_OK : aes__fail_prefix(ctx, st, "%s", path);
 }
 
 /* Writes the n chunks one after the other into `path`, atomically: a new
@@ -5494,8 +5643,8 @@ struct aes_safetensors {
     void                *owned;     /* aes_alloc'ed copy, or NULL */
     void                *mapping;   /* mmap'ed file, or NULL */
     size_t               mapping_len;
-    aes_json            *header;
-    const aes_json      *meta;      /* the __metadata__ object, or NULL */
+    aes__json            *header;
+    const aes__json      *meta;      /* the __metadata__ object, or NULL */
     int                  count;
     aes_tensor_view     *tensors;   /* header order */
     int                 *by_name;   /* indices sorted by name */
@@ -5507,7 +5656,7 @@ AES_API void aes_safetensors_close(aes_safetensors *st) {
     if (st->mapping) munmap(st->mapping, st->mapping_len);
 #endif
     aes_free(st->owned);
-    aes_json_free(st->header);
+    aes__json_free(st->header);
     aes_free(st->tensors);
     aes_free(st->by_name);
     aes_free(st->source);
@@ -5525,34 +5674,34 @@ static aes_safetensors *aes__st_new(aes_ctx *ctx, const char *source) {
 }
 
 /* One header entry -> a view, with every check of the format. */
-static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name, const aes_json *entry,
+static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name, const aes__json *entry,
                                  const unsigned char *data, uint64_t data_len, aes_tensor_view *t,
                                  uint64_t *begin_out) {
-    const aes_json *dtype = aes_json_get(entry, "dtype"), *shape = aes_json_get(entry, "shape");
-    const aes_json *offs = aes_json_get(entry, "data_offsets");
+    const aes__json *dtype = aes__json_get(entry, "dtype"), *shape = aes__json_get(entry, "shape");
+    const aes__json *offs = aes__json_get(entry, "data_offsets");
     char sbuf[256];
     int64_t begin, end, numel = 1;
     uint64_t nbytes;
     size_t esize;
     int i;
-    if (aes_json_type_of(entry) != AES_JSON_OBJECT || !entry)
+    if (aes__json_type_of(entry) != AES__JSON_OBJECT || !entry)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': the entry is not an object", src, name);
-    if (!aes_json_string(dtype))
+    if (!aes__json_string(dtype))
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': no \"dtype\" string", src, name);
-    if (!aes_dtype_from_name(aes_json_string(dtype), &t->dtype))
+    if (!aes__dtype_from_name(aes__json_string(dtype), &t->dtype))
         return aes__fail(ctx, AES_ERR_UNSUPPORTED,
                          "%s: tensor '%.200s' has dtype \"%.40s\", which aesalign does not support (it reads F32, "
                          "F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, U16, U32, U64, F8_E5M2, F8_E4M3)",
-                         src, name, aes_json_string(dtype));
-    if (aes_json_type_of(shape) != AES_JSON_ARRAY || !shape)
+                         src, name, aes__json_string(dtype));
+    if (aes__json_type_of(shape) != AES__JSON_ARRAY || !shape)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': no \"shape\" array", src, name);
-    t->ndim = aes_json_length(shape);
+    t->ndim = aes__json_length(shape);
     if (t->ndim > 8)
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: tensor '%.200s' has %d dimensions; at most 8 are supported",
                          src, name, t->ndim);
     for (i = 0; i < t->ndim; i++) {
         int64_t d;
-        if (!aes_json_int64(aes_json_at(shape, i), &d) || d < 0)
+        if (!aes__json_int64(aes__json_at(shape, i), &d) || d < 0)
             return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': shape[%d] is not a non-negative integer",
                              src, name, i);
         t->shape[i] = d;
@@ -5568,8 +5717,8 @@ static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': shape %s is too large", src, name,
                          aes__io_shape_str(sbuf, sizeof sbuf, t->shape, t->ndim));
     nbytes = (uint64_t)numel * esize;
-    if (aes_json_type_of(offs) != AES_JSON_ARRAY || aes_json_length(offs) != 2 ||
-        !aes_json_int64(aes_json_at(offs, 0), &begin) || !aes_json_int64(aes_json_at(offs, 1), &end) ||
+    if (aes__json_type_of(offs) != AES__JSON_ARRAY || aes__json_length(offs) != 2 ||
+        !aes__json_int64(aes__json_at(offs, 0), &begin) || !aes__json_int64(aes__json_at(offs, 1), &end) ||
         begin < 0 || end < 0)
         return aes__fail(ctx, AES_ERR_FORMAT,
                          "%s: tensor '%.200s': \"data_offsets\" must be two non-negative integers [begin, end]",
@@ -5631,36 +5780,28 @@ static aes_status aes__st_parse(aes_ctx *ctx, aes_safetensors *st) {
                          src, (unsigned long long)hlen, len);
     if (hlen < 2 || f[8] != '{')
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: the header does not start with '{'", src);
-    s = aes_json_parse(ctx, (const char *)f + 8, (size_t)hlen, &st->header);
-    if (s != AES_OK) {
-        /* the JSON message is in ctx->error: copy it before reformatting */
-        char why[512];
-        size_t n = ctx ? strlen(ctx->error) : 0;
-        if (n >= sizeof why) n = sizeof why - 1;
-        if (n) memcpy(why, ctx->error, n);
-        why[n] = 0;
-        return aes__fail(ctx, s, "%s: header: %s", src, why);
-    }
-    if (aes_json_type_of(st->header) != AES_JSON_OBJECT)
+    s = aes__json_parse(ctx, (const char *)f + 8, (size_t)hlen, &st->header);
+    if (s != AES_OK) return aes__fail_prefix(ctx, s, "%s: header", src);
+    if (aes__json_type_of(st->header) != AES__JSON_OBJECT)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: the header is not a JSON object", src);
     data = f + 8 + hlen;
     data_len = (uint64_t)len - 8 - hlen;
-    nmembers = aes_json_length(st->header);
+    nmembers = aes__json_length(st->header);
     st->count = nmembers;
     for (i = 0; i < nmembers; i++) {
-        const char *key = aes_json_key_at(st->header, i);
-        const aes_json *v = aes_json_at(st->header, i);
+        const char *key = aes__json_key_at(st->header, i);
+        const aes__json *v = aes__json_at(st->header, i);
         if (strcmp(key, "__metadata__")) continue;
         st->count--;
         /* string -> string; null is accepted as "no metadata", as the
          * reference (an Option in serde) does */
-        if (aes_json_type_of(v) == AES_JSON_NULL) continue;
-        if (aes_json_type_of(v) != AES_JSON_OBJECT)
+        if (aes__json_type_of(v) == AES__JSON_NULL) continue;
+        if (aes__json_type_of(v) != AES__JSON_OBJECT)
             return aes__fail(ctx, AES_ERR_FORMAT, "%s: __metadata__ is not an object", src);
-        for (k = 0; k < aes_json_length(v); k++)
-            if (!aes_json_string(aes_json_at(v, k)))
+        for (k = 0; k < aes__json_length(v); k++)
+            if (!aes__json_string(aes__json_at(v, k)))
                 return aes__fail(ctx, AES_ERR_FORMAT, "%s: __metadata__ value of \"%.100s\" is not a string", src,
-                                 aes_json_key_at(v, k));
+                                 aes__json_key_at(v, k));
         st->meta = v;
     }
     st->tensors = (aes_tensor_view *)aes_calloc(ctx, (size_t)st->count + 1, sizeof(aes_tensor_view));
@@ -5669,8 +5810,8 @@ static aes_status aes__st_parse(aes_ctx *ctx, aes_safetensors *st) {
     tmp = (int *)aes_alloc(ctx, (size_t)st->count + 1, sizeof(int));
     if (!st->tensors || !st->by_name || !spans || !tmp) { s = ctx ? ctx->status : AES_ERR_NOMEM; goto done; }
     for (i = 0, k = 0; i < nmembers; i++) {
-        const aes_json *v = aes_json_at(st->header, i);
-        const char *key = aes_json_key_at(st->header, i);
+        const aes__json *v = aes__json_at(st->header, i);
+        const char *key = aes__json_key_at(st->header, i);
         if (!strcmp(key, "__metadata__")) continue;
         if (st->header->u.con.keys[i].len != strlen(key)) {
             s = aes__fail(ctx, AES_ERR_FORMAT, "%s: a tensor name contains a NUL byte (\"%.100s...\")", src, key);
@@ -5798,15 +5939,15 @@ AES_API const aes_tensor_view *aes_safetensors_find(const aes_safetensors *st, c
 }
 
 AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const char *key) {
-    return st ? aes_json_string(aes_json_get(st->meta, key)) : NULL;
+    return st ? aes__json_string(aes__json_get(st->meta, key)) : NULL;
 }
 
-AES_API int aes_safetensors_metadata_count(const aes_safetensors *st) { return st ? aes_json_length(st->meta) : 0; }
+AES__TEST_ONLY static int aes__safetensors_metadata_count(const aes_safetensors *st) { return st ? aes__json_length(st->meta) : 0; }
 
-AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const char **key, const char **value) {
-    if (!st || i < 0 || i >= aes_json_length(st->meta)) return 0;
-    if (key) *key = aes_json_key_at(st->meta, i);
-    if (value) *value = aes_json_string(aes_json_at(st->meta, i));
+AES__TEST_ONLY static int aes__safetensors_metadata_at(const aes_safetensors *st, int i, const char **key, const char **value) {
+    if (!st || i < 0 || i >= aes__json_length(st->meta)) return 0;
+    if (key) *key = aes__json_key_at(st->meta, i);
+    if (value) *value = aes__json_string(aes__json_at(st->meta, i));
     return 1;
 }
 
@@ -5835,7 +5976,7 @@ static int aes__st_kv_cmp(const void *items, int a, int b) {
  * On success *order (aes_free) lists the tensors in file order and
  * sizes[i] is the byte size of tensor i. */
 static aes_status aes__st_build_header(aes_ctx *ctx, const aes_tensor_out *t, int n, const char *const *kv,
-                                       int n_kv, aes__io_buf *hdr, int **order_out, uint64_t **sizes_out,
+                                       int n_kv, aes__buf *hdr, int **order_out, uint64_t **sizes_out,
                                        uint64_t *data_len) {
     int *order = NULL, *tmp = NULL, i, j;
     uint64_t *sizes = NULL, offset = 0;
@@ -5898,44 +6039,47 @@ static aes_status aes__st_build_header(aes_ctx *ctx, const aes_tensor_out *t, in
             goto fail;
         }
     /* the header, compact like the reference's serde_json output */
-    aes__io_buf_str(hdr, "{");
+    aes__buf_str(hdr, "{");
     if (n_kv) {
-        aes__io_buf_str(hdr, "\"__metadata__\":{");
+        aes__buf_str(hdr, "\"__metadata__\":{");
         for (i = 0; i < n_kv; i++) {
-            if (i) aes__io_buf_str(hdr, ",");
-            aes__io_buf_json_string(hdr, kv[2 * i]);
-            aes__io_buf_str(hdr, ":");
-            aes__io_buf_json_string(hdr, kv[2 * i + 1]);
+            if (i) aes__buf_str(hdr, ",");
+            aes__buf_json_string(hdr, kv[2 * i]);
+            aes__buf_str(hdr, ":");
+            aes__buf_json_string(hdr, kv[2 * i + 1]);
         }
-        aes__io_buf_str(hdr, "}");
+        aes__buf_str(hdr, "}");
     }
     for (i = 0; i < n; i++) order[i] = i;
     aes__io_sort_indices(order, tmp, n, aes__st_out_size_cmp, t);
     for (i = 0; i < n; i++) {
         const aes_tensor_out *x = &t[order[i]];
-        if (i || n_kv) aes__io_buf_str(hdr, ",");
-        aes__io_buf_json_string(hdr, x->name);
-        aes__io_buf_str(hdr, ":{\"dtype\":\"");
-        aes__io_buf_str(hdr, aes_dtype_name(x->dtype));
-        aes__io_buf_str(hdr, "\",\"shape\":[");
+        if (i || n_kv) aes__buf_str(hdr, ",");
+        aes__buf_json_string(hdr, x->name);
+        aes__buf_str(hdr, ":{\"dtype\":\"");
+        aes__buf_str(hdr, aes_dtype_name(x->dtype));
+        aes__buf_str(hdr, "\",\"shape\":[");
         for (j = 0; j < x->ndim; j++) {
-            if (j) aes__io_buf_str(hdr, ",");
-            aes__io_buf_i64(hdr, x->shape[j]);
+            if (j) aes__buf_str(hdr, ",");
+            aes__buf_printf(hdr, "%lld", (long long)x->shape[j]);
         }
-        aes__io_buf_str(hdr, "],\"data_offsets\":[");
-        aes__io_buf_i64(hdr, (int64_t)offset);
-        aes__io_buf_str(hdr, ",");
+        aes__buf_str(hdr, "],\"data_offsets\":[");
+        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
+        aes__buf_str(hdr, ",");
         if (sizes[order[i]] > (uint64_t)INT64_MAX - offset) {
             s = aes__fail(ctx, AES_ERR_LIMIT, "safetensors: total data size overflows");
             goto fail;
         }
         offset += sizes[order[i]];
-        aes__io_buf_i64(hdr, (int64_t)offset);
-        aes__io_buf_str(hdr, "]}");
+        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
+        aes__buf_str(hdr, "]}");
     }
-    aes__io_buf_str(hdr, "}");
-    while (!hdr->failed && hdr->len % 8) aes__io_buf_str(hdr, " ");
-    if (hdr->failed) { s = aes__fail(ctx, AES_ERR_NOMEM, "safetensors: out of memory building the header"); goto fail; }
+    aes__buf_str(hdr, "}");
+    while (!hdr->failed && hdr->len % 8) aes__buf_str(hdr, " ");
+    if (hdr->failed) {
+        s = aes__fail_prefix(ctx, ctx ? ctx->status : AES_ERR_NOMEM, "safetensors: building the header");
+        goto fail;
+    }
     aes_free(tmp);
     *order_out = order;
     *sizes_out = sizes;
@@ -5950,7 +6094,7 @@ fail:
 
 AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out *t, int n,
                                              const char *const *meta_kv, int n_kv, void **buf, size_t *len) {
-    aes__io_buf hdr = {NULL, 0, 0, 0};
+    aes__buf hdr;
     int *order = NULL;
     uint64_t *sizes = NULL, data_len = 0, total;
     unsigned char *out, *p;
@@ -5959,8 +6103,9 @@ AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out 
     if (!buf || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_safetensors_serialize: NULL output");
     *buf = NULL;
     *len = 0;
+    aes__buf_init(&hdr, ctx);
     s = aes__st_build_header(ctx, t, n, meta_kv, n_kv, &hdr, &order, &sizes, &data_len);
-    if (s != AES_OK) { AES_FREE(hdr.data); return s; }
+    if (s != AES_OK) { aes__buf_free(&hdr); return s; }
     total = 8 + (uint64_t)hdr.len + data_len;
     out = total <= (uint64_t)SIZE_MAX ? (unsigned char *)aes_alloc(ctx, (size_t)total, 1) : NULL;
     if (!out) {
@@ -5977,7 +6122,7 @@ AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out 
         *buf = out;
         *len = (size_t)total;
     }
-    AES_FREE(hdr.data);
+    aes__buf_free(&hdr);
     aes_free(order);
     aes_free(sizes);
     return s;
@@ -5986,7 +6131,7 @@ AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out 
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const aes_tensor_out *t, int n,
                                          const char *const *meta_kv, int n_kv) {
-    aes__io_buf hdr = {NULL, 0, 0, 0};
+    aes__buf hdr;
     int *order = NULL;
     uint64_t *sizes = NULL, data_len = 0;
     const void **ptrs;
@@ -5994,8 +6139,9 @@ AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const a
     unsigned char lenbuf[8];
     aes_status s;
     int i;
+    aes__buf_init(&hdr, ctx);
     s = aes__st_build_header(ctx, t, n, meta_kv, n_kv, &hdr, &order, &sizes, &data_len);
-    if (s != AES_OK) { AES_FREE(hdr.data); return s; }
+    if (s != AES_OK) { aes__buf_free(&hdr); return s; }
     /* streamed: the tensors go from the caller's memory to the file without
      * a second copy of the whole model */
     ptrs = (const void **)aes_alloc(ctx, (size_t)n + 2, sizeof(void *));
@@ -6016,7 +6162,7 @@ AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const a
     }
     aes_free((void *)ptrs);
     aes_free(lens);
-    AES_FREE(hdr.data);
+    aes__buf_free(&hdr);
     aes_free(order);
     aes_free(sizes);
     return s;
@@ -6242,25 +6388,21 @@ AES_API aes_status aes_image_decode_pnm(aes_ctx *ctx, const void *buf, size_t le
 }
 
 #ifndef AES_NO_STDIO
+static aes_status aes__image_parse_file(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    const unsigned char *b = (const unsigned char *)data;
+    if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8))
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: PNG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
+                         "through stb_image)", path);
+    if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: JPEG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
+                         "through stb_image)", path);
+    return aes__pnm_decode(ctx, path, data, len, (aes_image *)out);
+}
+
 AES_API aes_status aes_image_load(aes_ctx *ctx, const char *path, aes_image *out) {
-    void *data;
-    size_t len;
-    const unsigned char *b;
-    aes_status s;
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_image_load: NULL output");
     memset(out, 0, sizeof *out);
-    if ((s = aes_read_file(ctx, path, &data, &len)) != AES_OK) return s;
-    b = (const unsigned char *)data;
-    if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8))
-        s = aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: PNG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
-                      "through stb_image)", path);
-    else if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
-        s = aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: JPEG; the library reads PPM/PGM only (the CLI reads PNG and JPEG "
-                      "through stb_image)", path);
-    else
-        s = aes__pnm_decode(ctx, path, data, len, out);
-    aes_free(data);
-    return s;
+    return aes__load_file(ctx, path, aes__image_parse_file, out);
 }
 
 AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_image *img) {
@@ -6642,609 +6784,40 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
 
 /* ----------------------------------------------------------------------------
  *  Character tables
+ *
+ *  The Unicode and HTML5 tables are generated by tools/gen_unicode_tables.py
+ *  from the very Python code the reference runs, and live in the block
+ *  "Generated tables" at the end of the file, after all code.
+ *  aes__tok_tables(), defined there, hands them to the code here.  Ranges are
+ *  inclusive {first, last} pairs, sorted.
  * ------------------------------------------------------------------------- */
-/*@@UNICODE_TABLES_BEGIN@@*/
-/* Generated by tools/gen_unicode_tables.py (do not edit by hand; rerun it with
- *   /usr/bin/python3 tools/gen_unicode_tables.py --write aesalign.h
- * ) from Python 3.11.2 (unicodedata 14.0.0) and the regex module 2.5.123
- * (Unicode of the regex module: see --report).  Ranges are inclusive and sorted. */
-/* [\p{L}] of the regex module under IGNORECASE (659 ranges) */
-static const uint32_t aes__tok_letter_ranges[][2] = {
-    {0x41,0x5A}, {0x61,0x7A}, {0xAA,0xAA}, {0xB5,0xB5}, {0xBA,0xBA}, {0xC0,0xD6}, {0xD8,0xF6}, {0xF8,0x2C1},
-    {0x2C6,0x2D1}, {0x2E0,0x2E4}, {0x2EC,0x2EC}, {0x2EE,0x2EE}, {0x370,0x374}, {0x376,0x377}, {0x37A,0x37D},
-    {0x37F,0x37F}, {0x386,0x386}, {0x388,0x38A}, {0x38C,0x38C}, {0x38E,0x3A1}, {0x3A3,0x3F5}, {0x3F7,0x481},
-    {0x48A,0x52F}, {0x531,0x556}, {0x559,0x559}, {0x560,0x588}, {0x5D0,0x5EA}, {0x5EF,0x5F2}, {0x620,0x64A},
-    {0x66E,0x66F}, {0x671,0x6D3}, {0x6D5,0x6D5}, {0x6E5,0x6E6}, {0x6EE,0x6EF}, {0x6FA,0x6FC}, {0x6FF,0x6FF},
-    {0x710,0x710}, {0x712,0x72F}, {0x74D,0x7A5}, {0x7B1,0x7B1}, {0x7CA,0x7EA}, {0x7F4,0x7F5}, {0x7FA,0x7FA},
-    {0x800,0x815}, {0x81A,0x81A}, {0x824,0x824}, {0x828,0x828}, {0x840,0x858}, {0x860,0x86A}, {0x870,0x887},
-    {0x889,0x88E}, {0x8A0,0x8C9}, {0x904,0x939}, {0x93D,0x93D}, {0x950,0x950}, {0x958,0x961}, {0x971,0x980},
-    {0x985,0x98C}, {0x98F,0x990}, {0x993,0x9A8}, {0x9AA,0x9B0}, {0x9B2,0x9B2}, {0x9B6,0x9B9}, {0x9BD,0x9BD},
-    {0x9CE,0x9CE}, {0x9DC,0x9DD}, {0x9DF,0x9E1}, {0x9F0,0x9F1}, {0x9FC,0x9FC}, {0xA05,0xA0A}, {0xA0F,0xA10},
-    {0xA13,0xA28}, {0xA2A,0xA30}, {0xA32,0xA33}, {0xA35,0xA36}, {0xA38,0xA39}, {0xA59,0xA5C}, {0xA5E,0xA5E},
-    {0xA72,0xA74}, {0xA85,0xA8D}, {0xA8F,0xA91}, {0xA93,0xAA8}, {0xAAA,0xAB0}, {0xAB2,0xAB3}, {0xAB5,0xAB9},
-    {0xABD,0xABD}, {0xAD0,0xAD0}, {0xAE0,0xAE1}, {0xAF9,0xAF9}, {0xB05,0xB0C}, {0xB0F,0xB10}, {0xB13,0xB28},
-    {0xB2A,0xB30}, {0xB32,0xB33}, {0xB35,0xB39}, {0xB3D,0xB3D}, {0xB5C,0xB5D}, {0xB5F,0xB61}, {0xB71,0xB71},
-    {0xB83,0xB83}, {0xB85,0xB8A}, {0xB8E,0xB90}, {0xB92,0xB95}, {0xB99,0xB9A}, {0xB9C,0xB9C}, {0xB9E,0xB9F},
-    {0xBA3,0xBA4}, {0xBA8,0xBAA}, {0xBAE,0xBB9}, {0xBD0,0xBD0}, {0xC05,0xC0C}, {0xC0E,0xC10}, {0xC12,0xC28},
-    {0xC2A,0xC39}, {0xC3D,0xC3D}, {0xC58,0xC5A}, {0xC5D,0xC5D}, {0xC60,0xC61}, {0xC80,0xC80}, {0xC85,0xC8C},
-    {0xC8E,0xC90}, {0xC92,0xCA8}, {0xCAA,0xCB3}, {0xCB5,0xCB9}, {0xCBD,0xCBD}, {0xCDD,0xCDE}, {0xCE0,0xCE1},
-    {0xCF1,0xCF2}, {0xD04,0xD0C}, {0xD0E,0xD10}, {0xD12,0xD3A}, {0xD3D,0xD3D}, {0xD4E,0xD4E}, {0xD54,0xD56},
-    {0xD5F,0xD61}, {0xD7A,0xD7F}, {0xD85,0xD96}, {0xD9A,0xDB1}, {0xDB3,0xDBB}, {0xDBD,0xDBD}, {0xDC0,0xDC6},
-    {0xE01,0xE30}, {0xE32,0xE33}, {0xE40,0xE46}, {0xE81,0xE82}, {0xE84,0xE84}, {0xE86,0xE8A}, {0xE8C,0xEA3},
-    {0xEA5,0xEA5}, {0xEA7,0xEB0}, {0xEB2,0xEB3}, {0xEBD,0xEBD}, {0xEC0,0xEC4}, {0xEC6,0xEC6}, {0xEDC,0xEDF},
-    {0xF00,0xF00}, {0xF40,0xF47}, {0xF49,0xF6C}, {0xF88,0xF8C}, {0x1000,0x102A}, {0x103F,0x103F},
-    {0x1050,0x1055}, {0x105A,0x105D}, {0x1061,0x1061}, {0x1065,0x1066}, {0x106E,0x1070}, {0x1075,0x1081},
-    {0x108E,0x108E}, {0x10A0,0x10C5}, {0x10C7,0x10C7}, {0x10CD,0x10CD}, {0x10D0,0x10FA}, {0x10FC,0x1248},
-    {0x124A,0x124D}, {0x1250,0x1256}, {0x1258,0x1258}, {0x125A,0x125D}, {0x1260,0x1288}, {0x128A,0x128D},
-    {0x1290,0x12B0}, {0x12B2,0x12B5}, {0x12B8,0x12BE}, {0x12C0,0x12C0}, {0x12C2,0x12C5}, {0x12C8,0x12D6},
-    {0x12D8,0x1310}, {0x1312,0x1315}, {0x1318,0x135A}, {0x1380,0x138F}, {0x13A0,0x13F5}, {0x13F8,0x13FD},
-    {0x1401,0x166C}, {0x166F,0x167F}, {0x1681,0x169A}, {0x16A0,0x16EA}, {0x16F1,0x16F8}, {0x1700,0x1711},
-    {0x171F,0x1731}, {0x1740,0x1751}, {0x1760,0x176C}, {0x176E,0x1770}, {0x1780,0x17B3}, {0x17D7,0x17D7},
-    {0x17DC,0x17DC}, {0x1820,0x1878}, {0x1880,0x1884}, {0x1887,0x18A8}, {0x18AA,0x18AA}, {0x18B0,0x18F5},
-    {0x1900,0x191E}, {0x1950,0x196D}, {0x1970,0x1974}, {0x1980,0x19AB}, {0x19B0,0x19C9}, {0x1A00,0x1A16},
-    {0x1A20,0x1A54}, {0x1AA7,0x1AA7}, {0x1B05,0x1B33}, {0x1B45,0x1B4C}, {0x1B83,0x1BA0}, {0x1BAE,0x1BAF},
-    {0x1BBA,0x1BE5}, {0x1C00,0x1C23}, {0x1C4D,0x1C4F}, {0x1C5A,0x1C7D}, {0x1C80,0x1C88}, {0x1C90,0x1CBA},
-    {0x1CBD,0x1CBF}, {0x1CE9,0x1CEC}, {0x1CEE,0x1CF3}, {0x1CF5,0x1CF6}, {0x1CFA,0x1CFA}, {0x1D00,0x1DBF},
-    {0x1E00,0x1F15}, {0x1F18,0x1F1D}, {0x1F20,0x1F45}, {0x1F48,0x1F4D}, {0x1F50,0x1F57}, {0x1F59,0x1F59},
-    {0x1F5B,0x1F5B}, {0x1F5D,0x1F5D}, {0x1F5F,0x1F7D}, {0x1F80,0x1FB4}, {0x1FB6,0x1FBC}, {0x1FBE,0x1FBE},
-    {0x1FC2,0x1FC4}, {0x1FC6,0x1FCC}, {0x1FD0,0x1FD3}, {0x1FD6,0x1FDB}, {0x1FE0,0x1FEC}, {0x1FF2,0x1FF4},
-    {0x1FF6,0x1FFC}, {0x2071,0x2071}, {0x207F,0x207F}, {0x2090,0x209C}, {0x2102,0x2102}, {0x2107,0x2107},
-    {0x210A,0x2113}, {0x2115,0x2115}, {0x2119,0x211D}, {0x2124,0x2124}, {0x2126,0x2126}, {0x2128,0x2128},
-    {0x212A,0x212D}, {0x212F,0x2139}, {0x213C,0x213F}, {0x2145,0x2149}, {0x214E,0x214E}, {0x2183,0x2184},
-    {0x2C00,0x2CE4}, {0x2CEB,0x2CEE}, {0x2CF2,0x2CF3}, {0x2D00,0x2D25}, {0x2D27,0x2D27}, {0x2D2D,0x2D2D},
-    {0x2D30,0x2D67}, {0x2D6F,0x2D6F}, {0x2D80,0x2D96}, {0x2DA0,0x2DA6}, {0x2DA8,0x2DAE}, {0x2DB0,0x2DB6},
-    {0x2DB8,0x2DBE}, {0x2DC0,0x2DC6}, {0x2DC8,0x2DCE}, {0x2DD0,0x2DD6}, {0x2DD8,0x2DDE}, {0x2E2F,0x2E2F},
-    {0x3005,0x3006}, {0x3031,0x3035}, {0x303B,0x303C}, {0x3041,0x3096}, {0x309D,0x309F}, {0x30A1,0x30FA},
-    {0x30FC,0x30FF}, {0x3105,0x312F}, {0x3131,0x318E}, {0x31A0,0x31BF}, {0x31F0,0x31FF}, {0x3400,0x4DBF},
-    {0x4E00,0xA48C}, {0xA4D0,0xA4FD}, {0xA500,0xA60C}, {0xA610,0xA61F}, {0xA62A,0xA62B}, {0xA640,0xA66E},
-    {0xA67F,0xA69D}, {0xA6A0,0xA6E5}, {0xA717,0xA71F}, {0xA722,0xA788}, {0xA78B,0xA7CA}, {0xA7D0,0xA7D1},
-    {0xA7D3,0xA7D3}, {0xA7D5,0xA7D9}, {0xA7F2,0xA801}, {0xA803,0xA805}, {0xA807,0xA80A}, {0xA80C,0xA822},
-    {0xA840,0xA873}, {0xA882,0xA8B3}, {0xA8F2,0xA8F7}, {0xA8FB,0xA8FB}, {0xA8FD,0xA8FE}, {0xA90A,0xA925},
-    {0xA930,0xA946}, {0xA960,0xA97C}, {0xA984,0xA9B2}, {0xA9CF,0xA9CF}, {0xA9E0,0xA9E4}, {0xA9E6,0xA9EF},
-    {0xA9FA,0xA9FE}, {0xAA00,0xAA28}, {0xAA40,0xAA42}, {0xAA44,0xAA4B}, {0xAA60,0xAA76}, {0xAA7A,0xAA7A},
-    {0xAA7E,0xAAAF}, {0xAAB1,0xAAB1}, {0xAAB5,0xAAB6}, {0xAAB9,0xAABD}, {0xAAC0,0xAAC0}, {0xAAC2,0xAAC2},
-    {0xAADB,0xAADD}, {0xAAE0,0xAAEA}, {0xAAF2,0xAAF4}, {0xAB01,0xAB06}, {0xAB09,0xAB0E}, {0xAB11,0xAB16},
-    {0xAB20,0xAB26}, {0xAB28,0xAB2E}, {0xAB30,0xAB5A}, {0xAB5C,0xAB69}, {0xAB70,0xABE2}, {0xAC00,0xD7A3},
-    {0xD7B0,0xD7C6}, {0xD7CB,0xD7FB}, {0xF900,0xFA6D}, {0xFA70,0xFAD9}, {0xFB00,0xFB06}, {0xFB13,0xFB17},
-    {0xFB1D,0xFB1D}, {0xFB1F,0xFB28}, {0xFB2A,0xFB36}, {0xFB38,0xFB3C}, {0xFB3E,0xFB3E}, {0xFB40,0xFB41},
-    {0xFB43,0xFB44}, {0xFB46,0xFBB1}, {0xFBD3,0xFD3D}, {0xFD50,0xFD8F}, {0xFD92,0xFDC7}, {0xFDF0,0xFDFB},
-    {0xFE70,0xFE74}, {0xFE76,0xFEFC}, {0xFF21,0xFF3A}, {0xFF41,0xFF5A}, {0xFF66,0xFFBE}, {0xFFC2,0xFFC7},
-    {0xFFCA,0xFFCF}, {0xFFD2,0xFFD7}, {0xFFDA,0xFFDC}, {0x10000,0x1000B}, {0x1000D,0x10026},
-    {0x10028,0x1003A}, {0x1003C,0x1003D}, {0x1003F,0x1004D}, {0x10050,0x1005D}, {0x10080,0x100FA},
-    {0x10280,0x1029C}, {0x102A0,0x102D0}, {0x10300,0x1031F}, {0x1032D,0x10340}, {0x10342,0x10349},
-    {0x10350,0x10375}, {0x10380,0x1039D}, {0x103A0,0x103C3}, {0x103C8,0x103CF}, {0x10400,0x1049D},
-    {0x104B0,0x104D3}, {0x104D8,0x104FB}, {0x10500,0x10527}, {0x10530,0x10563}, {0x10570,0x1057A},
-    {0x1057C,0x1058A}, {0x1058C,0x10592}, {0x10594,0x10595}, {0x10597,0x105A1}, {0x105A3,0x105B1},
-    {0x105B3,0x105B9}, {0x105BB,0x105BC}, {0x10600,0x10736}, {0x10740,0x10755}, {0x10760,0x10767},
-    {0x10780,0x10785}, {0x10787,0x107B0}, {0x107B2,0x107BA}, {0x10800,0x10805}, {0x10808,0x10808},
-    {0x1080A,0x10835}, {0x10837,0x10838}, {0x1083C,0x1083C}, {0x1083F,0x10855}, {0x10860,0x10876},
-    {0x10880,0x1089E}, {0x108E0,0x108F2}, {0x108F4,0x108F5}, {0x10900,0x10915}, {0x10920,0x10939},
-    {0x10980,0x109B7}, {0x109BE,0x109BF}, {0x10A00,0x10A00}, {0x10A10,0x10A13}, {0x10A15,0x10A17},
-    {0x10A19,0x10A35}, {0x10A60,0x10A7C}, {0x10A80,0x10A9C}, {0x10AC0,0x10AC7}, {0x10AC9,0x10AE4},
-    {0x10B00,0x10B35}, {0x10B40,0x10B55}, {0x10B60,0x10B72}, {0x10B80,0x10B91}, {0x10C00,0x10C48},
-    {0x10C80,0x10CB2}, {0x10CC0,0x10CF2}, {0x10D00,0x10D23}, {0x10E80,0x10EA9}, {0x10EB0,0x10EB1},
-    {0x10F00,0x10F1C}, {0x10F27,0x10F27}, {0x10F30,0x10F45}, {0x10F70,0x10F81}, {0x10FB0,0x10FC4},
-    {0x10FE0,0x10FF6}, {0x11003,0x11037}, {0x11071,0x11072}, {0x11075,0x11075}, {0x11083,0x110AF},
-    {0x110D0,0x110E8}, {0x11103,0x11126}, {0x11144,0x11144}, {0x11147,0x11147}, {0x11150,0x11172},
-    {0x11176,0x11176}, {0x11183,0x111B2}, {0x111C1,0x111C4}, {0x111DA,0x111DA}, {0x111DC,0x111DC},
-    {0x11200,0x11211}, {0x11213,0x1122B}, {0x1123F,0x11240}, {0x11280,0x11286}, {0x11288,0x11288},
-    {0x1128A,0x1128D}, {0x1128F,0x1129D}, {0x1129F,0x112A8}, {0x112B0,0x112DE}, {0x11305,0x1130C},
-    {0x1130F,0x11310}, {0x11313,0x11328}, {0x1132A,0x11330}, {0x11332,0x11333}, {0x11335,0x11339},
-    {0x1133D,0x1133D}, {0x11350,0x11350}, {0x1135D,0x11361}, {0x11400,0x11434}, {0x11447,0x1144A},
-    {0x1145F,0x11461}, {0x11480,0x114AF}, {0x114C4,0x114C5}, {0x114C7,0x114C7}, {0x11580,0x115AE},
-    {0x115D8,0x115DB}, {0x11600,0x1162F}, {0x11644,0x11644}, {0x11680,0x116AA}, {0x116B8,0x116B8},
-    {0x11700,0x1171A}, {0x11740,0x11746}, {0x11800,0x1182B}, {0x118A0,0x118DF}, {0x118FF,0x11906},
-    {0x11909,0x11909}, {0x1190C,0x11913}, {0x11915,0x11916}, {0x11918,0x1192F}, {0x1193F,0x1193F},
-    {0x11941,0x11941}, {0x119A0,0x119A7}, {0x119AA,0x119D0}, {0x119E1,0x119E1}, {0x119E3,0x119E3},
-    {0x11A00,0x11A00}, {0x11A0B,0x11A32}, {0x11A3A,0x11A3A}, {0x11A50,0x11A50}, {0x11A5C,0x11A89},
-    {0x11A9D,0x11A9D}, {0x11AB0,0x11AF8}, {0x11C00,0x11C08}, {0x11C0A,0x11C2E}, {0x11C40,0x11C40},
-    {0x11C72,0x11C8F}, {0x11D00,0x11D06}, {0x11D08,0x11D09}, {0x11D0B,0x11D30}, {0x11D46,0x11D46},
-    {0x11D60,0x11D65}, {0x11D67,0x11D68}, {0x11D6A,0x11D89}, {0x11D98,0x11D98}, {0x11EE0,0x11EF2},
-    {0x11F02,0x11F02}, {0x11F04,0x11F10}, {0x11F12,0x11F33}, {0x11FB0,0x11FB0}, {0x12000,0x12399},
-    {0x12480,0x12543}, {0x12F90,0x12FF0}, {0x13000,0x1342F}, {0x13441,0x13446}, {0x14400,0x14646},
-    {0x16800,0x16A38}, {0x16A40,0x16A5E}, {0x16A70,0x16ABE}, {0x16AD0,0x16AED}, {0x16B00,0x16B2F},
-    {0x16B40,0x16B43}, {0x16B63,0x16B77}, {0x16B7D,0x16B8F}, {0x16E40,0x16E7F}, {0x16F00,0x16F4A},
-    {0x16F50,0x16F50}, {0x16F93,0x16F9F}, {0x16FE0,0x16FE1}, {0x16FE3,0x16FE3}, {0x17000,0x187F7},
-    {0x18800,0x18CD5}, {0x18D00,0x18D08}, {0x1AFF0,0x1AFF3}, {0x1AFF5,0x1AFFB}, {0x1AFFD,0x1AFFE},
-    {0x1B000,0x1B122}, {0x1B132,0x1B132}, {0x1B150,0x1B152}, {0x1B155,0x1B155}, {0x1B164,0x1B167},
-    {0x1B170,0x1B2FB}, {0x1BC00,0x1BC6A}, {0x1BC70,0x1BC7C}, {0x1BC80,0x1BC88}, {0x1BC90,0x1BC99},
-    {0x1D400,0x1D454}, {0x1D456,0x1D49C}, {0x1D49E,0x1D49F}, {0x1D4A2,0x1D4A2}, {0x1D4A5,0x1D4A6},
-    {0x1D4A9,0x1D4AC}, {0x1D4AE,0x1D4B9}, {0x1D4BB,0x1D4BB}, {0x1D4BD,0x1D4C3}, {0x1D4C5,0x1D505},
-    {0x1D507,0x1D50A}, {0x1D50D,0x1D514}, {0x1D516,0x1D51C}, {0x1D51E,0x1D539}, {0x1D53B,0x1D53E},
-    {0x1D540,0x1D544}, {0x1D546,0x1D546}, {0x1D54A,0x1D550}, {0x1D552,0x1D6A5}, {0x1D6A8,0x1D6C0},
-    {0x1D6C2,0x1D6DA}, {0x1D6DC,0x1D6FA}, {0x1D6FC,0x1D714}, {0x1D716,0x1D734}, {0x1D736,0x1D74E},
-    {0x1D750,0x1D76E}, {0x1D770,0x1D788}, {0x1D78A,0x1D7A8}, {0x1D7AA,0x1D7C2}, {0x1D7C4,0x1D7CB},
-    {0x1DF00,0x1DF1E}, {0x1DF25,0x1DF2A}, {0x1E030,0x1E06D}, {0x1E100,0x1E12C}, {0x1E137,0x1E13D},
-    {0x1E14E,0x1E14E}, {0x1E290,0x1E2AD}, {0x1E2C0,0x1E2EB}, {0x1E4D0,0x1E4EB}, {0x1E7E0,0x1E7E6},
-    {0x1E7E8,0x1E7EB}, {0x1E7ED,0x1E7EE}, {0x1E7F0,0x1E7FE}, {0x1E800,0x1E8C4}, {0x1E900,0x1E943},
-    {0x1E94B,0x1E94B}, {0x1EE00,0x1EE03}, {0x1EE05,0x1EE1F}, {0x1EE21,0x1EE22}, {0x1EE24,0x1EE24},
-    {0x1EE27,0x1EE27}, {0x1EE29,0x1EE32}, {0x1EE34,0x1EE37}, {0x1EE39,0x1EE39}, {0x1EE3B,0x1EE3B},
-    {0x1EE42,0x1EE42}, {0x1EE47,0x1EE47}, {0x1EE49,0x1EE49}, {0x1EE4B,0x1EE4B}, {0x1EE4D,0x1EE4F},
-    {0x1EE51,0x1EE52}, {0x1EE54,0x1EE54}, {0x1EE57,0x1EE57}, {0x1EE59,0x1EE59}, {0x1EE5B,0x1EE5B},
-    {0x1EE5D,0x1EE5D}, {0x1EE5F,0x1EE5F}, {0x1EE61,0x1EE62}, {0x1EE64,0x1EE64}, {0x1EE67,0x1EE6A},
-    {0x1EE6C,0x1EE72}, {0x1EE74,0x1EE77}, {0x1EE79,0x1EE7C}, {0x1EE7E,0x1EE7E}, {0x1EE80,0x1EE89},
-    {0x1EE8B,0x1EE9B}, {0x1EEA1,0x1EEA3}, {0x1EEA5,0x1EEA9}, {0x1EEAB,0x1EEBB}, {0x20000,0x2A6DF},
-    {0x2A700,0x2B739}, {0x2B740,0x2B81D}, {0x2B820,0x2CEA1}, {0x2CEB0,0x2EBE0}, {0x2F800,0x2FA1D},
-    {0x30000,0x3134A}, {0x31350,0x323AF},
-};
-/* [\p{N}] of the regex module under IGNORECASE (137 ranges) */
-static const uint32_t aes__tok_number_ranges[][2] = {
-    {0x30,0x39}, {0xB2,0xB3}, {0xB9,0xB9}, {0xBC,0xBE}, {0x660,0x669}, {0x6F0,0x6F9}, {0x7C0,0x7C9},
-    {0x966,0x96F}, {0x9E6,0x9EF}, {0x9F4,0x9F9}, {0xA66,0xA6F}, {0xAE6,0xAEF}, {0xB66,0xB6F}, {0xB72,0xB77},
-    {0xBE6,0xBF2}, {0xC66,0xC6F}, {0xC78,0xC7E}, {0xCE6,0xCEF}, {0xD58,0xD5E}, {0xD66,0xD78}, {0xDE6,0xDEF},
-    {0xE50,0xE59}, {0xED0,0xED9}, {0xF20,0xF33}, {0x1040,0x1049}, {0x1090,0x1099}, {0x1369,0x137C},
-    {0x16EE,0x16F0}, {0x17E0,0x17E9}, {0x17F0,0x17F9}, {0x1810,0x1819}, {0x1946,0x194F}, {0x19D0,0x19DA},
-    {0x1A80,0x1A89}, {0x1A90,0x1A99}, {0x1B50,0x1B59}, {0x1BB0,0x1BB9}, {0x1C40,0x1C49}, {0x1C50,0x1C59},
-    {0x2070,0x2070}, {0x2074,0x2079}, {0x2080,0x2089}, {0x2150,0x2182}, {0x2185,0x2189}, {0x2460,0x249B},
-    {0x24EA,0x24FF}, {0x2776,0x2793}, {0x2CFD,0x2CFD}, {0x3007,0x3007}, {0x3021,0x3029}, {0x3038,0x303A},
-    {0x3192,0x3195}, {0x3220,0x3229}, {0x3248,0x324F}, {0x3251,0x325F}, {0x3280,0x3289}, {0x32B1,0x32BF},
-    {0xA620,0xA629}, {0xA6E6,0xA6EF}, {0xA830,0xA835}, {0xA8D0,0xA8D9}, {0xA900,0xA909}, {0xA9D0,0xA9D9},
-    {0xA9F0,0xA9F9}, {0xAA50,0xAA59}, {0xABF0,0xABF9}, {0xFF10,0xFF19}, {0x10107,0x10133}, {0x10140,0x10178},
-    {0x1018A,0x1018B}, {0x102E1,0x102FB}, {0x10320,0x10323}, {0x10341,0x10341}, {0x1034A,0x1034A},
-    {0x103D1,0x103D5}, {0x104A0,0x104A9}, {0x10858,0x1085F}, {0x10879,0x1087F}, {0x108A7,0x108AF},
-    {0x108FB,0x108FF}, {0x10916,0x1091B}, {0x109BC,0x109BD}, {0x109C0,0x109CF}, {0x109D2,0x109FF},
-    {0x10A40,0x10A48}, {0x10A7D,0x10A7E}, {0x10A9D,0x10A9F}, {0x10AEB,0x10AEF}, {0x10B58,0x10B5F},
-    {0x10B78,0x10B7F}, {0x10BA9,0x10BAF}, {0x10CFA,0x10CFF}, {0x10D30,0x10D39}, {0x10E60,0x10E7E},
-    {0x10F1D,0x10F26}, {0x10F51,0x10F54}, {0x10FC5,0x10FCB}, {0x11052,0x1106F}, {0x110F0,0x110F9},
-    {0x11136,0x1113F}, {0x111D0,0x111D9}, {0x111E1,0x111F4}, {0x112F0,0x112F9}, {0x11450,0x11459},
-    {0x114D0,0x114D9}, {0x11650,0x11659}, {0x116C0,0x116C9}, {0x11730,0x1173B}, {0x118E0,0x118F2},
-    {0x11950,0x11959}, {0x11C50,0x11C6C}, {0x11D50,0x11D59}, {0x11DA0,0x11DA9}, {0x11F50,0x11F59},
-    {0x11FC0,0x11FD4}, {0x12400,0x1246E}, {0x16A60,0x16A69}, {0x16AC0,0x16AC9}, {0x16B50,0x16B59},
-    {0x16B5B,0x16B61}, {0x16E80,0x16E96}, {0x1D2C0,0x1D2D3}, {0x1D2E0,0x1D2F3}, {0x1D360,0x1D378},
-    {0x1D7CE,0x1D7FF}, {0x1E140,0x1E149}, {0x1E2F0,0x1E2F9}, {0x1E4F0,0x1E4F9}, {0x1E8C7,0x1E8CF},
-    {0x1E950,0x1E959}, {0x1EC71,0x1ECAB}, {0x1ECAD,0x1ECAF}, {0x1ECB1,0x1ECB4}, {0x1ED01,0x1ED2D},
-    {0x1ED2F,0x1ED3D}, {0x1F100,0x1F10C}, {0x1FBF0,0x1FBF9},
-};
-/* \s of the regex module (10 ranges) */
-static const uint32_t aes__tok_regex_space_ranges[][2] = {
-    {0x9,0xD}, {0x20,0x20}, {0x85,0x85}, {0xA0,0xA0}, {0x1680,0x1680}, {0x2000,0x200A}, {0x2028,0x2029},
-    {0x202F,0x202F}, {0x205F,0x205F}, {0x3000,0x3000},
-};
-/* str.isspace() (what str.strip() removes) (10 ranges) */
-static const uint32_t aes__tok_py_space_ranges[][2] = {
-    {0x9,0xD}, {0x1C,0x20}, {0x85,0x85}, {0xA0,0xA0}, {0x1680,0x1680}, {0x2000,0x200A}, {0x2028,0x2029},
-    {0x202F,0x202F}, {0x205F,0x205F}, {0x3000,0x3000},
-};
-/* characters no alternative of the CLIP pattern matches (skipped) (1 ranges) */
-static const uint32_t aes__tok_unmatched_ranges[][2] = {
-    {0x345,0x345},
-};
-/* cased and not case-ignorable (final-sigma rule of str.lower) (149 ranges) */
-static const uint32_t aes__tok_cased_ranges[][2] = {
-    {0x41,0x5A}, {0x61,0x7A}, {0xAA,0xAA}, {0xB5,0xB5}, {0xBA,0xBA}, {0xC0,0xD6}, {0xD8,0xF6}, {0xF8,0x1BA},
-    {0x1BC,0x1BF}, {0x1C4,0x293}, {0x295,0x2AF}, {0x370,0x373}, {0x376,0x377}, {0x37B,0x37D}, {0x37F,0x37F},
-    {0x386,0x386}, {0x388,0x38A}, {0x38C,0x38C}, {0x38E,0x3A1}, {0x3A3,0x3F5}, {0x3F7,0x481}, {0x48A,0x52F},
-    {0x531,0x556}, {0x560,0x588}, {0x10A0,0x10C5}, {0x10C7,0x10C7}, {0x10CD,0x10CD}, {0x10D0,0x10FA},
-    {0x10FD,0x10FF}, {0x13A0,0x13F5}, {0x13F8,0x13FD}, {0x1C80,0x1C88}, {0x1C90,0x1CBA}, {0x1CBD,0x1CBF},
-    {0x1D00,0x1D2B}, {0x1D6B,0x1D77}, {0x1D79,0x1D9A}, {0x1E00,0x1F15}, {0x1F18,0x1F1D}, {0x1F20,0x1F45},
-    {0x1F48,0x1F4D}, {0x1F50,0x1F57}, {0x1F59,0x1F59}, {0x1F5B,0x1F5B}, {0x1F5D,0x1F5D}, {0x1F5F,0x1F7D},
-    {0x1F80,0x1FB4}, {0x1FB6,0x1FBC}, {0x1FBE,0x1FBE}, {0x1FC2,0x1FC4}, {0x1FC6,0x1FCC}, {0x1FD0,0x1FD3},
-    {0x1FD6,0x1FDB}, {0x1FE0,0x1FEC}, {0x1FF2,0x1FF4}, {0x1FF6,0x1FFC}, {0x2102,0x2102}, {0x2107,0x2107},
-    {0x210A,0x2113}, {0x2115,0x2115}, {0x2119,0x211D}, {0x2124,0x2124}, {0x2126,0x2126}, {0x2128,0x2128},
-    {0x212A,0x212D}, {0x212F,0x2134}, {0x2139,0x2139}, {0x213C,0x213F}, {0x2145,0x2149}, {0x214E,0x214E},
-    {0x2160,0x217F}, {0x2183,0x2184}, {0x24B6,0x24E9}, {0x2C00,0x2C7B}, {0x2C7E,0x2CE4}, {0x2CEB,0x2CEE},
-    {0x2CF2,0x2CF3}, {0x2D00,0x2D25}, {0x2D27,0x2D27}, {0x2D2D,0x2D2D}, {0xA640,0xA66D}, {0xA680,0xA69B},
-    {0xA722,0xA76F}, {0xA771,0xA787}, {0xA78B,0xA78E}, {0xA790,0xA7CA}, {0xA7D0,0xA7D1}, {0xA7D3,0xA7D3},
-    {0xA7D5,0xA7D9}, {0xA7F5,0xA7F6}, {0xA7FA,0xA7FA}, {0xAB30,0xAB5A}, {0xAB60,0xAB68}, {0xAB70,0xABBF},
-    {0xFB00,0xFB06}, {0xFB13,0xFB17}, {0xFF21,0xFF3A}, {0xFF41,0xFF5A}, {0x10400,0x1044F}, {0x104B0,0x104D3},
-    {0x104D8,0x104FB}, {0x10570,0x1057A}, {0x1057C,0x1058A}, {0x1058C,0x10592}, {0x10594,0x10595},
-    {0x10597,0x105A1}, {0x105A3,0x105B1}, {0x105B3,0x105B9}, {0x105BB,0x105BC}, {0x10C80,0x10CB2},
-    {0x10CC0,0x10CF2}, {0x118A0,0x118DF}, {0x16E40,0x16E7F}, {0x1D400,0x1D454}, {0x1D456,0x1D49C},
-    {0x1D49E,0x1D49F}, {0x1D4A2,0x1D4A2}, {0x1D4A5,0x1D4A6}, {0x1D4A9,0x1D4AC}, {0x1D4AE,0x1D4B9},
-    {0x1D4BB,0x1D4BB}, {0x1D4BD,0x1D4C3}, {0x1D4C5,0x1D505}, {0x1D507,0x1D50A}, {0x1D50D,0x1D514},
-    {0x1D516,0x1D51C}, {0x1D51E,0x1D539}, {0x1D53B,0x1D53E}, {0x1D540,0x1D544}, {0x1D546,0x1D546},
-    {0x1D54A,0x1D550}, {0x1D552,0x1D6A5}, {0x1D6A8,0x1D6C0}, {0x1D6C2,0x1D6DA}, {0x1D6DC,0x1D6FA},
-    {0x1D6FC,0x1D714}, {0x1D716,0x1D734}, {0x1D736,0x1D74E}, {0x1D750,0x1D76E}, {0x1D770,0x1D788},
-    {0x1D78A,0x1D7A8}, {0x1D7AA,0x1D7C2}, {0x1D7C4,0x1D7CB}, {0x1DF00,0x1DF09}, {0x1DF0B,0x1DF1E},
-    {0x1E900,0x1E943}, {0x1F130,0x1F149}, {0x1F150,0x1F169}, {0x1F170,0x1F189},
-};
-/* case-ignorable (final-sigma rule of str.lower) (427 ranges) */
-static const uint32_t aes__tok_case_ignorable_ranges[][2] = {
-    {0x27,0x27}, {0x2E,0x2E}, {0x3A,0x3A}, {0x5E,0x5E}, {0x60,0x60}, {0xA8,0xA8}, {0xAD,0xAD}, {0xAF,0xAF},
-    {0xB4,0xB4}, {0xB7,0xB8}, {0x2B0,0x36F}, {0x374,0x375}, {0x37A,0x37A}, {0x384,0x385}, {0x387,0x387},
-    {0x483,0x489}, {0x559,0x559}, {0x55F,0x55F}, {0x591,0x5BD}, {0x5BF,0x5BF}, {0x5C1,0x5C2}, {0x5C4,0x5C5},
-    {0x5C7,0x5C7}, {0x5F4,0x5F4}, {0x600,0x605}, {0x610,0x61A}, {0x61C,0x61C}, {0x640,0x640}, {0x64B,0x65F},
-    {0x670,0x670}, {0x6D6,0x6DD}, {0x6DF,0x6E8}, {0x6EA,0x6ED}, {0x70F,0x70F}, {0x711,0x711}, {0x730,0x74A},
-    {0x7A6,0x7B0}, {0x7EB,0x7F5}, {0x7FA,0x7FA}, {0x7FD,0x7FD}, {0x816,0x82D}, {0x859,0x85B}, {0x888,0x888},
-    {0x890,0x891}, {0x898,0x89F}, {0x8C9,0x902}, {0x93A,0x93A}, {0x93C,0x93C}, {0x941,0x948}, {0x94D,0x94D},
-    {0x951,0x957}, {0x962,0x963}, {0x971,0x971}, {0x981,0x981}, {0x9BC,0x9BC}, {0x9C1,0x9C4}, {0x9CD,0x9CD},
-    {0x9E2,0x9E3}, {0x9FE,0x9FE}, {0xA01,0xA02}, {0xA3C,0xA3C}, {0xA41,0xA42}, {0xA47,0xA48}, {0xA4B,0xA4D},
-    {0xA51,0xA51}, {0xA70,0xA71}, {0xA75,0xA75}, {0xA81,0xA82}, {0xABC,0xABC}, {0xAC1,0xAC5}, {0xAC7,0xAC8},
-    {0xACD,0xACD}, {0xAE2,0xAE3}, {0xAFA,0xAFF}, {0xB01,0xB01}, {0xB3C,0xB3C}, {0xB3F,0xB3F}, {0xB41,0xB44},
-    {0xB4D,0xB4D}, {0xB55,0xB56}, {0xB62,0xB63}, {0xB82,0xB82}, {0xBC0,0xBC0}, {0xBCD,0xBCD}, {0xC00,0xC00},
-    {0xC04,0xC04}, {0xC3C,0xC3C}, {0xC3E,0xC40}, {0xC46,0xC48}, {0xC4A,0xC4D}, {0xC55,0xC56}, {0xC62,0xC63},
-    {0xC81,0xC81}, {0xCBC,0xCBC}, {0xCBF,0xCBF}, {0xCC6,0xCC6}, {0xCCC,0xCCD}, {0xCE2,0xCE3}, {0xD00,0xD01},
-    {0xD3B,0xD3C}, {0xD41,0xD44}, {0xD4D,0xD4D}, {0xD62,0xD63}, {0xD81,0xD81}, {0xDCA,0xDCA}, {0xDD2,0xDD4},
-    {0xDD6,0xDD6}, {0xE31,0xE31}, {0xE34,0xE3A}, {0xE46,0xE4E}, {0xEB1,0xEB1}, {0xEB4,0xEBC}, {0xEC6,0xEC6},
-    {0xEC8,0xECD}, {0xF18,0xF19}, {0xF35,0xF35}, {0xF37,0xF37}, {0xF39,0xF39}, {0xF71,0xF7E}, {0xF80,0xF84},
-    {0xF86,0xF87}, {0xF8D,0xF97}, {0xF99,0xFBC}, {0xFC6,0xFC6}, {0x102D,0x1030}, {0x1032,0x1037},
-    {0x1039,0x103A}, {0x103D,0x103E}, {0x1058,0x1059}, {0x105E,0x1060}, {0x1071,0x1074}, {0x1082,0x1082},
-    {0x1085,0x1086}, {0x108D,0x108D}, {0x109D,0x109D}, {0x10FC,0x10FC}, {0x135D,0x135F}, {0x1712,0x1714},
-    {0x1732,0x1733}, {0x1752,0x1753}, {0x1772,0x1773}, {0x17B4,0x17B5}, {0x17B7,0x17BD}, {0x17C6,0x17C6},
-    {0x17C9,0x17D3}, {0x17D7,0x17D7}, {0x17DD,0x17DD}, {0x180B,0x180F}, {0x1843,0x1843}, {0x1885,0x1886},
-    {0x18A9,0x18A9}, {0x1920,0x1922}, {0x1927,0x1928}, {0x1932,0x1932}, {0x1939,0x193B}, {0x1A17,0x1A18},
-    {0x1A1B,0x1A1B}, {0x1A56,0x1A56}, {0x1A58,0x1A5E}, {0x1A60,0x1A60}, {0x1A62,0x1A62}, {0x1A65,0x1A6C},
-    {0x1A73,0x1A7C}, {0x1A7F,0x1A7F}, {0x1AA7,0x1AA7}, {0x1AB0,0x1ACE}, {0x1B00,0x1B03}, {0x1B34,0x1B34},
-    {0x1B36,0x1B3A}, {0x1B3C,0x1B3C}, {0x1B42,0x1B42}, {0x1B6B,0x1B73}, {0x1B80,0x1B81}, {0x1BA2,0x1BA5},
-    {0x1BA8,0x1BA9}, {0x1BAB,0x1BAD}, {0x1BE6,0x1BE6}, {0x1BE8,0x1BE9}, {0x1BED,0x1BED}, {0x1BEF,0x1BF1},
-    {0x1C2C,0x1C33}, {0x1C36,0x1C37}, {0x1C78,0x1C7D}, {0x1CD0,0x1CD2}, {0x1CD4,0x1CE0}, {0x1CE2,0x1CE8},
-    {0x1CED,0x1CED}, {0x1CF4,0x1CF4}, {0x1CF8,0x1CF9}, {0x1D2C,0x1D6A}, {0x1D78,0x1D78}, {0x1D9B,0x1DFF},
-    {0x1FBD,0x1FBD}, {0x1FBF,0x1FC1}, {0x1FCD,0x1FCF}, {0x1FDD,0x1FDF}, {0x1FED,0x1FEF}, {0x1FFD,0x1FFE},
-    {0x200B,0x200F}, {0x2018,0x2019}, {0x2024,0x2024}, {0x2027,0x2027}, {0x202A,0x202E}, {0x2060,0x2064},
-    {0x2066,0x206F}, {0x2071,0x2071}, {0x207F,0x207F}, {0x2090,0x209C}, {0x20D0,0x20F0}, {0x2C7C,0x2C7D},
-    {0x2CEF,0x2CF1}, {0x2D6F,0x2D6F}, {0x2D7F,0x2D7F}, {0x2DE0,0x2DFF}, {0x2E2F,0x2E2F}, {0x3005,0x3005},
-    {0x302A,0x302D}, {0x3031,0x3035}, {0x303B,0x303B}, {0x3099,0x309E}, {0x30FC,0x30FE}, {0xA015,0xA015},
-    {0xA4F8,0xA4FD}, {0xA60C,0xA60C}, {0xA66F,0xA672}, {0xA674,0xA67D}, {0xA67F,0xA67F}, {0xA69C,0xA69F},
-    {0xA6F0,0xA6F1}, {0xA700,0xA721}, {0xA770,0xA770}, {0xA788,0xA78A}, {0xA7F2,0xA7F4}, {0xA7F8,0xA7F9},
-    {0xA802,0xA802}, {0xA806,0xA806}, {0xA80B,0xA80B}, {0xA825,0xA826}, {0xA82C,0xA82C}, {0xA8C4,0xA8C5},
-    {0xA8E0,0xA8F1}, {0xA8FF,0xA8FF}, {0xA926,0xA92D}, {0xA947,0xA951}, {0xA980,0xA982}, {0xA9B3,0xA9B3},
-    {0xA9B6,0xA9B9}, {0xA9BC,0xA9BD}, {0xA9CF,0xA9CF}, {0xA9E5,0xA9E6}, {0xAA29,0xAA2E}, {0xAA31,0xAA32},
-    {0xAA35,0xAA36}, {0xAA43,0xAA43}, {0xAA4C,0xAA4C}, {0xAA70,0xAA70}, {0xAA7C,0xAA7C}, {0xAAB0,0xAAB0},
-    {0xAAB2,0xAAB4}, {0xAAB7,0xAAB8}, {0xAABE,0xAABF}, {0xAAC1,0xAAC1}, {0xAADD,0xAADD}, {0xAAEC,0xAAED},
-    {0xAAF3,0xAAF4}, {0xAAF6,0xAAF6}, {0xAB5B,0xAB5F}, {0xAB69,0xAB6B}, {0xABE5,0xABE5}, {0xABE8,0xABE8},
-    {0xABED,0xABED}, {0xFB1E,0xFB1E}, {0xFBB2,0xFBC2}, {0xFE00,0xFE0F}, {0xFE13,0xFE13}, {0xFE20,0xFE2F},
-    {0xFE52,0xFE52}, {0xFE55,0xFE55}, {0xFEFF,0xFEFF}, {0xFF07,0xFF07}, {0xFF0E,0xFF0E}, {0xFF1A,0xFF1A},
-    {0xFF3E,0xFF3E}, {0xFF40,0xFF40}, {0xFF70,0xFF70}, {0xFF9E,0xFF9F}, {0xFFE3,0xFFE3}, {0xFFF9,0xFFFB},
-    {0x101FD,0x101FD}, {0x102E0,0x102E0}, {0x10376,0x1037A}, {0x10780,0x10785}, {0x10787,0x107B0},
-    {0x107B2,0x107BA}, {0x10A01,0x10A03}, {0x10A05,0x10A06}, {0x10A0C,0x10A0F}, {0x10A38,0x10A3A},
-    {0x10A3F,0x10A3F}, {0x10AE5,0x10AE6}, {0x10D24,0x10D27}, {0x10EAB,0x10EAC}, {0x10F46,0x10F50},
-    {0x10F82,0x10F85}, {0x11001,0x11001}, {0x11038,0x11046}, {0x11070,0x11070}, {0x11073,0x11074},
-    {0x1107F,0x11081}, {0x110B3,0x110B6}, {0x110B9,0x110BA}, {0x110BD,0x110BD}, {0x110C2,0x110C2},
-    {0x110CD,0x110CD}, {0x11100,0x11102}, {0x11127,0x1112B}, {0x1112D,0x11134}, {0x11173,0x11173},
-    {0x11180,0x11181}, {0x111B6,0x111BE}, {0x111C9,0x111CC}, {0x111CF,0x111CF}, {0x1122F,0x11231},
-    {0x11234,0x11234}, {0x11236,0x11237}, {0x1123E,0x1123E}, {0x112DF,0x112DF}, {0x112E3,0x112EA},
-    {0x11300,0x11301}, {0x1133B,0x1133C}, {0x11340,0x11340}, {0x11366,0x1136C}, {0x11370,0x11374},
-    {0x11438,0x1143F}, {0x11442,0x11444}, {0x11446,0x11446}, {0x1145E,0x1145E}, {0x114B3,0x114B8},
-    {0x114BA,0x114BA}, {0x114BF,0x114C0}, {0x114C2,0x114C3}, {0x115B2,0x115B5}, {0x115BC,0x115BD},
-    {0x115BF,0x115C0}, {0x115DC,0x115DD}, {0x11633,0x1163A}, {0x1163D,0x1163D}, {0x1163F,0x11640},
-    {0x116AB,0x116AB}, {0x116AD,0x116AD}, {0x116B0,0x116B5}, {0x116B7,0x116B7}, {0x1171D,0x1171F},
-    {0x11722,0x11725}, {0x11727,0x1172B}, {0x1182F,0x11837}, {0x11839,0x1183A}, {0x1193B,0x1193C},
-    {0x1193E,0x1193E}, {0x11943,0x11943}, {0x119D4,0x119D7}, {0x119DA,0x119DB}, {0x119E0,0x119E0},
-    {0x11A01,0x11A0A}, {0x11A33,0x11A38}, {0x11A3B,0x11A3E}, {0x11A47,0x11A47}, {0x11A51,0x11A56},
-    {0x11A59,0x11A5B}, {0x11A8A,0x11A96}, {0x11A98,0x11A99}, {0x11C30,0x11C36}, {0x11C38,0x11C3D},
-    {0x11C3F,0x11C3F}, {0x11C92,0x11CA7}, {0x11CAA,0x11CB0}, {0x11CB2,0x11CB3}, {0x11CB5,0x11CB6},
-    {0x11D31,0x11D36}, {0x11D3A,0x11D3A}, {0x11D3C,0x11D3D}, {0x11D3F,0x11D45}, {0x11D47,0x11D47},
-    {0x11D90,0x11D91}, {0x11D95,0x11D95}, {0x11D97,0x11D97}, {0x11EF3,0x11EF4}, {0x13430,0x13438},
-    {0x16AF0,0x16AF4}, {0x16B30,0x16B36}, {0x16B40,0x16B43}, {0x16F4F,0x16F4F}, {0x16F8F,0x16F9F},
-    {0x16FE0,0x16FE1}, {0x16FE3,0x16FE4}, {0x1AFF0,0x1AFF3}, {0x1AFF5,0x1AFFB}, {0x1AFFD,0x1AFFE},
-    {0x1BC9D,0x1BC9E}, {0x1BCA0,0x1BCA3}, {0x1CF00,0x1CF2D}, {0x1CF30,0x1CF46}, {0x1D167,0x1D169},
-    {0x1D173,0x1D182}, {0x1D185,0x1D18B}, {0x1D1AA,0x1D1AD}, {0x1D242,0x1D244}, {0x1DA00,0x1DA36},
-    {0x1DA3B,0x1DA6C}, {0x1DA75,0x1DA75}, {0x1DA84,0x1DA84}, {0x1DA9B,0x1DA9F}, {0x1DAA1,0x1DAAF},
-    {0x1E000,0x1E006}, {0x1E008,0x1E018}, {0x1E01B,0x1E021}, {0x1E023,0x1E024}, {0x1E026,0x1E02A},
-    {0x1E130,0x1E13D}, {0x1E2AE,0x1E2AE}, {0x1E2EC,0x1E2EF}, {0x1E8D0,0x1E8D6}, {0x1E944,0x1E94B},
-    {0x1F3FB,0x1F3FF}, {0xE0001,0xE0001}, {0xE0020,0xE007F}, {0xE0100,0xE01EF},
-};
-/* str.lower(): code points first..last (every stride-th) map to cp + delta (181 runs) */
-static const int32_t aes__tok_lower_runs[][4] = {
-    {0x41,0x5A,32,1}, {0xC0,0xD6,32,1}, {0xD8,0xDE,32,1}, {0x100,0x12E,1,2}, {0x132,0x136,1,2},
-    {0x139,0x147,1,2}, {0x14A,0x176,1,2}, {0x178,0x178,-121,1}, {0x179,0x17D,1,2}, {0x181,0x181,210,1},
-    {0x182,0x184,1,2}, {0x186,0x186,206,1}, {0x187,0x187,1,1}, {0x189,0x18A,205,1}, {0x18B,0x18B,1,1},
-    {0x18E,0x18E,79,1}, {0x18F,0x18F,202,1}, {0x190,0x190,203,1}, {0x191,0x191,1,1}, {0x193,0x193,205,1},
-    {0x194,0x194,207,1}, {0x196,0x196,211,1}, {0x197,0x197,209,1}, {0x198,0x198,1,1}, {0x19C,0x19C,211,1},
-    {0x19D,0x19D,213,1}, {0x19F,0x19F,214,1}, {0x1A0,0x1A4,1,2}, {0x1A6,0x1A6,218,1}, {0x1A7,0x1A7,1,1},
-    {0x1A9,0x1A9,218,1}, {0x1AC,0x1AC,1,1}, {0x1AE,0x1AE,218,1}, {0x1AF,0x1AF,1,1}, {0x1B1,0x1B2,217,1},
-    {0x1B3,0x1B5,1,2}, {0x1B7,0x1B7,219,1}, {0x1B8,0x1B8,1,1}, {0x1BC,0x1BC,1,1}, {0x1C4,0x1C4,2,1},
-    {0x1C5,0x1C5,1,1}, {0x1C7,0x1C7,2,1}, {0x1C8,0x1C8,1,1}, {0x1CA,0x1CA,2,1}, {0x1CB,0x1DB,1,2},
-    {0x1DE,0x1EE,1,2}, {0x1F1,0x1F1,2,1}, {0x1F2,0x1F4,1,2}, {0x1F6,0x1F6,-97,1}, {0x1F7,0x1F7,-56,1},
-    {0x1F8,0x21E,1,2}, {0x220,0x220,-130,1}, {0x222,0x232,1,2}, {0x23A,0x23A,10795,1}, {0x23B,0x23B,1,1},
-    {0x23D,0x23D,-163,1}, {0x23E,0x23E,10792,1}, {0x241,0x241,1,1}, {0x243,0x243,-195,1}, {0x244,0x244,69,1},
-    {0x245,0x245,71,1}, {0x246,0x24E,1,2}, {0x370,0x372,1,2}, {0x376,0x376,1,1}, {0x37F,0x37F,116,1},
-    {0x386,0x386,38,1}, {0x388,0x38A,37,1}, {0x38C,0x38C,64,1}, {0x38E,0x38F,63,1}, {0x391,0x3A1,32,1},
-    {0x3A3,0x3AB,32,1}, {0x3CF,0x3CF,8,1}, {0x3D8,0x3EE,1,2}, {0x3F4,0x3F4,-60,1}, {0x3F7,0x3F7,1,1},
-    {0x3F9,0x3F9,-7,1}, {0x3FA,0x3FA,1,1}, {0x3FD,0x3FF,-130,1}, {0x400,0x40F,80,1}, {0x410,0x42F,32,1},
-    {0x460,0x480,1,2}, {0x48A,0x4BE,1,2}, {0x4C0,0x4C0,15,1}, {0x4C1,0x4CD,1,2}, {0x4D0,0x52E,1,2},
-    {0x531,0x556,48,1}, {0x10A0,0x10C5,7264,1}, {0x10C7,0x10C7,7264,1}, {0x10CD,0x10CD,7264,1},
-    {0x13A0,0x13EF,38864,1}, {0x13F0,0x13F5,8,1}, {0x1C90,0x1CBA,-3008,1}, {0x1CBD,0x1CBF,-3008,1},
-    {0x1E00,0x1E94,1,2}, {0x1E9E,0x1E9E,-7615,1}, {0x1EA0,0x1EFE,1,2}, {0x1F08,0x1F0F,-8,1},
-    {0x1F18,0x1F1D,-8,1}, {0x1F28,0x1F2F,-8,1}, {0x1F38,0x1F3F,-8,1}, {0x1F48,0x1F4D,-8,1},
-    {0x1F59,0x1F5F,-8,2}, {0x1F68,0x1F6F,-8,1}, {0x1F88,0x1F8F,-8,1}, {0x1F98,0x1F9F,-8,1},
-    {0x1FA8,0x1FAF,-8,1}, {0x1FB8,0x1FB9,-8,1}, {0x1FBA,0x1FBB,-74,1}, {0x1FBC,0x1FBC,-9,1},
-    {0x1FC8,0x1FCB,-86,1}, {0x1FCC,0x1FCC,-9,1}, {0x1FD8,0x1FD9,-8,1}, {0x1FDA,0x1FDB,-100,1},
-    {0x1FE8,0x1FE9,-8,1}, {0x1FEA,0x1FEB,-112,1}, {0x1FEC,0x1FEC,-7,1}, {0x1FF8,0x1FF9,-128,1},
-    {0x1FFA,0x1FFB,-126,1}, {0x1FFC,0x1FFC,-9,1}, {0x2126,0x2126,-7517,1}, {0x212A,0x212A,-8383,1},
-    {0x212B,0x212B,-8262,1}, {0x2132,0x2132,28,1}, {0x2160,0x216F,16,1}, {0x2183,0x2183,1,1},
-    {0x24B6,0x24CF,26,1}, {0x2C00,0x2C2F,48,1}, {0x2C60,0x2C60,1,1}, {0x2C62,0x2C62,-10743,1},
-    {0x2C63,0x2C63,-3814,1}, {0x2C64,0x2C64,-10727,1}, {0x2C67,0x2C6B,1,2}, {0x2C6D,0x2C6D,-10780,1},
-    {0x2C6E,0x2C6E,-10749,1}, {0x2C6F,0x2C6F,-10783,1}, {0x2C70,0x2C70,-10782,1}, {0x2C72,0x2C72,1,1},
-    {0x2C75,0x2C75,1,1}, {0x2C7E,0x2C7F,-10815,1}, {0x2C80,0x2CE2,1,2}, {0x2CEB,0x2CED,1,2},
-    {0x2CF2,0x2CF2,1,1}, {0xA640,0xA66C,1,2}, {0xA680,0xA69A,1,2}, {0xA722,0xA72E,1,2}, {0xA732,0xA76E,1,2},
-    {0xA779,0xA77B,1,2}, {0xA77D,0xA77D,-35332,1}, {0xA77E,0xA786,1,2}, {0xA78B,0xA78B,1,1},
-    {0xA78D,0xA78D,-42280,1}, {0xA790,0xA792,1,2}, {0xA796,0xA7A8,1,2}, {0xA7AA,0xA7AA,-42308,1},
-    {0xA7AB,0xA7AB,-42319,1}, {0xA7AC,0xA7AC,-42315,1}, {0xA7AD,0xA7AD,-42305,1}, {0xA7AE,0xA7AE,-42308,1},
-    {0xA7B0,0xA7B0,-42258,1}, {0xA7B1,0xA7B1,-42282,1}, {0xA7B2,0xA7B2,-42261,1}, {0xA7B3,0xA7B3,928,1},
-    {0xA7B4,0xA7C2,1,2}, {0xA7C4,0xA7C4,-48,1}, {0xA7C5,0xA7C5,-42307,1}, {0xA7C6,0xA7C6,-35384,1},
-    {0xA7C7,0xA7C9,1,2}, {0xA7D0,0xA7D0,1,1}, {0xA7D6,0xA7D8,1,2}, {0xA7F5,0xA7F5,1,1}, {0xFF21,0xFF3A,32,1},
-    {0x10400,0x10427,40,1}, {0x104B0,0x104D3,40,1}, {0x10570,0x1057A,39,1}, {0x1057C,0x1058A,39,1},
-    {0x1058C,0x10592,39,1}, {0x10594,0x10595,39,1}, {0x10C80,0x10CB2,64,1}, {0x118A0,0x118BF,32,1},
-    {0x16E40,0x16E5F,32,1}, {0x1E900,0x1E921,34,1},
-};
-/* str.lower() mappings to two code points */
-static const uint32_t aes__tok_lower_full[][3] = {{0x130,0x69,0x307}};
-/* html.unescape: numeric references 0x80..0x9F are read as Windows-1252 */
-static const uint16_t aes__tok_html_cp1252[32] = {
-    0x20AC, 0x81, 0x201A, 0x192, 0x201E, 0x2026, 0x2020, 0x2021, 0x2C6, 0x2030, 0x160, 0x2039, 0x152, 0x8D, 0x17D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x2DC, 0x2122, 0x161, 0x203A, 0x153, 0x9D, 0x17E, 0x178};
-/* html.unescape: numeric references to these code points give '' (22 ranges) */
-static const uint32_t aes__tok_html_dropped_ranges[][2] = {
-    {0x1,0x8}, {0xB,0xB}, {0xE,0x1F}, {0x7F,0x9F}, {0xFDD0,0xFDEF}, {0xFFFE,0xFFFF}, {0x1FFFE,0x1FFFF},
-    {0x2FFFE,0x2FFFF}, {0x3FFFE,0x3FFFF}, {0x4FFFE,0x4FFFF}, {0x5FFFE,0x5FFFF}, {0x6FFFE,0x6FFFF},
-    {0x7FFFE,0x7FFFF}, {0x8FFFE,0x8FFFF}, {0x9FFFE,0x9FFFF}, {0xAFFFE,0xAFFFF}, {0xBFFFE,0xBFFFF},
-    {0xCFFFE,0xCFFFF}, {0xDFFFE,0xDFFFF}, {0xEFFFE,0xEFFFF}, {0xFFFFE,0xFFFFF}, {0x10FFFE,0x10FFFF},
-};
-/* html.entities.html5, 2125 names with ';' (106 of them legacy, '*': they also match
- * without ';').  "name=HEX[,HEX] " entries, sorted by name. */
-static const char *const aes__tok_html_entity_chunks[] = {
-    "AElig*=C6 AMP*=26 Aacute*=C1 Abreve=102 Acirc*=C2 Acy=410 Afr=1D504 Agrave*=C0 Alpha=391 Amacr=100 A"
-    "nd=2A53 Aogon=104 Aopf=1D538 ApplyFunction=2061 Aring*=C5 Ascr=1D49C Assign=2254 Atilde*=C3 Auml*=C4"
-    " Backslash=2216 Barv=2AE7 Barwed=2306 Bcy=411 Because=2235 Bernoullis=212C Beta=392 Bfr=1D505 Bopf=1"
-    "D539 Breve=2D8 Bscr=212C Bumpeq=224E CHcy=427 COPY*=A9 Cacute=106 Cap=22D2 CapitalDifferentialD=2145"
-    " Cayleys=212D Ccaron=10C Ccedil*=C7 Ccirc=108 Cconint=2230 Cdot=10A Cedilla=B8 CenterDot=B7 Cfr=212D"
-    " Chi=3A7 CircleDot=2299 CircleMinus=2296 CirclePlus=2295 CircleTimes=2297 ClockwiseContourIntegral=2"
-    "232 CloseCurlyDoubleQuote=201D CloseCurlyQuote=2019 Colon=2237 Colone=2A74 Congruent=2261 Conint=222"
-    "F ContourIntegral=222E Copf=2102 Coproduct=2210 CounterClockwiseContourIntegral=2233 Cross=2A2F Cscr"
-    "=1D49E Cup=22D3 CupCap=224D DD=2145 DDotrahd=2911 DJcy=402 DScy=405 DZcy=40F Dagger=2021 Darr=21A1 D"
-    "ashv=2AE4 Dcaron=10E Dcy=414 Del=2207 Delta=394 Dfr=1D507 DiacriticalAcute=B4 DiacriticalDot=2D9 Dia"
-    "criticalDoubleAcute=2DD DiacriticalGrave=60 DiacriticalTilde=2DC Diamond=22C4 DifferentialD=2146 Dop"
-    "f=1D53B Dot=A8 DotDot=20DC DotEqual=2250 DoubleContourIntegral=222F DoubleDot=A8 DoubleDownArrow=21D"
-    "3 DoubleLeftArrow=21D0 DoubleLeftRightArrow=21D4 DoubleLeftTee=2AE4 DoubleLongLeftArrow=27F8 DoubleL"
-    "ongLeftRightArrow=27FA DoubleLongRightArrow=27F9 DoubleRightArrow=21D2 DoubleRightTee=22A8 DoubleUpA"
-    "rrow=21D1 DoubleUpDownArrow=21D5 DoubleVerticalBar=2225 DownArrow=2193 DownArrowBar=2913 DownArrowUp"
-    "Arrow=21F5 DownBreve=311 DownLeftRightVector=2950 DownLeftTeeVector=295E DownLeftVector=21BD DownLef"
-    "tVectorBar=2956 DownRightTeeVector=295F DownRightVector=21C1 DownRightVectorBar=2957 DownTee=22A4 Do"
-    "wnTeeArrow=21A7 Downarrow=21D3 Dscr=1D49F Dstrok=110 ENG=14A ETH*=D0 Eacute*=C9 Ecaron=11A Ecirc*=CA"
-    " Ecy=42D Edot=116 Efr=1D508 Egrave*=C8 Element=2208 Emacr=112 EmptySmallSquare=25FB EmptyVerySmallSq"
-    "uare=25AB Eogon=118 Eopf=1D53C Epsilon=395 Equal=2A75 EqualTilde=2242 Equilibrium=21CC Escr=2130 Esi"
-    "m=2A73 Eta=397 Euml*=CB Exists=2203 ExponentialE=2147 Fcy=424 Ffr=1D509 FilledSmallSquare=25FC Fille"
-    "dVerySmallSquare=25AA Fopf=1D53D ForAll=2200 Fouriertrf=2131 Fscr=2131 GJcy=403 GT*=3E Gamma=393 Gam"
-    "mad=3DC Gbreve=11E Gcedil=122 Gcirc=11C Gcy=413 Gdot=120 Gfr=1D50A Gg=22D9 Gopf=1D53E GreaterEqual=2"
-    "265 GreaterEqualLess=22DB GreaterFullEqual=2267 GreaterGreater=2AA2 GreaterLess=2277 GreaterSlantEqu"
-    "al=2A7E GreaterTilde=2273 Gscr=1D4A2 Gt=226B HARDcy=42A Hacek=2C7 Hat=5E Hcirc=124 Hfr=210C HilbertS"
-    "pace=210B Hopf=210D HorizontalLine=2500 Hscr=210B Hstrok=126 HumpDownHump=224E HumpEqual=224F IEcy=4"
-    "15 IJlig=132 IOcy=401 Iacute*=CD Icirc*=CE Icy=418 Idot=130 Ifr=2111 Igrave*=CC Im=2111 Imacr=12A Im"
-    "aginaryI=2148 Implies=21D2 Int=222C Integral=222B Intersection=22C2 InvisibleComma=2063 InvisibleTim"
-    "es=2062 Iogon=12E Iopf=1D540 Iota=399 Iscr=2110 Itilde=128 Iukcy=406 Iuml*=CF Jcirc=134 Jcy=419 Jfr="
-    "1D50D Jopf=1D541 Jscr=1D4A5 Jsercy=408 Jukcy=404 KHcy=425 KJcy=40C Kappa=39A Kcedil=136 Kcy=41A ",
-    "Kfr=1D50E Kopf=1D542 Kscr=1D4A6 LJcy=409 LT*=3C Lacute=139 Lambda=39B Lang=27EA Laplacetrf=2112 Larr"
-    "=219E Lcaron=13D Lcedil=13B Lcy=41B LeftAngleBracket=27E8 LeftArrow=2190 LeftArrowBar=21E4 LeftArrow"
-    "RightArrow=21C6 LeftCeiling=2308 LeftDoubleBracket=27E6 LeftDownTeeVector=2961 LeftDownVector=21C3 L"
-    "eftDownVectorBar=2959 LeftFloor=230A LeftRightArrow=2194 LeftRightVector=294E LeftTee=22A3 LeftTeeAr"
-    "row=21A4 LeftTeeVector=295A LeftTriangle=22B2 LeftTriangleBar=29CF LeftTriangleEqual=22B4 LeftUpDown"
-    "Vector=2951 LeftUpTeeVector=2960 LeftUpVector=21BF LeftUpVectorBar=2958 LeftVector=21BC LeftVectorBa"
-    "r=2952 Leftarrow=21D0 Leftrightarrow=21D4 LessEqualGreater=22DA LessFullEqual=2266 LessGreater=2276 "
-    "LessLess=2AA1 LessSlantEqual=2A7D LessTilde=2272 Lfr=1D50F Ll=22D8 Lleftarrow=21DA Lmidot=13F LongLe"
-    "ftArrow=27F5 LongLeftRightArrow=27F7 LongRightArrow=27F6 Longleftarrow=27F8 Longleftrightarrow=27FA "
-    "Longrightarrow=27F9 Lopf=1D543 LowerLeftArrow=2199 LowerRightArrow=2198 Lscr=2112 Lsh=21B0 Lstrok=14"
-    "1 Lt=226A Map=2905 Mcy=41C MediumSpace=205F Mellintrf=2133 Mfr=1D510 MinusPlus=2213 Mopf=1D544 Mscr="
-    "2133 Mu=39C NJcy=40A Nacute=143 Ncaron=147 Ncedil=145 Ncy=41D NegativeMediumSpace=200B NegativeThick"
-    "Space=200B NegativeThinSpace=200B NegativeVeryThinSpace=200B NestedGreaterGreater=226B NestedLessLes"
-    "s=226A NewLine=A Nfr=1D511 NoBreak=2060 NonBreakingSpace=A0 Nopf=2115 Not=2AEC NotCongruent=2262 Not"
-    "CupCap=226D NotDoubleVerticalBar=2226 NotElement=2209 NotEqual=2260 NotEqualTilde=2242,338 NotExists"
-    "=2204 NotGreater=226F NotGreaterEqual=2271 NotGreaterFullEqual=2267,338 NotGreaterGreater=226B,338 N"
-    "otGreaterLess=2279 NotGreaterSlantEqual=2A7E,338 NotGreaterTilde=2275 NotHumpDownHump=224E,338 NotHu"
-    "mpEqual=224F,338 NotLeftTriangle=22EA NotLeftTriangleBar=29CF,338 NotLeftTriangleEqual=22EC NotLess="
-    "226E NotLessEqual=2270 NotLessGreater=2278 NotLessLess=226A,338 NotLessSlantEqual=2A7D,338 NotLessTi"
-    "lde=2274 NotNestedGreaterGreater=2AA2,338 NotNestedLessLess=2AA1,338 NotPrecedes=2280 NotPrecedesEqu"
-    "al=2AAF,338 NotPrecedesSlantEqual=22E0 NotReverseElement=220C NotRightTriangle=22EB NotRightTriangle"
-    "Bar=29D0,338 NotRightTriangleEqual=22ED NotSquareSubset=228F,338 NotSquareSubsetEqual=22E2 NotSquare"
-    "Superset=2290,338 NotSquareSupersetEqual=22E3 NotSubset=2282,20D2 NotSubsetEqual=2288 NotSucceeds=22"
-    "81 NotSucceedsEqual=2AB0,338 NotSucceedsSlantEqual=22E1 NotSucceedsTilde=227F,338 NotSuperset=2283,2"
-    "0D2 NotSupersetEqual=2289 NotTilde=2241 NotTildeEqual=2244 NotTildeFullEqual=2247 NotTildeTilde=2249"
-    " NotVerticalBar=2224 Nscr=1D4A9 Ntilde*=D1 Nu=39D OElig=152 Oacute*=D3 Ocirc*=D4 Ocy=41E Odblac=150 "
-    "Ofr=1D512 Ograve*=D2 Omacr=14C Omega=3A9 Omicron=39F Oopf=1D546 OpenCurlyDoubleQuote=201C OpenCurlyQ"
-    "uote=2018 Or=2A54 Oscr=1D4AA Oslash*=D8 Otilde*=D5 Otimes=2A37 Ouml*=D6 OverBar=203E OverBrace=23DE "
-    "OverBracket=23B4 OverParenthesis=23DC PartialD=2202 Pcy=41F Pfr=1D513 Phi=3A6 Pi=3A0 PlusMinus=B1 Po"
-    "incareplane=210C Popf=2119 Pr=2ABB Precedes=227A PrecedesEqual=2AAF PrecedesSlantEqual=227C ",
-    "PrecedesTilde=227E Prime=2033 Product=220F Proportion=2237 Proportional=221D Pscr=1D4AB Psi=3A8 QUOT"
-    "*=22 Qfr=1D514 Qopf=211A Qscr=1D4AC RBarr=2910 REG*=AE Racute=154 Rang=27EB Rarr=21A0 Rarrtl=2916 Rc"
-    "aron=158 Rcedil=156 Rcy=420 Re=211C ReverseElement=220B ReverseEquilibrium=21CB ReverseUpEquilibrium"
-    "=296F Rfr=211C Rho=3A1 RightAngleBracket=27E9 RightArrow=2192 RightArrowBar=21E5 RightArrowLeftArrow"
-    "=21C4 RightCeiling=2309 RightDoubleBracket=27E7 RightDownTeeVector=295D RightDownVector=21C2 RightDo"
-    "wnVectorBar=2955 RightFloor=230B RightTee=22A2 RightTeeArrow=21A6 RightTeeVector=295B RightTriangle="
-    "22B3 RightTriangleBar=29D0 RightTriangleEqual=22B5 RightUpDownVector=294F RightUpTeeVector=295C Righ"
-    "tUpVector=21BE RightUpVectorBar=2954 RightVector=21C0 RightVectorBar=2953 Rightarrow=21D2 Ropf=211D "
-    "RoundImplies=2970 Rrightarrow=21DB Rscr=211B Rsh=21B1 RuleDelayed=29F4 SHCHcy=429 SHcy=428 SOFTcy=42"
-    "C Sacute=15A Sc=2ABC Scaron=160 Scedil=15E Scirc=15C Scy=421 Sfr=1D516 ShortDownArrow=2193 ShortLeft"
-    "Arrow=2190 ShortRightArrow=2192 ShortUpArrow=2191 Sigma=3A3 SmallCircle=2218 Sopf=1D54A Sqrt=221A Sq"
-    "uare=25A1 SquareIntersection=2293 SquareSubset=228F SquareSubsetEqual=2291 SquareSuperset=2290 Squar"
-    "eSupersetEqual=2292 SquareUnion=2294 Sscr=1D4AE Star=22C6 Sub=22D0 Subset=22D0 SubsetEqual=2286 Succ"
-    "eeds=227B SucceedsEqual=2AB0 SucceedsSlantEqual=227D SucceedsTilde=227F SuchThat=220B Sum=2211 Sup=2"
-    "2D1 Superset=2283 SupersetEqual=2287 Supset=22D1 THORN*=DE TRADE=2122 TSHcy=40B TScy=426 Tab=9 Tau=3"
-    "A4 Tcaron=164 Tcedil=162 Tcy=422 Tfr=1D517 Therefore=2234 Theta=398 ThickSpace=205F,200A ThinSpace=2"
-    "009 Tilde=223C TildeEqual=2243 TildeFullEqual=2245 TildeTilde=2248 Topf=1D54B TripleDot=20DB Tscr=1D"
-    "4AF Tstrok=166 Uacute*=DA Uarr=219F Uarrocir=2949 Ubrcy=40E Ubreve=16C Ucirc*=DB Ucy=423 Udblac=170 "
-    "Ufr=1D518 Ugrave*=D9 Umacr=16A UnderBar=5F UnderBrace=23DF UnderBracket=23B5 UnderParenthesis=23DD U"
-    "nion=22C3 UnionPlus=228E Uogon=172 Uopf=1D54C UpArrow=2191 UpArrowBar=2912 UpArrowDownArrow=21C5 UpD"
-    "ownArrow=2195 UpEquilibrium=296E UpTee=22A5 UpTeeArrow=21A5 Uparrow=21D1 Updownarrow=21D5 UpperLeftA"
-    "rrow=2196 UpperRightArrow=2197 Upsi=3D2 Upsilon=3A5 Uring=16E Uscr=1D4B0 Utilde=168 Uuml*=DC VDash=2"
-    "2AB Vbar=2AEB Vcy=412 Vdash=22A9 Vdashl=2AE6 Vee=22C1 Verbar=2016 Vert=2016 VerticalBar=2223 Vertica"
-    "lLine=7C VerticalSeparator=2758 VerticalTilde=2240 VeryThinSpace=200A Vfr=1D519 Vopf=1D54D Vscr=1D4B"
-    "1 Vvdash=22AA Wcirc=174 Wedge=22C0 Wfr=1D51A Wopf=1D54E Wscr=1D4B2 Xfr=1D51B Xi=39E Xopf=1D54F Xscr="
-    "1D4B3 YAcy=42F YIcy=407 YUcy=42E Yacute*=DD Ycirc=176 Ycy=42B Yfr=1D51C Yopf=1D550 Yscr=1D4B4 Yuml=1"
-    "78 ZHcy=416 Zacute=179 Zcaron=17D Zcy=417 Zdot=17B ZeroWidthSpace=200B Zeta=396 Zfr=2128 Zopf=2124 Z"
-    "scr=1D4B5 aacute*=E1 abreve=103 ac=223E acE=223E,333 acd=223F acirc*=E2 acute*=B4 acy=430 aelig*=E6 "
-    "af=2061 afr=1D51E agrave*=E0 alefsym=2135 aleph=2135 alpha=3B1 amacr=101 amalg=2A3F amp*=26 and=2227"
-    " andand=2A55 andd=2A5C andslope=2A58 andv=2A5A ang=2220 ange=29A4 angle=2220 angmsd=2221 ",
-    "angmsdaa=29A8 angmsdab=29A9 angmsdac=29AA angmsdad=29AB angmsdae=29AC angmsdaf=29AD angmsdag=29AE an"
-    "gmsdah=29AF angrt=221F angrtvb=22BE angrtvbd=299D angsph=2222 angst=C5 angzarr=237C aogon=105 aopf=1"
-    "D552 ap=2248 apE=2A70 apacir=2A6F ape=224A apid=224B apos=27 approx=2248 approxeq=224A aring*=E5 asc"
-    "r=1D4B6 ast=2A asymp=2248 asympeq=224D atilde*=E3 auml*=E4 awconint=2233 awint=2A11 bNot=2AED backco"
-    "ng=224C backepsilon=3F6 backprime=2035 backsim=223D backsimeq=22CD barvee=22BD barwed=2305 barwedge="
-    "2305 bbrk=23B5 bbrktbrk=23B6 bcong=224C bcy=431 bdquo=201E becaus=2235 because=2235 bemptyv=29B0 bep"
-    "si=3F6 bernou=212C beta=3B2 beth=2136 between=226C bfr=1D51F bigcap=22C2 bigcirc=25EF bigcup=22C3 bi"
-    "godot=2A00 bigoplus=2A01 bigotimes=2A02 bigsqcup=2A06 bigstar=2605 bigtriangledown=25BD bigtriangleu"
-    "p=25B3 biguplus=2A04 bigvee=22C1 bigwedge=22C0 bkarow=290D blacklozenge=29EB blacksquare=25AA blackt"
-    "riangle=25B4 blacktriangledown=25BE blacktriangleleft=25C2 blacktriangleright=25B8 blank=2423 blk12="
-    "2592 blk14=2591 blk34=2593 block=2588 bne=3D,20E5 bnequiv=2261,20E5 bnot=2310 bopf=1D553 bot=22A5 bo"
-    "ttom=22A5 bowtie=22C8 boxDL=2557 boxDR=2554 boxDl=2556 boxDr=2553 boxH=2550 boxHD=2566 boxHU=2569 bo"
-    "xHd=2564 boxHu=2567 boxUL=255D boxUR=255A boxUl=255C boxUr=2559 boxV=2551 boxVH=256C boxVL=2563 boxV"
-    "R=2560 boxVh=256B boxVl=2562 boxVr=255F boxbox=29C9 boxdL=2555 boxdR=2552 boxdl=2510 boxdr=250C boxh"
-    "=2500 boxhD=2565 boxhU=2568 boxhd=252C boxhu=2534 boxminus=229F boxplus=229E boxtimes=22A0 boxuL=255"
-    "B boxuR=2558 boxul=2518 boxur=2514 boxv=2502 boxvH=256A boxvL=2561 boxvR=255E boxvh=253C boxvl=2524 "
-    "boxvr=251C bprime=2035 breve=2D8 brvbar*=A6 bscr=1D4B7 bsemi=204F bsim=223D bsime=22CD bsol=5C bsolb"
-    "=29C5 bsolhsub=27C8 bull=2022 bullet=2022 bump=224E bumpE=2AAE bumpe=224F bumpeq=224F cacute=107 cap"
-    "=2229 capand=2A44 capbrcup=2A49 capcap=2A4B capcup=2A47 capdot=2A40 caps=2229,FE00 caret=2041 caron="
-    "2C7 ccaps=2A4D ccaron=10D ccedil*=E7 ccirc=109 ccups=2A4C ccupssm=2A50 cdot=10B cedil*=B8 cemptyv=29"
-    "B2 cent*=A2 centerdot=B7 cfr=1D520 chcy=447 check=2713 checkmark=2713 chi=3C7 cir=25CB cirE=29C3 cir"
-    "c=2C6 circeq=2257 circlearrowleft=21BA circlearrowright=21BB circledR=AE circledS=24C8 circledast=22"
-    "9B circledcirc=229A circleddash=229D cire=2257 cirfnint=2A10 cirmid=2AEF cirscir=29C2 clubs=2663 clu"
-    "bsuit=2663 colon=3A colone=2254 coloneq=2254 comma=2C commat=40 comp=2201 compfn=2218 complement=220"
-    "1 complexes=2102 cong=2245 congdot=2A6D conint=222E copf=1D554 coprod=2210 copy*=A9 copysr=2117 crar"
-    "r=21B5 cross=2717 cscr=1D4B8 csub=2ACF csube=2AD1 csup=2AD0 csupe=2AD2 ctdot=22EF cudarrl=2938 cudar"
-    "rr=2935 cuepr=22DE cuesc=22DF cularr=21B6 cularrp=293D cup=222A cupbrcap=2A48 cupcap=2A46 cupcup=2A4"
-    "A cupdot=228D cupor=2A45 cups=222A,FE00 curarr=21B7 curarrm=293C curlyeqprec=22DE curlyeqsucc=22DF c"
-    "urlyvee=22CE curlywedge=22CF curren*=A4 curvearrowleft=21B6 curvearrowright=21B7 cuvee=22CE cuwed=22"
-    "CF cwconint=2232 cwint=2231 cylcty=232D dArr=21D3 dHar=2965 dagger=2020 daleth=2138 darr=2193 ",
-    "dash=2010 dashv=22A3 dbkarow=290F dblac=2DD dcaron=10F dcy=434 dd=2146 ddagger=2021 ddarr=21CA ddots"
-    "eq=2A77 deg*=B0 delta=3B4 demptyv=29B1 dfisht=297F dfr=1D521 dharl=21C3 dharr=21C2 diam=22C4 diamond"
-    "=22C4 diamondsuit=2666 diams=2666 die=A8 digamma=3DD disin=22F2 div=F7 divide*=F7 divideontimes=22C7"
-    " divonx=22C7 djcy=452 dlcorn=231E dlcrop=230D dollar=24 dopf=1D555 dot=2D9 doteq=2250 doteqdot=2251 "
-    "dotminus=2238 dotplus=2214 dotsquare=22A1 doublebarwedge=2306 downarrow=2193 downdownarrows=21CA dow"
-    "nharpoonleft=21C3 downharpoonright=21C2 drbkarow=2910 drcorn=231F drcrop=230C dscr=1D4B9 dscy=455 ds"
-    "ol=29F6 dstrok=111 dtdot=22F1 dtri=25BF dtrif=25BE duarr=21F5 duhar=296F dwangle=29A6 dzcy=45F dzigr"
-    "arr=27FF eDDot=2A77 eDot=2251 eacute*=E9 easter=2A6E ecaron=11B ecir=2256 ecirc*=EA ecolon=2255 ecy="
-    "44D edot=117 ee=2147 efDot=2252 efr=1D522 eg=2A9A egrave*=E8 egs=2A96 egsdot=2A98 el=2A99 elinters=2"
-    "3E7 ell=2113 els=2A95 elsdot=2A97 emacr=113 empty=2205 emptyset=2205 emptyv=2205 emsp=2003 emsp13=20"
-    "04 emsp14=2005 eng=14B ensp=2002 eogon=119 eopf=1D556 epar=22D5 eparsl=29E3 eplus=2A71 epsi=3B5 epsi"
-    "lon=3B5 epsiv=3F5 eqcirc=2256 eqcolon=2255 eqsim=2242 eqslantgtr=2A96 eqslantless=2A95 equals=3D equ"
-    "est=225F equiv=2261 equivDD=2A78 eqvparsl=29E5 erDot=2253 erarr=2971 escr=212F esdot=2250 esim=2242 "
-    "eta=3B7 eth*=F0 euml*=EB euro=20AC excl=21 exist=2203 expectation=2130 exponentiale=2147 fallingdots"
-    "eq=2252 fcy=444 female=2640 ffilig=FB03 fflig=FB00 ffllig=FB04 ffr=1D523 filig=FB01 fjlig=66,6A flat"
-    "=266D fllig=FB02 fltns=25B1 fnof=192 fopf=1D557 forall=2200 fork=22D4 forkv=2AD9 fpartint=2A0D frac1"
-    "2*=BD frac13=2153 frac14*=BC frac15=2155 frac16=2159 frac18=215B frac23=2154 frac25=2156 frac34*=BE "
-    "frac35=2157 frac38=215C frac45=2158 frac56=215A frac58=215D frac78=215E frasl=2044 frown=2322 fscr=1"
-    "D4BB gE=2267 gEl=2A8C gacute=1F5 gamma=3B3 gammad=3DD gap=2A86 gbreve=11F gcirc=11D gcy=433 gdot=121"
-    " ge=2265 gel=22DB geq=2265 geqq=2267 geqslant=2A7E ges=2A7E gescc=2AA9 gesdot=2A80 gesdoto=2A82 gesd"
-    "otol=2A84 gesl=22DB,FE00 gesles=2A94 gfr=1D524 gg=226B ggg=22D9 gimel=2137 gjcy=453 gl=2277 glE=2A92"
-    " gla=2AA5 glj=2AA4 gnE=2269 gnap=2A8A gnapprox=2A8A gne=2A88 gneq=2A88 gneqq=2269 gnsim=22E7 gopf=1D"
-    "558 grave=60 gscr=210A gsim=2273 gsime=2A8E gsiml=2A90 gt*=3E gtcc=2AA7 gtcir=2A7A gtdot=22D7 gtlPar"
-    "=2995 gtquest=2A7C gtrapprox=2A86 gtrarr=2978 gtrdot=22D7 gtreqless=22DB gtreqqless=2A8C gtrless=227"
-    "7 gtrsim=2273 gvertneqq=2269,FE00 gvnE=2269,FE00 hArr=21D4 hairsp=200A half=BD hamilt=210B hardcy=44"
-    "A harr=2194 harrcir=2948 harrw=21AD hbar=210F hcirc=125 hearts=2665 heartsuit=2665 hellip=2026 herco"
-    "n=22B9 hfr=1D525 hksearow=2925 hkswarow=2926 hoarr=21FF homtht=223B hookleftarrow=21A9 hookrightarro"
-    "w=21AA hopf=1D559 horbar=2015 hscr=1D4BD hslash=210F hstrok=127 hybull=2043 hyphen=2010 iacute*=ED i"
-    "c=2063 icirc*=EE icy=438 iecy=435 iexcl*=A1 iff=21D4 ifr=1D526 igrave*=EC ii=2148 iiiint=2A0C iiint="
-    "222D iinfin=29DC iiota=2129 ijlig=133 imacr=12B image=2111 imagline=2110 imagpart=2111 imath=131 ",
-    "imof=22B7 imped=1B5 in=2208 incare=2105 infin=221E infintie=29DD inodot=131 int=222B intcal=22BA int"
-    "egers=2124 intercal=22BA intlarhk=2A17 intprod=2A3C iocy=451 iogon=12F iopf=1D55A iota=3B9 iprod=2A3"
-    "C iquest*=BF iscr=1D4BE isin=2208 isinE=22F9 isindot=22F5 isins=22F4 isinsv=22F3 isinv=2208 it=2062 "
-    "itilde=129 iukcy=456 iuml*=EF jcirc=135 jcy=439 jfr=1D527 jmath=237 jopf=1D55B jscr=1D4BF jsercy=458"
-    " jukcy=454 kappa=3BA kappav=3F0 kcedil=137 kcy=43A kfr=1D528 kgreen=138 khcy=445 kjcy=45C kopf=1D55C"
-    " kscr=1D4C0 lAarr=21DA lArr=21D0 lAtail=291B lBarr=290E lE=2266 lEg=2A8B lHar=2962 lacute=13A laempt"
-    "yv=29B4 lagran=2112 lambda=3BB lang=27E8 langd=2991 langle=27E8 lap=2A85 laquo*=AB larr=2190 larrb=2"
-    "1E4 larrbfs=291F larrfs=291D larrhk=21A9 larrlp=21AB larrpl=2939 larrsim=2973 larrtl=21A2 lat=2AAB l"
-    "atail=2919 late=2AAD lates=2AAD,FE00 lbarr=290C lbbrk=2772 lbrace=7B lbrack=5B lbrke=298B lbrksld=29"
-    "8F lbrkslu=298D lcaron=13E lcedil=13C lceil=2308 lcub=7B lcy=43B ldca=2936 ldquo=201C ldquor=201E ld"
-    "rdhar=2967 ldrushar=294B ldsh=21B2 le=2264 leftarrow=2190 leftarrowtail=21A2 leftharpoondown=21BD le"
-    "ftharpoonup=21BC leftleftarrows=21C7 leftrightarrow=2194 leftrightarrows=21C6 leftrightharpoons=21CB"
-    " leftrightsquigarrow=21AD leftthreetimes=22CB leg=22DA leq=2264 leqq=2266 leqslant=2A7D les=2A7D les"
-    "cc=2AA8 lesdot=2A7F lesdoto=2A81 lesdotor=2A83 lesg=22DA,FE00 lesges=2A93 lessapprox=2A85 lessdot=22"
-    "D6 lesseqgtr=22DA lesseqqgtr=2A8B lessgtr=2276 lesssim=2272 lfisht=297C lfloor=230A lfr=1D529 lg=227"
-    "6 lgE=2A91 lhard=21BD lharu=21BC lharul=296A lhblk=2584 ljcy=459 ll=226A llarr=21C7 llcorner=231E ll"
-    "hard=296B lltri=25FA lmidot=140 lmoust=23B0 lmoustache=23B0 lnE=2268 lnap=2A89 lnapprox=2A89 lne=2A8"
-    "7 lneq=2A87 lneqq=2268 lnsim=22E6 loang=27EC loarr=21FD lobrk=27E6 longleftarrow=27F5 longleftrighta"
-    "rrow=27F7 longmapsto=27FC longrightarrow=27F6 looparrowleft=21AB looparrowright=21AC lopar=2985 lopf"
-    "=1D55D loplus=2A2D lotimes=2A34 lowast=2217 lowbar=5F loz=25CA lozenge=25CA lozf=29EB lpar=28 lparlt"
-    "=2993 lrarr=21C6 lrcorner=231F lrhar=21CB lrhard=296D lrm=200E lrtri=22BF lsaquo=2039 lscr=1D4C1 lsh"
-    "=21B0 lsim=2272 lsime=2A8D lsimg=2A8F lsqb=5B lsquo=2018 lsquor=201A lstrok=142 lt*=3C ltcc=2AA6 ltc"
-    "ir=2A79 ltdot=22D6 lthree=22CB ltimes=22C9 ltlarr=2976 ltquest=2A7B ltrPar=2996 ltri=25C3 ltrie=22B4"
-    " ltrif=25C2 lurdshar=294A luruhar=2966 lvertneqq=2268,FE00 lvnE=2268,FE00 mDDot=223A macr*=AF male=2"
-    "642 malt=2720 maltese=2720 map=21A6 mapsto=21A6 mapstodown=21A7 mapstoleft=21A4 mapstoup=21A5 marker"
-    "=25AE mcomma=2A29 mcy=43C mdash=2014 measuredangle=2221 mfr=1D52A mho=2127 micro*=B5 mid=2223 midast"
-    "=2A midcir=2AF0 middot*=B7 minus=2212 minusb=229F minusd=2238 minusdu=2A2A mlcp=2ADB mldr=2026 mnplu"
-    "s=2213 models=22A7 mopf=1D55E mp=2213 mscr=1D4C2 mstpos=223E mu=3BC multimap=22B8 mumap=22B8 nGg=22D"
-    "9,338 nGt=226B,20D2 nGtv=226B,338 nLeftarrow=21CD nLeftrightarrow=21CE nLl=22D8,338 nLt=226A,20D2 nL"
-    "tv=226A,338 nRightarrow=21CF nVDash=22AF nVdash=22AE nabla=2207 nacute=144 nang=2220,20D2 nap=2249 ",
-    "napE=2A70,338 napid=224B,338 napos=149 napprox=2249 natur=266E natural=266E naturals=2115 nbsp*=A0 n"
-    "bump=224E,338 nbumpe=224F,338 ncap=2A43 ncaron=148 ncedil=146 ncong=2247 ncongdot=2A6D,338 ncup=2A42"
-    " ncy=43D ndash=2013 ne=2260 neArr=21D7 nearhk=2924 nearr=2197 nearrow=2197 nedot=2250,338 nequiv=226"
-    "2 nesear=2928 nesim=2242,338 nexist=2204 nexists=2204 nfr=1D52B ngE=2267,338 nge=2271 ngeq=2271 ngeq"
-    "q=2267,338 ngeqslant=2A7E,338 nges=2A7E,338 ngsim=2275 ngt=226F ngtr=226F nhArr=21CE nharr=21AE nhpa"
-    "r=2AF2 ni=220B nis=22FC nisd=22FA niv=220B njcy=45A nlArr=21CD nlE=2266,338 nlarr=219A nldr=2025 nle"
-    "=2270 nleftarrow=219A nleftrightarrow=21AE nleq=2270 nleqq=2266,338 nleqslant=2A7D,338 nles=2A7D,338"
-    " nless=226E nlsim=2274 nlt=226E nltri=22EA nltrie=22EC nmid=2224 nopf=1D55F not*=AC notin=2209 notin"
-    "E=22F9,338 notindot=22F5,338 notinva=2209 notinvb=22F7 notinvc=22F6 notni=220C notniva=220C notnivb="
-    "22FE notnivc=22FD npar=2226 nparallel=2226 nparsl=2AFD,20E5 npart=2202,338 npolint=2A14 npr=2280 npr"
-    "cue=22E0 npre=2AAF,338 nprec=2280 npreceq=2AAF,338 nrArr=21CF nrarr=219B nrarrc=2933,338 nrarrw=219D"
-    ",338 nrightarrow=219B nrtri=22EB nrtrie=22ED nsc=2281 nsccue=22E1 nsce=2AB0,338 nscr=1D4C3 nshortmid"
-    "=2224 nshortparallel=2226 nsim=2241 nsime=2244 nsimeq=2244 nsmid=2224 nspar=2226 nsqsube=22E2 nsqsup"
-    "e=22E3 nsub=2284 nsubE=2AC5,338 nsube=2288 nsubset=2282,20D2 nsubseteq=2288 nsubseteqq=2AC5,338 nsuc"
-    "c=2281 nsucceq=2AB0,338 nsup=2285 nsupE=2AC6,338 nsupe=2289 nsupset=2283,20D2 nsupseteq=2289 nsupset"
-    "eqq=2AC6,338 ntgl=2279 ntilde*=F1 ntlg=2278 ntriangleleft=22EA ntrianglelefteq=22EC ntriangleright=2"
-    "2EB ntrianglerighteq=22ED nu=3BD num=23 numero=2116 numsp=2007 nvDash=22AD nvHarr=2904 nvap=224D,20D"
-    "2 nvdash=22AC nvge=2265,20D2 nvgt=3E,20D2 nvinfin=29DE nvlArr=2902 nvle=2264,20D2 nvlt=3C,20D2 nvltr"
-    "ie=22B4,20D2 nvrArr=2903 nvrtrie=22B5,20D2 nvsim=223C,20D2 nwArr=21D6 nwarhk=2923 nwarr=2196 nwarrow"
-    "=2196 nwnear=2927 oS=24C8 oacute*=F3 oast=229B ocir=229A ocirc*=F4 ocy=43E odash=229D odblac=151 odi"
-    "v=2A38 odot=2299 odsold=29BC oelig=153 ofcir=29BF ofr=1D52C ogon=2DB ograve*=F2 ogt=29C1 ohbar=29B5 "
-    "ohm=3A9 oint=222E olarr=21BA olcir=29BE olcross=29BB oline=203E olt=29C0 omacr=14D omega=3C9 omicron"
-    "=3BF omid=29B6 ominus=2296 oopf=1D560 opar=29B7 operp=29B9 oplus=2295 or=2228 orarr=21BB ord=2A5D or"
-    "der=2134 orderof=2134 ordf*=AA ordm*=BA origof=22B6 oror=2A56 orslope=2A57 orv=2A5B oscr=2134 oslash"
-    "*=F8 osol=2298 otilde*=F5 otimes=2297 otimesas=2A36 ouml*=F6 ovbar=233D par=2225 para*=B6 parallel=2"
-    "225 parsim=2AF3 parsl=2AFD part=2202 pcy=43F percnt=25 period=2E permil=2030 perp=22A5 pertenk=2031 "
-    "pfr=1D52D phi=3C6 phiv=3D5 phmmat=2133 phone=260E pi=3C0 pitchfork=22D4 piv=3D6 planck=210F planckh="
-    "210E plankv=210F plus=2B plusacir=2A23 plusb=229E pluscir=2A22 plusdo=2214 plusdu=2A25 pluse=2A72 pl"
-    "usmn*=B1 plussim=2A26 plustwo=2A27 pm=B1 pointint=2A15 popf=1D561 pound*=A3 pr=227A prE=2AB3 prap=2A"
-    "B7 prcue=227C pre=2AAF prec=227A precapprox=2AB7 preccurlyeq=227C preceq=2AAF precnapprox=2AB9 ",
-    "precneqq=2AB5 precnsim=22E8 precsim=227E prime=2032 primes=2119 prnE=2AB5 prnap=2AB9 prnsim=22E8 pro"
-    "d=220F profalar=232E profline=2312 profsurf=2313 prop=221D propto=221D prsim=227E prurel=22B0 pscr=1"
-    "D4C5 psi=3C8 puncsp=2008 qfr=1D52E qint=2A0C qopf=1D562 qprime=2057 qscr=1D4C6 quaternions=210D quat"
-    "int=2A16 quest=3F questeq=225F quot*=22 rAarr=21DB rArr=21D2 rAtail=291C rBarr=290F rHar=2964 race=2"
-    "23D,331 racute=155 radic=221A raemptyv=29B3 rang=27E9 rangd=2992 range=29A5 rangle=27E9 raquo*=BB ra"
-    "rr=2192 rarrap=2975 rarrb=21E5 rarrbfs=2920 rarrc=2933 rarrfs=291E rarrhk=21AA rarrlp=21AC rarrpl=29"
-    "45 rarrsim=2974 rarrtl=21A3 rarrw=219D ratail=291A ratio=2236 rationals=211A rbarr=290D rbbrk=2773 r"
-    "brace=7D rbrack=5D rbrke=298C rbrksld=298E rbrkslu=2990 rcaron=159 rcedil=157 rceil=2309 rcub=7D rcy"
-    "=440 rdca=2937 rdldhar=2969 rdquo=201D rdquor=201D rdsh=21B3 real=211C realine=211B realpart=211C re"
-    "als=211D rect=25AD reg*=AE rfisht=297D rfloor=230B rfr=1D52F rhard=21C1 rharu=21C0 rharul=296C rho=3"
-    "C1 rhov=3F1 rightarrow=2192 rightarrowtail=21A3 rightharpoondown=21C1 rightharpoonup=21C0 rightlefta"
-    "rrows=21C4 rightleftharpoons=21CC rightrightarrows=21C9 rightsquigarrow=219D rightthreetimes=22CC ri"
-    "ng=2DA risingdotseq=2253 rlarr=21C4 rlhar=21CC rlm=200F rmoust=23B1 rmoustache=23B1 rnmid=2AEE roang"
-    "=27ED roarr=21FE robrk=27E7 ropar=2986 ropf=1D563 roplus=2A2E rotimes=2A35 rpar=29 rpargt=2994 rppol"
-    "int=2A12 rrarr=21C9 rsaquo=203A rscr=1D4C7 rsh=21B1 rsqb=5D rsquo=2019 rsquor=2019 rthree=22CC rtime"
-    "s=22CA rtri=25B9 rtrie=22B5 rtrif=25B8 rtriltri=29CE ruluhar=2968 rx=211E sacute=15B sbquo=201A sc=2"
-    "27B scE=2AB4 scap=2AB8 scaron=161 sccue=227D sce=2AB0 scedil=15F scirc=15D scnE=2AB6 scnap=2ABA scns"
-    "im=22E9 scpolint=2A13 scsim=227F scy=441 sdot=22C5 sdotb=22A1 sdote=2A66 seArr=21D8 searhk=2925 sear"
-    "r=2198 searrow=2198 sect*=A7 semi=3B seswar=2929 setminus=2216 setmn=2216 sext=2736 sfr=1D530 sfrown"
-    "=2322 sharp=266F shchcy=449 shcy=448 shortmid=2223 shortparallel=2225 shy*=AD sigma=3C3 sigmaf=3C2 s"
-    "igmav=3C2 sim=223C simdot=2A6A sime=2243 simeq=2243 simg=2A9E simgE=2AA0 siml=2A9D simlE=2A9F simne="
-    "2246 simplus=2A24 simrarr=2972 slarr=2190 smallsetminus=2216 smashp=2A33 smeparsl=29E4 smid=2223 smi"
-    "le=2323 smt=2AAA smte=2AAC smtes=2AAC,FE00 softcy=44C sol=2F solb=29C4 solbar=233F sopf=1D564 spades"
-    "=2660 spadesuit=2660 spar=2225 sqcap=2293 sqcaps=2293,FE00 sqcup=2294 sqcups=2294,FE00 sqsub=228F sq"
-    "sube=2291 sqsubset=228F sqsubseteq=2291 sqsup=2290 sqsupe=2292 sqsupset=2290 sqsupseteq=2292 squ=25A"
-    "1 square=25A1 squarf=25AA squf=25AA srarr=2192 sscr=1D4C8 ssetmn=2216 ssmile=2323 sstarf=22C6 star=2"
-    "606 starf=2605 straightepsilon=3F5 straightphi=3D5 strns=AF sub=2282 subE=2AC5 subdot=2ABD sube=2286"
-    " subedot=2AC3 submult=2AC1 subnE=2ACB subne=228A subplus=2ABF subrarr=2979 subset=2282 subseteq=2286"
-    " subseteqq=2AC5 subsetneq=228A subsetneqq=2ACB subsim=2AC7 subsub=2AD5 subsup=2AD3 succ=227B succapp"
-    "rox=2AB8 succcurlyeq=227D succeq=2AB0 succnapprox=2ABA succneqq=2AB6 succnsim=22E9 succsim=227F ",
-    "sum=2211 sung=266A sup=2283 sup1*=B9 sup2*=B2 sup3*=B3 supE=2AC6 supdot=2ABE supdsub=2AD8 supe=2287 "
-    "supedot=2AC4 suphsol=27C9 suphsub=2AD7 suplarr=297B supmult=2AC2 supnE=2ACC supne=228B supplus=2AC0 "
-    "supset=2283 supseteq=2287 supseteqq=2AC6 supsetneq=228B supsetneqq=2ACC supsim=2AC8 supsub=2AD4 sups"
-    "up=2AD6 swArr=21D9 swarhk=2926 swarr=2199 swarrow=2199 swnwar=292A szlig*=DF target=2316 tau=3C4 tbr"
-    "k=23B4 tcaron=165 tcedil=163 tcy=442 tdot=20DB telrec=2315 tfr=1D531 there4=2234 therefore=2234 thet"
-    "a=3B8 thetasym=3D1 thetav=3D1 thickapprox=2248 thicksim=223C thinsp=2009 thkap=2248 thksim=223C thor"
-    "n*=FE tilde=2DC times*=D7 timesb=22A0 timesbar=2A31 timesd=2A30 tint=222D toea=2928 top=22A4 topbot="
-    "2336 topcir=2AF1 topf=1D565 topfork=2ADA tosa=2929 tprime=2034 trade=2122 triangle=25B5 triangledown"
-    "=25BF triangleleft=25C3 trianglelefteq=22B4 triangleq=225C triangleright=25B9 trianglerighteq=22B5 t"
-    "ridot=25EC trie=225C triminus=2A3A triplus=2A39 trisb=29CD tritime=2A3B trpezium=23E2 tscr=1D4C9 tsc"
-    "y=446 tshcy=45B tstrok=167 twixt=226C twoheadleftarrow=219E twoheadrightarrow=21A0 uArr=21D1 uHar=29"
-    "63 uacute*=FA uarr=2191 ubrcy=45E ubreve=16D ucirc*=FB ucy=443 udarr=21C5 udblac=171 udhar=296E ufis"
-    "ht=297E ufr=1D532 ugrave*=F9 uharl=21BF uharr=21BE uhblk=2580 ulcorn=231C ulcorner=231C ulcrop=230F "
-    "ultri=25F8 umacr=16B uml*=A8 uogon=173 uopf=1D566 uparrow=2191 updownarrow=2195 upharpoonleft=21BF u"
-    "pharpoonright=21BE uplus=228E upsi=3C5 upsih=3D2 upsilon=3C5 upuparrows=21C8 urcorn=231D urcorner=23"
-    "1D urcrop=230E uring=16F urtri=25F9 uscr=1D4CA utdot=22F0 utilde=169 utri=25B5 utrif=25B4 uuarr=21C8"
-    " uuml*=FC uwangle=29A7 vArr=21D5 vBar=2AE8 vBarv=2AE9 vDash=22A8 vangrt=299C varepsilon=3F5 varkappa"
-    "=3F0 varnothing=2205 varphi=3D5 varpi=3D6 varpropto=221D varr=2195 varrho=3F1 varsigma=3C2 varsubset"
-    "neq=228A,FE00 varsubsetneqq=2ACB,FE00 varsupsetneq=228B,FE00 varsupsetneqq=2ACC,FE00 vartheta=3D1 va"
-    "rtriangleleft=22B2 vartriangleright=22B3 vcy=432 vdash=22A2 vee=2228 veebar=22BB veeeq=225A vellip=2"
-    "2EE verbar=7C vert=7C vfr=1D533 vltri=22B2 vnsub=2282,20D2 vnsup=2283,20D2 vopf=1D567 vprop=221D vrt"
-    "ri=22B3 vscr=1D4CB vsubnE=2ACB,FE00 vsubne=228A,FE00 vsupnE=2ACC,FE00 vsupne=228B,FE00 vzigzag=299A "
-    "wcirc=175 wedbar=2A5F wedge=2227 wedgeq=2259 weierp=2118 wfr=1D534 wopf=1D568 wp=2118 wr=2240 wreath"
-    "=2240 wscr=1D4CC xcap=22C2 xcirc=25EF xcup=22C3 xdtri=25BD xfr=1D535 xhArr=27FA xharr=27F7 xi=3BE xl"
-    "Arr=27F8 xlarr=27F5 xmap=27FC xnis=22FB xodot=2A00 xopf=1D569 xoplus=2A01 xotime=2A02 xrArr=27F9 xra"
-    "rr=27F6 xscr=1D4CD xsqcup=2A06 xuplus=2A04 xutri=25B3 xvee=22C1 xwedge=22C0 yacute*=FD yacy=44F ycir"
-    "c=177 ycy=44B yen*=A5 yfr=1D536 yicy=457 yopf=1D56A yscr=1D4CE yucy=44E yuml*=FF zacute=17A zcaron=1"
-    "7E zcy=437 zdot=17C zeetrf=2128 zeta=3B6 zfr=1D537 zhcy=436 zigrarr=21DD zopf=1D56B zscr=1D4CF zwj=2"
-    "00D zwnj=200C ",
-};
-#define AES__TOK_HTML_ENTITY_COUNT 2125
-/*@@UNICODE_TABLES_END@@*/
+typedef struct aes__tok_ranges {
+    const uint32_t (*r)[2];
+    size_t n;
+} aes__tok_ranges;
+
+typedef struct aes__tok_table_set {
+    aes__tok_ranges letter;          /* [\p{L}] of the regex module under IGNORECASE   */
+    aes__tok_ranges number;          /* [\p{N}] likewise                               */
+    aes__tok_ranges regex_space;     /* \s of the regex module (whitespace_clean)      */
+    aes__tok_ranges py_space;        /* str.isspace() (what str.strip() removes)       */
+    aes__tok_ranges unmatched;       /* no alternative of CLIP's pattern matches them  */
+    aes__tok_ranges cased;           /* the final-sigma rule of str.lower(): cased ... */
+    aes__tok_ranges case_ignorable;  /* ... and case-ignorable characters              */
+    aes__tok_ranges html_dropped;    /* numeric references html.unescape drops         */
+    const int32_t (*lower_runs)[4];  /* str.lower(): cp in first..last (every stride-th)
+                                        maps to cp + delta: {first, last, delta, stride} */
+    size_t n_lower_runs;
+    const uint32_t (*lower_full)[3]; /* str.lower() to two code points: {cp, lo1, lo2}  */
+    size_t n_lower_full;
+    const uint16_t *html_cp1252;     /* [32] numeric references 0x80..0x9F (Windows-1252) */
+    const char *const *html_entity_chunks;  /* html5 entities: "name=HEX[,HEX] " entries,
+                                               sorted; '*' marks names valid without ';' */
+    size_t n_html_entity_chunks;
+} aes__tok_table_set;
+
+static const aes__tok_table_set *aes__tok_tables(void);
+
 
 /* ----------------------------------------------------------------------------
  *  Character classes (binary search over the generated ranges)
@@ -7259,7 +6832,7 @@ static int aes__tok_in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
     }
     return 0;
 }
-#define AES__TOK_IN(table, cp) aes__tok_in_ranges(table, sizeof(table) / sizeof(table[0]), (cp))
+#define AES__TOK_IN(set, cp) aes__tok_in_ranges(aes__tok_tables()->set.r, aes__tok_tables()->set.n, (cp))
 
 /* The classes of the pre-tokenizer's pattern.  SKIP: whitespace, and the few
  * characters no alternative matches (U+0345): findall steps over them. */
@@ -7272,9 +6845,9 @@ static int aes__tok_class(uint32_t cp) {
         if (cp == ' ' || (cp >= 9 && cp <= 13)) return AES__TOK_SKIP;
         return AES__TOK_OTHER;
     }
-    if (AES__TOK_IN(aes__tok_letter_ranges, cp)) return AES__TOK_LETTER;
-    if (AES__TOK_IN(aes__tok_number_ranges, cp)) return AES__TOK_NUMBER;
-    if (AES__TOK_IN(aes__tok_regex_space_ranges, cp) || AES__TOK_IN(aes__tok_unmatched_ranges, cp))
+    if (AES__TOK_IN(letter, cp)) return AES__TOK_LETTER;
+    if (AES__TOK_IN(number, cp)) return AES__TOK_NUMBER;
+    if (AES__TOK_IN(regex_space, cp) || AES__TOK_IN(unmatched, cp))
         return AES__TOK_SKIP;
     return AES__TOK_OTHER;
 }
@@ -7282,26 +6855,27 @@ static int aes__tok_class(uint32_t cp) {
 /* \s of the regex module (whitespace_clean) and str.isspace() (str.strip). */
 static int aes__tok_is_regex_space(uint32_t cp) {
     if (cp < 128) return cp == ' ' || (cp >= 9 && cp <= 13);
-    return AES__TOK_IN(aes__tok_regex_space_ranges, cp);
+    return AES__TOK_IN(regex_space, cp);
 }
 static int aes__tok_is_py_space(uint32_t cp) {
     if (cp < 128) return cp == ' ' || (cp >= 9 && cp <= 13) || (cp >= 0x1C && cp <= 0x1F);
-    return AES__TOK_IN(aes__tok_py_space_ranges, cp);
+    return AES__TOK_IN(py_space, cp);
 }
 
 /* str.lower() of one code point, for every code point whose lowercase is a
  * single code point (all but U+0130; U+03A3 gives the non-final sigma). */
 static uint32_t aes__tok_lower1(uint32_t cp) {
-    size_t lo = 0, hi = sizeof aes__tok_lower_runs / sizeof aes__tok_lower_runs[0];
+    const aes__tok_table_set *t = aes__tok_tables();
+    size_t lo = 0, hi = t->n_lower_runs;
     const int32_t *run;
     if (cp < 128) return cp - 'A' < 26u ? cp + 32 : cp;
     while (lo < hi) {                      /* the last run starting at or before cp */
         size_t mid = lo + (hi - lo) / 2;
-        if ((uint32_t)aes__tok_lower_runs[mid][0] <= cp) lo = mid + 1;
+        if ((uint32_t)t->lower_runs[mid][0] <= cp) lo = mid + 1;
         else hi = mid;
     }
     if (lo == 0) return cp;
-    run = aes__tok_lower_runs[lo - 1];
+    run = t->lower_runs[lo - 1];
     if (cp <= (uint32_t)run[1] && (cp - (uint32_t)run[0]) % (uint32_t)run[3] == 0)
         return (uint32_t)((int32_t)cp + run[2]);
     return cp;
@@ -7312,11 +6886,11 @@ static uint32_t aes__tok_lower1(uint32_t cp) {
  * ways (Unicode 3.13, "Final_Sigma"). */
 static int aes__tok_final_sigma(const uint32_t *c, size_t n, size_t i) {
     size_t j = i;
-    while (j > 0 && AES__TOK_IN(aes__tok_case_ignorable_ranges, c[j - 1])) j--;
-    if (j == 0 || !AES__TOK_IN(aes__tok_cased_ranges, c[j - 1])) return 0;
+    while (j > 0 && AES__TOK_IN(case_ignorable, c[j - 1])) j--;
+    if (j == 0 || !AES__TOK_IN(cased, c[j - 1])) return 0;
     j = i + 1;
-    while (j < n && AES__TOK_IN(aes__tok_case_ignorable_ranges, c[j])) j++;
-    return j == n || !AES__TOK_IN(aes__tok_cased_ranges, c[j]);
+    while (j < n && AES__TOK_IN(case_ignorable, c[j])) j++;
+    return j == n || !AES__TOK_IN(cased, c[j]);
 }
 
 /* ----------------------------------------------------------------------------
@@ -7389,16 +6963,16 @@ static int aes__tok_entity_cmp(const char *name, size_t len, const char *e) {
  * its value (1 or 2, written to val) or 0 when absent.  The chunks are sorted,
  * so a binary search picks the chunk and a short scan finds the entry. */
 static int aes__tok_entity_find(const char *name, size_t len, int legacy_only, uint32_t val[2]) {
-    size_t nchunks = sizeof aes__tok_html_entity_chunks / sizeof aes__tok_html_entity_chunks[0];
-    size_t lo = 0, hi = nchunks;
+    const char *const *chunks = aes__tok_tables()->html_entity_chunks;
+    size_t lo = 0, hi = aes__tok_tables()->n_html_entity_chunks;
     const char *e;
     while (lo < hi) {                      /* last chunk whose first name <= name */
         size_t mid = lo + (hi - lo) / 2;
-        if (aes__tok_entity_cmp(name, len, aes__tok_html_entity_chunks[mid]) >= 0) lo = mid + 1;
+        if (aes__tok_entity_cmp(name, len, chunks[mid]) >= 0) lo = mid + 1;
         else hi = mid;
     }
     if (lo == 0) return 0;
-    for (e = aes__tok_html_entity_chunks[lo - 1]; *e; ) {
+    for (e = chunks[lo - 1]; *e; ) {
         int c = aes__tok_entity_cmp(name, len, e);
         if (c < 0) return 0;
         if (c == 0) {
@@ -7423,9 +6997,9 @@ static int aes__tok_entity_find(const char *name, size_t len, int legacy_only, u
 /* A numeric character reference as html.unescape resolves it. */
 static size_t aes__tok_numeric_ref(uint32_t num, uint32_t *out) {
     if (num == 0) { out[0] = 0xFFFD; return 1; }
-    if (num >= 0x80 && num <= 0x9F) { out[0] = aes__tok_html_cp1252[num - 0x80]; return 1; }
+    if (num >= 0x80 && num <= 0x9F) { out[0] = aes__tok_tables()->html_cp1252[num - 0x80]; return 1; }
     if ((num >= 0xD800 && num <= 0xDFFF) || num > 0x10FFFF) { out[0] = 0xFFFD; return 1; }
-    if (num != 0x0D && AES__TOK_IN(aes__tok_html_dropped_ranges, num)) return 0;
+    if (num != 0x0D && AES__TOK_IN(html_dropped, num)) return 0;
     out[0] = num;
     return 1;
 }
@@ -7530,14 +7104,15 @@ static size_t aes__tok_whitespace_clean(uint32_t *c, size_t n) {
 
 /* str.lower(): out needs room for 2 n code points (U+0130 -> "i\u0307"). */
 static size_t aes__tok_lower(const uint32_t *in, size_t n, uint32_t *out) {
+    const uint32_t (*full)[3] = aes__tok_tables()->lower_full;   /* one entry: U+0130 */
     size_t i, k = 0;
     for (i = 0; i < n; i++) {
         uint32_t c = in[i];
         if (c == 0x3A3) {
             out[k++] = aes__tok_final_sigma(in, n, i) ? 0x3C2 : 0x3C3;
-        } else if (c == aes__tok_lower_full[0][0]) {
-            out[k++] = aes__tok_lower_full[0][1];
-            out[k++] = aes__tok_lower_full[0][2];
+        } else if (c == full[0][0]) {
+            out[k++] = full[0][1];
+            out[k++] = full[0][2];
         } else {
             out[k++] = aes__tok_lower1(c);
         }
@@ -7835,7 +7410,9 @@ AES_API int aes_tokenizer_n_merges(const aes_tokenizer *tok) { return tok ? tok-
 AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok) { return tok ? tok->sot : -1; }
 AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok) { return tok ? tok->eot : -1; }
 
-AES_API const char *aes_tokenizer_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len) {
+/* The raw bytes of one vocabulary entry ("</w>" literally at the end of
+ * word-final symbols); NULL for an id outside the vocabulary. */
+AES__TEST_ONLY static const char *aes__tok_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len) {
     if (!tok || id < 0 || id >= tok->vocab_size) { if (len) *len = 0; return NULL; }
     if (len) *len = tok->vocab.off[id + 1] - tok->vocab.off[id];
     return (const char *)tok->vocab.bytes + tok->vocab.off[id];
@@ -8364,17 +7941,6 @@ static int aes__tok_inf_block_stored(aes__tok_inflate *s) {
     return 1;
 }
 
-static uint32_t aes__tok_crc32(const unsigned char *p, size_t n) {
-    uint32_t crc = 0xFFFFFFFFu;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        crc ^= p[i];
-        for (k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-    }
-    return ~crc;
-}
-
 /* Inflates every member of a gzip stream; *out from AES_MALLOC. */
 static aes_status aes__tok_gunzip(aes_ctx *ctx, const unsigned char *in, size_t n, const char *what,
                               unsigned char **out, size_t *out_len) {
@@ -8429,7 +7995,7 @@ static aes_status aes__tok_gunzip(aes_ctx *ctx, const unsigned char *in, size_t 
             uint32_t crc = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
             uint32_t isize = (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 | (uint32_t)t[7] << 24;
             /* an empty member leaves s.out NULL: no pointer arithmetic on it */
-            if (crc != (s.out ? aes__tok_crc32(s.out + member_start, s.len - member_start) : aes__tok_crc32(NULL, 0)) ||
+            if (crc != aes__crc32(0, s.out ? s.out + member_start : NULL, s.out ? s.len - member_start : 0) ||
                 isize != (uint32_t)(s.len - member_start)) {
                 AES_FREE(s.out);
                 return aes__fail(ctx, AES_ERR_FORMAT, "%s: gzip checksum mismatch", what);
@@ -8532,16 +8098,14 @@ done:
     return st;
 }
 
-AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len, int n_merges_max,
-                                                    aes_tokenizer **out) {
-    aes_status st;
-    if (out) *out = NULL;
-    if (!out || (len && !text))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_load_merges_memory: NULL argument");
+/* Merges text, plain or gzip (1F 8B), to a tokenizer; name labels the
+ * gzip stream in messages. */
+static aes_status aes__tok_load(aes_ctx *ctx, const char *text, size_t len, int n_merges_max, const char *name,
+                                aes_tokenizer **out) {
     if (len >= 2 && (unsigned char)text[0] == 0x1F && (unsigned char)text[1] == 0x8B) {
         unsigned char *plain;
         size_t plain_len;
-        st = aes__tok_gunzip(ctx, (const unsigned char *)text, len, "merges (gzip)", &plain, &plain_len);
+        aes_status st = aes__tok_gunzip(ctx, (const unsigned char *)text, len, name, &plain, &plain_len);
         if (st) return st;
         st = aes__tok_parse_merges(ctx, (const char *)plain, plain_len, n_merges_max, out);
         AES_FREE(plain);
@@ -8550,34 +8114,17 @@ AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *te
     return aes__tok_parse_merges(ctx, text, len, n_merges_max, out);
 }
 
+AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len, int n_merges_max,
+                                                    aes_tokenizer **out) {
+    if (out) *out = NULL;
+    if (!out || (len && !text))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_load_merges_memory: NULL argument");
+    return aes__tok_load(ctx, text, len, n_merges_max, "merges (gzip)", out);
+}
+
 #ifndef AES_NO_STDIO
-static aes_status aes__tok_read_file(aes_ctx *ctx, const char *path, char **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    long size;
-    size_t got;
-    *data = NULL;
-    *len = 0;
-    if (!f) return aes__fail(ctx, AES_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_IO, "%s: cannot find the file size", path);
-    }
-    if ((uint64_t)size > aes_limit_get(ctx, AES_LIMIT_FILE_BYTES) && ctx) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_LIMIT, "%s: %ld bytes is over the file size limit", path, size);
-    }
-    *data = (char *)aes_alloc(ctx, (size_t)size + 1, 1);
-    if (!*data) { fclose(f); return aes__tok_alloc_status(ctx); }
-    got = fread(*data, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
-        aes_free(*data);
-        *data = NULL;
-        return aes__fail(ctx, AES_ERR_IO, "%s: read %zu of %ld bytes", path, got, size);
-    }
-    (*data)[size] = 0;
-    *len = (size_t)size;
-    return AES_OK;
+static aes_status aes__tok_parse_file(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes__tok_load(ctx, data, len, AES_TOKENIZER_CLIP_MERGES, path, (aes_tokenizer **)out);
 }
 #endif
 
@@ -8587,31 +8134,9 @@ AES_API aes_status aes_tokenizer_load_merges(aes_ctx *ctx, const char *path, aes
     (void)path;
     return aes__fail(ctx, AES_ERR_UNSUPPORTED, "built with AES_NO_STDIO: use aes_tokenizer_load_merges_memory");
 #else
-    char *data;
-    size_t len;
-    aes_status st;
     if (out) *out = NULL;
     if (!path || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_tokenizer_load_merges: NULL argument");
-    st = aes__tok_read_file(ctx, path, &data, &len);
-    if (st) return st;
-    if (len >= 2 && (unsigned char)data[0] == 0x1F && (unsigned char)data[1] == 0x8B) {
-        unsigned char *plain;
-        size_t plain_len;
-        st = aes__tok_gunzip(ctx, (const unsigned char *)data, len, path, &plain, &plain_len);
-        aes_free(data);
-        if (st) return st;
-        st = aes__tok_parse_merges(ctx, (const char *)plain, plain_len, AES_TOKENIZER_CLIP_MERGES, out);
-        AES_FREE(plain);
-    } else {
-        st = aes__tok_parse_merges(ctx, data, len, AES_TOKENIZER_CLIP_MERGES, out);
-        aes_free(data);
-    }
-    if (st && aes_last_error(ctx)[0] && strncmp(aes_last_error(ctx), path, strlen(path)) != 0) {
-        char msg[sizeof ctx->error];
-        snprintf(msg, sizeof msg, "%s", aes_last_error(ctx));
-        aes__fail(ctx, st, "%s: %s", path, msg);
-    }
-    return st;
+    return aes__load_file(ctx, path, aes__tok_parse_file, out);
 #endif
 }
 
@@ -9948,35 +9473,27 @@ static aes_status aes__clip_infer(aes__clip_loader *L, aes_clip_config *c) {
  * context_length, vocab_size}. */
 
 /* Small readers over aesalign.h's JSON. */
-static const aes_json *aes__clip_json_obj(const aes_json *obj, const char *key) {
-    const aes_json *v = aes_json_get(obj, key);
-    return aes_json_type_of(v) == AES_JSON_OBJECT ? v : NULL;
+static const aes__json *aes__clip_json_obj(const aes__json *obj, const char *key) {
+    const aes__json *v = aes__json_get(obj, key);
+    return aes__json_type_of(v) == AES__JSON_OBJECT ? v : NULL;
 }
-static int aes__clip_json_num(const aes_json *obj, const char *key, double *out) {
-    const aes_json *v = aes_json_get(obj, key);
-    if (aes_json_type_of(v) != AES_JSON_NUMBER) return 0;
-    *out = aes_json_number(v, 0.0);
+static int aes__clip_json_num(const aes__json *obj, const char *key, double *out) {
+    const aes__json *v = aes__json_get(obj, key);
+    if (aes__json_type_of(v) != AES__JSON_NUMBER) return 0;
+    *out = aes__json_number(v, 0.0);
     return 1;
 }
-static const char *aes__clip_json_str(const aes_json *obj, const char *key) {
-    return aes_json_string(aes_json_get(obj, key));
+static const char *aes__clip_json_str(const aes__json *obj, const char *key) {
+    return aes__json_string(aes__json_get(obj, key));
 }
-static void aes__clip_json_bool(const aes_json *obj, const char *key, int *out) {
-    const aes_json *v = aes_json_get(obj, key);
-    if (aes_json_type_of(v) == AES_JSON_BOOL) *out = aes_json_bool(v, 0);
+static void aes__clip_json_bool(const aes__json *obj, const char *key, int *out) {
+    const aes__json *v = aes__json_get(obj, key);
+    if (aes__json_type_of(v) == AES__JSON_BOOL) *out = aes__json_bool(v, 0);
 }
 static aes_status aes__clip_json_parse(aes_ctx *ctx, const char *text, size_t len, const char *what,
-                                       aes_json **root) {
-    aes_status st = aes_json_parse(ctx, text, len, root);
-    if (st) {
-        char why[512];
-        size_t n = strlen(aes_last_error(ctx));
-        if (n > sizeof why - 1) n = sizeof why - 1;
-        memcpy(why, aes_last_error(ctx), n); /* the message is about to be overwritten */
-        why[n] = 0;
-        return aes__fail(ctx, st, "%s: %s", what, why);
-    }
-    return AES_OK;
+                                       aes__json **root) {
+    aes_status st = aes__json_parse(ctx, text, len, root);
+    return st ? aes__fail_prefix(ctx, st, "%s", what) : AES_OK;
 }
 #ifndef AES_NO_STDIO
 static aes_status aes__clip_read_text(aes_ctx *ctx, const char *path, char **text, size_t *len) {
@@ -9996,7 +9513,7 @@ typedef struct aes__clip_cfgread {
 } aes__clip_cfgread;
 
 /* A number in obj[key] that must equal `have` (when the config has it). */
-static aes_status aes__clip_cfg_agree(aes__clip_cfgread *r, const aes_json *obj, const char *key, int have,
+static aes_status aes__clip_cfg_agree(aes__clip_cfgread *r, const aes__json *obj, const char *key, int have,
                                       const char *tower) {
     double v;
     if (!aes__clip_json_num(obj, key, &v)) return AES_OK;
@@ -10022,7 +9539,7 @@ static aes_status aes__clip_cfg_act(aes__clip_cfgread *r, const char *s, aes_act
     return AES_OK;
 }
 
-static aes_status aes__clip_cfg_hf_tower(aes__clip_cfgread *r, const aes_json *t, int vision) {
+static aes_status aes__clip_cfg_hf_tower(aes__clip_cfgread *r, const aes__json *t, int vision) {
     aes_clip_config *c = r->c;
     const char *tn = vision ? "vision_config" : "text_config", *s;
     double v;
@@ -10053,9 +9570,9 @@ static aes_status aes__clip_cfg_hf_tower(aes__clip_cfgread *r, const aes_json *t
     return AES_OK;
 }
 
-static aes_status aes__clip_cfg_openclip(aes__clip_cfgread *r, const aes_json *m) {
+static aes_status aes__clip_cfg_openclip(aes__clip_cfgread *r, const aes__json *m) {
     aes_clip_config *c = r->c;
-    const aes_json *vc = aes__clip_json_obj(m, "vision_cfg"), *tc = aes__clip_json_obj(m, "text_cfg");
+    const aes__json *vc = aes__clip_json_obj(m, "vision_cfg"), *tc = aes__clip_json_obj(m, "text_cfg");
     double v;
     int qg = 0;
     aes_status st;
@@ -10089,8 +9606,8 @@ static aes_status aes__clip_cfg_openclip(aes__clip_cfgread *r, const aes_json *m
  * config at all (a config.json found beside a model may be something else). */
 static aes_status aes__clip_apply_config(aes__clip_loader *L, aes_clip_config *c, const char *text, size_t len,
                                          const char *what, int *recognised) {
-    aes_json *root = NULL;
-    const aes_json *vc, *tc, *m;
+    aes__json *root = NULL;
+    const aes__json *vc, *tc, *m;
     const char *mt;
     aes__clip_cfgread r;
     aes_status st = AES_OK;
@@ -10121,7 +9638,7 @@ static aes_status aes__clip_apply_config(aes__clip_loader *L, aes_clip_config *c
         if (act) c->act = act;
         if (r.eps > 0) c->ln_eps = r.eps;
     }
-    aes_json_free(root);
+    aes__json_free(root);
     return st;
 }
 
@@ -10647,7 +10164,7 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
                 }
                 if (dtype == AES_DTYPE_F32) memcpy(dst + e * 4, &v, 4);
                 else {
-                    uint16_t hv = dtype == AES_DTYPE_F16 ? aes_f32_to_f16_1(v) : aes_f32_to_bf16_1(v);
+                    uint16_t hv = dtype == AES_DTYPE_F16 ? aes__f32_to_f16_1(v) : aes__f32_to_bf16_1(v);
                     memcpy(dst + e * 2, &hv, 2);
                 }
             }
@@ -10660,7 +10177,7 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
     return AES_OK;
 }
 
-static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, int dtype,
+static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, aes_dtype dtype,
                                         aes__clip_writer *w) {
     aes_status st;
     memset(w, 0, sizeof *w);
@@ -10669,12 +10186,12 @@ static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_lay
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: layout must be AES_LAYOUT_HF or AES_LAYOUT_OPENAI");
     if (dtype != AES_DTYPE_F32 && dtype != AES_DTYPE_F16 && dtype != AES_DTYPE_BF16)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: dtype must be F32, F16 or BF16");
-    if ((st = aes__clip_build_out(ctx, m, layout, (aes_dtype)dtype, w, 1))) return st;
+    if ((st = aes__clip_build_out(ctx, m, layout, dtype, w, 1))) return st;
     w->t = (aes_tensor_out *)aes_calloc(ctx, (size_t)w->n, sizeof(aes_tensor_out));
     w->names = (char (*)[256])aes_alloc(ctx, (size_t)w->n, 256);
     w->data = (unsigned char *)aes_alloc(ctx, w->used ? w->used : 1, 1);
     if (!w->t || !w->names || !w->data) return aes_last_status(ctx);
-    return aes__clip_build_out(ctx, m, layout, (aes_dtype)dtype, w, 0);
+    return aes__clip_build_out(ctx, m, layout, dtype, w, 0);
 }
 
 static void aes__clip_writer_free(aes__clip_writer *w) {
@@ -10699,8 +10216,8 @@ static void aes__clip_meta_make(aes__clip_meta *mt, const aes_clip *m, aes_layou
     mt->kv[4] = "aesalign.train"; mt->kv[5] = mt->arch;
 }
 
-AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, int dtype, void **buf,
-                                      size_t *len) {
+AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
+                                      void **buf, size_t *len) {
     aes__clip_writer w;
     aes__clip_meta mt;
     aes_status st;
@@ -10718,7 +10235,7 @@ AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_l
 
 #ifndef AES_NO_STDIO
 AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char *path, aes_layout layout,
-                                 int dtype) {
+                                 aes_dtype dtype) {
     aes__clip_writer w;
     aes__clip_meta mt;
     aes_status st;
@@ -10734,21 +10251,6 @@ AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char
 #endif
 
 /* ---- random initialisation ---------------------------------------------------------- */
-
-/* splitmix64: a tiny, good 64-bit generator (Steele et al. 2014). */
-static uint64_t aes__clip_rng_next(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* A standard normal sample (Box-Muller, two draws per sample). */
-static double aes__clip_rng_normal(uint64_t *state) {
-    double u1 = ((double)(aes__clip_rng_next(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(aes__clip_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
 
 static aes_status aes__clip_check_config(aes_ctx *ctx, const aes_clip_config *c) {
     if (!c->has_vision && !c->has_text) return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP config: no tower");
@@ -10831,7 +10333,7 @@ AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *c
         case AES__CK_LOGIT_SCALE: one = (float)log(1.0 / 0.07); break;
         default: break; /* biases: 0 */
         }
-        if (std > 0) for (k = 0; k < s->numel; k++) x[k] = (float)(std * aes__clip_rng_normal(&state));
+        if (std > 0) for (k = 0; k < s->numel; k++) x[k] = (float)(std * aes__rand_normal(&state));
         else for (k = 0; k < s->numel; k++) x[k] = one;
         aes__clip_hash_f32(&h, x, s->numel);
     }
@@ -10912,46 +10414,27 @@ AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_
  * ========================================================================= */
 #include <time.h>
 
-/* ---- random numbers ------------------------------------------------------
- * splitmix64 (Steele, Lea, Flood 2014): a 64-bit state advanced by a
- * constant and mixed.  Every state value is valid, so a seed is just a
- * starting state. */
-static uint64_t aes__elta_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double aes__elta_uniform(uint64_t *s) { /* [0, 1) with 53 bits */
-    return (double)(aes__elta_next(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-static double aes__elta_normal(uint64_t *s) { /* Box-Muller, one of the pair */
-    double u1 = aes__elta_uniform(s), u2 = aes__elta_uniform(s);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-static int aes__elta_below(uint64_t *s, int n) { /* uniform integer in [0, n) */
-    return (int)(aes__elta_uniform(s) * (double)n);
-}
-/* Gamma(a, 1), Marsaglia & Tsang 2000; for a < 1 boosted: G(a) = G(a+1) U^(1/a). */
+/* Gamma(a, 1) from section 1's generator, Marsaglia & Tsang 2000; for a < 1
+ * boosted: G(a) = G(a+1) U^(1/a). */
 static double aes__elta_gamma(double a, uint64_t *s) {
     double boost = 1.0, d, c;
     if (a < 1.0) {
-        boost = pow(aes__elta_uniform(s) + 1e-300, 1.0 / a);
+        boost = pow(aes__rand_uniform(s) + 1e-300, 1.0 / a);
         a += 1.0;
     }
     d = a - 1.0 / 3.0;
     c = 1.0 / sqrt(9.0 * d);
     for (;;) {
-        double z = aes__elta_normal(s), v = 1.0 + c * z, u;
+        double z = aes__rand_normal(s), v = 1.0 + c * z, u;
         if (v <= 0.0) continue;
         v = v * v * v;
-        u = aes__elta_uniform(s);
+        u = aes__rand_uniform(s);
         if (u < 1.0 - 0.0331 * z * z * z * z) return boost * d * v;
         if (log(u + 1e-300) < 0.5 * z * z + d * (1.0 - v + log(v))) return boost * d * v;
     }
 }
-AES_API float aes_elta_beta_sample(float a, uint64_t *rng) {
+/* One draw from Beta(a, a) (two Gamma draws). */
+static float aes__elta_beta_sample(float a, uint64_t *rng) {
     double x, y;
     if (!(a > 0.0f)) return 0.5f;
     x = aes__elta_gamma(a, rng);
@@ -10976,7 +10459,9 @@ AES_API void aes_labels_free(aes_labels *labels) {
     memset(labels, 0, sizeof *labels);
 }
 
-AES_API float aes_hist_mean(const float *h) {
+/* Mean score of a histogram over bins 1..10 (counts or probabilities; 0
+ * when the histogram is all zero). */
+static float aes__hist_mean(const float *h) {
     double s = 0.0, w = 0.0;
     int k;
     for (k = 0; k < AES_SCORE_BINS; k++) {
@@ -10986,7 +10471,8 @@ AES_API float aes_hist_mean(const float *h) {
     return w > 0.0 ? (float)(s / w) : 0.0f;
 }
 
-AES_API int aes_score_bin(float score) {
+/* The bin of a score (see aes_score_bin_counts). */
+static int aes__score_bin(float score) {
     int k;
     if (!(score >= 1.5f)) return 0;          /* also NaN */
     if (score >= 9.5f) return AES_SCORE_BINS - 1;
@@ -10997,10 +10483,12 @@ AES_API int aes_score_bin(float score) {
 AES_API void aes_score_bin_counts(const float *scores, int n, int counts[AES_SCORE_BINS]) {
     int i;
     for (i = 0; i < AES_SCORE_BINS; i++) counts[i] = 0;
-    for (i = 0; i < n; i++) counts[aes_score_bin(scores[i])]++;
+    for (i = 0; i < n; i++) counts[aes__score_bin(scores[i])]++;
 }
 
-AES_API void aes_bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, float tail_ratio,
+/* groups[k] = the aes_bin_group of bin k (the rule in the API above; ratios
+ * <= 0 take the defaults). */
+static void aes__bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, float tail_ratio,
                             int groups[AES_SCORE_BINS]) {
     int k, mx = 0;
     if (!(head_ratio > 0.0f)) head_ratio = 0.5f;
@@ -11016,7 +10504,8 @@ AES_API void aes_bin_groups(const int counts[AES_SCORE_BINS], float head_ratio, 
 
 /* A growable label table while parsing. */
 typedef struct {
-    int n, cap;
+    int n;
+    size_t cap;
     float *score, *hist;
     int64_t *ids;
     char **paths;
@@ -11024,30 +10513,15 @@ typedef struct {
 } aes__elta_lbuf;
 
 static int aes__elta_lbuf_push(aes__elta_lbuf *b) {
-    if (b->n == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 256;
-        float *s, *h = NULL;
-        int64_t *ids = NULL;
-        if (b->cap > (INT_MAX / 2) / AES_SCORE_BINS) return 0;
-        s = (float *)AES_REALLOC(b->score, sizeof(float) * (size_t)cap);
-        if (!s) return 0;
-        b->score = s;
-        if (b->want_hist) {
-            h = (float *)AES_REALLOC(b->hist, sizeof(float) * (size_t)cap * AES_SCORE_BINS);
-            if (!h) return 0;
-            b->hist = h;
-        }
-        if (b->want_ids) {
-            ids = (int64_t *)AES_REALLOC(b->ids, sizeof(int64_t) * (size_t)cap);
-            if (!ids) return 0;
-            b->ids = ids;
-        }
-        if (b->want_paths) {
-            char **paths = (char **)AES_REALLOC(b->paths, sizeof(char *) * (size_t)cap);
-            if (!paths) return 0;
-            b->paths = paths;
-        }
-        b->cap = cap;
+    if (b->n == INT_MAX) return 0;
+    if ((size_t)b->n == b->cap) {   /* every column grows from the same capacity to the same one */
+        size_t cs = b->cap, ch = b->cap, ci = b->cap, cp = b->cap, need = (size_t)b->n + 1;
+        if (!aes__grow((void **)&b->score, &cs, need, sizeof(float)) ||
+            (b->want_hist && !aes__grow((void **)&b->hist, &ch, need, sizeof(float) * AES_SCORE_BINS)) ||
+            (b->want_ids && !aes__grow((void **)&b->ids, &ci, need, sizeof(int64_t))) ||
+            (b->want_paths && !aes__grow((void **)&b->paths, &cp, need, sizeof(char *))))
+            return 0;
+        b->cap = cs;
     }
     b->n++;
     return 1;
@@ -11231,9 +10705,8 @@ AES_API aes_status aes_labels_parse_csv(aes_ctx *ctx, aes_labels *out, const cha
                                      too_long ? "longer than 4095 bytes" : "empty");
                 }
                 AES_FREE(path);
-                path = (char *)AES_MALLOC(fl + 1);
-                if (!path) { aes__elta_lbuf_drop(&b); return aes__fail(ctx, AES_ERR_NOMEM, "%s: out of memory", name); }
-                memcpy(path, field, fl + 1);
+                path = aes__strndup(ctx, field, fl);
+                if (!path) { aes__elta_lbuf_drop(&b); return aes__fail_prefix(ctx, AES_ERR_NOMEM, "%s", name); }
                 got++;
             }
             for (k = 0; k < AES_SCORE_BINS; k++) wanted |= col == col_h[k];
@@ -11360,56 +10833,19 @@ AES_API aes_status aes_labels_parse_ava(aes_ctx *ctx, aes_labels *out, const cha
 }
 
 #ifndef AES_NO_STDIO
-/* Whole file into memory, within AES_LIMIT_FILE_BYTES. */
-static aes_status aes__elta_slurp(aes_ctx *ctx, const char *path, char **data, size_t *len) {
-    FILE *f;
-    long sz;
-    size_t got;
-    *data = NULL;
-    *len = 0;
-    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "NULL path");
-    f = fopen(path, "rb");
-    if (!f) return aes__fail(ctx, AES_ERR_IO, "%s: cannot open", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (sz = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_IO, "%s: cannot determine the size", path);
-    }
-    if ((uint64_t)sz > aes_limit_get(ctx, AES_LIMIT_FILE_BYTES)) {
-        fclose(f);
-        return aes__fail(ctx, AES_ERR_LIMIT, "%s: %ld bytes is over the file size limit", path, sz);
-    }
-    *data = (char *)aes_alloc(ctx, (size_t)sz + 1, 1);
-    if (!*data) { fclose(f); return aes_last_status(ctx); }
-    got = fread(*data, 1, (size_t)sz, f);
-    fclose(f);
-    if (got != (size_t)sz) {
-        aes_free(*data);
-        *data = NULL;
-        return aes__fail(ctx, AES_ERR_IO, "%s: read %zu of %ld bytes", path, got, sz);
-    }
-    (*data)[sz] = 0;
-    *len = (size_t)sz;
-    return AES_OK;
+static aes_status aes__elta_parse_csv(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes_labels_parse_csv(ctx, (aes_labels *)out, data, len, path);
+}
+static aes_status aes__elta_parse_ava(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes_labels_parse_ava(ctx, (aes_labels *)out, data, len, path);
 }
 
 AES_API aes_status aes_labels_read_csv(aes_ctx *ctx, aes_labels *out, const char *path) {
-    char *data;
-    size_t len;
-    aes_status st = aes__elta_slurp(ctx, path, &data, &len);
-    if (st != AES_OK) return st;
-    st = aes_labels_parse_csv(ctx, out, data, len, path);
-    aes_free(data);
-    return st;
+    return aes__load_file(ctx, path, aes__elta_parse_csv, out);
 }
 
 AES_API aes_status aes_labels_read_ava(aes_ctx *ctx, aes_labels *out, const char *path) {
-    char *data;
-    size_t len;
-    aes_status st = aes__elta_slurp(ctx, path, &data, &len);
-    if (st != AES_OK) return st;
-    st = aes_labels_parse_ava(ctx, out, data, len, path);
-    aes_free(data);
-    return st;
+    return aes__load_file(ctx, path, aes__elta_parse_ava, out);
 }
 #endif
 
@@ -11468,7 +10904,7 @@ static int aes__elta_draw(const double *w, int n, uint64_t *rng) {
     int i, last = -1;
     for (i = 0; i < n; i++) total += w[i];
     if (!(total > 0.0)) return -1;
-    u = aes__elta_uniform(rng) * total;
+    u = aes__rand_uniform(rng) * total;
     for (i = 0; i < n; i++) {
         if (w[i] <= 0.0) continue;
         acc += w[i];
@@ -11494,7 +10930,7 @@ static void aes__elta_anchor_logw(double *logw, const float *scores, const float
         } else {
             int counts[AES_SCORE_BINS];
             aes_score_bin_counts(scores, B, counts);
-            for (i = 0; i < B; i++) logw[i] = -log((double)counts[aes_score_bin(scores[i])]);
+            for (i = 0; i < B; i++) logw[i] = -log((double)counts[aes__score_bin(scores[i])]);
         }
     } else {
         for (i = 0; i < B; i++) logw[i] = 0.0;
@@ -11521,11 +10957,15 @@ static void aes__elta_partner_w(double *w, const float *scores, int B, int a, co
     aes__elta_exp_shift(w, B);
 }
 
-AES_API aes_status aes_elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
-                                         const float *anchor_weight, int B, const aes_elta_mixup_cfg *cfg) {
+/* The probabilities the sampler draws with (for the tests): anchor[B] = P(i)
+ * of the chosen anchor rule; partner[B] = P(j | i) for a given anchor i
+ * (partner[i] = 0; all 0 when i has no eligible partner). */
+AES__TEST_ONLY static aes_status aes__elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
+                                                        const float *anchor_weight, int B,
+                                                        const aes_elta_mixup_cfg *cfg) {
     double *w, total = 0.0;
     int i;
-    if (!anchor || !scores || !cfg || B < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_elta_anchor_probs: bad argument");
+    if (!anchor || !scores || !cfg || B < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "ELTA anchor probabilities: bad argument");
     w = (double *)aes_alloc(ctx, (size_t)B, sizeof(double));
     if (!w) return aes_last_status(ctx);
     aes__elta_anchor_logw(w, scores, anchor_weight, B, cfg);
@@ -11536,8 +10976,8 @@ AES_API aes_status aes_elta_anchor_probs(aes_ctx *ctx, float *anchor, const floa
     return AES_OK;
 }
 
-AES_API void aes_elta_partner_probs(float *partner, const float *scores, int B, int i,
-                                    const aes_elta_mixup_cfg *cfg) {
+AES__TEST_ONLY static void aes__elta_partner_probs(float *partner, const float *scores, int B, int i,
+                                                   const aes_elta_mixup_cfg *cfg) {
     double w[256], *pw = w, total = 0.0;
     int j;
     if (B > 256) pw = (double *)AES_MALLOC(sizeof(double) * (size_t)B);
@@ -11585,7 +11025,7 @@ AES_API aes_status aes_elta_mixup_sample(aes_ctx *ctx, int *ia, int *ib, float *
         ia[made] = a;
         ib[made] = j;
         if (cfg->lambda_mode == AES_ELTA_LAMBDA_BETA) {
-            lam[made] = aes_elta_beta_sample(cfg->beta_alpha > 0.0f ? cfg->beta_alpha : 1.0f, rng);
+            lam[made] = aes__elta_beta_sample(cfg->beta_alpha > 0.0f ? cfg->beta_alpha : 1.0f, rng);
         } else {
             double s = anchor_p[a] + anchor_p[j];
             lam[made] = s > 0.0 ? (float)(anchor_p[a] / s) : 0.5f;
@@ -11697,13 +11137,13 @@ AES_API aes_status aes_elta_refine(aes_ctx *ctx, float *refined, float *conf, co
     if (n == 0) return AES_OK;
     for (i = 0; i < n; i++) {
         aes__elta_softmax10(p, logits + (size_t)i * AES_SCORE_BINS, 1.0f);
-        center += aes_hist_mean(p);
+        center += aes__hist_mean(p);
     }
     center /= n;
     for (i = 0; i < n; i++) {
         float *r = refined + (size_t)i * AES_SCORE_BINS, mx = 0.0f, mul;
         aes__elta_softmax10(p, logits + (size_t)i * AES_SCORE_BINS, 1.0f);
-        mul = (float)exp((double)beta * fabs(center - aes_hist_mean(p)));
+        mul = (float)exp((double)beta * fabs(center - aes__hist_mean(p)));
         if (!(mul < 1e30f)) mul = 1e30f;
         aes__elta_softmax10(r, logits + (size_t)i * AES_SCORE_BINS, mul);
         for (k = 0; k < AES_SCORE_BINS; k++) mx = r[k] > mx ? r[k] : mx;
@@ -11754,7 +11194,8 @@ static double aes__elta_pearson_d(const double *x, const double *y, int n) {
     return sxy / sqrt(sxx * syy);
 }
 
-AES_API double aes_plcc(const float *x, const float *y, int n) {
+/* Pearson's linear correlation (NaN when undefined). */
+static double aes__plcc(const float *x, const float *y, int n) {
     double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
     int i;
     if (!x || !y || n < 2) return NAN;
@@ -11769,10 +11210,11 @@ AES_API double aes_plcc(const float *x, const float *y, int n) {
     return sxy / sqrt(sxx * syy);
 }
 
-AES_API aes_status aes_srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out) {
+/* Spearman's rank correlation, ties given average ranks (NaN when undefined). */
+static aes_status aes__srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out) {
     double *rx, *ry;
     aes__elta_vi *tmp;
-    if (!x || !y || !out || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_srcc: bad argument");
+    if (!x || !y || !out || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "SRCC: bad argument");
     *out = NAN;
     if (n < 2) return AES_OK;
     rx = (double *)aes_alloc(ctx, (size_t)n * 2, sizeof(double));
@@ -11805,13 +11247,13 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
     }
     memset(m, 0, sizeof *m);
     m->n = n;
-    st = aes_srcc(ctx, pred, truth, n, &m->srcc);
+    st = aes__srcc(ctx, pred, truth, n, &m->srcc);
     if (st != AES_OK) return st;
-    m->plcc = aes_plcc(pred, truth, n);
+    m->plcc = aes__plcc(pred, truth, n);
     for (k = 0; k < AES_SCORE_BINS; k++) { bin_sum[k] = 0.0; m->bin_count[k] = 0; }
     for (i = 0; i < n; i++) {
         double e = fabs((double)pred[i] - truth[i]);
-        int bin = aes_score_bin(truth[i]);
+        int bin = aes__score_bin(truth[i]);
         ae_sum += e;
         se_sum += e * e;
         bin_sum[bin] += e;
@@ -11825,7 +11267,7 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
     if (pred_hist && true_hist) m->emd = aes_emd_forward(pred_hist, true_hist, n, NULL);
     if (opts && opts->split_counts) memcpy(counts, opts->split_counts, sizeof counts);
     else memcpy(counts, m->bin_count, sizeof counts);
-    aes_bin_groups(counts, head_ratio, tail_ratio, m->group);
+    aes__bin_groups(counts, head_ratio, tail_ratio, m->group);
     for (k = 0; k < 3; k++) { gsum[k] = 0.0; gcount[k] = 0; }
     m->balanced_mae = 0.0;
     for (k = 0; k < AES_SCORE_BINS; k++) {
@@ -11847,11 +11289,12 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
  *  Aesthetic heads
  * ========================================================================= */
 
-AES_API const char *aes_head_kind_name(int kind) { return kind == AES_HEAD_MLP ? "mlp" : "linear"; }
-AES_API const char *aes_head_output_name(int output) { return output == AES_HEAD_HIST10 ? "hist10" : "score"; }
-AES_API const char *aes_head_act_name(int act) { return act == AES_HEAD_ACT_RELU ? "relu" : "none"; }
+AES_API const char *aes_head_kind_name(aes_head_kind kind) { return kind == AES_HEAD_MLP ? "mlp" : "linear"; }
+AES_API const char *aes_head_output_name(aes_head_output output) { return output == AES_HEAD_HIST10 ? "hist10" : "score"; }
+static const char *aes__head_act_name(aes_head_act act) { return act == AES_HEAD_ACT_RELU ? "relu" : "none"; }
 
-AES_API int aes_head_out_dim(const aes_head *head) {
+/* Outputs of the head: 1 (a score) or 10 (logits). */
+static int aes__head_out_dim(const aes_head *head) {
     return head && head->output == AES_HEAD_HIST10 ? AES_SCORE_BINS : 1;
 }
 
@@ -11865,8 +11308,8 @@ AES_API void aes_head_free(aes_head *head) {
     memset(head, 0, sizeof *head);
 }
 
-AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int output, int act, int in_dim,
-                                 const int *hidden, uint64_t seed) {
+AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kind, aes_head_output output,
+                                 aes_head_act act, int in_dim, const int *hidden, uint64_t seed) {
     static const int laion_v2_hidden[4] = {1024, 128, 64, 16};
     int l;
     if (!head) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_init: NULL head");
@@ -11890,7 +11333,7 @@ AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int out
             head->dim[l + 1] = hidden[l];
         }
     }
-    head->dim[head->nlayers] = aes_head_out_dim(head);
+    head->dim[head->nlayers] = aes__head_out_dim(head);
     for (l = 0; l < head->nlayers; l++) {
         int fan_in = head->dim[l], fan_out = head->dim[l + 1];
         size_t i, nw = (size_t)fan_in * fan_out;
@@ -11900,8 +11343,8 @@ AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, int kind, int out
         head->b[l] = (float *)aes_alloc(ctx, (size_t)fan_out, sizeof(float));
         if (!head->w[l] || !head->b[l]) { aes_head_free(head); return aes_last_status(ctx); }
         /* nn.Linear's default (kaiming_uniform with a = sqrt 5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
-        for (i = 0; i < nw; i++) head->w[l][i] = bound * (float)(2.0 * aes__elta_uniform(&rng) - 1.0);
-        for (i = 0; i < (size_t)fan_out; i++) head->b[l][i] = bound * (float)(2.0 * aes__elta_uniform(&rng) - 1.0);
+        for (i = 0; i < nw; i++) head->w[l][i] = bound * (float)(2.0 * aes__rand_uniform(&rng) - 1.0);
+        for (i = 0; i < (size_t)fan_out; i++) head->b[l][i] = bound * (float)(2.0 * aes__rand_uniform(&rng) - 1.0);
     }
     return AES_OK;
 }
@@ -11932,21 +11375,22 @@ static aes_status aes__elta_head_check(aes_ctx *ctx, const aes_head *h, const ch
     for (l = 0; l < h->nlayers; l++)
         if (!h->w[l] || !h->b[l] || h->dim[l] < 1 || h->dim[l + 1] < 1)
             return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: head layer %d is incomplete", fn, l);
-    if (h->dim[h->nlayers] != aes_head_out_dim(h))
+    if (h->dim[h->nlayers] != aes__head_out_dim(h))
         return aes__fail(ctx, AES_ERR_SHAPE, "%s: head ends in %d outputs, its output kind '%s' needs %d", fn,
-                         h->dim[h->nlayers], aes_head_output_name(h->output), aes_head_out_dim(h));
+                         h->dim[h->nlayers], aes_head_output_name(h->output), aes__head_out_dim(h));
     return AES_OK;
 }
 
-AES_API aes_status aes_head_forward(aes_ctx *ctx, const aes_head *head, float *out, const float *x, int n) {
+/* Raw outputs [n, aes__head_out_dim] (scores or logits). */
+static aes_status aes__head_forward(aes_ctx *ctx, const aes_head *head, float *out, const float *x, int n) {
     enum { CHUNK = 256 };
     float *buf, *act[AES_HEAD_MAX_LAYERS + 1];
     int md, i0, l, od;
-    aes_status st = aes__elta_head_check(ctx, head, "aes_head_forward");
+    aes_status st = aes__elta_head_check(ctx, head, "head forward");
     if (st != AES_OK) return st;
-    if (!out || !x || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_forward: bad argument");
+    if (!out || !x || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "head forward: bad argument");
     md = aes__elta_head_maxdim(head);
-    od = aes_head_out_dim(head);
+    od = aes__head_out_dim(head);
     buf = (float *)aes_alloc(ctx, (size_t)CHUNK * md, sizeof(float) * (size_t)(head->nlayers + 1));
     if (!buf) return aes_last_status(ctx);
     for (l = 0; l <= head->nlayers; l++) act[l] = buf + (size_t)l * CHUNK * md;
@@ -11967,16 +11411,16 @@ AES_API aes_status aes_head_predict(aes_ctx *ctx, const aes_head *head, float *s
     aes_status st = aes__elta_head_check(ctx, head, "aes_head_predict");
     if (st != AES_OK) return st;
     if (!scores || !x || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_predict: bad argument");
-    od = aes_head_out_dim(head);
+    od = aes__head_out_dim(head);
     out = (float *)aes_alloc(ctx, (size_t)(n ? n : 1), sizeof(float) * (size_t)od);
     if (!out) return aes_last_status(ctx);
-    st = aes_head_forward(ctx, head, out, x, n);
+    st = aes__head_forward(ctx, head, out, x, n);
     if (st == AES_OK) {
         for (i = 0; i < n; i++) {
             if (head->output == AES_HEAD_HIST10) {
                 float p[AES_SCORE_BINS];
                 aes__elta_softmax10(p, out + (size_t)i * AES_SCORE_BINS, 1.0f);
-                scores[i] = aes_hist_mean(p);
+                scores[i] = aes__hist_mean(p);
                 if (hist) memcpy(hist + (size_t)i * AES_SCORE_BINS, p, sizeof p);
             } else {
                 scores[i] = out[i];
@@ -12025,7 +11469,7 @@ static aes_status aes__elta_head_file_build(aes_ctx *ctx, const aes_head *head, 
     f->kv[f->nkv++] = "aesalign.output";
     f->kv[f->nkv++] = aes_head_output_name(head->output);
     f->kv[f->nkv++] = "aesalign.activation";
-    f->kv[f->nkv++] = aes_head_act_name(head->act);
+    f->kv[f->nkv++] = aes__head_act_name(head->act);
     f->kv[f->nkv++] = "aesalign.score_range";
     f->kv[f->nkv++] = "1,10";
     for (i = 0; i < 2 * n_extra; i++) f->kv[f->nkv++] = extra_kv[i];
@@ -12182,15 +11626,23 @@ static double aes__elta_loss_grad(aes_ctx *ctx, aes__elta_ws *w, const aes_head 
     return loss;
 }
 
-AES_API aes_status aes_head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
-                                      const float *x, const float *hist, const float *score, int R,
-                                      float sim_weight, int sim_layer, double *task_loss, double *sim_loss) {
+/* The trainer's inner step on its own, for the tests: loss and gradients
+ * of a head on R rows, the task loss (MSE on score[R] for a score head; EMD
+ * on softmax(logits) vs hist[R, 10] for a hist10 head) plus sim_weight *
+ * L_sim on hidden layer sim_layer (0: the last one; weight 0 = off; MLP
+ * only).  ACCUMULATES into dw[l] ([dim[l+1], dim[l]]) and db[l]
+ * ([dim[l+1]]) for each layer l; the task loss goes to *task_loss and L_sim
+ * to *sim_loss (either may be NULL). */
+AES__TEST_ONLY static aes_status aes__head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
+                                                     const float *x, const float *hist, const float *score, int R,
+                                                     float sim_weight, int sim_layer, double *task_loss,
+                                                     double *sim_loss) {
     aes__elta_ws w;
     double loss, sim = 0.0;
-    aes_status st = aes__elta_head_check(ctx, head, "aes_head_loss_grad");
+    aes_status st = aes__elta_head_check(ctx, head, "head loss");
     if (st != AES_OK) return st;
     if (!dw || !db || !x || !score || R < 1 || (head->output == AES_HEAD_HIST10 && !hist))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_loss_grad: bad argument");
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "head loss: bad argument");
     if ((st = aes__elta_ws_alloc(ctx, &w, head, R, sim_weight != 0.0f && head->nlayers > 1)) != AES_OK) return st;
     memcpy(w.act[0], x, sizeof(float) * (size_t)R * head->dim[0]);
     loss = aes__elta_loss_grad(ctx, &w, head, R, hist, score, sim_weight, sim_layer, dw, db, &sim);
@@ -12209,17 +11661,22 @@ typedef struct {
     const aes_head_train_config *cfg;
     int L, D, cap;                        /* layers, input size, rows per step      */
     aes__elta_ws ws;
-    float *dw[AES_HEAD_MAX_LAYERS], *db[AES_HEAD_MAX_LAYERS];
-    float *mw[AES_HEAD_MAX_LAYERS], *vw[AES_HEAD_MAX_LAYERS];
-    float *mb[AES_HEAD_MAX_LAYERS], *vb[AES_HEAD_MAX_LAYERS];
-    float *bw[AES_HEAD_MAX_LAYERS], *bb[AES_HEAD_MAX_LAYERS];   /* best weights */
+    /* The head's layers live in one flat buffer while it trains (w0 b0 w1
+     * b1 ...), so that aes_optim updates them: h->w / h->b point into
+     * params until aes__elta_unflatten puts the values back. */
+    float *params, *grads, *best;         /* [nparams]: values, gradients, best epoch */
+    size_t nparams;
+    float *own_w[AES_HEAD_MAX_LAYERS], *own_b[AES_HEAD_MAX_LAYERS];  /* the head's own arrays */
+    int flat;                             /* h points into params                 */
+    float *dw[AES_HEAD_MAX_LAYERS], *db[AES_HEAD_MAX_LAYERS];        /* into grads */
+    aes_optim *opt;                       /* AdamW, biases not decayed            */
+    aes_optim_config sched;               /* the current stage's lr schedule      */
     float *thist, *tscore, *aweight;
     int *ia, *ib;
     float *lam;
-    long step;
-    float lr_now;                         /* learning rate of the current step    */
     /* training pool */
-    int ntr, ntr_cap;
+    int ntr;
+    size_t ntr_cap;
     const float **rx, **rh;
     float *rs;
     int *order;
@@ -12228,13 +11685,24 @@ typedef struct {
     float *mu, *inv_sd;                   /* standardisation (NULL: none)          */
 } aes__elta_run;
 
-static void aes__elta_run_free(aes__elta_run *r) {
+/* Puts the trained values back into the head's own arrays. */
+static void aes__elta_unflatten(aes__elta_run *r) {
     int l;
-    aes__elta_ws_free(&r->ws);
-    for (l = 0; l < AES_HEAD_MAX_LAYERS; l++) {
-        aes_free(r->dw[l]); aes_free(r->db[l]); aes_free(r->mw[l]); aes_free(r->vw[l]);
-        aes_free(r->mb[l]); aes_free(r->vb[l]); aes_free(r->bw[l]); aes_free(r->bb[l]);
+    if (!r->flat) return;
+    r->flat = 0;
+    for (l = 0; l < r->L; l++) {
+        memcpy(r->own_w[l], r->h->w[l], sizeof(float) * (size_t)r->h->dim[l] * r->h->dim[l + 1]);
+        memcpy(r->own_b[l], r->h->b[l], sizeof(float) * (size_t)r->h->dim[l + 1]);
+        r->h->w[l] = r->own_w[l];
+        r->h->b[l] = r->own_b[l];
     }
+}
+
+static void aes__elta_run_free(aes__elta_run *r) {
+    aes__elta_unflatten(r);
+    aes__elta_ws_free(&r->ws);
+    aes_optim_free(r->opt);
+    aes_free(r->params); aes_free(r->grads); aes_free(r->best);
     aes_free(r->thist); aes_free(r->tscore); aes_free(r->aweight);
     aes_free(r->ia); aes_free(r->ib); aes_free(r->lam);
     aes_free(r->mu); aes_free(r->inv_sd);
@@ -12243,20 +11711,43 @@ static void aes__elta_run_free(aes__elta_run *r) {
 
 static aes_status aes__elta_run_alloc(aes__elta_run *r) {
     aes_ctx *ctx = r->ctx;
-    int l, ok = 1, cap = r->cap;
-    aes_status st = aes__elta_ws_alloc(ctx, &r->ws, r->h, cap, r->cfg->elta.simloss && r->L > 1);
+    aes_head *h = r->h;
+    aes_param_segment seg[2 * AES_HEAD_MAX_LAYERS];
+    size_t off = 0;
+    int l, ok, cap = r->cap;
+    aes_status st = aes__elta_ws_alloc(ctx, &r->ws, h, cap, r->cfg->elta.simloss && r->L > 1);
     if (st != AES_OK) return st;
-    for (l = 0; l < r->L && ok; l++) {
-        size_t nw = (size_t)r->h->dim[l] * r->h->dim[l + 1], nb = (size_t)r->h->dim[l + 1];
-        r->dw[l] = (float *)aes_calloc(ctx, nw, sizeof(float));
-        r->mw[l] = (float *)aes_calloc(ctx, nw, sizeof(float));
-        r->vw[l] = (float *)aes_calloc(ctx, nw, sizeof(float));
-        r->bw[l] = (float *)aes_alloc(ctx, nw, sizeof(float));
-        r->db[l] = (float *)aes_calloc(ctx, nb, sizeof(float));
-        r->mb[l] = (float *)aes_calloc(ctx, nb, sizeof(float));
-        r->vb[l] = (float *)aes_calloc(ctx, nb, sizeof(float));
-        r->bb[l] = (float *)aes_alloc(ctx, nb, sizeof(float));
-        ok &= r->dw[l] && r->mw[l] && r->vw[l] && r->bw[l] && r->db[l] && r->mb[l] && r->vb[l] && r->bb[l];
+    for (l = 0; l < r->L; l++) {
+        seg[2 * l].offset = off;
+        seg[2 * l].count = (size_t)h->dim[l] * h->dim[l + 1];
+        seg[2 * l].decay = 1;
+        off += seg[2 * l].count;
+        seg[2 * l + 1].offset = off;
+        seg[2 * l + 1].count = (size_t)h->dim[l + 1];
+        seg[2 * l + 1].decay = 0;
+        off += seg[2 * l + 1].count;
+    }
+    r->nparams = off;
+    r->sched = aes_optim_config_default(AES_OPTIM_ADAMW);
+    r->sched.lr = r->cfg->lr;
+    r->sched.weight_decay = r->cfg->weight_decay;
+    if ((st = aes_optim_create(ctx, &r->sched, r->nparams, seg, 2 * r->L, &r->opt)) != AES_OK) return st;
+    r->params = (float *)aes_alloc(ctx, r->nparams, sizeof(float));
+    r->grads = (float *)aes_calloc(ctx, r->nparams, sizeof(float));
+    r->best = (float *)aes_alloc(ctx, r->nparams, sizeof(float));
+    ok = r->params && r->grads && r->best;
+    if (ok) {
+        r->flat = 1;
+        for (l = 0; l < r->L; l++) {
+            r->own_w[l] = h->w[l];
+            r->own_b[l] = h->b[l];
+            h->w[l] = r->params + seg[2 * l].offset;
+            h->b[l] = r->params + seg[2 * l + 1].offset;
+            memcpy(h->w[l], r->own_w[l], sizeof(float) * seg[2 * l].count);
+            memcpy(h->b[l], r->own_b[l], sizeof(float) * seg[2 * l + 1].count);
+            r->dw[l] = r->grads + seg[2 * l].offset;
+            r->db[l] = r->grads + seg[2 * l + 1].offset;
+        }
     }
     if (ok) {
         r->thist = (float *)aes_alloc(ctx, (size_t)cap, sizeof(float) * AES_SCORE_BINS);
@@ -12272,45 +11763,19 @@ static aes_status aes__elta_run_alloc(aes__elta_run *r) {
 
 /* Appends one row to the training pool. */
 static int aes__elta_pool_add(aes__elta_run *r, const float *x, const float *hist, float score) {
-    if (r->ntr == r->ntr_cap) {
-        int cap = r->ntr_cap ? r->ntr_cap * 2 : 1024;
-        const float **nx, **nh;
-        float *ns;
-        int *no;
-        if (r->ntr_cap > INT_MAX / 4) return 0;
-        nx = (const float **)AES_REALLOC((void *)r->rx, sizeof(*nx) * (size_t)cap);
-        if (!nx) return 0;
-        r->rx = nx;
-        nh = (const float **)AES_REALLOC((void *)r->rh, sizeof(*nh) * (size_t)cap);
-        if (!nh) return 0;
-        r->rh = nh;
-        ns = (float *)AES_REALLOC(r->rs, sizeof(float) * (size_t)cap);
-        if (!ns) return 0;
-        r->rs = ns;
-        no = (int *)AES_REALLOC(r->order, sizeof(int) * (size_t)cap);
-        if (!no) return 0;
-        r->order = no;
-        r->ntr_cap = cap;
+    if (r->ntr == INT_MAX) return 0;
+    if ((size_t)r->ntr == r->ntr_cap) {   /* the four columns grow alike */
+        size_t cx = r->ntr_cap, ch = r->ntr_cap, cs = r->ntr_cap, co = r->ntr_cap, need = (size_t)r->ntr + 1;
+        if (!aes__grow((void **)&r->rx, &cx, need, sizeof(*r->rx)) || !aes__grow((void **)&r->rh, &ch, need, sizeof(*r->rh)) ||
+            !aes__grow((void **)&r->rs, &cs, need, sizeof(*r->rs)) || !aes__grow((void **)&r->order, &co, need, sizeof(*r->order)))
+            return 0;
+        r->ntr_cap = cx;
     }
     r->rx[r->ntr] = x;
     r->rh[r->ntr] = hist;
     r->rs[r->ntr] = score;
     r->ntr++;
     return 1;
-}
-
-/* AdamW (Loshchilov & Hutter 2019): Adam's moments, then the decay applied
- * to the weights directly (decoupled), not through the gradient.  Biases are
- * not decayed. */
-static void aes__elta_adamw(float *p, float *g, float *m, float *v, size_t n, float lr, float wd, long t) {
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
-    size_t i;
-    for (i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-        p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + wd * p[i]);
-    }
 }
 
 /* dst = (src - mu) / sd, or a copy without standardisation. */
@@ -12369,21 +11834,20 @@ static aes_status aes__elta_forward_raw(aes__elta_run *r, float *out, const floa
     for (i0 = 0; i0 < n && st == AES_OK; i0 += CHUNK) {
         int m = n - i0 < CHUNK ? n - i0 : CHUNK;
         for (i = 0; i < m; i++) aes__elta_std_row(r, buf + (size_t)i * r->D, x + (size_t)(i0 + i) * r->D);
-        st = aes_head_forward(r->ctx, r->h, out + (size_t)i0 * aes_head_out_dim(r->h), buf, m);
+        st = aes__head_forward(r->ctx, r->h, out + (size_t)i0 * aes__head_out_dim(r->h), buf, m);
     }
     aes_free(buf);
     return st;
 }
 
-/* One optimisation step on the rows order[start .. start+B).  Returns the
- * task loss (mean over the step's rows) and adds L_sim to *sim. */
-static double aes__elta_step(aes__elta_run *r, int start, int B, double *sim) {
+/* One optimisation step at learning rate lr on the rows order[start ..
+ * start+B).  *loss gets the task loss (mean over the step's rows); L_sim is
+ * added to *sim. */
+static aes_status aes__elta_step(aes__elta_run *r, int start, int B, float lr, double *loss, double *sim) {
     aes_ctx *ctx = r->ctx;
-    aes_head *h = r->h;
     const aes_head_train_config *cfg = r->cfg;
     float *x0 = r->ws.act[0];
-    int emd = cfg->loss == AES_LOSS_EMD, R = B, b, l;
-    double loss;
+    int emd = cfg->loss == AES_LOSS_EMD, R = B, b;
     for (b = 0; b < B; b++) {
         int row = r->order[start + b];
         aes__elta_std_row(r, x0 + (size_t)b * r->D, r->rx[row]);
@@ -12397,7 +11861,7 @@ static double aes__elta_step(aes__elta_run *r, int start, int B, double *sim) {
         aes_elta_mixup_cfg mc = cfg->elta.mix;
         if (mc.n_mix > r->cap - B) mc.n_mix = r->cap - B;
         for (b = 0; b < B; b++) { /* inverse bin frequency over the whole training set */
-            int c = r->bin_count[aes_score_bin(r->tscore[b])];
+            int c = r->bin_count[aes__score_bin(r->tscore[b])];
             r->aweight[b] = 1.0f / (float)(c > 0 ? c : 1);
         }
         if (aes_elta_mixup_sample(ctx, r->ia, r->ib, r->lam, &np, r->tscore, r->aweight, B, &mc, &r->rng) == AES_OK &&
@@ -12409,33 +11873,15 @@ static double aes__elta_step(aes__elta_run *r, int start, int B, double *sim) {
             R = B + np;
         }
     }
-    for (l = 0; l < r->L; l++) {
-        memset(r->dw[l], 0, sizeof(float) * (size_t)h->dim[l] * h->dim[l + 1]);
-        memset(r->db[l], 0, sizeof(float) * (size_t)h->dim[l + 1]);
-    }
-    loss = aes__elta_loss_grad(ctx, &r->ws, h, R, r->thist, r->tscore,
-                               cfg->elta.simloss ? cfg->elta.sim_weight : 0.0f, cfg->elta.sim_layer, r->dw, r->db, sim);
-    r->step++;
-    for (l = 0; l < r->L; l++) {
-        aes__elta_adamw(h->w[l], r->dw[l], r->mw[l], r->vw[l], (size_t)h->dim[l] * h->dim[l + 1], r->lr_now,
-                        cfg->weight_decay, r->step);
-        aes__elta_adamw(h->b[l], r->db[l], r->mb[l], r->vb[l], (size_t)h->dim[l + 1], r->lr_now, 0.0f, r->step);
-    }
-    return loss;
+    memset(r->grads, 0, sizeof(float) * r->nparams);
+    *loss = aes__elta_loss_grad(ctx, &r->ws, r->h, R, r->thist, r->tscore,
+                                cfg->elta.simloss ? cfg->elta.sim_weight : 0.0f, cfg->elta.sim_layer, r->dw, r->db, sim);
+    return aes_optim_step(ctx, r->opt, r->params, r->grads, lr, NULL);
 }
 
 static void aes__elta_keep_best(aes__elta_run *r, int restore) {
-    int l;
-    for (l = 0; l < r->L; l++) {
-        size_t nw = (size_t)r->h->dim[l] * r->h->dim[l + 1], nb = (size_t)r->h->dim[l + 1];
-        if (restore) {
-            memcpy(r->h->w[l], r->bw[l], sizeof(float) * nw);
-            memcpy(r->h->b[l], r->bb[l], sizeof(float) * nb);
-        } else {
-            memcpy(r->bw[l], r->h->w[l], sizeof(float) * nw);
-            memcpy(r->bb[l], r->h->b[l], sizeof(float) * nb);
-        }
-    }
+    if (restore) memcpy(r->params, r->best, sizeof(float) * r->nparams);
+    else memcpy(r->best, r->params, sizeof(float) * r->nparams);
 }
 
 /* Initial last-layer bias at the label mean: the head starts predicting the
@@ -12473,6 +11919,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
     aes__elta_run r;
     aes_status st;
     int *perm = NULL, nv, i, e, total_epochs, stage2, n_pseudo = 0, best_epoch = 0, emd;
+    long stage_step = 0;
     float *vx = NULL, *vs = NULL, *vh = NULL, *ps = NULL, *ph = NULL, *pseudo_h = NULL, *ulog = NULL, *conf = NULL;
     double best_srcc = -INFINITY;
     aes_iaa_metrics best_m;
@@ -12508,12 +11955,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
     if (nv >= n) nv = n - 1;
     perm = (int *)aes_alloc(ctx, (size_t)n, sizeof(int));
     if (!perm) return aes_last_status(ctx);
-    for (i = 0; i < n; i++) perm[i] = i;
-    for (i = n - 1; i > 0; i--) {
-        int j = aes__elta_below(&r.rng, i + 1), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    aes__rand_permutation(&r.rng, perm, n);
     st = aes__elta_run_alloc(&r);
     if (st != AES_OK) goto done;
     for (i = 0; i < n - nv; i++) {
@@ -12560,7 +12002,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
                 if (!(conf[i] > cfg->elta.refine_threshold)) continue;
                 if (cfg->elta.refine_label == 0) /* the paper: the head's own output distribution */
                     aes__elta_softmax10(hrow, ulog + (size_t)i * AES_SCORE_BINS, 1.0f);
-                if (!aes__elta_pool_add(&r, unlabeled + (size_t)i * d, hrow, aes_hist_mean(hrow))) {
+                if (!aes__elta_pool_add(&r, unlabeled + (size_t)i * d, hrow, aes__hist_mean(hrow))) {
                     st = aes__fail(ctx, AES_ERR_NOMEM, "aes_head_train: out of memory");
                     goto done;
                 }
@@ -12572,23 +12014,22 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
             best_srcc = -INFINITY;
             best_epoch = 0;
         }
-        for (i = 0; i < r.ntr; i++) r.order[i] = i;
-        for (i = r.ntr - 1; i > 0; i--) {
-            int j = aes__elta_below(&r.rng, i + 1), t = r.order[i];
-            r.order[i] = r.order[j];
-            r.order[j] = t;
+        if (e == 1 || e == cfg->epochs + 1) {
+            /* a stage starts: with cosine, the learning rate falls to 0 over
+             * all the steps of the stage */
+            double steps_in_stage = (double)((r.ntr + cfg->batch - 1) / cfg->batch) *
+                                    (e == 1 ? cfg->epochs : total_epochs - cfg->epochs);
+            r.sched.total_steps = !cfg->cosine ? 0 : steps_in_stage < INT_MAX ? (int)steps_in_stage : INT_MAX;
+            stage_step = 0;
         }
+        aes__rand_permutation(&r.rng, r.order, r.ntr);
         for (start = 0; start < r.ntr; start += cfg->batch) {
             int B = r.ntr - start < cfg->batch ? r.ntr - start : cfg->batch;
-            if (cfg->cosine) { /* position inside the current stage, in epochs */
-                int stage_first = e > cfg->epochs ? cfg->epochs + 1 : 1;
-                int stage_len = e > cfg->epochs ? total_epochs - cfg->epochs : cfg->epochs;
-                double t = ((e - stage_first) + (double)start / r.ntr) / stage_len;
-                r.lr_now = (float)(cfg->lr * 0.5 * (1.0 + cos(3.141592653589793 * t)));
-            } else {
-                r.lr_now = cfg->lr;
-            }
-            loss_sum += aes__elta_step(&r, start, B, &sim_sum);
+            double loss;
+            st = aes__elta_step(&r, start, B, aes_lr_schedule(&r.sched, stage_step++), &loss, &sim_sum);
+            if (st == AES_ERR_NUMERIC) st = aes__fail(ctx, st, "aes_head_train: the gradients diverged at epoch %d (lower the learning rate)", e);
+            if (st != AES_OK) goto done;
+            loss_sum += loss;
             steps++;
         }
         for (i = 0; i < r.L; i++) {
@@ -12674,22 +12115,22 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
     }
     labels->n = n;
     labels->has_hist = 1;
-    for (i = 0; i < rank * D; i++) basis[i] = (float)(aes__elta_normal(&wr) / sqrt((double)D));
+    for (i = 0; i < rank * D; i++) basis[i] = (float)(aes__rand_normal(&wr) / sqrt((double)D));
     for (i = 0; i < n; i++) {
         double s, t, norm = 0.0, sum = 0.0;
         int i0;
         float *h = labels->hist + (size_t)i * AES_SCORE_BINS, *xi = x + (size_t)i * D;
-        do s = cfg->mean + cfg->sd * aes__elta_normal(&sr); while (s < 1.0 || s > 10.0);
-        t = s + cfg->position_sd * aes__elta_normal(&sr);
+        do s = cfg->mean + cfg->sd * aes__rand_normal(&sr); while (s < 1.0 || s > 10.0);
+        t = s + cfg->position_sd * aes__rand_normal(&sr);
         t = (t < 1.0 ? 1.0 : (t > 10.0 ? 10.0 : t)) - 1.0; /* on the polyline through the 10 anchors */
         i0 = (int)floor(t);
         if (i0 > 8) i0 = 8;
         t -= i0;
         for (c = 0; c < D; c++)
             z[c] = (1.0 - t) * anchors[(size_t)i0 * D + c] + t * anchors[(size_t)(i0 + 1) * D + c] +
-                   cfg->noise_scale * aes__elta_normal(&sr) / sqrt((double)D);
+                   cfg->noise_scale * aes__rand_normal(&sr) / sqrt((double)D);
         for (k = 0; k < rank; k++) {
-            double a = cfg->content_scale * aes__elta_normal(&sr) / sqrt((double)rank);
+            double a = cfg->content_scale * aes__rand_normal(&sr) / sqrt((double)rank);
             for (c = 0; c < D; c++) z[c] += a * basis[(size_t)k * D + c];
         }
         for (c = 0; c < D; c++) norm += z[c] * z[c];
@@ -12697,13 +12138,13 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
         for (c = 0; c < D; c++) xi[c] = (float)(z[c] / (norm > 0.0 ? norm : 1.0));
         for (k = 0; k < AES_SCORE_BINS; k++) h[k] = 0.0f;
         for (k = 0; k < cfg->votes; k++) {
-            long v = lround(s + cfg->vote_sd * aes__elta_normal(&sr));
+            long v = lround(s + cfg->vote_sd * aes__rand_normal(&sr));
             v = v < 1 ? 1 : (v > 10 ? 10 : v);
             h[v - 1] += 1.0f;
         }
         for (k = 0; k < AES_SCORE_BINS; k++) sum += h[k];
         for (k = 0; k < AES_SCORE_BINS; k++) h[k] = (float)(h[k] / sum);
-        labels->score[i] = aes_hist_mean(h);
+        labels->score[i] = aes__hist_mean(h);
     }
     aes_free(basis);
     aes_free(z);
@@ -12723,14 +12164,6 @@ static uint64_t aes__fnv1a(uint64_t h, const void *data, size_t len) {
     return h;
 }
 #define AES__FNV_INIT 14695981039346656037ull
-
-static char *aes__r_strdup(aes_ctx *ctx, const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = (char *)AES_MALLOC(n);
-    if (!p) { aes__fail(ctx, AES_ERR_NOMEM, "out of memory copying a string of %zu bytes", n); return NULL; }
-    memcpy(p, s, n);
-    return p;
-}
 
 static int aes__r_finite(const float *x, size_t n) {
     size_t i;
@@ -12892,13 +12325,14 @@ static aes_status aes__head_tensor(aes_ctx *ctx, const aes_safetensors *st, cons
     return AES_OK;
 }
 
-AES_API aes_status aes_head_from_safetensors(aes_ctx *ctx, const aes_safetensors *st, aes_head *out) {
+/* A head from an open safetensors object (aes_head_load, aes_head_load_memory). */
+static aes_status aes__head_from_safetensors(aes_ctx *ctx, const aes_safetensors *st, aes_head *out) {
     const char *src, *m_kind, *m_act, *m_out;
     const aes_tensor_view *w0;
     int idx[AES_HEAD_MAX_LAYERS + 1], nl = 0, i, l, relu_guess = 0;
     char name[64];
     aes_status s;
-    if (!st || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_head_from_safetensors: NULL argument");
+    if (!st || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aesthetic head: NULL argument");
     memset(out, 0, sizeof *out);
     src = aes_safetensors_source(st);
     m_kind = aes_safetensors_metadata(st, "aesalign.head");
@@ -12980,7 +12414,7 @@ AES_API aes_status aes_head_load_memory(aes_ctx *ctx, const void *data, size_t l
     aes_status s;
     if (out) memset(out, 0, sizeof *out);
     if ((s = aes_safetensors_load_memory(ctx, data, len, 0, &st)) != AES_OK) return s;
-    s = aes_head_from_safetensors(ctx, st, out);
+    s = aes__head_from_safetensors(ctx, st, out);
     aes_safetensors_close(st);
     return s;
 }
@@ -12991,7 +12425,7 @@ AES_API aes_status aes_head_load(aes_ctx *ctx, const char *path, aes_head *out) 
     aes_status s;
     if (out) memset(out, 0, sizeof *out);
     if ((s = aes_safetensors_open(ctx, path, &st)) != AES_OK) return s;
-    s = aes_head_from_safetensors(ctx, st, out);
+    s = aes__head_from_safetensors(ctx, st, out);
     aes_safetensors_close(st);
     return s;
 }
@@ -13500,33 +12934,6 @@ AES_API aes_status aes_topk_i8(aes_ctx *ctx, const int8_t *base, const float *sc
  *  R3. The index
  * ========================================================================= */
 
-/* ---- CRC-32 --------------------------------------------------------------- */
-/* Slicing-by-8 tables are built per call (8 KB on the stack, ~2 us): no
- * global state, and the cost is nothing next to checksumming a file. */
-AES_API uint32_t aes_crc32(uint32_t crc, const void *data, size_t len) {
-    uint32_t t[8][256];
-    const unsigned char *p = (const unsigned char *)data;
-    uint32_t i, j;
-    for (i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (j = 0; j < 8; j++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        t[0][i] = c;
-    }
-    for (i = 0; i < 256; i++)
-        for (j = 1; j < 8; j++) t[j][i] = (t[j - 1][i] >> 8) ^ t[0][t[j - 1][i] & 0xFFu];
-    crc = ~crc;
-    while (len >= 8) {
-        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
-        crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
-              t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
-        p += 8;
-        len -= 8;
-    }
-    while (len--) crc = t[0][(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
-    return ~crc;
-}
-
 /* ---- little-endian fields --------------------------------------------------- */
 static void aes__put_u32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
@@ -13588,17 +12995,21 @@ AES_API void aes_index_free(aes_index *idx) {
     AES_FREE(idx);
 }
 
-static void *aes__grow(void *p, size_t n, size_t size) {
-    if (size && n > SIZE_MAX / size) return NULL;
-    return AES_REALLOC(p, (n * size) != 0 ? n * size : 1);
+/* Grows a per-entry array of the index (from a capacity of `from` entries,
+ * 0 for a new array) to at least `cap` entries of `elem` bytes.  Always
+ * leaves memory behind a non-NULL pointer, also for cap 0. */
+static int aes__ix_grow(void *arr, size_t from, size_t cap, size_t elem) {
+    size_t c = from;
+    return aes__grow((void **)arr, &c, cap ? cap : 1, elem);
 }
 
 /* Makes room for `need` entries and makes the vectors owned (a loaded
- * index points into its file buffer until the first change). */
+ * index points into its file buffer until the first change).  All arrays
+ * share the capacity m->cap, which doubles. */
 static aes_status aes__ix_reserve(aes_ctx *ctx, aes_index *idx, size_t need) {
     struct aes__index_impl *m = idx->impl;
     size_t cap = m->cap, dim = (size_t)idx->dim;
-    void *p;
+    int ok = 1;
     if (need <= m->cap && !m->blob) return AES_OK;
     if (need > m->cap) {
         cap = m->cap < 64 ? 64 : m->cap;
@@ -13610,12 +13021,10 @@ static aes_status aes__ix_reserve(aes_ctx *ctx, aes_index *idx, size_t need) {
         /* copy the vectors out of the file buffer, then drop the buffer */
         float *vec = NULL, *qs = NULL;
         int8_t *qv = NULL;
-        if (idx->storage & AES_INDEX_F32) vec = (float *)AES_MALLOC(cap * dim * sizeof(float) + 1);
-        if (idx->storage & AES_INDEX_I8) {
-            qv = (int8_t *)AES_MALLOC(cap * dim + 1);
-            qs = (float *)AES_MALLOC(cap * sizeof(float) + 1);
-        }
-        if (((idx->storage & AES_INDEX_F32) && !vec) || ((idx->storage & AES_INDEX_I8) && (!qv || !qs))) {
+        if (idx->storage & AES_INDEX_F32) ok = aes__ix_grow(&vec, 0, cap, dim * sizeof(float));
+        if (idx->storage & AES_INDEX_I8)
+            ok = ok && aes__ix_grow(&qv, 0, cap, dim) && aes__ix_grow(&qs, 0, cap, sizeof(float));
+        if (!ok) {
             AES_FREE(vec); AES_FREE(qv); AES_FREE(qs);
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for %zu entries", cap);
         }
@@ -13625,38 +13034,24 @@ static aes_status aes__ix_reserve(aes_ctx *ctx, aes_index *idx, size_t need) {
         m->blob = NULL;
         m->vec = vec; m->qvec = qv; m->qscale = qs;
     } else {
-        if (idx->storage & AES_INDEX_F32) {
-            if (!(p = aes__grow(m->vec, cap * dim, sizeof(float)))) goto nomem;
-            m->vec = (float *)p;
-        }
-        if (idx->storage & AES_INDEX_I8) {
-            if (!(p = aes__grow(m->qvec, cap * dim, 1))) goto nomem;
-            m->qvec = (int8_t *)p;
-            if (!(p = aes__grow(m->qscale, cap, sizeof(float)))) goto nomem;
-            m->qscale = (float *)p;
-        }
+        if (idx->storage & AES_INDEX_F32) ok = aes__ix_grow(&m->vec, m->cap, cap, dim * sizeof(float));
+        if (idx->storage & AES_INDEX_I8)
+            ok = ok && aes__ix_grow(&m->qvec, m->cap, cap, dim) && aes__ix_grow(&m->qscale, m->cap, cap, sizeof(float));
     }
-    if (!(p = aes__grow(m->aes, cap, sizeof(float)))) goto nomem;
-    m->aes = (float *)p;
-    if (!(p = aes__grow(m->fsize, cap, sizeof(uint64_t)))) goto nomem;
-    m->fsize = (uint64_t *)p;
-    if (!(p = aes__grow(m->mtime, cap, sizeof(int64_t)))) goto nomem;
-    m->mtime = (int64_t *)p;
-    if (!(p = aes__grow(m->path_off, cap, sizeof(size_t)))) goto nomem;
-    m->path_off = (size_t *)p;
+    ok = ok && aes__ix_grow(&m->aes, m->cap, cap, sizeof(float)) &&
+         aes__ix_grow(&m->fsize, m->cap, cap, sizeof(uint64_t)) && aes__ix_grow(&m->mtime, m->cap, cap, sizeof(int64_t)) &&
+         aes__ix_grow(&m->path_off, m->cap, cap, sizeof(size_t));
+    aes__ix_sync(idx);
+    if (!ok) return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory growing to %zu entries", cap);
     m->cap = cap;
-    aes__ix_sync(idx);
     return AES_OK;
-nomem:
-    aes__ix_sync(idx);
-    return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory growing to %zu entries", cap);
 }
 
 static aes_status aes__ix_set_str(aes_ctx *ctx, char **dst, const char *s, size_t max, const char *what) {
     char *c;
     if (!s) s = "";
     if (strlen(s) > max) return aes__fail(ctx, AES_ERR_LIMIT, "index: %s is %zu bytes (max %zu)", what, strlen(s), max);
-    if (!(c = aes__r_strdup(ctx, s))) return AES_ERR_NOMEM;
+    if (!(c = aes__strdup(ctx, s))) return AES_ERR_NOMEM;
     AES_FREE(*dst);
     *dst = c;
     return AES_OK;
@@ -13848,14 +13243,12 @@ AES_API aes_status aes_index_set_storage(aes_ctx *ctx, aes_index *idx, unsigned 
     m = idx->impl;
     dim = (size_t)idx->dim;
     if ((storage & AES_INDEX_I8) && !(idx->storage & AES_INDEX_I8)) {
-        m->qvec = (int8_t *)aes__grow(NULL, m->cap * dim, 1);
-        m->qscale = (float *)aes__grow(NULL, m->cap, sizeof(float));
-        if (!m->qvec || !m->qscale) { AES_FREE(m->qvec); AES_FREE(m->qscale); m->qvec = NULL; m->qscale = NULL;
+        if (!aes__ix_grow(&m->qvec, 0, m->cap, dim) || !aes__ix_grow(&m->qscale, 0, m->cap, sizeof(float))) { AES_FREE(m->qvec); AES_FREE(m->qscale); m->qvec = NULL; m->qscale = NULL;
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for int8 vectors"); }
         if ((st = aes_quantize_i8(ctx, m->vec, idx->count, idx->dim, m->qvec, m->qscale)) != AES_OK) return st;
     }
     if ((storage & AES_INDEX_F32) && !(idx->storage & AES_INDEX_F32)) {
-        if (!(m->vec = (float *)aes__grow(NULL, m->cap * dim, sizeof(float))))
+        if (!aes__ix_grow(&m->vec, 0, m->cap, dim * sizeof(float)))
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for fp32 vectors");
         for (i = 0; i < idx->count; i++) {
             size_t d;
@@ -14012,7 +13405,7 @@ AES_API aes_status aes_index_save_memory(aes_ctx *ctx, const aes_index *idx, voi
         memcpy(b + L.qvec, idx->qvectors, (size_t)(idx->count * dim));
     }
     AES__UNUSED(d);
-    aes__put_u32(b + L.crc, aes_crc32(0, b, (size_t)L.crc));
+    aes__put_u32(b + L.crc, aes__crc32(0, b, (size_t)L.crc));
     memcpy(b + L.crc + 4, "AEND", 4);
     *data = b;
     *len = (size_t)L.total;
@@ -14048,7 +13441,7 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
     }
     if (memcmp(buf + len - 4, "AEND", 4) != 0) { st = aes__fail(ctx, AES_ERR_FORMAT, "%s: corrupted: no end marker", name); goto fail; }
     crc_stored = aes__get_u32(buf + len - 8);
-    crc = aes_crc32(0, buf, len - 8);
+    crc = aes__crc32(0, buf, len - 8);
     if (crc != crc_stored) {
         st = aes__fail(ctx, AES_ERR_FORMAT, "%s: checksum mismatch (stored %08x, computed %08x): the file is corrupted",
                        name, (unsigned)crc_stored, (unsigned)crc);
@@ -14080,9 +13473,7 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
         dst[0] = &idx->model_id; dst[1] = &idx->head_id; dst[2] = &idx->meta;
         for (f = 0; f < 3; f++) {
             if (memchr(p, 0, lens[f])) { st = aes__fail(ctx, AES_ERR_FORMAT, "%s: a NUL byte inside the model/head id or meta", name); goto fail; }
-            if (!(s = (char *)AES_MALLOC((size_t)lens[f] + 1))) { st = aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); goto fail; }
-            memcpy(s, p, lens[f]);
-            s[lens[f]] = 0;
+            if (!(s = aes__strndup(ctx, (const char *)p, (size_t)lens[f]))) { st = AES_ERR_NOMEM; goto fail; }
             AES_FREE(*dst[f]);
             *dst[f] = s;
             s = NULL;
@@ -14091,13 +13482,11 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
     }
     /* Per-entry arrays are copied out (small); the vectors stay in buf. */
     m->cap = (size_t)count;
-    m->aes = (float *)aes__grow(NULL, (size_t)count, sizeof(float));
-    m->fsize = (uint64_t *)aes__grow(NULL, (size_t)count, sizeof(uint64_t));
-    m->mtime = (int64_t *)aes__grow(NULL, (size_t)count, sizeof(int64_t));
-    m->path_off = (size_t *)aes__grow(NULL, (size_t)count, sizeof(size_t));
     m->arena = (char *)AES_MALLOC((size_t)pathbytes + 1);
     m->arena_cap = (size_t)pathbytes + 1;
-    if (!m->aes || !m->fsize || !m->mtime || !m->path_off || !m->arena) {
+    if (!aes__ix_grow(&m->aes, 0, m->cap, sizeof(float)) || !aes__ix_grow(&m->fsize, 0, m->cap, sizeof(uint64_t)) ||
+        !aes__ix_grow(&m->mtime, 0, m->cap, sizeof(int64_t)) || !aes__ix_grow(&m->path_off, 0, m->cap, sizeof(size_t)) ||
+        !m->arena) {
         st = aes__fail(ctx, AES_ERR_NOMEM, "%s: out of memory for %llu entries", name, (unsigned long long)count);
         goto fail;
     }
@@ -14389,21 +13778,14 @@ AES_API void aes_expansions_free(aes_expansions *ex) {
     AES_FREE(ex);
 }
 
-AES_API size_t aes_expansions_count(const aes_expansions *ex) { return ex ? ex->n : 0; }
 
 #ifndef AES_NO_STDIO
-AES_API aes_status  aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out);
-#endif
-#ifndef AES_NO_STDIO
+static aes_status aes__ex_parse_file(aes_ctx *ctx, void *out, const char *data, size_t len, const char *path) {
+    return aes_expansions_parse(ctx, data, len, path, (aes_expansions **)out);
+}
 AES_API aes_status aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out) {
-    void *buf = NULL;
-    size_t len = 0;
-    aes_status s;
     if (out) *out = NULL;
-    if ((s = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return s;
-    s = aes_expansions_parse(ctx, (const char *)buf, len, path, out);
-    aes_free(buf);
-    return s;
+    return aes__load_file(ctx, path, aes__ex_parse_file, out);
 }
 #endif
 
@@ -14439,11 +13821,9 @@ AES_API aes_status aes_expansions_parse(aes_ctx *ctx, const char *text, size_t l
         tab = (const char *)memchr(s, '\t', ll);
         if (!tab) { aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_FORMAT, "%s:%zu: expected query<TAB>rephrased", name, line); }
         vl = ll - (size_t)(tab - s) - 1;
-        q = (char *)AES_MALLOC((size_t)(tab - s) + 1);
-        val = (char *)AES_MALLOC(vl + 1);
-        if (!q || !val) { AES_FREE(q); AES_FREE(val); aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); }
-        memcpy(q, s, (size_t)(tab - s)); q[tab - s] = 0;
-        memcpy(val, tab + 1, vl); val[vl] = 0;
+        q = aes__strndup(ctx, s, (size_t)(tab - s));
+        val = q ? aes__strndup(ctx, tab + 1, vl) : NULL;
+        if (!q || !val) { AES_FREE(q); aes_expansions_free(ex); return AES_ERR_NOMEM; }
         key = aes__query_key(q);
         AES_FREE(q);
         if (!key) { AES_FREE(val); aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); }
@@ -14459,15 +13839,14 @@ AES_API aes_status aes_expansions_parse(aes_ctx *ctx, const char *text, size_t l
             AES_FREE(ex->values[prev]); ex->values[prev] = val; AES_FREE(key);
             continue;
         }
-        if (ex->n == ex->cap) {
-            size_t cap = ex->cap ? ex->cap * 2 : 32;
-            char **k2 = (char **)AES_REALLOC(ex->keys, cap * sizeof(char *));
-            char **v2;
-            if (k2) ex->keys = k2;
-            v2 = k2 ? (char **)AES_REALLOC(ex->values, cap * sizeof(char *)) : NULL;
-            if (v2) ex->values = v2;
-            if (!k2 || !v2) { AES_FREE(key); AES_FREE(val); aes_expansions_free(ex); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory"); }
-            ex->cap = cap;
+        if (ex->n == ex->cap) {   /* keys and values grow alike */
+            size_t ck = ex->cap, cv = ex->cap;
+            if (!aes__grow((void **)&ex->keys, &ck, ex->n + 1, sizeof(char *)) ||
+                !aes__grow((void **)&ex->values, &cv, ex->n + 1, sizeof(char *))) {
+                AES_FREE(key); AES_FREE(val); aes_expansions_free(ex);
+                return aes__fail(ctx, AES_ERR_NOMEM, "out of memory");
+            }
+            ex->cap = ck;
         }
         ex->keys[ex->n] = key;
         ex->values[ex->n] = val;
@@ -14787,7 +14166,6 @@ AES_API void aes_optim_free(aes_optim *opt) {
     aes_free(opt);
 }
 
-AES_API const aes_optim_config *aes_optim_config_get(const aes_optim *opt) { return opt ? &opt->cfg : NULL; }
 AES_API long aes_optim_steps_done(const aes_optim *opt) { return opt ? opt->step : 0; }
 AES_API size_t aes_optim_trainable(const aes_optim *opt) { return opt ? opt->ntrain : 0; }
 
@@ -14878,12 +14256,6 @@ static double aes__optim_norm(aes_ctx *ctx, const aes_optim *opt, const float *g
     for (k = 0; k < nch; k++) total += job.partial[k];   /* fixed order */
     aes_free(job.partial);
     return sqrt(total);
-}
-
-AES_API double aes_grad_global_norm(aes_ctx *ctx, const aes_optim *opt, const float *grads) {
-    int ok;
-    if (!opt || !grads) return 0.0;
-    return aes__optim_norm(ctx, opt, grads, &ok);
 }
 
 static void aes__optim_update_run(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,
@@ -14979,47 +14351,6 @@ AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params, c
  * is two flat tensors and a few strings; read back with a strict parser of
  * exactly this shape. */
 
-typedef struct aes__tbuf {
-    char  *p;
-    size_t n, cap;
-    int    oom;
-} aes__tbuf;
-
-static void aes__tbuf_put(aes__tbuf *b, const void *data, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *q;
-        while (cap < b->n + n + 1) {
-            if (cap > SIZE_MAX / 2) { b->oom = 1; return; }
-            cap *= 2;
-        }
-        q = (char *)AES_REALLOC(b->p, cap);
-        if (!q) { b->oom = 1; return; }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, data, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void aes__tbuf_printf(aes__tbuf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void aes__tbuf_printf(aes__tbuf *b, const char *fmt, ...) {
-    char tmp[512];
-    int k;
-    va_list ap;
-    va_start(ap, fmt);
-    k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k < 0 || k >= (int)sizeof tmp) { b->oom = 1; return; }
-    aes__tbuf_put(b, tmp, (size_t)k);
-}
-
 /* Little-endian float32 copy (the host may be big-endian). */
 static void aes__tr_f32_to_le(unsigned char *dst, const float *src, size_t n) {
     size_t i;
@@ -15041,10 +14372,10 @@ static void aes__tr_f32_from_le(float *dst, const unsigned char *src, size_t n) 
     }
 }
 
-static void aes__optim_layout_string(const aes_optim *o, aes__tbuf *b) {
+static void aes__optim_layout_string(const aes_optim *o, aes__buf *b) {
     int i;
     for (i = 0; i < o->nseg; i++)
-        aes__tbuf_printf(b, "%s%zu:%zu:%d", i ? "," : "", o->seg[i].offset, o->seg[i].count,
+        aes__buf_printf(b, "%s%zu:%zu:%d", i ? "," : "", o->seg[i].offset, o->seg[i].count,
                         o->seg[i].decay);
 }
 
@@ -15056,7 +14387,7 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
                                       size_t *len) {
     char num[10][40];
     const char *meta[28];
-    aes__tbuf layout;
+    aes__buf layout;
     aes_tensor_out t[2];
     float *le[2] = {NULL, NULL};
     void *blob = NULL;
@@ -15066,10 +14397,9 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
     *out = NULL;
     *len = 0;
     nstate = opt->state1 ? 2 : 1;
-    memset(&layout, 0, sizeof layout);
+    aes__buf_init(&layout, ctx);
     aes__optim_layout_string(opt, &layout);
-    aes__tbuf_put(&layout, "", 1);   /* NUL-terminated */
-    if (layout.oom) { AES_FREE(layout.p); return aes__fail(ctx, AES_ERR_NOMEM, "optimizer state: out of memory"); }
+    if (layout.failed) return aes__fail_prefix(ctx, aes_last_status(ctx), "optimizer state");
     snprintf(num[0], 40, "%ld", opt->step);
     snprintf(num[1], 40, "%d", opt->sgd_started);
     snprintf(num[2], 40, "%zu", opt->nparams);
@@ -15094,7 +14424,7 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
     AES__KV("beta1", num[7]);
     AES__KV("beta2", num[8]);
     AES__KV("eps", num[9]);
-    AES__KV("segments", layout.p);
+    AES__KV("segments", layout.data);
 #undef AES__KV
     memset(t, 0, sizeof t);
     for (k = 0; k < nstate; k++) {
@@ -15116,7 +14446,7 @@ AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, uns
 done:
     aes_free(le[0]);
     aes_free(le[1]);
-    AES_FREE(layout.p);
+    aes__buf_free(&layout);
     return st;
 }
 
@@ -15125,16 +14455,13 @@ AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt, const uns
     const aes_tensor_view *v[2] = {NULL, NULL};
     const char *val, *sgd;
     char *end;
-    aes__tbuf layout;
+    aes__buf layout;
     long step;
     int k, nstate, same;
     aes_status st;
     if (!opt || !buf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_load_memory: NULL argument");
-    if ((st = aes_safetensors_load_memory(ctx, buf, len, 0, &sf)) != AES_OK) {
-        char why[600];
-        snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
-        return aes__fail(ctx, st, "optimizer state: %s", why);
-    }
+    if ((st = aes_safetensors_load_memory(ctx, buf, len, 0, &sf)) != AES_OK)
+        return aes__fail_prefix(ctx, st, "optimizer state");
 #define AES__OPTIM_FAIL(code, ...) do { st = aes__fail(ctx, code, __VA_ARGS__); goto done; } while (0)
     val = aes_safetensors_metadata(sf, "format");
     if (!val || strcmp(val, "aesalign-optim")) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: not an aesalign optimizer file");
@@ -15151,12 +14478,12 @@ AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt, const uns
     }
     sgd = aes_safetensors_metadata(sf, "sgd_started");
     if (!sgd) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
-    memset(&layout, 0, sizeof layout);
+    aes__buf_init(&layout, ctx);
     aes__optim_layout_string(opt, &layout);
-    aes__tbuf_put(&layout, "", 1);
+    if (layout.failed) AES__OPTIM_FAIL(aes_last_status(ctx), "optimizer state: out of memory");
     val = aes_safetensors_metadata(sf, "segments");
-    same = !layout.oom && val && !strcmp(val, layout.p);
-    AES_FREE(layout.p);
+    same = val && !strcmp(val, layout.data);
+    aes__buf_free(&layout);
     val = aes_safetensors_metadata(sf, "nparams");
     if (!same || !val || strtoull(val, NULL, 10) != (unsigned long long)opt->nparams)
         AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved for a different set of trainable parameters");
@@ -15216,21 +14543,12 @@ AES_API size_t aes_clip_loss_work_floats(int n) {
     return n > 0 ? (size_t)n * (size_t)n + 2 * (size_t)n : 0;
 }
 
-/* log(sum exp(x_k)) over a strided vector, max-subtracted, in double. */
-static double aes__tr_logsumexp(const float *x, int n, int stride) {
-    double mx = -DBL_MAX, s = 0.0;
-    int k;
-    for (k = 0; k < n; k++) if (x[(size_t)k * stride] > mx) mx = x[(size_t)k * stride];
-    for (k = 0; k < n; k++) s += exp((double)x[(size_t)k * stride] - mx);
-    return mx + log(s);
-}
-
 AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *txt, int n, int d,
                                  float logit_scale, float label_smoothing, float grad_scale,
                                  float *dimg, float *dtxt, float *dlogit_scale, float *work,
                                  float *loss, float *acc) {
     float *logits, *lse_row, *lse_col;
-    double scale, total = 0.0, eps = label_smoothing, dls = 0.0;
+    double scale, total, eps = label_smoothing, dls = 0.0;
     int i, j, k, hits = 0;
     if (!img || !txt || !work || n < 1 || d < 1)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_loss: bad arguments (n %d, d %d)", n, d);
@@ -15251,28 +14569,25 @@ AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *tx
             for (k = 0; k < d; k++) s += a[k] * b[k];
             logits[(size_t)i * n + j] = (float)(scale * s);
         }
-    for (i = 0; i < n; i++) lse_row[i] = (float)aes__tr_logsumexp(logits + (size_t)i * n, n, 1);
-    for (j = 0; j < n; j++) lse_col[j] = (float)aes__tr_logsumexp(logits + j, n, n);
-    /* loss: -sum_j q_ij log p_ij = lse - sum_j q_ij l_ij, rows and columns */
+    /* cross-entropy of the rows (image -> texts) and of the columns (text ->
+     * images), each against its diagonal entry */
+    total = aes__cross_entropy_rows(lse_row, logits, (size_t)n, 1, NULL, n, n, eps) +
+            aes__cross_entropy_rows(lse_col, logits, 1, (size_t)n, NULL, n, n, eps);
+    total /= 2.0 * n;
     for (i = 0; i < n; i++) {
-        double row_sum = 0.0, col_sum = 0.0;
         int best_r = 0, best_c = 0;
         for (j = 0; j < n; j++) {
-            row_sum += logits[(size_t)i * n + j];
-            col_sum += logits[(size_t)j * n + i];
             if (logits[(size_t)i * n + j] > logits[(size_t)i * n + best_r]) best_r = j;
             if (logits[(size_t)j * n + i] > logits[(size_t)best_c * n + i]) best_c = j;
         }
         hits += (best_r == i) + (best_c == i);
-        total += (double)lse_row[i] - ((1.0 - eps) * logits[(size_t)i * n + i] + eps / n * row_sum);
-        total += (double)lse_col[i] - ((1.0 - eps) * logits[(size_t)i * n + i] + eps / n * col_sum);
     }
-    total /= 2.0 * n;
     if (loss) *loss = (float)total;
     if (acc) *acc = (float)hits / (float)(2 * n);
     if (!(total == total)) return aes__fail(ctx, AES_ERR_NUMERIC, "aes_clip_loss: the loss is NaN");
     if (!dimg && !dtxt && !dlogit_scale) return AES_OK;
-    /* G, overwriting the logits in place (dls needs the logits: same pass) */
+    /* G = (softmax_rows - Q + softmax_cols - Q) / (2n), overwriting the
+     * logits in place (dls needs the logits: same pass) */
     for (i = 0; i < n; i++)
         for (j = 0; j < n; j++) {
             double l = logits[(size_t)i * n + j];
@@ -15516,29 +14831,6 @@ AES_API void aes_pair_set_free(aes_pair_set *set) {
     aes_free(set);
 }
 
-/* Grows *arr (elements of size elem) to hold at least need; doubles. */
-static int aes__tr_grow(void **arr, int *cap, int need, size_t elem) {
-    int nc;
-    void *p;
-    if (need <= *cap) return 1;
-    if (need > INT_MAX / 2) return 0;
-    nc = *cap ? *cap : 16;
-    while (nc < need) nc *= 2;
-    if ((size_t)nc > SIZE_MAX / elem) return 0;
-    p = AES_REALLOC(*arr, (size_t)nc * elem);
-    if (!p) return 0;
-    *arr = p;
-    *cap = nc;
-    return 1;
-}
-
-static char *aes__tr_strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = (char *)AES_MALLOC(n);
-    if (p) memcpy(p, s, n);
-    return p;
-}
-
 /* Index of s in tab (linear search from the end: recent strings are the
  * likely ones; pair files group by query).  -1 when absent. */
 static int aes__tr_intern_find(char **tab, int n, const char *s) {
@@ -15548,12 +14840,12 @@ static int aes__tr_intern_find(char **tab, int n, const char *s) {
     return -1;
 }
 
-static int aes__tr_intern(char ***tab, int *n, int *cap, const char *s) {
+static int aes__tr_intern(char ***tab, int *n, size_t *cap, const char *s) {
     int i = aes__tr_intern_find(*tab, *n, s);
     char *copy;
     if (i >= 0) return i;
-    if (!aes__tr_grow((void **)tab, cap, *n + 1, sizeof(char *))) return -1;
-    copy = aes__tr_strdup(s);
+    if (*n == INT_MAX || !aes__grow((void **)tab, cap, (size_t)*n + 1, sizeof(char *))) return -1;
+    copy = aes__strdup(NULL, s);
     if (!copy) return -1;
     (*tab)[*n] = copy;
     return (*n)++;
@@ -15573,7 +14865,8 @@ AES_API aes_status aes_pair_set_add(aes_ctx *ctx, aes_pair_set *set, const char 
     q = aes__tr_intern(&set->queries, &set->nqueries, &set->cap_q, query);
     w = q < 0 ? -1 : aes__tr_intern(&set->paths, &set->npaths, &set->cap_p, preferred);
     l = w < 0 ? -1 : aes__tr_intern(&set->paths, &set->npaths, &set->cap_p, rejected);
-    if (l < 0 || !aes__tr_grow((void **)&set->pairs, &set->cap_pairs, set->npairs + 1, sizeof(aes_pair_rec)))
+    if (l < 0 || set->npairs == INT_MAX ||
+        !aes__grow((void **)&set->pairs, &set->cap_pairs, (size_t)set->npairs + 1, sizeof(aes_pair_rec)))
         return aes__fail(ctx, AES_ERR_NOMEM, "out of memory adding a pair");
     set->pairs[set->npairs].query = q;
     set->pairs[set->npairs].preferred = w;
@@ -15674,10 +14967,8 @@ AES_API aes_status aes_pair_set_parse(aes_ctx *ctx, aes_pair_set *set, const cha
                 }
                 weight = (float)wv;
             }
-            if (aes_pair_set_add(ctx, set, qs, ws, ls, weight) != AES_OK) {
-                char why[512];
-                snprintf(why, sizeof why, "%.400s", aes_last_error(ctx));
-                st = aes__fail(ctx, aes_last_status(ctx), "%s:%ld: %s", name, line, why);
+            if ((st = aes_pair_set_add(ctx, set, qs, ws, ls, weight)) != AES_OK) {
+                aes__fail_prefix(ctx, st, "%s:%ld", name, line);
                 break;
             }
         }
@@ -15687,35 +14978,36 @@ AES_API aes_status aes_pair_set_parse(aes_ctx *ctx, aes_pair_set *set, const cha
     return st;
 }
 
-static void aes__tr_tsv_put_escaped(aes__tbuf *b, const char *s) {
+static void aes__tr_tsv_put_escaped(aes__buf *b, const char *s) {
     for (; *s; s++) {
-        if (*s == '\t') aes__tbuf_put(b, "\\t", 2);
-        else if (*s == '\n') aes__tbuf_put(b, "\\n", 2);
-        else if (*s == '\r') aes__tbuf_put(b, "\\r", 2);
-        else if (*s == '\\') aes__tbuf_put(b, "\\\\", 2);
-        else aes__tbuf_put(b, s, 1);
+        if (*s == '\t') aes__buf_put(b, "\\t", 2);
+        else if (*s == '\n') aes__buf_put(b, "\\n", 2);
+        else if (*s == '\r') aes__buf_put(b, "\\r", 2);
+        else if (*s == '\\') aes__buf_put(b, "\\\\", 2);
+        else aes__buf_put(b, s, 1);
     }
 }
 
 AES_API aes_status aes_pair_set_format(aes_ctx *ctx, const aes_pair_set *set, char **out, size_t *len) {
-    aes__tbuf b;
+    aes__buf b;
+    aes_status st;
     int i;
     if (!set || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pair_set_format: NULL argument");
-    memset(&b, 0, sizeof b);
-    aes__tbuf_printf(&b, "# aesalign preference pairs: query<TAB>preferred<TAB>rejected[<TAB>weight]\n");
+    *out = NULL;
+    *len = 0;
+    aes__buf_init(&b, ctx);
+    aes__buf_str(&b, "# aesalign preference pairs: query<TAB>preferred<TAB>rejected[<TAB>weight]\n");
     for (i = 0; i < set->npairs; i++) {
         const aes_pair_rec *r = &set->pairs[i];
         aes__tr_tsv_put_escaped(&b, set->queries[r->query]);
-        aes__tbuf_put(&b, "\t", 1);
+        aes__buf_put(&b, "\t", 1);
         aes__tr_tsv_put_escaped(&b, set->paths[r->preferred]);
-        aes__tbuf_put(&b, "\t", 1);
+        aes__buf_put(&b, "\t", 1);
         aes__tr_tsv_put_escaped(&b, set->paths[r->rejected]);
-        if (r->weight != 1.0f) aes__tbuf_printf(&b, "\t%.9g", (double)r->weight);
-        aes__tbuf_put(&b, "\n", 1);
+        if (r->weight != 1.0f) aes__buf_printf(&b, "\t%.9g", (double)r->weight);
+        aes__buf_put(&b, "\n", 1);
     }
-    if (b.oom) { AES_FREE(b.p); return aes__fail(ctx, AES_ERR_NOMEM, "out of memory formatting pairs"); }
-    *out = b.p;
-    *len = b.n;
+    if ((st = aes__buf_take(&b, out, len)) != AES_OK) return aes__fail_prefix(ctx, st, "formatting pairs");
     return AES_OK;
 }
 
@@ -15723,15 +15015,11 @@ AES_API aes_status aes_pair_set_format(aes_ctx *ctx, const aes_pair_set *set, ch
 #ifndef AES_NO_STDIO
 /* Every file training writes goes through the I/O section's atomic writer
  * (aes_write_file_atomic) and every file it reads through aes_read_file. */
+static aes_status aes__pairs_parse_file(aes_ctx *ctx, void *set, const char *data, size_t len, const char *path) {
+    return aes_pair_set_parse(ctx, (aes_pair_set *)set, data, len, path);
+}
 AES_API aes_status aes_pair_set_read(aes_ctx *ctx, aes_pair_set *set, const char *path) {
-    void *buf;
-    size_t len;
-    aes_status st;
-    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pair_set_read: NULL path");
-    if ((st = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return st;
-    st = aes_pair_set_parse(ctx, set, (const char *)buf, len, path);
-    aes_free(buf);
-    return st;
+    return aes__load_file(ctx, path, aes__pairs_parse_file, set);
 }
 
 AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, const char *path) {
@@ -15740,7 +15028,7 @@ AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, con
     aes_status st = aes_pair_set_format(ctx, set, &text, &len);
     if (st != AES_OK) return st;
     st = aes_write_file_atomic(ctx, path, text, len);
-    AES_FREE(text);
+    aes_free(text);
     return st;
 }
 
@@ -15754,19 +15042,12 @@ AES_API aes_status aes_optim_save(aes_ctx *ctx, const aes_optim *opt, const char
     return st;
 }
 
+static aes_status aes__optim_parse_file(aes_ctx *ctx, void *opt, const char *data, size_t len, const char *path) {
+    AES__UNUSED(path);
+    return aes_optim_load_memory(ctx, (aes_optim *)opt, (const unsigned char *)data, len);
+}
 AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path) {
-    void *buf;
-    size_t len;
-    aes_status st = aes_read_file(ctx, path, &buf, &len);
-    if (st != AES_OK) return st;
-    st = aes_optim_load_memory(ctx, opt, (const unsigned char *)buf, len);
-    aes_free(buf);
-    if (st != AES_OK) {
-        char why[600];
-        snprintf(why, sizeof why, "%.500s", aes_last_error(ctx));
-        return aes__fail(ctx, st, "%s: %s", path, why);
-    }
-    return AES_OK;
+    return aes__load_file(ctx, path, aes__optim_parse_file, opt);
 }
 #endif /* AES_NO_STDIO */
 
@@ -15938,7 +15219,7 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     return AES_OK;
 }
 
-AES_API const aes_train_options *aes_clip_trainer_options_get(const aes_clip_trainer *tr) {
+AES__TEST_ONLY static const aes_train_options *aes__clip_trainer_options_get(const aes_clip_trainer *tr) {
     return tr ? &tr->opt : NULL;
 }
 AES_API float *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n) {
@@ -16500,25 +15781,6 @@ static void aes__loop_result(aes__loop *L, aes_train_result *r, int stopped) {
     r->seconds = L->t0 > 0.0 ? aes__loop_now() - L->t0 : 0.0;
 }
 
-/* xorshift64* (Vigna 2016) for the batch order. */
-static uint64_t aes__loop_rng(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ull;
-}
-
-/* a = a random permutation of 0..n-1 (Fisher-Yates). */
-static void aes__loop_shuffle(int *a, int n, uint64_t *s) {
-    int i;
-    for (i = 0; i < n; i++) a[i] = i;
-    for (i = n - 1; i > 0; i--) {
-        int j = (int)(aes__loop_rng(s) % (uint64_t)(i + 1)), t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-    }
-}
-
 static int aes__loop_find(const int *ids, int n, int id) {
     int i;
     for (i = 0; i < n; i++)
@@ -16589,7 +15851,7 @@ static void aes__dpo_sample(aes__dpo_sampler *s) {
         int m = s->batch / 4 > 2 ? s->batch / 4 : 2;
         if (m > s->ncap) m = s->ncap;
         for (j = 0; j < m; j++) {
-            int c = (int)(aes__loop_rng(&s->rng) % (uint64_t)s->ncap);
+            int c = aes__rand_below(&s->rng, s->ncap);
             s->images[s->nimg].is_caption = 1; s->images[s->nimg].id = c; s->ti[s->nimg++] = -1 - c;
             s->texts[s->ntxt].is_caption = 1; s->texts[s->ntxt].id = c; s->tq[s->ntxt++] = -1 - c;
         }
@@ -16599,7 +15861,7 @@ static void aes__dpo_sample(aes__dpo_sampler *s) {
     while (s->nit < s->pps && attempts < s->pps) {
         const aes_pair_rec *p;
         int pi, qi, wi, li, need;
-        if (s->cursor == set->npairs) { aes__loop_shuffle(s->order, set->npairs, &s->rng); s->cursor = 0; }
+        if (s->cursor == set->npairs) { aes__rand_permutation(&s->rng, s->order, set->npairs); s->cursor = 0; }
         pi = s->order[s->cursor++];
         attempts++;
         p = &set->pairs[pi];
@@ -16774,7 +16036,7 @@ AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_opti
     if ((st = aes__loop_resume(&L)) != AES_OK) goto done;
     /* 4. the sampler, replayed over the finished steps */
     S.rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
-    aes__loop_shuffle(S.order, pairs->npairs, &S.rng);
+    aes__rand_permutation(&S.rng, S.order, pairs->npairs);
     for (t = 0; t < L.p.start_step; t++) aes__dpo_sample(&S);
     /* 5. the steps */
     stop = aes__loop_emit(&L, AES_TRAIN_START, L.p.start_step);
@@ -16783,7 +16045,7 @@ AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_opti
         aes_dpo_batch b;
         aes_train_step_stats ss;
         double ts = aes__loop_now();
-        float lr = aes_lr_schedule(aes_optim_config_get(L.opt), t);
+        float lr = aes_lr_schedule(&L.opt->cfg, t);
         int j;
         aes__dpo_sample(&S);
         for (j = 0; j < S.nimg; j++) {
@@ -16874,9 +16136,9 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
     if ((st = aes__loop_resume(&L)) != AES_OK) goto done;
     /* the order: a shuffle per epoch, replayed over the finished steps */
     rng = cfg->seed * 0x9E3779B97F4A7C15ull + 7;
-    aes__loop_shuffle(order, n, &rng);
+    aes__rand_permutation(&rng, order, n);
     for (draws = 0; draws < L.p.start_step * L.batch; draws++) {
-        if (cursor == n) { aes__loop_shuffle(order, n, &rng); cursor = 0; }
+        if (cursor == n) { aes__rand_permutation(&rng, order, n); cursor = 0; }
         cursor++;
     }
     stop = aes__loop_emit(&L, AES_TRAIN_START, L.p.start_step);
@@ -16884,11 +16146,11 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
     for (t = L.p.start_step; t < L.steps && !stop; t++) {
         aes_train_step_stats ss;
         double ts = aes__loop_now();
-        float lr = aes_lr_schedule(aes_optim_config_get(L.opt), t);
+        float lr = aes_lr_schedule(&L.opt->cfg, t);
         int j;
         for (j = 0; j < L.batch; j++) {
             int k;
-            if (cursor == n) { aes__loop_shuffle(order, n, &rng); cursor = 0; }
+            if (cursor == n) { aes__rand_permutation(&rng, order, n); cursor = 0; }
             k = order[cursor++];
             if (cache) memcpy(px + (size_t)j * pxn, all_px + (size_t)k * pxn, sizeof(float) * pxn);
             else if ((st = aes__loop_image(&L, data->images[k], px + (size_t)j * pxn)) != AES_OK) goto done;
@@ -16908,6 +16170,639 @@ done:
     if (L.own_opt) aes_optim_free(L.opt);
     return st;
 }
+
+/* ============================================================================
+ *  Generated tables
+ * ============================================================================
+ *  Data written by a tool, not by hand: the tokenizer's Unicode character
+ *  classes, str.lower() mappings and HTML5 entities (section 4, "Character
+ *  tables", declares how the code reads them).  To change them, edit
+ *  tools/gen_unicode_tables.py and rerun
+ *      /usr/bin/python3 tools/gen_unicode_tables.py --write aesalign.h
+ *  which replaces everything between the two markers.
+ * ========================================================================= */
+/*@@UNICODE_TABLES_BEGIN@@*/
+/* Generated by tools/gen_unicode_tables.py (do not edit by hand; rerun it with
+ *   /usr/bin/python3 tools/gen_unicode_tables.py --write aesalign.h
+ * ) from Python 3.11.2 (unicodedata 14.0.0) and the regex module 2.5.123
+ * (Unicode of the regex module: see --report).  Ranges are inclusive and sorted. */
+/* [\p{L}] of the regex module under IGNORECASE (659 ranges) */
+static const uint32_t aes__tok_letter_ranges[][2] = {
+    {0x41,0x5A}, {0x61,0x7A}, {0xAA,0xAA}, {0xB5,0xB5}, {0xBA,0xBA}, {0xC0,0xD6}, {0xD8,0xF6}, {0xF8,0x2C1},
+    {0x2C6,0x2D1}, {0x2E0,0x2E4}, {0x2EC,0x2EC}, {0x2EE,0x2EE}, {0x370,0x374}, {0x376,0x377}, {0x37A,0x37D},
+    {0x37F,0x37F}, {0x386,0x386}, {0x388,0x38A}, {0x38C,0x38C}, {0x38E,0x3A1}, {0x3A3,0x3F5}, {0x3F7,0x481},
+    {0x48A,0x52F}, {0x531,0x556}, {0x559,0x559}, {0x560,0x588}, {0x5D0,0x5EA}, {0x5EF,0x5F2}, {0x620,0x64A},
+    {0x66E,0x66F}, {0x671,0x6D3}, {0x6D5,0x6D5}, {0x6E5,0x6E6}, {0x6EE,0x6EF}, {0x6FA,0x6FC}, {0x6FF,0x6FF},
+    {0x710,0x710}, {0x712,0x72F}, {0x74D,0x7A5}, {0x7B1,0x7B1}, {0x7CA,0x7EA}, {0x7F4,0x7F5}, {0x7FA,0x7FA},
+    {0x800,0x815}, {0x81A,0x81A}, {0x824,0x824}, {0x828,0x828}, {0x840,0x858}, {0x860,0x86A}, {0x870,0x887},
+    {0x889,0x88E}, {0x8A0,0x8C9}, {0x904,0x939}, {0x93D,0x93D}, {0x950,0x950}, {0x958,0x961}, {0x971,0x980},
+    {0x985,0x98C}, {0x98F,0x990}, {0x993,0x9A8}, {0x9AA,0x9B0}, {0x9B2,0x9B2}, {0x9B6,0x9B9}, {0x9BD,0x9BD},
+    {0x9CE,0x9CE}, {0x9DC,0x9DD}, {0x9DF,0x9E1}, {0x9F0,0x9F1}, {0x9FC,0x9FC}, {0xA05,0xA0A}, {0xA0F,0xA10},
+    {0xA13,0xA28}, {0xA2A,0xA30}, {0xA32,0xA33}, {0xA35,0xA36}, {0xA38,0xA39}, {0xA59,0xA5C}, {0xA5E,0xA5E},
+    {0xA72,0xA74}, {0xA85,0xA8D}, {0xA8F,0xA91}, {0xA93,0xAA8}, {0xAAA,0xAB0}, {0xAB2,0xAB3}, {0xAB5,0xAB9},
+    {0xABD,0xABD}, {0xAD0,0xAD0}, {0xAE0,0xAE1}, {0xAF9,0xAF9}, {0xB05,0xB0C}, {0xB0F,0xB10}, {0xB13,0xB28},
+    {0xB2A,0xB30}, {0xB32,0xB33}, {0xB35,0xB39}, {0xB3D,0xB3D}, {0xB5C,0xB5D}, {0xB5F,0xB61}, {0xB71,0xB71},
+    {0xB83,0xB83}, {0xB85,0xB8A}, {0xB8E,0xB90}, {0xB92,0xB95}, {0xB99,0xB9A}, {0xB9C,0xB9C}, {0xB9E,0xB9F},
+    {0xBA3,0xBA4}, {0xBA8,0xBAA}, {0xBAE,0xBB9}, {0xBD0,0xBD0}, {0xC05,0xC0C}, {0xC0E,0xC10}, {0xC12,0xC28},
+    {0xC2A,0xC39}, {0xC3D,0xC3D}, {0xC58,0xC5A}, {0xC5D,0xC5D}, {0xC60,0xC61}, {0xC80,0xC80}, {0xC85,0xC8C},
+    {0xC8E,0xC90}, {0xC92,0xCA8}, {0xCAA,0xCB3}, {0xCB5,0xCB9}, {0xCBD,0xCBD}, {0xCDD,0xCDE}, {0xCE0,0xCE1},
+    {0xCF1,0xCF2}, {0xD04,0xD0C}, {0xD0E,0xD10}, {0xD12,0xD3A}, {0xD3D,0xD3D}, {0xD4E,0xD4E}, {0xD54,0xD56},
+    {0xD5F,0xD61}, {0xD7A,0xD7F}, {0xD85,0xD96}, {0xD9A,0xDB1}, {0xDB3,0xDBB}, {0xDBD,0xDBD}, {0xDC0,0xDC6},
+    {0xE01,0xE30}, {0xE32,0xE33}, {0xE40,0xE46}, {0xE81,0xE82}, {0xE84,0xE84}, {0xE86,0xE8A}, {0xE8C,0xEA3},
+    {0xEA5,0xEA5}, {0xEA7,0xEB0}, {0xEB2,0xEB3}, {0xEBD,0xEBD}, {0xEC0,0xEC4}, {0xEC6,0xEC6}, {0xEDC,0xEDF},
+    {0xF00,0xF00}, {0xF40,0xF47}, {0xF49,0xF6C}, {0xF88,0xF8C}, {0x1000,0x102A}, {0x103F,0x103F},
+    {0x1050,0x1055}, {0x105A,0x105D}, {0x1061,0x1061}, {0x1065,0x1066}, {0x106E,0x1070}, {0x1075,0x1081},
+    {0x108E,0x108E}, {0x10A0,0x10C5}, {0x10C7,0x10C7}, {0x10CD,0x10CD}, {0x10D0,0x10FA}, {0x10FC,0x1248},
+    {0x124A,0x124D}, {0x1250,0x1256}, {0x1258,0x1258}, {0x125A,0x125D}, {0x1260,0x1288}, {0x128A,0x128D},
+    {0x1290,0x12B0}, {0x12B2,0x12B5}, {0x12B8,0x12BE}, {0x12C0,0x12C0}, {0x12C2,0x12C5}, {0x12C8,0x12D6},
+    {0x12D8,0x1310}, {0x1312,0x1315}, {0x1318,0x135A}, {0x1380,0x138F}, {0x13A0,0x13F5}, {0x13F8,0x13FD},
+    {0x1401,0x166C}, {0x166F,0x167F}, {0x1681,0x169A}, {0x16A0,0x16EA}, {0x16F1,0x16F8}, {0x1700,0x1711},
+    {0x171F,0x1731}, {0x1740,0x1751}, {0x1760,0x176C}, {0x176E,0x1770}, {0x1780,0x17B3}, {0x17D7,0x17D7},
+    {0x17DC,0x17DC}, {0x1820,0x1878}, {0x1880,0x1884}, {0x1887,0x18A8}, {0x18AA,0x18AA}, {0x18B0,0x18F5},
+    {0x1900,0x191E}, {0x1950,0x196D}, {0x1970,0x1974}, {0x1980,0x19AB}, {0x19B0,0x19C9}, {0x1A00,0x1A16},
+    {0x1A20,0x1A54}, {0x1AA7,0x1AA7}, {0x1B05,0x1B33}, {0x1B45,0x1B4C}, {0x1B83,0x1BA0}, {0x1BAE,0x1BAF},
+    {0x1BBA,0x1BE5}, {0x1C00,0x1C23}, {0x1C4D,0x1C4F}, {0x1C5A,0x1C7D}, {0x1C80,0x1C88}, {0x1C90,0x1CBA},
+    {0x1CBD,0x1CBF}, {0x1CE9,0x1CEC}, {0x1CEE,0x1CF3}, {0x1CF5,0x1CF6}, {0x1CFA,0x1CFA}, {0x1D00,0x1DBF},
+    {0x1E00,0x1F15}, {0x1F18,0x1F1D}, {0x1F20,0x1F45}, {0x1F48,0x1F4D}, {0x1F50,0x1F57}, {0x1F59,0x1F59},
+    {0x1F5B,0x1F5B}, {0x1F5D,0x1F5D}, {0x1F5F,0x1F7D}, {0x1F80,0x1FB4}, {0x1FB6,0x1FBC}, {0x1FBE,0x1FBE},
+    {0x1FC2,0x1FC4}, {0x1FC6,0x1FCC}, {0x1FD0,0x1FD3}, {0x1FD6,0x1FDB}, {0x1FE0,0x1FEC}, {0x1FF2,0x1FF4},
+    {0x1FF6,0x1FFC}, {0x2071,0x2071}, {0x207F,0x207F}, {0x2090,0x209C}, {0x2102,0x2102}, {0x2107,0x2107},
+    {0x210A,0x2113}, {0x2115,0x2115}, {0x2119,0x211D}, {0x2124,0x2124}, {0x2126,0x2126}, {0x2128,0x2128},
+    {0x212A,0x212D}, {0x212F,0x2139}, {0x213C,0x213F}, {0x2145,0x2149}, {0x214E,0x214E}, {0x2183,0x2184},
+    {0x2C00,0x2CE4}, {0x2CEB,0x2CEE}, {0x2CF2,0x2CF3}, {0x2D00,0x2D25}, {0x2D27,0x2D27}, {0x2D2D,0x2D2D},
+    {0x2D30,0x2D67}, {0x2D6F,0x2D6F}, {0x2D80,0x2D96}, {0x2DA0,0x2DA6}, {0x2DA8,0x2DAE}, {0x2DB0,0x2DB6},
+    {0x2DB8,0x2DBE}, {0x2DC0,0x2DC6}, {0x2DC8,0x2DCE}, {0x2DD0,0x2DD6}, {0x2DD8,0x2DDE}, {0x2E2F,0x2E2F},
+    {0x3005,0x3006}, {0x3031,0x3035}, {0x303B,0x303C}, {0x3041,0x3096}, {0x309D,0x309F}, {0x30A1,0x30FA},
+    {0x30FC,0x30FF}, {0x3105,0x312F}, {0x3131,0x318E}, {0x31A0,0x31BF}, {0x31F0,0x31FF}, {0x3400,0x4DBF},
+    {0x4E00,0xA48C}, {0xA4D0,0xA4FD}, {0xA500,0xA60C}, {0xA610,0xA61F}, {0xA62A,0xA62B}, {0xA640,0xA66E},
+    {0xA67F,0xA69D}, {0xA6A0,0xA6E5}, {0xA717,0xA71F}, {0xA722,0xA788}, {0xA78B,0xA7CA}, {0xA7D0,0xA7D1},
+    {0xA7D3,0xA7D3}, {0xA7D5,0xA7D9}, {0xA7F2,0xA801}, {0xA803,0xA805}, {0xA807,0xA80A}, {0xA80C,0xA822},
+    {0xA840,0xA873}, {0xA882,0xA8B3}, {0xA8F2,0xA8F7}, {0xA8FB,0xA8FB}, {0xA8FD,0xA8FE}, {0xA90A,0xA925},
+    {0xA930,0xA946}, {0xA960,0xA97C}, {0xA984,0xA9B2}, {0xA9CF,0xA9CF}, {0xA9E0,0xA9E4}, {0xA9E6,0xA9EF},
+    {0xA9FA,0xA9FE}, {0xAA00,0xAA28}, {0xAA40,0xAA42}, {0xAA44,0xAA4B}, {0xAA60,0xAA76}, {0xAA7A,0xAA7A},
+    {0xAA7E,0xAAAF}, {0xAAB1,0xAAB1}, {0xAAB5,0xAAB6}, {0xAAB9,0xAABD}, {0xAAC0,0xAAC0}, {0xAAC2,0xAAC2},
+    {0xAADB,0xAADD}, {0xAAE0,0xAAEA}, {0xAAF2,0xAAF4}, {0xAB01,0xAB06}, {0xAB09,0xAB0E}, {0xAB11,0xAB16},
+    {0xAB20,0xAB26}, {0xAB28,0xAB2E}, {0xAB30,0xAB5A}, {0xAB5C,0xAB69}, {0xAB70,0xABE2}, {0xAC00,0xD7A3},
+    {0xD7B0,0xD7C6}, {0xD7CB,0xD7FB}, {0xF900,0xFA6D}, {0xFA70,0xFAD9}, {0xFB00,0xFB06}, {0xFB13,0xFB17},
+    {0xFB1D,0xFB1D}, {0xFB1F,0xFB28}, {0xFB2A,0xFB36}, {0xFB38,0xFB3C}, {0xFB3E,0xFB3E}, {0xFB40,0xFB41},
+    {0xFB43,0xFB44}, {0xFB46,0xFBB1}, {0xFBD3,0xFD3D}, {0xFD50,0xFD8F}, {0xFD92,0xFDC7}, {0xFDF0,0xFDFB},
+    {0xFE70,0xFE74}, {0xFE76,0xFEFC}, {0xFF21,0xFF3A}, {0xFF41,0xFF5A}, {0xFF66,0xFFBE}, {0xFFC2,0xFFC7},
+    {0xFFCA,0xFFCF}, {0xFFD2,0xFFD7}, {0xFFDA,0xFFDC}, {0x10000,0x1000B}, {0x1000D,0x10026},
+    {0x10028,0x1003A}, {0x1003C,0x1003D}, {0x1003F,0x1004D}, {0x10050,0x1005D}, {0x10080,0x100FA},
+    {0x10280,0x1029C}, {0x102A0,0x102D0}, {0x10300,0x1031F}, {0x1032D,0x10340}, {0x10342,0x10349},
+    {0x10350,0x10375}, {0x10380,0x1039D}, {0x103A0,0x103C3}, {0x103C8,0x103CF}, {0x10400,0x1049D},
+    {0x104B0,0x104D3}, {0x104D8,0x104FB}, {0x10500,0x10527}, {0x10530,0x10563}, {0x10570,0x1057A},
+    {0x1057C,0x1058A}, {0x1058C,0x10592}, {0x10594,0x10595}, {0x10597,0x105A1}, {0x105A3,0x105B1},
+    {0x105B3,0x105B9}, {0x105BB,0x105BC}, {0x10600,0x10736}, {0x10740,0x10755}, {0x10760,0x10767},
+    {0x10780,0x10785}, {0x10787,0x107B0}, {0x107B2,0x107BA}, {0x10800,0x10805}, {0x10808,0x10808},
+    {0x1080A,0x10835}, {0x10837,0x10838}, {0x1083C,0x1083C}, {0x1083F,0x10855}, {0x10860,0x10876},
+    {0x10880,0x1089E}, {0x108E0,0x108F2}, {0x108F4,0x108F5}, {0x10900,0x10915}, {0x10920,0x10939},
+    {0x10980,0x109B7}, {0x109BE,0x109BF}, {0x10A00,0x10A00}, {0x10A10,0x10A13}, {0x10A15,0x10A17},
+    {0x10A19,0x10A35}, {0x10A60,0x10A7C}, {0x10A80,0x10A9C}, {0x10AC0,0x10AC7}, {0x10AC9,0x10AE4},
+    {0x10B00,0x10B35}, {0x10B40,0x10B55}, {0x10B60,0x10B72}, {0x10B80,0x10B91}, {0x10C00,0x10C48},
+    {0x10C80,0x10CB2}, {0x10CC0,0x10CF2}, {0x10D00,0x10D23}, {0x10E80,0x10EA9}, {0x10EB0,0x10EB1},
+    {0x10F00,0x10F1C}, {0x10F27,0x10F27}, {0x10F30,0x10F45}, {0x10F70,0x10F81}, {0x10FB0,0x10FC4},
+    {0x10FE0,0x10FF6}, {0x11003,0x11037}, {0x11071,0x11072}, {0x11075,0x11075}, {0x11083,0x110AF},
+    {0x110D0,0x110E8}, {0x11103,0x11126}, {0x11144,0x11144}, {0x11147,0x11147}, {0x11150,0x11172},
+    {0x11176,0x11176}, {0x11183,0x111B2}, {0x111C1,0x111C4}, {0x111DA,0x111DA}, {0x111DC,0x111DC},
+    {0x11200,0x11211}, {0x11213,0x1122B}, {0x1123F,0x11240}, {0x11280,0x11286}, {0x11288,0x11288},
+    {0x1128A,0x1128D}, {0x1128F,0x1129D}, {0x1129F,0x112A8}, {0x112B0,0x112DE}, {0x11305,0x1130C},
+    {0x1130F,0x11310}, {0x11313,0x11328}, {0x1132A,0x11330}, {0x11332,0x11333}, {0x11335,0x11339},
+    {0x1133D,0x1133D}, {0x11350,0x11350}, {0x1135D,0x11361}, {0x11400,0x11434}, {0x11447,0x1144A},
+    {0x1145F,0x11461}, {0x11480,0x114AF}, {0x114C4,0x114C5}, {0x114C7,0x114C7}, {0x11580,0x115AE},
+    {0x115D8,0x115DB}, {0x11600,0x1162F}, {0x11644,0x11644}, {0x11680,0x116AA}, {0x116B8,0x116B8},
+    {0x11700,0x1171A}, {0x11740,0x11746}, {0x11800,0x1182B}, {0x118A0,0x118DF}, {0x118FF,0x11906},
+    {0x11909,0x11909}, {0x1190C,0x11913}, {0x11915,0x11916}, {0x11918,0x1192F}, {0x1193F,0x1193F},
+    {0x11941,0x11941}, {0x119A0,0x119A7}, {0x119AA,0x119D0}, {0x119E1,0x119E1}, {0x119E3,0x119E3},
+    {0x11A00,0x11A00}, {0x11A0B,0x11A32}, {0x11A3A,0x11A3A}, {0x11A50,0x11A50}, {0x11A5C,0x11A89},
+    {0x11A9D,0x11A9D}, {0x11AB0,0x11AF8}, {0x11C00,0x11C08}, {0x11C0A,0x11C2E}, {0x11C40,0x11C40},
+    {0x11C72,0x11C8F}, {0x11D00,0x11D06}, {0x11D08,0x11D09}, {0x11D0B,0x11D30}, {0x11D46,0x11D46},
+    {0x11D60,0x11D65}, {0x11D67,0x11D68}, {0x11D6A,0x11D89}, {0x11D98,0x11D98}, {0x11EE0,0x11EF2},
+    {0x11F02,0x11F02}, {0x11F04,0x11F10}, {0x11F12,0x11F33}, {0x11FB0,0x11FB0}, {0x12000,0x12399},
+    {0x12480,0x12543}, {0x12F90,0x12FF0}, {0x13000,0x1342F}, {0x13441,0x13446}, {0x14400,0x14646},
+    {0x16800,0x16A38}, {0x16A40,0x16A5E}, {0x16A70,0x16ABE}, {0x16AD0,0x16AED}, {0x16B00,0x16B2F},
+    {0x16B40,0x16B43}, {0x16B63,0x16B77}, {0x16B7D,0x16B8F}, {0x16E40,0x16E7F}, {0x16F00,0x16F4A},
+    {0x16F50,0x16F50}, {0x16F93,0x16F9F}, {0x16FE0,0x16FE1}, {0x16FE3,0x16FE3}, {0x17000,0x187F7},
+    {0x18800,0x18CD5}, {0x18D00,0x18D08}, {0x1AFF0,0x1AFF3}, {0x1AFF5,0x1AFFB}, {0x1AFFD,0x1AFFE},
+    {0x1B000,0x1B122}, {0x1B132,0x1B132}, {0x1B150,0x1B152}, {0x1B155,0x1B155}, {0x1B164,0x1B167},
+    {0x1B170,0x1B2FB}, {0x1BC00,0x1BC6A}, {0x1BC70,0x1BC7C}, {0x1BC80,0x1BC88}, {0x1BC90,0x1BC99},
+    {0x1D400,0x1D454}, {0x1D456,0x1D49C}, {0x1D49E,0x1D49F}, {0x1D4A2,0x1D4A2}, {0x1D4A5,0x1D4A6},
+    {0x1D4A9,0x1D4AC}, {0x1D4AE,0x1D4B9}, {0x1D4BB,0x1D4BB}, {0x1D4BD,0x1D4C3}, {0x1D4C5,0x1D505},
+    {0x1D507,0x1D50A}, {0x1D50D,0x1D514}, {0x1D516,0x1D51C}, {0x1D51E,0x1D539}, {0x1D53B,0x1D53E},
+    {0x1D540,0x1D544}, {0x1D546,0x1D546}, {0x1D54A,0x1D550}, {0x1D552,0x1D6A5}, {0x1D6A8,0x1D6C0},
+    {0x1D6C2,0x1D6DA}, {0x1D6DC,0x1D6FA}, {0x1D6FC,0x1D714}, {0x1D716,0x1D734}, {0x1D736,0x1D74E},
+    {0x1D750,0x1D76E}, {0x1D770,0x1D788}, {0x1D78A,0x1D7A8}, {0x1D7AA,0x1D7C2}, {0x1D7C4,0x1D7CB},
+    {0x1DF00,0x1DF1E}, {0x1DF25,0x1DF2A}, {0x1E030,0x1E06D}, {0x1E100,0x1E12C}, {0x1E137,0x1E13D},
+    {0x1E14E,0x1E14E}, {0x1E290,0x1E2AD}, {0x1E2C0,0x1E2EB}, {0x1E4D0,0x1E4EB}, {0x1E7E0,0x1E7E6},
+    {0x1E7E8,0x1E7EB}, {0x1E7ED,0x1E7EE}, {0x1E7F0,0x1E7FE}, {0x1E800,0x1E8C4}, {0x1E900,0x1E943},
+    {0x1E94B,0x1E94B}, {0x1EE00,0x1EE03}, {0x1EE05,0x1EE1F}, {0x1EE21,0x1EE22}, {0x1EE24,0x1EE24},
+    {0x1EE27,0x1EE27}, {0x1EE29,0x1EE32}, {0x1EE34,0x1EE37}, {0x1EE39,0x1EE39}, {0x1EE3B,0x1EE3B},
+    {0x1EE42,0x1EE42}, {0x1EE47,0x1EE47}, {0x1EE49,0x1EE49}, {0x1EE4B,0x1EE4B}, {0x1EE4D,0x1EE4F},
+    {0x1EE51,0x1EE52}, {0x1EE54,0x1EE54}, {0x1EE57,0x1EE57}, {0x1EE59,0x1EE59}, {0x1EE5B,0x1EE5B},
+    {0x1EE5D,0x1EE5D}, {0x1EE5F,0x1EE5F}, {0x1EE61,0x1EE62}, {0x1EE64,0x1EE64}, {0x1EE67,0x1EE6A},
+    {0x1EE6C,0x1EE72}, {0x1EE74,0x1EE77}, {0x1EE79,0x1EE7C}, {0x1EE7E,0x1EE7E}, {0x1EE80,0x1EE89},
+    {0x1EE8B,0x1EE9B}, {0x1EEA1,0x1EEA3}, {0x1EEA5,0x1EEA9}, {0x1EEAB,0x1EEBB}, {0x20000,0x2A6DF},
+    {0x2A700,0x2B739}, {0x2B740,0x2B81D}, {0x2B820,0x2CEA1}, {0x2CEB0,0x2EBE0}, {0x2F800,0x2FA1D},
+    {0x30000,0x3134A}, {0x31350,0x323AF},
+};
+/* [\p{N}] of the regex module under IGNORECASE (137 ranges) */
+static const uint32_t aes__tok_number_ranges[][2] = {
+    {0x30,0x39}, {0xB2,0xB3}, {0xB9,0xB9}, {0xBC,0xBE}, {0x660,0x669}, {0x6F0,0x6F9}, {0x7C0,0x7C9},
+    {0x966,0x96F}, {0x9E6,0x9EF}, {0x9F4,0x9F9}, {0xA66,0xA6F}, {0xAE6,0xAEF}, {0xB66,0xB6F}, {0xB72,0xB77},
+    {0xBE6,0xBF2}, {0xC66,0xC6F}, {0xC78,0xC7E}, {0xCE6,0xCEF}, {0xD58,0xD5E}, {0xD66,0xD78}, {0xDE6,0xDEF},
+    {0xE50,0xE59}, {0xED0,0xED9}, {0xF20,0xF33}, {0x1040,0x1049}, {0x1090,0x1099}, {0x1369,0x137C},
+    {0x16EE,0x16F0}, {0x17E0,0x17E9}, {0x17F0,0x17F9}, {0x1810,0x1819}, {0x1946,0x194F}, {0x19D0,0x19DA},
+    {0x1A80,0x1A89}, {0x1A90,0x1A99}, {0x1B50,0x1B59}, {0x1BB0,0x1BB9}, {0x1C40,0x1C49}, {0x1C50,0x1C59},
+    {0x2070,0x2070}, {0x2074,0x2079}, {0x2080,0x2089}, {0x2150,0x2182}, {0x2185,0x2189}, {0x2460,0x249B},
+    {0x24EA,0x24FF}, {0x2776,0x2793}, {0x2CFD,0x2CFD}, {0x3007,0x3007}, {0x3021,0x3029}, {0x3038,0x303A},
+    {0x3192,0x3195}, {0x3220,0x3229}, {0x3248,0x324F}, {0x3251,0x325F}, {0x3280,0x3289}, {0x32B1,0x32BF},
+    {0xA620,0xA629}, {0xA6E6,0xA6EF}, {0xA830,0xA835}, {0xA8D0,0xA8D9}, {0xA900,0xA909}, {0xA9D0,0xA9D9},
+    {0xA9F0,0xA9F9}, {0xAA50,0xAA59}, {0xABF0,0xABF9}, {0xFF10,0xFF19}, {0x10107,0x10133}, {0x10140,0x10178},
+    {0x1018A,0x1018B}, {0x102E1,0x102FB}, {0x10320,0x10323}, {0x10341,0x10341}, {0x1034A,0x1034A},
+    {0x103D1,0x103D5}, {0x104A0,0x104A9}, {0x10858,0x1085F}, {0x10879,0x1087F}, {0x108A7,0x108AF},
+    {0x108FB,0x108FF}, {0x10916,0x1091B}, {0x109BC,0x109BD}, {0x109C0,0x109CF}, {0x109D2,0x109FF},
+    {0x10A40,0x10A48}, {0x10A7D,0x10A7E}, {0x10A9D,0x10A9F}, {0x10AEB,0x10AEF}, {0x10B58,0x10B5F},
+    {0x10B78,0x10B7F}, {0x10BA9,0x10BAF}, {0x10CFA,0x10CFF}, {0x10D30,0x10D39}, {0x10E60,0x10E7E},
+    {0x10F1D,0x10F26}, {0x10F51,0x10F54}, {0x10FC5,0x10FCB}, {0x11052,0x1106F}, {0x110F0,0x110F9},
+    {0x11136,0x1113F}, {0x111D0,0x111D9}, {0x111E1,0x111F4}, {0x112F0,0x112F9}, {0x11450,0x11459},
+    {0x114D0,0x114D9}, {0x11650,0x11659}, {0x116C0,0x116C9}, {0x11730,0x1173B}, {0x118E0,0x118F2},
+    {0x11950,0x11959}, {0x11C50,0x11C6C}, {0x11D50,0x11D59}, {0x11DA0,0x11DA9}, {0x11F50,0x11F59},
+    {0x11FC0,0x11FD4}, {0x12400,0x1246E}, {0x16A60,0x16A69}, {0x16AC0,0x16AC9}, {0x16B50,0x16B59},
+    {0x16B5B,0x16B61}, {0x16E80,0x16E96}, {0x1D2C0,0x1D2D3}, {0x1D2E0,0x1D2F3}, {0x1D360,0x1D378},
+    {0x1D7CE,0x1D7FF}, {0x1E140,0x1E149}, {0x1E2F0,0x1E2F9}, {0x1E4F0,0x1E4F9}, {0x1E8C7,0x1E8CF},
+    {0x1E950,0x1E959}, {0x1EC71,0x1ECAB}, {0x1ECAD,0x1ECAF}, {0x1ECB1,0x1ECB4}, {0x1ED01,0x1ED2D},
+    {0x1ED2F,0x1ED3D}, {0x1F100,0x1F10C}, {0x1FBF0,0x1FBF9},
+};
+/* \s of the regex module (10 ranges) */
+static const uint32_t aes__tok_regex_space_ranges[][2] = {
+    {0x9,0xD}, {0x20,0x20}, {0x85,0x85}, {0xA0,0xA0}, {0x1680,0x1680}, {0x2000,0x200A}, {0x2028,0x2029},
+    {0x202F,0x202F}, {0x205F,0x205F}, {0x3000,0x3000},
+};
+/* str.isspace() (what str.strip() removes) (10 ranges) */
+static const uint32_t aes__tok_py_space_ranges[][2] = {
+    {0x9,0xD}, {0x1C,0x20}, {0x85,0x85}, {0xA0,0xA0}, {0x1680,0x1680}, {0x2000,0x200A}, {0x2028,0x2029},
+    {0x202F,0x202F}, {0x205F,0x205F}, {0x3000,0x3000},
+};
+/* characters no alternative of the CLIP pattern matches (skipped) (1 ranges) */
+static const uint32_t aes__tok_unmatched_ranges[][2] = {
+    {0x345,0x345},
+};
+/* cased and not case-ignorable (final-sigma rule of str.lower) (149 ranges) */
+static const uint32_t aes__tok_cased_ranges[][2] = {
+    {0x41,0x5A}, {0x61,0x7A}, {0xAA,0xAA}, {0xB5,0xB5}, {0xBA,0xBA}, {0xC0,0xD6}, {0xD8,0xF6}, {0xF8,0x1BA},
+    {0x1BC,0x1BF}, {0x1C4,0x293}, {0x295,0x2AF}, {0x370,0x373}, {0x376,0x377}, {0x37B,0x37D}, {0x37F,0x37F},
+    {0x386,0x386}, {0x388,0x38A}, {0x38C,0x38C}, {0x38E,0x3A1}, {0x3A3,0x3F5}, {0x3F7,0x481}, {0x48A,0x52F},
+    {0x531,0x556}, {0x560,0x588}, {0x10A0,0x10C5}, {0x10C7,0x10C7}, {0x10CD,0x10CD}, {0x10D0,0x10FA},
+    {0x10FD,0x10FF}, {0x13A0,0x13F5}, {0x13F8,0x13FD}, {0x1C80,0x1C88}, {0x1C90,0x1CBA}, {0x1CBD,0x1CBF},
+    {0x1D00,0x1D2B}, {0x1D6B,0x1D77}, {0x1D79,0x1D9A}, {0x1E00,0x1F15}, {0x1F18,0x1F1D}, {0x1F20,0x1F45},
+    {0x1F48,0x1F4D}, {0x1F50,0x1F57}, {0x1F59,0x1F59}, {0x1F5B,0x1F5B}, {0x1F5D,0x1F5D}, {0x1F5F,0x1F7D},
+    {0x1F80,0x1FB4}, {0x1FB6,0x1FBC}, {0x1FBE,0x1FBE}, {0x1FC2,0x1FC4}, {0x1FC6,0x1FCC}, {0x1FD0,0x1FD3},
+    {0x1FD6,0x1FDB}, {0x1FE0,0x1FEC}, {0x1FF2,0x1FF4}, {0x1FF6,0x1FFC}, {0x2102,0x2102}, {0x2107,0x2107},
+    {0x210A,0x2113}, {0x2115,0x2115}, {0x2119,0x211D}, {0x2124,0x2124}, {0x2126,0x2126}, {0x2128,0x2128},
+    {0x212A,0x212D}, {0x212F,0x2134}, {0x2139,0x2139}, {0x213C,0x213F}, {0x2145,0x2149}, {0x214E,0x214E},
+    {0x2160,0x217F}, {0x2183,0x2184}, {0x24B6,0x24E9}, {0x2C00,0x2C7B}, {0x2C7E,0x2CE4}, {0x2CEB,0x2CEE},
+    {0x2CF2,0x2CF3}, {0x2D00,0x2D25}, {0x2D27,0x2D27}, {0x2D2D,0x2D2D}, {0xA640,0xA66D}, {0xA680,0xA69B},
+    {0xA722,0xA76F}, {0xA771,0xA787}, {0xA78B,0xA78E}, {0xA790,0xA7CA}, {0xA7D0,0xA7D1}, {0xA7D3,0xA7D3},
+    {0xA7D5,0xA7D9}, {0xA7F5,0xA7F6}, {0xA7FA,0xA7FA}, {0xAB30,0xAB5A}, {0xAB60,0xAB68}, {0xAB70,0xABBF},
+    {0xFB00,0xFB06}, {0xFB13,0xFB17}, {0xFF21,0xFF3A}, {0xFF41,0xFF5A}, {0x10400,0x1044F}, {0x104B0,0x104D3},
+    {0x104D8,0x104FB}, {0x10570,0x1057A}, {0x1057C,0x1058A}, {0x1058C,0x10592}, {0x10594,0x10595},
+    {0x10597,0x105A1}, {0x105A3,0x105B1}, {0x105B3,0x105B9}, {0x105BB,0x105BC}, {0x10C80,0x10CB2},
+    {0x10CC0,0x10CF2}, {0x118A0,0x118DF}, {0x16E40,0x16E7F}, {0x1D400,0x1D454}, {0x1D456,0x1D49C},
+    {0x1D49E,0x1D49F}, {0x1D4A2,0x1D4A2}, {0x1D4A5,0x1D4A6}, {0x1D4A9,0x1D4AC}, {0x1D4AE,0x1D4B9},
+    {0x1D4BB,0x1D4BB}, {0x1D4BD,0x1D4C3}, {0x1D4C5,0x1D505}, {0x1D507,0x1D50A}, {0x1D50D,0x1D514},
+    {0x1D516,0x1D51C}, {0x1D51E,0x1D539}, {0x1D53B,0x1D53E}, {0x1D540,0x1D544}, {0x1D546,0x1D546},
+    {0x1D54A,0x1D550}, {0x1D552,0x1D6A5}, {0x1D6A8,0x1D6C0}, {0x1D6C2,0x1D6DA}, {0x1D6DC,0x1D6FA},
+    {0x1D6FC,0x1D714}, {0x1D716,0x1D734}, {0x1D736,0x1D74E}, {0x1D750,0x1D76E}, {0x1D770,0x1D788},
+    {0x1D78A,0x1D7A8}, {0x1D7AA,0x1D7C2}, {0x1D7C4,0x1D7CB}, {0x1DF00,0x1DF09}, {0x1DF0B,0x1DF1E},
+    {0x1E900,0x1E943}, {0x1F130,0x1F149}, {0x1F150,0x1F169}, {0x1F170,0x1F189},
+};
+/* case-ignorable (final-sigma rule of str.lower) (427 ranges) */
+static const uint32_t aes__tok_case_ignorable_ranges[][2] = {
+    {0x27,0x27}, {0x2E,0x2E}, {0x3A,0x3A}, {0x5E,0x5E}, {0x60,0x60}, {0xA8,0xA8}, {0xAD,0xAD}, {0xAF,0xAF},
+    {0xB4,0xB4}, {0xB7,0xB8}, {0x2B0,0x36F}, {0x374,0x375}, {0x37A,0x37A}, {0x384,0x385}, {0x387,0x387},
+    {0x483,0x489}, {0x559,0x559}, {0x55F,0x55F}, {0x591,0x5BD}, {0x5BF,0x5BF}, {0x5C1,0x5C2}, {0x5C4,0x5C5},
+    {0x5C7,0x5C7}, {0x5F4,0x5F4}, {0x600,0x605}, {0x610,0x61A}, {0x61C,0x61C}, {0x640,0x640}, {0x64B,0x65F},
+    {0x670,0x670}, {0x6D6,0x6DD}, {0x6DF,0x6E8}, {0x6EA,0x6ED}, {0x70F,0x70F}, {0x711,0x711}, {0x730,0x74A},
+    {0x7A6,0x7B0}, {0x7EB,0x7F5}, {0x7FA,0x7FA}, {0x7FD,0x7FD}, {0x816,0x82D}, {0x859,0x85B}, {0x888,0x888},
+    {0x890,0x891}, {0x898,0x89F}, {0x8C9,0x902}, {0x93A,0x93A}, {0x93C,0x93C}, {0x941,0x948}, {0x94D,0x94D},
+    {0x951,0x957}, {0x962,0x963}, {0x971,0x971}, {0x981,0x981}, {0x9BC,0x9BC}, {0x9C1,0x9C4}, {0x9CD,0x9CD},
+    {0x9E2,0x9E3}, {0x9FE,0x9FE}, {0xA01,0xA02}, {0xA3C,0xA3C}, {0xA41,0xA42}, {0xA47,0xA48}, {0xA4B,0xA4D},
+    {0xA51,0xA51}, {0xA70,0xA71}, {0xA75,0xA75}, {0xA81,0xA82}, {0xABC,0xABC}, {0xAC1,0xAC5}, {0xAC7,0xAC8},
+    {0xACD,0xACD}, {0xAE2,0xAE3}, {0xAFA,0xAFF}, {0xB01,0xB01}, {0xB3C,0xB3C}, {0xB3F,0xB3F}, {0xB41,0xB44},
+    {0xB4D,0xB4D}, {0xB55,0xB56}, {0xB62,0xB63}, {0xB82,0xB82}, {0xBC0,0xBC0}, {0xBCD,0xBCD}, {0xC00,0xC00},
+    {0xC04,0xC04}, {0xC3C,0xC3C}, {0xC3E,0xC40}, {0xC46,0xC48}, {0xC4A,0xC4D}, {0xC55,0xC56}, {0xC62,0xC63},
+    {0xC81,0xC81}, {0xCBC,0xCBC}, {0xCBF,0xCBF}, {0xCC6,0xCC6}, {0xCCC,0xCCD}, {0xCE2,0xCE3}, {0xD00,0xD01},
+    {0xD3B,0xD3C}, {0xD41,0xD44}, {0xD4D,0xD4D}, {0xD62,0xD63}, {0xD81,0xD81}, {0xDCA,0xDCA}, {0xDD2,0xDD4},
+    {0xDD6,0xDD6}, {0xE31,0xE31}, {0xE34,0xE3A}, {0xE46,0xE4E}, {0xEB1,0xEB1}, {0xEB4,0xEBC}, {0xEC6,0xEC6},
+    {0xEC8,0xECD}, {0xF18,0xF19}, {0xF35,0xF35}, {0xF37,0xF37}, {0xF39,0xF39}, {0xF71,0xF7E}, {0xF80,0xF84},
+    {0xF86,0xF87}, {0xF8D,0xF97}, {0xF99,0xFBC}, {0xFC6,0xFC6}, {0x102D,0x1030}, {0x1032,0x1037},
+    {0x1039,0x103A}, {0x103D,0x103E}, {0x1058,0x1059}, {0x105E,0x1060}, {0x1071,0x1074}, {0x1082,0x1082},
+    {0x1085,0x1086}, {0x108D,0x108D}, {0x109D,0x109D}, {0x10FC,0x10FC}, {0x135D,0x135F}, {0x1712,0x1714},
+    {0x1732,0x1733}, {0x1752,0x1753}, {0x1772,0x1773}, {0x17B4,0x17B5}, {0x17B7,0x17BD}, {0x17C6,0x17C6},
+    {0x17C9,0x17D3}, {0x17D7,0x17D7}, {0x17DD,0x17DD}, {0x180B,0x180F}, {0x1843,0x1843}, {0x1885,0x1886},
+    {0x18A9,0x18A9}, {0x1920,0x1922}, {0x1927,0x1928}, {0x1932,0x1932}, {0x1939,0x193B}, {0x1A17,0x1A18},
+    {0x1A1B,0x1A1B}, {0x1A56,0x1A56}, {0x1A58,0x1A5E}, {0x1A60,0x1A60}, {0x1A62,0x1A62}, {0x1A65,0x1A6C},
+    {0x1A73,0x1A7C}, {0x1A7F,0x1A7F}, {0x1AA7,0x1AA7}, {0x1AB0,0x1ACE}, {0x1B00,0x1B03}, {0x1B34,0x1B34},
+    {0x1B36,0x1B3A}, {0x1B3C,0x1B3C}, {0x1B42,0x1B42}, {0x1B6B,0x1B73}, {0x1B80,0x1B81}, {0x1BA2,0x1BA5},
+    {0x1BA8,0x1BA9}, {0x1BAB,0x1BAD}, {0x1BE6,0x1BE6}, {0x1BE8,0x1BE9}, {0x1BED,0x1BED}, {0x1BEF,0x1BF1},
+    {0x1C2C,0x1C33}, {0x1C36,0x1C37}, {0x1C78,0x1C7D}, {0x1CD0,0x1CD2}, {0x1CD4,0x1CE0}, {0x1CE2,0x1CE8},
+    {0x1CED,0x1CED}, {0x1CF4,0x1CF4}, {0x1CF8,0x1CF9}, {0x1D2C,0x1D6A}, {0x1D78,0x1D78}, {0x1D9B,0x1DFF},
+    {0x1FBD,0x1FBD}, {0x1FBF,0x1FC1}, {0x1FCD,0x1FCF}, {0x1FDD,0x1FDF}, {0x1FED,0x1FEF}, {0x1FFD,0x1FFE},
+    {0x200B,0x200F}, {0x2018,0x2019}, {0x2024,0x2024}, {0x2027,0x2027}, {0x202A,0x202E}, {0x2060,0x2064},
+    {0x2066,0x206F}, {0x2071,0x2071}, {0x207F,0x207F}, {0x2090,0x209C}, {0x20D0,0x20F0}, {0x2C7C,0x2C7D},
+    {0x2CEF,0x2CF1}, {0x2D6F,0x2D6F}, {0x2D7F,0x2D7F}, {0x2DE0,0x2DFF}, {0x2E2F,0x2E2F}, {0x3005,0x3005},
+    {0x302A,0x302D}, {0x3031,0x3035}, {0x303B,0x303B}, {0x3099,0x309E}, {0x30FC,0x30FE}, {0xA015,0xA015},
+    {0xA4F8,0xA4FD}, {0xA60C,0xA60C}, {0xA66F,0xA672}, {0xA674,0xA67D}, {0xA67F,0xA67F}, {0xA69C,0xA69F},
+    {0xA6F0,0xA6F1}, {0xA700,0xA721}, {0xA770,0xA770}, {0xA788,0xA78A}, {0xA7F2,0xA7F4}, {0xA7F8,0xA7F9},
+    {0xA802,0xA802}, {0xA806,0xA806}, {0xA80B,0xA80B}, {0xA825,0xA826}, {0xA82C,0xA82C}, {0xA8C4,0xA8C5},
+    {0xA8E0,0xA8F1}, {0xA8FF,0xA8FF}, {0xA926,0xA92D}, {0xA947,0xA951}, {0xA980,0xA982}, {0xA9B3,0xA9B3},
+    {0xA9B6,0xA9B9}, {0xA9BC,0xA9BD}, {0xA9CF,0xA9CF}, {0xA9E5,0xA9E6}, {0xAA29,0xAA2E}, {0xAA31,0xAA32},
+    {0xAA35,0xAA36}, {0xAA43,0xAA43}, {0xAA4C,0xAA4C}, {0xAA70,0xAA70}, {0xAA7C,0xAA7C}, {0xAAB0,0xAAB0},
+    {0xAAB2,0xAAB4}, {0xAAB7,0xAAB8}, {0xAABE,0xAABF}, {0xAAC1,0xAAC1}, {0xAADD,0xAADD}, {0xAAEC,0xAAED},
+    {0xAAF3,0xAAF4}, {0xAAF6,0xAAF6}, {0xAB5B,0xAB5F}, {0xAB69,0xAB6B}, {0xABE5,0xABE5}, {0xABE8,0xABE8},
+    {0xABED,0xABED}, {0xFB1E,0xFB1E}, {0xFBB2,0xFBC2}, {0xFE00,0xFE0F}, {0xFE13,0xFE13}, {0xFE20,0xFE2F},
+    {0xFE52,0xFE52}, {0xFE55,0xFE55}, {0xFEFF,0xFEFF}, {0xFF07,0xFF07}, {0xFF0E,0xFF0E}, {0xFF1A,0xFF1A},
+    {0xFF3E,0xFF3E}, {0xFF40,0xFF40}, {0xFF70,0xFF70}, {0xFF9E,0xFF9F}, {0xFFE3,0xFFE3}, {0xFFF9,0xFFFB},
+    {0x101FD,0x101FD}, {0x102E0,0x102E0}, {0x10376,0x1037A}, {0x10780,0x10785}, {0x10787,0x107B0},
+    {0x107B2,0x107BA}, {0x10A01,0x10A03}, {0x10A05,0x10A06}, {0x10A0C,0x10A0F}, {0x10A38,0x10A3A},
+    {0x10A3F,0x10A3F}, {0x10AE5,0x10AE6}, {0x10D24,0x10D27}, {0x10EAB,0x10EAC}, {0x10F46,0x10F50},
+    {0x10F82,0x10F85}, {0x11001,0x11001}, {0x11038,0x11046}, {0x11070,0x11070}, {0x11073,0x11074},
+    {0x1107F,0x11081}, {0x110B3,0x110B6}, {0x110B9,0x110BA}, {0x110BD,0x110BD}, {0x110C2,0x110C2},
+    {0x110CD,0x110CD}, {0x11100,0x11102}, {0x11127,0x1112B}, {0x1112D,0x11134}, {0x11173,0x11173},
+    {0x11180,0x11181}, {0x111B6,0x111BE}, {0x111C9,0x111CC}, {0x111CF,0x111CF}, {0x1122F,0x11231},
+    {0x11234,0x11234}, {0x11236,0x11237}, {0x1123E,0x1123E}, {0x112DF,0x112DF}, {0x112E3,0x112EA},
+    {0x11300,0x11301}, {0x1133B,0x1133C}, {0x11340,0x11340}, {0x11366,0x1136C}, {0x11370,0x11374},
+    {0x11438,0x1143F}, {0x11442,0x11444}, {0x11446,0x11446}, {0x1145E,0x1145E}, {0x114B3,0x114B8},
+    {0x114BA,0x114BA}, {0x114BF,0x114C0}, {0x114C2,0x114C3}, {0x115B2,0x115B5}, {0x115BC,0x115BD},
+    {0x115BF,0x115C0}, {0x115DC,0x115DD}, {0x11633,0x1163A}, {0x1163D,0x1163D}, {0x1163F,0x11640},
+    {0x116AB,0x116AB}, {0x116AD,0x116AD}, {0x116B0,0x116B5}, {0x116B7,0x116B7}, {0x1171D,0x1171F},
+    {0x11722,0x11725}, {0x11727,0x1172B}, {0x1182F,0x11837}, {0x11839,0x1183A}, {0x1193B,0x1193C},
+    {0x1193E,0x1193E}, {0x11943,0x11943}, {0x119D4,0x119D7}, {0x119DA,0x119DB}, {0x119E0,0x119E0},
+    {0x11A01,0x11A0A}, {0x11A33,0x11A38}, {0x11A3B,0x11A3E}, {0x11A47,0x11A47}, {0x11A51,0x11A56},
+    {0x11A59,0x11A5B}, {0x11A8A,0x11A96}, {0x11A98,0x11A99}, {0x11C30,0x11C36}, {0x11C38,0x11C3D},
+    {0x11C3F,0x11C3F}, {0x11C92,0x11CA7}, {0x11CAA,0x11CB0}, {0x11CB2,0x11CB3}, {0x11CB5,0x11CB6},
+    {0x11D31,0x11D36}, {0x11D3A,0x11D3A}, {0x11D3C,0x11D3D}, {0x11D3F,0x11D45}, {0x11D47,0x11D47},
+    {0x11D90,0x11D91}, {0x11D95,0x11D95}, {0x11D97,0x11D97}, {0x11EF3,0x11EF4}, {0x13430,0x13438},
+    {0x16AF0,0x16AF4}, {0x16B30,0x16B36}, {0x16B40,0x16B43}, {0x16F4F,0x16F4F}, {0x16F8F,0x16F9F},
+    {0x16FE0,0x16FE1}, {0x16FE3,0x16FE4}, {0x1AFF0,0x1AFF3}, {0x1AFF5,0x1AFFB}, {0x1AFFD,0x1AFFE},
+    {0x1BC9D,0x1BC9E}, {0x1BCA0,0x1BCA3}, {0x1CF00,0x1CF2D}, {0x1CF30,0x1CF46}, {0x1D167,0x1D169},
+    {0x1D173,0x1D182}, {0x1D185,0x1D18B}, {0x1D1AA,0x1D1AD}, {0x1D242,0x1D244}, {0x1DA00,0x1DA36},
+    {0x1DA3B,0x1DA6C}, {0x1DA75,0x1DA75}, {0x1DA84,0x1DA84}, {0x1DA9B,0x1DA9F}, {0x1DAA1,0x1DAAF},
+    {0x1E000,0x1E006}, {0x1E008,0x1E018}, {0x1E01B,0x1E021}, {0x1E023,0x1E024}, {0x1E026,0x1E02A},
+    {0x1E130,0x1E13D}, {0x1E2AE,0x1E2AE}, {0x1E2EC,0x1E2EF}, {0x1E8D0,0x1E8D6}, {0x1E944,0x1E94B},
+    {0x1F3FB,0x1F3FF}, {0xE0001,0xE0001}, {0xE0020,0xE007F}, {0xE0100,0xE01EF},
+};
+/* str.lower(): code points first..last (every stride-th) map to cp + delta (181 runs) */
+static const int32_t aes__tok_lower_runs[][4] = {
+    {0x41,0x5A,32,1}, {0xC0,0xD6,32,1}, {0xD8,0xDE,32,1}, {0x100,0x12E,1,2}, {0x132,0x136,1,2},
+    {0x139,0x147,1,2}, {0x14A,0x176,1,2}, {0x178,0x178,-121,1}, {0x179,0x17D,1,2}, {0x181,0x181,210,1},
+    {0x182,0x184,1,2}, {0x186,0x186,206,1}, {0x187,0x187,1,1}, {0x189,0x18A,205,1}, {0x18B,0x18B,1,1},
+    {0x18E,0x18E,79,1}, {0x18F,0x18F,202,1}, {0x190,0x190,203,1}, {0x191,0x191,1,1}, {0x193,0x193,205,1},
+    {0x194,0x194,207,1}, {0x196,0x196,211,1}, {0x197,0x197,209,1}, {0x198,0x198,1,1}, {0x19C,0x19C,211,1},
+    {0x19D,0x19D,213,1}, {0x19F,0x19F,214,1}, {0x1A0,0x1A4,1,2}, {0x1A6,0x1A6,218,1}, {0x1A7,0x1A7,1,1},
+    {0x1A9,0x1A9,218,1}, {0x1AC,0x1AC,1,1}, {0x1AE,0x1AE,218,1}, {0x1AF,0x1AF,1,1}, {0x1B1,0x1B2,217,1},
+    {0x1B3,0x1B5,1,2}, {0x1B7,0x1B7,219,1}, {0x1B8,0x1B8,1,1}, {0x1BC,0x1BC,1,1}, {0x1C4,0x1C4,2,1},
+    {0x1C5,0x1C5,1,1}, {0x1C7,0x1C7,2,1}, {0x1C8,0x1C8,1,1}, {0x1CA,0x1CA,2,1}, {0x1CB,0x1DB,1,2},
+    {0x1DE,0x1EE,1,2}, {0x1F1,0x1F1,2,1}, {0x1F2,0x1F4,1,2}, {0x1F6,0x1F6,-97,1}, {0x1F7,0x1F7,-56,1},
+    {0x1F8,0x21E,1,2}, {0x220,0x220,-130,1}, {0x222,0x232,1,2}, {0x23A,0x23A,10795,1}, {0x23B,0x23B,1,1},
+    {0x23D,0x23D,-163,1}, {0x23E,0x23E,10792,1}, {0x241,0x241,1,1}, {0x243,0x243,-195,1}, {0x244,0x244,69,1},
+    {0x245,0x245,71,1}, {0x246,0x24E,1,2}, {0x370,0x372,1,2}, {0x376,0x376,1,1}, {0x37F,0x37F,116,1},
+    {0x386,0x386,38,1}, {0x388,0x38A,37,1}, {0x38C,0x38C,64,1}, {0x38E,0x38F,63,1}, {0x391,0x3A1,32,1},
+    {0x3A3,0x3AB,32,1}, {0x3CF,0x3CF,8,1}, {0x3D8,0x3EE,1,2}, {0x3F4,0x3F4,-60,1}, {0x3F7,0x3F7,1,1},
+    {0x3F9,0x3F9,-7,1}, {0x3FA,0x3FA,1,1}, {0x3FD,0x3FF,-130,1}, {0x400,0x40F,80,1}, {0x410,0x42F,32,1},
+    {0x460,0x480,1,2}, {0x48A,0x4BE,1,2}, {0x4C0,0x4C0,15,1}, {0x4C1,0x4CD,1,2}, {0x4D0,0x52E,1,2},
+    {0x531,0x556,48,1}, {0x10A0,0x10C5,7264,1}, {0x10C7,0x10C7,7264,1}, {0x10CD,0x10CD,7264,1},
+    {0x13A0,0x13EF,38864,1}, {0x13F0,0x13F5,8,1}, {0x1C90,0x1CBA,-3008,1}, {0x1CBD,0x1CBF,-3008,1},
+    {0x1E00,0x1E94,1,2}, {0x1E9E,0x1E9E,-7615,1}, {0x1EA0,0x1EFE,1,2}, {0x1F08,0x1F0F,-8,1},
+    {0x1F18,0x1F1D,-8,1}, {0x1F28,0x1F2F,-8,1}, {0x1F38,0x1F3F,-8,1}, {0x1F48,0x1F4D,-8,1},
+    {0x1F59,0x1F5F,-8,2}, {0x1F68,0x1F6F,-8,1}, {0x1F88,0x1F8F,-8,1}, {0x1F98,0x1F9F,-8,1},
+    {0x1FA8,0x1FAF,-8,1}, {0x1FB8,0x1FB9,-8,1}, {0x1FBA,0x1FBB,-74,1}, {0x1FBC,0x1FBC,-9,1},
+    {0x1FC8,0x1FCB,-86,1}, {0x1FCC,0x1FCC,-9,1}, {0x1FD8,0x1FD9,-8,1}, {0x1FDA,0x1FDB,-100,1},
+    {0x1FE8,0x1FE9,-8,1}, {0x1FEA,0x1FEB,-112,1}, {0x1FEC,0x1FEC,-7,1}, {0x1FF8,0x1FF9,-128,1},
+    {0x1FFA,0x1FFB,-126,1}, {0x1FFC,0x1FFC,-9,1}, {0x2126,0x2126,-7517,1}, {0x212A,0x212A,-8383,1},
+    {0x212B,0x212B,-8262,1}, {0x2132,0x2132,28,1}, {0x2160,0x216F,16,1}, {0x2183,0x2183,1,1},
+    {0x24B6,0x24CF,26,1}, {0x2C00,0x2C2F,48,1}, {0x2C60,0x2C60,1,1}, {0x2C62,0x2C62,-10743,1},
+    {0x2C63,0x2C63,-3814,1}, {0x2C64,0x2C64,-10727,1}, {0x2C67,0x2C6B,1,2}, {0x2C6D,0x2C6D,-10780,1},
+    {0x2C6E,0x2C6E,-10749,1}, {0x2C6F,0x2C6F,-10783,1}, {0x2C70,0x2C70,-10782,1}, {0x2C72,0x2C72,1,1},
+    {0x2C75,0x2C75,1,1}, {0x2C7E,0x2C7F,-10815,1}, {0x2C80,0x2CE2,1,2}, {0x2CEB,0x2CED,1,2},
+    {0x2CF2,0x2CF2,1,1}, {0xA640,0xA66C,1,2}, {0xA680,0xA69A,1,2}, {0xA722,0xA72E,1,2}, {0xA732,0xA76E,1,2},
+    {0xA779,0xA77B,1,2}, {0xA77D,0xA77D,-35332,1}, {0xA77E,0xA786,1,2}, {0xA78B,0xA78B,1,1},
+    {0xA78D,0xA78D,-42280,1}, {0xA790,0xA792,1,2}, {0xA796,0xA7A8,1,2}, {0xA7AA,0xA7AA,-42308,1},
+    {0xA7AB,0xA7AB,-42319,1}, {0xA7AC,0xA7AC,-42315,1}, {0xA7AD,0xA7AD,-42305,1}, {0xA7AE,0xA7AE,-42308,1},
+    {0xA7B0,0xA7B0,-42258,1}, {0xA7B1,0xA7B1,-42282,1}, {0xA7B2,0xA7B2,-42261,1}, {0xA7B3,0xA7B3,928,1},
+    {0xA7B4,0xA7C2,1,2}, {0xA7C4,0xA7C4,-48,1}, {0xA7C5,0xA7C5,-42307,1}, {0xA7C6,0xA7C6,-35384,1},
+    {0xA7C7,0xA7C9,1,2}, {0xA7D0,0xA7D0,1,1}, {0xA7D6,0xA7D8,1,2}, {0xA7F5,0xA7F5,1,1}, {0xFF21,0xFF3A,32,1},
+    {0x10400,0x10427,40,1}, {0x104B0,0x104D3,40,1}, {0x10570,0x1057A,39,1}, {0x1057C,0x1058A,39,1},
+    {0x1058C,0x10592,39,1}, {0x10594,0x10595,39,1}, {0x10C80,0x10CB2,64,1}, {0x118A0,0x118BF,32,1},
+    {0x16E40,0x16E5F,32,1}, {0x1E900,0x1E921,34,1},
+};
+/* str.lower() mappings to two code points */
+static const uint32_t aes__tok_lower_full[][3] = {{0x130,0x69,0x307}};
+/* html.unescape: numeric references 0x80..0x9F are read as Windows-1252 */
+static const uint16_t aes__tok_html_cp1252[32] = {
+    0x20AC, 0x81, 0x201A, 0x192, 0x201E, 0x2026, 0x2020, 0x2021, 0x2C6, 0x2030, 0x160, 0x2039, 0x152, 0x8D, 0x17D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x2DC, 0x2122, 0x161, 0x203A, 0x153, 0x9D, 0x17E, 0x178};
+/* html.unescape: numeric references to these code points give '' (22 ranges) */
+static const uint32_t aes__tok_html_dropped_ranges[][2] = {
+    {0x1,0x8}, {0xB,0xB}, {0xE,0x1F}, {0x7F,0x9F}, {0xFDD0,0xFDEF}, {0xFFFE,0xFFFF}, {0x1FFFE,0x1FFFF},
+    {0x2FFFE,0x2FFFF}, {0x3FFFE,0x3FFFF}, {0x4FFFE,0x4FFFF}, {0x5FFFE,0x5FFFF}, {0x6FFFE,0x6FFFF},
+    {0x7FFFE,0x7FFFF}, {0x8FFFE,0x8FFFF}, {0x9FFFE,0x9FFFF}, {0xAFFFE,0xAFFFF}, {0xBFFFE,0xBFFFF},
+    {0xCFFFE,0xCFFFF}, {0xDFFFE,0xDFFFF}, {0xEFFFE,0xEFFFF}, {0xFFFFE,0xFFFFF}, {0x10FFFE,0x10FFFF},
+};
+/* html.entities.html5, 2125 names with ';' (106 of them legacy, '*': they also match
+ * without ';').  "name=HEX[,HEX] " entries, sorted by name. */
+static const char *const aes__tok_html_entity_chunks[] = {
+    "AElig*=C6 AMP*=26 Aacute*=C1 Abreve=102 Acirc*=C2 Acy=410 Afr=1D504 Agrave*=C0 Alpha=391 Amacr=100 A"
+    "nd=2A53 Aogon=104 Aopf=1D538 ApplyFunction=2061 Aring*=C5 Ascr=1D49C Assign=2254 Atilde*=C3 Auml*=C4"
+    " Backslash=2216 Barv=2AE7 Barwed=2306 Bcy=411 Because=2235 Bernoullis=212C Beta=392 Bfr=1D505 Bopf=1"
+    "D539 Breve=2D8 Bscr=212C Bumpeq=224E CHcy=427 COPY*=A9 Cacute=106 Cap=22D2 CapitalDifferentialD=2145"
+    " Cayleys=212D Ccaron=10C Ccedil*=C7 Ccirc=108 Cconint=2230 Cdot=10A Cedilla=B8 CenterDot=B7 Cfr=212D"
+    " Chi=3A7 CircleDot=2299 CircleMinus=2296 CirclePlus=2295 CircleTimes=2297 ClockwiseContourIntegral=2"
+    "232 CloseCurlyDoubleQuote=201D CloseCurlyQuote=2019 Colon=2237 Colone=2A74 Congruent=2261 Conint=222"
+    "F ContourIntegral=222E Copf=2102 Coproduct=2210 CounterClockwiseContourIntegral=2233 Cross=2A2F Cscr"
+    "=1D49E Cup=22D3 CupCap=224D DD=2145 DDotrahd=2911 DJcy=402 DScy=405 DZcy=40F Dagger=2021 Darr=21A1 D"
+    "ashv=2AE4 Dcaron=10E Dcy=414 Del=2207 Delta=394 Dfr=1D507 DiacriticalAcute=B4 DiacriticalDot=2D9 Dia"
+    "criticalDoubleAcute=2DD DiacriticalGrave=60 DiacriticalTilde=2DC Diamond=22C4 DifferentialD=2146 Dop"
+    "f=1D53B Dot=A8 DotDot=20DC DotEqual=2250 DoubleContourIntegral=222F DoubleDot=A8 DoubleDownArrow=21D"
+    "3 DoubleLeftArrow=21D0 DoubleLeftRightArrow=21D4 DoubleLeftTee=2AE4 DoubleLongLeftArrow=27F8 DoubleL"
+    "ongLeftRightArrow=27FA DoubleLongRightArrow=27F9 DoubleRightArrow=21D2 DoubleRightTee=22A8 DoubleUpA"
+    "rrow=21D1 DoubleUpDownArrow=21D5 DoubleVerticalBar=2225 DownArrow=2193 DownArrowBar=2913 DownArrowUp"
+    "Arrow=21F5 DownBreve=311 DownLeftRightVector=2950 DownLeftTeeVector=295E DownLeftVector=21BD DownLef"
+    "tVectorBar=2956 DownRightTeeVector=295F DownRightVector=21C1 DownRightVectorBar=2957 DownTee=22A4 Do"
+    "wnTeeArrow=21A7 Downarrow=21D3 Dscr=1D49F Dstrok=110 ENG=14A ETH*=D0 Eacute*=C9 Ecaron=11A Ecirc*=CA"
+    " Ecy=42D Edot=116 Efr=1D508 Egrave*=C8 Element=2208 Emacr=112 EmptySmallSquare=25FB EmptyVerySmallSq"
+    "uare=25AB Eogon=118 Eopf=1D53C Epsilon=395 Equal=2A75 EqualTilde=2242 Equilibrium=21CC Escr=2130 Esi"
+    "m=2A73 Eta=397 Euml*=CB Exists=2203 ExponentialE=2147 Fcy=424 Ffr=1D509 FilledSmallSquare=25FC Fille"
+    "dVerySmallSquare=25AA Fopf=1D53D ForAll=2200 Fouriertrf=2131 Fscr=2131 GJcy=403 GT*=3E Gamma=393 Gam"
+    "mad=3DC Gbreve=11E Gcedil=122 Gcirc=11C Gcy=413 Gdot=120 Gfr=1D50A Gg=22D9 Gopf=1D53E GreaterEqual=2"
+    "265 GreaterEqualLess=22DB GreaterFullEqual=2267 GreaterGreater=2AA2 GreaterLess=2277 GreaterSlantEqu"
+    "al=2A7E GreaterTilde=2273 Gscr=1D4A2 Gt=226B HARDcy=42A Hacek=2C7 Hat=5E Hcirc=124 Hfr=210C HilbertS"
+    "pace=210B Hopf=210D HorizontalLine=2500 Hscr=210B Hstrok=126 HumpDownHump=224E HumpEqual=224F IEcy=4"
+    "15 IJlig=132 IOcy=401 Iacute*=CD Icirc*=CE Icy=418 Idot=130 Ifr=2111 Igrave*=CC Im=2111 Imacr=12A Im"
+    "aginaryI=2148 Implies=21D2 Int=222C Integral=222B Intersection=22C2 InvisibleComma=2063 InvisibleTim"
+    "es=2062 Iogon=12E Iopf=1D540 Iota=399 Iscr=2110 Itilde=128 Iukcy=406 Iuml*=CF Jcirc=134 Jcy=419 Jfr="
+    "1D50D Jopf=1D541 Jscr=1D4A5 Jsercy=408 Jukcy=404 KHcy=425 KJcy=40C Kappa=39A Kcedil=136 Kcy=41A ",
+    "Kfr=1D50E Kopf=1D542 Kscr=1D4A6 LJcy=409 LT*=3C Lacute=139 Lambda=39B Lang=27EA Laplacetrf=2112 Larr"
+    "=219E Lcaron=13D Lcedil=13B Lcy=41B LeftAngleBracket=27E8 LeftArrow=2190 LeftArrowBar=21E4 LeftArrow"
+    "RightArrow=21C6 LeftCeiling=2308 LeftDoubleBracket=27E6 LeftDownTeeVector=2961 LeftDownVector=21C3 L"
+    "eftDownVectorBar=2959 LeftFloor=230A LeftRightArrow=2194 LeftRightVector=294E LeftTee=22A3 LeftTeeAr"
+    "row=21A4 LeftTeeVector=295A LeftTriangle=22B2 LeftTriangleBar=29CF LeftTriangleEqual=22B4 LeftUpDown"
+    "Vector=2951 LeftUpTeeVector=2960 LeftUpVector=21BF LeftUpVectorBar=2958 LeftVector=21BC LeftVectorBa"
+    "r=2952 Leftarrow=21D0 Leftrightarrow=21D4 LessEqualGreater=22DA LessFullEqual=2266 LessGreater=2276 "
+    "LessLess=2AA1 LessSlantEqual=2A7D LessTilde=2272 Lfr=1D50F Ll=22D8 Lleftarrow=21DA Lmidot=13F LongLe"
+    "ftArrow=27F5 LongLeftRightArrow=27F7 LongRightArrow=27F6 Longleftarrow=27F8 Longleftrightarrow=27FA "
+    "Longrightarrow=27F9 Lopf=1D543 LowerLeftArrow=2199 LowerRightArrow=2198 Lscr=2112 Lsh=21B0 Lstrok=14"
+    "1 Lt=226A Map=2905 Mcy=41C MediumSpace=205F Mellintrf=2133 Mfr=1D510 MinusPlus=2213 Mopf=1D544 Mscr="
+    "2133 Mu=39C NJcy=40A Nacute=143 Ncaron=147 Ncedil=145 Ncy=41D NegativeMediumSpace=200B NegativeThick"
+    "Space=200B NegativeThinSpace=200B NegativeVeryThinSpace=200B NestedGreaterGreater=226B NestedLessLes"
+    "s=226A NewLine=A Nfr=1D511 NoBreak=2060 NonBreakingSpace=A0 Nopf=2115 Not=2AEC NotCongruent=2262 Not"
+    "CupCap=226D NotDoubleVerticalBar=2226 NotElement=2209 NotEqual=2260 NotEqualTilde=2242,338 NotExists"
+    "=2204 NotGreater=226F NotGreaterEqual=2271 NotGreaterFullEqual=2267,338 NotGreaterGreater=226B,338 N"
+    "otGreaterLess=2279 NotGreaterSlantEqual=2A7E,338 NotGreaterTilde=2275 NotHumpDownHump=224E,338 NotHu"
+    "mpEqual=224F,338 NotLeftTriangle=22EA NotLeftTriangleBar=29CF,338 NotLeftTriangleEqual=22EC NotLess="
+    "226E NotLessEqual=2270 NotLessGreater=2278 NotLessLess=226A,338 NotLessSlantEqual=2A7D,338 NotLessTi"
+    "lde=2274 NotNestedGreaterGreater=2AA2,338 NotNestedLessLess=2AA1,338 NotPrecedes=2280 NotPrecedesEqu"
+    "al=2AAF,338 NotPrecedesSlantEqual=22E0 NotReverseElement=220C NotRightTriangle=22EB NotRightTriangle"
+    "Bar=29D0,338 NotRightTriangleEqual=22ED NotSquareSubset=228F,338 NotSquareSubsetEqual=22E2 NotSquare"
+    "Superset=2290,338 NotSquareSupersetEqual=22E3 NotSubset=2282,20D2 NotSubsetEqual=2288 NotSucceeds=22"
+    "81 NotSucceedsEqual=2AB0,338 NotSucceedsSlantEqual=22E1 NotSucceedsTilde=227F,338 NotSuperset=2283,2"
+    "0D2 NotSupersetEqual=2289 NotTilde=2241 NotTildeEqual=2244 NotTildeFullEqual=2247 NotTildeTilde=2249"
+    " NotVerticalBar=2224 Nscr=1D4A9 Ntilde*=D1 Nu=39D OElig=152 Oacute*=D3 Ocirc*=D4 Ocy=41E Odblac=150 "
+    "Ofr=1D512 Ograve*=D2 Omacr=14C Omega=3A9 Omicron=39F Oopf=1D546 OpenCurlyDoubleQuote=201C OpenCurlyQ"
+    "uote=2018 Or=2A54 Oscr=1D4AA Oslash*=D8 Otilde*=D5 Otimes=2A37 Ouml*=D6 OverBar=203E OverBrace=23DE "
+    "OverBracket=23B4 OverParenthesis=23DC PartialD=2202 Pcy=41F Pfr=1D513 Phi=3A6 Pi=3A0 PlusMinus=B1 Po"
+    "incareplane=210C Popf=2119 Pr=2ABB Precedes=227A PrecedesEqual=2AAF PrecedesSlantEqual=227C ",
+    "PrecedesTilde=227E Prime=2033 Product=220F Proportion=2237 Proportional=221D Pscr=1D4AB Psi=3A8 QUOT"
+    "*=22 Qfr=1D514 Qopf=211A Qscr=1D4AC RBarr=2910 REG*=AE Racute=154 Rang=27EB Rarr=21A0 Rarrtl=2916 Rc"
+    "aron=158 Rcedil=156 Rcy=420 Re=211C ReverseElement=220B ReverseEquilibrium=21CB ReverseUpEquilibrium"
+    "=296F Rfr=211C Rho=3A1 RightAngleBracket=27E9 RightArrow=2192 RightArrowBar=21E5 RightArrowLeftArrow"
+    "=21C4 RightCeiling=2309 RightDoubleBracket=27E7 RightDownTeeVector=295D RightDownVector=21C2 RightDo"
+    "wnVectorBar=2955 RightFloor=230B RightTee=22A2 RightTeeArrow=21A6 RightTeeVector=295B RightTriangle="
+    "22B3 RightTriangleBar=29D0 RightTriangleEqual=22B5 RightUpDownVector=294F RightUpTeeVector=295C Righ"
+    "tUpVector=21BE RightUpVectorBar=2954 RightVector=21C0 RightVectorBar=2953 Rightarrow=21D2 Ropf=211D "
+    "RoundImplies=2970 Rrightarrow=21DB Rscr=211B Rsh=21B1 RuleDelayed=29F4 SHCHcy=429 SHcy=428 SOFTcy=42"
+    "C Sacute=15A Sc=2ABC Scaron=160 Scedil=15E Scirc=15C Scy=421 Sfr=1D516 ShortDownArrow=2193 ShortLeft"
+    "Arrow=2190 ShortRightArrow=2192 ShortUpArrow=2191 Sigma=3A3 SmallCircle=2218 Sopf=1D54A Sqrt=221A Sq"
+    "uare=25A1 SquareIntersection=2293 SquareSubset=228F SquareSubsetEqual=2291 SquareSuperset=2290 Squar"
+    "eSupersetEqual=2292 SquareUnion=2294 Sscr=1D4AE Star=22C6 Sub=22D0 Subset=22D0 SubsetEqual=2286 Succ"
+    "eeds=227B SucceedsEqual=2AB0 SucceedsSlantEqual=227D SucceedsTilde=227F SuchThat=220B Sum=2211 Sup=2"
+    "2D1 Superset=2283 SupersetEqual=2287 Supset=22D1 THORN*=DE TRADE=2122 TSHcy=40B TScy=426 Tab=9 Tau=3"
+    "A4 Tcaron=164 Tcedil=162 Tcy=422 Tfr=1D517 Therefore=2234 Theta=398 ThickSpace=205F,200A ThinSpace=2"
+    "009 Tilde=223C TildeEqual=2243 TildeFullEqual=2245 TildeTilde=2248 Topf=1D54B TripleDot=20DB Tscr=1D"
+    "4AF Tstrok=166 Uacute*=DA Uarr=219F Uarrocir=2949 Ubrcy=40E Ubreve=16C Ucirc*=DB Ucy=423 Udblac=170 "
+    "Ufr=1D518 Ugrave*=D9 Umacr=16A UnderBar=5F UnderBrace=23DF UnderBracket=23B5 UnderParenthesis=23DD U"
+    "nion=22C3 UnionPlus=228E Uogon=172 Uopf=1D54C UpArrow=2191 UpArrowBar=2912 UpArrowDownArrow=21C5 UpD"
+    "ownArrow=2195 UpEquilibrium=296E UpTee=22A5 UpTeeArrow=21A5 Uparrow=21D1 Updownarrow=21D5 UpperLeftA"
+    "rrow=2196 UpperRightArrow=2197 Upsi=3D2 Upsilon=3A5 Uring=16E Uscr=1D4B0 Utilde=168 Uuml*=DC VDash=2"
+    "2AB Vbar=2AEB Vcy=412 Vdash=22A9 Vdashl=2AE6 Vee=22C1 Verbar=2016 Vert=2016 VerticalBar=2223 Vertica"
+    "lLine=7C VerticalSeparator=2758 VerticalTilde=2240 VeryThinSpace=200A Vfr=1D519 Vopf=1D54D Vscr=1D4B"
+    "1 Vvdash=22AA Wcirc=174 Wedge=22C0 Wfr=1D51A Wopf=1D54E Wscr=1D4B2 Xfr=1D51B Xi=39E Xopf=1D54F Xscr="
+    "1D4B3 YAcy=42F YIcy=407 YUcy=42E Yacute*=DD Ycirc=176 Ycy=42B Yfr=1D51C Yopf=1D550 Yscr=1D4B4 Yuml=1"
+    "78 ZHcy=416 Zacute=179 Zcaron=17D Zcy=417 Zdot=17B ZeroWidthSpace=200B Zeta=396 Zfr=2128 Zopf=2124 Z"
+    "scr=1D4B5 aacute*=E1 abreve=103 ac=223E acE=223E,333 acd=223F acirc*=E2 acute*=B4 acy=430 aelig*=E6 "
+    "af=2061 afr=1D51E agrave*=E0 alefsym=2135 aleph=2135 alpha=3B1 amacr=101 amalg=2A3F amp*=26 and=2227"
+    " andand=2A55 andd=2A5C andslope=2A58 andv=2A5A ang=2220 ange=29A4 angle=2220 angmsd=2221 ",
+    "angmsdaa=29A8 angmsdab=29A9 angmsdac=29AA angmsdad=29AB angmsdae=29AC angmsdaf=29AD angmsdag=29AE an"
+    "gmsdah=29AF angrt=221F angrtvb=22BE angrtvbd=299D angsph=2222 angst=C5 angzarr=237C aogon=105 aopf=1"
+    "D552 ap=2248 apE=2A70 apacir=2A6F ape=224A apid=224B apos=27 approx=2248 approxeq=224A aring*=E5 asc"
+    "r=1D4B6 ast=2A asymp=2248 asympeq=224D atilde*=E3 auml*=E4 awconint=2233 awint=2A11 bNot=2AED backco"
+    "ng=224C backepsilon=3F6 backprime=2035 backsim=223D backsimeq=22CD barvee=22BD barwed=2305 barwedge="
+    "2305 bbrk=23B5 bbrktbrk=23B6 bcong=224C bcy=431 bdquo=201E becaus=2235 because=2235 bemptyv=29B0 bep"
+    "si=3F6 bernou=212C beta=3B2 beth=2136 between=226C bfr=1D51F bigcap=22C2 bigcirc=25EF bigcup=22C3 bi"
+    "godot=2A00 bigoplus=2A01 bigotimes=2A02 bigsqcup=2A06 bigstar=2605 bigtriangledown=25BD bigtriangleu"
+    "p=25B3 biguplus=2A04 bigvee=22C1 bigwedge=22C0 bkarow=290D blacklozenge=29EB blacksquare=25AA blackt"
+    "riangle=25B4 blacktriangledown=25BE blacktriangleleft=25C2 blacktriangleright=25B8 blank=2423 blk12="
+    "2592 blk14=2591 blk34=2593 block=2588 bne=3D,20E5 bnequiv=2261,20E5 bnot=2310 bopf=1D553 bot=22A5 bo"
+    "ttom=22A5 bowtie=22C8 boxDL=2557 boxDR=2554 boxDl=2556 boxDr=2553 boxH=2550 boxHD=2566 boxHU=2569 bo"
+    "xHd=2564 boxHu=2567 boxUL=255D boxUR=255A boxUl=255C boxUr=2559 boxV=2551 boxVH=256C boxVL=2563 boxV"
+    "R=2560 boxVh=256B boxVl=2562 boxVr=255F boxbox=29C9 boxdL=2555 boxdR=2552 boxdl=2510 boxdr=250C boxh"
+    "=2500 boxhD=2565 boxhU=2568 boxhd=252C boxhu=2534 boxminus=229F boxplus=229E boxtimes=22A0 boxuL=255"
+    "B boxuR=2558 boxul=2518 boxur=2514 boxv=2502 boxvH=256A boxvL=2561 boxvR=255E boxvh=253C boxvl=2524 "
+    "boxvr=251C bprime=2035 breve=2D8 brvbar*=A6 bscr=1D4B7 bsemi=204F bsim=223D bsime=22CD bsol=5C bsolb"
+    "=29C5 bsolhsub=27C8 bull=2022 bullet=2022 bump=224E bumpE=2AAE bumpe=224F bumpeq=224F cacute=107 cap"
+    "=2229 capand=2A44 capbrcup=2A49 capcap=2A4B capcup=2A47 capdot=2A40 caps=2229,FE00 caret=2041 caron="
+    "2C7 ccaps=2A4D ccaron=10D ccedil*=E7 ccirc=109 ccups=2A4C ccupssm=2A50 cdot=10B cedil*=B8 cemptyv=29"
+    "B2 cent*=A2 centerdot=B7 cfr=1D520 chcy=447 check=2713 checkmark=2713 chi=3C7 cir=25CB cirE=29C3 cir"
+    "c=2C6 circeq=2257 circlearrowleft=21BA circlearrowright=21BB circledR=AE circledS=24C8 circledast=22"
+    "9B circledcirc=229A circleddash=229D cire=2257 cirfnint=2A10 cirmid=2AEF cirscir=29C2 clubs=2663 clu"
+    "bsuit=2663 colon=3A colone=2254 coloneq=2254 comma=2C commat=40 comp=2201 compfn=2218 complement=220"
+    "1 complexes=2102 cong=2245 congdot=2A6D conint=222E copf=1D554 coprod=2210 copy*=A9 copysr=2117 crar"
+    "r=21B5 cross=2717 cscr=1D4B8 csub=2ACF csube=2AD1 csup=2AD0 csupe=2AD2 ctdot=22EF cudarrl=2938 cudar"
+    "rr=2935 cuepr=22DE cuesc=22DF cularr=21B6 cularrp=293D cup=222A cupbrcap=2A48 cupcap=2A46 cupcup=2A4"
+    "A cupdot=228D cupor=2A45 cups=222A,FE00 curarr=21B7 curarrm=293C curlyeqprec=22DE curlyeqsucc=22DF c"
+    "urlyvee=22CE curlywedge=22CF curren*=A4 curvearrowleft=21B6 curvearrowright=21B7 cuvee=22CE cuwed=22"
+    "CF cwconint=2232 cwint=2231 cylcty=232D dArr=21D3 dHar=2965 dagger=2020 daleth=2138 darr=2193 ",
+    "dash=2010 dashv=22A3 dbkarow=290F dblac=2DD dcaron=10F dcy=434 dd=2146 ddagger=2021 ddarr=21CA ddots"
+    "eq=2A77 deg*=B0 delta=3B4 demptyv=29B1 dfisht=297F dfr=1D521 dharl=21C3 dharr=21C2 diam=22C4 diamond"
+    "=22C4 diamondsuit=2666 diams=2666 die=A8 digamma=3DD disin=22F2 div=F7 divide*=F7 divideontimes=22C7"
+    " divonx=22C7 djcy=452 dlcorn=231E dlcrop=230D dollar=24 dopf=1D555 dot=2D9 doteq=2250 doteqdot=2251 "
+    "dotminus=2238 dotplus=2214 dotsquare=22A1 doublebarwedge=2306 downarrow=2193 downdownarrows=21CA dow"
+    "nharpoonleft=21C3 downharpoonright=21C2 drbkarow=2910 drcorn=231F drcrop=230C dscr=1D4B9 dscy=455 ds"
+    "ol=29F6 dstrok=111 dtdot=22F1 dtri=25BF dtrif=25BE duarr=21F5 duhar=296F dwangle=29A6 dzcy=45F dzigr"
+    "arr=27FF eDDot=2A77 eDot=2251 eacute*=E9 easter=2A6E ecaron=11B ecir=2256 ecirc*=EA ecolon=2255 ecy="
+    "44D edot=117 ee=2147 efDot=2252 efr=1D522 eg=2A9A egrave*=E8 egs=2A96 egsdot=2A98 el=2A99 elinters=2"
+    "3E7 ell=2113 els=2A95 elsdot=2A97 emacr=113 empty=2205 emptyset=2205 emptyv=2205 emsp=2003 emsp13=20"
+    "04 emsp14=2005 eng=14B ensp=2002 eogon=119 eopf=1D556 epar=22D5 eparsl=29E3 eplus=2A71 epsi=3B5 epsi"
+    "lon=3B5 epsiv=3F5 eqcirc=2256 eqcolon=2255 eqsim=2242 eqslantgtr=2A96 eqslantless=2A95 equals=3D equ"
+    "est=225F equiv=2261 equivDD=2A78 eqvparsl=29E5 erDot=2253 erarr=2971 escr=212F esdot=2250 esim=2242 "
+    "eta=3B7 eth*=F0 euml*=EB euro=20AC excl=21 exist=2203 expectation=2130 exponentiale=2147 fallingdots"
+    "eq=2252 fcy=444 female=2640 ffilig=FB03 fflig=FB00 ffllig=FB04 ffr=1D523 filig=FB01 fjlig=66,6A flat"
+    "=266D fllig=FB02 fltns=25B1 fnof=192 fopf=1D557 forall=2200 fork=22D4 forkv=2AD9 fpartint=2A0D frac1"
+    "2*=BD frac13=2153 frac14*=BC frac15=2155 frac16=2159 frac18=215B frac23=2154 frac25=2156 frac34*=BE "
+    "frac35=2157 frac38=215C frac45=2158 frac56=215A frac58=215D frac78=215E frasl=2044 frown=2322 fscr=1"
+    "D4BB gE=2267 gEl=2A8C gacute=1F5 gamma=3B3 gammad=3DD gap=2A86 gbreve=11F gcirc=11D gcy=433 gdot=121"
+    " ge=2265 gel=22DB geq=2265 geqq=2267 geqslant=2A7E ges=2A7E gescc=2AA9 gesdot=2A80 gesdoto=2A82 gesd"
+    "otol=2A84 gesl=22DB,FE00 gesles=2A94 gfr=1D524 gg=226B ggg=22D9 gimel=2137 gjcy=453 gl=2277 glE=2A92"
+    " gla=2AA5 glj=2AA4 gnE=2269 gnap=2A8A gnapprox=2A8A gne=2A88 gneq=2A88 gneqq=2269 gnsim=22E7 gopf=1D"
+    "558 grave=60 gscr=210A gsim=2273 gsime=2A8E gsiml=2A90 gt*=3E gtcc=2AA7 gtcir=2A7A gtdot=22D7 gtlPar"
+    "=2995 gtquest=2A7C gtrapprox=2A86 gtrarr=2978 gtrdot=22D7 gtreqless=22DB gtreqqless=2A8C gtrless=227"
+    "7 gtrsim=2273 gvertneqq=2269,FE00 gvnE=2269,FE00 hArr=21D4 hairsp=200A half=BD hamilt=210B hardcy=44"
+    "A harr=2194 harrcir=2948 harrw=21AD hbar=210F hcirc=125 hearts=2665 heartsuit=2665 hellip=2026 herco"
+    "n=22B9 hfr=1D525 hksearow=2925 hkswarow=2926 hoarr=21FF homtht=223B hookleftarrow=21A9 hookrightarro"
+    "w=21AA hopf=1D559 horbar=2015 hscr=1D4BD hslash=210F hstrok=127 hybull=2043 hyphen=2010 iacute*=ED i"
+    "c=2063 icirc*=EE icy=438 iecy=435 iexcl*=A1 iff=21D4 ifr=1D526 igrave*=EC ii=2148 iiiint=2A0C iiint="
+    "222D iinfin=29DC iiota=2129 ijlig=133 imacr=12B image=2111 imagline=2110 imagpart=2111 imath=131 ",
+    "imof=22B7 imped=1B5 in=2208 incare=2105 infin=221E infintie=29DD inodot=131 int=222B intcal=22BA int"
+    "egers=2124 intercal=22BA intlarhk=2A17 intprod=2A3C iocy=451 iogon=12F iopf=1D55A iota=3B9 iprod=2A3"
+    "C iquest*=BF iscr=1D4BE isin=2208 isinE=22F9 isindot=22F5 isins=22F4 isinsv=22F3 isinv=2208 it=2062 "
+    "itilde=129 iukcy=456 iuml*=EF jcirc=135 jcy=439 jfr=1D527 jmath=237 jopf=1D55B jscr=1D4BF jsercy=458"
+    " jukcy=454 kappa=3BA kappav=3F0 kcedil=137 kcy=43A kfr=1D528 kgreen=138 khcy=445 kjcy=45C kopf=1D55C"
+    " kscr=1D4C0 lAarr=21DA lArr=21D0 lAtail=291B lBarr=290E lE=2266 lEg=2A8B lHar=2962 lacute=13A laempt"
+    "yv=29B4 lagran=2112 lambda=3BB lang=27E8 langd=2991 langle=27E8 lap=2A85 laquo*=AB larr=2190 larrb=2"
+    "1E4 larrbfs=291F larrfs=291D larrhk=21A9 larrlp=21AB larrpl=2939 larrsim=2973 larrtl=21A2 lat=2AAB l"
+    "atail=2919 late=2AAD lates=2AAD,FE00 lbarr=290C lbbrk=2772 lbrace=7B lbrack=5B lbrke=298B lbrksld=29"
+    "8F lbrkslu=298D lcaron=13E lcedil=13C lceil=2308 lcub=7B lcy=43B ldca=2936 ldquo=201C ldquor=201E ld"
+    "rdhar=2967 ldrushar=294B ldsh=21B2 le=2264 leftarrow=2190 leftarrowtail=21A2 leftharpoondown=21BD le"
+    "ftharpoonup=21BC leftleftarrows=21C7 leftrightarrow=2194 leftrightarrows=21C6 leftrightharpoons=21CB"
+    " leftrightsquigarrow=21AD leftthreetimes=22CB leg=22DA leq=2264 leqq=2266 leqslant=2A7D les=2A7D les"
+    "cc=2AA8 lesdot=2A7F lesdoto=2A81 lesdotor=2A83 lesg=22DA,FE00 lesges=2A93 lessapprox=2A85 lessdot=22"
+    "D6 lesseqgtr=22DA lesseqqgtr=2A8B lessgtr=2276 lesssim=2272 lfisht=297C lfloor=230A lfr=1D529 lg=227"
+    "6 lgE=2A91 lhard=21BD lharu=21BC lharul=296A lhblk=2584 ljcy=459 ll=226A llarr=21C7 llcorner=231E ll"
+    "hard=296B lltri=25FA lmidot=140 lmoust=23B0 lmoustache=23B0 lnE=2268 lnap=2A89 lnapprox=2A89 lne=2A8"
+    "7 lneq=2A87 lneqq=2268 lnsim=22E6 loang=27EC loarr=21FD lobrk=27E6 longleftarrow=27F5 longleftrighta"
+    "rrow=27F7 longmapsto=27FC longrightarrow=27F6 looparrowleft=21AB looparrowright=21AC lopar=2985 lopf"
+    "=1D55D loplus=2A2D lotimes=2A34 lowast=2217 lowbar=5F loz=25CA lozenge=25CA lozf=29EB lpar=28 lparlt"
+    "=2993 lrarr=21C6 lrcorner=231F lrhar=21CB lrhard=296D lrm=200E lrtri=22BF lsaquo=2039 lscr=1D4C1 lsh"
+    "=21B0 lsim=2272 lsime=2A8D lsimg=2A8F lsqb=5B lsquo=2018 lsquor=201A lstrok=142 lt*=3C ltcc=2AA6 ltc"
+    "ir=2A79 ltdot=22D6 lthree=22CB ltimes=22C9 ltlarr=2976 ltquest=2A7B ltrPar=2996 ltri=25C3 ltrie=22B4"
+    " ltrif=25C2 lurdshar=294A luruhar=2966 lvertneqq=2268,FE00 lvnE=2268,FE00 mDDot=223A macr*=AF male=2"
+    "642 malt=2720 maltese=2720 map=21A6 mapsto=21A6 mapstodown=21A7 mapstoleft=21A4 mapstoup=21A5 marker"
+    "=25AE mcomma=2A29 mcy=43C mdash=2014 measuredangle=2221 mfr=1D52A mho=2127 micro*=B5 mid=2223 midast"
+    "=2A midcir=2AF0 middot*=B7 minus=2212 minusb=229F minusd=2238 minusdu=2A2A mlcp=2ADB mldr=2026 mnplu"
+    "s=2213 models=22A7 mopf=1D55E mp=2213 mscr=1D4C2 mstpos=223E mu=3BC multimap=22B8 mumap=22B8 nGg=22D"
+    "9,338 nGt=226B,20D2 nGtv=226B,338 nLeftarrow=21CD nLeftrightarrow=21CE nLl=22D8,338 nLt=226A,20D2 nL"
+    "tv=226A,338 nRightarrow=21CF nVDash=22AF nVdash=22AE nabla=2207 nacute=144 nang=2220,20D2 nap=2249 ",
+    "napE=2A70,338 napid=224B,338 napos=149 napprox=2249 natur=266E natural=266E naturals=2115 nbsp*=A0 n"
+    "bump=224E,338 nbumpe=224F,338 ncap=2A43 ncaron=148 ncedil=146 ncong=2247 ncongdot=2A6D,338 ncup=2A42"
+    " ncy=43D ndash=2013 ne=2260 neArr=21D7 nearhk=2924 nearr=2197 nearrow=2197 nedot=2250,338 nequiv=226"
+    "2 nesear=2928 nesim=2242,338 nexist=2204 nexists=2204 nfr=1D52B ngE=2267,338 nge=2271 ngeq=2271 ngeq"
+    "q=2267,338 ngeqslant=2A7E,338 nges=2A7E,338 ngsim=2275 ngt=226F ngtr=226F nhArr=21CE nharr=21AE nhpa"
+    "r=2AF2 ni=220B nis=22FC nisd=22FA niv=220B njcy=45A nlArr=21CD nlE=2266,338 nlarr=219A nldr=2025 nle"
+    "=2270 nleftarrow=219A nleftrightarrow=21AE nleq=2270 nleqq=2266,338 nleqslant=2A7D,338 nles=2A7D,338"
+    " nless=226E nlsim=2274 nlt=226E nltri=22EA nltrie=22EC nmid=2224 nopf=1D55F not*=AC notin=2209 notin"
+    "E=22F9,338 notindot=22F5,338 notinva=2209 notinvb=22F7 notinvc=22F6 notni=220C notniva=220C notnivb="
+    "22FE notnivc=22FD npar=2226 nparallel=2226 nparsl=2AFD,20E5 npart=2202,338 npolint=2A14 npr=2280 npr"
+    "cue=22E0 npre=2AAF,338 nprec=2280 npreceq=2AAF,338 nrArr=21CF nrarr=219B nrarrc=2933,338 nrarrw=219D"
+    ",338 nrightarrow=219B nrtri=22EB nrtrie=22ED nsc=2281 nsccue=22E1 nsce=2AB0,338 nscr=1D4C3 nshortmid"
+    "=2224 nshortparallel=2226 nsim=2241 nsime=2244 nsimeq=2244 nsmid=2224 nspar=2226 nsqsube=22E2 nsqsup"
+    "e=22E3 nsub=2284 nsubE=2AC5,338 nsube=2288 nsubset=2282,20D2 nsubseteq=2288 nsubseteqq=2AC5,338 nsuc"
+    "c=2281 nsucceq=2AB0,338 nsup=2285 nsupE=2AC6,338 nsupe=2289 nsupset=2283,20D2 nsupseteq=2289 nsupset"
+    "eqq=2AC6,338 ntgl=2279 ntilde*=F1 ntlg=2278 ntriangleleft=22EA ntrianglelefteq=22EC ntriangleright=2"
+    "2EB ntrianglerighteq=22ED nu=3BD num=23 numero=2116 numsp=2007 nvDash=22AD nvHarr=2904 nvap=224D,20D"
+    "2 nvdash=22AC nvge=2265,20D2 nvgt=3E,20D2 nvinfin=29DE nvlArr=2902 nvle=2264,20D2 nvlt=3C,20D2 nvltr"
+    "ie=22B4,20D2 nvrArr=2903 nvrtrie=22B5,20D2 nvsim=223C,20D2 nwArr=21D6 nwarhk=2923 nwarr=2196 nwarrow"
+    "=2196 nwnear=2927 oS=24C8 oacute*=F3 oast=229B ocir=229A ocirc*=F4 ocy=43E odash=229D odblac=151 odi"
+    "v=2A38 odot=2299 odsold=29BC oelig=153 ofcir=29BF ofr=1D52C ogon=2DB ograve*=F2 ogt=29C1 ohbar=29B5 "
+    "ohm=3A9 oint=222E olarr=21BA olcir=29BE olcross=29BB oline=203E olt=29C0 omacr=14D omega=3C9 omicron"
+    "=3BF omid=29B6 ominus=2296 oopf=1D560 opar=29B7 operp=29B9 oplus=2295 or=2228 orarr=21BB ord=2A5D or"
+    "der=2134 orderof=2134 ordf*=AA ordm*=BA origof=22B6 oror=2A56 orslope=2A57 orv=2A5B oscr=2134 oslash"
+    "*=F8 osol=2298 otilde*=F5 otimes=2297 otimesas=2A36 ouml*=F6 ovbar=233D par=2225 para*=B6 parallel=2"
+    "225 parsim=2AF3 parsl=2AFD part=2202 pcy=43F percnt=25 period=2E permil=2030 perp=22A5 pertenk=2031 "
+    "pfr=1D52D phi=3C6 phiv=3D5 phmmat=2133 phone=260E pi=3C0 pitchfork=22D4 piv=3D6 planck=210F planckh="
+    "210E plankv=210F plus=2B plusacir=2A23 plusb=229E pluscir=2A22 plusdo=2214 plusdu=2A25 pluse=2A72 pl"
+    "usmn*=B1 plussim=2A26 plustwo=2A27 pm=B1 pointint=2A15 popf=1D561 pound*=A3 pr=227A prE=2AB3 prap=2A"
+    "B7 prcue=227C pre=2AAF prec=227A precapprox=2AB7 preccurlyeq=227C preceq=2AAF precnapprox=2AB9 ",
+    "precneqq=2AB5 precnsim=22E8 precsim=227E prime=2032 primes=2119 prnE=2AB5 prnap=2AB9 prnsim=22E8 pro"
+    "d=220F profalar=232E profline=2312 profsurf=2313 prop=221D propto=221D prsim=227E prurel=22B0 pscr=1"
+    "D4C5 psi=3C8 puncsp=2008 qfr=1D52E qint=2A0C qopf=1D562 qprime=2057 qscr=1D4C6 quaternions=210D quat"
+    "int=2A16 quest=3F questeq=225F quot*=22 rAarr=21DB rArr=21D2 rAtail=291C rBarr=290F rHar=2964 race=2"
+    "23D,331 racute=155 radic=221A raemptyv=29B3 rang=27E9 rangd=2992 range=29A5 rangle=27E9 raquo*=BB ra"
+    "rr=2192 rarrap=2975 rarrb=21E5 rarrbfs=2920 rarrc=2933 rarrfs=291E rarrhk=21AA rarrlp=21AC rarrpl=29"
+    "45 rarrsim=2974 rarrtl=21A3 rarrw=219D ratail=291A ratio=2236 rationals=211A rbarr=290D rbbrk=2773 r"
+    "brace=7D rbrack=5D rbrke=298C rbrksld=298E rbrkslu=2990 rcaron=159 rcedil=157 rceil=2309 rcub=7D rcy"
+    "=440 rdca=2937 rdldhar=2969 rdquo=201D rdquor=201D rdsh=21B3 real=211C realine=211B realpart=211C re"
+    "als=211D rect=25AD reg*=AE rfisht=297D rfloor=230B rfr=1D52F rhard=21C1 rharu=21C0 rharul=296C rho=3"
+    "C1 rhov=3F1 rightarrow=2192 rightarrowtail=21A3 rightharpoondown=21C1 rightharpoonup=21C0 rightlefta"
+    "rrows=21C4 rightleftharpoons=21CC rightrightarrows=21C9 rightsquigarrow=219D rightthreetimes=22CC ri"
+    "ng=2DA risingdotseq=2253 rlarr=21C4 rlhar=21CC rlm=200F rmoust=23B1 rmoustache=23B1 rnmid=2AEE roang"
+    "=27ED roarr=21FE robrk=27E7 ropar=2986 ropf=1D563 roplus=2A2E rotimes=2A35 rpar=29 rpargt=2994 rppol"
+    "int=2A12 rrarr=21C9 rsaquo=203A rscr=1D4C7 rsh=21B1 rsqb=5D rsquo=2019 rsquor=2019 rthree=22CC rtime"
+    "s=22CA rtri=25B9 rtrie=22B5 rtrif=25B8 rtriltri=29CE ruluhar=2968 rx=211E sacute=15B sbquo=201A sc=2"
+    "27B scE=2AB4 scap=2AB8 scaron=161 sccue=227D sce=2AB0 scedil=15F scirc=15D scnE=2AB6 scnap=2ABA scns"
+    "im=22E9 scpolint=2A13 scsim=227F scy=441 sdot=22C5 sdotb=22A1 sdote=2A66 seArr=21D8 searhk=2925 sear"
+    "r=2198 searrow=2198 sect*=A7 semi=3B seswar=2929 setminus=2216 setmn=2216 sext=2736 sfr=1D530 sfrown"
+    "=2322 sharp=266F shchcy=449 shcy=448 shortmid=2223 shortparallel=2225 shy*=AD sigma=3C3 sigmaf=3C2 s"
+    "igmav=3C2 sim=223C simdot=2A6A sime=2243 simeq=2243 simg=2A9E simgE=2AA0 siml=2A9D simlE=2A9F simne="
+    "2246 simplus=2A24 simrarr=2972 slarr=2190 smallsetminus=2216 smashp=2A33 smeparsl=29E4 smid=2223 smi"
+    "le=2323 smt=2AAA smte=2AAC smtes=2AAC,FE00 softcy=44C sol=2F solb=29C4 solbar=233F sopf=1D564 spades"
+    "=2660 spadesuit=2660 spar=2225 sqcap=2293 sqcaps=2293,FE00 sqcup=2294 sqcups=2294,FE00 sqsub=228F sq"
+    "sube=2291 sqsubset=228F sqsubseteq=2291 sqsup=2290 sqsupe=2292 sqsupset=2290 sqsupseteq=2292 squ=25A"
+    "1 square=25A1 squarf=25AA squf=25AA srarr=2192 sscr=1D4C8 ssetmn=2216 ssmile=2323 sstarf=22C6 star=2"
+    "606 starf=2605 straightepsilon=3F5 straightphi=3D5 strns=AF sub=2282 subE=2AC5 subdot=2ABD sube=2286"
+    " subedot=2AC3 submult=2AC1 subnE=2ACB subne=228A subplus=2ABF subrarr=2979 subset=2282 subseteq=2286"
+    " subseteqq=2AC5 subsetneq=228A subsetneqq=2ACB subsim=2AC7 subsub=2AD5 subsup=2AD3 succ=227B succapp"
+    "rox=2AB8 succcurlyeq=227D succeq=2AB0 succnapprox=2ABA succneqq=2AB6 succnsim=22E9 succsim=227F ",
+    "sum=2211 sung=266A sup=2283 sup1*=B9 sup2*=B2 sup3*=B3 supE=2AC6 supdot=2ABE supdsub=2AD8 supe=2287 "
+    "supedot=2AC4 suphsol=27C9 suphsub=2AD7 suplarr=297B supmult=2AC2 supnE=2ACC supne=228B supplus=2AC0 "
+    "supset=2283 supseteq=2287 supseteqq=2AC6 supsetneq=228B supsetneqq=2ACC supsim=2AC8 supsub=2AD4 sups"
+    "up=2AD6 swArr=21D9 swarhk=2926 swarr=2199 swarrow=2199 swnwar=292A szlig*=DF target=2316 tau=3C4 tbr"
+    "k=23B4 tcaron=165 tcedil=163 tcy=442 tdot=20DB telrec=2315 tfr=1D531 there4=2234 therefore=2234 thet"
+    "a=3B8 thetasym=3D1 thetav=3D1 thickapprox=2248 thicksim=223C thinsp=2009 thkap=2248 thksim=223C thor"
+    "n*=FE tilde=2DC times*=D7 timesb=22A0 timesbar=2A31 timesd=2A30 tint=222D toea=2928 top=22A4 topbot="
+    "2336 topcir=2AF1 topf=1D565 topfork=2ADA tosa=2929 tprime=2034 trade=2122 triangle=25B5 triangledown"
+    "=25BF triangleleft=25C3 trianglelefteq=22B4 triangleq=225C triangleright=25B9 trianglerighteq=22B5 t"
+    "ridot=25EC trie=225C triminus=2A3A triplus=2A39 trisb=29CD tritime=2A3B trpezium=23E2 tscr=1D4C9 tsc"
+    "y=446 tshcy=45B tstrok=167 twixt=226C twoheadleftarrow=219E twoheadrightarrow=21A0 uArr=21D1 uHar=29"
+    "63 uacute*=FA uarr=2191 ubrcy=45E ubreve=16D ucirc*=FB ucy=443 udarr=21C5 udblac=171 udhar=296E ufis"
+    "ht=297E ufr=1D532 ugrave*=F9 uharl=21BF uharr=21BE uhblk=2580 ulcorn=231C ulcorner=231C ulcrop=230F "
+    "ultri=25F8 umacr=16B uml*=A8 uogon=173 uopf=1D566 uparrow=2191 updownarrow=2195 upharpoonleft=21BF u"
+    "pharpoonright=21BE uplus=228E upsi=3C5 upsih=3D2 upsilon=3C5 upuparrows=21C8 urcorn=231D urcorner=23"
+    "1D urcrop=230E uring=16F urtri=25F9 uscr=1D4CA utdot=22F0 utilde=169 utri=25B5 utrif=25B4 uuarr=21C8"
+    " uuml*=FC uwangle=29A7 vArr=21D5 vBar=2AE8 vBarv=2AE9 vDash=22A8 vangrt=299C varepsilon=3F5 varkappa"
+    "=3F0 varnothing=2205 varphi=3D5 varpi=3D6 varpropto=221D varr=2195 varrho=3F1 varsigma=3C2 varsubset"
+    "neq=228A,FE00 varsubsetneqq=2ACB,FE00 varsupsetneq=228B,FE00 varsupsetneqq=2ACC,FE00 vartheta=3D1 va"
+    "rtriangleleft=22B2 vartriangleright=22B3 vcy=432 vdash=22A2 vee=2228 veebar=22BB veeeq=225A vellip=2"
+    "2EE verbar=7C vert=7C vfr=1D533 vltri=22B2 vnsub=2282,20D2 vnsup=2283,20D2 vopf=1D567 vprop=221D vrt"
+    "ri=22B3 vscr=1D4CB vsubnE=2ACB,FE00 vsubne=228A,FE00 vsupnE=2ACC,FE00 vsupne=228B,FE00 vzigzag=299A "
+    "wcirc=175 wedbar=2A5F wedge=2227 wedgeq=2259 weierp=2118 wfr=1D534 wopf=1D568 wp=2118 wr=2240 wreath"
+    "=2240 wscr=1D4CC xcap=22C2 xcirc=25EF xcup=22C3 xdtri=25BD xfr=1D535 xhArr=27FA xharr=27F7 xi=3BE xl"
+    "Arr=27F8 xlarr=27F5 xmap=27FC xnis=22FB xodot=2A00 xopf=1D569 xoplus=2A01 xotime=2A02 xrArr=27F9 xra"
+    "rr=27F6 xscr=1D4CD xsqcup=2A06 xuplus=2A04 xutri=25B3 xvee=22C1 xwedge=22C0 yacute*=FD yacy=44F ycir"
+    "c=177 ycy=44B yen*=A5 yfr=1D536 yicy=457 yopf=1D56A yscr=1D4CE yucy=44E yuml*=FF zacute=17A zcaron=1"
+    "7E zcy=437 zdot=17C zeetrf=2128 zeta=3B6 zfr=1D537 zhcy=436 zigrarr=21DD zopf=1D56B zscr=1D4CF zwj=2"
+    "00D zwnj=200C ",
+};
+/* The tables as the tokenizer reads them (aes__tok_table_set, declared in
+ * the tokenizer section). */
+#define AES__TOK_TABLE(a) a, sizeof a / sizeof a[0]
+static const aes__tok_table_set *aes__tok_tables(void) {
+    static const aes__tok_table_set t = {
+        {AES__TOK_TABLE(aes__tok_letter_ranges)},          /* letter */
+        {AES__TOK_TABLE(aes__tok_number_ranges)},          /* number */
+        {AES__TOK_TABLE(aes__tok_regex_space_ranges)},     /* regex_space */
+        {AES__TOK_TABLE(aes__tok_py_space_ranges)},        /* py_space */
+        {AES__TOK_TABLE(aes__tok_unmatched_ranges)},       /* unmatched */
+        {AES__TOK_TABLE(aes__tok_cased_ranges)},           /* cased */
+        {AES__TOK_TABLE(aes__tok_case_ignorable_ranges)},  /* case_ignorable */
+        {AES__TOK_TABLE(aes__tok_html_dropped_ranges)},    /* html_dropped */
+        AES__TOK_TABLE(aes__tok_lower_runs),
+        AES__TOK_TABLE(aes__tok_lower_full),
+        aes__tok_html_cp1252,
+        AES__TOK_TABLE(aes__tok_html_entity_chunks)
+    };
+    return &t;
+}
+#undef AES__TOK_TABLE
+/*@@UNICODE_TABLES_END@@*/
 
 #endif /* AESALIGN_IMPLEMENTATION_DONE */
 #endif /* AESALIGN_IMPLEMENTATION */

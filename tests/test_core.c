@@ -396,7 +396,7 @@ static void gemm_ref(aes_trans ta, aes_trans tb, int M, int N, int K, float alph
 
 static void test_gemm_all_paths(void) {
     static const int sizes[][3] = {{1, 1, 1}, {3, 17, 63}, {17, 3, 257}, {63, 65, 5}, {1, 257, 63}, {33, 31, 129}};
-    aes_isa best = aes_isa_best(), isa;
+    aes_isa best = aes__isa_best(), isa;
     size_t s;
     int ta, tb;
     tl_seed(11);
@@ -419,12 +419,12 @@ static void test_gemm_all_paths(void) {
                     gemm_ref((aes_trans)ta, (aes_trans)tb, M, N, K, 0.75f, A + 1, lda, B + 1, ldb, 0.5f, R + 1, ldc);
                     for (i = 0; i < nc; i++) worst = fmax(worst, fabs(C[i] - R[i]));
                     CHECK_MSG(worst <= 1e-5 * sqrt((double)K) * 4, "gemm %s ta=%d tb=%d %dx%dx%d: max err %.3g",
-                              aes_isa_name(isa), ta, tb, M, N, K, worst);
+                              aes__isa_name(isa), ta, tb, M, N, K, worst);
                     /* beta = 0 ignores NaN in C */
                     for (i = 0; i < nc; i++) C[i] = NAN;
                     aes_gemm(ctx, (aes_trans)ta, (aes_trans)tb, M, N, K, 1.0f, A + 1, lda, B + 1, ldb, 0.0f, C + 1, ldc);
                     CHECK_MSG(isfinite(C[1]) && isfinite(C[1 + (size_t)(M - 1) * ldc + N - 1]),
-                              "gemm beta=0 read C (%s)", aes_isa_name(isa));
+                              "gemm beta=0 read C (%s)", aes__isa_name(isa));
                     free(A); free(B); free(C); free(R);
                 }
     }
@@ -434,7 +434,7 @@ static void test_gemm_all_paths(void) {
 static void test_dot_all_paths(void) {
     static const size_t sizes[] = {0, 1, 3, 15, 16, 17, 31, 63, 257, 1000};
     float *a = fbuf(1002), *b = fbuf(1002);
-    aes_isa best = aes_isa_best(), isa;
+    aes_isa best = aes__isa_best(), isa;
     size_t s;
     tl_seed(12);
     tl_fill(a, 1002, 1); tl_fill(b, 1002, 1);
@@ -455,7 +455,7 @@ static void test_kernels_simd_vs_scalar(void) {
     size_t nq = (size_t)B * T * 3 * C, ny = (size_t)B * T * C;
     float *qkv = fbuf(nq + 1), *y0 = fbuf(ny), *y1 = fbuf(ny), *R = fbuf(ny), *d0 = fbuf(nq), *d1 = fbuf(nq),
           *att = fbuf((size_t)B * NH * T * T);
-    aes_isa best = aes_isa_best(), isa;
+    aes_isa best = aes__isa_best(), isa;
     size_t i;
     tl_seed(13);
     tl_fill(qkv, nq + 1, 1); tl_fill(R, ny, 1);
@@ -470,7 +470,7 @@ static void test_kernels_simd_vs_scalar(void) {
         aes_attention_backward(ctx, d1, R, qkv + 1, att, B, T, C, NH, 1);
         for (i = 0; i < ny; i++) wy = fmax(wy, fabs(y0[i] - y1[i]));
         for (i = 0; i < nq; i++) wd = fmax(wd, fabs(d0[i] - d1[i]));
-        CHECK_MSG(wy < 1e-5 && wd < 1e-4, "attention %s vs scalar: %.3g / %.3g", aes_isa_name(isa), wy, wd);
+        CHECK_MSG(wy < 1e-5 && wd < 1e-4, "attention %s vs scalar: %.3g / %.3g", aes__isa_name(isa), wy, wd);
     }
     aes_isa_set(ctx, best);
     free(qkv); free(y0); free(y1); free(R); free(d0); free(d1); free(att);
@@ -517,22 +517,22 @@ static void test_f16_exhaustive(void) {
     int bad = 0;
     uint16_t all[65536], back[65536];
     float f[65536];
-    aes_isa best = aes_isa_best(), isa;
+    aes_isa best = aes__isa_best(), isa;
     for (h = 0; h < 65536; h++) {
-        float v = aes_f16_to_f32_1((uint16_t)h);
-        uint16_t r = aes_f32_to_f16_1(v);
+        float v = aes__f16_to_f32_1((uint16_t)h);
+        uint16_t r = aes__f32_to_f16_1(v);
         int is_nan = ((h >> 10) & 0x1f) == 0x1f && (h & 0x3ff);
         if (is_nan ? !isnan(v) : r != h) bad++;
         all[h] = (uint16_t)h;
     }
     CHECK_MSG(bad == 0, "%d half values do not round-trip", bad);
-    CHECK(aes_f16_to_f32_1(0x3c00) == 1.0f && aes_f16_to_f32_1(0xc000) == -2.0f);
-    CHECK(aes_f16_to_f32_1(0x0001) == 5.9604644775390625e-8f);
-    CHECK(aes_f32_to_f16_1(65520.0f) == 0x7c00 && aes_f32_to_f16_1(65504.0f) == 0x7bff);
-    CHECK(aes_f32_to_f16_1(1.0f + 1.0f / 2048) == 0x3c00);           /* tie to even: down */
-    CHECK(aes_f32_to_f16_1(1.0f + 3.0f / 2048) == 0x3c02);           /* tie to even: up */
-    CHECK(aes_f32_to_f16_1(2.98023224e-8f) == 0x0000);               /* half of the smallest subnormal */
-    CHECK(aes_f32_to_f16_1(2.98023224e-8f * 1.5f) == 0x0001);
+    CHECK(aes__f16_to_f32_1(0x3c00) == 1.0f && aes__f16_to_f32_1(0xc000) == -2.0f);
+    CHECK(aes__f16_to_f32_1(0x0001) == 5.9604644775390625e-8f);
+    CHECK(aes__f32_to_f16_1(65520.0f) == 0x7c00 && aes__f32_to_f16_1(65504.0f) == 0x7bff);
+    CHECK(aes__f32_to_f16_1(1.0f + 1.0f / 2048) == 0x3c00);           /* tie to even: down */
+    CHECK(aes__f32_to_f16_1(1.0f + 3.0f / 2048) == 0x3c02);           /* tie to even: up */
+    CHECK(aes__f32_to_f16_1(2.98023224e-8f) == 0x0000);               /* half of the smallest subnormal */
+    CHECK(aes__f32_to_f16_1(2.98023224e-8f * 1.5f) == 0x0001);
     /* SIMD paths equal the scalar one for every value (non-NaN) */
     for (isa = AES_ISA_SCALAR; isa <= best; isa = (aes_isa)(isa + 1)) {
         if (aes_isa_set(ctx, isa) != AES_OK) continue;
@@ -541,9 +541,9 @@ static void test_f16_exhaustive(void) {
         bad = 0;
         for (h = 0; h < 65536; h++) {
             int is_nan = ((h >> 10) & 0x1f) == 0x1f && (h & 0x3ff);
-            if (is_nan ? !isnan(f[h]) : (back[h] != h || f[h] != aes_f16_to_f32_1((uint16_t)h))) bad++;
+            if (is_nan ? !isnan(f[h]) : (back[h] != h || f[h] != aes__f16_to_f32_1((uint16_t)h))) bad++;
         }
-        CHECK_MSG(bad == 0, "%s: %d half values differ", aes_isa_name(isa), bad);
+        CHECK_MSG(bad == 0, "%s: %d half values differ", aes__isa_name(isa), bad);
     }
     aes_isa_set(ctx, best);
 }

@@ -46,8 +46,8 @@ static void test_score_bins(void) {
     static const float s[] = {1.0f, 1.49f, 1.5f, 2.49f, 5.0f, 5.5f, 9.49f, 9.5f, 10.0f, 0.2f, 12.0f};
     static const int want[] = {0, 0, 1, 1, 4, 5, 8, 9, 9, 0, 9};
     int i, counts[10];
-    for (i = 0; i < 11; i++) CHECK_MSG(aes_score_bin(s[i]) == want[i], "bin(%g) = %d, want %d", s[i], aes_score_bin(s[i]), want[i]);
-    CHECK(aes_score_bin(NAN) == 0);
+    for (i = 0; i < 11; i++) CHECK_MSG(aes__score_bin(s[i]) == want[i], "bin(%g) = %d, want %d", s[i], aes__score_bin(s[i]), want[i]);
+    CHECK(aes__score_bin(NAN) == 0);
     aes_score_bin_counts(s, 11, counts);
     CHECK(counts[0] == 3 && counts[1] == 2 && counts[9] == 3 && counts[4] == 1);
 }
@@ -57,9 +57,9 @@ static void test_bin_groups(void) {
     static const int counts[10] = {0, 3, 19, 20, 100, 50, 49, 10, 1, 0};
     static const int want[10] = {2, 2, 2, 1, 0, 0, 1, 2, 2, 2};
     int g[10], k;
-    aes_bin_groups(counts, 0, 0, g);
+    aes__bin_groups(counts, 0, 0, g);
     for (k = 0; k < 10; k++) CHECK_MSG(g[k] == want[k], "bin %d group %d want %d", k + 1, g[k], want[k]);
-    aes_bin_groups(counts, 0.9f, 0.05f, g); /* stricter head, looser tail */
+    aes__bin_groups(counts, 0.9f, 0.05f, g); /* stricter head, looser tail */
     CHECK(g[4] == AES_BIN_HEAD && g[5] == AES_BIN_MEDIUM && g[1] == AES_BIN_TAIL && g[2] == AES_BIN_MEDIUM);
 }
 
@@ -67,9 +67,9 @@ static void test_hist_mean(void) {
     float h[10] = {0, 0, 0, 0, 1, 1, 0, 0, 0, 0};   /* scores 5 and 6 */
     float c[10] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 3};   /* (1 + 30) / 4 */
     float z[10] = {0};
-    CHECK_NEAR(aes_hist_mean(h), 5.5, 1e-6);
-    CHECK_NEAR(aes_hist_mean(c), 7.75, 1e-6);
-    CHECK_NEAR(aes_hist_mean(z), 0.0, 0);
+    CHECK_NEAR(aes__hist_mean(h), 5.5, 1e-6);
+    CHECK_NEAR(aes__hist_mean(c), 7.75, 1e-6);
+    CHECK_NEAR(aes__hist_mean(z), 0.0, 0);
 }
 
 static void test_csv_labels(void) {
@@ -382,8 +382,8 @@ static void test_sampler_paper_frequencies(void) {
     cfg.n_mix = 1; cfg.anchor = AES_ELTA_ANCHOR_DEVIATION; cfg.tau1 = 0.5f; cfg.tau2 = 2.0f;
     cfg.lambda_mode = AES_ELTA_LAMBDA_PAPER;
     paper_probs(s, B, 0.5, 2.0, P, Pj, 4); /* partner law of anchor 4 (score 3.0) */
-    CHECK_OK(ctx, aes_elta_anchor_probs(ctx, Pf, s, NULL, B, &cfg));
-    aes_elta_partner_probs(Pjf, s, B, 4, &cfg);
+    CHECK_OK(ctx, aes__elta_anchor_probs(ctx, Pf, s, NULL, B, &cfg));
+    aes__elta_partner_probs(Pjf, s, B, 4, &cfg);
     for (i = 0; i < B; i++) { CHECK_NEAR(Pf[i], P[i], 1e-6); CHECK_NEAR(Pjf[i], Pj[i], 1e-6); }
     for (d = 0; d < DRAWS; d++) {
         CHECK_OK(ctx, aes_elta_mixup_sample(ctx, &ia, &ib, &lam, &np, s, NULL, B, &cfg, &rng));
@@ -429,7 +429,7 @@ static void test_sampler_inverse_frequency(void) {
     cfg.beta_alpha = 0.4f;
     for (d = 0; d < DRAWS; d++) {
         CHECK_OK(ctx, aes_elta_mixup_sample(ctx, ia, ib, lam, &np, s, NULL, B, &cfg, &rng));
-        if (np == 1) hits[aes_score_bin(s[ia[0]])]++;
+        if (np == 1) hits[aes__score_bin(s[ia[0]])]++;
     }
     for (k = 0; k < 10; k++) {
         double f = (double)hits[k] / DRAWS;
@@ -445,8 +445,8 @@ static void test_sampler_inverse_frequency(void) {
     {
         float *w = fbuf((size_t)B), P[474];
         CHECK(B == 474);
-        for (i = 0; i < B; i++) w[i] = 1.0f / counts[aes_score_bin(s[i])];
-        CHECK_OK(ctx, aes_elta_anchor_probs(ctx, P, s, w, B, &cfg));
+        for (i = 0; i < B; i++) w[i] = 1.0f / counts[aes__score_bin(s[i])];
+        CHECK_OK(ctx, aes__elta_anchor_probs(ctx, P, s, w, B, &cfg));
         CHECK_NEAR(P[0], 0.1 / 2, 1e-6);      /* bin 1 has 2 samples */
         CHECK_NEAR(P[300], 0.1 / 150, 1e-7);  /* a sample of bin 5/6 */
         free(w);
@@ -490,7 +490,7 @@ static void test_beta_sampler(void) {
     for (a = 0; a < 3; a++) {
         double m = 0, v = 0, al = alphas[a], want_var = 1.0 / (4.0 * (2.0 * al + 1.0));
         for (i = 0; i < N; i++) {
-            double x = aes_elta_beta_sample(alphas[a], &rng);
+            double x = aes__elta_beta_sample(alphas[a], &rng);
             CHECK(x >= 0.0 && x <= 1.0);
             m += x;
             v += x * x;
@@ -551,10 +551,10 @@ static void test_srcc_hand(void) {
     float x[4] = {1, 2, 2, 3}, y[4] = {1, 3, 2, 4}, c[4] = {2, 2, 2, 2};
     double r;
     /* ranks x = 1, 2.5, 2.5, 4; y = 1, 3, 2, 4: 4.5 / sqrt(4.5 * 5) */
-    CHECK_OK(ctx, aes_srcc(ctx, x, y, 4, &r));
+    CHECK_OK(ctx, aes__srcc(ctx, x, y, 4, &r));
     CHECK_NEAR(r, 4.5 / sqrt(22.5), 1e-12);
-    CHECK_NEAR(aes_plcc(x, y, 4), 4.5 / sqrt(22.5) , 1e-7); /* same numbers: x, y are already ranks-like */
-    CHECK_OK(ctx, aes_srcc(ctx, x, c, 4, &r));
+    CHECK_NEAR(aes__plcc(x, y, 4), 4.5 / sqrt(22.5) , 1e-7); /* same numbers: x, y are already ranks-like */
+    CHECK_OK(ctx, aes__srcc(ctx, x, c, 4, &r));
     CHECK(r != r); /* constant input: undefined */
 }
 
@@ -678,14 +678,14 @@ static void check_head_grads(const char *what, int kind, int output, int act, fl
     int i, k, l;
     /* small steps through ReLUs: fewer kinks inside [x - h, x + h] */
     tl_fd_opts FDO = elta_fd(act == AES_HEAD_ACT_RELU ? 1e-3 : 1e-2, 4e-3, 2e-5);
-    double task, sim;
+    double task = 0.0, sim = 0.0;
     tl_seed(11 + kind * 3 + output * 5 + act * 7);
     tl_fill(x, R * D, 1.0f);
     for (i = 0; i < R; i++) {
         double sum = 0;
         for (k = 0; k < 10; k++) { hist[i * 10 + k] = 0.05f + (float)tl_uniform(); sum += hist[i * 10 + k]; }
         for (k = 0; k < 10; k++) hist[i * 10 + k] = (float)(hist[i * 10 + k] / sum);
-        score[i] = aes_hist_mean(hist + i * 10);
+        score[i] = aes__hist_mean(hist + i * 10);
     }
     CHECK_OK(ctx, aes_head_init(ctx, &h, kind, output, act, D, hidden, 5));
     for (l = 0; l < h.nlayers; l++) { /* bigger weights so ReLUs switch and the signal survives 5 layers */
@@ -696,7 +696,7 @@ static void check_head_grads(const char *what, int kind, int output, int act, fl
         dw[l] = fbuf((size_t)h.dim[l] * h.dim[l + 1]);
         db[l] = fbuf((size_t)h.dim[l + 1]);
     }
-    CHECK_OK(ctx, aes_head_loss_grad(ctx, &h, dw, db, x, hist, score, R, simw, sim_layer, &task, &sim));
+    CHECK_OK(ctx, aes__head_loss_grad(ctx, &h, dw, db, x, hist, score, R, simw, sim_layer, &task, &sim));
     p.h = &h; p.x = x; p.hist = hist; p.score = score; p.R = R; p.simw = simw; p.sim_layer = sim_layer;
     CHECK_NEAR(task + simw * sim, head_loss(&p), 1e-5 * (1 + fabs(head_loss(&p))));
     for (l = 0; l < h.nlayers; l++) {
@@ -723,13 +723,13 @@ static void test_head_predict(void) {
     float x[3 * 4] = {1, 0, 0, 0, 0, 1, 0, 0, 0.5f, 0.5f, 0, 0}, out[30], sc[3], hist[30];
     int i;
     CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_LINEAR, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, 4, NULL, 1));
-    CHECK(aes_head_out_dim(&h) == 10 && h.nlayers == 1);
-    CHECK_OK(ctx, aes_head_forward(ctx, &h, out, x, 3));
+    CHECK(aes__head_out_dim(&h) == 10 && h.nlayers == 1);
+    CHECK_OK(ctx, aes__head_forward(ctx, &h, out, x, 3));
     CHECK_OK(ctx, aes_head_predict(ctx, &h, sc, hist, x, 3));
     for (i = 0; i < 3; i++) {
         float p[10];
         aes_softmax_forward(ctx, p, out + i * 10, 1, 10);
-        CHECK_NEAR(sc[i], aes_hist_mean(p), 1e-5);
+        CHECK_NEAR(sc[i], aes__hist_mean(p), 1e-5);
         CHECK_NEAR(hist[i * 10 + 3], p[3], 1e-6);
     }
     aes_head_free(&h);
@@ -773,10 +773,10 @@ static void test_synth(void) {
         double nrm = 0;
         for (c = 0; c < D; c++) nrm += x[i * D + c] * x[i * D + c];
         CHECK_NEAR(nrm, 1.0, 1e-5);
-        CHECK_NEAR(aes_hist_mean(L.hist + i * 10), L.score[i], 1e-5);
+        CHECK_NEAR(aes__hist_mean(L.hist + i * 10), L.score[i], 1e-5);
     }
     aes_score_bin_counts(L.score, N, counts);
-    aes_bin_groups(counts, 0, 0, groups);
+    aes__bin_groups(counts, 0, 0, groups);
     /* long-tailed: the middle bins hold most, the ends little */
     CHECK(counts[4] + counts[5] > N / 2);
     CHECK(counts[1] + counts[8] < N / 40);

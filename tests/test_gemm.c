@@ -139,8 +139,8 @@ static void test_all_transposes_odd_sizes(void) {
                 problem_make(&p, (aes_trans)(t & 1), (aes_trans)(t >> 1), odd_shapes[s][0], odd_shapes[s][1],
                              odd_shapes[s][2], 0.75f, -0.5f, 1 + (s % 3) * 5);
                 problem_run(&p, ctx, 0);
-                CHECK_MSG(problem_check(&p, aes_isa_name(isas[ii])) == 0, "isa %s shape %d trans %d",
-                          aes_isa_name(isas[ii]), s, t);
+                CHECK_MSG(problem_check(&p, aes__isa_name(isas[ii])) == 0, "isa %s shape %d trans %d",
+                          aes__isa_name(isas[ii]), s, t);
                 problem_free(&p);
             }
     }
@@ -180,7 +180,7 @@ static void test_alpha_beta(void) {
                              shapes[t / 4][1], shapes[t / 4][2], ab[v][0], ab[v][1], 2);
                 problem_run(&p, ctx, ab[v][1] == 0.0f);
                 CHECK_MSG(problem_check(&p, "alpha/beta") == 0, "isa %s alpha %g beta %g case %d",
-                          aes_isa_name(isas[ii]), ab[v][0], ab[v][1], t);
+                          aes__isa_name(isas[ii]), ab[v][0], ab[v][1], t);
                 problem_free(&p);
             }
     }
@@ -241,7 +241,7 @@ static void test_isa_paths_agree(void) {
              * paths are within ~1e-5 * sqrt(K) * K / 3 of the truth */
             for (i = 0; i < nc; i++)
                 if (!(fabs((double)p.C[i] - (double)scalar_c[i]) <= 2e-5 * sqrt((double)K) * K / 3.0)) bad++;
-            CHECK_MSG(bad == 0, "isa %s differs from scalar in %d entries (trans %d)", aes_isa_name(isas[ii]),
+            CHECK_MSG(bad == 0, "isa %s differs from scalar in %d entries (trans %d)", aes__isa_name(isas[ii]),
                       bad, t);
         }
         free(scalar_c);
@@ -284,7 +284,7 @@ static void test_threads_bit_identical(void) {
                 CHECK_OK(ctx, aes_threads_set(ctx, th));
                 problem_run(&p, ctx, 0);
                 CHECK_MSG(memcmp(one, p.C, sizeof(float) * nc) == 0, "isa %s shape %d: %d threads differ from 1",
-                          aes_isa_name(isas[ii]), s, th);
+                          aes__isa_name(isas[ii]), s, th);
             }
             free(one);
             problem_free(&p);

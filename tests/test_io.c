@@ -51,13 +51,13 @@ static void test_dtypes(void) {
     for (i = 0; i < AES_DTYPE_COUNT; i++) {
         aes_dtype d;
         CHECK(aes_dtype_size((aes_dtype)i) == sizes[i]);
-        CHECK(aes_dtype_from_name(aes_dtype_name((aes_dtype)i), &d) && d == (aes_dtype)i);
+        CHECK(aes__dtype_from_name(aes_dtype_name((aes_dtype)i), &d) && d == (aes_dtype)i);
     }
     CHECK(!strcmp(aes_dtype_name(AES_DTYPE_BF16), "BF16"));
     CHECK(!strcmp(aes_dtype_name(AES_DTYPE_F8_E4M3), "F8_E4M3"));
     CHECK(aes_dtype_size((aes_dtype)99) == 0);
-    CHECK(!aes_dtype_from_name("F4", NULL));
-    CHECK(!aes_dtype_from_name("f32", NULL));
+    CHECK(!aes__dtype_from_name("F4", NULL));
+    CHECK(!aes__dtype_from_name("f32", NULL));
 }
 
 /* One tensor of every dtype, with scalar, empty and odd shapes. */
@@ -136,14 +136,14 @@ static void check_tensor_set(const tensor_set *s, const aes_safetensors *st, con
 static void check_test_meta(const aes_safetensors *st) {
     const char *k, *v;
     int i;
-    CHECK(aes_safetensors_metadata_count(st) == 3);
+    CHECK(aes__safetensors_metadata_count(st) == 3);
     for (i = 0; i < 3; i++) {
         const char *got = aes_safetensors_metadata(st, test_meta[2 * i]);
         CHECK_MSG(got && !strcmp(got, test_meta[2 * i + 1]), "metadata %s", test_meta[2 * i]);
     }
     CHECK(aes_safetensors_metadata(st, "absent") == NULL);
-    CHECK(aes_safetensors_metadata_at(st, 0, &k, &v) && !strcmp(k, "format") && !strcmp(v, "pt"));
-    CHECK(!aes_safetensors_metadata_at(st, 3, &k, &v));
+    CHECK(aes__safetensors_metadata_at(st, 0, &k, &v) && !strcmp(k, "format") && !strcmp(v, "pt"));
+    CHECK(!aes__safetensors_metadata_at(st, 3, &k, &v));
 }
 
 static void test_st_roundtrip(void) {
@@ -182,7 +182,7 @@ static void test_st_roundtrip(void) {
     CHECK_OK(ctx, aes_safetensors_serialize(ctx, NULL, 0, NULL, 0, &buf, &len));
     CHECK(len == 16 && !memcmp((char *)buf + 8, "{}      ", 8));
     CHECK_OK(ctx, aes_safetensors_load_memory(ctx, buf, len, 0, &st));
-    CHECK(aes_safetensors_count(st) == 0 && aes_safetensors_metadata_count(st) == 0);
+    CHECK(aes_safetensors_count(st) == 0 && aes__safetensors_metadata_count(st) == 0);
     aes_safetensors_close(st);
     aes_free(buf);
     tensor_set_free(&s);
@@ -478,7 +478,7 @@ static void test_st_valid_edges(void) {
         const aes_tensor_view *v = aes_safetensors_find(st, "scalar");
         int32_t got = 0;
         CHECK(aes_safetensors_count(st) == 4);
-        CHECK(aes_safetensors_metadata_count(st) == 0 && aes_safetensors_metadata(st, "x") == NULL);
+        CHECK(aes__safetensors_metadata_count(st) == 0 && aes_safetensors_metadata(st, "x") == NULL);
         CHECK(v && v->ndim == 0 && v->numel == 1 && v->nbytes == 4);
         if (v) memcpy(&got, v->data, 4);
         CHECK(got == val);
@@ -524,9 +524,9 @@ static void test_st_shared_file(void) {
  *  JSON
  * ===================================================================== */
 
-static aes_json *parse_json(aes_ctx *ctx, const char *text) {
-    aes_json *root = NULL;
-    CHECK_OK(ctx, aes_json_parse(ctx, text, strlen(text), &root));
+static aes__json *parse_json(aes_ctx *ctx, const char *text) {
+    aes__json *root = NULL;
+    CHECK_OK(ctx, aes__json_parse(ctx, text, strlen(text), &root));
     return root;
 }
 
@@ -535,50 +535,50 @@ static void test_json_valid(void) {
     const char *text =
         " {\"a\": [1, 2.5, -3e2, true, false, null, \"x\\u00e9\\ud83d\\ude00\\n\\\"\\\\\\/\\b\\f\\r\\t\"],\n"
         "  \"b\": {\"c\": {}, \"d\": []}, \"\": 0, \"k\\u0000z\": 1, \"caf\xc3\xa9\": \"\xe2\x82\xac\"} ";
-    aes_json *root = parse_json(ctx, text);
-    const aes_json *a, *s;
+    aes__json *root = parse_json(ctx, text);
+    const aes__json *a, *s;
     int64_t iv;
     if (!root) { aes_ctx_free(ctx); return; }
-    CHECK(aes_json_type_of(root) == AES_JSON_OBJECT && aes_json_length(root) == 5);
-    a = aes_json_get(root, "a");
-    CHECK(aes_json_type_of(a) == AES_JSON_ARRAY && aes_json_length(a) == 7);
-    CHECK(aes_json_number(aes_json_at(a, 0), 0) == 1 && aes_json_int64(aes_json_at(a, 0), &iv) && iv == 1);
-    CHECK(aes_json_number(aes_json_at(a, 1), 0) == 2.5 && !aes_json_int64(aes_json_at(a, 1), &iv));
-    CHECK(aes_json_number(aes_json_at(a, 2), 0) == -300 && !aes_json_int64(aes_json_at(a, 2), &iv));
-    CHECK(aes_json_bool(aes_json_at(a, 3), 0) == 1 && aes_json_bool(aes_json_at(a, 4), 1) == 0);
-    CHECK(aes_json_type_of(aes_json_at(a, 5)) == AES_JSON_NULL && aes_json_at(a, 5) != NULL);
-    s = aes_json_at(a, 6);
-    CHECK(aes_json_string(s) && !strcmp(aes_json_string(s), "x\xc3\xa9\xf0\x9f\x98\x80\n\"\\/\b\f\r\t"));
-    CHECK(aes_json_string_len(s) == 15);
-    CHECK(aes_json_at(a, 7) == NULL && aes_json_at(a, -1) == NULL);
-    CHECK(aes_json_type_of(aes_json_get(aes_json_get(root, "b"), "c")) == AES_JSON_OBJECT);
-    CHECK(aes_json_length(aes_json_get(aes_json_get(root, "b"), "d")) == 0);
-    CHECK(aes_json_number(aes_json_get(root, ""), -1) == 0);
-    CHECK(aes_json_get(root, "k") == NULL);   /* the key is "k\0z" */
-    CHECK(!strcmp(aes_json_key_at(root, 3), "k"));
-    CHECK(!strcmp(aes_json_string(aes_json_get(root, "caf\xc3\xa9")), "\xe2\x82\xac"));
-    CHECK(!strcmp(aes_json_key_at(root, 0), "a") && !strcmp(aes_json_key_at(root, 1), "b"));
+    CHECK(aes__json_type_of(root) == AES__JSON_OBJECT && aes__json_length(root) == 5);
+    a = aes__json_get(root, "a");
+    CHECK(aes__json_type_of(a) == AES__JSON_ARRAY && aes__json_length(a) == 7);
+    CHECK(aes__json_number(aes__json_at(a, 0), 0) == 1 && aes__json_int64(aes__json_at(a, 0), &iv) && iv == 1);
+    CHECK(aes__json_number(aes__json_at(a, 1), 0) == 2.5 && !aes__json_int64(aes__json_at(a, 1), &iv));
+    CHECK(aes__json_number(aes__json_at(a, 2), 0) == -300 && !aes__json_int64(aes__json_at(a, 2), &iv));
+    CHECK(aes__json_bool(aes__json_at(a, 3), 0) == 1 && aes__json_bool(aes__json_at(a, 4), 1) == 0);
+    CHECK(aes__json_type_of(aes__json_at(a, 5)) == AES__JSON_NULL && aes__json_at(a, 5) != NULL);
+    s = aes__json_at(a, 6);
+    CHECK(aes__json_string(s) && !strcmp(aes__json_string(s), "x\xc3\xa9\xf0\x9f\x98\x80\n\"\\/\b\f\r\t"));
+    CHECK(s->u.str.len == 15);
+    CHECK(aes__json_at(a, 7) == NULL && aes__json_at(a, -1) == NULL);
+    CHECK(aes__json_type_of(aes__json_get(aes__json_get(root, "b"), "c")) == AES__JSON_OBJECT);
+    CHECK(aes__json_length(aes__json_get(aes__json_get(root, "b"), "d")) == 0);
+    CHECK(aes__json_number(aes__json_get(root, ""), -1) == 0);
+    CHECK(aes__json_get(root, "k") == NULL);   /* the key is "k\0z" */
+    CHECK(!strcmp(aes__json_key_at(root, 3), "k"));
+    CHECK(!strcmp(aes__json_string(aes__json_get(root, "caf\xc3\xa9")), "\xe2\x82\xac"));
+    CHECK(!strcmp(aes__json_key_at(root, 0), "a") && !strcmp(aes__json_key_at(root, 1), "b"));
     /* wrong-type accessors fall back */
-    CHECK(aes_json_get(a, "x") == NULL && aes_json_string(a) == NULL && aes_json_number(a, 7) == 7);
-    CHECK(aes_json_bool(NULL, 5) == 5 && aes_json_length(NULL) == 0 && aes_json_key_at(a, 0) == NULL);
-    aes_json_free((aes_json *)aes_json_at(a, 0));   /* not a root: ignored */
-    aes_json_free(root);
-    aes_json_free(NULL);
+    CHECK(aes__json_get(a, "x") == NULL && aes__json_string(a) == NULL && aes__json_number(a, 7) == 7);
+    CHECK(aes__json_bool(NULL, 5) == 5 && aes__json_length(NULL) == 0 && aes__json_key_at(a, 0) == NULL);
+    aes__json_free((aes__json *)aes__json_at(a, 0));   /* not a root: ignored */
+    aes__json_free(root);
+    aes__json_free(NULL);
     /* scalars at the top level (RFC 8259) */
     root = parse_json(ctx, "  42  ");
-    CHECK(aes_json_number(root, 0) == 42);
-    aes_json_free(root);
+    CHECK(aes__json_number(root, 0) == 42);
+    aes__json_free(root);
     root = parse_json(ctx, "\"s\"");
-    CHECK(!strcmp(aes_json_string(root), "s"));
-    aes_json_free(root);
+    CHECK(!strcmp(aes__json_string(root), "s"));
+    aes__json_free(root);
     root = parse_json(ctx, "true");
-    CHECK(aes_json_bool(root, 0) == 1);
-    aes_json_free(root);
+    CHECK(aes__json_bool(root, 0) == 1);
+    aes__json_free(root);
     /* length bounds the text: no NUL needed */
     root = NULL;
-    CHECK_OK(ctx, aes_json_parse(ctx, "[1,2]garbage", 5, &root));
-    CHECK(aes_json_length(root) == 2);
-    aes_json_free(root);
+    CHECK_OK(ctx, aes__json_parse(ctx, "[1,2]garbage", 5, &root));
+    CHECK(aes__json_length(root) == 2);
+    aes__json_free(root);
     aes_ctx_free(ctx);
 }
 
@@ -602,11 +602,11 @@ static void test_json_numbers(void) {
     aes_ctx *ctx = tl_ctx();
     size_t k;
     for (k = 0; k < sizeof cases / sizeof *cases; k++) {
-        aes_json *root = parse_json(ctx, cases[k].text);
+        aes__json *root = parse_json(ctx, cases[k].text);
         int64_t iv = 0;
-        CHECK_MSG(aes_json_number(root, 99) == cases[k].value, "%s -> %.17g", cases[k].text, aes_json_number(root, 99));
-        CHECK_MSG(aes_json_int64(root, &iv) == cases[k].is_int && iv == cases[k].i, "%s integer", cases[k].text);
-        aes_json_free(root);
+        CHECK_MSG(aes__json_number(root, 99) == cases[k].value, "%s -> %.17g", cases[k].text, aes__json_number(root, 99));
+        CHECK_MSG(aes__json_int64(root, &iv) == cases[k].is_int && iv == cases[k].i, "%s integer", cases[k].text);
+        aes__json_free(root);
     }
     aes_ctx_free(ctx);
 }
@@ -623,29 +623,29 @@ static void test_json_invalid(void) {
     aes_ctx *ctx = tl_ctx();
     size_t k;
     char deep[700];
-    aes_json *root;
+    aes__json *root;
     for (k = 0; k < sizeof bad / sizeof *bad; k++) {
         root = NULL;
-        CHECK_MSG(aes_json_parse(ctx, bad[k], strlen(bad[k]), &root) == AES_ERR_FORMAT, "accepted bad JSON #%zu: %s",
+        CHECK_MSG(aes__json_parse(ctx, bad[k], strlen(bad[k]), &root) == AES_ERR_FORMAT, "accepted bad JSON #%zu: %s",
                   k, bad[k]);
         CHECK(root == NULL);
         CHECK_MSG(strstr(aes_last_error(ctx), "JSON") && strstr(aes_last_error(ctx), "line"), "message: %s",
                   aes_last_error(ctx));
     }
-    CHECK(aes_json_parse(ctx, "[\0]", 3, &root) == AES_ERR_FORMAT);
-    CHECK(aes_json_parse(ctx, "{\"a\":1,\"a\":2}", 13, &root) == AES_ERR_FORMAT && strstr(aes_last_error(ctx), "duplicate"));
+    CHECK(aes__json_parse(ctx, "[\0]", 3, &root) == AES_ERR_FORMAT);
+    CHECK(aes__json_parse(ctx, "{\"a\":1,\"a\":2}", 13, &root) == AES_ERR_FORMAT && strstr(aes_last_error(ctx), "duplicate"));
     /* the depth limit: AES_JSON_MAX_DEPTH levels parse, one more does not */
     memset(deep, '[', AES_JSON_MAX_DEPTH);
     memset(deep + AES_JSON_MAX_DEPTH, ']', AES_JSON_MAX_DEPTH);
-    CHECK_OK(ctx, aes_json_parse(ctx, deep, 2 * AES_JSON_MAX_DEPTH, &root));
-    aes_json_free(root);
+    CHECK_OK(ctx, aes__json_parse(ctx, deep, 2 * AES_JSON_MAX_DEPTH, &root));
+    aes__json_free(root);
     memset(deep, '[', AES_JSON_MAX_DEPTH + 1);
     memset(deep + AES_JSON_MAX_DEPTH + 1, ']', AES_JSON_MAX_DEPTH + 1);
-    CHECK(aes_json_parse(ctx, deep, 2 * AES_JSON_MAX_DEPTH + 2, &root) == AES_ERR_LIMIT);
-    CHECK(aes_json_parse(ctx, NULL, 0, &root) == AES_ERR_FORMAT);
-    CHECK(aes_json_parse(ctx, "1", 1, NULL) == AES_ERR_INVALID_ARG);
+    CHECK(aes__json_parse(ctx, deep, 2 * AES_JSON_MAX_DEPTH + 2, &root) == AES_ERR_LIMIT);
+    CHECK(aes__json_parse(ctx, NULL, 0, &root) == AES_ERR_FORMAT);
+    CHECK(aes__json_parse(ctx, "1", 1, NULL) == AES_ERR_INVALID_ARG);
     /* the message says where */
-    CHECK(aes_json_parse(ctx, "{\n  \"a\": tru\n}", 14, &root) == AES_ERR_FORMAT);
+    CHECK(aes__json_parse(ctx, "{\n  \"a\": tru\n}", 14, &root) == AES_ERR_FORMAT);
     CHECK(strstr(aes_last_error(ctx), "line 2, column 8") != NULL);
     aes_ctx_free(ctx);
 }
@@ -655,22 +655,22 @@ static void test_json_big_object(void) {
     aes_ctx *ctx = tl_ctx();
     size_t cap = 60000 * 24, len = 0;
     char *text = (char *)malloc(cap), key[32];
-    aes_json *root = NULL;
+    aes__json *root = NULL;
     int i, bad = 0;
     text[len++] = '{';
     for (i = 0; i < 50000; i++)
         len += (size_t)snprintf(text + len, cap - len, "%s\"tok%d</w>\":%d", i ? "," : "", (i * 7919) % 50000, i);
     text[len++] = '}';
-    CHECK_OK(ctx, aes_json_parse(ctx, text, len, &root));
-    CHECK(aes_json_length(root) == 50000);
+    CHECK_OK(ctx, aes__json_parse(ctx, text, len, &root));
+    CHECK(aes__json_length(root) == 50000);
     for (i = 0; i < 50000; i++) {
         int64_t v = -1;
         snprintf(key, sizeof key, "tok%d</w>", (i * 7919) % 50000);
-        if (!aes_json_int64(aes_json_get(root, key), &v) || v != i) bad++;
+        if (!aes__json_int64(aes__json_get(root, key), &v) || v != i) bad++;
     }
     CHECK(bad == 0);
-    CHECK(aes_json_get(root, "tok50000</w>") == NULL);
-    aes_json_free(root);
+    CHECK(aes__json_get(root, "tok50000</w>") == NULL);
+    aes__json_free(root);
     free(text);
     aes_ctx_free(ctx);
 }

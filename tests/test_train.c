@@ -458,7 +458,7 @@ static void test_pair_tsv(void) {
     }
     CHECK_OK(ctx, aes_pair_set_format(ctx, b, &out, &len));
     CHECK(strstr(out, "tab\\there\\\\x\t") != NULL);
-    free(out);
+    aes_free(out);
     /* errors name the line */
     CHECK(aes_pair_set_parse(ctx, b, "q\ta\n\nq\ta\tb\tx\n", 14, "f.tsv") == AES_ERR_FORMAT);
     CHECK(strstr(aes_last_error(ctx), "f.tsv:1") != NULL);
@@ -1002,7 +1002,7 @@ static void ft_caption(int32_t *tok, int cls) {
 
 /* L2-normalised embeddings of n images, in chunks of the trainer's capacity. */
 static void ft_embed_images(aes_ctx *ctx, aes_clip_trainer *tr, const float *px, int n, float *emb) {
-    int cap = aes_clip_trainer_options_get(tr)->max_images, E = 16, i;
+    int cap = aes__clip_trainer_options_get(tr)->max_images, E = 16, i;
     for (i = 0; i < n; i += cap) {
         int m = n - i < cap ? n - i : cap;
         aes_clip_trainer_encode_images(ctx, tr, px + (size_t)i * 3 * FT_RES * FT_RES, m, emb + (size_t)i * E);
@@ -1636,7 +1636,7 @@ static void test_dpo_finetune_loop(void) {
     CHECK_MSG(strstr(aes_last_error(ctx), "nope.ppm") != NULL, "message: %s", aes_last_error(ctx));
     CHECK(lp_same(lp_params(), init, np));
     {   /* nothing trainable */
-        aes_train_options o = *aes_clip_trainer_options_get(tr);
+        aes_train_options o = *aes__clip_trainer_options_get(tr);
         o.train_vision = 0;
         CHECK_OK(ctx, aes_clip_trainer_set_trainable(ctx, tr, &o));
         CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &cfg, NULL) == AES_ERR_INVALID_ARG);

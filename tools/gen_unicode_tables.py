@@ -6,6 +6,15 @@
                                    # replace the block between the markers
     /usr/bin/python3 tools/gen_unicode_tables.py --report   # only the checks
 
+The block sits in "Generated tables" at the very end of aesalign.h, after all
+code.  Besides the tables it defines aes__tok_tables(), which hands them to
+the tokenizer as an aes__tok_table_set; that struct and the function's
+declaration are written by hand in the tokenizer section ("Character
+tables"), so a new table needs a field there and a line in generate() here.
+Run with Debian's /usr/bin/python3 and python3-regex (Python 3.11.2, regex
+2022.10.31), which made the tables in the file: another version of the regex
+module brings another Unicode version.
+
 Every table is taken from the very code the Python reference runs, not from a
 Unicode file, so the C tokenizer reproduces that code character for character:
 
@@ -181,6 +190,33 @@ def c_ranges(name, ranges, comment):
     return "\n".join(out)
 
 
+RANGE_TABLES = [  # field of aes__tok_table_set, C array
+    ("letter", "aes__tok_letter_ranges"), ("number", "aes__tok_number_ranges"),
+    ("regex_space", "aes__tok_regex_space_ranges"), ("py_space", "aes__tok_py_space_ranges"),
+    ("unmatched", "aes__tok_unmatched_ranges"), ("cased", "aes__tok_cased_ranges"),
+    ("case_ignorable", "aes__tok_case_ignorable_ranges"), ("html_dropped", "aes__tok_html_dropped_ranges"),
+]
+
+
+def c_getter():
+    lines = ["/* The tables as the tokenizer reads them (aes__tok_table_set, declared in",
+             " * the tokenizer section). */",
+             "#define AES__TOK_TABLE(a) a, sizeof a / sizeof a[0]",
+             "static const aes__tok_table_set *aes__tok_tables(void) {",
+             "    static const aes__tok_table_set t = {"]
+    for field, arr in RANGE_TABLES:
+        lines.append("        {AES__TOK_TABLE(%s)},%s" % (arr, " " * (32 - len(arr)) + "/* %s */" % field))
+    lines.append("        AES__TOK_TABLE(aes__tok_lower_runs),")
+    lines.append("        AES__TOK_TABLE(aes__tok_lower_full),")
+    lines.append("        aes__tok_html_cp1252,")
+    lines.append("        AES__TOK_TABLE(aes__tok_html_entity_chunks)")
+    lines.append("    };")
+    lines.append("    return &t;")
+    lines.append("}")
+    lines.append("#undef AES__TOK_TABLE")
+    return "\n".join(lines)
+
+
 def generate():
     t = classify()
     runs, full = lower_tables()
@@ -249,8 +285,8 @@ def generate():
             piece = c[i:i + 100]
             lines.append('    "%s"%s' % (piece, "," if i + 100 >= len(c) else ""))
     lines.append("};")
-    lines.append("#define AES__TOK_HTML_ENTITY_COUNT %d" % len(entities))
     parts.append("\n".join(lines))
+    parts.append(c_getter())
     parts.append(END)
     return "\n".join(parts) + "\n", t
 

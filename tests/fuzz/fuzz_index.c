@@ -76,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int i;
         for (i = 0; i < 8; i++) buf[32 + i] = (uint8_t)(len >> (8 * i));
         memcpy(buf + size - 4, "AEND", 4);
-        crc = aes_crc32(0, buf, size - 8);
+        crc = aes__crc32(0, buf, size - 8);
         for (i = 0; i < 4; i++) buf[size - 8 + i] = (uint8_t)(crc >> (8 * i));
         try_load(ctx, buf, size);
     }
