@@ -17,17 +17,28 @@
  *     4. the tokenizer: CLIP's byte-pair encoding, and training a small BPE
  *     5. the model: CLIP's ViT image tower and causal text tower, loaded from
  *        Hugging Face or OpenAI/open_clip checkpoints (f32, f16, bf16)
- *     6. aesthetic heads, IAA labels and metrics, and ELTA (ICML 2024)
- *     7. retrieval: index, exact top-k search (fp32/int8), query expansion,
+ *     6. optimizers: SGD and AdamW over flat parameter buffers, clipping,
+ *        the learning-rate schedule
+ *     7. aesthetic heads, IAA labels and metrics, and ELTA (ICML 2024)
+ *     8. retrieval: index, exact top-k search (fp32/int8), query expansion,
  *        aesthetic re-ranking (arXiv 2406.09397, stages 1-2)
- *     8. training: optimizers, contrastive and ranked-DPO losses, backward
- *        through both towers, checkpoints (arXiv 2406.09397, stage 3)
+ *     9. training: contrastive and ranked-DPO losses, the trainer (section
+ *        5's model with its gradients and saved activations), and whole
+ *        training runs as one call (arXiv 2406.09397, stage 3)
+ *     -  generated tables (the tokenizer's Unicode data), after all code
  *
  *  The demo's synthetic aesthetic world (and `aesalign eval`) is in tools/world.h.
  *
- *  Search for "  N. " (e.g. "  5. Model") to jump to a section: each one
- *  has its API near the top of the file and its code under the
- *  implementation guard, in the same order.
+ *  How the file is laid out, and why: each section is its declarations (the
+ *  API: types, constants, prototypes, with their documentation) followed at
+ *  once by its code, so a reader who finds a type finds the code that uses
+ *  it a few hundred lines below, not at the other end of the file.  The
+ *  classic single-header layout (all declarations first, all code after)
+ *  put them up to 14,000 lines apart.  Two switches make this work with one
+ *  include guard: AES__DECLARE is set on the first include in a translation
+ *  unit, AES__DEFINE in the one file that defines AESALIGN_IMPLEMENTATION;
+ *  each section's declarations sit under the first and its code under the
+ *  second.  Search for "  N. " (e.g. "  5. Model") to jump to a section.
  *
  * ============================================================================
  *  HOW TO USE IT
@@ -88,9 +99,24 @@
  *  License: MIT or public domain (Unlicense), at your choice; see the end
  *  of this file.
  */
+
+/* The file is read in up to two passes per translation unit.  Each section
+ * below has its declarations (the API: types, constants, prototypes) and,
+ * right after them, its code.  Declarations are read once per translation
+ * unit (the include guard); the code once per program, in the one file that
+ * defines AESALIGN_IMPLEMENTATION.  The two switches below say which of the
+ * two this pass reads, so including the header first without and then with
+ * AESALIGN_IMPLEMENTATION works too. */
 #ifndef AESALIGN_H
 #define AESALIGN_H
+#define AES__DECLARE
+#endif
+#if defined(AESALIGN_IMPLEMENTATION) && !defined(AESALIGN_IMPLEMENTATION_DONE)
+#define AESALIGN_IMPLEMENTATION_DONE
+#define AES__DEFINE
+#endif
 
+#ifdef AES__DECLARE
 #include <stddef.h>
 #include <stdint.h>
 
@@ -106,11 +132,65 @@
 #define AES_VERSION_MINOR 1
 #define AES_VERSION_PATCH 0
 #define AES_VERSION_STRING "0.1.0"
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
+/* ############################################################################
+ *  IMPLEMENTATION
+ * ######################################################################### */
+
+#include <stdarg.h>
+#include <stdio.h>      /* vsnprintf for messages; files only without AES_NO_STDIO */
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <limits.h>
+#include <float.h>
+
+#ifndef AES_ASSERT
+#include <assert.h>
+#define AES_ASSERT(x) assert(x)
+#endif
+#if !defined(AES_MALLOC) && !defined(AES_REALLOC) && !defined(AES_FREE)
+#define AES_MALLOC(sz)     malloc(sz)
+#define AES_REALLOC(p, sz) realloc(p, sz)
+#define AES_FREE(p)        free(p)
+#elif !defined(AES_MALLOC) || !defined(AES_REALLOC) || !defined(AES_FREE)
+#error "define all of AES_MALLOC, AES_REALLOC and AES_FREE, or none"
+#endif
+
+/* ---- platform switches ------------------------------------------------- */
+#if !defined(AES_NO_SIMD) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define AES__X86 1
+#include <immintrin.h>
+#define AES__TARGET_AVX2   __attribute__((target("avx2,fma,f16c")))
+#define AES__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#endif
+#if !defined(AES_NO_SIMD) && (defined(__aarch64__) || defined(_M_ARM64))
+#define AES__NEON 1
+#include <arm_neon.h>
+#endif
+#ifndef AES_NO_THREADS
+#include <pthread.h>
+#endif
+
+/* Static functions that the library does not call itself but its tests do
+ * (they include the implementation): no "defined but not used" warning. */
+#if defined(__GNUC__)
+#define AES__TEST_ONLY __attribute__((unused))
+#else
+#define AES__TEST_ONLY
+#endif
+
+#define AES__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define AES__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define AES__UNUSED(x) ((void)(x))
+#endif /* AES__DEFINE */
 
 /* ============================================================================
  *  1. Context, errors, memory, threads, CPU dispatch
  * ========================================================================= */
-
+#ifdef AES__DECLARE
 typedef enum aes_status {
     AES_OK = 0,
     AES_ERR_INVALID_ARG,   /* a NULL pointer, a negative size, a bad option  */
@@ -172,2299 +252,9 @@ AES_API uint64_t    aes_limit_get(const aes_ctx *ctx, aes_limit which);
 AES_API void       *aes_alloc(aes_ctx *ctx, size_t n, size_t size);
 AES_API void       *aes_calloc(aes_ctx *ctx, size_t n, size_t size);
 AES_API void        aes_free(void *p);
+#endif /* AES__DECLARE */
 
-/* ============================================================================
- *  2. Kernels
- * ============================================================================
- *  Conventions (as in llm.c): activations are row-major [rows, channels];
- *  a linear layer's weight is [out, in] (PyTorch's nn.Linear layout), so
- *  y = x W^T + b.  Backward functions ACCUMULATE (+=) into gradient buffers,
- *  so the caller zeroes them once per step and several uses of one tensor
- *  add up; any gradient pointer may be NULL when that gradient is not wanted
- *  (a frozen weight, the input of the first layer).
- * ========================================================================= */
-
-typedef enum aes_trans { AES_NO_TRANS = 0, AES_TRANS = 1 } aes_trans;
-
-/* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major with leading
- * dimensions (as cblas_sgemm with CblasRowMajor).  beta == 0 overwrites C
- * without reading it (NaN in C does not leak through). */
-AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb,
-                      int M, int N, int K, float alpha,
-                      const float *A, int lda, const float *B, int ldb,
-                      float beta, float *C, int ldc);
-
-/* Linear: out[M,N] = inp[M,K] weight[N,K]^T + bias[N] (bias may be NULL). */
-AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp,
-                                const float *weight, const float *bias,
-                                int M, int K, int N);
-/* dinp[M,K] += dout W;  dweight[N,K] += dout^T inp;  dbias[N] += sum_rows dout */
-AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight,
-                                 float *dbias, const float *dout,
-                                 const float *inp, const float *weight,
-                                 int M, int K, int N);
-
-/* LayerNorm over the last dim C: out = (x - mean) * rstd * w + b.
- * mean[M] and rstd[M] are saved for the backward pass (may be NULL in
- * inference). */
-AES_API void aes_layernorm_forward(aes_ctx *ctx, float *out, float *mean,
-                                   float *rstd, const float *inp,
-                                   const float *weight, const float *bias,
-                                   int M, int C, float eps);
-AES_API void aes_layernorm_backward(aes_ctx *ctx, float *dinp, float *dweight,
-                                    float *dbias, const float *dout,
-                                    const float *inp, const float *weight,
-                                    const float *mean, const float *rstd,
-                                    int M, int C);
-
-/* Row softmax over the last dim C (numerically stable: max subtracted). */
-AES_API void aes_softmax_forward(aes_ctx *ctx, float *out, const float *inp,
-                                 int M, int C);
-/* dinp += out * (dout - sum(dout * out)) */
-AES_API void aes_softmax_backward(aes_ctx *ctx, float *dinp, const float *dout,
-                                  const float *out, int M, int C);
-
-/* Multi-head self-attention core (after the qkv projection, before the
- * output projection).  qkv is [B, T, 3C] with q, k, v as three C-wide
- * blocks (the order of PyTorch's in_proj); out is [B, T, C]; att [B, NH, T, T]
- * keeps the softmax probabilities for backward (may be NULL in inference).
- * causal != 0 masks keys after the query (text tower).  Head size C / NH;
- * scores are scaled by 1/sqrt(head size) as in "Attention is all you need". */
-AES_API void aes_attention_forward(aes_ctx *ctx, float *out, float *att,
-                                   const float *qkv, int B, int T, int C,
-                                   int NH, int causal);
-AES_API void aes_attention_backward(aes_ctx *ctx, float *dqkv,
-                                    const float *dout, const float *qkv,
-                                    const float *att, int B, int T, int C,
-                                    int NH, int causal);
-
-/* Activations, elementwise over n values.
- * GELU (exact):  gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
- * QuickGELU:     x * sigmoid(1.702 x)  (OpenAI CLIP weights) */
-AES_API void aes_gelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n);
-AES_API void aes_gelu_backward(aes_ctx *ctx, float *dinp, const float *dout,
-                               const float *inp, size_t n);
-AES_API void aes_quickgelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n);
-AES_API void aes_quickgelu_backward(aes_ctx *ctx, float *dinp, const float *dout,
-                                    const float *inp, size_t n);
-
-/* out = a + b.  Backward: da += dout, db += dout (aes_add_inplace). */
-AES_API void aes_residual_forward(float *out, const float *a, const float *b, size_t n);
-AES_API void aes_residual_backward(float *da, float *db, const float *dout, size_t n);
-AES_API void aes_add_inplace(float *y, const float *x, size_t n);
-
-/* Patch embedding: a stride-P convolution with a P x P kernel and no
- * padding, computed as im2col + GEMM.  img is [B, Cin, H, W] (CHW planes),
- * weight [Cout, Cin, P, P] (PyTorch Conv2d), bias [Cout] or NULL,
- * out [B, (H/P)*(W/P), Cout] with patches in row-major order. */
-AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out,
-                                           const float *img, const float *weight,
-                                           const float *bias, int B, int Cin,
-                                           int H, int W, int P, int Cout);
-AES_API aes_status aes_patch_embed_backward(aes_ctx *ctx, float *dimg,
-                                            float *dweight, float *dbias,
-                                            const float *dout, const float *img,
-                                            const float *weight, int B, int Cin,
-                                            int H, int W, int P, int Cout);
-
-/* Token + position embedding: out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:].
- * Token ids outside [0, V) are an error (AES_ERR_INVALID_ARG). */
-AES_API aes_status aes_embedding_forward(aes_ctx *ctx, float *out,
-                                         const int32_t *tokens, const float *wte,
-                                         const float *wpe, int B, int T, int C,
-                                         int V);
-AES_API void aes_embedding_backward(float *dwte, float *dwpe, const float *dout,
-                                    const int32_t *tokens, int B, int T, int C);
-
-/* Row L2 normalisation: out = x / max(||x||, eps).  norm[M] is saved. */
-AES_API void aes_l2norm_forward(float *out, float *norm, const float *inp,
-                                int M, int C, float eps);
-AES_API void aes_l2norm_backward(float *dinp, const float *dout,
-                                 const float *out, const float *norm,
-                                 int M, int C);
-
-/* log_softmax over the last dim; cross-entropy with integer targets:
- * loss = mean_m -log p[m, target[m]].  probs[M,C] saved for backward.
- * Returns the mean loss.  Backward: dlogits += scale * (p - onehot) / M. */
-AES_API void  aes_log_softmax_forward(float *out, const float *inp, int M, int C);
-AES_API float aes_cross_entropy_forward(float *probs, const float *logits,
-                                        const int32_t *targets, int M, int C);
-AES_API void  aes_cross_entropy_backward(float *dlogits, const float *probs,
-                                         const int32_t *targets, int M, int C,
-                                         float scale);
-
-/* Mean squared error: mean (pred - target)^2 over n values.
- * Backward: dpred += scale * 2 (pred - target) / n. */
-AES_API float aes_mse_forward(const float *pred, const float *target, size_t n);
-AES_API void  aes_mse_backward(float *dpred, const float *pred,
-                               const float *target, size_t n, float scale);
-
-/* Half-precision conversions (round to nearest even; NaN stays NaN). */
-AES_API void aes_f16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n);
-AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
-AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n);
-AES_API void aes_f32_to_bf16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
-
-/* Small vector helpers used across the library (SIMD-dispatched). */
-AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n);
-
-/* ============================================================================
- *  3. I/O: files, safetensors, JSON, images and CLIP preprocessing
- * ========================================================================= */
-/* section -- files, safetensors, JSON, PPM/PGM images and CLIP preprocessing
- *
- * Everything a model needs to get in and out of the process:
- *
- *   - dtypes and the safetensors container (read from a file through mmap or
- *     from a memory buffer, validated against hostile input; written
- *     atomically in the layout of the reference writer),
- *   - whole-file reads and atomic writes,
- *   - a small strict JSON (RFC 8259) DOM parser for headers, config.json and
- *     tokenizer files,
- *   - 8-bit images: PPM/PGM decoding and writing, PIL-exact bicubic resizing
- *     and the CLIP preprocessing pipeline (Resize, CenterCrop, ToTensor,
- *     Normalize) bit-exact with PIL + torchvision.
- */
-
-/* ============================================================================
- *  I/O 1. Dtypes and tensors
- * ========================================================================= */
-
-/* Element types of the safetensors format (names as in its JSON header). */
-typedef enum aes_dtype {
-    AES_DTYPE_F32, AES_DTYPE_F16, AES_DTYPE_BF16, AES_DTYPE_F64, AES_DTYPE_I64,
-    AES_DTYPE_I32, AES_DTYPE_I16, AES_DTYPE_I8, AES_DTYPE_U8, AES_DTYPE_BOOL,
-    AES_DTYPE_U16, AES_DTYPE_U32, AES_DTYPE_U64, AES_DTYPE_F8_E5M2, AES_DTYPE_F8_E4M3
-} aes_dtype;
-
-#define AES_DTYPE_COUNT 15
-
-/* Bytes per element (0 for an invalid value) and the header name ("F32"...). */
-AES_API size_t      aes_dtype_size(aes_dtype dtype);
-AES_API const char *aes_dtype_name(aes_dtype dtype);
-
-/* A tensor inside a loaded safetensors file.  `data` points into the file's
- * bytes (mmap or buffer): little-endian and NOT necessarily aligned to the
- * element size; read it with memcpy or aes_tensor_to_f32. */
-typedef struct aes_tensor_view {
-    const char *name;
-    aes_dtype   dtype;
-    int         ndim;          /* 0 (a scalar) .. 8 */
-    int64_t     shape[8];
-    int64_t     numel;         /* product of shape (1 for a scalar) */
-    const void *data;
-    size_t      nbytes;        /* numel * aes_dtype_size(dtype) */
-} aes_tensor_view;
-
-/* ============================================================================
- *  I/O 2. safetensors
- * ============================================================================
- *  Layout: 8-byte little-endian header length N, N bytes of JSON
- *      {"__metadata__": {"k": "v", ...},
- *       "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, ...}
- *  then the data section; offsets are relative to its start.  The reader
- *  checks everything before handing out a view: the header length (the
- *  reference caps it at 100 MB), strict JSON, known dtypes, non-negative
- *  integer shapes without overflow, data_offsets inside the data section and
- *  matching numel * dtype size, no two tensors overlapping, no duplicate
- *  names, __metadata__ string -> string.  Violations are AES_ERR_FORMAT
- *  (AES_ERR_LIMIT for sizes over a limit, AES_ERR_UNSUPPORTED for dtypes we do
- *  not know) with a message naming the source and the tensor.
- * ========================================================================= */
-
-#define AES_SAFETENSORS_MAX_HEADER 100000000u  /* bytes, as the reference */
-
-typedef struct aes_safetensors aes_safetensors;
-
-#ifndef AES_NO_STDIO
-/* Opens a file: mmap where POSIX is available, else read into memory. */
-AES_API aes_status aes_safetensors_open(aes_ctx *ctx, const char *path, aes_safetensors **out);
-#endif
-/* From a buffer.  copy == 0: `buf` must outlive the object (no copy made). */
-AES_API aes_status aes_safetensors_load_memory(aes_ctx *ctx, const void *buf, size_t len, int copy,
-                                               aes_safetensors **out);
-AES_API void       aes_safetensors_close(aes_safetensors *st);
-
-/* Tensors in the order of the JSON header. */
-AES_API int                    aes_safetensors_count(const aes_safetensors *st);
-AES_API const aes_tensor_view *aes_safetensors_at(const aes_safetensors *st, int i);
-/* By name (binary search); NULL when absent. */
-AES_API const aes_tensor_view *aes_safetensors_find(const aes_safetensors *st, const char *name);
-/* __metadata__ values; NULL if absent. */
-AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const char *key);
-/* The i-th metadata pair (header order); returns 0 when i is out of range. */
-/* The path, or "<memory>", for messages. */
-AES_API const char *aes_safetensors_source(const aes_safetensors *st);
-
-/* Converts F32 / F16 / BF16 / F64 data to float.  n must equal t->numel
- * (AES_ERR_SHAPE otherwise); other dtypes are AES_ERR_UNSUPPORTED.  Works on
- * unaligned data; half precision converts with F16C / AVX-512 when present. */
-AES_API aes_status aes_tensor_to_f32(aes_ctx *ctx, const aes_tensor_view *t, float *dst, size_t n);
-
-/* A tensor to write.  data holds numel * dtype-size bytes, little-endian. */
-typedef struct aes_tensor_out {
-    const char *name;
-    aes_dtype   dtype;
-    int         ndim;
-    int64_t     shape[8];
-    const void *data;
-} aes_tensor_out;
-
-/* Builds a complete safetensors file in memory (*buf freed with aes_free).
- * meta_kv holds n_kv pairs: key0, value0, key1, value1, ...  The header is
- * padded with spaces to a multiple of 8 bytes, as the reference writer does;
- * tensors are laid out by decreasing element size (so every tensor is aligned
- * to its element size), in input order within one size, contiguously. */
-AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out *t, int n,
-                                             const char *const *meta_kv, int n_kv, void **buf,
-                                             size_t *len);
-#ifndef AES_NO_STDIO
-/* The same, streamed into a file atomically (nothing is left half-written). */
-AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const aes_tensor_out *t,
-                                         int n, const char *const *meta_kv, int n_kv);
-#endif
-
-/* ============================================================================
- *  I/O 3. Files
- * ========================================================================= */
-#ifndef AES_NO_STDIO
-/* Reads a whole file (*data freed with aes_free).  The buffer has a NUL one
- * byte past *len, so text files can be used as C strings.  Files over
- * AES_LIMIT_FILE_BYTES are AES_ERR_LIMIT. */
-AES_API aes_status aes_read_file(aes_ctx *ctx, const char *path, void **data, size_t *len);
-/* Writes through a temporary file in the same directory (fflush + fsync +
- * rename), so readers see the old file or the new one, never a mix; the
- * temporary is removed on failure. */
-AES_API aes_status aes_write_file_atomic(aes_ctx *ctx, const char *path, const void *data, size_t len);
-#endif
-
-/* ============================================================================
- *  I/O 5. Images
- * ============================================================================
- *  8-bit pixels, rows top to bottom, channels interleaved: 1 = gray, 3 = RGB
- *  (2 = gray + alpha and 4 = RGBA are accepted where noted).  Pixel memory
- *  comes from aes_alloc; aes_image_free releases it.  Functions that produce
- *  an image overwrite *dst without freeing it, except that dst may be src,
- *  in which case the old pixels are freed.  Images over
- *  AES_LIMIT_IMAGE_PIXELS pixels are AES_ERR_LIMIT.
- * ========================================================================= */
-
-typedef struct aes_image {
-    int      width, height, channels;
-    uint8_t *pixels;
-} aes_image;
-
-/* PNM: P5/P6 binary and P2/P3 ASCII (P1/P4 bitmaps too), comments, maxval
- * 1..65535.  Samples are scaled to 8 bits as PIL does: round(v / maxval * 255)
- * (half to even), so maxval 255 is read unchanged. */
-AES_API aes_status aes_image_decode_pnm(aes_ctx *ctx, const void *buf, size_t len, aes_image *out);
-#ifndef AES_NO_STDIO
-/* Reads a PPM/PGM file (by content; JPEG and PNG are recognised and refused
- * with a message: the CLI decodes them through stb_image). */
-AES_API aes_status aes_image_load(aes_ctx *ctx, const char *path, aes_image *out);
-/* P6 for RGB, P5 for gray; atomic. */
-AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_image *img);
-#endif
-/* Allocates zeroed pixels for w x h x channels (1..4). */
-AES_API aes_status aes_image_alloc(aes_ctx *ctx, aes_image *img, int w, int h, int channels);
-AES_API void       aes_image_free(aes_image *img);
-/* Gray -> RGB by replication; alpha dropped (as PIL's convert("RGB")). */
-AES_API aes_status aes_image_to_rgb(aes_ctx *ctx, const aes_image *src, aes_image *dst);
-/* Bit-exact with PIL's Image.resize((w, h), Image.BICUBIC) on 8-bit L / RGB
- * images: cubic convolution with a = -0.5 whose support widens by the scale
- * factor when shrinking (antialiasing), coefficients rounded to 22-bit fixed
- * point, horizontal pass first (rounded to 8 bits) then vertical, a pass
- * skipped when its size does not change.  (PIL premultiplies alpha for
- * LA / RGBA images; here every channel is filtered independently.) */
-AES_API aes_status aes_image_resize_bicubic(aes_ctx *ctx, const aes_image *src, int w, int h,
-                                            aes_image *dst);
-/* torchvision's CenterCrop: top = round((H - h) / 2.0), left likewise, with
- * Python's round (half to even); a crop larger than the image is padded with
- * zeros as torchvision pads: (h - H) // 2 rows on top. */
-AES_API aes_status aes_image_center_crop(aes_ctx *ctx, const aes_image *src, int w, int h,
-                                         aes_image *dst);
-
-/* CLIP's normalisation constants (OpenAI clip/clip.py, _transform). */
-#define AES_CLIP_MEAN_R 0.48145466f
-#define AES_CLIP_MEAN_G 0.4578275f
-#define AES_CLIP_MEAN_B 0.40821073f
-#define AES_CLIP_STD_R  0.26862954f
-#define AES_CLIP_STD_G  0.26130258f
-#define AES_CLIP_STD_B  0.27577711f
-
-/* CLIP's preprocessing, as OpenAI's _transform(n_px) on a PIL image:
- *   Resize(size, BICUBIC): the shorter side becomes `size`, the other
- *     int(size * long / short) (torchvision's rule);
- *   CenterCrop(size);  convert("RGB");  ToTensor (x / 255);
- *   Normalize(mean, std): (x - mean) / std, all in float32.
- * out receives 3 planes [3, size, size] (CHW).  Only the cropped window of
- * the resized image is computed (identical values, less work).  Gray and RGB
- * match PIL bit for bit; 2- and 4-channel images drop alpha first. */
-AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int size, float *out);
-
-/* ============================================================================
- *  4. Tokenizer: CLIP byte-pair encoding
- * ========================================================================= */
-/* section -- CLIP's byte-level BPE tokenizer, exact, and a small BPE trainer.
- *
- * ============================================================================
- *  WHAT IT DOES
- * ============================================================================
- *  Turns a caption into the 77 token ids CLIP's text tower reads, the way
- *  OpenAI's clip.tokenize(text, truncate=True) does (tools/tokenizer_ref.py is
- *  the project's Python reference; tests/test_tokenizer.c checks this code
- *  against it id for id):
- *
- *    bytes --UTF-8--> code points --html.unescape x2, strip--> --\s+ -> ' ',
- *    strip--> --str.lower()--> pre-tokens (regex below) --bytes--> byte
- *    alphabet + '</w>' --rank-based BPE--> ids;  [sot] ids [eot] 0 0 0 ...
- *
- *  The pre-tokenizer is CLIP's regex (compiled with IGNORECASE):
- *      <|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
- *  so letters group into words, every digit is its own pre-token, and runs
- *  of other symbols group together; whitespace separates.
- *
- *  BPE (Sennrich et al. 2016, "Neural Machine Translation of Rare Words with
- *  Subword Units"; byte-level as in GPT-2): a word starts as one symbol per
- *  UTF-8 byte, the last one carrying the end-of-word mark '</w>'.  Then, again
- *  and again, the adjacent pair that comes FIRST in the merges list (lowest
- *  rank) is found and every occurrence of it, left to right, is merged into
- *  one symbol, until no adjacent pair is in the list.  (Greedy longest match
- *  over the vocabulary is NOT the same thing: it can split a word
- *  differently, giving other ids than CLIP's tokenizer.)
- *
- *  Vocabulary ids: 0..255 the bytes (in GPT-2's byte-alphabet order),
- *  256..511 the same with '</w>', then one id per merge (the merged string),
- *  then <|startoftext|> and <|endoftext|>.  CLIP uses the first 48,894 merges,
- *  so its vocabulary has 49,408 ids and sot/eot are 49406/49407.
- *
- * ============================================================================
- *  DOCUMENTED DIFFERENCES FROM clip.tokenize
- * ============================================================================
- *  - ftfy.fix_text is NOT applied (neither here nor in tools/tokenizer_ref.py;
- *    ftfy is not packaged for Debian).  Text that ftfy would change tokenizes
- *    differently: ftfy NFC-normalises ("e" + U+0301 -> U+00E9), uncurls quotes
- *    (U+2019 -> ', so "don\u2019t" would give the contraction 't), expands
- *    Latin ligatures (U+FB01 -> "fi"), folds fullwidth/halfwidth forms
- *    (U+FF21 -> "A"), repairs mojibake ("cafÃ©" -> "café"), unescapes HTML a
- *    third time when the text does not look like HTML, and removes some
- *    control characters.  Pre-normalise such text if exactness matters.
- *  - Input is bytes.  Invalid UTF-8 is decoded as Python's
- *    bytes.decode('utf-8', errors='replace') does: each maximal invalid
- *    subsequence becomes one U+FFFD (which then tokenizes like any symbol).
- *    Embedded NUL bytes are ordinary characters (U+0000).
- *  - Character classes follow the `regex` module the tables were generated
- *    from (Unicode 15.0 for python3-regex 2022.10.31), lowercase follows
- *    Python 3.11's str.lower() (Unicode 14.0).  Other versions differ only on
- *    characters assigned in between.
- *  - html.unescape parses decimal references of any length; Python 3.11 raises
- *    ValueError past 4300 digits, here they are simply out of range (U+FFFD).
- *
- *  Thread safety: a tokenizer is read-only after it is built; any number of
- *  threads may encode with one tokenizer at once (each with its own ctx).
- *  That is also why there is no word cache: encode is far from being the
- *  bottleneck in front of a text transformer without one (the README gives
- *  its speed; tests/test_tokenizer.c prints it).
- *
- *  Sizes and limits: a text of up to INT_MAX/2 bytes; cleanup takes about 12
- *  bytes of working memory per input byte (through aes_alloc, so the
- *  context's allocation limit applies).  aes_tokenizer_encode stops the BPE
- *  as soon as it knows the 77 ids; the cleanup still reads the whole text
- *  (str.strip() needs its end).  A single enormous word is fine: words over
- *  48 bytes take an O(n log n) heap version of the BPE loop, which the tests
- *  check gives the same ids as the direct loop.
- *
- *  Tables (about 30 KB of Unicode ranges and 30 KB of HTML5 entity names) are
- *  generated by tools/gen_unicode_tables.py from the very Python code the
- *  reference runs; they sit in the "Generated tables" block at the end of the
- *  file.
- */
-
-#define AES_TOKENIZER_CLIP_MERGES 48894   /* 49152 - 256 - 2: CLIP's vocabulary is 49408 */
-#define AES_TOKENIZER_CONTEXT     77      /* CLIP's text context length */
-
-typedef struct aes_tokenizer aes_tokenizer;
-
-/* Loads a merges file: line 1 is a version header (OpenAI's
- * bpe_simple_vocab_16e6.txt starts with '"bpe_simple_vocab_16e6.txt#version: 0.2',
- * Hugging Face's merges.txt with '#version: 0.2'; a first line that starts
- * with '#' or contains "#version" is skipped), then one merge per line: two
- * symbols in GPT-2's byte alphabet separated by a space.  At most
- * AES_TOKENIZER_CLIP_MERGES merges are used (what CLIP's and Hugging Face's
- * CLIP tokenizers use; files written by aes_tokenizer_save_merges never have
- * more).  Gzip data (recognised by its magic bytes, e.g. OpenAI's .gz) is
- * inflated first (RFC 1951/1952, CRC checked).  Malformed files fail with
- * AES_ERR_FORMAT and the line number: a line without exactly two symbols, a
- * character outside the byte alphabet or invalid UTF-8, a part that is not a
- * symbol of the vocabulary, a blank line before the end.  CRLF is fine. */
-AES_API aes_status aes_tokenizer_load_merges(aes_ctx *ctx, const char *path, aes_tokenizer **out);
-
-/* The same from memory (plain text, or gzip when it starts with 1F 8B).
- * n_merges_max > 0 uses at most that many merges; <= 0 uses every line. */
-AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len,
-                                                    int n_merges_max, aes_tokenizer **out);
-
-/* CLIP format: ids[0] = sot, then the BPE ids, then eot, then zeros up to
- * context_len (>= 2).  Too long: cut to context_len with eot kept in the last
- * slot (clip.tokenize(truncate=True)).  *n_tokens_before_padding (may be
- * NULL) receives the number of slots before the padding (<= context_len).
- * utf8 may hold anything (see "DOCUMENTED DIFFERENCES"); NULL when len == 0. */
-AES_API aes_status aes_tokenizer_encode(aes_ctx *ctx, const aes_tokenizer *tok, const char *utf8,
-                                        size_t len, int32_t *ids, int context_len,
-                                        int *n_tokens_before_padding);
-
-/* The BPE ids alone (no sot/eot, no padding, no truncation).  Writes the
- * first min(total, cap) ids to ids (may be NULL when cap == 0) and the total
- * count to *n_ids, like snprintf: call once with cap 0 to size the buffer. */
-AES_API aes_status aes_tokenizer_encode_raw(aes_ctx *ctx, const aes_tokenizer *tok, const char *utf8,
-                                            size_t len, int32_t *ids, size_t cap, size_t *n_ids);
-
-/* ids -> text as CLIP's decode does: the symbols' bytes concatenated, decoded
- * as UTF-8 with U+FFFD for invalid sequences, '</w>' replaced by ' ' (so a
- * decoded caption ends with a space; sot/eot decode to their names and
- * padding 0 to "!").  Writes a NUL-terminated string of at most cap - 1
- * bytes; *out_len (may be NULL) gets the full length without the NUL.
- * Returns AES_ERR_LIMIT when it did not fit (out then holds a prefix ending
- * on a character boundary), AES_ERR_INVALID_ARG for an id outside the vocabulary. */
-AES_API aes_status aes_tokenizer_decode(aes_ctx *ctx, const aes_tokenizer *tok, const int32_t *ids,
-                                        int n, char *out, size_t cap, size_t *out_len);
-
-AES_API int     aes_tokenizer_vocab_size(const aes_tokenizer *tok);   /* 512 + merges + 2 */
-AES_API int     aes_tokenizer_n_merges(const aes_tokenizer *tok);
-AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok);          /* vocab_size - 2 */
-AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok);          /* vocab_size - 1 */
-AES_API void    aes_tokenizer_free(aes_tokenizer *tok);
-
-/* Trains a BPE on texts (for the offline demo: "a tokenizer the project
- * trains itself on its captions").  texts are n_texts NUL-terminated UTF-8
- * strings.  They go through exactly the cleanup
- * and pre-tokenizer of encode; then, n_merges times at most, the most frequent
- * adjacent symbol pair over all words (weighted by word count; ties go to the
- * pair of smaller ids) becomes the next merge.  Stops early when no pair
- * occurs twice.  n_merges is capped at AES_TOKENIZER_CLIP_MERGES.  The result
- * is an ordinary tokenizer (512 byte symbols + merges + sot + eot) that
- * encodes through the same code path as CLIP's. */
-AES_API aes_status aes_tokenizer_train(aes_ctx *ctx, const char *const *texts, int n_texts,
-                                       int n_merges, aes_tokenizer **out);
-
-/* The merges in the file format above ("#version: 0.2" then "left right"
- * lines), in a buffer from aes_alloc (free with aes_free), NUL-terminated. */
-AES_API aes_status aes_tokenizer_merges_text(aes_ctx *ctx, const aes_tokenizer *tok, char **text,
-                                             size_t *len);
-/* Writes that text to path atomically (temp file, fflush, fsync, rename). */
-AES_API aes_status aes_tokenizer_save_merges(aes_ctx *ctx, const aes_tokenizer *tok, const char *path);
-
-/* ============================================================================
- *  5. Model: the CLIP vision and text towers
- * ========================================================================= */
-/* section -- the CLIP model: a ViT image tower and a causal text tower.
- *
- * ============================================================================
- *  WHAT IT COMPUTES
- * ============================================================================
- *  CLIP (Radford et al. 2021, "Learning Transferable Visual Models From
- *  Natural Language Supervision") maps an image and a text to vectors in one
- *  embedding space; their cosine says how well they match.
- *
- *  Image tower (ViT, Dosovitskiy et al. 2021, eq. 1-4):
- *      patches   = conv PxP stride P (no bias)          [B, g*g, W]
- *      x         = [class_emb; patches] + pos_emb       [B, T = g*g + 1, W]
- *      x         = ln_pre(x)                            (CLIP's extra norm)
- *      x         = L x block(x)                         (no mask)
- *      image_emb = ln_post(x[:, 0]) proj                [B, E]
- *  Text tower (a GPT-2-like causal transformer):
- *      x         = token_emb[ids] + pos_emb             [B, T, W]
- *      x         = L x block(x)                         (causal mask)
- *      text_emb  = ln_final(x[b, argmax ids_b]) proj    [B, E]
- *  A block is pre-LayerNorm (as GPT-2):
- *      x = x + out_proj(attention(qkv(ln1(x))))
- *      x = x + fc2(act(fc1(ln2(x))))         act = QuickGELU or GELU
- *
- *  The text tower pools at the position of the LARGEST token id, which is
- *  the end token (49407) for every real input, as OpenAI's code does.  With
- *  the causal mask nothing after that position can change it, so each row is
- *  computed only up to its own end token: exact, and ~5x cheaper for typical
- *  captions than running all 77 positions.  Rows of a batch are PACKED one
- *  after another (no padding rows at all); the linear layers see all rows
- *  at once and attention runs per sequence.
- *
- * ============================================================================
- *  CHECKPOINTS
- * ============================================================================
- *  aes_clip_load reads a safetensors file in either layout:
- *    - Hugging Face CLIPModel (vision_model.*, text_model.*, visual_projection,
- *      text_projection.weight; q/k/v as separate projections), also the
- *      single-tower CLIPVisionModelWithProjection / CLIPTextModelWithProjection;
- *    - OpenAI / open_clip (visual.*, transformer.resblocks.*, token_embedding,
- *      ln_final, text_projection; fused in_proj), full or one tower.
- *  A common prefix ("module.", "model.") is stripped.  The architecture is
- *  read from the tensor shapes (widths, layer counts, patch size, resolution
- *  from the number of position embeddings, context length, vocabulary,
- *  embedding size).  Heads default to width / 64 (true of every OpenAI and
- *  LAION model); a Hugging Face config.json or an open_clip config beside the
- *  file (or given) supplies heads, the activation and the LayerNorm eps.  An
- *  OpenAI-layout file says nothing about its activation: the default is
- *  QuickGELU (OpenAI's weights); LAION's laion2b models need GELU, which a
- *  load option or their open_clip_config.json sets.
- *
- *  Weights may be F32, F16 or BF16.  By default they are converted to f32;
- *  with keep_16bit the matrices (qkv, out, fc1, fc2, projections, patch and
- *  token embeddings: >99% of the parameters) stay in 16 bits and each is
- *  converted to f32 right before its matmul (into one scratch matrix),
- *  halving the model's memory.  The conversion is paid per forward call, so
- *  it costs most at batch 1 (ViT-B/32: ~+30 ms per call on 2 cores).
- *
- *  aes_clip_save / aes_clip_serialize write a model back in either layout
- *  and dtype; aes_clip_create_random makes one from a config (benchmarks,
- *  tests, training from scratch).
- *
- * ============================================================================
- *  PARAMETER LAYOUT (llm.c style)
- * ============================================================================
- *  All parameters live in ONE flat float buffer in a fixed canonical order,
- *  described by a table of named tensors (aes_clip_tensor: name, shape,
- *  offset).  The order is
- *      vision: patch_embed, class_embed, pos_embed, ln_pre.{w,b},
- *              blocks[0..L) each { ln1.{w,b}, attn.qkv.{w,b}, attn.out.{w,b},
- *                                  ln2.{w,b}, mlp.fc1.{w,b}, mlp.fc2.{w,b} },
- *              ln_post.{w,b}, proj
- *      text:   token_embed, pos_embed, blocks[0..L) (same 12 tensors),
- *              ln_final.{w,b}, proj
- *      logit_scale
- *  so a tower, a block or a single tensor is one contiguous range (what an
- *  optimizer needs to freeze parts).  Canonical shapes use the linear-layer
- *  convention [out, in]: qkv.weight [3W, W] (q, k, v row blocks, PyTorch's
- *  in_proj), proj [E, W] (Hugging Face's; OpenAI's [W, E] is transposed on
- *  load).  aes_clip_point_params() turns any buffer of this layout (the
- *  parameters, or a gradient buffer of aes_clip_num_params() floats) into a
- *  struct of named pointers, one aes_clip_block_params per block.
- *
- * ============================================================================
- *  ACTIVATION MEMORY LAYOUT
- * ============================================================================
- *  A forward pass works on R token rows of width C: vision R = B*T with
- *  T = g*g + 1 tokens per image (image b's rows are b*T .. b*T+T-1, its class
- *  token first); text R = sum_b T_b with T_b = (position of row b's end token)
- *  + 1, rows packed: sequence b starts at seq_start[b].  With H the MLP width
- *  and NH heads, an aes_clip_acts created with save = 1 holds, in one block
- *  of memory:
- *      embed    [R, C]      token/patch embedding + positions (+ class token)
- *      ln_pre   [R, C] + mean/rstd [R]      (vision only; the input of block 0)
- *      per block l (input = previous block's res2, or ln_pre / embed):
- *        ln1 [R,C], ln1_mean [R], ln1_rstd [R]   LayerNorm 1 output and stats
- *        qkv [R, 3C]                             q | k | v per row
- *        att [sum_b NH*T_b*T_b]                  softmax probabilities; sequence
- *                                                b at att_start[b], [NH, T_b, T_b]
- *        atty [R, C]                             attention output (pre out-proj)
- *        res1 [R, C]                             input + out_proj(atty)
- *        ln2 [R,C], ln2_mean [R], ln2_rstd [R]
- *        fch [R, H]                              fc1 output (pre-activation)
- *        fch_act [R, H]                          act(fch)
- *        res2 [R, C]                             res1 + fc2(fch_act) = block output
- *      pooled  [B, C]   the pooled row of the last block's output
- *      ln_out  [B, C] + mean/rstd [B]   ln_post / ln_final of the pooled rows
- *      out     [B, E]   projected embedding
- *  That, with the inputs (pixels / token ids, which the caller keeps), is
- *  everything a backward pass needs; the layers' parameters are named by
- *  aes_clip_params.  With save = 0 (inference) all blocks share one set of
- *  buffers: the residual stream is updated in place (res1 == res2 ==
- *  input), fch_act == fch, att and the LayerNorm statistics are not kept,
- *  and the memory is about R*(9C + H) floats whatever the depth.  Both modes
- *  run the same block code (aes__clip_block_forward), and the backward pass
- *  (aes_clip_vision_backward / aes_clip_text_backward, with the gradient
- *  buffers d_* that save = 1 adds) differentiates exactly that code: what
- *  training differentiates is what inference computes.  Inference alone
- *  takes one shortcut: after the last block's attention only the pooled
- *  rows are needed, so its out-projection and MLP run on B rows instead of
- *  R (the same arithmetic on those rows).
- */
-
-#define AES_CLIP_MAX_LAYERS 64
-
-typedef enum aes_act {
-    AES_ACT_AUTO = 0,        /* load option: from the config, else the layout's default */
-    AES_ACT_QUICK_GELU = 1,  /* x * sigmoid(1.702 x): OpenAI's weights, laion400m      */
-    AES_ACT_GELU = 2         /* exact erf GELU: LAION laion2b, most open_clip models   */
-} aes_act;
-
-typedef enum aes_layout {
-    AES_LAYOUT_AUTO = 0,
-    AES_LAYOUT_HF = 1,       /* Hugging Face CLIPModel names          */
-    AES_LAYOUT_OPENAI = 2    /* OpenAI / open_clip state_dict names   */
-} aes_layout;
-
-typedef struct aes_clip_config {
-    int image_size, patch_size;          /* e.g. 224, 32                    */
-    int vision_width, vision_layers, vision_heads, vision_mlp;
-    int context_length, vocab_size;      /* e.g. 77, 49408                  */
-    int text_width, text_layers, text_heads, text_mlp;
-    int embed_dim;                       /* e.g. 512                        */
-    aes_act act;                         /* QUICK_GELU or GELU              */
-    float ln_eps;                        /* 1e-5                            */
-    int has_vision, has_text;
-    aes_layout layout;                   /* of the file it was loaded from  */
-} aes_clip_config;
-
-typedef struct aes_clip_load_opts {
-    const char *config_path;  /* HF config.json or open_clip config; NULL: config.json or
-                                 open_clip_config.json beside the model, when present */
-    int no_config_search;     /* 1: do not look beside the model                       */
-    aes_act act;              /* force the activation (AES_ACT_AUTO: config, else QuickGELU) */
-    int keep_16bit;           /* keep matrices in f16/bf16 (f32 files become f16)      */
-    int vision_heads, text_heads;  /* force head counts (0: config, else width / 64)   */
-} aes_clip_load_opts;
-
-typedef struct aes_clip aes_clip;
-
-/* Loads a CLIP checkpoint (either layout, one or both towers).  opts may be
- * NULL.  Every missing or wrongly shaped tensor is an error naming it. */
-AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_load_opts *opts,
-                                 aes_clip **out);
-/* The same from a safetensors image in memory (not kept after the call);
- * config_json (NUL-terminated, may be NULL) plays the part of config.json. */
-AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t len,
-                                        const char *config_json, const aes_clip_load_opts *opts,
-                                        aes_clip **out);
-AES_API void aes_clip_free(aes_clip *model);
-/* Writes the model as a safetensors image in either layout (HF or OpenAI
- * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16).
- * The model's id goes in the metadata ("aesalign_model_id").  *buf is freed with aes_free. */
-AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
-                                      void **buf, size_t *len);
-#ifndef AES_NO_STDIO
-AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char *path, aes_layout layout,
-                                 aes_dtype dtype);
-#endif
-/* A model with fresh random weights (no file): cfg gives every size (heads
- * and mlp included; act and ln_eps default to QuickGELU and 1e-5 when 0).
- * Initialisation as OpenAI's CLIP (model.py, initialize_parameters and the
- * VisionTransformer constructor), normal with standard deviations:
- * attention inputs, class token, vision positions and projections W^-1/2,
- * residual outputs W^-1/2 (2L)^-1/2, fc1 (2W)^-1/2, patch conv
- * (3 P^2)^-1/2 (PyTorch's Conv2d fan-in scale; ours), token embedding
- * 0.02, text positions 0.01; LayerNorm 1/0, biases 0, logit_scale
- * ln(1/0.07).  For benchmarks, tests, and training from scratch.
- * Deterministic in seed (section 1's splitmix64 and Box-Muller, canonical
- * tensor order). */
-AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *cfg, uint64_t seed,
-                                          aes_clip **out);
-AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model);
-
-/* pixels [B, 3, S, S] (CHW planes, already normalised, S = image_size)
- * -> out [B, embed_dim], the projected (not normalised) embeddings. */
-AES_API aes_status aes_clip_encode_image(aes_ctx *ctx, const aes_clip *model, const float *pixels,
-                                         int B, float *out);
-/* tokens [B, context_length] (start, words, end = the largest id, 0 padding)
- * -> out [B, embed_dim]. */
-AES_API aes_status aes_clip_encode_text(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens,
-                                        int B, float *out);
-/* exp(logit_scale): logits = scale * cos(image, text). */
-AES_API float aes_clip_logit_scale(const aes_clip *model);
-
-/* Identity of the weights as used: a 64-bit hash of the architecture
- * (config incl. activation, eps, heads) and every parameter value in
- * canonical order.  The same weights in either layout give the same hash; a
- * fine-tuned model a different one.  The id string reads like
- * "clip-v224p32w768l12-t77w512l12-e512-quick_gelu-0123456789abcdef". */
-AES_API uint64_t    aes_clip_hash(const aes_clip *model);
-AES_API const char *aes_clip_id(const aes_clip *model);
-
-/* ---- the parameter layout, for training ------------------------------------- */
-
-/* A matrix: f32 (f != NULL) or, with keep_16bit, 16-bit values h
- * (h_is_bf16: bfloat16, else IEEE half). */
-typedef struct aes_clip_mat {
-    float *f;
-    const uint16_t *h;
-    int h_is_bf16;
-} aes_clip_mat;
-
-typedef struct aes_clip_block_params {
-    float *ln1_w, *ln1_b;        /* [C]                          */
-    aes_clip_mat qkv_w;          /* [3C, C] q, k, v row blocks    */
-    float *qkv_b;                /* [3C]                         */
-    aes_clip_mat out_w;          /* [C, C]                       */
-    float *out_b;                /* [C]                          */
-    float *ln2_w, *ln2_b;        /* [C]                          */
-    aes_clip_mat fc1_w;          /* [H, C]                       */
-    float *fc1_b;                /* [H]                          */
-    aes_clip_mat fc2_w;          /* [C, H]                       */
-    float *fc2_b;                /* [C]                          */
-} aes_clip_block_params;
-
-typedef struct aes_clip_params {
-    /* vision tower */
-    aes_clip_mat patch_w;                 /* [Wv, 3, P, P]  */
-    float *class_emb;                     /* [Wv]           */
-    float *vision_pos;                    /* [T, Wv]        */
-    float *ln_pre_w, *ln_pre_b;           /* [Wv]           */
-    aes_clip_block_params vision_blocks[AES_CLIP_MAX_LAYERS];
-    float *ln_post_w, *ln_post_b;         /* [Wv]           */
-    aes_clip_mat vision_proj;             /* [E, Wv]        */
-    /* text tower */
-    aes_clip_mat token_emb;               /* [V, Wt]        */
-    float *text_pos;                      /* [ctx, Wt]      */
-    aes_clip_block_params text_blocks[AES_CLIP_MAX_LAYERS];
-    float *ln_final_w, *ln_final_b;       /* [Wt]           */
-    aes_clip_mat text_proj;               /* [E, Wt]        */
-    float *logit_scale;                   /* [1], a log     */
-} aes_clip_params;
-
-typedef struct aes_clip_tensor {
-    char name[48];          /* canonical, e.g. "vision.blocks.3.mlp.fc1.weight" */
-    int ndim;
-    int shape[4];
-    size_t numel;
-    size_t offset;          /* in floats, in the canonical f32 layout */
-} aes_clip_tensor;
-
-AES_API size_t aes_clip_num_params(const aes_clip *model);
-/* Bytes the weights occupy in memory (half-ish with keep_16bit). */
-AES_API size_t aes_clip_weight_bytes(const aes_clip *model);
-AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *count);
-/* The canonical f32 parameter buffer (NULL when loaded with keep_16bit). */
-AES_API float *aes_clip_params_data(aes_clip *model);
-/* The model's own parameter pointers. */
-AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model);
-/* Pointers into any buffer of the canonical layout (e.g. gradients). */
-AES_API void aes_clip_point_params(const aes_clip *model, float *base, aes_clip_params *p);
-
-/* ---- activations and the tower forward passes -------------------------------- */
-
-typedef enum aes_clip_tower { AES_CLIP_VISION = 0, AES_CLIP_TEXT = 1 } aes_clip_tower;
-
-typedef struct aes_clip_block_acts {
-    float *ln1, *ln1_mean, *ln1_rstd;
-    float *qkv, *att, *atty, *res1;
-    float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fch_act, *res2;
-} aes_clip_block_acts;
-
-typedef struct aes_clip_acts {
-    aes_clip_tower tower;
-    int save;              /* 1: keeps what backward needs; 0: inference scratch  */
-    int max_batch;         /* capacity: sequences, token rows, attention floats    */
-    size_t max_rows, max_att;
-    int width, layers;     /* of the tower they were made for                    */
-    int B, R;              /* batch and token rows of the last forward            */
-    int *seq_start, *seq_len;   /* [max_batch] row offset and length of each sequence */
-    size_t *att_start;          /* [max_batch] offset of its probabilities in att    */
-    float *embed, *ln_pre, *ln_pre_mean, *ln_pre_rstd;
-    aes_clip_block_acts blocks[AES_CLIP_MAX_LAYERS];
-    float *pooled, *ln_out, *ln_out_mean, *ln_out_rstd, *out;
-    float *tmp;            /* [R, C] projection outputs before the residual add  */
-    /* save = 1 only: gradients of the backward pass, reused block after block */
-    float *d_res;          /* [R, C] dLoss/d(residual stream) at the current block */
-    float *d_ln, *d_atty;  /* [R, C] each                                        */
-    float *d_qkv;          /* [R, 3C]                                            */
-    float *d_fch, *d_act;  /* [R, H] each                                        */
-    float *d_pooled, *d_ln_out;  /* [B, C] each                                  */
-    float *wbuf;           /* keep_16bit: one matrix converted to f32            */
-    float *mem;            /* everything above                                   */
-    size_t nfloats;
-} aes_clip_acts;
-
-/* Activations for up to max_batch images or texts of this model's tower;
- * save = 1 keeps everything a backward pass needs (see the layout above). */
-AES_API aes_status aes_clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes_clip_tower tower,
-                                        int max_batch, int save, aes_clip_acts **out);
-AES_API void aes_clip_acts_free(aes_clip_acts *acts);
-/* One forward pass of a tower into acts (out may be NULL: the result is
- * also in acts->out).  B <= acts->max_batch. */
-AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, const float *pixels,
-                                           int B, aes_clip_acts *acts, float *out);
-AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens,
-                                         int B, aes_clip_acts *acts, float *out);
-/* The backward pass of the last forward into acts (made with save = 1),
- * given dout [B, embed_dim] = dLoss/d(out).  The inputs of that forward are
- * passed again (the activations do not copy them).  Parameter gradients
- * ACCUMULATE into grads: a struct of pointers into a gradient buffer of the
- * canonical layout (aes_clip_point_params); a NULL pointer skips that tensor
- * (frozen).  Blocks below first_block are frozen with everything under them:
- * the pass stops at block first_block (0: down to the embeddings). */
-AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
-                                            const float *pixels, const float *dout,
-                                            const aes_clip_params *grads, int first_block);
-AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
-                                          const int32_t *tokens, const float *dout,
-                                          const aes_clip_params *grads, int first_block);
-
-
-/* ============================================================================
- *  6. Aesthetic heads, labels, IAA metrics and ELTA
- * ========================================================================= */
-/* section -- aesthetic labels, IAA losses and metrics, aesthetic heads
- * trained on frozen embeddings, and ELTA against the long tail.
- *
- * ============================================================================
- *  WHAT THIS PART DOES
- * ============================================================================
- *  Aesthetics datasets (AVA, AADB, TAD66K, PARA) are long-tailed: most images
- *  score near the middle of the scale, few are very good or very bad.  A head
- *  trained on them regresses to the mean and is worst exactly on the images a
- *  retrieval system most wants to tell apart.  This file gives
- *
- *    1. labels as datasets ship them: 10-bin vote histograms (AVA.txt) or
- *       mean scores (a CSV), score bins, and the head / medium / tail split
- *       of the bins by frequency;
- *    2. the losses: EMD (r = 2, on cumulative distributions) and MSE;
- *    3. the metrics: SRCC (ties get average ranks), PLCC, accuracy at a
- *       threshold, EMD, MAE per bin, per head / medium / tail group, and the
- *       balanced (bin-averaged) MAE;
- *    4. ELTA's three parts, each switchable on its own;
- *    5. a linear or MLP head on frozen CLIP embeddings, trained with the
- *       library's AdamW (aes_optim, section 8; biases not decayed), saved in
- *       the tensor names the retrieval code loads (LAION layouts);
- *    6. a synthetic long-tailed benchmark built on real embeddings, used by
- *       the tests, `aesalign elta-bench` and the example.
- *
- * ============================================================================
- *  ELTA: WHAT COMES FROM WHERE
- * ============================================================================
- *  Paper: L. Liu, S. He, A. Ming, R. Xie, H. Ma, "ELTA: An Enhancer against
- *  Long-Tail for Aesthetics-oriented Models", ICML 2024, PMLR 235:31106-31118.
- *  The paper's text was not available to us; its formulas were established
- *  from the authors' public code (github.com/woshidandan/Long-Tail-image-
- *  aesthetics-and-quality-assessment, files code/mixup.py, code/utils.py,
- *  code/dataset.py), whose comments carry the paper's equations for P(i) and
- *  P(j|i) and call the mixing factor "lambda in the paper".  We re-derived
- *  every formula below and wrote our own code.
- *
- *  Part 1, tail-aware feature mixup (paper, from mixup.py).  In a batch with
- *  mean scores s_1..s_B and batch mean s_bar, the first sample of a pair is
- *  drawn with
- *        P(i)   = exp(|s_bar - s_i| / tau1) / sum_k exp(|s_bar - s_k| / tau1)
- *  (far from the mean = minority = more likely), its partner with
- *        P(j|i) = exp(tau2 / |s_i - s_j|) / sum_{k != i} exp(tau2 / |s_i - s_k|)
- *  (a close label = more likely; the code adds 0.01 to |s_i - s_j|), and the
- *  pair is mixed in the high-level feature space the head sees, with
- *        lambda = P(i) / (P(i) + P(j)),   f = lambda f_i + (1 - lambda) f_j,
- *        y = lambda y_i + (1 - lambda) y_j     (histograms and scores alike),
- *  the mixed samples being appended to the batch (the code adds one per batch).
- *  The factor leans the mixture toward the rarer of the two samples.
- *  OUR options beyond the paper, named as such in aes_elta_mixup_cfg:
- *  anchors weighted by inverse bin frequency over the whole
- *  training set (AES_ELTA_ANCHOR_INV_FREQ), lambda ~ Beta(alpha, alpha)
- *  (AES_ELTA_LAMBDA_BETA), a hard cap on the partners' score gap (max_gap),
- *  and the number of mixed samples per batch (n_mix, default 16 of 64).
- *
- *  Part 2, similarity consistency (paper, from utils.py `simloss`).  With
- *  row-normalised features f^_i and mean scores s_i of a batch (mixed samples
- *  included):
- *        S_ij = f^_i . f^_j,   T_ij = 1 - |s_i - s_j| / (max_k s_k - min_k s_k),
- *        L_sim = (1 / B^2) sum_ij (S_ij - T_ij)^2,
- *  added to the task loss with a weight.  OUR choice: the paper applies it to
- *  the backbone features its regressor reads, and fine-tunes the backbone; on
- *  frozen embeddings those features have no trainable parameter, so the head
- *  trainer applies it to a hidden layer of an MLP head -- by default the last
- *  one, the features the final regressor reads (on elta-bench's tuning seeds
- *  the first hidden layer made the tail worse, the last one slightly
- *  better).  A linear head has no hidden layer, so the part is unavailable
- *  there.  We define T = 1 when all scores of a batch are equal (the code
- *  would divide by zero).
- *
- *  Part 3, output distribution refinement for pseudo-labels (paper, from
- *  dataset.py).  After training, the head predicts on unlabelled images; each
- *  prediction's logits z_i (10 bins) are sharpened by a factor that grows
- *  with the distance of its predicted mean score s^_i from the pool mean:
- *        p~_i = softmax(z_i * exp(beta |mean_k s^_k - s^_i|)),
- *  images whose largest refined probability exceeds a threshold (the code:
- *  beta = 1.25, threshold 0.75) become pseudo-labelled training samples with
- *  the head's output distribution as label, and training continues.  Because
- *  predictions far from the mean are sharpened most, the selection favours
- *  the tail.  OUR option: use the refined distribution itself as the label.
- *  The part needs a 10-bin distribution head (EMD loss) and an unlabelled pool.
- *
- *  Other choices that are ours: score bins (round to the nearest integer of
- *  the 1-10 scale), the head / medium / tail rule (aes_bin_group), EMD
- *  averaged per sample as in NIMA (Talebi & Milanfar 2018; the authors' code
- *  takes one square root over the whole batch), AdamW with a cosine learning
- *  rate, training on standardised inputs folded back into the first layer,
- *  initialisation of the last bias at the label mean, and best-epoch
- *  selection by validation SRCC (as the authors' code keeps the best-SRCC
- *  checkpoint).
- *
- *  What it does on a long-tailed benchmark (`aesalign elta-bench`): the
- *  README's table.  Part 1 is what moves the tail; it trades a little
- *  accuracy in the crowded middle bins for less shrinkage toward the mean.
- */
-
-/* ============================================================================
- *  Labels
- * ========================================================================= */
-
-#define AES_SCORE_BINS 10     /* AVA's vote scale 1..10 */
-
-/* A labelled set: one row per embedding row.  score[i] is the mean score on
- * the 1-10 scale; hist (when has_hist) holds the 10-bin vote distribution of
- * row i normalised to sum 1 (bin k = votes for score k+1); ids holds AVA's
- * image ids (NULL for CSV labels); paths the values of a CSV `path` column
- * (NULL without one). */
-typedef struct aes_labels {
-    int      n;
-    int      has_hist;
-    float   *score;      /* [n] */
-    float   *hist;       /* [n * 10] or NULL */
-    int64_t *ids;        /* [n] or NULL */
-    char   **paths;      /* [n] or NULL */
-} aes_labels;
-
-AES_API void  aes_labels_free(aes_labels *labels);
-
-/* Score bins: bin k (0..9) holds the 1-10 scores in [k + 0.5, k + 1.5), the
- * nearest integer score minus one; scores below 1.5 go to bin 0 and from 9.5
- * up to bin 9 (NaN to bin 0).  counts[k] = number of scores in bin k.  The
- * score of a histogram is its mean over bins 1..10, sum_k k h_k / sum_k h_k. */
-AES_API void  aes_score_bin_counts(const float *scores, int n, int counts[AES_SCORE_BINS]);
-
-/* The head / medium / tail split of the bins by frequency that the metrics
- * report (our rule, close to the many/medium/few-shot split of Yang et al.,
- * "Delving into Deep Imbalanced Regression", ICML 2021, but relative to the
- * fullest bin so it does not depend on the dataset's size):
- *     head    count >= head_ratio * max_count
- *     tail    count <  tail_ratio * max_count   (empty bins are tail)
- *     medium  the rest
- * Defaults: head_ratio 0.5, tail_ratio 0.2 (aes_iaa_eval_opts).  On a normal
- * score distribution with mean 5.5 and sd 1.0 this gives head {5,6}, medium
- * {4,7}, tail {1,2,3,8,9,10}; AVA's mean scores (mean 5.4, sd 0.73) give head
- * {5,6}, tail the bins at 3 and below and 8 and above. */
-typedef enum aes_bin_group { AES_BIN_HEAD = 0, AES_BIN_MEDIUM = 1, AES_BIN_TAIL = 2 } aes_bin_group;
-
-/* CSV labels: a header line, then one row per embedding row.  Columns are
- * found by name (case-insensitive, other columns such as a path are
- * ignored): either `score` (mean score, 1-10 scale) or `h1`..`h10` (vote
- * counts for scores 1..10), or both (then `score` is taken as given and the
- * histogram as the distribution).  A `path` column, when present, is kept in
- * labels->paths (at most 4095 bytes each; aesalign embed-dataset reads it).
- * Fields may be quoted ("a,b" and "" work).
- * `name` only labels error messages. */
-AES_API aes_status aes_labels_parse_csv(aes_ctx *ctx, aes_labels *out, const char *text, size_t len,
-                                        const char *name);
-/* AVA.txt: one image per line, 15 whitespace-separated integers: index,
- * image id, the counts of votes for scores 1..10, two semantic tag ids and
- * the challenge id. */
-AES_API aes_status aes_labels_parse_ava(aes_ctx *ctx, aes_labels *out, const char *text, size_t len,
-                                        const char *name);
-#ifndef AES_NO_STDIO
-AES_API aes_status aes_labels_read_csv(aes_ctx *ctx, aes_labels *out, const char *path);
-AES_API aes_status aes_labels_read_ava(aes_ctx *ctx, aes_labels *out, const char *path);
-#endif
-
-/* ============================================================================
- *  Losses (forward returns the mean loss; backward ACCUMULATES scale * dL)
- * ========================================================================= */
-
-/* Earth mover's distance with r = 2 between predicted and target
- * distributions over the 10 ordered bins (Hou et al. 2016; NIMA, Talebi &
- * Milanfar 2018):
- *     EMD(p, t) = sqrt( (1/10) sum_k (CDF_p(k) - CDF_t(k))^2 ),
- * averaged over the B rows.  pred and target are [B, 10], rows summing to 1.
- * per_row (may be NULL) receives each row's EMD.  The gradient at EMD = 0
- * is taken as 0 (the subgradient that keeps a perfect row still). */
-AES_API float aes_emd_forward(const float *pred, const float *target, int B, float *per_row);
-AES_API void  aes_emd_backward(float *dpred, const float *pred, const float *target, int B, float scale);
-
-/* ============================================================================
- *  ELTA part 1: tail-aware feature mixup
- * ========================================================================= */
-
-typedef enum aes_elta_anchor {
-    AES_ELTA_ANCHOR_DEVIATION = 0, /* paper: P(i) ~ exp(|s_bar - s_i| / tau1)               */
-    AES_ELTA_ANCHOR_INV_FREQ  = 1, /* ours:  P(i) ~ 1 / (count of i's score bin)             */
-    AES_ELTA_ANCHOR_UNIFORM   = 2  /* plain mixup anchors (for ablations)                    */
-} aes_elta_anchor;
-
-typedef enum aes_elta_lambda {
-    AES_ELTA_LAMBDA_PAPER = 0,     /* paper: lambda = P(i) / (P(i) + P(j))                   */
-    AES_ELTA_LAMBDA_BETA  = 1      /* ours:  lambda ~ Beta(alpha, alpha)                     */
-} aes_elta_lambda;
-
-typedef struct aes_elta_mixup_cfg {
-    int             n_mix;        /* mixed samples appended to each batch (paper's code: 1) */
-    aes_elta_anchor anchor;       /* how the first sample of a pair is drawn                */
-    float           tau1;         /* anchor temperature (paper's default 0.5)               */
-    float           tau2;         /* partner temperature (paper's default 2)                */
-    float           max_gap;      /* ours: never pair scores further apart than this (0: no cap) */
-    aes_elta_lambda lambda_mode;  /* how the mixing factor is chosen                        */
-    float           beta_alpha;   /* alpha of Beta(alpha, alpha) for AES_ELTA_LAMBDA_BETA   */
-} aes_elta_mixup_cfg;
-
-/* Draws up to cfg->n_mix pairs (ia[k], ib[k]) with mixing factors lam[k] from
- * a batch of B mean scores.  anchor_weight[B] (used only by
- * AES_ELTA_ANCHOR_INV_FREQ; NULL = inverse frequency of the bins inside the
- * batch) gives each sample's unnormalised anchor weight.  Anchors are drawn
- * without replacement while possible.  An anchor with no eligible partner
- * (all others beyond max_gap) is dropped, so *n_pairs can be < n_mix.
- * rng is the state of a splitmix64 generator (any value; advanced). */
-AES_API aes_status aes_elta_mixup_sample(aes_ctx *ctx, int *ia, int *ib, float *lam, int *n_pairs,
-                                         const float *scores, const float *anchor_weight, int B,
-                                         const aes_elta_mixup_cfg *cfg, uint64_t *rng);
-/* mixed[k, :] = lam[k] x[ia[k], :] + (1 - lam[k]) x[ib[k], :] for k < n, rows
- * of width C (features, histograms or scores alike). */
-AES_API void aes_elta_mixup_forward(float *mixed, const float *x, const int *ia, const int *ib,
-                                    const float *lam, int n, int C);
-/* dx[ia[k]] += lam[k] dmixed[k],  dx[ib[k]] += (1 - lam[k]) dmixed[k]. */
-AES_API void aes_elta_mixup_backward(float *dx, const float *dmixed, const int *ia, const int *ib,
-                                     const float *lam, int n, int C);
-
-/* ============================================================================
- *  ELTA part 2: similarity consistency
- * ========================================================================= */
-
-/* L_sim of the formula above for features feat[B, D] and mean scores[B].
- * Saves fhat[B, D] (normalised rows), norm[B] and sim[B, B] for backward. */
-AES_API float aes_elta_simloss_forward(aes_ctx *ctx, float *fhat, float *norm, float *sim,
-                                       const float *feat, const float *scores, int B, int D);
-/* dfeat[B, D] += scale * dL_sim/dfeat.  work is scratch of B * D floats. */
-AES_API void  aes_elta_simloss_backward(aes_ctx *ctx, float *dfeat, float *work, const float *fhat,
-                                        const float *norm, const float *sim, const float *scores,
-                                        int B, int D, float scale);
-
-/* ============================================================================
- *  ELTA part 3: output distribution refinement for pseudo-labels
- * ========================================================================= */
-
-/* refined[n, 10] = softmax(logits_i * exp(beta |c - s^_i|)) where s^_i is
- * the mean score of softmax(logits_i) and c the mean of s^ over the n rows.
- * conf[n] (may be NULL) = the largest refined probability of each row.
- * No backward: it labels data, it is not trained through. */
-AES_API aes_status aes_elta_refine(aes_ctx *ctx, float *refined, float *conf, const float *logits, int n,
-                                   float beta);
-
-/* ============================================================================
- *  Metrics
- * ========================================================================= */
-
-typedef struct aes_iaa_metrics {
-    int    n;
-    double srcc, plcc;          /* NaN when undefined (n < 2 or a constant input)   */
-    double acc;                 /* share with (pred >= thr) == (truth >= thr)       */
-    double mae, rmse;
-    double emd;                 /* mean EMD (r = 2) when both histograms given, NaN otherwise */
-    int    bin_count[AES_SCORE_BINS];  /* evaluated rows per truth bin              */
-    double bin_mae[AES_SCORE_BINS];    /* NaN for empty bins                        */
-    int    group[AES_SCORE_BINS];      /* aes_bin_group of each bin                 */
-    double head_mae, medium_mae, tail_mae; /* MAE over the rows in those bins (NaN if none) */
-    double balanced_mae;        /* mean of bin_mae over non-empty bins              */
-} aes_iaa_metrics;
-
-typedef struct aes_iaa_eval_opts {
-    float threshold;            /* accuracy threshold (default 5)                   */
-    float head_ratio, tail_ratio;  /* head / medium / tail rule (defaults 0.5, 0.2)   */
-    const int *split_counts;    /* bin counts that define head/medium/tail (e.g. the
-                                   training set's); NULL = the truth's own counts   */
-} aes_iaa_eval_opts;
-
-/* Everything in aes_iaa_metrics: srcc is Spearman's rank correlation with
- * ties given average ranks (as scipy.stats.spearmanr), plcc Pearson's.  pred_hist / true_hist ([n, 10]) may be
- * NULL; opts may be NULL for the defaults. */
-AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const float *pred, const float *truth,
-                                    const float *pred_hist, const float *true_hist, int n,
-                                    const aes_iaa_eval_opts *opts);
-
-/* ============================================================================
- *  Aesthetic heads
- * ============================================================================
- *  Layouts, as the retrieval code loads them from safetensors:
- *    linear:  `weight` [out, D], `bias` [out]                (LAION v1)
- *    mlp:     `layers.{0,2,4,6,7}.{weight,bias}`, five linear layers
- *             D-h1-h2-h3-h4-out (LAION v2 "improved" predictor: 1024-128-64-16)
- *  Metadata "aesalign.head" = "linear" | "mlp"; "aesalign.output" = "score"
- *  (1 output, the 1-10 score) or "hist10" (10 logits: the score is
- *  sum_k (k+1) softmax(logits)_k); "aesalign.activation" = "none" (LAION v2:
- *  no nonlinearity between the layers) or "relu" (after each hidden layer).
- *  Inputs are L2-normalised CLIP image embeddings. */
-
-typedef enum aes_head_kind   { AES_HEAD_LINEAR = 0, AES_HEAD_MLP = 1 } aes_head_kind;
-typedef enum aes_head_output { AES_HEAD_SCORE = 0, AES_HEAD_HIST10 = 1 } aes_head_output;
-typedef enum aes_head_act    { AES_HEAD_ACT_NONE = 0, AES_HEAD_ACT_RELU = 1 } aes_head_act;
-
-#define AES_HEAD_MAX_LAYERS 5
-
-typedef struct aes_head {
-    aes_head_kind   kind;
-    aes_head_output output;
-    aes_head_act    act;
-    int    nlayers;                           /* 1 (linear) or 5 (mlp)                */
-    int    dim[AES_HEAD_MAX_LAYERS + 1];      /* dim[0] = D, dim[nlayers] = 1 or 10    */
-    float *w[AES_HEAD_MAX_LAYERS];            /* [dim[l+1], dim[l]]                    */
-    float *b[AES_HEAD_MAX_LAYERS];            /* [dim[l+1]]                            */
-} aes_head;
-
-/* Allocates and initialises a head as PyTorch's nn.Linear does (weights and
- * biases uniform in +-1/sqrt(fan_in)), from a seed.  hidden[4] gives the MLP's
- * hidden sizes (NULL: LAION v2's 1024, 128, 64, 16); ignored for linear. */
-AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kind, aes_head_output output,
-                                 aes_head_act act, int in_dim, const int *hidden, uint64_t seed);
-AES_API void       aes_head_free(aes_head *head);
-/* Mean scores [n] (1-10 scale) of the rows of x [n, D] as they are (see
- * aes_head_score for L2-normalised embeddings) and, for hist10 heads,
- * distributions hist[n, 10] (may be NULL). */
-AES_API aes_status aes_head_predict(aes_ctx *ctx, const aes_head *head, float *scores, float *hist,
-                                    const float *x, int n);
-/* Saves a head as safetensors in the layout above (MLP layers named
- * layers.0, .2, .4, .6, .7 as LAION v2) with metadata "aesalign.head",
- * "aesalign.output", "aesalign.activation", "aesalign.score_range" = "1,10",
- * plus n_extra (key, value) pairs from extra_kv (may be NULL).  Loading is in
- * section 7 (aes_head_load, aes_head_load_memory). */
-AES_API aes_status aes_head_serialize(aes_ctx *ctx, const aes_head *head, const char *const *extra_kv, int n_extra,
-                                      void **buf, size_t *len);
-#ifndef AES_NO_STDIO
-AES_API aes_status aes_head_save(aes_ctx *ctx, const aes_head *head, const char *path, const char *const *extra_kv,
-                                 int n_extra);
-#endif
-/* Human-readable names of the enums ("linear", "hist10", "relu", ...). */
-AES_API const char *aes_head_kind_name(aes_head_kind kind);
-AES_API const char *aes_head_output_name(aes_head_output output);
-
-/* ============================================================================
- *  Training a head on frozen embeddings
- * ========================================================================= */
-
-typedef enum aes_head_loss { AES_LOSS_MSE = 0, AES_LOSS_EMD = 1 } aes_head_loss;
-
-typedef struct aes_elta_config {
-    int   mixup;               /* part 1 on/off                                       */
-    aes_elta_mixup_cfg mix;
-    int   simloss;             /* part 2 on/off (MLP heads)                           */
-    float sim_weight;          /* weight of L_sim in the total loss                   */
-    int   sim_layer;           /* hidden layer it acts on: 1 = first .. nlayers - 1 =
-                                  last; 0 (default) = the last hidden layer          */
-    int   refine;              /* part 3 on/off (hist10 heads, needs unlabelled rows) */
-    float refine_beta;         /* paper's code: 1.25                                  */
-    float refine_threshold;    /* paper's code: 0.75                                  */
-    int   refine_label;        /* 0: output distribution (paper), 1: refined (ours)   */
-    int   refine_epochs;       /* epochs of the second stage, with pseudo-labels      */
-} aes_elta_config;
-
-typedef struct aes_head_epoch_info {
-    int    epoch, epochs;      /* 1-based; epochs counts both stages                  */
-    int    stage;              /* 1 labelled rows only, 2 with pseudo-labels (part 3) */
-    int    n_train, n_pseudo;
-    double train_loss;         /* mean task loss over the epoch's rows                */
-    double sim_loss;           /* mean L_sim (0 when off)                             */
-    int    has_val;
-    aes_iaa_metrics val;
-    double seconds;            /* wall time of the epoch (0 without a clock)          */
-    int    best;               /* 1 when this epoch is the best so far                */
-} aes_head_epoch_info;
-
-typedef struct aes_head_train_config {
-    aes_head_loss loss;        /* EMD needs a hist10 head and histograms             */
-    int      epochs;           /* stage 1 epochs                                      */
-    int      batch;
-    float    lr, weight_decay; /* AdamW (aes_optim; Loshchilov & Hutter 2019)         */
-    int      cosine;           /* 1: lr decays as 0.5 (1 + cos(pi t / T)) over the T
-                                  steps of each stage (aes_lr_schedule; SGDR,
-                                  Loshchilov & Hutter 2017), so the last epochs
-                                  settle instead of jittering; 0: constant        */
-    uint64_t seed;
-    float    val_split;        /* share of rows held out for validation (0: none)     */
-    int      select_best;      /* 1: end with the weights of the best validation SRCC
-                                  epoch (the paper's code keeps that checkpoint);
-                                  0: the last epoch (validation only reported)      */
-    int      standardize;      /* 1: train on inputs standardised per dimension (mean
-                                  0, sd 1 over the training rows) and fold that affine
-                                  map into the first layer at the end, so the head
-                                  still takes raw embeddings; makes one learning rate
-                                  work for any embedding scale (unit-norm CLIP
-                                  vectors have per-dimension sd near 1/sqrt(D))     */
-    aes_elta_config elta;
-    void   (*on_epoch)(void *user, const aes_head_epoch_info *info);
-    void    *user;
-} aes_head_train_config;
-
-typedef struct aes_head_train_result {
-    int    best_epoch;         /* epoch whose weights the head holds                  */
-    int    n_train, n_val, n_pseudo;
-    aes_iaa_metrics val;       /* at best_epoch (n == 0 without validation)           */
-} aes_head_train_result;
-
-/* ELTA defaults with every part off (on = 0) or on (on = 1): mixup with the
- * paper's anchors and lambda, tau1 0.5, tau2 2 (the authors' defaults),
- * n_mix 16; similarity weight 0.5 on the last hidden layer; refinement with
- * beta 1.25, threshold 0.75, the output distribution as label (the authors'
- * values) and 10 epochs of the pseudo-label stage.
- * Training defaults: MSE, 20 epochs, batch 64, AdamW lr 1e-3 (cosine),
- * weight decay 1e-4, seed 42, 10% validation, best-SRCC epoch kept, inputs
- * standardised, ELTA off. */
-AES_API void aes_elta_config_default(aes_elta_config *cfg, int on);
-AES_API void aes_head_train_config_default(aes_head_train_config *cfg);
-
-/* Trains an initialised head on x[n, d] with labels (labels->n == n).
- * unlabeled[n_unl, d] (may be NULL) is the pool for part 3.  With a
- * validation split the head ends with the weights of the epoch with the best
- * validation SRCC when cfg->select_best (with part 3: the best of the
- * pseudo-label stage, as the paper's code keeps the best checkpoint of its
- * self-training run), else with the last.  Deterministic for a seed (and for any
- * thread count).  result may be NULL.  On failure the head's weights are
- * unspecified. */
-AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, int n, int d,
-                                  const aes_labels *labels, const float *unlabeled, int n_unl,
-                                  const aes_head_train_config *cfg, aes_head_train_result *result);
-
-/* ============================================================================
- *  A synthetic long-tailed benchmark on real embeddings
- * ============================================================================
- *  anchors[10, D] are embeddings of rising aesthetic level (e.g. LAION's
- *  rating-0..9 embeddings in ../shared/data).  A sample's latent score s is
- *  drawn from a normal law truncated to [1, 10] (rare at both ends: the long
- *  tail).  Its embedding is the point at s + position_sd * N(0,1) (clamped to
- *  [1, 10]) on the polyline through the anchors -- an image shows its quality
- *  only in part -- plus "content" (a Gaussian in a random subspace of rank
- *  content_rank, the same for every sample of one world seed) plus isotropic
- *  noise, L2-normalised.  Its label is a histogram of `votes` votes
- *  round(s + vote_sd * N(0,1)) clamped to 1..10.  Because the embedding
- *  tells the score only up to position_sd, the least-squares head shrinks
- *  its predictions toward the mean by about sd^2 / (sd^2 + position_sd^2):
- *  the rarer a score, the worse it is predicted -- the failure ELTA targets
- *  -- while rank metrics stay those of a decent head (SRCC near 0.75 with the
- *  defaults, AVA-like). */
-typedef struct aes_elta_synth_cfg {
-    float mean, sd;            /* latent score law (default 5.5, 1.0)                */
-    float content_scale;       /* default 0.6                                        */
-    int   content_rank;        /* default 32                                         */
-    float noise_scale;         /* default 0.35 (norm of the isotropic noise)         */
-    float position_sd;         /* default 0.8 (score units)                          */
-    int   votes;               /* default 100                                        */
-    float vote_sd;             /* default 1.2                                        */
-} aes_elta_synth_cfg;
-
-AES_API void aes_elta_synth_default(aes_elta_synth_cfg *cfg);
-/* Fills x[n, D] and labels (allocated; free with aes_labels_free).  World
- * seed fixes the content subspace; sample_seed the samples. */
-AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, int n, const float *anchors, int D,
-                                  const aes_elta_synth_cfg *cfg, uint64_t world_seed, uint64_t sample_seed);
-
-/* ============================================================================
- *  7. Retrieval: index, search, query expansion, aesthetic re-ranking
- * ========================================================================= */
-/* section -- aesthetic heads, the image index, exact top-k search
- * (fp32 and int8), aesthetic re-ranking, query expansion and retrieval
- * metrics: stages 1 and 2 of arXiv 2406.09397 ("Aligning Vision Models with
- * Human Aesthetics in Retrieval: Benchmarks and Algorithms").
- *
- * ============================================================================
- *  THE PIPELINE (arXiv 2406.09397, method section: how the paper builds
- *  its retrieval results, which later become its DPO training data)
- * ============================================================================
- *
- *     user query ──► expansion ──► text encoder ──► exact top-C cosine search
- *     "a cat"        (an LLM, a        (CLIP)            over the index
- *                    cached file, or                          │
- *                    templates)                               ▼
- *                                     aesthetic re-ranking of the C candidates:
- *                                     final = semantic + W * z(aesthetic)
- *                                                             │
- *                                                             ▼
- *                                                      top-k results
- *
- *  1. Query expansion.  The paper's key finding is that an LLM which
- *     rephrases the query, making its implicit aesthetic expectations
- *     explicit ("... soft golden-hour light, balanced composition ..."),
- *     raises the aesthetic quality of what a CLIP-style model retrieves.
- *     Here: a callback for any host LLM, a TSV cache of rephrasings
- *     (tools/rephrase.py fills it), and an offline template mode.
- *  2. Retrieval: exact cosine top-C over L2-normalized image embeddings.
- *  3. Re-ranking by a public aesthetic model (the LAION predictors here,
- *     or the host's own scorer through a callback).
- *
- *  Everything below works on plain float arrays and in-memory buffers; file
- *  helpers (aes_index_save/load, aes_head_load, ...) are thin wrappers.
- */
-
-/* ============================================================================
- *  R1. Aesthetic heads
- * ============================================================================
- *  The aes_head type, its forward pass and its training are in section 6.
- *  Here: loading the published heads (and the ones this library trains)
- *  from safetensors, and scoring embeddings.
- *
- *  Layouts, read from the tensors present:
- *   - linear: LAION aesthetic predictor v1, `weight` [1,D], `bias` [1].
- *   - mlp:    "improved aesthetic predictor" v2, `layers.{0,2,4,6,7}` =
- *             768-1024-128-64-16-1 linear layers with NO activation between
- *             them (the linearMSE files; dropout only in training).  The
- *             `reluMSE` variant, `layers.{0,3,6,9,11}`, has a ReLU after
- *             every hidden layer; it is recognised by those indices.
- *  Metadata written by this library's trainer overrides the guess:
- *      "aesalign.head"       "linear" | "mlp"
- *      "aesalign.activation" "none" | "relu"
- *      "aesalign.output"     "score" | "hist10" (10 logits, score = mean)
- *      "aesalign.score_range" "LO,HI" (informational, not needed here)
- */
-
-/* scores[N] = head(emb[n] / ||emb[n]||) for the N rows of emb [N, D].
- * The embedding is L2-normalized first, always: the LAION heads were
- * trained on normalized CLIP embeddings, while a raw CLIP ViT-B/32 image
- * embedding has a norm near 10, and a linear head then returns absurd
- * values (20-30 instead of 1-10).  An all-zero row is scored as is.
- * Errors on non-finite input. */
-AES_API aes_status aes_head_score(aes_ctx *ctx, const aes_head *head, const float *emb,
-                                  int N, float *scores);
-/* Loads a head (F32/F16/BF16/F64 tensors; shapes checked layer to layer).
- * *out is overwritten; free it with aes_head_free.  Errors name the source
- * and the tensor. */
-AES_API aes_status aes_head_load_memory(aes_ctx *ctx, const void *data, size_t len, aes_head *out);
-#ifndef AES_NO_STDIO
-AES_API aes_status aes_head_load(aes_ctx *ctx, const char *path, aes_head *out);
-#endif
-/* A short identity of a head: FNV-1a 64 of its kind, shapes and weights
- * as 16 hex digits (stored in indexes to notice a changed head). */
-AES_API void aes_head_identity(const aes_head *head, char out[17]);
-
-/* ============================================================================
- *  R2. Exact top-k search kernels (no index needed)
- * ============================================================================
- *  Cosine similarity = dot product, because the library stores vectors
- *  L2-normalized and normalizes queries before searching.
- *
- *  Exactness and determinism: every (query, row) score is computed by one
- *  kernel in one fixed order, rows are split into fixed-size chunks (not
- *  per thread), and the per-chunk top-k lists are merged by the total order
- *  (score descending, then row ascending).  The result is bit-identical for
- *  any thread count and equal for single and batched queries.
- *
- *  int8: each row x is stored as q = round(x / s), s = max|x| / 127 (one
- *  scale per vector).  The query is quantized to 14-bit integers (its
- *  rounding error is ~64x below the rows'), the dot product is exact in
- *  int32, and the score is s_row * s_query * dot(q_row, q_query).  A
- *  quarter of the memory traffic of fp32, which is what bounds a flat scan.
- *  The int8 scan alone can swap near ties, so its top k is not always the
- *  fp32 top k; an index that stores both re-scores the int8 candidates in
- *  fp32 and returns the exact fp32 result (README: recall figures). */
-typedef struct aes_hit {
-    int64_t row;        /* row in the searched matrix / index */
-    float   score;      /* cosine similarity                  */
-} aes_hit;
-
-/* Per-vector symmetric int8 quantization of x [n, dim]. */
-AES_API aes_status aes_quantize_i8(aes_ctx *ctx, const float *x, size_t n, int dim,
-                                   int8_t *q, float *scales);
-
-/* Top-k of base [n, dim] for each of nq queries [nq, dim] (not normalized
- * here: pass normalized queries for cosine).  hits is [nq, k]; rows with
- * fewer than k candidates (n < k) fill nhits = min(k, n) per query and the
- * rest of the row with {-1, -inf}.  nhits may be NULL. */
-AES_API aes_status aes_topk_f32(aes_ctx *ctx, const float *base, size_t n, int dim,
-                                const float *queries, int nq, int k,
-                                aes_hit *hits, int *nhits);
-AES_API aes_status aes_topk_i8(aes_ctx *ctx, const int8_t *base, const float *scales,
-                               size_t n, int dim, const float *queries, int nq, int k,
-                               aes_hit *hits, int *nhits);
-
-/* ============================================================================
- *  R3. The index: vectors, paths, file stamps and aesthetic scores
- * ============================================================================
- *  Storage: fp32 vectors, int8 vectors (+ per-vector scales), or both.
- *  With both, an int8 search re-scores its best candidates with fp32 (see
- *  aes_index_search), so results have fp32 accuracy at int8 scan speed.
- *
- *  FILE FORMAT (version 1; all integers little-endian; sections in order,
- *  each padded with zero bytes to a multiple of 8, the vector blocks to 64):
- *
- *    off  size  field
- *      0     8  magic  89 'A' 'E' 'S' 'I' 'D' 'X' 0A
- *      8     4  version (1)
- *     12     4  dim
- *     16     8  count
- *     24     4  storage: bit 0 fp32 vectors, bit 1 int8 vectors + scales
- *     28     4  flags: bit 0 aesthetic scores present
- *     32     8  total file length in bytes (truncation is reported as such)
- *     40     4  model id length   (<= 1024 bytes)
- *     44     4  head id length    (<= 1024 bytes)
- *     48     4  meta length       (<= 1 MiB)
- *     52     4  zero
- *     56     8  paths bytes (sum over entries of 4 + path length)
- *     64        model id, head id, meta (text "key=value\n" lines)
- *               paths: count x (u32 length, bytes; no NUL inside)
- *               file sizes: count x u64;  mtimes: count x i64 nanoseconds
- *               aesthetic: count x f32 (NaN when not scored)
- *               [64-aligned] fp32 vectors count x dim      (storage bit 0)
- *               [64-aligned] int8 scales count x f32, vectors count x dim
- *                                                           (storage bit 1)
- *    end-8   4  CRC-32 (IEEE 802.3, as zlib.crc32) of every byte before it
- *    end-4   4  'A' 'E' 'N' 'D'
- *
- *  The loader checks magic, version, length, checksum, then every size and
- *  offset against the buffer, so a flipped byte or a truncated file is an
- *  AES_ERR_FORMAT with a message naming the file, never a crash. */
-#define AES_INDEX_VERSION 1
-#define AES_INDEX_F32  1u       /* storage bits */
-#define AES_INDEX_I8   2u
-#define AES_INDEX_ID_MAX 1024
-#define AES_INDEX_META_MAX (1u << 20)
-
-typedef struct aes_index {
-    int       dim;
-    size_t    count;
-    unsigned  storage;          /* AES_INDEX_F32 | AES_INDEX_I8 */
-    char     *model_id;         /* identity of the image encoder ("" = unknown) */
-    char     *head_id;          /* identity of the aesthetic head ("" = none)  */
-    char     *meta;             /* free text, "key=value\n" lines              */
-    /* per entry */
-    const float  *vectors;      /* [count, dim] L2-normalized, or NULL */
-    const int8_t *qvectors;     /* [count, dim], or NULL               */
-    const float  *qscales;      /* [count], or NULL                    */
-    const float  *aesthetic;    /* [count], NaN = not scored           */
-    const uint64_t *file_size;  /* [count] */
-    const int64_t  *mtime_ns;   /* [count] */
-    struct aes__index_impl *impl;   /* storage, path arena, path lookup */
-} aes_index;
-
-AES_API aes_status aes_index_create(aes_ctx *ctx, int dim, unsigned storage,
-                                    const char *model_id, const char *head_id,
-                                    aes_index **out);
-AES_API void       aes_index_free(aes_index *idx);
-/* Appends an entry.  embedding [dim] is L2-normalized here (an all-zero
- * or non-finite embedding is an error).  aesthetic may be NAN.  A path
- * already present is an AES_ERR_INVALID_ARG. */
-AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
-                                 uint64_t file_size, int64_t mtime_ns,
-                                 const float *embedding, float aesthetic);
-/* Copies entry `row` of src (vectors as stored, no re-embedding). */
-AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx,
-                                      const aes_index *src, size_t row);
-AES_API const char *aes_index_path(const aes_index *idx, size_t row);
-/* Row of path, or -1. */
-AES_API int64_t    aes_index_find(const aes_index *idx, const char *path);
-/* Removes one row (later rows move up by one). */
-AES_API aes_status aes_index_remove(aes_ctx *ctx, aes_index *idx, size_t row);
-/* Keeps the rows with keep[row] != 0, in order, in one pass. */
-AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx,
-                                    const unsigned char *keep);
-/* Adds or drops int8 / fp32 storage.  Adding int8 quantizes the fp32
- * vectors; dropping fp32 needs int8 present (and is lossy). */
-AES_API aes_status aes_index_set_storage(aes_ctx *ctx, aes_index *idx, unsigned storage);
-/* Recomputes every aesthetic score with head (from fp32 vectors, or from
- * dequantized int8 ones) and records its identity as head_id.  head NULL
- * clears the scores (NaN) and the head id. */
-AES_API aes_status aes_index_rescore(aes_ctx *ctx, aes_index *idx, const aes_head *head);
-AES_API aes_status aes_index_set_meta(aes_ctx *ctx, aes_index *idx, const char *meta);
-/* Value of "key=" in meta copied to out (""/AES_ERR_INVALID_ARG if absent). */
-AES_API aes_status aes_index_get_meta(const aes_index *idx, const char *key,
-                                      char *out, size_t out_size);
-
-/* Serialization.  save_memory returns a buffer to free with aes_free. */
-AES_API aes_status aes_index_save_memory(aes_ctx *ctx, const aes_index *idx,
-                                         void **data, size_t *len);
-/* Parses and validates a buffer (copied: data may be freed afterwards).
- * name is used in messages (e.g. the file name). */
-AES_API aes_status aes_index_load_memory(aes_ctx *ctx, const void *data, size_t len,
-                                         const char *name, aes_index **out);
-#ifndef AES_NO_STDIO
-/* Atomic write (temporary file in the same directory, fsync, rename): a
- * crash leaves the old file or the new one, never a mix. */
-AES_API aes_status aes_index_save(aes_ctx *ctx, const aes_index *idx, const char *path);
-/* Reads and validates; the vectors stay in the file buffer (no copy) until
- * the index is changed. */
-AES_API aes_status aes_index_load(aes_ctx *ctx, const char *path, aes_index **out);
-#endif
-/* AES_ERR_MISMATCH (with both ids in the message) unless the index was
- * built by the model whose identity is model_id. */
-AES_API aes_status aes_index_check_model(aes_ctx *ctx, const aes_index *idx,
-                                         const char *model_id);
-
-/* ---- searching an index ----------------------------------------------------
- * queries [nq, dim] are L2-normalized here (copies).  With use_int8 the
- * int8 vectors are scanned; when the index also stores fp32 vectors, the
- * best AES_INT8_REFINE(k) candidates of the scan are re-scored exactly in
- * fp32 and the top k of those returned, so the scores equal an fp32
- * search's.  Without int8 storage use_int8 is an error; without fp32
- * storage a non-int8 search scans the int8 vectors.  hits [nq, k]. */
-#define AES_INT8_REFINE(k) ((k) * 2 + 32)
-AES_API aes_status aes_index_search(aes_ctx *ctx, const aes_index *idx,
-                                    const float *queries, int nq, int k, int use_int8,
-                                    aes_hit *hits, int *nhits);
-
-/* ============================================================================
- *  R4. Aesthetic re-ranking (arXiv 2406.09397, method section: the
- *      retrieved candidates are re-ranked with a public aesthetic model)
- * ============================================================================
- *  Over the C candidates with the best semantic (cosine) score s_i and
- *  aesthetic score a_i:
- *
- *      z_i     = (a_i - mean(a)) / std(a)        (over the C candidates,
- *                                                 population std)
- *      final_i = s_i + W * z_i
- *
- *  The z-normalization makes W independent of the head's scale (LAION v1
- *  scores span ~1..10, others differ) and of where the candidate set sits
- *  on it: W is "how much cosine one standard deviation of aesthetics is
- *  worth".  The cosine scores of CLIP ViT-B/32 over the top 200 of a
- *  gallery typically spread by 0.01-0.03 (one std), so the default
- *  W = 0.02 weighs the two about equally; W = 0 is plain retrieval.  The
- *  paper re-ranks with the aesthetic model inside a semantic candidate
- *  set; the exact fusion (z-score, additive) is this library's choice.
- *  Defaults: C = 200 candidates, W = 0.02, k = 20.
- *  A candidate whose aesthetic is NaN (unscored) gets z = 0 and does not
- *  enter mean/std; std = 0 (all equal) gives z = 0 for all.
- *  Order: final descending, then semantic descending, then row ascending. */
-#define AES_RERANK_DEFAULT_CANDIDATES 200
-#define AES_RERANK_DEFAULT_WEIGHT 0.02f
-#define AES_RETRIEVE_DEFAULT_K 20
-
-typedef struct aes_result {
-    int64_t row;
-    float   semantic;       /* cosine similarity to the query        */
-    float   aesthetic;      /* raw aesthetic score (NaN: none)        */
-    float   final;          /* semantic + W * z(aesthetic)            */
-} aes_result;
-
-/* out[n] = the n candidates re-ranked (n may be 0). */
-AES_API aes_status aes_rerank(aes_ctx *ctx, const aes_hit *cand, const float *aesthetic,
-                              int n, float weight, aes_result *out);
-
-/* The host's own aesthetic scorer (an LMM, a different head, ...): fills
- * scores[n] for the given rows; non-OK aborts the re-ranking. */
-typedef aes_status (*aes_aesthetic_fn)(void *user, const int64_t *rows, int n,
-                                       float *scores);
-AES_API aes_status aes_rerank_with(aes_ctx *ctx, const aes_hit *cand, int n,
-                                   aes_aesthetic_fn scorer, void *user, float weight,
-                                   aes_result *out);
-
-/* The whole stage 2+3 for one query embedding (normalized here). */
-typedef struct aes_retrieve_opts {
-    int   k;                    /* results wanted (default 20)              */
-    int   candidates;           /* semantic candidates re-ranked (200)       */
-    float aesthetic_weight;     /* W (0.02); 0 = plain retrieval             */
-    int   use_int8;             /* scan int8 vectors                         */
-    aes_aesthetic_fn scorer;    /* NULL: the index's stored aesthetic scores */
-    void *scorer_user;
-} aes_retrieve_opts;
-AES_API void       aes_retrieve_opts_default(aes_retrieve_opts *opts);
-/* out has room for opts->k results; *nout = min(k, count). */
-AES_API aes_status aes_index_retrieve(aes_ctx *ctx, const aes_index *idx,
-                                      const float *query, const aes_retrieve_opts *opts,
-                                      aes_result *out, int *nout);
-
-/* ============================================================================
- *  R5. Query expansion (arXiv 2406.09397, method section: LLM rephrasing)
- * ============================================================================
- *  The paper asks an LLM to rewrite the query so that the aesthetic
- *  expectations a person has but does not type become explicit.  Three
- *  sources of a rephrasing:
- *   - a callback (aes_expand_fn) the host implements with any LLM;
- *   - a cache file, one "query<TAB>rephrased" per line (tools/rephrase.py
- *     writes it from an OpenAI-compatible endpoint); lookups ignore ASCII
- *     case and surrounding / repeated whitespace;
- *   - offline templates (aes_expand_template): the query followed by
- *     aesthetic expectations (lighting, composition, detail, style) chosen
- *     by the kind of subject (people, landscape, food, art, animals, ...).
- *  Embeddings are then combined (aes_query_combine) as the normalized
- *  weighted mean of the normalized original and expanded embeddings:
- *      q = normalize((1 - a) * e_orig / |e_orig| + a * e_exp / |e_exp|)
- *  with a = 0.5 by default: the original keeps the semantics anchored (an
- *  expansion can drift), the expansion pulls toward the aesthetic side. */
-typedef aes_status (*aes_expand_fn)(void *user, const char *query, char *out,
-                                    size_t out_size);
-
-/* Calls the host's rephraser and checks what it returns: NUL-terminated,
- * not empty, tabs and line breaks turned into spaces (so it can go into
- * the TSV cache).  On any failure out gets the query itself and the
- * status says why, so a flaky LLM degrades to plain retrieval. */
-AES_API aes_status aes_expand_with(aes_ctx *ctx, aes_expand_fn fn, void *user, const char *query,
-                                   char *out, size_t out_size);
-
-/* Writes "QUERY, <aesthetic expectations>" to out (out_size >= 256 is
- * always enough for a query up to 100 bytes; AES_ERR_LIMIT when too small). */
-AES_API aes_status aes_expand_template(aes_ctx *ctx, const char *query, char *out,
-                                       size_t out_size);
-
-typedef struct aes_expansions aes_expansions;
-/* Parses a cache: lines "query<TAB>rephrased", '#' comments, blank lines
- * ignored; later lines win.  Errors name the line. */
-AES_API aes_status  aes_expansions_parse(aes_ctx *ctx, const char *text, size_t len,
-                                         const char *name, aes_expansions **out);
-#ifndef AES_NO_STDIO
-AES_API aes_status  aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out);
-#endif
-AES_API const char *aes_expansions_find(const aes_expansions *ex, const char *query);
-AES_API void        aes_expansions_free(aes_expansions *ex);
-
-AES_API aes_status aes_query_combine(aes_ctx *ctx, const float *original,
-                                     const float *expanded, int dim,
-                                     float expanded_weight, float *out);
-
-/* ============================================================================
- *  R6. Retrieval metrics
- * ============================================================================
- *  recall@K   = |relevant items in the top K| / |relevant items|
- *  mean@K     = mean of values[0..K) (e.g. ground-truth aesthetic of the
- *               top K, in rank order); NaN when n == 0
- *  nDCG@K     = DCG@K / IDCG@K, DCG@K = sum_{i<K} (2^g_i - 1) / log2(i + 2)
- *               with graded relevance g_i of the item at rank i (0-based),
- *               IDCG@K the DCG of the grades sorted descending (0 when no
- *               positive grade: nDCG is then 0)
- *  HPIR-style agreement (arXiv 2406.09397, its HPIR benchmark):
- *               people chose the better of two result groups A/B for a
- *               query, with a confidence c; the system prefers the group
- *               with the higher score (e.g. mean similarity of its items).
- *               agreement = (#agree + #ties/2) / #pairs;
- *               weighted  = sum c * (agree + tie/2) / sum c. */
-AES_API double aes_recall_at_k(const int64_t *ranked, int n, const int64_t *relevant,
-                               int nrel, int k);
-AES_API double aes_mean_at_k(const float *values, int n, int k);
-AES_API double aes_ndcg_at_k(const float *grades, int n, const float *all_grades,
-                             int nall, int k);
-
-typedef struct aes_pref_pair {
-    double score_a, score_b;    /* the system's score of each group */
-    int    prefer_b;            /* people's choice: 0 = A, 1 = B    */
-    double confidence;          /* > 0; use 1 when unknown          */
-} aes_pref_pair;
-AES_API aes_status aes_hpir_agreement(aes_ctx *ctx, const aes_pref_pair *pairs, int n,
-                                      double *agreement, double *weighted);
-
-/* ============================================================================
- *  8. Training: optimizers, contrastive and ranked-DPO losses, the trainer
- * ========================================================================= */
-/* section -- training: optimizers, LR schedule, losses (CLIP contrastive,
- * ranked DPO), preference pairs, and the trainer that runs section 5's
- * model forward and backward for preference fine-tuning (arXiv 2406.09397,
- * stage 3) and contrastive training.
- *
- * ============================================================================
- *  THE IDEA IN ONE PARAGRAPH
- * ============================================================================
- *  Stage 3 of "Alignment of Vision Models with Human Aesthetics in Retrieval"
- *  (Zhang et al., arXiv 2406.09397) fine-tunes the vision encoder so that its
- *  own similarity ranking follows the order an aesthetic re-ranker produced.
- *  The training signal is a pair (q, w, l): for query q, image w should rank
- *  above image l.  The policy's "reward" for an image is its retrieval
- *  similarity s(q,i) = exp(logit_scale) * cos(text(q), image(i)), measured
- *  relative to a frozen reference copy of the model (DPO, Rafailov et al.
- *  2023), and a weighted CLIP contrastive loss is kept so that semantic
- *  retrieval does not collapse.
- *
- *  Everything here works on flat float arrays, llm.c style: the model's one
- *  parameter buffer, one gradient buffer of the same layout, one optimizer
- *  state.
- */
-
-/* ============================================================================
- *  Optimizers: SGD (momentum, Nesterov) and AdamW, both with DECOUPLED
- *  weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
- *  Regularization", ICLR 2019), global-norm gradient clipping (Pascanu et
- *  al. 2013) and a linear-warmup + cosine learning-rate schedule (Loshchilov
- *  & Hutter, SGDR, 2017; Goyal et al. 2017 for the warmup).
- *
- *  The optimizer sees the parameters as a flat buffer and updates only the
- *  SEGMENTS it was created with (offset, count) -- that is how towers and
- *  blocks are frozen: a frozen tensor is simply not in a segment, so neither
- *  its value nor any optimizer state for it ever changes.  State (momentum,
- *  Adam moments) is stored compactly, segment after segment.
- * ========================================================================= */
-
-typedef enum aes_optim_kind { AES_OPTIM_SGD = 0, AES_OPTIM_ADAMW = 1 } aes_optim_kind;
-
-typedef struct aes_optim_config {
-    aes_optim_kind kind;
-    float lr;             /* peak learning rate                                  */
-    float weight_decay;   /* decoupled: p <- p * (1 - lr * wd) before the update */
-    float momentum;       /* SGD: buf <- momentum * buf + g  (0 = plain SGD)     */
-    int   nesterov;       /* SGD: step along g + momentum * buf                  */
-    float beta1, beta2;   /* AdamW moment decay rates (0.9, 0.999)               */
-    float eps;            /* AdamW denominator epsilon (1e-8)                    */
-    float clip_norm;      /* clip the global gradient L2 norm to this (0 = off)  */
-    int   warmup_steps;   /* linear warmup from lr/warmup to lr                  */
-    int   total_steps;    /* cosine decay ends here (0 = constant after warmup)  */
-    float min_lr_frac;    /* the cosine ends at lr * min_lr_frac                 */
-} aes_optim_config;
-
-/* One contiguous run of trainable parameters in the flat buffer.  decay = 0
- * exempts it from weight decay (commonly biases, norms and embeddings). */
-typedef struct aes_param_segment {
-    size_t offset, count;
-    int    decay;
-} aes_param_segment;
-
-typedef struct aes_optim aes_optim;
-
-typedef struct aes_optim_stats {
-    double grad_norm;     /* global L2 norm of the gradient BEFORE clipping      */
-    float  clip_coef;     /* factor the gradient was multiplied by (1 = none)    */
-    float  lr;            /* learning rate used for this step                    */
-    long   step;          /* steps taken so far, including this one              */
-} aes_optim_stats;
-
-/* Defaults: AdamW lr 1e-5, betas (0.9, 0.999), eps 1e-8, wd 0.01 (PyTorch's
- * AdamW defaults except the lr); SGD lr 1e-3, momentum 0.9, wd 0. */
-AES_API aes_optim_config aes_optim_config_default(aes_optim_kind kind);
-
-/* Creates an optimizer for a parameter buffer of nparams floats that will
- * update the given segments (copied; they must lie inside the buffer and not
- * overlap).  nseg == 0 means one segment covering everything, with decay. */
-AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg,
-                                    size_t nparams, const aes_param_segment *seg,
-                                    int nseg, aes_optim **out);
-AES_API void       aes_optim_free(aes_optim *opt);
-AES_API long       aes_optim_steps_done(const aes_optim *opt);
-/* Number of trainable parameters (sum of the segment counts). */
-AES_API size_t     aes_optim_trainable(const aes_optim *opt);
-
-/* The schedule: learning rate for step index t (0-based, the step about to
- * be taken):
- *     t <  W:  lr * (t + 1) / W                                 (warmup)
- *     t >= W:  lr_min + (lr - lr_min) * (1 + cos(pi * p)) / 2,
- *              p = min(1, (t - W) / max(1, T - W)),  lr_min = lr * min_lr_frac
- * With T == 0 the rate stays at lr after warmup. */
-AES_API float aes_lr_schedule(const aes_optim_config *cfg, long t);
-
-/* One update of params (nparams floats) from grads (same layout) at the
- * learning rate lr (pass aes_lr_schedule(cfg, aes_optim_steps_done(opt)) to
- * follow the schedule).  Clipping by global norm (cfg.clip_norm > 0):
- *     g <- g * min(1, clip_norm / (||g|| + 1e-6))     (as torch clip_grad_norm_)
- * SGD  (decoupled weight decay, PyTorch's SGD otherwise):
- *     p <- p (1 - lr wd);  b <- mu b + g;  d = nesterov ? g + mu b : b;  p <- p - lr d
- *     (mu == 0: d = g)
- * AdamW (Loshchilov & Hutter 2019, Algorithm 2; PyTorch's operation order):
- *     p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
- *     p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
- * The global norm ||g|| over the segments is accumulated in double in a
- * fixed order (identical for any thread count) and reported in stats.  A
- * non-finite norm leaves everything untouched and returns AES_ERR_NUMERIC
- * (the step is not counted).  stats may be NULL. */
-AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params,
-                                  const float *grads, float lr, aes_optim_stats *stats);
-
-/* Optimizer state as a byte blob (serialised to memory) and back: the
- * config, step count, segment layout and state buffers.  Loading checks the
- * layout matches this optimizer's.  The blob is a safetensors file
- * (tensors "state.0" [, "state.1"], metadata with the config), so it can be
- * inspected with any safetensors reader. */
-AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt,
-                                      unsigned char **out, size_t *len);
-AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt,
-                                      const unsigned char *buf, size_t len);
-#ifndef AES_NO_STDIO
-/* Sidecar file, written atomically (temp + fsync + rename). */
-AES_API aes_status aes_optim_save(aes_ctx *ctx, const aes_optim *opt, const char *path);
-AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path);
-#endif
-
-/* ============================================================================
- *  Losses.  Each takes L2-NORMALISED embeddings (rows of length d) and the
- *  model's logit_scale as stored (a log: the multiplier is exp(logit_scale)),
- *  returns the loss, and ACCUMULATES grad_scale * dLoss/d(input) into the
- *  gradient pointers (any may be NULL).  The L2 normalisation's own backward
- *  (aes_l2norm_backward) is the caller's next step.
- * ========================================================================= */
-
-/* CLIP contrastive loss (Radford et al. 2021, "Learning Transferable Visual
- * Models From Natural Language Supervision", Fig. 3): symmetric InfoNCE over
- * a batch of n matching (image, text) rows.
- *     logits[i][j] = exp(logit_scale) * <img_i, txt_j>
- *     L = ( CE_rows(logits, i) + CE_cols(logits, j) ) / 2
- * with CE against the smoothed target q_ij = (1 - eps) [i == j] + eps / n
- * (label smoothing as in torch.nn.CrossEntropyLoss; eps = 0: plain CLIP),
- * computed by the code of section 2's cross-entropy kernel.
- * Gradients, with P_row / P_col the row / column softmaxes:
- *     G = (P_row - Q + P_col - Q) / (2 n)                  (dL/dlogits)
- *     dimg = exp(ls) G txt,  dtxt = exp(ls) G^T img,  dls = sum(G * logits)
- * work must hold aes_clip_loss_work_floats(n) floats (no allocation here).
- * acc (may be NULL) gets the fraction of rows and columns whose argmax is
- * the diagonal (image->text and text->image top-1, averaged). */
-AES_API size_t     aes_clip_loss_work_floats(int n);
-AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *txt,
-                                 int n, int d, float logit_scale, float label_smoothing,
-                                 float grad_scale, float *dimg, float *dtxt,
-                                 float *dlogit_scale, float *work, float *loss,
-                                 float *acc);
-
-/* Ranked DPO (arXiv 2406.09397 Sec. 4, after Rafailov et al. 2023 DPO), one
- * item per preference pair.  With s(q,i) = exp(logit_scale) cos(txt_q, img_i)
- * and s_ref the same similarity under the frozen reference model,
- *     h   = [s(q,w) - s_ref(q,w)] - [s(q,l) - s_ref(q,l)]
- *     L_p = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)
- *     L   = sum_p weight_p L_p / sum_p weight_p
- * (eps: conservative-DPO label smoothing, Mitchell 2023).  Its derivative is
- *     dL_p/dh = beta (sigmoid(beta h) - (1 - eps)).
- *
- * The reference model enters only through the two numbers ref_preferred /
- * ref_rejected of each item.  They are computed ONCE, before training, with
- * the initial weights (aes_dpo_items_set_reference) and cached in the items,
- * so the frozen reference copy never has to be kept in memory: fine-tuning
- * costs one model, not two. */
-typedef struct aes_dpo_item {
-    int   query;           /* row of txt                                       */
-    int   preferred;       /* row of img that should rank higher (w)           */
-    int   rejected;        /* row of img that should rank lower  (l)           */
-    float weight;          /* > 0; 1 for plain pairs                           */
-    float ref_preferred;   /* s_ref(q, w), cached                              */
-    float ref_rejected;    /* s_ref(q, l), cached                              */
-} aes_dpo_item;
-
-typedef struct aes_dpo_stats {
-    float loss;            /* L                                                 */
-    float accuracy;        /* weighted fraction with s(q,w) > s(q,l): the model's
-                              own ranking agrees with the preference            */
-    float reward_accuracy; /* weighted fraction with h > 0 (DPO's "reward acc") */
-    float margin;          /* weighted mean of h                                */
-} aes_dpo_stats;
-
-AES_API aes_status aes_dpo_loss(aes_ctx *ctx, const float *txt, int ntxt,
-                                const float *img, int nimg, int d, float logit_scale,
-                                const aes_dpo_item *items, int nitems, float beta,
-                                float label_smoothing, float grad_scale, float *dtxt,
-                                float *dimg, float *dlogit_scale, aes_dpo_stats *stats);
-
-/* Fills ref_preferred / ref_rejected of every item from (reference-model)
- * embeddings: s_ref = exp(logit_scale) <txt_q, img_i>. */
-AES_API aes_status aes_dpo_items_set_reference(aes_ctx *ctx, aes_dpo_item *items, int nitems,
-                                               const float *txt, int ntxt, const float *img,
-                                               int nimg, int d, float logit_scale);
-
-/* ============================================================================
- *  Preference pairs from the paper's 2-D partial order (arXiv 2406.09397
- *  Sec. 4.1).  For one query, the candidates come in retrieval order (most
- *  relevant first) with an aesthetic score each.  Take u*v of them at a
- *  stride (candidates 0, s, 2s, ...: neighbours in a ranked list are often
- *  near-duplicates, a stride makes the pairs informative), lay them out as a
- *  u x v grid -- row r holds sampled candidates r*v .. r*v+v-1 (rows ordered
- *  by semantic relevance), each row sorted by aesthetic score, best first --
- *  and emit every pair the 2-D dominance order implies:
- *      (r1, c1) beats (r2, c2)  iff  r1 <= r2 and c1 <= c2, not both equal
- *  i.e. in the same row the more aesthetic image wins; across rows the more
- *  relevant image wins when it is not in a less aesthetic column.
- *  The weight of a pair is 1.
- * ========================================================================= */
-
-typedef struct aes_pair_grid_config {
-    int rows;        /* u: relevance levels (default 4)                        */
-    int cols;        /* v: aesthetic levels per row (default 4)                */
-    int stride;      /* take every stride-th candidate (default 1)             */
-    int max_pairs;   /* keep at most this many (evenly subsampled; 0 = all)    */
-} aes_pair_grid_config;
-
-typedef struct aes_pair_index {
-    int   preferred, rejected;   /* indices into the candidate arrays */
-    float weight;
-} aes_pair_index;
-
-/* Maximum number of pairs a grid can give (before max_pairs). */
-AES_API int aes_pair_grid_max(const aes_pair_grid_config *cfg);
-/* ncand candidates with semantic order = array order (aesthetic[] their
- * scores).  When fewer than rows*cols*stride candidates exist, the grid
- * shrinks to the rows that can be filled completely.  Writes at most cap
- * pairs into out and their number into *npairs. */
-AES_API aes_status aes_pairs_from_grid(aes_ctx *ctx, const aes_pair_grid_config *cfg,
-                                       const float *aesthetic, int ncand,
-                                       aes_pair_index *out, int cap, int *npairs);
-
-/* ============================================================================
- *  Pair files (TSV).  One pair per line, fields separated by one TAB:
- *
- *      query <TAB> preferred-image-path <TAB> rejected-image-path [<TAB> weight]
- *
- *  UTF-8; lines starting with '#' and empty lines are ignored; a trailing CR
- *  is dropped.  Inside a field, backslash escapes \t \n \r \\ stand for TAB,
- *  newline, CR and backslash (so any query fits on one line).  weight is a
- *  positive number (default 1).  Users can write these by hand from human
- *  judgments; `aesalign make-pairs` writes them from an index.
- *  The set interns queries and paths: pairs refer to them by number, which
- *  is what a trainer wants (embed each distinct text and image once).
- * ========================================================================= */
-
-typedef struct aes_pair_rec {
-    int   query, preferred, rejected;   /* into the set's queries / paths */
-    float weight;
-} aes_pair_rec;
-
-typedef struct aes_pair_set {
-    char        **queries;  int nqueries;
-    char        **paths;    int npaths;
-    aes_pair_rec *pairs;    int npairs;
-    size_t cap_q, cap_p, cap_pairs;     /* internal */
-} aes_pair_set;
-
-AES_API aes_status aes_pair_set_create(aes_ctx *ctx, aes_pair_set **out);
-AES_API void       aes_pair_set_free(aes_pair_set *set);
-AES_API aes_status aes_pair_set_add(aes_ctx *ctx, aes_pair_set *set, const char *query,
-                                    const char *preferred, const char *rejected, float weight);
-/* Parses TSV text (len bytes); name is used in messages ("file:line: ..."). */
-AES_API aes_status aes_pair_set_parse(aes_ctx *ctx, aes_pair_set *set, const char *text,
-                                      size_t len, const char *name);
-/* Serialises the set as TSV (weights written only when != 1). */
-AES_API aes_status aes_pair_set_format(aes_ctx *ctx, const aes_pair_set *set,
-                                       char **out, size_t *len);
-#ifndef AES_NO_STDIO
-AES_API aes_status aes_pair_set_read(aes_ctx *ctx, aes_pair_set *set, const char *path);
-AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, const char *path);
-#endif
-
-
-/* ============================================================================
- *  The trainer: one CLIP model and what training it needs (llm.c's shape).
- *
- *  A trainer holds, side by side, the model it trains (an aes_clip from
- *  section 5, borrowed: its parameters are updated in place), a gradient
- *  buffer in the model's canonical layout, the saved activations of both
- *  towers (aes_clip_acts with save = 1, sized for max_images / max_texts)
- *  and the inputs of the last forward pass.  Forward is the model's own
- *  forward; backward is the model's own backward (aes_clip_vision_backward /
- *  aes_clip_text_backward); the trainer adds the L2 normalisation of the
- *  embeddings (the losses below take unit vectors) and freezing.
- *
- *  Freezing: a frozen tower has no gradients at all; freezing the first N
- *  blocks of a tower also freezes what lies below them (patch / token and
- *  position embeddings, class token, ln_pre), and backward stops at block
- *  N.  The optimizer sees only the trainable tensors (aes_clip_trainer_
- *  segments).  A checkpoint is the model itself (aes_clip_save in its
- *  layout, f32) plus the optimizer state (aes_optim_save); resuming loads
- *  both back with aes_clip_load and aes_optim_load.
- * ========================================================================= */
-
-typedef struct aes_train_options {
-    int train_vision;               /* update the image tower                         */
-    int train_text;                 /* update the text tower                          */
-    int train_logit_scale;          /* update logit_scale                             */
-    int freeze_vision_blocks;       /* keep the first N vision blocks (and below) fixed */
-    int freeze_text_blocks;         /* same for the text tower                        */
-    int max_images, max_texts;      /* batch capacity (activations are sized for it)  */
-} aes_train_options;
-
-typedef struct aes_clip_trainer aes_clip_trainer;
-
-/* options: train_vision = 1, logit_scale fixed, nothing frozen, 32 / 32. */
-AES_API aes_train_options aes_train_options_default(void);
-
-/* A trainer for model (f32 weights, all finite; the model must outlive the
- * trainer, which updates its parameters in place). */
-AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const aes_train_options *opt,
-                                           aes_clip_trainer **out);
-AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
-/* The gradient buffer: aes_clip_num_params floats in the canonical layout
- * (aes_clip_point_params names its tensors).  logit_scale's gradient is
- * kept also when it is frozen (the losses always produce it). */
-AES_API float  *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n);
-/* The trainable parameters as optimizer segments (weight decay for tensors
- * of 2 dimensions and more). */
-AES_API void    aes_clip_trainer_segments(const aes_clip_trainer *tr, const aes_param_segment **seg, int *nseg);
-AES_API void    aes_clip_trainer_zero_grad(aes_clip_trainer *tr);
-/* Changes what is trained (train_* and freeze_* of opt; the capacities stay
- * the ones the trainer was created with).  Create a new optimizer after:
- * the segments change. */
-AES_API aes_status aes_clip_trainer_set_trainable(aes_ctx *ctx, aes_clip_trainer *tr,
-                                                  const aes_train_options *opt);
-
-/* Forward with activations saved for backward.  pixels [n, 3, S, S]
- * (preprocessed), tokens [n, context_length]; emb [n, embed_dim] receives
- * the L2-normalised embeddings.  n <= max_images / max_texts. */
-AES_API aes_status aes_clip_trainer_encode_images(aes_ctx *ctx, aes_clip_trainer *tr,
-                                                  const float *pixels, int n, float *emb);
-AES_API aes_status aes_clip_trainer_encode_texts(aes_ctx *ctx, aes_clip_trainer *tr,
-                                                 const int32_t *tokens, int n, float *emb);
-/* Backward of the LAST encode of that tower: demb [n, embed_dim] is
- * dLoss/d(normalised embedding); gradients accumulate into the gradient
- * buffer (trainable tensors only).  A frozen tower returns at once. */
-AES_API aes_status aes_clip_trainer_backward_images(aes_ctx *ctx, aes_clip_trainer *tr,
-                                                    const float *demb);
-AES_API aes_status aes_clip_trainer_backward_texts(aes_ctx *ctx, aes_clip_trainer *tr,
-                                                   const float *demb);
-
-
-/* ============================================================================
- *  One preference fine-tuning step (arXiv 2406.09397 stage 3):
- *      total = L_dpo(items) + lambda * L_clip(matched image/text rows)
- *  forward both towers (or take cached text embeddings when the text tower
- *  is frozen), the two losses, backward, optimizer update.
- * ========================================================================= */
-
-typedef struct aes_dpo_config {
-    float beta;                   /* DPO inverse temperature on s = exp(ls) cos  (0.1) */
-    float label_smoothing;        /* eps of the DPO loss                          (0.1) */
-    float lambda;                 /* weight of the contrastive term               (0.5) */
-    float clip_label_smoothing;   /* label smoothing of the contrastive term      (0)   */
-} aes_dpo_config;
-
-typedef struct aes_dpo_batch {
-    const float   *pixels;        /* [nimages, 3, R, R] preprocessed                    */
-    int            nimages;
-    const int32_t *tokens;        /* [ntexts, context] -- or NULL and text_emb:         */
-    const float   *text_emb;      /* [ntexts, E] cached L2-normalised text embeddings
-                                     (text tower frozen: no text forward at all)        */
-    int            ntexts;
-    const aes_dpo_item *items;    /* preference items over these rows (with cached refs) */
-    int            nitems;
-    int            nmatched;      /* images 0..m-1 match texts 0..m-1 for L_clip (m >= 2) */
-} aes_dpo_batch;
-
-typedef struct aes_train_step_stats {
-    float loss;                   /* total                                             */
-    float clip_loss, clip_acc;    /* contrastive term (0 when unused)                  */
-    aes_dpo_stats   dpo;
-    aes_optim_stats optim;
-    double seconds;               /* wall time of the step (when measured by caller)   */
-} aes_train_step_stats;
-
-AES_API aes_dpo_config aes_dpo_config_default(void);
-
-/* Loss and gradients only (grads are zeroed first); no update.  Used by
- * aes_dpo_train_step, by gradient checks and for evaluation. */
-AES_API aes_status aes_dpo_forward_backward(aes_ctx *ctx, aes_clip_trainer *tr, const aes_dpo_config *cfg,
-                                            const aes_dpo_batch *batch, int backward,
-                                            aes_train_step_stats *stats);
-/* forward_backward, then opt (may be NULL: no update) at learning rate lr,
- * then logit_scale is clamped to [0, ln 100] as in CLIP's training code. */
-AES_API aes_status aes_dpo_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *opt,
-                                      const aes_dpo_config *cfg, const aes_dpo_batch *batch, float lr,
-                                      aes_train_step_stats *stats);
-/* Contrastive-only step (CLIP pre-training, Radford et al. 2021) on n
- * matched image/caption rows: used to train a small CLIP from scratch. */
-AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *opt,
-                                       const float *pixels, const int32_t *tokens, int n,
-                                       float label_smoothing, float lr, aes_train_step_stats *stats);
-
-
-/* ============================================================================
- *  Training loops: whole runs as one call.
- *
- *  aes_dpo_finetune runs ranked-DPO preference fine-tuning (arXiv 2406.09397
- *  stage 3) over a pair set; aes_clip_train runs contrastive training over
- *  image/caption rows.  They are the loops of `aesalign finetune-dpo` and
- *  `aesalign train-clip`: the CLI only parses flags and prints progress.
- *  Each call does, in order:
- *
- *    1. checks the inputs, tokenizes every text once (the caller's tokenizer),
- *       creates the optimizer (or takes the caller's);
- *    2. DPO only -- the reference pass: embeds every query and every image of
- *       the pair set once with the model AS PASSED IN and caches s_ref for
- *       every pair with aes_dpo_items_set_reference, so no frozen copy of the
- *       model is kept; with the text tower frozen, these text embeddings are
- *       also the ones training uses (no text forward per step);
- *    3. when asked to resume, restores model and optimizer from the last
- *       checkpoint -- AFTER the reference pass, so a resumed run keeps the
- *       reference of the original model;
- *    4. steps from aes_optim_steps_done(optimizer) to cfg->steps, the
- *       learning rate following aes_lr_schedule of the optimizer's config;
- *    5. writes checkpoints every save_every steps, when the run is stopped,
- *       and at the end.
- *
- *  Batches.  Everything random comes from one splitmix64 stream seeded by
- *  cfg->seed, and the batch of step t depends only on the seed, the data
- *  and t.  On resume the sampler is REPLAYED (the batches of the finished
- *  steps are drawn again and dropped, without loading images), so an
- *  interrupted and resumed run is byte-identical to a straight one.  With
- *  the kernels' own guarantee this makes results bit-identical for any
- *  thread count.
- *    DPO: each step tries pairs_per_step pairs in a shuffled order (a new
- *    shuffle per pass over the set); a pair joins the step when its query and
- *    images fit in batch rows; a query or image already in the step is reused
- *    (each distinct text and image is embedded once per step).  The
- *    contrastive term (weight loss.lambda) runs on matched rows: with
- *    captions, max(2, batch/4) random caption rows (at most ncaptions) come
- *    first; without, each query of the step is matched with the preferred
- *    image of its first pair (rows swapped to the front), which needs 2
- *    distinct queries in the step (else the step has no contrastive term:
- *    progress reports nmatched = 0).
- *    CLIP: batch rows in a shuffled order, a new shuffle per epoch.
- *
- *  Images come through cfg->load_image, which fills CLIP-preprocessed pixels
- *  for a path (the library decodes only PPM/PGM; a program with a JPEG/PNG
- *  decoder passes its own, as the CLI does with stb_image).  NULL means
- *  aes_image_load_preprocessed.  The loops add the path to a loader's error.
- *
- *  Checkpoints: either files (cfg->checkpoint: the model there in its own
- *  tensor names, the optimizer state beside it as <checkpoint>.optim; needs
- *  stdio), or the caller's save/restore callbacks (memory, a database, an
- *  AES_NO_STDIO build).  Resume (cfg->resume) restores when a checkpoint
- *  exists (both files; restore() says *found) and otherwise starts at step 0.
- *
- *  Progress: cfg->progress (may be NULL) is called once when set-up is done
- *  (AES_TRAIN_START), after every step (AES_TRAIN_STEP) and after every
- *  checkpoint (AES_TRAIN_CHECKPOINT).  A nonzero return stops the run
- *  cleanly: a checkpoint is written (when configured and not just written)
- *  and the call returns AES_OK with result->stopped = 1; it can be resumed.
- *  Returning nonzero at START stops before the first step.
- *
- *  Errors return a status with a message (a step failure names the step, an
- *  image failure the path); after an error in the steps the model and the
- *  caller's optimizer hold the state of the last finished step.
- * ========================================================================= */
-
-/* Fills pixels [3, size, size] with the image at path, preprocessed as CLIP
- * does (aes_clip_preprocess).  user is the config's user pointer. */
-typedef aes_status (*aes_image_loader_fn)(void *user, aes_ctx *ctx, const char *path, int size,
-                                          float *pixels);
-#ifndef AES_NO_STDIO
-/* The default loader: aes_image_load (PPM/PGM) + aes_clip_preprocess. */
-AES_API aes_status aes_image_load_preprocessed(void *user, aes_ctx *ctx, const char *path, int size,
-                                               float *pixels);
-#endif
-
-typedef enum aes_train_event {
-    AES_TRAIN_START = 0,        /* set-up done (reference pass, optimizer, resume)    */
-    AES_TRAIN_STEP = 1,         /* a step finished                                    */
-    AES_TRAIN_CHECKPOINT = 2    /* a checkpoint was written                           */
-} aes_train_event;
-
-typedef struct aes_train_progress {
-    aes_train_event event;
-    long   step;                /* steps done (START: where the run begins)           */
-    long   steps;               /* the run's total (cfg->steps)                       */
-    long   start_step;          /* steps done when this call began (> 0: resumed)     */
-    int    resumed;             /* 1: model and optimizer came from a checkpoint      */
-    size_t trainable, nparams;  /* parameters the optimizer updates / in the model    */
-    float  lr;                  /* STEP: the step's learning rate                     */
-    float  logit_scale;         /* the model's logit_scale (a log), now               */
-    aes_train_step_stats stats; /* STEP: losses, accuracies, optim.grad_norm; seconds =
-                                   wall time of the step, image loading included      */
-    int    nimages, ntexts;     /* STEP: rows of the batch                            */
-    int    nitems;              /* STEP: preference items (DPO)                       */
-    int    nmatched;            /* STEP: rows of the contrastive term (0: none)       */
-    double elapsed;             /* seconds since the first step began                 */
-    aes_clip_trainer *trainer;  /* the model and optimizer, to look at between steps  */
-    const aes_optim  *optim;    /* (e.g. an evaluation every N steps); not to free    */
-} aes_train_progress;
-
-typedef struct aes_train_result {
-    long   steps_done;          /* the optimizer's step count at the end              */
-    long   start_step;          /* ... and when the call began                        */
-    int    resumed;             /* 1: the run continued from a checkpoint             */
-    int    stopped;             /* 1: the progress callback stopped it early          */
-    aes_train_step_stats last;  /* the last step's statistics (zero without steps)    */
-    double seconds;             /* wall time of the steps                             */
-} aes_train_result;
-
-/* Images with one caption each (parallel arrays of n strings). */
-typedef struct aes_caption_list {
-    const char *const *images;  /* paths, passed to the image loader                  */
-    const char *const *texts;   /* captions                                           */
-    int n;
-} aes_caption_list;
-
-/* The fields both loops share come first, in the same order. */
-typedef struct aes_dpo_finetune_config {
-    long     steps;             /* optimizer steps of the whole run            (100)  */
-    int      batch;             /* image rows per step, also the limit on text rows;
-                                   at most the trainer's max_images and max_texts (32) */
-    uint64_t seed;              /* batch sampling                                (1)  */
-    aes_optim_config optim;     /* for the optimizer the loop creates (optim NULL):
-                                   AdamW, lr 1e-5, wd 0.01, clip_norm 1, cosine to
-                                   min_lr_frac 0.1; warmup_steps < 0 means steps / 10
-                                   and total_steps < 0 means steps (both -1)         */
-    long     save_every;        /* a checkpoint every N steps too (0: only at a stop
-                                   and at the end)                                   */
-    const char *checkpoint;     /* model file; optimizer state in <checkpoint>.optim
-                                   (NULL: no files)                                  */
-    int      resume;            /* continue from the checkpoint when there is one    */
-    aes_status (*save)(void *user, aes_ctx *ctx, const aes_clip *model, const aes_optim *opt);
-    aes_status (*restore)(void *user, aes_ctx *ctx, aes_clip *model, aes_optim *opt, int *found);
-                                /* checkpoints through the caller instead (both or
-                                   neither; not with checkpoint)                     */
-    aes_image_loader_fn load_image;   /* NULL: aes_image_load_preprocessed          */
-    int    (*progress)(void *user, const aes_train_progress *p);   /* may be NULL   */
-    void    *user;              /* passed to every callback                          */
-    /* DPO */
-    int      pairs_per_step;    /* pairs tried per step (0: batch / 2)               */
-    aes_dpo_config loss;        /* aes_dpo_config_default()                          */
-} aes_dpo_finetune_config;
-
-typedef struct aes_clip_train_config {
-    long     steps;             /* (1000)                                             */
-    int      batch;             /* matched image/caption rows per step, 2.. (64)      */
-    uint64_t seed;              /* (1)                                                */
-    aes_optim_config optim;     /* AdamW, lr 5e-4, wd 0.1, betas (0.9, 0.98), eps 1e-6,
-                                   clip_norm 1; warmup_steps < 0: steps / 20,
-                                   total_steps < 0: steps (both -1)                  */
-    long     save_every;
-    const char *checkpoint;
-    int      resume;
-    aes_status (*save)(void *user, aes_ctx *ctx, const aes_clip *model, const aes_optim *opt);
-    aes_status (*restore)(void *user, aes_ctx *ctx, aes_clip *model, aes_optim *opt, int *found);
-    aes_image_loader_fn load_image;
-    int    (*progress)(void *user, const aes_train_progress *p);
-    void    *user;
-    /* CLIP */
-    float    label_smoothing;   /* of the contrastive loss                       (0)  */
-    int      cache_images;      /* 1: preprocess every image once and keep all n in
-                                   memory (n * 3 * R * R floats); 0: load each image
-                                   when a batch needs it.  Same results.        (1)  */
-} aes_clip_train_config;
-
-AES_API aes_dpo_finetune_config aes_dpo_finetune_config_default(void);
-AES_API aes_clip_train_config   aes_clip_train_config_default(void);
-
-/* Ranked-DPO fine-tuning of tr on pairs (queries and image paths of the
- * set).  tok tokenizes the queries and captions (its vocabulary must fit
- * the model's).  captions (may be NULL or empty) gives the contrastive term
- * its own matched rows.  What is trained (towers, frozen blocks) is the
- * trainer's options; the model needs both towers.  optim may be NULL: the
- * loop then creates one from cfg->optim over the trainer's trainable
- * tensors and frees it before returning.  result may be NULL. */
-AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim,
-                                    const aes_tokenizer *tok, const aes_pair_set *pairs,
-                                    const aes_caption_list *captions,
-                                    const aes_dpo_finetune_config *cfg, aes_train_result *result);
-
-/* Contrastive training (aes_clip_train_step, both towers as the trainer's
- * options say) on data->n >= 2 image/caption rows. */
-AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim,
-                                  const aes_tokenizer *tok, const aes_caption_list *data,
-                                  const aes_clip_train_config *cfg, aes_train_result *result);
-
-
-#endif /* AESALIGN_H */
-
-/* ############################################################################
- *  IMPLEMENTATION
- * ######################################################################### */
-#ifdef AESALIGN_IMPLEMENTATION
-#ifndef AESALIGN_IMPLEMENTATION_DONE
-#define AESALIGN_IMPLEMENTATION_DONE
-
-#include <stdarg.h>
-#include <stdio.h>      /* vsnprintf for messages; files only without AES_NO_STDIO */
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
-#include <limits.h>
-#include <float.h>
-
-#ifndef AES_ASSERT
-#include <assert.h>
-#define AES_ASSERT(x) assert(x)
-#endif
-#if !defined(AES_MALLOC) && !defined(AES_REALLOC) && !defined(AES_FREE)
-#define AES_MALLOC(sz)     malloc(sz)
-#define AES_REALLOC(p, sz) realloc(p, sz)
-#define AES_FREE(p)        free(p)
-#elif !defined(AES_MALLOC) || !defined(AES_REALLOC) || !defined(AES_FREE)
-#error "define all of AES_MALLOC, AES_REALLOC and AES_FREE, or none"
-#endif
-
-/* ---- platform switches ------------------------------------------------- */
-#if !defined(AES_NO_SIMD) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define AES__X86 1
-#include <immintrin.h>
-#define AES__TARGET_AVX2   __attribute__((target("avx2,fma,f16c")))
-#define AES__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
-#endif
-#if !defined(AES_NO_SIMD) && (defined(__aarch64__) || defined(_M_ARM64))
-#define AES__NEON 1
-#include <arm_neon.h>
-#endif
-#ifndef AES_NO_THREADS
-#include <pthread.h>
-#endif
-
-/* Static functions that the library does not call itself but its tests do
- * (they include the implementation): no "defined but not used" warning. */
-#if defined(__GNUC__)
-#define AES__TEST_ONLY __attribute__((unused))
-#else
-#define AES__TEST_ONLY
-#endif
-
-#define AES__MIN(a, b) ((a) < (b) ? (a) : (b))
-#define AES__MAX(a, b) ((a) > (b) ? (a) : (b))
-#define AES__UNUSED(x) ((void)(x))
-
-/* ============================================================================
- *  1. Context, errors, memory, threads, CPU dispatch
- * ========================================================================= */
-
+#ifdef AES__DEFINE
 typedef void (*aes__task_fn)(void *arg, int task);
 
 #ifndef AES_NO_THREADS
@@ -2860,16 +650,146 @@ AES_API void aes_ctx_free(aes_ctx *ctx) {
 #endif
     AES_FREE(ctx);
 }
+#endif /* AES__DEFINE */
+
 
 /* ============================================================================
  *  2. Kernels
  * ============================================================================
- *  Each kernel has a scalar body that is the definition; SIMD paths (where the
- *  time goes: GEMM, dot products, conversions) must agree with it up to
- *  floating-point reassociation, which tests/test_core.c checks on odd sizes
- *  and unaligned pointers.
+ *  Conventions (as in llm.c): activations are row-major [rows, channels];
+ *  a linear layer's weight is [out, in] (PyTorch's nn.Linear layout), so
+ *  y = x W^T + b.  Backward functions ACCUMULATE (+=) into gradient buffers,
+ *  so the caller zeroes them once per step and several uses of one tensor
+ *  add up; any gradient pointer may be NULL when that gradient is not wanted
+ *  (a frozen weight, the input of the first layer).
  * ========================================================================= */
+#ifdef AES__DECLARE
+typedef enum aes_trans { AES_NO_TRANS = 0, AES_TRANS = 1 } aes_trans;
 
+/* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C, row-major with leading
+ * dimensions (as cblas_sgemm with CblasRowMajor).  beta == 0 overwrites C
+ * without reading it (NaN in C does not leak through). */
+AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb,
+                      int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb,
+                      float beta, float *C, int ldc);
+
+/* Linear: out[M,N] = inp[M,K] weight[N,K]^T + bias[N] (bias may be NULL). */
+AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp,
+                                const float *weight, const float *bias,
+                                int M, int K, int N);
+/* dinp[M,K] += dout W;  dweight[N,K] += dout^T inp;  dbias[N] += sum_rows dout */
+AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight,
+                                 float *dbias, const float *dout,
+                                 const float *inp, const float *weight,
+                                 int M, int K, int N);
+
+/* LayerNorm over the last dim C: out = (x - mean) * rstd * w + b.
+ * mean[M] and rstd[M] are saved for the backward pass (may be NULL in
+ * inference). */
+AES_API void aes_layernorm_forward(aes_ctx *ctx, float *out, float *mean,
+                                   float *rstd, const float *inp,
+                                   const float *weight, const float *bias,
+                                   int M, int C, float eps);
+AES_API void aes_layernorm_backward(aes_ctx *ctx, float *dinp, float *dweight,
+                                    float *dbias, const float *dout,
+                                    const float *inp, const float *weight,
+                                    const float *mean, const float *rstd,
+                                    int M, int C);
+
+/* Row softmax over the last dim C (numerically stable: max subtracted). */
+AES_API void aes_softmax_forward(aes_ctx *ctx, float *out, const float *inp,
+                                 int M, int C);
+/* dinp += out * (dout - sum(dout * out)) */
+AES_API void aes_softmax_backward(aes_ctx *ctx, float *dinp, const float *dout,
+                                  const float *out, int M, int C);
+
+/* Multi-head self-attention core (after the qkv projection, before the
+ * output projection).  qkv is [B, T, 3C] with q, k, v as three C-wide
+ * blocks (the order of PyTorch's in_proj); out is [B, T, C]; att [B, NH, T, T]
+ * keeps the softmax probabilities for backward (may be NULL in inference).
+ * causal != 0 masks keys after the query (text tower).  Head size C / NH;
+ * scores are scaled by 1/sqrt(head size) as in "Attention is all you need". */
+AES_API void aes_attention_forward(aes_ctx *ctx, float *out, float *att,
+                                   const float *qkv, int B, int T, int C,
+                                   int NH, int causal);
+AES_API void aes_attention_backward(aes_ctx *ctx, float *dqkv,
+                                    const float *dout, const float *qkv,
+                                    const float *att, int B, int T, int C,
+                                    int NH, int causal);
+
+/* Activations, elementwise over n values.
+ * GELU (exact):  gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
+ * QuickGELU:     x * sigmoid(1.702 x)  (OpenAI CLIP weights) */
+AES_API void aes_gelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n);
+AES_API void aes_gelu_backward(aes_ctx *ctx, float *dinp, const float *dout,
+                               const float *inp, size_t n);
+AES_API void aes_quickgelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n);
+AES_API void aes_quickgelu_backward(aes_ctx *ctx, float *dinp, const float *dout,
+                                    const float *inp, size_t n);
+
+/* out = a + b.  Backward: da += dout, db += dout (aes_add_inplace). */
+AES_API void aes_residual_forward(float *out, const float *a, const float *b, size_t n);
+AES_API void aes_residual_backward(float *da, float *db, const float *dout, size_t n);
+AES_API void aes_add_inplace(float *y, const float *x, size_t n);
+
+/* Patch embedding: a stride-P convolution with a P x P kernel and no
+ * padding, computed as im2col + GEMM.  img is [B, Cin, H, W] (CHW planes),
+ * weight [Cout, Cin, P, P] (PyTorch Conv2d), bias [Cout] or NULL,
+ * out [B, (H/P)*(W/P), Cout] with patches in row-major order. */
+AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out,
+                                           const float *img, const float *weight,
+                                           const float *bias, int B, int Cin,
+                                           int H, int W, int P, int Cout);
+AES_API aes_status aes_patch_embed_backward(aes_ctx *ctx, float *dimg,
+                                            float *dweight, float *dbias,
+                                            const float *dout, const float *img,
+                                            const float *weight, int B, int Cin,
+                                            int H, int W, int P, int Cout);
+
+/* Token + position embedding: out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:].
+ * Token ids outside [0, V) are an error (AES_ERR_INVALID_ARG). */
+AES_API aes_status aes_embedding_forward(aes_ctx *ctx, float *out,
+                                         const int32_t *tokens, const float *wte,
+                                         const float *wpe, int B, int T, int C,
+                                         int V);
+AES_API void aes_embedding_backward(float *dwte, float *dwpe, const float *dout,
+                                    const int32_t *tokens, int B, int T, int C);
+
+/* Row L2 normalisation: out = x / max(||x||, eps).  norm[M] is saved. */
+AES_API void aes_l2norm_forward(float *out, float *norm, const float *inp,
+                                int M, int C, float eps);
+AES_API void aes_l2norm_backward(float *dinp, const float *dout,
+                                 const float *out, const float *norm,
+                                 int M, int C);
+
+/* log_softmax over the last dim; cross-entropy with integer targets:
+ * loss = mean_m -log p[m, target[m]].  probs[M,C] saved for backward.
+ * Returns the mean loss.  Backward: dlogits += scale * (p - onehot) / M. */
+AES_API void  aes_log_softmax_forward(float *out, const float *inp, int M, int C);
+AES_API float aes_cross_entropy_forward(float *probs, const float *logits,
+                                        const int32_t *targets, int M, int C);
+AES_API void  aes_cross_entropy_backward(float *dlogits, const float *probs,
+                                         const int32_t *targets, int M, int C,
+                                         float scale);
+
+/* Mean squared error: mean (pred - target)^2 over n values.
+ * Backward: dpred += scale * 2 (pred - target) / n. */
+AES_API float aes_mse_forward(const float *pred, const float *target, size_t n);
+AES_API void  aes_mse_backward(float *dpred, const float *pred,
+                               const float *target, size_t n, float scale);
+
+/* Half-precision conversions (round to nearest even; NaN stays NaN). */
+AES_API void aes_f16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n);
+AES_API void aes_f32_to_f16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
+AES_API void aes_bf16_to_f32(aes_ctx *ctx, float *dst, const uint16_t *src, size_t n);
+AES_API void aes_f32_to_bf16(aes_ctx *ctx, uint16_t *dst, const float *src, size_t n);
+
+/* Small vector helpers used across the library (SIMD-dispatched). */
+AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 /* ---- small vector primitives -------------------------------------------- */
 
 static float aes__dot_scalar(const float *a, const float *b, size_t n) {
@@ -4324,7 +2244,7 @@ AES_API void aes_l2norm_backward(float *dinp, const float *dout, const float *ou
 }
 
 /* ---- log-softmax and cross-entropy -------------------------------------------
- * One implementation serves the kernels below and aes_clip_loss (section 8),
+ * One implementation serves the kernels below and aes_clip_loss (section 9),
  * which needs the rows and the columns of its logit matrix.  A "row" is C
  * values x[m*rs + c*cs]: a matrix row has rs = width, cs = 1, a column
  * rs = 1, cs = width.
@@ -4526,11 +2446,206 @@ AES_API void aes_f32_to_bf16(aes_ctx *ctx, uint16_t *dst, const float *src, size
     AES__UNUSED(ctx);
     for (i = 0; i < n; i++) dst[i] = aes__f32_to_bf16_1(src[i]);
 }
+#endif /* AES__DEFINE */
 
 
 /* ============================================================================
  *  3. I/O: files, safetensors, JSON, images and CLIP preprocessing
  * ========================================================================= */
+#ifdef AES__DECLARE
+/* section -- files, safetensors, JSON, PPM/PGM images and CLIP preprocessing
+ *
+ * Everything a model needs to get in and out of the process:
+ *
+ *   - dtypes and the safetensors container (read from a file through mmap or
+ *     from a memory buffer, validated against hostile input; written
+ *     atomically in the layout of the reference writer),
+ *   - whole-file reads and atomic writes,
+ *   - a small strict JSON (RFC 8259) DOM parser for headers, config.json and
+ *     tokenizer files,
+ *   - 8-bit images: PPM/PGM decoding and writing, PIL-exact bicubic resizing
+ *     and the CLIP preprocessing pipeline (Resize, CenterCrop, ToTensor,
+ *     Normalize) bit-exact with PIL + torchvision.
+ */
+
+/* ============================================================================
+ *  I/O 1. Dtypes and tensors
+ * ========================================================================= */
+
+/* Element types of the safetensors format (names as in its JSON header). */
+typedef enum aes_dtype {
+    AES_DTYPE_F32, AES_DTYPE_F16, AES_DTYPE_BF16, AES_DTYPE_F64, AES_DTYPE_I64,
+    AES_DTYPE_I32, AES_DTYPE_I16, AES_DTYPE_I8, AES_DTYPE_U8, AES_DTYPE_BOOL,
+    AES_DTYPE_U16, AES_DTYPE_U32, AES_DTYPE_U64, AES_DTYPE_F8_E5M2, AES_DTYPE_F8_E4M3
+} aes_dtype;
+
+#define AES_DTYPE_COUNT 15
+
+/* Bytes per element (0 for an invalid value) and the header name ("F32"...). */
+AES_API size_t      aes_dtype_size(aes_dtype dtype);
+AES_API const char *aes_dtype_name(aes_dtype dtype);
+
+/* A tensor inside a loaded safetensors file.  `data` points into the file's
+ * bytes (mmap or buffer): little-endian and NOT necessarily aligned to the
+ * element size; read it with memcpy or aes_tensor_to_f32. */
+typedef struct aes_tensor_view {
+    const char *name;
+    aes_dtype   dtype;
+    int         ndim;          /* 0 (a scalar) .. 8 */
+    int64_t     shape[8];
+    int64_t     numel;         /* product of shape (1 for a scalar) */
+    const void *data;
+    size_t      nbytes;        /* numel * aes_dtype_size(dtype) */
+} aes_tensor_view;
+
+/* ============================================================================
+ *  I/O 2. safetensors
+ * ============================================================================
+ *  Layout: 8-byte little-endian header length N, N bytes of JSON
+ *      {"__metadata__": {"k": "v", ...},
+ *       "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, ...}
+ *  then the data section; offsets are relative to its start.  The reader
+ *  checks everything before handing out a view: the header length (the
+ *  reference caps it at 100 MB), strict JSON, known dtypes, non-negative
+ *  integer shapes without overflow, data_offsets inside the data section and
+ *  matching numel * dtype size, no two tensors overlapping, no duplicate
+ *  names, __metadata__ string -> string.  Violations are AES_ERR_FORMAT
+ *  (AES_ERR_LIMIT for sizes over a limit, AES_ERR_UNSUPPORTED for dtypes we do
+ *  not know) with a message naming the source and the tensor.
+ * ========================================================================= */
+
+#define AES_SAFETENSORS_MAX_HEADER 100000000u  /* bytes, as the reference */
+
+typedef struct aes_safetensors aes_safetensors;
+
+#ifndef AES_NO_STDIO
+/* Opens a file: mmap where POSIX is available, else read into memory. */
+AES_API aes_status aes_safetensors_open(aes_ctx *ctx, const char *path, aes_safetensors **out);
+#endif
+/* From a buffer.  copy == 0: `buf` must outlive the object (no copy made). */
+AES_API aes_status aes_safetensors_load_memory(aes_ctx *ctx, const void *buf, size_t len, int copy,
+                                               aes_safetensors **out);
+AES_API void       aes_safetensors_close(aes_safetensors *st);
+
+/* Tensors in the order of the JSON header. */
+AES_API int                    aes_safetensors_count(const aes_safetensors *st);
+AES_API const aes_tensor_view *aes_safetensors_at(const aes_safetensors *st, int i);
+/* By name (binary search); NULL when absent. */
+AES_API const aes_tensor_view *aes_safetensors_find(const aes_safetensors *st, const char *name);
+/* __metadata__ values; NULL if absent. */
+AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const char *key);
+/* The i-th metadata pair (header order); returns 0 when i is out of range. */
+/* The path, or "<memory>", for messages. */
+AES_API const char *aes_safetensors_source(const aes_safetensors *st);
+
+/* Converts F32 / F16 / BF16 / F64 data to float.  n must equal t->numel
+ * (AES_ERR_SHAPE otherwise); other dtypes are AES_ERR_UNSUPPORTED.  Works on
+ * unaligned data; half precision converts with F16C / AVX-512 when present. */
+AES_API aes_status aes_tensor_to_f32(aes_ctx *ctx, const aes_tensor_view *t, float *dst, size_t n);
+
+/* A tensor to write.  data holds numel * dtype-size bytes, little-endian. */
+typedef struct aes_tensor_out {
+    const char *name;
+    aes_dtype   dtype;
+    int         ndim;
+    int64_t     shape[8];
+    const void *data;
+} aes_tensor_out;
+
+/* Builds a complete safetensors file in memory (*buf freed with aes_free).
+ * meta_kv holds n_kv pairs: key0, value0, key1, value1, ...  The header is
+ * padded with spaces to a multiple of 8 bytes, as the reference writer does;
+ * tensors are laid out by decreasing element size (so every tensor is aligned
+ * to its element size), in input order within one size, contiguously. */
+AES_API aes_status aes_safetensors_serialize(aes_ctx *ctx, const aes_tensor_out *t, int n,
+                                             const char *const *meta_kv, int n_kv, void **buf,
+                                             size_t *len);
+#ifndef AES_NO_STDIO
+/* The same, streamed into a file atomically (nothing is left half-written). */
+AES_API aes_status aes_safetensors_write(aes_ctx *ctx, const char *path, const aes_tensor_out *t,
+                                         int n, const char *const *meta_kv, int n_kv);
+#endif
+
+/* ============================================================================
+ *  I/O 3. Files
+ * ========================================================================= */
+#ifndef AES_NO_STDIO
+/* Reads a whole file (*data freed with aes_free).  The buffer has a NUL one
+ * byte past *len, so text files can be used as C strings.  Files over
+ * AES_LIMIT_FILE_BYTES are AES_ERR_LIMIT. */
+AES_API aes_status aes_read_file(aes_ctx *ctx, const char *path, void **data, size_t *len);
+/* Writes through a temporary file in the same directory (fflush + fsync +
+ * rename), so readers see the old file or the new one, never a mix; the
+ * temporary is removed on failure. */
+AES_API aes_status aes_write_file_atomic(aes_ctx *ctx, const char *path, const void *data, size_t len);
+#endif
+
+/* ============================================================================
+ *  I/O 5. Images
+ * ============================================================================
+ *  8-bit pixels, rows top to bottom, channels interleaved: 1 = gray, 3 = RGB
+ *  (2 = gray + alpha and 4 = RGBA are accepted where noted).  Pixel memory
+ *  comes from aes_alloc; aes_image_free releases it.  Functions that produce
+ *  an image overwrite *dst without freeing it, except that dst may be src,
+ *  in which case the old pixels are freed.  Images over
+ *  AES_LIMIT_IMAGE_PIXELS pixels are AES_ERR_LIMIT.
+ * ========================================================================= */
+
+typedef struct aes_image {
+    int      width, height, channels;
+    uint8_t *pixels;
+} aes_image;
+
+/* PNM: P5/P6 binary and P2/P3 ASCII (P1/P4 bitmaps too), comments, maxval
+ * 1..65535.  Samples are scaled to 8 bits as PIL does: round(v / maxval * 255)
+ * (half to even), so maxval 255 is read unchanged. */
+AES_API aes_status aes_image_decode_pnm(aes_ctx *ctx, const void *buf, size_t len, aes_image *out);
+#ifndef AES_NO_STDIO
+/* Reads a PPM/PGM file (by content; JPEG and PNG are recognised and refused
+ * with a message: the CLI decodes them through stb_image). */
+AES_API aes_status aes_image_load(aes_ctx *ctx, const char *path, aes_image *out);
+/* P6 for RGB, P5 for gray; atomic. */
+AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_image *img);
+#endif
+/* Allocates zeroed pixels for w x h x channels (1..4). */
+AES_API aes_status aes_image_alloc(aes_ctx *ctx, aes_image *img, int w, int h, int channels);
+AES_API void       aes_image_free(aes_image *img);
+/* Gray -> RGB by replication; alpha dropped (as PIL's convert("RGB")). */
+AES_API aes_status aes_image_to_rgb(aes_ctx *ctx, const aes_image *src, aes_image *dst);
+/* Bit-exact with PIL's Image.resize((w, h), Image.BICUBIC) on 8-bit L / RGB
+ * images: cubic convolution with a = -0.5 whose support widens by the scale
+ * factor when shrinking (antialiasing), coefficients rounded to 22-bit fixed
+ * point, horizontal pass first (rounded to 8 bits) then vertical, a pass
+ * skipped when its size does not change.  (PIL premultiplies alpha for
+ * LA / RGBA images; here every channel is filtered independently.) */
+AES_API aes_status aes_image_resize_bicubic(aes_ctx *ctx, const aes_image *src, int w, int h,
+                                            aes_image *dst);
+/* torchvision's CenterCrop: top = round((H - h) / 2.0), left likewise, with
+ * Python's round (half to even); a crop larger than the image is padded with
+ * zeros as torchvision pads: (h - H) // 2 rows on top. */
+AES_API aes_status aes_image_center_crop(aes_ctx *ctx, const aes_image *src, int w, int h,
+                                         aes_image *dst);
+
+/* CLIP's normalisation constants (OpenAI clip/clip.py, _transform). */
+#define AES_CLIP_MEAN_R 0.48145466f
+#define AES_CLIP_MEAN_G 0.4578275f
+#define AES_CLIP_MEAN_B 0.40821073f
+#define AES_CLIP_STD_R  0.26862954f
+#define AES_CLIP_STD_G  0.26130258f
+#define AES_CLIP_STD_B  0.27577711f
+
+/* CLIP's preprocessing, as OpenAI's _transform(n_px) on a PIL image:
+ *   Resize(size, BICUBIC): the shorter side becomes `size`, the other
+ *     int(size * long / short) (torchvision's rule);
+ *   CenterCrop(size);  convert("RGB");  ToTensor (x / 255);
+ *   Normalize(mean, std): (x - mean) / std, all in float32.
+ * out receives 3 planes [3, size, size] (CHW).  Only the cropped window of
+ * the resized image is computed (identical values, less work).  Gray and RGB
+ * match PIL bit for bit; 2- and 4-channel images drop alpha first. */
+AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int size, float *out);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 #include <errno.h>
 #include <locale.h>
 
@@ -6773,10 +4888,164 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
     aes_image_free(&crop);
     return AES_OK;
 }
+#endif /* AES__DEFINE */
+
 
 /* ============================================================================
  *  4. Tokenizer: CLIP byte-pair encoding
  * ========================================================================= */
+#ifdef AES__DECLARE
+/* section -- CLIP's byte-level BPE tokenizer, exact, and a small BPE trainer.
+ *
+ * ============================================================================
+ *  WHAT IT DOES
+ * ============================================================================
+ *  Turns a caption into the 77 token ids CLIP's text tower reads, the way
+ *  OpenAI's clip.tokenize(text, truncate=True) does (tools/tokenizer_ref.py is
+ *  the project's Python reference; tests/test_tokenizer.c checks this code
+ *  against it id for id):
+ *
+ *    bytes --UTF-8--> code points --html.unescape x2, strip--> --\s+ -> ' ',
+ *    strip--> --str.lower()--> pre-tokens (regex below) --bytes--> byte
+ *    alphabet + '</w>' --rank-based BPE--> ids;  [sot] ids [eot] 0 0 0 ...
+ *
+ *  The pre-tokenizer is CLIP's regex (compiled with IGNORECASE):
+ *      <|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+ *  so letters group into words, every digit is its own pre-token, and runs
+ *  of other symbols group together; whitespace separates.
+ *
+ *  BPE (Sennrich et al. 2016, "Neural Machine Translation of Rare Words with
+ *  Subword Units"; byte-level as in GPT-2): a word starts as one symbol per
+ *  UTF-8 byte, the last one carrying the end-of-word mark '</w>'.  Then, again
+ *  and again, the adjacent pair that comes FIRST in the merges list (lowest
+ *  rank) is found and every occurrence of it, left to right, is merged into
+ *  one symbol, until no adjacent pair is in the list.  (Greedy longest match
+ *  over the vocabulary is NOT the same thing: it can split a word
+ *  differently, giving other ids than CLIP's tokenizer.)
+ *
+ *  Vocabulary ids: 0..255 the bytes (in GPT-2's byte-alphabet order),
+ *  256..511 the same with '</w>', then one id per merge (the merged string),
+ *  then <|startoftext|> and <|endoftext|>.  CLIP uses the first 48,894 merges,
+ *  so its vocabulary has 49,408 ids and sot/eot are 49406/49407.
+ *
+ * ============================================================================
+ *  DOCUMENTED DIFFERENCES FROM clip.tokenize
+ * ============================================================================
+ *  - ftfy.fix_text is NOT applied (neither here nor in tools/tokenizer_ref.py;
+ *    ftfy is not packaged for Debian).  Text that ftfy would change tokenizes
+ *    differently: ftfy NFC-normalises ("e" + U+0301 -> U+00E9), uncurls quotes
+ *    (U+2019 -> ', so "don\u2019t" would give the contraction 't), expands
+ *    Latin ligatures (U+FB01 -> "fi"), folds fullwidth/halfwidth forms
+ *    (U+FF21 -> "A"), repairs mojibake ("cafÃ©" -> "café"), unescapes HTML a
+ *    third time when the text does not look like HTML, and removes some
+ *    control characters.  Pre-normalise such text if exactness matters.
+ *  - Input is bytes.  Invalid UTF-8 is decoded as Python's
+ *    bytes.decode('utf-8', errors='replace') does: each maximal invalid
+ *    subsequence becomes one U+FFFD (which then tokenizes like any symbol).
+ *    Embedded NUL bytes are ordinary characters (U+0000).
+ *  - Character classes follow the `regex` module the tables were generated
+ *    from (Unicode 15.0 for python3-regex 2022.10.31), lowercase follows
+ *    Python 3.11's str.lower() (Unicode 14.0).  Other versions differ only on
+ *    characters assigned in between.
+ *  - html.unescape parses decimal references of any length; Python 3.11 raises
+ *    ValueError past 4300 digits, here they are simply out of range (U+FFFD).
+ *
+ *  Thread safety: a tokenizer is read-only after it is built; any number of
+ *  threads may encode with one tokenizer at once (each with its own ctx).
+ *  That is also why there is no word cache: encode is far from being the
+ *  bottleneck in front of a text transformer without one (the README gives
+ *  its speed; tests/test_tokenizer.c prints it).
+ *
+ *  Sizes and limits: a text of up to INT_MAX/2 bytes; cleanup takes about 12
+ *  bytes of working memory per input byte (through aes_alloc, so the
+ *  context's allocation limit applies).  aes_tokenizer_encode stops the BPE
+ *  as soon as it knows the 77 ids; the cleanup still reads the whole text
+ *  (str.strip() needs its end).  A single enormous word is fine: words over
+ *  48 bytes take an O(n log n) heap version of the BPE loop, which the tests
+ *  check gives the same ids as the direct loop.
+ *
+ *  Tables (about 30 KB of Unicode ranges and 30 KB of HTML5 entity names) are
+ *  generated by tools/gen_unicode_tables.py from the very Python code the
+ *  reference runs; they sit in the "Generated tables" block at the end of the
+ *  file.
+ */
+
+#define AES_TOKENIZER_CLIP_MERGES 48894   /* 49152 - 256 - 2: CLIP's vocabulary is 49408 */
+#define AES_TOKENIZER_CONTEXT     77      /* CLIP's text context length */
+
+typedef struct aes_tokenizer aes_tokenizer;
+
+/* Loads a merges file: line 1 is a version header (OpenAI's
+ * bpe_simple_vocab_16e6.txt starts with '"bpe_simple_vocab_16e6.txt#version: 0.2',
+ * Hugging Face's merges.txt with '#version: 0.2'; a first line that starts
+ * with '#' or contains "#version" is skipped), then one merge per line: two
+ * symbols in GPT-2's byte alphabet separated by a space.  At most
+ * AES_TOKENIZER_CLIP_MERGES merges are used (what CLIP's and Hugging Face's
+ * CLIP tokenizers use; files written by aes_tokenizer_save_merges never have
+ * more).  Gzip data (recognised by its magic bytes, e.g. OpenAI's .gz) is
+ * inflated first (RFC 1951/1952, CRC checked).  Malformed files fail with
+ * AES_ERR_FORMAT and the line number: a line without exactly two symbols, a
+ * character outside the byte alphabet or invalid UTF-8, a part that is not a
+ * symbol of the vocabulary, a blank line before the end.  CRLF is fine. */
+AES_API aes_status aes_tokenizer_load_merges(aes_ctx *ctx, const char *path, aes_tokenizer **out);
+
+/* The same from memory (plain text, or gzip when it starts with 1F 8B).
+ * n_merges_max > 0 uses at most that many merges; <= 0 uses every line. */
+AES_API aes_status aes_tokenizer_load_merges_memory(aes_ctx *ctx, const char *text, size_t len,
+                                                    int n_merges_max, aes_tokenizer **out);
+
+/* CLIP format: ids[0] = sot, then the BPE ids, then eot, then zeros up to
+ * context_len (>= 2).  Too long: cut to context_len with eot kept in the last
+ * slot (clip.tokenize(truncate=True)).  *n_tokens_before_padding (may be
+ * NULL) receives the number of slots before the padding (<= context_len).
+ * utf8 may hold anything (see "DOCUMENTED DIFFERENCES"); NULL when len == 0. */
+AES_API aes_status aes_tokenizer_encode(aes_ctx *ctx, const aes_tokenizer *tok, const char *utf8,
+                                        size_t len, int32_t *ids, int context_len,
+                                        int *n_tokens_before_padding);
+
+/* The BPE ids alone (no sot/eot, no padding, no truncation).  Writes the
+ * first min(total, cap) ids to ids (may be NULL when cap == 0) and the total
+ * count to *n_ids, like snprintf: call once with cap 0 to size the buffer. */
+AES_API aes_status aes_tokenizer_encode_raw(aes_ctx *ctx, const aes_tokenizer *tok, const char *utf8,
+                                            size_t len, int32_t *ids, size_t cap, size_t *n_ids);
+
+/* ids -> text as CLIP's decode does: the symbols' bytes concatenated, decoded
+ * as UTF-8 with U+FFFD for invalid sequences, '</w>' replaced by ' ' (so a
+ * decoded caption ends with a space; sot/eot decode to their names and
+ * padding 0 to "!").  Writes a NUL-terminated string of at most cap - 1
+ * bytes; *out_len (may be NULL) gets the full length without the NUL.
+ * Returns AES_ERR_LIMIT when it did not fit (out then holds a prefix ending
+ * on a character boundary), AES_ERR_INVALID_ARG for an id outside the vocabulary. */
+AES_API aes_status aes_tokenizer_decode(aes_ctx *ctx, const aes_tokenizer *tok, const int32_t *ids,
+                                        int n, char *out, size_t cap, size_t *out_len);
+
+AES_API int     aes_tokenizer_vocab_size(const aes_tokenizer *tok);   /* 512 + merges + 2 */
+AES_API int     aes_tokenizer_n_merges(const aes_tokenizer *tok);
+AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok);          /* vocab_size - 2 */
+AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok);          /* vocab_size - 1 */
+AES_API void    aes_tokenizer_free(aes_tokenizer *tok);
+
+/* Trains a BPE on texts (for the offline demo: "a tokenizer the project
+ * trains itself on its captions").  texts are n_texts NUL-terminated UTF-8
+ * strings.  They go through exactly the cleanup
+ * and pre-tokenizer of encode; then, n_merges times at most, the most frequent
+ * adjacent symbol pair over all words (weighted by word count; ties go to the
+ * pair of smaller ids) becomes the next merge.  Stops early when no pair
+ * occurs twice.  n_merges is capped at AES_TOKENIZER_CLIP_MERGES.  The result
+ * is an ordinary tokenizer (512 byte symbols + merges + sot + eot) that
+ * encodes through the same code path as CLIP's. */
+AES_API aes_status aes_tokenizer_train(aes_ctx *ctx, const char *const *texts, int n_texts,
+                                       int n_merges, aes_tokenizer **out);
+
+/* The merges in the file format above ("#version: 0.2" then "left right"
+ * lines), in a buffer from aes_alloc (free with aes_free), NUL-terminated. */
+AES_API aes_status aes_tokenizer_merges_text(aes_ctx *ctx, const aes_tokenizer *tok, char **text,
+                                             size_t *len);
+/* Writes that text to path atomically (temp file, fflush, fsync, rename). */
+AES_API aes_status aes_tokenizer_save_merges(aes_ctx *ctx, const aes_tokenizer *tok, const char *path);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8386,10 +6655,347 @@ done:
     AES_FREE(poff); AES_FREE(concat); AES_FREE(mbytes);
     return st;
 }
+#endif /* AES__DEFINE */
+
 
 /* ============================================================================
  *  5. Model: the CLIP vision and text towers
  * ========================================================================= */
+#ifdef AES__DECLARE
+/* section -- the CLIP model: a ViT image tower and a causal text tower.
+ *
+ * ============================================================================
+ *  WHAT IT COMPUTES
+ * ============================================================================
+ *  CLIP (Radford et al. 2021, "Learning Transferable Visual Models From
+ *  Natural Language Supervision") maps an image and a text to vectors in one
+ *  embedding space; their cosine says how well they match.
+ *
+ *  Image tower (ViT, Dosovitskiy et al. 2021, eq. 1-4):
+ *      patches   = conv PxP stride P (no bias)          [B, g*g, W]
+ *      x         = [class_emb; patches] + pos_emb       [B, T = g*g + 1, W]
+ *      x         = ln_pre(x)                            (CLIP's extra norm)
+ *      x         = L x block(x)                         (no mask)
+ *      image_emb = ln_post(x[:, 0]) proj                [B, E]
+ *  Text tower (a GPT-2-like causal transformer):
+ *      x         = token_emb[ids] + pos_emb             [B, T, W]
+ *      x         = L x block(x)                         (causal mask)
+ *      text_emb  = ln_final(x[b, argmax ids_b]) proj    [B, E]
+ *  A block is pre-LayerNorm (as GPT-2):
+ *      x = x + out_proj(attention(qkv(ln1(x))))
+ *      x = x + fc2(act(fc1(ln2(x))))         act = QuickGELU or GELU
+ *
+ *  The text tower pools at the position of the LARGEST token id, which is
+ *  the end token (49407) for every real input, as OpenAI's code does.  With
+ *  the causal mask nothing after that position can change it, so each row is
+ *  computed only up to its own end token: exact, and ~5x cheaper for typical
+ *  captions than running all 77 positions.  Rows of a batch are PACKED one
+ *  after another (no padding rows at all); the linear layers see all rows
+ *  at once and attention runs per sequence.
+ *
+ * ============================================================================
+ *  CHECKPOINTS
+ * ============================================================================
+ *  aes_clip_load reads a safetensors file in either layout:
+ *    - Hugging Face CLIPModel (vision_model.*, text_model.*, visual_projection,
+ *      text_projection.weight; q/k/v as separate projections), also the
+ *      single-tower CLIPVisionModelWithProjection / CLIPTextModelWithProjection;
+ *    - OpenAI / open_clip (visual.*, transformer.resblocks.*, token_embedding,
+ *      ln_final, text_projection; fused in_proj), full or one tower.
+ *  A common prefix ("module.", "model.") is stripped.  The architecture is
+ *  read from the tensor shapes (widths, layer counts, patch size, resolution
+ *  from the number of position embeddings, context length, vocabulary,
+ *  embedding size).  Heads default to width / 64 (true of every OpenAI and
+ *  LAION model); a Hugging Face config.json or an open_clip config beside the
+ *  file (or given) supplies heads, the activation and the LayerNorm eps.  An
+ *  OpenAI-layout file says nothing about its activation: the default is
+ *  QuickGELU (OpenAI's weights); LAION's laion2b models need GELU, which a
+ *  load option or their open_clip_config.json sets.
+ *
+ *  Weights may be F32, F16 or BF16.  By default they are converted to f32;
+ *  with keep_16bit the matrices (qkv, out, fc1, fc2, projections, patch and
+ *  token embeddings: >99% of the parameters) stay in 16 bits and each is
+ *  converted to f32 right before its matmul (into one scratch matrix),
+ *  halving the model's memory.  The conversion is paid per forward call, so
+ *  it costs most at batch 1.
+ *
+ *  aes_clip_save / aes_clip_serialize write a model back in either layout
+ *  and dtype; aes_clip_create_random makes one from a config (benchmarks,
+ *  tests, training from scratch).
+ *
+ * ============================================================================
+ *  PARAMETER LAYOUT (llm.c style)
+ * ============================================================================
+ *  All parameters live in ONE flat float buffer in a fixed canonical order,
+ *  described by a table of named tensors (aes_clip_tensor: name, shape,
+ *  offset).  The order is
+ *      vision: patch_embed, class_embed, pos_embed, ln_pre.{w,b},
+ *              blocks[0..L) each { ln1.{w,b}, attn.qkv.{w,b}, attn.out.{w,b},
+ *                                  ln2.{w,b}, mlp.fc1.{w,b}, mlp.fc2.{w,b} },
+ *              ln_post.{w,b}, proj
+ *      text:   token_embed, pos_embed, blocks[0..L) (same 12 tensors),
+ *              ln_final.{w,b}, proj
+ *      logit_scale
+ *  so a tower, a block or a single tensor is one contiguous range (what an
+ *  optimizer needs to freeze parts).  Canonical shapes use the linear-layer
+ *  convention [out, in]: qkv.weight [3W, W] (q, k, v row blocks, PyTorch's
+ *  in_proj), proj [E, W] (Hugging Face's; OpenAI's [W, E] is transposed on
+ *  load).  aes_clip_point_params() turns any buffer of this layout (the
+ *  parameters, or a gradient buffer of aes_clip_num_params() floats) into a
+ *  struct of named pointers, one aes_clip_block_params per block.
+ *
+ * ============================================================================
+ *  ACTIVATION MEMORY LAYOUT
+ * ============================================================================
+ *  A forward pass works on R token rows of width C: vision R = B*T with
+ *  T = g*g + 1 tokens per image (image b's rows are b*T .. b*T+T-1, its class
+ *  token first); text R = sum_b T_b with T_b = (position of row b's end token)
+ *  + 1, rows packed: sequence b starts at seq_start[b].  With H the MLP width
+ *  and NH heads, an aes_clip_acts created with save = 1 holds, in one block
+ *  of memory:
+ *      embed    [R, C]      token/patch embedding + positions (+ class token)
+ *      ln_pre   [R, C] + mean/rstd [R]      (vision only; the input of block 0)
+ *      per block l (input = previous block's res2, or ln_pre / embed):
+ *        ln1 [R,C], ln1_mean [R], ln1_rstd [R]   LayerNorm 1 output and stats
+ *        qkv [R, 3C]                             q | k | v per row
+ *        att [sum_b NH*T_b*T_b]                  softmax probabilities; sequence
+ *                                                b at att_start[b], [NH, T_b, T_b]
+ *        atty [R, C]                             attention output (pre out-proj)
+ *        res1 [R, C]                             input + out_proj(atty)
+ *        ln2 [R,C], ln2_mean [R], ln2_rstd [R]
+ *        fch [R, H]                              fc1 output (pre-activation)
+ *        fch_act [R, H]                          act(fch)
+ *        res2 [R, C]                             res1 + fc2(fch_act) = block output
+ *      pooled  [B, C]   the pooled row of the last block's output
+ *      ln_out  [B, C] + mean/rstd [B]   ln_post / ln_final of the pooled rows
+ *      out     [B, E]   projected embedding
+ *  That, with the inputs (pixels / token ids, which the caller keeps), is
+ *  everything a backward pass needs; the layers' parameters are named by
+ *  aes_clip_params.  With save = 0 (inference) all blocks share one set of
+ *  buffers: the residual stream is updated in place (res1 == res2 ==
+ *  input), fch_act == fch, att and the LayerNorm statistics are not kept,
+ *  and the memory is about R*(9C + H) floats whatever the depth.  Both modes
+ *  run the same block code (aes__clip_block_forward), and the backward pass
+ *  (aes_clip_vision_backward / aes_clip_text_backward, with the gradient
+ *  buffers d_* that save = 1 adds) differentiates exactly that code: what
+ *  training differentiates is what inference computes.  Inference alone
+ *  takes one shortcut: after the last block's attention only the pooled
+ *  rows are needed, so its out-projection and MLP run on B rows instead of
+ *  R (the same arithmetic on those rows).
+ */
+
+#define AES_CLIP_MAX_LAYERS 64
+
+typedef enum aes_act {
+    AES_ACT_AUTO = 0,        /* load option: from the config, else the layout's default */
+    AES_ACT_QUICK_GELU = 1,  /* x * sigmoid(1.702 x): OpenAI's weights, laion400m      */
+    AES_ACT_GELU = 2         /* exact erf GELU: LAION laion2b, most open_clip models   */
+} aes_act;
+
+typedef enum aes_layout {
+    AES_LAYOUT_AUTO = 0,
+    AES_LAYOUT_HF = 1,       /* Hugging Face CLIPModel names          */
+    AES_LAYOUT_OPENAI = 2    /* OpenAI / open_clip state_dict names   */
+} aes_layout;
+
+typedef struct aes_clip_config {
+    int image_size, patch_size;          /* e.g. 224, 32                    */
+    int vision_width, vision_layers, vision_heads, vision_mlp;
+    int context_length, vocab_size;      /* e.g. 77, 49408                  */
+    int text_width, text_layers, text_heads, text_mlp;
+    int embed_dim;                       /* e.g. 512                        */
+    aes_act act;                         /* QUICK_GELU or GELU              */
+    float ln_eps;                        /* 1e-5                            */
+    int has_vision, has_text;
+    aes_layout layout;                   /* of the file it was loaded from  */
+} aes_clip_config;
+
+typedef struct aes_clip_load_opts {
+    const char *config_path;  /* HF config.json or open_clip config; NULL: config.json or
+                                 open_clip_config.json beside the model, when present */
+    int no_config_search;     /* 1: do not look beside the model                       */
+    aes_act act;              /* force the activation (AES_ACT_AUTO: config, else QuickGELU) */
+    int keep_16bit;           /* keep matrices in f16/bf16 (f32 files become f16)      */
+    int vision_heads, text_heads;  /* force head counts (0: config, else width / 64)   */
+} aes_clip_load_opts;
+
+typedef struct aes_clip aes_clip;
+
+/* Loads a CLIP checkpoint (either layout, one or both towers).  opts may be
+ * NULL.  Every missing or wrongly shaped tensor is an error naming it. */
+AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_load_opts *opts,
+                                 aes_clip **out);
+/* The same from a safetensors image in memory (not kept after the call);
+ * config_json (NUL-terminated, may be NULL) plays the part of config.json. */
+AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t len,
+                                        const char *config_json, const aes_clip_load_opts *opts,
+                                        aes_clip **out);
+AES_API void aes_clip_free(aes_clip *model);
+/* Writes the model as a safetensors image in either layout (HF or OpenAI
+ * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16).
+ * The model's id goes in the metadata ("aesalign_model_id").  *buf is freed with aes_free. */
+AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
+                                      void **buf, size_t *len);
+#ifndef AES_NO_STDIO
+AES_API aes_status aes_clip_save(aes_ctx *ctx, const aes_clip *model, const char *path, aes_layout layout,
+                                 aes_dtype dtype);
+#endif
+/* A model with fresh random weights (no file): cfg gives every size (heads
+ * and mlp included; act and ln_eps default to QuickGELU and 1e-5 when 0).
+ * Initialisation as OpenAI's CLIP (model.py, initialize_parameters and the
+ * VisionTransformer constructor), normal with standard deviations:
+ * attention inputs, class token, vision positions and projections W^-1/2,
+ * residual outputs W^-1/2 (2L)^-1/2, fc1 (2W)^-1/2, patch conv
+ * (3 P^2)^-1/2 (PyTorch's Conv2d fan-in scale; ours), token embedding
+ * 0.02, text positions 0.01; LayerNorm 1/0, biases 0, logit_scale
+ * ln(1/0.07).  For benchmarks, tests, and training from scratch.
+ * Deterministic in seed (section 1's splitmix64 and Box-Muller, canonical
+ * tensor order). */
+AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *cfg, uint64_t seed,
+                                          aes_clip **out);
+AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model);
+
+/* pixels [B, 3, S, S] (CHW planes, already normalised, S = image_size)
+ * -> out [B, embed_dim], the projected (not normalised) embeddings. */
+AES_API aes_status aes_clip_encode_image(aes_ctx *ctx, const aes_clip *model, const float *pixels,
+                                         int B, float *out);
+/* tokens [B, context_length] (start, words, end = the largest id, 0 padding)
+ * -> out [B, embed_dim]. */
+AES_API aes_status aes_clip_encode_text(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens,
+                                        int B, float *out);
+/* exp(logit_scale): logits = scale * cos(image, text). */
+AES_API float aes_clip_logit_scale(const aes_clip *model);
+
+/* Identity of the weights as used: a 64-bit hash of the architecture
+ * (config incl. activation, eps, heads) and every parameter value in
+ * canonical order.  The same weights in either layout give the same hash; a
+ * fine-tuned model a different one.  The id string reads like
+ * "clip-v224p32w768l12-t77w512l12-e512-quick_gelu-0123456789abcdef". */
+AES_API uint64_t    aes_clip_hash(const aes_clip *model);
+AES_API const char *aes_clip_id(const aes_clip *model);
+
+/* ---- the parameter layout, for training ------------------------------------- */
+
+/* A matrix: f32 (f != NULL) or, with keep_16bit, 16-bit values h
+ * (h_is_bf16: bfloat16, else IEEE half). */
+typedef struct aes_clip_mat {
+    float *f;
+    const uint16_t *h;
+    int h_is_bf16;
+} aes_clip_mat;
+
+typedef struct aes_clip_block_params {
+    float *ln1_w, *ln1_b;        /* [C]                          */
+    aes_clip_mat qkv_w;          /* [3C, C] q, k, v row blocks    */
+    float *qkv_b;                /* [3C]                         */
+    aes_clip_mat out_w;          /* [C, C]                       */
+    float *out_b;                /* [C]                          */
+    float *ln2_w, *ln2_b;        /* [C]                          */
+    aes_clip_mat fc1_w;          /* [H, C]                       */
+    float *fc1_b;                /* [H]                          */
+    aes_clip_mat fc2_w;          /* [C, H]                       */
+    float *fc2_b;                /* [C]                          */
+} aes_clip_block_params;
+
+typedef struct aes_clip_params {
+    /* vision tower */
+    aes_clip_mat patch_w;                 /* [Wv, 3, P, P]  */
+    float *class_emb;                     /* [Wv]           */
+    float *vision_pos;                    /* [T, Wv]        */
+    float *ln_pre_w, *ln_pre_b;           /* [Wv]           */
+    aes_clip_block_params vision_blocks[AES_CLIP_MAX_LAYERS];
+    float *ln_post_w, *ln_post_b;         /* [Wv]           */
+    aes_clip_mat vision_proj;             /* [E, Wv]        */
+    /* text tower */
+    aes_clip_mat token_emb;               /* [V, Wt]        */
+    float *text_pos;                      /* [ctx, Wt]      */
+    aes_clip_block_params text_blocks[AES_CLIP_MAX_LAYERS];
+    float *ln_final_w, *ln_final_b;       /* [Wt]           */
+    aes_clip_mat text_proj;               /* [E, Wt]        */
+    float *logit_scale;                   /* [1], a log     */
+} aes_clip_params;
+
+typedef struct aes_clip_tensor {
+    char name[48];          /* canonical, e.g. "vision.blocks.3.mlp.fc1.weight" */
+    int ndim;
+    int shape[4];
+    size_t numel;
+    size_t offset;          /* in floats, in the canonical f32 layout */
+} aes_clip_tensor;
+
+AES_API size_t aes_clip_num_params(const aes_clip *model);
+/* Bytes the weights occupy in memory (half-ish with keep_16bit). */
+AES_API size_t aes_clip_weight_bytes(const aes_clip *model);
+AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *count);
+/* The canonical f32 parameter buffer (NULL when loaded with keep_16bit). */
+AES_API float *aes_clip_params_data(aes_clip *model);
+/* The model's own parameter pointers. */
+AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model);
+/* Pointers into any buffer of the canonical layout (e.g. gradients). */
+AES_API void aes_clip_point_params(const aes_clip *model, float *base, aes_clip_params *p);
+
+/* ---- activations and the tower forward passes -------------------------------- */
+
+typedef enum aes_clip_tower { AES_CLIP_VISION = 0, AES_CLIP_TEXT = 1 } aes_clip_tower;
+
+typedef struct aes_clip_block_acts {
+    float *ln1, *ln1_mean, *ln1_rstd;
+    float *qkv, *att, *atty, *res1;
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fch, *fch_act, *res2;
+} aes_clip_block_acts;
+
+typedef struct aes_clip_acts {
+    aes_clip_tower tower;
+    int save;              /* 1: keeps what backward needs; 0: inference scratch  */
+    int max_batch;         /* capacity: sequences, token rows, attention floats    */
+    size_t max_rows, max_att;
+    int width, layers;     /* of the tower they were made for                    */
+    int B, R;              /* batch and token rows of the last forward            */
+    int *seq_start, *seq_len;   /* [max_batch] row offset and length of each sequence */
+    size_t *att_start;          /* [max_batch] offset of its probabilities in att    */
+    float *embed, *ln_pre, *ln_pre_mean, *ln_pre_rstd;
+    aes_clip_block_acts blocks[AES_CLIP_MAX_LAYERS];
+    float *pooled, *ln_out, *ln_out_mean, *ln_out_rstd, *out;
+    float *tmp;            /* [R, C] projection outputs before the residual add  */
+    /* save = 1 only: gradients of the backward pass, reused block after block */
+    float *d_res;          /* [R, C] dLoss/d(residual stream) at the current block */
+    float *d_ln, *d_atty;  /* [R, C] each                                        */
+    float *d_qkv;          /* [R, 3C]                                            */
+    float *d_fch, *d_act;  /* [R, H] each                                        */
+    float *d_pooled, *d_ln_out;  /* [B, C] each                                  */
+    float *wbuf;           /* keep_16bit: one matrix converted to f32            */
+    float *mem;            /* everything above                                   */
+    size_t nfloats;
+} aes_clip_acts;
+
+/* Activations for up to max_batch images or texts of this model's tower;
+ * save = 1 keeps everything a backward pass needs (see the layout above). */
+AES_API aes_status aes_clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes_clip_tower tower,
+                                        int max_batch, int save, aes_clip_acts **out);
+AES_API void aes_clip_acts_free(aes_clip_acts *acts);
+/* One forward pass of a tower into acts (out may be NULL: the result is
+ * also in acts->out).  B <= acts->max_batch. */
+AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, const float *pixels,
+                                           int B, aes_clip_acts *acts, float *out);
+AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens,
+                                         int B, aes_clip_acts *acts, float *out);
+/* The backward pass of the last forward into acts (made with save = 1),
+ * given dout [B, embed_dim] = dLoss/d(out).  The inputs of that forward are
+ * passed again (the activations do not copy them).  Parameter gradients
+ * ACCUMULATE into grads: a struct of pointers into a gradient buffer of the
+ * canonical layout (aes_clip_point_params); a NULL pointer skips that tensor
+ * (frozen).  Blocks below first_block are frozen with everything under them:
+ * the pass stops at block first_block (0: down to the embeddings). */
+AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
+                                            const float *pixels, const float *dout,
+                                            const aes_clip_params *grads, int first_block);
+AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
+                                          const int32_t *tokens, const float *dout,
+                                          const aes_clip_params *grads, int first_block);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 struct aes_clip {
     aes_clip_config cfg;
     aes_clip_params p;            /* pointers into the storage below              */
@@ -9030,7 +7636,7 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
 /* ---- backward ---------------------------------------------------------------------
  * The forward above, differentiated step by step in reverse, over the same
  * parameter struct and the same saved activations: this is what training
- * runs (section 8), so what it differentiates is exactly what inference
+ * runs (section 9), so what it differentiates is exactly what inference
  * computes.  Each kernel's backward ACCUMULATES; the d_* buffers of the
  * activations are zeroed before a kernel accumulates into them. */
 
@@ -9250,7 +7856,7 @@ AES_API aes_status aes_clip_encode_text(aes_ctx *ctx, const aes_clip *model, con
  *     checking names, shapes, dtypes and values (finite);
  *  5. refuse tensors of the model's namespaces that nothing consumed (an
  *     architecture variant we would compute wrongly, e.g. layer scale);
- *  6. hash the values as used -> the model's identity. */
+ *  7. hash the values as used -> the model's identity. */
 
 typedef struct aes__clip_loader {
     aes_ctx *ctx;
@@ -10408,10 +9014,1042 @@ AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_
     return s;
 #endif
 }
+#endif /* AES__DEFINE */
+
 
 /* ============================================================================
- *  6. Aesthetic heads, labels, IAA metrics and ELTA
+ *  6. Optimizers: SGD and AdamW, gradient clipping, the learning-rate schedule
  * ========================================================================= */
+#ifdef AES__DECLARE
+/* SGD (momentum, Nesterov) and AdamW, both with DECOUPLED
+ *  weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
+ *  Regularization", ICLR 2019), global-norm gradient clipping (Pascanu et
+ *  al. 2013) and a linear-warmup + cosine learning-rate schedule (Loshchilov
+ *  & Hutter, SGDR, 2017; Goyal et al. 2017 for the warmup).
+ *
+ *  The optimizer sees the parameters as a flat buffer and updates only the
+ *  SEGMENTS it was created with (offset, count) -- that is how towers and
+ *  blocks are frozen: a frozen tensor is simply not in a segment, so neither
+ *  its value nor any optimizer state for it ever changes.  State (momentum,
+ *  Adam moments) is stored compactly, segment after segment.
+ */
+
+typedef enum aes_optim_kind { AES_OPTIM_SGD = 0, AES_OPTIM_ADAMW = 1 } aes_optim_kind;
+
+typedef struct aes_optim_config {
+    aes_optim_kind kind;
+    float lr;             /* peak learning rate                                  */
+    float weight_decay;   /* decoupled: p <- p * (1 - lr * wd) before the update */
+    float momentum;       /* SGD: buf <- momentum * buf + g  (0 = plain SGD)     */
+    int   nesterov;       /* SGD: step along g + momentum * buf                  */
+    float beta1, beta2;   /* AdamW moment decay rates (0.9, 0.999)               */
+    float eps;            /* AdamW denominator epsilon (1e-8)                    */
+    float clip_norm;      /* clip the global gradient L2 norm to this (0 = off)  */
+    int   warmup_steps;   /* linear warmup from lr/warmup to lr                  */
+    int   total_steps;    /* cosine decay ends here (0 = constant after warmup)  */
+    float min_lr_frac;    /* the cosine ends at lr * min_lr_frac                 */
+} aes_optim_config;
+
+/* One contiguous run of trainable parameters in the flat buffer.  decay = 0
+ * exempts it from weight decay (commonly biases, norms and embeddings). */
+typedef struct aes_param_segment {
+    size_t offset, count;
+    int    decay;
+} aes_param_segment;
+
+typedef struct aes_optim aes_optim;
+
+typedef struct aes_optim_stats {
+    double grad_norm;     /* global L2 norm of the gradient BEFORE clipping      */
+    float  clip_coef;     /* factor the gradient was multiplied by (1 = none)    */
+    float  lr;            /* learning rate used for this step                    */
+    long   step;          /* steps taken so far, including this one              */
+} aes_optim_stats;
+
+/* Defaults: AdamW lr 1e-5, betas (0.9, 0.999), eps 1e-8, wd 0.01 (PyTorch's
+ * AdamW defaults except the lr); SGD lr 1e-3, momentum 0.9, wd 0. */
+AES_API aes_optim_config aes_optim_config_default(aes_optim_kind kind);
+
+/* Creates an optimizer for a parameter buffer of nparams floats that will
+ * update the given segments (copied; they must lie inside the buffer and not
+ * overlap).  nseg == 0 means one segment covering everything, with decay. */
+AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg,
+                                    size_t nparams, const aes_param_segment *seg,
+                                    int nseg, aes_optim **out);
+AES_API void       aes_optim_free(aes_optim *opt);
+AES_API long       aes_optim_steps_done(const aes_optim *opt);
+/* Number of trainable parameters (sum of the segment counts). */
+AES_API size_t     aes_optim_trainable(const aes_optim *opt);
+
+/* The schedule: learning rate for step index t (0-based, the step about to
+ * be taken):
+ *     t <  W:  lr * (t + 1) / W                                 (warmup)
+ *     t >= W:  lr_min + (lr - lr_min) * (1 + cos(pi * p)) / 2,
+ *              p = min(1, (t - W) / max(1, T - W)),  lr_min = lr * min_lr_frac
+ * With T == 0 the rate stays at lr after warmup. */
+AES_API float aes_lr_schedule(const aes_optim_config *cfg, long t);
+
+/* One update of params (nparams floats) from grads (same layout) at the
+ * learning rate lr (pass aes_lr_schedule(cfg, aes_optim_steps_done(opt)) to
+ * follow the schedule).  Clipping by global norm (cfg.clip_norm > 0):
+ *     g <- g * min(1, clip_norm / (||g|| + 1e-6))     (as torch clip_grad_norm_)
+ * SGD  (decoupled weight decay, PyTorch's SGD otherwise):
+ *     p <- p (1 - lr wd);  b <- mu b + g;  d = nesterov ? g + mu b : b;  p <- p - lr d
+ *     (mu == 0: d = g)
+ * AdamW (Loshchilov & Hutter 2019, Algorithm 2; PyTorch's operation order):
+ *     p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2
+ *     p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ * The global norm ||g|| over the segments is accumulated in double in a
+ * fixed order (identical for any thread count) and reported in stats.  A
+ * non-finite norm leaves everything untouched and returns AES_ERR_NUMERIC
+ * (the step is not counted).  stats may be NULL. */
+AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params,
+                                  const float *grads, float lr, aes_optim_stats *stats);
+
+/* Optimizer state as a byte blob (serialised to memory) and back: the
+ * config, step count, segment layout and state buffers.  Loading checks the
+ * layout matches this optimizer's.  The blob is a safetensors file
+ * (tensors "state.0" [, "state.1"], metadata with the config), so it can be
+ * inspected with any safetensors reader. */
+AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt,
+                                      unsigned char **out, size_t *len);
+AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt,
+                                      const unsigned char *buf, size_t len);
+#ifndef AES_NO_STDIO
+/* Sidecar file, written atomically (temp + fsync + rename). */
+AES_API aes_status aes_optim_save(aes_ctx *ctx, const aes_optim *opt, const char *path);
+AES_API aes_status aes_optim_load(aes_ctx *ctx, aes_optim *opt, const char *path);
+#endif
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
+struct aes_optim {
+    aes_optim_config   cfg;
+    size_t             nparams;      /* size of the parameter buffer          */
+    aes_param_segment *seg;          /* what is trained                       */
+    int                nseg;
+    size_t             ntrain;       /* sum of segment counts = state length  */
+    float             *state0;       /* SGD: momentum buffer; AdamW: m        */
+    float             *state1;       /* AdamW: v (NULL for SGD)               */
+    long               step;         /* updates done                          */
+    int                sgd_started;  /* PyTorch seeds the momentum with g     */
+};
+
+AES_API aes_optim_config aes_optim_config_default(aes_optim_kind kind) {
+    aes_optim_config c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    c.beta1 = 0.9f;
+    c.beta2 = 0.999f;
+    c.eps = 1e-8f;
+    c.min_lr_frac = 0.0f;
+    if (kind == AES_OPTIM_ADAMW) {
+        c.lr = 1e-5f;
+        c.weight_decay = 0.01f;
+    } else {
+        c.lr = 1e-3f;
+        c.momentum = 0.9f;
+    }
+    return c;
+}
+
+static aes_status aes__optim_check_config(aes_ctx *ctx, const aes_optim_config *c) {
+    if (c->kind != AES_OPTIM_SGD && c->kind != AES_OPTIM_ADAMW)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "optimizer: unknown kind %d", (int)c->kind);
+    if (!(c->lr >= 0.0f) || !(c->weight_decay >= 0.0f) || !(c->momentum >= 0.0f) ||
+        !(c->momentum < 1.0f) || !(c->beta1 >= 0.0f && c->beta1 < 1.0f) ||
+        !(c->beta2 >= 0.0f && c->beta2 < 1.0f) || !(c->eps > 0.0f) || !(c->clip_norm >= 0.0f) ||
+        c->warmup_steps < 0 || c->total_steps < 0 || !(c->min_lr_frac >= 0.0f && c->min_lr_frac <= 1.0f))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG,
+                         "optimizer: a hyper-parameter is out of range (lr %g, wd %g, momentum %g, "
+                         "betas %g %g, eps %g, clip %g, warmup %d, total %d, min_lr_frac %g)",
+                         (double)c->lr, (double)c->weight_decay, (double)c->momentum,
+                         (double)c->beta1, (double)c->beta2, (double)c->eps, (double)c->clip_norm,
+                         c->warmup_steps, c->total_steps, (double)c->min_lr_frac);
+    if (c->nesterov && c->momentum <= 0.0f)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "optimizer: Nesterov needs momentum > 0");
+    return AES_OK;
+}
+
+AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg, size_t nparams,
+                                    const aes_param_segment *seg, int nseg, aes_optim **out) {
+    aes_optim *o;
+    aes_status st;
+    int i, j;
+    if (!out || !cfg || nseg < 0 || (nseg > 0 && !seg))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_create: bad arguments");
+    *out = NULL;
+    if ((st = aes__optim_check_config(ctx, cfg)) != AES_OK) return st;
+    o = (aes_optim *)aes_calloc(ctx, 1, sizeof *o);
+    if (!o) return aes_last_status(ctx);
+    o->cfg = *cfg;
+    o->nparams = nparams;
+    o->nseg = nseg > 0 ? nseg : 1;
+    o->seg = (aes_param_segment *)aes_alloc(ctx, (size_t)o->nseg, sizeof *o->seg);
+    if (!o->seg) { aes_optim_free(o); return aes_last_status(ctx); }
+    if (nseg == 0) {
+        o->seg[0].offset = 0;
+        o->seg[0].count = nparams;
+        o->seg[0].decay = 1;
+    } else {
+        memcpy(o->seg, seg, (size_t)nseg * sizeof *seg);
+    }
+    for (i = 0; i < o->nseg; i++) {
+        const aes_param_segment *s = &o->seg[i];
+        if (s->offset > nparams || s->count > nparams - s->offset) {
+            st = aes__fail(ctx, AES_ERR_INVALID_ARG,
+                           "optimizer: segment %d [%zu, +%zu) is outside the %zu parameters", i, s->offset,
+                           s->count, nparams);
+            aes_optim_free(o);
+            return st;
+        }
+        for (j = 0; j < i; j++) {
+            const aes_param_segment *t = &o->seg[j];
+            if (s->offset < t->offset + t->count && t->offset < s->offset + s->count) {
+                aes_optim_free(o);
+                return aes__fail(ctx, AES_ERR_INVALID_ARG, "optimizer: segments %d and %d overlap", j, i);
+            }
+        }
+        o->ntrain += s->count;
+    }
+    o->state0 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
+    if (!o->state0) { aes_optim_free(o); return aes_last_status(ctx); }
+    if (cfg->kind == AES_OPTIM_ADAMW) {
+        o->state1 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
+        if (!o->state1) { aes_optim_free(o); return aes_last_status(ctx); }
+    }
+    *out = o;
+    return AES_OK;
+}
+
+AES_API void aes_optim_free(aes_optim *opt) {
+    if (!opt) return;
+    aes_free(opt->seg);
+    aes_free(opt->state0);
+    aes_free(opt->state1);
+    aes_free(opt);
+}
+
+AES_API long aes_optim_steps_done(const aes_optim *opt) { return opt ? opt->step : 0; }
+AES_API size_t aes_optim_trainable(const aes_optim *opt) { return opt ? opt->ntrain : 0; }
+
+AES_API float aes_lr_schedule(const aes_optim_config *cfg, long t) {
+    double lr, lr_min, p;
+    long W, T;
+    if (!cfg) return 0.0f;
+    lr = cfg->lr;
+    W = cfg->warmup_steps;
+    T = cfg->total_steps;
+    if (t < 0) t = 0;
+    if (t < W) return (float)(lr * (double)(t + 1) / (double)W);
+    if (T <= 0) return (float)lr;
+    lr_min = lr * cfg->min_lr_frac;
+    p = (double)(t - W) / (double)(T - W > 1 ? T - W : 1);
+    if (p > 1.0) p = 1.0;
+    return (float)(lr_min + (lr - lr_min) * 0.5 * (1.0 + cos(3.14159265358979323846 * p)));
+}
+
+/* The trainable elements are cut into fixed chunks (independent of the
+ * thread count), so per-chunk partial sums and updates are reproducible. */
+#define AES__OPTIM_CHUNK 16384
+
+typedef struct aes__optim_job {
+    const aes_optim *opt;
+    float           *params;
+    const float     *grads;
+    float           *state0, *state1;
+    double          *partial;     /* norm: one per chunk                       */
+    size_t          *chunk_seg;   /* chunk -> segment index, first element     */
+    float            lr, coef, bc1, bc2_sqrt;
+    int              first_sgd;
+} aes__optim_job;
+
+/* Maps chunk k (of AES__OPTIM_CHUNK state elements) to runs of (param
+ * offset, state offset, count, decay) and calls fn on each run. */
+typedef void (*aes__optim_run_fn)(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,
+                                  int chunk);
+
+static void aes__optim_for_chunk(aes__optim_job *job, int chunk, aes__optim_run_fn fn) {
+    const aes_optim *o = job->opt;
+    size_t begin = (size_t)chunk * AES__OPTIM_CHUNK, end = begin + AES__OPTIM_CHUNK, soff = 0;
+    int s;
+    if (end > o->ntrain) end = o->ntrain;
+    for (s = 0; s < o->nseg && soff < end; s++) {
+        size_t a = soff, b = soff + o->seg[s].count;
+        if (b > begin) {
+            size_t lo = a > begin ? a : begin, hi = b < end ? b : end;
+            if (hi > lo) fn(job, o->seg[s].offset + (lo - a), lo, hi - lo, o->seg[s].decay, chunk);
+        }
+        soff = b;
+    }
+}
+
+static void aes__optim_norm_run(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,
+                                int chunk) {
+    const float *g = job->grads + poff;
+    double acc = 0.0;
+    size_t i;
+    AES__UNUSED(soff);
+    AES__UNUSED(decay);
+    for (i = 0; i < n; i++) acc += (double)g[i] * (double)g[i];
+    job->partial[chunk] += acc;
+}
+
+static void aes__optim_norm_task(void *arg, int chunk) {
+    aes__optim_job *job = (aes__optim_job *)arg;
+    job->partial[chunk] = 0.0;
+    aes__optim_for_chunk(job, chunk, aes__optim_norm_run);
+}
+
+static int aes__optim_nchunks(const aes_optim *o) {
+    return (int)((o->ntrain + AES__OPTIM_CHUNK - 1) / AES__OPTIM_CHUNK);
+}
+
+static double aes__optim_norm(aes_ctx *ctx, const aes_optim *opt, const float *grads, int *ok) {
+    aes__optim_job job;
+    int nch = aes__optim_nchunks(opt), k;
+    double total = 0.0;
+    *ok = 1;
+    if (nch == 0) return 0.0;
+    memset(&job, 0, sizeof job);
+    job.opt = opt;
+    job.grads = grads;
+    job.partial = (double *)aes_alloc(ctx, (size_t)nch, sizeof(double));
+    if (!job.partial) { *ok = 0; return 0.0; }
+    aes__parallel_for(ctx, nch, aes__optim_norm_task, &job);
+    for (k = 0; k < nch; k++) total += job.partial[k];   /* fixed order */
+    aes_free(job.partial);
+    return sqrt(total);
+}
+
+static void aes__optim_update_run(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,
+                                  int chunk) {
+    const aes_optim_config *c = &job->opt->cfg;
+    float *p = job->params + poff;
+    const float *g = job->grads + poff;
+    float *s0 = job->state0 + soff;
+    float lr = job->lr, coef = job->coef;
+    float shrink = decay ? 1.0f - lr * c->weight_decay : 1.0f;
+    size_t i;
+    AES__UNUSED(chunk);
+    if (c->kind == AES_OPTIM_ADAMW) {
+        float *s1 = job->state1 + soff;
+        float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+        float step_size = lr / job->bc1, bc2_sqrt = job->bc2_sqrt;
+        for (i = 0; i < n; i++) {
+            float gi = g[i] * coef, denom;
+            p[i] *= shrink;
+            s0[i] = s0[i] * b1 + (1.0f - b1) * gi;
+            s1[i] = s1[i] * b2 + (1.0f - b2) * gi * gi;
+            denom = sqrtf(s1[i]) / bc2_sqrt + eps;
+            p[i] -= step_size * (s0[i] / denom);
+        }
+    } else {
+        float mu = c->momentum;
+        for (i = 0; i < n; i++) {
+            float gi = g[i] * coef, d = gi;
+            p[i] *= shrink;
+            if (mu > 0.0f) {
+                s0[i] = job->first_sgd ? gi : mu * s0[i] + gi;
+                d = c->nesterov ? gi + mu * s0[i] : s0[i];
+            }
+            p[i] -= lr * d;
+        }
+    }
+}
+
+static void aes__optim_update_task(void *arg, int chunk) {
+    aes__optim_for_chunk((aes__optim_job *)arg, chunk, aes__optim_update_run);
+}
+
+AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params, const float *grads,
+                                  float lr, aes_optim_stats *stats) {
+    aes__optim_job job;
+    double norm;
+    int ok;
+    if (!opt || !params || !grads)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_step: NULL argument");
+    if (!(lr >= 0.0f) || lr != lr)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_step: learning rate %g", (double)lr);
+    norm = aes__optim_norm(ctx, opt, grads, &ok);
+    if (!ok) return aes_last_status(ctx);
+    if (!(norm <= DBL_MAX))
+        return aes__fail(ctx, AES_ERR_NUMERIC,
+                         "optimizer step %ld: the gradient has a non-finite norm; step skipped",
+                         opt->step + 1);
+    memset(&job, 0, sizeof job);
+    job.opt = opt;
+    job.params = params;
+    job.grads = grads;
+    job.state0 = opt->state0;
+    job.state1 = opt->state1;
+    job.lr = lr;
+    job.coef = 1.0f;
+    if (opt->cfg.clip_norm > 0.0f) {
+        double c = (double)opt->cfg.clip_norm / (norm + 1e-6);
+        if (c < 1.0) job.coef = (float)c;
+    }
+    job.bc1 = (float)(1.0 - pow((double)opt->cfg.beta1, (double)(opt->step + 1)));
+    job.bc2_sqrt = (float)sqrt(1.0 - pow((double)opt->cfg.beta2, (double)(opt->step + 1)));
+    job.first_sgd = !opt->sgd_started;
+    aes__parallel_for(ctx, aes__optim_nchunks(opt), aes__optim_update_task, &job);
+    opt->sgd_started = 1;
+    opt->step++;
+    if (stats) {
+        stats->grad_norm = norm;
+        stats->clip_coef = job.coef;
+        stats->lr = lr;
+        stats->step = opt->step;
+    }
+    return AES_OK;
+}
+
+/* ---- optimizer state serialisation ----------------------------------------
+ * A minimal safetensors file (8-byte LE header length, JSON header, data):
+ *     {"__metadata__": {"format": "aesalign-optim", "version": "1",
+ *                       "kind": "adamw", "step": "12", "sgd_started": "1",
+ *                       "nparams": "...", "segments": "off:count:decay,..."},
+ *      "state.0": {"dtype": "F32", "shape": [N], "data_offsets": [0, 4N]},
+ *      "state.1": ...}
+ * Written by hand here (rather than through the model writer) because it
+ * is two flat tensors and a few strings; read back with a strict parser of
+ * exactly this shape. */
+
+/* Little-endian float32 copy (the host may be big-endian). */
+static void aes__tr_f32_to_le(unsigned char *dst, const float *src, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        dst[4 * i + 0] = (unsigned char)u;
+        dst[4 * i + 1] = (unsigned char)(u >> 8);
+        dst[4 * i + 2] = (unsigned char)(u >> 16);
+        dst[4 * i + 3] = (unsigned char)(u >> 24);
+    }
+}
+static void aes__tr_f32_from_le(float *dst, const unsigned char *src, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[4 * i] | ((uint32_t)src[4 * i + 1] << 8) |
+                     ((uint32_t)src[4 * i + 2] << 16) | ((uint32_t)src[4 * i + 3] << 24);
+        memcpy(&dst[i], &u, 4);
+    }
+}
+
+static void aes__optim_layout_string(const aes_optim *o, aes__buf *b) {
+    int i;
+    for (i = 0; i < o->nseg; i++)
+        aes__buf_printf(b, "%s%zu:%zu:%d", i ? "," : "", o->seg[i].offset, o->seg[i].count,
+                        o->seg[i].decay);
+}
+
+/* The optimizer state is a safetensors file: state.0 (momentum, or Adam's
+ * first moment) and state.1 (Adam's second moment) as F32 over the trainable
+ * parameters, and in __metadata__ the optimizer, its step and the layout of
+ * the trainable segments, which must match on load. */
+AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, unsigned char **out,
+                                      size_t *len) {
+    char num[10][40];
+    const char *meta[28];
+    aes__buf layout;
+    aes_tensor_out t[2];
+    float *le[2] = {NULL, NULL};
+    void *blob = NULL;
+    int k, nstate, nkv = 0;
+    aes_status st;
+    if (!opt || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_save_memory: NULL argument");
+    *out = NULL;
+    *len = 0;
+    nstate = opt->state1 ? 2 : 1;
+    aes__buf_init(&layout, ctx);
+    aes__optim_layout_string(opt, &layout);
+    if (layout.failed) return aes__fail_prefix(ctx, aes_last_status(ctx), "optimizer state");
+    snprintf(num[0], 40, "%ld", opt->step);
+    snprintf(num[1], 40, "%d", opt->sgd_started);
+    snprintf(num[2], 40, "%zu", opt->nparams);
+    snprintf(num[3], 40, "%.9g", (double)opt->cfg.lr);
+    snprintf(num[4], 40, "%.9g", (double)opt->cfg.weight_decay);
+    snprintf(num[5], 40, "%.9g", (double)opt->cfg.momentum);
+    snprintf(num[6], 40, "%d", opt->cfg.nesterov);
+    snprintf(num[7], 40, "%.9g", (double)opt->cfg.beta1);
+    snprintf(num[8], 40, "%.9g", (double)opt->cfg.beta2);
+    snprintf(num[9], 40, "%.9g", (double)opt->cfg.eps);
+#define AES__KV(key, value) (meta[2 * nkv] = (key), meta[2 * nkv + 1] = (value), nkv++)
+    AES__KV("format", "aesalign-optim");
+    AES__KV("version", "1");
+    AES__KV("kind", opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd");
+    AES__KV("step", num[0]);
+    AES__KV("sgd_started", num[1]);
+    AES__KV("nparams", num[2]);
+    AES__KV("lr", num[3]);
+    AES__KV("weight_decay", num[4]);
+    AES__KV("momentum", num[5]);
+    AES__KV("nesterov", num[6]);
+    AES__KV("beta1", num[7]);
+    AES__KV("beta2", num[8]);
+    AES__KV("eps", num[9]);
+    AES__KV("segments", layout.data);
+#undef AES__KV
+    memset(t, 0, sizeof t);
+    for (k = 0; k < nstate; k++) {
+        const float *src = k ? opt->state1 : opt->state0;
+        t[k].name = k ? "state.1" : "state.0";
+        t[k].dtype = AES_DTYPE_F32;
+        t[k].ndim = 1;
+        t[k].shape[0] = (int64_t)opt->ntrain;
+        t[k].data = src;
+        if (!aes__io_host_is_le()) {   /* the file is little-endian */
+            le[k] = (float *)aes_alloc(ctx, opt->ntrain ? opt->ntrain : 1, sizeof(float));
+            if (!le[k]) { st = aes_last_status(ctx); goto done; }
+            aes__tr_f32_to_le((unsigned char *)le[k], src, opt->ntrain);
+            t[k].data = le[k];
+        }
+    }
+    st = aes_safetensors_serialize(ctx, t, nstate, meta, nkv, &blob, len);
+    if (st == AES_OK) *out = (unsigned char *)blob;
+done:
+    aes_free(le[0]);
+    aes_free(le[1]);
+    aes__buf_free(&layout);
+    return st;
+}
+
+AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt, const unsigned char *buf, size_t len) {
+    aes_safetensors *sf;
+    const aes_tensor_view *v[2] = {NULL, NULL};
+    const char *val, *sgd;
+    char *end;
+    aes__buf layout;
+    long step;
+    int k, nstate, same;
+    aes_status st;
+    if (!opt || !buf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_load_memory: NULL argument");
+    if ((st = aes_safetensors_load_memory(ctx, buf, len, 0, &sf)) != AES_OK)
+        return aes__fail_prefix(ctx, st, "optimizer state");
+#define AES__OPTIM_FAIL(code, ...) do { st = aes__fail(ctx, code, __VA_ARGS__); goto done; } while (0)
+    val = aes_safetensors_metadata(sf, "format");
+    if (!val || strcmp(val, "aesalign-optim")) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: not an aesalign optimizer file");
+    val = aes_safetensors_metadata(sf, "kind");
+    if (!val || strcmp(val, opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd"))
+        AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved by a different optimizer (%.20s)", val ? val : "none");
+    val = aes_safetensors_metadata(sf, "step");
+    if (!val) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no step");
+    {   /* strtoll: a 32-bit long would saturate a huge step to exactly 2^31 - 1 */
+        long long v = strtoll(val, &end, 10);
+        if (end == val || *end || v < 0 || v > 0x7fffffffLL)
+            AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: bad step '%.20s'", val);
+        step = (long)v;
+    }
+    sgd = aes_safetensors_metadata(sf, "sgd_started");
+    if (!sgd) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
+    aes__buf_init(&layout, ctx);
+    aes__optim_layout_string(opt, &layout);
+    if (layout.failed) AES__OPTIM_FAIL(aes_last_status(ctx), "optimizer state: out of memory");
+    val = aes_safetensors_metadata(sf, "segments");
+    same = val && !strcmp(val, layout.data);
+    aes__buf_free(&layout);
+    val = aes_safetensors_metadata(sf, "nparams");
+    if (!same || !val || strtoull(val, NULL, 10) != (unsigned long long)opt->nparams)
+        AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved for a different set of trainable parameters");
+    nstate = opt->state1 ? 2 : 1;
+    for (k = 0; k < nstate; k++) {
+        v[k] = aes_safetensors_find(sf, k ? "state.1" : "state.0");
+        if (!v[k] || v[k]->dtype != AES_DTYPE_F32 || v[k]->numel != (int64_t)opt->ntrain)
+            AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: state.%d is missing or not F32[%zu]", k, opt->ntrain);
+    }
+    {   /* NaN / Inf moments (or a negative second moment) would turn every
+         * parameter they touch into NaN at the next step: checked before
+         * anything of the optimizer is overwritten */
+        size_t i;
+        for (k = 0; k < nstate; k++)
+            for (i = 0; i < opt->ntrain; i++) {
+                float x;
+                aes__tr_f32_from_le(&x, (const unsigned char *)v[k]->data + 4 * i, 1);
+                if (!(x - x == 0.0f) || (k == 1 && x < 0.0f))
+                    AES__OPTIM_FAIL(AES_ERR_NUMERIC, "optimizer state: state.%d[%zu] is %g (%s)", k, i, (double)x,
+                                    k == 1 ? "a second moment must be finite and >= 0" : "not finite");
+            }
+        if (nstate == 2) {
+            /* AdamW: by Cauchy-Schwarz every state the update rule can reach
+             * after t steps has m^2 <= C v, C = (1-b1)^2 / (1-b2) *
+             * sum_{k<t} (b1^2/b2)^k; a larger m (a finite 1e30 beside a tiny
+             * v) makes m / (sqrt(v) + eps) overflow at the next step */
+            double b1 = opt->cfg.beta1, b2 = opt->cfg.beta2, r = b1 * b1 / b2, c;
+            c = r == 1.0 ? (double)step : (1.0 - pow(r, (double)step)) / (1.0 - r);
+            c *= (1.0 - b1) * (1.0 - b1) / (1.0 - b2);
+            for (i = 0; i < opt->ntrain; i++) {
+                float m, s;
+                aes__tr_f32_from_le(&m, (const unsigned char *)v[0]->data + 4 * i, 1);
+                aes__tr_f32_from_le(&s, (const unsigned char *)v[1]->data + 4 * i, 1);
+                if ((double)m * (double)m > 2.0 * c * (double)s + 1e-30)
+                    AES__OPTIM_FAIL(AES_ERR_NUMERIC,
+                                    "optimizer state: state.0[%zu] = %g is too large for state.1[%zu] = %g after %ld "
+                                    "steps (not a state AdamW can reach)", i, (double)m, i, (double)s, step);
+            }
+        }
+    }
+#undef AES__OPTIM_FAIL
+    aes__tr_f32_from_le(opt->state0, (const unsigned char *)v[0]->data, opt->ntrain);
+    if (nstate == 2) aes__tr_f32_from_le(opt->state1, (const unsigned char *)v[1]->data, opt->ntrain);
+    opt->step = step;
+    opt->sgd_started = atoi(sgd) != 0;
+    st = AES_OK;
+done:
+    aes_safetensors_close(sf);
+    return st;
+}
+#endif /* AES__DEFINE */
+
+
+/* ============================================================================
+ *  7. Aesthetic heads, labels, IAA metrics and ELTA
+ * ========================================================================= */
+#ifdef AES__DECLARE
+/* section -- aesthetic labels, IAA losses and metrics, aesthetic heads
+ * trained on frozen embeddings, and ELTA against the long tail.
+ *
+ * ============================================================================
+ *  WHAT THIS PART DOES
+ * ============================================================================
+ *  Aesthetics datasets (AVA, AADB, TAD66K, PARA) are long-tailed: most images
+ *  score near the middle of the scale, few are very good or very bad.  A head
+ *  trained on them regresses to the mean and is worst exactly on the images a
+ *  retrieval system most wants to tell apart.  This file gives
+ *
+ *    1. labels as datasets ship them: 10-bin vote histograms (AVA.txt) or
+ *       mean scores (a CSV), score bins, and the head / medium / tail split
+ *       of the bins by frequency;
+ *    2. the losses: EMD (r = 2, on cumulative distributions) and MSE;
+ *    3. the metrics: SRCC (ties get average ranks), PLCC, accuracy at a
+ *       threshold, EMD, MAE per bin, per head / medium / tail group, and the
+ *       balanced (bin-averaged) MAE;
+ *    4. ELTA's three parts, each switchable on its own;
+ *    5. a linear or MLP head on frozen CLIP embeddings, trained with the
+ *       library's AdamW (aes_optim, section 6; biases not decayed), saved in
+ *       the tensor names the retrieval code loads (LAION layouts);
+ *    6. a synthetic long-tailed benchmark built on real embeddings, used by
+ *       the tests, `aesalign elta-bench` and the example.
+ *
+ * ============================================================================
+ *  ELTA: WHAT COMES FROM WHERE
+ * ============================================================================
+ *  Paper: L. Liu, S. He, A. Ming, R. Xie, H. Ma, "ELTA: An Enhancer against
+ *  Long-Tail for Aesthetics-oriented Models", ICML 2024, PMLR 235:31106-31118.
+ *  The paper's text was not available to us; its formulas were established
+ *  from the authors' public code (github.com/woshidandan/Long-Tail-image-
+ *  aesthetics-and-quality-assessment, files code/mixup.py, code/utils.py,
+ *  code/dataset.py), whose comments carry the paper's equations for P(i) and
+ *  P(j|i) and call the mixing factor "lambda in the paper".  We re-derived
+ *  every formula below and wrote our own code.
+ *
+ *  Part 1, tail-aware feature mixup (paper, from mixup.py).  In a batch with
+ *  mean scores s_1..s_B and batch mean s_bar, the first sample of a pair is
+ *  drawn with
+ *        P(i)   = exp(|s_bar - s_i| / tau1) / sum_k exp(|s_bar - s_k| / tau1)
+ *  (far from the mean = minority = more likely), its partner with
+ *        P(j|i) = exp(tau2 / |s_i - s_j|) / sum_{k != i} exp(tau2 / |s_i - s_k|)
+ *  (a close label = more likely; the code adds 0.01 to |s_i - s_j|), and the
+ *  pair is mixed in the high-level feature space the head sees, with
+ *        lambda = P(i) / (P(i) + P(j)),   f = lambda f_i + (1 - lambda) f_j,
+ *        y = lambda y_i + (1 - lambda) y_j     (histograms and scores alike),
+ *  the mixed samples being appended to the batch (the code adds one per batch).
+ *  The factor leans the mixture toward the rarer of the two samples.
+ *  OUR options beyond the paper, named as such in aes_elta_mixup_cfg:
+ *  anchors weighted by inverse bin frequency over the whole
+ *  training set (AES_ELTA_ANCHOR_INV_FREQ), lambda ~ Beta(alpha, alpha)
+ *  (AES_ELTA_LAMBDA_BETA), a hard cap on the partners' score gap (max_gap),
+ *  and the number of mixed samples per batch (n_mix, default 16 of 64).
+ *
+ *  Part 2, similarity consistency (paper, from utils.py `simloss`).  With
+ *  row-normalised features f^_i and mean scores s_i of a batch (mixed samples
+ *  included):
+ *        S_ij = f^_i . f^_j,   T_ij = 1 - |s_i - s_j| / (max_k s_k - min_k s_k),
+ *        L_sim = (1 / B^2) sum_ij (S_ij - T_ij)^2,
+ *  added to the task loss with a weight.  OUR choice: the paper applies it to
+ *  the backbone features its regressor reads, and fine-tunes the backbone; on
+ *  frozen embeddings those features have no trainable parameter, so the head
+ *  trainer applies it to a hidden layer of an MLP head -- by default the last
+ *  one, the features the final regressor reads (on elta-bench's tuning seeds
+ *  the first hidden layer made the tail worse, the last one slightly
+ *  better).  A linear head has no hidden layer, so the part is unavailable
+ *  there.  We define T = 1 when all scores of a batch are equal (the code
+ *  would divide by zero).
+ *
+ *  Part 3, output distribution refinement for pseudo-labels (paper, from
+ *  dataset.py).  After training, the head predicts on unlabelled images; each
+ *  prediction's logits z_i (10 bins) are sharpened by a factor that grows
+ *  with the distance of its predicted mean score s^_i from the pool mean:
+ *        p~_i = softmax(z_i * exp(beta |mean_k s^_k - s^_i|)),
+ *  images whose largest refined probability exceeds a threshold (the code:
+ *  beta = 1.25, threshold 0.75) become pseudo-labelled training samples with
+ *  the head's output distribution as label, and training continues.  Because
+ *  predictions far from the mean are sharpened most, the selection favours
+ *  the tail.  OUR option: use the refined distribution itself as the label.
+ *  The part needs a 10-bin distribution head (EMD loss) and an unlabelled pool.
+ *
+ *  Other choices that are ours: score bins (round to the nearest integer of
+ *  the 1-10 scale), the head / medium / tail rule (aes_bin_group), EMD
+ *  averaged per sample as in NIMA (Talebi & Milanfar 2018; the authors' code
+ *  takes one square root over the whole batch), AdamW with a cosine learning
+ *  rate, training on standardised inputs folded back into the first layer,
+ *  initialisation of the last bias at the label mean, and best-epoch
+ *  selection by validation SRCC (as the authors' code keeps the best-SRCC
+ *  checkpoint).
+ *
+ *  What it does on a long-tailed benchmark (`aesalign elta-bench`): the
+ *  README's table.  Part 1 is what moves the tail; it trades a little
+ *  accuracy in the crowded middle bins for less shrinkage toward the mean.
+ */
+
+/* ============================================================================
+ *  Labels
+ * ========================================================================= */
+
+#define AES_SCORE_BINS 10     /* AVA's vote scale 1..10 */
+
+/* A labelled set: one row per embedding row.  score[i] is the mean score on
+ * the 1-10 scale; hist (when has_hist) holds the 10-bin vote distribution of
+ * row i normalised to sum 1 (bin k = votes for score k+1); ids holds AVA's
+ * image ids (NULL for CSV labels); paths the values of a CSV `path` column
+ * (NULL without one). */
+typedef struct aes_labels {
+    int      n;
+    int      has_hist;
+    float   *score;      /* [n] */
+    float   *hist;       /* [n * 10] or NULL */
+    int64_t *ids;        /* [n] or NULL */
+    char   **paths;      /* [n] or NULL */
+} aes_labels;
+
+AES_API void  aes_labels_free(aes_labels *labels);
+
+/* Score bins: bin k (0..9) holds the 1-10 scores in [k + 0.5, k + 1.5), the
+ * nearest integer score minus one; scores below 1.5 go to bin 0 and from 9.5
+ * up to bin 9 (NaN to bin 0).  counts[k] = number of scores in bin k.  The
+ * score of a histogram is its mean over bins 1..10, sum_k k h_k / sum_k h_k. */
+AES_API void  aes_score_bin_counts(const float *scores, int n, int counts[AES_SCORE_BINS]);
+
+/* The head / medium / tail split of the bins by frequency that the metrics
+ * report (our rule, close to the many/medium/few-shot split of Yang et al.,
+ * "Delving into Deep Imbalanced Regression", ICML 2021, but relative to the
+ * fullest bin so it does not depend on the dataset's size):
+ *     head    count >= head_ratio * max_count
+ *     tail    count <  tail_ratio * max_count   (empty bins are tail)
+ *     medium  the rest
+ * Defaults: head_ratio 0.5, tail_ratio 0.2 (aes_iaa_eval_opts).  On a normal
+ * score distribution with mean 5.5 and sd 1.0 this gives head {5,6}, medium
+ * {4,7}, tail {1,2,3,8,9,10}; AVA's mean scores (mean 5.4, sd 0.73) give head
+ * {5,6}, tail the bins at 3 and below and 8 and above. */
+typedef enum aes_bin_group { AES_BIN_HEAD = 0, AES_BIN_MEDIUM = 1, AES_BIN_TAIL = 2 } aes_bin_group;
+
+/* CSV labels: a header line, then one row per embedding row.  Columns are
+ * found by name (case-insensitive, other columns such as a path are
+ * ignored): either `score` (mean score, 1-10 scale) or `h1`..`h10` (vote
+ * counts for scores 1..10), or both (then `score` is taken as given and the
+ * histogram as the distribution).  A `path` column, when present, is kept in
+ * labels->paths (at most 4095 bytes each; aesalign embed-dataset reads it).
+ * Fields may be quoted ("a,b" and "" work).
+ * `name` only labels error messages. */
+AES_API aes_status aes_labels_parse_csv(aes_ctx *ctx, aes_labels *out, const char *text, size_t len,
+                                        const char *name);
+/* AVA.txt: one image per line, 15 whitespace-separated integers: index,
+ * image id, the counts of votes for scores 1..10, two semantic tag ids and
+ * the challenge id. */
+AES_API aes_status aes_labels_parse_ava(aes_ctx *ctx, aes_labels *out, const char *text, size_t len,
+                                        const char *name);
+#ifndef AES_NO_STDIO
+AES_API aes_status aes_labels_read_csv(aes_ctx *ctx, aes_labels *out, const char *path);
+AES_API aes_status aes_labels_read_ava(aes_ctx *ctx, aes_labels *out, const char *path);
+#endif
+
+/* ============================================================================
+ *  Losses (forward returns the mean loss; backward ACCUMULATES scale * dL)
+ * ========================================================================= */
+
+/* Earth mover's distance with r = 2 between predicted and target
+ * distributions over the 10 ordered bins (Hou et al. 2016; NIMA, Talebi &
+ * Milanfar 2018):
+ *     EMD(p, t) = sqrt( (1/10) sum_k (CDF_p(k) - CDF_t(k))^2 ),
+ * averaged over the B rows.  pred and target are [B, 10], rows summing to 1.
+ * per_row (may be NULL) receives each row's EMD.  The gradient at EMD = 0
+ * is taken as 0 (the subgradient that keeps a perfect row still). */
+AES_API float aes_emd_forward(const float *pred, const float *target, int B, float *per_row);
+AES_API void  aes_emd_backward(float *dpred, const float *pred, const float *target, int B, float scale);
+
+/* ============================================================================
+ *  ELTA part 1: tail-aware feature mixup
+ * ========================================================================= */
+
+typedef enum aes_elta_anchor {
+    AES_ELTA_ANCHOR_DEVIATION = 0, /* paper: P(i) ~ exp(|s_bar - s_i| / tau1)               */
+    AES_ELTA_ANCHOR_INV_FREQ  = 1, /* ours:  P(i) ~ 1 / (count of i's score bin)             */
+    AES_ELTA_ANCHOR_UNIFORM   = 2  /* plain mixup anchors (for ablations)                    */
+} aes_elta_anchor;
+
+typedef enum aes_elta_lambda {
+    AES_ELTA_LAMBDA_PAPER = 0,     /* paper: lambda = P(i) / (P(i) + P(j))                   */
+    AES_ELTA_LAMBDA_BETA  = 1      /* ours:  lambda ~ Beta(alpha, alpha)                     */
+} aes_elta_lambda;
+
+typedef struct aes_elta_mixup_cfg {
+    int             n_mix;        /* mixed samples appended to each batch (paper's code: 1) */
+    aes_elta_anchor anchor;       /* how the first sample of a pair is drawn                */
+    float           tau1;         /* anchor temperature (paper's default 0.5)               */
+    float           tau2;         /* partner temperature (paper's default 2)                */
+    float           max_gap;      /* ours: never pair scores further apart than this (0: no cap) */
+    aes_elta_lambda lambda_mode;  /* how the mixing factor is chosen                        */
+    float           beta_alpha;   /* alpha of Beta(alpha, alpha) for AES_ELTA_LAMBDA_BETA   */
+} aes_elta_mixup_cfg;
+
+/* Draws up to cfg->n_mix pairs (ia[k], ib[k]) with mixing factors lam[k] from
+ * a batch of B mean scores.  anchor_weight[B] (used only by
+ * AES_ELTA_ANCHOR_INV_FREQ; NULL = inverse frequency of the bins inside the
+ * batch) gives each sample's unnormalised anchor weight.  Anchors are drawn
+ * without replacement while possible.  An anchor with no eligible partner
+ * (all others beyond max_gap) is dropped, so *n_pairs can be < n_mix.
+ * rng is the state of a splitmix64 generator (any value; advanced). */
+AES_API aes_status aes_elta_mixup_sample(aes_ctx *ctx, int *ia, int *ib, float *lam, int *n_pairs,
+                                         const float *scores, const float *anchor_weight, int B,
+                                         const aes_elta_mixup_cfg *cfg, uint64_t *rng);
+/* mixed[k, :] = lam[k] x[ia[k], :] + (1 - lam[k]) x[ib[k], :] for k < n, rows
+ * of width C (features, histograms or scores alike). */
+AES_API void aes_elta_mixup_forward(float *mixed, const float *x, const int *ia, const int *ib,
+                                    const float *lam, int n, int C);
+/* dx[ia[k]] += lam[k] dmixed[k],  dx[ib[k]] += (1 - lam[k]) dmixed[k]. */
+AES_API void aes_elta_mixup_backward(float *dx, const float *dmixed, const int *ia, const int *ib,
+                                     const float *lam, int n, int C);
+
+/* ============================================================================
+ *  ELTA part 2: similarity consistency
+ * ========================================================================= */
+
+/* L_sim of the formula above for features feat[B, D] and mean scores[B].
+ * Saves fhat[B, D] (normalised rows), norm[B] and sim[B, B] for backward. */
+AES_API float aes_elta_simloss_forward(aes_ctx *ctx, float *fhat, float *norm, float *sim,
+                                       const float *feat, const float *scores, int B, int D);
+/* dfeat[B, D] += scale * dL_sim/dfeat.  work is scratch of B * D floats. */
+AES_API void  aes_elta_simloss_backward(aes_ctx *ctx, float *dfeat, float *work, const float *fhat,
+                                        const float *norm, const float *sim, const float *scores,
+                                        int B, int D, float scale);
+
+/* ============================================================================
+ *  ELTA part 3: output distribution refinement for pseudo-labels
+ * ========================================================================= */
+
+/* refined[n, 10] = softmax(logits_i * exp(beta |c - s^_i|)) where s^_i is
+ * the mean score of softmax(logits_i) and c the mean of s^ over the n rows.
+ * conf[n] (may be NULL) = the largest refined probability of each row.
+ * No backward: it labels data, it is not trained through. */
+AES_API aes_status aes_elta_refine(aes_ctx *ctx, float *refined, float *conf, const float *logits, int n,
+                                   float beta);
+
+/* ============================================================================
+ *  Metrics
+ * ========================================================================= */
+
+typedef struct aes_iaa_metrics {
+    int    n;
+    double srcc, plcc;          /* NaN when undefined (n < 2 or a constant input)   */
+    double acc;                 /* share with (pred >= thr) == (truth >= thr)       */
+    double mae, rmse;
+    double emd;                 /* mean EMD (r = 2) when both histograms given, NaN otherwise */
+    int    bin_count[AES_SCORE_BINS];  /* evaluated rows per truth bin              */
+    double bin_mae[AES_SCORE_BINS];    /* NaN for empty bins                        */
+    int    group[AES_SCORE_BINS];      /* aes_bin_group of each bin                 */
+    double head_mae, medium_mae, tail_mae; /* MAE over the rows in those bins (NaN if none) */
+    double balanced_mae;        /* mean of bin_mae over non-empty bins              */
+} aes_iaa_metrics;
+
+typedef struct aes_iaa_eval_opts {
+    float threshold;            /* accuracy threshold (default 5)                   */
+    float head_ratio, tail_ratio;  /* head / medium / tail rule (defaults 0.5, 0.2)   */
+    const int *split_counts;    /* bin counts that define head/medium/tail (e.g. the
+                                   training set's); NULL = the truth's own counts   */
+} aes_iaa_eval_opts;
+
+/* Everything in aes_iaa_metrics: srcc is Spearman's rank correlation with
+ * ties given average ranks (as scipy.stats.spearmanr), plcc Pearson's.  pred_hist / true_hist ([n, 10]) may be
+ * NULL; opts may be NULL for the defaults. */
+AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const float *pred, const float *truth,
+                                    const float *pred_hist, const float *true_hist, int n,
+                                    const aes_iaa_eval_opts *opts);
+
+/* ============================================================================
+ *  Aesthetic heads
+ * ============================================================================
+ *  Layouts, as the retrieval code loads them from safetensors:
+ *    linear:  `weight` [out, D], `bias` [out]                (LAION v1)
+ *    mlp:     `layers.{0,2,4,6,7}.{weight,bias}`, five linear layers
+ *             D-h1-h2-h3-h4-out (LAION v2 "improved" predictor: 1024-128-64-16)
+ *  Metadata "aesalign.head" = "linear" | "mlp"; "aesalign.output" = "score"
+ *  (1 output, the 1-10 score) or "hist10" (10 logits: the score is
+ *  sum_k (k+1) softmax(logits)_k); "aesalign.activation" = "none" (LAION v2:
+ *  no nonlinearity between the layers) or "relu" (after each hidden layer).
+ *  Inputs are L2-normalised CLIP image embeddings. */
+
+typedef enum aes_head_kind   { AES_HEAD_LINEAR = 0, AES_HEAD_MLP = 1 } aes_head_kind;
+typedef enum aes_head_output { AES_HEAD_SCORE = 0, AES_HEAD_HIST10 = 1 } aes_head_output;
+typedef enum aes_head_act    { AES_HEAD_ACT_NONE = 0, AES_HEAD_ACT_RELU = 1 } aes_head_act;
+
+#define AES_HEAD_MAX_LAYERS 5
+
+typedef struct aes_head {
+    aes_head_kind   kind;
+    aes_head_output output;
+    aes_head_act    act;
+    int    nlayers;                           /* 1 (linear) or 5 (mlp)                */
+    int    dim[AES_HEAD_MAX_LAYERS + 1];      /* dim[0] = D, dim[nlayers] = 1 or 10    */
+    float *w[AES_HEAD_MAX_LAYERS];            /* [dim[l+1], dim[l]]                    */
+    float *b[AES_HEAD_MAX_LAYERS];            /* [dim[l+1]]                            */
+} aes_head;
+
+/* Allocates and initialises a head as PyTorch's nn.Linear does (weights and
+ * biases uniform in +-1/sqrt(fan_in)), from a seed.  hidden[4] gives the MLP's
+ * hidden sizes (NULL: LAION v2's 1024, 128, 64, 16); ignored for linear. */
+AES_API aes_status aes_head_init(aes_ctx *ctx, aes_head *head, aes_head_kind kind, aes_head_output output,
+                                 aes_head_act act, int in_dim, const int *hidden, uint64_t seed);
+AES_API void       aes_head_free(aes_head *head);
+/* Mean scores [n] (1-10 scale) of the rows of x [n, D] as they are (see
+ * aes_head_score for L2-normalised embeddings) and, for hist10 heads,
+ * distributions hist[n, 10] (may be NULL). */
+AES_API aes_status aes_head_predict(aes_ctx *ctx, const aes_head *head, float *scores, float *hist,
+                                    const float *x, int n);
+/* Saves a head as safetensors in the layout above (MLP layers named
+ * layers.0, .2, .4, .6, .7 as LAION v2) with metadata "aesalign.head",
+ * "aesalign.output", "aesalign.activation", "aesalign.score_range" = "1,10",
+ * plus n_extra (key, value) pairs from extra_kv (may be NULL).  Loading is in
+ * section 8 (aes_head_load, aes_head_load_memory). */
+AES_API aes_status aes_head_serialize(aes_ctx *ctx, const aes_head *head, const char *const *extra_kv, int n_extra,
+                                      void **buf, size_t *len);
+#ifndef AES_NO_STDIO
+AES_API aes_status aes_head_save(aes_ctx *ctx, const aes_head *head, const char *path, const char *const *extra_kv,
+                                 int n_extra);
+#endif
+/* Human-readable names of the enums ("linear", "hist10", "relu", ...). */
+AES_API const char *aes_head_kind_name(aes_head_kind kind);
+AES_API const char *aes_head_output_name(aes_head_output output);
+
+/* ============================================================================
+ *  Training a head on frozen embeddings
+ * ========================================================================= */
+
+typedef enum aes_head_loss { AES_LOSS_MSE = 0, AES_LOSS_EMD = 1 } aes_head_loss;
+
+typedef struct aes_elta_config {
+    int   mixup;               /* part 1 on/off                                       */
+    aes_elta_mixup_cfg mix;
+    int   simloss;             /* part 2 on/off (MLP heads)                           */
+    float sim_weight;          /* weight of L_sim in the total loss                   */
+    int   sim_layer;           /* hidden layer it acts on: 1 = first .. nlayers - 1 =
+                                  last; 0 (default) = the last hidden layer          */
+    int   refine;              /* part 3 on/off (hist10 heads, needs unlabelled rows) */
+    float refine_beta;         /* paper's code: 1.25                                  */
+    float refine_threshold;    /* paper's code: 0.75                                  */
+    int   refine_label;        /* 0: output distribution (paper), 1: refined (ours)   */
+    int   refine_epochs;       /* epochs of the second stage, with pseudo-labels      */
+} aes_elta_config;
+
+typedef struct aes_head_epoch_info {
+    int    epoch, epochs;      /* 1-based; epochs counts both stages                  */
+    int    stage;              /* 1 labelled rows only, 2 with pseudo-labels (part 3) */
+    int    n_train, n_pseudo;
+    double train_loss;         /* mean task loss over the epoch's rows                */
+    double sim_loss;           /* mean L_sim (0 when off)                             */
+    int    has_val;
+    aes_iaa_metrics val;
+    double seconds;            /* wall time of the epoch (0 without a clock)          */
+    int    best;               /* 1 when this epoch is the best so far                */
+} aes_head_epoch_info;
+
+typedef struct aes_head_train_config {
+    aes_head_loss loss;        /* EMD needs a hist10 head and histograms             */
+    int      epochs;           /* stage 1 epochs                                      */
+    int      batch;
+    float    lr, weight_decay; /* AdamW (aes_optim; Loshchilov & Hutter 2019)         */
+    int      cosine;           /* 1: lr decays as 0.5 (1 + cos(pi t / T)) over the T
+                                  steps of each stage (aes_lr_schedule; SGDR,
+                                  Loshchilov & Hutter 2017), so the last epochs
+                                  settle instead of jittering; 0: constant        */
+    uint64_t seed;
+    float    val_split;        /* share of rows held out for validation (0: none)     */
+    int      select_best;      /* 1: end with the weights of the best validation SRCC
+                                  epoch (the paper's code keeps that checkpoint);
+                                  0: the last epoch (validation only reported)      */
+    int      standardize;      /* 1: train on inputs standardised per dimension (mean
+                                  0, sd 1 over the training rows) and fold that affine
+                                  map into the first layer at the end, so the head
+                                  still takes raw embeddings; makes one learning rate
+                                  work for any embedding scale (unit-norm CLIP
+                                  vectors have per-dimension sd near 1/sqrt(D))     */
+    aes_elta_config elta;
+    void   (*on_epoch)(void *user, const aes_head_epoch_info *info);
+    void    *user;
+} aes_head_train_config;
+
+typedef struct aes_head_train_result {
+    int    best_epoch;         /* epoch whose weights the head holds                  */
+    int    n_train, n_val, n_pseudo;
+    aes_iaa_metrics val;       /* at best_epoch (n == 0 without validation)           */
+} aes_head_train_result;
+
+/* ELTA defaults with every part off (on = 0) or on (on = 1): mixup with the
+ * paper's anchors and lambda, tau1 0.5, tau2 2 (the authors' defaults),
+ * n_mix 16; similarity weight 0.5 on the last hidden layer; refinement with
+ * beta 1.25, threshold 0.75, the output distribution as label (the authors'
+ * values) and 10 epochs of the pseudo-label stage.
+ * Training defaults: MSE, 20 epochs, batch 64, AdamW lr 1e-3 (cosine),
+ * weight decay 1e-4, seed 42, 10% validation, best-SRCC epoch kept, inputs
+ * standardised, ELTA off. */
+AES_API void aes_elta_config_default(aes_elta_config *cfg, int on);
+AES_API void aes_head_train_config_default(aes_head_train_config *cfg);
+
+/* Trains an initialised head on x[n, d] with labels (labels->n == n).
+ * unlabeled[n_unl, d] (may be NULL) is the pool for part 3.  With a
+ * validation split the head ends with the weights of the epoch with the best
+ * validation SRCC when cfg->select_best (with part 3: the best of the
+ * pseudo-label stage, as the paper's code keeps the best checkpoint of its
+ * self-training run), else with the last.  Deterministic for a seed (and for any
+ * thread count).  result may be NULL.  On failure the head's weights are
+ * unspecified. */
+AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, int n, int d,
+                                  const aes_labels *labels, const float *unlabeled, int n_unl,
+                                  const aes_head_train_config *cfg, aes_head_train_result *result);
+
+/* ============================================================================
+ *  A synthetic long-tailed benchmark on real embeddings
+ * ============================================================================
+ *  anchors[10, D] are embeddings of rising aesthetic level (e.g. LAION's
+ *  rating-0..9 embeddings in ../shared/data).  A sample's latent score s is
+ *  drawn from a normal law truncated to [1, 10] (rare at both ends: the long
+ *  tail).  Its embedding is the point at s + position_sd * N(0,1) (clamped to
+ *  [1, 10]) on the polyline through the anchors -- an image shows its quality
+ *  only in part -- plus "content" (a Gaussian in a random subspace of rank
+ *  content_rank, the same for every sample of one world seed) plus isotropic
+ *  noise, L2-normalised.  Its label is a histogram of `votes` votes
+ *  round(s + vote_sd * N(0,1)) clamped to 1..10.  Because the embedding
+ *  tells the score only up to position_sd, the least-squares head shrinks
+ *  its predictions toward the mean by about sd^2 / (sd^2 + position_sd^2):
+ *  the rarer a score, the worse it is predicted -- the failure ELTA targets
+ *  -- while rank metrics stay those of a decent head (SRCC near 0.75 with the
+ *  defaults, AVA-like). */
+typedef struct aes_elta_synth_cfg {
+    float mean, sd;            /* latent score law (default 5.5, 1.0)                */
+    float content_scale;       /* default 0.6                                        */
+    int   content_rank;        /* default 32                                         */
+    float noise_scale;         /* default 0.35 (norm of the isotropic noise)         */
+    float position_sd;         /* default 0.8 (score units)                          */
+    int   votes;               /* default 100                                        */
+    float vote_sd;             /* default 1.2                                        */
+} aes_elta_synth_cfg;
+
+AES_API void aes_elta_synth_default(aes_elta_synth_cfg *cfg);
+/* Fills x[n, D] and labels (allocated; free with aes_labels_free).  World
+ * seed fixes the content subspace; sample_seed the samples. */
+AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, int n, const float *anchors, int D,
+                                  const aes_elta_synth_cfg *cfg, uint64_t world_seed, uint64_t sample_seed);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 #include <time.h>
 
 /* Gamma(a, 1) from section 1's generator, Marsaglia & Tsang 2000; for a < 1
@@ -12150,10 +11788,392 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
     aes_free(z);
     return AES_OK;
 }
+#endif /* AES__DEFINE */
+
 
 /* ============================================================================
- *  7. Retrieval: index, search, query expansion, aesthetic re-ranking
+ *  8. Retrieval: index, search, query expansion, aesthetic re-ranking
  * ========================================================================= */
+#ifdef AES__DECLARE
+/* section -- aesthetic heads, the image index, exact top-k search
+ * (fp32 and int8), aesthetic re-ranking, query expansion and retrieval
+ * metrics: stages 1 and 2 of arXiv 2406.09397 ("Aligning Vision Models with
+ * Human Aesthetics in Retrieval: Benchmarks and Algorithms").
+ *
+ * ============================================================================
+ *  THE PIPELINE (arXiv 2406.09397, method section: how the paper builds
+ *  its retrieval results, which later become its DPO training data)
+ * ============================================================================
+ *
+ *     user query ──► expansion ──► text encoder ──► exact top-C cosine search
+ *     "a cat"        (an LLM, a        (CLIP)            over the index
+ *                    cached file, or                          │
+ *                    templates)                               ▼
+ *                                     aesthetic re-ranking of the C candidates:
+ *                                     final = semantic + W * z(aesthetic)
+ *                                                             │
+ *                                                             ▼
+ *                                                      top-k results
+ *
+ *  1. Query expansion.  The paper's key finding is that an LLM which
+ *     rephrases the query, making its implicit aesthetic expectations
+ *     explicit ("... soft golden-hour light, balanced composition ..."),
+ *     raises the aesthetic quality of what a CLIP-style model retrieves.
+ *     Here: a callback for any host LLM, a TSV cache of rephrasings
+ *     (tools/rephrase.py fills it), and an offline template mode.
+ *  2. Retrieval: exact cosine top-C over L2-normalized image embeddings.
+ *  3. Re-ranking by a public aesthetic model (the LAION predictors here,
+ *     or the host's own scorer through a callback).
+ *
+ *  Everything below works on plain float arrays and in-memory buffers; file
+ *  helpers (aes_index_save/load, aes_head_load, ...) are thin wrappers.
+ */
+
+/* ============================================================================
+ *  R1. Aesthetic heads
+ * ============================================================================
+ *  The aes_head type, its forward pass and its training are in section 7.
+ *  Here: loading the published heads (and the ones this library trains)
+ *  from safetensors, and scoring embeddings.
+ *
+ *  Layouts, read from the tensors present:
+ *   - linear: LAION aesthetic predictor v1, `weight` [1,D], `bias` [1].
+ *   - mlp:    "improved aesthetic predictor" v2, `layers.{0,2,4,6,7}` =
+ *             768-1024-128-64-16-1 linear layers with NO activation between
+ *             them (the linearMSE files; dropout only in training).  The
+ *             `reluMSE` variant, `layers.{0,3,6,9,11}`, has a ReLU after
+ *             every hidden layer; it is recognised by those indices.
+ *  Metadata written by this library's trainer overrides the guess:
+ *      "aesalign.head"       "linear" | "mlp"
+ *      "aesalign.activation" "none" | "relu"
+ *      "aesalign.output"     "score" | "hist10" (10 logits, score = mean)
+ *      "aesalign.score_range" "LO,HI" (informational, not needed here)
+ */
+
+/* scores[N] = head(emb[n] / ||emb[n]||) for the N rows of emb [N, D].
+ * The embedding is L2-normalized first, always: the LAION heads were
+ * trained on normalized CLIP embeddings, while a raw CLIP ViT-B/32 image
+ * embedding has a norm near 10, and a linear head then returns absurd
+ * values (20-30 instead of 1-10).  An all-zero row is scored as is.
+ * Errors on non-finite input. */
+AES_API aes_status aes_head_score(aes_ctx *ctx, const aes_head *head, const float *emb,
+                                  int N, float *scores);
+/* Loads a head (F32/F16/BF16/F64 tensors; shapes checked layer to layer).
+ * *out is overwritten; free it with aes_head_free.  Errors name the source
+ * and the tensor. */
+AES_API aes_status aes_head_load_memory(aes_ctx *ctx, const void *data, size_t len, aes_head *out);
+#ifndef AES_NO_STDIO
+AES_API aes_status aes_head_load(aes_ctx *ctx, const char *path, aes_head *out);
+#endif
+/* A short identity of a head: FNV-1a 64 of its kind, shapes and weights
+ * as 16 hex digits (stored in indexes to notice a changed head). */
+AES_API void aes_head_identity(const aes_head *head, char out[17]);
+
+/* ============================================================================
+ *  R2. Exact top-k search kernels (no index needed)
+ * ============================================================================
+ *  Cosine similarity = dot product, because the library stores vectors
+ *  L2-normalized and normalizes queries before searching.
+ *
+ *  Exactness and determinism: every (query, row) score is computed by one
+ *  kernel in one fixed order, rows are split into fixed-size chunks (not
+ *  per thread), and the per-chunk top-k lists are merged by the total order
+ *  (score descending, then row ascending).  The result is bit-identical for
+ *  any thread count and equal for single and batched queries.
+ *
+ *  int8: each row x is stored as q = round(x / s), s = max|x| / 127 (one
+ *  scale per vector).  The query is quantized to 14-bit integers (its
+ *  rounding error is ~64x below the rows'), the dot product is exact in
+ *  int32, and the score is s_row * s_query * dot(q_row, q_query).  A
+ *  quarter of the memory traffic of fp32, which is what bounds a flat scan.
+ *  The int8 scan alone can swap near ties, so its top k is not always the
+ *  fp32 top k; an index that stores both re-scores the int8 candidates in
+ *  fp32 and returns the exact fp32 result (README: recall figures). */
+typedef struct aes_hit {
+    int64_t row;        /* row in the searched matrix / index */
+    float   score;      /* cosine similarity                  */
+} aes_hit;
+
+/* Per-vector symmetric int8 quantization of x [n, dim]. */
+AES_API aes_status aes_quantize_i8(aes_ctx *ctx, const float *x, size_t n, int dim,
+                                   int8_t *q, float *scales);
+
+/* Top-k of base [n, dim] for each of nq queries [nq, dim] (not normalized
+ * here: pass normalized queries for cosine).  hits is [nq, k]; rows with
+ * fewer than k candidates (n < k) fill nhits = min(k, n) per query and the
+ * rest of the row with {-1, -inf}.  nhits may be NULL. */
+AES_API aes_status aes_topk_f32(aes_ctx *ctx, const float *base, size_t n, int dim,
+                                const float *queries, int nq, int k,
+                                aes_hit *hits, int *nhits);
+AES_API aes_status aes_topk_i8(aes_ctx *ctx, const int8_t *base, const float *scales,
+                               size_t n, int dim, const float *queries, int nq, int k,
+                               aes_hit *hits, int *nhits);
+
+/* ============================================================================
+ *  R3. The index: vectors, paths, file stamps and aesthetic scores
+ * ============================================================================
+ *  Storage: fp32 vectors, int8 vectors (+ per-vector scales), or both.
+ *  With both, an int8 search re-scores its best candidates with fp32 (see
+ *  aes_index_search), so results have fp32 accuracy at int8 scan speed.
+ *
+ *  FILE FORMAT (version 1; all integers little-endian; sections in order,
+ *  each padded with zero bytes to a multiple of 8, the vector blocks to 64):
+ *
+ *    off  size  field
+ *      0     8  magic  89 'A' 'E' 'S' 'I' 'D' 'X' 0A
+ *      8     4  version (1)
+ *     12     4  dim
+ *     16     8  count
+ *     24     4  storage: bit 0 fp32 vectors, bit 1 int8 vectors + scales
+ *     28     4  flags: bit 0 aesthetic scores present
+ *     32     8  total file length in bytes (truncation is reported as such)
+ *     40     4  model id length   (<= 1024 bytes)
+ *     44     4  head id length    (<= 1024 bytes)
+ *     48     4  meta length       (<= 1 MiB)
+ *     52     4  zero
+ *     56     8  paths bytes (sum over entries of 4 + path length)
+ *     64        model id, head id, meta (text "key=value\n" lines)
+ *               paths: count x (u32 length, bytes; no NUL inside)
+ *               file sizes: count x u64;  mtimes: count x i64 nanoseconds
+ *               aesthetic: count x f32 (NaN when not scored)
+ *               [64-aligned] fp32 vectors count x dim      (storage bit 0)
+ *               [64-aligned] int8 scales count x f32, vectors count x dim
+ *                                                           (storage bit 1)
+ *    end-8   4  CRC-32 (IEEE 802.3, as zlib.crc32) of every byte before it
+ *    end-4   4  'A' 'E' 'N' 'D'
+ *
+ *  The loader checks magic, version, length, checksum, then every size and
+ *  offset against the buffer, so a flipped byte or a truncated file is an
+ *  AES_ERR_FORMAT with a message naming the file, never a crash. */
+#define AES_INDEX_VERSION 1
+#define AES_INDEX_F32  1u       /* storage bits */
+#define AES_INDEX_I8   2u
+#define AES_INDEX_ID_MAX 1024
+#define AES_INDEX_META_MAX (1u << 20)
+
+typedef struct aes_index {
+    int       dim;
+    size_t    count;
+    unsigned  storage;          /* AES_INDEX_F32 | AES_INDEX_I8 */
+    char     *model_id;         /* identity of the image encoder ("" = unknown) */
+    char     *head_id;          /* identity of the aesthetic head ("" = none)  */
+    char     *meta;             /* free text, "key=value\n" lines              */
+    /* per entry */
+    const float  *vectors;      /* [count, dim] L2-normalized, or NULL */
+    const int8_t *qvectors;     /* [count, dim], or NULL               */
+    const float  *qscales;      /* [count], or NULL                    */
+    const float  *aesthetic;    /* [count], NaN = not scored           */
+    const uint64_t *file_size;  /* [count] */
+    const int64_t  *mtime_ns;   /* [count] */
+    struct aes__index_impl *impl;   /* storage, path arena, path lookup */
+} aes_index;
+
+AES_API aes_status aes_index_create(aes_ctx *ctx, int dim, unsigned storage,
+                                    const char *model_id, const char *head_id,
+                                    aes_index **out);
+AES_API void       aes_index_free(aes_index *idx);
+/* Appends an entry.  embedding [dim] is L2-normalized here (an all-zero
+ * or non-finite embedding is an error).  aesthetic may be NAN.  A path
+ * already present is an AES_ERR_INVALID_ARG. */
+AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
+                                 uint64_t file_size, int64_t mtime_ns,
+                                 const float *embedding, float aesthetic);
+/* Copies entry `row` of src (vectors as stored, no re-embedding). */
+AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx,
+                                      const aes_index *src, size_t row);
+AES_API const char *aes_index_path(const aes_index *idx, size_t row);
+/* Row of path, or -1. */
+AES_API int64_t    aes_index_find(const aes_index *idx, const char *path);
+/* Removes one row (later rows move up by one). */
+AES_API aes_status aes_index_remove(aes_ctx *ctx, aes_index *idx, size_t row);
+/* Keeps the rows with keep[row] != 0, in order, in one pass. */
+AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx,
+                                    const unsigned char *keep);
+/* Adds or drops int8 / fp32 storage.  Adding int8 quantizes the fp32
+ * vectors; dropping fp32 needs int8 present (and is lossy). */
+AES_API aes_status aes_index_set_storage(aes_ctx *ctx, aes_index *idx, unsigned storage);
+/* Recomputes every aesthetic score with head (from fp32 vectors, or from
+ * dequantized int8 ones) and records its identity as head_id.  head NULL
+ * clears the scores (NaN) and the head id. */
+AES_API aes_status aes_index_rescore(aes_ctx *ctx, aes_index *idx, const aes_head *head);
+AES_API aes_status aes_index_set_meta(aes_ctx *ctx, aes_index *idx, const char *meta);
+/* Value of "key=" in meta copied to out (""/AES_ERR_INVALID_ARG if absent). */
+AES_API aes_status aes_index_get_meta(const aes_index *idx, const char *key,
+                                      char *out, size_t out_size);
+
+/* Serialization.  save_memory returns a buffer to free with aes_free. */
+AES_API aes_status aes_index_save_memory(aes_ctx *ctx, const aes_index *idx,
+                                         void **data, size_t *len);
+/* Parses and validates a buffer (copied: data may be freed afterwards).
+ * name is used in messages (e.g. the file name). */
+AES_API aes_status aes_index_load_memory(aes_ctx *ctx, const void *data, size_t len,
+                                         const char *name, aes_index **out);
+#ifndef AES_NO_STDIO
+/* Atomic write (temporary file in the same directory, fsync, rename): a
+ * crash leaves the old file or the new one, never a mix. */
+AES_API aes_status aes_index_save(aes_ctx *ctx, const aes_index *idx, const char *path);
+/* Reads and validates; the vectors stay in the file buffer (no copy) until
+ * the index is changed. */
+AES_API aes_status aes_index_load(aes_ctx *ctx, const char *path, aes_index **out);
+#endif
+/* AES_ERR_MISMATCH (with both ids in the message) unless the index was
+ * built by the model whose identity is model_id. */
+AES_API aes_status aes_index_check_model(aes_ctx *ctx, const aes_index *idx,
+                                         const char *model_id);
+
+/* ---- searching an index ----------------------------------------------------
+ * queries [nq, dim] are L2-normalized here (copies).  With use_int8 the
+ * int8 vectors are scanned; when the index also stores fp32 vectors, the
+ * best AES_INT8_REFINE(k) candidates of the scan are re-scored exactly in
+ * fp32 and the top k of those returned, so the scores equal an fp32
+ * search's.  Without int8 storage use_int8 is an error; without fp32
+ * storage a non-int8 search scans the int8 vectors.  hits [nq, k]. */
+#define AES_INT8_REFINE(k) ((k) * 2 + 32)
+AES_API aes_status aes_index_search(aes_ctx *ctx, const aes_index *idx,
+                                    const float *queries, int nq, int k, int use_int8,
+                                    aes_hit *hits, int *nhits);
+
+/* ============================================================================
+ *  R4. Aesthetic re-ranking (arXiv 2406.09397, method section: the
+ *      retrieved candidates are re-ranked with a public aesthetic model)
+ * ============================================================================
+ *  Over the C candidates with the best semantic (cosine) score s_i and
+ *  aesthetic score a_i:
+ *
+ *      z_i     = (a_i - mean(a)) / std(a)        (over the C candidates,
+ *                                                 population std)
+ *      final_i = s_i + W * z_i
+ *
+ *  The z-normalization makes W independent of the head's scale (LAION v1
+ *  scores span ~1..10, others differ) and of where the candidate set sits
+ *  on it: W is "how much cosine one standard deviation of aesthetics is
+ *  worth".  The cosine scores of CLIP ViT-B/32 over the top 200 of a
+ *  gallery typically spread by 0.01-0.03 (one std), so the default
+ *  W = 0.02 weighs the two about equally; W = 0 is plain retrieval.  The
+ *  paper re-ranks with the aesthetic model inside a semantic candidate
+ *  set; the exact fusion (z-score, additive) is this library's choice.
+ *  Defaults: C = 200 candidates, W = 0.02, k = 20.
+ *  A candidate whose aesthetic is NaN (unscored) gets z = 0 and does not
+ *  enter mean/std; std = 0 (all equal) gives z = 0 for all.
+ *  Order: final descending, then semantic descending, then row ascending. */
+#define AES_RERANK_DEFAULT_CANDIDATES 200
+#define AES_RERANK_DEFAULT_WEIGHT 0.02f
+#define AES_RETRIEVE_DEFAULT_K 20
+
+typedef struct aes_result {
+    int64_t row;
+    float   semantic;       /* cosine similarity to the query        */
+    float   aesthetic;      /* raw aesthetic score (NaN: none)        */
+    float   final;          /* semantic + W * z(aesthetic)            */
+} aes_result;
+
+/* out[n] = the n candidates re-ranked (n may be 0). */
+AES_API aes_status aes_rerank(aes_ctx *ctx, const aes_hit *cand, const float *aesthetic,
+                              int n, float weight, aes_result *out);
+
+/* The host's own aesthetic scorer (an LMM, a different head, ...): fills
+ * scores[n] for the given rows; non-OK aborts the re-ranking. */
+typedef aes_status (*aes_aesthetic_fn)(void *user, const int64_t *rows, int n,
+                                       float *scores);
+AES_API aes_status aes_rerank_with(aes_ctx *ctx, const aes_hit *cand, int n,
+                                   aes_aesthetic_fn scorer, void *user, float weight,
+                                   aes_result *out);
+
+/* The whole stage 2+3 for one query embedding (normalized here). */
+typedef struct aes_retrieve_opts {
+    int   k;                    /* results wanted (default 20)              */
+    int   candidates;           /* semantic candidates re-ranked (200)       */
+    float aesthetic_weight;     /* W (0.02); 0 = plain retrieval             */
+    int   use_int8;             /* scan int8 vectors                         */
+    aes_aesthetic_fn scorer;    /* NULL: the index's stored aesthetic scores */
+    void *scorer_user;
+} aes_retrieve_opts;
+AES_API void       aes_retrieve_opts_default(aes_retrieve_opts *opts);
+/* out has room for opts->k results; *nout = min(k, count). */
+AES_API aes_status aes_index_retrieve(aes_ctx *ctx, const aes_index *idx,
+                                      const float *query, const aes_retrieve_opts *opts,
+                                      aes_result *out, int *nout);
+
+/* ============================================================================
+ *  R5. Query expansion (arXiv 2406.09397, method section: LLM rephrasing)
+ * ============================================================================
+ *  The paper asks an LLM to rewrite the query so that the aesthetic
+ *  expectations a person has but does not type become explicit.  Three
+ *  sources of a rephrasing:
+ *   - a callback (aes_expand_fn) the host implements with any LLM;
+ *   - a cache file, one "query<TAB>rephrased" per line (tools/rephrase.py
+ *     writes it from an OpenAI-compatible endpoint); lookups ignore ASCII
+ *     case and surrounding / repeated whitespace;
+ *   - offline templates (aes_expand_template): the query followed by
+ *     aesthetic expectations (lighting, composition, detail, style) chosen
+ *     by the kind of subject (people, landscape, food, art, animals, ...).
+ *  Embeddings are then combined (aes_query_combine) as the normalized
+ *  weighted mean of the normalized original and expanded embeddings:
+ *      q = normalize((1 - a) * e_orig / |e_orig| + a * e_exp / |e_exp|)
+ *  with a = 0.5 by default: the original keeps the semantics anchored (an
+ *  expansion can drift), the expansion pulls toward the aesthetic side. */
+typedef aes_status (*aes_expand_fn)(void *user, const char *query, char *out,
+                                    size_t out_size);
+
+/* Calls the host's rephraser and checks what it returns: NUL-terminated,
+ * not empty, tabs and line breaks turned into spaces (so it can go into
+ * the TSV cache).  On any failure out gets the query itself and the
+ * status says why, so a flaky LLM degrades to plain retrieval. */
+AES_API aes_status aes_expand_with(aes_ctx *ctx, aes_expand_fn fn, void *user, const char *query,
+                                   char *out, size_t out_size);
+
+/* Writes "QUERY, <aesthetic expectations>" to out (out_size >= 256 is
+ * always enough for a query up to 100 bytes; AES_ERR_LIMIT when too small). */
+AES_API aes_status aes_expand_template(aes_ctx *ctx, const char *query, char *out,
+                                       size_t out_size);
+
+typedef struct aes_expansions aes_expansions;
+/* Parses a cache: lines "query<TAB>rephrased", '#' comments, blank lines
+ * ignored; later lines win.  Errors name the line. */
+AES_API aes_status  aes_expansions_parse(aes_ctx *ctx, const char *text, size_t len,
+                                         const char *name, aes_expansions **out);
+#ifndef AES_NO_STDIO
+AES_API aes_status  aes_expansions_load(aes_ctx *ctx, const char *path, aes_expansions **out);
+#endif
+AES_API const char *aes_expansions_find(const aes_expansions *ex, const char *query);
+AES_API void        aes_expansions_free(aes_expansions *ex);
+
+AES_API aes_status aes_query_combine(aes_ctx *ctx, const float *original,
+                                     const float *expanded, int dim,
+                                     float expanded_weight, float *out);
+
+/* ============================================================================
+ *  R6. Retrieval metrics
+ * ============================================================================
+ *  recall@K   = |relevant items in the top K| / |relevant items|
+ *  mean@K     = mean of values[0..K) (e.g. ground-truth aesthetic of the
+ *               top K, in rank order); NaN when n == 0
+ *  nDCG@K     = DCG@K / IDCG@K, DCG@K = sum_{i<K} (2^g_i - 1) / log2(i + 2)
+ *               with graded relevance g_i of the item at rank i (0-based),
+ *               IDCG@K the DCG of the grades sorted descending (0 when no
+ *               positive grade: nDCG is then 0)
+ *  HPIR-style agreement (arXiv 2406.09397, its HPIR benchmark):
+ *               people chose the better of two result groups A/B for a
+ *               query, with a confidence c; the system prefers the group
+ *               with the higher score (e.g. mean similarity of its items).
+ *               agreement = (#agree + #ties/2) / #pairs;
+ *               weighted  = sum c * (agree + tie/2) / sum c. */
+AES_API double aes_recall_at_k(const int64_t *ranked, int n, const int64_t *relevant,
+                               int nrel, int k);
+AES_API double aes_mean_at_k(const float *values, int n, int k);
+AES_API double aes_ndcg_at_k(const float *grades, int n, const float *all_grades,
+                             int nall, int k);
+
+typedef struct aes_pref_pair {
+    double score_a, score_b;    /* the system's score of each group */
+    int    prefer_b;            /* people's choice: 0 = A, 1 = B    */
+    double confidence;          /* > 0; use 1 when unknown          */
+} aes_pref_pair;
+AES_API aes_status aes_hpir_agreement(aes_ctx *ctx, const aes_pref_pair *pairs, int n,
+                                      double *agreement, double *weighted);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 /* ---- small helpers -------------------------------------------------------- */
 
 /* FNV-1a 64: string hashing for lookups and the head identity. */
@@ -14051,490 +14071,499 @@ AES_API aes_status aes_hpir_agreement(aes_ctx *ctx, const aes_pref_pair *pairs, 
     if (weighted) *weighted = n ? wagree / wsum : NAN;
     return AES_OK;
 }
+#endif /* AES__DEFINE */
+
 
 /* ============================================================================
- *  8. Training: optimizers, contrastive and ranked-DPO losses, CLIP backward
+ *  9. Training: contrastive and ranked-DPO losses, the trainer, training runs
  * ========================================================================= */
+#ifdef AES__DECLARE
+/* section -- training: optimizers, LR schedule, losses (CLIP contrastive,
+ * ranked DPO), preference pairs, and the trainer that runs section 5's
+ * model forward and backward for preference fine-tuning (arXiv 2406.09397,
+ * stage 3) and contrastive training.
+ *
+ * ============================================================================
+ *  THE IDEA IN ONE PARAGRAPH
+ * ============================================================================
+ *  Stage 3 of "Alignment of Vision Models with Human Aesthetics in Retrieval"
+ *  (Zhang et al., arXiv 2406.09397) fine-tunes the vision encoder so that its
+ *  own similarity ranking follows the order an aesthetic re-ranker produced.
+ *  The training signal is a pair (q, w, l): for query q, image w should rank
+ *  above image l.  The policy's "reward" for an image is its retrieval
+ *  similarity s(q,i) = exp(logit_scale) * cos(text(q), image(i)), measured
+ *  relative to a frozen reference copy of the model (DPO, Rafailov et al.
+ *  2023), and a weighted CLIP contrastive loss is kept so that semantic
+ *  retrieval does not collapse.
+ *
+ *  Everything here works on flat float arrays, llm.c style: the model's one
+ *  parameter buffer, one gradient buffer of the same layout, one optimizer
+ *  state.
+ */
+
 /* ============================================================================
- *  Optimizers
+ *  Losses.  Each takes L2-NORMALISED embeddings (rows of length d) and the
+ *  model's logit_scale as stored (a log: the multiplier is exp(logit_scale)),
+ *  returns the loss, and ACCUMULATES grad_scale * dLoss/d(input) into the
+ *  gradient pointers (any may be NULL).  The L2 normalisation's own backward
+ *  (aes_l2norm_backward) is the caller's next step.
  * ========================================================================= */
 
-struct aes_optim {
-    aes_optim_config   cfg;
-    size_t             nparams;      /* size of the parameter buffer          */
-    aes_param_segment *seg;          /* what is trained                       */
-    int                nseg;
-    size_t             ntrain;       /* sum of segment counts = state length  */
-    float             *state0;       /* SGD: momentum buffer; AdamW: m        */
-    float             *state1;       /* AdamW: v (NULL for SGD)               */
-    long               step;         /* updates done                          */
-    int                sgd_started;  /* PyTorch seeds the momentum with g     */
-};
+/* CLIP contrastive loss (Radford et al. 2021, "Learning Transferable Visual
+ * Models From Natural Language Supervision", Fig. 3): symmetric InfoNCE over
+ * a batch of n matching (image, text) rows.
+ *     logits[i][j] = exp(logit_scale) * <img_i, txt_j>
+ *     L = ( CE_rows(logits, i) + CE_cols(logits, j) ) / 2
+ * with CE against the smoothed target q_ij = (1 - eps) [i == j] + eps / n
+ * (label smoothing as in torch.nn.CrossEntropyLoss; eps = 0: plain CLIP),
+ * computed by the code of section 2's cross-entropy kernel.
+ * Gradients, with P_row / P_col the row / column softmaxes:
+ *     G = (P_row - Q + P_col - Q) / (2 n)                  (dL/dlogits)
+ *     dimg = exp(ls) G txt,  dtxt = exp(ls) G^T img,  dls = sum(G * logits)
+ * work must hold aes_clip_loss_work_floats(n) floats (no allocation here).
+ * acc (may be NULL) gets the fraction of rows and columns whose argmax is
+ * the diagonal (image->text and text->image top-1, averaged). */
+AES_API size_t     aes_clip_loss_work_floats(int n);
+AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *txt,
+                                 int n, int d, float logit_scale, float label_smoothing,
+                                 float grad_scale, float *dimg, float *dtxt,
+                                 float *dlogit_scale, float *work, float *loss,
+                                 float *acc);
 
-AES_API aes_optim_config aes_optim_config_default(aes_optim_kind kind) {
-    aes_optim_config c;
-    memset(&c, 0, sizeof c);
-    c.kind = kind;
-    c.beta1 = 0.9f;
-    c.beta2 = 0.999f;
-    c.eps = 1e-8f;
-    c.min_lr_frac = 0.0f;
-    if (kind == AES_OPTIM_ADAMW) {
-        c.lr = 1e-5f;
-        c.weight_decay = 0.01f;
-    } else {
-        c.lr = 1e-3f;
-        c.momentum = 0.9f;
-    }
-    return c;
-}
+/* Ranked DPO (arXiv 2406.09397 Sec. 4, after Rafailov et al. 2023 DPO), one
+ * item per preference pair.  With s(q,i) = exp(logit_scale) cos(txt_q, img_i)
+ * and s_ref the same similarity under the frozen reference model,
+ *     h   = [s(q,w) - s_ref(q,w)] - [s(q,l) - s_ref(q,l)]
+ *     L_p = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)
+ *     L   = sum_p weight_p L_p / sum_p weight_p
+ * (eps: conservative-DPO label smoothing, Mitchell 2023).  Its derivative is
+ *     dL_p/dh = beta (sigmoid(beta h) - (1 - eps)).
+ *
+ * The reference model enters only through the two numbers ref_preferred /
+ * ref_rejected of each item.  They are computed ONCE, before training, with
+ * the initial weights (aes_dpo_items_set_reference) and cached in the items,
+ * so the frozen reference copy never has to be kept in memory: fine-tuning
+ * costs one model, not two. */
+typedef struct aes_dpo_item {
+    int   query;           /* row of txt                                       */
+    int   preferred;       /* row of img that should rank higher (w)           */
+    int   rejected;        /* row of img that should rank lower  (l)           */
+    float weight;          /* > 0; 1 for plain pairs                           */
+    float ref_preferred;   /* s_ref(q, w), cached                              */
+    float ref_rejected;    /* s_ref(q, l), cached                              */
+} aes_dpo_item;
 
-static aes_status aes__optim_check_config(aes_ctx *ctx, const aes_optim_config *c) {
-    if (c->kind != AES_OPTIM_SGD && c->kind != AES_OPTIM_ADAMW)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "optimizer: unknown kind %d", (int)c->kind);
-    if (!(c->lr >= 0.0f) || !(c->weight_decay >= 0.0f) || !(c->momentum >= 0.0f) ||
-        !(c->momentum < 1.0f) || !(c->beta1 >= 0.0f && c->beta1 < 1.0f) ||
-        !(c->beta2 >= 0.0f && c->beta2 < 1.0f) || !(c->eps > 0.0f) || !(c->clip_norm >= 0.0f) ||
-        c->warmup_steps < 0 || c->total_steps < 0 || !(c->min_lr_frac >= 0.0f && c->min_lr_frac <= 1.0f))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG,
-                         "optimizer: a hyper-parameter is out of range (lr %g, wd %g, momentum %g, "
-                         "betas %g %g, eps %g, clip %g, warmup %d, total %d, min_lr_frac %g)",
-                         (double)c->lr, (double)c->weight_decay, (double)c->momentum,
-                         (double)c->beta1, (double)c->beta2, (double)c->eps, (double)c->clip_norm,
-                         c->warmup_steps, c->total_steps, (double)c->min_lr_frac);
-    if (c->nesterov && c->momentum <= 0.0f)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "optimizer: Nesterov needs momentum > 0");
-    return AES_OK;
-}
+typedef struct aes_dpo_stats {
+    float loss;            /* L                                                 */
+    float accuracy;        /* weighted fraction with s(q,w) > s(q,l): the model's
+                              own ranking agrees with the preference            */
+    float reward_accuracy; /* weighted fraction with h > 0 (DPO's "reward acc") */
+    float margin;          /* weighted mean of h                                */
+} aes_dpo_stats;
 
-AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg, size_t nparams,
-                                    const aes_param_segment *seg, int nseg, aes_optim **out) {
-    aes_optim *o;
-    aes_status st;
-    int i, j;
-    if (!out || !cfg || nseg < 0 || (nseg > 0 && !seg))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_create: bad arguments");
-    *out = NULL;
-    if ((st = aes__optim_check_config(ctx, cfg)) != AES_OK) return st;
-    o = (aes_optim *)aes_calloc(ctx, 1, sizeof *o);
-    if (!o) return aes_last_status(ctx);
-    o->cfg = *cfg;
-    o->nparams = nparams;
-    o->nseg = nseg > 0 ? nseg : 1;
-    o->seg = (aes_param_segment *)aes_alloc(ctx, (size_t)o->nseg, sizeof *o->seg);
-    if (!o->seg) { aes_optim_free(o); return aes_last_status(ctx); }
-    if (nseg == 0) {
-        o->seg[0].offset = 0;
-        o->seg[0].count = nparams;
-        o->seg[0].decay = 1;
-    } else {
-        memcpy(o->seg, seg, (size_t)nseg * sizeof *seg);
-    }
-    for (i = 0; i < o->nseg; i++) {
-        const aes_param_segment *s = &o->seg[i];
-        if (s->offset > nparams || s->count > nparams - s->offset) {
-            st = aes__fail(ctx, AES_ERR_INVALID_ARG,
-                           "optimizer: segment %d [%zu, +%zu) is outside the %zu parameters", i, s->offset,
-                           s->count, nparams);
-            aes_optim_free(o);
-            return st;
-        }
-        for (j = 0; j < i; j++) {
-            const aes_param_segment *t = &o->seg[j];
-            if (s->offset < t->offset + t->count && t->offset < s->offset + s->count) {
-                aes_optim_free(o);
-                return aes__fail(ctx, AES_ERR_INVALID_ARG, "optimizer: segments %d and %d overlap", j, i);
-            }
-        }
-        o->ntrain += s->count;
-    }
-    o->state0 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
-    if (!o->state0) { aes_optim_free(o); return aes_last_status(ctx); }
-    if (cfg->kind == AES_OPTIM_ADAMW) {
-        o->state1 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
-        if (!o->state1) { aes_optim_free(o); return aes_last_status(ctx); }
-    }
-    *out = o;
-    return AES_OK;
-}
+AES_API aes_status aes_dpo_loss(aes_ctx *ctx, const float *txt, int ntxt,
+                                const float *img, int nimg, int d, float logit_scale,
+                                const aes_dpo_item *items, int nitems, float beta,
+                                float label_smoothing, float grad_scale, float *dtxt,
+                                float *dimg, float *dlogit_scale, aes_dpo_stats *stats);
 
-AES_API void aes_optim_free(aes_optim *opt) {
-    if (!opt) return;
-    aes_free(opt->seg);
-    aes_free(opt->state0);
-    aes_free(opt->state1);
-    aes_free(opt);
-}
+/* Fills ref_preferred / ref_rejected of every item from (reference-model)
+ * embeddings: s_ref = exp(logit_scale) <txt_q, img_i>. */
+AES_API aes_status aes_dpo_items_set_reference(aes_ctx *ctx, aes_dpo_item *items, int nitems,
+                                               const float *txt, int ntxt, const float *img,
+                                               int nimg, int d, float logit_scale);
 
-AES_API long aes_optim_steps_done(const aes_optim *opt) { return opt ? opt->step : 0; }
-AES_API size_t aes_optim_trainable(const aes_optim *opt) { return opt ? opt->ntrain : 0; }
+/* ============================================================================
+ *  Preference pairs from the paper's 2-D partial order (arXiv 2406.09397
+ *  Sec. 4.1).  For one query, the candidates come in retrieval order (most
+ *  relevant first) with an aesthetic score each.  Take u*v of them at a
+ *  stride (candidates 0, s, 2s, ...: neighbours in a ranked list are often
+ *  near-duplicates, a stride makes the pairs informative), lay them out as a
+ *  u x v grid -- row r holds sampled candidates r*v .. r*v+v-1 (rows ordered
+ *  by semantic relevance), each row sorted by aesthetic score, best first --
+ *  and emit every pair the 2-D dominance order implies:
+ *      (r1, c1) beats (r2, c2)  iff  r1 <= r2 and c1 <= c2, not both equal
+ *  i.e. in the same row the more aesthetic image wins; across rows the more
+ *  relevant image wins when it is not in a less aesthetic column.
+ *  The weight of a pair is 1.
+ * ========================================================================= */
 
-AES_API float aes_lr_schedule(const aes_optim_config *cfg, long t) {
-    double lr, lr_min, p;
-    long W, T;
-    if (!cfg) return 0.0f;
-    lr = cfg->lr;
-    W = cfg->warmup_steps;
-    T = cfg->total_steps;
-    if (t < 0) t = 0;
-    if (t < W) return (float)(lr * (double)(t + 1) / (double)W);
-    if (T <= 0) return (float)lr;
-    lr_min = lr * cfg->min_lr_frac;
-    p = (double)(t - W) / (double)(T - W > 1 ? T - W : 1);
-    if (p > 1.0) p = 1.0;
-    return (float)(lr_min + (lr - lr_min) * 0.5 * (1.0 + cos(3.14159265358979323846 * p)));
-}
+typedef struct aes_pair_grid_config {
+    int rows;        /* u: relevance levels (default 4)                        */
+    int cols;        /* v: aesthetic levels per row (default 4)                */
+    int stride;      /* take every stride-th candidate (default 1)             */
+    int max_pairs;   /* keep at most this many (evenly subsampled; 0 = all)    */
+} aes_pair_grid_config;
 
-/* The trainable elements are cut into fixed chunks (independent of the
- * thread count), so per-chunk partial sums and updates are reproducible. */
-#define AES__OPTIM_CHUNK 16384
+typedef struct aes_pair_index {
+    int   preferred, rejected;   /* indices into the candidate arrays */
+    float weight;
+} aes_pair_index;
 
-typedef struct aes__optim_job {
-    const aes_optim *opt;
-    float           *params;
-    const float     *grads;
-    float           *state0, *state1;
-    double          *partial;     /* norm: one per chunk                       */
-    size_t          *chunk_seg;   /* chunk -> segment index, first element     */
-    float            lr, coef, bc1, bc2_sqrt;
-    int              first_sgd;
-} aes__optim_job;
+/* Maximum number of pairs a grid can give (before max_pairs). */
+AES_API int aes_pair_grid_max(const aes_pair_grid_config *cfg);
+/* ncand candidates with semantic order = array order (aesthetic[] their
+ * scores).  When fewer than rows*cols*stride candidates exist, the grid
+ * shrinks to the rows that can be filled completely.  Writes at most cap
+ * pairs into out and their number into *npairs. */
+AES_API aes_status aes_pairs_from_grid(aes_ctx *ctx, const aes_pair_grid_config *cfg,
+                                       const float *aesthetic, int ncand,
+                                       aes_pair_index *out, int cap, int *npairs);
 
-/* Maps chunk k (of AES__OPTIM_CHUNK state elements) to runs of (param
- * offset, state offset, count, decay) and calls fn on each run. */
-typedef void (*aes__optim_run_fn)(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,
-                                  int chunk);
+/* ============================================================================
+ *  Pair files (TSV).  One pair per line, fields separated by one TAB:
+ *
+ *      query <TAB> preferred-image-path <TAB> rejected-image-path [<TAB> weight]
+ *
+ *  UTF-8; lines starting with '#' and empty lines are ignored; a trailing CR
+ *  is dropped.  Inside a field, backslash escapes \t \n \r \\ stand for TAB,
+ *  newline, CR and backslash (so any query fits on one line).  weight is a
+ *  positive number (default 1).  Users can write these by hand from human
+ *  judgments; `aesalign make-pairs` writes them from an index.
+ *  The set interns queries and paths: pairs refer to them by number, which
+ *  is what a trainer wants (embed each distinct text and image once).
+ * ========================================================================= */
 
-static void aes__optim_for_chunk(aes__optim_job *job, int chunk, aes__optim_run_fn fn) {
-    const aes_optim *o = job->opt;
-    size_t begin = (size_t)chunk * AES__OPTIM_CHUNK, end = begin + AES__OPTIM_CHUNK, soff = 0;
-    int s;
-    if (end > o->ntrain) end = o->ntrain;
-    for (s = 0; s < o->nseg && soff < end; s++) {
-        size_t a = soff, b = soff + o->seg[s].count;
-        if (b > begin) {
-            size_t lo = a > begin ? a : begin, hi = b < end ? b : end;
-            if (hi > lo) fn(job, o->seg[s].offset + (lo - a), lo, hi - lo, o->seg[s].decay, chunk);
-        }
-        soff = b;
-    }
-}
+typedef struct aes_pair_rec {
+    int   query, preferred, rejected;   /* into the set's queries / paths */
+    float weight;
+} aes_pair_rec;
 
-static void aes__optim_norm_run(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,
-                                int chunk) {
-    const float *g = job->grads + poff;
-    double acc = 0.0;
-    size_t i;
-    AES__UNUSED(soff);
-    AES__UNUSED(decay);
-    for (i = 0; i < n; i++) acc += (double)g[i] * (double)g[i];
-    job->partial[chunk] += acc;
-}
+typedef struct aes_pair_set {
+    char        **queries;  int nqueries;
+    char        **paths;    int npaths;
+    aes_pair_rec *pairs;    int npairs;
+    size_t cap_q, cap_p, cap_pairs;     /* internal */
+} aes_pair_set;
 
-static void aes__optim_norm_task(void *arg, int chunk) {
-    aes__optim_job *job = (aes__optim_job *)arg;
-    job->partial[chunk] = 0.0;
-    aes__optim_for_chunk(job, chunk, aes__optim_norm_run);
-}
+AES_API aes_status aes_pair_set_create(aes_ctx *ctx, aes_pair_set **out);
+AES_API void       aes_pair_set_free(aes_pair_set *set);
+AES_API aes_status aes_pair_set_add(aes_ctx *ctx, aes_pair_set *set, const char *query,
+                                    const char *preferred, const char *rejected, float weight);
+/* Parses TSV text (len bytes); name is used in messages ("file:line: ..."). */
+AES_API aes_status aes_pair_set_parse(aes_ctx *ctx, aes_pair_set *set, const char *text,
+                                      size_t len, const char *name);
+/* Serialises the set as TSV (weights written only when != 1). */
+AES_API aes_status aes_pair_set_format(aes_ctx *ctx, const aes_pair_set *set,
+                                       char **out, size_t *len);
+#ifndef AES_NO_STDIO
+AES_API aes_status aes_pair_set_read(aes_ctx *ctx, aes_pair_set *set, const char *path);
+AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, const char *path);
+#endif
 
-static int aes__optim_nchunks(const aes_optim *o) {
-    return (int)((o->ntrain + AES__OPTIM_CHUNK - 1) / AES__OPTIM_CHUNK);
-}
 
-static double aes__optim_norm(aes_ctx *ctx, const aes_optim *opt, const float *grads, int *ok) {
-    aes__optim_job job;
-    int nch = aes__optim_nchunks(opt), k;
-    double total = 0.0;
-    *ok = 1;
-    if (nch == 0) return 0.0;
-    memset(&job, 0, sizeof job);
-    job.opt = opt;
-    job.grads = grads;
-    job.partial = (double *)aes_alloc(ctx, (size_t)nch, sizeof(double));
-    if (!job.partial) { *ok = 0; return 0.0; }
-    aes__parallel_for(ctx, nch, aes__optim_norm_task, &job);
-    for (k = 0; k < nch; k++) total += job.partial[k];   /* fixed order */
-    aes_free(job.partial);
-    return sqrt(total);
-}
+/* ============================================================================
+ *  The trainer: one CLIP model and what training it needs (llm.c's shape).
+ *
+ *  A trainer holds, side by side, the model it trains (an aes_clip from
+ *  section 5, borrowed: its parameters are updated in place), a gradient
+ *  buffer in the model's canonical layout, the saved activations of both
+ *  towers (aes_clip_acts with save = 1, sized for max_images / max_texts)
+ *  and the inputs of the last forward pass.  Forward is the model's own
+ *  forward; backward is the model's own backward (aes_clip_vision_backward /
+ *  aes_clip_text_backward); the trainer adds the L2 normalisation of the
+ *  embeddings (the losses below take unit vectors) and freezing.
+ *
+ *  Freezing: a frozen tower has no gradients at all; freezing the first N
+ *  blocks of a tower also freezes what lies below them (patch / token and
+ *  position embeddings, class token, ln_pre), and backward stops at block
+ *  N.  The optimizer sees only the trainable tensors (aes_clip_trainer_
+ *  segments).  A checkpoint is the model itself (aes_clip_save in its
+ *  layout, f32) plus the optimizer state (aes_optim_save); resuming loads
+ *  both back with aes_clip_load and aes_optim_load.
+ * ========================================================================= */
 
-static void aes__optim_update_run(aes__optim_job *job, size_t poff, size_t soff, size_t n, int decay,
-                                  int chunk) {
-    const aes_optim_config *c = &job->opt->cfg;
-    float *p = job->params + poff;
-    const float *g = job->grads + poff;
-    float *s0 = job->state0 + soff;
-    float lr = job->lr, coef = job->coef;
-    float shrink = decay ? 1.0f - lr * c->weight_decay : 1.0f;
-    size_t i;
-    AES__UNUSED(chunk);
-    if (c->kind == AES_OPTIM_ADAMW) {
-        float *s1 = job->state1 + soff;
-        float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
-        float step_size = lr / job->bc1, bc2_sqrt = job->bc2_sqrt;
-        for (i = 0; i < n; i++) {
-            float gi = g[i] * coef, denom;
-            p[i] *= shrink;
-            s0[i] = s0[i] * b1 + (1.0f - b1) * gi;
-            s1[i] = s1[i] * b2 + (1.0f - b2) * gi * gi;
-            denom = sqrtf(s1[i]) / bc2_sqrt + eps;
-            p[i] -= step_size * (s0[i] / denom);
-        }
-    } else {
-        float mu = c->momentum;
-        for (i = 0; i < n; i++) {
-            float gi = g[i] * coef, d = gi;
-            p[i] *= shrink;
-            if (mu > 0.0f) {
-                s0[i] = job->first_sgd ? gi : mu * s0[i] + gi;
-                d = c->nesterov ? gi + mu * s0[i] : s0[i];
-            }
-            p[i] -= lr * d;
-        }
-    }
-}
+typedef struct aes_train_options {
+    int train_vision;               /* update the image tower                         */
+    int train_text;                 /* update the text tower                          */
+    int train_logit_scale;          /* update logit_scale                             */
+    int freeze_vision_blocks;       /* keep the first N vision blocks (and below) fixed */
+    int freeze_text_blocks;         /* same for the text tower                        */
+    int max_images, max_texts;      /* batch capacity (activations are sized for it)  */
+} aes_train_options;
 
-static void aes__optim_update_task(void *arg, int chunk) {
-    aes__optim_for_chunk((aes__optim_job *)arg, chunk, aes__optim_update_run);
-}
+typedef struct aes_clip_trainer aes_clip_trainer;
 
-AES_API aes_status aes_optim_step(aes_ctx *ctx, aes_optim *opt, float *params, const float *grads,
-                                  float lr, aes_optim_stats *stats) {
-    aes__optim_job job;
-    double norm;
-    int ok;
-    if (!opt || !params || !grads)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_step: NULL argument");
-    if (!(lr >= 0.0f) || lr != lr)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_step: learning rate %g", (double)lr);
-    norm = aes__optim_norm(ctx, opt, grads, &ok);
-    if (!ok) return aes_last_status(ctx);
-    if (!(norm <= DBL_MAX))
-        return aes__fail(ctx, AES_ERR_NUMERIC,
-                         "optimizer step %ld: the gradient has a non-finite norm; step skipped",
-                         opt->step + 1);
-    memset(&job, 0, sizeof job);
-    job.opt = opt;
-    job.params = params;
-    job.grads = grads;
-    job.state0 = opt->state0;
-    job.state1 = opt->state1;
-    job.lr = lr;
-    job.coef = 1.0f;
-    if (opt->cfg.clip_norm > 0.0f) {
-        double c = (double)opt->cfg.clip_norm / (norm + 1e-6);
-        if (c < 1.0) job.coef = (float)c;
-    }
-    job.bc1 = (float)(1.0 - pow((double)opt->cfg.beta1, (double)(opt->step + 1)));
-    job.bc2_sqrt = (float)sqrt(1.0 - pow((double)opt->cfg.beta2, (double)(opt->step + 1)));
-    job.first_sgd = !opt->sgd_started;
-    aes__parallel_for(ctx, aes__optim_nchunks(opt), aes__optim_update_task, &job);
-    opt->sgd_started = 1;
-    opt->step++;
-    if (stats) {
-        stats->grad_norm = norm;
-        stats->clip_coef = job.coef;
-        stats->lr = lr;
-        stats->step = opt->step;
-    }
-    return AES_OK;
-}
+/* options: train_vision = 1, logit_scale fixed, nothing frozen, 32 / 32. */
+AES_API aes_train_options aes_train_options_default(void);
 
-/* ---- optimizer state serialisation ----------------------------------------
- * A minimal safetensors file (8-byte LE header length, JSON header, data):
- *     {"__metadata__": {"format": "aesalign-optim", "version": "1",
- *                       "kind": "adamw", "step": "12", "sgd_started": "1",
- *                       "nparams": "...", "segments": "off:count:decay,..."},
- *      "state.0": {"dtype": "F32", "shape": [N], "data_offsets": [0, 4N]},
- *      "state.1": ...}
- * Written by hand here (rather than through the model writer) because it
- * is two flat tensors and a few strings; read back with a strict parser of
- * exactly this shape. */
+/* A trainer for model (f32 weights, all finite; the model must outlive the
+ * trainer, which updates its parameters in place). */
+AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const aes_train_options *opt,
+                                           aes_clip_trainer **out);
+AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
+/* The gradient buffer: aes_clip_num_params floats in the canonical layout
+ * (aes_clip_point_params names its tensors).  logit_scale's gradient is
+ * kept also when it is frozen (the losses always produce it). */
+AES_API float  *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n);
+/* The trainable parameters as optimizer segments (weight decay for tensors
+ * of 2 dimensions and more). */
+AES_API void    aes_clip_trainer_segments(const aes_clip_trainer *tr, const aes_param_segment **seg, int *nseg);
+AES_API void    aes_clip_trainer_zero_grad(aes_clip_trainer *tr);
+/* Changes what is trained (train_* and freeze_* of opt; the capacities stay
+ * the ones the trainer was created with).  Create a new optimizer after:
+ * the segments change. */
+AES_API aes_status aes_clip_trainer_set_trainable(aes_ctx *ctx, aes_clip_trainer *tr,
+                                                  const aes_train_options *opt);
 
-/* Little-endian float32 copy (the host may be big-endian). */
-static void aes__tr_f32_to_le(unsigned char *dst, const float *src, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], 4);
-        dst[4 * i + 0] = (unsigned char)u;
-        dst[4 * i + 1] = (unsigned char)(u >> 8);
-        dst[4 * i + 2] = (unsigned char)(u >> 16);
-        dst[4 * i + 3] = (unsigned char)(u >> 24);
-    }
-}
-static void aes__tr_f32_from_le(float *dst, const unsigned char *src, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)src[4 * i] | ((uint32_t)src[4 * i + 1] << 8) |
-                     ((uint32_t)src[4 * i + 2] << 16) | ((uint32_t)src[4 * i + 3] << 24);
-        memcpy(&dst[i], &u, 4);
-    }
-}
+/* Forward with activations saved for backward.  pixels [n, 3, S, S]
+ * (preprocessed), tokens [n, context_length]; emb [n, embed_dim] receives
+ * the L2-normalised embeddings.  n <= max_images / max_texts. */
+AES_API aes_status aes_clip_trainer_encode_images(aes_ctx *ctx, aes_clip_trainer *tr,
+                                                  const float *pixels, int n, float *emb);
+AES_API aes_status aes_clip_trainer_encode_texts(aes_ctx *ctx, aes_clip_trainer *tr,
+                                                 const int32_t *tokens, int n, float *emb);
+/* Backward of the LAST encode of that tower: demb [n, embed_dim] is
+ * dLoss/d(normalised embedding); gradients accumulate into the gradient
+ * buffer (trainable tensors only).  A frozen tower returns at once. */
+AES_API aes_status aes_clip_trainer_backward_images(aes_ctx *ctx, aes_clip_trainer *tr,
+                                                    const float *demb);
+AES_API aes_status aes_clip_trainer_backward_texts(aes_ctx *ctx, aes_clip_trainer *tr,
+                                                   const float *demb);
 
-static void aes__optim_layout_string(const aes_optim *o, aes__buf *b) {
-    int i;
-    for (i = 0; i < o->nseg; i++)
-        aes__buf_printf(b, "%s%zu:%zu:%d", i ? "," : "", o->seg[i].offset, o->seg[i].count,
-                        o->seg[i].decay);
-}
 
-/* The optimizer state is a safetensors file: state.0 (momentum, or Adam's
- * first moment) and state.1 (Adam's second moment) as F32 over the trainable
- * parameters, and in __metadata__ the optimizer, its step and the layout of
- * the trainable segments, which must match on load. */
-AES_API aes_status aes_optim_save_memory(aes_ctx *ctx, const aes_optim *opt, unsigned char **out,
-                                      size_t *len) {
-    char num[10][40];
-    const char *meta[28];
-    aes__buf layout;
-    aes_tensor_out t[2];
-    float *le[2] = {NULL, NULL};
-    void *blob = NULL;
-    int k, nstate, nkv = 0;
-    aes_status st;
-    if (!opt || !out || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_save_memory: NULL argument");
-    *out = NULL;
-    *len = 0;
-    nstate = opt->state1 ? 2 : 1;
-    aes__buf_init(&layout, ctx);
-    aes__optim_layout_string(opt, &layout);
-    if (layout.failed) return aes__fail_prefix(ctx, aes_last_status(ctx), "optimizer state");
-    snprintf(num[0], 40, "%ld", opt->step);
-    snprintf(num[1], 40, "%d", opt->sgd_started);
-    snprintf(num[2], 40, "%zu", opt->nparams);
-    snprintf(num[3], 40, "%.9g", (double)opt->cfg.lr);
-    snprintf(num[4], 40, "%.9g", (double)opt->cfg.weight_decay);
-    snprintf(num[5], 40, "%.9g", (double)opt->cfg.momentum);
-    snprintf(num[6], 40, "%d", opt->cfg.nesterov);
-    snprintf(num[7], 40, "%.9g", (double)opt->cfg.beta1);
-    snprintf(num[8], 40, "%.9g", (double)opt->cfg.beta2);
-    snprintf(num[9], 40, "%.9g", (double)opt->cfg.eps);
-#define AES__KV(key, value) (meta[2 * nkv] = (key), meta[2 * nkv + 1] = (value), nkv++)
-    AES__KV("format", "aesalign-optim");
-    AES__KV("version", "1");
-    AES__KV("kind", opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd");
-    AES__KV("step", num[0]);
-    AES__KV("sgd_started", num[1]);
-    AES__KV("nparams", num[2]);
-    AES__KV("lr", num[3]);
-    AES__KV("weight_decay", num[4]);
-    AES__KV("momentum", num[5]);
-    AES__KV("nesterov", num[6]);
-    AES__KV("beta1", num[7]);
-    AES__KV("beta2", num[8]);
-    AES__KV("eps", num[9]);
-    AES__KV("segments", layout.data);
-#undef AES__KV
-    memset(t, 0, sizeof t);
-    for (k = 0; k < nstate; k++) {
-        const float *src = k ? opt->state1 : opt->state0;
-        t[k].name = k ? "state.1" : "state.0";
-        t[k].dtype = AES_DTYPE_F32;
-        t[k].ndim = 1;
-        t[k].shape[0] = (int64_t)opt->ntrain;
-        t[k].data = src;
-        if (!aes__io_host_is_le()) {   /* the file is little-endian */
-            le[k] = (float *)aes_alloc(ctx, opt->ntrain ? opt->ntrain : 1, sizeof(float));
-            if (!le[k]) { st = aes_last_status(ctx); goto done; }
-            aes__tr_f32_to_le((unsigned char *)le[k], src, opt->ntrain);
-            t[k].data = le[k];
-        }
-    }
-    st = aes_safetensors_serialize(ctx, t, nstate, meta, nkv, &blob, len);
-    if (st == AES_OK) *out = (unsigned char *)blob;
-done:
-    aes_free(le[0]);
-    aes_free(le[1]);
-    aes__buf_free(&layout);
-    return st;
-}
+/* ============================================================================
+ *  One preference fine-tuning step (arXiv 2406.09397 stage 3):
+ *      total = L_dpo(items) + lambda * L_clip(matched image/text rows)
+ *  forward both towers (or take cached text embeddings when the text tower
+ *  is frozen), the two losses, backward, optimizer update.
+ * ========================================================================= */
 
-AES_API aes_status aes_optim_load_memory(aes_ctx *ctx, aes_optim *opt, const unsigned char *buf, size_t len) {
-    aes_safetensors *sf;
-    const aes_tensor_view *v[2] = {NULL, NULL};
-    const char *val, *sgd;
-    char *end;
-    aes__buf layout;
-    long step;
-    int k, nstate, same;
-    aes_status st;
-    if (!opt || !buf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_load_memory: NULL argument");
-    if ((st = aes_safetensors_load_memory(ctx, buf, len, 0, &sf)) != AES_OK)
-        return aes__fail_prefix(ctx, st, "optimizer state");
-#define AES__OPTIM_FAIL(code, ...) do { st = aes__fail(ctx, code, __VA_ARGS__); goto done; } while (0)
-    val = aes_safetensors_metadata(sf, "format");
-    if (!val || strcmp(val, "aesalign-optim")) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: not an aesalign optimizer file");
-    val = aes_safetensors_metadata(sf, "kind");
-    if (!val || strcmp(val, opt->cfg.kind == AES_OPTIM_ADAMW ? "adamw" : "sgd"))
-        AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved by a different optimizer (%.20s)", val ? val : "none");
-    val = aes_safetensors_metadata(sf, "step");
-    if (!val) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no step");
-    {   /* strtoll: a 32-bit long would saturate a huge step to exactly 2^31 - 1 */
-        long long v = strtoll(val, &end, 10);
-        if (end == val || *end || v < 0 || v > 0x7fffffffLL)
-            AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: bad step '%.20s'", val);
-        step = (long)v;
-    }
-    sgd = aes_safetensors_metadata(sf, "sgd_started");
-    if (!sgd) AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: no sgd_started");
-    aes__buf_init(&layout, ctx);
-    aes__optim_layout_string(opt, &layout);
-    if (layout.failed) AES__OPTIM_FAIL(aes_last_status(ctx), "optimizer state: out of memory");
-    val = aes_safetensors_metadata(sf, "segments");
-    same = val && !strcmp(val, layout.data);
-    aes__buf_free(&layout);
-    val = aes_safetensors_metadata(sf, "nparams");
-    if (!same || !val || strtoull(val, NULL, 10) != (unsigned long long)opt->nparams)
-        AES__OPTIM_FAIL(AES_ERR_MISMATCH, "optimizer state: saved for a different set of trainable parameters");
-    nstate = opt->state1 ? 2 : 1;
-    for (k = 0; k < nstate; k++) {
-        v[k] = aes_safetensors_find(sf, k ? "state.1" : "state.0");
-        if (!v[k] || v[k]->dtype != AES_DTYPE_F32 || v[k]->numel != (int64_t)opt->ntrain)
-            AES__OPTIM_FAIL(AES_ERR_FORMAT, "optimizer state: state.%d is missing or not F32[%zu]", k, opt->ntrain);
-    }
-    {   /* NaN / Inf moments (or a negative second moment) would turn every
-         * parameter they touch into NaN at the next step: checked before
-         * anything of the optimizer is overwritten */
-        size_t i;
-        for (k = 0; k < nstate; k++)
-            for (i = 0; i < opt->ntrain; i++) {
-                float x;
-                aes__tr_f32_from_le(&x, (const unsigned char *)v[k]->data + 4 * i, 1);
-                if (!(x - x == 0.0f) || (k == 1 && x < 0.0f))
-                    AES__OPTIM_FAIL(AES_ERR_NUMERIC, "optimizer state: state.%d[%zu] is %g (%s)", k, i, (double)x,
-                                    k == 1 ? "a second moment must be finite and >= 0" : "not finite");
-            }
-        if (nstate == 2) {
-            /* AdamW: by Cauchy-Schwarz every state the update rule can reach
-             * after t steps has m^2 <= C v, C = (1-b1)^2 / (1-b2) *
-             * sum_{k<t} (b1^2/b2)^k; a larger m (a finite 1e30 beside a tiny
-             * v) makes m / (sqrt(v) + eps) overflow at the next step */
-            double b1 = opt->cfg.beta1, b2 = opt->cfg.beta2, r = b1 * b1 / b2, c;
-            c = r == 1.0 ? (double)step : (1.0 - pow(r, (double)step)) / (1.0 - r);
-            c *= (1.0 - b1) * (1.0 - b1) / (1.0 - b2);
-            for (i = 0; i < opt->ntrain; i++) {
-                float m, s;
-                aes__tr_f32_from_le(&m, (const unsigned char *)v[0]->data + 4 * i, 1);
-                aes__tr_f32_from_le(&s, (const unsigned char *)v[1]->data + 4 * i, 1);
-                if ((double)m * (double)m > 2.0 * c * (double)s + 1e-30)
-                    AES__OPTIM_FAIL(AES_ERR_NUMERIC,
-                                    "optimizer state: state.0[%zu] = %g is too large for state.1[%zu] = %g after %ld "
-                                    "steps (not a state AdamW can reach)", i, (double)m, i, (double)s, step);
-            }
-        }
-    }
-#undef AES__OPTIM_FAIL
-    aes__tr_f32_from_le(opt->state0, (const unsigned char *)v[0]->data, opt->ntrain);
-    if (nstate == 2) aes__tr_f32_from_le(opt->state1, (const unsigned char *)v[1]->data, opt->ntrain);
-    opt->step = step;
-    opt->sgd_started = atoi(sgd) != 0;
-    st = AES_OK;
-done:
-    aes_safetensors_close(sf);
-    return st;
-}
+typedef struct aes_dpo_config {
+    float beta;                   /* DPO inverse temperature on s = exp(ls) cos  (0.1) */
+    float label_smoothing;        /* eps of the DPO loss                          (0.1) */
+    float lambda;                 /* weight of the contrastive term               (0.5) */
+    float clip_label_smoothing;   /* label smoothing of the contrastive term      (0)   */
+} aes_dpo_config;
 
+typedef struct aes_dpo_batch {
+    const float   *pixels;        /* [nimages, 3, R, R] preprocessed                    */
+    int            nimages;
+    const int32_t *tokens;        /* [ntexts, context] -- or NULL and text_emb:         */
+    const float   *text_emb;      /* [ntexts, E] cached L2-normalised text embeddings
+                                     (text tower frozen: no text forward at all)        */
+    int            ntexts;
+    const aes_dpo_item *items;    /* preference items over these rows (with cached refs) */
+    int            nitems;
+    int            nmatched;      /* images 0..m-1 match texts 0..m-1 for L_clip (m >= 2) */
+} aes_dpo_batch;
+
+typedef struct aes_train_step_stats {
+    float loss;                   /* total                                             */
+    float clip_loss, clip_acc;    /* contrastive term (0 when unused)                  */
+    aes_dpo_stats   dpo;
+    aes_optim_stats optim;
+    double seconds;               /* wall time of the step (when measured by caller)   */
+} aes_train_step_stats;
+
+AES_API aes_dpo_config aes_dpo_config_default(void);
+
+/* Loss and gradients only (grads are zeroed first); no update.  Used by
+ * aes_dpo_train_step, by gradient checks and for evaluation. */
+AES_API aes_status aes_dpo_forward_backward(aes_ctx *ctx, aes_clip_trainer *tr, const aes_dpo_config *cfg,
+                                            const aes_dpo_batch *batch, int backward,
+                                            aes_train_step_stats *stats);
+/* forward_backward, then opt (may be NULL: no update) at learning rate lr,
+ * then logit_scale is clamped to [0, ln 100] as in CLIP's training code. */
+AES_API aes_status aes_dpo_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *opt,
+                                      const aes_dpo_config *cfg, const aes_dpo_batch *batch, float lr,
+                                      aes_train_step_stats *stats);
+/* Contrastive-only step (CLIP pre-training, Radford et al. 2021) on n
+ * matched image/caption rows: used to train a small CLIP from scratch. */
+AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *opt,
+                                       const float *pixels, const int32_t *tokens, int n,
+                                       float label_smoothing, float lr, aes_train_step_stats *stats);
+
+
+/* ============================================================================
+ *  Training loops: whole runs as one call.
+ *
+ *  aes_dpo_finetune runs ranked-DPO preference fine-tuning (arXiv 2406.09397
+ *  stage 3) over a pair set; aes_clip_train runs contrastive training over
+ *  image/caption rows.  They are the loops of `aesalign finetune-dpo` and
+ *  `aesalign train-clip`: the CLI only parses flags and prints progress.
+ *  Each call does, in order:
+ *
+ *    1. checks the inputs, tokenizes every text once (the caller's tokenizer),
+ *       creates the optimizer (or takes the caller's);
+ *    2. DPO only -- the reference pass: embeds every query and every image of
+ *       the pair set once with the model AS PASSED IN and caches s_ref for
+ *       every pair with aes_dpo_items_set_reference, so no frozen copy of the
+ *       model is kept; with the text tower frozen, these text embeddings are
+ *       also the ones training uses (no text forward per step);
+ *    3. when asked to resume, restores model and optimizer from the last
+ *       checkpoint -- AFTER the reference pass, so a resumed run keeps the
+ *       reference of the original model;
+ *    4. steps from aes_optim_steps_done(optimizer) to cfg->steps, the
+ *       learning rate following aes_lr_schedule of the optimizer's config;
+ *    5. writes checkpoints every save_every steps, when the run is stopped,
+ *       and at the end.
+ *
+ *  Batches.  Everything random comes from one splitmix64 stream seeded by
+ *  cfg->seed, and the batch of step t depends only on the seed, the data
+ *  and t.  On resume the sampler is REPLAYED (the batches of the finished
+ *  steps are drawn again and dropped, without loading images), so an
+ *  interrupted and resumed run is byte-identical to a straight one.  With
+ *  the kernels' own guarantee this makes results bit-identical for any
+ *  thread count.
+ *    DPO: each step tries pairs_per_step pairs in a shuffled order (a new
+ *    shuffle per pass over the set); a pair joins the step when its query and
+ *    images fit in batch rows; a query or image already in the step is reused
+ *    (each distinct text and image is embedded once per step).  The
+ *    contrastive term (weight loss.lambda) runs on matched rows: with
+ *    captions, max(2, batch/4) random caption rows (at most ncaptions) come
+ *    first; without, each query of the step is matched with the preferred
+ *    image of its first pair (rows swapped to the front), which needs 2
+ *    distinct queries in the step (else the step has no contrastive term:
+ *    progress reports nmatched = 0).
+ *    CLIP: batch rows in a shuffled order, a new shuffle per epoch.
+ *
+ *  Images come through cfg->load_image, which fills CLIP-preprocessed pixels
+ *  for a path (the library decodes only PPM/PGM; a program with a JPEG/PNG
+ *  decoder passes its own, as the CLI does with stb_image).  NULL means
+ *  aes_image_load_preprocessed.  The loops add the path to a loader's error.
+ *
+ *  Checkpoints: either files (cfg->checkpoint: the model there in its own
+ *  tensor names, the optimizer state beside it as <checkpoint>.optim; needs
+ *  stdio), or the caller's save/restore callbacks (memory, a database, an
+ *  AES_NO_STDIO build).  Resume (cfg->resume) restores when a checkpoint
+ *  exists (both files; restore() says *found) and otherwise starts at step 0.
+ *
+ *  Progress: cfg->progress (may be NULL) is called once when set-up is done
+ *  (AES_TRAIN_START), after every step (AES_TRAIN_STEP) and after every
+ *  checkpoint (AES_TRAIN_CHECKPOINT).  A nonzero return stops the run
+ *  cleanly: a checkpoint is written (when configured and not just written)
+ *  and the call returns AES_OK with result->stopped = 1; it can be resumed.
+ *  Returning nonzero at START stops before the first step.
+ *
+ *  Errors return a status with a message (a step failure names the step, an
+ *  image failure the path); after an error in the steps the model and the
+ *  caller's optimizer hold the state of the last finished step.
+ * ========================================================================= */
+
+/* Fills pixels [3, size, size] with the image at path, preprocessed as CLIP
+ * does (aes_clip_preprocess).  user is the config's user pointer. */
+typedef aes_status (*aes_image_loader_fn)(void *user, aes_ctx *ctx, const char *path, int size,
+                                          float *pixels);
+#ifndef AES_NO_STDIO
+/* The default loader: aes_image_load (PPM/PGM) + aes_clip_preprocess. */
+AES_API aes_status aes_image_load_preprocessed(void *user, aes_ctx *ctx, const char *path, int size,
+                                               float *pixels);
+#endif
+
+typedef enum aes_train_event {
+    AES_TRAIN_START = 0,        /* set-up done (reference pass, optimizer, resume)    */
+    AES_TRAIN_STEP = 1,         /* a step finished                                    */
+    AES_TRAIN_CHECKPOINT = 2    /* a checkpoint was written                           */
+} aes_train_event;
+
+typedef struct aes_train_progress {
+    aes_train_event event;
+    long   step;                /* steps done (START: where the run begins)           */
+    long   steps;               /* the run's total (cfg->steps)                       */
+    long   start_step;          /* steps done when this call began (> 0: resumed)     */
+    int    resumed;             /* 1: model and optimizer came from a checkpoint      */
+    size_t trainable, nparams;  /* parameters the optimizer updates / in the model    */
+    float  lr;                  /* STEP: the step's learning rate                     */
+    float  logit_scale;         /* the model's logit_scale (a log), now               */
+    aes_train_step_stats stats; /* STEP: losses, accuracies, optim.grad_norm; seconds =
+                                   wall time of the step, image loading included      */
+    int    nimages, ntexts;     /* STEP: rows of the batch                            */
+    int    nitems;              /* STEP: preference items (DPO)                       */
+    int    nmatched;            /* STEP: rows of the contrastive term (0: none)       */
+    double elapsed;             /* seconds since the first step began                 */
+    aes_clip_trainer *trainer;  /* the model and optimizer, to look at between steps  */
+    const aes_optim  *optim;    /* (e.g. an evaluation every N steps); not to free    */
+} aes_train_progress;
+
+typedef struct aes_train_result {
+    long   steps_done;          /* the optimizer's step count at the end              */
+    long   start_step;          /* ... and when the call began                        */
+    int    resumed;             /* 1: the run continued from a checkpoint             */
+    int    stopped;             /* 1: the progress callback stopped it early          */
+    aes_train_step_stats last;  /* the last step's statistics (zero without steps)    */
+    double seconds;             /* wall time of the steps                             */
+} aes_train_result;
+
+/* Images with one caption each (parallel arrays of n strings). */
+typedef struct aes_caption_list {
+    const char *const *images;  /* paths, passed to the image loader                  */
+    const char *const *texts;   /* captions                                           */
+    int n;
+} aes_caption_list;
+
+/* The fields both loops share come first, in the same order. */
+typedef struct aes_dpo_finetune_config {
+    long     steps;             /* optimizer steps of the whole run            (100)  */
+    int      batch;             /* image rows per step, also the limit on text rows;
+                                   at most the trainer's max_images and max_texts (32) */
+    uint64_t seed;              /* batch sampling                                (1)  */
+    aes_optim_config optim;     /* for the optimizer the loop creates (optim NULL):
+                                   AdamW, lr 1e-5, wd 0.01, clip_norm 1, cosine to
+                                   min_lr_frac 0.1; warmup_steps < 0 means steps / 10
+                                   and total_steps < 0 means steps (both -1)         */
+    long     save_every;        /* a checkpoint every N steps too (0: only at a stop
+                                   and at the end)                                   */
+    const char *checkpoint;     /* model file; optimizer state in <checkpoint>.optim
+                                   (NULL: no files)                                  */
+    int      resume;            /* continue from the checkpoint when there is one    */
+    aes_status (*save)(void *user, aes_ctx *ctx, const aes_clip *model, const aes_optim *opt);
+    aes_status (*restore)(void *user, aes_ctx *ctx, aes_clip *model, aes_optim *opt, int *found);
+                                /* checkpoints through the caller instead (both or
+                                   neither; not with checkpoint)                     */
+    aes_image_loader_fn load_image;   /* NULL: aes_image_load_preprocessed          */
+    int    (*progress)(void *user, const aes_train_progress *p);   /* may be NULL   */
+    void    *user;              /* passed to every callback                          */
+    /* DPO */
+    int      pairs_per_step;    /* pairs tried per step (0: batch / 2)               */
+    aes_dpo_config loss;        /* aes_dpo_config_default()                          */
+} aes_dpo_finetune_config;
+
+typedef struct aes_clip_train_config {
+    long     steps;             /* (1000)                                             */
+    int      batch;             /* matched image/caption rows per step, 2.. (64)      */
+    uint64_t seed;              /* (1)                                                */
+    aes_optim_config optim;     /* AdamW, lr 5e-4, wd 0.1, betas (0.9, 0.98), eps 1e-6,
+                                   clip_norm 1; warmup_steps < 0: steps / 20,
+                                   total_steps < 0: steps (both -1)                  */
+    long     save_every;
+    const char *checkpoint;
+    int      resume;
+    aes_status (*save)(void *user, aes_ctx *ctx, const aes_clip *model, const aes_optim *opt);
+    aes_status (*restore)(void *user, aes_ctx *ctx, aes_clip *model, aes_optim *opt, int *found);
+    aes_image_loader_fn load_image;
+    int    (*progress)(void *user, const aes_train_progress *p);
+    void    *user;
+    /* CLIP */
+    float    label_smoothing;   /* of the contrastive loss                       (0)  */
+    int      cache_images;      /* 1: preprocess every image once and keep all n in
+                                   memory (n * 3 * R * R floats); 0: load each image
+                                   when a batch needs it.  Same results.        (1)  */
+} aes_clip_train_config;
+
+AES_API aes_dpo_finetune_config aes_dpo_finetune_config_default(void);
+AES_API aes_clip_train_config   aes_clip_train_config_default(void);
+
+/* Ranked-DPO fine-tuning of tr on pairs (queries and image paths of the
+ * set).  tok tokenizes the queries and captions (its vocabulary must fit
+ * the model's).  captions (may be NULL or empty) gives the contrastive term
+ * its own matched rows.  What is trained (towers, frozen blocks) is the
+ * trainer's options; the model needs both towers.  optim may be NULL: the
+ * loop then creates one from cfg->optim over the trainer's trainable
+ * tensors and frees it before returning.  result may be NULL. */
+AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim,
+                                    const aes_tokenizer *tok, const aes_pair_set *pairs,
+                                    const aes_caption_list *captions,
+                                    const aes_dpo_finetune_config *cfg, aes_train_result *result);
+
+/* Contrastive training (aes_clip_train_step, both towers as the trainer's
+ * options say) on data->n >= 2 image/caption rows. */
+AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim,
+                                  const aes_tokenizer *tok, const aes_caption_list *data,
+                                  const aes_clip_train_config *cfg, aes_train_result *result);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 /* ============================================================================
  *  Losses
  * ========================================================================= */
@@ -15181,8 +15210,10 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     if (!tr) return aes_last_status(ctx);
     tr->model = model;
     tr->opt = opt ? *opt : aes_train_options_default();
-    tr->opt.max_images = c->has_vision ? AES__MAX(tr->opt.max_images, 0) : 0;
-    tr->opt.max_texts = c->has_text ? AES__MAX(tr->opt.max_texts, 0) : 0;
+    /* capacities stay as asked without a tower too: a vision-only model
+     * still takes cached text embeddings in a DPO step */
+    tr->opt.max_images = AES__MAX(tr->opt.max_images, 0);
+    tr->opt.max_texts = AES__MAX(tr->opt.max_texts, 0);
     if (tr->opt.max_images > (1 << 16) || tr->opt.max_texts > (1 << 16)) {
         aes_clip_trainer_free(tr);
         return aes__fail(ctx, AES_ERR_LIMIT, "CLIP trainer: batch capacity %d images / %d texts is over 65536",
@@ -15190,7 +15221,7 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     }
     tr->grads = (float *)aes_calloc(ctx, model->nparams, sizeof(float));
     if (!tr->grads) { aes_clip_trainer_free(tr); return aes_last_status(ctx); }
-    if (tr->opt.max_images > 0) {
+    if (c->has_vision && tr->opt.max_images > 0) {
         int cap = tr->opt.max_images;
         if ((st = aes_clip_acts_create(ctx, model, AES_CLIP_VISION, cap, 1, &tr->acts[AES_CLIP_VISION]))) {
             aes_clip_trainer_free(tr);
@@ -15202,7 +15233,7 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
             return aes_last_status(ctx);
         }
     }
-    if (tr->opt.max_texts > 0) {
+    if (c->has_text && tr->opt.max_texts > 0) {
         int cap = tr->opt.max_texts;
         if ((st = aes_clip_acts_create(ctx, model, AES_CLIP_TEXT, cap, 1, &tr->acts[AES_CLIP_TEXT]))) {
             aes_clip_trainer_free(tr);
@@ -15604,7 +15635,7 @@ typedef struct aes__loop {
         (lp)->load_image = (c)->load_image; (lp)->progress = (c)->progress; (lp)->user = (c)->user;   \
     } while (0)
 
-static double aes__loop_now(void) { return aes__elta_now(); }   /* section 6's wall clock */
+static double aes__loop_now(void) { return aes__elta_now(); }   /* section 7's wall clock */
 
 /* Puts "<what>: " before the message already in ctx (a library call's, or a
  * callback's; a callback that set none gets the status name). */
@@ -16171,6 +16202,8 @@ done:
     return st;
 }
 
+#endif /* AES__DEFINE */
+
 /* ============================================================================
  *  Generated tables
  * ============================================================================
@@ -16181,6 +16214,7 @@ done:
  *      /usr/bin/python3 tools/gen_unicode_tables.py --write aesalign.h
  *  which replaces everything between the two markers.
  * ========================================================================= */
+#ifdef AES__DEFINE
 /*@@UNICODE_TABLES_BEGIN@@*/
 /* Generated by tools/gen_unicode_tables.py (do not edit by hand; rerun it with
  *   /usr/bin/python3 tools/gen_unicode_tables.py --write aesalign.h
@@ -16803,9 +16837,11 @@ static const aes__tok_table_set *aes__tok_tables(void) {
 }
 #undef AES__TOK_TABLE
 /*@@UNICODE_TABLES_END@@*/
+#endif /* AES__DEFINE */
 
-#endif /* AESALIGN_IMPLEMENTATION_DONE */
-#endif /* AESALIGN_IMPLEMENTATION */
+
+#undef AES__DECLARE
+#undef AES__DEFINE
 
 /*
 ------------------------------------------------------------------------------

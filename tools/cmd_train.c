@@ -18,7 +18,7 @@
  *       lines: how the offline demo makes its tiny CLIP.
  *
  * The two training loops are library calls (aes_dpo_finetune, aes_clip_train
- * in aesalign.h section 8, "Training loops"): here they get their flags, an
+ * in aesalign.h section 9, "Training loops"): here they get their flags, an
  * image loader that also reads JPEG/PNG, and a progress printer.
  */
 #include "cli.h"

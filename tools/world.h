@@ -371,7 +371,7 @@ WORLD_API const char *world_harmony_name(int harmony);
  *  2. `aesalign eval`: retrieval metrics from a TSV of records
  * ============================================================================
  *  The metrics themselves are the library's (aes_ndcg_at_k,
- *  aes_hpir_agreement: section 7 R6 of aesalign.h). */
+ *  aes_hpir_agreement: section 8 R6 of aesalign.h). */
 
 /* `aesalign eval` input: a TSV file of records, one per line, fields
  * separated by single tabs; '#' lines and blank lines are skipped.
