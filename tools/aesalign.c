@@ -7,23 +7,23 @@
 #include <stdarg.h>
 #include <unistd.h>
 
-#define AES_CLI_X(name, summary) int aes_cmd_##name(int argc, char **argv);
+#define CLI_X(name, summary) int cli_cmd_##name(int argc, char **argv);
 #include "cli_commands.h"
-#undef AES_CLI_X
+#undef CLI_X
 
 typedef struct {
     const char *name, *summary;
     int (*fn)(int, char **);
-} aes_cli_entry;
+} cli_entry;
 
-static const aes_cli_entry aes_cli_table[] = {
-#define AES_CLI_X(name, summary) {#name, summary, aes_cmd_##name},
+static const cli_entry cli_table[] = {
+#define CLI_X(name, summary) {#name, summary, cli_cmd_##name},
 #include "cli_commands.h"
-#undef AES_CLI_X
+#undef CLI_X
     {NULL, NULL, NULL}
 };
 
-int aes_cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...) {
+int cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...) {
     va_list ap;
     fprintf(stderr, "aesalign %s: ", cmd);
     va_start(ap, fmt);
@@ -34,7 +34,7 @@ int aes_cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...) {
     return 1;
 }
 
-int aes_cli_opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
+int cli_opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
     if (strcmp(argv[*i], name) != 0) return 0;
     if (*i + 1 >= argc) {
         fprintf(stderr, "aesalign: option %s needs a value\n", name);
@@ -44,10 +44,10 @@ int aes_cli_opt_str(int argc, char **argv, int *i, const char *name, const char 
     return 1;
 }
 
-int aes_cli_opt_int(int argc, char **argv, int *i, const char *name, long *out) {
+int cli_opt_int(int argc, char **argv, int *i, const char *name, long *out) {
     const char *s;
     char *end;
-    int r = aes_cli_opt_str(argc, argv, i, name, &s);
+    int r = cli_opt_str(argc, argv, i, name, &s);
     if (r != 1) return r;
     *out = strtol(s, &end, 10);
     if (end == s || *end) {
@@ -57,10 +57,10 @@ int aes_cli_opt_int(int argc, char **argv, int *i, const char *name, long *out) 
     return 1;
 }
 
-int aes_cli_opt_float(int argc, char **argv, int *i, const char *name, double *out) {
+int cli_opt_float(int argc, char **argv, int *i, const char *name, double *out) {
     const char *s;
     char *end;
-    int r = aes_cli_opt_str(argc, argv, i, name, &s);
+    int r = cli_opt_str(argc, argv, i, name, &s);
     if (r != 1) return r;
     *out = strtod(s, &end);
     if (end == s || *end) {
@@ -71,7 +71,7 @@ int aes_cli_opt_float(int argc, char **argv, int *i, const char *name, double *o
 }
 
 /* $AES_THREADS, else every online core (1 in an AES_NO_THREADS build). */
-int aes_cli_threads(void) {
+int cli_threads(void) {
 #ifdef AES_NO_THREADS
     return 1;
 #else
@@ -84,10 +84,10 @@ int aes_cli_threads(void) {
 }
 
 static void usage(FILE *f) {
-    const aes_cli_entry *e;
+    const cli_entry *e;
     fprintf(f, "aesalign %s - aesthetics-aware image retrieval\n\nusage: aesalign <command> [options]\n\n",
             AES_VERSION_STRING);
-    for (e = aes_cli_table; e->name; e++) {
+    for (e = cli_table; e->name; e++) {
         char name[64];
         size_t k;
         snprintf(name, sizeof name, "%s", e->name);
@@ -98,7 +98,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    const aes_cli_entry *e;
+    const cli_entry *e;
     char name[64];
     size_t k;
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
     }
     snprintf(name, sizeof name, "%s", argv[1]);
     for (k = 0; name[k]; k++) if (name[k] == '-') name[k] = '_';
-    for (e = aes_cli_table; e->name; e++)
+    for (e = cli_table; e->name; e++)
         if (!strcmp(e->name, name)) return e->fn(argc - 1, argv + 1);
     fprintf(stderr, "aesalign: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
