@@ -6,6 +6,7 @@
 #include "world.h"
 #include <stdarg.h>
 #include <unistd.h>
+#include <time.h>
 
 #define CLI_X(name, summary) int cli_cmd_##name(int argc, char **argv);
 #include "cli_commands.h"
@@ -81,6 +82,74 @@ int cli_threads(void) {
     if (n > 64) n = 64;
     return (int)n;
 #endif
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- the model and tokenizer options (cli.h) ------------------------------------ */
+
+int cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o) {
+    int r;
+    if ((r = cli_opt_str(argc, argv, i, "--model", &o->model))) return r;
+    if ((r = cli_opt_str(argc, argv, i, "--config", &o->config))) return r;
+    if ((r = cli_opt_str(argc, argv, i, "--vocab", &o->vocab))) return r;
+    if ((r = cli_opt_str(argc, argv, i, "--act", &o->act))) {
+        if (r == 1 && strcmp(o->act, "gelu") && strcmp(o->act, "quick_gelu")) {
+            fprintf(stderr, "aesalign: --act wants quick_gelu or gelu, not '%s'\n", o->act);
+            return -1;
+        }
+        return r;
+    }
+    if (!o->for_training && !strcmp(argv[*i], "--f16")) { o->f16 = 1; return 1; }
+    return 0;
+}
+
+aes_status cli_load_model(aes_ctx *ctx, const cli_model_opts *o, aes_clip **out) {
+    aes_clip_load_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.config_path = o->config;
+    lo.keep_16bit = o->for_training ? 0 : o->f16;
+    if (o->act && !strcmp(o->act, "gelu")) lo.act = AES_ACT_GELU;
+    else if (o->act && !o->for_training) lo.act = AES_ACT_QUICK_GELU;
+    return aes_clip_load(ctx, o->model, &lo, out);
+}
+
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+aes_status cli_load_tokenizer(aes_ctx *ctx, const char *vocab, const char *model_path, const char *cmd,
+                              aes_tokenizer **out) {
+    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
+    char path[4096];
+    const char *v = vocab && *vocab ? vocab : getenv("AES_VOCAB");
+    aes_status st;
+    size_t k;
+    if (v && !*v) v = NULL;
+    if (!v && model_path) {
+        const char *slash = strrchr(model_path, '/');
+        int dlen = slash ? (int)(slash - model_path) + 1 : 0;
+        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
+            snprintf(path, sizeof path, "%.*s%s", dlen, model_path, beside[k]);
+            if (file_exists(path)) v = path;
+        }
+    }
+    if (!v) {
+        if (model_path)
+            cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
+        else
+            cli_fail(cmd, NULL, "no vocabulary: pass --vocab FILE or set AES_VOCAB to CLIP's "
+                     "bpe_simple_vocab_16e6.txt[.gz] (or a Hugging Face merges.txt)");
+        return AES_ERR_IO;
+    }
+    if ((st = aes_tokenizer_load_merges(ctx, v, out)) != AES_OK) cli_fail(cmd, ctx, "cannot load the vocabulary");
+    return st;
 }
 
 static void usage(FILE *f) {

@@ -720,7 +720,8 @@ done:
 static void ed_usage(FILE *f) {
     fprintf(f,
             "usage: aesalign embed-dataset --model FILE --images DIR (--labels FILE.csv | --ava AVA.txt) --out PREFIX\n"
-            "                              [--config FILE] [--act quick_gelu|gelu] [--f16] [--batch N] [--skip-missing]\n"
+            "                              [--config FILE] [--vocab FILE] [--act quick_gelu|gelu] [--f16] [--batch N]\n"
+            "                              [--skip-missing]\n"
             "  Embeds a labelled image folder once with a CLIP image tower and writes\n"
             "    PREFIX.safetensors  tensor `embeddings` [N, D], L2-normalised, one row per image\n"
             "    PREFIX.csv          path,score,h1..h10 (or path,score), one row per embedding row\n"
@@ -728,16 +729,17 @@ static void ed_usage(FILE *f) {
             "  --labels  a CSV with a `path` column (relative to --images unless absolute) and `score`\n"
             "            or h1..h10; --ava  AVA.txt, images found as DIR/<image id>.jpg.\n"
             "  Unreadable or missing images stop the run unless --skip-missing (then they are left out\n"
-            "  of both files and counted).\n");
+            "  of both files and counted).\n"
+            CLI_MODEL_HELP);
 }
 
 CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing features and labels for train-head") {
-    const char *model_path = NULL, *config = NULL, *act = NULL, *dir = NULL, *csv = NULL, *ava = NULL, *out = NULL;
-    int f16 = 0, skip = 0, i, k, rc = 1, S, E, kept = 0, missing = 0;
+    const char *dir = NULL, *csv = NULL, *ava = NULL, *out = NULL;
+    cli_model_opts mo;
+    int skip = 0, i, k, rc = 1, S, E, kept = 0, missing = 0;
     long batch = 16;
     aes_ctx *ctx = NULL;
     aes_clip *m = NULL;
-    aes_clip_load_opts lo;
     aes_labels L;
     float *px = NULL, *emb = NULL, *all = NULL;
     int *rows = NULL, nb = 0;
@@ -746,27 +748,21 @@ CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing fea
     char *csv_text = NULL;           /* the labels CSV, built in memory */
     size_t csv_len = 0;
     memset(&L, 0, sizeof L);
+    memset(&mo, 0, sizeof mo);
     for (i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { ed_usage(stdout); return 0; }
-        if ((r = cli_opt_str(argc, argv, &i, "--model", &model_path))) { if (r < 0) return 2; continue; }
-        if ((r = cli_opt_str(argc, argv, &i, "--config", &config))) { if (r < 0) return 2; continue; }
-        if ((r = cli_opt_str(argc, argv, &i, "--act", &act))) {
-            if (r < 0 || (strcmp(act, "gelu") && strcmp(act, "quick_gelu")))
-                return cli_fail("embed-dataset", NULL, "--act wants quick_gelu or gelu") + 1;
-            continue;
-        }
+        if ((r = cli_model_opt(argc, argv, &i, &mo))) { if (r < 0) return 2; continue; }
         if ((r = cli_opt_str(argc, argv, &i, "--images", &dir))) { if (r < 0) return 2; continue; }
         if ((r = cli_opt_str(argc, argv, &i, "--labels", &csv))) { if (r < 0) return 2; continue; }
         if ((r = cli_opt_str(argc, argv, &i, "--ava", &ava))) { if (r < 0) return 2; continue; }
         if ((r = cli_opt_str(argc, argv, &i, "--out", &out))) { if (r < 0) return 2; continue; }
         if ((r = cli_opt_int(argc, argv, &i, "--batch", &batch))) { if (r < 0 || batch < 1 || batch > 4096) return 2; continue; }
-        if (!strcmp(argv[i], "--f16")) { f16 = 1; continue; }
         if (!strcmp(argv[i], "--skip-missing")) { skip = 1; continue; }
         ed_usage(stderr);
         return cli_fail("embed-dataset", NULL, "unknown option '%s'", argv[i]) + 1;
     }
-    if (!model_path || !dir || !out || (!csv == !ava)) {
+    if (!mo.model || !dir || !out || (!csv == !ava)) {
         ed_usage(stderr);
         return cli_fail("embed-dataset", NULL, "--model, --images, --out and one of --labels / --ava are required") + 1;
     }
@@ -780,12 +776,8 @@ CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing fea
         cli_fail("embed-dataset", ctx, "labels");
         goto done;
     }
-    memset(&lo, 0, sizeof lo);
-    lo.config_path = config;
-    lo.keep_16bit = f16;
-    if (act) lo.act = !strcmp(act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
-    if (aes_clip_load(ctx, model_path, &lo, &m) != AES_OK) { cli_fail("embed-dataset", ctx, "loading %s", model_path); goto done; }
-    if (!aes_clip_config_get(m)->has_vision) { cli_fail("embed-dataset", NULL, "%s has no image tower", model_path); goto done; }
+    if (cli_load_model(ctx, &mo, &m) != AES_OK) { cli_fail("embed-dataset", ctx, "loading %s", mo.model); goto done; }
+    if (!aes_clip_config_get(m)->has_vision) { cli_fail("embed-dataset", NULL, "%s has no image tower", mo.model); goto done; }
     S = aes_clip_config_get(m)->image_size;
     E = aes_clip_config_get(m)->embed_dim;
     px = (float *)aes_alloc(ctx, (size_t)batch * 3 * S * S, sizeof(float));

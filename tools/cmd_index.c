@@ -31,71 +31,6 @@
 
 
 /* ============================================================================
- *  Helpers shared with cmd_search.c (declared there)
- * ========================================================================= */
-
-typedef struct ret_model_opts {
-    const char *model, *config, *vocab, *act;
-    int f16;
-} ret_model_opts;
-
-/* The model options; returns 1 matched, 0 not, -1 bad value. */
-int ret_model_opt(int argc, char **argv, int *i, ret_model_opts *o) {
-    int r;
-    if ((r = cli_opt_str(argc, argv, i, "--model", &o->model))) return r;
-    if ((r = cli_opt_str(argc, argv, i, "--config", &o->config))) return r;
-    if ((r = cli_opt_str(argc, argv, i, "--vocab", &o->vocab))) return r;
-    if ((r = cli_opt_str(argc, argv, i, "--act", &o->act))) {
-        if (r == 1 && strcmp(o->act, "gelu") && strcmp(o->act, "quick_gelu")) {
-            fprintf(stderr, "aesalign: --act wants quick_gelu or gelu, not '%s'\n", o->act);
-            return -1;
-        }
-        return r;
-    }
-    if (!strcmp(argv[*i], "--f16")) { o->f16 = 1; return 1; }
-    return 0;
-}
-
-aes_status ret_load_model(aes_ctx *ctx, const ret_model_opts *o, aes_clip **model) {
-    aes_clip_load_opts lo;
-    memset(&lo, 0, sizeof lo);
-    lo.config_path = o->config;
-    lo.keep_16bit = o->f16;
-    if (o->act) lo.act = !strcmp(o->act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
-    return aes_clip_load(ctx, o->model, &lo, model);
-}
-
-/* --vocab, else $AES_VOCAB, else a merges file beside the model.  Prints
- * its own message when none is found. */
-aes_status ret_load_tokenizer(aes_ctx *ctx, const ret_model_opts *o, aes_tokenizer **tok,
-                                  const char *cmd) {
-    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
-    char path[4096];
-    const char *v = o->vocab ? o->vocab : getenv("AES_VOCAB");
-    size_t k;
-    if (!v) {
-        const char *slash = strrchr(o->model, '/');
-        int dlen = slash ? (int)(slash - o->model) + 1 : 0;
-        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
-            struct stat sb;
-            snprintf(path, sizeof path, "%.*s%s", dlen, o->model, beside[k]);
-            if (stat(path, &sb) == 0) v = path;
-        }
-    }
-    if (!v) {
-        cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
-        return AES_ERR_IO;
-    }
-    return aes_tokenizer_load_merges(ctx, v, tok);
-}
-
-double ret_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ============================================================================
  *  Walking folders
  * ========================================================================= */
 
@@ -257,7 +192,7 @@ static void fmt_duration(char *buf, size_t cap, double s) {
 /* "done/total, images/s, ETA" on stderr: in place on a terminal, else one
  * line every 10 s. */
 static void progress_show(progress *p, size_t done, int final) {
-    double now = ret_now(), rate, el = now - p->t0;
+    double now = cli_now(), rate, el = now - p->t0;
     char eta[32];
     if (!final && now - p->last < (p->tty ? 0.25 : 10.0)) return;
     if (final && !p->tty && p->shown == done) return;   /* already said */
@@ -275,7 +210,7 @@ static void progress_show(progress *p, size_t done, int final) {
  * ========================================================================= */
 
 typedef struct build_opts {
-    ret_model_opts m;
+    cli_model_opts m;
     const char *head, *out;
     unsigned storage;
     long batch, checkpoint_every;
@@ -357,7 +292,7 @@ static int cmd_build(int argc, char **argv, int update) {
     size_t f, reused = 0, changed = 0, embedded = 0, skipped = 0, known_bad = 0, rescored = 0, dropped = 0;
     size_t since_ckpt = 0, *todo = NULL, ntodo = 0, *batch_file = NULL;
     float *pixels = NULL, *emb = NULL, *scores = NULL;
-    double t0 = ret_now(), ckpt_cost = 0;
+    double t0 = cli_now(), ckpt_cost = 0;
     progress pg;
     memset(&o, 0, sizeof o);
     memset(&w, 0, sizeof w);
@@ -371,7 +306,7 @@ static int cmd_build(int argc, char **argv, int update) {
     for (i = 2; i < argc; i++) {
         const char *s;
         int r;
-        if ((r = ret_model_opt(argc, argv, &i, &o.m))) { if (r < 0) goto done; continue; }
+        if ((r = cli_model_opt(argc, argv, &i, &o.m))) { if (r < 0) goto done; continue; }
         if ((r = cli_opt_str(argc, argv, &i, "--head", &o.head))) { if (r < 0) goto done; continue; }
         if ((r = cli_opt_str(argc, argv, &i, update ? "--index" : "--out", &o.out))) { if (r < 0) goto done; continue; }
         if ((r = cli_opt_int(argc, argv, &i, "--batch", &o.batch))) { if (r < 0) goto done; continue; }
@@ -392,13 +327,12 @@ static int cmd_build(int argc, char **argv, int update) {
                        "  images, drops deleted ones; --model and --head default to the recorded paths\n");
             else
                 printf("usage: aesalign index build --model M [--head H] [--out FILE] [options] DIR...\n");
-            printf("  --model M            CLIP checkpoint (safetensors, either layout)\n"
+            printf(CLI_MODEL_HELP
                    "  --head H             aesthetic head (safetensors); without one, no aesthetic scores\n"
                    "  %-20s the index file%s\n"
                    "  --storage S          f32, int8 or both (default both: int8 scans, fp32 re-scores)\n"
                    "  --batch N            images per encoder batch (default 16)\n"
                    "  --checkpoint-every N refresh FILE.partial every N new images (default 256)\n"
-                   "  --config F, --act quick_gelu|gelu, --f16   as for `aesalign embed`\n"
                    "  --quiet              no progress line\n"
                    "Threads: $AES_THREADS, else every core.\n", update ? "--index FILE" : "--out FILE",
                    update ? "" : " (default index.aesidx)");
@@ -437,7 +371,7 @@ static int cmd_build(int argc, char **argv, int update) {
     if (!o.m.model) { cli_fail(cmd, NULL, "--model is required"); goto done; }
     if (o.ndirs == 0) { cli_fail(cmd, NULL, "no folders given"); goto done; }
 
-    if (ret_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
+    if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
     if (!aes_clip_config_get(model)->has_vision) { cli_fail(cmd, NULL, "%s has no image tower", o.m.model); goto done; }
     S = aes_clip_config_get(model)->image_size;
     E = aes_clip_config_get(model)->embed_dim;
@@ -537,7 +471,7 @@ static int cmd_build(int argc, char **argv, int update) {
     batch_file = (size_t *)malloc((size_t)o.batch * sizeof *batch_file);
     if (!pixels || !emb || !scores || !batch_file) { cli_fail(cmd, NULL, "out of memory"); goto done; }
     memset(&pg, 0, sizeof pg);
-    pg.t0 = pg.last = ret_now();
+    pg.t0 = pg.last = cli_now();
     pg.total = ntodo;
     pg.tty = isatty(2);
     for (f = 0; f < ntodo;) {
@@ -583,13 +517,13 @@ static int cmd_build(int argc, char **argv, int update) {
         }
         if (!o.quiet) progress_show(&pg, embedded + skipped, 0);
         /* checkpoint every N new images, but spend at most ~10% of the time on it */
-        tc = ret_now();
+        tc = cli_now();
         if (since_ckpt >= (size_t)o.checkpoint_every && f < ntodo && tc - pg.t0 > 10 * ckpt_cost) {
             if (aes_index_set_meta(ctx, idx, meta.s ? meta.s : "") != AES_OK || aes_index_save(ctx, idx, partial) != AES_OK) {
                 fprintf(stderr, "aesalign %s: warning: checkpoint failed: %s\n", cmd, aes_last_error(ctx));
                 aes_clear_error(ctx);
             }
-            ckpt_cost += ret_now() - tc;
+            ckpt_cost += cli_now() - tc;
             since_ckpt = 0;
         }
     }
@@ -601,7 +535,7 @@ static int cmd_build(int argc, char **argv, int update) {
     }
     remove(partial);
     {
-        double el = ret_now() - t0;
+        double el = cli_now() - t0;
         struct stat sb;
         double mb = stat(o.out, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0;
         fprintf(stderr,

@@ -27,20 +27,10 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-/* From cmd_index.c. */
-typedef struct ret_model_opts {
-    const char *model, *config, *vocab, *act;
-    int f16;
-} ret_model_opts;
-int ret_model_opt(int argc, char **argv, int *i, ret_model_opts *o);
-aes_status ret_load_model(aes_ctx *ctx, const ret_model_opts *o, aes_clip **model);
-aes_status ret_load_tokenizer(aes_ctx *ctx, const ret_model_opts *o, aes_tokenizer **tok, const char *cmd);
-double ret_now(void);
-
 /* ---- one query ---------------------------------------------------------------- */
 
 typedef struct search_opts {
-    ret_model_opts m;
+    cli_model_opts m;
     const char *index, *head, *expand, *expansions, *html, *queries;
     long k, candidates;
     double weight, expand_weight;
@@ -196,7 +186,7 @@ static void search_usage(void) {
            "  --int8                 scan int8 vectors (fp32 re-scores the best when stored)\n"
            "  --html FILE            also write a page of thumbnails\n"
            "  --queries FILE         lines QID<TAB>query; prints `result` records for `aesalign eval`\n"
-           "  --vocab F, --config F, --act quick_gelu|gelu, --f16   as for `aesalign embed`\n",
+           CLI_MODEL_HELP,
            AES_RETRIEVE_DEFAULT_K, AES_RERANK_DEFAULT_CANDIDATES, (double)AES_RERANK_DEFAULT_WEIGHT);
 }
 
@@ -255,7 +245,7 @@ CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retrieval, 
     if (!ctx) return cli_fail(cmd, NULL, "out of memory");
     for (i = 1; i < argc; i++) {
         int rr;
-        if ((rr = ret_model_opt(argc, argv, &i, &o.m))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_model_opt(argc, argv, &i, &o.m))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_str(argc, argv, &i, "--index", &o.index))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_str(argc, argv, &i, "--head", &o.head))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_str(argc, argv, &i, "--expand", &o.expand))) { if (rr < 0) goto done; continue; }
@@ -302,13 +292,10 @@ CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retrieval, 
     aes_threads_set(ctx, cli_threads());
 
     if (aes_index_load(ctx, o.index, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
-    if (ret_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
+    if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
     if (!aes_clip_config_get(model)->has_text) { cli_fail(cmd, NULL, "%s has no text tower", o.m.model); goto done; }
     if (aes_index_check_model(ctx, idx, aes_clip_id(model)) != AES_OK) { cli_fail(cmd, ctx, "%s", o.index); goto done; }
-    if (ret_load_tokenizer(ctx, &o.m, &tok, cmd) != AES_OK) {
-        if (aes_last_error(ctx)[0]) cli_fail(cmd, ctx, "loading the tokenizer");
-        goto done;
-    }
+    if (cli_load_tokenizer(ctx, o.m.vocab, o.m.model, cmd, &tok) != AES_OK) goto done;
     E = aes_clip_config_get(model)->embed_dim;
     if (o.head) {       /* scores from this head, unless the index already has them */
         aes_head head;

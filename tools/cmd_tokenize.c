@@ -67,16 +67,11 @@ CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
         break;
     }
     if (context < 2 || context > 1000000) return cli_fail("tokenize", NULL, "--context %ld is not in [2, 1000000]", context);
-    if (!vocab) vocab = getenv("AES_VOCAB");
-    if (!vocab || !*vocab)
-        return cli_fail("tokenize", NULL, "no vocabulary: pass --vocab FILE or set AES_VOCAB to CLIP's "
-                        "bpe_simple_vocab_16e6.txt[.gz] (or a Hugging Face merges.txt)");
     ctx = aes_ctx_create();
     if (!ctx) return cli_fail("tokenize", NULL, "out of memory");
-    if (aes_tokenizer_load_merges(ctx, vocab, &tok) != AES_OK) {
-        status = cli_fail("tokenize", ctx, "cannot load the vocabulary");
+    if (cli_load_tokenizer(ctx, vocab, NULL, "tokenize", &tok) != AES_OK) {
         aes_ctx_free(ctx);
-        return status;
+        return 1;
     }
     ids = (int32_t *)aes_alloc(ctx, (size_t)context, sizeof(int32_t));
     if (!ids) {

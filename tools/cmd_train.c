@@ -27,12 +27,6 @@
 
 /* ---- helpers shared by the three commands ------------------------------------- */
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
@@ -50,28 +44,6 @@ static aes_status load_pixels(void *user, aes_ctx *ctx, const char *path, int S,
     if (!st) st = aes_clip_preprocess(ctx, &img, S, out);
     aes_image_free(&img);
     return st;
-}
-
-/* --vocab, else $AES_VOCAB, else a merges file beside the model. */
-static aes_status find_tokenizer(aes_ctx *ctx, const char *vocab, const char *model, aes_tokenizer **tok,
-                                 const char *cmd) {
-    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
-    char path[4096];
-    const char *v = vocab ? vocab : getenv("AES_VOCAB");
-    size_t k;
-    if (!v && model) {
-        const char *slash = strrchr(model, '/');
-        int dlen = slash ? (int)(slash - model) + 1 : 0;
-        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
-            snprintf(path, sizeof path, "%.*s%s", dlen, model, beside[k]);
-            if (file_exists(path)) v = path;
-        }
-    }
-    if (!v) {
-        cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
-        return AES_ERR_IO;
-    }
-    return aes_tokenizer_load_merges(ctx, v, tok);
 }
 
 /* Lines of a text file (no empty lines, no '#' comments, CR dropped). */
@@ -139,19 +111,20 @@ static aes_status tokenize_all(aes_ctx *ctx, const aes_tokenizer *tok, char *con
 static void make_pairs_usage(FILE *f) {
     fprintf(f,
             "usage: aesalign make-pairs --index FILE --model M --queries FILE --out PAIRS.tsv\n"
-            "                           [--config FILE] [--vocab FILE] [--act quick_gelu|gelu]\n"
+            "                           [--config FILE] [--vocab FILE] [--act quick_gelu|gelu] [--f16]\n"
             "                           [--k 48] [--rows 4] [--cols 4] [--stride 2] [--max-pairs N]\n"
             "                           [--expand none|template] [--expansions FILE]\n"
             "For each query (one per line) retrieves the top k images of the index with the\n"
             "(expanded) query, orders them in a rows x cols grid (rows: semantic rank, taking\n"
             "every stride-th candidate; columns: the index's aesthetic score) and writes the\n"
             "pairs the 2-D order implies (arXiv 2406.09397 Sec. 4.1) as TSV:\n"
-            "  query<TAB>preferred<TAB>rejected\n");
+            "  query<TAB>preferred<TAB>rejected\n"
+            CLI_MODEL_HELP);
 }
 
 CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query list") {
-    const char *index_path = NULL, *model_path = NULL, *queries_path = NULL, *out = NULL, *config = NULL;
-    const char *vocab = NULL, *act = NULL, *expand = "none", *expansions_path = NULL;
+    const char *index_path = NULL, *queries_path = NULL, *out = NULL, *expand = "none", *expansions_path = NULL;
+    cli_model_opts mo;
     long k = 48, rows = 4, cols = 4, stride = 2, max_pairs = 0;
     aes_ctx *ctx = NULL;
     aes_index *idx = NULL;
@@ -164,15 +137,13 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
     aes_hit *hits = NULL;
     float *cand_aes = NULL;
     aes_pair_index *pairs = NULL;
+    memset(&mo, 0, sizeof mo);
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { make_pairs_usage(stdout); return 0; }
-        if ((r = cli_opt_str(argc, argv, &i, "--index", &index_path)) ||
-            (r = cli_opt_str(argc, argv, &i, "--model", &model_path)) ||
+        if ((r = cli_model_opt(argc, argv, &i, &mo)) ||
+            (r = cli_opt_str(argc, argv, &i, "--index", &index_path)) ||
             (r = cli_opt_str(argc, argv, &i, "--queries", &queries_path)) ||
             (r = cli_opt_str(argc, argv, &i, "--out", &out)) ||
-            (r = cli_opt_str(argc, argv, &i, "--config", &config)) ||
-            (r = cli_opt_str(argc, argv, &i, "--vocab", &vocab)) ||
-            (r = cli_opt_str(argc, argv, &i, "--act", &act)) ||
             (r = cli_opt_str(argc, argv, &i, "--expand", &expand)) ||
             (r = cli_opt_str(argc, argv, &i, "--expansions", &expansions_path)) ||
             (r = cli_opt_int(argc, argv, &i, "--k", &k)) ||
@@ -187,24 +158,18 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
         make_pairs_usage(stderr);
         return 2;
     }
-    if (!index_path || !model_path || !queries_path || !out) { make_pairs_usage(stderr); return 2; }
+    if (!index_path || !mo.model || !queries_path || !out) { make_pairs_usage(stderr); return 2; }
     if (k < 2 || k > 100000 || rows < 1 || rows > 64 || cols < 1 || cols > 64 || stride < 1 || max_pairs < 0 ||
         (strcmp(expand, "none") && strcmp(expand, "template")))
         return cli_fail("make-pairs", NULL, "bad --k/--rows/--cols/--stride/--max-pairs/--expand value");
     ctx = aes_ctx_create();
     if (!ctx) return cli_fail("make-pairs", NULL, "out of memory");
     aes_threads_set(ctx, cli_threads());
-    {
-        aes_clip_load_opts lo;
-        memset(&lo, 0, sizeof lo);
-        lo.config_path = config;
-        if (act) lo.act = !strcmp(act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
-        if (aes_clip_load(ctx, model_path, &lo, &model)) { cli_fail("make-pairs", ctx, "loading the model"); goto done; }
-    }
+    if (cli_load_model(ctx, &mo, &model)) { cli_fail("make-pairs", ctx, "loading the model"); goto done; }
     if (aes_index_load(ctx, index_path, &idx)) { cli_fail("make-pairs", ctx, "loading the index"); goto done; }
     if (aes_index_check_model(ctx, idx, aes_clip_id(model))) { cli_fail("make-pairs", ctx, "index and model"); goto done; }
     if (!idx->aesthetic) { cli_fail("make-pairs", NULL, "%s has no aesthetic scores (build it with --head)", index_path); goto done; }
-    if (find_tokenizer(ctx, vocab, model_path, &tok, "make-pairs")) goto done;
+    if (cli_load_tokenizer(ctx, mo.vocab, mo.model, "make-pairs", &tok)) goto done;
     if (expansions_path && aes_expansions_load(ctx, expansions_path, &ex)) { cli_fail("make-pairs", ctx, "expansions"); goto done; }
     queries = read_lines(ctx, queries_path, &nq);
     if (!queries) { cli_fail("make-pairs", ctx, "reading queries"); goto done; }
@@ -283,7 +248,8 @@ done:
  * ========================================================================= */
 
 typedef struct ft_opts {
-    const char *model, *pairs, *out, *config, *vocab, *act, *train, *optimizer, *captions;
+    cli_model_opts m;        /* for_training: no --f16; --act gelu forces GELU */
+    const char *pairs, *out, *train, *optimizer, *captions;
     long freeze, steps, batch, pairs_per_step, warmup, seed, save_every, log_every, stop_after;
     double lr, beta, smoothing, lambda, clip_smoothing, weight_decay, clip_norm, momentum;
     int resume, train_logit_scale;
@@ -309,7 +275,7 @@ static void finetune_usage(FILE *f) {
         "  --captions FILE       image<TAB>caption lines for the contrastive term; without it\n"
         "                        the term pairs each query of a step with its first preferred image\n"
         "  --train-logit-scale   also update logit_scale\n"
-        "  --config FILE --vocab FILE --act quick_gelu|gelu   model and tokenizer\n"
+        CLI_MODEL_TRAIN_HELP
         "  --seed N (1)  --log-every N (1)  --save-every N (0)  --resume\n"
         "  --stop-after N        save and stop after step N (as if interrupted; --resume goes on)\n"
         "Writes FILE (safetensors, same tensor names as the input) and FILE.optim (optimizer\n"
@@ -332,7 +298,7 @@ static int ft_progress(void *user, const aes_train_progress *p) {
                 p->trainable, p->nparams, o->train, strcmp(o->train, "both") ? "" : "s", o->freeze, o->optimizer,
                 (double)r->lr);
         if (p->resumed) fprintf(stderr, "finetune-dpo: resumed from %s at step %ld\n", o->out, p->start_step);
-        r->t_start = now_seconds();
+        r->t_start = cli_now();
     } else if (p->event == AES_TRAIN_STEP) {
         if (p->nmatched == 0 && o->lambda > 0 && !r->warned_no_match) {   /* say it once, not every step */
             fprintf(stderr, "finetune-dpo: note: step %ld has fewer than 2 query/image matches, so no contrastive "
@@ -347,21 +313,6 @@ static int ft_progress(void *user, const aes_train_progress *p) {
         return 0;
     }
     return o->stop_after > 0 && p->step >= o->stop_after;   /* as if interrupted: saved, --resume goes on */
-}
-
-/* Loads a model for training and makes its trainer.  act_name ("gelu",
- * "quick_gelu" or NULL) forces GELU when "gelu"; otherwise the activation
- * comes from a config, the file's own metadata, else QuickGELU. */
-static aes_status load_for_training(aes_ctx *ctx, const char *path, const char *config, const char *act_name,
-                                    const aes_train_options *to, aes_clip **model, aes_clip_trainer **tr) {
-    aes_clip_load_opts lo;
-    aes_status st;
-    memset(&lo, 0, sizeof lo);
-    lo.config_path = config;
-    if (act_name && !strcmp(act_name, "gelu")) lo.act = AES_ACT_GELU;
-    *tr = NULL;
-    if ((st = aes_clip_load(ctx, path, &lo, model))) return st;
-    return aes_clip_trainer_create(ctx, *model, to, tr);
 }
 
 CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXiv 2406.09397") {
@@ -383,6 +334,7 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
     memset(&o, 0, sizeof o);
     memset(&run, 0, sizeof run);
     memset(&caps, 0, sizeof caps);
+    o.m.for_training = 1;
     o.train = "vision"; o.optimizer = "adamw"; o.steps = 100; o.batch = 32; o.warmup = -1; o.seed = 1;
     o.log_every = 1; o.lr = -1; o.weight_decay = -1; o.momentum = 0.9; o.clip_norm = 1.0;
     o.beta = cfg.loss.beta; o.smoothing = cfg.loss.label_smoothing; o.lambda = cfg.loss.lambda; o.clip_smoothing = 0;
@@ -390,12 +342,9 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { finetune_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) { o.resume = 1; continue; }
         if (!strcmp(argv[i], "--train-logit-scale")) { o.train_logit_scale = 1; continue; }
-        if ((r = cli_opt_str(argc, argv, &i, "--model", &o.model)) ||
+        if ((r = cli_model_opt(argc, argv, &i, &o.m)) ||
             (r = cli_opt_str(argc, argv, &i, "--pairs", &o.pairs)) ||
             (r = cli_opt_str(argc, argv, &i, "--out", &o.out)) ||
-            (r = cli_opt_str(argc, argv, &i, "--config", &o.config)) ||
-            (r = cli_opt_str(argc, argv, &i, "--vocab", &o.vocab)) ||
-            (r = cli_opt_str(argc, argv, &i, "--act", &o.act)) ||
             (r = cli_opt_str(argc, argv, &i, "--train", &o.train)) ||
             (r = cli_opt_str(argc, argv, &i, "--optimizer", &o.optimizer)) ||
             (r = cli_opt_str(argc, argv, &i, "--captions", &o.captions)) ||
@@ -423,13 +372,11 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
         finetune_usage(stderr);
         return 2;
     }
-    if (!o.model || !o.pairs || !o.out) { finetune_usage(stderr); return 2; }
+    if (!o.m.model || !o.pairs || !o.out) { finetune_usage(stderr); return 2; }
     if (strcmp(o.train, "vision") && strcmp(o.train, "text") && strcmp(o.train, "both"))
         return cli_fail("finetune-dpo", NULL, "--train wants vision, text or both, not '%s'", o.train);
     if (strcmp(o.optimizer, "adamw") && strcmp(o.optimizer, "sgd"))
         return cli_fail("finetune-dpo", NULL, "--optimizer wants adamw or sgd, not '%s'", o.optimizer);
-    if (o.act && strcmp(o.act, "gelu") && strcmp(o.act, "quick_gelu"))
-        return cli_fail("finetune-dpo", NULL, "--act wants quick_gelu or gelu");
     if (o.steps < 1 || o.batch < 2 || o.batch > 4096 || o.freeze < 0 || o.log_every < 1 || o.save_every < 0)
         return cli_fail("finetune-dpo", NULL, "bad --steps/--batch/--freeze/--log-every/--save-every");
     if (o.pairs_per_step <= 0) o.pairs_per_step = o.batch / 2 > 0 ? o.batch / 2 : 1;
@@ -464,13 +411,13 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
     to.freeze_vision_blocks = to.freeze_text_blocks = (int)o.freeze;
     to.max_images = (int)o.batch;
     to.max_texts = (int)o.batch;
-    if (load_for_training(ctx, o.model, o.config, o.act, &to, &model, &tr)) {
+    if (cli_load_model(ctx, &o.m, &model) || aes_clip_trainer_create(ctx, model, &to, &tr)) {
         cli_fail("finetune-dpo", ctx, "loading the model");
         goto done;
     }
     A = aes_clip_config_get(model);
     if (!A->has_vision || !A->has_text) { cli_fail("finetune-dpo", NULL, "the model needs both towers"); goto done; }
-    if (find_tokenizer(ctx, o.vocab, o.model, &tok, "finetune-dpo")) goto done;
+    if (cli_load_tokenizer(ctx, o.m.vocab, o.m.model, "finetune-dpo", &tok)) goto done;
 
     /* the run: aes_dpo_finetune does the reference pass, the sampling, the
      * steps and the checkpoints (FILE and FILE.optim); we print progress */
@@ -504,7 +451,7 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
         cli_fail("finetune-dpo", NULL, "%s", aes_last_error(ctx));
         goto done;
     }
-    fprintf(stderr, "finetune-dpo: wrote %s (and %s) after %.1f s\n", o.out, optim_path, now_seconds() - run.t_start);
+    fprintf(stderr, "finetune-dpo: wrote %s (and %s) after %.1f s\n", o.out, optim_path, cli_now() - run.t_start);
     rc = 0;
 done:
     if (cap_lines) free_lines(cap_lines, ncap);
@@ -568,7 +515,7 @@ static int tc_progress(void *user, const aes_train_progress *p) {
         fprintf(stderr, "train-clip: %d image/caption pairs, %zu parameters, batch %ld, %ld steps\n", r->n, p->nparams,
                 r->batch, r->steps);
         if (p->resumed) fprintf(stderr, "train-clip: resumed at step %ld\n", p->start_step);
-        r->t_start = now_seconds();
+        r->t_start = cli_now();
     } else if (p->event == AES_TRAIN_STEP && (p->step % r->log_every == 0 || p->step == r->steps)) {
         fprintf(stderr, "step %5ld/%ld  loss %.4f  acc %.3f  logit_scale %.3f  lr %.3e  %.1f img/s\n", p->step,
                 r->steps, p->stats.clip_loss, p->stats.clip_acc, p->logit_scale, (double)p->lr,
@@ -637,12 +584,17 @@ CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for
     ctx = aes_ctx_create();
     if (!ctx) return cli_fail("train-clip", NULL, "out of memory");
     aes_threads_set(ctx, cli_threads());
-    if (find_tokenizer(ctx, vocab, init, &tok, "train-clip")) goto done;
+    if (cli_load_tokenizer(ctx, vocab, init, "train-clip", &tok)) goto done;
     to.train_vision = to.train_text = to.train_logit_scale = 1;
     to.max_images = to.max_texts = (int)batch;
     if (resume && file_exists(out)) init = out;
     if (init) {
-        if (load_for_training(ctx, init, NULL, act, &to, &model, &tr)) {
+        cli_model_opts mo;    /* --act gelu forces GELU, else the file's own activation */
+        memset(&mo, 0, sizeof mo);
+        mo.model = init;
+        mo.act = act;
+        mo.for_training = 1;
+        if (cli_load_model(ctx, &mo, &model) || aes_clip_trainer_create(ctx, model, &to, &tr)) {
             cli_fail("train-clip", ctx, "loading %s", init);
             goto done;
         }
@@ -704,7 +656,7 @@ CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for
         goto done;
     }
     fprintf(stderr, "train-clip: wrote %s, %s and config.json beside it (%.1f s)\n", out, optim_path,
-            now_seconds() - run.t_start);
+            cli_now() - run.t_start);
     rc = 0;
 done:
     if (lines) free_lines(lines, n);
