@@ -62,10 +62,10 @@ all: cli examples
 cli: $(BUILD)/aesalign
 
 # Every tools/cmd_*.c file declares its subcommands with
-#   AES_CLI_COMMAND(name, "one-line summary") { ... }
+#   CLI_COMMAND(name, "one-line summary") { ... }
 # and this rule collects them into the dispatch table of tools/aesalign.c.
 $(BUILD)/cli_commands.h: $(CMD_SRCS) | $(BUILD)
-	@grep -h '^AES_CLI_COMMAND(' $(CMD_SRCS) /dev/null | sed -e 's/^AES_CLI_COMMAND(\([A-Za-z_0-9]*\), *\("[^"]*"\)).*$$/AES_CLI_X(\1, \2)/' > $@.tmp
+	@grep -h '^CLI_COMMAND(' $(CMD_SRCS) /dev/null | sed -e 's/^CLI_COMMAND(\([A-Za-z_0-9]*\), *\("[^"]*"\)).*$$/CLI_X(\1, \2)/' > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
 $(BUILD)/aesalign: tools/aesalign.c tools/cli.h $(WORLD_HDR) $(CMD_SRCS) $(BUILD)/cli_commands.h $(HDRS) | $(BUILD)

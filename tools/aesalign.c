@@ -6,24 +6,25 @@
 #include "world.h"
 #include <stdarg.h>
 #include <unistd.h>
+#include <time.h>
 
-#define AES_CLI_X(name, summary) int aes_cmd_##name(int argc, char **argv);
+#define CLI_X(name, summary) int cli_cmd_##name(int argc, char **argv);
 #include "cli_commands.h"
-#undef AES_CLI_X
+#undef CLI_X
 
 typedef struct {
     const char *name, *summary;
     int (*fn)(int, char **);
-} aes_cli_entry;
+} cli_entry;
 
-static const aes_cli_entry aes_cli_table[] = {
-#define AES_CLI_X(name, summary) {#name, summary, aes_cmd_##name},
+static const cli_entry cli_table[] = {
+#define CLI_X(name, summary) {#name, summary, cli_cmd_##name},
 #include "cli_commands.h"
-#undef AES_CLI_X
+#undef CLI_X
     {NULL, NULL, NULL}
 };
 
-int aes_cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...) {
+int cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...) {
     va_list ap;
     fprintf(stderr, "aesalign %s: ", cmd);
     va_start(ap, fmt);
@@ -34,7 +35,7 @@ int aes_cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...) {
     return 1;
 }
 
-int aes_cli_opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
+int cli_opt_str(int argc, char **argv, int *i, const char *name, const char **out) {
     if (strcmp(argv[*i], name) != 0) return 0;
     if (*i + 1 >= argc) {
         fprintf(stderr, "aesalign: option %s needs a value\n", name);
@@ -44,10 +45,10 @@ int aes_cli_opt_str(int argc, char **argv, int *i, const char *name, const char 
     return 1;
 }
 
-int aes_cli_opt_int(int argc, char **argv, int *i, const char *name, long *out) {
+int cli_opt_int(int argc, char **argv, int *i, const char *name, long *out) {
     const char *s;
     char *end;
-    int r = aes_cli_opt_str(argc, argv, i, name, &s);
+    int r = cli_opt_str(argc, argv, i, name, &s);
     if (r != 1) return r;
     *out = strtol(s, &end, 10);
     if (end == s || *end) {
@@ -57,10 +58,10 @@ int aes_cli_opt_int(int argc, char **argv, int *i, const char *name, long *out) 
     return 1;
 }
 
-int aes_cli_opt_float(int argc, char **argv, int *i, const char *name, double *out) {
+int cli_opt_float(int argc, char **argv, int *i, const char *name, double *out) {
     const char *s;
     char *end;
-    int r = aes_cli_opt_str(argc, argv, i, name, &s);
+    int r = cli_opt_str(argc, argv, i, name, &s);
     if (r != 1) return r;
     *out = strtod(s, &end);
     if (end == s || *end) {
@@ -71,7 +72,7 @@ int aes_cli_opt_float(int argc, char **argv, int *i, const char *name, double *o
 }
 
 /* $AES_THREADS, else every online core (1 in an AES_NO_THREADS build). */
-int aes_cli_threads(void) {
+int cli_threads(void) {
 #ifdef AES_NO_THREADS
     return 1;
 #else
@@ -83,11 +84,79 @@ int aes_cli_threads(void) {
 #endif
 }
 
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- the model and tokenizer options (cli.h) ------------------------------------ */
+
+int cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o) {
+    int r;
+    if ((r = cli_opt_str(argc, argv, i, "--model", &o->model))) return r;
+    if ((r = cli_opt_str(argc, argv, i, "--config", &o->config))) return r;
+    if ((r = cli_opt_str(argc, argv, i, "--vocab", &o->vocab))) return r;
+    if ((r = cli_opt_str(argc, argv, i, "--act", &o->act))) {
+        if (r == 1 && strcmp(o->act, "gelu") && strcmp(o->act, "quick_gelu")) {
+            fprintf(stderr, "aesalign: --act wants quick_gelu or gelu, not '%s'\n", o->act);
+            return -1;
+        }
+        return r;
+    }
+    if (!o->for_training && !strcmp(argv[*i], "--f16")) { o->f16 = 1; return 1; }
+    return 0;
+}
+
+aes_status cli_load_model(aes_ctx *ctx, const cli_model_opts *o, aes_clip **out) {
+    aes_clip_load_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.config_path = o->config;
+    lo.keep_16bit = o->for_training ? 0 : o->f16;
+    if (o->act && !strcmp(o->act, "gelu")) lo.act = AES_ACT_GELU;
+    else if (o->act && !o->for_training) lo.act = AES_ACT_QUICK_GELU;
+    return aes_clip_load(ctx, o->model, &lo, out);
+}
+
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+aes_status cli_load_tokenizer(aes_ctx *ctx, const char *vocab, const char *model_path, const char *cmd,
+                              aes_tokenizer **out) {
+    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
+    char path[4096];
+    const char *v = vocab && *vocab ? vocab : getenv("AES_VOCAB");
+    aes_status st;
+    size_t k;
+    if (v && !*v) v = NULL;
+    if (!v && model_path) {
+        const char *slash = strrchr(model_path, '/');
+        int dlen = slash ? (int)(slash - model_path) + 1 : 0;
+        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
+            snprintf(path, sizeof path, "%.*s%s", dlen, model_path, beside[k]);
+            if (file_exists(path)) v = path;
+        }
+    }
+    if (!v) {
+        if (model_path)
+            cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
+        else
+            cli_fail(cmd, NULL, "no vocabulary: pass --vocab FILE or set AES_VOCAB to CLIP's "
+                     "bpe_simple_vocab_16e6.txt[.gz] (or a Hugging Face merges.txt)");
+        return AES_ERR_IO;
+    }
+    if ((st = aes_tokenizer_load_merges(ctx, v, out)) != AES_OK) cli_fail(cmd, ctx, "cannot load the vocabulary");
+    return st;
+}
+
 static void usage(FILE *f) {
-    const aes_cli_entry *e;
+    const cli_entry *e;
     fprintf(f, "aesalign %s - aesthetics-aware image retrieval\n\nusage: aesalign <command> [options]\n\n",
             AES_VERSION_STRING);
-    for (e = aes_cli_table; e->name; e++) {
+    for (e = cli_table; e->name; e++) {
         char name[64];
         size_t k;
         snprintf(name, sizeof name, "%s", e->name);
@@ -98,7 +167,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    const aes_cli_entry *e;
+    const cli_entry *e;
     char name[64];
     size_t k;
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -111,7 +180,7 @@ int main(int argc, char **argv) {
     }
     snprintf(name, sizeof name, "%s", argv[1]);
     for (k = 0; name[k]; k++) if (name[k] == '-') name[k] = '_';
-    for (e = aes_cli_table; e->name; e++)
+    for (e = cli_table; e->name; e++)
         if (!strcmp(e->name, name)) return e->fn(argc - 1, argv + 1);
     fprintf(stderr, "aesalign: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

@@ -2,7 +2,7 @@
  *
  * A subcommand lives in tools/cmd_<area>.c and is declared with
  *
- *     AES_CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
+ *     CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
  *         ... argc/argv start at the subcommand name ...
  *         return 0;   (exit status)
  *     }
@@ -10,18 +10,18 @@
  * The Makefile collects those lines into the dispatch table; a name with an
  * underscore is typed with a dash (finetune_dpo -> finetune-dpo).
  */
-#ifndef AES_CLI_H
-#define AES_CLI_H
+#ifndef CLI_H
+#define CLI_H
 #include "../aesalign.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define AES_CLI_COMMAND(name, summary) int aes_cmd_##name(int argc, char **argv)
+#define CLI_COMMAND(name, summary) int cli_cmd_##name(int argc, char **argv)
 
 /* Prints "aesalign <cmd>: <message>" to stderr and returns exit status 1;
  * with a context, appends the library's message. */
-int aes_cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...)
+int cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
@@ -30,17 +30,57 @@ int aes_cli_fail(const char *cmd, aes_ctx *ctx, const char *fmt, ...)
 /* Option parsing helpers: at argv[*i] == name, take the value after it.
  * Return 1 when the option matched (and advance *i), 0 when not, and -1
  * (after a message) when the value is missing or malformed. */
-int aes_cli_opt_str(int argc, char **argv, int *i, const char *name, const char **out);
-int aes_cli_opt_int(int argc, char **argv, int *i, const char *name, long *out);
-int aes_cli_opt_float(int argc, char **argv, int *i, const char *name, double *out);
+int cli_opt_str(int argc, char **argv, int *i, const char *name, const char **out);
+int cli_opt_int(int argc, char **argv, int *i, const char *name, long *out);
+int cli_opt_float(int argc, char **argv, int *i, const char *name, double *out);
 
 /* Loads any image the CLI accepts: PPM/PGM through the library, and
  * JPEG/PNG/BMP/GIF/TGA through stb_image when built with AES_HAVE_STB.
  * 1 channel for gray, 3 for colour (alpha dropped).  Returns an aes_status
  * (the library's message is in aes_last_error). */
-int aes_cli_load_image(aes_ctx *ctx, const char *path, aes_image *out);
+int cli_load_image(aes_ctx *ctx, const char *path, aes_image *out);
 
 /* Threads for the CLI: $AES_THREADS, else the number of online CPUs. */
-int aes_cli_threads(void);
+int cli_threads(void);
+
+/* Seconds on a monotonic clock (progress lines, rates). */
+double cli_now(void);
+
+/* ---- the model and tokenizer options ------------------------------------------
+ *
+ * --model FILE --config FILE --vocab FILE --act quick_gelu|gelu --f16, parsed
+ * the same way by every command that loads a CLIP model.  A training command
+ * sets for_training before parsing: it takes no --f16 (16-bit weights cannot
+ * be trained), and --act quick_gelu (the default) leaves the activation to
+ * the config or the file's metadata (else QuickGELU); --act gelu forces GELU. */
+typedef struct cli_model_opts {
+    const char *model, *config, *vocab, *act;
+    int f16;
+    int for_training;
+} cli_model_opts;
+
+/* At argv[*i]: one of the options above?  1 matched (and *i advanced), 0 not,
+ * -1 bad or missing value (after a message). */
+int cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o);
+
+/* Loads o->model with o's config, activation and --f16. */
+aes_status cli_load_model(aes_ctx *ctx, const cli_model_opts *o, aes_clip **out);
+
+/* The tokenizer: vocab (--vocab), else $AES_VOCAB, else merges.txt,
+ * bpe_simple_vocab_16e6.txt or bpe_simple_vocab_16e6.txt.gz beside
+ * model_path (which may be NULL).  Prints "aesalign <cmd>: ..." on failure. */
+aes_status cli_load_tokenizer(aes_ctx *ctx, const char *vocab, const char *model_path, const char *cmd,
+                              aes_tokenizer **out);
+
+/* Help lines of the options, for the usage texts. */
+#define CLI_MODEL_HELP_FILES \
+    "  --model FILE         CLIP checkpoint (safetensors, either layout)\n" \
+    "  --config FILE        Hugging Face config.json / open_clip config (default: beside the model)\n" \
+    "  --vocab FILE         BPE merges (default: $AES_VOCAB, else merges.txt beside the model)\n"
+#define CLI_MODEL_HELP CLI_MODEL_HELP_FILES \
+    "  --act quick_gelu|gelu  force the activation (OpenAI layout without a config: quick_gelu)\n" \
+    "  --f16                keep the weights in 16 bits (half the memory)\n"
+#define CLI_MODEL_TRAIN_HELP CLI_MODEL_HELP_FILES \
+    "  --act quick_gelu|gelu  gelu forces GELU; quick_gelu (default): the config's or the file's, else QuickGELU\n"
 
 #endif

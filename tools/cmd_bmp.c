@@ -47,20 +47,20 @@ static aes_status write_bmp(aes_ctx *ctx, const char *path, const aes_image *img
     return st;
 }
 
-AES_CLI_COMMAND(to_bmp, "write BMP copies of images (browsers show BMP, not PPM), for demo.html") {
+CLI_COMMAND(to_bmp, "write BMP copies of images (browsers show BMP, not PPM), for demo.html") {
     const char *out = NULL;
     int i, r, first = -1, rc = 0;
     aes_ctx *ctx;
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { to_bmp_usage(stdout); return 0; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--out", &out)) != 0) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--out", &out)) != 0) { if (r < 0) return 2; continue; }
         if (argv[i][0] == '-') { to_bmp_usage(stderr); return 2; }
         first = i;
         break;
     }
     if (!out || first < 0) { to_bmp_usage(stderr); return 2; }
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("to-bmp", NULL, "out of memory");
+    if (!ctx) return cli_fail("to-bmp", NULL, "out of memory");
     for (i = first; i < argc && !rc; i++) {
         aes_image img;
         char path[4200];
@@ -71,8 +71,8 @@ AES_CLI_COMMAND(to_bmp, "write BMP copies of images (browsers show BMP, not PPM)
         blen = dot ? (int)(dot - base) : (int)strlen(base);
         snprintf(path, sizeof path, "%s/%.*s.bmp", out, blen, base);
         memset(&img, 0, sizeof img);
-        if (aes_cli_load_image(ctx, argv[i], &img) != AES_OK) rc = aes_cli_fail("to-bmp", ctx, "%s", argv[i]);
-        else if (write_bmp(ctx, path, &img) != AES_OK) rc = aes_cli_fail("to-bmp", ctx, "writing %s", path);
+        if (cli_load_image(ctx, argv[i], &img) != AES_OK) rc = cli_fail("to-bmp", ctx, "%s", argv[i]);
+        else if (write_bmp(ctx, path, &img) != AES_OK) rc = cli_fail("to-bmp", ctx, "writing %s", path);
         aes_image_free(&img);
     }
     aes_ctx_free(ctx);

@@ -56,7 +56,7 @@ static const char *field(const char *line, size_t len, int col, size_t *flen) {
     return NULL;
 }
 
-AES_CLI_COMMAND(train_bpe, "train a small BPE vocabulary on captions (merges file for --vocab)") {
+CLI_COMMAND(train_bpe, "train a small BPE vocabulary on captions (merges file for --vocab)") {
     const char *text_path = NULL, *out = NULL;
     long merges = 1000, col;
     int cols[16], ncols = 0, skip_header = 0, i, r, rc = 1, n = 0, cap = 0, line_no = 0;
@@ -68,16 +68,16 @@ AES_CLI_COMMAND(train_bpe, "train a small BPE vocabulary on captions (merges fil
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { train_bpe_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--skip-header")) { skip_header = 1; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--column", &col)) != 0) {
+        if ((r = cli_opt_int(argc, argv, &i, "--column", &col)) != 0) {
             if (r < 0) return 2;
             if (col < 1 || col > 1000 || ncols == (int)(sizeof cols / sizeof *cols))
-                return aes_cli_fail("train-bpe", NULL, "--column must be in [1, 1000], at most 16 times");
+                return cli_fail("train-bpe", NULL, "--column must be in [1, 1000], at most 16 times");
             cols[ncols++] = (int)col;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--text", &text_path)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--out", &out)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--merges", &merges))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--text", &text_path)) ||
+            (r = cli_opt_str(argc, argv, &i, "--out", &out)) ||
+            (r = cli_opt_int(argc, argv, &i, "--merges", &merges))) {
             if (r < 0) return 2;
             continue;
         }
@@ -87,9 +87,9 @@ AES_CLI_COMMAND(train_bpe, "train a small BPE vocabulary on captions (merges fil
     }
     if (!text_path || !out) { train_bpe_usage(stderr); return 2; }
     if (merges < 0 || merges > AES_TOKENIZER_CLIP_MERGES)
-        return aes_cli_fail("train-bpe", NULL, "--merges must be in [0, %d]", AES_TOKENIZER_CLIP_MERGES);
+        return cli_fail("train-bpe", NULL, "--merges must be in [0, %d]", AES_TOKENIZER_CLIP_MERGES);
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("train-bpe", NULL, "out of memory");
+    if (!ctx) return cli_fail("train-bpe", NULL, "out of memory");
     if (!strcmp(text_path, "-")) {
         size_t cap_b = 1 << 16;
         char *buf = (char *)malloc(cap_b);
@@ -103,10 +103,10 @@ AES_CLI_COMMAND(train_bpe, "train a small BPE vocabulary on captions (merges fil
                 cap_b *= 2;
             }
         }
-        if (!buf) { aes_cli_fail("train-bpe", NULL, "out of memory reading standard input"); goto done; }
+        if (!buf) { cli_fail("train-bpe", NULL, "out of memory reading standard input"); goto done; }
         data = buf;
     } else if (aes_read_file(ctx, text_path, &data, &len) != AES_OK) {
-        aes_cli_fail("train-bpe", ctx, "reading %s", text_path);
+        cli_fail("train-bpe", ctx, "reading %s", text_path);
         goto done;
     }
     while (pos < len) {
@@ -120,23 +120,23 @@ AES_CLI_COMMAND(train_bpe, "train a small BPE vocabulary on captions (merges fil
         if (line_no == 1 && skip_header) continue;
         if (!ll) continue;
         if (!ncols) {
-            if (!push_text(&texts, &n, &cap, line, ll)) { aes_cli_fail("train-bpe", NULL, "out of memory"); goto done; }
+            if (!push_text(&texts, &n, &cap, line, ll)) { cli_fail("train-bpe", NULL, "out of memory"); goto done; }
             continue;
         }
         for (r = 0; r < ncols; r++) {
             size_t fl = 0;
             const char *f = field(line, ll, cols[r], &fl);
-            if (!f) { aes_cli_fail("train-bpe", NULL, "%s:%d: no field %d", text_path, line_no, cols[r]); goto done; }
-            if (fl && !push_text(&texts, &n, &cap, f, fl)) { aes_cli_fail("train-bpe", NULL, "out of memory"); goto done; }
+            if (!f) { cli_fail("train-bpe", NULL, "%s:%d: no field %d", text_path, line_no, cols[r]); goto done; }
+            if (fl && !push_text(&texts, &n, &cap, f, fl)) { cli_fail("train-bpe", NULL, "out of memory"); goto done; }
         }
     }
-    if (n == 0) { aes_cli_fail("train-bpe", NULL, "%s: no text", text_path); goto done; }
+    if (n == 0) { cli_fail("train-bpe", NULL, "%s: no text", text_path); goto done; }
     if (aes_tokenizer_train(ctx, (const char *const *)texts, n, (int)merges, &tok) != AES_OK) {
-        aes_cli_fail("train-bpe", ctx, "training");
+        cli_fail("train-bpe", ctx, "training");
         goto done;
     }
     if (aes_tokenizer_save_merges(ctx, tok, out) != AES_OK) {
-        aes_cli_fail("train-bpe", ctx, "writing %s", out);
+        cli_fail("train-bpe", ctx, "writing %s", out);
         goto done;
     }
     fprintf(stderr, "train-bpe: %d texts, %d merges, vocabulary %d -> %s\n", n, aes_tokenizer_n_merges(tok),

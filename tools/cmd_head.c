@@ -26,15 +26,15 @@ static int load_embeddings(aes_ctx *ctx, const char *cmd, const char *path, floa
     const aes_tensor_view *t;
     int i, c;
     *x = NULL;
-    if (aes_safetensors_open(ctx, path, &st) != AES_OK) return aes_cli_fail(cmd, ctx, "cannot read features");
+    if (aes_safetensors_open(ctx, path, &st) != AES_OK) return cli_fail(cmd, ctx, "cannot read features");
     t = aes_safetensors_find(st, "embeddings");
     if (!t) {
         aes_safetensors_close(st);
-        return aes_cli_fail(cmd, NULL, "%s: no tensor 'embeddings' (expected [N, D])", path);
+        return cli_fail(cmd, NULL, "%s: no tensor 'embeddings' (expected [N, D])", path);
     }
     if (t->ndim != 2 || t->shape[0] < 1 || t->shape[1] < 1 || t->shape[0] > INT_MAX / 2 || t->shape[1] > (1 << 20)) {
         aes_safetensors_close(st);
-        return aes_cli_fail(cmd, NULL, "%s: 'embeddings' must be a non-empty [N, D] matrix", path);
+        return cli_fail(cmd, NULL, "%s: 'embeddings' must be a non-empty [N, D] matrix", path);
     }
     *n = (int)t->shape[0];
     *d = (int)t->shape[1];
@@ -43,7 +43,7 @@ static int load_embeddings(aes_ctx *ctx, const char *cmd, const char *path, floa
         aes_free(*x);
         *x = NULL;
         aes_safetensors_close(st);
-        return aes_cli_fail(cmd, ctx, "%s: cannot convert 'embeddings'", path);
+        return cli_fail(cmd, ctx, "%s: cannot convert 'embeddings'", path);
     }
     aes_safetensors_close(st);
     for (i = 0; i < *n; i++) {
@@ -53,7 +53,7 @@ static int load_embeddings(aes_ctx *ctx, const char *cmd, const char *path, floa
             if (!(fabsf(r[c]) < 1e30f)) {
                 aes_free(*x);
                 *x = NULL;
-                return aes_cli_fail(cmd, NULL, "%s: embedding row %d is not finite", path, i);
+                return cli_fail(cmd, NULL, "%s: embedding row %d is not finite", path, i);
             }
             ss += (double)r[c] * r[c];
         }
@@ -128,7 +128,7 @@ static void train_usage(FILE *f) {
             "  --quiet                  no progress lines\n");
 }
 
-AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or MLP, EMD or MSE, optional ELTA") {
+CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or MLP, EMD or MSE, optional ELTA") {
     const char *features = NULL, *labels_path = NULL, *out = NULL, *unl_path = NULL, *s;
     int kind = AES_HEAD_LINEAR, act = AES_HEAD_ACT_NONE, loss = -1, hidden[4] = {1024, 128, 64, 16}, i, n, d, nu = 0, du = 0;
     int want_mixup = -1, want_sim = -1, want_refine = -1, elta = 0, rc = 1;
@@ -150,57 +150,57 @@ AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or ML
     for (i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { train_usage(stdout); return 0; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--features", &features))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--labels", &labels_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--out", &out))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--unlabeled", &unl_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--head", &s))) {
-            if (r < 0 || !parse_head_kind(s, &kind)) return aes_cli_fail("train-head", NULL, "--head wants linear or mlp") + 1;
+        if ((r = cli_opt_str(argc, argv, &i, "--features", &features))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--labels", &labels_path))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--out", &out))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--unlabeled", &unl_path))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--head", &s))) {
+            if (r < 0 || !parse_head_kind(s, &kind)) return cli_fail("train-head", NULL, "--head wants linear or mlp") + 1;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--act", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--act", &s))) {
             if (r < 0) return 2;
             if (!strcmp(s, "none")) act = AES_HEAD_ACT_NONE;
             else if (!strcmp(s, "relu")) act = AES_HEAD_ACT_RELU;
-            else return aes_cli_fail("train-head", NULL, "--act wants none or relu") + 1;
+            else return cli_fail("train-head", NULL, "--act wants none or relu") + 1;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--hidden", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--hidden", &s))) {
             if (r < 0 || sscanf(s, "%d,%d,%d,%d", &hidden[0], &hidden[1], &hidden[2], &hidden[3]) != 4)
-                return aes_cli_fail("train-head", NULL, "--hidden wants four sizes A,B,C,D") + 1;
+                return cli_fail("train-head", NULL, "--hidden wants four sizes A,B,C,D") + 1;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--loss", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--loss", &s))) {
             if (r < 0) return 2;
             if (!strcmp(s, "emd")) loss = AES_LOSS_EMD;
             else if (!strcmp(s, "mse")) loss = AES_LOSS_MSE;
-            else return aes_cli_fail("train-head", NULL, "--loss wants emd or mse") + 1;
+            else return cli_fail("train-head", NULL, "--loss wants emd or mse") + 1;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--anchor", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--anchor", &s))) {
             if (r < 0) return 2;
             if (!strcmp(s, "deviation")) cfg.elta.mix.anchor = AES_ELTA_ANCHOR_DEVIATION;
             else if (!strcmp(s, "invfreq")) cfg.elta.mix.anchor = AES_ELTA_ANCHOR_INV_FREQ;
             else if (!strcmp(s, "uniform")) cfg.elta.mix.anchor = AES_ELTA_ANCHOR_UNIFORM;
-            else return aes_cli_fail("train-head", NULL, "--anchor wants deviation, invfreq or uniform") + 1;
+            else return cli_fail("train-head", NULL, "--anchor wants deviation, invfreq or uniform") + 1;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--lambda", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--lambda", &s))) {
             if (r < 0) return 2;
             if (!strcmp(s, "paper")) cfg.elta.mix.lambda_mode = AES_ELTA_LAMBDA_PAPER;
             else if (!strcmp(s, "beta")) cfg.elta.mix.lambda_mode = AES_ELTA_LAMBDA_BETA;
-            else return aes_cli_fail("train-head", NULL, "--lambda wants paper or beta") + 1;
+            else return cli_fail("train-head", NULL, "--lambda wants paper or beta") + 1;
             continue;
         }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--epochs", &v))) { if (r < 0 || v < 1 || v > 100000) return 2; cfg.epochs = (int)v; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--batch", &v))) { if (r < 0 || v < 1 || v > 65536) return 2; cfg.batch = (int)v; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--seed", &v))) { if (r < 0) return 2; cfg.seed = (uint64_t)v; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--refine-epochs", &v))) { if (r < 0 || v < 0 || v > 100000) return 2; cfg.elta.refine_epochs = (int)v; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--n-mix", &v))) { if (r < 0 || v < 0 || v > 65536) return 2; cfg.elta.mix.n_mix = (int)v; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--lr", &fv))) { if (r < 0 || !(fv > 0)) return 2; cfg.lr = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--wd", &fv))) { if (r < 0 || !(fv >= 0)) return 2; cfg.weight_decay = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--val-split", &fv))) { if (r < 0 || !(fv >= 0 && fv < 1)) return 2; cfg.val_split = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--sim-weight", &fv))) { if (r < 0 || !(fv >= 0)) return 2; cfg.elta.sim_weight = (float)fv; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--epochs", &v))) { if (r < 0 || v < 1 || v > 100000) return 2; cfg.epochs = (int)v; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--batch", &v))) { if (r < 0 || v < 1 || v > 65536) return 2; cfg.batch = (int)v; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--seed", &v))) { if (r < 0) return 2; cfg.seed = (uint64_t)v; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--refine-epochs", &v))) { if (r < 0 || v < 0 || v > 100000) return 2; cfg.elta.refine_epochs = (int)v; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--n-mix", &v))) { if (r < 0 || v < 0 || v > 65536) return 2; cfg.elta.mix.n_mix = (int)v; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--lr", &fv))) { if (r < 0 || !(fv > 0)) return 2; cfg.lr = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--wd", &fv))) { if (r < 0 || !(fv >= 0)) return 2; cfg.weight_decay = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--val-split", &fv))) { if (r < 0 || !(fv >= 0 && fv < 1)) return 2; cfg.val_split = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--sim-weight", &fv))) { if (r < 0 || !(fv >= 0)) return 2; cfg.elta.sim_weight = (float)fv; continue; }
         if (!strcmp(argv[i], "--elta")) { elta = 1; continue; }
         if (!strcmp(argv[i], "--mixup")) { want_mixup = 1; continue; }
         if (!strcmp(argv[i], "--no-mixup")) { want_mixup = 0; continue; }
@@ -210,24 +210,24 @@ AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or ML
         if (!strcmp(argv[i], "--no-refine")) { want_refine = 0; continue; }
         if (!strcmp(argv[i], "--quiet")) { ps.quiet = 1; continue; }
         train_usage(stderr);
-        return aes_cli_fail("train-head", NULL, "unknown option '%s'", argv[i]) + 1;
+        return cli_fail("train-head", NULL, "unknown option '%s'", argv[i]) + 1;
     }
     if (!features || !labels_path || !out) {
         train_usage(stderr);
         return 2;
     }
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("train-head", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
+    if (!ctx) return cli_fail("train-head", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
     if (load_embeddings(ctx, "train-head", features, &x, &n, &d)) goto done;
-    if (aes_labels_read_csv(ctx, &labels, labels_path) != AES_OK) { aes_cli_fail("train-head", ctx, "cannot read labels"); goto done; }
+    if (aes_labels_read_csv(ctx, &labels, labels_path) != AES_OK) { cli_fail("train-head", ctx, "cannot read labels"); goto done; }
     if (labels.n != n) {
-        aes_cli_fail("train-head", NULL, "%s has %d label rows but %s has %d embeddings", labels_path, labels.n, features, n);
+        cli_fail("train-head", NULL, "%s has %d label rows but %s has %d embeddings", labels_path, labels.n, features, n);
         goto done;
     }
     if (unl_path) {
         if (load_embeddings(ctx, "train-head", unl_path, &xu, &nu, &du)) goto done;
-        if (du != d) { aes_cli_fail("train-head", NULL, "%s has %d-dim embeddings, %s has %d", unl_path, du, features, d); goto done; }
+        if (du != d) { cli_fail("train-head", NULL, "%s has %d-dim embeddings, %s has %d", unl_path, du, features, d); goto done; }
     }
     if (loss < 0) loss = labels.has_hist ? AES_LOSS_EMD : AES_LOSS_MSE;
     cfg.loss = loss;
@@ -244,7 +244,7 @@ AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or ML
             fprintf(stderr, "note: pseudo-label refinement (ELTA part 3) needs --unlabeled FILE; off\n");
     }
     if (aes_head_init(ctx, &head, kind, loss == AES_LOSS_EMD ? AES_HEAD_HIST10 : AES_HEAD_SCORE, act, d, hidden,
-                      cfg.seed) != AES_OK) { aes_cli_fail("train-head", ctx, "cannot create the head"); goto done; }
+                      cfg.seed) != AES_OK) { cli_fail("train-head", ctx, "cannot create the head"); goto done; }
     cfg.on_epoch = on_epoch;
     cfg.user = &ps;
     if (!ps.quiet)
@@ -252,7 +252,7 @@ AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or ML
                 aes_head_kind_name(kind), aes_head_output_name(head.output), n, d, loss == AES_LOSS_EMD ? "EMD" : "MSE",
                 cfg.elta.mixup ? "on" : "off", cfg.elta.simloss ? "on" : "off", cfg.elta.refine ? "on" : "off");
     if (aes_head_train(ctx, &head, x, n, d, &labels, xu, nu, &cfg, &res) != AES_OK) {
-        aes_cli_fail("train-head", ctx, "training failed");
+        cli_fail("train-head", ctx, "training failed");
         goto done;
     }
     snprintf(info, sizeof info, "loss=%s epochs=%d lr=%g seed=%llu elta_mixup=%d elta_simloss=%d elta_refine=%d pseudo=%d best_epoch=%d",
@@ -262,7 +262,7 @@ AES_CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or ML
     meta[1] = info;
     meta[2] = "aesalign.input";
     meta[3] = "L2-normalized image embedding";
-    if (aes_head_save(ctx, &head, out, meta, 2) != AES_OK) { aes_cli_fail("train-head", ctx, "cannot save the head"); goto done; }
+    if (aes_head_save(ctx, &head, out, meta, 2) != AES_OK) { cli_fail("train-head", ctx, "cannot save the head"); goto done; }
     if (!ps.quiet) {
         fprintf(stderr, "saved %s: %s %s head, weights of epoch %d", out, aes_head_kind_name(kind),
                 aes_head_output_name(head.output), res.best_epoch);
@@ -285,15 +285,15 @@ done:
 static int predict_rows(aes_ctx *ctx, const char *cmd, const aes_head *head, const float *x, int n, int d,
                         float **scores, float **hist) {
     if (head->dim[0] != d)
-        return aes_cli_fail(cmd, NULL, "the head takes %d-dim embeddings, the features are %d-dim", head->dim[0], d);
+        return cli_fail(cmd, NULL, "the head takes %d-dim embeddings, the features are %d-dim", head->dim[0], d);
     *scores = (float *)aes_alloc(ctx, (size_t)n, sizeof(float));
     *hist = head->output == AES_HEAD_HIST10 ? (float *)aes_alloc(ctx, (size_t)n * AES_SCORE_BINS, sizeof(float)) : NULL;
-    if (!*scores || (head->output == AES_HEAD_HIST10 && !*hist)) return aes_cli_fail(cmd, ctx, "out of memory");
-    if (aes_head_predict(ctx, head, *scores, *hist, x, n) != AES_OK) return aes_cli_fail(cmd, ctx, "prediction failed");
+    if (!*scores || (head->output == AES_HEAD_HIST10 && !*hist)) return cli_fail(cmd, ctx, "out of memory");
+    if (aes_head_predict(ctx, head, *scores, *hist, x, n) != AES_OK) return cli_fail(cmd, ctx, "prediction failed");
     return 0;
 }
 
-AES_CLI_COMMAND(eval_head, "print IAA metrics of a head on labelled embeddings: srcc, plcc, acc, mae, tail_mae, ...") {
+CLI_COMMAND(eval_head, "print IAA metrics of a head on labelled embeddings: srcc, plcc, acc, mae, tail_mae, ...") {
     const char *head_path = NULL, *features = NULL, *labels_path = NULL, *split_path = NULL;
     float *x = NULL, *pred = NULL, *ph = NULL;
     aes_labels labels, split;
@@ -316,35 +316,35 @@ AES_CLI_COMMAND(eval_head, "print IAA metrics of a head on labelled embeddings: 
                    "  bins come from the label counts of --split-labels (e.g. the training set), else --labels.\n");
             return 0;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--head", &head_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--features", &features))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--labels", &labels_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--split-labels", &split_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--threshold", &thr))) { if (r < 0) return 2; continue; }
-        return aes_cli_fail("eval-head", NULL, "unknown option '%s' (see --help)", argv[i]) + 1;
+        if ((r = cli_opt_str(argc, argv, &i, "--head", &head_path))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--features", &features))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--labels", &labels_path))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--split-labels", &split_path))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--threshold", &thr))) { if (r < 0) return 2; continue; }
+        return cli_fail("eval-head", NULL, "unknown option '%s' (see --help)", argv[i]) + 1;
     }
     if (!head_path || !features || !labels_path)
-        return aes_cli_fail("eval-head", NULL, "--head, --features and --labels are required") + 1;
+        return cli_fail("eval-head", NULL, "--head, --features and --labels are required") + 1;
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("eval-head", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
-    if (aes_head_load(ctx, head_path, &head) != AES_OK) { aes_cli_fail("eval-head", ctx, "cannot load the head"); goto done; }
+    if (!ctx) return cli_fail("eval-head", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
+    if (aes_head_load(ctx, head_path, &head) != AES_OK) { cli_fail("eval-head", ctx, "cannot load the head"); goto done; }
     if (load_embeddings(ctx, "eval-head", features, &x, &n, &d)) goto done;
-    if (aes_labels_read_csv(ctx, &labels, labels_path) != AES_OK) { aes_cli_fail("eval-head", ctx, "cannot read labels"); goto done; }
+    if (aes_labels_read_csv(ctx, &labels, labels_path) != AES_OK) { cli_fail("eval-head", ctx, "cannot read labels"); goto done; }
     if (labels.n != n) {
-        aes_cli_fail("eval-head", NULL, "%s has %d label rows but %s has %d embeddings", labels_path, labels.n, features, n);
+        cli_fail("eval-head", NULL, "%s has %d label rows but %s has %d embeddings", labels_path, labels.n, features, n);
         goto done;
     }
     if (predict_rows(ctx, "eval-head", &head, x, n, d, &pred, &ph)) goto done;
     memset(&o, 0, sizeof o);
     o.threshold = (float)thr;
     if (split_path) {
-        if (aes_labels_read_csv(ctx, &split, split_path) != AES_OK) { aes_cli_fail("eval-head", ctx, "cannot read split labels"); goto done; }
+        if (aes_labels_read_csv(ctx, &split, split_path) != AES_OK) { cli_fail("eval-head", ctx, "cannot read split labels"); goto done; }
         aes_score_bin_counts(split.score, split.n, split_counts);
         o.split_counts = split_counts;
     }
     if (aes_iaa_evaluate(ctx, &m, pred, labels.score, ph, labels.has_hist ? labels.hist : NULL, n, &o) != AES_OK) {
-        aes_cli_fail("eval-head", ctx, "evaluation failed");
+        cli_fail("eval-head", ctx, "evaluation failed");
         goto done;
     }
     print_metrics(stdout, &m);
@@ -358,7 +358,7 @@ done:
     return rc;
 }
 
-AES_CLI_COMMAND(predict_head, "print one predicted mean score, 1-10 scale, per embedding row") {
+CLI_COMMAND(predict_head, "print one predicted mean score, 1-10 scale, per embedding row") {
     const char *head_path = NULL, *features = NULL;
     float *x = NULL, *pred = NULL, *ph = NULL;
     aes_head head;
@@ -373,15 +373,15 @@ AES_CLI_COMMAND(predict_head, "print one predicted mean score, 1-10 scale, per e
                    "  (for a hist10 head: sum_k k * softmax(logits)_k)\n");
             return 0;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--head", &head_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--features", &features))) { if (r < 0) return 2; continue; }
-        return aes_cli_fail("predict-head", NULL, "unknown option '%s' (see --help)", argv[i]) + 1;
+        if ((r = cli_opt_str(argc, argv, &i, "--head", &head_path))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--features", &features))) { if (r < 0) return 2; continue; }
+        return cli_fail("predict-head", NULL, "unknown option '%s' (see --help)", argv[i]) + 1;
     }
-    if (!head_path || !features) return aes_cli_fail("predict-head", NULL, "--head and --features are required") + 1;
+    if (!head_path || !features) return cli_fail("predict-head", NULL, "--head and --features are required") + 1;
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("predict-head", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
-    if (aes_head_load(ctx, head_path, &head) != AES_OK) { aes_cli_fail("predict-head", ctx, "cannot load the head"); goto done; }
+    if (!ctx) return cli_fail("predict-head", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
+    if (aes_head_load(ctx, head_path, &head) != AES_OK) { cli_fail("predict-head", ctx, "cannot load the head"); goto done; }
     if (load_embeddings(ctx, "predict-head", features, &x, &n, &d)) goto done;
     if (predict_rows(ctx, "predict-head", &head, x, n, d, &pred, &ph)) goto done;
     for (i = 0; i < n; i++) printf("%.6f\n", pred[i]);
@@ -409,7 +409,7 @@ static int load_anchors(aes_ctx *ctx, const char *path, float **a, int *d) {
     if (load_embeddings(ctx, "elta-bench", path, a, &n, d)) return 1;
     if (n != 10) {
         aes_free(*a);
-        return aes_cli_fail("elta-bench", NULL, "%s: 'embeddings' has %d rows, the benchmark wants 10 (rating 0..9)", path, n);
+        return cli_fail("elta-bench", NULL, "%s: 'embeddings' has %d rows, the benchmark wants 10 (rating 0..9)", path, n);
     }
     return 0;
 }
@@ -448,7 +448,7 @@ static int export_set(aes_ctx *ctx, const char *prefix, const char *part, const 
     t.shape[1] = d;
     t.data = x;
     snprintf(path, sizeof path, "%s-%s.safetensors", prefix, part);
-    if (aes_safetensors_write(ctx, path, &t, 1, NULL, 0) != AES_OK) return aes_cli_fail("elta-bench", ctx, "export");
+    if (aes_safetensors_write(ctx, path, &t, 1, NULL, 0) != AES_OK) return cli_fail("elta-bench", ctx, "export");
     printf("wrote %s\n", path);
     if (labels) {   /* formatted in memory, written atomically */
         char *text = NULL;
@@ -456,7 +456,7 @@ static int export_set(aes_ctx *ctx, const char *prefix, const char *part, const 
         FILE *f = open_memstream(&text, &tlen);
         int bad;
         snprintf(path, sizeof path, "%s-%s.csv", prefix, part);
-        if (!f) return aes_cli_fail("elta-bench", NULL, "%s: out of memory", path);
+        if (!f) return cli_fail("elta-bench", NULL, "%s: out of memory", path);
         fprintf(f, "score,h1,h2,h3,h4,h5,h6,h7,h8,h9,h10\n");
         for (i = 0; i < n; i++) {
             fprintf(f, "%.6f", labels->score[i]);
@@ -465,13 +465,13 @@ static int export_set(aes_ctx *ctx, const char *prefix, const char *part, const 
         }
         bad = fclose(f) != 0 || aes_write_file_atomic(ctx, path, text, tlen) != AES_OK;
         free(text);
-        if (bad) return aes_cli_fail("elta-bench", ctx, "%s: write error", path);
+        if (bad) return cli_fail("elta-bench", ctx, "%s: write error", path);
         printf("wrote %s\n", path);
     }
     return 0;
 }
 
-AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real CLIP embeddings") {
+CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real CLIP embeddings") {
     static const bench_cfg cfgs[] = {
         {"linear MSE", AES_HEAD_LINEAR, AES_LOSS_MSE, 0, 0, 0},
         {"linear MSE + mixup (1)", AES_HEAD_LINEAR, AES_LOSS_MSE, 1, 0, 0},
@@ -518,28 +518,28 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
                    anchors_path);
             return 0;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--anchors", &anchors_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--only", &only))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--export", &export_prefix))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--seeds", &seeds))) { if (r < 0 || seeds < 1 || seeds > 1000) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--seed-base", &seed_base))) { if (r < 0 || seed_base < 0) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--n-train", &ntr))) { if (r < 0 || ntr < 10 || ntr > 10000000) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--n-test", &nte))) { if (r < 0 || nte < 10 || nte > 10000000) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--n-unlabeled", &nun))) { if (r < 0 || nun < 0 || nun > 10000000) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--epochs", &epochs))) { if (r < 0 || epochs < 1 || epochs > 10000) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--refine-epochs", &refine_epochs))) { if (r < 0 || refine_epochs < 0 || refine_epochs > 10000) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--n-mix", &v))) { if (r < 0 || v < 0 || v > 4096) return 2; ec.mix.n_mix = (int)v; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--sim-weight", &fv))) { if (r < 0) return 2; ec.sim_weight = (float)fv; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--sim-layer", &v))) { if (r < 0 || v < 1 || v > 4) return 2; ec.sim_layer = (int)v; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--content", &fv))) { if (r < 0) return 2; sc.content_scale = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--noise", &fv))) { if (r < 0) return 2; sc.noise_scale = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--position-sd", &fv))) { if (r < 0 || !(fv >= 0)) return 2; sc.position_sd = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--sd", &fv))) { if (r < 0 || !(fv > 0)) return 2; sc.sd = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--tau1", &fv))) { if (r < 0) return 2; ec.mix.tau1 = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--beta", &fv))) { if (r < 0) return 2; ec.refine_beta = (float)fv; continue; }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--threshold", &fv))) { if (r < 0) return 2; ec.refine_threshold = (float)fv; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--refine-label", &v))) { if (r < 0) return 2; ec.refine_label = (int)v; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--anchor", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--anchors", &anchors_path))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--only", &only))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--export", &export_prefix))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--seeds", &seeds))) { if (r < 0 || seeds < 1 || seeds > 1000) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--seed-base", &seed_base))) { if (r < 0 || seed_base < 0) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--n-train", &ntr))) { if (r < 0 || ntr < 10 || ntr > 10000000) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--n-test", &nte))) { if (r < 0 || nte < 10 || nte > 10000000) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--n-unlabeled", &nun))) { if (r < 0 || nun < 0 || nun > 10000000) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--epochs", &epochs))) { if (r < 0 || epochs < 1 || epochs > 10000) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--refine-epochs", &refine_epochs))) { if (r < 0 || refine_epochs < 0 || refine_epochs > 10000) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--n-mix", &v))) { if (r < 0 || v < 0 || v > 4096) return 2; ec.mix.n_mix = (int)v; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--sim-weight", &fv))) { if (r < 0) return 2; ec.sim_weight = (float)fv; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--sim-layer", &v))) { if (r < 0 || v < 1 || v > 4) return 2; ec.sim_layer = (int)v; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--content", &fv))) { if (r < 0) return 2; sc.content_scale = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--noise", &fv))) { if (r < 0) return 2; sc.noise_scale = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--position-sd", &fv))) { if (r < 0 || !(fv >= 0)) return 2; sc.position_sd = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--sd", &fv))) { if (r < 0 || !(fv > 0)) return 2; sc.sd = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--tau1", &fv))) { if (r < 0) return 2; ec.mix.tau1 = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--beta", &fv))) { if (r < 0) return 2; ec.refine_beta = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--threshold", &fv))) { if (r < 0) return 2; ec.refine_threshold = (float)fv; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--refine-label", &v))) { if (r < 0) return 2; ec.refine_label = (int)v; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--anchor", &s))) {
             if (r < 0) return 2;
             if (!strcmp(s, "deviation")) ec.mix.anchor = AES_ELTA_ANCHOR_DEVIATION;
             else if (!strcmp(s, "invfreq")) ec.mix.anchor = AES_ELTA_ANCHOR_INV_FREQ;
@@ -547,28 +547,28 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
             else return 2;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--lambda", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--lambda", &s))) {
             if (r < 0) return 2;
             ec.mix.lambda_mode = !strcmp(s, "beta") ? AES_ELTA_LAMBDA_BETA : AES_ELTA_LAMBDA_PAPER;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--act", &s))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--act", &s))) {
             if (r < 0) return 2;
             act = !strcmp(s, "relu") ? AES_HEAD_ACT_RELU : AES_HEAD_ACT_NONE;
             continue;
         }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--select", &s))) {
-            if (r < 0 || (strcmp(s, "srcc") && strcmp(s, "last"))) return aes_cli_fail("elta-bench", NULL, "--select wants srcc or last") + 1;
+        if ((r = cli_opt_str(argc, argv, &i, "--select", &s))) {
+            if (r < 0 || (strcmp(s, "srcc") && strcmp(s, "last"))) return cli_fail("elta-bench", NULL, "--select wants srcc or last") + 1;
             select_best = !strcmp(s, "srcc");
             continue;
         }
-        if ((r = aes_cli_opt_float(argc, argv, &i, "--lr", &fv))) { if (r < 0 || !(fv > 0)) return 2; bench_lr = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--lr", &fv))) { if (r < 0 || !(fv > 0)) return 2; bench_lr = (float)fv; continue; }
         if (!strcmp(argv[i], "--verbose")) { verbose = 1; continue; }
-        return aes_cli_fail("elta-bench", NULL, "unknown option '%s' (see --help)", argv[i]) + 1;
+        return cli_fail("elta-bench", NULL, "unknown option '%s' (see --help)", argv[i]) + 1;
     }
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("elta-bench", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
+    if (!ctx) return cli_fail("elta-bench", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
     {
         FILE *f = fopen(anchors_path, "rb");
         if (f) {
@@ -580,7 +580,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
             d = 768;
             a = synthetic_anchors(d);
             anchors = (float *)aes_alloc(ctx, 10 * (size_t)d, sizeof(float));
-            if (!a || !anchors) { free(a); aes_cli_fail("elta-bench", ctx, "out of memory"); goto done; }
+            if (!a || !anchors) { free(a); cli_fail("elta-bench", ctx, "out of memory"); goto done; }
             memcpy(anchors, a, sizeof(float) * 10 * (size_t)d);
             free(a);
             printf("anchors: %s is absent; using a synthetic curve of 10 unit vectors in %d dims\n", anchors_path, d);
@@ -603,7 +603,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
     xun = (float *)aes_alloc(ctx, (size_t)(nun ? nun : 1) * d, sizeof(float));
     pred = (float *)aes_alloc(ctx, (size_t)nte, sizeof(float));
     rows = (bench_row *)calloc((size_t)ncfg * seeds, sizeof *rows);
-    if (!xtr || !xte || !xun || !pred || !rows) { aes_cli_fail("elta-bench", ctx, "out of memory"); goto done; }
+    if (!xtr || !xte || !xun || !pred || !rows) { cli_fail("elta-bench", ctx, "out of memory"); goto done; }
     for (k = 0; k < seeds; k++) {
         aes_labels ltr, lte, lun;
         int counts[AES_SCORE_BINS];
@@ -611,7 +611,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
         if (aes_elta_synth(ctx, xtr, &ltr, (int)ntr, anchors, d, &sc, seed, 1000 + seed) != AES_OK ||
             aes_elta_synth(ctx, xte, &lte, (int)nte, anchors, d, &sc, seed, 2000 + seed) != AES_OK ||
             aes_elta_synth(ctx, xun, &lun, (int)(nun ? nun : 1), anchors, d, &sc, seed, 3000 + seed) != AES_OK) {
-            aes_cli_fail("elta-bench", ctx, "cannot generate the benchmark");
+            cli_fail("elta-bench", ctx, "cannot generate the benchmark");
             goto done;
         }
         if (export_prefix) { /* the first seed's sets as files, for train-head / eval-head */
@@ -651,7 +651,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
                               act, d, hidden, seed) != AES_OK ||
                 aes_head_train(ctx, &head, xtr, (int)ntr, d, &ltr, nun ? xun : NULL, (int)nun, &tc, &tr) != AES_OK ||
                 aes_head_predict(ctx, &head, pred, NULL, xte, (int)nte) != AES_OK) {
-                aes_cli_fail("elta-bench", ctx, "%s, seed %d", cfgs[c].name, (int)seed);
+                cli_fail("elta-bench", ctx, "%s, seed %d", cfgs[c].name, (int)seed);
                 aes_head_free(&head);
                 aes_labels_free(&ltr); aes_labels_free(&lte); aes_labels_free(&lun);
                 goto done;
@@ -659,7 +659,7 @@ AES_CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on r
             memset(&o, 0, sizeof o);
             o.split_counts = counts; /* head/medium/tail bins by training frequency */
             if (aes_iaa_evaluate(ctx, &m, pred, lte.score, NULL, NULL, (int)nte, &o) != AES_OK) {
-                aes_cli_fail("elta-bench", ctx, "evaluation");
+                cli_fail("elta-bench", ctx, "evaluation");
                 aes_head_free(&head);
                 aes_labels_free(&ltr); aes_labels_free(&lte); aes_labels_free(&lun);
                 goto done;
@@ -720,7 +720,8 @@ done:
 static void ed_usage(FILE *f) {
     fprintf(f,
             "usage: aesalign embed-dataset --model FILE --images DIR (--labels FILE.csv | --ava AVA.txt) --out PREFIX\n"
-            "                              [--config FILE] [--act quick_gelu|gelu] [--f16] [--batch N] [--skip-missing]\n"
+            "                              [--config FILE] [--vocab FILE] [--act quick_gelu|gelu] [--f16] [--batch N]\n"
+            "                              [--skip-missing]\n"
             "  Embeds a labelled image folder once with a CLIP image tower and writes\n"
             "    PREFIX.safetensors  tensor `embeddings` [N, D], L2-normalised, one row per image\n"
             "    PREFIX.csv          path,score,h1..h10 (or path,score), one row per embedding row\n"
@@ -728,16 +729,17 @@ static void ed_usage(FILE *f) {
             "  --labels  a CSV with a `path` column (relative to --images unless absolute) and `score`\n"
             "            or h1..h10; --ava  AVA.txt, images found as DIR/<image id>.jpg.\n"
             "  Unreadable or missing images stop the run unless --skip-missing (then they are left out\n"
-            "  of both files and counted).\n");
+            "  of both files and counted).\n"
+            CLI_MODEL_HELP);
 }
 
-AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing features and labels for train-head") {
-    const char *model_path = NULL, *config = NULL, *act = NULL, *dir = NULL, *csv = NULL, *ava = NULL, *out = NULL;
-    int f16 = 0, skip = 0, i, k, rc = 1, S, E, kept = 0, missing = 0;
+CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing features and labels for train-head") {
+    const char *dir = NULL, *csv = NULL, *ava = NULL, *out = NULL;
+    cli_model_opts mo;
+    int skip = 0, i, k, rc = 1, S, E, kept = 0, missing = 0;
     long batch = 16;
     aes_ctx *ctx = NULL;
     aes_clip *m = NULL;
-    aes_clip_load_opts lo;
     aes_labels L;
     float *px = NULL, *emb = NULL, *all = NULL;
     int *rows = NULL, nb = 0;
@@ -746,53 +748,43 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
     char *csv_text = NULL;           /* the labels CSV, built in memory */
     size_t csv_len = 0;
     memset(&L, 0, sizeof L);
+    memset(&mo, 0, sizeof mo);
     for (i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { ed_usage(stdout); return 0; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--model", &model_path))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--config", &config))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--act", &act))) {
-            if (r < 0 || (strcmp(act, "gelu") && strcmp(act, "quick_gelu")))
-                return aes_cli_fail("embed-dataset", NULL, "--act wants quick_gelu or gelu") + 1;
-            continue;
-        }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--images", &dir))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--labels", &csv))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--ava", &ava))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--out", &out))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--batch", &batch))) { if (r < 0 || batch < 1 || batch > 4096) return 2; continue; }
-        if (!strcmp(argv[i], "--f16")) { f16 = 1; continue; }
+        if ((r = cli_model_opt(argc, argv, &i, &mo))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--images", &dir))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--labels", &csv))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--ava", &ava))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--out", &out))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--batch", &batch))) { if (r < 0 || batch < 1 || batch > 4096) return 2; continue; }
         if (!strcmp(argv[i], "--skip-missing")) { skip = 1; continue; }
         ed_usage(stderr);
-        return aes_cli_fail("embed-dataset", NULL, "unknown option '%s'", argv[i]) + 1;
+        return cli_fail("embed-dataset", NULL, "unknown option '%s'", argv[i]) + 1;
     }
-    if (!model_path || !dir || !out || (!csv == !ava)) {
+    if (!mo.model || !dir || !out || (!csv == !ava)) {
         ed_usage(stderr);
-        return aes_cli_fail("embed-dataset", NULL, "--model, --images, --out and one of --labels / --ava are required") + 1;
+        return cli_fail("embed-dataset", NULL, "--model, --images, --out and one of --labels / --ava are required") + 1;
     }
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("embed-dataset", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
+    if (!ctx) return cli_fail("embed-dataset", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
     if (csv) {
-        if (aes_labels_read_csv(ctx, &L, csv) != AES_OK) { aes_cli_fail("embed-dataset", ctx, "labels"); goto done; }
-        if (!L.paths) { aes_cli_fail("embed-dataset", NULL, "%s has no 'path' column", csv); goto done; }
+        if (aes_labels_read_csv(ctx, &L, csv) != AES_OK) { cli_fail("embed-dataset", ctx, "labels"); goto done; }
+        if (!L.paths) { cli_fail("embed-dataset", NULL, "%s has no 'path' column", csv); goto done; }
     } else if (aes_labels_read_ava(ctx, &L, ava) != AES_OK) {
-        aes_cli_fail("embed-dataset", ctx, "labels");
+        cli_fail("embed-dataset", ctx, "labels");
         goto done;
     }
-    memset(&lo, 0, sizeof lo);
-    lo.config_path = config;
-    lo.keep_16bit = f16;
-    if (act) lo.act = !strcmp(act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
-    if (aes_clip_load(ctx, model_path, &lo, &m) != AES_OK) { aes_cli_fail("embed-dataset", ctx, "loading %s", model_path); goto done; }
-    if (!aes_clip_config_get(m)->has_vision) { aes_cli_fail("embed-dataset", NULL, "%s has no image tower", model_path); goto done; }
+    if (cli_load_model(ctx, &mo, &m) != AES_OK) { cli_fail("embed-dataset", ctx, "loading %s", mo.model); goto done; }
+    if (!aes_clip_config_get(m)->has_vision) { cli_fail("embed-dataset", NULL, "%s has no image tower", mo.model); goto done; }
     S = aes_clip_config_get(m)->image_size;
     E = aes_clip_config_get(m)->embed_dim;
     px = (float *)aes_alloc(ctx, (size_t)batch * 3 * S * S, sizeof(float));
     emb = (float *)aes_alloc(ctx, (size_t)batch * E, sizeof(float));
     all = (float *)aes_alloc(ctx, (size_t)L.n * E, sizeof(float));
     rows = (int *)aes_alloc(ctx, (size_t)batch, sizeof(int));
-    if (!px || !emb || !all || !rows) { aes_cli_fail("embed-dataset", ctx, "out of memory"); goto done; }
+    if (!px || !emb || !all || !rows) { cli_fail("embed-dataset", ctx, "out of memory"); goto done; }
     for (i = 0; i <= L.n; i++) {
         if (i < L.n) { /* preprocess image i into the batch */
             aes_image img;
@@ -804,11 +796,11 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
                 snprintf(path, sizeof path, "%s/%lld.jpg", dir, (long long)L.ids[i]);
             }
             memset(&img, 0, sizeof img);
-            st = (aes_status)aes_cli_load_image(ctx, path, &img);
+            st = (aes_status)cli_load_image(ctx, path, &img);
             if (!st) st = aes_clip_preprocess(ctx, &img, S, px + (size_t)nb * 3 * S * S);
             aes_image_free(&img);
             if (st) {
-                if (!skip) { aes_cli_fail("embed-dataset", ctx, "%s (use --skip-missing to leave it out)", path); goto done; }
+                if (!skip) { cli_fail("embed-dataset", ctx, "%s (use --skip-missing to leave it out)", path); goto done; }
                 missing++;
                 aes_clear_error(ctx);
             } else {
@@ -816,7 +808,7 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
             }
         }
         if (nb == batch || (i == L.n && nb > 0)) { /* encode the batch */
-            if (aes_clip_encode_image(ctx, m, px, nb, emb) != AES_OK) { aes_cli_fail("embed-dataset", ctx, "encoding"); goto done; }
+            if (aes_clip_encode_image(ctx, m, px, nb, emb) != AES_OK) { cli_fail("embed-dataset", ctx, "encoding"); goto done; }
             aes_l2norm_forward(emb, NULL, emb, nb, E, 1e-12f);
             for (k = 0; k < nb; k++) {
                 memcpy(all + (size_t)kept * E, emb + (size_t)k * E, sizeof(float) * (size_t)E);
@@ -834,7 +826,7 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
         }
     }
     fputc('\n', stderr);
-    if (kept == 0) { aes_cli_fail("embed-dataset", NULL, "no image could be read"); goto done; }
+    if (kept == 0) { cli_fail("embed-dataset", NULL, "no image could be read"); goto done; }
     {
         aes_tensor_out t;
         const char *meta[4];
@@ -850,11 +842,11 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
         meta[2] = "aesalign.normalized";
         meta[3] = "1";
         snprintf(path, sizeof path, "%s.safetensors", out);
-        if (aes_safetensors_write(ctx, path, &t, 1, meta, 2) != AES_OK) { aes_cli_fail("embed-dataset", ctx, "writing"); goto done; }
+        if (aes_safetensors_write(ctx, path, &t, 1, meta, 2) != AES_OK) { cli_fail("embed-dataset", ctx, "writing"); goto done; }
     }
     snprintf(path, sizeof path, "%s.csv", out);
     fc = open_memstream(&csv_text, &csv_len);   /* formatted in memory, written atomically */
-    if (!fc) { aes_cli_fail("embed-dataset", NULL, "%s: out of memory", path); goto done; }
+    if (!fc) { cli_fail("embed-dataset", NULL, "%s: out of memory", path); goto done; }
     fprintf(fc, "path,score");
     if (L.has_hist) for (k = 1; k <= AES_SCORE_BINS; k++) fprintf(fc, ",h%d", k);
     fputc('\n', fc);
@@ -873,7 +865,7 @@ AES_CLI_COMMAND(embed_dataset, "embed a labelled image folder with CLIP, writing
     }
     if (fclose(fc) != 0 || aes_write_file_atomic(ctx, path, csv_text, csv_len) != AES_OK) {
         fc = NULL;
-        aes_cli_fail("embed-dataset", ctx, "%s: write error", path);
+        cli_fail("embed-dataset", ctx, "%s: write error", path);
         goto done;
     }
     fc = NULL;

@@ -31,71 +31,6 @@
 
 
 /* ============================================================================
- *  Helpers shared with cmd_search.c (declared there)
- * ========================================================================= */
-
-typedef struct aes_ret_model_opts {
-    const char *model, *config, *vocab, *act;
-    int f16;
-} aes_ret_model_opts;
-
-/* The model options; returns 1 matched, 0 not, -1 bad value. */
-int aes_ret_model_opt(int argc, char **argv, int *i, aes_ret_model_opts *o) {
-    int r;
-    if ((r = aes_cli_opt_str(argc, argv, i, "--model", &o->model))) return r;
-    if ((r = aes_cli_opt_str(argc, argv, i, "--config", &o->config))) return r;
-    if ((r = aes_cli_opt_str(argc, argv, i, "--vocab", &o->vocab))) return r;
-    if ((r = aes_cli_opt_str(argc, argv, i, "--act", &o->act))) {
-        if (r == 1 && strcmp(o->act, "gelu") && strcmp(o->act, "quick_gelu")) {
-            fprintf(stderr, "aesalign: --act wants quick_gelu or gelu, not '%s'\n", o->act);
-            return -1;
-        }
-        return r;
-    }
-    if (!strcmp(argv[*i], "--f16")) { o->f16 = 1; return 1; }
-    return 0;
-}
-
-aes_status aes_ret_load_model(aes_ctx *ctx, const aes_ret_model_opts *o, aes_clip **model) {
-    aes_clip_load_opts lo;
-    memset(&lo, 0, sizeof lo);
-    lo.config_path = o->config;
-    lo.keep_16bit = o->f16;
-    if (o->act) lo.act = !strcmp(o->act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
-    return aes_clip_load(ctx, o->model, &lo, model);
-}
-
-/* --vocab, else $AES_VOCAB, else a merges file beside the model.  Prints
- * its own message when none is found. */
-aes_status aes_ret_load_tokenizer(aes_ctx *ctx, const aes_ret_model_opts *o, aes_tokenizer **tok,
-                                  const char *cmd) {
-    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
-    char path[4096];
-    const char *v = o->vocab ? o->vocab : getenv("AES_VOCAB");
-    size_t k;
-    if (!v) {
-        const char *slash = strrchr(o->model, '/');
-        int dlen = slash ? (int)(slash - o->model) + 1 : 0;
-        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
-            struct stat sb;
-            snprintf(path, sizeof path, "%.*s%s", dlen, o->model, beside[k]);
-            if (stat(path, &sb) == 0) v = path;
-        }
-    }
-    if (!v) {
-        aes_cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
-        return AES_ERR_IO;
-    }
-    return aes_tokenizer_load_merges(ctx, v, tok);
-}
-
-double aes_ret_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ============================================================================
  *  Walking folders
  * ========================================================================= */
 
@@ -257,7 +192,7 @@ static void fmt_duration(char *buf, size_t cap, double s) {
 /* "done/total, images/s, ETA" on stderr: in place on a terminal, else one
  * line every 10 s. */
 static void progress_show(progress *p, size_t done, int final) {
-    double now = aes_ret_now(), rate, el = now - p->t0;
+    double now = cli_now(), rate, el = now - p->t0;
     char eta[32];
     if (!final && now - p->last < (p->tty ? 0.25 : 10.0)) return;
     if (final && !p->tty && p->shown == done) return;   /* already said */
@@ -275,7 +210,7 @@ static void progress_show(progress *p, size_t done, int final) {
  * ========================================================================= */
 
 typedef struct build_opts {
-    aes_ret_model_opts m;
+    cli_model_opts m;
     const char *head, *out;
     unsigned storage;
     long batch, checkpoint_every;
@@ -357,7 +292,7 @@ static int cmd_build(int argc, char **argv, int update) {
     size_t f, reused = 0, changed = 0, embedded = 0, skipped = 0, known_bad = 0, rescored = 0, dropped = 0;
     size_t since_ckpt = 0, *todo = NULL, ntodo = 0, *batch_file = NULL;
     float *pixels = NULL, *emb = NULL, *scores = NULL;
-    double t0 = aes_ret_now(), ckpt_cost = 0;
+    double t0 = cli_now(), ckpt_cost = 0;
     progress pg;
     memset(&o, 0, sizeof o);
     memset(&w, 0, sizeof w);
@@ -365,23 +300,23 @@ static int cmd_build(int argc, char **argv, int update) {
     o.storage = AES_INDEX_F32 | AES_INDEX_I8;
     o.batch = 16;
     o.checkpoint_every = 256;
-    if (!ctx) return aes_cli_fail(cmd, NULL, "out of memory");
+    if (!ctx) return cli_fail(cmd, NULL, "out of memory");
     o.dirs = (const char **)calloc((size_t)argc + 1, sizeof *o.dirs);
-    if (!o.dirs) { aes_ctx_free(ctx); return aes_cli_fail(cmd, NULL, "out of memory"); }
+    if (!o.dirs) { aes_ctx_free(ctx); return cli_fail(cmd, NULL, "out of memory"); }
     for (i = 2; i < argc; i++) {
         const char *s;
         int r;
-        if ((r = aes_ret_model_opt(argc, argv, &i, &o.m))) { if (r < 0) goto done; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--head", &o.head))) { if (r < 0) goto done; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, update ? "--index" : "--out", &o.out))) { if (r < 0) goto done; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--batch", &o.batch))) { if (r < 0) goto done; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--checkpoint-every", &o.checkpoint_every))) { if (r < 0) goto done; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--storage", &s))) {
+        if ((r = cli_model_opt(argc, argv, &i, &o.m))) { if (r < 0) goto done; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--head", &o.head))) { if (r < 0) goto done; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, update ? "--index" : "--out", &o.out))) { if (r < 0) goto done; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--batch", &o.batch))) { if (r < 0) goto done; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--checkpoint-every", &o.checkpoint_every))) { if (r < 0) goto done; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--storage", &s))) {
             if (r < 0) goto done;
             if (!strcmp(s, "f32")) o.storage = AES_INDEX_F32;
             else if (!strcmp(s, "int8")) o.storage = AES_INDEX_I8;
             else if (!strcmp(s, "both")) o.storage = AES_INDEX_F32 | AES_INDEX_I8;
-            else { aes_cli_fail(cmd, NULL, "--storage wants f32, int8 or both, not '%s'", s); goto done; }
+            else { cli_fail(cmd, NULL, "--storage wants f32, int8 or both, not '%s'", s); goto done; }
             continue;
         }
         if (!strcmp(argv[i], "--quiet")) { o.quiet = 1; continue; }
@@ -392,33 +327,32 @@ static int cmd_build(int argc, char **argv, int update) {
                        "  images, drops deleted ones; --model and --head default to the recorded paths\n");
             else
                 printf("usage: aesalign index build --model M [--head H] [--out FILE] [options] DIR...\n");
-            printf("  --model M            CLIP checkpoint (safetensors, either layout)\n"
+            printf(CLI_MODEL_HELP
                    "  --head H             aesthetic head (safetensors); without one, no aesthetic scores\n"
                    "  %-20s the index file%s\n"
                    "  --storage S          f32, int8 or both (default both: int8 scans, fp32 re-scores)\n"
                    "  --batch N            images per encoder batch (default 16)\n"
                    "  --checkpoint-every N refresh FILE.partial every N new images (default 256)\n"
-                   "  --config F, --act quick_gelu|gelu, --f16   as for `aesalign embed`\n"
                    "  --quiet              no progress line\n"
                    "Threads: $AES_THREADS, else every core.\n", update ? "--index FILE" : "--out FILE",
                    update ? "" : " (default index.aesidx)");
             rc = 0;
             goto done;
         }
-        if (argv[i][0] == '-' && argv[i][1]) { aes_cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[i]); goto done; }
+        if (argv[i][0] == '-' && argv[i][1]) { cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[i]); goto done; }
         o.dirs[o.ndirs++] = argv[i];
     }
     if (!o.out) o.out = update ? NULL : "index.aesidx";
-    if (!o.out) { aes_cli_fail(cmd, NULL, "--index FILE is required"); goto done; }
-    if (o.batch < 1 || o.batch > 1024) { aes_cli_fail(cmd, NULL, "--batch must be in [1, 1024]"); goto done; }
+    if (!o.out) { cli_fail(cmd, NULL, "--index FILE is required"); goto done; }
+    if (o.batch < 1 || o.batch > 1024) { cli_fail(cmd, NULL, "--batch must be in [1, 1024]"); goto done; }
     if (o.checkpoint_every < 1) o.checkpoint_every = 1;
     snprintf(partial, sizeof partial, "%s.partial", o.out);
-    aes_threads_set(ctx, aes_cli_threads());
+    aes_threads_set(ctx, cli_threads());
 
     /* update: the index to bring up to date, and what it recorded */
     if (update) {
         if (aes_index_load(ctx, o.out, &prev) != AES_OK) {
-            aes_cli_fail(cmd, ctx, "cannot read the index (use `aesalign index build` to make one)");
+            cli_fail(cmd, ctx, "cannot read the index (use `aesalign index build` to make one)");
             goto done;
         }
         if (!o.m.model) o.m.model = owned[0] = meta_value(prev->meta, "model", 0);
@@ -434,27 +368,27 @@ static int cmd_build(int argc, char **argv, int update) {
             }
         }
     }
-    if (!o.m.model) { aes_cli_fail(cmd, NULL, "--model is required"); goto done; }
-    if (o.ndirs == 0) { aes_cli_fail(cmd, NULL, "no folders given"); goto done; }
+    if (!o.m.model) { cli_fail(cmd, NULL, "--model is required"); goto done; }
+    if (o.ndirs == 0) { cli_fail(cmd, NULL, "no folders given"); goto done; }
 
-    if (aes_ret_load_model(ctx, &o.m, &model) != AES_OK) { aes_cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
-    if (!aes_clip_config_get(model)->has_vision) { aes_cli_fail(cmd, NULL, "%s has no image tower", o.m.model); goto done; }
+    if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
+    if (!aes_clip_config_get(model)->has_vision) { cli_fail(cmd, NULL, "%s has no image tower", o.m.model); goto done; }
     S = aes_clip_config_get(model)->image_size;
     E = aes_clip_config_get(model)->embed_dim;
     if (prev && aes_index_check_model(ctx, prev, aes_clip_id(model)) != AES_OK) {
-        aes_cli_fail(cmd, ctx, "%s (rebuild it with `aesalign index build`)", o.out);
+        cli_fail(cmd, ctx, "%s (rebuild it with `aesalign index build`)", o.out);
         goto done;
     }
     if (o.head) {
-        if (aes_head_load(ctx, o.head, &head) != AES_OK) { aes_cli_fail(cmd, ctx, "loading the head"); goto done; }
+        if (aes_head_load(ctx, o.head, &head) != AES_OK) { cli_fail(cmd, ctx, "loading the head"); goto done; }
         have_head = 1;
         if (head.dim[0] != E) {
-            aes_cli_fail(cmd, NULL, "the head %s takes %d-dim embeddings but the model gives %d", o.head, head.dim[0], E);
+            cli_fail(cmd, NULL, "the head %s takes %d-dim embeddings but the model gives %d", o.head, head.dim[0], E);
             goto done;
         }
         aes_head_identity(&head, head_id);
         if (owned[1] && strcmp(head_id, prev->head_id) != 0) {
-            aes_cli_fail(cmd, NULL, "the head file %s recorded in the index has changed: give --head H", o.head);
+            cli_fail(cmd, NULL, "the head file %s recorded in the index has changed: give --head H", o.head);
             goto done;
         }
     }
@@ -478,23 +412,23 @@ static int cmd_build(int argc, char **argv, int update) {
 
     /* walk */
     for (i = 0; i < o.ndirs; i++)
-        if (!walk_path(&w, o.dirs[i], 0)) { aes_cli_fail(cmd, NULL, "out of memory walking %s", o.dirs[i]); goto done; }
+        if (!walk_path(&w, o.dirs[i], 0)) { cli_fail(cmd, NULL, "out of memory walking %s", o.dirs[i]); goto done; }
     if (!o.quiet)
         fprintf(stderr, "aesalign %s: %zu images in %d folder%s (%zu other file%s ignored)\n", cmd, w.n, o.ndirs,
                 o.ndirs == 1 ? "" : "s", w.ignored, w.ignored == 1 ? "" : "s");
 
     /* the new index: reused entries first (in walk order), then the new ones */
-    if (aes_index_create(ctx, E, o.storage, aes_clip_id(model), head_id, &idx) != AES_OK) { aes_cli_fail(cmd, ctx, "index"); goto done; }
+    if (aes_index_create(ctx, E, o.storage, aes_clip_id(model), head_id, &idx) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
     meta_add(&meta, "model", o.m.model, NULL);
     if (o.head) meta_add(&meta, "head", o.head, NULL);
     for (i = 0; i < o.ndirs; i++) meta_add(&meta, "root", o.dirs[i], NULL);
     todo = (size_t *)malloc((w.n + 1) * sizeof *todo);
-    if (!todo) { aes_cli_fail(cmd, NULL, "out of memory"); goto done; }
+    if (!todo) { cli_fail(cmd, NULL, "out of memory"); goto done; }
     for (f = 0; f < w.n; f++) {
         const walk_file *wf = &w.files[f];
         int64_t row = cache ? aes_index_find(cache, wf->path) : -1;
         if (row >= 0 && cache->file_size[row] == wf->size && cache->mtime_ns[row] == wf->mtime_ns) {
-            if (aes_index_add_from(ctx, idx, cache, (size_t)row) != AES_OK) { aes_cli_fail(cmd, ctx, "index"); goto done; }
+            if (aes_index_add_from(ctx, idx, cache, (size_t)row) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
             reused++;
         } else if (cache && meta_is_bad(cache->meta, wf)) {
             char num[64];
@@ -509,7 +443,7 @@ static int cmd_build(int argc, char **argv, int update) {
     {   /* entries of the index being updated whose file is gone */
         const aes_index *ref = prev ? prev : cache;
         char **sorted = (char **)malloc((w.n + 1) * sizeof *sorted);
-        if (!sorted) { aes_cli_fail(cmd, NULL, "out of memory"); goto done; }
+        if (!sorted) { cli_fail(cmd, NULL, "out of memory"); goto done; }
         for (f = 0; f < w.n; f++) sorted[f] = w.files[f].path;
         qsort(sorted, w.n, sizeof *sorted, cmp_str);
         for (f = 0; ref && f < ref->count; f++) {
@@ -520,7 +454,7 @@ static int cmd_build(int argc, char **argv, int update) {
     }
     /* a different head (or none now): re-score what was reused */
     if (reused && strcmp(cache->head_id, head_id) != 0) {
-        if (aes_index_rescore(ctx, idx, have_head ? &head : NULL) != AES_OK) { aes_cli_fail(cmd, ctx, "re-scoring"); goto done; }
+        if (aes_index_rescore(ctx, idx, have_head ? &head : NULL) != AES_OK) { cli_fail(cmd, ctx, "re-scoring"); goto done; }
         rescored = have_head ? reused : 0;
     }
     if (update && !ntodo && !dropped && !rescored && !from_partial && reused == idx->count &&
@@ -535,9 +469,9 @@ static int cmd_build(int argc, char **argv, int update) {
     emb = (float *)malloc((size_t)o.batch * E * sizeof(float));
     scores = (float *)malloc((size_t)o.batch * sizeof(float));
     batch_file = (size_t *)malloc((size_t)o.batch * sizeof *batch_file);
-    if (!pixels || !emb || !scores || !batch_file) { aes_cli_fail(cmd, NULL, "out of memory"); goto done; }
+    if (!pixels || !emb || !scores || !batch_file) { cli_fail(cmd, NULL, "out of memory"); goto done; }
     memset(&pg, 0, sizeof pg);
-    pg.t0 = pg.last = aes_ret_now();
+    pg.t0 = pg.last = cli_now();
     pg.total = ntodo;
     pg.tty = isatty(2);
     for (f = 0; f < ntodo;) {
@@ -549,7 +483,7 @@ static int cmd_build(int argc, char **argv, int update) {
             aes_image img;
             aes_status st;
             memset(&img, 0, sizeof img);
-            st = (aes_status)aes_cli_load_image(ctx, wf->path, &img);
+            st = (aes_status)cli_load_image(ctx, wf->path, &img);
             if (st == AES_OK) st = aes_clip_preprocess(ctx, &img, S, pixels + (size_t)B * 3 * S * S);
             aes_image_free(&img);
             if (st != AES_OK) {
@@ -566,9 +500,9 @@ static int cmd_build(int argc, char **argv, int update) {
             batch_file[B++] = todo[f - 1];
         }
         if (B > 0) {
-            if (aes_clip_encode_image(ctx, model, pixels, B, emb) != AES_OK) { aes_cli_fail(cmd, ctx, "encoding images"); goto done; }
+            if (aes_clip_encode_image(ctx, model, pixels, B, emb) != AES_OK) { cli_fail(cmd, ctx, "encoding images"); goto done; }
             for (b = 0; b < B; b++) scores[b] = NAN;
-            if (have_head && aes_head_score(ctx, &head, emb, B, scores) != AES_OK) { aes_cli_fail(cmd, ctx, "scoring"); goto done; }
+            if (have_head && aes_head_score(ctx, &head, emb, B, scores) != AES_OK) { cli_fail(cmd, ctx, "scoring"); goto done; }
         }
         for (b = 0; b < B; b++) {
             const walk_file *wf = &w.files[batch_file[b]];
@@ -583,25 +517,25 @@ static int cmd_build(int argc, char **argv, int update) {
         }
         if (!o.quiet) progress_show(&pg, embedded + skipped, 0);
         /* checkpoint every N new images, but spend at most ~10% of the time on it */
-        tc = aes_ret_now();
+        tc = cli_now();
         if (since_ckpt >= (size_t)o.checkpoint_every && f < ntodo && tc - pg.t0 > 10 * ckpt_cost) {
             if (aes_index_set_meta(ctx, idx, meta.s ? meta.s : "") != AES_OK || aes_index_save(ctx, idx, partial) != AES_OK) {
                 fprintf(stderr, "aesalign %s: warning: checkpoint failed: %s\n", cmd, aes_last_error(ctx));
                 aes_clear_error(ctx);
             }
-            ckpt_cost += aes_ret_now() - tc;
+            ckpt_cost += cli_now() - tc;
             since_ckpt = 0;
         }
     }
     if (!o.quiet && ntodo) progress_show(&pg, embedded + skipped, 1);
 
     if (aes_index_set_meta(ctx, idx, meta.s ? meta.s : "") != AES_OK || aes_index_save(ctx, idx, o.out) != AES_OK) {
-        aes_cli_fail(cmd, ctx, "writing %s", o.out);
+        cli_fail(cmd, ctx, "writing %s", o.out);
         goto done;
     }
     remove(partial);
     {
-        double el = aes_ret_now() - t0;
+        double el = cli_now() - t0;
         struct stat sb;
         double mb = stat(o.out, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0;
         fprintf(stderr,
@@ -641,17 +575,17 @@ static int cmd_info(int argc, char **argv) {
     int k;
     for (k = 2; k < argc; k++) {
         int r;
-        if ((r = aes_cli_opt_str(argc, argv, &k, "--index", &path))) { if (r < 0) return 1; continue; }
+        if ((r = cli_opt_str(argc, argv, &k, "--index", &path))) { if (r < 0) return 1; continue; }
         if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
             printf("usage: aesalign index info FILE\n  prints what an index holds\n");
             return 0;
         }
         path = argv[k];
     }
-    if (!path) return aes_cli_fail("index info", NULL, "which index? (aesalign index info FILE)");
-    if (!(ctx = aes_ctx_create())) return aes_cli_fail("index info", NULL, "out of memory");
+    if (!path) return cli_fail("index info", NULL, "which index? (aesalign index info FILE)");
+    if (!(ctx = aes_ctx_create())) return cli_fail("index info", NULL, "out of memory");
     if (aes_index_load(ctx, path, &idx) != AES_OK) {
-        int r = aes_cli_fail("index info", ctx, "cannot load the index");
+        int r = cli_fail("index info", ctx, "cannot load the index");
         aes_ctx_free(ctx);
         return r;
     }
@@ -688,7 +622,7 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
-AES_CLI_COMMAND(index, "build, update or describe an image index: index build, update, info") {
+CLI_COMMAND(index, "build, update or describe an image index: index build, update, info") {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         printf("usage: aesalign index build  --model M [--head H] [--out FILE] [options] DIR...\n"
                "       aesalign index update --index FILE --model M [--head H] [options] [DIR...]\n"
@@ -699,5 +633,5 @@ AES_CLI_COMMAND(index, "build, update or describe an image index: index build, u
     if (!strcmp(argv[1], "build")) return cmd_build(argc, argv, 0);
     if (!strcmp(argv[1], "update")) return cmd_build(argc, argv, 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
-    return aes_cli_fail("index", NULL, "unknown subcommand '%s' (build, update, info)", argv[1]);
+    return cli_fail("index", NULL, "unknown subcommand '%s' (build, update, info)", argv[1]);
 }

@@ -23,11 +23,11 @@
  * in aes_last_error(ctx).
  * Declared in cli.h; every command that reads images uses it. */
 
-static int aes__cli_is_pnm(const unsigned char *b, size_t len) {
+static int cli_is_pnm(const unsigned char *b, size_t len) {
     return len >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6';
 }
 
-int aes_cli_load_image(aes_ctx *ctx, const char *path, aes_image *out) {
+int cli_load_image(aes_ctx *ctx, const char *path, aes_image *out) {
     void *data = NULL;
     size_t len = 0;
     const unsigned char *b;
@@ -36,7 +36,7 @@ int aes_cli_load_image(aes_ctx *ctx, const char *path, aes_image *out) {
     memset(out, 0, sizeof *out);
     if ((st = aes_read_file(ctx, path, &data, &len)) != AES_OK) return st;
     b = (const unsigned char *)data;
-    if (aes__cli_is_pnm(b, len)) {
+    if (cli_is_pnm(b, len)) {
         /* through the library's loader, so messages name the file */
         aes_free(data);
         return aes_image_load(ctx, path, out);
@@ -100,9 +100,9 @@ static void preprocess_usage(FILE *f) {
     );
 }
 
-AES_CLI_COMMAND(preprocess, "CLIP-preprocess an image into a raw float32 [3,N,N] tensor") {
+CLI_COMMAND(preprocess, "CLIP-preprocess an image into a raw float32 [3,N,N] tensor") {
     const char *image = NULL, *outpath = NULL;
-    long size = 0, threads = aes_cli_threads();
+    long size = 0, threads = cli_threads();
     aes_ctx *ctx = NULL;
     aes_image img;
     float *tensor = NULL;
@@ -111,9 +111,9 @@ AES_CLI_COMMAND(preprocess, "CLIP-preprocess an image into a raw float32 [3,N,N]
     memset(&img, 0, sizeof img);
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { preprocess_usage(stdout); return 0; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--size", &size))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--out", &outpath))) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--threads", &threads))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--size", &size))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--out", &outpath))) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--threads", &threads))) { if (r < 0) return 2; continue; }
         if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "aesalign preprocess: unknown option %s\n", argv[i]);
             preprocess_usage(stderr);
@@ -130,16 +130,16 @@ AES_CLI_COMMAND(preprocess, "CLIP-preprocess an image into a raw float32 [3,N,N]
         return 2;
     }
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("preprocess", NULL, "out of memory");
+    if (!ctx) return cli_fail("preprocess", NULL, "out of memory");
     if (aes_threads_set(ctx, (int)threads) != AES_OK) aes_clear_error(ctx);
-    if (aes_cli_load_image(ctx, image, &img) != AES_OK) {
-        rc = aes_cli_fail("preprocess", ctx, "cannot load %s", image);
+    if (cli_load_image(ctx, image, &img) != AES_OK) {
+        rc = cli_fail("preprocess", ctx, "cannot load %s", image);
         goto done;
     }
     count = (size_t)3 * (size_t)size * (size_t)size;
     tensor = (float *)aes_alloc(ctx, count, sizeof(float));
     if (!tensor || aes_clip_preprocess(ctx, &img, (int)size, tensor) != AES_OK) {
-        rc = aes_cli_fail("preprocess", ctx, "%s", image);
+        rc = cli_fail("preprocess", ctx, "%s", image);
         goto done;
     }
     {
@@ -157,7 +157,7 @@ AES_CLI_COMMAND(preprocess, "CLIP-preprocess an image into a raw float32 [3,N,N]
         }
     }
     if (aes_write_file_atomic(ctx, outpath, tensor, count * sizeof(float)) != AES_OK) {
-        rc = aes_cli_fail("preprocess", ctx, "cannot write %s", outpath);
+        rc = cli_fail("preprocess", ctx, "cannot write %s", outpath);
         goto done;
     }
     printf("%s: %dx%d %s -> %s: float32 [3, %ld, %ld], %zu bytes\n", image, img.width, img.height,

@@ -27,20 +27,10 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-/* From cmd_index.c. */
-typedef struct aes_ret_model_opts {
-    const char *model, *config, *vocab, *act;
-    int f16;
-} aes_ret_model_opts;
-int aes_ret_model_opt(int argc, char **argv, int *i, aes_ret_model_opts *o);
-aes_status aes_ret_load_model(aes_ctx *ctx, const aes_ret_model_opts *o, aes_clip **model);
-aes_status aes_ret_load_tokenizer(aes_ctx *ctx, const aes_ret_model_opts *o, aes_tokenizer **tok, const char *cmd);
-double aes_ret_now(void);
-
 /* ---- one query ---------------------------------------------------------------- */
 
 typedef struct search_opts {
-    aes_ret_model_opts m;
+    cli_model_opts m;
     const char *index, *head, *expand, *expansions, *html, *queries;
     long k, candidates;
     double weight, expand_weight;
@@ -196,7 +186,7 @@ static void search_usage(void) {
            "  --int8                 scan int8 vectors (fp32 re-scores the best when stored)\n"
            "  --html FILE            also write a page of thumbnails\n"
            "  --queries FILE         lines QID<TAB>query; prints `result` records for `aesalign eval`\n"
-           "  --vocab F, --config F, --act quick_gelu|gelu, --f16   as for `aesalign embed`\n",
+           CLI_MODEL_HELP,
            AES_RETRIEVE_DEFAULT_K, AES_RERANK_DEFAULT_CANDIDATES, (double)AES_RERANK_DEFAULT_WEIGHT);
 }
 
@@ -234,7 +224,7 @@ static int read_queries(aes_ctx *ctx, const char *path, query_run **runs, int *n
     return 1;
 }
 
-AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retrieval, aesthetic re-ranking") {
+CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retrieval, aesthetic re-ranking") {
     const char *cmd = "search";
     search_opts o;
     aes_ctx *ctx = aes_ctx_create();
@@ -252,23 +242,23 @@ AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retriev
     o.candidates = AES_RERANK_DEFAULT_CANDIDATES;
     o.weight = AES_RERANK_DEFAULT_WEIGHT;
     o.expand_weight = 0.5;
-    if (!ctx) return aes_cli_fail(cmd, NULL, "out of memory");
+    if (!ctx) return cli_fail(cmd, NULL, "out of memory");
     for (i = 1; i < argc; i++) {
         int rr;
-        if ((rr = aes_ret_model_opt(argc, argv, &i, &o.m))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_str(argc, argv, &i, "--index", &o.index))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_str(argc, argv, &i, "--head", &o.head))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_str(argc, argv, &i, "--expand", &o.expand))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_str(argc, argv, &i, "--expansions", &o.expansions))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_str(argc, argv, &i, "--html", &o.html))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_str(argc, argv, &i, "--queries", &o.queries))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_int(argc, argv, &i, "--k", &o.k))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_int(argc, argv, &i, "--candidates", &o.candidates))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_float(argc, argv, &i, "--aesthetic-weight", &o.weight))) { if (rr < 0) goto done; continue; }
-        if ((rr = aes_cli_opt_float(argc, argv, &i, "--expand-weight", &o.expand_weight))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_model_opt(argc, argv, &i, &o.m))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_str(argc, argv, &i, "--index", &o.index))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_str(argc, argv, &i, "--head", &o.head))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_str(argc, argv, &i, "--expand", &o.expand))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_str(argc, argv, &i, "--expansions", &o.expansions))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_str(argc, argv, &i, "--html", &o.html))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_str(argc, argv, &i, "--queries", &o.queries))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_int(argc, argv, &i, "--k", &o.k))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_int(argc, argv, &i, "--candidates", &o.candidates))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_float(argc, argv, &i, "--aesthetic-weight", &o.weight))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_float(argc, argv, &i, "--expand-weight", &o.expand_weight))) { if (rr < 0) goto done; continue; }
         if (!strcmp(argv[i], "--int8")) { o.int8 = 1; continue; }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { search_usage(); rc = 0; goto done; }
-        if (argv[i][0] == '-' && argv[i][1]) { aes_cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[i]); goto done; }
+        if (argv[i][0] == '-' && argv[i][1]) { cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[i]); goto done; }
         {   /* a query */
             query_run *nr = (query_run *)realloc(runs, (size_t)(nruns + 1) * sizeof *runs);
             if (!nr) goto done;
@@ -282,42 +272,39 @@ AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retriev
             nruns++;
         }
     }
-    if (!o.index || !o.m.model) { aes_cli_fail(cmd, NULL, "--index and --model are required (see --help)"); goto done; }
+    if (!o.index || !o.m.model) { cli_fail(cmd, NULL, "--index and --model are required (see --help)"); goto done; }
     if (o.k < 1 || o.k > 100000 || o.candidates < 1 || o.candidates > 10000000) {
-        aes_cli_fail(cmd, NULL, "--k must be in [1, 100000] and --candidates in [1, 10^7]");
+        cli_fail(cmd, NULL, "--k must be in [1, 100000] and --candidates in [1, 10^7]");
         goto done;
     }
     if (!(o.weight == o.weight) || fabs(o.weight) > 1e6 || !(o.expand_weight >= 0 && o.expand_weight <= 1)) {
-        aes_cli_fail(cmd, NULL, "--aesthetic-weight must be finite and --expand-weight in [0, 1]");
+        cli_fail(cmd, NULL, "--aesthetic-weight must be finite and --expand-weight in [0, 1]");
         goto done;
     }
     if (!o.expand) o.expand = o.expansions ? "file" : "none";
     if (strcmp(o.expand, "none") && strcmp(o.expand, "template") && strcmp(o.expand, "file")) {
-        aes_cli_fail(cmd, NULL, "--expand wants none, template or file, not '%s'", o.expand);
+        cli_fail(cmd, NULL, "--expand wants none, template or file, not '%s'", o.expand);
         goto done;
     }
-    if (!strcmp(o.expand, "file") && !o.expansions) { aes_cli_fail(cmd, NULL, "--expand file needs --expansions FILE"); goto done; }
-    if (o.queries && !read_queries(ctx, o.queries, &runs, &nruns)) { aes_cli_fail(cmd, ctx, "reading %s", o.queries); goto done; }
-    if (nruns == 0) { aes_cli_fail(cmd, NULL, "no query given"); goto done; }
-    aes_threads_set(ctx, aes_cli_threads());
+    if (!strcmp(o.expand, "file") && !o.expansions) { cli_fail(cmd, NULL, "--expand file needs --expansions FILE"); goto done; }
+    if (o.queries && !read_queries(ctx, o.queries, &runs, &nruns)) { cli_fail(cmd, ctx, "reading %s", o.queries); goto done; }
+    if (nruns == 0) { cli_fail(cmd, NULL, "no query given"); goto done; }
+    aes_threads_set(ctx, cli_threads());
 
-    if (aes_index_load(ctx, o.index, &idx) != AES_OK) { aes_cli_fail(cmd, ctx, "cannot load the index"); goto done; }
-    if (aes_ret_load_model(ctx, &o.m, &model) != AES_OK) { aes_cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
-    if (!aes_clip_config_get(model)->has_text) { aes_cli_fail(cmd, NULL, "%s has no text tower", o.m.model); goto done; }
-    if (aes_index_check_model(ctx, idx, aes_clip_id(model)) != AES_OK) { aes_cli_fail(cmd, ctx, "%s", o.index); goto done; }
-    if (aes_ret_load_tokenizer(ctx, &o.m, &tok, cmd) != AES_OK) {
-        if (aes_last_error(ctx)[0]) aes_cli_fail(cmd, ctx, "loading the tokenizer");
-        goto done;
-    }
+    if (aes_index_load(ctx, o.index, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
+    if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
+    if (!aes_clip_config_get(model)->has_text) { cli_fail(cmd, NULL, "%s has no text tower", o.m.model); goto done; }
+    if (aes_index_check_model(ctx, idx, aes_clip_id(model)) != AES_OK) { cli_fail(cmd, ctx, "%s", o.index); goto done; }
+    if (cli_load_tokenizer(ctx, o.m.vocab, o.m.model, cmd, &tok) != AES_OK) goto done;
     E = aes_clip_config_get(model)->embed_dim;
     if (o.head) {       /* scores from this head, unless the index already has them */
         aes_head head;
         char id[17];
-        if (aes_head_load(ctx, o.head, &head) != AES_OK) { aes_cli_fail(cmd, ctx, "loading the head"); goto done; }
+        if (aes_head_load(ctx, o.head, &head) != AES_OK) { cli_fail(cmd, ctx, "loading the head"); goto done; }
         aes_head_identity(&head, id);
         if (strcmp(id, idx->head_id) != 0 && aes_index_rescore(ctx, idx, &head) != AES_OK) {
             aes_head_free(&head);
-            aes_cli_fail(cmd, ctx, "scoring the index with %s", o.head);
+            cli_fail(cmd, ctx, "scoring the index with %s", o.head);
             goto done;
         }
         aes_head_free(&head);
@@ -325,9 +312,9 @@ AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retriev
     for (r = 0; r < idx->count; r++) scored += idx->aesthetic[r] == idx->aesthetic[r];
     if (!scored && o.weight != 0)
         fprintf(stderr, "aesalign search: warning: the index has no aesthetic scores (give --head H): plain retrieval\n");
-    if (o.int8 && !(idx->storage & AES_INDEX_I8)) { aes_cli_fail(cmd, NULL, "--int8: the index has no int8 vectors"); goto done; }
+    if (o.int8 && !(idx->storage & AES_INDEX_I8)) { cli_fail(cmd, NULL, "--int8: the index has no int8 vectors"); goto done; }
     if (!strcmp(o.expand, "file") && aes_expansions_load(ctx, o.expansions, &ex) != AES_OK) {
-        aes_cli_fail(cmd, ctx, "reading the expansions");
+        cli_fail(cmd, ctx, "reading the expansions");
         goto done;
     }
 
@@ -346,7 +333,7 @@ AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retriev
         /* stage 1: expansion */
         if (!strcmp(o.expand, "template")) {
             char buf[2048];
-            if (aes_expand_template(ctx, run->text, buf, sizeof buf) != AES_OK) { aes_cli_fail(cmd, ctx, "expanding"); goto done; }
+            if (aes_expand_template(ctx, run->text, buf, sizeof buf) != AES_OK) { cli_fail(cmd, ctx, "expanding"); goto done; }
             run->expanded = (char *)malloc(strlen(buf) + 1);
             if (run->expanded) strcpy(run->expanded, buf);
         } else if (ex) {
@@ -355,17 +342,17 @@ AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retriev
                             run->text, o.expansions);
             else if ((run->expanded = (char *)malloc(strlen(x) + 1)) != NULL) strcpy(run->expanded, x);
         }
-        if (embed_text(ctx, model, tok, run->text, e0) != AES_OK) { aes_cli_fail(cmd, ctx, "encoding '%s'", run->text); goto done; }
+        if (embed_text(ctx, model, tok, run->text, e0) != AES_OK) { cli_fail(cmd, ctx, "encoding '%s'", run->text); goto done; }
         if (run->expanded) {
-            if (embed_text(ctx, model, tok, run->expanded, e1) != AES_OK) { aes_cli_fail(cmd, ctx, "encoding the expansion"); goto done; }
-            if (aes_query_combine(ctx, e0, e1, E, (float)o.expand_weight, qv) != AES_OK) { aes_cli_fail(cmd, ctx, "combining"); goto done; }
+            if (embed_text(ctx, model, tok, run->expanded, e1) != AES_OK) { cli_fail(cmd, ctx, "encoding the expansion"); goto done; }
+            if (aes_query_combine(ctx, e0, e1, E, (float)o.expand_weight, qv) != AES_OK) { cli_fail(cmd, ctx, "combining"); goto done; }
         } else {
             memcpy(qv, e0, (size_t)E * sizeof(float));
         }
         /* stages 2 and 3: retrieval and re-ranking */
         run->res = (aes_result *)malloc((size_t)o.k * sizeof(aes_result));
         if (!run->res) goto done;
-        if (aes_index_retrieve(ctx, idx, qv, &ro, run->res, &run->nres) != AES_OK) { aes_cli_fail(cmd, ctx, "search"); goto done; }
+        if (aes_index_retrieve(ctx, idx, qv, &ro, run->res, &run->nres) != AES_OK) { cli_fail(cmd, ctx, "search"); goto done; }
         if (!o.queries && nruns > 1) printf("# query: %s\n", run->text);
         if (!o.queries && run->expanded) printf("# expanded: %s\n", run->expanded);
         for (i = 0; i < run->nres; i++) {
@@ -380,7 +367,7 @@ AES_CLI_COMMAND(search, "aesthetics-aware image search: query expansion, retriev
     }
     fflush(stdout);
     if (o.html) {
-        if (write_html(ctx, o.html, idx, runs, nruns, &o) != AES_OK) { aes_cli_fail(cmd, ctx, "writing %s", o.html); goto done; }
+        if (write_html(ctx, o.html, idx, runs, nruns, &o) != AES_OK) { cli_fail(cmd, ctx, "writing %s", o.html); goto done; }
         fprintf(stderr, "aesalign search: wrote %s\n", o.html);
     }
     rc = 0;
@@ -398,7 +385,7 @@ done:
 
 /* ---- eval ------------------------------------------------------------------------- */
 
-AES_CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aesthetic, HPIR agreement") {
+CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aesthetic, HPIR agreement") {
     const char *path = NULL;
     long k = 10;
     aes_ctx *ctx;
@@ -408,7 +395,7 @@ AES_CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aest
     int i, rc = 0;
     for (i = 1; i < argc; i++) {
         int rr;
-        if ((rr = aes_cli_opt_int(argc, argv, &i, "--k", &k))) { if (rr < 0) return 1; continue; }
+        if ((rr = cli_opt_int(argc, argv, &i, "--k", &k))) { if (rr < 0) return 1; continue; }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: aesalign eval [--k 10] FILE.tsv\n"
                    "Records, one per line, tab-separated ('#' lines skipped):\n"
@@ -422,16 +409,16 @@ AES_CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aest
                    "prints the result records.\n");
             return 0;
         }
-        if (argv[i][0] == '-' && argv[i][1]) return aes_cli_fail("eval", NULL, "unknown option %s", argv[i]);
+        if (argv[i][0] == '-' && argv[i][1]) return cli_fail("eval", NULL, "unknown option %s", argv[i]);
         path = argv[i];
     }
-    if (!path) return aes_cli_fail("eval", NULL, "which file? (aesalign eval FILE.tsv)");
-    if (k < 1 || k > 1000000) return aes_cli_fail("eval", NULL, "--k must be in [1, 10^6]");
-    if (!(ctx = aes_ctx_create())) return aes_cli_fail("eval", NULL, "out of memory");
+    if (!path) return cli_fail("eval", NULL, "which file? (aesalign eval FILE.tsv)");
+    if (k < 1 || k > 1000000) return cli_fail("eval", NULL, "--k must be in [1, 10^6]");
+    if (!(ctx = aes_ctx_create())) return cli_fail("eval", NULL, "out of memory");
     if (aes_read_file(ctx, path, &buf, &len) != AES_OK)
-        rc = aes_cli_fail("eval", ctx, "cannot evaluate");
+        rc = cli_fail("eval", ctx, "cannot evaluate");
     else if (world_eval_tsv(ctx, (const char *)buf, len, path, (int)k, &r) != AES_OK)
-        rc = aes_cli_fail("eval", NULL, "cannot evaluate: %s", world_last_error());
+        rc = cli_fail("eval", NULL, "cannot evaluate: %s", world_last_error());
     if (rc) {
         aes_free(buf);
         aes_ctx_free(ctx);

@@ -44,7 +44,7 @@ static int tokenize_one(aes_ctx *ctx, const aes_tokenizer *tok, const char *text
     return 1;
 }
 
-AES_CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
+CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
     const char *vocab = NULL;
     long context = AES_TOKENIZER_CONTEXT;
     int raw = 0, i, first_text = argc, status = 0;
@@ -56,8 +56,8 @@ AES_CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { tokenize_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--")) { first_text = i + 1; break; }
         if (!strcmp(argv[i], "--raw")) { raw = 1; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--vocab", &vocab)) != 0) { if (r < 0) return 2; continue; }
-        if ((r = aes_cli_opt_int(argc, argv, &i, "--context", &context)) != 0) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_str(argc, argv, &i, "--vocab", &vocab)) != 0) { if (r < 0) return 2; continue; }
+        if ((r = cli_opt_int(argc, argv, &i, "--context", &context)) != 0) { if (r < 0) return 2; continue; }
         if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "aesalign tokenize: unknown option %s (texts starting with '-' go after --)\n", argv[i]);
             tokenize_usage(stderr);
@@ -66,37 +66,32 @@ AES_CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
         first_text = i;
         break;
     }
-    if (context < 2 || context > 1000000) return aes_cli_fail("tokenize", NULL, "--context %ld is not in [2, 1000000]", context);
-    if (!vocab) vocab = getenv("AES_VOCAB");
-    if (!vocab || !*vocab)
-        return aes_cli_fail("tokenize", NULL, "no vocabulary: pass --vocab FILE or set AES_VOCAB to CLIP's "
-                            "bpe_simple_vocab_16e6.txt[.gz] (or a Hugging Face merges.txt)");
+    if (context < 2 || context > 1000000) return cli_fail("tokenize", NULL, "--context %ld is not in [2, 1000000]", context);
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("tokenize", NULL, "out of memory");
-    if (aes_tokenizer_load_merges(ctx, vocab, &tok) != AES_OK) {
-        status = aes_cli_fail("tokenize", ctx, "cannot load the vocabulary");
+    if (!ctx) return cli_fail("tokenize", NULL, "out of memory");
+    if (cli_load_tokenizer(ctx, vocab, NULL, "tokenize", &tok) != AES_OK) {
         aes_ctx_free(ctx);
-        return status;
+        return 1;
     }
     ids = (int32_t *)aes_alloc(ctx, (size_t)context, sizeof(int32_t));
     if (!ids) {
-        status = aes_cli_fail("tokenize", ctx, "out of memory");
+        status = cli_fail("tokenize", ctx, "out of memory");
     } else if (first_text < argc) {
         for (i = first_text; i < argc && !status; i++)
             if (!tokenize_one(ctx, tok, argv[i], strlen(argv[i]), (int)context, raw, ids))
-                status = aes_cli_fail("tokenize", ctx, "text %d", i - first_text + 1);
+                status = cli_fail("tokenize", ctx, "text %d", i - first_text + 1);
     } else {
         /* one text per line of standard input (without its '\n' / "\r\n") */
         size_t cap = 4096, len = 0;
         char *line = (char *)malloc(cap);
         int c, line_no = 0, eof = 0;
-        if (!line) status = aes_cli_fail("tokenize", NULL, "out of memory");
+        if (!line) status = cli_fail("tokenize", NULL, "out of memory");
         while (line && !status && !eof) {
             len = 0;
             while ((c = getchar()) != EOF && c != '\n') {
                 if (len + 1 >= cap) {
                     char *nl = (char *)realloc(line, cap * 2);
-                    if (!nl) { status = aes_cli_fail("tokenize", NULL, "out of memory"); break; }
+                    if (!nl) { status = cli_fail("tokenize", NULL, "out of memory"); break; }
                     line = nl;
                     cap *= 2;
                 }
@@ -106,11 +101,11 @@ AES_CLI_COMMAND(tokenize, "print 77 CLIP token ids per text") {
             if (len && line[len - 1] == '\r') len--;
             line_no++;
             if (!status && !tokenize_one(ctx, tok, line, len, (int)context, raw, ids))
-                status = aes_cli_fail("tokenize", ctx, "line %d", line_no);
+                status = cli_fail("tokenize", ctx, "line %d", line_no);
         }
         free(line);
     }
-    if (fflush(stdout) != 0 && !status) status = aes_cli_fail("tokenize", NULL, "cannot write the output");
+    if (fflush(stdout) != 0 && !status) status = cli_fail("tokenize", NULL, "cannot write the output");
     aes_free(ids);
     aes_tokenizer_free(tok);
     aes_ctx_free(ctx);

@@ -27,12 +27,6 @@
 
 /* ---- helpers shared by the three commands ------------------------------------- */
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
@@ -46,32 +40,10 @@ static aes_status load_pixels(void *user, aes_ctx *ctx, const char *path, int S,
     aes_status st;
     (void)user;
     memset(&img, 0, sizeof img);
-    st = (aes_status)aes_cli_load_image(ctx, path, &img);
+    st = (aes_status)cli_load_image(ctx, path, &img);
     if (!st) st = aes_clip_preprocess(ctx, &img, S, out);
     aes_image_free(&img);
     return st;
-}
-
-/* --vocab, else $AES_VOCAB, else a merges file beside the model. */
-static aes_status find_tokenizer(aes_ctx *ctx, const char *vocab, const char *model, aes_tokenizer **tok,
-                                 const char *cmd) {
-    static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};
-    char path[4096];
-    const char *v = vocab ? vocab : getenv("AES_VOCAB");
-    size_t k;
-    if (!v && model) {
-        const char *slash = strrchr(model, '/');
-        int dlen = slash ? (int)(slash - model) + 1 : 0;
-        for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
-            snprintf(path, sizeof path, "%.*s%s", dlen, model, beside[k]);
-            if (file_exists(path)) v = path;
-        }
-    }
-    if (!v) {
-        aes_cli_fail(cmd, NULL, "no tokenizer: give --vocab FILE, set AES_VOCAB, or put merges.txt beside the model");
-        return AES_ERR_IO;
-    }
-    return aes_tokenizer_load_merges(ctx, v, tok);
 }
 
 /* Lines of a text file (no empty lines, no '#' comments, CR dropped). */
@@ -118,14 +90,14 @@ static aes_status tokenize_all(aes_ctx *ctx, const aes_tokenizer *tok, char *con
                                int32_t *ids, const char *cmd) {
     int i;
     if (aes_tokenizer_vocab_size(tok) > vocab) {
-        aes_cli_fail(cmd, NULL, "the tokenizer has %d tokens but the model's vocabulary only %d",
-                     aes_tokenizer_vocab_size(tok), vocab);
+        cli_fail(cmd, NULL, "the tokenizer has %d tokens but the model's vocabulary only %d",
+                 aes_tokenizer_vocab_size(tok), vocab);
         return AES_ERR_MISMATCH;
     }
     for (i = 0; i < n; i++) {
         aes_status st = aes_tokenizer_encode(ctx, tok, texts[i], strlen(texts[i]), ids + (size_t)i * L, L, NULL);
         if (st) {
-            aes_cli_fail(cmd, ctx, "tokenizing '%s'", texts[i]);
+            cli_fail(cmd, ctx, "tokenizing '%s'", texts[i]);
             return st;
         }
     }
@@ -139,19 +111,20 @@ static aes_status tokenize_all(aes_ctx *ctx, const aes_tokenizer *tok, char *con
 static void make_pairs_usage(FILE *f) {
     fprintf(f,
             "usage: aesalign make-pairs --index FILE --model M --queries FILE --out PAIRS.tsv\n"
-            "                           [--config FILE] [--vocab FILE] [--act quick_gelu|gelu]\n"
+            "                           [--config FILE] [--vocab FILE] [--act quick_gelu|gelu] [--f16]\n"
             "                           [--k 48] [--rows 4] [--cols 4] [--stride 2] [--max-pairs N]\n"
             "                           [--expand none|template] [--expansions FILE]\n"
             "For each query (one per line) retrieves the top k images of the index with the\n"
             "(expanded) query, orders them in a rows x cols grid (rows: semantic rank, taking\n"
             "every stride-th candidate; columns: the index's aesthetic score) and writes the\n"
             "pairs the 2-D order implies (arXiv 2406.09397 Sec. 4.1) as TSV:\n"
-            "  query<TAB>preferred<TAB>rejected\n");
+            "  query<TAB>preferred<TAB>rejected\n"
+            CLI_MODEL_HELP);
 }
 
-AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query list") {
-    const char *index_path = NULL, *model_path = NULL, *queries_path = NULL, *out = NULL, *config = NULL;
-    const char *vocab = NULL, *act = NULL, *expand = "none", *expansions_path = NULL;
+CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query list") {
+    const char *index_path = NULL, *queries_path = NULL, *out = NULL, *expand = "none", *expansions_path = NULL;
+    cli_model_opts mo;
     long k = 48, rows = 4, cols = 4, stride = 2, max_pairs = 0;
     aes_ctx *ctx = NULL;
     aes_index *idx = NULL;
@@ -164,22 +137,20 @@ AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a quer
     aes_hit *hits = NULL;
     float *cand_aes = NULL;
     aes_pair_index *pairs = NULL;
+    memset(&mo, 0, sizeof mo);
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { make_pairs_usage(stdout); return 0; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--index", &index_path)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--model", &model_path)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--queries", &queries_path)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--out", &out)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--config", &config)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--vocab", &vocab)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--act", &act)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--expand", &expand)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--expansions", &expansions_path)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--k", &k)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--rows", &rows)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--cols", &cols)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--stride", &stride)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--max-pairs", &max_pairs))) {
+        if ((r = cli_model_opt(argc, argv, &i, &mo)) ||
+            (r = cli_opt_str(argc, argv, &i, "--index", &index_path)) ||
+            (r = cli_opt_str(argc, argv, &i, "--queries", &queries_path)) ||
+            (r = cli_opt_str(argc, argv, &i, "--out", &out)) ||
+            (r = cli_opt_str(argc, argv, &i, "--expand", &expand)) ||
+            (r = cli_opt_str(argc, argv, &i, "--expansions", &expansions_path)) ||
+            (r = cli_opt_int(argc, argv, &i, "--k", &k)) ||
+            (r = cli_opt_int(argc, argv, &i, "--rows", &rows)) ||
+            (r = cli_opt_int(argc, argv, &i, "--cols", &cols)) ||
+            (r = cli_opt_int(argc, argv, &i, "--stride", &stride)) ||
+            (r = cli_opt_int(argc, argv, &i, "--max-pairs", &max_pairs))) {
             if (r < 0) return 2;
             continue;
         }
@@ -187,27 +158,21 @@ AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a quer
         make_pairs_usage(stderr);
         return 2;
     }
-    if (!index_path || !model_path || !queries_path || !out) { make_pairs_usage(stderr); return 2; }
+    if (!index_path || !mo.model || !queries_path || !out) { make_pairs_usage(stderr); return 2; }
     if (k < 2 || k > 100000 || rows < 1 || rows > 64 || cols < 1 || cols > 64 || stride < 1 || max_pairs < 0 ||
         (strcmp(expand, "none") && strcmp(expand, "template")))
-        return aes_cli_fail("make-pairs", NULL, "bad --k/--rows/--cols/--stride/--max-pairs/--expand value");
+        return cli_fail("make-pairs", NULL, "bad --k/--rows/--cols/--stride/--max-pairs/--expand value");
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("make-pairs", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
-    {
-        aes_clip_load_opts lo;
-        memset(&lo, 0, sizeof lo);
-        lo.config_path = config;
-        if (act) lo.act = !strcmp(act, "gelu") ? AES_ACT_GELU : AES_ACT_QUICK_GELU;
-        if (aes_clip_load(ctx, model_path, &lo, &model)) { aes_cli_fail("make-pairs", ctx, "loading the model"); goto done; }
-    }
-    if (aes_index_load(ctx, index_path, &idx)) { aes_cli_fail("make-pairs", ctx, "loading the index"); goto done; }
-    if (aes_index_check_model(ctx, idx, aes_clip_id(model))) { aes_cli_fail("make-pairs", ctx, "index and model"); goto done; }
-    if (!idx->aesthetic) { aes_cli_fail("make-pairs", NULL, "%s has no aesthetic scores (build it with --head)", index_path); goto done; }
-    if (find_tokenizer(ctx, vocab, model_path, &tok, "make-pairs")) goto done;
-    if (expansions_path && aes_expansions_load(ctx, expansions_path, &ex)) { aes_cli_fail("make-pairs", ctx, "expansions"); goto done; }
+    if (!ctx) return cli_fail("make-pairs", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
+    if (cli_load_model(ctx, &mo, &model)) { cli_fail("make-pairs", ctx, "loading the model"); goto done; }
+    if (aes_index_load(ctx, index_path, &idx)) { cli_fail("make-pairs", ctx, "loading the index"); goto done; }
+    if (aes_index_check_model(ctx, idx, aes_clip_id(model))) { cli_fail("make-pairs", ctx, "index and model"); goto done; }
+    if (!idx->aesthetic) { cli_fail("make-pairs", NULL, "%s has no aesthetic scores (build it with --head)", index_path); goto done; }
+    if (cli_load_tokenizer(ctx, mo.vocab, mo.model, "make-pairs", &tok)) goto done;
+    if (expansions_path && aes_expansions_load(ctx, expansions_path, &ex)) { cli_fail("make-pairs", ctx, "expansions"); goto done; }
     queries = read_lines(ctx, queries_path, &nq);
-    if (!queries) { aes_cli_fail("make-pairs", ctx, "reading queries"); goto done; }
+    if (!queries) { cli_fail("make-pairs", ctx, "reading queries"); goto done; }
     if (aes_pair_set_create(ctx, &set)) goto done;
     {
         const aes_clip_config *cc = aes_clip_config_get(model);
@@ -220,7 +185,7 @@ AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a quer
         hits = (aes_hit *)malloc(sizeof *hits * (size_t)k);
         cand_aes = (float *)malloc(sizeof(float) * (size_t)k);
         pairs = (aes_pair_index *)malloc(sizeof *pairs * (size_t)(cap > 0 ? cap : 1));
-        if (!ids || !qe || !hits || !cand_aes || !pairs) { free(ids); free(qe); aes_cli_fail("make-pairs", NULL, "out of memory"); goto done; }
+        if (!ids || !qe || !hits || !cand_aes || !pairs) { free(ids); free(qe); cli_fail("make-pairs", NULL, "out of memory"); goto done; }
         for (i = 0; i < nq; i++) {
             char expanded[1024];
             const char *exp_text = NULL;
@@ -231,13 +196,13 @@ AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a quer
                 aes_expand_template(ctx, queries[i], expanded, sizeof expanded) == AES_OK)
                 exp_text = expanded;
             if (tokenize_all(ctx, tok, &queries[i], 1, L, cc->vocab_size, ids, "make-pairs")) { free(ids); free(qe); goto done; }
-            if (aes_clip_encode_text(ctx, model, ids, 1, qe)) { free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "encoding"); goto done; }
+            if (aes_clip_encode_text(ctx, model, ids, 1, qe)) { free(ids); free(qe); cli_fail("make-pairs", ctx, "encoding"); goto done; }
             if (exp_text) {
                 char *t = (char *)exp_text;
                 if (tokenize_all(ctx, tok, &t, 1, L, cc->vocab_size, ids + L, "make-pairs") ||
                     aes_clip_encode_text(ctx, model, ids + L, 1, qe + E) ||
                     aes_query_combine(ctx, qe, qe + E, E, 0.5f, qe + 2 * E)) {
-                    free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "expanding '%s'", queries[i]); goto done;
+                    free(ids); free(qe); cli_fail("make-pairs", ctx, "expanding '%s'", queries[i]); goto done;
                 }
                 memcpy(qe, qe + 2 * E, sizeof(float) * E);
             } else {
@@ -245,24 +210,24 @@ AES_CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a quer
                 for (j = 0; j < E; j++) s += (double)qe[j] * qe[j];
                 for (j = 0; j < E; j++) qe[j] = (float)(qe[j] / (sqrt(s) + 1e-12));
             }
-            if (aes_index_search(ctx, idx, qe, 1, (int)k, 0, hits, &nh)) { free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "search"); goto done; }
+            if (aes_index_search(ctx, idx, qe, 1, (int)k, 0, hits, &nh)) { free(ids); free(qe); cli_fail("make-pairs", ctx, "search"); goto done; }
             for (j = 0; j < nh; j++) {
                 cand_aes[j] = idx->aesthetic[hits[j].row];
                 if (!(cand_aes[j] == cand_aes[j])) ok = 0;
             }
             if (!ok) { skipped++; continue; }      /* unscored images: no aesthetic order */
-            if (aes_pairs_from_grid(ctx, &g, cand_aes, nh, pairs, cap, &np)) { free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "grid"); goto done; }
+            if (aes_pairs_from_grid(ctx, &g, cand_aes, nh, pairs, cap, &np)) { free(ids); free(qe); cli_fail("make-pairs", ctx, "grid"); goto done; }
             for (j = 0; j < np; j++)
                 if (aes_pair_set_add(ctx, set, queries[i], aes_index_path(idx, (size_t)hits[pairs[j].preferred].row),
                                      aes_index_path(idx, (size_t)hits[pairs[j].rejected].row), 1.0f)) {
-                    free(ids); free(qe); aes_cli_fail("make-pairs", ctx, "adding a pair"); goto done;
+                    free(ids); free(qe); cli_fail("make-pairs", ctx, "adding a pair"); goto done;
                 }
             total += np;
         }
         free(ids);
         free(qe);
     }
-    if (aes_pair_set_write(ctx, set, out)) { aes_cli_fail("make-pairs", ctx, "writing"); goto done; }
+    if (aes_pair_set_write(ctx, set, out)) { cli_fail("make-pairs", ctx, "writing"); goto done; }
     fprintf(stderr, "make-pairs: %d queries, %d pairs -> %s%s\n", nq, total, out,
             skipped ? " (some queries skipped: unscored candidates)" : "");
     rc = 0;
@@ -283,7 +248,8 @@ done:
  * ========================================================================= */
 
 typedef struct ft_opts {
-    const char *model, *pairs, *out, *config, *vocab, *act, *train, *optimizer, *captions;
+    cli_model_opts m;        /* for_training: no --f16; --act gelu forces GELU */
+    const char *pairs, *out, *train, *optimizer, *captions;
     long freeze, steps, batch, pairs_per_step, warmup, seed, save_every, log_every, stop_after;
     double lr, beta, smoothing, lambda, clip_smoothing, weight_decay, clip_norm, momentum;
     int resume, train_logit_scale;
@@ -309,7 +275,7 @@ static void finetune_usage(FILE *f) {
         "  --captions FILE       image<TAB>caption lines for the contrastive term; without it\n"
         "                        the term pairs each query of a step with its first preferred image\n"
         "  --train-logit-scale   also update logit_scale\n"
-        "  --config FILE --vocab FILE --act quick_gelu|gelu   model and tokenizer\n"
+        CLI_MODEL_TRAIN_HELP
         "  --seed N (1)  --log-every N (1)  --save-every N (0)  --resume\n"
         "  --stop-after N        save and stop after step N (as if interrupted; --resume goes on)\n"
         "Writes FILE (safetensors, same tensor names as the input) and FILE.optim (optimizer\n"
@@ -332,7 +298,7 @@ static int ft_progress(void *user, const aes_train_progress *p) {
                 p->trainable, p->nparams, o->train, strcmp(o->train, "both") ? "" : "s", o->freeze, o->optimizer,
                 (double)r->lr);
         if (p->resumed) fprintf(stderr, "finetune-dpo: resumed from %s at step %ld\n", o->out, p->start_step);
-        r->t_start = now_seconds();
+        r->t_start = cli_now();
     } else if (p->event == AES_TRAIN_STEP) {
         if (p->nmatched == 0 && o->lambda > 0 && !r->warned_no_match) {   /* say it once, not every step */
             fprintf(stderr, "finetune-dpo: note: step %ld has fewer than 2 query/image matches, so no contrastive "
@@ -349,22 +315,7 @@ static int ft_progress(void *user, const aes_train_progress *p) {
     return o->stop_after > 0 && p->step >= o->stop_after;   /* as if interrupted: saved, --resume goes on */
 }
 
-/* Loads a model for training and makes its trainer.  act_name ("gelu",
- * "quick_gelu" or NULL) forces GELU when "gelu"; otherwise the activation
- * comes from a config, the file's own metadata, else QuickGELU. */
-static aes_status load_for_training(aes_ctx *ctx, const char *path, const char *config, const char *act_name,
-                                    const aes_train_options *to, aes_clip **model, aes_clip_trainer **tr) {
-    aes_clip_load_opts lo;
-    aes_status st;
-    memset(&lo, 0, sizeof lo);
-    lo.config_path = config;
-    if (act_name && !strcmp(act_name, "gelu")) lo.act = AES_ACT_GELU;
-    *tr = NULL;
-    if ((st = aes_clip_load(ctx, path, &lo, model))) return st;
-    return aes_clip_trainer_create(ctx, *model, to, tr);
-}
-
-AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXiv 2406.09397") {
+CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXiv 2406.09397") {
     ft_opts o;
     ft_run run;
     aes_ctx *ctx = NULL;
@@ -383,6 +334,7 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     memset(&o, 0, sizeof o);
     memset(&run, 0, sizeof run);
     memset(&caps, 0, sizeof caps);
+    o.m.for_training = 1;
     o.train = "vision"; o.optimizer = "adamw"; o.steps = 100; o.batch = 32; o.warmup = -1; o.seed = 1;
     o.log_every = 1; o.lr = -1; o.weight_decay = -1; o.momentum = 0.9; o.clip_norm = 1.0;
     o.beta = cfg.loss.beta; o.smoothing = cfg.loss.label_smoothing; o.lambda = cfg.loss.lambda; o.clip_smoothing = 0;
@@ -390,32 +342,29 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { finetune_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) { o.resume = 1; continue; }
         if (!strcmp(argv[i], "--train-logit-scale")) { o.train_logit_scale = 1; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--model", &o.model)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--pairs", &o.pairs)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--out", &o.out)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--config", &o.config)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--vocab", &o.vocab)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--act", &o.act)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--train", &o.train)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--optimizer", &o.optimizer)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--captions", &o.captions)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--freeze", &o.freeze)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--steps", &o.steps)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--batch", &o.batch)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--pairs-per-step", &o.pairs_per_step)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--warmup", &o.warmup)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--seed", &o.seed)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--save-every", &o.save_every)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--log-every", &o.log_every)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--stop-after", &o.stop_after)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--lr", &o.lr)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--beta", &o.beta)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--label-smoothing", &o.smoothing)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--lambda", &o.lambda)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--clip-label-smoothing", &o.clip_smoothing)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--weight-decay", &o.weight_decay)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--momentum", &o.momentum)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--clip-norm", &o.clip_norm))) {
+        if ((r = cli_model_opt(argc, argv, &i, &o.m)) ||
+            (r = cli_opt_str(argc, argv, &i, "--pairs", &o.pairs)) ||
+            (r = cli_opt_str(argc, argv, &i, "--out", &o.out)) ||
+            (r = cli_opt_str(argc, argv, &i, "--train", &o.train)) ||
+            (r = cli_opt_str(argc, argv, &i, "--optimizer", &o.optimizer)) ||
+            (r = cli_opt_str(argc, argv, &i, "--captions", &o.captions)) ||
+            (r = cli_opt_int(argc, argv, &i, "--freeze", &o.freeze)) ||
+            (r = cli_opt_int(argc, argv, &i, "--steps", &o.steps)) ||
+            (r = cli_opt_int(argc, argv, &i, "--batch", &o.batch)) ||
+            (r = cli_opt_int(argc, argv, &i, "--pairs-per-step", &o.pairs_per_step)) ||
+            (r = cli_opt_int(argc, argv, &i, "--warmup", &o.warmup)) ||
+            (r = cli_opt_int(argc, argv, &i, "--seed", &o.seed)) ||
+            (r = cli_opt_int(argc, argv, &i, "--save-every", &o.save_every)) ||
+            (r = cli_opt_int(argc, argv, &i, "--log-every", &o.log_every)) ||
+            (r = cli_opt_int(argc, argv, &i, "--stop-after", &o.stop_after)) ||
+            (r = cli_opt_float(argc, argv, &i, "--lr", &o.lr)) ||
+            (r = cli_opt_float(argc, argv, &i, "--beta", &o.beta)) ||
+            (r = cli_opt_float(argc, argv, &i, "--label-smoothing", &o.smoothing)) ||
+            (r = cli_opt_float(argc, argv, &i, "--lambda", &o.lambda)) ||
+            (r = cli_opt_float(argc, argv, &i, "--clip-label-smoothing", &o.clip_smoothing)) ||
+            (r = cli_opt_float(argc, argv, &i, "--weight-decay", &o.weight_decay)) ||
+            (r = cli_opt_float(argc, argv, &i, "--momentum", &o.momentum)) ||
+            (r = cli_opt_float(argc, argv, &i, "--clip-norm", &o.clip_norm))) {
             if (r < 0) return 2;
             continue;
         }
@@ -423,34 +372,32 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
         finetune_usage(stderr);
         return 2;
     }
-    if (!o.model || !o.pairs || !o.out) { finetune_usage(stderr); return 2; }
+    if (!o.m.model || !o.pairs || !o.out) { finetune_usage(stderr); return 2; }
     if (strcmp(o.train, "vision") && strcmp(o.train, "text") && strcmp(o.train, "both"))
-        return aes_cli_fail("finetune-dpo", NULL, "--train wants vision, text or both, not '%s'", o.train);
+        return cli_fail("finetune-dpo", NULL, "--train wants vision, text or both, not '%s'", o.train);
     if (strcmp(o.optimizer, "adamw") && strcmp(o.optimizer, "sgd"))
-        return aes_cli_fail("finetune-dpo", NULL, "--optimizer wants adamw or sgd, not '%s'", o.optimizer);
-    if (o.act && strcmp(o.act, "gelu") && strcmp(o.act, "quick_gelu"))
-        return aes_cli_fail("finetune-dpo", NULL, "--act wants quick_gelu or gelu");
+        return cli_fail("finetune-dpo", NULL, "--optimizer wants adamw or sgd, not '%s'", o.optimizer);
     if (o.steps < 1 || o.batch < 2 || o.batch > 4096 || o.freeze < 0 || o.log_every < 1 || o.save_every < 0)
-        return aes_cli_fail("finetune-dpo", NULL, "bad --steps/--batch/--freeze/--log-every/--save-every");
+        return cli_fail("finetune-dpo", NULL, "bad --steps/--batch/--freeze/--log-every/--save-every");
     if (o.pairs_per_step <= 0) o.pairs_per_step = o.batch / 2 > 0 ? o.batch / 2 : 1;
     snprintf(optim_path, sizeof optim_path, "%s.optim", o.out);
 
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("finetune-dpo", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
+    if (!ctx) return cli_fail("finetune-dpo", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
     if (aes_pair_set_create(ctx, &set) || aes_pair_set_read(ctx, set, o.pairs)) {
-        aes_cli_fail("finetune-dpo", ctx, "reading pairs");
+        cli_fail("finetune-dpo", ctx, "reading pairs");
         goto done;
     }
-    if (set->npairs == 0) { aes_cli_fail("finetune-dpo", NULL, "%s holds no pairs", o.pairs); goto done; }
+    if (set->npairs == 0) { cli_fail("finetune-dpo", NULL, "%s holds no pairs", o.pairs); goto done; }
     if (o.captions) {
         cap_lines = read_lines(ctx, o.captions, &ncap);
-        if (!cap_lines) { aes_cli_fail("finetune-dpo", ctx, "reading captions"); goto done; }
+        if (!cap_lines) { cli_fail("finetune-dpo", ctx, "reading captions"); goto done; }
         cap_txt = (char **)calloc((size_t)ncap + 1, sizeof(char *));
-        if (!cap_txt) { aes_cli_fail("finetune-dpo", NULL, "out of memory"); goto done; }
+        if (!cap_txt) { cli_fail("finetune-dpo", NULL, "out of memory"); goto done; }
         for (i = 0; i < ncap; i++) {
             char *tab = strchr(cap_lines[i], '\t');
-            if (!tab) { aes_cli_fail("finetune-dpo", NULL, "%s:%d: expected image<TAB>caption", o.captions, i + 1); goto done; }
+            if (!tab) { cli_fail("finetune-dpo", NULL, "%s:%d: expected image<TAB>caption", o.captions, i + 1); goto done; }
             *tab = 0;
             cap_txt[i] = tab + 1;
         }
@@ -464,13 +411,13 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     to.freeze_vision_blocks = to.freeze_text_blocks = (int)o.freeze;
     to.max_images = (int)o.batch;
     to.max_texts = (int)o.batch;
-    if (load_for_training(ctx, o.model, o.config, o.act, &to, &model, &tr)) {
-        aes_cli_fail("finetune-dpo", ctx, "loading the model");
+    if (cli_load_model(ctx, &o.m, &model) || aes_clip_trainer_create(ctx, model, &to, &tr)) {
+        cli_fail("finetune-dpo", ctx, "loading the model");
         goto done;
     }
     A = aes_clip_config_get(model);
-    if (!A->has_vision || !A->has_text) { aes_cli_fail("finetune-dpo", NULL, "the model needs both towers"); goto done; }
-    if (find_tokenizer(ctx, o.vocab, o.model, &tok, "finetune-dpo")) goto done;
+    if (!A->has_vision || !A->has_text) { cli_fail("finetune-dpo", NULL, "the model needs both towers"); goto done; }
+    if (cli_load_tokenizer(ctx, o.m.vocab, o.m.model, "finetune-dpo", &tok)) goto done;
 
     /* the run: aes_dpo_finetune does the reference pass, the sampling, the
      * steps and the checkpoints (FILE and FILE.optim); we print progress */
@@ -501,10 +448,10 @@ AES_CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, 
     fprintf(stderr, "finetune-dpo: %d pairs, %d queries, %d images; computing reference similarities\n",
             set->npairs, set->nqueries, set->npaths);
     if (aes_dpo_finetune(ctx, tr, NULL, tok, set, ncap ? &caps : NULL, &cfg, NULL)) {
-        aes_cli_fail("finetune-dpo", NULL, "%s", aes_last_error(ctx));
+        cli_fail("finetune-dpo", NULL, "%s", aes_last_error(ctx));
         goto done;
     }
-    fprintf(stderr, "finetune-dpo: wrote %s (and %s) after %.1f s\n", o.out, optim_path, now_seconds() - run.t_start);
+    fprintf(stderr, "finetune-dpo: wrote %s (and %s) after %.1f s\n", o.out, optim_path, cli_now() - run.t_start);
     rc = 0;
 done:
     if (cap_lines) free_lines(cap_lines, ncap);
@@ -568,7 +515,7 @@ static int tc_progress(void *user, const aes_train_progress *p) {
         fprintf(stderr, "train-clip: %d image/caption pairs, %zu parameters, batch %ld, %ld steps\n", r->n, p->nparams,
                 r->batch, r->steps);
         if (p->resumed) fprintf(stderr, "train-clip: resumed at step %ld\n", p->start_step);
-        r->t_start = now_seconds();
+        r->t_start = cli_now();
     } else if (p->event == AES_TRAIN_STEP && (p->step % r->log_every == 0 || p->step == r->steps)) {
         fprintf(stderr, "step %5ld/%ld  loss %.4f  acc %.3f  logit_scale %.3f  lr %.3e  %.1f img/s\n", p->step,
                 r->steps, p->stats.clip_loss, p->stats.clip_acc, p->logit_scale, (double)p->lr,
@@ -577,7 +524,7 @@ static int tc_progress(void *user, const aes_train_progress *p) {
     return 0;
 }
 
-AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for the offline demo") {
+CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for the offline demo") {
     const char *data = NULL, *vocab = NULL, *out = NULL, *init = NULL, *act = "quick_gelu", *layout = "hf";
     long image_size = 64, patch = 8, width = 128, layers = 4, heads = 4, mlp = 0, twidth = 128, tlayers = 4;
     long theads = 4, tmlp = 0, context = 32, embed = 128, steps = 1000, batch = 64, warmup = -1, seed = 1;
@@ -596,32 +543,32 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { train_clip_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) { resume = 1; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--data", &data)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--vocab", &vocab)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--out", &out)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--init", &init)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--act", &act)) ||
-            (r = aes_cli_opt_str(argc, argv, &i, "--layout", &layout)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--image-size", &image_size)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--patch", &patch)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--width", &width)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--layers", &layers)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--heads", &heads)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--mlp", &mlp)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--text-width", &twidth)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--text-layers", &tlayers)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--text-heads", &theads)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--text-mlp", &tmlp)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--context", &context)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--embed", &embed)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--steps", &steps)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--batch", &batch)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--warmup", &warmup)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--seed", &seed)) ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--log-every", &log_every)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--lr", &lr)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--weight-decay", &wd)) ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--label-smoothing", &smoothing))) {
+        if ((r = cli_opt_str(argc, argv, &i, "--data", &data)) ||
+            (r = cli_opt_str(argc, argv, &i, "--vocab", &vocab)) ||
+            (r = cli_opt_str(argc, argv, &i, "--out", &out)) ||
+            (r = cli_opt_str(argc, argv, &i, "--init", &init)) ||
+            (r = cli_opt_str(argc, argv, &i, "--act", &act)) ||
+            (r = cli_opt_str(argc, argv, &i, "--layout", &layout)) ||
+            (r = cli_opt_int(argc, argv, &i, "--image-size", &image_size)) ||
+            (r = cli_opt_int(argc, argv, &i, "--patch", &patch)) ||
+            (r = cli_opt_int(argc, argv, &i, "--width", &width)) ||
+            (r = cli_opt_int(argc, argv, &i, "--layers", &layers)) ||
+            (r = cli_opt_int(argc, argv, &i, "--heads", &heads)) ||
+            (r = cli_opt_int(argc, argv, &i, "--mlp", &mlp)) ||
+            (r = cli_opt_int(argc, argv, &i, "--text-width", &twidth)) ||
+            (r = cli_opt_int(argc, argv, &i, "--text-layers", &tlayers)) ||
+            (r = cli_opt_int(argc, argv, &i, "--text-heads", &theads)) ||
+            (r = cli_opt_int(argc, argv, &i, "--text-mlp", &tmlp)) ||
+            (r = cli_opt_int(argc, argv, &i, "--context", &context)) ||
+            (r = cli_opt_int(argc, argv, &i, "--embed", &embed)) ||
+            (r = cli_opt_int(argc, argv, &i, "--steps", &steps)) ||
+            (r = cli_opt_int(argc, argv, &i, "--batch", &batch)) ||
+            (r = cli_opt_int(argc, argv, &i, "--warmup", &warmup)) ||
+            (r = cli_opt_int(argc, argv, &i, "--seed", &seed)) ||
+            (r = cli_opt_int(argc, argv, &i, "--log-every", &log_every)) ||
+            (r = cli_opt_float(argc, argv, &i, "--lr", &lr)) ||
+            (r = cli_opt_float(argc, argv, &i, "--weight-decay", &wd)) ||
+            (r = cli_opt_float(argc, argv, &i, "--label-smoothing", &smoothing))) {
             if (r < 0) return 2;
             continue;
         }
@@ -632,18 +579,23 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
     if (!data || !out) { train_clip_usage(stderr); return 2; }
     if (steps < 1 || batch < 2 || batch > 4096 || log_every < 1 || (strcmp(act, "gelu") && strcmp(act, "quick_gelu")) ||
         (strcmp(layout, "hf") && strcmp(layout, "openai")))
-        return aes_cli_fail("train-clip", NULL, "bad --steps/--batch/--log-every/--act/--layout");
+        return cli_fail("train-clip", NULL, "bad --steps/--batch/--log-every/--act/--layout");
     snprintf(optim_path, sizeof optim_path, "%s.optim", out);
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("train-clip", NULL, "out of memory");
-    aes_threads_set(ctx, aes_cli_threads());
-    if (find_tokenizer(ctx, vocab, init, &tok, "train-clip")) goto done;
+    if (!ctx) return cli_fail("train-clip", NULL, "out of memory");
+    aes_threads_set(ctx, cli_threads());
+    if (cli_load_tokenizer(ctx, vocab, init, "train-clip", &tok)) goto done;
     to.train_vision = to.train_text = to.train_logit_scale = 1;
     to.max_images = to.max_texts = (int)batch;
     if (resume && file_exists(out)) init = out;
     if (init) {
-        if (load_for_training(ctx, init, NULL, act, &to, &model, &tr)) {
-            aes_cli_fail("train-clip", ctx, "loading %s", init);
+        cli_model_opts mo;    /* --act gelu forces GELU, else the file's own activation */
+        memset(&mo, 0, sizeof mo);
+        mo.model = init;
+        mo.act = act;
+        mo.for_training = 1;
+        if (cli_load_model(ctx, &mo, &model) || aes_clip_trainer_create(ctx, model, &to, &tr)) {
+            cli_fail("train-clip", ctx, "loading %s", init);
             goto done;
         }
     } else {
@@ -657,17 +609,17 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
         a.embed_dim = (int)embed; a.act = strcmp(act, "gelu") ? AES_ACT_QUICK_GELU : AES_ACT_GELU; a.ln_eps = 1e-5f;
         a.layout = strcmp(layout, "openai") ? AES_LAYOUT_HF : AES_LAYOUT_OPENAI;
         if (aes_clip_create_random(ctx, &a, (uint64_t)seed, &model) || aes_clip_trainer_create(ctx, model, &to, &tr)) {
-            aes_cli_fail("train-clip", ctx, "model shape");
+            cli_fail("train-clip", ctx, "model shape");
             goto done;
         }
     }
     lines = read_lines(ctx, data, &n);
-    if (!lines || n < 2) { aes_cli_fail("train-clip", ctx, "%s: need at least 2 image<TAB>caption lines", data); goto done; }
+    if (!lines || n < 2) { cli_fail("train-clip", ctx, "%s: need at least 2 image<TAB>caption lines", data); goto done; }
     caps = (char **)calloc((size_t)n, sizeof(char *));
-    if (!caps) { aes_cli_fail("train-clip", NULL, "out of memory"); goto done; }
+    if (!caps) { cli_fail("train-clip", NULL, "out of memory"); goto done; }
     for (i = 0; i < n; i++) {
         char *tab = strchr(lines[i], '\t');
-        if (!tab) { aes_cli_fail("train-clip", NULL, "%s:%d: expected image<TAB>caption", data, i + 1); goto done; }
+        if (!tab) { cli_fail("train-clip", NULL, "%s:%d: expected image<TAB>caption", data, i + 1); goto done; }
         *tab = 0;
         caps[i] = tab + 1;
     }
@@ -696,15 +648,15 @@ AES_CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists,
     run.batch = batch;
     run.n = n;
     if (aes_clip_train(ctx, tr, NULL, tok, &list, &cfg, NULL)) {
-        aes_cli_fail("train-clip", NULL, "%s", aes_last_error(ctx));
+        cli_fail("train-clip", NULL, "%s", aes_last_error(ctx));
         goto done;
     }
     if (write_hf_config(ctx, aes_clip_config_get(model), out)) {
-        aes_cli_fail("train-clip", ctx, "saving");
+        cli_fail("train-clip", ctx, "saving");
         goto done;
     }
     fprintf(stderr, "train-clip: wrote %s, %s and config.json beside it (%.1f s)\n", out, optim_path,
-            now_seconds() - run.t_start);
+            cli_now() - run.t_start);
     rc = 0;
 done:
     if (lines) free_lines(lines, n);

@@ -126,11 +126,11 @@ static int world_print(aes_ctx *ctx, uint64_t seed, long first, long n, const wo
         world_scene s;
         char caption[WORLD_TEXT_MAX];
         if (world_sample(ctx, seed, first + i, params, &s) != AES_OK)
-            return aes_cli_fail("world", NULL, "sampling: %s", world_last_error());
+            return cli_fail("world", NULL, "sampling: %s", world_last_error());
         printf("%ld\t%.2f", first + i, (double)s.score);
         for (v = 0; v < WORLD_NVARIANTS; v++) {
             if (world_caption(ctx, &s, v, caption, sizeof caption) != AES_OK)
-                return aes_cli_fail("world", NULL, "caption: %s", world_last_error());
+                return cli_fail("world", NULL, "caption: %s", world_last_error());
             printf("\t%s", caption);
         }
         printf("\n");
@@ -138,7 +138,7 @@ static int world_print(aes_ctx *ctx, uint64_t seed, long first, long n, const wo
     return 0;
 }
 
-AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions, scores, queries") {
+CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions, scores, queries") {
     const char *out = NULL;
     long n = 2000, seed = 1, first = 0, size = 64, nq = 200, raters = 120, chunk = 256, done;
     double skill_sd = -1.0, t0 = world_now();
@@ -154,30 +154,30 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(world_usage, stdout); return 0; }
         if (!strcmp(argv[i], "--print")) { print = 1; continue; }
-        if ((r = aes_cli_opt_str(argc, argv, &i, "--out", &out)) != 0 ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--n", &n)) != 0 ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--seed", &seed)) != 0 ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--first", &first)) != 0 ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--size", &size)) != 0 ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--queries", &nq)) != 0 ||
-            (r = aes_cli_opt_int(argc, argv, &i, "--raters", &raters)) != 0 ||
-            (r = aes_cli_opt_float(argc, argv, &i, "--skill-sd", &skill_sd)) != 0) {
+        if ((r = cli_opt_str(argc, argv, &i, "--out", &out)) != 0 ||
+            (r = cli_opt_int(argc, argv, &i, "--n", &n)) != 0 ||
+            (r = cli_opt_int(argc, argv, &i, "--seed", &seed)) != 0 ||
+            (r = cli_opt_int(argc, argv, &i, "--first", &first)) != 0 ||
+            (r = cli_opt_int(argc, argv, &i, "--size", &size)) != 0 ||
+            (r = cli_opt_int(argc, argv, &i, "--queries", &nq)) != 0 ||
+            (r = cli_opt_int(argc, argv, &i, "--raters", &raters)) != 0 ||
+            (r = cli_opt_float(argc, argv, &i, "--skill-sd", &skill_sd)) != 0) {
             if (r < 0) return 2;
             continue;
         }
         fprintf(stderr, "aesalign world: unknown option '%s'\n\n%s", argv[i], world_usage);
         return 2;
     }
-    if (n < 1 || n > 100000000L) { aes_cli_fail("world", NULL, "--n %ld is not in [1, 100000000]", n); return 2; }
-    if (first < 0) { aes_cli_fail("world", NULL, "--first %ld is negative", first); return 2; }
-    if (seed < 0) { aes_cli_fail("world", NULL, "--seed %ld is negative", seed); return 2; }
-    if (size < 8 || size > 1024) { aes_cli_fail("world", NULL, "--size %ld is not in [8, 1024]", size); return 2; }
-    if (nq < 0 || nq > 1000000) { aes_cli_fail("world", NULL, "--queries %ld is not in [0, 1000000]", nq); return 2; }
-    if (raters < 1 || raters > 100000) { aes_cli_fail("world", NULL, "--raters %ld is not in [1, 100000]", raters); return 2; }
+    if (n < 1 || n > 100000000L) { cli_fail("world", NULL, "--n %ld is not in [1, 100000000]", n); return 2; }
+    if (first < 0) { cli_fail("world", NULL, "--first %ld is negative", first); return 2; }
+    if (seed < 0) { cli_fail("world", NULL, "--seed %ld is negative", seed); return 2; }
+    if (size < 8 || size > 1024) { cli_fail("world", NULL, "--size %ld is not in [8, 1024]", size); return 2; }
+    if (nq < 0 || nq > 1000000) { cli_fail("world", NULL, "--queries %ld is not in [0, 1000000]", nq); return 2; }
+    if (raters < 1 || raters > 100000) { cli_fail("world", NULL, "--raters %ld is not in [1, 100000]", raters); return 2; }
     if (!print && !out) { fprintf(stderr, "aesalign world: --out DIR is required\n\n%s", world_usage); return 2; }
 
     ctx = aes_ctx_create();
-    if (!ctx) return aes_cli_fail("world", NULL, "out of memory");
+    if (!ctx) return cli_fail("world", NULL, "out of memory");
     world_params_default(&params);
     if (skill_sd >= 0.0) params.skill_sd = (float)skill_sd;
     if (print) {
@@ -189,20 +189,20 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
     snprintf(dir, sizeof dir, "%s/images", out);
     if (world_mkdir(out) != 0 || world_mkdir(dir) != 0) {
         aes_ctx_free(ctx);
-        return aes_cli_fail("world", NULL, "cannot create %s: %s", dir, strerror(errno));
+        return cli_fail("world", NULL, "cannot create %s: %s", dir, strerror(errno));
     }
     scenes = (world_scene *)aes_alloc(ctx, (size_t)n, sizeof *scenes);
     pixels = (uint8_t *)aes_alloc(ctx, (size_t)chunk * size * size, 3);
-    if (!scenes || !pixels) { r = aes_cli_fail("world", ctx, "allocating %ld scenes", n); goto done; }
+    if (!scenes || !pixels) { r = cli_fail("world", ctx, "allocating %ld scenes", n); goto done; }
     for (i = 0; i < n; i++)
         if (world_sample(ctx, (uint64_t)seed, first + i, &params, &scenes[i]) != AES_OK) {
-            r = aes_cli_fail("world", NULL, "sampling scene %ld: %s", first + i, world_last_error());
+            r = cli_fail("world", NULL, "sampling scene %ld: %s", first + i, world_last_error());
             goto done;
         }
 
     /* images and scenes.tsv, a chunk at a time */
     if (world_file_open(&tsv, out, "scenes.tsv") != 0) {
-        r = aes_cli_fail("world", NULL, "cannot write %s/scenes.tsv: %s", out, strerror(errno));
+        r = cli_fail("world", NULL, "cannot write %s/scenes.tsv: %s", out, strerror(errno));
         goto done;
     }
     fprintf(tsv.f, "id\tpath\tcaption\tcaption_1\tcaption_2\tcaption_3\tscore");
@@ -214,7 +214,7 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
         int m = (int)(n - done < chunk ? n - done : chunk), k;
         if (world_render_many(ctx, scenes + done, m, (int)size, (int)size, pixels) != AES_OK) {
             world_file_abort(&tsv);
-            r = aes_cli_fail("world", NULL, "rendering: %s", world_last_error());
+            r = cli_fail("world", NULL, "rendering: %s", world_last_error());
             goto done;
         }
         for (k = 0; k < m; k++) {
@@ -228,12 +228,12 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
             snprintf(path, sizeof path, "%s/images/%06lld.ppm", out, (long long)sc->index);
             if (aes_image_save_ppm(ctx, path, &img) != AES_OK) {   /* atomic */
                 world_file_abort(&tsv);
-                r = aes_cli_fail("world", ctx, "writing an image");
+                r = cli_fail("world", ctx, "writing an image");
                 goto done;
             }
             if (world_write_row(ctx, tsv.f, sc, (int)raters) != AES_OK) {
                 world_file_abort(&tsv);
-                r = aes_cli_fail("world", NULL, "scene %lld: %s", (long long)sc->index, world_last_error());
+                r = cli_fail("world", NULL, "scene %lld: %s", (long long)sc->index, world_last_error());
                 goto done;
             }
             bins[bin < 1 ? 0 : bin > 10 ? 9 : bin - 1]++;
@@ -242,7 +242,7 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
     }
     if (progress) fputc('\n', stderr);
     if (world_file_commit(&tsv) != 0) {
-        r = aes_cli_fail("world", NULL, "cannot write %s/scenes.tsv: %s", out, strerror(errno));
+        r = cli_fail("world", NULL, "cannot write %s/scenes.tsv: %s", out, strerror(errno));
         goto done;
     }
 
@@ -252,18 +252,18 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
         world_file qf, rf;
         long q;
         queries = (world_query *)aes_alloc(ctx, (size_t)nq, sizeof *queries);
-        if (!queries) { r = aes_cli_fail("world", ctx, "allocating %ld queries", nq); goto done; }
+        if (!queries) { r = cli_fail("world", ctx, "allocating %ld queries", nq); goto done; }
         if (world_query_set(ctx, (uint64_t)seed, scenes, (int)n, (int)nq, queries, &nqueries) != AES_OK) {
-            r = aes_cli_fail("world", NULL, "making queries: %s", world_last_error());
+            r = cli_fail("world", NULL, "making queries: %s", world_last_error());
             goto done;
         }
         if (world_file_open(&qf, out, "queries.tsv") != 0) {
-            r = aes_cli_fail("world", NULL, "cannot write %s/queries.tsv: %s", out, strerror(errno));
+            r = cli_fail("world", NULL, "cannot write %s/queries.tsv: %s", out, strerror(errno));
             goto done;
         }
         if (world_file_open(&rf, out, "qrels.tsv") != 0) {
             world_file_abort(&qf);
-            r = aes_cli_fail("world", NULL, "cannot write %s/qrels.tsv: %s", out, strerror(errno));
+            r = cli_fail("world", NULL, "cannot write %s/qrels.tsv: %s", out, strerror(errno));
             goto done;
         }
         fprintf(qf.f, "query_id\ttext\ttemplate\tn_relevant\tn_partial\n");
@@ -279,14 +279,14 @@ AES_CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions
             if (world_query_text(ctx, &queries[q], text, sizeof text) != AES_OK) {
                 world_file_abort(&qf);
                 world_file_abort(&rf);
-                r = aes_cli_fail("world", NULL, "query %ld: %s", q, world_last_error());
+                r = cli_fail("world", NULL, "query %ld: %s", q, world_last_error());
                 goto done;
             }
             fprintf(qf.f, "%ld\t%s\t%d\t%ld\t%ld\n", q, text, queries[q].template_id, full, partial);
         }
         if (world_file_commit(&qf) != 0 || world_file_commit(&rf) != 0) {
             world_file_abort(&rf);
-            r = aes_cli_fail("world", NULL, "cannot write the query files in %s: %s", out, strerror(errno));
+            r = cli_fail("world", NULL, "cannot write the query files in %s: %s", out, strerror(errno));
             goto done;
         }
     }
