@@ -2534,6 +2534,10 @@ AES_API const aes_tensor_view *aes_safetensors_at(const aes_safetensors *st, int
 AES_API const aes_tensor_view *aes_safetensors_find(const aes_safetensors *st, const char *name);
 /* __metadata__ values; NULL if absent. */
 AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const char *key);
+/* The metadata entries in order: count, and key/value of entry i (0 when out of range). */
+AES_API int         aes_safetensors_metadata_count(const aes_safetensors *st);
+AES_API int         aes_safetensors_metadata_at(const aes_safetensors *st, int i, const char **key,
+                                                const char **value);
 /* The i-th metadata pair (header order); returns 0 when i is out of range. */
 /* The path, or "<memory>", for messages. */
 AES_API const char *aes_safetensors_source(const aes_safetensors *st);
@@ -4057,9 +4061,9 @@ AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const ch
     return st ? aes__json_string(aes__json_get(st->meta, key)) : NULL;
 }
 
-AES__TEST_ONLY static int aes__safetensors_metadata_count(const aes_safetensors *st) { return st ? aes__json_length(st->meta) : 0; }
+AES_API int aes_safetensors_metadata_count(const aes_safetensors *st) { return st ? aes__json_length(st->meta) : 0; }
 
-AES__TEST_ONLY static int aes__safetensors_metadata_at(const aes_safetensors *st, int i, const char **key, const char **value) {
+AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const char **key, const char **value) {
     if (!st || i < 0 || i >= aes__json_length(st->meta)) return 0;
     if (key) *key = aes__json_key_at(st->meta, i);
     if (value) *value = aes__json_string(aes__json_at(st->meta, i));

@@ -1,8 +1,8 @@
-/* fuzz_checkpoint.c -- the training checkpoint reader (its own safetensors
- * and JSON code): aes_train_arch_from_safetensors, aes_clip_trainer_load_memory
- * with a config.json, and aes_clip_trainer_restore_memory (resume).
+/* fuzz_checkpoint.c -- a training checkpoint is a model file: aes_clip_load_memory
+ * with a config.json, then the trainer on what loaded (resume path).
  * Input: [u16 LE n][n bytes config.json][safetensors].  A checkpoint that
- * loads must save and restore again, and run a forward pass when small. */
+ * loads must serialise and load back as the same model, take a trainer, and
+ * run a trainer forward pass when small. */
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -11,36 +11,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t st_len;
     char *config = fz_split_text(data, size, &st, &st_len);
     uint8_t *buf = fz_copy(st, st_len);
-    int quick = size >= 2 ? (data[1] >> 7) & 1 : 1;
-    aes_train_arch arch;
     aes_train_options opt = aes_train_options_default();
+    aes_clip *m = NULL, *back = NULL;
     aes_clip_trainer *tr = NULL;
     aes_status s;
 
-    s = aes_train_arch_from_safetensors(ctx, buf, st_len, config, quick, &arch);
-    fz_check_error(ctx, s, "aes_train_arch_from_safetensors");
-    aes_clear_error(ctx);
     opt.max_images = 1;
     opt.max_texts = 1;
     opt.train_text = 1;
-    s = aes_clip_trainer_load_memory(ctx, buf, st_len, config, quick, &opt, &tr);
-    fz_check_error(ctx, s, "aes_clip_trainer_load_memory");
+    s = aes_clip_load_memory(ctx, buf, st_len, config, NULL, &m);
+    fz_check_error(ctx, s, "aes_clip_load_memory");
     if (s == AES_OK) {
-        const aes_train_arch *a = aes_clip_trainer_arch(tr);
-        size_t np = 0;
-        unsigned char *saved = NULL;
+        const aes_clip_config *a = aes_clip_config_get(m);
+        void *saved = NULL;
         size_t slen = 0;
-        (void)aes_clip_trainer_params(tr, &np);
-        s = aes_clip_trainer_save_memory(ctx, tr, &saved, &slen);
-        fz_check_error(ctx, s, "aes_clip_trainer_save_memory");
+        s = aes_clip_serialize(ctx, m, a->layout == AES_LAYOUT_OPENAI ? AES_LAYOUT_OPENAI : AES_LAYOUT_HF,
+                               AES_DTYPE_F32, &saved, &slen);
+        fz_check_error(ctx, s, "aes_clip_serialize");
         if (s == AES_OK) {
-            if (aes_clip_trainer_restore_memory(ctx, tr, saved, slen) != AES_OK) {
+            if (aes_clip_load_memory(ctx, saved, slen, config, NULL, &back) != AES_OK ||
+                aes_clip_hash(back) != aes_clip_hash(m)) {
                 fprintf(stderr, "checkpoint round trip failed: %s\n", aes_last_error(ctx));
                 abort();
             }
+            aes_clip_free(back);
             aes_free(saved);
         }
-        if (np <= (1u << 20)) {
+        s = aes_clip_trainer_create(ctx, m, &opt, &tr);
+        fz_check_error(ctx, s, "aes_clip_trainer_create");
+        if (s == AES_OK && aes_clip_num_params(m) <= (1u << 20)) {
             float emb[4096];
             if (a->has_vision && a->image_size <= 64 && a->embed_dim <= 4096) {
                 size_t n = 3 * (size_t)a->image_size * (size_t)a->image_size, i;
@@ -53,13 +52,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (a->has_text && a->context_length <= 128 && a->vocab_size >= 3 && a->embed_dim <= 4096) {
                 int32_t *tok = (int32_t *)calloc((size_t)a->context_length, sizeof(int32_t));
                 tok[0] = a->vocab_size - 2;
-                tok[1] = a->vocab_size - 1;
+                tok[a->context_length > 1] = a->vocab_size - 1;
                 s = aes_clip_trainer_encode_texts(ctx, tr, tok, 1, emb);
                 fz_check_error(ctx, s, "aes_clip_trainer_encode_texts");
                 free(tok);
             }
         }
         aes_clip_trainer_free(tr);
+        aes_clip_free(m);
     }
     free(buf);
     free(config);

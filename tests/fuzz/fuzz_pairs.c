@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 }
             }
             aes_pair_set_free(again);
-            free(text);
+            aes_free(text);
         }
     }
     aes_pair_set_free(set);
