@@ -3560,6 +3560,13 @@ static int aes__json_bool(const aes__json *v, int fallback) {
  * ========================================================================= */
 #ifndef AES_NO_STDIO
 
+/* 1 when path opens for reading (a file that may or may not be there). */
+static int aes__file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
 AES_API aes_status aes_read_file(aes_ctx *ctx, const char *path, void **data, size_t *len) {
     uint64_t limit = ctx ? ctx->limits[AES_LIMIT_FILE_BYTES] : UINT64_MAX;
     size_t cap = 65536, used = 0;
@@ -8974,14 +8981,11 @@ static aes_status aes__clip_read_beside(aes_ctx *ctx, const char *path, const ch
                                         char **text, size_t *len) {
     const char *slash = strrchr(path, '/');
     size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
-    FILE *f;
     *text = NULL;
     if (dlen + strlen(name) + 1 > cap) return AES_OK;
     memcpy(full, path, dlen);
     strcpy(full + dlen, name);
-    f = fopen(full, "rb");
-    if (!f) return AES_OK;
-    fclose(f);
+    if (!aes__file_exists(full)) return AES_OK;
     return aes__clip_read_text(ctx, full, text, len);
 }
 #endif
@@ -15528,12 +15532,6 @@ static aes_status aes__loop_optim_create(aes_ctx *ctx, aes_clip_trainer *tr, con
 }
 
 #ifndef AES_NO_STDIO
-static int aes__loop_file_exists(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f) fclose(f);
-    return f != NULL;
-}
-
 /* "<path>.optim", from aes_alloc. */
 static char *aes__loop_optim_path(aes_ctx *ctx, const char *path) {
     size_t n = strlen(path);
@@ -15585,7 +15583,7 @@ static aes_status aes__loop_restore_files(aes_ctx *ctx, aes_clip_trainer *tr, ae
     aes_status st = AES_OK;
     *found = 0;
     if (!op) return aes_last_status(ctx);
-    if (aes__loop_file_exists(path) && aes__loop_file_exists(op)) {
+    if (aes__file_exists(path) && aes__file_exists(op)) {
         st = aes__tr_restore_file(ctx, tr, path);
         if (st == AES_OK) st = aes_optim_load(ctx, opt, op);
         *found = st == AES_OK;

@@ -118,7 +118,7 @@ aes_status cli_load_model(aes_ctx *ctx, const cli_model_opts *o, aes_clip **out)
     return aes_clip_load(ctx, o->model, &lo, out);
 }
 
-static int file_exists(const char *path) {
+int cli_file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
     return f != NULL;
@@ -137,7 +137,7 @@ aes_status cli_load_tokenizer(aes_ctx *ctx, const char *vocab, const char *model
         int dlen = slash ? (int)(slash - model_path) + 1 : 0;
         for (k = 0; k < sizeof beside / sizeof *beside && !v; k++) {
             snprintf(path, sizeof path, "%.*s%s", dlen, model_path, beside[k]);
-            if (file_exists(path)) v = path;
+            if (cli_file_exists(path)) v = path;
         }
     }
     if (!v) {

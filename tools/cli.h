@@ -40,6 +40,9 @@ int cli_opt_float(int argc, char **argv, int *i, const char *name, double *out);
  * (the library's message is in aes_last_error). */
 int cli_load_image(aes_ctx *ctx, const char *path, aes_image *out);
 
+/* 1 when path opens for reading. */
+int cli_file_exists(const char *path);
+
 /* Threads for the CLI: $AES_THREADS, else the number of online CPUs. */
 int cli_threads(void);
 

@@ -27,12 +27,6 @@
 
 /* ---- helpers shared by the three commands ------------------------------------- */
 
-static int file_exists(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f) fclose(f);
-    return f != NULL;
-}
-
 /* The training loops' image loader: any image the CLI reads (PPM/PGM, and
  * JPEG/PNG through stb_image) -> [3, S, S] preprocessed as CLIP does. */
 static aes_status load_pixels(void *user, aes_ctx *ctx, const char *path, int S, float *out) {
@@ -587,7 +581,7 @@ CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for
     if (cli_load_tokenizer(ctx, vocab, init, "train-clip", &tok)) goto done;
     to.train_vision = to.train_text = to.train_logit_scale = 1;
     to.max_images = to.max_texts = (int)batch;
-    if (resume && file_exists(out)) init = out;
+    if (resume && cli_file_exists(out)) init = out;
     if (init) {
         cli_model_opts mo;    /* --act gelu forces GELU, else the file's own activation */
         memset(&mo, 0, sizeof mo);
