@@ -695,6 +695,43 @@ static void test_clip_backward_gradcheck(void) {
     aes_ctx_free(ctx);
 }
 
+/* A vision-only model (no text tower) trains on cached text embeddings:
+ * the trainer keeps its text capacity for them. */
+static void test_vision_only_cached_texts(void) {
+    aes_ctx *ctx = tl_ctx();
+    aes_clip_config c = tiny_config(AES_LAYOUT_HF, 1);
+    aes_clip *m = NULL;
+    aes_clip_trainer *tr = NULL;
+    aes_train_options o = aes_train_options_default();
+    aes_dpo_config cfg = aes_dpo_config_default();
+    aes_dpo_item items[2] = {{0, 0, 1, 1.0f, 0.1f, -0.2f}, {1, 2, 0, 1.0f, 0.0f, 0.3f}};
+    aes_dpo_batch b;
+    aes_train_step_stats st;
+    float pixels[3 * 3 * 16 * 16], txt[2 * 6];
+    int32_t tokens[3 * 7];
+    c.has_text = 0;
+    o.max_images = 3;
+    o.max_texts = 2;
+    CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 9, &m));
+    if (m) CHECK_OK(ctx, aes_clip_trainer_create(ctx, m, &o, &tr));
+    if (tr) {
+        tl_seed(6);
+        make_tiny_batch(pixels, 3, tokens, 3, 7, 20);
+        tl_fill(txt, 2 * 6, 1.0f);
+        normalize_rows(txt, 2, 6);
+        memset(&b, 0, sizeof b);
+        b.pixels = pixels; b.nimages = 3; b.text_emb = txt; b.ntexts = 2; b.items = items; b.nitems = 2;
+        CHECK_OK(ctx, aes_dpo_forward_backward(ctx, tr, &cfg, &b, 1, &st));
+        CHECK(st.loss > 0.0f && st.loss == st.loss);
+        b.ntexts = 3;   /* one more cached row than the capacity: refused with a message */
+        CHECK(aes_dpo_forward_backward(ctx, tr, &cfg, &b, 1, &st) == AES_ERR_LIMIT);
+        CHECK(aes_clip_trainer_encode_texts(ctx, tr, tokens, 1, txt) == AES_ERR_UNSUPPORTED);
+    }
+    aes_clip_trainer_free(tr);
+    aes_clip_free(m);
+    aes_ctx_free(ctx);
+}
+
 /* Is this canonical vision tensor at or above vision block 1? */
 static int above_vision_block1(const char *name) {
     int blk;
@@ -1910,6 +1947,7 @@ int main(int argc, char **argv) {
     RUN(test_clip_forward_matches_fixture);
     RUN(test_clip_backward_gradcheck);
     RUN(test_clip_freeze);
+    RUN(test_vision_only_cached_texts);
     RUN(test_reference_step);
     RUN(test_checkpoint_resume);
     RUN(test_hostile_inputs);
