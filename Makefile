@@ -44,6 +44,11 @@ endif
 
 TEST_SRCS  := $(sort $(wildcard tests/test_*.c))
 TEST_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+# TEST_ONLY="core gemm" builds and runs only tests/test_core.c and
+# tests/test_gemm.c (CI uses it for the slow runners: valgrind, qemu).
+ifneq ($(strip $(TEST_ONLY)),)
+TEST_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(TEST_ONLY))
+endif
 CMD_SRCS   := $(sort $(wildcard tools/cmd_*.c))
 EX_SRCS    := $(sort $(wildcard examples/*.c))
 EX_BINS    := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
