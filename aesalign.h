@@ -4965,7 +4965,7 @@ AES_API aes_status aes_clip_preprocess(aes_ctx *ctx, const aes_image *img, int s
  *  threads may encode with one tokenizer at once (each with its own ctx).
  *  That is also why there is no word cache: encode is far from being the
  *  bottleneck in front of a text transformer without one (the README gives
- *  its speed; tests/test_tokenizer.c prints it).
+ *  its speed; `make bench` measures it).
  *
  *  Sizes and limits: a text of up to INT_MAX/2 bytes; cleanup takes about 12
  *  bytes of working memory per input byte (through aes_alloc, so the
