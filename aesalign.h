@@ -5577,6 +5577,20 @@ static int32_t aes__tok_strtab_find(const aes__tok_strtab *t, const unsigned cha
     }
 }
 
+/* Points the slot of string id's bytes at id (an equal string's slot is
+ * taken over: the last duplicate wins). */
+static void aes__tok_strtab_index(aes__tok_strtab *t, int32_t id) {
+    const unsigned char *s = t->bytes + t->off[id];
+    size_t n = t->off[id + 1] - t->off[id], h;
+    for (h = (size_t)aes__tok_hash_bytes(s, n) & t->mask;; h = (h + 1) & t->mask) {
+        int32_t o = t->slot[h];
+        if (o < 0 || (t->off[o + 1] - t->off[o] == n && !memcmp(t->bytes + t->off[o], s, n))) {
+            t->slot[h] = id;
+            return;
+        }
+    }
+}
+
 static int aes__tok_strtab_reindex(aes__tok_strtab *t, size_t nslots) {
     int32_t *slot = (int32_t *)AES_MALLOC(nslots * sizeof(int32_t)), id;
     size_t i;
@@ -5585,17 +5599,7 @@ static int aes__tok_strtab_reindex(aes__tok_strtab *t, size_t nslots) {
     AES_FREE(t->slot);
     t->slot = slot;
     t->mask = nslots - 1;
-    for (id = 0; id < t->n; id++) {            /* ascending ids: the last duplicate wins */
-        const unsigned char *s = t->bytes + t->off[id];
-        size_t n = t->off[id + 1] - t->off[id], h;
-        for (h = (size_t)aes__tok_hash_bytes(s, n) & t->mask;; h = (h + 1) & t->mask) {
-            int32_t o = t->slot[h];
-            if (o < 0 || (t->off[o + 1] - t->off[o] == n && !memcmp(t->bytes + t->off[o], s, n))) {
-                t->slot[h] = id;
-                break;
-            }
-        }
-    }
+    for (id = 0; id < t->n; id++) aes__tok_strtab_index(t, id);   /* ascending: the last duplicate wins */
     return 1;
 }
 
@@ -5604,7 +5608,6 @@ static int aes__tok_strtab_reindex(aes__tok_strtab *t, size_t nslots) {
 static int32_t aes__tok_strtab_add(aes__tok_strtab *t, const unsigned char *a, size_t na,
                                    const unsigned char *b, size_t nb) {
     int32_t id;
-    size_t h;
     if (t->n >= INT32_MAX - 4 || na > SIZE_MAX / 4 || nb > SIZE_MAX / 4) return -1;
     if (t->n + 2 > t->cap) {
         int32_t ncap = t->cap < 1024 ? 1024 : (t->cap > INT32_MAX / 2 ? INT32_MAX - 2 : t->cap * 2);
@@ -5631,17 +5634,7 @@ static int32_t aes__tok_strtab_add(aes__tok_strtab *t, const unsigned char *a, s
     id = t->n++;
     t->nbytes += na + nb;
     t->off[id + 1] = t->nbytes;
-    {
-        const unsigned char *s = t->bytes + t->off[id];
-        size_t n = na + nb;
-        for (h = (size_t)aes__tok_hash_bytes(s, n) & t->mask;; h = (h + 1) & t->mask) {
-            int32_t o = t->slot[h];
-            if (o < 0 || (t->off[o + 1] - t->off[o] == n && !memcmp(t->bytes + t->off[o], s, n))) {
-                t->slot[h] = id;
-                break;
-            }
-        }
-    }
+    aes__tok_strtab_index(t, id);
     return id;
 }
 
