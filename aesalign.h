@@ -9645,10 +9645,11 @@ done:
  *  Long-Tail for Aesthetics-oriented Models", ICML 2024, PMLR 235:31106-31118.
  *  The paper's text was not available to us; its formulas were established
  *  from the authors' public code (github.com/woshidandan/Long-Tail-image-
- *  aesthetics-and-quality-assessment, files code/mixup.py, code/utils.py,
- *  code/dataset.py), whose comments carry the paper's equations for P(i) and
- *  P(j|i) and call the mixing factor "lambda in the paper".  We re-derived
- *  every formula below and wrote our own code.
+ *  aesthetics-and-quality-assessment, directory `ELTA 1.0/`: mixup.py,
+ *  utils.py, dataset.py, metric.py, main.py, args.py), whose comments carry
+ *  the paper's equations for P(i) and P(j|i) and call the mixing factor
+ *  "lambda in the paper".  We re-derived every formula below and wrote our
+ *  own code.
  *
  *  Part 1, tail-aware feature mixup (paper, from mixup.py).  In a batch with
  *  mean scores s_1..s_B and batch mean s_bar, the first sample of a pair is
@@ -9661,7 +9662,13 @@ done:
  *        lambda = P(i) / (P(i) + P(j)),   f = lambda f_i + (1 - lambda) f_j,
  *        y = lambda y_i + (1 - lambda) y_j     (histograms and scores alike),
  *  the mixed samples being appended to the batch (the code adds one per batch).
- *  The factor leans the mixture toward the rarer of the two samples.
+ *  The factor leans the mixture toward the rarer of the two samples.  The
+ *  scale matters, since tau1 and tau2 act on score differences: for a
+ *  10-bin head the code takes the mean score on 1-10 (utils.py get_score),
+ *  for an MSE head the target itself, which dataset.py divides by 10 (0.1-1).
+ *  The trainer does the same (aes_elta_config.mix_mse_scale, 0.1 by
+ *  default; 1 gives the 1-10 scale, where P(i) puts nearly all anchor mass
+ *  on the extreme rows of a batch).
  *  OUR options beyond the paper, named as such in aes_elta_mixup_cfg:
  *  anchors weighted by inverse bin frequency over the whole
  *  training set (AES_ELTA_ANCHOR_INV_FREQ), lambda ~ Beta(alpha, alpha)
@@ -9692,8 +9699,16 @@ done:
  *  beta = 1.25, threshold 0.75) become pseudo-labelled training samples with
  *  the head's output distribution as label, and training continues.  Because
  *  predictions far from the mean are sharpened most, the selection favours
- *  the tail.  OUR option: use the refined distribution itself as the label.
- *  The part needs a 10-bin distribution head (EMD loss) and an unlabelled pool.
+ *  the tail.  As the authors run it (dataset.py grid_search and
+ *  pick_pseudo_labels, main.py with --st): a (beta, threshold) is accepted
+ *  only when it selects MORE than 10 images -- with none accepted there is
+ *  no second stage (aes_elta_config.refine_min = 10; their run stops, ours
+ *  keeps the stage-1 head); the second stage restarts the epoch count and
+ *  runs num_epoch epochs, as many as the first (refine_epochs = -1), on the
+ *  labelled plus the selected rows, from the stage-1 checkpoint, keeping its
+ *  own best-SRCC epoch.  OUR option: use the refined distribution itself as
+ *  the label.  The part needs a 10-bin distribution head (EMD loss) and an
+ *  unlabelled pool.
  *
  *  Other choices that are ours: score bins (round to the nearest integer of
  *  the 1-10 scale), the head / medium / tail rule (aes_bin_group), EMD
@@ -9703,6 +9718,11 @@ done:
  *  initialisation of the last bias at the label mean, and best-epoch
  *  selection by validation SRCC (as the authors' code keeps the best-SRCC
  *  checkpoint).
+ *
+ *  Metrics: besides our head / medium / tail bins, aes_iaa_evaluate reports
+ *  the authors' long-tail metric (metric.py piecewise_mae): the MAE over the
+ *  rows whose true score lies in the 0-20th, 20-80th and 80-100th percentiles
+ *  of the true scores.
  *
  *  What it does on a long-tailed benchmark (`aesalign elta-bench`): the
  *  README's table.  Part 1 is what moves the tail; it trades a little
@@ -9866,6 +9886,16 @@ typedef struct aes_iaa_metrics {
     int    group[AES_SCORE_BINS];      /* aes_bin_group of each bin                 */
     double head_mae, medium_mae, tail_mae; /* MAE over the rows in those bins (NaN if none) */
     double balanced_mae;        /* mean of bin_mae over non-empty bins              */
+    /* The ELTA authors' long-tail metric (`ELTA 1.0/metric.py`, piecewise_mae):
+     * the 0th, 20th, 80th and 100th percentiles of the truth (numpy's default
+     * linear interpolation) cut it into low / middle / high segments, and
+     * seg_mae[k] is the MAE over the rows with seg_edge[k] < truth <
+     * seg_edge[k+1] -- strictly, as their code, so rows exactly on an edge
+     * (the lowest and highest truth among them) count in no segment.  NaN
+     * for an empty segment. */
+    double seg_edge[4];
+    double seg_mae[3];          /* low (0-20th), middle (20-80th), high (80-100th)  */
+    int    seg_count[3];
 } aes_iaa_metrics;
 
 typedef struct aes_iaa_eval_opts {
@@ -9954,7 +9984,20 @@ typedef struct aes_elta_config {
     float refine_beta;         /* paper's code: 1.25                                  */
     float refine_threshold;    /* paper's code: 0.75                                  */
     int   refine_label;        /* 0: output distribution (paper), 1: refined (ours)   */
-    int   refine_epochs;       /* epochs of the second stage, with pseudo-labels      */
+    int   refine_epochs;       /* epochs of the second stage, with pseudo-labels; -1 =
+                                  as many as stage 1 (the authors' code: `main.py --st`
+                                  restarts the epoch count and runs num_epoch epochs) */
+    int   refine_min;          /* the second stage runs only when MORE than this many
+                                  unlabelled rows pass the threshold (authors' code:
+                                  10, dataset.py grid_search); otherwise the head
+                                  keeps its stage-1 weights and n_pseudo is 0      */
+    float mix_mse_scale;       /* score (MSE) heads: mean scores are multiplied by this
+                                  before mixup draws its pairs, so tau1, tau2 (and
+                                  max_gap / this) act on that scale.  0.1 (default; 0
+                                  is taken as 0.1) = the authors' code, whose MSE
+                                  targets are score / 10 (dataset.py); 1 = the 1-10
+                                  scale.  Histogram (EMD) heads always draw on the
+                                  1-10 mean score, as the authors' code (get_score) */
 } aes_elta_config;
 
 typedef struct aes_head_epoch_info {
@@ -10004,7 +10047,9 @@ typedef struct aes_head_train_result {
  * paper's anchors and lambda, tau1 0.5, tau2 2 (the authors' defaults),
  * n_mix 16; similarity weight 0.5 on the last hidden layer; refinement with
  * beta 1.25, threshold 0.75, the output distribution as label (the authors'
- * values) and 10 epochs of the pseudo-label stage.
+ * values), a pseudo-label stage as long as stage 1 that runs only when more
+ * than 10 rows are selected (the authors' code); mixup on score heads on the
+ * authors' 0.1-1 scale (mix_mse_scale 0.1).
  * Training defaults: MSE, 20 epochs, batch 64, AdamW lr 1e-3 (cosine),
  * weight decay 1e-4, seed 42, 10% validation, best-SRCC epoch kept, inputs
  * standardised, ELTA off. */
@@ -10875,6 +10920,38 @@ static aes_status aes__srcc(aes_ctx *ctx, const float *x, const float *y, int n,
     return AES_OK;
 }
 
+static int aes__elta_cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The authors' piecewise MAE (see aes_iaa_metrics): percentiles as numpy's
+ * default, v[(n-1) p] interpolated linearly between its neighbours. */
+static aes_status aes__piecewise_mae(aes_ctx *ctx, aes_iaa_metrics *m, const float *pred, const float *truth, int n) {
+    static const double pct[4] = {0.0, 20.0, 80.0, 100.0};
+    double sum[3] = {0.0, 0.0, 0.0};
+    float *v = (float *)aes_alloc(ctx, (size_t)n, sizeof(float));
+    int i, k;
+    if (!v) return aes_last_status(ctx);
+    memcpy(v, truth, sizeof(float) * (size_t)n);
+    qsort(v, (size_t)n, sizeof(float), aes__elta_cmp_float);
+    for (k = 0; k < 4; k++) {
+        double pos = pct[k] / 100.0 * (n - 1), f = floor(pos);
+        int lo = (int)f, hi = lo + 1 < n ? lo + 1 : lo;
+        m->seg_edge[k] = (double)v[lo] + (pos - f) * ((double)v[hi] - v[lo]);
+    }
+    aes_free(v);
+    for (k = 0; k < 3; k++) m->seg_count[k] = 0;
+    for (i = 0; i < n; i++)
+        for (k = 0; k < 3; k++)
+            if (truth[i] > m->seg_edge[k] && truth[i] < m->seg_edge[k + 1]) {
+                sum[k] += fabs((double)pred[i] - truth[i]);
+                m->seg_count[k]++;
+            }
+    for (k = 0; k < 3; k++) m->seg_mae[k] = m->seg_count[k] ? sum[k] / m->seg_count[k] : NAN;
+    return AES_OK;
+}
+
 AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const float *pred, const float *truth,
                                     const float *pred_hist, const float *true_hist, int n,
                                     const aes_iaa_eval_opts *opts) {
@@ -10928,7 +11005,7 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
     m->head_mae = gcount[AES_BIN_HEAD] ? gsum[AES_BIN_HEAD] / gcount[AES_BIN_HEAD] : NAN;
     m->medium_mae = gcount[AES_BIN_MEDIUM] ? gsum[AES_BIN_MEDIUM] / gcount[AES_BIN_MEDIUM] : NAN;
     m->tail_mae = gcount[AES_BIN_TAIL] ? gsum[AES_BIN_TAIL] / gcount[AES_BIN_TAIL] : NAN;
-    return AES_OK;
+    return aes__piecewise_mae(ctx, m, pred, truth, n);
 }
 
 /* ============================================================================
@@ -11164,7 +11241,9 @@ AES_API void aes_elta_config_default(aes_elta_config *cfg, int on) {
     cfg->refine_beta = 1.25f;            /* paper's code (dataset.py) */
     cfg->refine_threshold = 0.75f;
     cfg->refine_label = 0;
-    cfg->refine_epochs = 10;
+    cfg->refine_epochs = -1;             /* authors' code: stage 2 as long as stage 1 */
+    cfg->refine_min = 10;                /* authors' code: more than 10 selected images */
+    cfg->mix_mse_scale = 0.1f;           /* authors' code: MSE targets are score / 10 */
 }
 
 AES_API void aes_head_train_config_default(aes_head_train_config *cfg) {
@@ -11317,7 +11396,7 @@ typedef struct {
     float *dw[AES_HEAD_MAX_LAYERS], *db[AES_HEAD_MAX_LAYERS];        /* into grads */
     aes_optim *opt;                       /* AdamW, biases not decayed            */
     aes_optim_config sched;               /* the current stage's lr schedule      */
-    float *thist, *tscore, *aweight;
+    float *thist, *tscore, *aweight, *mscore;  /* mscore: scores on the mixup's scale */
     int *ia, *ib;
     float *lam;
     /* training pool */
@@ -11349,7 +11428,7 @@ static void aes__elta_run_free(aes__elta_run *r) {
     aes__elta_ws_free(&r->ws);
     aes_optim_free(r->opt);
     aes_free(r->params); aes_free(r->grads); aes_free(r->best);
-    aes_free(r->thist); aes_free(r->tscore); aes_free(r->aweight);
+    aes_free(r->thist); aes_free(r->tscore); aes_free(r->aweight); aes_free(r->mscore);
     aes_free(r->ia); aes_free(r->ib); aes_free(r->lam);
     aes_free(r->mu); aes_free(r->inv_sd);
     AES_FREE((void *)r->rx); AES_FREE((void *)r->rh); AES_FREE(r->rs); AES_FREE(r->order);
@@ -11399,10 +11478,11 @@ static aes_status aes__elta_run_alloc(aes__elta_run *r) {
         r->thist = (float *)aes_alloc(ctx, (size_t)cap, sizeof(float) * AES_SCORE_BINS);
         r->tscore = (float *)aes_alloc(ctx, (size_t)cap, sizeof(float));
         r->aweight = (float *)aes_alloc(ctx, (size_t)cap, sizeof(float));
+        r->mscore = (float *)aes_alloc(ctx, (size_t)cap, sizeof(float));
         r->ia = (int *)aes_alloc(ctx, (size_t)cap, sizeof(int));
         r->ib = (int *)aes_alloc(ctx, (size_t)cap, sizeof(int));
         r->lam = (float *)aes_alloc(ctx, (size_t)cap, sizeof(float));
-        ok = r->thist && r->tscore && r->aweight && r->ia && r->ib && r->lam;
+        ok = r->thist && r->tscore && r->aweight && r->mscore && r->ia && r->ib && r->lam;
     }
     return ok ? AES_OK : aes_last_status(ctx);
 }
@@ -11486,6 +11566,11 @@ static aes_status aes__elta_forward_raw(aes__elta_run *r, float *out, const floa
     return st;
 }
 
+/* The scale score heads' mixup draws on (see aes_elta_config). */
+static float aes__elta_mse_scale(const aes_elta_config *e) {
+    return e->mix_mse_scale > 0.0f && e->mix_mse_scale < 1e30f ? e->mix_mse_scale : 0.1f;
+}
+
 /* One optimisation step at learning rate lr on the rows order[start ..
  * start+B).  *loss gets the task loss (mean over the step's rows); L_sim is
  * added to *sim. */
@@ -11505,12 +11590,15 @@ static aes_status aes__elta_step(aes__elta_run *r, int start, int B, float lr, d
     if (cfg->elta.mixup && B >= 2) {
         int np = 0;
         aes_elta_mixup_cfg mc = cfg->elta.mix;
+        float scale = emd ? 1.0f : aes__elta_mse_scale(&cfg->elta);
         if (mc.n_mix > r->cap - B) mc.n_mix = r->cap - B;
+        mc.max_gap *= scale;
         for (b = 0; b < B; b++) { /* inverse bin frequency over the whole training set */
             int c = r->bin_count[aes__score_bin(r->tscore[b])];
             r->aweight[b] = 1.0f / (float)(c > 0 ? c : 1);
+            r->mscore[b] = r->tscore[b] * scale;
         }
-        if (aes_elta_mixup_sample(ctx, r->ia, r->ib, r->lam, &np, r->tscore, r->aweight, B, &mc, &r->rng) == AES_OK &&
+        if (aes_elta_mixup_sample(ctx, r->ia, r->ib, r->lam, &np, r->mscore, r->aweight, B, &mc, &r->rng) == AES_OK &&
             np > 0) {
             aes_elta_mixup_forward(x0 + (size_t)B * r->D, x0, r->ia, r->ib, r->lam, np, r->D);
             if (emd) aes_elta_mixup_forward(r->thist + (size_t)B * AES_SCORE_BINS, r->thist, r->ia, r->ib, r->lam,
@@ -11564,7 +11652,7 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
                                   const aes_head_train_config *cfg, aes_head_train_result *result) {
     aes__elta_run r;
     aes_status st;
-    int *perm = NULL, nv, i, e, total_epochs, stage2, n_pseudo = 0, best_epoch = 0, emd;
+    int *perm = NULL, nv, i, e, total_epochs, stage2, n_pseudo = 0, best_epoch = 0, emd, refine_epochs;
     long stage_step = 0;
     float *vx = NULL, *vs = NULL, *vh = NULL, *ps = NULL, *ph = NULL, *pseudo_h = NULL, *ulog = NULL, *conf = NULL;
     double best_srcc = -INFINITY;
@@ -11626,8 +11714,9 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
         }
     }
     aes__elta_init_bias(&r);
-    stage2 = cfg->elta.refine && unlabeled && n_unl > 0 && cfg->elta.refine_epochs > 0;
-    total_epochs = cfg->epochs + (stage2 ? cfg->elta.refine_epochs : 0);
+    refine_epochs = cfg->elta.refine_epochs < 0 ? cfg->epochs : cfg->elta.refine_epochs;
+    stage2 = cfg->elta.refine && unlabeled && n_unl > 0 && refine_epochs > 0;
+    total_epochs = cfg->epochs + (stage2 ? refine_epochs : 0);
     aes__elta_keep_best(&r, 0);
     for (e = 1; e <= total_epochs; e++) {
         aes_head_epoch_info info;
@@ -11643,6 +11732,14 @@ AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, 
             if (!ulog || !pseudo_h || !conf) { st = aes_last_status(ctx); goto done; }
             if ((st = aes__elta_forward_raw(&r, ulog, unlabeled, n_unl)) != AES_OK) goto done;
             if ((st = aes_elta_refine(ctx, pseudo_h, conf, ulog, n_unl, cfg->elta.refine_beta)) != AES_OK) goto done;
+            for (i = 0, n_pseudo = 0; i < n_unl; i++) n_pseudo += conf[i] > cfg->elta.refine_threshold;
+            if (n_pseudo <= cfg->elta.refine_min) {
+                /* too few confident rows: as in the authors' code, no
+                 * second stage (the head keeps the stage-1 weights) */
+                n_pseudo = 0;
+                break;
+            }
+            n_pseudo = 0;
             for (i = 0; i < n_unl; i++) {
                 float *hrow = pseudo_h + (size_t)i * AES_SCORE_BINS;
                 if (!(conf[i] > cfg->elta.refine_threshold)) continue;
