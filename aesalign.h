@@ -14291,13 +14291,27 @@ AES_API aes_status aes_dpo_items_set_reference(aes_ctx *ctx, aes_dpo_item *items
  *  i.e. in the same row the more aesthetic image wins; across rows the more
  *  relevant image wins when it is not in a less aesthetic column.
  *  The weight of a pair is 1.
+ *
+ *  Which order makes the rows: the paper draws the grid from the re-ranked
+ *  results of its pipeline (final = semantic + W z(aesthetic), section 8),
+ *  so a row's images are those the aligned system should put at that rank;
+ *  the other choice is the raw cosine order of the semantic search.
+ *  aes_pairs_from_results applies cfg->rows_from to a list of retrieval
+ *  results (the paper's order by default); aes_pairs_from_grid takes the
+ *  candidates in the order given.
  * ========================================================================= */
+
+typedef enum aes_pair_rows {
+    AES_PAIR_ROWS_RERANKED = 0,  /* paper: by the re-ranked score `final`, best first  */
+    AES_PAIR_ROWS_COSINE   = 1   /* by the raw cosine `semantic`, best first           */
+} aes_pair_rows;
 
 typedef struct aes_pair_grid_config {
     int rows;        /* u: relevance levels (default 4)                        */
     int cols;        /* v: aesthetic levels per row (default 4)                */
     int stride;      /* take every stride-th candidate (default 1)             */
     int max_pairs;   /* keep at most this many (evenly subsampled; 0 = all)    */
+    aes_pair_rows rows_from;  /* aes_pairs_from_results only (0 = the paper's) */
 } aes_pair_grid_config;
 
 typedef struct aes_pair_index {
@@ -14314,6 +14328,14 @@ AES_API int aes_pair_grid_max(const aes_pair_grid_config *cfg);
 AES_API aes_status aes_pairs_from_grid(aes_ctx *ctx, const aes_pair_grid_config *cfg,
                                        const float *aesthetic, int ncand,
                                        aes_pair_index *out, int cap, int *npairs);
+/* The grid over n retrieval results (any order, e.g. aes_index_retrieve's
+ * with k = its candidates): they are ordered by cfg->rows_from, best first,
+ * ties in the given order, and the pairs come from aes_pairs_from_grid over
+ * their aesthetic scores; pair indices refer to res[].  A result without an
+ * aesthetic score (NaN) among those the grid uses is AES_ERR_INVALID_ARG. */
+AES_API aes_status aes_pairs_from_results(aes_ctx *ctx, const aes_pair_grid_config *cfg,
+                                          const aes_result *res, int n,
+                                          aes_pair_index *out, int cap, int *npairs);
 
 /* ============================================================================
  *  Pair files (TSV).  One pair per line, fields separated by one TAB:
@@ -14942,6 +14964,54 @@ AES_API aes_status aes_pairs_from_grid(aes_ctx *ctx, const aes_pair_grid_config 
     if (kept > n)
         return aes__fail(ctx, AES_ERR_LIMIT, "pair grid gives %d pairs but the output holds %d", kept, cap);
     return AES_OK;
+}
+
+static int aes__pair_cmp_final(const void *items, int a, int b) {
+    const aes_result *r = (const aes_result *)items;
+    return (r[a].final < r[b].final) - (r[a].final > r[b].final);
+}
+
+static int aes__pair_cmp_semantic(const void *items, int a, int b) {
+    const aes_result *r = (const aes_result *)items;
+    return (r[a].semantic < r[b].semantic) - (r[a].semantic > r[b].semantic);
+}
+
+AES_API aes_status aes_pairs_from_results(aes_ctx *ctx, const aes_pair_grid_config *cfg,
+                                          const aes_result *res, int n,
+                                          aes_pair_index *out, int cap, int *npairs) {
+    int *order, *tmp, i, used;
+    float *aes;
+    aes_status st;
+    if (!cfg || !npairs || n < 0 || (n > 0 && !res) || (cfg->rows_from != AES_PAIR_ROWS_RERANKED &&
+                                                          cfg->rows_from != AES_PAIR_ROWS_COSINE))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pairs_from_results: bad arguments");
+    *npairs = 0;
+    if (n == 0) return aes_pairs_from_grid(ctx, cfg, NULL, 0, out, cap, npairs);
+    order = (int *)aes_alloc(ctx, (size_t)n, 2 * sizeof(int));
+    aes = (float *)aes_alloc(ctx, (size_t)n, sizeof(float));
+    if (!order || !aes) { aes_free(order); aes_free(aes); return aes_last_status(ctx); }
+    tmp = order + n;
+    for (i = 0; i < n; i++) order[i] = i;
+    aes__io_sort_indices(order, tmp, n, cfg->rows_from == AES_PAIR_ROWS_COSINE ? aes__pair_cmp_semantic
+                                                                             : aes__pair_cmp_final, res);
+    /* the grid reads candidates 0, stride, 2 stride, ... of the first rows*cols*stride */
+    used = cfg->rows > 0 && cfg->cols > 0 && cfg->stride > 0 && (long)cfg->rows * cfg->cols * cfg->stride < n
+               ? cfg->rows * cfg->cols * cfg->stride : n;
+    for (i = 0; i < n; i++) {
+        aes[i] = res[order[i]].aesthetic;
+        if (i < used && i % (cfg->stride > 0 ? cfg->stride : 1) == 0 && !(aes[i] == aes[i])) {
+            aes_free(order); aes_free(aes);
+            return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pairs_from_results: result %d has no aesthetic score",
+                             order[i]);
+        }
+    }
+    st = aes_pairs_from_grid(ctx, cfg, aes, n, out, cap, npairs);
+    for (i = 0; i < *npairs; i++) {
+        out[i].preferred = order[out[i].preferred];
+        out[i].rejected = order[out[i].rejected];
+    }
+    aes_free(order); aes_free(aes);
+    return st;
 }
 
 /* ============================================================================

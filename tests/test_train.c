@@ -389,7 +389,7 @@ static void test_dpo_loss_gradcheck(void) {
 
 static void test_pairs_grid(void) {
     aes_ctx *ctx = aes_ctx_create();
-    aes_pair_grid_config g = {2, 3, 1, 0};
+    aes_pair_grid_config g = {2, 3, 1, 0, AES_PAIR_ROWS_RERANKED};
     /* candidates in retrieval order; aesthetic scores */
     float aes[8] = {1.0f, 3.0f, 2.0f, 9.0f, 5.0f, 7.0f, 100.0f, 100.0f};
     aes_pair_index out[64];
@@ -424,6 +424,46 @@ static void test_pairs_grid(void) {
     CHECK(aes_pairs_from_grid(ctx, &g, aes, 7, out, 3, &n) == AES_ERR_LIMIT);
     g.stride = 0;
     CHECK(aes_pairs_from_grid(ctx, &g, aes, 7, out, 64, &n) == AES_ERR_INVALID_ARG);
+    aes_ctx_free(ctx);
+}
+
+/* Rows from the re-ranked list (the paper's, the default) or the raw cosine
+ * order: the same four results give different grids. */
+static void test_pairs_from_results(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_pair_grid_config g;
+    /* cosine order 1 0 2 3; re-ranked (final) order 2 1 3 0 */
+    aes_result res[4] = {{10, 0.30f, 5.0f, 0.29f}, {11, 0.35f, 4.0f, 0.31f}, {12, 0.28f, 7.0f, 0.33f},
+                         {13, 0.25f, 6.0f, 0.30f}};
+    /* cosine: rows {1, 0} -> [0, 1] by aesthetic, {2, 3} -> [2, 3] */
+    static const int want_cos[5][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 3}, {2, 3}};
+    /* re-ranked: rows {2, 1} -> [2, 1], {3, 0} -> [3, 0] */
+    static const int want_rr[5][2] = {{2, 1}, {2, 3}, {2, 0}, {1, 0}, {3, 0}};
+    aes_pair_index out[16];
+    int n = 0, i;
+    memset(&g, 0, sizeof g);
+    g.rows = 2; g.cols = 2; g.stride = 1;
+    CHECK(g.rows_from == AES_PAIR_ROWS_RERANKED);   /* zero = the paper's */
+    CHECK_OK(ctx, aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n));
+    CHECK(n == 5);
+    for (i = 0; i < n && i < 5; i++)
+        CHECK_MSG(out[i].preferred == want_rr[i][0] && out[i].rejected == want_rr[i][1],
+                  "re-ranked pair %d: %d > %d, want %d > %d", i, out[i].preferred, out[i].rejected, want_rr[i][0], want_rr[i][1]);
+    g.rows_from = AES_PAIR_ROWS_COSINE;
+    CHECK_OK(ctx, aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n));
+    CHECK(n == 5);
+    for (i = 0; i < n && i < 5; i++)
+        CHECK_MSG(out[i].preferred == want_cos[i][0] && out[i].rejected == want_cos[i][1],
+                  "cosine pair %d: %d > %d, want %d > %d", i, out[i].preferred, out[i].rejected, want_cos[i][0], want_cos[i][1]);
+    /* a result the grid uses without an aesthetic score is refused; one it
+     * does not use (beyond rows x cols) is not looked at */
+    res[3].aesthetic = NAN;
+    CHECK(aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n) == AES_ERR_INVALID_ARG);
+    g.rows = 1;
+    CHECK_OK(ctx, aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n));
+    CHECK(n == 1 && out[0].preferred == 0 && out[0].rejected == 1);
+    g.rows_from = (aes_pair_rows)7;
+    CHECK(aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n) == AES_ERR_INVALID_ARG);
     aes_ctx_free(ctx);
 }
 
@@ -1146,7 +1186,7 @@ static void test_finetune_raises_preference_accuracy(void) {
     for (c = 0; c < FT_CLASSES; c++) {
         int order[NG], k, got = 0, j;
         float sc[NG], cand_aes[TOPK];
-        aes_pair_grid_config g = {4, 4, 3, 0};
+        aes_pair_grid_config g = {4, 4, 3, 0, AES_PAIR_ROWS_RERANKED};
         for (i = 0; i < NG; i++) {
             int e;
             sc[i] = 0;
@@ -1166,7 +1206,7 @@ static void test_finetune_raises_preference_accuracy(void) {
         npairs += got;
     }
     {
-        aes_pair_grid_config g_all = {4, 4, 3, 0};
+        aes_pair_grid_config g_all = {4, 4, 3, 0, AES_PAIR_ROWS_RERANKED};
         CHECK(npairs == FT_CLASSES * aes_pair_grid_max(&g_all));
     }
     /* cached reference similarities: the model as it is now */
@@ -1859,6 +1899,10 @@ static void test_cli_make_pairs_finetune_resume(void) {
     if (f) { fputs("a red cat\na blue square\nsomething bright\n", f); fclose(f); }
     CHECK(sh("%s make-pairs --index %s/x.idx --model %s --vocab %s --queries %s --k 12 --rows 3 --cols 3 "
              "--stride 1 --expand none --out %s/pairs.tsv 2>/dev/null", cli, dir, model, vocab, path, dir) == 0);
+    CHECK(sh("%s make-pairs --index %s/x.idx --model %s --vocab %s --queries %s --k 12 --rows 3 --cols 3 "
+             "--stride 1 --rows-from cosine --out %s/pairs_cos.tsv 2>/dev/null", cli, dir, model, vocab, path, dir) == 0);
+    CHECK(sh("%s make-pairs --index %s/x.idx --model %s --vocab %s --queries %s --rows-from bogus "
+             "--out %s/pairs_bad.tsv 2>/dev/null", cli, dir, model, vocab, path, dir) != 0);
 
     /* every pair names two indexed images, and the 2-D order never prefers an
      * image that is worse on both counts: the rejected one is never both more
@@ -1943,6 +1987,7 @@ int main(int argc, char **argv) {
     RUN(test_clip_loss_gradcheck);
     RUN(test_dpo_loss_gradcheck);
     RUN(test_pairs_grid);
+    RUN(test_pairs_from_results);
     RUN(test_pair_tsv);
     RUN(test_clip_forward_matches_fixture);
     RUN(test_clip_backward_gradcheck);
