@@ -14532,7 +14532,9 @@ AES_API aes_status aes_clip_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_o
  *  steps are drawn again and dropped, without loading images), so an
  *  interrupted and resumed run is byte-identical to a straight one.  With
  *  the kernels' own guarantee this makes results bit-identical for any
- *  thread count.
+ *  thread count.  DPO's image augmentation (cfg->augment) draws the view of
+ *  row j at step t from a hash of (seed, t, j), outside that stream, so it
+ *  needs no replay.
  *    DPO: each step tries pairs_per_step pairs in a shuffled order (a new
  *    shuffle per pass over the set); a pair joins the step when its query and
  *    images fit in batch rows; a query or image already in the step is reused
@@ -14619,6 +14621,48 @@ typedef struct aes_caption_list {
     int n;
 } aes_caption_list;
 
+/* Image augmentation of the DPO training rows (arXiv 2406.09397 fine-tunes
+ * with auto-augment, random erasing and colour jitter; the operations and
+ * their defaults below are torchvision's / timm's, the set is ours).  It acts
+ * on CLIP-preprocessed pixels [3, size, size] (the loader's output), in this
+ * order:
+ *   random resized crop   a box of area share U(crop_scale, 1) and aspect
+ *                         ratio log-uniform in [1/crop_ratio, crop_ratio]
+ *                         (torchvision RandomResizedCrop's draw, 10 tries,
+ *                         else the whole image), resized back to size x size
+ *                         bilinearly (ours: on the preprocessed square, not
+ *                         on the original photo, and without antialiasing);
+ *   horizontal flip       with probability flip;
+ *   colour jitter         brightness, contrast, saturation factors uniform in
+ *                         [max(0, 1 - x), 1 + x], applied in that order on the
+ *                         un-normalised [0, 1] image, clamped (torchvision's
+ *                         formulas; its random order and hue are left out);
+ *   random erasing        with probability erase, a box of area share
+ *                         U(erase_min, erase_max) and aspect ratio log-uniform
+ *                         in [1/erase_ratio, erase_ratio] set to 0, the mean
+ *                         colour after normalisation (Zhong et al., AAAI 2020;
+ *                         torchvision RandomErasing with value 0).
+ * A field of 0 turns its operation off; all 0 is no augmentation. */
+typedef struct aes_augment_config {
+    float crop_scale;     /* smallest area share of the crop (0 or >= 1: no crop)   */
+    float crop_ratio;     /* aspect ratios up to this and its inverse (0: 4/3)      */
+    float flip;           /* probability of a horizontal flip                       */
+    float brightness, contrast, saturation;   /* jitter strengths                   */
+    float erase;          /* probability of erasing a box                           */
+    float erase_min, erase_max;               /* its area share (0, 0: 0.02, 1/3)   */
+    float erase_ratio;    /* its aspect ratios up to this and its inverse (0: 3.3)  */
+} aes_augment_config;
+
+/* on = 0: everything off.  on = 1: crop_scale 0.5 (ours: milder than
+ * torchvision's 0.08, a retrieval pair must keep its subject), crop_ratio
+ * 4/3, flip 0.5, brightness / contrast / saturation 0.4 (timm's
+ * color_jitter), erase 0.25 (timm's reprob) with area 0.02-1/3, ratio 3.3. */
+AES_API void aes_augment_config_default(aes_augment_config *cfg, int on);
+/* Augments one preprocessed image in place; every draw comes from seed, so
+ * the same seed gives the same view. */
+AES_API aes_status aes_augment_pixels(aes_ctx *ctx, float *pixels, int size, const aes_augment_config *cfg,
+                                      uint64_t seed);
+
 /* The fields both loops share come first, in the same order. */
 typedef struct aes_dpo_finetune_config {
     long     steps;             /* optimizer steps of the whole run            (100)  */
@@ -14644,6 +14688,17 @@ typedef struct aes_dpo_finetune_config {
     /* DPO */
     int      pairs_per_step;    /* pairs tried per step (0: batch / 2)               */
     aes_dpo_config loss;        /* aes_dpo_config_default()                          */
+    aes_augment_config augment; /* augmentation of every image row of a step (off by
+                                   default).  Row j of step t gets the view of seed
+                                   hash(seed, t, j): a resumed run sees the same views.
+                                   The cached reference s_ref is of the UN-augmented
+                                   image (the reference pass runs once, before
+                                   training, and keeps no frozen model), so with
+                                   augmentation h = [s(q, aug w) - s_ref(q, w)] -
+                                   [s(q, aug l) - s_ref(q, l)] is an approximation:
+                                   at step 0 it is not 0 but the augmentation's
+                                   shift of the two similarities (the README has
+                                   its size). */
 } aes_dpo_finetune_config;
 
 typedef struct aes_clip_train_config {
@@ -16140,6 +16195,165 @@ static aes_status aes__dpo_check_data(aes_ctx *ctx, const aes_pair_set *set, con
     return AES_OK;
 }
 
+/* ---- augmentation of the DPO training rows ------------------------------------- */
+
+AES_API void aes_augment_config_default(aes_augment_config *cfg, int on) {
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    if (!on) return;
+    cfg->crop_scale = 0.5f;
+    cfg->crop_ratio = 4.0f / 3.0f;
+    cfg->flip = 0.5f;
+    cfg->brightness = cfg->contrast = cfg->saturation = 0.4f;
+    cfg->erase = 0.25f;
+    cfg->erase_min = 0.02f;
+    cfg->erase_max = 1.0f / 3.0f;
+    cfg->erase_ratio = 3.3f;
+}
+
+static int aes__augment_active(const aes_augment_config *c) {
+    return (c->crop_scale > 0.0f && c->crop_scale < 1.0f) || c->flip > 0.0f || c->brightness > 0.0f ||
+           c->contrast > 0.0f || c->saturation > 0.0f || c->erase > 0.0f;
+}
+
+static aes_status aes__augment_check(aes_ctx *ctx, const aes_augment_config *c) {
+    if (!(c->crop_scale >= 0.0f && c->crop_scale <= 1.0f) || !(c->crop_ratio == 0.0f || (c->crop_ratio >= 1.0f && c->crop_ratio <= 100.0f)) ||
+        !(c->flip >= 0.0f && c->flip <= 1.0f) || !(c->erase >= 0.0f && c->erase <= 1.0f) ||
+        !(c->brightness >= 0.0f && c->brightness <= 10.0f) || !(c->contrast >= 0.0f && c->contrast <= 10.0f) ||
+        !(c->saturation >= 0.0f && c->saturation <= 10.0f) ||
+        !(c->erase_min >= 0.0f && c->erase_max >= c->erase_min && c->erase_max <= 1.0f) ||
+        !(c->erase_ratio == 0.0f || (c->erase_ratio >= 1.0f && c->erase_ratio <= 100.0f)))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG,
+                         "augmentation: crop_scale %g and probabilities (flip %g, erase %g) in [0, 1], ratios >= 1 "
+                         "(or 0), jitter in [0, 10], 0 <= erase_min %g <= erase_max %g <= 1 are needed",
+                         (double)c->crop_scale, (double)c->flip, (double)c->erase, (double)c->erase_min,
+                         (double)c->erase_max);
+    return AES_OK;
+}
+
+/* A box of area share U(lo, hi) and aspect ratio log-uniform in [1/r, r]
+ * inside an S x S image (torchvision's draw: 10 tries); 0 when none fits. */
+static int aes__augment_box(uint64_t *rng, int S, double lo, double hi, double r, int *x0, int *y0, int *w, int *h) {
+    int t;
+    for (t = 0; t < 10; t++) {
+        double area = (double)S * S * (lo + (hi - lo) * aes__rand_uniform(rng));
+        double lr = log(r), aspect = exp(-lr + 2.0 * lr * aes__rand_uniform(rng));
+        int bw = (int)floor(sqrt(area * aspect) + 0.5), bh = (int)floor(sqrt(area / aspect) + 0.5);
+        if (bw > 0 && bh > 0 && bw <= S && bh <= S) {
+            *y0 = (int)floor(aes__rand_uniform(rng) * (S - bh + 1));
+            *x0 = (int)floor(aes__rand_uniform(rng) * (S - bw + 1));
+            if (*y0 > S - bh) *y0 = S - bh;
+            if (*x0 > S - bw) *x0 = S - bw;
+            *w = bw;
+            *h = bh;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+AES_API aes_status aes_augment_pixels(aes_ctx *ctx, float *pixels, int size, const aes_augment_config *cfg,
+                                      uint64_t seed) {
+    static const float mean[3] = {AES_CLIP_MEAN_R, AES_CLIP_MEAN_G, AES_CLIP_MEAN_B};
+    static const float sd[3] = {AES_CLIP_STD_R, AES_CLIP_STD_G, AES_CLIP_STD_B};
+    uint64_t rng = seed ^ 0xA06E5EEDull;
+    size_t plane, i;
+    int S = size, c, x, y, x0, y0, w, h;
+    aes_status st;
+    if (!pixels || !cfg || size < 1 || size > (1 << 15))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_augment_pixels: bad arguments");
+    if ((st = aes__augment_check(ctx, cfg)) != AES_OK) return st;
+    plane = (size_t)S * S;
+    (void)aes__splitmix64(&rng);
+    if (cfg->crop_scale > 0.0f && cfg->crop_scale < 1.0f &&
+        aes__augment_box(&rng, S, cfg->crop_scale, 1.0, cfg->crop_ratio > 0.0f ? cfg->crop_ratio : 4.0 / 3.0, &x0, &y0,
+                         &w, &h) && !(w == S && h == S)) {
+        float *src = (float *)aes_alloc(ctx, 3 * plane, sizeof(float));
+        if (!src) return aes_last_status(ctx);
+        memcpy(src, pixels, sizeof(float) * 3 * plane);
+        for (y = 0; y < S; y++) {
+            /* output pixel centres mapped into the box, bilinear, clamped to it */
+            double sy = y0 + (y + 0.5) * h / S - 0.5, fy;
+            int iy0, iy1;
+            if (sy < y0) sy = y0;
+            if (sy > y0 + h - 1) sy = y0 + h - 1;
+            iy0 = (int)floor(sy);
+            iy1 = iy0 + 1 < y0 + h ? iy0 + 1 : iy0;
+            fy = sy - iy0;
+            for (x = 0; x < S; x++) {
+                double sx = x0 + (x + 0.5) * w / S - 0.5, fx;
+                int ix0, ix1;
+                if (sx < x0) sx = x0;
+                if (sx > x0 + w - 1) sx = x0 + w - 1;
+                ix0 = (int)floor(sx);
+                ix1 = ix0 + 1 < x0 + w ? ix0 + 1 : ix0;
+                fx = sx - ix0;
+                for (c = 0; c < 3; c++) {
+                    const float *p = src + (size_t)c * plane;
+                    double top = p[(size_t)iy0 * S + ix0] + fx * (p[(size_t)iy0 * S + ix1] - p[(size_t)iy0 * S + ix0]);
+                    double bot = p[(size_t)iy1 * S + ix0] + fx * (p[(size_t)iy1 * S + ix1] - p[(size_t)iy1 * S + ix0]);
+                    pixels[(size_t)c * plane + (size_t)y * S + x] = (float)(top + fy * (bot - top));
+                }
+            }
+        }
+        aes_free(src);
+    }
+    if (cfg->flip > 0.0f && aes__rand_uniform(&rng) < cfg->flip)
+        for (c = 0; c < 3; c++)
+            for (y = 0; y < S; y++) {
+                float *row = pixels + (size_t)c * plane + (size_t)y * S;
+                for (x = 0; x < S / 2; x++) { float t = row[x]; row[x] = row[S - 1 - x]; row[S - 1 - x] = t; }
+            }
+    if (cfg->brightness > 0.0f || cfg->contrast > 0.0f || cfg->saturation > 0.0f) {
+        double f[3], gray_mean = 0.0;
+        const float *jit[3];
+        jit[0] = &cfg->brightness; jit[1] = &cfg->contrast; jit[2] = &cfg->saturation;
+        for (c = 0; c < 3; c++) {   /* always three draws: the erase box does not depend on which are on */
+            double lo = 1.0 - *jit[c] > 0.0 ? 1.0 - *jit[c] : 0.0, u = aes__rand_uniform(&rng);
+            f[c] = *jit[c] > 0.0f ? lo + (1.0 + *jit[c] - lo) * u : 1.0;
+        }
+        for (i = 0; i < plane; i++) {   /* to [0, 1], brightness */
+            double v[3];
+            for (c = 0; c < 3; c++) {
+                v[c] = ((double)pixels[c * plane + i] * sd[c] + mean[c]) * f[0];
+                v[c] = v[c] < 0.0 ? 0.0 : v[c] > 1.0 ? 1.0 : v[c];
+                pixels[c * plane + i] = (float)v[c];
+            }
+            gray_mean += 0.299 * v[0] + 0.587 * v[1] + 0.114 * v[2];
+        }
+        gray_mean /= (double)plane;
+        for (i = 0; i < plane; i++) {   /* contrast around the mean grey, saturation around each pixel's grey */
+            double v[3], g;
+            for (c = 0; c < 3; c++) {
+                v[c] = gray_mean + (pixels[c * plane + i] - gray_mean) * f[1];
+                v[c] = v[c] < 0.0 ? 0.0 : v[c] > 1.0 ? 1.0 : v[c];
+            }
+            g = 0.299 * v[0] + 0.587 * v[1] + 0.114 * v[2];
+            for (c = 0; c < 3; c++) {
+                double u = g + (v[c] - g) * f[2];
+                u = u < 0.0 ? 0.0 : u > 1.0 ? 1.0 : u;
+                pixels[c * plane + i] = (float)((u - mean[c]) / sd[c]);
+            }
+        }
+    }
+    if (cfg->erase > 0.0f && aes__rand_uniform(&rng) < cfg->erase) {
+        double lo = cfg->erase_min, hi = cfg->erase_max;
+        if (lo == 0.0 && hi == 0.0) { lo = 0.02; hi = 1.0 / 3.0; }
+        if (hi > 0.0 && aes__augment_box(&rng, S, lo, hi, cfg->erase_ratio > 0.0f ? cfg->erase_ratio : 3.3, &x0, &y0, &w, &h))
+            for (c = 0; c < 3; c++)
+                for (y = y0; y < y0 + h; y++)
+                    for (x = x0; x < x0 + w; x++) pixels[(size_t)c * plane + (size_t)y * S + x] = 0.0f;
+    }
+    return AES_OK;
+}
+
+/* The seed of row j's view at step t: a function of the run's seed, t and j
+ * only, so a resumed run draws the same views without replaying anything. */
+static uint64_t aes__augment_seed(uint64_t seed, long t, int j) {
+    uint64_t z = seed * 0xD1B54A32D192ED03ull + (uint64_t)(t + 1) * 0x9E3779B97F4A7C15ull + (uint64_t)(j + 1) * 0xBF58476D1CE4E5B9ull;
+    return aes__splitmix64(&z);
+}
+
 AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim, const aes_tokenizer *tok,
                                     const aes_pair_set *pairs, const aes_caption_list *captions,
                                     const aes_dpo_finetune_config *cfg, aes_train_result *result) {
@@ -16170,6 +16384,7 @@ AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_opti
                          "label smoothing %g in [0, 1) and pairs_per_step %d >= 0 are needed",
                          (double)dc.beta, (double)dc.label_smoothing, (double)dc.lambda,
                          (double)dc.clip_label_smoothing, cfg->pairs_per_step);
+    if ((st = aes__augment_check(ctx, &cfg->augment)) != AES_OK) return aes__loop_failf(ctx, st, "aes_dpo_finetune");
     ncap = captions ? captions->n : 0;
     nq = pairs->nqueries;
     np = pairs->npaths;
@@ -16251,6 +16466,10 @@ AES_API aes_status aes_dpo_finetune(aes_ctx *ctx, aes_clip_trainer *tr, aes_opti
         for (j = 0; j < S.nimg; j++) {
             const char *path = S.images[j].is_caption ? captions->images[S.images[j].id] : pairs->paths[S.images[j].id];
             if ((st = aes__loop_image(&L, path, pixels + (size_t)j * px)) != AES_OK) goto done;
+            if (aes__augment_active(&cfg->augment) &&
+                (st = aes_augment_pixels(ctx, pixels + (size_t)j * px, L.m.S, &cfg->augment,
+                                         aes__augment_seed(cfg->seed, t, j))) != AES_OK)
+                goto done;
         }
         for (j = 0; j < S.ntxt; j++) {
             const aes__dpo_row *r = &S.texts[j];

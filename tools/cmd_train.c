@@ -286,6 +286,13 @@ static void finetune_usage(FILE *f) {
         "  --captions FILE       image<TAB>caption lines for the contrastive term; without it\n"
         "                        the term pairs each query of a step with its first preferred image\n"
         "  --train-logit-scale   also update logit_scale\n"
+        "  --augment             augment every training image (the paper fine-tunes with\n"
+        "                        augmentation): random resized crop (area 0.5-1), flip 0.5,\n"
+        "                        colour jitter 0.4, random erasing 0.25; seeded by --seed and the step,\n"
+        "                        so --resume sees the same views.  s_ref stays that of the plain image.\n"
+        "  --aug-crop X          smallest crop area share (0: no crop)   --aug-flip P\n"
+        "  --aug-jitter X        brightness/contrast/saturation strength  --aug-erase P\n"
+        "                        (each alone turns that augmentation on, or overrides --augment's value)\n"
         CLI_MODEL_TRAIN_HELP
         "  --seed N (1)  --log-every N (1)  --save-every N (0)  --resume\n"
         "  --stop-after N        save and stop after step N (as if interrupted; --resume goes on)\n"
@@ -340,7 +347,8 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
     aes_optim_config *oc = &cfg.optim;
     const aes_clip_config *A;
     char optim_path[4200], **cap_lines = NULL, **cap_txt = NULL;
-    int i, r, rc = 1, ncap = 0;
+    int i, r, rc = 1, ncap = 0, augment = 0;
+    double aug_crop = -1, aug_flip = -1, aug_jitter = -1, aug_erase = -1;
 
     memset(&o, 0, sizeof o);
     memset(&run, 0, sizeof run);
@@ -353,7 +361,12 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { finetune_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) { o.resume = 1; continue; }
         if (!strcmp(argv[i], "--train-logit-scale")) { o.train_logit_scale = 1; continue; }
+        if (!strcmp(argv[i], "--augment")) { augment = 1; continue; }
         if ((r = cli_model_opt(argc, argv, &i, &o.m)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-crop", &aug_crop)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-flip", &aug_flip)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-jitter", &aug_jitter)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-erase", &aug_erase)) ||
             (r = cli_opt_str(argc, argv, &i, "--pairs", &o.pairs)) ||
             (r = cli_opt_str(argc, argv, &i, "--out", &o.out)) ||
             (r = cli_opt_str(argc, argv, &i, "--train", &o.train)) ||
@@ -384,6 +397,14 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
         return 2;
     }
     if (!o.m.model || !o.pairs || !o.out) { finetune_usage(stderr); return 2; }
+    aes_augment_config_default(&cfg.augment, augment);
+    if (aug_crop >= 0) { cfg.augment.crop_scale = (float)aug_crop; if (!augment) cfg.augment.crop_ratio = 4.0f / 3.0f; }
+    if (aug_flip >= 0) cfg.augment.flip = (float)aug_flip;
+    if (aug_jitter >= 0) cfg.augment.brightness = cfg.augment.contrast = cfg.augment.saturation = (float)aug_jitter;
+    if (aug_erase >= 0) cfg.augment.erase = (float)aug_erase;
+    if ((aug_crop != -1 && !(aug_crop >= 0 && aug_crop <= 1)) || (aug_flip != -1 && !(aug_flip >= 0 && aug_flip <= 1)) ||
+        (aug_jitter != -1 && !(aug_jitter >= 0 && aug_jitter <= 10)) || (aug_erase != -1 && !(aug_erase >= 0 && aug_erase <= 1)))
+        return cli_fail("finetune-dpo", NULL, "--aug-crop, --aug-flip and --aug-erase want 0..1, --aug-jitter 0..10");
     if (strcmp(o.train, "vision") && strcmp(o.train, "text") && strcmp(o.train, "both"))
         return cli_fail("finetune-dpo", NULL, "--train wants vision, text or both, not '%s'", o.train);
     if (strcmp(o.optimizer, "adamw") && strcmp(o.optimizer, "sgd"))
