@@ -11930,6 +11930,53 @@ AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, in
  *  3. Re-ranking by a public aesthetic model (the LAION predictors here,
  *     or the host's own scorer through a callback).
  *
+ * ============================================================================
+ *  arXiv 2406.09397: WHAT COMES FROM WHERE (this section and section 9)
+ * ============================================================================
+ *  Paper: M. Zhang, Y. Wei, Z. Xing, Y. Ma, Z. Wu, J. Li, Z. Zhang, Q. Dai,
+ *  C. Luo, X. Geng, B. Guo, "Aligning Vision Models with Human Aesthetics in
+ *  Retrieval: Benchmarks and Algorithms", NeurIPS 2024.  No code is public;
+ *  the method was established from the paper's description, its figures
+ *  and its tables, and every formula below was written by us.
+ *
+ *  The paper's (its method's description):
+ *   - an LLM rephrases the query to make its aesthetic expectations
+ *     explicit (R5; the prompt styles it compares -- a detailed
+ *     description, k aspects, a keyword dictionary, a reorganised query --
+ *     are known only from the names in its tables: tools/rephrase.py
+ *     --style writes prompts of our own after them);
+ *   - semantic retrieval of candidates, then re-ranking of those candidates
+ *     by a public aesthetic model (R4: the fusion formula is ours, below);
+ *   - preference pairs from a partial order over the re-ranked results of
+ *     rephrased queries: rows by relevance, columns by aesthetic rank inside
+ *     a row, sampled at a stride, every dominated pair kept (section 9
+ *     aes_pairs_from_grid / aes_pairs_from_results; the u x v grid layout
+ *     is read off its figure of the pair construction);
+ *   - a DPO loss on the retrieval similarity with a reference model, with
+ *     label smoothing, plus the pre-training (contrastive) loss kept with a
+ *     weight (section 9, aes_dpo_loss and aes_dpo_train_step);
+ *   - image augmentation while fine-tuning (auto-augment, random erasing,
+ *     colour jitter: aes_augment_config has crop, flip, jitter, erasing --
+ *     no auto-augment policy);
+ *   - evaluation by HPIR (human choices between two result groups, with a
+ *     confidence: aes_hpir_agreement) and by a multimodal LLM judging two systems'
+ *     result sets, each comparison asked in both orders, only consistent
+ *     answers counted (tools/judge.py).
+ *  The library's own choices (the paper does not publish these values):
+ *   - beta = 0.1 and label smoothing eps = 0.1 of the DPO loss
+ *     (aes_dpo_config_default; beta acts on s = exp(logit_scale) cos, so
+ *     beta h is in logit units of the model's own scale);
+ *   - the contrastive weight lambda = 0.5, and its batch (captions when
+ *     given, else each query with its first preferred image);
+ *   - the fusion final = semantic + W z(aesthetic), z-scored over the
+ *     candidates, W = 0.02, C = 200 candidates (R4);
+ *   - the 50/50 normalised average of the original and the rephrased query
+ *     embeddings (aes_query_combine, R5), and the offline templates;
+ *   - s_ref computed once and cached (no frozen copy kept), and with
+ *     augmentation the reference of the plain image (an approximation,
+ *     measured in the README);
+ *   - the judge's prompt, answer format and top-k shown (tools/judge.py).
+ *
  *  Everything below works on plain float arrays and in-memory buffers; file
  *  helpers (aes_index_save/load, aes_head_load, ...) are thin wrappers.
  */
@@ -14456,6 +14503,8 @@ AES_API aes_status aes_clip_trainer_backward_texts(aes_ctx *ctx, aes_clip_traine
  *  is frozen), the two losses, backward, optimizer update.
  * ========================================================================= */
 
+/* The defaults are the library's own: the paper publishes no values (see
+ * "arXiv 2406.09397: what comes from where" in section 8). */
 typedef struct aes_dpo_config {
     float beta;                   /* DPO inverse temperature on s = exp(ls) cos  (0.1) */
     float label_smoothing;        /* eps of the DPO loss                          (0.1) */
