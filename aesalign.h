@@ -15104,9 +15104,9 @@ AES_API aes_status aes_pairs_from_results(aes_ctx *ctx, const aes_pair_grid_conf
     for (i = 0; i < n; i++) {
         aes[i] = res[order[i]].aesthetic;
         if (i < used && i % (cfg->stride > 0 ? cfg->stride : 1) == 0 && !(aes[i] == aes[i])) {
+            int bad = order[i];
             aes_free(order); aes_free(aes);
-            return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pairs_from_results: result %d has no aesthetic score",
-                             order[i]);
+            return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pairs_from_results: result %d has no aesthetic score", bad);
         }
     }
     st = aes_pairs_from_grid(ctx, cfg, aes, n, out, cap, npairs);

@@ -459,6 +459,7 @@ static void test_pairs_from_results(void) {
      * does not use (beyond rows x cols) is not looked at */
     res[3].aesthetic = NAN;
     CHECK(aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n) == AES_ERR_INVALID_ARG);
+    CHECK(strstr(aes_last_error(ctx), "result 3 has no aesthetic score") != NULL);
     g.rows = 1;
     CHECK_OK(ctx, aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n));
     CHECK(n == 1 && out[0].preferred == 0 && out[0].rejected == 1);
