@@ -9705,8 +9705,9 @@ done:
  *  no second stage (aes_elta_config.refine_min = 10; their run stops, ours
  *  keeps the stage-1 head); the second stage restarts the epoch count and
  *  runs num_epoch epochs, as many as the first (refine_epochs = -1), on the
- *  labelled plus the selected rows, from the stage-1 checkpoint, keeping its
- *  own best-SRCC epoch.  OUR option: use the refined distribution itself as
+ *  labelled plus the selected rows, keeping its own best-SRCC epoch; it
+ *  starts from the stage-1 checkpoint when given --resume (ours always
+ *  does: the best stage-1 weights).  OUR option: use the refined distribution itself as
  *  the label.  The part needs a 10-bin distribution head (EMD loss) and an
  *  unlabelled pool.
  *
