@@ -84,7 +84,7 @@ $(BUILD)/examples/%: examples/%.c $(HDRS) | $(BUILD)
 $(BUILD)/tests/%: tests/%.c tests/testlib.h $(HDRS) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(LDFLAGS) $(LIBS)
-$(WORLD_TEST_BINS) $(BUILD)/bench_inputs: $(WORLD_HDR)
+$(WORLD_TEST_BINS) $(BUILD)/bench_inputs $(BUILD)/bench_augment: $(WORLD_HDR)
 
 # The tests run from the repository root (fixtures are found as tests/...).
 # AES_TEST_RUNNER goes before each test program (valgrind, qemu) and

@@ -74,6 +74,7 @@ static aes_iaa_metrics train_and_test(aes_ctx *ctx, int use_elta, const float *x
     cfg.epochs = 20;
     aes_elta_config_default(&cfg.elta, use_elta);  /* all three parts, or none */
     if (!xun) cfg.elta.refine = 0;                  /* part 3 needs unlabelled images */
+    cfg.elta.refine_epochs = 10;                    /* a shorter second stage than the authors' 20 */
     if (!(use_elta && cfg.elta.refine)) cfg.epochs += cfg.elta.refine_epochs; /* same training length */
     if (aes_head_train(ctx, &head, xtr, ntr, d, ltr, xun, nun, &cfg, NULL) != AES_OK) DIE("%s", aes_last_error(ctx));
     if (aes_head_predict(ctx, &head, pred, NULL, xte, nte) != AES_OK) DIE("%s", aes_last_error(ctx));

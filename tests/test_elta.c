@@ -858,6 +858,189 @@ static void test_train_elta_lowers_tail_mae(void) {
     free(xtr); free(xte); free(xun);
 }
 
+/* The ELTA authors' piecewise MAE (metric.py): percentile edges as numpy's
+ * default interpolation, rows strictly inside an edge pair. */
+static void test_piecewise_mae(void) {
+    /* 1..10: the 20th percentile sits at position 1.8 (2.8), the 80th at 7.2 (8.2) */
+    float t1[10], p1[10];
+    /* ties on the edges: sorted 3.2 4 5 5.5 5.5 5.5 5.5 6 6.5 7 8.9, edges 3.2 5 6.5 8.9 */
+    static const float t2[11] = {5.5f, 5.5f, 5.5f, 4.0f, 7.0f, 3.2f, 8.9f, 5.0f, 6.0f, 5.5f, 6.5f};
+    float p2[11];
+    aes_iaa_metrics m;
+    int i;
+    for (i = 0; i < 10; i++) { t1[i] = (float)(10 - i); p1[i] = t1[i] + 0.1f * (float)(i + 1); }
+    CHECK_OK(ctx, aes_iaa_evaluate(ctx, &m, p1, t1, NULL, NULL, 10, NULL));
+    CHECK_NEAR(m.seg_edge[0], 1.0, 1e-6); CHECK_NEAR(m.seg_edge[1], 2.8, 1e-6);
+    CHECK_NEAR(m.seg_edge[2], 8.2, 1e-6); CHECK_NEAR(m.seg_edge[3], 10.0, 1e-6);
+    /* low: truth 2 (row 8, error 0.9); middle: truth 3..8 (rows 2..7); high: truth 9 (row 1) */
+    CHECK(m.seg_count[0] == 1 && m.seg_count[1] == 6 && m.seg_count[2] == 1);
+    CHECK_NEAR(m.seg_mae[0], 0.9, 1e-6);
+    CHECK_NEAR(m.seg_mae[1], (0.3 + 0.4 + 0.5 + 0.6 + 0.7 + 0.8) / 6.0, 1e-6);
+    CHECK_NEAR(m.seg_mae[2], 0.2, 1e-6);
+    for (i = 0; i < 11; i++) p2[i] = t2[i] + (i % 2 ? 0.5f : -0.25f);
+    CHECK_OK(ctx, aes_iaa_evaluate(ctx, &m, p2, t2, NULL, NULL, 11, NULL));
+    CHECK_NEAR(m.seg_edge[1], 5.0, 1e-6); CHECK_NEAR(m.seg_edge[2], 6.5, 1e-6);
+    CHECK(m.seg_count[0] == 1 && m.seg_count[1] == 5 && m.seg_count[2] == 1); /* 4 | 5.5 x4, 6 | 7 */
+    CHECK_NEAR(m.seg_mae[0], 0.5, 1e-6);                                         /* row 3 */
+    CHECK_NEAR(m.seg_mae[1], (0.25 + 0.5 + 0.25 + 0.25 + 0.5) / 5.0, 1e-6);     /* rows 0 1 2 8 9 */
+    CHECK_NEAR(m.seg_mae[2], 0.25, 1e-6);                                        /* row 4 */
+    /* all equal: every row on an edge, every segment empty */
+    for (i = 0; i < 10; i++) t1[i] = 5.0f;
+    CHECK_OK(ctx, aes_iaa_evaluate(ctx, &m, p1, t1, NULL, NULL, 10, NULL));
+    CHECK(m.seg_count[0] == 0 && m.seg_mae[0] != m.seg_mae[0] && m.seg_mae[2] != m.seg_mae[2]);
+}
+
+/* Score heads draw mixup pairs on the authors' 0.1-1 scale.  With tau1 =
+ * 0.5, P(i) ~ exp(|s_bar - s_i| / tau1) is exp(9) times more skewed per 4.5
+ * score points on the 1-10 scale than on 0.1-1: there the anchors are almost
+ * only the extreme rows; on the authors' scale every row can be one. */
+static void test_mixup_mse_scale(void) {
+    enum { B = 64, D = 16, N = 400 };
+    float s[B], s10[B], P1[B], P01[B], lam[B], anchors[10 * D], *x = fbuf((size_t)N * D);
+    int ia[B], ib[B], np, i, k, l, same;
+    double far1 = 0, far01 = 0, spread1 = 0, spread01 = 0, mean = 0, lo = 1e9, hi = -1e9;
+    uint64_t rng = 99, z = 5;
+    aes_elta_mixup_cfg mc;
+    aes_elta_synth_cfg sc;
+    aes_labels L;
+    aes_head_train_config cfg;
+    aes_head h[4];
+    static const int hidden[4] = {8, 8, 8, 4};
+    for (i = 0; i < B; i++) {
+        double u = (double)(aes__splitmix64(&z) >> 11) / 9007199254740992.0;
+        s[i] = (float)(5.5 + 12.0 * (u - 0.5) * fabs(u - 0.5)); /* 2.5 .. 8.5, crowded near 5.5 */
+        s10[i] = s[i] * 0.1f;
+        mean += s[i] / B;
+    }
+    aes_elta_config_default(&cfg.elta, 1);
+    CHECK(cfg.elta.mix_mse_scale == 0.1f);
+    mc = cfg.elta.mix;
+    CHECK_OK(ctx, aes__elta_anchor_probs(ctx, P1, s, NULL, B, &mc));
+    CHECK_OK(ctx, aes__elta_anchor_probs(ctx, P01, s10, NULL, B, &mc));
+    for (i = 0; i < B; i++) {
+        double dev = fabs(s[i] - mean);
+        if (dev > 1.5) { far1 += P1[i]; far01 += P01[i]; }
+        if (P01[i] < lo) lo = P01[i];
+        if (P01[i] > hi) hi = P01[i];
+    }
+    for (k = 0; k < 50; k++) {
+        CHECK_OK(ctx, aes_elta_mixup_sample(ctx, ia, ib, lam, &np, s, NULL, B, &mc, &rng));
+        for (i = 0; i < np; i++) spread1 += fabs(lam[i] - 0.5) / (50.0 * np);
+        CHECK_OK(ctx, aes_elta_mixup_sample(ctx, ia, ib, lam, &np, s10, NULL, B, &mc, &rng));
+        for (i = 0; i < np; i++) spread01 += fabs(lam[i] - 0.5) / (50.0 * np);
+    }
+    if (verbose())
+        fprintf(stderr, "    anchor mass beyond 1.5 from the mean: 1-10 scale %.3f, 0.1-1 scale %.3f; P(i) max/min on 0.1-1 %.2f;"
+                " mean |lambda - 0.5|: %.3f vs %.3f\n", far1, far01, hi / lo, spread1, spread01);
+    CHECK_MSG(far1 > 0.8, "1-10 scale: anchor mass in the tails %.3f", far1);
+    CHECK_MSG(far01 < 0.5, "0.1-1 scale: anchor mass in the tails %.3f", far01);
+    CHECK_MSG(hi / lo < exp(0.1 * 3.1 / 0.5), "0.1-1 scale: P(i) max/min %.3f", hi / lo);
+    /* the trainer: default = 0.1 = 0 (taken as 0.1); 1 differs; EMD heads ignore it */
+    make_anchors(anchors, D, 3);
+    aes_elta_synth_default(&sc);
+    CHECK_OK(ctx, aes_elta_synth(ctx, x, &L, N, anchors, D, &sc, 7, 8));
+    for (k = 0; k < 4; k++) {
+        int emd = k == 3;
+        aes_head_train_config_default(&cfg);
+        cfg.epochs = 2;
+        cfg.loss = emd ? AES_LOSS_EMD : AES_LOSS_MSE;
+        cfg.elta.mixup = 1;
+        cfg.elta.mix_mse_scale = k == 1 ? 0.0f : k == 2 ? 1.0f : 0.1f;
+        CHECK_OK(ctx, aes_head_init(ctx, &h[k], AES_HEAD_MLP, emd ? AES_HEAD_HIST10 : AES_HEAD_SCORE, AES_HEAD_ACT_NONE, D,
+                                    hidden, 1));
+        CHECK_OK(ctx, aes_head_train(ctx, &h[k], x, N, D, &L, NULL, 0, &cfg, NULL));
+    }
+    for (l = 0, same = 1; l < h[0].nlayers; l++)
+        same &= memcmp(h[0].w[l], h[1].w[l], sizeof(float) * (size_t)h[0].dim[l] * h[0].dim[l + 1]) == 0;
+    CHECK_MSG(same, "mix_mse_scale 0 is not the default 0.1");
+    for (l = 0, same = 1; l < h[0].nlayers; l++)
+        same &= memcmp(h[0].w[l], h[2].w[l], sizeof(float) * (size_t)h[0].dim[l] * h[0].dim[l + 1]) == 0;
+    CHECK_MSG(!same, "mix_mse_scale 1 trained the same weights as 0.1");
+    {   /* EMD: the same weights whatever the MSE scale */
+        aes_head e2;
+        aes_head_train_config_default(&cfg);
+        cfg.epochs = 2;
+        cfg.loss = AES_LOSS_EMD;
+        cfg.elta.mixup = 1;
+        cfg.elta.mix_mse_scale = 1.0f;
+        CHECK_OK(ctx, aes_head_init(ctx, &e2, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, D, hidden, 1));
+        CHECK_OK(ctx, aes_head_train(ctx, &e2, x, N, D, &L, NULL, 0, &cfg, NULL));
+        for (l = 0, same = 1; l < e2.nlayers; l++)
+            same &= memcmp(h[3].w[l], e2.w[l], sizeof(float) * (size_t)e2.dim[l] * e2.dim[l + 1]) == 0;
+        CHECK_MSG(same, "the MSE scale changed an EMD head");
+        aes_head_free(&e2);
+    }
+    for (k = 0; k < 4; k++) aes_head_free(&h[k]);
+    aes_labels_free(&L);
+    free(x);
+}
+
+typedef struct { int epochs, last_stage, n_pseudo; } stage_log;
+static void log_epoch(void *user, const aes_head_epoch_info *e) {
+    stage_log *g = (stage_log *)user;
+    g->epochs = e->epochs;
+    g->last_stage = e->stage;
+    g->n_pseudo = e->n_pseudo;
+}
+
+/* The pseudo-label stage as the authors run it: as long as stage 1 by
+ * default, and only when more than refine_min (10) rows are selected. */
+static void test_refine_stage_rules(void) {
+    enum { D = 16, N = 600, NU = 300 };
+    float anchors[10 * D], *x = fbuf((size_t)N * D), *xu = fbuf((size_t)NU * D);
+    aes_labels L, LU;
+    aes_elta_synth_cfg sc;
+    aes_head_train_config cfg;
+    aes_head_train_result res;
+    aes_head h, g;
+    stage_log log;
+    static const int hidden[4] = {16, 8, 8, 4};
+    int l, same;
+    make_anchors(anchors, D, 8);
+    aes_elta_synth_default(&sc);
+    CHECK_OK(ctx, aes_elta_synth(ctx, x, &L, N, anchors, D, &sc, 5, 6));
+    CHECK_OK(ctx, aes_elta_synth(ctx, xu, &LU, NU, anchors, D, &sc, 5, 7));
+    aes_head_train_config_default(&cfg);
+    cfg.loss = AES_LOSS_EMD;
+    cfg.epochs = 3;
+    cfg.elta.refine = 1;
+    CHECK(cfg.elta.refine_epochs == -1 && cfg.elta.refine_min == 10);
+    cfg.elta.refine_threshold = 0.2f; /* most rows pass */
+    cfg.on_epoch = log_epoch;
+    cfg.user = &log;
+    memset(&log, 0, sizeof log);
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, D, hidden, 1));
+    CHECK_OK(ctx, aes_head_train(ctx, &h, x, N, D, &L, xu, NU, &cfg, &res));
+    CHECK_MSG(log.epochs == 6 && log.last_stage == 2, "stage 2 as long as stage 1: %d epochs, stage %d", log.epochs, log.last_stage);
+    CHECK(res.n_pseudo > 10 && res.best_epoch > 3);
+    aes_head_free(&h);
+    /* 10 or fewer selected rows: no second stage, the stage-1 head (bit for bit
+     * what training without refinement gives) */
+    cfg.elta.refine_min = NU;
+    memset(&log, 0, sizeof log);
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, D, hidden, 1));
+    CHECK_OK(ctx, aes_head_train(ctx, &h, x, N, D, &L, xu, NU, &cfg, &res));
+    CHECK(res.n_pseudo == 0 && res.best_epoch <= 3 && log.last_stage == 1);
+    cfg.elta.refine = 0;
+    CHECK_OK(ctx, aes_head_init(ctx, &g, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, D, hidden, 1));
+    CHECK_OK(ctx, aes_head_train(ctx, &g, x, N, D, &L, xu, NU, &cfg, NULL));
+    for (l = 0, same = 1; l < h.nlayers; l++)
+        same &= memcmp(h.w[l], g.w[l], sizeof(float) * (size_t)h.dim[l] * h.dim[l + 1]) == 0 &&
+                memcmp(h.b[l], g.b[l], sizeof(float) * (size_t)h.dim[l + 1]) == 0;
+    CHECK_MSG(same, "a skipped pseudo-label stage changed the head");
+    /* an explicit length */
+    cfg.elta.refine = 1;
+    cfg.elta.refine_min = 10;
+    cfg.elta.refine_epochs = 2;
+    aes_head_free(&h);
+    CHECK_OK(ctx, aes_head_init(ctx, &h, AES_HEAD_MLP, AES_HEAD_HIST10, AES_HEAD_ACT_NONE, D, hidden, 1));
+    CHECK_OK(ctx, aes_head_train(ctx, &h, x, N, D, &L, xu, NU, &cfg, &res));
+    CHECK(log.epochs == 5 && log.last_stage == 2);
+    aes_head_free(&h); aes_head_free(&g);
+    aes_labels_free(&L); aes_labels_free(&LU);
+    free(x); free(xu);
+}
+
 static void test_train_deterministic(void) {
     enum { D = 16, N = 600 };
     float anchors[10 * D], *x = fbuf((size_t)N * D);
@@ -996,7 +1179,7 @@ static void test_cli_train_eval_predict(void) {
     aes_head h;
     aes_iaa_metrics m;
     FILE *p;
-    int got = 0, seen_srcc = 0, seen_tail = 0;
+    int got = 0, seen_srcc = 0, seen_tail = 0, seen_seg = 0;
     if (!cli) { free(x); free(want); return; }
     snprintf(dir, sizeof dir, "/tmp/aes_test_elta_%ld", (long)time(NULL) ^ (long)clock());
     snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
@@ -1043,10 +1226,13 @@ static void test_cli_train_eval_predict(void) {
                 if (!strcmp(name, "tail_mae")) { CHECK_NEAR(v, m.tail_mae, 1e-5); seen_tail = 1; }
                 if (!strcmp(name, "balanced_mae")) CHECK_NEAR(v, m.balanced_mae, 1e-5);
                 if (!strcmp(name, "emd")) CHECK(v > 0 && v < 1);
+                if (!strcmp(name, "pct0_20_mae")) { CHECK_NEAR(v, m.seg_mae[0], 1e-5); seen_seg++; }
+                if (!strcmp(name, "pct20_80_mae")) { CHECK_NEAR(v, m.seg_mae[1], 1e-5); seen_seg++; }
+                if (!strcmp(name, "pct80_100_mae")) { CHECK_NEAR(v, m.seg_mae[2], 1e-5); seen_seg++; }
             }
             CHECK(pclose(p) == 0);
         }
-        CHECK(seen_srcc && seen_tail);
+        CHECK(seen_srcc && seen_tail && seen_seg == 3);
     }
     aes_head_free(&h);
     /* bad input: a label file with the wrong number of rows is refused */
@@ -1162,6 +1348,9 @@ int main(int argc, char **argv) {
     RUN(test_head_predict);
     RUN(test_synth);
     RUN(test_train_deterministic);
+    RUN(test_piecewise_mae);
+    RUN(test_mixup_mse_scale);
+    RUN(test_refine_stage_rules);
     RUN(test_train_errors);
     RUN(test_head_save_load);
     RUN(test_cli_train_eval_predict);

@@ -1135,6 +1135,22 @@ static void test_cli_eval(void) {
     remove(path);
 }
 
+/* tools/judge.py (the multimodal-LLM judge) and tools/rephrase.py's prompt
+ * styles, against a stand-in server on 127.0.0.1 that judges by mean
+ * brightness (tests/test_llm_tools.py): swapped-order disagreement, a 500, a
+ * garbage answer, an interrupted run resumed.  Python, not the library: run
+ * once per CI build matrix, not again under emulators and valgrind. */
+static void test_llm_tools_py(void) {
+    int rc;
+    if (getenv("AES_SLOW_RUNNER")) { tl_skip("AES_SLOW_RUNNER is set: the python tools' test runs in the default build"); return; }
+    if (system("python3 -c 'import http.server, urllib.request' >/dev/null 2>&1") != 0) {
+        tl_skip("python3 is absent: tools/judge.py and tools/rephrase.py not tested");
+        return;
+    }
+    rc = system("python3 tests/test_llm_tools.py");
+    CHECK_MSG(rc == 0, "tests/test_llm_tools.py failed (status %d)", rc);
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
@@ -1163,6 +1179,7 @@ int main(int argc, char **argv) {
     RUN(test_eval_tsv);
     RUN(test_cli_end_to_end);
     RUN(test_cli_eval);
+    RUN(test_llm_tools_py);
     aes_ctx_free(ctx);
     return tl_report();
 }

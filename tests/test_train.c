@@ -389,7 +389,7 @@ static void test_dpo_loss_gradcheck(void) {
 
 static void test_pairs_grid(void) {
     aes_ctx *ctx = aes_ctx_create();
-    aes_pair_grid_config g = {2, 3, 1, 0};
+    aes_pair_grid_config g = {2, 3, 1, 0, AES_PAIR_ROWS_RERANKED};
     /* candidates in retrieval order; aesthetic scores */
     float aes[8] = {1.0f, 3.0f, 2.0f, 9.0f, 5.0f, 7.0f, 100.0f, 100.0f};
     aes_pair_index out[64];
@@ -424,6 +424,47 @@ static void test_pairs_grid(void) {
     CHECK(aes_pairs_from_grid(ctx, &g, aes, 7, out, 3, &n) == AES_ERR_LIMIT);
     g.stride = 0;
     CHECK(aes_pairs_from_grid(ctx, &g, aes, 7, out, 64, &n) == AES_ERR_INVALID_ARG);
+    aes_ctx_free(ctx);
+}
+
+/* Rows from the re-ranked list (the paper's, the default) or the raw cosine
+ * order: the same four results give different grids. */
+static void test_pairs_from_results(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_pair_grid_config g;
+    /* cosine order 1 0 2 3; re-ranked (final) order 2 1 3 0 */
+    aes_result res[4] = {{10, 0.30f, 5.0f, 0.29f}, {11, 0.35f, 4.0f, 0.31f}, {12, 0.28f, 7.0f, 0.33f},
+                         {13, 0.25f, 6.0f, 0.30f}};
+    /* cosine: rows {1, 0} -> [0, 1] by aesthetic, {2, 3} -> [2, 3] */
+    static const int want_cos[5][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 3}, {2, 3}};
+    /* re-ranked: rows {2, 1} -> [2, 1], {3, 0} -> [3, 0] */
+    static const int want_rr[5][2] = {{2, 1}, {2, 3}, {2, 0}, {1, 0}, {3, 0}};
+    aes_pair_index out[16];
+    int n = 0, i;
+    memset(&g, 0, sizeof g);
+    g.rows = 2; g.cols = 2; g.stride = 1;
+    CHECK(g.rows_from == AES_PAIR_ROWS_RERANKED);   /* zero = the paper's */
+    CHECK_OK(ctx, aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n));
+    CHECK(n == 5);
+    for (i = 0; i < n && i < 5; i++)
+        CHECK_MSG(out[i].preferred == want_rr[i][0] && out[i].rejected == want_rr[i][1],
+                  "re-ranked pair %d: %d > %d, want %d > %d", i, out[i].preferred, out[i].rejected, want_rr[i][0], want_rr[i][1]);
+    g.rows_from = AES_PAIR_ROWS_COSINE;
+    CHECK_OK(ctx, aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n));
+    CHECK(n == 5);
+    for (i = 0; i < n && i < 5; i++)
+        CHECK_MSG(out[i].preferred == want_cos[i][0] && out[i].rejected == want_cos[i][1],
+                  "cosine pair %d: %d > %d, want %d > %d", i, out[i].preferred, out[i].rejected, want_cos[i][0], want_cos[i][1]);
+    /* a result the grid uses without an aesthetic score is refused; one it
+     * does not use (beyond rows x cols) is not looked at */
+    res[3].aesthetic = NAN;
+    CHECK(aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n) == AES_ERR_INVALID_ARG);
+    CHECK(strstr(aes_last_error(ctx), "result 3 has no aesthetic score") != NULL);
+    g.rows = 1;
+    CHECK_OK(ctx, aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n));
+    CHECK(n == 1 && out[0].preferred == 0 && out[0].rejected == 1);
+    g.rows_from = (aes_pair_rows)7;
+    CHECK(aes_pairs_from_results(ctx, &g, res, 4, out, 16, &n) == AES_ERR_INVALID_ARG);
     aes_ctx_free(ctx);
 }
 
@@ -1146,7 +1187,7 @@ static void test_finetune_raises_preference_accuracy(void) {
     for (c = 0; c < FT_CLASSES; c++) {
         int order[NG], k, got = 0, j;
         float sc[NG], cand_aes[TOPK];
-        aes_pair_grid_config g = {4, 4, 3, 0};
+        aes_pair_grid_config g = {4, 4, 3, 0, AES_PAIR_ROWS_RERANKED};
         for (i = 0; i < NG; i++) {
             int e;
             sc[i] = 0;
@@ -1166,7 +1207,7 @@ static void test_finetune_raises_preference_accuracy(void) {
         npairs += got;
     }
     {
-        aes_pair_grid_config g_all = {4, 4, 3, 0};
+        aes_pair_grid_config g_all = {4, 4, 3, 0, AES_PAIR_ROWS_RERANKED};
         CHECK(npairs == FT_CLASSES * aes_pair_grid_max(&g_all));
     }
     /* cached reference similarities: the model as it is now */
@@ -1520,6 +1561,170 @@ static aes_status lp_dpo(aes_ctx *ctx, const aes_tokenizer *tok, const aes_pair_
 
 static int lp_same(const float *a, const float *b, size_t n) { return a && b && !memcmp(a, b, n * sizeof(float)); }
 
+/* ---- augmentation of the DPO rows ---------------------------------------------- */
+
+static void aug_image(float *px, int S) {   /* a horizontal ramp per channel, in CLIP's normalised units */
+    int c, y, x;
+    for (c = 0; c < 3; c++)
+        for (y = 0; y < S; y++)
+            for (x = 0; x < S; x++) px[(c * S + y) * S + x] = -1.5f + 3.0f * (float)x / (float)(S - 1) + 0.1f * (float)c + 0.01f;
+}
+
+static void test_augment_pixels(void) {
+    enum { S = 16, N = 3 * S * S };
+    static const float mean[3] = {AES_CLIP_MEAN_R, AES_CLIP_MEAN_G, AES_CLIP_MEAN_B};
+    static const float sd[3] = {AES_CLIP_STD_R, AES_CLIP_STD_G, AES_CLIP_STD_B};
+    aes_ctx *ctx = aes_ctx_create();
+    aes_augment_config a;
+    float src[N], px[N], px2[N];
+    int i, c, y, x, zeros, monotone, same_rows, differ = 0;
+    uint64_t seed;
+    aug_image(src, S);
+    /* all off: the image as it was */
+    aes_augment_config_default(&a, 0);
+    memcpy(px, src, sizeof px);
+    CHECK_OK(ctx, aes_augment_pixels(ctx, px, S, &a, 1));
+    CHECK(!memcmp(px, src, sizeof px));
+    /* a flip of probability 1 mirrors every row exactly */
+    a.flip = 1.0f;
+    CHECK_OK(ctx, aes_augment_pixels(ctx, px, S, &a, 2));
+    for (i = 0; i < N; i++) CHECK(px[i] == src[(i / S) * S + (S - 1 - i % S)]);
+    /* a crop keeps a ramp a ramp: rows stay equal, values rise along x and
+     * stay inside the original range, the range shrinks for some seed */
+    aes_augment_config_default(&a, 0);
+    a.crop_scale = 0.3f;
+    for (seed = 1; seed <= 20; seed++) {
+        memcpy(px, src, sizeof px);
+        CHECK_OK(ctx, aes_augment_pixels(ctx, px, S, &a, seed));
+        monotone = same_rows = 1;
+        for (c = 0; c < 3; c++)
+            for (y = 0; y < S; y++)
+                for (x = 0; x < S; x++) {
+                    float v = px[(c * S + y) * S + x];
+                    if (x && v < px[(c * S + y) * S + x - 1] - 1e-6f) monotone = 0;
+                    if (y && fabsf(v - px[(c * S + y - 1) * S + x]) > 1e-6f) same_rows = 0;
+                    if (v < src[c * S * S] - 1e-6f || v > src[c * S * S + S - 1] + 1e-6f) monotone = 0;
+                }
+        CHECK_MSG(monotone && same_rows, "crop, seed %d: not a ramp any more", (int)seed);
+        differ += memcmp(px, src, sizeof px) != 0;
+    }
+    CHECK(differ >= 15);
+    /* colour jitter keeps every pixel a colour in [0, 1] */
+    aes_augment_config_default(&a, 0);
+    a.brightness = a.contrast = a.saturation = 0.9f;
+    memcpy(px, src, sizeof px);
+    CHECK_OK(ctx, aes_augment_pixels(ctx, px, S, &a, 5));
+    CHECK(memcmp(px, src, sizeof px) != 0);
+    for (i = 0; i < N; i++) {
+        float v = px[i] * sd[i / (S * S)] + mean[i / (S * S)];
+        if (!(v >= -1e-5f && v <= 1.0f + 1e-5f)) { CHECK_MSG(0, "jitter: pixel %d is %g in [0, 1] units", i, (double)v); break; }
+    }
+    /* erasing with probability 1: one box of zeros, about the asked area */
+    aes_augment_config_default(&a, 0);
+    a.erase = 1.0f;
+    a.erase_min = a.erase_max = 0.25f;
+    memcpy(px, src, sizeof px);
+    CHECK_OK(ctx, aes_augment_pixels(ctx, px, S, &a, 9));
+    for (i = 0, zeros = 0; i < S * S; i++) zeros += px[i] == 0.0f && px[S * S + i] == 0.0f && px[2 * S * S + i] == 0.0f;
+    CHECK_MSG(zeros >= 40 && zeros <= 90, "erased %d of 256 pixels for an area share of 0.25", zeros);
+    /* everything on: a function of the seed */
+    aes_augment_config_default(&a, 1);
+    memcpy(px, src, sizeof px);
+    memcpy(px2, src, sizeof px);
+    CHECK_OK(ctx, aes_augment_pixels(ctx, px, S, &a, 77));
+    CHECK_OK(ctx, aes_augment_pixels(ctx, px2, S, &a, 77));
+    CHECK(!memcmp(px, px2, sizeof px));
+    memcpy(px2, src, sizeof px);
+    CHECK_OK(ctx, aes_augment_pixels(ctx, px2, S, &a, 78));
+    CHECK(memcmp(px, px2, sizeof px) != 0);
+    /* bad settings */
+    a.flip = 1.5f;
+    CHECK(aes_augment_pixels(ctx, px, S, &a, 1) == AES_ERR_INVALID_ARG);
+    aes_augment_config_default(&a, 1);
+    a.erase_min = 0.5f; a.erase_max = 0.2f;
+    CHECK(aes_augment_pixels(ctx, px, S, &a, 1) == AES_ERR_INVALID_ARG);
+    CHECK(aes_augment_pixels(ctx, NULL, S, &a, 1) == AES_ERR_INVALID_ARG);
+    aes_ctx_free(ctx);
+}
+
+/* DPO with augmentation: seeded by (seed, step, row), so stopped + resumed
+ * is the same run; it changes the training; and the cached reference is of
+ * the plain images, so the first step's margin is no longer 0. */
+static void test_dpo_finetune_augment(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_tokenizer *tok = NULL;
+    aes_pair_set *set = NULL;
+    static const char *const qs[4] = {"a cat", "a dog", "cat and dog", "a red cat"};
+    aes_dpo_finetune_config cfg = aes_dpo_finetune_config_default(), c2;
+    aes_train_result res;
+    lp_user u;
+    float *plain = NULL, *straight = NULL, *p2 = NULL;
+    size_t np = 0;
+    aes_clip_trainer *tr;
+    char name[2][16];
+    float plain_margin, aug_margin;
+    int q, i;
+    CHECK_OK(ctx, aes_tokenizer_load_merges_memory(ctx, LP_MERGES, strlen(LP_MERGES), 0, &tok));
+    CHECK_OK(ctx, aes_pair_set_create(ctx, &set));
+    if (!tok || !set) goto out;
+    for (q = 0; q < 4; q++)
+        for (i = 0; i < 5; i++) {
+            snprintf(name[0], sizeof name[0], "img%d", (q + i) % 8);
+            snprintf(name[1], sizeof name[1], "img%d", (q + 2 * i + 3) % 8);
+            if (strcmp(name[0], name[1])) CHECK_OK(ctx, aes_pair_set_add(ctx, set, qs[q], name[0], name[1], 1.0f));
+        }
+    tr = lp_model(ctx, tok, 0, &np);   /* for np */
+    if (!tr) { CHECK(0); goto out; }
+    lp_free(tr);
+    cfg.steps = 4;
+    cfg.batch = 6;
+    cfg.pairs_per_step = 3;
+    cfg.seed = 3;
+    cfg.optim.lr = 1e-2f;
+    cfg.load_image = lp_load;
+    cfg.progress = lp_progress;
+    cfg.user = &u;
+    memset(&u, 0, sizeof u);
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &cfg, 0, 1, &plain, &res));
+    plain_margin = u.first_margin;
+    aes_augment_config_default(&cfg.augment, 1);
+    memset(&u, 0, sizeof u);
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &cfg, 0, 1, &straight, &res));
+    aug_margin = u.first_margin;
+    CHECK(res.steps_done == 4 && straight && plain && !lp_same(straight, plain, np));
+    CHECK_MSG(fabsf(plain_margin) < 1e-4f && fabsf(aug_margin) > 1e-4f,
+              "first-step margin %g without, %g with augmentation", (double)plain_margin, (double)aug_margin);
+    if (getenv("TL_VERBOSE"))
+        fprintf(stderr, "    first-step margin (mean h at the reference): plain %.2e, augmented %.2e\n",
+                (double)plain_margin, (double)aug_margin);
+    /* stopped after 2 steps, resumed: the same bits (2 threads on the second half) */
+    c2 = cfg;
+    c2.save = lp_save;
+    c2.restore = lp_restore;
+    c2.resume = 1;
+    memset(&u, 0, sizeof u);
+    u.stop_at = 2;
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &c2, 0, 1, NULL, &res));
+    CHECK(res.stopped && res.steps_done == 2);
+    u.stop_at = 0;
+    CHECK_OK(ctx, lp_dpo(ctx, tok, set, NULL, &c2, 0, 2, &p2, &res));
+    CHECK(res.resumed && res.start_step == 2 && res.steps_done == 4);
+    CHECK_MSG(lp_same(straight, p2, np), "augmented: stopped + resumed differs from straight");
+    aes_free(u.model_blob);
+    aes_free(u.optim_blob);
+    /* bad settings are refused before anything runs */
+    c2 = cfg;
+    c2.augment.erase = 2.0f;
+    memset(&u, 0, sizeof u);
+    CHECK(lp_dpo(ctx, tok, set, NULL, &c2, 0, 1, NULL, &res) == AES_ERR_INVALID_ARG);
+    CHECK(u.steps == 0 && strstr(aes_last_error(ctx), "augment") != NULL);
+out:
+    free(plain); free(straight); free(p2);
+    aes_pair_set_free(set);
+    aes_tokenizer_free(tok);
+    aes_ctx_free(ctx);
+}
+
 static void test_dpo_finetune_loop(void) {
     aes_ctx *ctx = aes_ctx_create();
     aes_tokenizer *tok = NULL, *big = NULL;
@@ -1859,6 +2064,10 @@ static void test_cli_make_pairs_finetune_resume(void) {
     if (f) { fputs("a red cat\na blue square\nsomething bright\n", f); fclose(f); }
     CHECK(sh("%s make-pairs --index %s/x.idx --model %s --vocab %s --queries %s --k 12 --rows 3 --cols 3 "
              "--stride 1 --expand none --out %s/pairs.tsv 2>/dev/null", cli, dir, model, vocab, path, dir) == 0);
+    CHECK(sh("%s make-pairs --index %s/x.idx --model %s --vocab %s --queries %s --k 12 --rows 3 --cols 3 "
+             "--stride 1 --rows-from cosine --out %s/pairs_cos.tsv 2>/dev/null", cli, dir, model, vocab, path, dir) == 0);
+    CHECK(sh("%s make-pairs --index %s/x.idx --model %s --vocab %s --queries %s --rows-from bogus "
+             "--out %s/pairs_bad.tsv 2>/dev/null", cli, dir, model, vocab, path, dir) != 0);
 
     /* every pair names two indexed images, and the 2-D order never prefers an
      * image that is worse on both counts: the rejected one is never both more
@@ -1918,6 +2127,24 @@ static void test_cli_make_pairs_finetune_resume(void) {
         snprintf(a, sizeof a, "%s/a.safetensors", dir);
         snprintf(b, sizeof b, "%s/b.safetensors", dir);
         CHECK(files_equal(a, b));
+        /* the same with --augment: resumed == straight, and not the plain run */
+        CHECK(sh("%s finetune-dpo --model %s --vocab %s --pairs %s/pairs.tsv --steps 4 --batch 6 --lr 1e-3 "
+                 "--seed 3 --augment --aug-erase 0.5 --out %s/c.safetensors > /dev/null 2>&1", cli, model, vocab, dir, dir) == 0);
+        CHECK(sh("%s finetune-dpo --model %s --vocab %s --pairs %s/pairs.tsv --steps 4 --batch 6 --lr 1e-3 "
+                 "--seed 3 --augment --aug-erase 0.5 --stop-after 2 --out %s/d.safetensors > /dev/null 2>&1", cli, model,
+                 vocab, dir, dir) == 0);
+        CHECK(sh("%s finetune-dpo --model %s --vocab %s --pairs %s/pairs.tsv --steps 4 --batch 6 --lr 1e-3 "
+                 "--seed 3 --augment --aug-erase 0.5 --resume --out %s/d.safetensors > /dev/null 2>&1", cli, model, vocab,
+                 dir, dir) == 0);
+        CHECK(sh("%s finetune-dpo --model %s --vocab %s --pairs %s/pairs.tsv --steps 1 --aug-flip 2 "
+                 "--out %s/e.safetensors > /dev/null 2>&1", cli, model, vocab, dir, dir) != 0);
+        {
+            char c_[600], d_[600];
+            snprintf(c_, sizeof c_, "%s/c.safetensors", dir);
+            snprintf(d_, sizeof d_, "%s/d.safetensors", dir);
+            CHECK(files_equal(c_, d_));
+            CHECK(!files_equal(a, c_));
+        }
         /* the result loads in the inference model, and it moved */
         CHECK_OK(c, aes_clip_load(c, model, NULL, &m0));
         CHECK_OK(c, aes_clip_load(c, a, NULL, &m1));
@@ -1943,6 +2170,8 @@ int main(int argc, char **argv) {
     RUN(test_clip_loss_gradcheck);
     RUN(test_dpo_loss_gradcheck);
     RUN(test_pairs_grid);
+    RUN(test_pairs_from_results);
+    RUN(test_augment_pixels);
     RUN(test_pair_tsv);
     RUN(test_clip_forward_matches_fixture);
     RUN(test_clip_backward_gradcheck);
@@ -1954,6 +2183,7 @@ int main(int argc, char **argv) {
     RUN(test_finetune_raises_preference_accuracy);
     RUN(test_one_validator_edges);
     RUN(test_dpo_finetune_loop);
+    RUN(test_dpo_finetune_augment);
     RUN(test_clip_train_loop);
     RUN(test_cli_make_pairs_finetune_resume);
     return tl_report();

@@ -70,6 +70,8 @@ static int parse_head_kind(const char *s, int *kind) {
     return 1;
 }
 
+static const char *const seg_names[3] = {"pct0_20", "pct20_80", "pct80_100"};
+
 static void print_metrics(FILE *f, const aes_iaa_metrics *m) {
     int k;
     fprintf(f, "n %d\n", m->n);
@@ -84,6 +86,10 @@ static void print_metrics(FILE *f, const aes_iaa_metrics *m) {
     fprintf(f, "groups ");
     for (k = 0; k < AES_SCORE_BINS; k++) fputc("HMT"[m->group[k]], f);
     fputc('\n', f);
+    /* the ELTA authors' percentile segments (metric.py piecewise_mae) */
+    for (k = 0; k < 3; k++)
+        fprintf(f, "%s_mae %.6f\n%s_count %d\n", seg_names[k], m->seg_mae[k], seg_names[k], m->seg_count[k]);
+    fprintf(f, "pct_edges %.6f %.6f %.6f %.6f\n", m->seg_edge[0], m->seg_edge[1], m->seg_edge[2], m->seg_edge[3]);
 }
 
 /* ---- train-head ------------------------------------------------------------------ */
@@ -120,7 +126,10 @@ static void train_usage(FILE *f) {
             "  --no-mixup --no-simloss --no-refine   switch single ELTA parts off again\n"
             "  --mixup --simloss --refine            switch single ELTA parts on\n"
             "  --unlabeled FILE         embeddings without labels, for ELTA's pseudo-labels (part 3)\n"
-            "  --refine-epochs N        epochs of the pseudo-label stage (default 10)\n"
+            "  --refine-epochs N        epochs of the pseudo-label stage (default: as many as --epochs, as\n"
+            "                           the authors' code); it runs only when more than 10 rows are selected\n"
+            "  --mse-scale X            score (mse) heads: scale of the scores mixup's temperatures act on\n"
+            "                           (default 0.1 = the authors' 0.1-1 scale; 1 = the 1-10 scale)\n"
             "  --n-mix N                mixed samples per batch (default 16)\n"
             "  --sim-weight X           weight of the similarity-consistency loss (default 0.5)\n"
             "  --anchor deviation|invfreq|uniform   mixup anchors (default deviation, the paper's)\n"
@@ -201,6 +210,11 @@ CLI_COMMAND(train_head, "train an aesthetic head on embeddings: linear or MLP, E
         if ((r = cli_opt_float(argc, argv, &i, "--wd", &fv))) { if (r < 0 || !(fv >= 0)) return 2; cfg.weight_decay = (float)fv; continue; }
         if ((r = cli_opt_float(argc, argv, &i, "--val-split", &fv))) { if (r < 0 || !(fv >= 0 && fv < 1)) return 2; cfg.val_split = (float)fv; continue; }
         if ((r = cli_opt_float(argc, argv, &i, "--sim-weight", &fv))) { if (r < 0 || !(fv >= 0)) return 2; cfg.elta.sim_weight = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--mse-scale", &fv))) {
+            if (r < 0 || !(fv > 0 && fv < 1e6)) return cli_fail("train-head", NULL, "--mse-scale wants a positive number") + 1;
+            cfg.elta.mix_mse_scale = (float)fv;
+            continue;
+        }
         if (!strcmp(argv[i], "--elta")) { elta = 1; continue; }
         if (!strcmp(argv[i], "--mixup")) { want_mixup = 1; continue; }
         if (!strcmp(argv[i], "--no-mixup")) { want_mixup = 0; continue; }
@@ -313,7 +327,11 @@ CLI_COMMAND(eval_head, "print IAA metrics of a head on labelled embeddings: srcc
                    "  prints one metric per line, `name value`: n, srcc, plcc, acc (at --threshold, default 5),\n"
                    "  mae, rmse, emd (hist10 head and h1..h10 labels), head_mae, medium_mae, tail_mae,\n"
                    "  balanced_mae, mae_bin1..10, count_bin1..10, groups (H/M/T per bin).  Head/medium/tail\n"
-                   "  bins come from the label counts of --split-labels (e.g. the training set), else --labels.\n");
+                   "  bins come from the label counts of --split-labels (e.g. the training set), else --labels.\n"
+                   "  Then the ELTA authors' long-tail metric (their metric.py): pct0_20_mae, pct20_80_mae,\n"
+                   "  pct80_100_mae (and _count) = MAE of the rows whose true score lies strictly between the\n"
+                   "  0th/20th, 20th/80th, 80th/100th percentiles of the true scores, and pct_edges (the four\n"
+                   "  percentiles).\n");
             return 0;
         }
         if ((r = cli_opt_str(argc, argv, &i, "--head", &head_path))) { if (r < 0) return 2; continue; }
@@ -400,9 +418,11 @@ typedef struct {
     int kind, loss, mixup, simloss, refine;
 } bench_cfg;
 
-typedef struct { double v[8]; } bench_row; /* srcc plcc mae head medium tail balanced acc */
+#define BENCH_COLS 11
+typedef struct { double v[BENCH_COLS]; } bench_row; /* srcc plcc mae head medium tail balanced acc, authors' segments */
 
-static const char *const bench_cols[8] = {"SRCC", "PLCC", "MAE", "head MAE", "medium MAE", "tail MAE", "balanced MAE", "acc"};
+static const char *const bench_cols[BENCH_COLS] = {"SRCC", "PLCC", "MAE", "head MAE", "medium MAE", "tail MAE", "balanced MAE", "acc",
+                                                  "MAE 0-20%", "MAE 20-80%", "MAE 80-100%"};
 
 static int load_anchors(aes_ctx *ctx, const char *path, float **a, int *d) {
     int n;
@@ -506,7 +526,8 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
             printf("usage: aesalign elta-bench [--anchors FILE] [--seeds N] [--seed-base N] [--n-train N] [--n-test N] [--n-unlabeled N]\n"
                    "                          [--epochs N] [--refine-epochs N] [--only SUBSTRING] [--act none|relu]\n"
                    "                          [--n-mix N] [--sim-weight X] [--sim-layer N] [--anchor deviation|invfreq|uniform]\n"
-                   "                          [--lambda paper|beta] [--content X] [--noise X] [--sd X] [--position-sd X] [--verbose]\n"
+                   "                          [--lambda paper|beta] [--tau1 X] [--mse-scale X] [--beta X] [--threshold X] [--refine-label 0|1]\n"
+                   "                          [--content X] [--noise X] [--sd X] [--position-sd X] [--verbose]\n"
                    "                          [--select srcc|last] [--lr X] [--export PREFIX]  (write the first seed's sets as PREFIX-{train,test,unlabeled}.*\n"
                    "                          for train-head / eval-head, and stop)\n"
                    "  Builds a long-tailed benchmark from 10 real CLIP embeddings of rising aesthetic level\n"
@@ -514,7 +535,12 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
                    "  trains every configuration of the ablation on the same data for each seed and prints\n"
                    "  a markdown table of test metrics, mean +- sd over seeds, with paired differences to the\n"
                    "  baseline of the same head.  Every configuration trains the same number of epochs.\n"
-                   "  Seeds are seed-base+1 .. seed-base+N (tune on another seed-base than the one you report).\n",
+                   "  Seeds are seed-base+1 .. seed-base+N (tune on another seed-base than the one you report).\n"
+                   "  Metrics: the library's head/medium/tail bins by training frequency, and the ELTA authors'\n"
+                   "  MAE over the 0-20th / 20-80th / 80-100th percentiles of the true test scores.\n"
+                   "  --mse-scale: scale of MSE heads' scores for mixup (default 0.1, the authors'; 1 = 1-10).\n"
+                   "  --refine-epochs defaults to 10 here (the benchmark's protocol; train-head's default is the\n"
+                   "  authors', as long as stage 1).\n",
                    anchors_path);
             return 0;
         }
@@ -536,6 +562,11 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
         if ((r = cli_opt_float(argc, argv, &i, "--position-sd", &fv))) { if (r < 0 || !(fv >= 0)) return 2; sc.position_sd = (float)fv; continue; }
         if ((r = cli_opt_float(argc, argv, &i, "--sd", &fv))) { if (r < 0 || !(fv > 0)) return 2; sc.sd = (float)fv; continue; }
         if ((r = cli_opt_float(argc, argv, &i, "--tau1", &fv))) { if (r < 0) return 2; ec.mix.tau1 = (float)fv; continue; }
+        if ((r = cli_opt_float(argc, argv, &i, "--mse-scale", &fv))) {
+            if (r < 0 || !(fv > 0 && fv < 1e6)) return cli_fail("elta-bench", NULL, "--mse-scale wants a positive number") + 1;
+            ec.mix_mse_scale = (float)fv;
+            continue;
+        }
         if ((r = cli_opt_float(argc, argv, &i, "--beta", &fv))) { if (r < 0) return 2; ec.refine_beta = (float)fv; continue; }
         if ((r = cli_opt_float(argc, argv, &i, "--threshold", &fv))) { if (r < 0) return 2; ec.refine_threshold = (float)fv; continue; }
         if ((r = cli_opt_int(argc, argv, &i, "--refine-label", &v))) { if (r < 0) return 2; ec.refine_label = (int)v; continue; }
@@ -666,10 +697,12 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
             }
             row->v[0] = m.srcc; row->v[1] = m.plcc; row->v[2] = m.mae; row->v[3] = m.head_mae;
             row->v[4] = m.medium_mae; row->v[5] = m.tail_mae; row->v[6] = m.balanced_mae; row->v[7] = m.acc;
+            row->v[8] = m.seg_mae[0]; row->v[9] = m.seg_mae[1]; row->v[10] = m.seg_mae[2];
             if (verbose)
                 fprintf(stderr, "seed %d %-26s srcc %.4f plcc %.4f mae %.4f head %.4f medium %.4f tail %.4f balanced %.4f"
-                        " (best epoch %d, %d pseudo-labels)\n", (int)seed, cfgs[c].name, m.srcc, m.plcc, m.mae, m.head_mae,
-                        m.medium_mae, m.tail_mae, m.balanced_mae, tr.best_epoch, tr.n_pseudo);
+                        " pct 0-20 %.4f 20-80 %.4f 80-100 %.4f (best epoch %d, %d pseudo-labels)\n", (int)seed, cfgs[c].name,
+                        m.srcc, m.plcc, m.mae, m.head_mae, m.medium_mae, m.tail_mae, m.balanced_mae, m.seg_mae[0],
+                        m.seg_mae[1], m.seg_mae[2], tr.best_epoch, tr.n_pseudo);
             aes_head_free(&head);
         }
         aes_labels_free(&ltr); aes_labels_free(&lte); aes_labels_free(&lun);
@@ -678,9 +711,9 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
      * to the baseline of the same head and loss, and on how many seeds the
      * tail / balanced MAE went down */
     printf("| configuration |");
-    for (i = 0; i < 8; i++) printf(" %s |", bench_cols[i]);
+    for (i = 0; i < BENCH_COLS; i++) printf(" %s |", bench_cols[i]);
     printf(" d tail MAE | d balanced MAE | tail better |\n|---|");
-    for (i = 0; i < 11; i++) printf("---|");
+    for (i = 0; i < BENCH_COLS + 3; i++) printf("---|");
     printf("\n");
     for (c = 0; c < ncfg; c++) {
         double dt = 0, db = 0;
@@ -688,7 +721,7 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
         if (only && !strstr(cfgs[c].name, only)) continue;
         if (!cfgs[c].mixup && !cfgs[c].simloss && !cfgs[c].refine) base = c;
         printf("| %s |", cfgs[c].name);
-        for (i = 0; i < 8; i++) {
+        for (i = 0; i < BENCH_COLS; i++) {
             double mean = 0, var = 0;
             for (k = 0; k < seeds; k++) mean += rows[(size_t)c * seeds + k].v[i];
             mean /= seeds;

@@ -107,19 +107,26 @@ static void make_pairs_usage(FILE *f) {
             "usage: aesalign make-pairs --index FILE --model M --queries FILE --out PAIRS.tsv\n"
             "                           [--config FILE] [--vocab FILE] [--act quick_gelu|gelu] [--f16]\n"
             "                           [--k 48] [--rows 4] [--cols 4] [--stride 2] [--max-pairs N]\n"
+            "                           [--rows-from reranked|cosine] [--candidates 200] [--aesthetic-weight 0.02]\n"
             "                           [--expand none|template] [--expansions FILE]\n"
             "For each query (one per line) retrieves the top k images of the index with the\n"
-            "(expanded) query, orders them in a rows x cols grid (rows: semantic rank, taking\n"
-            "every stride-th candidate; columns: the index's aesthetic score) and writes the\n"
-            "pairs the 2-D order implies (arXiv 2406.09397 Sec. 4.1) as TSV:\n"
+            "(expanded) query, orders them in a rows x cols grid (rows: rank in the result list,\n"
+            "taking every stride-th candidate; columns: the index's aesthetic score) and writes\n"
+            "the pairs the 2-D order implies (arXiv 2406.09397 Sec. 4.1) as TSV:\n"
             "  query<TAB>preferred<TAB>rejected\n"
+            "  --rows-from reranked  (default, the paper's) the list is the re-ranked results:\n"
+            "                        the top --candidates by cosine re-ranked by\n"
+            "                        semantic + W * z(aesthetic), W = --aesthetic-weight\n"
+            "  --rows-from cosine    the list is the raw cosine order (no re-ranking)\n"
             CLI_MODEL_HELP);
 }
 
 CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query list") {
     const char *index_path = NULL, *queries_path = NULL, *out = NULL, *expand = "none", *expansions_path = NULL;
+    const char *rows_from = "reranked";
     cli_model_opts mo;
-    long k = 48, rows = 4, cols = 4, stride = 2, max_pairs = 0;
+    long k = 48, rows = 4, cols = 4, stride = 2, max_pairs = 0, candidates = 200;
+    double weight = 0.02;
     aes_ctx *ctx = NULL;
     aes_index *idx = NULL;
     aes_clip *model = NULL;
@@ -128,8 +135,7 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
     aes_pair_set *set = NULL;
     char **queries = NULL;
     int nq = 0, i, rc = 1, r, total = 0, skipped = 0;
-    aes_hit *hits = NULL;
-    float *cand_aes = NULL;
+    aes_result *hits = NULL;
     aes_pair_index *pairs = NULL;
     memset(&mo, 0, sizeof mo);
     for (i = 1; i < argc; i++) {
@@ -144,7 +150,10 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
             (r = cli_opt_int(argc, argv, &i, "--rows", &rows)) ||
             (r = cli_opt_int(argc, argv, &i, "--cols", &cols)) ||
             (r = cli_opt_int(argc, argv, &i, "--stride", &stride)) ||
-            (r = cli_opt_int(argc, argv, &i, "--max-pairs", &max_pairs))) {
+            (r = cli_opt_int(argc, argv, &i, "--max-pairs", &max_pairs)) ||
+            (r = cli_opt_str(argc, argv, &i, "--rows-from", &rows_from)) ||
+            (r = cli_opt_int(argc, argv, &i, "--candidates", &candidates)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aesthetic-weight", &weight))) {
             if (r < 0) return 2;
             continue;
         }
@@ -154,8 +163,11 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
     }
     if (!index_path || !mo.model || !queries_path || !out) { make_pairs_usage(stderr); return 2; }
     if (k < 2 || k > 100000 || rows < 1 || rows > 64 || cols < 1 || cols > 64 || stride < 1 || max_pairs < 0 ||
-        (strcmp(expand, "none") && strcmp(expand, "template")))
-        return cli_fail("make-pairs", NULL, "bad --k/--rows/--cols/--stride/--max-pairs/--expand value");
+        (strcmp(expand, "none") && strcmp(expand, "template")) || candidates < 1 || candidates > 1000000 ||
+        !(weight >= 0 && weight < 1e6))
+        return cli_fail("make-pairs", NULL, "bad --k/--rows/--cols/--stride/--max-pairs/--expand/--candidates/--aesthetic-weight value");
+    if (strcmp(rows_from, "reranked") && strcmp(rows_from, "cosine"))
+        return cli_fail("make-pairs", NULL, "--rows-from wants reranked or cosine");
     ctx = aes_ctx_create();
     if (!ctx) return cli_fail("make-pairs", NULL, "out of memory");
     aes_threads_set(ctx, cli_threads());
@@ -171,15 +183,22 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
     {
         const aes_clip_config *cc = aes_clip_config_get(model);
         aes_pair_grid_config g;
+        aes_retrieve_opts ro;
         int L = cc->context_length, E = cc->embed_dim, cap;
         int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * 2 * L);
         float *qe = (float *)malloc(sizeof(float) * 3 * E);
         g.rows = (int)rows; g.cols = (int)cols; g.stride = (int)stride; g.max_pairs = (int)max_pairs;
+        g.rows_from = strcmp(rows_from, "cosine") ? AES_PAIR_ROWS_RERANKED : AES_PAIR_ROWS_COSINE;
+        /* the result list: the top k after re-ranking the top `candidates`
+         * (the paper's), or the top k by cosine (W = 0: no re-ranking) */
+        aes_retrieve_opts_default(&ro);
+        ro.k = (int)k;
+        ro.candidates = (int)candidates;
+        ro.aesthetic_weight = g.rows_from == AES_PAIR_ROWS_COSINE ? 0.0f : (float)weight;
         cap = aes_pair_grid_max(&g);
-        hits = (aes_hit *)malloc(sizeof *hits * (size_t)k);
-        cand_aes = (float *)malloc(sizeof(float) * (size_t)k);
+        hits = (aes_result *)malloc(sizeof *hits * (size_t)k);
         pairs = (aes_pair_index *)malloc(sizeof *pairs * (size_t)(cap > 0 ? cap : 1));
-        if (!ids || !qe || !hits || !cand_aes || !pairs) { free(ids); free(qe); cli_fail("make-pairs", NULL, "out of memory"); goto done; }
+        if (!ids || !qe || !hits || !pairs) { free(ids); free(qe); cli_fail("make-pairs", NULL, "out of memory"); goto done; }
         for (i = 0; i < nq; i++) {
             char expanded[1024];
             const char *exp_text = NULL;
@@ -204,13 +223,11 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
                 for (j = 0; j < E; j++) s += (double)qe[j] * qe[j];
                 for (j = 0; j < E; j++) qe[j] = (float)(qe[j] / (sqrt(s) + 1e-12));
             }
-            if (aes_index_search(ctx, idx, qe, 1, (int)k, 0, hits, &nh)) { free(ids); free(qe); cli_fail("make-pairs", ctx, "search"); goto done; }
-            for (j = 0; j < nh; j++) {
-                cand_aes[j] = idx->aesthetic[hits[j].row];
-                if (!(cand_aes[j] == cand_aes[j])) ok = 0;
-            }
+            if (aes_index_retrieve(ctx, idx, qe, &ro, hits, &nh)) { free(ids); free(qe); cli_fail("make-pairs", ctx, "search"); goto done; }
+            for (j = 0; j < nh; j++)
+                if (!(hits[j].aesthetic == hits[j].aesthetic)) ok = 0;
             if (!ok) { skipped++; continue; }      /* unscored images: no aesthetic order */
-            if (aes_pairs_from_grid(ctx, &g, cand_aes, nh, pairs, cap, &np)) { free(ids); free(qe); cli_fail("make-pairs", ctx, "grid"); goto done; }
+            if (aes_pairs_from_results(ctx, &g, hits, nh, pairs, cap, &np)) { free(ids); free(qe); cli_fail("make-pairs", ctx, "grid"); goto done; }
             for (j = 0; j < np; j++)
                 if (aes_pair_set_add(ctx, set, queries[i], aes_index_path(idx, (size_t)hits[pairs[j].preferred].row),
                                      aes_index_path(idx, (size_t)hits[pairs[j].rejected].row), 1.0f)) {
@@ -226,7 +243,7 @@ CLI_COMMAND(make_pairs, "build DPO preference pairs from an index and a query li
             skipped ? " (some queries skipped: unscored candidates)" : "");
     rc = 0;
 done:
-    free(hits); free(cand_aes); free(pairs);
+    free(hits); free(pairs);
     if (queries) free_lines(queries, nq);
     aes_pair_set_free(set);
     aes_expansions_free(ex);
@@ -269,6 +286,13 @@ static void finetune_usage(FILE *f) {
         "  --captions FILE       image<TAB>caption lines for the contrastive term; without it\n"
         "                        the term pairs each query of a step with its first preferred image\n"
         "  --train-logit-scale   also update logit_scale\n"
+        "  --augment             augment every training image (the paper fine-tunes with\n"
+        "                        augmentation): random resized crop (area 0.5-1), flip 0.5,\n"
+        "                        colour jitter 0.4, random erasing 0.25; seeded by --seed and the step,\n"
+        "                        so --resume sees the same views.  s_ref stays that of the plain image.\n"
+        "  --aug-crop X          smallest crop area share (0: no crop)   --aug-flip P\n"
+        "  --aug-jitter X        brightness/contrast/saturation strength  --aug-erase P\n"
+        "                        (each alone turns that augmentation on, or overrides --augment's value)\n"
         CLI_MODEL_TRAIN_HELP
         "  --seed N (1)  --log-every N (1)  --save-every N (0)  --resume\n"
         "  --stop-after N        save and stop after step N (as if interrupted; --resume goes on)\n"
@@ -323,7 +347,8 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
     aes_optim_config *oc = &cfg.optim;
     const aes_clip_config *A;
     char optim_path[4200], **cap_lines = NULL, **cap_txt = NULL;
-    int i, r, rc = 1, ncap = 0;
+    int i, r, rc = 1, ncap = 0, augment = 0;
+    double aug_crop = -1, aug_flip = -1, aug_jitter = -1, aug_erase = -1;
 
     memset(&o, 0, sizeof o);
     memset(&run, 0, sizeof run);
@@ -336,7 +361,12 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { finetune_usage(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) { o.resume = 1; continue; }
         if (!strcmp(argv[i], "--train-logit-scale")) { o.train_logit_scale = 1; continue; }
+        if (!strcmp(argv[i], "--augment")) { augment = 1; continue; }
         if ((r = cli_model_opt(argc, argv, &i, &o.m)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-crop", &aug_crop)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-flip", &aug_flip)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-jitter", &aug_jitter)) ||
+            (r = cli_opt_float(argc, argv, &i, "--aug-erase", &aug_erase)) ||
             (r = cli_opt_str(argc, argv, &i, "--pairs", &o.pairs)) ||
             (r = cli_opt_str(argc, argv, &i, "--out", &o.out)) ||
             (r = cli_opt_str(argc, argv, &i, "--train", &o.train)) ||
@@ -367,6 +397,14 @@ CLI_COMMAND(finetune_dpo, "preference fine-tuning with the ranked DPO loss, arXi
         return 2;
     }
     if (!o.m.model || !o.pairs || !o.out) { finetune_usage(stderr); return 2; }
+    aes_augment_config_default(&cfg.augment, augment);
+    if (aug_crop >= 0) { cfg.augment.crop_scale = (float)aug_crop; if (!augment) cfg.augment.crop_ratio = 4.0f / 3.0f; }
+    if (aug_flip >= 0) cfg.augment.flip = (float)aug_flip;
+    if (aug_jitter >= 0) cfg.augment.brightness = cfg.augment.contrast = cfg.augment.saturation = (float)aug_jitter;
+    if (aug_erase >= 0) cfg.augment.erase = (float)aug_erase;
+    if ((aug_crop != -1 && !(aug_crop >= 0 && aug_crop <= 1)) || (aug_flip != -1 && !(aug_flip >= 0 && aug_flip <= 1)) ||
+        (aug_jitter != -1 && !(aug_jitter >= 0 && aug_jitter <= 10)) || (aug_erase != -1 && !(aug_erase >= 0 && aug_erase <= 1)))
+        return cli_fail("finetune-dpo", NULL, "--aug-crop, --aug-flip and --aug-erase want 0..1, --aug-jitter 0..10");
     if (strcmp(o.train, "vision") && strcmp(o.train, "text") && strcmp(o.train, "both"))
         return cli_fail("finetune-dpo", NULL, "--train wants vision, text or both, not '%s'", o.train);
     if (strcmp(o.optimizer, "adamw") && strcmp(o.optimizer, "sgd"))

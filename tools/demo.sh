@@ -44,7 +44,7 @@ CLIP_BATCH=96
 CLIP_LR=1e-3
 HEAD_OPTS="--head mlp --epochs 20"
 DPO_OPTS="--steps 400 --batch 32 --lr 1e-4 --beta 0.1 --lambda 0.5"
-PAIR_OPTS="--k 48 --rows 4 --cols 4 --stride 2 --expand template"
+PAIR_OPTS="--k 48 --rows 4 --cols 4 --stride 2 --expand template --rows-from cosine"  # the shipped weights: rows in cosine order
 
 # --- the demo's settings ------------------------------------------------------------------
 GALLERY_SEED=2024
