@@ -2611,6 +2611,23 @@ AES_API aes_status aes_image_load(aes_ctx *ctx, const char *path, aes_image *out
 /* P6 for RGB, P5 for gray; atomic. */
 AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_image *img);
 #endif
+/* EXIF in a JPEG (the APP1 "Exif" segment, TIFF 6.0 / EXIF 2.3 layout):
+ * the Orientation tag (0x0112: 1..8, 0 when absent or out of range) and
+ * DateTimeOriginal (0x9003, "YYYY:MM:DD HH:MM:SS", "" when absent or
+ * malformed).  Cameras store the sensor's pixels and record in Orientation
+ * how to turn them upright; decoders such as stb_image ignore it.  Anything
+ * that is not a JPEG or has no EXIF gives orientation 0 and date "" with
+ * AES_OK; only NULL arguments are errors.  Reads nothing outside data. */
+typedef struct aes_exif {
+    int  orientation;
+    char datetime_original[20];
+} aes_exif;
+AES_API aes_status aes_jpeg_exif(const void *data, size_t len, aes_exif *out);
+/* Turns img upright for EXIF orientation 1..8 (2 mirror, 3 rotate 180,
+ * 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90
+ * counter-clockwise; as PIL's ImageOps.exif_transpose); 0 and 1 leave it
+ * as is.  In place: the pixels are replaced. */
+AES_API aes_status aes_image_orient(aes_ctx *ctx, aes_image *img, int orientation);
 /* Allocates zeroed pixels for w x h x channels (1..4). */
 AES_API aes_status aes_image_alloc(aes_ctx *ctx, aes_image *img, int w, int h, int channels);
 AES_API void       aes_image_free(aes_image *img);
@@ -4547,6 +4564,121 @@ AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_
     return aes__io_write_chunks_atomic(ctx, path, 2, ptrs, lens);
 }
 #endif
+
+/* ---- EXIF orientation and date ---------------------------------------------- */
+static uint32_t aes__exif_get(const unsigned char *p, int n, int big) {
+    uint32_t v = 0;
+    int i;
+    for (i = 0; i < n; i++) v |= (uint32_t)p[big ? i : n - 1 - i] << (8 * (n - 1 - i));
+    return v;
+}
+
+/* The value bytes of tag `tag` in the IFD at `ifd` of the TIFF block t[len]
+ * (NULL when absent or out of bounds); *type and *count are the entry's. */
+static const unsigned char *aes__exif_find(const unsigned char *t, size_t len, int big, uint32_t ifd, uint32_t tag,
+                                           uint32_t *type, uint32_t *count) {
+    uint32_t n, i;
+    if ((size_t)ifd + 2 > len) return NULL;
+    n = aes__exif_get(t + ifd, 2, big);
+    for (i = 0; i < n; i++) {
+        size_t e = (size_t)ifd + 2 + 12 * (size_t)i, bytes;
+        static const unsigned char tsize[14] = {0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4};
+        if (e + 12 > len) return NULL;
+        if (aes__exif_get(t + e, 2, big) != tag) continue;
+        *type = aes__exif_get(t + e + 2, 2, big);
+        *count = aes__exif_get(t + e + 4, 4, big);
+        if (*type < 1 || *type > 13 || *count > len) return NULL;
+        bytes = (size_t)tsize[*type] * *count;
+        if (bytes <= 4) return t + e + 8;               /* the value is in the entry */
+        {
+            uint32_t off = aes__exif_get(t + e + 8, 4, big);
+            return (size_t)off <= len && bytes <= len - off ? t + off : NULL;
+        }
+    }
+    return NULL;
+}
+
+AES_API aes_status aes_jpeg_exif(const void *data, size_t len, aes_exif *out) {
+    const unsigned char *b = (const unsigned char *)data;
+    size_t pos = 2;
+    if (!out || (!data && len)) return AES_ERR_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    if (len < 4 || b[0] != 0xFF || b[1] != 0xD8) return AES_OK;
+    while (pos + 4 <= len) {
+        unsigned marker;
+        size_t seg;
+        if (b[pos] != 0xFF) return AES_OK;              /* not a marker: give up quietly */
+        marker = b[pos + 1];
+        if (marker == 0xFF) { pos++; continue; }        /* fill byte */
+        if (marker == 0xD9 || marker == 0xDA) return AES_OK;    /* end of image, start of scan */
+        if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { pos += 2; continue; }
+        seg = (size_t)b[pos + 2] << 8 | b[pos + 3];
+        if (seg < 2 || seg > len - pos - 2) return AES_OK;
+        if (marker == 0xE1 && seg >= 2 + 6 + 8 && !memcmp(b + pos + 4, "Exif\0\0", 6)) {
+            const unsigned char *t = b + pos + 10, *v;
+            size_t tl = seg - 8;
+            int big;
+            uint32_t ifd0, type, count;
+            if (!memcmp(t, "II*\0", 4)) big = 0;
+            else if (!memcmp(t, "MM\0*", 4)) big = 1;
+            else return AES_OK;
+            ifd0 = aes__exif_get(t + 4, 4, big);
+            if ((v = aes__exif_find(t, tl, big, ifd0, 0x0112, &type, &count)) != NULL && type == 3 && count >= 1) {
+                uint32_t o = aes__exif_get(v, 2, big);
+                out->orientation = o >= 1 && o <= 8 ? (int)o : 0;
+            }
+            if ((v = aes__exif_find(t, tl, big, ifd0, 0x8769, &type, &count)) != NULL && (type == 4 || type == 13) &&
+                count == 1) {
+                uint32_t sub = aes__exif_get(v, 4, big);
+                if ((v = aes__exif_find(t, tl, big, sub, 0x9003, &type, &count)) != NULL && type == 2 && count >= 19) {
+                    /* "YYYY:MM:DD HH:MM:SS": digits where digits belong */
+                    static const char shape[] = "dddd:dd:dd dd:dd:dd";
+                    int k, ok = 1;
+                    for (k = 0; k < 19; k++)
+                        ok &= shape[k] == 'd' ? (v[k] >= '0' && v[k] <= '9') : (v[k] == shape[k] || (k == 10 && v[k] == 'T'));
+                    if (ok) { memcpy(out->datetime_original, v, 19); out->datetime_original[19] = 0; }
+                }
+            }
+            return AES_OK;
+        }
+        pos += 2 + seg;
+    }
+    return AES_OK;
+}
+
+AES_API aes_status aes_image_orient(aes_ctx *ctx, aes_image *img, int orientation) {
+    aes_image out;
+    aes_status st;
+    int x, y, c, w, h, C, swap;
+    if (!img) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_image_orient: NULL image");
+    if (orientation < 0 || orientation > 8)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_image_orient: orientation %d not in 0..8", orientation);
+    if ((st = aes__img_check(ctx, img, "aes_image_orient")) != AES_OK) return st;
+    if (orientation <= 1) return AES_OK;
+    w = img->width; h = img->height; C = img->channels;
+    swap = orientation >= 5;                  /* 5..8 exchange width and height */
+    memset(&out, 0, sizeof out);
+    if ((st = aes_image_alloc(ctx, &out, swap ? h : w, swap ? w : h, C)) != AES_OK) return st;
+    for (y = 0; y < out.height; y++)
+        for (x = 0; x < out.width; x++) {
+            int sx, sy;
+            switch (orientation) {
+            case 2: sx = w - 1 - x; sy = y; break;
+            case 3: sx = w - 1 - x; sy = h - 1 - y; break;
+            case 4: sx = x; sy = h - 1 - y; break;
+            case 5: sx = y; sy = x; break;
+            case 6: sx = y; sy = h - 1 - x; break;
+            case 7: sx = w - 1 - y; sy = h - 1 - x; break;
+            default: sx = w - 1 - y; sy = x; break;          /* 8 */
+            }
+            for (c = 0; c < C; c++)
+                out.pixels[((size_t)y * (size_t)out.width + (size_t)x) * (size_t)C + (size_t)c] =
+                    img->pixels[((size_t)sy * (size_t)w + (size_t)sx) * (size_t)C + (size_t)c];
+        }
+    aes_image_free(img);
+    *img = out;
+    return AES_OK;
+}
 
 /* ---- PIL-exact bicubic resampling ---------------------------------------
  * Pillow's Resample.c, reproduced from its description:

@@ -40,6 +40,43 @@ int cli_opt_float(int argc, char **argv, int *i, const char *name, double *out);
  * (the library's message is in aes_last_error). */
 int cli_load_image(aes_ctx *ctx, const char *path, aes_image *out);
 
+/* cli_load_image that also tells what the file is: its content hash
+ * (aes_content_hash of the bytes), EXIF orientation (already applied to
+ * *out) and EXIF DateTimeOriginal ("" when none).  info may be NULL. */
+typedef struct cli_photo_info {
+    uint64_t hash;
+    int orientation;
+    char exif_date[20];
+} cli_photo_info;
+int cli_load_photo(aes_ctx *ctx, const char *path, aes_image *out, cli_photo_info *info);
+
+/* ---- walking folders (tools/cmd_index.c) ------------------------------------
+ * cli_walk_add adds the images under a folder (recursively, entries sorted
+ * by name, hidden ones skipped, symlinked folders followed once) or the
+ * file itself; unreadable folders are warned about ("aesalign <cmd>: ...")
+ * and counted.  Returns 0 only when out of memory. */
+typedef struct cli_walk_file {
+    char    *path;
+    uint64_t size;
+    int64_t  mtime_ns;
+} cli_walk_file;
+typedef struct cli_walk {
+    const char *cmd;                     /* for messages (default "index") */
+    cli_walk_file *files;
+    size_t n, cap;
+    size_t ignored, unreadable_dirs;
+    struct { unsigned long long dev, ino; } *seen;   /* folders visited (symlink loops) */
+    size_t nseen, capseen;
+} cli_walk;
+int  cli_walk_add(cli_walk *w, const char *path);
+void cli_walk_free(cli_walk *w);
+/* 1 when the name ends in an image extension the CLI reads. */
+int  cli_is_image_name(const char *name);
+
+/* Seconds since 1970-01-01 of a wall-clock date counted as if it were UTC
+ * (the index's photo dates, AES_INDEX_NO_DATE aside). */
+int64_t cli_civil_seconds(int y, int mo, int d, int h, int mi, int s);
+
 /* 1 when path opens for reading. */
 int cli_file_exists(const char *path);
 
