@@ -252,12 +252,183 @@ static void test_update_concurrent(void) {
     rm_tdir();
 }
 
+/* ---- search: image and combined queries, formats, filters, order ----------------- */
+
+/* The unit embedding the CLI computes for a PPM file. */
+static int embed_image_file(aes_clip *m, const char *rel, float *out) {
+    char path[256];
+    aes_image img;
+    float px[3 * 32 * 32];
+    int ok, d;
+    double n = 0;
+    memset(&img, 0, sizeof img);
+    snprintf(path, sizeof path, "%s/%s", tdir, rel);
+    ok = aes_image_load(ctx, path, &img) == AES_OK && aes_clip_preprocess(ctx, &img, 32, px) == AES_OK &&
+         aes_clip_encode_image(ctx, m, px, 1, out) == AES_OK;
+    aes_image_free(&img);
+    for (d = 0; d < 24; d++) n += (double)out[d] * out[d];
+    for (d = 0; d < 24 && n > 0; d++) out[d] = (float)(out[d] / sqrt(n));
+    return ok;
+}
+
+static int embed_text_unit(aes_clip *m, aes_tokenizer *tok, const char *text, float *out) {
+    int32_t ids[16];
+    int d;
+    double n = 0;
+    if (aes_tokenizer_encode(ctx, tok, text, strlen(text), ids, 16, NULL) != AES_OK ||
+        aes_clip_encode_text(ctx, m, ids, 1, out) != AES_OK) return 0;
+    for (d = 0; d < 24; d++) n += (double)out[d] * out[d];
+    for (d = 0; d < 24 && n > 0; d++) out[d] = (float)(out[d] / sqrt(n));
+    return 1;
+}
+
+typedef struct json_row { int rank; char path[256]; double sem, aes, fin; } json_row;
+
+/* Parses the JSON lines of `name` (search output) into rows; returns the count. */
+static int read_json_rows(const char *name, json_row *rows, int cap) {
+    char *s = slurp(name), *p = s;
+    int n = 0;
+    while (p && *p && n < cap) {
+        char aes[32];
+        char *q = strstr(p, "\"rank\":");
+        if (!q) break;
+        if (sscanf(q, "\"rank\":%d,\"path\":\"%255[^\"]\",\"semantic\":%lf,\"aesthetic\":%31[^,],\"final\":%lf", &rows[n].rank,
+                   rows[n].path, &rows[n].sem, aes, &rows[n].fin) == 5) {
+            rows[n].aes = strcmp(aes, "null") ? atof(aes) : NAN;
+            n++;
+        }
+        p = strchr(q, '\n');
+    }
+    free(s);
+    return n;
+}
+
+static void test_search_queries_formats_filters(void) {
+    aes_clip *m = NULL;
+    aes_tokenizer *tok = NULL;
+    aes_index *idx = NULL;
+    json_row rows[32];
+    char *out = NULL;
+    int i, n;
+    if (!tl_cli() || !make_tdir()) return;
+    sh("mkdir -p %D/A %D/B");
+    for (i = 0; i < 6; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "A/a%d.ppm", i); write_ppm(name, 24 + 3 * i, 30, (unsigned)i + 1);
+        snprintf(name, sizeof name, "B/b%d.ppm", i); write_ppm(name, 30, 24 + 3 * i, (unsigned)i + 17);
+    }
+    /* the B photos are from 2019, the A photos from 2024 (file times, no EXIF) */
+    CHECK(sh("touch -m -d '2019-05-04 12:00:00' %D/B/*.ppm && touch -m -d '2024-02-03 12:00:00' %D/A/*.ppm") == 0);
+    CHECK(sh("%C index build " MODEL " " HEAD " --out %D/x.idx --quiet %D/A %D/B 2>/dev/null") == 0);
+    CHECK_OK(ctx, aes_clip_load(ctx, RFIX "tiny_clip.safetensors", NULL, &m));
+    CHECK_OK(ctx, aes_tokenizer_load_merges(ctx, RFIX "merges.txt", &tok));
+    if (!m || !tok || !(idx = load_index("x.idx"))) goto out;
+
+    /* an image-only query needs no tokenizer: the image itself comes first */
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --vocab /nonexistent --format json --k 3 %D/A/a2.ppm >%D/s1 2>%D/e1") == 0);
+    n = read_json_rows("s1", rows, 32);
+    CHECK(n == 3);
+    if (n >= 1) {
+        CHECK(strstr(rows[0].path, "/A/a2.ppm") != NULL && rows[0].rank == 1);
+        CHECK_NEAR(rows[0].sem, 1.0, 1e-4);
+    }
+    /* a combined, weighted query: the library's retrieval of the same vector */
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --vocab " RFIX "merges.txt --format json --k 5 "
+             "--aesthetic-weight 0.05 '2:a red cat' + %D/B/b1.ppm - blue >%D/s2 2>%D/e2") == 0);
+    n = read_json_rows("s2", rows, 32);
+    CHECK(n == 5);
+    {
+        float t1[24], im[24], t2[24], q[24];
+        aes_retrieve_opts o;
+        aes_result res[5];
+        int nres = 0, d;
+        if (embed_text_unit(m, tok, "a red cat", t1) && embed_image_file(m, "B/b1.ppm", im) &&
+            embed_text_unit(m, tok, "blue", t2)) {
+            for (d = 0; d < 24; d++) q[d] = 2 * t1[d] + im[d] - t2[d];
+            aes_retrieve_opts_default(&o);
+            o.k = 5;
+            o.aesthetic_weight = 0.05f;
+            CHECK_OK(ctx, aes_index_retrieve(ctx, idx, q, &o, res, &nres));
+            for (i = 0; i < n && i < nres; i++) {
+                CHECK(!strcmp(rows[i].path, aes_index_path(idx, (size_t)res[i].row)));
+                CHECK_NEAR(rows[i].sem, res[i].semantic, 2e-5);
+                CHECK_NEAR(rows[i].fin, res[i].final, 2e-5);
+            }
+        } else CHECK(0);
+    }
+    /* --image is the flag form of an image term; paths: one path per line */
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format paths --k 4 --image %D/A/a4.ppm >%D/s3 2>/dev/null") == 0);
+    out = slurp("s3");
+    {
+        char want[256];
+        snprintf(want, sizeof want, "%s/A/a4.ppm\n", tdir);
+        CHECK(!strncmp(out, want, strlen(want)));
+        n = 0;
+        for (i = 0; out[i]; i++) n += out[i] == '\n';
+        CHECK(n == 4 && !strchr(out, '\t'));
+    }
+    free(out);
+    /* filters: --min-aesthetic, --under, --after / --before (mtime dates) */
+    {
+        float sorted[12], med;
+        size_t r;
+        for (r = 0; r < idx->count && r < 12; r++) sorted[r] = idx->aesthetic[r];
+        for (r = 1; r < 12; r++) {
+            size_t j;
+            for (j = r; j > 0 && sorted[j - 1] > sorted[j]; j--) { float t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t; }
+        }
+        med = sorted[6];
+        {
+            char line[512];
+            snprintf(line, sizeof line, "%%C search --index %%D/x.idx " MODEL " --format json --k 50 --min-aesthetic %.9g "
+                     "%%D/A/a0.ppm >%%D/s4 2>/dev/null", (double)med);
+            CHECK(sh(line) == 0);
+        }
+        n = read_json_rows("s4", rows, 32);
+        { char *dbg = slurp("s4"); CHECK_MSG(n == 6, "%d results, want 6 (med %.9g): %s", n, (double)med, dbg); free(dbg); }
+        for (i = 0; i < n; i++) CHECK(rows[i].aes >= med - 1e-4);   /* printed with 6 digits */
+    }
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format json --k 50 --under %D/B/ %D/A/a0.ppm >%D/s5 2>/dev/null") == 0);
+    n = read_json_rows("s5", rows, 32);
+    CHECK(n == 6);
+    for (i = 0; i < n; i++) CHECK(strstr(rows[i].path, "/B/b") != NULL);
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format json --k 50 --before 2020-01-01 %D/A/a0.ppm >%D/s6 2>/dev/null") == 0);
+    n = read_json_rows("s6", rows, 32);
+    CHECK(n == 6);
+    for (i = 0; i < n; i++) CHECK(strstr(rows[i].path, "/B/b") != NULL);
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format json --k 50 --after '2024-02-01 08:00' %D/A/a0.ppm >%D/s7 2>/dev/null") == 0);
+    n = read_json_rows("s7", rows, 32);
+    CHECK(n == 6);
+    for (i = 0; i < n; i++) CHECK(strstr(rows[i].path, "/A/a") != NULL);
+    /* --sort aesthetic: the candidates in aesthetic order */
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format json --k 5 --sort aesthetic %D/A/a0.ppm >%D/s8 2>/dev/null") == 0);
+    n = read_json_rows("s8", rows, 32);
+    CHECK(n == 5);
+    for (i = 1; i < n; i++) CHECK(rows[i - 1].aes >= rows[i].aes);
+    /* malformed queries and options are refused with a reason */
+    CHECK(sh("%C search --index %D/x.idx " MODEL " + cat 2>%D/e9") != 0);
+    out = slurp("e9"); CHECK(strstr(out, "cannot start with '+'") != NULL); free(out);
+    CHECK(sh("%C search --index %D/x.idx " MODEL " cat + 2>%D/e9") != 0);
+    out = slurp("e9"); CHECK(strstr(out, "ends with '+'") != NULL); free(out);
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --after yesterday cat 2>%D/e9") != 0);
+    out = slurp("e9"); CHECK(strstr(out, "YYYY-MM-DD") != NULL); free(out);
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format xml cat 2>%D/e9") != 0);
+    out = slurp("e9"); CHECK(strstr(out, "tsv, json or paths") != NULL); free(out);
+    CHECK(sh("%C search --help | grep -q -- --min-aesthetic") == 0);
+out:
+    aes_index_free(idx);
+    aes_tokenizer_free(tok);
+    aes_clip_free(m);
+    rm_tdir();
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
     if (!ctx) return 1;
     RUN(test_update_keeps_folders);
     RUN(test_update_concurrent);
+    RUN(test_search_queries_formats_filters);
     aes_ctx_free(ctx);
     return tl_report();
 }

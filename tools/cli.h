@@ -77,6 +77,28 @@ int  cli_is_image_name(const char *name);
  * (the index's photo dates, AES_INDEX_NO_DATE aside). */
 int64_t cli_civil_seconds(int y, int mo, int d, int h, int mi, int s);
 
+/* The index's date of a photo (cmd_index.c): the EXIF DateTimeOriginal
+ * text when valid, else mtime_ns as local wall-clock time; seconds as
+ * cli_civil_seconds gives them. */
+int64_t cli_photo_date(const char *exif_date, int64_t mtime_ns);
+/* "YYYY-MM-DD", "YYYY-MM-DD HH:MM" or "YYYY-MM-DD HH:MM:SS" ('T' between
+ * them too) -> wall-clock seconds; 0 when malformed. */
+int cli_parse_date(const char *s, int64_t *out);
+
+/* ---- output formats of commands that list images ---------------------------------
+ * tsv (a header line, then tab-separated rows), json (one JSON object per
+ * line), paths (one path per line, for xargs). */
+enum { CLI_FMT_TSV, CLI_FMT_JSON, CLI_FMT_PATHS };
+#define CLI_FORMAT_HELP \
+    "  --format F           tsv (default: a header, then tab-separated rows), json (one object\n" \
+    "                       per line) or paths (one path per line, for xargs)\n"
+/* At argv[*i] == "--format": 1 (and *fmt set), 0 not this option, -1 bad. */
+int cli_opt_format(int argc, char **argv, int *i, int *fmt);
+/* s as a JSON string (quotes, escapes; bytes >= 0x80 passed through). */
+void cli_json_string(FILE *f, const char *s);
+/* A float as JSON: %.6g, or null when not finite. */
+void cli_json_number(FILE *f, double v);
+
 /* 1 when path opens for reading. */
 int cli_file_exists(const char *path);
 

@@ -408,7 +408,7 @@ int64_t cli_civil_seconds(int y, int mo, int d, int h, int mi, int s) {
 /* The index's date of a photo: EXIF "YYYY:MM:DD HH:MM:SS" when there is
  * one (year 0 and month 0, written by some cameras for "unset", count as
  * none), else the file's mtime as local wall-clock time. */
-static int64_t photo_date(const char *exif, int64_t mtime_ns) {
+int64_t cli_photo_date(const char *exif, int64_t mtime_ns) {
     int y, mo, d, h, mi, s;
     time_t t;
     struct tm tm;
@@ -710,7 +710,7 @@ static int cmd_build(int argc, char **argv, int update) {
             aes_jpeg_exif(data, len, &exif);
             aes_free(data);
             if (!hit || aes_index_add_copy(ctx, idx, hit->src, hit->row, wf->path, wf->size, wf->mtime_ns) != AES_OK ||
-                aes_index_set_info(ctx, idx, idx->count - 1, photo_date(exif.datetime_original, wf->mtime_ns),
+                aes_index_set_info(ctx, idx, idx->count - 1, cli_photo_date(exif.datetime_original, wf->mtime_ns),
                                    key.hash) != AES_OK) {
                 aes_clear_error(ctx);
                 todo[n2++] = todo[f];
@@ -770,7 +770,7 @@ static int cmd_build(int argc, char **argv, int update) {
                 continue;
             }
             batch_hash[B] = info.hash;
-            batch_date[B] = photo_date(info.exif_date, wf->mtime_ns);
+            batch_date[B] = cli_photo_date(info.exif_date, wf->mtime_ns);
             batch_file[B++] = todo[f - 1];
         }
         if (B > 0) {
