@@ -54,6 +54,12 @@ static char *slurp(const char *name) {
     return s;
 }
 
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; s && *s; s++) n += *s == '\n';
+    return n;
+}
+
 static void nap_ms(long ms) {
     struct timespec ts;
     ts.tv_sec = ms / 1000;
@@ -422,6 +428,161 @@ out:
     rm_tdir();
 }
 
+/* ---- score and dedup ---------------------------------------------------------------- */
+
+/* A smooth picture (gradients and a disc) whose layout and colours follow seed. */
+static void make_picture(aes_image *img, int w, int h, unsigned seed) {
+    int x, y;
+    double cx = w * (0.3 + 0.4 * ((seed * 37u) % 11) / 10.0), cy = h * (0.3 + 0.4 * ((seed * 53u) % 7) / 6.0);
+    double rad = (w < h ? w : h) * (0.2 + 0.05 * (seed % 4));
+    if (aes_image_alloc(ctx, img, w, h, 3) != AES_OK) return;
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++) {
+            uint8_t *p = img->pixels + ((size_t)y * (size_t)w + (size_t)x) * 3;
+            double u = (double)x / w, v = (double)y / h, in = (x - cx) * (x - cx) + (y - cy) * (y - cy) < rad * rad;
+            p[0] = (uint8_t)(255 * (in ? 0.9 - 0.5 * v : u * ((seed * 7) % 5) / 4.0));
+            p[1] = (uint8_t)(255 * (in ? 0.2 + 0.6 * ((seed * 3) % 4) / 3.0 : v));
+            p[2] = (uint8_t)(255 * (in ? u : 1 - 0.8 * ((seed * 11) % 6) / 5.0 * v));
+        }
+}
+
+static void save_picture(const char *rel, const aes_image *img) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", tdir, rel);
+    CHECK_OK(ctx, aes_image_save_ppm(ctx, path, img));
+}
+
+static void test_score_and_dedup(void) {
+    aes_image base, tmp, tmp2;
+    aes_index *idx = NULL;
+    char *out = NULL, *p;
+    int i, lines = 0, ok = 1;
+    if (!tl_cli() || !make_tdir()) return;
+    memset(&base, 0, sizeof base); memset(&tmp, 0, sizeof tmp); memset(&tmp2, 0, sizeof tmp2);
+    sh("mkdir -p %D/lib");
+    /* six distinct pictures, and near-duplicates of the first two */
+    for (i = 0; i < 6; i++) {
+        char name[64];
+        make_picture(&base, 64, 48, (unsigned)i * 5 + 1);
+        snprintf(name, sizeof name, "lib/p%d.ppm", i);
+        save_picture(name, &base);
+        if (i == 0) {       /* resized to half, and a slight crop */
+            CHECK_OK(ctx, aes_image_resize_bicubic(ctx, &base, 32, 24, &tmp));
+            save_picture("lib/p0_small.ppm", &tmp);
+            aes_image_free(&tmp);
+            CHECK_OK(ctx, aes_image_center_crop(ctx, &base, 60, 45, &tmp));
+            save_picture("lib/p0_crop.ppm", &tmp);
+            aes_image_free(&tmp);
+        }
+        if (i == 1) {       /* a burst shot: the same scene, a little noise */
+            size_t k;
+            CHECK_OK(ctx, aes_image_alloc(ctx, &tmp, base.width, base.height, 3));
+            for (k = 0; k < (size_t)base.width * base.height * 3; k++) {
+                int v = base.pixels[k] + (int)((k * 2654435761u >> 7) % 7) - 3;
+                tmp.pixels[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+            save_picture("lib/p1_burst.ppm", &tmp);
+            aes_image_free(&tmp);
+        }
+        aes_image_free(&base);
+    }
+    sh("printf 'P6\\n4 4\\n255\\nxx' >%D/lib/broken.ppm");
+
+    /* score: every image, the broken one reported and skipped, the same numbers as the index */
+    CHECK(sh("%C index build " MODEL " " HEAD " --out %D/x.idx --quiet %D/lib 2>/dev/null") == 0);
+    CHECK(sh("%C score " MODEL " " HEAD " %D/lib >%D/sc 2>%D/sce") == 0);
+    if (!(idx = load_index("x.idx"))) goto out;
+    CHECK(idx->count == 9);
+    out = slurp("sc");
+    for (p = strchr(out, '\n'); p && p[1]; p = strchr(p + 1, '\n')) {
+        char path[256];
+        double v;
+        if (sscanf(p + 1, "%255[^\t]\t%lf", path, &v) != 2) { ok = 0; break; }
+        lines++;
+        ok &= aes_index_find(idx, path) >= 0 && fabs(v - idx->aesthetic[aes_index_find(idx, path)]) < 1e-3;
+    }
+    CHECK(ok && lines == 9 && !strncmp(out, "path\taesthetic\n", 15));
+    free(out);
+    out = slurp("sce");
+    CHECK(strstr(out, "skipping") && strstr(out, "broken.ppm") && strstr(out, "1 file skipped"));
+    free(out);
+    CHECK(sh("%C score " MODEL " " HEAD " --top 3 --format json %D/lib >%D/sc2 2>/dev/null") == 0);
+    out = slurp("sc2");
+    {
+        double prev = 1e9, v;
+        int n = 0;
+        for (p = out; (p = strstr(p, "\"aesthetic\":")) != NULL; p++) {
+            v = atof(p + 12);
+            CHECK(v <= prev);
+            prev = v;
+            n++;
+        }
+        CHECK(n == 3);
+    }
+    free(out);
+
+    /* dedup: the threshold between the copies' and the distinct pictures' similarities
+     * (the tiny test model's scale, not CLIP's), groups as made, the best score kept */
+    {
+        const char *copies[3][2] = {{"p0.ppm", "p0_small.ppm"}, {"p0.ppm", "p0_crop.ppm"}, {"p1.ppm", "p1_burst.ppm"}};
+        double lo_copy = 2, hi_other = -2, thr;
+        int a, b, d;
+        char line[512], want_keep[2][256];
+        for (a = 0; a < (int)idx->count; a++)
+            for (b = a + 1; b < (int)idx->count; b++) {
+                const char *pa = strrchr(aes_index_path(idx, (size_t)a), '/') + 1, *pb = strrchr(aes_index_path(idx, (size_t)b), '/') + 1;
+                double s = 0;
+                int copy = 0, k;
+                for (d = 0; d < 24; d++) s += (double)idx->vectors[a * 24 + d] * idx->vectors[b * 24 + d];
+                for (k = 0; k < 3; k++)
+                    copy |= (!strcmp(pa, copies[k][0]) && !strcmp(pb, copies[k][1])) || (!strcmp(pb, copies[k][0]) && !strcmp(pa, copies[k][1])) ||
+                            (k == 0 && !strcmp(pa, "p0_small.ppm") && !strcmp(pb, "p0_crop.ppm")) ||
+                            (k == 0 && !strcmp(pb, "p0_small.ppm") && !strcmp(pa, "p0_crop.ppm"));
+                if (copy && s < lo_copy) lo_copy = s;
+                if (!copy && s > hi_other) hi_other = s;
+            }
+        CHECK_MSG(lo_copy > hi_other, "copies %.4f, distinct %.4f: not separable with the test model", lo_copy, hi_other);
+        thr = (lo_copy + hi_other) / 2;
+        for (a = 0; a < 2; a++) {      /* the expected keeper of each group: the best score */
+            const char *g0[3] = {"p0.ppm", "p0_small.ppm", "p0_crop.ppm"}, *g1[2] = {"p1.ppm", "p1_burst.ppm"};
+            float best = -1e30f;
+            int k;
+            for (k = 0; k < (a ? 2 : 3); k++) {
+                char rel[64];
+                int64_t r;
+                snprintf(rel, sizeof rel, "lib/%s", a ? g1[k] : g0[k]);
+                r = find(idx, rel);
+                if (r >= 0 && idx->aesthetic[r] > best) { best = idx->aesthetic[r]; snprintf(want_keep[a], 256, "%s/%s", tdir, rel); }
+            }
+        }
+        snprintf(line, sizeof line, "%%C dedup --index %%D/x.idx --threshold %.6f --html %%D/page/dd.html >%%D/dd 2>%%D/dde", thr);
+        sh("mkdir -p %D/page");
+        CHECK(sh(line) == 0);
+        out = slurp("dd");
+        CHECK_MSG(count_lines(out) == 6, "dedup: %s", out);     /* header + 3 + 2 */
+        for (a = 0; a < 2; a++) {
+            char keep_line[600];
+            snprintf(keep_line, sizeof keep_line, "\tkeep\t%s\t", want_keep[a]);
+            CHECK_MSG(strstr(out, keep_line) != NULL, "want %s kept: %s", want_keep[a], out);
+        }
+        CHECK(!strstr(out, "p2.ppm") && !strstr(out, "p5.ppm"));
+        free(out);
+        /* --format paths --others: the ones not kept, for xargs */
+        snprintf(line, sizeof line, "%%C dedup --index %%D/x.idx --threshold %.6f --format paths --others >%%D/dd2 2>/dev/null", thr);
+        CHECK(sh(line) == 0);
+        out = slurp("dd2");
+        CHECK(count_lines(out) == 3 && !strstr(out, want_keep[0]) && !strstr(out, want_keep[1]) && !strchr(out, '\t'));
+        free(out);
+        out = slurp("page/dd.html");
+        CHECK(strstr(out, "class=\"card keep\"") && strstr(out, "src=\"../lib/"));
+        free(out);
+    }
+    CHECK(sh("%C dedup --help | grep -q -- --others && %C score --help | grep -q -- --top") == 0);
+out:
+    aes_index_free(idx);
+    rm_tdir();
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
@@ -429,6 +590,7 @@ int main(int argc, char **argv) {
     RUN(test_update_keeps_folders);
     RUN(test_update_concurrent);
     RUN(test_search_queries_formats_filters);
+    RUN(test_score_and_dedup);
     aes_ctx_free(ctx);
     return tl_report();
 }

@@ -99,6 +99,13 @@ void cli_json_string(FILE *f, const char *s);
 /* A float as JSON: %.6g, or null when not finite. */
 void cli_json_number(FILE *f, double v);
 
+/* HTML pages (cmd_search.c): text escaped for HTML, a path as a URL path
+ * (bytes outside [A-Za-z0-9/._~-] percent-encoded), and the path of the
+ * absolute `target` relative to the absolute folder `base`. */
+void cli_html_escape(FILE *f, const char *s);
+void cli_url_escape(FILE *f, const char *s);
+void cli_relative_path(const char *base, const char *target, char *out, size_t cap);
+
 /* 1 when path opens for reading. */
 int cli_file_exists(const char *path);
 

@@ -77,7 +77,7 @@ static aes_status embed_text(aes_ctx *ctx, const aes_clip *model, const aes_toke
 /* Path of `target` relative to the folder `base` (both absolute, resolved):
  * "../" for every folder of base below their common prefix, then the rest
  * of target. */
-static void relative_path(const char *base, const char *target, char *out, size_t cap) {
+void cli_relative_path(const char *base, const char *target, char *out, size_t cap) {
     size_t i = 0, common = 0, len = 0;
     const char *p;
     while (base[i] && target[i] && base[i] == target[i]) {
@@ -95,7 +95,7 @@ static void relative_path(const char *base, const char *target, char *out, size_
     snprintf(out + len, cap - len, "%s", target + common);
 }
 
-static void html_escape(FILE *f, const char *s) {
+void cli_html_escape(FILE *f, const char *s) {
     for (; *s; s++) {
         switch (*s) {
         case '&': fputs("&amp;", f); break;
@@ -108,7 +108,7 @@ static void html_escape(FILE *f, const char *s) {
 }
 
 /* A URL path: bytes outside [A-Za-z0-9/._~-] percent-encoded. */
-static void url_escape(FILE *f, const char *s) {
+void cli_url_escape(FILE *f, const char *s) {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' || c == '.' ||
@@ -148,16 +148,16 @@ static aes_status write_html(aes_ctx *ctx, const char *html, const aes_index *id
                ".path{overflow-wrap:anywhere;color:#333}.num{color:#666}\n"
                "</style></head><body>\n");
     fprintf(f, "<p class=\"exp\">index: ");
-    html_escape(f, o->index);
+    cli_html_escape(f, o->index);
     fprintf(f, " &middot; %zu images &middot; k %ld &middot; candidates %ld &middot; aesthetic weight %g%s</p>\n",
             idx->count, o->k, o->candidates, o->weight, o->int8 ? " &middot; int8" : "");
     for (q = 0; q < nruns; q++) {
         fprintf(f, "<h2>");
-        html_escape(f, runs[q].text);
+        cli_html_escape(f, runs[q].text);
         fprintf(f, "</h2>\n");
         if (runs[q].expanded) {
             fprintf(f, "<p class=\"exp\">expanded: ");
-            html_escape(f, runs[q].expanded);
+            cli_html_escape(f, runs[q].expanded);
             fprintf(f, "</p>\n");
         }
         fprintf(f, "<div class=\"grid\">\n");
@@ -166,15 +166,15 @@ static aes_status write_html(aes_ctx *ctx, const char *html, const aes_index *id
             const char *p = aes_index_path(idx, (size_t)x->row);
             if (p[0] == '/') snprintf(abs_img, sizeof abs_img, "%s", p);
             else if (!realpath(p, abs_img)) snprintf(abs_img, sizeof abs_img, "%s", p);
-            if (abs_img[0] == '/' && dir[0] == '/') relative_path(dir, abs_img, rel, sizeof rel);
+            if (abs_img[0] == '/' && dir[0] == '/') cli_relative_path(dir, abs_img, rel, sizeof rel);
             else snprintf(rel, sizeof rel, "%s", p);
             fprintf(f, "<div class=\"card\"><a href=\"");
-            url_escape(f, rel);
+            cli_url_escape(f, rel);
             fprintf(f, "\"><img loading=\"lazy\" src=\"");
-            url_escape(f, rel);
+            cli_url_escape(f, rel);
             fprintf(f, "\" alt=\"\"></a><div><b>#%d</b> <span class=\"num\">final %.4f &middot; sem %.4f &middot; aes %.2f</span></div>"
                        "<div class=\"path\">", r + 1, x->final, x->semantic, x->aesthetic);
-            html_escape(f, p);
+            cli_html_escape(f, p);
             fprintf(f, "</div></div>\n");
         }
         fprintf(f, "</div>\n");
