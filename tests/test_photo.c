@@ -60,6 +60,16 @@ static int count_lines(const char *s) {
     return n;
 }
 
+/* Days since 1970-01-01 (proleptic Gregorian), by counting. */
+static long days_since_epoch(int y, int m, int d) {
+    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    long n = 0;
+    int k;
+    for (k = 1970; k < y; k++) n += 365 + ((k % 4 == 0 && k % 100 != 0) || k % 400 == 0);
+    for (k = 1; k < m; k++) n += mdays[k - 1] + (k == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
+    return n + d - 1;
+}
+
 static void nap_ms(long ms) {
     struct timespec ts;
     ts.tv_sec = ms / 1000;
@@ -583,6 +593,229 @@ out:
     rm_tdir();
 }
 
+/* ---- EXIF: orientation and date ------------------------------------------------------ */
+
+static void put16(unsigned char *p, unsigned v, int big) {
+    if (big) { p[0] = (unsigned char)(v >> 8); p[1] = (unsigned char)v; }
+    else { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
+}
+static void put32(unsigned char *p, unsigned long v, int big) {
+    if (big) { put16(p, (unsigned)(v >> 16), 1); put16(p + 2, (unsigned)(v & 0xFFFF), 1); }
+    else { put16(p, (unsigned)(v & 0xFFFF), 0); put16(p + 2, (unsigned)(v >> 16), 0); }
+}
+
+/* An APP1 Exif segment (marker included) as a camera writes it: IFD0 with
+ * Orientation and the Exif IFD pointer, the Exif IFD with DateTimeOriginal.
+ * Returns its length (88 bytes). */
+static size_t exif_segment(unsigned char *seg, int orientation, const char *date, int big) {
+    unsigned char *t = seg + 10;
+    memset(seg, 0, 88);
+    seg[0] = 0xFF; seg[1] = 0xE1;
+    put16(seg + 2, 2 + 6 + 76, 1);                    /* JPEG lengths are big-endian */
+    memcpy(seg + 4, "Exif\0\0", 6);
+    memcpy(t, big ? "MM\0*" : "II*\0", 4);
+    put32(t + 4, 8, big);
+    put16(t + 8, 2, big);                             /* IFD0: two entries */
+    put16(t + 10, 0x0112, big); put16(t + 12, 3, big); put32(t + 14, 1, big); put16(t + 18, (unsigned)orientation, big);
+    put16(t + 22, 0x8769, big); put16(t + 24, 4, big); put32(t + 26, 1, big); put32(t + 30, 38, big);
+    put32(t + 34, 0, big);
+    put16(t + 38, 1, big);                            /* Exif IFD: one entry */
+    put16(t + 40, 0x9003, big); put16(t + 42, 2, big); put32(t + 44, 20, big); put32(t + 48, 56, big);
+    put32(t + 52, 0, big);
+    memcpy(t + 56, date, 19);
+    return 10 + 76;
+}
+
+static void test_exif_parse_and_orient(void) {
+    unsigned char jpg[200];
+    aes_exif ex;
+    aes_image img, ref;
+    size_t n, cut;
+    int big, o, x, y, same;
+    for (big = 0; big < 2; big++) {
+        jpg[0] = 0xFF; jpg[1] = 0xD8;
+        n = 2 + exif_segment(jpg + 2, 6, "2021:07:04 10:30:00", big);
+        jpg[n] = 0xFF; jpg[n + 1] = 0xD9;
+        n += 2;
+        CHECK(aes_jpeg_exif(jpg, n, &ex) == AES_OK && ex.orientation == 6 && !strcmp(ex.datetime_original, "2021:07:04 10:30:00"));
+        for (cut = 0; cut < n; cut++)     /* every truncation: no crash, nothing invented */
+            CHECK(aes_jpeg_exif(jpg, cut, &ex) == AES_OK && (ex.orientation == 0 || ex.orientation == 6));
+    }
+    n = 2 + exif_segment(jpg + 2, 9, "2021:13:04 10:30:0x", 0);
+    CHECK(aes_jpeg_exif(jpg, n, &ex) == AES_OK && ex.orientation == 0 && ex.datetime_original[0] == 0);
+    CHECK(aes_jpeg_exif("P6\n", 3, &ex) == AES_OK && ex.orientation == 0);
+    CHECK(aes_jpeg_exif(NULL, 0, &ex) == AES_OK && aes_jpeg_exif(jpg, n, NULL) == AES_ERR_INVALID_ARG);
+
+    /* orientation: 6 turns a wide picture with a red left half into a tall one, red on top */
+    memset(&img, 0, sizeof img);
+    memset(&ref, 0, sizeof ref);
+    CHECK_OK(ctx, aes_image_alloc(ctx, &img, 4, 2, 3));
+    if (!img.pixels) return;
+    for (y = 0; y < 2; y++)
+        for (x = 0; x < 4; x++) img.pixels[(y * 4 + x) * 3] = (uint8_t)(x < 2 ? 255 : 0), img.pixels[(y * 4 + x) * 3 + 1] = (uint8_t)(10 * x + y);
+    CHECK_OK(ctx, aes_image_alloc(ctx, &ref, 4, 2, 3));
+    memcpy(ref.pixels, img.pixels, 24);
+    CHECK_OK(ctx, aes_image_orient(ctx, &img, 6));
+    CHECK(img.width == 2 && img.height == 4 && img.pixels[0] == 255 && img.pixels[(3 * 2 + 1) * 3] == 0);
+    CHECK(img.pixels[1] == 1);                       /* top-left comes from the bottom-left */
+    /* 8 undoes 6; 3 is 6 twice; 2, 4 are their own inverse; 5 = 2 then 8; 7 = 2 then 6 */
+    CHECK_OK(ctx, aes_image_orient(ctx, &img, 8));
+    CHECK(img.width == 4 && !memcmp(img.pixels, ref.pixels, 24));
+    for (o = 2; o <= 4; o += 2) {
+        CHECK_OK(ctx, aes_image_orient(ctx, &img, o));
+        CHECK(memcmp(img.pixels, ref.pixels, 24) != 0);
+        CHECK_OK(ctx, aes_image_orient(ctx, &img, o));
+        CHECK(!memcmp(img.pixels, ref.pixels, 24));
+    }
+    {
+        aes_image a, b;
+        int pairs[3][3] = {{3, 6, 6}, {5, 2, 8}, {7, 2, 6}};
+        int k;
+        for (k = 0; k < 3; k++) {
+            memset(&a, 0, sizeof a); memset(&b, 0, sizeof b);
+            CHECK_OK(ctx, aes_image_alloc(ctx, &a, 4, 2, 3));
+            CHECK_OK(ctx, aes_image_alloc(ctx, &b, 4, 2, 3));
+            if (!a.pixels || !b.pixels) break;
+            memcpy(a.pixels, ref.pixels, 24);
+            memcpy(b.pixels, ref.pixels, 24);
+            CHECK_OK(ctx, aes_image_orient(ctx, &a, pairs[k][0]));
+            CHECK_OK(ctx, aes_image_orient(ctx, &b, pairs[k][1]));
+            CHECK_OK(ctx, aes_image_orient(ctx, &b, pairs[k][2]));
+            same = a.width == b.width && !memcmp(a.pixels, b.pixels, 24);
+            CHECK_MSG(same, "orientation %d", pairs[k][0]);
+            aes_image_free(&a);
+            aes_image_free(&b);
+        }
+    }
+    CHECK(aes_image_orient(ctx, &img, 9) == AES_ERR_INVALID_ARG);
+    aes_image_free(&img);
+    aes_image_free(&ref);
+}
+
+#ifdef AES_HAVE_STB
+static void mem_write(void *user, void *data, int size) {
+    aes_image *buf = (aes_image *)user;     /* pixels = bytes, width = length */
+    if (buf->width + size > buf->height) return;
+    memcpy(buf->pixels + buf->width, data, (size_t)size);
+    buf->width += size;
+}
+#endif
+
+/* A phone photo stored sideways with EXIF Orientation 6: every command sees
+ * it upright (the same tensor as the upright picture, within JPEG error),
+ * and its date is the EXIF DateTimeOriginal. */
+static void test_exif_jpeg_cli(void) {
+#ifndef AES_HAVE_STB
+    tl_skip("JPEG writing needs Debian's libstb-dev (stb_image_write)");
+#else
+    aes_image side, up, enc;
+    unsigned char seg[100];
+    char path[256];
+    float a[3 * 32 * 32], b[3 * 32 * 32], c[3 * 32 * 32];
+    double dab = 0, dcb = 0;
+    FILE *f;
+    int x, y, k;
+    aes_index *idx = NULL;
+    if (!tl_cli() || !make_tdir()) return;
+    memset(&side, 0, sizeof side); memset(&up, 0, sizeof up); memset(&enc, 0, sizeof enc);
+    sh("mkdir -p %D/phone");
+    /* stored sideways: 64 x 32, left half red, right half blue (8-pixel blocks: JPEG keeps them) */
+    CHECK_OK(ctx, aes_image_alloc(ctx, &side, 64, 32, 3));
+    CHECK_OK(ctx, aes_image_alloc(ctx, &up, 32, 64, 3));
+    if (!side.pixels || !up.pixels) return;
+    for (y = 0; y < 32; y++)
+        for (x = 0; x < 64; x++) side.pixels[(y * 64 + x) * 3 + (x < 32 ? 0 : 2)] = 255;
+    for (y = 0; y < 64; y++)
+        for (x = 0; x < 32; x++) up.pixels[(y * 32 + x) * 3 + (y < 32 ? 0 : 2)] = 255;
+    save_picture("upright.ppm", &up);
+    enc.pixels = (uint8_t *)malloc(1 << 16);
+    enc.height = 1 << 16;
+    if (!enc.pixels) return;
+    CHECK(stbi_write_jpg_to_func(mem_write, &enc, 64, 32, 3, side.pixels, 95) != 0);
+    /* plain.jpg: no EXIF; phone/rot.jpg: SOI, the Exif segment, the rest */
+    snprintf(path, sizeof path, "%s/plain.jpg", tdir);
+    f = fopen(path, "wb"); if (f) { fwrite(enc.pixels, 1, (size_t)enc.width, f); fclose(f); }
+    k = (int)exif_segment(seg, 6, "2021:07:04 10:30:00", 1);
+    snprintf(path, sizeof path, "%s/phone/rot.jpg", tdir);
+    f = fopen(path, "wb");
+    if (f) { fwrite(enc.pixels, 1, 2, f); fwrite(seg, 1, (size_t)k, f); fwrite(enc.pixels + 2, 1, (size_t)enc.width - 2, f); fclose(f); }
+    free(enc.pixels);
+    CHECK(sh("%C preprocess --size 32 %D/phone/rot.jpg --out %D/a.f32 >/dev/null && "
+             "%C preprocess --size 32 %D/upright.ppm --out %D/b.f32 >/dev/null && "
+             "%C preprocess --size 32 %D/plain.jpg --out %D/c.f32 >/dev/null") == 0);
+    {
+        FILE *fa, *fb, *fc;
+        snprintf(path, sizeof path, "%s/a.f32", tdir); fa = fopen(path, "rb");
+        snprintf(path, sizeof path, "%s/b.f32", tdir); fb = fopen(path, "rb");
+        snprintf(path, sizeof path, "%s/c.f32", tdir); fc = fopen(path, "rb");
+        CHECK(fa && fb && fc && fread(a, 4, 3072, fa) == 3072 && fread(b, 4, 3072, fb) == 3072 && fread(c, 4, 3072, fc) == 3072);
+        if (fa) fclose(fa);
+        if (fb) fclose(fb);
+        if (fc) fclose(fc);
+    }
+    for (k = 0; k < 3072; k++) {
+        dab = fmax(dab, fabs(a[k] - b[k]));
+        dcb = fmax(dcb, fabs(c[k] - b[k]));
+    }
+    CHECK_MSG(dab < 0.3 && dcb > 2, "rotated vs upright %.3f, unrotated vs upright %.3f", dab, dcb);
+    /* the index dates the photo by its EXIF, and --after / --before find it */
+    CHECK(sh("%C index build " MODEL " " HEAD " --out %D/x.idx --quiet %D/phone 2>/dev/null") == 0);
+    if ((idx = load_index("x.idx")) != NULL) {
+        CHECK(idx->count == 1 && idx->date[0] == (int64_t)days_since_epoch(2021, 7, 4) * 86400 + 10 * 3600 + 30 * 60);
+        aes_index_free(idx);
+    }
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format paths --after 2021-07-04 --before '2021-07-04 10:31' "
+             "%D/upright.ppm >%D/s 2>/dev/null") == 0);
+    {
+        char *out = slurp("s");
+        CHECK(strstr(out, "rot.jpg") != NULL);
+        free(out);
+    }
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format paths --before 2021-07-04 %D/upright.ppm >%D/s 2>/dev/null") == 0);
+    {
+        char *out = slurp("s");
+        CHECK(out[0] == 0);
+        free(out);
+    }
+    aes_image_free(&side);
+    aes_image_free(&up);
+    rm_tdir();
+#endif
+}
+
+/* WebP files are read through libwebp when the build has it. */
+static void test_webp(void) {
+#ifndef AES_HAVE_WEBP
+    tl_skip("WebP needs Debian's libwebp-dev");
+#else
+    aes_image img;
+    uint8_t *webp = NULL;
+    size_t n;
+    char path[256];
+    FILE *f;
+    aes_index *idx = NULL;
+    if (!tl_cli() || !make_tdir()) return;
+    memset(&img, 0, sizeof img);
+    make_picture(&img, 40, 30, 3);
+    if (!img.pixels) return;
+    n = WebPEncodeLosslessRGB(img.pixels, 40, 30, 40 * 3, &webp);
+    CHECK(n > 0);
+    save_picture("same.ppm", &img);
+    snprintf(path, sizeof path, "%s/pic.webp", tdir);
+    f = fopen(path, "wb"); if (f && webp) { fwrite(webp, 1, n, f); fclose(f); }
+    WebPFree(webp);
+    /* lossless: the same embedding as the PPM of the same pixels */
+    CHECK(sh("%C index build " MODEL " --out %D/x.idx --quiet %D/pic.webp %D/same.ppm 2>/dev/null") == 0);
+    if ((idx = load_index("x.idx")) != NULL) {
+        CHECK(idx->count == 2);
+        if (idx->count == 2) CHECK(!memcmp(idx->vectors, idx->vectors + 24, 24 * sizeof(float)));
+        aes_index_free(idx);
+    }
+    aes_image_free(&img);
+    rm_tdir();
+#endif
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
@@ -591,6 +824,9 @@ int main(int argc, char **argv) {
     RUN(test_update_concurrent);
     RUN(test_search_queries_formats_filters);
     RUN(test_score_and_dedup);
+    RUN(test_exif_parse_and_orient);
+    RUN(test_exif_jpeg_cli);
+    RUN(test_webp);
     aes_ctx_free(ctx);
     return tl_report();
 }
