@@ -587,6 +587,19 @@ static void test_score_and_dedup(void) {
         CHECK(strstr(out, "class=\"card keep\"") && strstr(out, "src=\"../lib/"));
         free(out);
     }
+    /* --calibrate: copies made in memory, the statistics and a threshold */
+    CHECK(sh("%C dedup --calibrate " MODEL " --sample 100 %D/lib >%D/cal 2>%D/cale") == 0);
+    out = slurp("cal");
+    {
+        char *t = strstr(out, "suggested-threshold\t");
+        double thr = t ? atof(t + 20) : 9;
+        CHECK_MSG(strstr(out, "copy:halved\t9\t") && strstr(out, "copy:burst\t9\t") && strstr(out, "nearest-other-photo\t9\t") &&
+                  thr > -1 && thr < 1, "calibrate: %s", out);
+    }
+    free(out);
+    out = slurp("cale");
+    CHECK(strstr(out, "broken.ppm") != NULL);       /* reported and skipped */
+    free(out);
     CHECK(sh("%C dedup --help | grep -q -- --others && %C score --help | grep -q -- --top") == 0);
 out:
     aes_index_free(idx);

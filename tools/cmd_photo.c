@@ -24,6 +24,10 @@
 #include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
+#ifdef AES_HAVE_STB
+#include <stb_image.h>
+#include <stb_image_write.h>
+#endif
 
 /* ============================================================================
  *  score
@@ -284,6 +288,180 @@ static aes_status dedup_html(aes_ctx *ctx, const char *html, const aes_index *id
     return st;
 }
 
+/* ---- dedup --calibrate: the threshold measured on the user's photos ----------------
+ * For a sample of the photos, near-duplicates are made in memory (nothing
+ * is written): halved in size, cropped to 90 %, re-encoded as JPEG at
+ * quality 75 (with stb_image_write), and a burst shot (noise of +-3 levels
+ * and a 1-pixel shift).  The cosine of each copy to its original is set
+ * against each original's nearest other photo; the suggested threshold
+ * lies halfway between the copies' 5th percentile and the distinct pairs'
+ * 95th (a library holds real duplicates too, so not their maximum). */
+
+#ifdef AES_HAVE_STB
+static void cal_mem_write(void *user, void *data, int size) {
+    aes_image *b = (aes_image *)user;     /* pixels: bytes, width: length, height: capacity */
+    if (b->width + size > b->height) return;
+    memcpy(b->pixels + b->width, data, (size_t)size);
+    b->width += size;
+}
+#endif
+
+/* Variant v of src into dst: 0 halved, 1 cropped 90 %, 2 burst, 3 JPEG q75. */
+static aes_status cal_variant(aes_ctx *ctx, const aes_image *src, int v, aes_image *dst) {
+    aes_status st;
+    memset(dst, 0, sizeof *dst);
+    if (v == 0) return aes_image_resize_bicubic(ctx, src, src->width / 2 > 0 ? src->width / 2 : 1,
+                                                src->height / 2 > 0 ? src->height / 2 : 1, dst);
+    if (v == 1) return aes_image_center_crop(ctx, src, src->width * 9 / 10 > 0 ? src->width * 9 / 10 : 1,
+                                             src->height * 9 / 10 > 0 ? src->height * 9 / 10 : 1, dst);
+    if (v == 2) {
+        size_t k, C = (size_t)src->channels, W = (size_t)src->width, n = W * (size_t)src->height * C;
+        if ((st = aes_image_alloc(ctx, dst, src->width, src->height, src->channels)) != AES_OK) return st;
+        for (k = 0; k < n; k++) {
+            size_t from = k % (W * C) >= C ? k - C : k;          /* one pixel to the right */
+            int x = src->pixels[from] + (int)((k * 2654435761u >> 9) % 7) - 3;
+            dst->pixels[k] = (uint8_t)(x < 0 ? 0 : x > 255 ? 255 : x);
+        }
+        return AES_OK;
+    }
+#ifdef AES_HAVE_STB
+    {
+        aes_image buf;
+        unsigned char *px;
+        int w, h, n;
+        memset(&buf, 0, sizeof buf);
+        buf.height = src->width * src->height * src->channels + 65536;
+        if (!(buf.pixels = (uint8_t *)malloc((size_t)buf.height))) return AES_ERR_NOMEM;
+        if (!stbi_write_jpg_to_func(cal_mem_write, &buf, src->width, src->height, src->channels, src->pixels, 75) ||
+            !(px = stbi_load_from_memory(buf.pixels, buf.width, &w, &h, &n, src->channels))) {
+            free(buf.pixels);
+            return AES_ERR_FORMAT;
+        }
+        free(buf.pixels);
+        if ((st = aes_image_alloc(ctx, dst, w, h, src->channels)) == AES_OK)
+            memcpy(dst->pixels, px, (size_t)w * (size_t)h * (size_t)src->channels);
+        stbi_image_free(px);
+        return st;
+    }
+#else
+    return AES_ERR_UNSUPPORTED;
+#endif
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+static float pct(const float *sorted, size_t n, double p) {
+    size_t k = (size_t)(p * (double)(n - 1) + 0.5);
+    return n ? sorted[k < n ? k : n - 1] : NAN;
+}
+
+static int dedup_calibrate(const char *cmd, const cli_model_opts *mo, long sample, char **dirs, int ndirs) {
+    static const char *const kind[4] = {"halved", "cropped-90%", "burst", "jpeg-q75"};
+    aes_ctx *ctx = aes_ctx_create();
+    aes_clip *model = NULL;
+    cli_walk w;
+    float *px = NULL, *emb = NULL, *copy[4] = {NULL, NULL, NULL, NULL}, *distinct = NULL;
+    size_t ncopy[4] = {0, 0, 0, 0}, n = 0, i, j, allc = 0;
+    int rc = 1, S, E, v, nv, d;
+    float *all = NULL, lo, hi;
+    memset(&w, 0, sizeof w);
+    w.cmd = cmd;
+    if (!ctx) return cli_fail(cmd, NULL, "out of memory");
+    for (d = 0; d < ndirs; d++)
+        if (!cli_walk_add(&w, dirs[d])) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+    if (w.n < 2) { cli_fail(cmd, NULL, "--calibrate needs at least 2 images in the folders given"); goto done; }
+    aes_threads_set(ctx, cli_threads());
+    if (cli_load_model(ctx, mo, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", mo->model); goto done; }
+    S = aes_clip_config_get(model)->image_size;
+    E = aes_clip_config_get(model)->embed_dim;
+#ifdef AES_HAVE_STB
+    nv = 4;
+#else
+    nv = 3;
+    fprintf(stderr, "aesalign %s: JPEG re-encoding needs libstb-dev: calibrating on the other copies\n", cmd);
+#endif
+    if ((size_t)sample > w.n) sample = (long)w.n;
+    px = (float *)malloc((size_t)(nv + 1) * 3 * S * S * sizeof(float));
+    emb = (float *)malloc((size_t)sample * (size_t)(nv + 1) * E * sizeof(float));
+    distinct = (float *)malloc((size_t)sample * sizeof(float));
+    for (v = 0; v < nv; v++) copy[v] = (float *)malloc((size_t)sample * sizeof(float));
+    all = (float *)malloc((size_t)sample * (size_t)nv * sizeof(float));
+    if (!px || !emb || !distinct || !all || !copy[nv - 1]) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+    for (i = 0; i < (size_t)sample; i++) {      /* evenly spread over the walk */
+        const char *path = w.files[i * w.n / (size_t)sample].path;
+        aes_image img, var;
+        aes_status st;
+        float *e = emb + n * (size_t)(nv + 1) * E;
+        memset(&img, 0, sizeof img);
+        st = (aes_status)cli_load_image(ctx, path, &img);
+        if (st == AES_OK) st = aes_clip_preprocess(ctx, &img, S, px);
+        for (v = 0; st == AES_OK && v < nv; v++) {
+            st = cal_variant(ctx, &img, v, &var);
+            if (st == AES_OK) st = aes_clip_preprocess(ctx, &var, S, px + (size_t)(v + 1) * 3 * S * S);
+            aes_image_free(&var);
+        }
+        aes_image_free(&img);
+        if (st == AES_OK) st = aes_clip_encode_image(ctx, model, px, nv + 1, e);
+        if (st != AES_OK) {
+            fprintf(stderr, "aesalign %s: warning: skipping %s: %s\n", cmd, path, aes_last_error(ctx)[0] ? aes_last_error(ctx) : aes_status_name(st));
+            aes_clear_error(ctx);
+            continue;
+        }
+        for (v = 0; v <= nv; v++) {     /* unit vectors */
+            double s = 0;
+            for (d = 0; d < E; d++) s += (double)e[v * E + d] * e[v * E + d];
+            for (d = 0; d < E && s > 0; d++) e[v * E + d] = (float)(e[v * E + d] / sqrt(s));
+        }
+        n++;
+    }
+    if (n < 2) { cli_fail(cmd, NULL, "fewer than 2 readable images"); goto done; }
+    for (i = 0; i < n; i++) {
+        const float *o = emb + i * (size_t)(nv + 1) * E;
+        float best = -2;
+        for (v = 0; v < nv; v++) {
+            double s = 0;
+            for (d = 0; d < E; d++) s += (double)o[d] * o[(v + 1) * E + d];
+            copy[v][ncopy[v]++] = (float)s;
+            all[allc++] = (float)s;
+        }
+        for (j = 0; j < n; j++) {
+            const float *p = emb + j * (size_t)(nv + 1) * E;
+            double s = 0;
+            if (j == i) continue;
+            for (d = 0; d < E; d++) s += (double)o[d] * p[d];
+            if (s > best) best = (float)s;
+        }
+        distinct[i] = best;
+    }
+    printf("kind\tcount\tmin\tp05\tmedian\tmax\n");
+    for (v = 0; v < nv; v++) {
+        qsort(copy[v], ncopy[v], sizeof(float), cmp_float);
+        printf("copy:%s\t%zu\t%.4f\t%.4f\t%.4f\t%.4f\n", kind[v], ncopy[v], copy[v][0], pct(copy[v], ncopy[v], 0.05),
+               pct(copy[v], ncopy[v], 0.5), copy[v][ncopy[v] - 1]);
+    }
+    qsort(all, allc, sizeof(float), cmp_float);
+    qsort(distinct, n, sizeof(float), cmp_float);
+    printf("nearest-other-photo\t%zu\t%.4f\t%.4f\t%.4f\t%.4f\n", n, distinct[0], pct(distinct, n, 0.05),
+           pct(distinct, n, 0.5), distinct[n - 1]);
+    lo = pct(all, allc, 0.05);
+    hi = pct(distinct, n, 0.95);
+    printf("suggested-threshold\t%.4f\n", lo > hi ? (lo + hi) / 2 : lo);
+    if (!(lo > hi))
+        fprintf(stderr, "aesalign %s: warning: copies (5th percentile %.4f) and distinct photos (95th percentile %.4f) "
+                        "overlap with this model: the suggestion is the copies' 5th percentile\n", cmd, lo, hi);
+    rc = 0;
+done:
+    for (v = 0; v < 4; v++) free(copy[v]);
+    free(px); free(emb); free(distinct); free(all);
+    cli_walk_free(&w);
+    aes_clip_free(model);
+    aes_ctx_free(ctx);
+    return rc;
+}
+
 CLI_COMMAND(dedup, "near-duplicate groups of an index and the best shot of each (never deletes anything)") {
     const char *cmd = "dedup", *index = NULL, *html = NULL;
     double threshold = DEDUP_DEFAULT_THRESHOLD;
@@ -293,10 +471,17 @@ CLI_COMMAND(dedup, "near-duplicate groups of an index and the best shot of each 
     dd_member *m = NULL;
     float *q = NULL, *va = NULL, *vb = NULL;
     aes_hit *hits = NULL;
-    int fmt = CLI_FMT_TSV, others = 0, rc = 1, i, K, dim;
-    if (!ctx) return cli_fail(cmd, NULL, "out of memory");
+    int fmt = CLI_FMT_TSV, others = 0, rc = 1, i, K, dim, calibrate = 0, ndirs = 0;
+    cli_model_opts mo;
+    long sample = 50;
+    char **dirs = (char **)calloc((size_t)argc + 1, sizeof *dirs);
+    memset(&mo, 0, sizeof mo);
+    if (!ctx || !dirs) { free(dirs); aes_ctx_free(ctx); return cli_fail(cmd, NULL, "out of memory"); }
     for (i = 1; i < argc; i++) {
         int rr;
+        if ((rr = cli_model_opt(argc, argv, &i, &mo))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_int(argc, argv, &i, "--sample", &sample))) { if (rr < 0) goto done; continue; }
+        if (!strcmp(argv[i], "--calibrate")) { calibrate = 1; continue; }
         if ((rr = cli_opt_str(argc, argv, &i, "--index", &index))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_str(argc, argv, &i, "--html", &html))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_float(argc, argv, &i, "--threshold", &threshold))) { if (rr < 0) goto done; continue; }
@@ -313,16 +498,29 @@ CLI_COMMAND(dedup, "near-duplicate groups of an index and the best shot of each 
                    "                       (tsv/json: group, keep|other, path, aesthetic, similarity to the\n"
                    "                       kept image; paths: the kept image of each group)\n"
                    "  --others             list only the images not kept (with --format paths: for xargs)\n"
-                   "  --html FILE          also write a page of the groups' thumbnails\n",
+                   "  --html FILE          also write a page of the groups' thumbnails\n"
+                   "\n"
+                   "       aesalign dedup --calibrate --model M [--sample N] DIR...\n"
+                   "  measures the threshold for your photos and model: for N photos (default 50) makes\n"
+                   "  near-duplicates in memory (halved, cropped to 90%%, burst: noise and a 1-pixel shift,\n"
+                   "  JPEG quality 75), prints the cosine of copies to their original and of each photo to\n"
+                   "  its nearest other photo, and a suggested --threshold.  Nothing is written.\n"
+                   CLI_MODEL_HELP,
                    DEDUP_DEFAULT_THRESHOLD);
             rc = 0;
             goto done;
         }
         if (argv[i][0] == '-' && argv[i][1]) { cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[i]); goto done; }
-        if (!index) { index = argv[i]; continue; }
-        cli_fail(cmd, NULL, "unexpected argument '%s' (see --help)", argv[i]);
+        dirs[ndirs++] = argv[i];
+    }
+    if (calibrate) {
+        if (!mo.model || !ndirs) { cli_fail(cmd, NULL, "--calibrate needs --model M and folders of photos"); goto done; }
+        if (sample < 2) { cli_fail(cmd, NULL, "--sample must be at least 2"); goto done; }
+        rc = dedup_calibrate(cmd, &mo, sample, dirs, ndirs);
         goto done;
     }
+    if (!index && ndirs == 1) index = dirs[0];
+    else if (ndirs) { cli_fail(cmd, NULL, "unexpected argument '%s' (see --help)", dirs[ndirs - 1]); goto done; }
     if (!index) { cli_fail(cmd, NULL, "--index FILE is required"); goto done; }
     if (!(threshold > -1 && threshold <= 1)) { cli_fail(cmd, NULL, "--threshold must be in (-1, 1]"); goto done; }
     aes_threads_set(ctx, cli_threads());
@@ -425,7 +623,7 @@ CLI_COMMAND(dedup, "near-duplicate groups of an index and the best shot of each 
     }
     rc = 0;
 done:
-    free(parent); free(size); free(m); free(q); free(va); free(vb); free(hits);
+    free(parent); free(size); free(m); free(q); free(va); free(vb); free(hits); free(dirs);
     aes_index_free(idx);
     aes_ctx_free(ctx);
     return rc;
