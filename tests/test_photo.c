@@ -203,6 +203,22 @@ static void test_update_keeps_folders(void) {
     log = slurp("log5");
     CHECK(strstr(log, "not a folder of this index") != NULL);
     free(log);
+    /* a folder removed from inside a recorded one stays out of later updates until given again */
+    sh("mkdir -p %D/A/junk");
+    write_ppm("A/junk/j0.ppm", 22, 22, 60);
+    CHECK(sh("%C index update --index %D/x.idx --quiet 2>/dev/null") == 0);
+    if ((idx = load_index("x.idx")) != NULL) { CHECK(idx->count == 7); aes_index_free(idx); }
+    CHECK(sh("%C index update --index %D/x.idx --quiet --remove %D/A/junk 2>/dev/null && "
+             "%C index update --index %D/x.idx --quiet 2>/dev/null") == 0);
+    if ((idx = load_index("x.idx")) != NULL) {
+        CHECK(idx->count == 6 && find(idx, "A/junk/j0.ppm") < 0 && strstr(idx->meta, "exclude=") != NULL);
+        aes_index_free(idx);
+    }
+    CHECK(sh("%C index update --index %D/x.idx --quiet %D/A/junk 2>/dev/null") == 0);
+    if ((idx = load_index("x.idx")) != NULL) {
+        CHECK(idx->count == 7 && find(idx, "A/junk/j0.ppm") >= 0 && !strstr(idx->meta, "exclude="));
+        aes_index_free(idx);
+    }
     idx = NULL;
 out:
     aes_index_free(idx);

@@ -448,7 +448,7 @@ static int cmd_build(int argc, char **argv, int update) {
     aes_head head;
     int have_head = 0, from_partial = 0, rc = 1, S, E, i, nowait = 0, lockfd = -1, head_differs = 0;
     char head_id[17] = "", partial[4200], *owned[4] = {NULL, NULL, NULL, NULL};
-    str_list recorded = {NULL, 0}, removed = {NULL, 0}, walked = {NULL, 0}, roots = {NULL, 0};
+    str_list recorded = {NULL, 0}, removed = {NULL, 0}, walked = {NULL, 0}, roots = {NULL, 0}, excluded = {NULL, 0};
     aes_index *prev = NULL, *cache = NULL, *idx = NULL;
     cli_walk w;
     meta_buf meta = {NULL, 0, 0};
@@ -502,7 +502,8 @@ static int cmd_build(int argc, char **argv, int update) {
                        "  it is, and folders given for the first time are added.  Images renamed, moved or\n"
                        "  copied reuse their embedding (found by content hash).  --model and --head default\n"
                        "  to the recorded paths.\n"
-                       "  --remove DIR         drop DIR (a recorded folder or one inside it) and its images\n");
+                       "  --remove DIR         drop DIR (a recorded folder or one inside it, which then stays out\n"
+                       "                       until given again) and its images\n");
             else
                 printf("usage: aesalign index build --model M [--head H] [--out FILE] [options] DIR...\n");
             printf(CLI_MODEL_HELP
@@ -547,6 +548,15 @@ static int cmd_build(int argc, char **argv, int update) {
             free(d);
             if (!ok) { cli_fail(cmd, NULL, "out of memory"); goto done; }
         }
+        /* folders removed from inside a recorded one stay out, unless given again */
+        k = 0;
+        while ((d = meta_value(prev->meta, "exclude", k++)) != NULL) {
+            int ok = 1;
+            for (i = 0; i < o.ndirs && ok; i++) ok = !under(d, o.dirs[i]);
+            ok = !ok || str_list_add(&excluded, d);
+            free(d);
+            if (!ok) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+        }
         for (i = 0; i < removed.n; i++) {
             int k2, known = 0;
             for (k2 = 0; k2 < recorded.n; k2++) known |= under(removed.s[i], recorded.s[k2]);
@@ -570,7 +580,14 @@ static int cmd_build(int argc, char **argv, int update) {
     for (i = 0; i < recorded.n; i++)
         if (!under_any(recorded.s[i], removed.s, removed.n) && !str_list_add(&roots, recorded.s[i])) goto oom;
     for (i = 0; i < walked.n; i++)
-        if (!str_list_add(&roots, walked.s[i])) goto oom;
+        if (!under_any(walked.s[i], roots.s, roots.n) && !str_list_add(&roots, walked.s[i])) goto oom;
+    for (i = 0; i < removed.n; i++) {          /* removed from inside a folder still recorded */
+        int k2, inside = 0;
+        for (k2 = 0; k2 < roots.n; k2++) inside |= under(removed.s[i], roots.s[k2]) && strcmp(removed.s[i], roots.s[k2]);
+        if (inside && !str_list_add(&excluded, removed.s[i])) goto oom;
+    }
+    for (i = 0; i < excluded.n; i++)           /* and nothing under them is walked or kept */
+        if (!str_list_add(&removed, excluded.s[i])) goto oom;
     if (!o.m.model) { cli_fail(cmd, NULL, "--model is required"); goto done; }
 
     if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
@@ -623,6 +640,7 @@ static int cmd_build(int argc, char **argv, int update) {
     meta_add(&meta, "model", o.m.model, NULL);
     if (o.head) meta_add(&meta, "head", o.head, NULL);
     for (i = 0; i < roots.n; i++) meta_add(&meta, "root", roots.s[i], NULL);
+    for (i = 0; i < excluded.n; i++) meta_add(&meta, "exclude", excluded.s[i], NULL);
     for (f = 0; prev && f < prev->count; f++) {
         const char *p = aes_index_path(prev, f);
         if (under_any(p, removed.s, removed.n)) { dropped++; continue; }
@@ -830,6 +848,7 @@ done:
     free(o.dirs);
     for (i = 0; i < 4; i++) free(owned[i]);
     str_list_free(&recorded); str_list_free(&removed); str_list_free(&walked); str_list_free(&roots);
+    str_list_free(&excluded);
     cli_walk_free(&w);
     aes_index_free(prev);
     aes_index_free(cache);
