@@ -60,6 +60,7 @@ static int count_lines(const char *s) {
     return n;
 }
 
+#ifdef AES_HAVE_STB   /* (the EXIF JPEG test's) */
 /* Days since 1970-01-01 (proleptic Gregorian), by counting. */
 static long days_since_epoch(int y, int m, int d) {
     static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -69,6 +70,7 @@ static long days_since_epoch(int y, int m, int d) {
     for (k = 1; k < m; k++) n += mdays[k - 1] + (k == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
     return n + d - 1;
 }
+#endif
 
 static void nap_ms(long ms) {
     struct timespec ts;
