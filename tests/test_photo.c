@@ -168,6 +168,7 @@ static void test_update_keeps_folders(void) {
         memcpy(before, idx->vectors + r * 24, sizeof before);
     }
     aes_index_free(idx);
+    CHECK(sh("%C index info %D/x.idx | grep -q '^dates.8 dated' && %C index info %D/x.idx | grep -q '^hashed.8 of 8'") == 0);
 
     /* update of A alone keeps B (the folder list given adds, never replaces) */
     write_ppm("A/new.ppm", 26, 26, 40);

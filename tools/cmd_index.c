@@ -906,6 +906,28 @@ static int cmd_info(int argc, char **argv) {
     printf("head\t%s\n", idx->head_id[0] ? idx->head_id : "(none)");
     if (scored) printf("aesthetic\t%zu scored, min %.3f, mean %.3f, max %.3f\n", scored, lo, sum / (double)scored, hi);
     else printf("aesthetic\tnone\n");
+    {   /* photo dates (wall-clock time) and content hashes */
+        int64_t dmin = INT64_MAX, dmax = INT64_MIN;
+        size_t dated = 0, hashed = 0;
+        for (i = 0; i < idx->count; i++) {
+            hashed += idx->content_hash[i] != 0;
+            if (idx->date[i] == AES_INDEX_NO_DATE) continue;
+            dated++;
+            if (idx->date[i] < dmin) dmin = idx->date[i];
+            if (idx->date[i] > dmax) dmax = idx->date[i];
+        }
+        if (dated) {
+            char a[32], b[32];
+            time_t ta = (time_t)dmin, tb = (time_t)dmax;
+            struct tm ma, mb;
+            if (gmtime_r(&ta, &ma) && gmtime_r(&tb, &mb)) {     /* the dates are wall-clock seconds: no zone */
+                strftime(a, sizeof a, "%Y-%m-%d %H:%M:%S", &ma);
+                strftime(b, sizeof b, "%Y-%m-%d %H:%M:%S", &mb);
+                printf("dates\t%zu dated, %s to %s\n", dated, a, b);
+            }
+        } else printf("dates\tnone (a version 1 index: the file times are used)\n");
+        printf("hashed\t%zu of %zu\n", hashed, idx->count);
+    }
     {
         const char *p = idx->meta;
         while (p && *p) {
