@@ -33,6 +33,14 @@ STB_CFLAGS := -DAES_HAVE_STB -I/usr/include/stb
 STB_LIBS   := -lstb
 endif
 
+# WebP decoding in the CLI comes from Debian's libwebp-dev when installed.
+HAVE_WEBP ?= $(shell test -f /usr/include/webp/decode.h && printf 'int main(void){return 0;}' | \
+               $(CC) -x c - -lwebp -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(HAVE_WEBP),1)
+STB_CFLAGS += -DAES_HAVE_WEBP
+STB_LIBS   += -lwebp
+endif
+
 # OpenBLAS is only an anchor for `make bench`.
 HAVE_OPENBLAS ?= $(shell printf 'int main(void){return 0;}' | $(CC) -x c - -lopenblas -o /dev/null 2>/dev/null && \
                    (test -f /usr/include/x86_64-linux-gnu/cblas.h -o -f /usr/include/cblas.h -o \
@@ -84,6 +92,10 @@ $(BUILD)/examples/%: examples/%.c $(HDRS) | $(BUILD)
 $(BUILD)/tests/%: tests/%.c tests/testlib.h $(HDRS) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(LDFLAGS) $(LIBS)
+# The photo-library tests write JPEG / WebP files when the libraries are there.
+$(BUILD)/tests/test_photo: tests/test_photo.c tests/testlib.h $(HDRS) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) $(STB_CFLAGS) -o $@ $< $(LDFLAGS) $(STB_LIBS) $(LIBS)
 $(WORLD_TEST_BINS) $(BUILD)/bench_inputs $(BUILD)/bench_augment: $(WORLD_HDR)
 
 # The tests run from the repository root (fixtures are found as tests/...).

@@ -2611,6 +2611,23 @@ AES_API aes_status aes_image_load(aes_ctx *ctx, const char *path, aes_image *out
 /* P6 for RGB, P5 for gray; atomic. */
 AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_image *img);
 #endif
+/* EXIF in a JPEG (the APP1 "Exif" segment, TIFF 6.0 / EXIF 2.3 layout):
+ * the Orientation tag (0x0112: 1..8, 0 when absent or out of range) and
+ * DateTimeOriginal (0x9003, "YYYY:MM:DD HH:MM:SS", "" when absent or
+ * malformed).  Cameras store the sensor's pixels and record in Orientation
+ * how to turn them upright; decoders such as stb_image ignore it.  Anything
+ * that is not a JPEG or has no EXIF gives orientation 0 and date "" with
+ * AES_OK; only NULL arguments are errors.  Reads nothing outside data. */
+typedef struct aes_exif {
+    int  orientation;
+    char datetime_original[20];
+} aes_exif;
+AES_API aes_status aes_jpeg_exif(const void *data, size_t len, aes_exif *out);
+/* Turns img upright for EXIF orientation 1..8 (2 mirror, 3 rotate 180,
+ * 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90
+ * counter-clockwise; as PIL's ImageOps.exif_transpose); 0 and 1 leave it
+ * as is.  In place: the pixels are replaced. */
+AES_API aes_status aes_image_orient(aes_ctx *ctx, aes_image *img, int orientation);
 /* Allocates zeroed pixels for w x h x channels (1..4). */
 AES_API aes_status aes_image_alloc(aes_ctx *ctx, aes_image *img, int w, int h, int channels);
 AES_API void       aes_image_free(aes_image *img);
@@ -4547,6 +4564,121 @@ AES_API aes_status aes_image_save_ppm(aes_ctx *ctx, const char *path, const aes_
     return aes__io_write_chunks_atomic(ctx, path, 2, ptrs, lens);
 }
 #endif
+
+/* ---- EXIF orientation and date ---------------------------------------------- */
+static uint32_t aes__exif_get(const unsigned char *p, int n, int big) {
+    uint32_t v = 0;
+    int i;
+    for (i = 0; i < n; i++) v |= (uint32_t)p[big ? i : n - 1 - i] << (8 * (n - 1 - i));
+    return v;
+}
+
+/* The value bytes of tag `tag` in the IFD at `ifd` of the TIFF block t[len]
+ * (NULL when absent or out of bounds); *type and *count are the entry's. */
+static const unsigned char *aes__exif_find(const unsigned char *t, size_t len, int big, uint32_t ifd, uint32_t tag,
+                                           uint32_t *type, uint32_t *count) {
+    uint32_t n, i;
+    if ((size_t)ifd + 2 > len) return NULL;
+    n = aes__exif_get(t + ifd, 2, big);
+    for (i = 0; i < n; i++) {
+        size_t e = (size_t)ifd + 2 + 12 * (size_t)i, bytes;
+        static const unsigned char tsize[14] = {0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4};
+        if (e + 12 > len) return NULL;
+        if (aes__exif_get(t + e, 2, big) != tag) continue;
+        *type = aes__exif_get(t + e + 2, 2, big);
+        *count = aes__exif_get(t + e + 4, 4, big);
+        if (*type < 1 || *type > 13 || *count > len) return NULL;
+        bytes = (size_t)tsize[*type] * *count;
+        if (bytes <= 4) return t + e + 8;               /* the value is in the entry */
+        {
+            uint32_t off = aes__exif_get(t + e + 8, 4, big);
+            return (size_t)off <= len && bytes <= len - off ? t + off : NULL;
+        }
+    }
+    return NULL;
+}
+
+AES_API aes_status aes_jpeg_exif(const void *data, size_t len, aes_exif *out) {
+    const unsigned char *b = (const unsigned char *)data;
+    size_t pos = 2;
+    if (!out || (!data && len)) return AES_ERR_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    if (len < 4 || b[0] != 0xFF || b[1] != 0xD8) return AES_OK;
+    while (pos + 4 <= len) {
+        unsigned marker;
+        size_t seg;
+        if (b[pos] != 0xFF) return AES_OK;              /* not a marker: give up quietly */
+        marker = b[pos + 1];
+        if (marker == 0xFF) { pos++; continue; }        /* fill byte */
+        if (marker == 0xD9 || marker == 0xDA) return AES_OK;    /* end of image, start of scan */
+        if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { pos += 2; continue; }
+        seg = (size_t)b[pos + 2] << 8 | b[pos + 3];
+        if (seg < 2 || seg > len - pos - 2) return AES_OK;
+        if (marker == 0xE1 && seg >= 2 + 6 + 8 && !memcmp(b + pos + 4, "Exif\0\0", 6)) {
+            const unsigned char *t = b + pos + 10, *v;
+            size_t tl = seg - 8;
+            int big;
+            uint32_t ifd0, type, count;
+            if (!memcmp(t, "II*\0", 4)) big = 0;
+            else if (!memcmp(t, "MM\0*", 4)) big = 1;
+            else return AES_OK;
+            ifd0 = aes__exif_get(t + 4, 4, big);
+            if ((v = aes__exif_find(t, tl, big, ifd0, 0x0112, &type, &count)) != NULL && type == 3 && count >= 1) {
+                uint32_t o = aes__exif_get(v, 2, big);
+                out->orientation = o >= 1 && o <= 8 ? (int)o : 0;
+            }
+            if ((v = aes__exif_find(t, tl, big, ifd0, 0x8769, &type, &count)) != NULL && (type == 4 || type == 13) &&
+                count == 1) {
+                uint32_t sub = aes__exif_get(v, 4, big);
+                if ((v = aes__exif_find(t, tl, big, sub, 0x9003, &type, &count)) != NULL && type == 2 && count >= 19) {
+                    /* "YYYY:MM:DD HH:MM:SS": digits where digits belong */
+                    static const char shape[] = "dddd:dd:dd dd:dd:dd";
+                    int k, ok = 1;
+                    for (k = 0; k < 19; k++)
+                        ok &= shape[k] == 'd' ? (v[k] >= '0' && v[k] <= '9') : (v[k] == shape[k] || (k == 10 && v[k] == 'T'));
+                    if (ok) { memcpy(out->datetime_original, v, 19); out->datetime_original[19] = 0; }
+                }
+            }
+            return AES_OK;
+        }
+        pos += 2 + seg;
+    }
+    return AES_OK;
+}
+
+AES_API aes_status aes_image_orient(aes_ctx *ctx, aes_image *img, int orientation) {
+    aes_image out;
+    aes_status st;
+    int x, y, c, w, h, C, swap;
+    if (!img) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_image_orient: NULL image");
+    if (orientation < 0 || orientation > 8)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_image_orient: orientation %d not in 0..8", orientation);
+    if ((st = aes__img_check(ctx, img, "aes_image_orient")) != AES_OK) return st;
+    if (orientation <= 1) return AES_OK;
+    w = img->width; h = img->height; C = img->channels;
+    swap = orientation >= 5;                  /* 5..8 exchange width and height */
+    memset(&out, 0, sizeof out);
+    if ((st = aes_image_alloc(ctx, &out, swap ? h : w, swap ? w : h, C)) != AES_OK) return st;
+    for (y = 0; y < out.height; y++)
+        for (x = 0; x < out.width; x++) {
+            int sx, sy;
+            switch (orientation) {
+            case 2: sx = w - 1 - x; sy = y; break;
+            case 3: sx = w - 1 - x; sy = h - 1 - y; break;
+            case 4: sx = x; sy = h - 1 - y; break;
+            case 5: sx = y; sy = x; break;
+            case 6: sx = y; sy = h - 1 - x; break;
+            case 7: sx = w - 1 - y; sy = h - 1 - x; break;
+            default: sx = w - 1 - y; sy = x; break;          /* 8 */
+            }
+            for (c = 0; c < C; c++)
+                out.pixels[((size_t)y * (size_t)out.width + (size_t)x) * (size_t)C + (size_t)c] =
+                    img->pixels[((size_t)sy * (size_t)w + (size_t)sx) * (size_t)C + (size_t)c];
+        }
+    aes_image_free(img);
+    *img = out;
+    return AES_OK;
+}
 
 /* ---- PIL-exact bicubic resampling ---------------------------------------
  * Pillow's Resample.c, reproduced from its description:
@@ -12062,12 +12194,13 @@ AES_API aes_status aes_topk_i8(aes_ctx *ctx, const int8_t *base, const float *sc
  *  With both, an int8 search re-scores its best candidates with fp32 (see
  *  aes_index_search), so results have fp32 accuracy at int8 scan speed.
  *
- *  FILE FORMAT (version 1; all integers little-endian; sections in order,
+ *  FILE FORMAT (version 2; all integers little-endian; sections in order,
  *  each padded with zero bytes to a multiple of 8, the vector blocks to 64):
  *
  *    off  size  field
  *      0     8  magic  89 'A' 'E' 'S' 'I' 'D' 'X' 0A
- *      8     4  version (1)
+ *      8     4  version (2; version 1 files, which lack the dates and
+ *               content hashes, are read too)
  *     12     4  dim
  *     16     8  count
  *     24     4  storage: bit 0 fp32 vectors, bit 1 int8 vectors + scales
@@ -12082,6 +12215,8 @@ AES_API aes_status aes_topk_i8(aes_ctx *ctx, const int8_t *base, const float *sc
  *               paths: count x (u32 length, bytes; no NUL inside)
  *               file sizes: count x u64;  mtimes: count x i64 nanoseconds
  *               aesthetic: count x f32 (NaN when not scored)
+ *               [8-aligned, version 2] dates: count x i64 (AES_INDEX_NO_DATE
+ *               when unknown), content hashes: count x u64 (0 when unknown)
  *               [64-aligned] fp32 vectors count x dim      (storage bit 0)
  *               [64-aligned] int8 scales count x f32, vectors count x dim
  *                                                           (storage bit 1)
@@ -12091,7 +12226,15 @@ AES_API aes_status aes_topk_i8(aes_ctx *ctx, const int8_t *base, const float *sc
  *  The loader checks magic, version, length, checksum, then every size and
  *  offset against the buffer, so a flipped byte or a truncated file is an
  *  AES_ERR_FORMAT with a message naming the file, never a crash. */
-#define AES_INDEX_VERSION 1
+#define AES_INDEX_VERSION 2
+/* An entry's date: the photo's wall-clock time (when it was taken, for a
+ * camera's file), as seconds since 1970-01-01 00:00 counted as if that
+ * wall clock were UTC (EXIF stores no time zone; the CLI reads
+ * DateTimeOriginal, else the file's mtime in local time).  The content hash
+ * is the writer's 64-bit hash of the file's bytes (the CLI:
+ * aes_content_hash), so a renamed or copied file is recognised without
+ * decoding it.  Both are only stored; the library does not interpret them. */
+#define AES_INDEX_NO_DATE INT64_MIN
 #define AES_INDEX_F32  1u       /* storage bits */
 #define AES_INDEX_I8   2u
 #define AES_INDEX_ID_MAX 1024
@@ -12111,6 +12254,8 @@ typedef struct aes_index {
     const float  *aesthetic;    /* [count], NaN = not scored           */
     const uint64_t *file_size;  /* [count] */
     const int64_t  *mtime_ns;   /* [count] */
+    const int64_t  *date;       /* [count] photo date, AES_INDEX_NO_DATE = unknown */
+    const uint64_t *content_hash;   /* [count] 0 = unknown */
     struct aes__index_impl *impl;   /* storage, path arena, path lookup */
 } aes_index;
 
@@ -12127,6 +12272,17 @@ AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
 /* Copies entry `row` of src (vectors as stored, no re-embedding). */
 AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx,
                                       const aes_index *src, size_t row);
+/* The same under another path and file stamp (a file renamed, moved or
+ * copied: same content, same embedding). */
+AES_API aes_status aes_index_add_copy(aes_ctx *ctx, aes_index *idx, const aes_index *src,
+                                      size_t row, const char *path, uint64_t file_size,
+                                      int64_t mtime_ns);
+/* Sets the date and content hash of a row (new rows have neither). */
+AES_API aes_status aes_index_set_info(aes_ctx *ctx, aes_index *idx, size_t row,
+                                      int64_t date, uint64_t content_hash);
+/* 64-bit hash of a file's bytes for aes_index content hashes (FNV-1a over
+ * 8-byte words in 4 interleaved lanes, then the length; never 0). */
+AES_API uint64_t   aes_content_hash(const void *data, size_t len);
 AES_API const char *aes_index_path(const aes_index *idx, size_t row);
 /* Row of path, or -1. */
 AES_API int64_t    aes_index_find(const aes_index *idx, const char *path);
@@ -13124,6 +13280,8 @@ struct aes__index_impl {
     float   *aes;                 /* [cap]                                   */
     uint64_t *fsize;
     int64_t *mtime;
+    int64_t *date;                /* photo dates (AES_INDEX_NO_DATE)         */
+    uint64_t *chash;              /* content hashes (0)                      */
     size_t  *path_off;            /* offsets of NUL-terminated paths in arena */
     char    *arena;
     size_t   arena_len, arena_cap;
@@ -13144,6 +13302,8 @@ static void aes__ix_sync(aes_index *idx) {
     idx->aesthetic = m->aes;
     idx->file_size = m->fsize;
     idx->mtime_ns = m->mtime;
+    idx->date = m->date;
+    idx->content_hash = m->chash;
 }
 
 AES_API void aes_index_free(aes_index *idx) {
@@ -13154,6 +13314,7 @@ AES_API void aes_index_free(aes_index *idx) {
         if (!m->blob) { AES_FREE(m->vec); AES_FREE(m->qvec); AES_FREE(m->qscale); }
         aes_free(m->blob);
         AES_FREE(m->aes); AES_FREE(m->fsize); AES_FREE(m->mtime); AES_FREE(m->path_off); AES_FREE(m->arena);
+        AES_FREE(m->date); AES_FREE(m->chash);
         aes__strmap_free(&m->map);
         AES_FREE(m);
     }
@@ -13206,6 +13367,7 @@ static aes_status aes__ix_reserve(aes_ctx *ctx, aes_index *idx, size_t need) {
     }
     ok = ok && aes__ix_grow(&m->aes, m->cap, cap, sizeof(float)) &&
          aes__ix_grow(&m->fsize, m->cap, cap, sizeof(uint64_t)) && aes__ix_grow(&m->mtime, m->cap, cap, sizeof(int64_t)) &&
+         aes__ix_grow(&m->date, m->cap, cap, sizeof(int64_t)) && aes__ix_grow(&m->chash, m->cap, cap, sizeof(uint64_t)) &&
          aes__ix_grow(&m->path_off, m->cap, cap, sizeof(size_t));
     aes__ix_sync(idx);
     if (!ok) return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory growing to %zu entries", cap);
@@ -13309,11 +13471,14 @@ AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
     m->aes[row] = aesthetic;
     m->fsize[row] = file_size;
     m->mtime[row] = mtime_ns;
+    m->date[row] = AES_INDEX_NO_DATE;
+    m->chash[row] = 0;
     idx->count++;
     return AES_OK;
 }
 
-AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row) {
+/* aes_index_add_from under `path` (NULL: src's path). */
+static aes_status aes__ix_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row, const char *path) {
     struct aes__index_impl *m;
     size_t dst, dim;
     aes_status st;
@@ -13346,12 +13511,54 @@ AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_in
             aes_free(tmp);
         }
     }
-    if ((st = aes__ix_add_path(ctx, idx, aes_index_path(src, row))) != AES_OK) return st;
+    if ((st = aes__ix_add_path(ctx, idx, path ? path : aes_index_path(src, row))) != AES_OK) return st;
     m->aes[dst] = src->aesthetic[row];
     m->fsize[dst] = src->file_size[row];
     m->mtime[dst] = src->mtime_ns[row];
+    m->date[dst] = src->date[row];
+    m->chash[dst] = src->content_hash[row];
     idx->count++;
     return AES_OK;
+}
+
+AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row) {
+    return aes__ix_add_from(ctx, idx, src, row, NULL);
+}
+
+AES_API aes_status aes_index_add_copy(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row,
+                                      const char *path, uint64_t file_size, int64_t mtime_ns) {
+    aes_status st;
+    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_index_add_copy: NULL path");
+    if ((st = aes__ix_add_from(ctx, idx, src, row, path)) != AES_OK) return st;
+    idx->impl->fsize[idx->count - 1] = file_size;
+    idx->impl->mtime[idx->count - 1] = mtime_ns;
+    return AES_OK;
+}
+
+AES_API aes_status aes_index_set_info(aes_ctx *ctx, aes_index *idx, size_t row, int64_t date, uint64_t content_hash) {
+    if (!idx || row >= idx->count) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_index_set_info: row out of range");
+    idx->impl->date[row] = date;
+    idx->impl->chash[row] = content_hash;
+    return AES_OK;
+}
+
+AES_API uint64_t aes_content_hash(const void *data, size_t len) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t h[4] = {AES__FNV_INIT, AES__FNV_INIT ^ 1u, AES__FNV_INIT ^ 2u, AES__FNV_INIT ^ 3u}, x;
+    size_t i = 0;
+    int l;
+    /* words read byte by byte (little-endian): the same hash on every host */
+    for (; i + 32 <= len; i += 32)
+        for (l = 0; l < 4; l++) {
+            uint64_t w = 0;
+            int b;
+            for (b = 7; b >= 0; b--) w = w << 8 | p[i + 8 * (size_t)l + (size_t)b];
+            h[l] = (h[l] ^ w) * 1099511628211ull;
+        }
+    x = aes__fnv1a(AES__FNV_INIT, p + i, len - i);
+    for (l = 0; l < 4; l++) x = (x ^ h[l]) * 1099511628211ull;
+    x = (x ^ (uint64_t)len) * 1099511628211ull;
+    return x ? x : 1;
 }
 
 AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx, const unsigned char *keep) {
@@ -13369,6 +13576,7 @@ AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx, const unsigned
             if (m->vec) memmove(m->vec + w * dim, m->vec + i * dim, dim * sizeof(float));
             if (m->qvec) { memmove(m->qvec + w * dim, m->qvec + i * dim, dim); m->qscale[w] = m->qscale[i]; }
             m->aes[w] = m->aes[i]; m->fsize[w] = m->fsize[i]; m->mtime[w] = m->mtime[i];
+            m->date[w] = m->date[i]; m->chash[w] = m->chash[i];
         }
         /* compact the arena in place: kept paths only move toward the start */
         plen = strlen(m->arena + m->path_off[i]) + 1;
@@ -13495,7 +13703,7 @@ AES_API aes_status aes_index_check_model(aes_ctx *ctx, const aes_index *idx, con
 
 /* ---- serialization ------------------------------------------------------------ */
 typedef struct aes__ix_layout {
-    uint64_t ids, paths, fsize, mtime, aes, vec, qscale, qvec, crc, total;
+    uint64_t ids, paths, fsize, mtime, aes, date, chash, vec, qscale, qvec, crc, total;
 } aes__ix_layout;
 
 static uint64_t aes__pad(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
@@ -13503,7 +13711,7 @@ static uint64_t aes__pad(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 /* Offsets of every section; 0 when a size overflows 2^62 (sizes are
  * bounded by the caller: count <= file length, dim <= 65536). */
 static int aes__ix_layout_of(aes__ix_layout *L, uint64_t dim, uint64_t count, unsigned storage,
-                             uint64_t idbytes, uint64_t pathbytes) {
+                             uint64_t idbytes, uint64_t pathbytes, unsigned version) {
     const uint64_t big = (uint64_t)1 << 62;
     if (dim > 65536 || count > big / 65536 / 8 || idbytes > big || pathbytes > big) return 0;
     L->ids = 64;
@@ -13511,7 +13719,9 @@ static int aes__ix_layout_of(aes__ix_layout *L, uint64_t dim, uint64_t count, un
     L->fsize = aes__pad(L->paths + pathbytes, 8);
     L->mtime = L->fsize + 8 * count;
     L->aes = L->mtime + 8 * count;
-    L->vec = aes__pad(L->aes + 4 * count, 64);
+    L->date = aes__pad(L->aes + 4 * count, 8);
+    L->chash = L->date + (version >= 2 ? 8 * count : 0);
+    L->vec = aes__pad(L->chash + (version >= 2 ? 8 * count : 0), 64);
     L->qscale = aes__pad(L->vec + ((storage & AES_INDEX_F32) ? 4 * count * dim : 0), 64);
     L->qvec = aes__pad(L->qscale + ((storage & AES_INDEX_I8) ? 4 * count : 0), 64);
     L->crc = aes__pad(L->qvec + ((storage & AES_INDEX_I8) ? count * dim : 0), 8);
@@ -13531,7 +13741,8 @@ AES_API aes_status aes_index_save_memory(aes_ctx *ctx, const aes_index *idx, voi
     for (i = 0; i < idx->count; i++) pathbytes += 4 + strlen(aes_index_path(idx, (size_t)i));
     ml = strlen(idx->model_id); hl = strlen(idx->head_id); tl = strlen(idx->meta);
     idbytes = (uint64_t)ml + hl + tl;
-    if (!aes__ix_layout_of(&L, dim, idx->count, idx->storage, idbytes, pathbytes) || L.total > (uint64_t)SIZE_MAX)
+    if (!aes__ix_layout_of(&L, dim, idx->count, idx->storage, idbytes, pathbytes, AES_INDEX_VERSION) ||
+        L.total > (uint64_t)SIZE_MAX)
         return aes__fail(ctx, AES_ERR_LIMIT, "index: %zu entries do not fit a buffer", idx->count);
     if (!(b = (unsigned char *)aes_calloc(ctx, (size_t)L.total, 1))) return aes_last_status(ctx);
     memcpy(b, aes__index_magic, 8);
@@ -13561,6 +13772,8 @@ AES_API aes_status aes_index_save_memory(aes_ctx *ctx, const aes_index *idx, voi
         aes__put_u64(b + L.fsize + 8 * i, idx->file_size[i]);
         aes__put_u64(b + L.mtime + 8 * i, (uint64_t)idx->mtime_ns[i]);
         aes__put_f32(b + L.aes + 4 * i, idx->aesthetic[i]);
+        aes__put_u64(b + L.date + 8 * i, (uint64_t)idx->date[i]);
+        aes__put_u64(b + L.chash + 8 * i, idx->content_hash[i]);
     }
     if ((idx->storage & AES_INDEX_F32) && idx->count) {
         if (aes__little_endian()) memcpy(b + L.vec, idx->vectors, (size_t)(4 * idx->count * dim));
@@ -13594,8 +13807,8 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
     if (len < 72) { st = aes__fail(ctx, AES_ERR_FORMAT, "%s: %zu bytes is too short to be an aesalign index", name, len); goto fail; }
     if (memcmp(buf, aes__index_magic, 8) != 0) { st = aes__fail(ctx, AES_ERR_FORMAT, "%s: not an aesalign index (bad magic)", name); goto fail; }
     version = aes__get_u32(buf + 8);
-    if (version != AES_INDEX_VERSION) {
-        st = aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: index version %u, this build reads version %d (rebuild the index)",
+    if (version < 1 || version > AES_INDEX_VERSION) {
+        st = aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: index version %u, this build reads versions 1 to %d (rebuild the index)",
                        name, (unsigned)version, AES_INDEX_VERSION);
         goto fail;
     }
@@ -13622,7 +13835,7 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
     pathbytes = aes__get_u64(buf + 56);
     if (dim < 1 || dim > 65536 || storage < 1 || storage > 3 || ml > AES_INDEX_ID_MAX || hl > AES_INDEX_ID_MAX ||
         tl > AES_INDEX_META_MAX || count > (uint64_t)len / 24 || pathbytes > (uint64_t)len ||
-        !aes__ix_layout_of(&L, dim, count, storage, (uint64_t)ml + hl + tl, pathbytes) || L.total != (uint64_t)len) {
+        !aes__ix_layout_of(&L, dim, count, storage, (uint64_t)ml + hl + tl, pathbytes, version) || L.total != (uint64_t)len) {
         st = aes__fail(ctx, AES_ERR_FORMAT, "%s: inconsistent header (dim %u, count %llu, storage %u)", name,
                        (unsigned)dim, (unsigned long long)count, (unsigned)storage);
         goto fail;
@@ -13652,6 +13865,7 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
     m->arena_cap = (size_t)pathbytes + 1;
     if (!aes__ix_grow(&m->aes, 0, m->cap, sizeof(float)) || !aes__ix_grow(&m->fsize, 0, m->cap, sizeof(uint64_t)) ||
         !aes__ix_grow(&m->mtime, 0, m->cap, sizeof(int64_t)) || !aes__ix_grow(&m->path_off, 0, m->cap, sizeof(size_t)) ||
+        !aes__ix_grow(&m->date, 0, m->cap, sizeof(int64_t)) || !aes__ix_grow(&m->chash, 0, m->cap, sizeof(uint64_t)) ||
         !m->arena) {
         st = aes__fail(ctx, AES_ERR_NOMEM, "%s: out of memory for %llu entries", name, (unsigned long long)count);
         goto fail;
@@ -13686,6 +13900,8 @@ static aes_status aes__index_adopt(aes_ctx *ctx, unsigned char *buf, size_t len,
         m->fsize[i] = aes__get_u64(buf + L.fsize + 8 * i);
         m->mtime[i] = (int64_t)aes__get_u64(buf + L.mtime + 8 * i);
         m->aes[i] = aes__get_f32(buf + L.aes + 4 * i);
+        m->date[i] = version >= 2 ? (int64_t)aes__get_u64(buf + L.date + 8 * i) : AES_INDEX_NO_DATE;
+        m->chash[i] = version >= 2 ? aes__get_u64(buf + L.chash + 8 * i) : 0;
     }
     if (!aes__little_endian()) {   /* make the vector sections native */
         for (i = 0; (storage & AES_INDEX_F32) && i < count * dim; i++) {

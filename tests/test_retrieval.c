@@ -614,8 +614,8 @@ static void test_index_corruption(void) {
     CHECK(aes_index_load_memory(ctx, buf, len - 1, "cut.idx", &back) == AES_ERR_FORMAT);
     /* a future version is refused as such */
     memcpy(bad, buf, len);
-    bad[8] = 2;
-    CHECK(aes_index_load_memory(ctx, bad, len, "v2.idx", &back) == AES_ERR_UNSUPPORTED);
+    bad[8] = AES_INDEX_VERSION + 1;
+    CHECK(aes_index_load_memory(ctx, bad, len, "v3.idx", &back) == AES_ERR_UNSUPPORTED);
     CHECK(strstr(aes_last_error(ctx), "version") != NULL);
     CHECK_OK(ctx, aes_index_load_memory(ctx, buf, len, "ok.idx", &back));
     aes_index_free(back);
@@ -1111,6 +1111,55 @@ out:
     aes_clip_free(m);
 }
 
+/* Version 2 stores a date and a content hash per entry; a version 1 file
+ * (tests/fixtures/retrieval/index_v1.aesidx, written by the version 1
+ * writer) still loads, with unknown dates and hashes, and saves as v2. */
+static void test_index_v2_dates_hashes(void) {
+    aes_index *v1 = NULL, *idx = NULL, *back = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    const char *data = "the same bytes";
+    CHECK_OK(ctx, aes_index_load(ctx, RFIX "index_v1.aesidx", &v1));
+    if (!v1) return;
+    CHECK(v1->count == 3 && v1->dim == 4 && !strcmp(aes_index_path(v1, 2), "photos/img2.jpg"));
+    CHECK(v1->date[0] == AES_INDEX_NO_DATE && v1->content_hash[1] == 0 && v1->file_size[2] == 1002);
+    CHECK_NEAR(v1->aesthetic[1], 5.0, 0);
+    CHECK_OK(ctx, aes_index_create(ctx, 4, AES_INDEX_F32 | AES_INDEX_I8, "model-v1", "", &idx));
+    if (!idx) { aes_index_free(v1); return; }
+    CHECK_OK(ctx, aes_index_add_from(ctx, idx, v1, 0));
+    CHECK_OK(ctx, aes_index_set_info(ctx, idx, 0, 1234567890, aes_content_hash(data, strlen(data))));
+    /* a renamed copy reuses the row: vector, score, date, hash; new path and stamp */
+    CHECK_OK(ctx, aes_index_add_copy(ctx, idx, idx, 0, "photos/renamed.jpg", 77, 88));
+    CHECK(aes_index_add_copy(ctx, idx, idx, 0, "photos/renamed.jpg", 77, 88) == AES_ERR_INVALID_ARG);
+    CHECK(aes_index_set_info(ctx, idx, 5, 0, 0) == AES_ERR_INVALID_ARG);
+    CHECK_OK(ctx, aes_index_save_memory(ctx, idx, &buf, &len));
+    CHECK(buf && len > 12 && ((unsigned char *)buf)[8] == AES_INDEX_VERSION);
+    CHECK_OK(ctx, aes_index_load_memory(ctx, buf, len, "v2.idx", &back));
+    if (back) {
+        CHECK(back->count == 2 && back->date[1] == 1234567890 && back->content_hash[1] == aes_content_hash(data, 14));
+        CHECK(back->file_size[1] == 77 && back->mtime_ns[1] == 88 && !strcmp(aes_index_path(back, 1), "photos/renamed.jpg"));
+        CHECK(!memcmp(back->vectors, back->vectors + 4, 4 * sizeof(float)) && back->aesthetic[1] == v1->aesthetic[0]);
+    }
+    /* the hash: every byte and the length count, never 0 */
+    {
+        unsigned char b[100];
+        uint64_t h0;
+        int i, differ = 1;
+        for (i = 0; i < 100; i++) b[i] = (unsigned char)(i * 7);
+        h0 = aes_content_hash(b, 100);
+        for (i = 0; i < 100; i++) {
+            b[i] ^= 1;
+            differ &= aes_content_hash(b, 100) != h0;
+            b[i] ^= 1;
+        }
+        CHECK(differ && aes_content_hash(b, 99) != h0 && aes_content_hash(b, 0) != 0);
+    }
+    aes_free(buf);
+    aes_index_free(back);
+    aes_index_free(idx);
+    aes_index_free(v1);
+}
+
 /* `aesalign eval` on a small file: the numbers of test_eval_tsv. */
 static void test_cli_eval(void) {
     const char *cli = tl_cli();
@@ -1180,6 +1229,7 @@ int main(int argc, char **argv) {
     RUN(test_cli_end_to_end);
     RUN(test_cli_eval);
     RUN(test_llm_tools_py);
+    RUN(test_index_v2_dates_hashes);
     aes_ctx_free(ctx);
     return tl_report();
 }

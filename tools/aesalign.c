@@ -71,6 +71,60 @@ int cli_opt_float(int argc, char **argv, int *i, const char *name, double *out) 
     return 1;
 }
 
+int cli_opt_format(int argc, char **argv, int *i, int *fmt) {
+    const char *s;
+    int r = cli_opt_str(argc, argv, i, "--format", &s);
+    if (r != 1) return r;
+    if (!strcmp(s, "tsv")) *fmt = CLI_FMT_TSV;
+    else if (!strcmp(s, "json")) *fmt = CLI_FMT_JSON;
+    else if (!strcmp(s, "paths")) *fmt = CLI_FMT_PATHS;
+    else {
+        fprintf(stderr, "aesalign: --format wants tsv, json or paths, not '%s'\n", s);
+        return -1;
+    }
+    return 1;
+}
+
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c == '\n') fputs("\\n", f);
+        else if (c == '\t') fputs("\\t", f);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+void cli_json_number(FILE *f, double v) {
+    if (v - v != 0) fputs("null", f);
+    else fprintf(f, "%.6g", v);
+}
+
+int cli_parse_date(const char *s, int64_t *out) {
+    int y, mo, d, h = 0, mi = 0, sec = 0, n = 0, k;
+    char c;
+    if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3) return 0;
+    if (s[n]) {
+        c = s[n];
+        if (c != ' ' && c != 'T') return 0;
+        k = n + 1;
+        if (sscanf(s + k, "%2d:%2d%n", &h, &mi, &n) != 2) return 0;
+        k += n;
+        if (s[k] == ':') {
+            if (sscanf(s + k + 1, "%2d%n", &sec, &n) != 1) return 0;
+            k += 1 + n;
+        }
+        if (s[k]) return 0;
+    }
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || h < 0 || mi < 0 || sec < 0)
+        return 0;
+    *out = cli_civil_seconds(y, mo, d, h, mi, sec);
+    return 1;
+}
+
 /* $AES_THREADS, else every online core (1 in an AES_NO_THREADS build). */
 int cli_threads(void) {
 #ifdef AES_NO_THREADS

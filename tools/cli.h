@@ -40,6 +40,72 @@ int cli_opt_float(int argc, char **argv, int *i, const char *name, double *out);
  * (the library's message is in aes_last_error). */
 int cli_load_image(aes_ctx *ctx, const char *path, aes_image *out);
 
+/* cli_load_image that also tells what the file is: its content hash
+ * (aes_content_hash of the bytes), EXIF orientation (already applied to
+ * *out) and EXIF DateTimeOriginal ("" when none).  info may be NULL. */
+typedef struct cli_photo_info {
+    uint64_t hash;
+    int orientation;
+    char exif_date[20];
+} cli_photo_info;
+int cli_load_photo(aes_ctx *ctx, const char *path, aes_image *out, cli_photo_info *info);
+
+/* ---- walking folders (tools/cmd_index.c) ------------------------------------
+ * cli_walk_add adds the images under a folder (recursively, entries sorted
+ * by name, hidden ones skipped, symlinked folders followed once) or the
+ * file itself; unreadable folders are warned about ("aesalign <cmd>: ...")
+ * and counted.  Returns 0 only when out of memory. */
+typedef struct cli_walk_file {
+    char    *path;
+    uint64_t size;
+    int64_t  mtime_ns;
+} cli_walk_file;
+typedef struct cli_walk {
+    const char *cmd;                     /* for messages (default "index") */
+    cli_walk_file *files;
+    size_t n, cap;
+    size_t ignored, unreadable_dirs;
+    struct { unsigned long long dev, ino; } *seen;   /* folders visited (symlink loops) */
+    size_t nseen, capseen;
+} cli_walk;
+int  cli_walk_add(cli_walk *w, const char *path);
+void cli_walk_free(cli_walk *w);
+/* 1 when the name ends in an image extension the CLI reads. */
+int  cli_is_image_name(const char *name);
+
+/* Seconds since 1970-01-01 of a wall-clock date counted as if it were UTC
+ * (the index's photo dates, AES_INDEX_NO_DATE aside). */
+int64_t cli_civil_seconds(int y, int mo, int d, int h, int mi, int s);
+
+/* The index's date of a photo (cmd_index.c): the EXIF DateTimeOriginal
+ * text when valid, else mtime_ns as local wall-clock time; seconds as
+ * cli_civil_seconds gives them. */
+int64_t cli_photo_date(const char *exif_date, int64_t mtime_ns);
+/* "YYYY-MM-DD", "YYYY-MM-DD HH:MM" or "YYYY-MM-DD HH:MM:SS" ('T' between
+ * them too) -> wall-clock seconds; 0 when malformed. */
+int cli_parse_date(const char *s, int64_t *out);
+
+/* ---- output formats of commands that list images ---------------------------------
+ * tsv (a header line, then tab-separated rows), json (one JSON object per
+ * line), paths (one path per line, for xargs). */
+enum { CLI_FMT_TSV, CLI_FMT_JSON, CLI_FMT_PATHS };
+#define CLI_FORMAT_HELP \
+    "  --format F           tsv (default: a header, then tab-separated rows), json (one object\n" \
+    "                       per line) or paths (one path per line, for xargs)\n"
+/* At argv[*i] == "--format": 1 (and *fmt set), 0 not this option, -1 bad. */
+int cli_opt_format(int argc, char **argv, int *i, int *fmt);
+/* s as a JSON string (quotes, escapes; bytes >= 0x80 passed through). */
+void cli_json_string(FILE *f, const char *s);
+/* A float as JSON: %.6g, or null when not finite. */
+void cli_json_number(FILE *f, double v);
+
+/* HTML pages (cmd_search.c): text escaped for HTML, a path as a URL path
+ * (bytes outside [A-Za-z0-9/._~-] percent-encoded), and the path of the
+ * absolute `target` relative to the absolute folder `base`. */
+void cli_html_escape(FILE *f, const char *s);
+void cli_url_escape(FILE *f, const char *s);
+void cli_relative_path(const char *base, const char *target, char *out, size_t cap);
+
 /* 1 when path opens for reading. */
 int cli_file_exists(const char *path);
 

@@ -16,10 +16,17 @@
  * refreshed every --checkpoint-every images; the next build or update with
  * the same model picks it up and embeds only what is missing.
  *
- * update re-walks the folders (by default the ones recorded at build time),
- * keeps the entries whose file size and mtime are unchanged, embeds new and
- * changed files and drops files that are gone.  A different head only
- * re-scores the stored vectors.
+ * update re-walks the folders given (by default every recorded one), keeps
+ * the entries whose file size and mtime are unchanged, embeds new and
+ * changed files and drops files that are gone; the entries of recorded
+ * folders not given are kept as they are, and only --remove DIR drops a
+ * folder.  A new file whose bytes equal an indexed file's (a rename, move
+ * or copy) reuses that embedding, found by content hash.  A different head
+ * only re-scores the stored vectors.
+ *
+ * Every entry gets its date (EXIF DateTimeOriginal, else the mtime) and
+ * content hash.  Writers take a lock on FILE.lock first (see index_lock),
+ * so concurrent builds and updates of one index run one after the other.
  */
 #include "cli.h"
 #include <math.h>
@@ -28,28 +35,15 @@
 #include <dirent.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 
 
 /* ============================================================================
  *  Walking folders
  * ========================================================================= */
 
-typedef struct walk_file {
-    char    *path;
-    uint64_t size;
-    int64_t  mtime_ns;
-} walk_file;
-
-typedef struct walk {
-    walk_file *files;
-    size_t n, cap;
-    size_t ignored, unreadable_dirs;
-    struct { dev_t dev; ino_t ino; } *seen;   /* folders visited (symlink loops) */
-    size_t nseen, capseen;
-} walk;
-
-static int has_image_ext(const char *name) {
-    static const char *const ext[] = {"jpg", "jpeg", "png", "ppm", "pgm", "pnm", "bmp", "gif", "tga"};
+int cli_is_image_name(const char *name) {
+    static const char *const ext[] = {"jpg", "jpeg", "png", "ppm", "pgm", "pnm", "bmp", "gif", "tga", "webp"};
     const char *dot = strrchr(name, '.');
     size_t k, i;
     if (!dot) return 0;
@@ -82,10 +76,10 @@ static int64_t stat_mtime_ns(const struct stat *sb) {
 }
 
 /* Adds the images under `path` (a folder or a file); returns 0 when out of memory. */
-static int walk_path(walk *w, const char *path, int depth) {
+static int walk_path(cli_walk *w, const char *path, int depth) {
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        fprintf(stderr, "aesalign index: warning: %s: %s (skipped)\n", path, strerror(errno));
+        fprintf(stderr, "aesalign %s: warning: %s: %s (skipped)\n", w->cmd ? w->cmd : "index", path, strerror(errno));
         w->unreadable_dirs++;
         return 1;
     }
@@ -95,7 +89,7 @@ static int walk_path(walk *w, const char *path, int depth) {
         char **names = NULL;
         size_t nn = 0, cn = 0, i, k;
         for (k = 0; k < w->nseen; k++)
-            if (w->seen[k].dev == sb.st_dev && w->seen[k].ino == sb.st_ino) return 1;   /* loop */
+            if (w->seen[k].dev == (unsigned long long)sb.st_dev && w->seen[k].ino == (unsigned long long)sb.st_ino) return 1;   /* loop */
         if (depth > 64) return 1;
         if (w->nseen == w->capseen) {
             size_t c = w->capseen ? w->capseen * 2 : 64;
@@ -104,11 +98,12 @@ static int walk_path(walk *w, const char *path, int depth) {
             w->seen = p;
             w->capseen = c;
         }
-        w->seen[w->nseen].dev = sb.st_dev;
-        w->seen[w->nseen].ino = sb.st_ino;
+        w->seen[w->nseen].dev = (unsigned long long)sb.st_dev;
+        w->seen[w->nseen].ino = (unsigned long long)sb.st_ino;
         w->nseen++;
         if (!(d = opendir(path))) {
-            fprintf(stderr, "aesalign index: warning: cannot read folder %s: %s (skipped)\n", path, strerror(errno));
+            fprintf(stderr, "aesalign %s: warning: cannot read folder %s: %s (skipped)\n", w->cmd ? w->cmd : "index", path,
+                    strerror(errno));
             w->unreadable_dirs++;
             return 1;
         }
@@ -118,8 +113,8 @@ static int walk_path(walk *w, const char *path, int depth) {
                 /* e.g. EOVERFLOW: a 32-bit build without _FILE_OFFSET_BITS=64 on a
                  * file system with 64-bit inode numbers */
                 if (errno) {
-                    fprintf(stderr, "aesalign index: warning: cannot list folder %s: %s (skipped the rest)\n",
-                            path, strerror(errno));
+                    fprintf(stderr, "aesalign %s: warning: cannot list folder %s: %s (skipped the rest)\n",
+                            w->cmd ? w->cmd : "index", path, strerror(errno));
                     w->unreadable_dirs++;
                 }
                 break;
@@ -145,13 +140,13 @@ static int walk_path(walk *w, const char *path, int depth) {
         free(names);
         return 1;
     }
-    if (!S_ISREG(sb.st_mode) || !has_image_ext(path)) {
+    if (!S_ISREG(sb.st_mode) || !cli_is_image_name(path)) {
         w->ignored++;
         return 1;
     }
     if (w->n == w->cap) {
         size_t c = w->cap ? w->cap * 2 : 256;
-        walk_file *p = (walk_file *)realloc(w->files, c * sizeof *p);
+        cli_walk_file *p = (cli_walk_file *)realloc(w->files, c * sizeof *p);
         if (!p) return 0;
         w->files = p;
         w->cap = c;
@@ -164,7 +159,9 @@ static int walk_path(walk *w, const char *path, int depth) {
     return 1;
 }
 
-static void walk_free(walk *w) {
+int cli_walk_add(cli_walk *w, const char *path) { return walk_path(w, path, 0); }
+
+void cli_walk_free(cli_walk *w) {
     size_t i;
     for (i = 0; i < w->n; i++) free(w->files[i].path);
     free(w->files);
@@ -240,7 +237,7 @@ static char *meta_value(const char *meta, const char *key, int nth) {
 /* Files that failed to decode are remembered in the meta as
  * "bad=SIZE MTIME_NS PATH", so an unchanged bad file is not retried on
  * every update. */
-static int meta_is_bad(const char *meta, const walk_file *wf) {
+static int meta_is_bad(const char *meta, const cli_walk_file *wf) {
     char want[64];
     size_t wl;
     const char *p = meta;
@@ -276,27 +273,198 @@ static void meta_add(meta_buf *m, const char *key, const char *fmt_value1, const
     m->len += n;
 }
 
+/* ---- the lock: one writer at a time ------------------------------------------
+ * A POSIX record lock on the side file FILE.lock, held from before the
+ * index is read until after it is written, so two writers cannot both
+ * start from the same old index and one lose the other's additions.  The
+ * holder writes "pid N on host H" into the file for the other's message.
+ * The lock file itself stays (removing it would let a third writer lock a
+ * new file while the second waits on the old one).  Readers (search) need
+ * no lock: the index is replaced by an atomic rename. */
+static void lock_holder(int fd, char *out, size_t cap) {
+    struct flock fl;
+    ssize_t n = pread(fd, out, cap - 1, 0);
+    out[0 > n ? 0 : n] = 0;
+    if (n > 0 && out[n - 1] == '\n') out[n - 1] = 0;
+    if (n > 0) return;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) snprintf(out, cap, "pid %ld", (long)fl.l_pid);
+    else snprintf(out, cap, "another process");
+}
+
+static int index_lock(const char *cmd, const char *index, int nowait) {
+    char path[4200], holder[512], host[256];
+    struct flock fl;
+    int fd;
+    snprintf(path, sizeof path, "%s.lock", index);
+    if ((fd = open(path, O_RDWR | O_CREAT, 0666)) < 0) {
+        cli_fail(cmd, NULL, "cannot open the lock file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        if (errno != EACCES && errno != EAGAIN) {
+            cli_fail(cmd, NULL, "cannot lock %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        lock_holder(fd, holder, sizeof holder);
+        if (nowait) {
+            cli_fail(cmd, NULL, "%s is being written by %s (lock file %s); --no-wait: giving up", index, holder, path);
+            close(fd);
+            return -1;
+        }
+        fprintf(stderr, "aesalign %s: waiting for %s, which is writing %s (lock file %s)\n", cmd, holder, index, path);
+        while (fcntl(fd, F_SETLKW, &fl) != 0) {
+            if (errno == EINTR) continue;
+            cli_fail(cmd, NULL, "cannot lock %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
+    host[sizeof host - 1] = 0;
+    snprintf(holder, sizeof holder, "pid %ld on host %s\n", (long)getpid(), host);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, holder, strlen(holder), 0) < 0) { /* the message only */ }
+    return fd;
+}
+
+static void index_unlock(int fd) {
+    if (fd < 0) return;
+    if (ftruncate(fd, 0) != 0) { /* the next holder rewrites it */ }
+    close(fd);          /* releases the lock */
+}
+
+/* ---- folders ------------------------------------------------------------------ */
+
+/* A folder as recorded: without trailing slashes ("/" stays). */
+static char *norm_dir(const char *d) {
+    size_t n = strlen(d);
+    char *c;
+    while (n > 1 && d[n - 1] == '/') n--;
+    if (!(c = (char *)malloc(n + 1))) return NULL;
+    memcpy(c, d, n);
+    c[n] = 0;
+    return c;
+}
+
+/* 1 when path is root or inside it (root as norm_dir gives it). */
+static int under(const char *path, const char *root) {
+    size_t n = strlen(root);
+    if (strncmp(path, root, n) != 0) return 0;
+    return path[n] == 0 || path[n] == '/' || (n && root[n - 1] == '/');
+}
+
+static int under_any(const char *path, char **roots, int n) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (under(path, roots[i])) return 1;
+    return 0;
+}
+
+/* A list of malloc'ed strings without duplicates. */
+typedef struct str_list { char **s; int n; } str_list;
+static int str_list_add(str_list *l, const char *v) {
+    int i;
+    char **p;
+    for (i = 0; i < l->n; i++)
+        if (!strcmp(l->s[i], v)) return 1;
+    if (!(p = (char **)realloc(l->s, (size_t)(l->n + 1) * sizeof *p))) return 0;
+    l->s = p;
+    if (!(l->s[l->n] = norm_dir(v))) return 0;
+    l->n++;
+    return 1;
+}
+static void str_list_free(str_list *l) {
+    int i;
+    for (i = 0; i < l->n; i++) free(l->s[i]);
+    free(l->s);
+    l->s = NULL;
+    l->n = 0;
+}
+
+/* ---- dates -------------------------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil, public domain algorithm). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    int64_t era, yoe, doy, doe;
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int64_t cli_civil_seconds(int y, int mo, int d, int h, int mi, int s) {
+    return days_from_civil(y, mo, d) * 86400 + (int64_t)h * 3600 + mi * 60 + s;
+}
+
+/* The index's date of a photo: EXIF "YYYY:MM:DD HH:MM:SS" when there is
+ * one (year 0 and month 0, written by some cameras for "unset", count as
+ * none), else the file's mtime as local wall-clock time. */
+int64_t cli_photo_date(const char *exif, int64_t mtime_ns) {
+    int y, mo, d, h, mi, s;
+    time_t t;
+    struct tm tm;
+    if (exif && exif[0] && sscanf(exif, "%4d:%2d:%2d%*c%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &s) == 6 && y > 0 &&
+        mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h < 24 && mi < 60 && s < 61)
+        return cli_civil_seconds(y, mo, d, h, mi, s);
+    t = (time_t)(mtime_ns / 1000000000);
+    if (!localtime_r(&t, &tm)) return mtime_ns / 1000000000;
+    return cli_civil_seconds(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* ---- content hashes of the indexes at hand ------------------------------------ */
+typedef struct hash_ref { uint64_t hash; const aes_index *src; size_t row; } hash_ref;
+static int cmp_hash_ref(const void *a, const void *b) {
+    uint64_t x = ((const hash_ref *)a)->hash, y = ((const hash_ref *)b)->hash;
+    return x < y ? -1 : x > y;
+}
+
+static int hashes_add(hash_ref **h, size_t *n, const aes_index *src) {
+    size_t i;
+    hash_ref *p;
+    if (!src || !src->count) return 1;
+    if (!(p = (hash_ref *)realloc(*h, (*n + src->count) * sizeof *p))) return 0;
+    *h = p;
+    for (i = 0; i < src->count; i++)
+        if (src->content_hash[i]) { p[*n].hash = src->content_hash[i]; p[*n].src = src; p[(*n)++].row = i; }
+    return 1;
+}
+
+/* ---- build / update --------------------------------------------------------- */
+
 static int cmd_build(int argc, char **argv, int update) {
     const char *cmd = update ? "index update" : "index build";
     build_opts o;
     aes_ctx *ctx = aes_ctx_create();
     aes_clip *model = NULL;
     aes_head head;
-    int have_head = 0, from_partial = 0, rc = 1, S, E, i;
+    int have_head = 0, from_partial = 0, rc = 1, S, E, i, nowait = 0, lockfd = -1, head_differs = 0;
     char head_id[17] = "", partial[4200], *owned[4] = {NULL, NULL, NULL, NULL};
-    char **owned_dirs = NULL;
-    int n_owned_dirs = 0;
+    str_list recorded = {NULL, 0}, removed = {NULL, 0}, walked = {NULL, 0}, roots = {NULL, 0}, excluded = {NULL, 0};
     aes_index *prev = NULL, *cache = NULL, *idx = NULL;
-    walk w;
+    cli_walk w;
     meta_buf meta = {NULL, 0, 0};
-    size_t f, reused = 0, changed = 0, embedded = 0, skipped = 0, known_bad = 0, rescored = 0, dropped = 0;
-    size_t since_ckpt = 0, *todo = NULL, ntodo = 0, *batch_file = NULL;
+    hash_ref *hashes = NULL;
+    size_t nhashes = 0;
+    size_t f, reused = 0, changed = 0, embedded = 0, skipped = 0, known_bad = 0, rescored = 0, dropped = 0, kept = 0;
+    size_t copied = 0, since_ckpt = 0, *todo = NULL, ntodo = 0, *batch_file = NULL;
     float *pixels = NULL, *emb = NULL, *scores = NULL;
     double t0 = cli_now(), ckpt_cost = 0;
+    uint64_t *batch_hash = NULL;
+    int64_t *batch_date = NULL;
     progress pg;
     memset(&o, 0, sizeof o);
     memset(&w, 0, sizeof w);
     memset(&head, 0, sizeof head);
+    w.cmd = cmd;
     o.storage = AES_INDEX_F32 | AES_INDEX_I8;
     o.batch = 16;
     o.checkpoint_every = 256;
@@ -311,6 +479,11 @@ static int cmd_build(int argc, char **argv, int update) {
         if ((r = cli_opt_str(argc, argv, &i, update ? "--index" : "--out", &o.out))) { if (r < 0) goto done; continue; }
         if ((r = cli_opt_int(argc, argv, &i, "--batch", &o.batch))) { if (r < 0) goto done; continue; }
         if ((r = cli_opt_int(argc, argv, &i, "--checkpoint-every", &o.checkpoint_every))) { if (r < 0) goto done; continue; }
+        if (update && (r = cli_opt_str(argc, argv, &i, "--remove", &s))) {
+            if (r < 0) goto done;
+            if (!str_list_add(&removed, s)) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+            continue;
+        }
         if ((r = cli_opt_str(argc, argv, &i, "--storage", &s))) {
             if (r < 0) goto done;
             if (!strcmp(s, "f32")) o.storage = AES_INDEX_F32;
@@ -320,11 +493,17 @@ static int cmd_build(int argc, char **argv, int update) {
             continue;
         }
         if (!strcmp(argv[i], "--quiet")) { o.quiet = 1; continue; }
+        if (!strcmp(argv[i], "--no-wait")) { nowait = 1; continue; }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             if (update)
-                printf("usage: aesalign index update --index FILE [--model M] [--head H] [options] [DIR...]\n"
-                       "  re-walks the folders (default: those recorded in FILE), embeds new and changed\n"
-                       "  images, drops deleted ones; --model and --head default to the recorded paths\n");
+                printf("usage: aesalign index update --index FILE [--model M] [--head H] [--remove DIR]... [options] [DIR...]\n"
+                       "  re-walks the folders given (default: every folder recorded in FILE), embeds new and\n"
+                       "  changed images and drops deleted ones there; every other recorded folder is kept as\n"
+                       "  it is, and folders given for the first time are added.  Images renamed, moved or\n"
+                       "  copied reuse their embedding (found by content hash).  --model and --head default\n"
+                       "  to the recorded paths.\n"
+                       "  --remove DIR         drop DIR (a recorded folder or one inside it, which then stays out\n"
+                       "                       until given again) and its images\n");
             else
                 printf("usage: aesalign index build --model M [--head H] [--out FILE] [options] DIR...\n");
             printf(CLI_MODEL_HELP
@@ -333,7 +512,10 @@ static int cmd_build(int argc, char **argv, int update) {
                    "  --storage S          f32, int8 or both (default both: int8 scans, fp32 re-scores)\n"
                    "  --batch N            images per encoder batch (default 16)\n"
                    "  --checkpoint-every N refresh FILE.partial every N new images (default 256)\n"
+                   "  --no-wait            fail at once when another process is writing FILE (default: wait)\n"
                    "  --quiet              no progress line\n"
+                   "One writer at a time: FILE.lock names the process writing FILE.  Every image's date\n"
+                   "(EXIF DateTimeOriginal, else the file's mtime) and content hash are stored.\n"
                    "Threads: $AES_THREADS, else every core.\n", update ? "--index FILE" : "--out FILE",
                    update ? "" : " (default index.aesidx)");
             rc = 0;
@@ -346,30 +528,67 @@ static int cmd_build(int argc, char **argv, int update) {
     if (!o.out) { cli_fail(cmd, NULL, "--index FILE is required"); goto done; }
     if (o.batch < 1 || o.batch > 1024) { cli_fail(cmd, NULL, "--batch must be in [1, 1024]"); goto done; }
     if (o.checkpoint_every < 1) o.checkpoint_every = 1;
+    if (!update && o.ndirs == 0) { cli_fail(cmd, NULL, "no folders given"); goto done; }
     snprintf(partial, sizeof partial, "%s.partial", o.out);
     aes_threads_set(ctx, cli_threads());
+    if ((lockfd = index_lock(cmd, o.out, nowait)) < 0) goto done;
 
     /* update: the index to bring up to date, and what it recorded */
     if (update) {
+        char *d;
+        int k = 0;
         if (aes_index_load(ctx, o.out, &prev) != AES_OK) {
             cli_fail(cmd, ctx, "cannot read the index (use `aesalign index build` to make one)");
             goto done;
         }
         if (!o.m.model) o.m.model = owned[0] = meta_value(prev->meta, "model", 0);
         if (!o.head && prev->head_id[0]) o.head = owned[1] = meta_value(prev->meta, "head", 0);
-        if (o.ndirs == 0) {
-            char *d;
-            while ((d = meta_value(prev->meta, "root", n_owned_dirs)) != NULL) {
-                char **od = (char **)realloc(owned_dirs, (size_t)(n_owned_dirs + 1) * sizeof *od);
-                if (!od) { free(d); break; }
-                owned_dirs = od;
-                owned_dirs[n_owned_dirs++] = d;
-                if (o.ndirs < argc) o.dirs[o.ndirs++] = d;
+        while ((d = meta_value(prev->meta, "root", k++)) != NULL) {
+            int ok = str_list_add(&recorded, d);
+            free(d);
+            if (!ok) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+        }
+        /* folders removed from inside a recorded one stay out, unless given again */
+        k = 0;
+        while ((d = meta_value(prev->meta, "exclude", k++)) != NULL) {
+            int ok = 1;
+            for (i = 0; i < o.ndirs && ok; i++) ok = !under(d, o.dirs[i]);
+            ok = !ok || str_list_add(&excluded, d);
+            free(d);
+            if (!ok) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+        }
+        for (i = 0; i < removed.n; i++) {
+            int k2, known = 0;
+            for (k2 = 0; k2 < recorded.n; k2++) known |= under(removed.s[i], recorded.s[k2]);
+            if (!known) {
+                cli_fail(cmd, NULL, "--remove %s: not a folder of this index (`aesalign index info %s` lists them)",
+                         removed.s[i], o.out);
+                goto done;
             }
         }
     }
+    /* the folders walked now: the ones given, else every recorded one */
+    for (i = 0; i < o.ndirs; i++)
+        if (!str_list_add(&walked, o.dirs[i])) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+    if (o.ndirs == 0)
+        for (i = 0; i < recorded.n; i++)
+            if (!under_any(recorded.s[i], removed.s, removed.n) && !str_list_add(&walked, recorded.s[i])) {
+                cli_fail(cmd, NULL, "out of memory");
+                goto done;
+            }
+    /* the folders recorded afterwards: the old ones but the removed, then the new */
+    for (i = 0; i < recorded.n; i++)
+        if (!under_any(recorded.s[i], removed.s, removed.n) && !str_list_add(&roots, recorded.s[i])) goto oom;
+    for (i = 0; i < walked.n; i++)
+        if (!under_any(walked.s[i], roots.s, roots.n) && !str_list_add(&roots, walked.s[i])) goto oom;
+    for (i = 0; i < removed.n; i++) {          /* removed from inside a folder still recorded */
+        int k2, inside = 0;
+        for (k2 = 0; k2 < roots.n; k2++) inside |= under(removed.s[i], roots.s[k2]) && strcmp(removed.s[i], roots.s[k2]);
+        if (inside && !str_list_add(&excluded, removed.s[i])) goto oom;
+    }
+    for (i = 0; i < excluded.n; i++)           /* and nothing under them is walked or kept */
+        if (!str_list_add(&removed, excluded.s[i])) goto oom;
     if (!o.m.model) { cli_fail(cmd, NULL, "--model is required"); goto done; }
-    if (o.ndirs == 0) { cli_fail(cmd, NULL, "no folders given"); goto done; }
 
     if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
     if (!aes_clip_config_get(model)->has_vision) { cli_fail(cmd, NULL, "%s has no image tower", o.m.model); goto done; }
@@ -393,7 +612,7 @@ static int cmd_build(int argc, char **argv, int update) {
         }
     }
 
-    /* what to reuse: an interrupted run's checkpoint, else (update) the index */
+    /* an interrupted run's checkpoint: a cache of embeddings */
     if (access(partial, F_OK) == 0) {
         if (aes_index_load(ctx, partial, &cache) != AES_OK) {
             fprintf(stderr, "aesalign %s: warning: ignoring the checkpoint: %s\n", cmd, aes_last_error(ctx));
@@ -408,57 +627,125 @@ static int cmd_build(int argc, char **argv, int update) {
             fprintf(stderr, "aesalign %s: resuming from %s (%zu images done)\n", cmd, partial, cache->count);
         }
     }
-    if (!cache) { cache = prev; prev = NULL; }
 
     /* walk */
-    for (i = 0; i < o.ndirs; i++)
-        if (!walk_path(&w, o.dirs[i], 0)) { cli_fail(cmd, NULL, "out of memory walking %s", o.dirs[i]); goto done; }
+    for (i = 0; i < walked.n; i++)
+        if (!cli_walk_add(&w, walked.s[i])) { cli_fail(cmd, NULL, "out of memory walking %s", walked.s[i]); goto done; }
     if (!o.quiet)
-        fprintf(stderr, "aesalign %s: %zu images in %d folder%s (%zu other file%s ignored)\n", cmd, w.n, o.ndirs,
-                o.ndirs == 1 ? "" : "s", w.ignored, w.ignored == 1 ? "" : "s");
+        fprintf(stderr, "aesalign %s: %zu images in %d folder%s (%zu other file%s ignored)\n", cmd, w.n, walked.n,
+                walked.n == 1 ? "" : "s", w.ignored, w.ignored == 1 ? "" : "s");
 
-    /* the new index: reused entries first (in walk order), then the new ones */
+    /* the new index: the entries of folders not walked, then the walked ones (reused first) */
     if (aes_index_create(ctx, E, o.storage, aes_clip_id(model), head_id, &idx) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
     meta_add(&meta, "model", o.m.model, NULL);
     if (o.head) meta_add(&meta, "head", o.head, NULL);
-    for (i = 0; i < o.ndirs; i++) meta_add(&meta, "root", o.dirs[i], NULL);
+    for (i = 0; i < roots.n; i++) meta_add(&meta, "root", roots.s[i], NULL);
+    for (i = 0; i < excluded.n; i++) meta_add(&meta, "exclude", excluded.s[i], NULL);
+    for (f = 0; prev && f < prev->count; f++) {
+        const char *p = aes_index_path(prev, f);
+        if (under_any(p, removed.s, removed.n)) { dropped++; continue; }
+        if (under_any(p, walked.s, walked.n)) continue;
+        if (aes_index_add_from(ctx, idx, prev, f) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
+        kept++;
+    }
+    if (prev) {     /* bad files remembered in folders not walked */
+        const char *p = prev->meta;
+        while (p && *p) {
+            const char *eol = strchr(p, '\n'), *sp;
+            size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+            if (ll > 4 && !strncmp(p, "bad=", 4) && (sp = memchr(p + 4, ' ', ll - 4)) && (sp = memchr(sp + 1, ' ', ll - (size_t)(sp + 1 - p)))) {
+                char *path = (char *)malloc(ll + 1), num[64];
+                if (path) {
+                    size_t pl = ll - (size_t)(sp + 1 - p);
+                    memcpy(path, sp + 1, pl);
+                    path[pl] = 0;
+                    if (!under_any(path, removed.s, removed.n) && !under_any(path, walked.s, walked.n) &&
+                        (size_t)(sp + 1 - (p + 4)) < sizeof num) {
+                        memcpy(num, p + 4, (size_t)(sp + 1 - (p + 4)));
+                        num[sp + 1 - (p + 4)] = 0;
+                        meta_add(&meta, "bad", num, path);
+                    }
+                    free(path);
+                }
+            }
+            p += ll + (eol ? 1 : 0);
+        }
+    }
     todo = (size_t *)malloc((w.n + 1) * sizeof *todo);
-    if (!todo) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+    if (!todo) goto oom;
     for (f = 0; f < w.n; f++) {
-        const walk_file *wf = &w.files[f];
-        int64_t row = cache ? aes_index_find(cache, wf->path) : -1;
-        if (row >= 0 && cache->file_size[row] == wf->size && cache->mtime_ns[row] == wf->mtime_ns) {
-            if (aes_index_add_from(ctx, idx, cache, (size_t)row) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
+        const cli_walk_file *wf = &w.files[f];
+        const aes_index *src = NULL;
+        int64_t row = -1;
+        if (under_any(wf->path, removed.s, removed.n) || aes_index_find(idx, wf->path) >= 0) continue;
+        if (cache && (row = aes_index_find(cache, wf->path)) >= 0 && cache->file_size[row] == wf->size &&
+            cache->mtime_ns[row] == wf->mtime_ns)
+            src = cache;
+        else if (prev && (row = aes_index_find(prev, wf->path)) >= 0 && prev->file_size[row] == wf->size &&
+                 prev->mtime_ns[row] == wf->mtime_ns)
+            src = prev;
+        if (src) {
+            if (aes_index_add_from(ctx, idx, src, (size_t)row) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
+            head_differs |= strcmp(src->head_id, head_id) != 0;
             reused++;
-        } else if (cache && meta_is_bad(cache->meta, wf)) {
+        } else if ((cache && meta_is_bad(cache->meta, wf)) || (prev && meta_is_bad(prev->meta, wf))) {
             char num[64];
             snprintf(num, sizeof num, "%llu %lld ", (unsigned long long)wf->size, (long long)wf->mtime_ns);
             meta_add(&meta, "bad", num, wf->path);
             known_bad++;
         } else {
-            if (row >= 0) changed++;
+            if (prev && aes_index_find(prev, wf->path) >= 0) changed++;
             todo[ntodo++] = f;
         }
     }
-    {   /* entries of the index being updated whose file is gone */
-        const aes_index *ref = prev ? prev : cache;
+    {   /* entries of the walked folders whose file is gone */
         char **sorted = (char **)malloc((w.n + 1) * sizeof *sorted);
-        if (!sorted) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+        if (!sorted) goto oom;
         for (f = 0; f < w.n; f++) sorted[f] = w.files[f].path;
         qsort(sorted, w.n, sizeof *sorted, cmp_str);
-        for (f = 0; ref && f < ref->count; f++) {
-            const char *key = aes_index_path(ref, f);
+        for (f = 0; prev && f < prev->count; f++) {
+            const char *key = aes_index_path(prev, f);
+            if (under_any(key, removed.s, removed.n) || !under_any(key, walked.s, walked.n)) continue;
             dropped += bsearch(&key, sorted, w.n, sizeof *sorted, cmp_str) == NULL;
         }
         free(sorted);
     }
-    /* a different head (or none now): re-score what was reused */
-    if (reused && strcmp(cache->head_id, head_id) != 0) {
-        if (aes_index_rescore(ctx, idx, have_head ? &head : NULL) != AES_OK) { cli_fail(cmd, ctx, "re-scoring"); goto done; }
-        rescored = have_head ? reused : 0;
+    /* new files with the content of an indexed one (renamed, moved, copied):
+     * the embedding is reused, found by content hash */
+    if (ntodo && (!hashes_add(&hashes, &nhashes, prev) || !hashes_add(&hashes, &nhashes, cache))) goto oom;
+    if (nhashes) {
+        size_t n2 = 0;
+        qsort(hashes, nhashes, sizeof *hashes, cmp_hash_ref);
+        for (f = 0; f < ntodo; f++) {
+            const cli_walk_file *wf = &w.files[todo[f]];
+            void *data = NULL;
+            size_t len = 0;
+            hash_ref key, *hit;
+            aes_exif exif;
+            if (aes_read_file(ctx, wf->path, &data, &len) != AES_OK) { aes_clear_error(ctx); todo[n2++] = todo[f]; continue; }
+            key.hash = aes_content_hash(data, len);
+            hit = (hash_ref *)bsearch(&key, hashes, nhashes, sizeof *hashes, cmp_hash_ref);
+            aes_jpeg_exif(data, len, &exif);
+            aes_free(data);
+            if (!hit || aes_index_add_copy(ctx, idx, hit->src, hit->row, wf->path, wf->size, wf->mtime_ns) != AES_OK ||
+                aes_index_set_info(ctx, idx, idx->count - 1, cli_photo_date(exif.datetime_original, wf->mtime_ns),
+                                   key.hash) != AES_OK) {
+                aes_clear_error(ctx);
+                todo[n2++] = todo[f];
+                continue;
+            }
+            head_differs |= strcmp(hit->src->head_id, head_id) != 0;
+            copied++;
+        }
+        ntodo = n2;
     }
-    if (update && !ntodo && !dropped && !rescored && !from_partial && reused == idx->count &&
-        idx->storage == cache->storage) {
+    /* a different head (or none now): re-score what was reused */
+    if (head_differs || (kept && strcmp(prev->head_id, head_id) != 0)) {
+        if (aes_index_rescore(ctx, idx, have_head ? &head : NULL) != AES_OK) { cli_fail(cmd, ctx, "re-scoring"); goto done; }
+        rescored = have_head ? idx->count : 0;
+    }
+    if (update && !ntodo && !dropped && !rescored && !copied && !from_partial && reused + kept == idx->count &&
+        idx->count == prev->count && idx->storage == prev->storage && meta.s && !strcmp(meta.s, prev->meta)) {
         if (!o.quiet) fprintf(stderr, "aesalign %s: %s is up to date (%zu images)\n", cmd, o.out, idx->count);
         rc = 0;
         goto done;
@@ -469,7 +756,9 @@ static int cmd_build(int argc, char **argv, int update) {
     emb = (float *)malloc((size_t)o.batch * E * sizeof(float));
     scores = (float *)malloc((size_t)o.batch * sizeof(float));
     batch_file = (size_t *)malloc((size_t)o.batch * sizeof *batch_file);
-    if (!pixels || !emb || !scores || !batch_file) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+    batch_hash = (uint64_t *)malloc((size_t)o.batch * sizeof *batch_hash);
+    batch_date = (int64_t *)malloc((size_t)o.batch * sizeof *batch_date);
+    if (!pixels || !emb || !scores || !batch_file || !batch_hash || !batch_date) goto oom;
     memset(&pg, 0, sizeof pg);
     pg.t0 = pg.last = cli_now();
     pg.total = ntodo;
@@ -479,11 +768,12 @@ static int cmd_build(int argc, char **argv, int update) {
         double tc;
         /* decode + preprocess up to `batch` good images; a bad one is skipped */
         while (f < ntodo && B < o.batch) {
-            const walk_file *wf = &w.files[todo[f++]];
+            const cli_walk_file *wf = &w.files[todo[f++]];
             aes_image img;
             aes_status st;
+            cli_photo_info info;
             memset(&img, 0, sizeof img);
-            st = (aes_status)cli_load_image(ctx, wf->path, &img);
+            st = (aes_status)cli_load_photo(ctx, wf->path, &img, &info);
             if (st == AES_OK) st = aes_clip_preprocess(ctx, &img, S, pixels + (size_t)B * 3 * S * S);
             aes_image_free(&img);
             if (st != AES_OK) {
@@ -497,6 +787,8 @@ static int cmd_build(int argc, char **argv, int update) {
                 skipped++;
                 continue;
             }
+            batch_hash[B] = info.hash;
+            batch_date[B] = cli_photo_date(info.exif_date, wf->mtime_ns);
             batch_file[B++] = todo[f - 1];
         }
         if (B > 0) {
@@ -505,13 +797,14 @@ static int cmd_build(int argc, char **argv, int update) {
             if (have_head && aes_head_score(ctx, &head, emb, B, scores) != AES_OK) { cli_fail(cmd, ctx, "scoring"); goto done; }
         }
         for (b = 0; b < B; b++) {
-            const walk_file *wf = &w.files[batch_file[b]];
+            const cli_walk_file *wf = &w.files[batch_file[b]];
             if (aes_index_add(ctx, idx, wf->path, wf->size, wf->mtime_ns, emb + (size_t)b * E, scores[b]) != AES_OK) {
                 fprintf(stderr, "aesalign %s: warning: skipping %s: %s\n", cmd, wf->path, aes_last_error(ctx));
                 aes_clear_error(ctx);
                 skipped++;
                 continue;
             }
+            aes_index_set_info(ctx, idx, idx->count - 1, batch_date[b], batch_hash[b]);
             embedded++;
             since_ckpt++;
         }
@@ -539,25 +832,31 @@ static int cmd_build(int argc, char **argv, int update) {
         struct stat sb;
         double mb = stat(o.out, &sb) == 0 ? (double)sb.st_size / 1048576.0 : 0;
         fprintf(stderr,
-                "aesalign %s: wrote %s: %zu images (%zu embedded of which %zu changed, %zu reused, %zu re-scored, "
-                "%zu dropped); %zu skipped (%zu known bad); %.1f MB; %.1f s, %.1f images/s\n",
-                cmd, o.out, idx->count, embedded, changed, reused, rescored, dropped, skipped + known_bad, known_bad,
-                mb, el, el > 0 ? (double)embedded / el : 0.0);
+                "aesalign %s: wrote %s: %zu images (%zu embedded of which %zu changed, %zu reused, %zu found by content, "
+                "%zu kept from other folders, %zu re-scored, %zu dropped); %zu skipped (%zu known bad); %.1f MB; "
+                "%.1f s, %.1f images/s\n",
+                cmd, o.out, idx->count, embedded, changed, reused, copied, kept, rescored, dropped, skipped + known_bad,
+                known_bad, mb, el, el > 0 ? (double)embedded / el : 0.0);
     }
     rc = 0;
+    goto done;
+oom:
+    cli_fail(cmd, NULL, "out of memory");
 done:
-    free(pixels); free(emb); free(scores); free(batch_file); free(todo); free(meta.s);
+    free(pixels); free(emb); free(scores); free(batch_file); free(batch_hash); free(batch_date); free(todo); free(meta.s);
+    free(hashes);
     free(o.dirs);
     for (i = 0; i < 4; i++) free(owned[i]);
-    for (i = 0; i < n_owned_dirs; i++) free(owned_dirs[i]);
-    free(owned_dirs);
-    walk_free(&w);
+    str_list_free(&recorded); str_list_free(&removed); str_list_free(&walked); str_list_free(&roots);
+    str_list_free(&excluded);
+    cli_walk_free(&w);
     aes_index_free(prev);
     aes_index_free(cache);
     aes_index_free(idx);
     if (have_head) aes_head_free(&head);
     aes_clip_free(model);
     aes_ctx_free(ctx);
+    index_unlock(lockfd);
     return rc;
 }
 
@@ -607,6 +906,28 @@ static int cmd_info(int argc, char **argv) {
     printf("head\t%s\n", idx->head_id[0] ? idx->head_id : "(none)");
     if (scored) printf("aesthetic\t%zu scored, min %.3f, mean %.3f, max %.3f\n", scored, lo, sum / (double)scored, hi);
     else printf("aesthetic\tnone\n");
+    {   /* photo dates (wall-clock time) and content hashes */
+        int64_t dmin = INT64_MAX, dmax = INT64_MIN;
+        size_t dated = 0, hashed = 0;
+        for (i = 0; i < idx->count; i++) {
+            hashed += idx->content_hash[i] != 0;
+            if (idx->date[i] == AES_INDEX_NO_DATE) continue;
+            dated++;
+            if (idx->date[i] < dmin) dmin = idx->date[i];
+            if (idx->date[i] > dmax) dmax = idx->date[i];
+        }
+        if (dated) {
+            char a[32], b[32];
+            time_t ta = (time_t)dmin, tb = (time_t)dmax;
+            struct tm ma, mb;
+            if (gmtime_r(&ta, &ma) && gmtime_r(&tb, &mb)) {     /* the dates are wall-clock seconds: no zone */
+                strftime(a, sizeof a, "%Y-%m-%d %H:%M:%S", &ma);
+                strftime(b, sizeof b, "%Y-%m-%d %H:%M:%S", &mb);
+                printf("dates\t%zu dated, %s to %s\n", dated, a, b);
+            }
+        } else printf("dates\tnone (a version 1 index: the file times are used)\n");
+        printf("hashed\t%zu of %zu\n", hashed, idx->count);
+    }
     {
         const char *p = idx->meta;
         while (p && *p) {
@@ -625,7 +946,7 @@ static int cmd_info(int argc, char **argv) {
 CLI_COMMAND(index, "build, update or describe an image index: index build, update, info") {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         printf("usage: aesalign index build  --model M [--head H] [--out FILE] [options] DIR...\n"
-               "       aesalign index update --index FILE --model M [--head H] [options] [DIR...]\n"
+               "       aesalign index update --index FILE [--model M] [--head H] [--remove DIR]... [options] [DIR...]\n"
                "       aesalign index info   FILE\n"
                "`aesalign index build --help` lists the options.\n");
         return argc < 2 ? 2 : 0;

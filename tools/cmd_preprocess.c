@@ -14,13 +14,19 @@
 #ifdef AES_HAVE_STB
 #include <stb_image.h>
 #endif
+#ifdef AES_HAVE_WEBP
+#include <webp/decode.h>
+#endif
 
 /* Loads any image the CLI understands: PPM/PGM through the library, and
  * JPEG, PNG, BMP, GIF, TGA, ... through stb_image when the build has it
  * (-DAES_HAVE_STB, Debian's libstb-dev).  Gray (+alpha) images come back
  * with 1 channel, colour (+alpha) images with 3: alpha is dropped, as PIL's
- * convert("RGB") does.  Returns 0 (AES_OK) or an aes_status with the reason
- * in aes_last_error(ctx).
+ * convert("RGB") does.  A JPEG's EXIF orientation is applied (phones store
+ * their photos sideways and say so in the EXIF only), so every command sees
+ * the picture upright.  WebP comes through libwebp (-DAES_HAVE_WEBP,
+ * Debian's libwebp-dev).  Returns 0 (AES_OK) or an aes_status with the
+ * reason in aes_last_error(ctx).
  * Declared in cli.h; every command that reads images uses it. */
 
 static int cli_is_pnm(const unsigned char *b, size_t len) {
@@ -28,14 +34,51 @@ static int cli_is_pnm(const unsigned char *b, size_t len) {
 }
 
 int cli_load_image(aes_ctx *ctx, const char *path, aes_image *out) {
+    return cli_load_photo(ctx, path, out, NULL);
+}
+
+int cli_load_photo(aes_ctx *ctx, const char *path, aes_image *out, cli_photo_info *info) {
     void *data = NULL;
     size_t len = 0;
     const unsigned char *b;
     aes_status st;
+    aes_exif exif;
     if (!out) return AES_ERR_INVALID_ARG;
     memset(out, 0, sizeof *out);
+    if (info) memset(info, 0, sizeof *info);
     if ((st = aes_read_file(ctx, path, &data, &len)) != AES_OK) return st;
     b = (const unsigned char *)data;
+    aes_jpeg_exif(b, len, &exif);
+    if (info) {
+        info->hash = aes_content_hash(b, len);
+        info->orientation = exif.orientation;
+        memcpy(info->exif_date, exif.datetime_original, sizeof info->exif_date);
+    }
+    if (len >= 12 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WEBP", 4)) {
+#ifdef AES_HAVE_WEBP
+        int w = 0, h = 0;
+        aes_clear_error(ctx);
+        if (!WebPGetInfo(b, len, &w, &h)) {
+            aes_free(data);
+            fprintf(stderr, "aesalign: %s: not a WebP image libwebp can read\n", path);
+            return AES_ERR_FORMAT;
+        }
+        if ((st = aes_image_alloc(ctx, out, w, h, 3)) != AES_OK) { aes_free(data); return st; }
+        if (!WebPDecodeRGBInto(b, len, out->pixels, (size_t)w * (size_t)h * 3, w * 3)) {
+            aes_free(data);
+            aes_image_free(out);
+            fprintf(stderr, "aesalign: %s: WebP decoding failed\n", path);
+            return AES_ERR_FORMAT;
+        }
+        aes_free(data);
+        return AES_OK;
+#else
+        aes_free(data);
+        aes_clear_error(ctx);
+        fprintf(stderr, "aesalign: %s: WebP needs Debian's libwebp-dev: apt-get install libwebp-dev (then rebuild)\n", path);
+        return AES_ERR_UNSUPPORTED;
+#endif
+    }
     if (cli_is_pnm(b, len)) {
         /* through the library's loader, so messages name the file */
         aes_free(data);
@@ -69,7 +112,7 @@ int cli_load_image(aes_ctx *ctx, const char *path, aes_image *out) {
         }
         memcpy(out->pixels, pixels, (size_t)w * (size_t)h * (size_t)want);
         stbi_image_free(pixels);
-        return AES_OK;
+        return aes_image_orient(ctx, out, exif.orientation);
     }
 #else
     if ((len >= 8 && !memcmp(b, "\x89PNG", 4)) || (len >= 3 && b[0] == 0xFF && b[1] == 0xD8))
@@ -93,9 +136,12 @@ static void preprocess_usage(FILE *f) {
             "3*N*N float32 values, little-endian, in CHW order (written atomically).\n"
             "IMAGE: PPM/PGM%s.\n",
 #ifdef AES_HAVE_STB
-            ", JPEG, PNG, BMP, GIF, TGA (through stb_image)"
+            ", JPEG (EXIF orientation applied), PNG, BMP, GIF, TGA (through stb_image)"
 #else
             " (JPEG/PNG need Debian's libstb-dev)"
+#endif
+#ifdef AES_HAVE_WEBP
+            ", WebP (libwebp)"
 #endif
     );
 }
