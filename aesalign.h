@@ -4079,6 +4079,18 @@ AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const 
 
 AES_API const char *aes_safetensors_source(const aes_safetensors *st) { return st ? st->source : "<none>"; }
 
+/* An F32 tensor whose bytes can serve as a float array in place, for as
+ * long as st stays open: st is a mapped file (pages that stay valid, unlike
+ * a caller's buffer), the host is little-endian, and the data is aligned
+ * for float (the format only promises 8-byte offsets inside the data
+ * section, which starts after a header of any length).  NULL otherwise.
+ * The mapping is read-only: the values must not be written through it. */
+static const float *aes__st_f32_in_place(const aes_safetensors *st, const aes_tensor_view *v) {
+    if (!st || !st->mapping || !v || v->dtype != AES_DTYPE_F32 || !aes__io_host_is_le()) return NULL;
+    if ((uintptr_t)v->data % sizeof(float)) return NULL;
+    return (const float *)v->data;
+}
+
 /* ---- writing -------------------------------------------------------------- */
 
 static int aes__st_out_name_cmp(const void *items, int a, int b) {
@@ -6833,7 +6845,17 @@ typedef struct aes_clip_load_opts {
 typedef struct aes_clip aes_clip;
 
 /* Loads a CLIP checkpoint (either layout, one or both towers).  opts may be
- * NULL.  Every missing or wrongly shaped tensor is an error naming it. */
+ * NULL.  Every missing or wrongly shaped tensor is an error naming it.
+ * Where the system has mmap, the file stays mapped (read-only) while the
+ * model lives, and its F32 tensors that the model uses as they are (aligned,
+ * canonical shape: all but Hugging Face's q/k/v and OpenAI's projections)
+ * are the weights, without a copy in memory; other tensors and dtypes are
+ * converted one by one.  The file must then stay as it is until
+ * aes_clip_free: replacing it by rename (as aes_clip_save and every atomic
+ * writer do) is fine, the mapping keeps the old file; truncating or
+ * rewriting it in place is not (reads of a truncated mapping fault).
+ * Training (aes_clip_trainer_create) or aes_clip_params_data first copies
+ * the weights into memory and closes the file. */
 AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_load_opts *opts,
                                  aes_clip **out);
 /* The same from a safetensors image in memory (not kept after the call);
@@ -6938,7 +6960,9 @@ AES_API size_t aes_clip_num_params(const aes_clip *model);
 /* Bytes the weights occupy in memory (half-ish with keep_16bit). */
 AES_API size_t aes_clip_weight_bytes(const aes_clip *model);
 AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *count);
-/* The canonical f32 parameter buffer (NULL when loaded with keep_16bit). */
+/* The canonical f32 parameter buffer, writable (NULL when loaded with
+ * keep_16bit, or when copying weights used in place from a mapped file
+ * runs out of memory; not to be called while other threads use the model). */
 AES_API float *aes_clip_params_data(aes_clip *model);
 /* The model's own parameter pointers. */
 AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model);
@@ -7013,8 +7037,11 @@ struct aes_clip {
     aes_clip_tensor *tensors;     /* canonical table                               */
     int ntensors;
     size_t nparams;               /* floats in the canonical f32 layout            */
-    float *params;                /* canonical f32 storage (NULL with keep_16bit)  */
-    float *small;                 /* keep_16bit: the vectors (f32), compact        */
+    float *params;                /* canonical f32 storage (NULL with keep_16bit,
+                                     and while weights are used in place)         */
+    float *small;                 /* keep_16bit: the vectors (f32), compact; in
+                                     place: the tensors that could not be         */
+    aes_safetensors *mapped;      /* the mapped file holding weights in place      */
     uint16_t *params16;           /* keep_16bit: the matrices                      */
     size_t nparams16;             /* how many values params16 holds                */
     int keep_16bit;
@@ -7025,6 +7052,7 @@ struct aes_clip {
 };
 
 static void aes__clip_refresh_id(const aes_clip *m);
+static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m);
 
 /* ============================================================================
  *  The canonical parameter table
@@ -7139,9 +7167,10 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
     return model ? model->tensors : NULL;
 }
 
-/* Write access to the values: the hash is recomputed when next asked for. */
+/* Write access to the values: the hash is recomputed when next asked for.
+ * Weights used in place from a mapped file are copied first. */
 AES_API float *aes_clip_params_data(aes_clip *model) {
-    if (!model) return NULL;
+    if (!model || aes__clip_own_params(NULL, model)) return NULL;
     model->hash_stale = 1;
     return model->params;
 }
@@ -7733,7 +7762,7 @@ static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes_
     if (st) return st;
     if (!dout || !g) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
     if (!a->save) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: activations made with save = 0", name);
-    if (!m->params) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit weights (load it "
+    if (m->keep_16bit) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit weights (load it "
                                      "without keep_16bit to train it)", name);
     if (first_block < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: first_block %d < 0", name, first_block);
     return AES_OK;
@@ -8406,7 +8435,10 @@ static size_t aes__clip_hash_f32(aes__clip_hasher *h, const float *x, size_t n) 
     return bad;
 }
 
-/* Loads canonical slot i into the model's storage. */
+/* Loads canonical slot i into the model's storage.  With neither dst32 nor
+ * dst16 the values stay where they are in the mapped file (the caller has
+ * checked with aes__clip_in_place that they can): they are checked and
+ * hashed there. */
 static aes_status aes__clip_load_slot(aes__clip_loader *L, const aes__clip_slot *s, float *dst32, uint16_t *dst16,
                                       aes__clip_hasher *h) {
     char names[3][256];
@@ -8423,6 +8455,17 @@ static aes_status aes__clip_load_slot(aes__clip_loader *L, const aes__clip_slot 
         if (!v[k]) return aes__clip_missing(L, names[k]);
         if ((st = aes__clip_check_source(L, names[k], v[k], s->ndim, want, s->kind == AES__CK_LOGIT_SCALE))) return st;
         if (v[k]->dtype == AES_DTYPE_BF16) any_bf16 = 1;
+    }
+    if (!dst32 && !dst16) {
+        const float *vals = aes__st_f32_in_place(L->st, v[0]);
+        if (nsrc != 1 || transpose || !vals) /* unreachable after aes__clip_in_place */
+            return aes__fail(L->ctx, AES_ERR_INVALID_ARG, "%s: tensor '%s%s' cannot be used in place", L->src,
+                             L->prefix, names[0]);
+        bad = aes__clip_hash_f32(h, vals, s->numel);
+        if (bad < s->numel)
+            return aes__fail(L->ctx, AES_ERR_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinity (element %zu)",
+                             L->src, L->prefix, names[0], bad);
+        return AES_OK;
     }
     /* f32 values, in the canonical shape */
     work = (dst32 && !transpose) ? dst32 : aes__clip_scratch(L, transpose ? 2 * s->numel : s->numel);
@@ -8600,6 +8643,26 @@ static void aes__clip_loader_free(aes__clip_loader *L) {
     L->tmp = NULL;
 }
 
+/* The values of canonical slot s where they lie in a mapped file, when the
+ * model can use them there: one F32 tensor of the canonical shape and
+ * orientation (so not Hugging Face's separate q/k/v, nor OpenAI's
+ * transposed projections), aligned, on a little-endian host.  NULL: the
+ * slot needs a copy of its own. */
+static const float *aes__clip_in_place(aes__clip_loader *L, const aes__clip_slot *s) {
+    char names[3][256];
+    const aes_tensor_view *v;
+    int transpose;
+    if (aes__clip_sources(L, s, names, &transpose) != 1 || transpose) return NULL;
+    v = aes__clip_find(L, names[0]);
+    if (!v || v->numel < 0 || (uint64_t)v->numel != (uint64_t)s->numel) return NULL;
+    return aes__st_f32_in_place(L->st, v);
+}
+
+/* Loads a model from a parsed file.  When the file is mapped and holds
+ * F32 tensors the model can use as they are, their pages serve as the
+ * weights (no second copy in memory) and the model takes st over
+ * ((*out)->mapped == st: the caller must not close it); the other tensors
+ * are converted, one at a time, into a compact buffer. */
 static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const char *src, const char *cfg_text,
                                     size_t cfg_len, const char *cfg_name, int cfg_explicit,
                                     const aes_clip_load_opts *opts, aes_clip **out) {
@@ -8609,7 +8672,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     aes__clip_hasher h;
     aes_status s;
     size_t n32 = 0, n16 = 0, off32 = 0, off16 = 0;
-    int i, nslots = 0, keep16 = opts && opts->keep_16bit;
+    int i, nslots = 0, keep16 = opts && opts->keep_16bit, in_place = 0;
 
     if ((s = aes__clip_loader_init(&L, ctx, st, src))) return s;
     m = (aes_clip *)aes_calloc(ctx, 1, sizeof *m);
@@ -8642,10 +8705,18 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     }
     m->keep_16bit = keep16;
     m->nparams16 = n16;
-    if (keep16) {
-        m->small = (float *)aes_alloc(ctx, n32, sizeof(float));
-        m->params16 = (uint16_t *)aes_alloc(ctx, n16 ? n16 : 1, sizeof(uint16_t));
-        if (!m->small || !m->params16) { s = aes_last_status(ctx); goto done; }
+    if (!keep16) { /* which tensors can stay in the mapped file, and what the rest needs */
+        size_t ncopy = 0;
+        for (i = 0; i < nslots; i++) {
+            if (aes__clip_in_place(&L, &slots[i])) in_place = 1;
+            else ncopy += slots[i].numel;
+        }
+        if (in_place) n32 = ncopy;
+    }
+    if (keep16 || in_place) {
+        m->small = (float *)aes_alloc(ctx, n32 ? n32 : 1, sizeof(float));
+        if (keep16) m->params16 = (uint16_t *)aes_alloc(ctx, n16 ? n16 : 1, sizeof(uint16_t));
+        if (!m->small || (keep16 && !m->params16)) { s = aes_last_status(ctx); goto done; }
     } else {
         m->params = (float *)aes_alloc(ctx, m->nparams, sizeof(float));
         if (!m->params) { s = aes_last_status(ctx); goto done; }
@@ -8658,9 +8729,19 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
         const aes__clip_slot *sl = &slots[i];
         float *d32 = NULL;
         uint16_t *d16 = NULL;
+        /* in place: read-only pages; the cast is for the parameter struct,
+         * which is written only after aes__clip_own_params */
+        float *here = in_place ? (float *)aes__clip_in_place(&L, sl) : NULL;
+        if (here) {
+            if (sl->f) *sl->f = here;
+            if (sl->m) { sl->m->f = here; sl->m->h = NULL; sl->m->h_is_bf16 = 0; }
+            if ((s = aes__clip_load_slot(&L, sl, NULL, NULL, &h))) goto done;
+            if (sl->kind == AES__CK_LOGIT_SCALE) m->has_logit_scale = 1;
+            continue;
+        }
         if (sl->kind == AES__CK_LOGIT_SCALE && !(m->cfg.has_vision && m->cfg.has_text)) {
             /* a single tower needs no temperature; use CLIP's final value, ln 100 */
-            d32 = keep16 ? m->small + off32 : m->params + m->tensors[i].offset;
+            d32 = m->small ? m->small + off32 : m->params + m->tensors[i].offset;
             if (aes__clip_find(&L, "logit_scale")) {
                 if ((s = aes__clip_load_slot(&L, sl, d32, NULL, &h))) goto done;
                 m->has_logit_scale = 1;
@@ -8675,8 +8756,8 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
             d16 = m->params16 + off16;
             off16 += sl->numel;
         } else {
-            d32 = keep16 ? m->small + off32 : m->params + m->tensors[i].offset;
-            if (keep16) off32 += sl->numel;
+            d32 = m->small ? m->small + off32 : m->params + m->tensors[i].offset;
+            if (m->small) off32 += sl->numel;
             if (sl->f) *sl->f = d32;
             if (sl->m) { sl->m->f = d32; sl->m->h = NULL; sl->m->h_is_bf16 = 0; }
         }
@@ -8687,6 +8768,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     if ((s = aes__clip_check_leftovers(&L, &m->cfg))) goto done;
     m->hash = aes__clip_hash_final(&h);
     aes__clip_make_id(m);
+    if (in_place) m->mapped = st;
     s = AES_OK;
 done:
     aes_free(slots);
@@ -8696,8 +8778,46 @@ done:
     return s;
 }
 
+/* The model's f32 values into dst in the canonical layout; with repoint,
+ * the model's parameter pointers then go to dst. */
+static aes_status aes__clip_gather(aes_ctx *ctx, aes_clip *m, float *dst, int repoint) {
+    aes__clip_slot *slots;
+    int i, n = 0;
+    slots = aes__clip_slots(ctx, &m->cfg, &m->p, &n);
+    if (!slots) return ctx ? aes_last_status(ctx) : AES_ERR_NOMEM;
+    for (i = 0; i < n && i < m->ntensors; i++) {
+        float *d = dst + m->tensors[i].offset;
+        const float *src = slots[i].m ? slots[i].m->f : *slots[i].f;
+        if (src) memcpy(d, src, m->tensors[i].numel * sizeof(float));
+        if (!repoint) continue;
+        if (slots[i].f) *slots[i].f = d;
+        if (slots[i].m) { slots[i].m->f = d; slots[i].m->h = NULL; slots[i].m->h_is_bf16 = 0; }
+    }
+    aes_free(slots);
+    return AES_OK;
+}
+
+/* A model whose weights lie in a mapped file gets its own writable copy in
+ * the canonical layout (training and aes_clip_params_data need one), and
+ * the file is closed.  The values do not change, nor does the hash. */
+static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m) {
+    float *p;
+    aes_status st;
+    if (!m->mapped) return AES_OK;
+    p = (float *)aes_alloc(ctx, m->nparams, sizeof(float));
+    if (!p) return ctx ? aes_last_status(ctx) : AES_ERR_NOMEM;
+    if ((st = aes__clip_gather(ctx, m, p, 1))) { aes_free(p); return st; }
+    m->params = p;
+    aes_free(m->small);
+    m->small = NULL;
+    aes_safetensors_close(m->mapped);
+    m->mapped = NULL;
+    return AES_OK;
+}
+
 AES_API void aes_clip_free(aes_clip *model) {
     if (!model) return;
+    aes_safetensors_close(model->mapped);
     aes_free(model->params);
     aes_free(model->small);
     aes_free(model->params16);
@@ -9017,7 +9137,7 @@ AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_
     }
     if ((s = aes_safetensors_open(ctx, path, &st))) { aes_free(text); return s; }
     s = aes__clip_load_st(ctx, st, path, text, len, cfg_path, explicit_cfg, opts, out);
-    aes_safetensors_close(st);
+    if (!*out || (*out)->mapped != st) aes_safetensors_close(st);
     aes_free(text);
     return s;
 #endif
@@ -14296,7 +14416,9 @@ typedef struct aes_clip_trainer aes_clip_trainer;
 AES_API aes_train_options aes_train_options_default(void);
 
 /* A trainer for model (f32 weights, all finite; the model must outlive the
- * trainer, which updates its parameters in place). */
+ * trainer, which updates its parameters in place).  A model whose weights
+ * are read in place from a mapped file (aes_clip_load) gets its own copy
+ * here: the file is never written. */
 AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const aes_train_options *opt,
                                            aes_clip_trainer **out);
 AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
@@ -15207,9 +15329,11 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: out is NULL");
     *out = NULL;
     if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: no model");
-    if (!model->params)
+    if (model->keep_16bit)
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model keeps 16-bit weights; load it without "
                          "keep_16bit to train it");
+    /* weights used in place from a mapped file are read-only: train a copy */
+    if ((st = aes__clip_own_params(ctx, model)) != AES_OK) return st;
     for (i = 0; i < model->nparams; i++)
         if (!(model->params[i] - model->params[i] == 0.0f))
             return aes__fail(ctx, AES_ERR_NUMERIC, "CLIP trainer: parameter %zu of the model is NaN or infinite", i);
@@ -15564,16 +15688,17 @@ static aes_status aes__tr_restore_file(aes_ctx *ctx, aes_clip_trainer *tr, const
     memset(&lo, 0, sizeof lo);
     lo.no_config_search = 1;
     if ((st = aes_clip_load(ctx, path, &lo, &saved))) return st;
-    if (saved->nparams != tr->model->nparams || !saved->params ||
+    if (saved->nparams != tr->model->nparams || saved->keep_16bit ||
         memcmp(&saved->cfg, &tr->model->cfg, offsetof(aes_clip_config, act))) {
         aes_clip_free(saved);
         return aes__fail(ctx, AES_ERR_MISMATCH, "%s: a checkpoint of another architecture than the model trained",
                          path);
     }
-    memcpy(tr->model->params, saved->params, sizeof(float) * saved->nparams);
+    /* the checkpoint's values (in its mapped file or its own buffer) */
+    st = aes__clip_gather(ctx, saved, tr->model->params, 0);
     tr->model->hash_stale = 1;
     aes_clip_free(saved);
-    return AES_OK;
+    return st;
 }
 
 /* Restores both when both files exist (*found = 1); else leaves everything. */
