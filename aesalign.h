@@ -3769,6 +3769,8 @@ struct aes_safetensors {
     void                *owned;     /* aes_alloc'ed copy, or NULL */
     void                *mapping;   /* mmap'ed file, or NULL */
     size_t               mapping_len;
+    int                  fd;        /* the mapped file, kept open for aes__st_release; -1 */
+    int                  damaged;   /* a release failed: part of the range may be unmapped */
     aes__json            *header;
     const aes__json      *meta;      /* the __metadata__ object, or NULL */
     int                  count;
@@ -3779,7 +3781,10 @@ struct aes_safetensors {
 AES_API void aes_safetensors_close(aes_safetensors *st) {
     if (!st) return;
 #if defined(AES__IO_MMAP)
-    if (st->mapping) munmap(st->mapping, st->mapping_len);
+    /* after a failed release the range may have a hole that someone else
+     * has mapped since: the mapping is left rather than unmapped blind */
+    if (st->mapping && !st->damaged) munmap(st->mapping, st->mapping_len);
+    if (st->fd >= 0) close(st->fd);
 #endif
     aes_free(st->owned);
     aes__json_free(st->header);
@@ -3793,6 +3798,7 @@ static aes_safetensors *aes__st_new(aes_ctx *ctx, const char *source) {
     aes_safetensors *st = (aes_safetensors *)aes_calloc(ctx, 1, sizeof *st);
     size_t n = strlen(source);
     if (!st) return NULL;
+    st->fd = -1;
     st->source = (char *)aes_alloc(ctx, n + 1, 1);
     if (!st->source) { aes_free(st); return NULL; }
     memcpy(st->source, source, n + 1);
@@ -4026,9 +4032,10 @@ AES_API aes_status aes_safetensors_open(aes_ctx *ctx, const char *path, aes_safe
                 st->mapping_len = (size_t)sb.st_size;
                 st->file = (const unsigned char *)m;
                 st->file_len = (size_t)sb.st_size;
+                st->fd = fd;
             }
         }
-        close(fd);
+        if (st->fd < 0) close(fd);
     }
 #endif
     if (!st->file) {   /* no mmap here, or not a mappable file: read it */
@@ -4078,6 +4085,29 @@ AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const 
 }
 
 AES_API const char *aes_safetensors_source(const aes_safetensors *st) { return st ? st->source : "<none>"; }
+
+/* Takes a tensor's pages out of the process's resident memory once its
+ * values have been copied elsewhere: the whole pages inside its bytes are
+ * mapped afresh from the same open file (same contents; not resident until
+ * read again).  So a loader that converts tensor by tensor holds one
+ * tensor of the file at a time, not the file.  A no-op unless mapped. */
+static void aes__st_release(aes_safetensors *st, const aes_tensor_view *v) {
+#if defined(AES__IO_MMAP)
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t begin, end;
+    if (!st || !st->mapping || st->fd < 0 || st->damaged || !v || !v->nbytes || pg <= 0) return;
+    begin = (size_t)((const unsigned char *)v->data - (const unsigned char *)st->mapping);
+    end = begin + v->nbytes;
+    begin = (begin + (size_t)pg - 1) / (size_t)pg * (size_t)pg;
+    end = end / (size_t)pg * (size_t)pg;
+    if (end <= begin || end > st->mapping_len) return;
+    if (mmap((unsigned char *)st->mapping + begin, end - begin, PROT_READ, MAP_PRIVATE | MAP_FIXED, st->fd,
+             (off_t)begin) == MAP_FAILED)
+        st->damaged = 1; /* POSIX: part of the range may now be unmapped */
+#else
+    (void)st; (void)v;
+#endif
+}
 
 /* An F32 tensor whose bytes can serve as a float array in place, for as
  * long as st stays open: st is a mapped file (pages that stay valid, unlike
@@ -8472,6 +8502,7 @@ static aes_status aes__clip_load_slot(aes__clip_loader *L, const aes__clip_slot 
     if (!work) return aes_last_status(L->ctx);
     for (k = 0; k < nsrc; k++)
         if ((st = aes_tensor_to_f32(L->ctx, v[k], work + (size_t)k * part, part))) return st;
+    for (k = 0; k < nsrc; k++) aes__st_release(L->st, v[k]); /* read once: its file pages can go */
     if (transpose) { /* [W, E] -> [E, W] */
         size_t r, c, R = (size_t)s->shape[1], Cn = (size_t)s->shape[0];
         float *t = dst32 ? dst32 : work + s->numel;

@@ -5,10 +5,12 @@
  * embed 512; seed 42 as tools/bench_clip.c) saved as f32 safetensors.
  *
  *   bench_image_tower            peak RSS of load + one batch-16 embed in a
- *                                fresh process, against the weights' size, for
- *                                aes_clip_load of the file in both layouts
- *                                (mapped: the F32 tensors are used in place)
- *                                and for aes_clip_load_memory of its bytes
+ *                                fresh process, against the f32 weights' size
+ *                                (MB = 2^20 bytes), for aes_clip_load of the
+ *                                file as OpenAI f32 (tensors used in place), HF
+ *                                f32 (q/k/v stacked into a copy) and OpenAI f16
+ *                                (converted to f32 tensor by tensor), and for
+ *                                aes_clip_load_memory of the f32 file's bytes
  *                                (the file buffer plus a copy of the weights)
  *   bench_image_tower --write PATH [hf|openai]
  *                                writes the model (OpenAI layout by default)
@@ -68,7 +70,7 @@ static float *pixels(int B) {
     return px;
 }
 
-static int write_model(const char *path, aes_layout layout) {
+static int write_model(const char *path, aes_layout layout, aes_dtype dtype) {
     aes_ctx *ctx = context();
     aes_clip_config cfg;
     aes_clip *m = NULL;
@@ -78,7 +80,7 @@ static int write_model(const char *path, aes_layout layout) {
     cfg.embed_dim = 512; cfg.act = AES_ACT_QUICK_GELU; cfg.ln_eps = 1e-5f;
     cfg.has_vision = 1;
     if (aes_clip_create_random(ctx, &cfg, 42, &m)) die(ctx, "create");
-    if (aes_clip_save(ctx, m, path, layout, AES_DTYPE_F32)) die(ctx, "save");
+    if (aes_clip_save(ctx, m, path, layout, dtype)) die(ctx, "save");
     aes_clip_free(m);
     aes_ctx_free(ctx);
     return 0;
@@ -183,26 +185,28 @@ int main(int argc, char **argv) {
     char path[4096];
     const char *slash = strrchr(argv[0], '/');
     if (argc >= 3 && !strcmp(argv[1], "--write"))
-        return write_model(argv[2], argc >= 4 && !strcmp(argv[3], "hf") ? AES_LAYOUT_HF : AES_LAYOUT_OPENAI);
+        return write_model(argv[2], argc >= 4 && !strcmp(argv[3], "hf") ? AES_LAYOUT_HF : AES_LAYOUT_OPENAI,
+                           AES_DTYPE_F32);
     if (argc >= 3 && !strcmp(argv[1], "--rss")) return rss(argv[2], argc >= 4 && !strcmp(argv[3], "memory"));
     if (argc >= 4 && !strcmp(argv[1], "--run")) return run(argv[2], atof(argv[3]));
     if (argc > 1) {
         fprintf(stderr, "usage: %s [--write PATH [hf|openai] | --rss PATH [memory] | --run PATH SECONDS]\n", argv[0]);
         return 2;
     }
-    /* the memory line: both layouts from files, and the file's bytes from memory */
-    printf("ViT-B/32 image tower, f32 safetensors, load + one batch-16 embed (each a fresh process):\n");
+    /* the memory lines: files in both layouts and dtypes, and a file's bytes from memory */
+    printf("ViT-B/32 image tower, safetensors -> f32 weights, load + one batch-16 embed (each a fresh process):\n");
     {
-        static const char *const layouts[2] = {"openai", "hf"};
+        static const char *const names[3] = {"openai_f32", "hf_f32", "openai_f16"};
+        static const char *const labels[3] = {"aes_clip_load, OpenAI f32 (in place)", "aes_clip_load, HF f32 (q/k/v copied)",
+                                              "aes_clip_load, OpenAI f16 (converted)"};
         int k;
-        for (k = 0; k < 2; k++) {
-            char label[96];
+        for (k = 0; k < 3; k++) {
             snprintf(path, sizeof path, "%.*sbench_image_tower_%s.safetensors", slash ? (int)(slash - argv[0] + 1) : 0,
-                     argv[0], layouts[k]);
-            if (write_model(path, k ? AES_LAYOUT_HF : AES_LAYOUT_OPENAI)) return 1;
-            snprintf(label, sizeof label, "aes_clip_load, %s layout (mapped)", k ? "HF" : "OpenAI");
-            child(argv[0], path, "file", label);
-            if (k == 0) child(argv[0], path, "memory", "aes_read_file + aes_clip_load_memory");
+                     argv[0], names[k]);
+            if (write_model(path, k == 1 ? AES_LAYOUT_HF : AES_LAYOUT_OPENAI, k == 2 ? AES_DTYPE_F16 : AES_DTYPE_F32))
+                return 1;
+            child(argv[0], path, "file", labels[k]);
+            if (k == 0) child(argv[0], path, "memory", "aes_read_file + aes_clip_load_memory, f32");
             remove(path);
         }
     }
