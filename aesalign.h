@@ -2519,7 +2519,8 @@ typedef struct aes_tensor_view {
 typedef struct aes_safetensors aes_safetensors;
 
 #ifndef AES_NO_STDIO
-/* Opens a file: mmap where POSIX is available, else read into memory. */
+/* Opens a file: mmap where POSIX is available (the descriptor stays open
+ * with the mapping until aes_safetensors_close), else read into memory. */
 AES_API aes_status aes_safetensors_open(aes_ctx *ctx, const char *path, aes_safetensors **out);
 #endif
 /* From a buffer.  copy == 0: `buf` must outlive the object (no copy made). */

@@ -34,9 +34,18 @@ if [ ! -x "$OURS" ]; then
     echo "bench_anchors: $OURS is missing (make $OURS)" >&2
     exit 1
 fi
+# the weights come from the library's seeded initialisation: rewritten when
+# the program is newer, and the ONNX export redone only if they changed
 if [ ! -f "$MODEL" ] || [ "$OURS" -nt "$MODEL" ]; then
-    "$OURS" --write "$MODEL" || exit 1
-    rm -f "$ONNX"
+    "$OURS" --write "$MODEL.new" || exit 1
+    if [ -f "$MODEL" ] && cmp -s "$MODEL.new" "$MODEL"; then
+        rm -f "$MODEL.new"
+        touch "$MODEL"
+        [ -f "$ONNX" ] && touch "$ONNX"
+    else
+        mv "$MODEL.new" "$MODEL" || exit 1
+        rm -f "$ONNX"
+    fi
 fi
 
 # ---- which anchors are here ----------------------------------------------------
