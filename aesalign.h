@@ -4101,7 +4101,7 @@ static void aes__st_release(aes_safetensors *st, const aes_tensor_view *v) {
     end = begin + v->nbytes;
     begin = (begin + (size_t)pg - 1) / (size_t)pg * (size_t)pg;
     end = end / (size_t)pg * (size_t)pg;
-    if (end <= begin || end > st->mapping_len) return;
+    if (end <= begin || end > st->mapping_len || (size_t)(off_t)begin != begin) return;
     if (mmap((unsigned char *)st->mapping + begin, end - begin, PROT_READ, MAP_PRIVATE | MAP_FIXED, st->fd,
              (off_t)begin) == MAP_FAILED)
         st->damaged = 1; /* POSIX: part of the range may now be unmapped */
