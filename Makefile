@@ -109,9 +109,12 @@ $(BUILD)/bench_%: tools/bench_%.c $(HDRS) | $(BUILD)
 	$(CC) $(ALLCFLAGS) -O3 $(BLAS_CFLAGS) -o $@ $< $(LDFLAGS) $(BLAS_LIBS) $(LIBS)
 
 # Benchmarks: OpenBLAS is told to use its own best kernels here (this
-# machine's environment may pin an older core type).
+# machine's environment may pin an older core type).  Then the anchors:
+# the same ViT-B/32 image tower in PyTorch and ONNX Runtime, each skipped
+# when not installed (tools/bench_anchors.sh).
 bench: $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b || exit 1; done
+	@env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHON=$(PYTHON) sh tools/bench_anchors.sh $(BUILD)
 
 # The whole pipeline offline on generated data (tools/demo.sh says what it does).
 demo: $(BUILD)/aesalign

@@ -2519,7 +2519,8 @@ typedef struct aes_tensor_view {
 typedef struct aes_safetensors aes_safetensors;
 
 #ifndef AES_NO_STDIO
-/* Opens a file: mmap where POSIX is available, else read into memory. */
+/* Opens a file: mmap where POSIX is available (the descriptor stays open
+ * with the mapping until aes_safetensors_close), else read into memory. */
 AES_API aes_status aes_safetensors_open(aes_ctx *ctx, const char *path, aes_safetensors **out);
 #endif
 /* From a buffer.  copy == 0: `buf` must outlive the object (no copy made). */
@@ -3786,6 +3787,8 @@ struct aes_safetensors {
     void                *owned;     /* aes_alloc'ed copy, or NULL */
     void                *mapping;   /* mmap'ed file, or NULL */
     size_t               mapping_len;
+    int                  fd;        /* the mapped file, kept open for aes__st_release; -1 */
+    int                  damaged;   /* a release failed: part of the range may be unmapped */
     aes__json            *header;
     const aes__json      *meta;      /* the __metadata__ object, or NULL */
     int                  count;
@@ -3796,7 +3799,10 @@ struct aes_safetensors {
 AES_API void aes_safetensors_close(aes_safetensors *st) {
     if (!st) return;
 #if defined(AES__IO_MMAP)
-    if (st->mapping) munmap(st->mapping, st->mapping_len);
+    /* after a failed release the range may have a hole that someone else
+     * has mapped since: the mapping is left rather than unmapped blind */
+    if (st->mapping && !st->damaged) munmap(st->mapping, st->mapping_len);
+    if (st->fd >= 0) close(st->fd);
 #endif
     aes_free(st->owned);
     aes__json_free(st->header);
@@ -3810,6 +3816,7 @@ static aes_safetensors *aes__st_new(aes_ctx *ctx, const char *source) {
     aes_safetensors *st = (aes_safetensors *)aes_calloc(ctx, 1, sizeof *st);
     size_t n = strlen(source);
     if (!st) return NULL;
+    st->fd = -1;
     st->source = (char *)aes_alloc(ctx, n + 1, 1);
     if (!st->source) { aes_free(st); return NULL; }
     memcpy(st->source, source, n + 1);
@@ -4043,9 +4050,10 @@ AES_API aes_status aes_safetensors_open(aes_ctx *ctx, const char *path, aes_safe
                 st->mapping_len = (size_t)sb.st_size;
                 st->file = (const unsigned char *)m;
                 st->file_len = (size_t)sb.st_size;
+                st->fd = fd;
             }
         }
-        close(fd);
+        if (st->fd < 0) close(fd);
     }
 #endif
     if (!st->file) {   /* no mmap here, or not a mappable file: read it */
@@ -4095,6 +4103,41 @@ AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const 
 }
 
 AES_API const char *aes_safetensors_source(const aes_safetensors *st) { return st ? st->source : "<none>"; }
+
+/* Takes a tensor's pages out of the process's resident memory once its
+ * values have been copied elsewhere: the whole pages inside its bytes are
+ * mapped afresh from the same open file (same contents; not resident until
+ * read again).  So a loader that converts tensor by tensor holds one
+ * tensor of the file at a time, not the file.  A no-op unless mapped. */
+static void aes__st_release(aes_safetensors *st, const aes_tensor_view *v) {
+#if defined(AES__IO_MMAP)
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t begin, end;
+    if (!st || !st->mapping || st->fd < 0 || st->damaged || !v || !v->nbytes || pg <= 0) return;
+    begin = (size_t)((const unsigned char *)v->data - (const unsigned char *)st->mapping);
+    end = begin + v->nbytes;
+    begin = (begin + (size_t)pg - 1) / (size_t)pg * (size_t)pg;
+    end = end / (size_t)pg * (size_t)pg;
+    if (end <= begin || end > st->mapping_len || (size_t)(off_t)begin != begin) return;
+    if (mmap((unsigned char *)st->mapping + begin, end - begin, PROT_READ, MAP_PRIVATE | MAP_FIXED, st->fd,
+             (off_t)begin) == MAP_FAILED)
+        st->damaged = 1; /* POSIX: part of the range may now be unmapped */
+#else
+    (void)st; (void)v;
+#endif
+}
+
+/* An F32 tensor whose bytes can serve as a float array in place, for as
+ * long as st stays open: st is a mapped file (pages that stay valid, unlike
+ * a caller's buffer), the host is little-endian, and the data is aligned
+ * for float (the format only promises 8-byte offsets inside the data
+ * section, which starts after a header of any length).  NULL otherwise.
+ * The mapping is read-only: the values must not be written through it. */
+static const float *aes__st_f32_in_place(const aes_safetensors *st, const aes_tensor_view *v) {
+    if (!st || !st->mapping || !v || v->dtype != AES_DTYPE_F32 || !aes__io_host_is_le()) return NULL;
+    if ((uintptr_t)v->data % sizeof(float)) return NULL;
+    return (const float *)v->data;
+}
 
 /* ---- writing -------------------------------------------------------------- */
 
@@ -6958,7 +7001,17 @@ typedef struct aes_clip_load_opts {
 typedef struct aes_clip aes_clip;
 
 /* Loads a CLIP checkpoint (either layout, one or both towers).  opts may be
- * NULL.  Every missing or wrongly shaped tensor is an error naming it. */
+ * NULL.  Every missing or wrongly shaped tensor is an error naming it.
+ * Where the system has mmap, the file stays mapped (read-only) while the
+ * model lives, and its F32 tensors that the model uses as they are (aligned,
+ * canonical shape: all but Hugging Face's q/k/v and OpenAI's projections)
+ * are the weights, without a copy in memory; other tensors and dtypes are
+ * converted one by one.  The file must then stay as it is until
+ * aes_clip_free: replacing it by rename (as aes_clip_save and every atomic
+ * writer do) is fine, the mapping keeps the old file; truncating or
+ * rewriting it in place is not (reads of a truncated mapping fault).
+ * Training (aes_clip_trainer_create) or aes_clip_params_data first copies
+ * the weights into memory and closes the file. */
 AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_load_opts *opts,
                                  aes_clip **out);
 /* The same from a safetensors image in memory (not kept after the call);
@@ -7063,7 +7116,9 @@ AES_API size_t aes_clip_num_params(const aes_clip *model);
 /* Bytes the weights occupy in memory (half-ish with keep_16bit). */
 AES_API size_t aes_clip_weight_bytes(const aes_clip *model);
 AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *count);
-/* The canonical f32 parameter buffer (NULL when loaded with keep_16bit). */
+/* The canonical f32 parameter buffer, writable (NULL when loaded with
+ * keep_16bit, or when copying weights used in place from a mapped file
+ * runs out of memory; not to be called while other threads use the model). */
 AES_API float *aes_clip_params_data(aes_clip *model);
 /* The model's own parameter pointers. */
 AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model);
@@ -7138,8 +7193,11 @@ struct aes_clip {
     aes_clip_tensor *tensors;     /* canonical table                               */
     int ntensors;
     size_t nparams;               /* floats in the canonical f32 layout            */
-    float *params;                /* canonical f32 storage (NULL with keep_16bit)  */
-    float *small;                 /* keep_16bit: the vectors (f32), compact        */
+    float *params;                /* canonical f32 storage (NULL with keep_16bit,
+                                     and while weights are used in place)         */
+    float *small;                 /* keep_16bit: the vectors (f32), compact; in
+                                     place: the tensors that could not be         */
+    aes_safetensors *mapped;      /* the mapped file holding weights in place      */
     uint16_t *params16;           /* keep_16bit: the matrices                      */
     size_t nparams16;             /* how many values params16 holds                */
     int keep_16bit;
@@ -7150,6 +7208,7 @@ struct aes_clip {
 };
 
 static void aes__clip_refresh_id(const aes_clip *m);
+static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m);
 
 /* ============================================================================
  *  The canonical parameter table
@@ -7264,9 +7323,10 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
     return model ? model->tensors : NULL;
 }
 
-/* Write access to the values: the hash is recomputed when next asked for. */
+/* Write access to the values: the hash is recomputed when next asked for.
+ * Weights used in place from a mapped file are copied first. */
 AES_API float *aes_clip_params_data(aes_clip *model) {
-    if (!model) return NULL;
+    if (!model || aes__clip_own_params(NULL, model)) return NULL;
     model->hash_stale = 1;
     return model->params;
 }
@@ -7858,7 +7918,7 @@ static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes_
     if (st) return st;
     if (!dout || !g) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
     if (!a->save) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: activations made with save = 0", name);
-    if (!m->params) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit weights (load it "
+    if (m->keep_16bit) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit weights (load it "
                                      "without keep_16bit to train it)", name);
     if (first_block < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: first_block %d < 0", name, first_block);
     return AES_OK;
@@ -8531,7 +8591,10 @@ static size_t aes__clip_hash_f32(aes__clip_hasher *h, const float *x, size_t n) 
     return bad;
 }
 
-/* Loads canonical slot i into the model's storage. */
+/* Loads canonical slot i into the model's storage.  With neither dst32 nor
+ * dst16 the values stay where they are in the mapped file (the caller has
+ * checked with aes__clip_in_place that they can): they are checked and
+ * hashed there. */
 static aes_status aes__clip_load_slot(aes__clip_loader *L, const aes__clip_slot *s, float *dst32, uint16_t *dst16,
                                       aes__clip_hasher *h) {
     char names[3][256];
@@ -8549,11 +8612,23 @@ static aes_status aes__clip_load_slot(aes__clip_loader *L, const aes__clip_slot 
         if ((st = aes__clip_check_source(L, names[k], v[k], s->ndim, want, s->kind == AES__CK_LOGIT_SCALE))) return st;
         if (v[k]->dtype == AES_DTYPE_BF16) any_bf16 = 1;
     }
+    if (!dst32 && !dst16) {
+        const float *vals = aes__st_f32_in_place(L->st, v[0]);
+        if (nsrc != 1 || transpose || !vals) /* unreachable after aes__clip_in_place */
+            return aes__fail(L->ctx, AES_ERR_INVALID_ARG, "%s: tensor '%s%s' cannot be used in place", L->src,
+                             L->prefix, names[0]);
+        bad = aes__clip_hash_f32(h, vals, s->numel);
+        if (bad < s->numel)
+            return aes__fail(L->ctx, AES_ERR_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinity (element %zu)",
+                             L->src, L->prefix, names[0], bad);
+        return AES_OK;
+    }
     /* f32 values, in the canonical shape */
     work = (dst32 && !transpose) ? dst32 : aes__clip_scratch(L, transpose ? 2 * s->numel : s->numel);
     if (!work) return aes_last_status(L->ctx);
     for (k = 0; k < nsrc; k++)
         if ((st = aes_tensor_to_f32(L->ctx, v[k], work + (size_t)k * part, part))) return st;
+    for (k = 0; k < nsrc; k++) aes__st_release(L->st, v[k]); /* read once: its file pages can go */
     if (transpose) { /* [W, E] -> [E, W] */
         size_t r, c, R = (size_t)s->shape[1], Cn = (size_t)s->shape[0];
         float *t = dst32 ? dst32 : work + s->numel;
@@ -8725,6 +8800,26 @@ static void aes__clip_loader_free(aes__clip_loader *L) {
     L->tmp = NULL;
 }
 
+/* The values of canonical slot s where they lie in a mapped file, when the
+ * model can use them there: one F32 tensor of the canonical shape and
+ * orientation (so not Hugging Face's separate q/k/v, nor OpenAI's
+ * transposed projections), aligned, on a little-endian host.  NULL: the
+ * slot needs a copy of its own. */
+static const float *aes__clip_in_place(aes__clip_loader *L, const aes__clip_slot *s) {
+    char names[3][256];
+    const aes_tensor_view *v;
+    int transpose;
+    if (aes__clip_sources(L, s, names, &transpose) != 1 || transpose) return NULL;
+    v = aes__clip_find(L, names[0]);
+    if (!v || v->numel < 0 || (uint64_t)v->numel != (uint64_t)s->numel) return NULL;
+    return aes__st_f32_in_place(L->st, v);
+}
+
+/* Loads a model from a parsed file.  When the file is mapped and holds
+ * F32 tensors the model can use as they are, their pages serve as the
+ * weights (no second copy in memory) and the model takes st over
+ * ((*out)->mapped == st: the caller must not close it); the other tensors
+ * are converted, one at a time, into a compact buffer. */
 static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const char *src, const char *cfg_text,
                                     size_t cfg_len, const char *cfg_name, int cfg_explicit,
                                     const aes_clip_load_opts *opts, aes_clip **out) {
@@ -8734,7 +8829,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     aes__clip_hasher h;
     aes_status s;
     size_t n32 = 0, n16 = 0, off32 = 0, off16 = 0;
-    int i, nslots = 0, keep16 = opts && opts->keep_16bit;
+    int i, nslots = 0, keep16 = opts && opts->keep_16bit, in_place = 0;
 
     if ((s = aes__clip_loader_init(&L, ctx, st, src))) return s;
     m = (aes_clip *)aes_calloc(ctx, 1, sizeof *m);
@@ -8767,10 +8862,18 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     }
     m->keep_16bit = keep16;
     m->nparams16 = n16;
-    if (keep16) {
-        m->small = (float *)aes_alloc(ctx, n32, sizeof(float));
-        m->params16 = (uint16_t *)aes_alloc(ctx, n16 ? n16 : 1, sizeof(uint16_t));
-        if (!m->small || !m->params16) { s = aes_last_status(ctx); goto done; }
+    if (!keep16) { /* which tensors can stay in the mapped file, and what the rest needs */
+        size_t ncopy = 0;
+        for (i = 0; i < nslots; i++) {
+            if (aes__clip_in_place(&L, &slots[i])) in_place = 1;
+            else ncopy += slots[i].numel;
+        }
+        if (in_place) n32 = ncopy;
+    }
+    if (keep16 || in_place) {
+        m->small = (float *)aes_alloc(ctx, n32 ? n32 : 1, sizeof(float));
+        if (keep16) m->params16 = (uint16_t *)aes_alloc(ctx, n16 ? n16 : 1, sizeof(uint16_t));
+        if (!m->small || (keep16 && !m->params16)) { s = aes_last_status(ctx); goto done; }
     } else {
         m->params = (float *)aes_alloc(ctx, m->nparams, sizeof(float));
         if (!m->params) { s = aes_last_status(ctx); goto done; }
@@ -8783,9 +8886,19 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
         const aes__clip_slot *sl = &slots[i];
         float *d32 = NULL;
         uint16_t *d16 = NULL;
+        /* in place: read-only pages; the cast is for the parameter struct,
+         * which is written only after aes__clip_own_params */
+        float *here = in_place ? (float *)aes__clip_in_place(&L, sl) : NULL;
+        if (here) {
+            if (sl->f) *sl->f = here;
+            if (sl->m) { sl->m->f = here; sl->m->h = NULL; sl->m->h_is_bf16 = 0; }
+            if ((s = aes__clip_load_slot(&L, sl, NULL, NULL, &h))) goto done;
+            if (sl->kind == AES__CK_LOGIT_SCALE) m->has_logit_scale = 1;
+            continue;
+        }
         if (sl->kind == AES__CK_LOGIT_SCALE && !(m->cfg.has_vision && m->cfg.has_text)) {
             /* a single tower needs no temperature; use CLIP's final value, ln 100 */
-            d32 = keep16 ? m->small + off32 : m->params + m->tensors[i].offset;
+            d32 = m->small ? m->small + off32 : m->params + m->tensors[i].offset;
             if (aes__clip_find(&L, "logit_scale")) {
                 if ((s = aes__clip_load_slot(&L, sl, d32, NULL, &h))) goto done;
                 m->has_logit_scale = 1;
@@ -8800,8 +8913,8 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
             d16 = m->params16 + off16;
             off16 += sl->numel;
         } else {
-            d32 = keep16 ? m->small + off32 : m->params + m->tensors[i].offset;
-            if (keep16) off32 += sl->numel;
+            d32 = m->small ? m->small + off32 : m->params + m->tensors[i].offset;
+            if (m->small) off32 += sl->numel;
             if (sl->f) *sl->f = d32;
             if (sl->m) { sl->m->f = d32; sl->m->h = NULL; sl->m->h_is_bf16 = 0; }
         }
@@ -8812,6 +8925,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     if ((s = aes__clip_check_leftovers(&L, &m->cfg))) goto done;
     m->hash = aes__clip_hash_final(&h);
     aes__clip_make_id(m);
+    if (in_place) m->mapped = st;
     s = AES_OK;
 done:
     aes_free(slots);
@@ -8821,8 +8935,46 @@ done:
     return s;
 }
 
+/* The model's f32 values into dst in the canonical layout; with repoint,
+ * the model's parameter pointers then go to dst. */
+static aes_status aes__clip_gather(aes_ctx *ctx, aes_clip *m, float *dst, int repoint) {
+    aes__clip_slot *slots;
+    int i, n = 0;
+    slots = aes__clip_slots(ctx, &m->cfg, &m->p, &n);
+    if (!slots) return ctx ? aes_last_status(ctx) : AES_ERR_NOMEM;
+    for (i = 0; i < n && i < m->ntensors; i++) {
+        float *d = dst + m->tensors[i].offset;
+        const float *src = slots[i].m ? slots[i].m->f : *slots[i].f;
+        if (src) memcpy(d, src, m->tensors[i].numel * sizeof(float));
+        if (!repoint) continue;
+        if (slots[i].f) *slots[i].f = d;
+        if (slots[i].m) { slots[i].m->f = d; slots[i].m->h = NULL; slots[i].m->h_is_bf16 = 0; }
+    }
+    aes_free(slots);
+    return AES_OK;
+}
+
+/* A model whose weights lie in a mapped file gets its own writable copy in
+ * the canonical layout (training and aes_clip_params_data need one), and
+ * the file is closed.  The values do not change, nor does the hash. */
+static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m) {
+    float *p;
+    aes_status st;
+    if (!m->mapped) return AES_OK;
+    p = (float *)aes_alloc(ctx, m->nparams, sizeof(float));
+    if (!p) return ctx ? aes_last_status(ctx) : AES_ERR_NOMEM;
+    if ((st = aes__clip_gather(ctx, m, p, 1))) { aes_free(p); return st; }
+    m->params = p;
+    aes_free(m->small);
+    m->small = NULL;
+    aes_safetensors_close(m->mapped);
+    m->mapped = NULL;
+    return AES_OK;
+}
+
 AES_API void aes_clip_free(aes_clip *model) {
     if (!model) return;
+    aes_safetensors_close(model->mapped);
     aes_free(model->params);
     aes_free(model->small);
     aes_free(model->params16);
@@ -9142,7 +9294,7 @@ AES_API aes_status aes_clip_load(aes_ctx *ctx, const char *path, const aes_clip_
     }
     if ((s = aes_safetensors_open(ctx, path, &st))) { aes_free(text); return s; }
     s = aes__clip_load_st(ctx, st, path, text, len, cfg_path, explicit_cfg, opts, out);
-    aes_safetensors_close(st);
+    if (!*out || (*out)->mapped != st) aes_safetensors_close(st);
     aes_free(text);
     return s;
 #endif
@@ -14672,7 +14824,9 @@ typedef struct aes_clip_trainer aes_clip_trainer;
 AES_API aes_train_options aes_train_options_default(void);
 
 /* A trainer for model (f32 weights, all finite; the model must outlive the
- * trainer, which updates its parameters in place). */
+ * trainer, which updates its parameters in place).  A model whose weights
+ * are read in place from a mapped file (aes_clip_load) gets its own copy
+ * here: the file is never written. */
 AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const aes_train_options *opt,
                                            aes_clip_trainer **out);
 AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
@@ -15688,9 +15842,11 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: out is NULL");
     *out = NULL;
     if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: no model");
-    if (!model->params)
+    if (model->keep_16bit)
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model keeps 16-bit weights; load it without "
                          "keep_16bit to train it");
+    /* weights used in place from a mapped file are read-only: train a copy */
+    if ((st = aes__clip_own_params(ctx, model)) != AES_OK) return st;
     for (i = 0; i < model->nparams; i++)
         if (!(model->params[i] - model->params[i] == 0.0f))
             return aes__fail(ctx, AES_ERR_NUMERIC, "CLIP trainer: parameter %zu of the model is NaN or infinite", i);
@@ -16045,16 +16201,17 @@ static aes_status aes__tr_restore_file(aes_ctx *ctx, aes_clip_trainer *tr, const
     memset(&lo, 0, sizeof lo);
     lo.no_config_search = 1;
     if ((st = aes_clip_load(ctx, path, &lo, &saved))) return st;
-    if (saved->nparams != tr->model->nparams || !saved->params ||
+    if (saved->nparams != tr->model->nparams || saved->keep_16bit ||
         memcmp(&saved->cfg, &tr->model->cfg, offsetof(aes_clip_config, act))) {
         aes_clip_free(saved);
         return aes__fail(ctx, AES_ERR_MISMATCH, "%s: a checkpoint of another architecture than the model trained",
                          path);
     }
-    memcpy(tr->model->params, saved->params, sizeof(float) * saved->nparams);
+    /* the checkpoint's values (in its mapped file or its own buffer) */
+    st = aes__clip_gather(ctx, saved, tr->model->params, 0);
     tr->model->hash_stale = 1;
     aes_clip_free(saved);
-    return AES_OK;
+    return st;
 }
 
 /* Restores both when both files exist (*found = 1); else leaves everything. */

@@ -333,7 +333,7 @@ static void test_params_layout(void) {
     aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL);
     const aes_clip_tensor *t;
     aes_clip_params gp;
-    float *grads;
+    float *grads, *data;
     size_t total = 0;
     int n, i, found = 0;
     if (!m) return;
@@ -355,10 +355,159 @@ static void test_params_layout(void) {
         }
     CHECK(found);
     CHECK(gp.logit_scale == grads + total - 1);
-    /* the model's own pointers are the same layout over its buffer */
-    CHECK(aes_clip_params_get(m)->vision_blocks[0].qkv_w.f == aes_clip_params_data(m) + t[5 + 2].offset);
+    /* the model's own pointers are the same layout over its buffer (once it
+     * has one: a model loaded from a file may use the mapped file's pages) */
+    data = aes_clip_params_data(m);
+    CHECK(data && aes_clip_params_get(m)->vision_blocks[0].qkv_w.f == data + t[5 + 2].offset);
     aes_free(grads);
     aes_clip_free(m);
+}
+
+/* ---- weights used in place from a mapped file ------------------------------------------ */
+
+/* Image and text embeddings of fixed inputs, for comparing two models. */
+static void mapped_embed(const aes_clip *m, float *img, float *txt) {
+    static float px[2 * 3 * 32 * 32];
+    static int32_t tok[2 * 16];
+    int i;
+    for (i = 0; i < 2 * 3 * 32 * 32; i++) px[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    for (i = 0; i < 2 * 16; i++) tok[i] = i % 16 < 6 ? 1 + (i * 13) % 200 : 0;
+    tok[5] = tok[16 + 5] = 255; /* end token: the largest id */
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px, 2, img));
+    CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tok, 2, txt));
+}
+
+#if defined(AES__IO_MMAP)
+/* Does x point into the model's mapped file? */
+static int mapped_inside(const aes_clip *m, const float *x) {
+    const unsigned char *b = m->mapped->file, *p = (const unsigned char *)x;
+    return p >= b && p < b + m->mapped->file_len;
+}
+#endif
+
+/* Writes buf to path with `pad` spaces appended to the JSON header (which
+ * moves every tensor's data by pad bytes). */
+static void mapped_write_padded(const char *path, const void *buf, size_t len, int pad) {
+    const unsigned char *b = (const unsigned char *)buf;
+    unsigned char *o = (unsigned char *)malloc(len + (size_t)pad);
+    uint64_t n = 0;
+    int i;
+    if (!o) { CHECK(0); return; }
+    for (i = 7; i >= 0; i--) n = (n << 8) | b[i];
+    memcpy(o + 8, b + 8, (size_t)n);
+    memset(o + 8 + n, ' ', (size_t)pad);
+    memcpy(o + 8 + n + pad, b + 8 + n, len - 8 - (size_t)n);
+    n += (uint64_t)pad;
+    for (i = 0; i < 8; i++) o[i] = (unsigned char)(n >> (8 * i));
+    CHECK_OK(ctx, aes_write_file_atomic(ctx, path, o, len + (size_t)pad));
+    free(o);
+}
+
+/* A model loaded from a file computes exactly what the same file loaded
+ * from memory computes, whether its tensors are used in place (aligned F32)
+ * or copied (HF q/k/v, OpenAI projections, misaligned data); the file may
+ * be replaced by rename under it; params_data and a trainer give it its own
+ * writable copy with the same values. */
+static void test_mapped_weights(void) {
+    aes_clip_config c;
+    aes_clip *r = NULL;
+    aes_clip_load_opts o;
+    const char *path = tl_tmp("mapped.safetensors");
+    int layout, pad;
+    memset(&c, 0, sizeof c);
+    c.image_size = 32; c.patch_size = 8; c.vision_width = 32; c.vision_layers = 2; c.vision_heads = 2;
+    c.vision_mlp = 64; c.context_length = 16; c.vocab_size = 256; c.text_width = 32; c.text_layers = 2;
+    c.text_heads = 2; c.text_mlp = 64; c.embed_dim = 24; c.has_vision = c.has_text = 1;
+    CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 3, &r));
+    if (!r) return;
+    memset(&o, 0, sizeof o);
+    o.no_config_search = 1;
+    for (layout = AES_LAYOUT_HF; layout <= AES_LAYOUT_OPENAI; layout++)
+        for (pad = 0; pad <= 5; pad += (pad ? 4 : 1)) { /* data moved by 0, 1 and 5 bytes */
+            float img_f[2 * 24], txt_f[2 * 24], img_m[2 * 24], txt_m[2 * 24];
+            aes_clip *mf = NULL, *mm = NULL;
+            void *buf = NULL;
+            size_t len = 0, n = aes_clip_num_params(r);
+            float *pf, *pm;
+            CHECK_OK(ctx, aes_clip_serialize(ctx, r, (aes_layout)layout, AES_DTYPE_F32, &buf, &len));
+            if (!buf) continue;
+            mapped_write_padded(path, buf, len, pad);
+            aes_free(buf);
+            CHECK_OK(ctx, aes_read_file(ctx, path, &buf, &len));
+#if defined(AES__IO_MMAP)
+            {   /* pages released after a tensor is copied read back as the file */
+                aes_safetensors *st = NULL;
+                int k;
+                CHECK_OK(ctx, aes_safetensors_open(ctx, path, &st));
+                if (st && buf) {
+                    CHECK(st->mapping != NULL && st->fd >= 0 && st->file_len == len);
+                    for (k = 0; k < aes_safetensors_count(st); k++) aes__st_release(st, aes_safetensors_at(st, k));
+                    CHECK(!st->damaged && !memcmp(st->file, buf, len));
+                }
+                aes_safetensors_close(st);
+            }
+#endif
+            CHECK_OK(ctx, aes_clip_load(ctx, path, &o, &mf));
+            if (buf) CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &mm));
+            aes_free(buf);
+            if (!mf || !mm) { aes_clip_free(mf); aes_clip_free(mm); continue; }
+            CHECK(mm->mapped == NULL && mm->params != NULL);
+#if defined(AES__IO_MMAP)
+            /* aligned F32 data is used where it lies, misaligned data copied */
+            if (pad % 4 == 0) {
+                const aes_clip_params *p = aes_clip_params_get(mf);
+                CHECK(mf->mapped != NULL && mf->params == NULL);
+                if (mf->mapped) {
+                    CHECK(mapped_inside(mf, p->vision_blocks[1].fc1_w.f) && mapped_inside(mf, p->text_pos) &&
+                          mapped_inside(mf, p->patch_w.f) && mapped_inside(mf, p->logit_scale));
+                    CHECK(mapped_inside(mf, p->vision_blocks[0].qkv_w.f) == (layout == AES_LAYOUT_OPENAI));
+                    CHECK(mapped_inside(mf, p->vision_proj.f) == (layout == AES_LAYOUT_HF));
+                }
+            } else {
+                CHECK(mf->mapped == NULL && mf->params != NULL);
+            }
+#else
+            CHECK(mf->mapped == NULL && mf->params != NULL);
+#endif
+            CHECK(!strcmp(aes_clip_id(mf), aes_clip_id(mm)) && aes_clip_hash(mm) == aes_clip_hash(r));
+            mapped_embed(mf, img_f, txt_f);
+            mapped_embed(mm, img_m, txt_m);
+            CHECK(!memcmp(img_f, img_m, sizeof img_f) && !memcmp(txt_f, txt_m, sizeof txt_f));
+            if (layout == AES_LAYOUT_OPENAI && pad == 0) {
+                /* replaced by rename (what every atomic writer does): the
+                 * mapping keeps the old file's pages */
+                aes_clip *other = NULL;
+                CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 4, &other));
+                if (other) CHECK_OK(ctx, aes_clip_save(ctx, other, path, AES_LAYOUT_OPENAI, AES_DTYPE_F32));
+                aes_clip_free(other);
+                mapped_embed(mf, img_f, txt_f);
+                CHECK(!memcmp(img_f, img_m, sizeof img_f) && !memcmp(txt_f, txt_m, sizeof txt_f));
+            }
+            /* writable parameters: a copy in memory, same values, same id */
+            pf = aes_clip_params_data(mf);
+            pm = aes_clip_params_data(mm);
+            CHECK(pf && pm && mf->mapped == NULL && !memcmp(pf, pm, n * sizeof(float)));
+            CHECK(!strcmp(aes_clip_id(mf), aes_clip_id(mm)));
+            mapped_embed(mf, img_f, txt_f);
+            CHECK(!memcmp(img_f, img_m, sizeof img_f) && !memcmp(txt_f, txt_m, sizeof txt_f));
+            aes_clip_free(mf);
+            aes_clip_free(mm);
+        }
+    {   /* a trainer copies a mapped model's weights before it writes them */
+        aes_clip *mf = NULL;
+        aes_clip_trainer *tr = NULL;
+        CHECK_OK(ctx, aes_clip_save(ctx, r, path, AES_LAYOUT_OPENAI, AES_DTYPE_F32));
+        CHECK_OK(ctx, aes_clip_load(ctx, path, &o, &mf));
+        if (mf) {
+            CHECK_OK(ctx, aes_clip_trainer_create(ctx, mf, NULL, &tr));
+            CHECK(mf->mapped == NULL && mf->params != NULL && aes_clip_hash(mf) == aes_clip_hash(r));
+            CHECK(!memcmp(mf->params, r->params, aes_clip_num_params(r) * sizeof(float)));
+        }
+        aes_clip_trainer_free(tr);
+        aes_clip_free(mf);
+    }
+    remove(path);
+    aes_clip_free(r);
 }
 
 static void test_saved_activations(void) {
@@ -672,6 +821,7 @@ int main(int argc, char **argv) {
     RUN(test_save_roundtrip);
     RUN(test_create_random);
     RUN(test_params_layout);
+    RUN(test_mapped_weights);
     RUN(test_saved_activations);
     RUN(test_threads_and_batches);
     RUN(test_hostile);
