@@ -163,6 +163,7 @@
 #if !defined(AES_NO_SIMD) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define AES__X86 1
 #include <immintrin.h>
+#include <cpuid.h>
 #define AES__TARGET_AVX2   __attribute__((target("avx2,fma,f16c")))
 #define AES__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #endif
@@ -683,6 +684,28 @@ AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight,
                                  float *dbias, const float *dout,
                                  const float *inp, const float *weight,
                                  int M, int K, int N);
+
+/* int8 linear layers (inference).  The weight [N, K] is quantised per
+ * output channel n, symmetrically: q[n,k] = round(w[n,k] / s[n]) in
+ * [-127, 127], s[n] = max_k |w[n,k]| / 127.  Each call quantises the input
+ * the same way per row m (s_x[m] = max_k |x[m,k]| / 127), multiplies the
+ * integers with int32 accumulation (exact: the same integers on every ISA
+ * and thread count), and finishes every output with one correctly rounded
+ * fused multiply-add: out[m,n] = fma((float)acc[m,n], s_x[m] * s[n], bias[n])
+ * (bias 0 when NULL), so results are bit-identical across ISAs too.  A row
+ * holding NaN or Inf gives NaN outputs; an all-zero row gives the bias.
+ * K <= AES_I8_MAX_K keeps the int32 sums exact (K * 127 * 127 < 2^31). */
+#define AES_I8_MAX_K 65536
+typedef struct aes_i8_weights aes_i8_weights;
+/* From f32 weights w [N, K] (quantised here; non-finite values are an error). */
+AES_API aes_status aes_i8_weights_quantize(aes_ctx *ctx, const float *w, int N, int K, aes_i8_weights **out);
+/* From int8 values q [N, K] and per-row scales [N] (finite, >= 0). */
+AES_API aes_status aes_i8_weights_from(aes_ctx *ctx, const int8_t *q, const float *scale, int N, int K,
+                                       aes_i8_weights **out);
+AES_API void aes_i8_weights_free(aes_i8_weights *w);
+/* out[M,N] = inp[M,K] W^T + bias[N] as described above (bias may be NULL). */
+AES_API aes_status aes_linear_forward_i8(aes_ctx *ctx, float *out, const float *inp, const aes_i8_weights *w,
+                                         const float *bias, int M, int K, int N);
 
 /* LayerNorm over the last dim C: out = (x - mean) * rstd * w + b.
  * mean[M] and rstd[M] are saved for the backward pass (may be NULL in
@@ -1861,6 +1884,644 @@ AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight, floa
     if (dweight) aes_gemm(ctx, AES_TRANS, AES_NO_TRANS, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
     if (dbias)
         for (i = 0; i < M; i++) aes_add_inplace(dbias, dout + (size_t)i * N, (size_t)N);
+}
+
+/* ---- int8 linear -----------------------------------------------------------
+ * The weights are packed once into panels of 16 output channels: for each
+ * "quad" of 4 consecutive inputs (K zero-padded to a multiple of 4) the 16
+ * channels' 4 values, 64 bytes, so pack[panel][quad][channel][4].  That is
+ * the operand order of vpdpbusd and sdot, which sum 4 byte products into a
+ * 32-bit lane.  Each call quantises the input rows into panels of MR rows,
+ * a[panel][quad][row][4], in the element type its kernel reads:
+ *   - int8 (scalar, NEON sdot and the NEON fallback);
+ *   - uint8 = int8 + 128 for vpdpbusd (unsigned x signed): the kernel sums
+ *     (a + 128) w, and 128 * sum_k w[n,k], kept per channel, is subtracted;
+ *     int32 wrap-around cancels, so the difference is exact;
+ *   - int16 for AVX2 / AVX-512 without VNNI: vpmaddwd on sign-extended
+ *     values.  Ours, rather than vpmaddubsw: vpmaddubsw adds two u8 x s8
+ *     products into a SATURATING int16 (2 * 255 * 127 > 32767), so it would
+ *     be exact only with 7-bit weights or activations (a bit of accuracy
+ *     lost on every ISA, since all must agree); vpmaddwd is exact for full
+ *     8-bit values at one multiply instruction per 16 products (vpmaddubsw
+ *     + vpmaddwd: two per 32).
+ * Every kernel computes the same exact int32 sums into an MR x 16 tile; the
+ * epilogue is one fused multiply-add per output on every path (fmaf in C,
+ * vfmadd / vfmaq in SIMD: all correctly rounded), so outputs are
+ * bit-identical across ISAs and thread counts.  Work is split into tasks of
+ * (row panels x channel panels); each output is computed by one task. */
+
+#define AES__I8_NR 16
+#define AES__I8_MR_MAX 8
+
+struct aes_i8_weights {
+    int N, K, kq, np;       /* kq quads of 4 inputs, np panels of 16 channels */
+    int8_t *pack;           /* [np][kq][16][4]                               */
+    float *scale;           /* [np * 16], 0 past N                           */
+    int32_t *corr;          /* [np * 16], 128 * sum_k q[n,k]                 */
+};
+
+typedef enum { AES__I8A_S8 = 0, AES__I8A_U8 = 1, AES__I8A_S16 = 2 } aes__i8a_kind;
+/* tile[r * 16 + c] = sum over kq quads of a[quad][r][.] . b[quad][c][.] */
+typedef void (*aes__i8_kernel_fn)(int kq, const void *a, const int8_t *b, int32_t *tile);
+
+typedef struct aes__i8_arch {
+    const char *name;
+    int mr;                 /* rows per A panel (<= AES__I8_MR_MAX) */
+    aes__i8a_kind akind;
+    aes__i8_kernel_fn kernel;
+    aes_isa epilogue;       /* SIMD width of the float epilogue       */
+} aes__i8_arch;
+
+/* Symmetric int8 quantisation of one row: q = round(x * 127 / max|x|),
+ * clamped to [-127, 127]; returns the scale max|x| / 127 (0 for a zero row).
+ * A row holding NaN or Inf gets q = 0 and scale NaN (returned as is).  The
+ * maximum is taken over the absolute values' bit patterns (exact in any
+ * order); rounding is to nearest even, as lrintf in the default mode and
+ * the SIMD conversions. */
+static float aes__i8_quantize_row(const float *x, int n, int8_t *q) {
+    uint32_t mb = 0, b;
+    float mx, inv;
+    int k;
+    for (k = 0; k < n; k++) {
+        memcpy(&b, x + k, 4);
+        b &= 0x7fffffffu;
+        if (b > mb) mb = b;
+    }
+    if (mb >= 0x7f800000u) {
+        memset(q, 0, (size_t)n);
+        return NAN;
+    }
+    memcpy(&mx, &mb, 4);
+    inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    for (k = 0; k < n; k++) {
+        long v = lrintf(x[k] * inv);
+        q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return mx / 127.0f;
+}
+
+#if defined(AES__X86)
+/* The same with AVX2 (identical results: exact maximum, IEEE multiply,
+ * vcvtps2dq rounds to nearest even as lrintf does). */
+AES__TARGET_AVX2 static float aes__i8_quantize_row_avx2(const float *x, int n, int8_t *q) {
+    __m256i mbv = _mm256_setzero_si256(), absmask = _mm256_set1_epi32(0x7fffffff);
+    uint32_t mb, lanes[8], b;
+    float mx, inv;
+    int k = 0, i;
+    for (; k + 8 <= n; k += 8)
+        mbv = _mm256_max_epu32(mbv, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + k)), absmask));
+    _mm256_storeu_si256((__m256i *)(void *)lanes, mbv);
+    mb = 0;
+    for (i = 0; i < 8; i++) if (lanes[i] > mb) mb = lanes[i];
+    for (; k < n; k++) {
+        memcpy(&b, x + k, 4);
+        b &= 0x7fffffffu;
+        if (b > mb) mb = b;
+    }
+    if (mb >= 0x7f800000u) {
+        memset(q, 0, (size_t)n);
+        return NAN;
+    }
+    memcpy(&mx, &mb, 4);
+    inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    {
+        __m256 vi = _mm256_set1_ps(inv);
+        __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+        for (k = 0; k + 8 <= n; k += 8) {
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vi));
+            __m128i h;
+            v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+            h = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            h = _mm_packs_epi16(h, h);
+            _mm_storel_epi64((__m128i *)(void *)(q + k), h);
+        }
+    }
+    for (; k < n; k++) {
+        long v = lrintf(x[k] * inv);
+        q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return mx / 127.0f;
+}
+#endif
+
+static float aes__i8_quantize_row_isa(aes_isa isa, const float *x, int n, int8_t *q) {
+#if defined(AES__X86)
+    if (isa >= AES_ISA_AVX2) return aes__i8_quantize_row_avx2(x, n, q);
+#endif
+    AES__UNUSED(isa);
+    return aes__i8_quantize_row(x, n, q);
+}
+
+/* ---- the kernels: an MR x 16 tile of int32 sums over kq quads ---- */
+static void aes__i8_kernel_scalar(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const int8_t *a = (const int8_t *)ap;
+    int q, r, c, i;
+    for (r = 0; r < 4 * AES__I8_NR; r++) tile[r] = 0;
+    for (q = 0; q < kq; q++, a += 16, b += 64)
+        for (r = 0; r < 4; r++)
+            for (c = 0; c < AES__I8_NR; c++) {
+                int32_t s = 0;
+                for (i = 0; i < 4; i++) s += (int32_t)a[r * 4 + i] * (int32_t)b[c * 4 + i];
+                tile[r * AES__I8_NR + c] += s;
+            }
+}
+
+#if defined(AES__X86)
+/* AVX-VNNI (VEX vpdpbusd on 256 bits, 16 registers): 6 rows x 16 channels
+ * = 12 accumulators, 2 weight vectors, 1 broadcast. */
+__attribute__((target("avx2,fma,avxvnni")))
+static void aes__i8_kernel_avxvnni(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const unsigned char *a = (const unsigned char *)ap;
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    int q;
+    for (q = 0; q < kq; q++, a += 24, b += 64) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)b);
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
+        int32_t w;
+        __m256i x;
+#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 4); x = _mm256_set1_epi32(w); \
+        lo = _mm256_dpbusd_avx_epi32(lo, x, b0); hi = _mm256_dpbusd_avx_epi32(hi, x, b1);
+        AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21)
+        AES__I8_ROW(3, c30, c31) AES__I8_ROW(4, c40, c41) AES__I8_ROW(5, c50, c51)
+#undef AES__I8_ROW
+    }
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 0), c00);  _mm256_storeu_si256((__m256i *)(void *)(tile + 8), c01);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 16), c10); _mm256_storeu_si256((__m256i *)(void *)(tile + 24), c11);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 32), c20); _mm256_storeu_si256((__m256i *)(void *)(tile + 40), c21);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 48), c30); _mm256_storeu_si256((__m256i *)(void *)(tile + 56), c31);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 64), c40); _mm256_storeu_si256((__m256i *)(void *)(tile + 72), c41);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 80), c50); _mm256_storeu_si256((__m256i *)(void *)(tile + 88), c51);
+}
+
+/* AVX-512 VNNI: one 512-bit weight vector holds a quad of all 16 channels;
+ * 8 rows = 8 accumulators. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void aes__i8_kernel_avx512vnni(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const unsigned char *a = (const unsigned char *)ap;
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    int q;
+    for (q = 0; q < kq; q++, a += 32, b += 64) {
+        __m512i bv = _mm512_loadu_si512((const void *)b);
+        int32_t w;
+#define AES__I8_ROW(r, c) memcpy(&w, a + 4 * (r), 4); c = _mm512_dpbusd_epi32(c, _mm512_set1_epi32(w), bv);
+        AES__I8_ROW(0, c0) AES__I8_ROW(1, c1) AES__I8_ROW(2, c2) AES__I8_ROW(3, c3)
+        AES__I8_ROW(4, c4) AES__I8_ROW(5, c5) AES__I8_ROW(6, c6) AES__I8_ROW(7, c7)
+#undef AES__I8_ROW
+    }
+    _mm512_storeu_si512((void *)(tile + 0), c0);   _mm512_storeu_si512((void *)(tile + 16), c1);
+    _mm512_storeu_si512((void *)(tile + 32), c2);  _mm512_storeu_si512((void *)(tile + 48), c3);
+    _mm512_storeu_si512((void *)(tile + 64), c4);  _mm512_storeu_si512((void *)(tile + 80), c5);
+    _mm512_storeu_si512((void *)(tile + 96), c6);  _mm512_storeu_si512((void *)(tile + 112), c7);
+}
+
+/* AVX2, int16: a quad of 4 channels sign-extended to 16 int16; the row's
+ * quad broadcast as 4 int16; vpmaddwd gives (channel, pair of k) lanes,
+ * which are added pairwise at the end.  Two passes over 8 channels each
+ * keep 6 rows x 2 accumulators in registers. */
+AES__TARGET_AVX2 static void aes__i8_kernel_avx2(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    int half;
+    for (half = 0; half < 2; half++) {
+        const int16_t *a = (const int16_t *)ap;
+        const int8_t *bb = b + 32 * half;
+        __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+                c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        int q, r;
+        for (q = 0; q < kq; q++, a += 24, bb += 64) {
+            __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)bb));
+            __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(bb + 16)));
+            int64_t w;
+            __m256i x;
+#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 8); x = _mm256_set1_epi64x(w); \
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(x, b0)); hi = _mm256_add_epi32(hi, _mm256_madd_epi16(x, b1));
+            AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21)
+            AES__I8_ROW(3, c30, c31) AES__I8_ROW(4, c40, c41) AES__I8_ROW(5, c50, c51)
+#undef AES__I8_ROW
+        }
+        {
+            __m256i lo[6], hi[6];
+            lo[0] = c00; hi[0] = c01; lo[1] = c10; hi[1] = c11; lo[2] = c20; hi[2] = c21;
+            lo[3] = c30; hi[3] = c31; lo[4] = c40; hi[4] = c41; lo[5] = c50; hi[5] = c51;
+            for (r = 0; r < 6; r++) {
+                /* lanes (c0 k01, c0 k23, c1 .., c1 .. | c2 .., c3 ..) per vector:
+                 * hadd -> (c0 c1 c4 c5 | c2 c3 c6 c7), then restore the order */
+                __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo[r], hi[r]), 0xD8);
+                _mm256_storeu_si256((__m256i *)(void *)(tile + r * 16 + 8 * half), s);
+            }
+        }
+    }
+}
+
+/* AVX-512 without VNNI: the same with 512 bits, 8 rows x 2 accumulators. */
+AES__TARGET_AVX512 static void aes__i8_kernel_avx512(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const int16_t *a = (const int16_t *)ap;
+    __m512i c[8][2];
+    int q, r;
+    for (r = 0; r < 8; r++) c[r][0] = c[r][1] = _mm512_setzero_si512();
+    for (q = 0; q < kq; q++, a += 32, b += 64) {
+        __m512i b0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)b));
+        __m512i b1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32)));
+        for (r = 0; r < 8; r++) {
+            int64_t w;
+            __m512i x;
+            memcpy(&w, a + 4 * r, 8);
+            x = _mm512_set1_epi64(w);
+            c[r][0] = _mm512_add_epi32(c[r][0], _mm512_madd_epi16(x, b0));
+            c[r][1] = _mm512_add_epi32(c[r][1], _mm512_madd_epi16(x, b1));
+        }
+    }
+    {
+        /* lane 2j + h of c[r][0] is channel j's half h (j < 8), of c[r][1]
+         * channel 8 + j's: add each pair, then gather the even lanes */
+        const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        for (r = 0; r < 8; r++) {
+            __m512i s0 = _mm512_add_epi32(c[r][0], _mm512_srli_epi64(c[r][0], 32));
+            __m512i s1 = _mm512_add_epi32(c[r][1], _mm512_srli_epi64(c[r][1], 32));
+            _mm512_storeu_si512((void *)(tile + r * 16), _mm512_permutex2var_epi32(s0, even, s1));
+        }
+    }
+}
+#endif /* AES__X86 */
+
+#if defined(AES__NEON)
+#if defined(__ARM_FEATURE_DOTPROD)
+/* sdot: a 128-bit weight vector is a quad of 4 channels; the 4 rows' quads
+ * sit in one vector, picked by lane.  4 rows x 4 vectors = 16 accumulators. */
+static void aes__i8_kernel_sdot(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const int8_t *a = (const int8_t *)ap;
+    int32x4_t c[4][4];
+    int q, r, g;
+    for (r = 0; r < 4; r++)
+        for (g = 0; g < 4; g++) c[r][g] = vdupq_n_s32(0);
+    for (q = 0; q < kq; q++, a += 16, b += 64) {
+        int8x16_t av = vld1q_s8(a);
+        int8x16_t b0 = vld1q_s8(b), b1 = vld1q_s8(b + 16), b2 = vld1q_s8(b + 32), b3 = vld1q_s8(b + 48);
+#define AES__I8_ROW(r) \
+        c[r][0] = vdotq_laneq_s32(c[r][0], b0, av, r); c[r][1] = vdotq_laneq_s32(c[r][1], b1, av, r); \
+        c[r][2] = vdotq_laneq_s32(c[r][2], b2, av, r); c[r][3] = vdotq_laneq_s32(c[r][3], b3, av, r);
+        AES__I8_ROW(0) AES__I8_ROW(1) AES__I8_ROW(2) AES__I8_ROW(3)
+#undef AES__I8_ROW
+    }
+    for (r = 0; r < 4; r++)
+        for (g = 0; g < 4; g++) vst1q_s32(tile + r * 16 + 4 * g, c[r][g]);
+}
+#endif
+/* NEON without the dot product: widening multiplies (|a w| <= 16256 fits
+ * int16) and pairwise accumulation into int32; one group of 4 channels at a
+ * time, 4 rows x 2 accumulators. */
+static void aes__i8_kernel_neon(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    int g, r, q;
+    for (g = 0; g < 4; g++) {
+        const int8_t *a = (const int8_t *)ap, *bb = b + 16 * g;
+        int32x4_t lo[4], hi[4];
+        for (r = 0; r < 4; r++) lo[r] = hi[r] = vdupq_n_s32(0);
+        for (q = 0; q < kq; q++, a += 16, bb += 64) {
+            int8x16_t w = vld1q_s8(bb);
+            for (r = 0; r < 4; r++) {
+                int32_t x4;
+                int8x16_t x;
+                memcpy(&x4, a + 4 * r, 4);
+                x = vreinterpretq_s8_s32(vdupq_n_s32(x4));
+                lo[r] = vpadalq_s16(lo[r], vmull_s8(vget_low_s8(x), vget_low_s8(w)));
+                hi[r] = vpadalq_s16(hi[r], vmull_s8(vget_high_s8(x), vget_high_s8(w)));
+            }
+        }
+        /* lo: (c0 k01, c0 k23, c1 k01, c1 k23); hi: the same for c2, c3 */
+        for (r = 0; r < 4; r++) vst1q_s32(tile + r * 16 + 4 * g, vcombine_s32(vpadd_s32(vget_low_s32(lo[r]), vget_high_s32(lo[r])),
+                                                                          vpadd_s32(vget_low_s32(hi[r]), vget_high_s32(hi[r]))));
+    }
+}
+#endif /* AES__NEON */
+
+static const aes__i8_arch aes__i8_arch_scalar = {"scalar", 4, AES__I8A_S8, aes__i8_kernel_scalar, AES_ISA_SCALAR};
+#if defined(AES__X86)
+static const aes__i8_arch aes__i8_arch_avx2 = {"avx2", 6, AES__I8A_S16, aes__i8_kernel_avx2, AES_ISA_AVX2};
+static const aes__i8_arch aes__i8_arch_avxvnni = {"avx-vnni", 6, AES__I8A_U8, aes__i8_kernel_avxvnni, AES_ISA_AVX2};
+static const aes__i8_arch aes__i8_arch_avx512 = {"avx512", 8, AES__I8A_S16, aes__i8_kernel_avx512, AES_ISA_AVX512};
+static const aes__i8_arch aes__i8_arch_avx512vnni = {"avx512-vnni", 8, AES__I8A_U8, aes__i8_kernel_avx512vnni,
+                                                     AES_ISA_AVX512};
+/* AVX-VNNI: CPUID leaf 7, sub-leaf 1, EAX bit 4 (and the OS saving ymm
+ * state, which AVX2 being usable already implies). */
+static int aes__cpu_has_avxvnni(void) {
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 1, a, b, c, d);
+    AES__UNUSED(b); AES__UNUSED(c); AES__UNUSED(d);
+    return (a >> 4) & 1u;
+}
+#endif
+#if defined(AES__NEON)
+#if defined(__ARM_FEATURE_DOTPROD)
+static const aes__i8_arch aes__i8_arch_sdot = {"neon-sdot", 4, AES__I8A_S8, aes__i8_kernel_sdot, AES_ISA_NEON};
+#endif
+static const aes__i8_arch aes__i8_arch_neon = {"neon", 4, AES__I8A_S8, aes__i8_kernel_neon, AES_ISA_NEON};
+#endif
+
+/* Every kernel this CPU can run, best first for its ISA (tests run them
+ * all against the scalar one).  Returns how many were stored in out. */
+static int aes__i8_archs_available(aes_isa best, const aes__i8_arch **out) {
+    int n = 0;
+#if defined(AES__X86)
+    if (best >= AES_ISA_AVX512 && __builtin_cpu_supports("avx512vnni")) out[n++] = &aes__i8_arch_avx512vnni;
+    if (best >= AES_ISA_AVX512) out[n++] = &aes__i8_arch_avx512;
+    if (best >= AES_ISA_AVX2 && aes__cpu_has_avxvnni()) out[n++] = &aes__i8_arch_avxvnni;
+    if (best >= AES_ISA_AVX2) out[n++] = &aes__i8_arch_avx2;
+#elif defined(AES__NEON)
+#if defined(__ARM_FEATURE_DOTPROD)
+    if (best == AES_ISA_NEON) out[n++] = &aes__i8_arch_sdot;
+#endif
+    if (best == AES_ISA_NEON) out[n++] = &aes__i8_arch_neon;
+#endif
+    AES__UNUSED(best);
+    out[n++] = &aes__i8_arch_scalar;
+    return n;
+}
+
+/* The kernel an ISA level uses: the best one that does not need more than it. */
+static const aes__i8_arch *aes__i8_arch_for(aes_isa isa) {
+    const aes__i8_arch *all[8];
+    int n = aes__i8_archs_available(isa, all), i;
+    for (i = 0; i < n; i++)
+        if (all[i]->epilogue == isa || all[i]->epilogue == AES_ISA_SCALAR) return all[i];
+    return &aes__i8_arch_scalar;
+}
+
+/* out[r, c] for rows < rows, channels < cols of one tile. */
+#if defined(AES__X86)
+AES__TARGET_AVX2 static void aes__i8_epilogue_avx2(const int32_t *t, int rows, const float *sx, const float *sw,
+                                                   const int32_t *corr, const float *bias, float *out, size_t ldo) {
+    int r, h;
+    for (r = 0; r < rows; r++)
+        for (h = 0; h < 2; h++) {
+            __m256i acc = _mm256_loadu_si256((const __m256i *)(const void *)(t + r * 16 + 8 * h));
+            __m256 s = _mm256_mul_ps(_mm256_set1_ps(sx[r]), _mm256_loadu_ps(sw + 8 * h));
+            __m256 b = bias ? _mm256_loadu_ps(bias + 8 * h) : _mm256_setzero_ps();
+            if (corr) acc = _mm256_sub_epi32(acc, _mm256_loadu_si256((const __m256i *)(const void *)(corr + 8 * h)));
+            _mm256_storeu_ps(out + (size_t)r * ldo + 8 * h, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, b));
+        }
+}
+AES__TARGET_AVX512 static void aes__i8_epilogue_avx512(const int32_t *t, int rows, const float *sx, const float *sw,
+                                                       const int32_t *corr, const float *bias, float *out,
+                                                       size_t ldo) {
+    __m512 w = _mm512_loadu_ps(sw), b = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    __m512i k = corr ? _mm512_loadu_si512((const void *)corr) : _mm512_setzero_si512();
+    int r;
+    for (r = 0; r < rows; r++) {
+        __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(t + r * 16)), k);
+        _mm512_storeu_ps(out + (size_t)r * ldo,
+                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(_mm512_set1_ps(sx[r]), w), b));
+    }
+}
+#endif
+#if defined(AES__NEON)
+static void aes__i8_epilogue_neon(const int32_t *t, int rows, const float *sx, const float *sw,
+                                  const int32_t *corr, const float *bias, float *out, size_t ldo) {
+    int r, g;
+    for (r = 0; r < rows; r++)
+        for (g = 0; g < 4; g++) {
+            int32x4_t acc = vld1q_s32(t + r * 16 + 4 * g);
+            float32x4_t s = vmulq_f32(vdupq_n_f32(sx[r]), vld1q_f32(sw + 4 * g));
+            float32x4_t b = bias ? vld1q_f32(bias + 4 * g) : vdupq_n_f32(0.0f);
+            if (corr) acc = vsubq_s32(acc, vld1q_s32(corr + 4 * g));
+            vst1q_f32(out + (size_t)r * ldo + 4 * g, vfmaq_f32(b, vcvtq_f32_s32(acc), s));
+        }
+}
+#endif
+
+static void aes__i8_epilogue(aes_isa isa, const int32_t *t, int rows, int cols, const float *sx, const float *sw,
+                             const int32_t *corr, const float *bias, float *out, size_t ldo) {
+    int r, c;
+    if (cols == AES__I8_NR) {
+#if defined(AES__X86)
+        if (isa == AES_ISA_AVX512) { aes__i8_epilogue_avx512(t, rows, sx, sw, corr, bias, out, ldo); return; }
+        if (isa == AES_ISA_AVX2) { aes__i8_epilogue_avx2(t, rows, sx, sw, corr, bias, out, ldo); return; }
+#elif defined(AES__NEON)
+        if (isa == AES_ISA_NEON) { aes__i8_epilogue_neon(t, rows, sx, sw, corr, bias, out, ldo); return; }
+#endif
+    }
+    AES__UNUSED(isa);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            int32_t acc = t[r * AES__I8_NR + c] - (corr ? corr[c] : 0);
+            out[(size_t)r * ldo + c] = fmaf((float)acc, sx[r] * sw[c], bias ? bias[c] : 0.0f);
+        }
+}
+
+/* ---- weights ---- */
+AES_API void aes_i8_weights_free(aes_i8_weights *w) {
+    if (!w) return;
+    aes_free(w->pack);
+    aes_free(w->scale);
+    aes_free(w->corr);
+    aes_free(w);
+}
+
+static aes_status aes__i8_weights_alloc(aes_ctx *ctx, int N, int K, aes_i8_weights **out) {
+    aes_i8_weights *w;
+    *out = NULL;
+    if (N < 1 || K < 1 || K > AES_I8_MAX_K || N > (1 << 24))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "int8 weights: shape [%d, %d] not in [1, 2^24] x [1, %d]", N, K,
+                         AES_I8_MAX_K);
+    w = (aes_i8_weights *)aes_calloc(ctx, 1, sizeof *w);
+    if (!w) return aes_last_status(ctx);
+    w->N = N; w->K = K; w->kq = (K + 3) / 4; w->np = (N + AES__I8_NR - 1) / AES__I8_NR;
+    w->pack = (int8_t *)aes_calloc(ctx, (size_t)w->np * (size_t)w->kq, 4 * AES__I8_NR);
+    w->scale = (float *)aes_calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(float));
+    w->corr = (int32_t *)aes_calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(int32_t));
+    if (!w->pack || !w->scale || !w->corr) { aes_i8_weights_free(w); return aes_last_status(ctx); }
+    *out = w;
+    return AES_OK;
+}
+
+/* Puts row n (K int8 values, scale s) into its place in the panels. */
+static void aes__i8_weights_set_row(aes_i8_weights *w, int n, const int8_t *q, float s) {
+    int8_t *p = w->pack + (size_t)(n / AES__I8_NR) * (size_t)w->kq * 64 + (size_t)(n % AES__I8_NR) * 4;
+    int32_t sum = 0;
+    int k;
+    for (k = 0; k < w->K; k++) {
+        p[(size_t)(k >> 2) * 64 + (k & 3)] = q[k];
+        sum += q[k];
+    }
+    w->scale[n] = s;
+    w->corr[n] = 128 * sum;
+}
+
+/* Row n back out of the panels (saving, hashing). */
+static void aes__i8_weights_get_row(const aes_i8_weights *w, int n, int8_t *q) {
+    const int8_t *p = w->pack + (size_t)(n / AES__I8_NR) * (size_t)w->kq * 64 + (size_t)(n % AES__I8_NR) * 4;
+    int k;
+    for (k = 0; k < w->K; k++) q[k] = p[(size_t)(k >> 2) * 64 + (k & 3)];
+}
+
+AES_API aes_status aes_i8_weights_quantize(aes_ctx *ctx, const float *wf, int N, int K, aes_i8_weights **out) {
+    aes_i8_weights *w;
+    int8_t *row;
+    aes_status st;
+    int n;
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_quantize: out is NULL");
+    *out = NULL;
+    if (!wf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_quantize: weights are NULL");
+    if ((st = aes__i8_weights_alloc(ctx, N, K, &w))) return st;
+    row = (int8_t *)aes_alloc(ctx, (size_t)K, 1);
+    if (!row) { aes_i8_weights_free(w); return aes_last_status(ctx); }
+    for (n = 0; n < N; n++) {
+        float s = aes__i8_quantize_row(wf + (size_t)n * K, K, row);
+        if (s != s) {
+            aes_free(row);
+            aes_i8_weights_free(w);
+            return aes__fail(ctx, AES_ERR_NUMERIC, "aes_i8_weights_quantize: row %d holds a NaN or infinity", n);
+        }
+        aes__i8_weights_set_row(w, n, row, s);
+    }
+    aes_free(row);
+    *out = w;
+    return AES_OK;
+}
+
+AES_API aes_status aes_i8_weights_from(aes_ctx *ctx, const int8_t *q, const float *scale, int N, int K,
+                                       aes_i8_weights **out) {
+    aes_i8_weights *w;
+    aes_status st;
+    int n;
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_from: out is NULL");
+    *out = NULL;
+    if (!q || !scale) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_from: NULL values or scales");
+    for (n = 0; n < N; n++)
+        if (!(scale[n] >= 0.0f && scale[n] <= FLT_MAX))
+            return aes__fail(ctx, AES_ERR_NUMERIC, "aes_i8_weights_from: scale %d is %g; scales must be finite "
+                             "and >= 0", n, (double)scale[n]);
+    if ((st = aes__i8_weights_alloc(ctx, N, K, &w))) return st;
+    for (n = 0; n < N; n++) aes__i8_weights_set_row(w, n, q + (size_t)n * K, scale[n]);
+    *out = w;
+    return AES_OK;
+}
+
+/* ---- the threaded driver ---- */
+typedef struct aes__i8_job {
+    const aes__i8_arch *arch;
+    aes_isa isa;
+    const aes_i8_weights *w;
+    const float *inp, *bias;
+    float *out;
+    int M, K, N, mp;            /* mp row panels of arch->mr rows           */
+    unsigned char *apack;       /* [mp] panels of panel_bytes               */
+    size_t panel_bytes;
+    int8_t *qrows;              /* [mp * mr, kq * 4] staging                 */
+    float *sx;                  /* [mp * mr] row scales                      */
+    int rows_per_task, cols_per_task, tasks_n;   /* in panels                */
+} aes__i8_job;
+
+/* Quantises row panel p and lays it out for the kernel. */
+static void aes__i8_pack_task(void *arg, int p) {
+    const aes__i8_job *j = (const aes__i8_job *)arg;
+    int mr = j->arch->mr, kq = j->w->kq, r, q, i;
+    size_t kp = (size_t)kq * 4;
+    unsigned char *dst = j->apack + (size_t)p * j->panel_bytes;
+    for (r = 0; r < mr; r++) {
+        int m = p * mr + r;
+        int8_t *qr = j->qrows + (size_t)m * kp;
+        if (m < j->M) {
+            j->sx[m] = aes__i8_quantize_row_isa(j->isa, j->inp + (size_t)m * j->K, j->K, qr);
+            memset(qr + j->K, 0, kp - (size_t)j->K);
+        } else {
+            j->sx[m] = 0.0f;
+            memset(qr, 0, kp);
+        }
+        for (q = 0; q < kq; q++) {
+            const int8_t *s = qr + 4 * q;
+            size_t at = ((size_t)q * mr + (size_t)r) * 4;
+            switch (j->arch->akind) {
+            case AES__I8A_S8: memcpy(dst + at, s, 4); break;
+            case AES__I8A_U8: for (i = 0; i < 4; i++) dst[at + i] = (unsigned char)(s[i] + 128); break;
+            case AES__I8A_S16: {
+                int16_t v[4];
+                for (i = 0; i < 4; i++) v[i] = s[i];
+                memcpy(dst + 2 * at, v, 8);
+                break;
+            }
+            }
+        }
+    }
+}
+
+static void aes__i8_gemm_task(void *arg, int task) {
+    const aes__i8_job *j = (const aes__i8_job *)arg;
+    const aes_i8_weights *w = j->w;
+    int mr = j->arch->mr, ti = task / j->tasks_n, tj = task % j->tasks_n, p, c;
+    int p0 = ti * j->rows_per_task, p1 = AES__MIN(j->mp, p0 + j->rows_per_task);
+    int c0 = tj * j->cols_per_task, c1 = AES__MIN(w->np, c0 + j->cols_per_task);
+    const int32_t *corr = j->arch->akind == AES__I8A_U8 ? w->corr : NULL;
+    int32_t tile[AES__I8_MR_MAX * AES__I8_NR];
+    for (c = c0; c < c1; c++) {
+        const int8_t *b = w->pack + (size_t)c * (size_t)w->kq * 64;
+        int n0 = c * AES__I8_NR, cols = AES__MIN(AES__I8_NR, j->N - n0);
+        for (p = p0; p < p1; p++) {
+            int m0 = p * mr, rows = AES__MIN(mr, j->M - m0);
+            j->arch->kernel(w->kq, j->apack + (size_t)p * j->panel_bytes, b, tile);
+            aes__i8_epilogue(j->arch->epilogue, tile, rows, cols, j->sx + m0, w->scale + n0, corr ? corr + n0 : NULL,
+                             j->bias ? j->bias + n0 : NULL, j->out + (size_t)m0 * j->N + n0, (size_t)j->N);
+        }
+    }
+}
+
+/* Scratch bytes aes__linear_i8 needs for M rows of K inputs (any kernel). */
+static size_t aes__i8_scratch_bytes(int M, int K) {
+    size_t rows = ((size_t)M + AES__I8_MR_MAX) / AES__I8_MR_MAX * AES__I8_MR_MAX + AES__I8_MR_MAX;
+    size_t kp = ((size_t)K + 3) / 4 * 4;
+    return rows * kp * 3 + rows * sizeof(float) + 256;
+}
+
+/* The int8 linear with a given kernel; scratch (NULL: allocated here) holds
+ * aes__i8_scratch_bytes(M, K) bytes. */
+static aes_status aes__linear_i8(aes_ctx *ctx, const aes__i8_arch *arch, float *out, const float *inp,
+                                 const aes_i8_weights *w, const float *bias, int M, int K, int N, void *scratch) {
+    aes__i8_job j;
+    unsigned char *mem = (unsigned char *)scratch, *own = NULL;
+    size_t rows, kp, esize;
+    int threads = ctx ? ctx->nthreads : 1, tm, tn;
+    if (!out || !inp || !w) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_linear_forward_i8: NULL argument");
+    if (M < 0 || K != w->K || N != w->N)
+        return aes__fail(ctx, AES_ERR_SHAPE, "aes_linear_forward_i8: [%d, %d] x [%d, %d]^T does not fit weights "
+                         "[%d, %d]", M, K, N, K, w->N, w->K);
+    if (M == 0) return AES_OK;
+    if ((size_t)M > SIZE_MAX / 8 / ((size_t)w->kq * 16))
+        return aes__fail(ctx, AES_ERR_LIMIT, "aes_linear_forward_i8: %d rows overflow the scratch size", M);
+    if (!mem) {
+        own = (unsigned char *)aes_alloc(ctx, aes__i8_scratch_bytes(M, K), 1);
+        if (!own) return aes_last_status(ctx);
+        mem = own;
+    }
+    memset(&j, 0, sizeof j);
+    j.arch = arch; j.isa = arch->epilogue; j.w = w; j.inp = inp; j.bias = bias; j.out = out;
+    j.M = M; j.K = K; j.N = N;
+    j.mp = (M + arch->mr - 1) / arch->mr;
+    rows = (size_t)j.mp * (size_t)arch->mr;
+    kp = (size_t)w->kq * 4;
+    esize = arch->akind == AES__I8A_S16 ? 2 : 1;
+    j.panel_bytes = (size_t)arch->mr * kp * esize;
+    j.apack = mem;
+    j.qrows = (int8_t *)(mem + (size_t)j.mp * j.panel_bytes);
+    j.sx = (float *)(void *)(mem + (((size_t)j.mp * j.panel_bytes + rows * kp + 63) & ~(size_t)63));
+    aes__parallel_for(ctx, j.mp, aes__i8_pack_task, &j);
+    /* tasks: ~96 rows x 128 channels; fewer rows per task when that leaves
+     * threads idle.  Any split gives the same bits. */
+    j.cols_per_task = 8;
+    j.rows_per_task = AES__MAX(1, 96 / arch->mr);
+    tn = (w->np + j.cols_per_task - 1) / j.cols_per_task;
+    tm = (j.mp + j.rows_per_task - 1) / j.rows_per_task;
+    while (tm * tn < 4 * threads && j.rows_per_task > 1) {
+        j.rows_per_task = (j.rows_per_task + 1) / 2;
+        tm = (j.mp + j.rows_per_task - 1) / j.rows_per_task;
+    }
+    j.tasks_n = tn;
+    aes__parallel_for(ctx, tm * tn, aes__i8_gemm_task, &j);
+    aes_free(own);
+    return AES_OK;
+}
+
+AES_API aes_status aes_linear_forward_i8(aes_ctx *ctx, float *out, const float *inp, const aes_i8_weights *w,
+                                         const float *bias, int M, int K, int N) {
+    return aes__linear_i8(ctx, aes__i8_arch_for(aes_isa_get(ctx)), out, inp, w, bias, M, K, N, NULL);
 }
 
 /* ---- layernorm ------------------------------------------------------------
