@@ -7391,8 +7391,25 @@ done:
  *  halving the model's memory.  The conversion is paid per forward call, so
  *  it costs most at batch 1.
  *
+ *  int8: the blocks' linear weights (attention qkv and out, MLP fc1 and
+ *  fc2: ~97% of a ViT's multiply-adds) can run as int8 (section 2's
+ *  aes_linear_forward_i8: per-output-channel weight scales, activations
+ *  quantised per row on the fly, exact int32 sums).  A file stores such a
+ *  weight as dtype I8 under its usual name (q_proj / k_proj / v_proj or
+ *  in_proj_weight, out_proj, fc1 / c_fc, fc2 / c_proj) with its scales in
+ *  "<name>_scale": F32 (F16 / BF16 accepted), shape [out] or [out, 1], one
+ *  per output channel (row), finite and >= 0; weight = I8 value * scale.
+ *  A file holding any I8 tensor loads as an int8 model; the load option
+ *  int8 quantises a float checkpoint's weights at load time (the same
+ *  values `aesalign quantize` writes: q = round(127 w / max|row|),
+ *  scale = max|row| / 127).  Embeddings, LayerNorms, the patch embedding,
+ *  biases and the projections stay in float.  An int8 model computes
+ *  different (close) embeddings, so its id differs from the float model's;
+ *  it cannot be trained.
+ *
  *  aes_clip_save / aes_clip_serialize write a model back in either layout
- *  and dtype; aes_clip_create_random makes one from a config (benchmarks,
+ *  and dtype (AES_DTYPE_I8: the int8-capable weights as I8 + "_scale", the
+ *  rest F32); aes_clip_create_random makes one from a config (benchmarks,
  *  tests, training from scratch).
  *
  * ============================================================================
@@ -7489,6 +7506,7 @@ typedef struct aes_clip_load_opts {
     aes_act act;              /* force the activation (AES_ACT_AUTO: config, else QuickGELU) */
     int keep_16bit;           /* keep matrices in f16/bf16 (f32 files become f16)      */
     int vision_heads, text_heads;  /* force head counts (0: config, else width / 64)   */
+    int int8;                 /* quantise the blocks' linear weights to int8 (see above) */
 } aes_clip_load_opts;
 
 typedef struct aes_clip aes_clip;
@@ -7504,7 +7522,9 @@ AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t l
                                         aes_clip **out);
 AES_API void aes_clip_free(aes_clip *model);
 /* Writes the model as a safetensors image in either layout (HF or OpenAI
- * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16).
+ * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16,
+ * or I8: int8 blocks' weights with their scales, quantised here if the model
+ * is not int8, and F32 for the rest).
  * The model's id goes in the metadata ("aesalign_model_id").  *buf is freed with aes_free. */
 AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
                                       void **buf, size_t *len);
@@ -7549,11 +7569,12 @@ AES_API const char *aes_clip_id(const aes_clip *model);
 /* ---- the parameter layout, for training ------------------------------------- */
 
 /* A matrix: f32 (f != NULL) or, with keep_16bit, 16-bit values h
- * (h_is_bf16: bfloat16, else IEEE half). */
+ * (h_is_bf16: bfloat16, else IEEE half), or int8 (i8). */
 typedef struct aes_clip_mat {
     float *f;
     const uint16_t *h;
     int h_is_bf16;
+    const aes_i8_weights *i8;    /* int8 model: the weights as int8 (f, h NULL) */
 } aes_clip_mat;
 
 typedef struct aes_clip_block_params {
@@ -7679,6 +7700,9 @@ struct aes_clip {
     uint16_t *params16;           /* keep_16bit: the matrices                      */
     size_t nparams16;             /* how many values params16 holds                */
     int keep_16bit;
+    aes_i8_weights **i8w;         /* int8 model: the int8 matrices (i8n of them)   */
+    int i8n;
+    size_t nparams8;              /* values they hold                              */
     int has_logit_scale;
     uint64_t hash;
     int hash_stale;               /* parameters changed in place since hashed      */
@@ -7792,7 +7816,8 @@ AES_API size_t aes_clip_num_params(const aes_clip *model) { return model ? model
 
 AES_API size_t aes_clip_weight_bytes(const aes_clip *model) {
     if (!model) return 0;
-    return model->nparams16 * sizeof(uint16_t) + (model->nparams - model->nparams16) * sizeof(float);
+    return model->nparams16 * sizeof(uint16_t) + model->nparams8 +
+           (model->nparams - model->nparams16 - model->nparams8) * sizeof(float);
 }
 
 AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *count) {
@@ -7888,10 +7913,16 @@ static const float *aes__clip_mat_f32(aes_ctx *ctx, const aes_clip_mat *w, size_
     return wbuf;
 }
 
-/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits. */
+/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits or
+ * int8 (then wbuf is the int8 kernel's scratch, sized for it). */
 static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
                              const float *bias, int M, int K, int N, float *wbuf) {
-    const float *wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
+    const float *wf;
+    if (w->i8) { /* shapes and buffers are the model's own: cannot fail */
+        aes__linear_i8(ctx, aes__i8_arch_for(aes_isa_get(ctx)), out, inp, w->i8, bias, M, K, N, wbuf);
+        return;
+    }
+    wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
     aes_linear_forward(ctx, out, inp, wf, bias, M, K, N);
 }
 
@@ -8108,6 +8139,10 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_
     int vision = tower == AES_CLIP_VISION;
     size_t wbuf = aes__clip_max_matrix(m, tower);
     *out = NULL;
+    if (m->i8n && max_rows <= (size_t)INT_MAX / 4) { /* the int8 kernels' scratch, in floats */
+        int C = vision ? m->cfg.vision_width : m->cfg.text_width, H = vision ? m->cfg.vision_mlp : m->cfg.text_mlp;
+        wbuf = AES__MAX(wbuf, aes__i8_scratch_bytes((int)max_rows, AES__MAX(C, H)) / sizeof(float) + 1);
+    }
     if ((vision && !m->cfg.has_vision) || (!vision && !m->cfg.has_text))
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "this CLIP model has no %s tower", vision ? "vision" : "text");
     d = aes__clip_tower_dims(m, tower);
@@ -8394,8 +8429,8 @@ static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes_
     if (st) return st;
     if (!dout || !g) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
     if (!a->save) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: activations made with save = 0", name);
-    if (!m->params) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit weights (load it "
-                                     "without keep_16bit to train it)", name);
+    if (!m->params) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit or int8 weights "
+                                     "(load it without keep_16bit / int8 to train it)", name);
     if (first_block < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: first_block %d < 0", name, first_block);
     return AES_OK;
 }
@@ -8985,6 +9020,9 @@ static aes_status aes__clip_check_source(aes__clip_loader *L, const char *name, 
                                          const int *shape, int scalar) {
     char have[96];
     int k, ok = 1;
+    if (v->dtype == AES_DTYPE_I8)
+        return aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: tensor '%s%s' is stored as I8; only the blocks' attention "
+                         "and MLP weights may be int8", L->src, L->prefix, name);
     if (v->dtype != AES_DTYPE_F32 && v->dtype != AES_DTYPE_F16 && v->dtype != AES_DTYPE_BF16)
         return aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: tensor '%s%s' is stored as %s; CLIP weights must be F32, "
                          "F16 or BF16", L->src, L->prefix, name, aes_dtype_name(v->dtype));
@@ -9121,6 +9159,118 @@ static aes_status aes__clip_load_slot(aes__clip_loader *L, const aes__clip_slot 
     return AES_OK;
 }
 
+/* ---- int8 slots ---------------------------------------------------------------------- */
+/* The tensors an int8 model keeps in int8: the blocks' linear weights. */
+static int aes__clip_is_i8_slot(const aes__clip_slot *s) {
+    return s->kind == AES__CK_QKV_W || s->kind == AES__CK_OUT_W || s->kind == AES__CK_FC1_W ||
+           s->kind == AES__CK_FC2_W;
+}
+
+static int aes__clip_file_has_i8(const aes__clip_loader *L) {
+    int i;
+    for (i = 0; i < L->count; i++)
+        if (aes_safetensors_at(L->st, i)->dtype == AES_DTYPE_I8) return 1;
+    return 0;
+}
+
+/* Bytes into the hash, 4 to a word (the last word zero-padded). */
+static void aes__clip_hash_bytes(aes__clip_hasher *h, const void *p, size_t n) {
+    uint32_t w[1024];
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i;
+    for (i = 0; i < n; i += sizeof w) {
+        size_t m = AES__MIN(sizeof w, n - i);
+        memset(w, 0, sizeof w);
+        memcpy(w, b + i, m);
+        aes__clip_hash_words(h, w, (m + 3) / 4);
+    }
+}
+
+/* Loads an int8 slot.  Each source is I8 with "<name>_scale", or a float
+ * tensor quantised here row by row.  The hash takes a marker, the scales
+ * and the int8 values: the values as used. */
+static aes_status aes__clip_load_slot_i8(aes__clip_loader *L, const aes__clip_slot *s, aes__clip_hasher *h,
+                                         aes_i8_weights **out) {
+    char names[3][256];
+    int transpose, nsrc = aes__clip_sources(L, s, names, &transpose), k, r;
+    int N = s->shape[0], K = s->shape[1], rows = N / nsrc;
+    int8_t *q = (int8_t *)aes_alloc(L->ctx, (size_t)N * (size_t)K, 1);
+    float *scale = (float *)aes_alloc(L->ctx, (size_t)N, sizeof(float));
+    aes_status st = AES_OK;
+    *out = NULL;
+    if (!q || !scale) { st = aes_last_status(L->ctx); goto done; }
+    for (k = 0; k < nsrc; k++) {
+        const aes_tensor_view *v = aes__clip_find(L, names[k]);
+        int8_t *qk = q + (size_t)k * rows * K;
+        float *sk = scale + (size_t)k * rows;
+        char have[96];
+        if (!v) { st = aes__clip_missing(L, names[k]); goto done; }
+        if (v->dtype == AES_DTYPE_I8) {
+            char sname[272];
+            const aes_tensor_view *sv;
+            if (v->ndim != 2 || v->shape[0] != rows || v->shape[1] != K) {
+                aes__clip_shape_str(have, sizeof have, v);
+                st = aes__fail(L->ctx, AES_ERR_SHAPE, "%s: tensor '%s%s' has shape %s; this model needs [%d, %d]",
+                               L->src, L->prefix, names[k], have, rows, K);
+                goto done;
+            }
+            memcpy(qk, v->data, (size_t)rows * K);
+            snprintf(sname, sizeof sname, "%.255s_scale", names[k]);
+            sv = aes__clip_find(L, sname);
+            if (!sv) {
+                st = aes__fail(L->ctx, AES_ERR_FORMAT, "%s: tensor '%s%s' is I8 but its scales '%s%s' (F32 [%d], one "
+                               "per output channel) are missing", L->src, L->prefix, names[k], L->prefix, sname, rows);
+                goto done;
+            }
+            if (!(sv->ndim == 1 && sv->shape[0] == rows) && !(sv->ndim == 2 && sv->shape[0] == rows && sv->shape[1] == 1)) {
+                aes__clip_shape_str(have, sizeof have, sv);
+                st = aes__fail(L->ctx, AES_ERR_SHAPE, "%s: scales '%s%s' have shape %s; the I8 weight [%d, %d] needs "
+                               "[%d] (one per output channel)", L->src, L->prefix, sname, have, rows, K, rows);
+                goto done;
+            }
+            if (sv->dtype != AES_DTYPE_F32 && sv->dtype != AES_DTYPE_F16 && sv->dtype != AES_DTYPE_BF16) {
+                st = aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: scales '%s%s' are %s; they must be F32, F16 or BF16",
+                               L->src, L->prefix, sname, aes_dtype_name(sv->dtype));
+                goto done;
+            }
+            if ((st = aes_tensor_to_f32(L->ctx, sv, sk, (size_t)rows))) goto done;
+            for (r = 0; r < rows; r++)
+                if (!(sk[r] >= 0.0f && sk[r] <= FLT_MAX)) {
+                    st = aes__fail(L->ctx, AES_ERR_NUMERIC, "%s: scale %d of '%s%s' is %g; scales must be finite and "
+                                   ">= 0", L->src, r, L->prefix, sname, (double)sk[r]);
+                    goto done;
+                }
+        } else {
+            int want[4];
+            float *work;
+            want[0] = rows; want[1] = K; want[2] = want[3] = 0;
+            if ((st = aes__clip_check_source(L, names[k], v, 2, want, 0))) goto done;
+            work = aes__clip_scratch(L, (size_t)rows * K);
+            if (!work) { st = aes_last_status(L->ctx); goto done; }
+            if ((st = aes_tensor_to_f32(L->ctx, v, work, (size_t)rows * K))) goto done;
+            for (r = 0; r < rows; r++) {
+                sk[r] = aes__i8_quantize_row(work + (size_t)r * K, K, qk + (size_t)r * K);
+                if (sk[r] != sk[r]) {
+                    st = aes__fail(L->ctx, AES_ERR_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinity (row %d)",
+                                   L->src, L->prefix, names[k], r);
+                    goto done;
+                }
+            }
+        }
+    }
+    {
+        uint32_t marker = 0x38494e54u; /* "TNI8": int8 values follow */
+        aes__clip_hash_words(h, &marker, 1);
+        aes__clip_hash_bytes(h, scale, (size_t)N * sizeof(float));
+        aes__clip_hash_bytes(h, q, (size_t)N * K);
+    }
+    st = aes_i8_weights_from(L->ctx, q, scale, N, K, out);
+done:
+    aes_free(q);
+    aes_free(scale);
+    return st;
+}
+
 /* ---- step 5: nothing of the model's namespaces may be left over ------------------- */
 static aes_status aes__clip_check_leftovers(aes__clip_loader *L, const aes_clip_config *c) {
     static const char *const spaces[] = {
@@ -9224,8 +9374,8 @@ static void aes__clip_make_id(aes_clip *m) {
     if (c->has_vision)
         snprintf(v, sizeof v, "v%dp%dw%dl%d", c->image_size, c->patch_size, c->vision_width, c->vision_layers);
     if (c->has_text) snprintf(t, sizeof t, "t%dw%dl%d", c->context_length, c->text_width, c->text_layers);
-    snprintf(m->id, sizeof m->id, "clip-%s-%s-e%d-%s-%016llx", v, t, c->embed_dim,
-             c->act == AES_ACT_GELU ? "gelu" : "quick_gelu", (unsigned long long)m->hash);
+    snprintf(m->id, sizeof m->id, "clip-%s-%s-e%d-%s%s-%016llx", v, t, c->embed_dim,
+             c->act == AES_ACT_GELU ? "gelu" : "quick_gelu", m->i8n ? "-int8" : "", (unsigned long long)m->hash);
 }
 
 /* After training changed the parameters in place, the hash and id are
@@ -9269,10 +9419,11 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     aes__clip_slot *slots = NULL;
     aes__clip_hasher h;
     aes_status s;
-    size_t n32 = 0, n16 = 0, off32 = 0, off16 = 0;
-    int i, nslots = 0, keep16 = opts && opts->keep_16bit;
+    size_t n32 = 0, n16 = 0, n8 = 0, off32 = 0, off16 = 0;
+    int i, nslots = 0, keep16 = opts && opts->keep_16bit, int8 = 0, compact, i8n = 0;
 
     if ((s = aes__clip_loader_init(&L, ctx, st, src))) return s;
+    int8 = (opts && opts->int8) || aes__clip_file_has_i8(&L);
     m = (aes_clip *)aes_calloc(ctx, 1, sizeof *m);
     if (!m) { s = aes_last_status(ctx); goto done; }
 
@@ -9298,12 +9449,19 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
             goto done;
         }
         m->nparams += t->numel;
-        if (keep16 && aes__clip_is_matrix(&slots[i])) n16 += t->numel;
+        if (int8 && aes__clip_is_i8_slot(&slots[i])) { n8 += t->numel; i8n++; }
+        else if (keep16 && aes__clip_is_matrix(&slots[i])) n16 += t->numel;
         else n32 += t->numel;
     }
     m->keep_16bit = keep16;
     m->nparams16 = n16;
-    if (keep16) {
+    m->nparams8 = n8;
+    compact = keep16 || int8;
+    if (int8) {
+        m->i8w = (aes_i8_weights **)aes_calloc(ctx, (size_t)(i8n ? i8n : 1), sizeof *m->i8w);
+        if (!m->i8w) { s = aes_last_status(ctx); goto done; }
+    }
+    if (compact) {
         m->small = (float *)aes_alloc(ctx, n32, sizeof(float));
         m->params16 = (uint16_t *)aes_alloc(ctx, n16 ? n16 : 1, sizeof(uint16_t));
         if (!m->small || !m->params16) { s = aes_last_status(ctx); goto done; }
@@ -9321,7 +9479,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
         uint16_t *d16 = NULL;
         if (sl->kind == AES__CK_LOGIT_SCALE && !(m->cfg.has_vision && m->cfg.has_text)) {
             /* a single tower needs no temperature; use CLIP's final value, ln 100 */
-            d32 = keep16 ? m->small + off32 : m->params + m->tensors[i].offset;
+            d32 = compact ? m->small + off32 : m->params + m->tensors[i].offset;
             if (aes__clip_find(&L, "logit_scale")) {
                 if ((s = aes__clip_load_slot(&L, sl, d32, NULL, &h))) goto done;
                 m->has_logit_scale = 1;
@@ -9332,12 +9490,19 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
             off32 += 1;
             continue;
         }
+        if (int8 && aes__clip_is_i8_slot(sl)) {
+            aes_i8_weights **dst = &m->i8w[m->i8n];
+            if ((s = aes__clip_load_slot_i8(&L, sl, &h, dst))) goto done;
+            m->i8n++;
+            sl->m->f = NULL; sl->m->h = NULL; sl->m->h_is_bf16 = 0; sl->m->i8 = *dst;
+            continue;
+        }
         if (keep16 && aes__clip_is_matrix(sl)) {
             d16 = m->params16 + off16;
             off16 += sl->numel;
         } else {
-            d32 = keep16 ? m->small + off32 : m->params + m->tensors[i].offset;
-            if (keep16) off32 += sl->numel;
+            d32 = compact ? m->small + off32 : m->params + m->tensors[i].offset;
+            if (compact) off32 += sl->numel;
             if (sl->f) *sl->f = d32;
             if (sl->m) { sl->m->f = d32; sl->m->h = NULL; sl->m->h_is_bf16 = 0; }
         }
@@ -9358,7 +9523,10 @@ done:
 }
 
 AES_API void aes_clip_free(aes_clip *model) {
+    int i;
     if (!model) return;
+    for (i = 0; i < model->i8n; i++) aes_i8_weights_free(model->i8w[i]);
+    aes_free(model->i8w);
     aes_free(model->params);
     aes_free(model->small);
     aes_free(model->params16);
@@ -9378,13 +9546,29 @@ typedef struct aes__clip_writer {
     size_t used;
 } aes__clip_writer;
 
+/* The int8 rows and scales of an int8-capable matrix: the model's own, or
+ * quantised from its float values src (as the loader's int8 option does). */
+static void aes__clip_i8_rows(const aes__clip_slot *s, const float *src, int8_t *q, float *scale) {
+    int n, N = s->shape[0], K = s->shape[1];
+    for (n = 0; n < N; n++) {
+        if (s->m->i8) {
+            aes__i8_weights_get_row(s->m->i8, n, q + (size_t)n * K);
+            scale[n] = s->m->i8->scale[n];
+        } else {
+            scale[n] = aes__i8_quantize_row(src + (size_t)n * K, K, q + (size_t)n * K);
+        }
+    }
+}
+
 static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, aes_dtype dtype,
                                       aes__clip_writer *w, int count_only) {
     aes__clip_loader L;
     aes__clip_slot *slots;
-    float *tmp = NULL;
-    size_t esz = dtype == AES_DTYPE_F32 ? 4 : 2, tmp_cap = 0;
+    float *tmp = NULL, *scale = NULL;
+    int8_t *q8 = NULL;
+    size_t esz = dtype == AES_DTYPE_F32 || dtype == AES_DTYPE_I8 ? 4 : 2, tmp_cap = 0, q8_cap = 0;
     int i, k, n = 0;
+    aes_status st = AES_OK;
     memset(&L, 0, sizeof L);
     L.layout = layout;
     /* walking the model's own aes_clip_params: the slots point at its fields
@@ -9396,35 +9580,53 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
     for (i = 0; i < n; i++) {
         const aes__clip_slot *s = &slots[i];
         char names[3][256];
-        int transpose, nsrc;
+        int transpose, nsrc, as_i8;
         size_t part;
-        const float *src;
+        const float *src = NULL;
+        aes_dtype odt = dtype;
         if (s->kind == AES__CK_LOGIT_SCALE && !m->has_logit_scale) continue;
         nsrc = aes__clip_sources(&L, s, names, &transpose);
         part = s->numel / (size_t)nsrc;
-        if (count_only) { w->n += nsrc; w->used += s->numel * esz; continue; }
+        as_i8 = dtype == AES_DTYPE_I8 && aes__clip_is_i8_slot(s);
+        if (dtype == AES_DTYPE_I8 && !as_i8) odt = AES_DTYPE_F32;
+        if (count_only) {
+            if (as_i8) { w->n += 2 * nsrc; w->used += s->numel + (size_t)s->shape[0] * sizeof(float); }
+            else { w->n += nsrc; w->used += s->numel * esz; }
+            continue;
+        }
         /* the canonical f32 values of this tensor (converted when kept in 16 bits) */
-        if (s->m && !s->m->f) {
+        if (s->m && !s->m->f && !s->m->i8) {
             if (s->numel > tmp_cap) {
                 aes_free(tmp);
                 tmp = (float *)aes_alloc(ctx, s->numel, sizeof(float));
                 tmp_cap = tmp ? s->numel : 0;
-                if (!tmp) { aes_free(slots); return aes_last_status(ctx); }
+                if (!tmp) { st = aes_last_status(ctx); goto done; }
             }
             aes__clip_mat_to_f32(ctx, tmp, s->m, s->numel);
             src = tmp;
-        } else {
+        } else if (!(s->m && s->m->i8)) {
             src = s->m ? s->m->f : *s->f;
+        }
+        if (as_i8 || (s->m && s->m->i8)) { /* int8 values and scales of this matrix */
+            if (s->numel > q8_cap) { /* numel >= rows: the scales fit too */
+                aes_free(q8);
+                aes_free(scale);
+                q8 = (int8_t *)aes_alloc(ctx, s->numel, 1);
+                scale = (float *)aes_alloc(ctx, s->numel, sizeof(float));
+                q8_cap = q8 && scale ? s->numel : 0;
+                if (!q8_cap) { st = aes_last_status(ctx); goto done; }
+            }
+            aes__clip_i8_rows(s, src, q8, scale);
         }
         for (k = 0; k < nsrc; k++) {
             aes_tensor_out *o = &w->t[w->n];
             unsigned char *dst = w->data + w->used;
-            const float *x = src + (size_t)k * part;
+            const float *x = src ? src + (size_t)k * part : NULL;
             size_t e;
             memcpy(w->names[w->n], names[k], 256);
             memset(o, 0, sizeof *o);
             o->name = w->names[w->n];
-            o->dtype = dtype;
+            o->dtype = as_i8 ? AES_DTYPE_I8 : odt;
             if (s->kind == AES__CK_LOGIT_SCALE) {
                 o->ndim = 0;
             } else {
@@ -9434,25 +9636,53 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
                 if (transpose) { o->shape[0] = s->shape[1]; o->shape[1] = s->shape[0]; }
             }
             o->data = dst;
+            if (as_i8) { /* the values, then "<name>_scale" [rows] F32 */
+                size_t rows = (size_t)s->shape[0] / (size_t)nsrc;
+                aes_tensor_out *so = &w->t[w->n + 1];
+                memcpy(dst, q8 + (size_t)k * part, part);
+                w->used += part;
+                dst = w->data + w->used;
+                snprintf(w->names[w->n + 1], 256, "%.240s_scale", names[k]);
+                memset(so, 0, sizeof *so);
+                so->name = w->names[w->n + 1];
+                so->dtype = AES_DTYPE_F32;
+                so->ndim = 1;
+                so->shape[0] = (int64_t)rows;
+                so->data = dst;
+                memcpy(dst, scale + (size_t)k * rows, rows * sizeof(float));
+                if (!aes__io_host_is_le()) aes__io_swap_bytes(dst, rows, 4);
+                w->used += rows * sizeof(float);
+                w->n += 2;
+                continue;
+            }
             for (e = 0; e < part; e++) {
-                float v = x[e];
+                float v;
+                if (!x) { /* an int8 matrix written as float: value * scale */
+                    size_t at = (size_t)k * part + e;
+                    v = (float)q8[at] * scale[at / (size_t)s->shape[1]];
+                } else {
+                    v = x[e];
+                }
                 if (transpose) { /* canonical [E, W] -> file [W, E] */
                     size_t r = e / (size_t)s->shape[0], c = e % (size_t)s->shape[0];
                     v = src[c * (size_t)s->shape[1] + r];
                 }
-                if (dtype == AES_DTYPE_F32) memcpy(dst + e * 4, &v, 4);
+                if (odt == AES_DTYPE_F32) memcpy(dst + e * 4, &v, 4);
                 else {
-                    uint16_t hv = dtype == AES_DTYPE_F16 ? aes__f32_to_f16_1(v) : aes__f32_to_bf16_1(v);
+                    uint16_t hv = odt == AES_DTYPE_F16 ? aes__f32_to_f16_1(v) : aes__f32_to_bf16_1(v);
                     memcpy(dst + e * 2, &hv, 2);
                 }
             }
-            w->used += part * esz;
+            w->used += part * (odt == AES_DTYPE_F32 ? 4 : 2);
             w->n++;
         }
     }
+done:
     aes_free(tmp);
+    aes_free(q8);
+    aes_free(scale);
     aes_free(slots);
-    return AES_OK;
+    return st;
 }
 
 static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, aes_dtype dtype,
@@ -9462,8 +9692,8 @@ static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_lay
     if (!m) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: no model");
     if (layout != AES_LAYOUT_HF && layout != AES_LAYOUT_OPENAI)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: layout must be AES_LAYOUT_HF or AES_LAYOUT_OPENAI");
-    if (dtype != AES_DTYPE_F32 && dtype != AES_DTYPE_F16 && dtype != AES_DTYPE_BF16)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: dtype must be F32, F16 or BF16");
+    if (dtype != AES_DTYPE_F32 && dtype != AES_DTYPE_F16 && dtype != AES_DTYPE_BF16 && dtype != AES_DTYPE_I8)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: dtype must be F32, F16, BF16 or I8");
     if ((st = aes__clip_build_out(ctx, m, layout, dtype, w, 1))) return st;
     w->t = (aes_tensor_out *)aes_calloc(ctx, (size_t)w->n, sizeof(aes_tensor_out));
     w->names = (char (*)[256])aes_alloc(ctx, (size_t)w->n, 256);
@@ -15869,8 +16099,8 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     *out = NULL;
     if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: no model");
     if (!model->params)
-        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model keeps 16-bit weights; load it without "
-                         "keep_16bit to train it");
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model keeps 16-bit or int8 weights; load it "
+                         "without keep_16bit / int8 to train it");
     for (i = 0; i < model->nparams; i++)
         if (!(model->params[i] - model->params[i] == 0.0f))
             return aes__fail(ctx, AES_ERR_NUMERIC, "CLIP trainer: parameter %zu of the model is NaN or infinite", i);
