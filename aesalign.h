@@ -2112,33 +2112,35 @@ AES__TARGET_AVX2 static void aes__i8_kernel_avx2(int kq, const void *ap, const i
     }
 }
 
-/* AVX-512 without VNNI: the same with 512 bits, 8 rows x 2 accumulators. */
+/* AVX-512 without VNNI: the same with 512 bits, 8 rows x 2 accumulators
+ * (named, so they stay in registers). */
 AES__TARGET_AVX512 static void aes__i8_kernel_avx512(int kq, const void *ap, const int8_t *b, int32_t *tile) {
     const int16_t *a = (const int16_t *)ap;
-    __m512i c[8][2];
-    int q, r;
-    for (r = 0; r < 8; r++) c[r][0] = c[r][1] = _mm512_setzero_si512();
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+            c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    int q;
     for (q = 0; q < kq; q++, a += 32, b += 64) {
         __m512i b0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)b));
         __m512i b1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32)));
-        for (r = 0; r < 8; r++) {
-            int64_t w;
-            __m512i x;
-            memcpy(&w, a + 4 * r, 8);
-            x = _mm512_set1_epi64(w);
-            c[r][0] = _mm512_add_epi32(c[r][0], _mm512_madd_epi16(x, b0));
-            c[r][1] = _mm512_add_epi32(c[r][1], _mm512_madd_epi16(x, b1));
-        }
+        int64_t w;
+        __m512i x;
+#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 8); x = _mm512_set1_epi64(w); \
+        lo = _mm512_add_epi32(lo, _mm512_madd_epi16(x, b0)); hi = _mm512_add_epi32(hi, _mm512_madd_epi16(x, b1));
+        AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21) AES__I8_ROW(3, c30, c31)
+        AES__I8_ROW(4, c40, c41) AES__I8_ROW(5, c50, c51) AES__I8_ROW(6, c60, c61) AES__I8_ROW(7, c70, c71)
+#undef AES__I8_ROW
     }
     {
-        /* lane 2j + h of c[r][0] is channel j's half h (j < 8), of c[r][1]
-         * channel 8 + j's: add each pair, then gather the even lanes */
+        /* lane 2j + h of the first accumulator is channel j's half h (j < 8),
+         * of the second channel 8 + j's: add each pair, gather the even lanes */
         const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-        for (r = 0; r < 8; r++) {
-            __m512i s0 = _mm512_add_epi32(c[r][0], _mm512_srli_epi64(c[r][0], 32));
-            __m512i s1 = _mm512_add_epi32(c[r][1], _mm512_srli_epi64(c[r][1], 32));
-            _mm512_storeu_si512((void *)(tile + r * 16), _mm512_permutex2var_epi32(s0, even, s1));
-        }
+#define AES__I8_OUT(r, lo, hi) \
+        _mm512_storeu_si512((void *)(tile + (r) * 16), \
+                            _mm512_permutex2var_epi32(_mm512_add_epi32(lo, _mm512_srli_epi64(lo, 32)), even, \
+                                                      _mm512_add_epi32(hi, _mm512_srli_epi64(hi, 32))));
+        AES__I8_OUT(0, c00, c01) AES__I8_OUT(1, c10, c11) AES__I8_OUT(2, c20, c21) AES__I8_OUT(3, c30, c31)
+        AES__I8_OUT(4, c40, c41) AES__I8_OUT(5, c50, c51) AES__I8_OUT(6, c60, c61) AES__I8_OUT(7, c70, c71)
+#undef AES__I8_OUT
     }
 }
 #endif /* AES__X86 */
@@ -2146,49 +2148,54 @@ AES__TARGET_AVX512 static void aes__i8_kernel_avx512(int kq, const void *ap, con
 #if defined(AES__NEON)
 #if defined(__ARM_FEATURE_DOTPROD)
 /* sdot: a 128-bit weight vector is a quad of 4 channels; the 4 rows' quads
- * sit in one vector, picked by lane.  4 rows x 4 vectors = 16 accumulators. */
+ * sit in one vector, picked by lane.  4 rows x 4 vectors = 16 accumulators
+ * (named, so they stay in registers). */
 static void aes__i8_kernel_sdot(int kq, const void *ap, const int8_t *b, int32_t *tile) {
     const int8_t *a = (const int8_t *)ap;
-    int32x4_t c[4][4];
-    int q, r, g;
-    for (r = 0; r < 4; r++)
-        for (g = 0; g < 4; g++) c[r][g] = vdupq_n_s32(0);
+    int32x4_t c00 = vdupq_n_s32(0), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
+              c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    int q;
     for (q = 0; q < kq; q++, a += 16, b += 64) {
         int8x16_t av = vld1q_s8(a);
         int8x16_t b0 = vld1q_s8(b), b1 = vld1q_s8(b + 16), b2 = vld1q_s8(b + 32), b3 = vld1q_s8(b + 48);
-#define AES__I8_ROW(r) \
-        c[r][0] = vdotq_laneq_s32(c[r][0], b0, av, r); c[r][1] = vdotq_laneq_s32(c[r][1], b1, av, r); \
-        c[r][2] = vdotq_laneq_s32(c[r][2], b2, av, r); c[r][3] = vdotq_laneq_s32(c[r][3], b3, av, r);
-        AES__I8_ROW(0) AES__I8_ROW(1) AES__I8_ROW(2) AES__I8_ROW(3)
+#define AES__I8_ROW(r, x0, x1, x2, x3) \
+        x0 = vdotq_laneq_s32(x0, b0, av, r); x1 = vdotq_laneq_s32(x1, b1, av, r); \
+        x2 = vdotq_laneq_s32(x2, b2, av, r); x3 = vdotq_laneq_s32(x3, b3, av, r);
+        AES__I8_ROW(0, c00, c01, c02, c03) AES__I8_ROW(1, c10, c11, c12, c13)
+        AES__I8_ROW(2, c20, c21, c22, c23) AES__I8_ROW(3, c30, c31, c32, c33)
 #undef AES__I8_ROW
     }
-    for (r = 0; r < 4; r++)
-        for (g = 0; g < 4; g++) vst1q_s32(tile + r * 16 + 4 * g, c[r][g]);
+#define AES__I8_OUT(r, x0, x1, x2, x3) \
+    vst1q_s32(tile + (r) * 16, x0); vst1q_s32(tile + (r) * 16 + 4, x1); \
+    vst1q_s32(tile + (r) * 16 + 8, x2); vst1q_s32(tile + (r) * 16 + 12, x3);
+    AES__I8_OUT(0, c00, c01, c02, c03) AES__I8_OUT(1, c10, c11, c12, c13)
+    AES__I8_OUT(2, c20, c21, c22, c23) AES__I8_OUT(3, c30, c31, c32, c33)
+#undef AES__I8_OUT
 }
 #endif
 /* NEON without the dot product: widening multiplies (|a w| <= 16256 fits
  * int16) and pairwise accumulation into int32; one group of 4 channels at a
  * time, 4 rows x 2 accumulators. */
 static void aes__i8_kernel_neon(int kq, const void *ap, const int8_t *b, int32_t *tile) {
-    int g, r, q;
+    int g, q;
     for (g = 0; g < 4; g++) {
         const int8_t *a = (const int8_t *)ap, *bb = b + 16 * g;
-        int32x4_t lo[4], hi[4];
-        for (r = 0; r < 4; r++) lo[r] = hi[r] = vdupq_n_s32(0);
+        int32x4_t l0 = vdupq_n_s32(0), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0;
         for (q = 0; q < kq; q++, a += 16, bb += 64) {
-            int8x16_t w = vld1q_s8(bb);
-            for (r = 0; r < 4; r++) {
-                int32_t x4;
-                int8x16_t x;
-                memcpy(&x4, a + 4 * r, 4);
-                x = vreinterpretq_s8_s32(vdupq_n_s32(x4));
-                lo[r] = vpadalq_s16(lo[r], vmull_s8(vget_low_s8(x), vget_low_s8(w)));
-                hi[r] = vpadalq_s16(hi[r], vmull_s8(vget_high_s8(x), vget_high_s8(w)));
-            }
+            int8x16_t w = vld1q_s8(bb), x;
+            int32_t x4;
+#define AES__I8_ROW(r, lo, hi) memcpy(&x4, a + 4 * (r), 4); x = vreinterpretq_s8_s32(vdupq_n_s32(x4)); \
+            lo = vpadalq_s16(lo, vmull_s8(vget_low_s8(x), vget_low_s8(w))); \
+            hi = vpadalq_s16(hi, vmull_s8(vget_high_s8(x), vget_high_s8(w)));
+            AES__I8_ROW(0, l0, h0) AES__I8_ROW(1, l1, h1) AES__I8_ROW(2, l2, h2) AES__I8_ROW(3, l3, h3)
+#undef AES__I8_ROW
         }
         /* lo: (c0 k01, c0 k23, c1 k01, c1 k23); hi: the same for c2, c3 */
-        for (r = 0; r < 4; r++) vst1q_s32(tile + r * 16 + 4 * g, vcombine_s32(vpadd_s32(vget_low_s32(lo[r]), vget_high_s32(lo[r])),
-                                                                          vpadd_s32(vget_low_s32(hi[r]), vget_high_s32(hi[r]))));
+#define AES__I8_OUT(r, lo, hi) \
+        vst1q_s32(tile + (r) * 16 + 4 * g, vcombine_s32(vpadd_s32(vget_low_s32(lo), vget_high_s32(lo)), \
+                                                        vpadd_s32(vget_low_s32(hi), vget_high_s32(hi))));
+        AES__I8_OUT(0, l0, h0) AES__I8_OUT(1, l1, h1) AES__I8_OUT(2, l2, h2) AES__I8_OUT(3, l3, h3)
+#undef AES__I8_OUT
     }
 }
 #endif /* AES__NEON */
