@@ -2434,18 +2434,18 @@ static void aes__i8_pack_task(void *arg, int p) {
             j->sx[m] = 0.0f;
             memset(qr, 0, kp);
         }
-        for (q = 0; q < kq; q++) {
-            const int8_t *s = qr + 4 * q;
-            size_t at = ((size_t)q * mr + (size_t)r) * 4;
-            switch (j->arch->akind) {
-            case AES__I8A_S8: memcpy(dst + at, s, 4); break;
-            case AES__I8A_U8: for (i = 0; i < 4; i++) dst[at + i] = (unsigned char)(s[i] + 128); break;
-            case AES__I8A_S16: {
-                int16_t v[4];
-                for (i = 0; i < 4; i++) v[i] = s[i];
-                memcpy(dst + 2 * at, v, 8);
-                break;
-            }
+        /* one quad (4 bytes) at a time, the element type's loop outside */
+        if (j->arch->akind == AES__I8A_S16) {
+            int16_t *d16 = (int16_t *)(void *)dst + 4 * r;
+            for (q = 0; q < kq; q++, d16 += 4 * mr)
+                for (i = 0; i < 4; i++) d16[i] = qr[4 * q + i];
+        } else {
+            uint32_t flip = j->arch->akind == AES__I8A_U8 ? 0x80808080u : 0u, v;
+            unsigned char *d8 = dst + 4 * r;
+            for (q = 0; q < kq; q++, d8 += 4 * mr) {
+                memcpy(&v, qr + 4 * q, 4);
+                v ^= flip; /* int8 + 128 as uint8, in every byte */
+                memcpy(d8, &v, 4);
             }
         }
     }
