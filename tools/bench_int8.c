@@ -8,7 +8,9 @@
  *   images/s at batch 16, f32 and int8 runs interleaved, median of 5;
  *   per-image cosine of the int8 embedding to the f32 one (16 images);
  *   with ../shared present, the score differences of LAION's aesthetic
- *   predictor v1 (ViT-B/32 linear head) on the two embeddings.
+ *   predictor v1 (ViT-B/32 linear head) on the two embeddings;
+ *   the int8 linear layer alone (fc1's 800 x 768 x 3072) with every kernel
+ *   this CPU runs, against the f32 one, in GOP/s.
  * Goal: int8 >= 2x ONNX Runtime fp32, cosine >= 0.995.
  * `--quick`: 3 rounds instead of 5, best ISA only.
  */
@@ -32,6 +34,40 @@ static void die(aes_ctx *ctx, const char *what) {
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+/* The linear layer alone: every int8 kernel and the f32 GEMM, interleaved,
+ * median GOP/s (2 M K N operations per call). */
+static void kernels(aes_ctx *ctx, int rounds) {
+    enum { M = 800, K = 768, N = 3072 };
+    float *x = (float *)malloc(sizeof(float) * M * K), *w = (float *)malloc(sizeof(float) * N * K);
+    float *y = (float *)malloc(sizeof(float) * M * N);
+    const aes__i8_arch *archs[8];
+    aes_i8_weights *qw = NULL;
+    double t[9][8];
+    uint64_t s = 3;
+    int na = aes__i8_archs_available(aes_isa_get(ctx), archs), a, r, i;
+    if (!x || !w || !y) die(ctx, "memory");
+    for (i = 0; i < M * K; i++) x[i] = (float)aes__rand_normal(&s);
+    for (i = 0; i < N * K; i++) w[i] = 0.03f * (float)aes__rand_normal(&s);
+    if (aes_i8_weights_quantize(ctx, w, N, K, &qw)) die(ctx, "quantize");
+    if (na > 1 && archs[na - 1] == &aes__i8_arch_scalar) na--; /* too slow to matter */
+    for (r = 0; r < rounds; r++) {
+        for (a = 0; a <= na; a++) {
+            double t0 = now();
+            if (a < na) aes__linear_i8(ctx, archs[a], y, x, qw, NULL, M, K, N, NULL);
+            else aes_linear_forward(ctx, y, x, w, NULL, M, K, N);
+            t[a][r] = 2.0 * M * K * N / (now() - t0) * 1e-9;
+        }
+    }
+    printf("linear 800 x 768 x 3072 (GOP/s, median of %d):", rounds);
+    for (a = 0; a <= na; a++) {
+        qsort(t[a], (size_t)rounds, sizeof(double), cmp_double);
+        printf("  %s %.0f", a < na ? archs[a]->name : "f32", t[a][rounds / 2]);
+    }
+    printf("\n");
+    aes_i8_weights_free(qw);
+    free(x); free(w); free(y);
 }
 
 /* Median images/s of f32 and int8 at batch 16, runs interleaved. */
@@ -135,6 +171,7 @@ int main(int argc, char **argv) {
         }
         aes_safetensors_close(st);
     }
+    kernels(ctx, quick ? 3 : 5);
     speed(ctx, f, q, px, out, quick ? 3 : 5);
     if (!quick && aes_isa_get(ctx) > AES_ISA_AVX2 && aes_isa_set(ctx, AES_ISA_AVX2) == AES_OK)
         speed(ctx, f, q, px, out, 5);
