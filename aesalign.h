@@ -13644,24 +13644,11 @@ static aes__dot4_i8_fn aes__pick_dot4_i8(aes_isa isa) {
 AES_API aes_status aes_quantize_i8(aes_ctx *ctx, const float *x, size_t n, int dim,
                                    int8_t *q, float *scales) {
     size_t i;
-    int d;
     if ((n && (!x || !q || !scales)) || dim < 1)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_quantize_i8: NULL buffers or dim %d < 1", dim);
-    for (i = 0; i < n; i++) {
-        const float *row = x + i * (size_t)dim;
-        int8_t *qr = q + i * (size_t)dim;
-        float mx = 0.0f, inv;
-        for (d = 0; d < dim; d++) {
-            float a = fabsf(row[d]);
-            if (!(a <= FLT_MAX)) return aes__fail(ctx, AES_ERR_NUMERIC, "aes_quantize_i8: row %zu is not finite", i);
-            if (a > mx) mx = a;
-        }
-        scales[i] = mx / 127.0f;
-        inv = mx > 0.0f ? 127.0f / mx : 0.0f;
-        for (d = 0; d < dim; d++) {
-            long v = lrintf(row[d] * inv);
-            qr[d] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-        }
+    for (i = 0; i < n; i++) { /* the int8 linear layers' row quantisation (section 2) */
+        scales[i] = aes__i8_quantize_row(x + i * (size_t)dim, dim, q + i * (size_t)dim);
+        if (scales[i] != scales[i]) return aes__fail(ctx, AES_ERR_NUMERIC, "aes_quantize_i8: row %zu is not finite", i);
     }
     return AES_OK;
 }
