@@ -163,6 +163,7 @@
 #if !defined(AES_NO_SIMD) && defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define AES__X86 1
 #include <immintrin.h>
+#include <cpuid.h>
 #define AES__TARGET_AVX2   __attribute__((target("avx2,fma,f16c")))
 #define AES__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #endif
@@ -683,6 +684,28 @@ AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight,
                                  float *dbias, const float *dout,
                                  const float *inp, const float *weight,
                                  int M, int K, int N);
+
+/* int8 linear layers (inference).  The weight [N, K] is quantised per
+ * output channel n, symmetrically: q[n,k] = round(w[n,k] / s[n]) in
+ * [-127, 127], s[n] = max_k |w[n,k]| / 127.  Each call quantises the input
+ * the same way per row m (s_x[m] = max_k |x[m,k]| / 127), multiplies the
+ * integers with int32 accumulation (exact: the same integers on every ISA
+ * and thread count), and finishes every output with one correctly rounded
+ * fused multiply-add: out[m,n] = fma((float)acc[m,n], s_x[m] * s[n], bias[n])
+ * (bias 0 when NULL), so results are bit-identical across ISAs too.  A row
+ * holding NaN or Inf gives NaN outputs; an all-zero row gives the bias.
+ * K <= AES_I8_MAX_K keeps the int32 sums exact (K * 127 * 127 < 2^31). */
+#define AES_I8_MAX_K 65536
+typedef struct aes_i8_weights aes_i8_weights;
+/* From f32 weights w [N, K] (quantised here; non-finite values are an error). */
+AES_API aes_status aes_i8_weights_quantize(aes_ctx *ctx, const float *w, int N, int K, aes_i8_weights **out);
+/* From int8 values q [N, K] and per-row scales [N] (finite, >= 0). */
+AES_API aes_status aes_i8_weights_from(aes_ctx *ctx, const int8_t *q, const float *scale, int N, int K,
+                                       aes_i8_weights **out);
+AES_API void aes_i8_weights_free(aes_i8_weights *w);
+/* out[M,N] = inp[M,K] W^T + bias[N] as described above (bias may be NULL). */
+AES_API aes_status aes_linear_forward_i8(aes_ctx *ctx, float *out, const float *inp, const aes_i8_weights *w,
+                                         const float *bias, int M, int K, int N);
 
 /* LayerNorm over the last dim C: out = (x - mean) * rstd * w + b.
  * mean[M] and rstd[M] are saved for the backward pass (may be NULL in
@@ -1861,6 +1884,651 @@ AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight, floa
     if (dweight) aes_gemm(ctx, AES_TRANS, AES_NO_TRANS, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
     if (dbias)
         for (i = 0; i < M; i++) aes_add_inplace(dbias, dout + (size_t)i * N, (size_t)N);
+}
+
+/* ---- int8 linear -----------------------------------------------------------
+ * The weights are packed once into panels of 16 output channels: for each
+ * "quad" of 4 consecutive inputs (K zero-padded to a multiple of 4) the 16
+ * channels' 4 values, 64 bytes, so pack[panel][quad][channel][4].  That is
+ * the operand order of vpdpbusd and sdot, which sum 4 byte products into a
+ * 32-bit lane.  Each call quantises the input rows into panels of MR rows,
+ * a[panel][quad][row][4], in the element type its kernel reads:
+ *   - int8 (scalar, NEON sdot and the NEON fallback);
+ *   - uint8 = int8 + 128 for vpdpbusd (unsigned x signed): the kernel sums
+ *     (a + 128) w, and 128 * sum_k w[n,k], kept per channel, is subtracted;
+ *     int32 wrap-around cancels, so the difference is exact;
+ *   - int16 for AVX2 / AVX-512 without VNNI: vpmaddwd on sign-extended
+ *     values.  Ours, rather than vpmaddubsw: vpmaddubsw adds two u8 x s8
+ *     products into a SATURATING int16 (2 * 255 * 127 > 32767), so it would
+ *     be exact only with 7-bit weights or activations (a bit of accuracy
+ *     lost on every ISA, since all must agree); vpmaddwd is exact for full
+ *     8-bit values at one multiply instruction per 16 products (vpmaddubsw
+ *     + vpmaddwd: two per 32).
+ * Every kernel computes the same exact int32 sums into an MR x 16 tile; the
+ * epilogue is one fused multiply-add per output on every path (fmaf in C,
+ * vfmadd / vfmaq in SIMD: all correctly rounded), so outputs are
+ * bit-identical across ISAs and thread counts.  Work is split into tasks of
+ * (row panels x channel panels); each output is computed by one task. */
+
+#define AES__I8_NR 16
+#define AES__I8_MR_MAX 8
+
+struct aes_i8_weights {
+    int N, K, kq, np;       /* kq quads of 4 inputs, np panels of 16 channels */
+    int8_t *pack;           /* [np][kq][16][4]                               */
+    float *scale;           /* [np * 16], 0 past N                           */
+    int32_t *corr;          /* [np * 16], 128 * sum_k q[n,k]                 */
+};
+
+typedef enum { AES__I8A_S8 = 0, AES__I8A_U8 = 1, AES__I8A_S16 = 2 } aes__i8a_kind;
+/* tile[r * 16 + c] = sum over kq quads of a[quad][r][.] . b[quad][c][.] */
+typedef void (*aes__i8_kernel_fn)(int kq, const void *a, const int8_t *b, int32_t *tile);
+
+typedef struct aes__i8_arch {
+    const char *name;
+    int mr;                 /* rows per A panel (<= AES__I8_MR_MAX) */
+    aes__i8a_kind akind;
+    aes__i8_kernel_fn kernel;
+    aes_isa epilogue;       /* SIMD width of the float epilogue       */
+} aes__i8_arch;
+
+/* Symmetric int8 quantisation of one row: q = round(x * 127 / max|x|),
+ * clamped to [-127, 127]; returns the scale max|x| / 127 (0 for a zero row).
+ * A row holding NaN or Inf gets q = 0 and scale NaN (returned as is).  The
+ * maximum is taken over the absolute values' bit patterns (exact in any
+ * order); rounding is to nearest even, as lrintf in the default mode and
+ * the SIMD conversions. */
+static float aes__i8_quantize_row(const float *x, int n, int8_t *q) {
+    uint32_t mb = 0, b;
+    float mx, inv;
+    int k;
+    for (k = 0; k < n; k++) {
+        memcpy(&b, x + k, 4);
+        b &= 0x7fffffffu;
+        if (b > mb) mb = b;
+    }
+    if (mb >= 0x7f800000u) {
+        memset(q, 0, (size_t)n);
+        return NAN;
+    }
+    memcpy(&mx, &mb, 4);
+    inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    for (k = 0; k < n; k++) {
+        long v = lrintf(x[k] * inv);
+        q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return mx / 127.0f;
+}
+
+#if defined(AES__X86)
+/* The same with AVX2 (identical results: exact maximum, IEEE multiply,
+ * vcvtps2dq rounds to nearest even as lrintf does). */
+AES__TARGET_AVX2 static float aes__i8_quantize_row_avx2(const float *x, int n, int8_t *q) {
+    __m256i mbv = _mm256_setzero_si256(), absmask = _mm256_set1_epi32(0x7fffffff);
+    uint32_t mb, lanes[8], b;
+    float mx, inv;
+    int k = 0, i;
+    for (; k + 8 <= n; k += 8)
+        mbv = _mm256_max_epu32(mbv, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + k)), absmask));
+    _mm256_storeu_si256((__m256i *)(void *)lanes, mbv);
+    mb = 0;
+    for (i = 0; i < 8; i++) if (lanes[i] > mb) mb = lanes[i];
+    for (; k < n; k++) {
+        memcpy(&b, x + k, 4);
+        b &= 0x7fffffffu;
+        if (b > mb) mb = b;
+    }
+    if (mb >= 0x7f800000u) {
+        memset(q, 0, (size_t)n);
+        return NAN;
+    }
+    memcpy(&mx, &mb, 4);
+    inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    {
+        __m256 vi = _mm256_set1_ps(inv);
+        __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+        for (k = 0; k + 8 <= n; k += 8) {
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vi));
+            __m128i h;
+            v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+            h = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            h = _mm_packs_epi16(h, h);
+            _mm_storel_epi64((__m128i *)(void *)(q + k), h);
+        }
+    }
+    for (; k < n; k++) {
+        long v = lrintf(x[k] * inv);
+        q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return mx / 127.0f;
+}
+#endif
+
+static float aes__i8_quantize_row_isa(aes_isa isa, const float *x, int n, int8_t *q) {
+#if defined(AES__X86)
+    if (isa >= AES_ISA_AVX2) return aes__i8_quantize_row_avx2(x, n, q);
+#endif
+    AES__UNUSED(isa);
+    return aes__i8_quantize_row(x, n, q);
+}
+
+/* ---- the kernels: an MR x 16 tile of int32 sums over kq quads ---- */
+static void aes__i8_kernel_scalar(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const int8_t *a = (const int8_t *)ap;
+    int q, r, c, i;
+    for (r = 0; r < 4 * AES__I8_NR; r++) tile[r] = 0;
+    for (q = 0; q < kq; q++, a += 16, b += 64)
+        for (r = 0; r < 4; r++)
+            for (c = 0; c < AES__I8_NR; c++) {
+                int32_t s = 0;
+                for (i = 0; i < 4; i++) s += (int32_t)a[r * 4 + i] * (int32_t)b[c * 4 + i];
+                tile[r * AES__I8_NR + c] += s;
+            }
+}
+
+#if defined(AES__X86)
+/* AVX-VNNI (VEX vpdpbusd on 256 bits, 16 registers): 6 rows x 16 channels
+ * = 12 accumulators, 2 weight vectors, 1 broadcast. */
+__attribute__((target("avx2,fma,avxvnni")))
+static void aes__i8_kernel_avxvnni(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const unsigned char *a = (const unsigned char *)ap;
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    int q;
+    for (q = 0; q < kq; q++, a += 24, b += 64) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)b);
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
+        int32_t w;
+        __m256i x;
+#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 4); x = _mm256_set1_epi32(w); \
+        lo = _mm256_dpbusd_avx_epi32(lo, x, b0); hi = _mm256_dpbusd_avx_epi32(hi, x, b1);
+        AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21)
+        AES__I8_ROW(3, c30, c31) AES__I8_ROW(4, c40, c41) AES__I8_ROW(5, c50, c51)
+#undef AES__I8_ROW
+    }
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 0), c00);  _mm256_storeu_si256((__m256i *)(void *)(tile + 8), c01);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 16), c10); _mm256_storeu_si256((__m256i *)(void *)(tile + 24), c11);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 32), c20); _mm256_storeu_si256((__m256i *)(void *)(tile + 40), c21);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 48), c30); _mm256_storeu_si256((__m256i *)(void *)(tile + 56), c31);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 64), c40); _mm256_storeu_si256((__m256i *)(void *)(tile + 72), c41);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 80), c50); _mm256_storeu_si256((__m256i *)(void *)(tile + 88), c51);
+}
+
+/* AVX-512 VNNI: one 512-bit weight vector holds a quad of all 16 channels;
+ * 8 rows = 8 accumulators. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+static void aes__i8_kernel_avx512vnni(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const unsigned char *a = (const unsigned char *)ap;
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    int q;
+    for (q = 0; q < kq; q++, a += 32, b += 64) {
+        __m512i bv = _mm512_loadu_si512((const void *)b);
+        int32_t w;
+#define AES__I8_ROW(r, c) memcpy(&w, a + 4 * (r), 4); c = _mm512_dpbusd_epi32(c, _mm512_set1_epi32(w), bv);
+        AES__I8_ROW(0, c0) AES__I8_ROW(1, c1) AES__I8_ROW(2, c2) AES__I8_ROW(3, c3)
+        AES__I8_ROW(4, c4) AES__I8_ROW(5, c5) AES__I8_ROW(6, c6) AES__I8_ROW(7, c7)
+#undef AES__I8_ROW
+    }
+    _mm512_storeu_si512((void *)(tile + 0), c0);   _mm512_storeu_si512((void *)(tile + 16), c1);
+    _mm512_storeu_si512((void *)(tile + 32), c2);  _mm512_storeu_si512((void *)(tile + 48), c3);
+    _mm512_storeu_si512((void *)(tile + 64), c4);  _mm512_storeu_si512((void *)(tile + 80), c5);
+    _mm512_storeu_si512((void *)(tile + 96), c6);  _mm512_storeu_si512((void *)(tile + 112), c7);
+}
+
+/* AVX2, int16: a quad of 4 channels sign-extended to 16 int16; the row's
+ * quad broadcast as 4 int16; vpmaddwd gives (channel, pair of k) lanes,
+ * which are added pairwise at the end.  Two passes over 8 channels each
+ * keep 6 rows x 2 accumulators in registers. */
+AES__TARGET_AVX2 static void aes__i8_kernel_avx2(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    int half;
+    for (half = 0; half < 2; half++) {
+        const int16_t *a = (const int16_t *)ap;
+        const int8_t *bb = b + 32 * half;
+        __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+                c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        int q, r;
+        for (q = 0; q < kq; q++, a += 24, bb += 64) {
+            __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)bb));
+            __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(bb + 16)));
+            int64_t w;
+            __m256i x;
+#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 8); x = _mm256_set1_epi64x(w); \
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(x, b0)); hi = _mm256_add_epi32(hi, _mm256_madd_epi16(x, b1));
+            AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21)
+            AES__I8_ROW(3, c30, c31) AES__I8_ROW(4, c40, c41) AES__I8_ROW(5, c50, c51)
+#undef AES__I8_ROW
+        }
+        {
+            __m256i lo[6], hi[6];
+            lo[0] = c00; hi[0] = c01; lo[1] = c10; hi[1] = c11; lo[2] = c20; hi[2] = c21;
+            lo[3] = c30; hi[3] = c31; lo[4] = c40; hi[4] = c41; lo[5] = c50; hi[5] = c51;
+            for (r = 0; r < 6; r++) {
+                /* lanes (c0 k01, c0 k23, c1 .., c1 .. | c2 .., c3 ..) per vector:
+                 * hadd -> (c0 c1 c4 c5 | c2 c3 c6 c7), then restore the order */
+                __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo[r], hi[r]), 0xD8);
+                _mm256_storeu_si256((__m256i *)(void *)(tile + r * 16 + 8 * half), s);
+            }
+        }
+    }
+}
+
+/* AVX-512 without VNNI: the same with 512 bits, 8 rows x 2 accumulators
+ * (named, so they stay in registers). */
+AES__TARGET_AVX512 static void aes__i8_kernel_avx512(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const int16_t *a = (const int16_t *)ap;
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+            c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    int q;
+    for (q = 0; q < kq; q++, a += 32, b += 64) {
+        __m512i b0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)b));
+        __m512i b1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32)));
+        int64_t w;
+        __m512i x;
+#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 8); x = _mm512_set1_epi64(w); \
+        lo = _mm512_add_epi32(lo, _mm512_madd_epi16(x, b0)); hi = _mm512_add_epi32(hi, _mm512_madd_epi16(x, b1));
+        AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21) AES__I8_ROW(3, c30, c31)
+        AES__I8_ROW(4, c40, c41) AES__I8_ROW(5, c50, c51) AES__I8_ROW(6, c60, c61) AES__I8_ROW(7, c70, c71)
+#undef AES__I8_ROW
+    }
+    {
+        /* lane 2j + h of the first accumulator is channel j's half h (j < 8),
+         * of the second channel 8 + j's: add each pair, gather the even lanes */
+        const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+#define AES__I8_OUT(r, lo, hi) \
+        _mm512_storeu_si512((void *)(tile + (r) * 16), \
+                            _mm512_permutex2var_epi32(_mm512_add_epi32(lo, _mm512_srli_epi64(lo, 32)), even, \
+                                                      _mm512_add_epi32(hi, _mm512_srli_epi64(hi, 32))));
+        AES__I8_OUT(0, c00, c01) AES__I8_OUT(1, c10, c11) AES__I8_OUT(2, c20, c21) AES__I8_OUT(3, c30, c31)
+        AES__I8_OUT(4, c40, c41) AES__I8_OUT(5, c50, c51) AES__I8_OUT(6, c60, c61) AES__I8_OUT(7, c70, c71)
+#undef AES__I8_OUT
+    }
+}
+#endif /* AES__X86 */
+
+#if defined(AES__NEON)
+#if defined(__ARM_FEATURE_DOTPROD)
+/* sdot: a 128-bit weight vector is a quad of 4 channels; the 4 rows' quads
+ * sit in one vector, picked by lane.  4 rows x 4 vectors = 16 accumulators
+ * (named, so they stay in registers). */
+static void aes__i8_kernel_sdot(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    const int8_t *a = (const int8_t *)ap;
+    int32x4_t c00 = vdupq_n_s32(0), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
+              c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    int q;
+    for (q = 0; q < kq; q++, a += 16, b += 64) {
+        int8x16_t av = vld1q_s8(a);
+        int8x16_t b0 = vld1q_s8(b), b1 = vld1q_s8(b + 16), b2 = vld1q_s8(b + 32), b3 = vld1q_s8(b + 48);
+#define AES__I8_ROW(r, x0, x1, x2, x3) \
+        x0 = vdotq_laneq_s32(x0, b0, av, r); x1 = vdotq_laneq_s32(x1, b1, av, r); \
+        x2 = vdotq_laneq_s32(x2, b2, av, r); x3 = vdotq_laneq_s32(x3, b3, av, r);
+        AES__I8_ROW(0, c00, c01, c02, c03) AES__I8_ROW(1, c10, c11, c12, c13)
+        AES__I8_ROW(2, c20, c21, c22, c23) AES__I8_ROW(3, c30, c31, c32, c33)
+#undef AES__I8_ROW
+    }
+#define AES__I8_OUT(r, x0, x1, x2, x3) \
+    vst1q_s32(tile + (r) * 16, x0); vst1q_s32(tile + (r) * 16 + 4, x1); \
+    vst1q_s32(tile + (r) * 16 + 8, x2); vst1q_s32(tile + (r) * 16 + 12, x3);
+    AES__I8_OUT(0, c00, c01, c02, c03) AES__I8_OUT(1, c10, c11, c12, c13)
+    AES__I8_OUT(2, c20, c21, c22, c23) AES__I8_OUT(3, c30, c31, c32, c33)
+#undef AES__I8_OUT
+}
+#endif
+/* NEON without the dot product: widening multiplies (|a w| <= 16256 fits
+ * int16) and pairwise accumulation into int32; one group of 4 channels at a
+ * time, 4 rows x 2 accumulators. */
+static void aes__i8_kernel_neon(int kq, const void *ap, const int8_t *b, int32_t *tile) {
+    int g, q;
+    for (g = 0; g < 4; g++) {
+        const int8_t *a = (const int8_t *)ap, *bb = b + 16 * g;
+        int32x4_t l0 = vdupq_n_s32(0), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0;
+        for (q = 0; q < kq; q++, a += 16, bb += 64) {
+            int8x16_t w = vld1q_s8(bb), x;
+            int32_t x4;
+#define AES__I8_ROW(r, lo, hi) memcpy(&x4, a + 4 * (r), 4); x = vreinterpretq_s8_s32(vdupq_n_s32(x4)); \
+            lo = vpadalq_s16(lo, vmull_s8(vget_low_s8(x), vget_low_s8(w))); \
+            hi = vpadalq_s16(hi, vmull_s8(vget_high_s8(x), vget_high_s8(w)));
+            AES__I8_ROW(0, l0, h0) AES__I8_ROW(1, l1, h1) AES__I8_ROW(2, l2, h2) AES__I8_ROW(3, l3, h3)
+#undef AES__I8_ROW
+        }
+        /* lo: (c0 k01, c0 k23, c1 k01, c1 k23); hi: the same for c2, c3 */
+#define AES__I8_OUT(r, lo, hi) \
+        vst1q_s32(tile + (r) * 16 + 4 * g, vcombine_s32(vpadd_s32(vget_low_s32(lo), vget_high_s32(lo)), \
+                                                        vpadd_s32(vget_low_s32(hi), vget_high_s32(hi))));
+        AES__I8_OUT(0, l0, h0) AES__I8_OUT(1, l1, h1) AES__I8_OUT(2, l2, h2) AES__I8_OUT(3, l3, h3)
+#undef AES__I8_OUT
+    }
+}
+#endif /* AES__NEON */
+
+static const aes__i8_arch aes__i8_arch_scalar = {"scalar", 4, AES__I8A_S8, aes__i8_kernel_scalar, AES_ISA_SCALAR};
+#if defined(AES__X86)
+static const aes__i8_arch aes__i8_arch_avx2 = {"avx2", 6, AES__I8A_S16, aes__i8_kernel_avx2, AES_ISA_AVX2};
+static const aes__i8_arch aes__i8_arch_avxvnni = {"avx-vnni", 6, AES__I8A_U8, aes__i8_kernel_avxvnni, AES_ISA_AVX2};
+static const aes__i8_arch aes__i8_arch_avx512 = {"avx512", 8, AES__I8A_S16, aes__i8_kernel_avx512, AES_ISA_AVX512};
+static const aes__i8_arch aes__i8_arch_avx512vnni = {"avx512-vnni", 8, AES__I8A_U8, aes__i8_kernel_avx512vnni,
+                                                     AES_ISA_AVX512};
+/* AVX-VNNI: CPUID leaf 7, sub-leaf 1, EAX bit 4 (and the OS saving ymm
+ * state, which AVX2 being usable already implies). */
+static int aes__cpu_has_avxvnni(void) {
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 1, a, b, c, d);
+    AES__UNUSED(b); AES__UNUSED(c); AES__UNUSED(d);
+    return (a >> 4) & 1u;
+}
+#endif
+#if defined(AES__NEON)
+#if defined(__ARM_FEATURE_DOTPROD)
+static const aes__i8_arch aes__i8_arch_sdot = {"neon-sdot", 4, AES__I8A_S8, aes__i8_kernel_sdot, AES_ISA_NEON};
+#endif
+static const aes__i8_arch aes__i8_arch_neon = {"neon", 4, AES__I8A_S8, aes__i8_kernel_neon, AES_ISA_NEON};
+#endif
+
+/* Every kernel this CPU can run, best first for its ISA (tests run them
+ * all against the scalar one).  Returns how many were stored in out. */
+static int aes__i8_archs_available(aes_isa best, const aes__i8_arch **out) {
+    int n = 0;
+#if defined(AES__X86)
+    if (best >= AES_ISA_AVX512 && __builtin_cpu_supports("avx512vnni")) out[n++] = &aes__i8_arch_avx512vnni;
+    if (best >= AES_ISA_AVX512) out[n++] = &aes__i8_arch_avx512;
+    if (best >= AES_ISA_AVX2 && aes__cpu_has_avxvnni()) out[n++] = &aes__i8_arch_avxvnni;
+    if (best >= AES_ISA_AVX2) out[n++] = &aes__i8_arch_avx2;
+#elif defined(AES__NEON)
+#if defined(__ARM_FEATURE_DOTPROD)
+    if (best == AES_ISA_NEON) out[n++] = &aes__i8_arch_sdot;
+#endif
+    if (best == AES_ISA_NEON) out[n++] = &aes__i8_arch_neon;
+#endif
+    AES__UNUSED(best);
+    out[n++] = &aes__i8_arch_scalar;
+    return n;
+}
+
+/* The kernel an ISA level uses: the best one that does not need more than it. */
+static const aes__i8_arch *aes__i8_arch_for(aes_isa isa) {
+    const aes__i8_arch *all[8];
+    int n = aes__i8_archs_available(isa, all), i;
+    for (i = 0; i < n; i++)
+        if (all[i]->epilogue == isa || all[i]->epilogue == AES_ISA_SCALAR) return all[i];
+    return &aes__i8_arch_scalar;
+}
+
+/* out[r, c] for rows < rows, channels < cols of one tile. */
+#if defined(AES__X86)
+AES__TARGET_AVX2 static void aes__i8_epilogue_avx2(const int32_t *t, int rows, const float *sx, const float *sw,
+                                                   const int32_t *corr, const float *bias, float *out, size_t ldo) {
+    int r, h;
+    for (r = 0; r < rows; r++)
+        for (h = 0; h < 2; h++) {
+            __m256i acc = _mm256_loadu_si256((const __m256i *)(const void *)(t + r * 16 + 8 * h));
+            __m256 s = _mm256_mul_ps(_mm256_set1_ps(sx[r]), _mm256_loadu_ps(sw + 8 * h));
+            __m256 b = bias ? _mm256_loadu_ps(bias + 8 * h) : _mm256_setzero_ps();
+            if (corr) acc = _mm256_sub_epi32(acc, _mm256_loadu_si256((const __m256i *)(const void *)(corr + 8 * h)));
+            _mm256_storeu_ps(out + (size_t)r * ldo + 8 * h, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, b));
+        }
+}
+AES__TARGET_AVX512 static void aes__i8_epilogue_avx512(const int32_t *t, int rows, const float *sx, const float *sw,
+                                                       const int32_t *corr, const float *bias, float *out,
+                                                       size_t ldo) {
+    __m512 w = _mm512_loadu_ps(sw), b = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    __m512i k = corr ? _mm512_loadu_si512((const void *)corr) : _mm512_setzero_si512();
+    int r;
+    for (r = 0; r < rows; r++) {
+        __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(t + r * 16)), k);
+        _mm512_storeu_ps(out + (size_t)r * ldo,
+                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(_mm512_set1_ps(sx[r]), w), b));
+    }
+}
+#endif
+#if defined(AES__NEON)
+static void aes__i8_epilogue_neon(const int32_t *t, int rows, const float *sx, const float *sw,
+                                  const int32_t *corr, const float *bias, float *out, size_t ldo) {
+    int r, g;
+    for (r = 0; r < rows; r++)
+        for (g = 0; g < 4; g++) {
+            int32x4_t acc = vld1q_s32(t + r * 16 + 4 * g);
+            float32x4_t s = vmulq_f32(vdupq_n_f32(sx[r]), vld1q_f32(sw + 4 * g));
+            float32x4_t b = bias ? vld1q_f32(bias + 4 * g) : vdupq_n_f32(0.0f);
+            if (corr) acc = vsubq_s32(acc, vld1q_s32(corr + 4 * g));
+            vst1q_f32(out + (size_t)r * ldo + 4 * g, vfmaq_f32(b, vcvtq_f32_s32(acc), s));
+        }
+}
+#endif
+
+static void aes__i8_epilogue(aes_isa isa, const int32_t *t, int rows, int cols, const float *sx, const float *sw,
+                             const int32_t *corr, const float *bias, float *out, size_t ldo) {
+    int r, c;
+    if (cols == AES__I8_NR) {
+#if defined(AES__X86)
+        if (isa == AES_ISA_AVX512) { aes__i8_epilogue_avx512(t, rows, sx, sw, corr, bias, out, ldo); return; }
+        if (isa == AES_ISA_AVX2) { aes__i8_epilogue_avx2(t, rows, sx, sw, corr, bias, out, ldo); return; }
+#elif defined(AES__NEON)
+        if (isa == AES_ISA_NEON) { aes__i8_epilogue_neon(t, rows, sx, sw, corr, bias, out, ldo); return; }
+#endif
+    }
+    AES__UNUSED(isa);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            int32_t acc = t[r * AES__I8_NR + c] - (corr ? corr[c] : 0);
+            out[(size_t)r * ldo + c] = fmaf((float)acc, sx[r] * sw[c], bias ? bias[c] : 0.0f);
+        }
+}
+
+/* ---- weights ---- */
+AES_API void aes_i8_weights_free(aes_i8_weights *w) {
+    if (!w) return;
+    aes_free(w->pack);
+    aes_free(w->scale);
+    aes_free(w->corr);
+    aes_free(w);
+}
+
+static aes_status aes__i8_weights_alloc(aes_ctx *ctx, int N, int K, aes_i8_weights **out) {
+    aes_i8_weights *w;
+    *out = NULL;
+    if (N < 1 || K < 1 || K > AES_I8_MAX_K || N > (1 << 24))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "int8 weights: shape [%d, %d] not in [1, 2^24] x [1, %d]", N, K,
+                         AES_I8_MAX_K);
+    w = (aes_i8_weights *)aes_calloc(ctx, 1, sizeof *w);
+    if (!w) return aes_last_status(ctx);
+    w->N = N; w->K = K; w->kq = (K + 3) / 4; w->np = (N + AES__I8_NR - 1) / AES__I8_NR;
+    w->pack = (int8_t *)aes_calloc(ctx, (size_t)w->np * (size_t)w->kq, 4 * AES__I8_NR);
+    w->scale = (float *)aes_calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(float));
+    w->corr = (int32_t *)aes_calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(int32_t));
+    if (!w->pack || !w->scale || !w->corr) { aes_i8_weights_free(w); return aes_last_status(ctx); }
+    *out = w;
+    return AES_OK;
+}
+
+/* Puts row n (K int8 values, scale s) into its place in the panels. */
+static void aes__i8_weights_set_row(aes_i8_weights *w, int n, const int8_t *q, float s) {
+    int8_t *p = w->pack + (size_t)(n / AES__I8_NR) * (size_t)w->kq * 64 + (size_t)(n % AES__I8_NR) * 4;
+    int32_t sum = 0;
+    int k;
+    for (k = 0; k < w->K; k++) {
+        p[(size_t)(k >> 2) * 64 + (k & 3)] = q[k];
+        sum += q[k];
+    }
+    w->scale[n] = s;
+    w->corr[n] = 128 * sum;
+}
+
+/* Row n back out of the panels (saving, hashing). */
+static void aes__i8_weights_get_row(const aes_i8_weights *w, int n, int8_t *q) {
+    const int8_t *p = w->pack + (size_t)(n / AES__I8_NR) * (size_t)w->kq * 64 + (size_t)(n % AES__I8_NR) * 4;
+    int k;
+    for (k = 0; k < w->K; k++) q[k] = p[(size_t)(k >> 2) * 64 + (k & 3)];
+}
+
+AES_API aes_status aes_i8_weights_quantize(aes_ctx *ctx, const float *wf, int N, int K, aes_i8_weights **out) {
+    aes_i8_weights *w;
+    int8_t *row;
+    aes_status st;
+    int n;
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_quantize: out is NULL");
+    *out = NULL;
+    if (!wf) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_quantize: weights are NULL");
+    if ((st = aes__i8_weights_alloc(ctx, N, K, &w))) return st;
+    row = (int8_t *)aes_alloc(ctx, (size_t)K, 1);
+    if (!row) { aes_i8_weights_free(w); return aes_last_status(ctx); }
+    for (n = 0; n < N; n++) {
+        float s = aes__i8_quantize_row(wf + (size_t)n * K, K, row);
+        if (s != s) {
+            aes_free(row);
+            aes_i8_weights_free(w);
+            return aes__fail(ctx, AES_ERR_NUMERIC, "aes_i8_weights_quantize: row %d holds a NaN or infinity", n);
+        }
+        aes__i8_weights_set_row(w, n, row, s);
+    }
+    aes_free(row);
+    *out = w;
+    return AES_OK;
+}
+
+AES_API aes_status aes_i8_weights_from(aes_ctx *ctx, const int8_t *q, const float *scale, int N, int K,
+                                       aes_i8_weights **out) {
+    aes_i8_weights *w;
+    aes_status st;
+    int n;
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_from: out is NULL");
+    *out = NULL;
+    if (!q || !scale) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_from: NULL values or scales");
+    for (n = 0; n < N; n++)
+        if (!(scale[n] >= 0.0f && scale[n] <= FLT_MAX))
+            return aes__fail(ctx, AES_ERR_NUMERIC, "aes_i8_weights_from: scale %d is %g; scales must be finite "
+                             "and >= 0", n, (double)scale[n]);
+    if ((st = aes__i8_weights_alloc(ctx, N, K, &w))) return st;
+    for (n = 0; n < N; n++) aes__i8_weights_set_row(w, n, q + (size_t)n * K, scale[n]);
+    *out = w;
+    return AES_OK;
+}
+
+/* ---- the threaded driver ---- */
+typedef struct aes__i8_job {
+    const aes__i8_arch *arch;
+    aes_isa isa;
+    const aes_i8_weights *w;
+    const float *inp, *bias;
+    float *out;
+    int M, K, N, mp;            /* mp row panels of arch->mr rows           */
+    unsigned char *apack;       /* [mp] panels of panel_bytes               */
+    size_t panel_bytes;
+    int8_t *qrows;              /* [mp * mr, kq * 4] staging                 */
+    float *sx;                  /* [mp * mr] row scales                      */
+    int rows_per_task, cols_per_task, tasks_n;   /* in panels                */
+} aes__i8_job;
+
+/* Quantises row panel p and lays it out for the kernel. */
+static void aes__i8_pack_task(void *arg, int p) {
+    const aes__i8_job *j = (const aes__i8_job *)arg;
+    int mr = j->arch->mr, kq = j->w->kq, r, q, i;
+    size_t kp = (size_t)kq * 4;
+    unsigned char *dst = j->apack + (size_t)p * j->panel_bytes;
+    for (r = 0; r < mr; r++) {
+        int m = p * mr + r;
+        int8_t *qr = j->qrows + (size_t)m * kp;
+        if (m < j->M) {
+            j->sx[m] = aes__i8_quantize_row_isa(j->isa, j->inp + (size_t)m * j->K, j->K, qr);
+            memset(qr + j->K, 0, kp - (size_t)j->K);
+        } else {
+            j->sx[m] = 0.0f;
+            memset(qr, 0, kp);
+        }
+        /* one quad (4 bytes) at a time, the element type's loop outside */
+        if (j->arch->akind == AES__I8A_S16) {
+            int16_t *d16 = (int16_t *)(void *)dst + 4 * r;
+            for (q = 0; q < kq; q++, d16 += 4 * mr)
+                for (i = 0; i < 4; i++) d16[i] = qr[4 * q + i];
+        } else {
+            uint32_t flip = j->arch->akind == AES__I8A_U8 ? 0x80808080u : 0u, v;
+            unsigned char *d8 = dst + 4 * r;
+            for (q = 0; q < kq; q++, d8 += 4 * mr) {
+                memcpy(&v, qr + 4 * q, 4);
+                v ^= flip; /* int8 + 128 as uint8, in every byte */
+                memcpy(d8, &v, 4);
+            }
+        }
+    }
+}
+
+static void aes__i8_gemm_task(void *arg, int task) {
+    const aes__i8_job *j = (const aes__i8_job *)arg;
+    const aes_i8_weights *w = j->w;
+    int mr = j->arch->mr, ti = task / j->tasks_n, tj = task % j->tasks_n, p, c;
+    int p0 = ti * j->rows_per_task, p1 = AES__MIN(j->mp, p0 + j->rows_per_task);
+    int c0 = tj * j->cols_per_task, c1 = AES__MIN(w->np, c0 + j->cols_per_task);
+    const int32_t *corr = j->arch->akind == AES__I8A_U8 ? w->corr : NULL;
+    int32_t tile[AES__I8_MR_MAX * AES__I8_NR];
+    for (c = c0; c < c1; c++) {
+        const int8_t *b = w->pack + (size_t)c * (size_t)w->kq * 64;
+        int n0 = c * AES__I8_NR, cols = AES__MIN(AES__I8_NR, j->N - n0);
+        for (p = p0; p < p1; p++) {
+            int m0 = p * mr, rows = AES__MIN(mr, j->M - m0);
+            j->arch->kernel(w->kq, j->apack + (size_t)p * j->panel_bytes, b, tile);
+            aes__i8_epilogue(j->arch->epilogue, tile, rows, cols, j->sx + m0, w->scale + n0, corr ? corr + n0 : NULL,
+                             j->bias ? j->bias + n0 : NULL, j->out + (size_t)m0 * j->N + n0, (size_t)j->N);
+        }
+    }
+}
+
+/* Scratch bytes aes__linear_i8 needs for M rows of K inputs (any kernel). */
+static size_t aes__i8_scratch_bytes(int M, int K) {
+    size_t rows = ((size_t)M + AES__I8_MR_MAX) / AES__I8_MR_MAX * AES__I8_MR_MAX + AES__I8_MR_MAX;
+    size_t kp = ((size_t)K + 3) / 4 * 4;
+    return rows * kp * 3 + rows * sizeof(float) + 256;
+}
+
+/* The int8 linear with a given kernel; scratch (NULL: allocated here) holds
+ * aes__i8_scratch_bytes(M, K) bytes. */
+static aes_status aes__linear_i8(aes_ctx *ctx, const aes__i8_arch *arch, float *out, const float *inp,
+                                 const aes_i8_weights *w, const float *bias, int M, int K, int N, void *scratch) {
+    aes__i8_job j;
+    unsigned char *mem = (unsigned char *)scratch, *own = NULL;
+    size_t rows, kp, esize;
+    int threads = ctx ? ctx->nthreads : 1, tm, tn;
+    if (!out || !inp || !w) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_linear_forward_i8: NULL argument");
+    if (M < 0 || K != w->K || N != w->N)
+        return aes__fail(ctx, AES_ERR_SHAPE, "aes_linear_forward_i8: [%d, %d] x [%d, %d]^T does not fit weights "
+                         "[%d, %d]", M, K, N, K, w->N, w->K);
+    if (M == 0) return AES_OK;
+    if ((size_t)M > SIZE_MAX / 8 / ((size_t)w->kq * 16))
+        return aes__fail(ctx, AES_ERR_LIMIT, "aes_linear_forward_i8: %d rows overflow the scratch size", M);
+    if (!mem) {
+        own = (unsigned char *)aes_alloc(ctx, aes__i8_scratch_bytes(M, K), 1);
+        if (!own) return aes_last_status(ctx);
+        mem = own;
+    }
+    memset(&j, 0, sizeof j);
+    j.arch = arch; j.isa = arch->epilogue; j.w = w; j.inp = inp; j.bias = bias; j.out = out;
+    j.M = M; j.K = K; j.N = N;
+    j.mp = (M + arch->mr - 1) / arch->mr;
+    rows = (size_t)j.mp * (size_t)arch->mr;
+    kp = (size_t)w->kq * 4;
+    esize = arch->akind == AES__I8A_S16 ? 2 : 1;
+    j.panel_bytes = (size_t)arch->mr * kp * esize;
+    j.apack = mem;
+    j.qrows = (int8_t *)(mem + (size_t)j.mp * j.panel_bytes);
+    j.sx = (float *)(void *)(mem + (((size_t)j.mp * j.panel_bytes + rows * kp + 63) & ~(size_t)63));
+    aes__parallel_for(ctx, j.mp, aes__i8_pack_task, &j);
+    /* tasks: ~96 rows x 128 channels; fewer rows per task when that leaves
+     * threads idle.  Any split gives the same bits. */
+    j.cols_per_task = 8;
+    j.rows_per_task = AES__MAX(1, 96 / arch->mr);
+    tn = (w->np + j.cols_per_task - 1) / j.cols_per_task;
+    tm = (j.mp + j.rows_per_task - 1) / j.rows_per_task;
+    while (tm * tn < 4 * threads && j.rows_per_task > 1) {
+        j.rows_per_task = (j.rows_per_task + 1) / 2;
+        tm = (j.mp + j.rows_per_task - 1) / j.rows_per_task;
+    }
+    j.tasks_n = tn;
+    aes__parallel_for(ctx, tm * tn, aes__i8_gemm_task, &j);
+    aes_free(own);
+    return AES_OK;
+}
+
+AES_API aes_status aes_linear_forward_i8(aes_ctx *ctx, float *out, const float *inp, const aes_i8_weights *w,
+                                         const float *bias, int M, int K, int N) {
+    return aes__linear_i8(ctx, aes__i8_arch_for(aes_isa_get(ctx)), out, inp, w, bias, M, K, N, NULL);
 }
 
 /* ---- layernorm ------------------------------------------------------------
@@ -6898,8 +7566,25 @@ done:
  *  halving the model's memory.  The conversion is paid per forward call, so
  *  it costs most at batch 1.
  *
+ *  int8: the blocks' linear weights (attention qkv and out, MLP fc1 and
+ *  fc2: ~97% of a ViT's multiply-adds) can run as int8 (section 2's
+ *  aes_linear_forward_i8: per-output-channel weight scales, activations
+ *  quantised per row on the fly, exact int32 sums).  A file stores such a
+ *  weight as dtype I8 under its usual name (q_proj / k_proj / v_proj or
+ *  in_proj_weight, out_proj, fc1 / c_fc, fc2 / c_proj) with its scales in
+ *  "<name>_scale": F32 (F16 / BF16 accepted), shape [out] or [out, 1], one
+ *  per output channel (row), finite and >= 0; weight = I8 value * scale.
+ *  A file holding any I8 tensor loads as an int8 model; the load option
+ *  int8 quantises a float checkpoint's weights at load time (the same
+ *  values `aesalign quantize` writes: q = round(127 w / max|row|),
+ *  scale = max|row| / 127).  Embeddings, LayerNorms, the patch embedding,
+ *  biases and the projections stay in float.  An int8 model computes
+ *  different (close) embeddings, so its id differs from the float model's;
+ *  it cannot be trained.
+ *
  *  aes_clip_save / aes_clip_serialize write a model back in either layout
- *  and dtype; aes_clip_create_random makes one from a config (benchmarks,
+ *  and dtype (AES_DTYPE_I8: the int8-capable weights as I8 + "_scale", the
+ *  rest F32); aes_clip_create_random makes one from a config (benchmarks,
  *  tests, training from scratch).
  *
  * ============================================================================
@@ -6996,6 +7681,7 @@ typedef struct aes_clip_load_opts {
     aes_act act;              /* force the activation (AES_ACT_AUTO: config, else QuickGELU) */
     int keep_16bit;           /* keep matrices in f16/bf16 (f32 files become f16)      */
     int vision_heads, text_heads;  /* force head counts (0: config, else width / 64)   */
+    int int8;                 /* quantise the blocks' linear weights to int8 (see above) */
 } aes_clip_load_opts;
 
 typedef struct aes_clip aes_clip;
@@ -7021,7 +7707,9 @@ AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t l
                                         aes_clip **out);
 AES_API void aes_clip_free(aes_clip *model);
 /* Writes the model as a safetensors image in either layout (HF or OpenAI
- * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16).
+ * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16,
+ * or I8: int8 blocks' weights with their scales, quantised here if the model
+ * is not int8, and F32 for the rest).
  * The model's id goes in the metadata ("aesalign_model_id").  *buf is freed with aes_free. */
 AES_API aes_status aes_clip_serialize(aes_ctx *ctx, const aes_clip *model, aes_layout layout, aes_dtype dtype,
                                       void **buf, size_t *len);
@@ -7066,11 +7754,12 @@ AES_API const char *aes_clip_id(const aes_clip *model);
 /* ---- the parameter layout, for training ------------------------------------- */
 
 /* A matrix: f32 (f != NULL) or, with keep_16bit, 16-bit values h
- * (h_is_bf16: bfloat16, else IEEE half). */
+ * (h_is_bf16: bfloat16, else IEEE half), or int8 (i8). */
 typedef struct aes_clip_mat {
     float *f;
     const uint16_t *h;
     int h_is_bf16;
+    const aes_i8_weights *i8;    /* int8 model: the weights as int8 (f, h NULL) */
 } aes_clip_mat;
 
 typedef struct aes_clip_block_params {
@@ -7201,6 +7890,9 @@ struct aes_clip {
     uint16_t *params16;           /* keep_16bit: the matrices                      */
     size_t nparams16;             /* how many values params16 holds                */
     int keep_16bit;
+    aes_i8_weights **i8w;         /* int8 model: the int8 matrices (i8n of them)   */
+    int i8n;
+    size_t nparams8;              /* values they hold                              */
     int has_logit_scale;
     uint64_t hash;
     int hash_stale;               /* parameters changed in place since hashed      */
@@ -7315,7 +8007,8 @@ AES_API size_t aes_clip_num_params(const aes_clip *model) { return model ? model
 
 AES_API size_t aes_clip_weight_bytes(const aes_clip *model) {
     if (!model) return 0;
-    return model->nparams16 * sizeof(uint16_t) + (model->nparams - model->nparams16) * sizeof(float);
+    return model->nparams16 * sizeof(uint16_t) + model->nparams8 +
+           (model->nparams - model->nparams16 - model->nparams8) * sizeof(float);
 }
 
 AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *count) {
@@ -7412,10 +8105,16 @@ static const float *aes__clip_mat_f32(aes_ctx *ctx, const aes_clip_mat *w, size_
     return wbuf;
 }
 
-/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits. */
+/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits or
+ * int8 (then wbuf is the int8 kernel's scratch, sized for it). */
 static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
                              const float *bias, int M, int K, int N, float *wbuf) {
-    const float *wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
+    const float *wf;
+    if (w->i8) { /* shapes and buffers are the model's own: cannot fail */
+        aes__linear_i8(ctx, aes__i8_arch_for(aes_isa_get(ctx)), out, inp, w->i8, bias, M, K, N, wbuf);
+        return;
+    }
+    wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
     aes_linear_forward(ctx, out, inp, wf, bias, M, K, N);
 }
 
@@ -7632,6 +8331,10 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_
     int vision = tower == AES_CLIP_VISION;
     size_t wbuf = aes__clip_max_matrix(m, tower);
     *out = NULL;
+    if (m->i8n && max_rows <= (size_t)INT_MAX / 4) { /* the int8 kernels' scratch, in floats */
+        int C = vision ? m->cfg.vision_width : m->cfg.text_width, H = vision ? m->cfg.vision_mlp : m->cfg.text_mlp;
+        wbuf = AES__MAX(wbuf, aes__i8_scratch_bytes((int)max_rows, AES__MAX(C, H)) / sizeof(float) + 1);
+    }
     if ((vision && !m->cfg.has_vision) || (!vision && !m->cfg.has_text))
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "this CLIP model has no %s tower", vision ? "vision" : "text");
     d = aes__clip_tower_dims(m, tower);
@@ -7918,8 +8621,8 @@ static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes_
     if (st) return st;
     if (!dout || !g) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
     if (!a->save) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: activations made with save = 0", name);
-    if (m->keep_16bit) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit weights (load it "
-                                     "without keep_16bit to train it)", name);
+    if (m->keep_16bit || m->i8w) return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: the model keeps 16-bit or int8 "
+                                     "weights (load it without keep_16bit / int8 to train it)", name);
     if (first_block < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: first_block %d < 0", name, first_block);
     return AES_OK;
 }
@@ -8509,6 +9212,9 @@ static aes_status aes__clip_check_source(aes__clip_loader *L, const char *name, 
                                          const int *shape, int scalar) {
     char have[96];
     int k, ok = 1;
+    if (v->dtype == AES_DTYPE_I8)
+        return aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: tensor '%s%s' is stored as I8; only the blocks' attention "
+                         "and MLP weights may be int8", L->src, L->prefix, name);
     if (v->dtype != AES_DTYPE_F32 && v->dtype != AES_DTYPE_F16 && v->dtype != AES_DTYPE_BF16)
         return aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: tensor '%s%s' is stored as %s; CLIP weights must be F32, "
                          "F16 or BF16", L->src, L->prefix, name, aes_dtype_name(v->dtype));
@@ -8660,6 +9366,118 @@ static aes_status aes__clip_load_slot(aes__clip_loader *L, const aes__clip_slot 
     return AES_OK;
 }
 
+/* ---- int8 slots ---------------------------------------------------------------------- */
+/* The tensors an int8 model keeps in int8: the blocks' linear weights. */
+static int aes__clip_is_i8_slot(const aes__clip_slot *s) {
+    return s->kind == AES__CK_QKV_W || s->kind == AES__CK_OUT_W || s->kind == AES__CK_FC1_W ||
+           s->kind == AES__CK_FC2_W;
+}
+
+static int aes__clip_file_has_i8(const aes__clip_loader *L) {
+    int i;
+    for (i = 0; i < L->count; i++)
+        if (aes_safetensors_at(L->st, i)->dtype == AES_DTYPE_I8) return 1;
+    return 0;
+}
+
+/* Bytes into the hash, 4 to a word (the last word zero-padded). */
+static void aes__clip_hash_bytes(aes__clip_hasher *h, const void *p, size_t n) {
+    uint32_t w[1024];
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i;
+    for (i = 0; i < n; i += sizeof w) {
+        size_t m = AES__MIN(sizeof w, n - i);
+        memset(w, 0, sizeof w);
+        memcpy(w, b + i, m);
+        aes__clip_hash_words(h, w, (m + 3) / 4);
+    }
+}
+
+/* Loads an int8 slot.  Each source is I8 with "<name>_scale", or a float
+ * tensor quantised here row by row.  The hash takes a marker, the scales
+ * and the int8 values: the values as used. */
+static aes_status aes__clip_load_slot_i8(aes__clip_loader *L, const aes__clip_slot *s, aes__clip_hasher *h,
+                                         aes_i8_weights **out) {
+    char names[3][256];
+    int transpose, nsrc = aes__clip_sources(L, s, names, &transpose), k, r;
+    int N = s->shape[0], K = s->shape[1], rows = N / nsrc;
+    int8_t *q = (int8_t *)aes_alloc(L->ctx, (size_t)N * (size_t)K, 1);
+    float *scale = (float *)aes_alloc(L->ctx, (size_t)N, sizeof(float));
+    aes_status st = AES_OK;
+    *out = NULL;
+    if (!q || !scale) { st = aes_last_status(L->ctx); goto done; }
+    for (k = 0; k < nsrc; k++) {
+        const aes_tensor_view *v = aes__clip_find(L, names[k]);
+        int8_t *qk = q + (size_t)k * rows * K;
+        float *sk = scale + (size_t)k * rows;
+        char have[96];
+        if (!v) { st = aes__clip_missing(L, names[k]); goto done; }
+        if (v->dtype == AES_DTYPE_I8) {
+            char sname[272];
+            const aes_tensor_view *sv;
+            if (v->ndim != 2 || v->shape[0] != rows || v->shape[1] != K) {
+                aes__clip_shape_str(have, sizeof have, v);
+                st = aes__fail(L->ctx, AES_ERR_SHAPE, "%s: tensor '%s%s' has shape %s; this model needs [%d, %d]",
+                               L->src, L->prefix, names[k], have, rows, K);
+                goto done;
+            }
+            memcpy(qk, v->data, (size_t)rows * K);
+            snprintf(sname, sizeof sname, "%.255s_scale", names[k]);
+            sv = aes__clip_find(L, sname);
+            if (!sv) {
+                st = aes__fail(L->ctx, AES_ERR_FORMAT, "%s: tensor '%s%s' is I8 but its scales '%s%s' (F32 [%d], one "
+                               "per output channel) are missing", L->src, L->prefix, names[k], L->prefix, sname, rows);
+                goto done;
+            }
+            if (!(sv->ndim == 1 && sv->shape[0] == rows) && !(sv->ndim == 2 && sv->shape[0] == rows && sv->shape[1] == 1)) {
+                aes__clip_shape_str(have, sizeof have, sv);
+                st = aes__fail(L->ctx, AES_ERR_SHAPE, "%s: scales '%s%s' have shape %s; the I8 weight [%d, %d] needs "
+                               "[%d] (one per output channel)", L->src, L->prefix, sname, have, rows, K, rows);
+                goto done;
+            }
+            if (sv->dtype != AES_DTYPE_F32 && sv->dtype != AES_DTYPE_F16 && sv->dtype != AES_DTYPE_BF16) {
+                st = aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: scales '%s%s' are %s; they must be F32, F16 or BF16",
+                               L->src, L->prefix, sname, aes_dtype_name(sv->dtype));
+                goto done;
+            }
+            if ((st = aes_tensor_to_f32(L->ctx, sv, sk, (size_t)rows))) goto done;
+            for (r = 0; r < rows; r++)
+                if (!(sk[r] >= 0.0f && sk[r] <= FLT_MAX)) {
+                    st = aes__fail(L->ctx, AES_ERR_NUMERIC, "%s: scale %d of '%s%s' is %g; scales must be finite and "
+                                   ">= 0", L->src, r, L->prefix, sname, (double)sk[r]);
+                    goto done;
+                }
+        } else {
+            int want[4];
+            float *work;
+            want[0] = rows; want[1] = K; want[2] = want[3] = 0;
+            if ((st = aes__clip_check_source(L, names[k], v, 2, want, 0))) goto done;
+            work = aes__clip_scratch(L, (size_t)rows * K);
+            if (!work) { st = aes_last_status(L->ctx); goto done; }
+            if ((st = aes_tensor_to_f32(L->ctx, v, work, (size_t)rows * K))) goto done;
+            for (r = 0; r < rows; r++) {
+                sk[r] = aes__i8_quantize_row(work + (size_t)r * K, K, qk + (size_t)r * K);
+                if (sk[r] != sk[r]) {
+                    st = aes__fail(L->ctx, AES_ERR_NUMERIC, "%s: tensor '%s%s' holds a NaN or infinity (row %d)",
+                                   L->src, L->prefix, names[k], r);
+                    goto done;
+                }
+            }
+        }
+    }
+    {
+        uint32_t marker = 0x38494e54u; /* "TNI8": int8 values follow */
+        aes__clip_hash_words(h, &marker, 1);
+        aes__clip_hash_bytes(h, scale, (size_t)N * sizeof(float));
+        aes__clip_hash_bytes(h, q, (size_t)N * K);
+    }
+    st = aes_i8_weights_from(L->ctx, q, scale, N, K, out);
+done:
+    aes_free(q);
+    aes_free(scale);
+    return st;
+}
+
 /* ---- step 5: nothing of the model's namespaces may be left over ------------------- */
 static aes_status aes__clip_check_leftovers(aes__clip_loader *L, const aes_clip_config *c) {
     static const char *const spaces[] = {
@@ -8763,8 +9581,8 @@ static void aes__clip_make_id(aes_clip *m) {
     if (c->has_vision)
         snprintf(v, sizeof v, "v%dp%dw%dl%d", c->image_size, c->patch_size, c->vision_width, c->vision_layers);
     if (c->has_text) snprintf(t, sizeof t, "t%dw%dl%d", c->context_length, c->text_width, c->text_layers);
-    snprintf(m->id, sizeof m->id, "clip-%s-%s-e%d-%s-%016llx", v, t, c->embed_dim,
-             c->act == AES_ACT_GELU ? "gelu" : "quick_gelu", (unsigned long long)m->hash);
+    snprintf(m->id, sizeof m->id, "clip-%s-%s-e%d-%s%s-%016llx", v, t, c->embed_dim,
+             c->act == AES_ACT_GELU ? "gelu" : "quick_gelu", m->i8n ? "-int8" : "", (unsigned long long)m->hash);
 }
 
 /* After training changed the parameters in place, the hash and id are
@@ -8828,10 +9646,11 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     aes__clip_slot *slots = NULL;
     aes__clip_hasher h;
     aes_status s;
-    size_t n32 = 0, n16 = 0, off32 = 0, off16 = 0;
-    int i, nslots = 0, keep16 = opts && opts->keep_16bit, in_place = 0;
+    size_t n32 = 0, n16 = 0, n8 = 0, off32 = 0, off16 = 0;
+    int i, nslots = 0, keep16 = opts && opts->keep_16bit, int8 = 0, compact, i8n = 0, in_place = 0;
 
     if ((s = aes__clip_loader_init(&L, ctx, st, src))) return s;
+    int8 = (opts && opts->int8) || aes__clip_file_has_i8(&L);
     m = (aes_clip *)aes_calloc(ctx, 1, sizeof *m);
     if (!m) { s = aes_last_status(ctx); goto done; }
 
@@ -8857,12 +9676,14 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
             goto done;
         }
         m->nparams += t->numel;
-        if (keep16 && aes__clip_is_matrix(&slots[i])) n16 += t->numel;
+        if (int8 && aes__clip_is_i8_slot(&slots[i])) { n8 += t->numel; i8n++; }
+        else if (keep16 && aes__clip_is_matrix(&slots[i])) n16 += t->numel;
         else n32 += t->numel;
     }
     m->keep_16bit = keep16;
     m->nparams16 = n16;
-    if (!keep16) { /* which tensors can stay in the mapped file, and what the rest needs */
+    m->nparams8 = n8;
+    if (!keep16 && !int8) { /* which tensors can stay in the mapped file, and what the rest needs */
         size_t ncopy = 0;
         for (i = 0; i < nslots; i++) {
             if (aes__clip_in_place(&L, &slots[i])) in_place = 1;
@@ -8870,10 +9691,15 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
         }
         if (in_place) n32 = ncopy;
     }
-    if (keep16 || in_place) {
+    compact = keep16 || int8 || in_place;
+    if (int8) {
+        m->i8w = (aes_i8_weights **)aes_calloc(ctx, (size_t)(i8n ? i8n : 1), sizeof *m->i8w);
+        if (!m->i8w) { s = aes_last_status(ctx); goto done; }
+    }
+    if (compact) {
         m->small = (float *)aes_alloc(ctx, n32 ? n32 : 1, sizeof(float));
-        if (keep16) m->params16 = (uint16_t *)aes_alloc(ctx, n16 ? n16 : 1, sizeof(uint16_t));
-        if (!m->small || (keep16 && !m->params16)) { s = aes_last_status(ctx); goto done; }
+        if (keep16 || int8) m->params16 = (uint16_t *)aes_alloc(ctx, n16 ? n16 : 1, sizeof(uint16_t));
+        if (!m->small || ((keep16 || int8) && !m->params16)) { s = aes_last_status(ctx); goto done; }
     } else {
         m->params = (float *)aes_alloc(ctx, m->nparams, sizeof(float));
         if (!m->params) { s = aes_last_status(ctx); goto done; }
@@ -8898,7 +9724,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
         }
         if (sl->kind == AES__CK_LOGIT_SCALE && !(m->cfg.has_vision && m->cfg.has_text)) {
             /* a single tower needs no temperature; use CLIP's final value, ln 100 */
-            d32 = m->small ? m->small + off32 : m->params + m->tensors[i].offset;
+            d32 = compact ? m->small + off32 : m->params + m->tensors[i].offset;
             if (aes__clip_find(&L, "logit_scale")) {
                 if ((s = aes__clip_load_slot(&L, sl, d32, NULL, &h))) goto done;
                 m->has_logit_scale = 1;
@@ -8909,12 +9735,19 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
             off32 += 1;
             continue;
         }
+        if (int8 && aes__clip_is_i8_slot(sl)) {
+            aes_i8_weights **dst = &m->i8w[m->i8n];
+            if ((s = aes__clip_load_slot_i8(&L, sl, &h, dst))) goto done;
+            m->i8n++;
+            sl->m->f = NULL; sl->m->h = NULL; sl->m->h_is_bf16 = 0; sl->m->i8 = *dst;
+            continue;
+        }
         if (keep16 && aes__clip_is_matrix(sl)) {
             d16 = m->params16 + off16;
             off16 += sl->numel;
         } else {
-            d32 = m->small ? m->small + off32 : m->params + m->tensors[i].offset;
-            if (m->small) off32 += sl->numel;
+            d32 = compact ? m->small + off32 : m->params + m->tensors[i].offset;
+            if (compact) off32 += sl->numel;
             if (sl->f) *sl->f = d32;
             if (sl->m) { sl->m->f = d32; sl->m->h = NULL; sl->m->h_is_bf16 = 0; }
         }
@@ -8973,8 +9806,11 @@ static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m) {
 }
 
 AES_API void aes_clip_free(aes_clip *model) {
+    int i;
     if (!model) return;
     aes_safetensors_close(model->mapped);
+    for (i = 0; i < model->i8n; i++) aes_i8_weights_free(model->i8w[i]);
+    aes_free(model->i8w);
     aes_free(model->params);
     aes_free(model->small);
     aes_free(model->params16);
@@ -8994,13 +9830,29 @@ typedef struct aes__clip_writer {
     size_t used;
 } aes__clip_writer;
 
+/* The int8 rows and scales of an int8-capable matrix: the model's own, or
+ * quantised from its float values src (as the loader's int8 option does). */
+static void aes__clip_i8_rows(const aes__clip_slot *s, const float *src, int8_t *q, float *scale) {
+    int n, N = s->shape[0], K = s->shape[1];
+    for (n = 0; n < N; n++) {
+        if (s->m->i8) {
+            aes__i8_weights_get_row(s->m->i8, n, q + (size_t)n * K);
+            scale[n] = s->m->i8->scale[n];
+        } else {
+            scale[n] = aes__i8_quantize_row(src + (size_t)n * K, K, q + (size_t)n * K);
+        }
+    }
+}
+
 static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, aes_dtype dtype,
                                       aes__clip_writer *w, int count_only) {
     aes__clip_loader L;
     aes__clip_slot *slots;
-    float *tmp = NULL;
-    size_t esz = dtype == AES_DTYPE_F32 ? 4 : 2, tmp_cap = 0;
+    float *tmp = NULL, *scale = NULL;
+    int8_t *q8 = NULL;
+    size_t esz = dtype == AES_DTYPE_F32 || dtype == AES_DTYPE_I8 ? 4 : 2, tmp_cap = 0, q8_cap = 0;
     int i, k, n = 0;
+    aes_status st = AES_OK;
     memset(&L, 0, sizeof L);
     L.layout = layout;
     /* walking the model's own aes_clip_params: the slots point at its fields
@@ -9012,35 +9864,53 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
     for (i = 0; i < n; i++) {
         const aes__clip_slot *s = &slots[i];
         char names[3][256];
-        int transpose, nsrc;
+        int transpose, nsrc, as_i8;
         size_t part;
-        const float *src;
+        const float *src = NULL;
+        aes_dtype odt = dtype;
         if (s->kind == AES__CK_LOGIT_SCALE && !m->has_logit_scale) continue;
         nsrc = aes__clip_sources(&L, s, names, &transpose);
         part = s->numel / (size_t)nsrc;
-        if (count_only) { w->n += nsrc; w->used += s->numel * esz; continue; }
+        as_i8 = dtype == AES_DTYPE_I8 && aes__clip_is_i8_slot(s);
+        if (dtype == AES_DTYPE_I8 && !as_i8) odt = AES_DTYPE_F32;
+        if (count_only) {
+            if (as_i8) { w->n += 2 * nsrc; w->used += s->numel + (size_t)s->shape[0] * sizeof(float); }
+            else { w->n += nsrc; w->used += s->numel * esz; }
+            continue;
+        }
         /* the canonical f32 values of this tensor (converted when kept in 16 bits) */
-        if (s->m && !s->m->f) {
+        if (s->m && !s->m->f && !s->m->i8) {
             if (s->numel > tmp_cap) {
                 aes_free(tmp);
                 tmp = (float *)aes_alloc(ctx, s->numel, sizeof(float));
                 tmp_cap = tmp ? s->numel : 0;
-                if (!tmp) { aes_free(slots); return aes_last_status(ctx); }
+                if (!tmp) { st = aes_last_status(ctx); goto done; }
             }
             aes__clip_mat_to_f32(ctx, tmp, s->m, s->numel);
             src = tmp;
-        } else {
+        } else if (!(s->m && s->m->i8)) {
             src = s->m ? s->m->f : *s->f;
+        }
+        if (as_i8 || (s->m && s->m->i8)) { /* int8 values and scales of this matrix */
+            if (s->numel > q8_cap) { /* numel >= rows: the scales fit too */
+                aes_free(q8);
+                aes_free(scale);
+                q8 = (int8_t *)aes_alloc(ctx, s->numel, 1);
+                scale = (float *)aes_alloc(ctx, s->numel, sizeof(float));
+                q8_cap = q8 && scale ? s->numel : 0;
+                if (!q8_cap) { st = aes_last_status(ctx); goto done; }
+            }
+            aes__clip_i8_rows(s, src, q8, scale);
         }
         for (k = 0; k < nsrc; k++) {
             aes_tensor_out *o = &w->t[w->n];
             unsigned char *dst = w->data + w->used;
-            const float *x = src + (size_t)k * part;
+            const float *x = src ? src + (size_t)k * part : NULL;
             size_t e;
             memcpy(w->names[w->n], names[k], 256);
             memset(o, 0, sizeof *o);
             o->name = w->names[w->n];
-            o->dtype = dtype;
+            o->dtype = as_i8 ? AES_DTYPE_I8 : odt;
             if (s->kind == AES__CK_LOGIT_SCALE) {
                 o->ndim = 0;
             } else {
@@ -9050,25 +9920,53 @@ static aes_status aes__clip_build_out(aes_ctx *ctx, const aes_clip *m, aes_layou
                 if (transpose) { o->shape[0] = s->shape[1]; o->shape[1] = s->shape[0]; }
             }
             o->data = dst;
+            if (as_i8) { /* the values, then "<name>_scale" [rows] F32 */
+                size_t rows = (size_t)s->shape[0] / (size_t)nsrc;
+                aes_tensor_out *so = &w->t[w->n + 1];
+                memcpy(dst, q8 + (size_t)k * part, part);
+                w->used += part;
+                dst = w->data + w->used;
+                snprintf(w->names[w->n + 1], 256, "%.240s_scale", names[k]);
+                memset(so, 0, sizeof *so);
+                so->name = w->names[w->n + 1];
+                so->dtype = AES_DTYPE_F32;
+                so->ndim = 1;
+                so->shape[0] = (int64_t)rows;
+                so->data = dst;
+                memcpy(dst, scale + (size_t)k * rows, rows * sizeof(float));
+                if (!aes__io_host_is_le()) aes__io_swap_bytes(dst, rows, 4);
+                w->used += rows * sizeof(float);
+                w->n += 2;
+                continue;
+            }
             for (e = 0; e < part; e++) {
-                float v = x[e];
+                float v;
+                if (!x) { /* an int8 matrix written as float: value * scale */
+                    size_t at = (size_t)k * part + e;
+                    v = (float)q8[at] * scale[at / (size_t)s->shape[1]];
+                } else {
+                    v = x[e];
+                }
                 if (transpose) { /* canonical [E, W] -> file [W, E] */
                     size_t r = e / (size_t)s->shape[0], c = e % (size_t)s->shape[0];
                     v = src[c * (size_t)s->shape[1] + r];
                 }
-                if (dtype == AES_DTYPE_F32) memcpy(dst + e * 4, &v, 4);
+                if (odt == AES_DTYPE_F32) memcpy(dst + e * 4, &v, 4);
                 else {
-                    uint16_t hv = dtype == AES_DTYPE_F16 ? aes__f32_to_f16_1(v) : aes__f32_to_bf16_1(v);
+                    uint16_t hv = odt == AES_DTYPE_F16 ? aes__f32_to_f16_1(v) : aes__f32_to_bf16_1(v);
                     memcpy(dst + e * 2, &hv, 2);
                 }
             }
-            w->used += part * esz;
+            w->used += part * (odt == AES_DTYPE_F32 ? 4 : 2);
             w->n++;
         }
     }
+done:
     aes_free(tmp);
+    aes_free(q8);
+    aes_free(scale);
     aes_free(slots);
-    return AES_OK;
+    return st;
 }
 
 static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_layout layout, aes_dtype dtype,
@@ -9078,8 +9976,8 @@ static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_lay
     if (!m) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: no model");
     if (layout != AES_LAYOUT_HF && layout != AES_LAYOUT_OPENAI)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: layout must be AES_LAYOUT_HF or AES_LAYOUT_OPENAI");
-    if (dtype != AES_DTYPE_F32 && dtype != AES_DTYPE_F16 && dtype != AES_DTYPE_BF16)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: dtype must be F32, F16 or BF16");
+    if (dtype != AES_DTYPE_F32 && dtype != AES_DTYPE_F16 && dtype != AES_DTYPE_BF16 && dtype != AES_DTYPE_I8)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: dtype must be F32, F16, BF16 or I8");
     if ((st = aes__clip_build_out(ctx, m, layout, dtype, w, 1))) return st;
     w->t = (aes_tensor_out *)aes_calloc(ctx, (size_t)w->n, sizeof(aes_tensor_out));
     w->names = (char (*)[256])aes_alloc(ctx, (size_t)w->n, 256);
@@ -13192,24 +14090,11 @@ static aes__dot4_i8_fn aes__pick_dot4_i8(aes_isa isa) {
 AES_API aes_status aes_quantize_i8(aes_ctx *ctx, const float *x, size_t n, int dim,
                                    int8_t *q, float *scales) {
     size_t i;
-    int d;
     if ((n && (!x || !q || !scales)) || dim < 1)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_quantize_i8: NULL buffers or dim %d < 1", dim);
-    for (i = 0; i < n; i++) {
-        const float *row = x + i * (size_t)dim;
-        int8_t *qr = q + i * (size_t)dim;
-        float mx = 0.0f, inv;
-        for (d = 0; d < dim; d++) {
-            float a = fabsf(row[d]);
-            if (!(a <= FLT_MAX)) return aes__fail(ctx, AES_ERR_NUMERIC, "aes_quantize_i8: row %zu is not finite", i);
-            if (a > mx) mx = a;
-        }
-        scales[i] = mx / 127.0f;
-        inv = mx > 0.0f ? 127.0f / mx : 0.0f;
-        for (d = 0; d < dim; d++) {
-            long v = lrintf(row[d] * inv);
-            qr[d] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-        }
+    for (i = 0; i < n; i++) { /* the int8 linear layers' row quantisation (section 2) */
+        scales[i] = aes__i8_quantize_row(x + i * (size_t)dim, dim, q + i * (size_t)dim);
+        if (scales[i] != scales[i]) return aes__fail(ctx, AES_ERR_NUMERIC, "aes_quantize_i8: row %zu is not finite", i);
     }
     return AES_OK;
 }
@@ -15842,9 +16727,9 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: out is NULL");
     *out = NULL;
     if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_create: no model");
-    if (model->keep_16bit)
-        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model keeps 16-bit weights; load it without "
-                         "keep_16bit to train it");
+    if (model->keep_16bit || model->i8w)
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model keeps 16-bit or int8 weights; load it "
+                         "without keep_16bit / int8 to train it");
     /* weights used in place from a mapped file are read-only: train a copy */
     if ((st = aes__clip_own_params(ctx, model)) != AES_OK) return st;
     for (i = 0; i < model->nparams; i++)

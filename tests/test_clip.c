@@ -780,6 +780,272 @@ static void test_cli_embed(void) {
     remove(path);
 }
 
+/* ---- int8 ------------------------------------------------------------------------------------ */
+static double min_cosine(const float *a, const float *b, int B, int n) {
+    double worst = 1.0;
+    int r, i;
+    for (r = 0; r < B; r++) {
+        double d = 0, na = 0, nb = 0, c;
+        for (i = 0; i < n; i++) {
+            d += (double)a[r * n + i] * b[r * n + i];
+            na += (double)a[r * n + i] * a[r * n + i];
+            nb += (double)b[r * n + i] * b[r * n + i];
+        }
+        c = d / sqrt(na * nb + 1e-300);
+        if (!(c >= worst)) worst = c;
+    }
+    return worst;
+}
+
+/* A small random model in float and int8: embeddings close to float's
+ * (cosine >= 0.99), the same bits for every thread count and ISA, and a
+ * quantize -> save (I8) -> load round trip giving the same model, in both
+ * layouts. */
+static void test_int8_model(void) {
+    aes_clip_config c;
+    aes_clip *f = NULL, *q = NULL, *back = NULL;
+    aes_clip_load_opts o;
+    enum { B = 3, E = 32 };
+    static float px[B * 3 * 32 * 32], ef[B * E], eq[B * E], e2[B * E], tf[B * E], tq[B * E];
+    int32_t tok[B * 16];
+    void *buf = NULL;
+    size_t len = 0;
+    uint64_t seed = 9;
+    int i, layout;
+    aes_isa isa, best = aes_isa_get(ctx);
+    memset(&c, 0, sizeof c);
+    c.image_size = 32; c.patch_size = 8; c.vision_width = 64; c.vision_layers = 2; c.vision_heads = 2;
+    c.vision_mlp = 256; c.context_length = 16; c.vocab_size = 64; c.text_width = 48; c.text_layers = 2;
+    c.text_heads = 2; c.text_mlp = 192; c.embed_dim = E; c.has_vision = c.has_text = 1;
+    for (i = 0; i < B * 3 * 32 * 32; i++) px[i] = (float)aes__rand_normal(&seed);
+    for (i = 0; i < B * 16; i++) tok[i] = i % 16 == 0 ? 1 : i % 16 < 5 + i / 16 ? 2 + (i * 7) % 50 : i % 16 == 5 + i / 16 ? 63 : 0;
+    memset(&o, 0, sizeof o);
+    o.no_config_search = 1;
+    CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 3, &f));
+    if (!f) return;
+    CHECK_OK(ctx, aes_clip_serialize(ctx, f, AES_LAYOUT_OPENAI, AES_DTYPE_F32, &buf, &len));
+    o.int8 = 1;
+    CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &q));
+    aes_free(buf);
+    if (!q) { aes_clip_free(f); return; }
+    CHECK(strstr(aes_clip_id(q), "-int8-") != NULL && aes_clip_hash(q) != aes_clip_hash(f));
+    CHECK(aes_clip_weight_bytes(q) < aes_clip_weight_bytes(f) / 2);
+    CHECK(aes_clip_params_data(q) == NULL);
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, f, px, B, ef));
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, q, px, B, eq));
+    CHECK_OK(ctx, aes_clip_encode_text(ctx, f, tok, B, tf));
+    CHECK_OK(ctx, aes_clip_encode_text(ctx, q, tok, B, tq));
+    CHECK_MSG(min_cosine(ef, eq, B, E) >= 0.99, "int8 image cosine %f", min_cosine(ef, eq, B, E));
+    CHECK_MSG(min_cosine(tf, tq, B, E) >= 0.99, "int8 text cosine %f", min_cosine(tf, tq, B, E));
+    CHECK(memcmp(ef, eq, sizeof ef) != 0); /* it did run in int8 */
+    /* threads: the same bits.  Other ISAs: the int8 layers agree bit for bit
+     * (test_gemm), the float ones (LayerNorm, attention, ...) by rounding */
+    set_threads(2);
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, q, px, B, e2));
+    CHECK(memcmp(e2, eq, sizeof e2) == 0);
+    set_threads(1);
+    for (isa = AES_ISA_SCALAR; isa < best; isa = (aes_isa)(isa + 1)) {
+        if (aes_isa_set(ctx, isa) != AES_OK) { aes_clear_error(ctx); continue; }
+        memset(e2, 0, sizeof e2);
+        CHECK_OK(ctx, aes_clip_encode_text(ctx, q, tok, B, e2));
+        CHECK_MSG(min_cosine(e2, tq, B, E) >= 0.9999, "int8 text tower on %s: cosine %f", aes_cpu_name(ctx),
+                  min_cosine(e2, tq, B, E));
+    }
+    aes_isa_set(ctx, best);
+    /* quantize -> I8 file -> load: the same model, in both layouts */
+    for (layout = AES_LAYOUT_HF; layout <= AES_LAYOUT_OPENAI; layout++) {
+        aes_safetensors *st = NULL;
+        CHECK_OK(ctx, aes_clip_serialize(ctx, q, (aes_layout)layout, AES_DTYPE_I8, &buf, &len));
+        CHECK_OK(ctx, aes_safetensors_load_memory(ctx, buf, len, 0, &st));
+        if (st) {
+            const aes_tensor_view *v = aes_safetensors_find(st, layout == AES_LAYOUT_HF
+                                                                ? "vision_model.encoder.layers.1.self_attn.k_proj.weight"
+                                                                : "visual.transformer.resblocks.1.attn.in_proj_weight");
+            const aes_tensor_view *s = aes_safetensors_find(st, layout == AES_LAYOUT_HF
+                                                                ? "vision_model.encoder.layers.1.self_attn.k_proj.weight_scale"
+                                                                : "visual.transformer.resblocks.1.attn.in_proj_weight_scale");
+            const aes_tensor_view *ln = aes_safetensors_find(st, layout == AES_LAYOUT_HF
+                                                                 ? "vision_model.encoder.layers.1.layer_norm1.weight"
+                                                                 : "visual.transformer.resblocks.1.ln_1.weight");
+            CHECK(v && v->dtype == AES_DTYPE_I8 && v->ndim == 2 && v->shape[1] == 64);
+            CHECK(s && s->dtype == AES_DTYPE_F32 && s->ndim == 1 && v && s->shape[0] == v->shape[0]);
+            CHECK(ln && ln->dtype == AES_DTYPE_F32);
+            aes_safetensors_close(st);
+        }
+        CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back)); /* int8 by its dtype */
+        aes_free(buf);
+        if (!back) continue;
+        CHECK(aes_clip_hash(back) == aes_clip_hash(q));
+        CHECK_OK(ctx, aes_clip_encode_image(ctx, back, px, B, e2));
+        CHECK(memcmp(e2, eq, sizeof e2) == 0);
+        aes_clip_free(back);
+        back = NULL;
+    }
+    /* a float model saved as I8 quantises as the load option does */
+    CHECK_OK(ctx, aes_clip_serialize(ctx, f, AES_LAYOUT_HF, AES_DTYPE_I8, &buf, &len));
+    o.int8 = 0;
+    CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back));
+    aes_free(buf);
+    if (back) CHECK(aes_clip_hash(back) == aes_clip_hash(q));
+    aes_clip_free(back);
+    back = NULL;
+    /* an int8 model saved as F32 writes value * scale; it is not trainable */
+    CHECK_OK(ctx, aes_clip_serialize(ctx, q, AES_LAYOUT_HF, AES_DTYPE_F32, &buf, &len));
+    CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back));
+    aes_free(buf);
+    if (back) {
+        CHECK_OK(ctx, aes_clip_encode_image(ctx, back, px, B, e2));
+        CHECK(min_cosine(e2, eq, B, E) >= 0.99);
+    }
+    aes_clip_free(back);
+    {
+        aes_clip_acts *acts = NULL;
+        aes_clip_params g;
+        static float dout[B * E];
+        memset(&g, 0, sizeof g);
+        CHECK_OK(ctx, aes_clip_acts_create(ctx, q, AES_CLIP_VISION, B, 1, &acts));
+        if (acts) {
+            CHECK_OK(ctx, aes_clip_vision_forward(ctx, q, px, B, acts, NULL));
+            CHECK(aes_clip_vision_backward(ctx, q, acts, px, dout, &g, 0) == AES_ERR_UNSUPPORTED);
+            CHECK(strstr(aes_last_error(ctx), "int8") != NULL);
+        }
+        aes_clip_acts_free(acts);
+    }
+    aes_clip_free(q);
+    aes_clip_free(f);
+}
+
+/* An I8 file with one change (from the int8 fixture model), loaded. */
+typedef enum { I8_DROP, I8_SCALE_SHAPE, I8_SCALE_NEG, I8_WEIGHT_SHAPE, I8_LN_AS_I8 } i8_mutation;
+
+static aes_status load_i8_mutated(const void *file, size_t flen, i8_mutation what, const char *target,
+                                  aes_clip **out) {
+    aes_safetensors *st = NULL;
+    aes_tensor_out t[512];
+    static float fbuf[8192];
+    static int8_t ibuf[8192];
+    int n, i, k = 0;
+    void *buf = NULL;
+    size_t len = 0;
+    aes_status s;
+    aes_clip_load_opts o;
+    *out = NULL;
+    if (aes_safetensors_load_memory(ctx, file, flen, 0, &st) != AES_OK) return aes_last_status(ctx);
+    n = aes_safetensors_count(st);
+    for (i = 0; i < n && k < 510; i++) {
+        const aes_tensor_view *v = aes_safetensors_at(st, i);
+        int match = !strcmp(v->name, target);
+        if (what == I8_DROP && match) continue;
+        memset(&t[k], 0, sizeof t[k]);
+        t[k].name = v->name;
+        t[k].dtype = v->dtype;
+        t[k].ndim = v->ndim;
+        memcpy(t[k].shape, v->shape, sizeof t[k].shape);
+        t[k].data = v->data;
+        if (match && what == I8_SCALE_SHAPE) { t[k].ndim = 2; t[k].shape[0] = v->shape[0] / 2; t[k].shape[1] = 2; }
+        if (match && what == I8_WEIGHT_SHAPE) { t[k].shape[0] = v->shape[1]; t[k].shape[1] = v->shape[0]; }
+        if (match && what == I8_SCALE_NEG && v->nbytes <= sizeof fbuf) {
+            memcpy(fbuf, v->data, v->nbytes);
+            fbuf[1] = -fbuf[1];
+            t[k].data = fbuf;
+        }
+        if (match && what == I8_LN_AS_I8 && v->numel <= 8192) { /* same bytes count: numel x 1 */
+            memset(ibuf, 1, (size_t)v->numel);
+            t[k].dtype = AES_DTYPE_I8;
+            t[k].data = ibuf;
+        }
+        k++;
+    }
+    s = aes_safetensors_serialize(ctx, t, k, NULL, 0, &buf, &len);
+    aes_safetensors_close(st);
+    if (s) return s;
+    memset(&o, 0, sizeof o);
+    o.no_config_search = 1;
+    s = aes_clip_load_memory(ctx, buf, len, NULL, &o, out);
+    aes_free(buf);
+    return s;
+}
+
+static void test_int8_hostile(void) {
+    aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL);
+    void *file = NULL;
+    size_t flen = 0;
+    const char *w = "vision_model.encoder.layers.1.mlp.fc1.weight";
+    if (!m) return;
+    CHECK_OK(ctx, aes_clip_serialize(ctx, m, AES_LAYOUT_HF, AES_DTYPE_I8, &file, &flen));
+    aes_clip_free(m);
+    if (!file) return;
+    CHECK_OK(ctx, load_i8_mutated(file, flen, I8_DROP, "nothing", &m)); /* unmodified: loads */
+    aes_clip_free(m);
+    EXPECT_ERR(load_i8_mutated(file, flen, I8_DROP, "vision_model.encoder.layers.1.mlp.fc1.weight_scale", &m),
+               AES_ERR_FORMAT, "'vision_model.encoder.layers.1.mlp.fc1.weight_scale' (F32 [128], one per output "
+               "channel) are missing");
+    EXPECT_ERR(load_i8_mutated(file, flen, I8_SCALE_SHAPE, "vision_model.encoder.layers.1.mlp.fc1.weight_scale", &m),
+               AES_ERR_SHAPE, "have shape [64, 2]; the I8 weight [128, 32] needs [128]");
+    EXPECT_ERR(load_i8_mutated(file, flen, I8_SCALE_NEG, "text_model.encoder.layers.0.self_attn.v_proj.weight_scale",
+                               &m), AES_ERR_NUMERIC, "scales must be finite and >= 0");
+    EXPECT_ERR(load_i8_mutated(file, flen, I8_WEIGHT_SHAPE, w, &m), AES_ERR_SHAPE, "has shape [32, 128]");
+    EXPECT_ERR(load_i8_mutated(file, flen, I8_LN_AS_I8, "text_model.encoder.layers.0.layer_norm1.weight", &m),
+               AES_ERR_UNSUPPORTED, "is stored as I8; only the blocks' attention and MLP weights may be int8");
+    aes_free(file);
+}
+
+/* CLI: quantize writes a file that embeds exactly as --int8 on the float
+ * file does, and as the library's int8 model. */
+static void test_cli_int8(void) {
+    const char *cli = tl_cli();
+    char cmd[1024], path[256], qpath[300];
+    aes_image img;
+    aes_clip *m;
+    aes_clip_load_opts o;
+    float px[3 * 32 * 32], want[EMB], got[2][EMB];
+    FILE *p;
+    int i, k;
+    if (!cli) return;
+    snprintf(path, sizeof path, "/tmp/aes_test_int8_%ld.ppm", (long)time(NULL) ^ (long)clock());
+    snprintf(qpath, sizeof qpath, "%s.i8.safetensors", path);
+    memset(&img, 0, sizeof img);
+    CHECK_OK(ctx, aes_image_alloc(ctx, &img, 40, 33, 3));
+    for (i = 0; i < 40 * 33 * 3; i++) img.pixels[i] = (uint8_t)((i * 53 + i / 11) & 255);
+    CHECK_OK(ctx, aes_image_save_ppm(ctx, path, &img));
+    memset(&o, 0, sizeof o);
+    o.int8 = 1;
+    m = load(FIX "clip_hf_f32.safetensors", &o);
+    snprintf(cmd, sizeof cmd, "%s quantize " FIX "clip_hf_f32.safetensors %s 2>/dev/null", cli, qpath);
+    CHECK(system(cmd) == 0);
+    if (m) {
+        CHECK_OK(ctx, aes_clip_preprocess(ctx, &img, 32, px));
+        CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px, 1, want));
+        for (k = 0; k < 2; k++) {
+            if (k == 0)
+                snprintf(cmd, sizeof cmd, "%s embed --int8 --model " FIX "clip_hf_f32.safetensors --image %s", cli, path);
+            else
+                snprintf(cmd, sizeof cmd, "%s embed --model %s --config " FIX "config.json --image %s", cli, qpath, path);
+            p = popen(cmd, "r");
+            if (!p) { CHECK(0); break; }
+            for (i = 0; i < EMB; i++) {
+                double v;
+                if (fscanf(p, "%lf", &v) != 1) { CHECK_MSG(0, "%s: too few values", cmd); break; }
+                got[k][i] = (float)v;
+                CHECK_NEAR(v, want[i], 1e-5 * (fabs(want[i]) + 1e-3)); /* printed digits */
+            }
+            CHECK(pclose(p) == 0);
+        }
+        CHECK(memcmp(got[0], got[1], sizeof got[0]) == 0);
+    }
+    /* --help shows the option; bad usage is refused */
+    snprintf(cmd, sizeof cmd, "%s embed --help | grep -q -- --int8", cli);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s quantize %s 2>/dev/null", cli, path);
+    CHECK(system(cmd) != 0);
+    snprintf(cmd, sizeof cmd, "%s quantize /nonexistent/x.safetensors %s.never 2>/dev/null", cli, qpath);
+    CHECK(system(cmd) != 0);
+    aes_clip_free(m);
+    aes_image_free(&img);
+    remove(path);
+    remove(qpath);
+}
+
 /* ---- optional: the ViT-B/32-shaped checkpoint of `clip_reference.py vitb32 PATH` ---------- */
 static void test_vitb32_slow(void) {
     const char *path = getenv("AES_CLIP_VITB32");
@@ -826,6 +1092,9 @@ int main(int argc, char **argv) {
     RUN(test_threads_and_batches);
     RUN(test_hostile);
     RUN(test_cli_embed);
+    RUN(test_int8_model);
+    RUN(test_int8_hostile);
+    RUN(test_cli_int8);
     RUN(test_vitb32_slow);
     aes_ctx_free(ctx);
     return tl_report();

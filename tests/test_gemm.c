@@ -1,7 +1,8 @@
 /* test_gemm.c -- the packed GEMM (aesalign.h) against a double-precision
  * reference: every transpose, odd sizes, padded leading dimensions,
  * misaligned pointers, alpha/beta corner cases, every ISA the machine has,
- * and bit-identical results for any thread count. */
+ * and bit-identical results for any thread count; the int8 linear layer
+ * against an exact integer reference on every kernel the machine runs. */
 /* A small packing budget, so mid-sized cases here are cut into several
  * super-blocks (M, N and K splits) exactly as huge problems are. */
 #define AES__GEMM_PACK_BUDGET ((size_t)1 << 17)
@@ -313,6 +314,146 @@ static void test_allocation_failure_fallback(void) {
     aes_ctx_free(ctx);
 }
 
+/* ---- int8 linear ------------------------------------------------------------
+ * The reference: the same quantisation (aes__i8_quantize_row, checked
+ * against an independent formula below), int64 sums in plain C, the
+ * documented epilogue fmaf(acc, s_x * s_w, bias).  Every kernel, ISA and
+ * thread count must give these bits exactly. */
+static void i8_reference(const float *x, const float *w, const float *bias, int M, int K, int N, float *out) {
+    int8_t *qx = (int8_t *)malloc((size_t)M * K), *qw = (int8_t *)malloc((size_t)N * K);
+    float *sx = (float *)malloc(sizeof(float) * (size_t)M), *sw = (float *)malloc(sizeof(float) * (size_t)N);
+    int m, n, k;
+    for (m = 0; m < M; m++) sx[m] = aes__i8_quantize_row(x + (size_t)m * K, K, qx + (size_t)m * K);
+    for (n = 0; n < N; n++) sw[n] = aes__i8_quantize_row(w + (size_t)n * K, K, qw + (size_t)n * K);
+    for (m = 0; m < M; m++)
+        for (n = 0; n < N; n++) {
+            int64_t acc = 0;
+            for (k = 0; k < K; k++) acc += (int64_t)qx[(size_t)m * K + k] * qw[(size_t)n * K + k];
+            out[(size_t)m * N + n] = fmaf((float)(int32_t)acc, sx[m] * sw[n], bias ? bias[n] : 0.0f);
+        }
+    free(qx); free(qw); free(sx); free(sw);
+}
+
+static void i8_fill(float *x, size_t n, uint64_t seed, float scale) {
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = scale * (float)aes__rand_normal(&seed);
+}
+
+static void test_i8_quantize_row(void) {
+    float x[67];
+    int8_t q1[67], q2[67];
+    int i, k;
+    uint64_t seed = 3;
+    for (k = 0; k < 20; k++) {
+        float s1, s2;
+        for (i = 0; i < 67; i++) x[i] = (float)aes__rand_normal(&seed) * (k < 10 ? 1.0f : 1e-30f);
+        if (k == 5) x[66] = -40.0f; /* the extreme is the last, negative value */
+        if (k == 6) for (i = 0; i < 67; i++) x[i] = 0.0f;
+        s1 = aes__i8_quantize_row(x, 67, q1);
+        s2 = aes__i8_quantize_row_isa(aes_isa_get(NULL), x, 67, q2);
+        CHECK(memcmp(&s1, &s2, sizeof s1) == 0 && memcmp(q1, q2, 67) == 0);
+        for (i = 0; i < 67; i++) { /* independent: round(x / s), |x| <= 127 s */
+            CHECK(q1[i] >= -127 && q1[i] <= 127);
+            if (s1 > 0) CHECK(fabs((double)x[i] / s1 - q1[i]) <= 0.5 + 1e-4);
+            else CHECK(q1[i] == 0);
+        }
+        if (k == 5) CHECK(q1[66] == -127);
+    }
+    x[3] = NAN;
+    CHECK(isnan(aes__i8_quantize_row(x, 67, q1)) && q1[0] == 0 && q1[66] == 0);
+    CHECK(isnan(aes__i8_quantize_row_isa(aes_isa_get(NULL), x, 67, q2)) && q2[0] == 0);
+}
+
+static void test_i8_kernels_exact(void) {
+    static const int shapes[][3] = {{1, 1, 1}, {13, 70, 35}, {6, 4, 16}, {37, 33, 48}, {9, 129, 17}, {50, 256, 64}};
+    aes_ctx *ctx = aes_ctx_create();
+    const aes__i8_arch *archs[8];
+    int na = aes__i8_archs_available(aes_isa_get(ctx), archs), s, a, t;
+    CHECK(na >= 1 && archs[na - 1] == &aes__i8_arch_scalar);
+    for (s = 0; s < (int)(sizeof shapes / sizeof *shapes); s++) {
+        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *x = (float *)malloc(sizeof(float) * (size_t)M * K), *w = (float *)malloc(sizeof(float) * (size_t)N * K);
+        float *b = (float *)malloc(sizeof(float) * (size_t)N), *want = (float *)malloc(sizeof(float) * (size_t)M * N);
+        float *got = (float *)malloc(sizeof(float) * (size_t)M * N);
+        aes_i8_weights *qw = NULL;
+        i8_fill(x, (size_t)M * K, 11 + (uint64_t)s, 2.0f);
+        i8_fill(w, (size_t)N * K, 21 + (uint64_t)s, 0.05f);
+        i8_fill(b, (size_t)N, 31 + (uint64_t)s, 1.0f);
+        if (M > 3) { /* a zero row (gives the bias), a row at full scale, one NaN row */
+            memset(x + K, 0, sizeof(float) * (size_t)K);
+            x[2 * K] = -1e30f;
+            x[3 * K + K / 2] = NAN;
+        }
+        CHECK_OK(ctx, aes_i8_weights_quantize(ctx, w, N, K, &qw));
+        for (t = 0; t < 2; t++) { /* with and without bias */
+            i8_reference(x, w, t ? b : NULL, M, K, N, want);
+            for (a = 0; a < na && qw; a++) {
+                int th;
+                for (th = 1; th <= 3; th++) {
+                    aes_status st;
+                    if (aes_threads_set(ctx, th) != AES_OK) { aes_clear_error(ctx); continue; }
+                    memset(got, 0x55, sizeof(float) * (size_t)M * N);
+                    st = aes__linear_i8(ctx, archs[a], got, x, qw, t ? b : NULL, M, K, N, NULL);
+                    CHECK_OK(ctx, st);
+                    CHECK_MSG(memcmp(got, want, sizeof(float) * (size_t)M * N) == 0,
+                              "int8 kernel %s, %d threads, [%d, %d] x [%d, %d]^T: not the reference bits",
+                              archs[a]->name, th, M, K, N, K);
+                }
+            }
+            if (M > 3) CHECK(isnan(want[3 * N]) && want[N] == (t ? b[0] : 0.0f));
+        }
+        aes_i8_weights_free(qw);
+        free(x); free(w); free(b); free(want); free(got);
+    }
+    aes_ctx_free(ctx);
+}
+
+/* The public entry point on every ISA aes_isa_set accepts: the same bits. */
+static void test_i8_isas_agree(void) {
+    aes_ctx *ctx = aes_ctx_create();
+    aes_isa best = aes_isa_get(ctx), isa;
+    enum { M = 21, K = 96, N = 40 };
+    static float x[M * K], w[N * K], b[N], want[M * N], got[M * N];
+    aes_i8_weights *qw = NULL;
+    i8_fill(x, M * K, 5, 1.0f);
+    i8_fill(w, N * K, 6, 0.1f);
+    i8_fill(b, N, 7, 1.0f);
+    CHECK_OK(ctx, aes_i8_weights_quantize(ctx, w, N, K, &qw));
+    i8_reference(x, w, b, M, K, N, want);
+    for (isa = AES_ISA_SCALAR; isa <= best && qw; isa = (aes_isa)(isa + 1)) {
+        if (aes_isa_set(ctx, isa) != AES_OK) { aes_clear_error(ctx); continue; }
+        CHECK_OK(ctx, aes_linear_forward_i8(ctx, got, x, qw, b, M, K, N));
+        CHECK_MSG(memcmp(got, want, sizeof got) == 0, "aes_linear_forward_i8 on %s differs", aes_cpu_name(ctx));
+    }
+    /* close to the float layer: relative error of a few 1e-3 */
+    {
+        static float f[M * N];
+        double num = 0, den = 0;
+        int i;
+        aes_linear_forward(ctx, f, x, w, b, M, K, N);
+        for (i = 0; i < M * N; i++) { num += (f[i] - got[i]) * (double)(f[i] - got[i]); den += (double)f[i] * f[i]; }
+        CHECK_MSG(sqrt(num / den) < 0.02, "int8 vs float relative error %g", sqrt(num / den));
+    }
+    /* bad arguments */
+    CHECK(aes_linear_forward_i8(ctx, got, x, qw, b, M, K + 1, N) == AES_ERR_SHAPE);
+    CHECK(strstr(aes_last_error(ctx), "does not fit") != NULL);
+    CHECK(aes_linear_forward_i8(ctx, NULL, x, qw, b, M, K, N) == AES_ERR_INVALID_ARG);
+    {
+        aes_i8_weights *bad = NULL;
+        int8_t q[4] = {1, 2, 3, 4};
+        float sc[1] = {-1.0f};
+        w[5] = INFINITY;
+        CHECK(aes_i8_weights_quantize(ctx, w, N, K, &bad) == AES_ERR_NUMERIC && !bad);
+        CHECK(aes_i8_weights_from(ctx, q, sc, 1, 4, &bad) == AES_ERR_NUMERIC && !bad);
+        sc[0] = 0.5f;
+        CHECK(aes_i8_weights_from(ctx, q, sc, 1, AES_I8_MAX_K + 1, &bad) == AES_ERR_INVALID_ARG && !bad);
+        CHECK_OK(ctx, aes_i8_weights_from(ctx, q, sc, 1, 4, &bad));
+        aes_i8_weights_free(bad);
+    }
+    aes_i8_weights_free(qw);
+    aes_ctx_free(ctx);
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     RUN(test_all_transposes_odd_sizes);
@@ -322,5 +463,8 @@ int main(int argc, char **argv) {
     RUN(test_isa_paths_agree);
     RUN(test_threads_bit_identical);
     RUN(test_allocation_failure_fallback);
+    RUN(test_i8_quantize_row);
+    RUN(test_i8_kernels_exact);
+    RUN(test_i8_isas_agree);
     return tl_report();
 }

@@ -159,6 +159,7 @@ int cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o) {
         return r;
     }
     if (!o->for_training && !strcmp(argv[*i], "--f16")) { o->f16 = 1; return 1; }
+    if (!o->for_training && !strcmp(argv[*i], "--int8")) { o->int8 = 1; return 1; }
     return 0;
 }
 
@@ -167,6 +168,7 @@ aes_status cli_load_model(aes_ctx *ctx, const cli_model_opts *o, aes_clip **out)
     memset(&lo, 0, sizeof lo);
     lo.config_path = o->config;
     lo.keep_16bit = o->for_training ? 0 : o->f16;
+    lo.int8 = o->for_training ? 0 : o->int8;
     if (o->act && !strcmp(o->act, "gelu")) lo.act = AES_ACT_GELU;
     else if (o->act && !o->for_training) lo.act = AES_ACT_QUICK_GELU;
     return aes_clip_load(ctx, o->model, &lo, out);

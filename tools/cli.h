@@ -117,14 +117,16 @@ double cli_now(void);
 
 /* ---- the model and tokenizer options ------------------------------------------
  *
- * --model FILE --config FILE --vocab FILE --act quick_gelu|gelu --f16, parsed
- * the same way by every command that loads a CLIP model.  A training command
- * sets for_training before parsing: it takes no --f16 (16-bit weights cannot
- * be trained), and --act quick_gelu (the default) leaves the activation to
- * the config or the file's metadata (else QuickGELU); --act gelu forces GELU. */
+ * --model FILE --config FILE --vocab FILE --act quick_gelu|gelu --f16 --int8,
+ * parsed the same way by every command that loads a CLIP model.  A training
+ * command sets for_training before parsing: it takes no --f16 or --int8
+ * (16-bit and int8 weights cannot be trained), and --act quick_gelu (the
+ * default) leaves the activation to the config or the file's metadata (else
+ * QuickGELU); --act gelu forces GELU. */
 typedef struct cli_model_opts {
     const char *model, *config, *vocab, *act;
     int f16;
+    int int8;
     int for_training;
 } cli_model_opts;
 
@@ -148,7 +150,8 @@ aes_status cli_load_tokenizer(aes_ctx *ctx, const char *vocab, const char *model
     "  --vocab FILE         BPE merges (default: $AES_VOCAB, else merges.txt beside the model)\n"
 #define CLI_MODEL_HELP CLI_MODEL_HELP_FILES \
     "  --act quick_gelu|gelu  force the activation (OpenAI layout without a config: quick_gelu)\n" \
-    "  --f16                keep the weights in 16 bits (half the memory)\n"
+    "  --f16                keep the weights in 16 bits (half the memory)\n" \
+    "  --int8               int8 attention/MLP weights, quantised at load (faster; an int8 file loads as int8)\n"
 #define CLI_MODEL_TRAIN_HELP CLI_MODEL_HELP_FILES \
     "  --act quick_gelu|gelu  gelu forces GELU; quick_gelu (default): the config's or the file's, else QuickGELU\n"
 
