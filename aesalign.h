@@ -284,6 +284,12 @@ struct aes_ctx {
 #ifndef AES_NO_THREADS
     aes__pool *pool;
 #endif
+    /* the GEMM's packing buffer, kept between calls (a fresh buffer of
+     * megabytes costs page faults on every call); gemm_buf_busy marks it
+     * taken by a call in progress */
+    void      *gemm_buf;
+    size_t     gemm_buf_bytes;
+    int        gemm_buf_busy;
 };
 
 static const char *const aes__status_names[] = {
@@ -648,6 +654,7 @@ AES_API void aes_ctx_free(aes_ctx *ctx) {
 #ifndef AES_NO_THREADS
     aes__pool_destroy(ctx->pool);
 #endif
+    aes_free(ctx->gemm_buf);
     AES_FREE(ctx);
 }
 #endif /* AES__DEFINE */
@@ -1004,6 +1011,8 @@ typedef struct aes__gemm_arch {
     int mr, nr;          /* micro-tile */
     int kc;              /* largest depth of one packed block */
     int mc, nc;          /* largest task tile (multiples of mr, nr) */
+    int b_inner;         /* 1: the inner loop of a tile walks the B panels (an A
+                            sliver stays in L1), 0: the A panels (a B sliver does) */
     aes__gemm_kernel_fn kernel;
     aes__gemm_pack_fn   pack_copy, pack_transpose;
 } aes__gemm_arch;
@@ -1077,7 +1086,7 @@ static void aes__gemm_kernel_scalar(int kc, const float *a, const float *b, floa
 }
 
 static const aes__gemm_arch aes__gemm_arch_scalar = {
-    AES__GEMM_SCALAR_MR, AES__GEMM_SCALAR_NR, 256, 64, 256,
+    AES__GEMM_SCALAR_MR, AES__GEMM_SCALAR_NR, 256, 64, 256, 1,
     aes__gemm_kernel_scalar, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_scalar
 };
 
@@ -1093,6 +1102,28 @@ static const aes__gemm_arch aes__gemm_arch_scalar = {
 AES__TARGET_AVX2 static void aes__gemm_pack_copy_avx2(float *dst, const float *src, size_t ld,
                                                       int valid, int width, int kc) {
     int np = (valid + width - 1) / width, k, p, r;
+    if (width == 6) { /* the AVX2 kernel's A panels: 4 + 2 floats per row and panel */
+        int full = valid / 6;
+        for (k = 0; k < kc; k++) {
+            const float *s = src + (size_t)k * ld;
+            if (k + AES__GEMM_PF_ROWS < kc)
+                for (r = 0; r < valid; r += 16)
+                    _mm_prefetch((const char *)(s + AES__GEMM_PF_ROWS * ld + (size_t)r), AES__GEMM_PF_HINT);
+            for (p = 0; p < full; p++) {
+                float *d = dst + ((size_t)p * (size_t)kc + (size_t)k) * 6;
+                const float *sp = s + (size_t)p * 6;
+                _mm_storeu_ps(d, _mm_loadu_ps(sp));
+                _mm_storel_pi((__m64 *)(void *)(d + 4), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(const void *)(sp + 4))));
+            }
+            if (full < np) {
+                float *d = dst + ((size_t)full * (size_t)kc + (size_t)k) * 6;
+                int rows = valid - full * 6;
+                for (r = 0; r < rows; r++) d[r] = s[full * 6 + r];
+                for (; r < 6; r++) d[r] = 0.0f;
+            }
+        }
+        return;
+    }
     if (width & 7) {
         aes__gemm_pack_copy_scalar(dst, src, ld, valid, width, kc);
         return;
@@ -1164,6 +1195,43 @@ AES__TARGET_AVX2 static void aes__gemm_transpose_panel_avx2(float *dst, const fl
         for (k = k8; k < kc; k++) dst[(size_t)k * (size_t)width + (size_t)r] = src[(size_t)r * ld + (size_t)k];
 }
 
+/* A panel of 6 rows (the AVX2 kernel's A panels): each 8 x 8 transpose
+ * takes the 6 rows and 2 zero rows; each column's 6 values go out as one
+ * 8-float store whose 2 extra floats the next column's store overwrites
+ * (the last column of a block is stored as 4 + 2 so nothing past the
+ * panel is written). */
+AES__TARGET_AVX2 static void aes__gemm_transpose_panel6_avx2(float *dst, const float *src, size_t ld, int kc) {
+    int k, r, k8 = kc & ~7;
+    for (k = 0; k < k8; k += 8) {
+        const float *s = src + (size_t)k;
+        float *d = dst + (size_t)k * 6;
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ld), r2 = _mm256_loadu_ps(s + 2 * ld);
+        __m256 r3 = _mm256_loadu_ps(s + 3 * ld), r4 = _mm256_loadu_ps(s + 4 * ld), r5 = _mm256_loadu_ps(s + 5 * ld);
+        __m256 z = _mm256_setzero_ps();
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
+        __m256 c7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+        if ((k & 15) == 0)
+            for (r = 0; r < 6; r++) _mm_prefetch((const char *)(s + (size_t)r * ld + 128), _MM_HINT_T0);
+        _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm_storeu_ps(d + 42, _mm256_castps256_ps128(c7));
+        _mm_storel_pi((__m64 *)(void *)(d + 46), _mm256_extractf128_ps(c7, 1));
+    }
+    for (r = 0; r < 6; r++) /* the last kc % 8 columns */
+        for (k = k8; k < kc; k++) dst[(size_t)k * 6 + (size_t)r] = src[(size_t)r * ld + (size_t)k];
+}
+
 AES__TARGET_AVX2 static void aes__gemm_pack_transpose_avx2(float *dst, const float *src, size_t ld,
                                                            int valid, int width, int kc) {
     int np = (valid + width - 1) / width, p;
@@ -1172,6 +1240,7 @@ AES__TARGET_AVX2 static void aes__gemm_pack_transpose_avx2(float *dst, const flo
         const float *sp = src + (size_t)p * (size_t)width * ld;
         int rows = aes__gemm_panel_rows(valid, width, p);
         if (rows == width && (width & 7) == 0) aes__gemm_transpose_panel_avx2(d, sp, ld, width, kc);
+        else if (rows == 6 && width == 6) aes__gemm_transpose_panel6_avx2(d, sp, ld, kc);
         else aes__gemm_transpose_panel_scalar(d, sp, ld, rows, width, kc);
     }
 }
@@ -1224,9 +1293,23 @@ AES__TARGET_AVX2 static void aes__gemm_kernel_avx2(int kc, const float *a, const
 #undef AES__GEMM_AVX2_STORE
 }
 
-/* kc x 192 block of B: 192 KiB, within the L2 of most AVX2-only CPUs. */
+/* Blocking (ours, tuned on a core with 48 KiB of L1d and 1 MiB of L2):
+ * the inner loop of a tile walks the A panels, so one kc x 16 sliver of B
+ * (kc = 768: 48 KiB) stays in L1 while the 6-row A slivers stream from the
+ * 96 x kc block of A (288 KiB) in L2.  An A sliver brings 6 floats per k
+ * where a B sliver brings 16, so streaming A asks less of L2 (as in BLIS's
+ * loop order). */
+#ifndef AES__GEMM_AVX2_KC
+#define AES__GEMM_AVX2_KC 768
+#define AES__GEMM_AVX2_MC 96
+#define AES__GEMM_AVX2_NC 192
+#endif
+#ifndef AES__GEMM_AVX2_BINNER
+#define AES__GEMM_AVX2_BINNER 0
+#endif
 static const aes__gemm_arch aes__gemm_arch_avx2 = {
-    AES__GEMM_AVX2_MR, AES__GEMM_AVX2_NR, 256, 72, 192,
+    AES__GEMM_AVX2_MR, AES__GEMM_AVX2_NR, AES__GEMM_AVX2_KC, AES__GEMM_AVX2_MC, AES__GEMM_AVX2_NC,
+    AES__GEMM_AVX2_BINNER,
     aes__gemm_kernel_avx2, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2
 };
 
@@ -1332,7 +1415,7 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
  * kc = 768 keeps the 8 x kc sliver of A (24 KiB) in L1 and the kc x 192
  * block of B (576 KiB) in L2, and amortizes the C tile update over many k. */
 static const aes__gemm_arch aes__gemm_arch_avx512 = {
-    AES__GEMM_AVX512_MR, AES__GEMM_AVX512_NR, 768, 96, 192,
+    AES__GEMM_AVX512_MR, AES__GEMM_AVX512_NR, 768, 96, 192, 1,
     aes__gemm_kernel_avx512, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2
 };
 #endif /* AES__X86 */
@@ -1425,7 +1508,7 @@ static void aes__gemm_pack_transpose_neon(float *dst, const float *src, size_t l
 }
 
 static const aes__gemm_arch aes__gemm_arch_neon = {
-    AES__GEMM_NEON_MR, AES__GEMM_NEON_NR, 256, 64, 240,
+    AES__GEMM_NEON_MR, AES__GEMM_NEON_NR, 256, 64, 240, 1,
     aes__gemm_kernel_neon, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_neon
 };
 #endif /* AES__NEON */
@@ -1569,7 +1652,7 @@ static void aes__gemm_tile_task(void *arg, int task) {
     int row0 = ti * j->mct, row1 = AES__MIN(j->mb, row0 + j->mct);
     int col0 = tj * j->nct, col1 = AES__MIN(j->nb, col0 + j->nct);
     int p0 = row0 / mr, p1 = (row1 + mr - 1) / mr, q0 = col0 / nr, q1 = (col1 + nr - 1) / nr;
-    int kbi, p, q;
+    int kbi, o, i, no = ar->b_inner ? p1 - p0 : q1 - q0, ni = ar->b_inner ? q1 - q0 : p1 - p0;
     /* edge tiles go through this scratch tile so the kernels only ever see
      * full tiles (and compute the edge exactly as they compute the rest) */
     float edge[AES__GEMM_MAX_MR * AES__GEMM_MAX_NR + 16];
@@ -1579,14 +1662,15 @@ static void aes__gemm_tile_task(void *arg, int task) {
         float beta = kbi == 0 ? j->beta : 1.0f;
         aes__gemm_ensure(j, 1, kbi, q0, q1);
         aes__gemm_ensure(j, 0, kbi, p0, p1);
-        for (p = p0; p < p1; p++) {
-            const float *a = aes__gemm_panel_a(j, kbi, p);
-            int rows = AES__MIN(mr, j->mb - p * mr);
-            float *crow = j->C + ((size_t)j->m0 + (size_t)p * (size_t)mr) * j->ldc + (size_t)j->n0;
-            for (q = q0; q < q1; q++) {
+        for (o = 0; o < no; o++)
+            for (i = 0; i < ni; i++) {
+                int p = ar->b_inner ? p0 + o : p0 + i, q = ar->b_inner ? q0 + i : q0 + o;
                 const float *b = aes__gemm_panel_b(j, kbi, q);
                 int cols = AES__MIN(nr, j->nb - q * nr);
-                float *c = crow + (size_t)q * (size_t)nr;
+                const float *a = aes__gemm_panel_a(j, kbi, p);
+                int rows = AES__MIN(mr, j->mb - p * mr);
+                float *c = j->C + ((size_t)j->m0 + (size_t)p * (size_t)mr) * j->ldc + (size_t)j->n0 +
+                           (size_t)q * (size_t)nr;
                 if (rows == mr && cols == nr) {
                     ar->kernel(kc, a, b, c, j->ldc, j->alpha, beta);
                 } else {
@@ -1599,7 +1683,6 @@ static void aes__gemm_tile_task(void *arg, int task) {
                         for (x = 0; x < cols; x++) c[(size_t)r * j->ldc + (size_t)x] = et[r * nr + x];
                 }
             }
-        }
     }
 }
 
@@ -1763,6 +1846,52 @@ static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int
     return 1;
 }
 
+/* ---- the packing buffer ------------------------------------------------------
+ * The context keeps the largest buffer a call needed and lends it to the next
+ * call; a call that finds it lent (another thread using the same context)
+ * allocates its own. */
+static int aes__gemm_buf_take(aes_ctx *ctx) {
+#ifdef AES__GEMM_ON_DEMAND
+    int expected = 0;
+    return __atomic_compare_exchange_n(&ctx->gemm_buf_busy, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+#else
+    if (ctx->gemm_buf_busy) return 0;
+    ctx->gemm_buf_busy = 1;
+    return 1;
+#endif
+}
+
+static void aes__gemm_buf_give(aes_ctx *ctx, void *mem, int lent) {
+    if (!lent) {
+        aes_free(mem);
+        return;
+    }
+#ifdef AES__GEMM_ON_DEMAND
+    __atomic_store_n(&ctx->gemm_buf_busy, 0, __ATOMIC_RELEASE);
+#else
+    ctx->gemm_buf_busy = 0;
+#endif
+}
+
+static void *aes__gemm_buf_get(aes_ctx *ctx, size_t bytes, int *lent) {
+    *lent = 0;
+    if (ctx && (uint64_t)bytes > aes_limit_get(ctx, AES_LIMIT_ALLOC_BYTES)) return NULL;
+    if (ctx && aes__gemm_buf_take(ctx)) {
+        if (ctx->gemm_buf_bytes < bytes) {
+            aes_free(ctx->gemm_buf);
+            ctx->gemm_buf = aes_alloc(NULL, bytes, 1);
+            ctx->gemm_buf_bytes = ctx->gemm_buf ? bytes : 0;
+        }
+        if (ctx->gemm_buf) {
+            *lent = 1;
+            return ctx->gemm_buf;
+        }
+        aes__gemm_buf_give(ctx, NULL, 1);
+        return NULL;
+    }
+    return aes_alloc(NULL, bytes, 1);
+}
+
 /* ---- the entry point -------------------------------------------------------- */
 static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
@@ -1772,6 +1901,7 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     int kc, nkb_total, kbs, mb, nb, m0, n0, kbi0;
     size_t mbp, nbp, kdepth, a_floats, pack_floats, flag_count, bytes;
     unsigned char *mem;
+    int lent;
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) { /* no product: C = beta * C, as BLAS does */
         aes__gemm_scale_c(C, (size_t)ldc, M, N, beta);
@@ -1804,8 +1934,7 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     bytes = pack_floats * sizeof(float) + flag_count * sizeof(int);
     /* scratch memory: within the context's allocation limit, and without
      * recording an error when it fails, since we can still do the work */
-    mem = (unsigned char *)((uint64_t)bytes <= aes_limit_get(ctx, AES_LIMIT_ALLOC_BYTES) || !ctx
-                                ? aes_alloc(NULL, bytes, 1) : NULL);
+    mem = (unsigned char *)aes__gemm_buf_get(ctx, bytes, &lent);
     if (!mem) {
         aes__gemm_unpacked(ta, tb, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C, (size_t)ldc);
         return;
@@ -1834,7 +1963,7 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
                 j.beta = kbi0 == 0 ? beta : 1.0f;
                 aes__gemm_super_block(ctx, &j, (double)M * (double)N * (double)K >= AES__GEMM_PARALLEL_MIN);
             }
-    aes_free(mem);
+    aes__gemm_buf_give(ctx, mem, lent);
 }
 
 AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
