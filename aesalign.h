@@ -1572,6 +1572,7 @@ typedef struct aes__gemm_work {
     int npa, npb;            /* panels of A (ceil(mb/MR)) and of B (ceil(nb/NR)) */
     int mct, nct, nti, ntj;  /* task tiles and their grid */
     float *ap, *bp;          /* packed panels: block kb-major, then panel */
+    int b_prepacked;         /* bp holds every panel of B already (a packed weight) */
     int *flag_a, *flag_b;    /* [nkb][npa], [nkb][npb] */
 } aes__gemm_work;
 
@@ -1719,6 +1720,8 @@ static void aes__gemm_super_block(aes_ctx *ctx, aes__gemm_work *j, int threaded)
     while (nthreads > 1 && j->nti * j->ntj < 4 * nthreads && j->mct > ar->mr)
         j->mct = aes__gemm_split(j->mb, j->mct - ar->mr, ar->mr, &j->nti);
     memset(j->flag_a, 0, (size_t)j->nkb * (size_t)(j->npa + j->npb) * sizeof(int));
+    if (j->b_prepacked)
+        for (t = 0; t < j->nkb * j->npb; t++) j->flag_b[t] = 2;
     if (nthreads == 1) {
         for (t = 0; t < j->nti * j->ntj; t++) aes__gemm_tile_task(j, t);
         return;
@@ -1892,10 +1895,57 @@ static void *aes__gemm_buf_get(aes_ctx *ctx, size_t bytes, int *lent) {
     return aes_alloc(NULL, bytes, 1);
 }
 
+/* ---- weights packed once ----------------------------------------------------------
+ * The B operand of a linear layer's forward, op(B) = W^T with W [N, K], is
+ * the same on every call: it can be packed once, in the layout the driver
+ * packs it into (kc blocks of K split as every call splits them, each block
+ * the ceil(N / NR) panels of NR columns), and handed to aes__gemm_run, which
+ * then packs only A.  The kernels see the same panels and run the same
+ * sums in the same order, so the result is bit for bit that of the call
+ * that packs W itself.  The layout depends on the ISA (panel width, kc). */
+static size_t aes__gemm_packed_weight_floats(aes_isa isa, int N, int K) {
+    const aes__gemm_arch *ar = aes__gemm_arch_for(isa);
+    return (size_t)(N + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr * (size_t)K;
+}
+
+typedef struct aes__gemm_wpack_job {
+    const aes__gemm_arch *ar;
+    float *dst;
+    const float *W;
+    int N, K, kc, nkb, npb;
+} aes__gemm_wpack_job;
+
+#define AES__GEMM_WPACK_PANELS 16 /* panels per task */
+
+static void aes__gemm_wpack_task(void *arg, int task) {
+    const aes__gemm_wpack_job *w = (const aes__gemm_wpack_job *)arg;
+    int nr = w->ar->nr, groups = (w->npb + AES__GEMM_WPACK_PANELS - 1) / AES__GEMM_WPACK_PANELS;
+    int kbi = task / groups, q0 = task % groups * AES__GEMM_WPACK_PANELS;
+    int kcb = AES__MIN(w->kc, w->K - kbi * w->kc), valid = AES__MIN(AES__GEMM_WPACK_PANELS * nr, w->N - q0 * nr);
+    float *d = w->dst + (size_t)kbi * (size_t)w->kc * (size_t)w->npb * (size_t)nr + (size_t)q0 * (size_t)nr * (size_t)kcb;
+    w->ar->pack_transpose(d, w->W + (size_t)q0 * (size_t)nr * (size_t)w->K + (size_t)kbi * (size_t)w->kc,
+                          (size_t)w->K, valid, nr, kcb);
+}
+
+/* Packs W [N, K] (row stride K) for aes__gemm_run on isa into dst, which
+ * holds aes__gemm_packed_weight_floats(isa, N, K) floats. */
+static void aes__gemm_pack_weight(aes_ctx *ctx, aes_isa isa, const float *W, int N, int K, float *dst) {
+    aes__gemm_wpack_job w;
+    w.ar = aes__gemm_arch_for(isa);
+    w.dst = dst; w.W = W; w.N = N; w.K = K;
+    w.kc = aes__gemm_split(K, w.ar->kc, 1, &w.nkb);
+    w.npb = (N + w.ar->nr - 1) / w.ar->nr;
+    aes__parallel_for(ctx, w.nkb * ((w.npb + AES__GEMM_WPACK_PANELS - 1) / AES__GEMM_WPACK_PANELS),
+                      aes__gemm_wpack_task, &w);
+}
+
 /* ---- the entry point -------------------------------------------------------- */
-static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
-                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                          int ldc) {
+/* bpacked: NULL, or op(B) packed by aes__gemm_pack_weight for the context's
+ * ISA (B is still read when the product is a matrix-vector one, or when
+ * there is no memory to pack A). */
+static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
+                          const float *A, int lda, const float *B, int ldb, const float *bpacked, float beta,
+                          float *C, int ldc) {
     const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes__isa_best());
     aes__gemm_work j;
     int kc, nkb_total, kbs, mb, nb, m0, n0, kbi0;
@@ -1913,9 +1963,16 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     /* kc blocks of about equal depth, fixed by K alone (never by threads):
      * every element of C sees the same sums in the same order */
     kc = aes__gemm_split(K, ar->kc, 1, &nkb_total);
-    /* super-blocks: shrink the largest side until the packed copies fit */
+    /* super-blocks: shrink the largest side until the packed copies fit
+     * (with B packed already, only A is packed here: only M is cut) */
     kbs = nkb_total; mb = M; nb = N;
-    for (;;) {
+    while (bpacked) {
+        nbp = (size_t)(nb + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
+        mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
+        if (mbp * (size_t)K <= AES__GEMM_PACK_BUDGET || mb <= ar->mr) break;
+        mb = (mb / 2 + ar->mr - 1) / ar->mr * ar->mr;
+    }
+    while (!bpacked) {
         kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
         mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
         nbp = (size_t)(nb + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
@@ -1929,7 +1986,7 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     /* A panels first, then B panels from a 64-byte boundary (aligned loads) */
     kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
     a_floats = (mbp * kdepth + 15) / 16 * 16;
-    pack_floats = a_floats + nbp * kdepth;
+    pack_floats = a_floats + (bpacked ? 0 : nbp * kdepth);
     flag_count = (size_t)kbs * ((mbp / (size_t)ar->mr) + (nbp / (size_t)ar->nr));
     bytes = pack_floats * sizeof(float) + flag_count * sizeof(int);
     /* scratch memory: within the context's allocation limit, and without
@@ -1947,7 +2004,9 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     j.alpha = alpha;
     j.kc = kc;
     j.ap = (float *)mem;
-    j.bp = j.ap + a_floats;
+    /* the driver never writes prepacked panels (their flags start ready) */
+    j.bp = bpacked ? (float *)(uintptr_t)bpacked : j.ap + a_floats;
+    j.b_prepacked = bpacked != NULL;
     j.flag_a = (int *)(mem + pack_floats * sizeof(float));
     for (m0 = 0; m0 < M; m0 += mb)
         for (n0 = 0; n0 < N; n0 += nb)
@@ -1966,6 +2025,11 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     aes__gemm_buf_give(ctx, mem, lent);
 }
 
+static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
+                          const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    aes__gemm_run(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
+}
+
 AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
                       const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     aes__gemm_opt(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -1974,12 +2038,19 @@ AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, in
 /* ---- linear ---------------------------------------------------------------
  * y = x W^T + b.  Forward is one GEMM; backward is two (dX = dY W and
  * dW = dY^T X) plus a column sum for the bias. */
-AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp, const float *weight,
-                                const float *bias, int M, int K, int N) {
+/* The forward with the weight's panels packed already (wpacked from
+ * aes__gemm_pack_weight for the context's ISA, or NULL). */
+static void aes__linear_forward_packed(aes_ctx *ctx, float *out, const float *inp, const float *weight,
+                                       const float *wpacked, const float *bias, int M, int K, int N) {
     int i;
-    aes_gemm(ctx, AES_NO_TRANS, AES_TRANS, M, N, K, 1.0f, inp, K, weight, K, 0.0f, out, N);
+    aes__gemm_run(ctx, AES_NO_TRANS, AES_TRANS, M, N, K, 1.0f, inp, K, weight, K, wpacked, 0.0f, out, N);
     if (bias)
         for (i = 0; i < M; i++) aes_add_inplace(out + (size_t)i * N, bias, (size_t)N);
+}
+
+AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp, const float *weight,
+                                const float *bias, int M, int K, int N) {
+    aes__linear_forward_packed(ctx, out, inp, weight, NULL, bias, M, K, N);
 }
 
 AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight, float *dbias,
