@@ -7028,6 +7028,9 @@ typedef struct aes_clip_load_opts {
     aes_act act;              /* force the activation (AES_ACT_AUTO: config, else QuickGELU) */
     int keep_16bit;           /* keep matrices in f16/bf16 (f32 files become f16)      */
     int vision_heads, text_heads;  /* force head counts (0: config, else width / 64)   */
+    int no_packed_weights;    /* 1: do not keep the linear layers' weights packed for the
+                                 GEMM (see aes_clip_pack_weights): saves their f32 size in
+                                 memory, encoding then packs them on every call */
 } aes_clip_load_opts;
 
 typedef struct aes_clip aes_clip;
@@ -7042,6 +7045,19 @@ AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t l
                                         const char *config_json, const aes_clip_load_opts *opts,
                                         aes_clip **out);
 AES_API void aes_clip_free(aes_clip *model);
+/* Packed weights: with enable = 1, keeps a copy of every linear layer's
+ * weight (attention and MLP of both towers, the projections) in the panel
+ * layout the GEMM packs it into on every call, for ctx's ISA, so that
+ * inference (aes_clip_encode_*, and aes_clip_*_forward on activations made
+ * with save = 0) packs only the activations.  Results are bit for bit those
+ * without.  Costs the f32 size of those matrices in memory; enable = 0 frees
+ * them.  aes_clip_load does it unless opts->no_packed_weights, for models
+ * loaded as f32 (matrices kept in 16 bits are not packed).  Not used when
+ * ctx's ISA differs from the one they were packed for; dropped when the
+ * weights change through aes_clip_params_data or a trainer (call it again
+ * afterwards; after writing weights through aes_clip_params_get pointers,
+ * call it again too). */
+AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enable);
 /* Writes the model as a safetensors image in either layout (HF or OpenAI
  * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16).
  * The model's id goes in the metadata ("aesalign_model_id").  *buf is freed with aes_free. */
@@ -7222,7 +7238,14 @@ struct aes_clip {
     uint64_t hash;
     int hash_stale;               /* parameters changed in place since hashed      */
     char id[160];
+    /* aes_clip_pack_weights: packed[i] holds the panels of *packed_of[i] */
+    const aes_clip_mat **packed_of;
+    float **packed;
+    int npacked;
+    aes_isa packed_isa;
 };
+
+static void aes__clip_unpack(aes_clip *m);
 
 static void aes__clip_refresh_id(const aes_clip *m);
 
@@ -7343,6 +7366,7 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
 AES_API float *aes_clip_params_data(aes_clip *model) {
     if (!model) return NULL;
     model->hash_stale = 1;
+    aes__clip_unpack(model);
     return model->params;
 }
 AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model) { return model ? &model->p : NULL; }
@@ -7427,16 +7451,10 @@ static const float *aes__clip_mat_f32(aes_ctx *ctx, const aes_clip_mat *w, size_
     return wbuf;
 }
 
-/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits. */
-static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
-                             const float *bias, int M, int K, int N, float *wbuf) {
-    const float *wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
-    aes_linear_forward(ctx, out, inp, wf, bias, M, K, N);
-}
-
 /* The numbers one tower's forward needs. */
 typedef struct aes__clip_dims {
     int C, H, NH, L, causal;
+    const aes_clip *packed;     /* the model, when its packed weights serve this forward */
     aes_act act;
     float eps;
     const aes_clip_block_params *blocks;
@@ -7445,6 +7463,7 @@ typedef struct aes__clip_dims {
 static aes__clip_dims aes__clip_tower_dims(const aes_clip *m, aes_clip_tower tower) {
     aes__clip_dims d;
     const aes_clip_config *c = &m->cfg;
+    d.packed = NULL;
     d.act = c->act;
     d.eps = c->ln_eps;
     if (tower == AES_CLIP_VISION) {
@@ -7455,6 +7474,24 @@ static aes__clip_dims aes__clip_tower_dims(const aes_clip *m, aes_clip_tower tow
         d.causal = 1; d.blocks = m->p.text_blocks;
     }
     return d;
+}
+
+/* The packed panels of w (aes_clip_pack_weights), or NULL. */
+static const float *aes__clip_packed_weight(const aes_clip *m, const aes_clip_mat *w) {
+    int i;
+    if (!m) return NULL;
+    for (i = 0; i < m->npacked; i++)
+        if (m->packed_of[i] == w) return m->packed[i];
+    return NULL;
+}
+
+/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits or
+ * packed already (d->packed). */
+static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
+                             const float *bias, int M, int K, int N, float *wbuf, const aes__clip_dims *d) {
+    const float *wp = aes__clip_packed_weight(d->packed, w);
+    const float *wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
+    aes__linear_forward_packed(ctx, out, inp, wf, wp, bias, M, K, N);
 }
 
 /* Attention of every sequence of the batch.  Vision: all sequences have T
@@ -7485,15 +7522,15 @@ static void aes__clip_block_forward(aes_ctx *ctx, const aes_clip_block_params *p
     int R = a->R, C = d->C, H = d->H;
     size_t RC = (size_t)R * C, RH = (size_t)R * H;
     aes_layernorm_forward(ctx, b->ln1, b->ln1_mean, b->ln1_rstd, inp, p->ln1_w, p->ln1_b, R, C, d->eps);
-    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf);
+    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf, d);
     aes__clip_attention(ctx, a, b, d);
-    aes__clip_linear(ctx, a->tmp, b->atty, &p->out_w, p->out_b, R, C, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, b->atty, &p->out_w, p->out_b, R, C, C, a->wbuf, d);
     aes_residual_forward(b->res1, inp, a->tmp, RC);
     aes_layernorm_forward(ctx, b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, p->ln2_w, p->ln2_b, R, C, d->eps);
-    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, R, C, H, a->wbuf);
+    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, R, C, H, a->wbuf, d);
     if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch_act, b->fch, RH);
     else aes_quickgelu_forward(ctx, b->fch_act, b->fch, RH);
-    aes__clip_linear(ctx, a->tmp, b->fch_act, &p->fc2_w, p->fc2_b, R, H, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, b->fch_act, &p->fc2_w, p->fc2_b, R, H, C, a->wbuf, d);
     aes_residual_forward(b->res2, b->res1, a->tmp, RC);
 }
 
@@ -7519,17 +7556,17 @@ static void aes__clip_last_block_pooled(aes_ctx *ctx, const aes_clip_block_param
     int R = a->R, B = a->B, C = d->C, H = d->H;
     float *att_rows = b->ln1; /* free once qkv is computed */
     aes_layernorm_forward(ctx, b->ln1, NULL, NULL, inp, p->ln1_w, p->ln1_b, R, C, d->eps);
-    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf);
+    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf, d);
     aes__clip_attention(ctx, a, b, d);
     aes__clip_pool_rows(a, b->atty, C, pool_last, att_rows);
     aes__clip_pool_rows(a, inp, C, pool_last, a->pooled);
-    aes__clip_linear(ctx, a->tmp, att_rows, &p->out_w, p->out_b, B, C, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, att_rows, &p->out_w, p->out_b, B, C, C, a->wbuf, d);
     aes_add_inplace(a->pooled, a->tmp, (size_t)B * C);
     aes_layernorm_forward(ctx, b->ln2, NULL, NULL, a->pooled, p->ln2_w, p->ln2_b, B, C, d->eps);
-    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, B, C, H, a->wbuf);
+    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, B, C, H, a->wbuf, d);
     if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
     else aes_quickgelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
-    aes__clip_linear(ctx, a->tmp, b->fch, &p->fc2_w, p->fc2_b, B, H, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, b->fch, &p->fc2_w, p->fc2_b, B, H, C, a->wbuf, d);
     aes_add_inplace(a->pooled, a->tmp, (size_t)B * C);
 }
 
@@ -7550,7 +7587,7 @@ static void aes__clip_tower_forward(aes_ctx *ctx, const aes__clip_dims *d, aes_c
     }
     if (a->save) aes__clip_pool_rows(a, x, d->C, pool_last, a->pooled);
     aes_layernorm_forward(ctx, a->ln_out, a->ln_out_mean, a->ln_out_rstd, a->pooled, ln_w, ln_b, a->B, d->C, d->eps);
-    aes__clip_linear(ctx, a->out, a->ln_out, proj, NULL, a->B, d->C, E, a->wbuf);
+    aes__clip_linear(ctx, a->out, a->ln_out, proj, NULL, a->B, d->C, E, a->wbuf, d);
 }
 
 /* ---- activation memory ------------------------------------------------------ */
@@ -7748,6 +7785,7 @@ AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, 
     c = &model->cfg;
     p = &model->p;
     d = aes__clip_tower_dims(model, AES_CLIP_VISION);
+    if (!a->save && model->npacked && model->packed_isa == aes_isa_get(ctx)) d.packed = model;
     S = c->image_size; P = c->patch_size; g = S / P; np = g * g; T = np + 1; C = c->vision_width;
     if ((size_t)B * T > a->max_rows)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_vision_forward: %d images do not fit activations made "
@@ -7801,6 +7839,7 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
     c = &model->cfg;
     p = &model->p;
     d = aes__clip_tower_dims(model, AES_CLIP_TEXT);
+    if (!a->save && model->npacked && model->packed_isa == aes_isa_get(ctx)) d.packed = model;
     L = c->context_length; C = c->text_width; V = c->vocab_size;
     /* 1. pack the sequences: row b keeps positions 0 .. end_b */
     for (b = 0; b < B; b++) {
@@ -8887,6 +8926,10 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     if ((s = aes__clip_check_leftovers(&L, &m->cfg))) goto done;
     m->hash = aes__clip_hash_final(&h);
     aes__clip_make_id(m);
+    /* packed weights are a speed-up: without memory for them, the model
+     * still loads (and encoding packs on every call) */
+    if (!keep16 && !(opts && opts->no_packed_weights) && aes_clip_pack_weights(ctx, m, 1) != AES_OK)
+        aes_clear_error(ctx);
     s = AES_OK;
 done:
     aes_free(slots);
@@ -8896,8 +8939,64 @@ done:
     return s;
 }
 
+static void aes__clip_unpack(aes_clip *m) {
+    int i;
+    if (!m) return;
+    for (i = 0; i < m->npacked; i++) aes_free(m->packed[i]);
+    aes_free(m->packed);
+    aes_free((void *)m->packed_of);
+    m->packed = NULL;
+    m->packed_of = NULL;
+    m->npacked = 0;
+}
+
+AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enable) {
+    const aes_clip_mat *mats[4 * 2 * AES_CLIP_MAX_LAYERS + 2];
+    int dims[4 * 2 * AES_CLIP_MAX_LAYERS + 2][2]; /* N, K */
+    int n = 0, t, l, i;
+    aes_isa isa = aes_isa_get(ctx);
+    if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_pack_weights: model is NULL");
+    aes__clip_unpack(model);
+    if (!enable) return AES_OK;
+    for (t = 0; t < 2; t++) {
+        aes__clip_dims d = aes__clip_tower_dims(model, t == 0 ? AES_CLIP_VISION : AES_CLIP_TEXT);
+        int E = model->cfg.embed_dim;
+        const aes_clip_mat *proj = t == 0 ? &model->p.vision_proj : &model->p.text_proj;
+        if (!(t == 0 ? model->cfg.has_vision : model->cfg.has_text)) continue;
+        for (l = 0; l < d.L; l++) {
+            const aes_clip_block_params *b = &d.blocks[l];
+            mats[n] = &b->qkv_w; dims[n][0] = 3 * d.C; dims[n++][1] = d.C;
+            mats[n] = &b->out_w; dims[n][0] = d.C; dims[n++][1] = d.C;
+            mats[n] = &b->fc1_w; dims[n][0] = d.H; dims[n++][1] = d.C;
+            mats[n] = &b->fc2_w; dims[n][0] = d.C; dims[n++][1] = d.H;
+        }
+        mats[n] = proj; dims[n][0] = E; dims[n++][1] = d.C;
+    }
+    model->packed = (float **)aes_calloc(ctx, (size_t)n, sizeof(float *));
+    model->packed_of = (const aes_clip_mat **)aes_calloc(ctx, (size_t)n, sizeof(aes_clip_mat *));
+    if (!model->packed || !model->packed_of) {
+        aes__clip_unpack(model);
+        return aes_last_status(ctx);
+    }
+    model->packed_isa = isa;
+    for (i = 0; i < n; i++) {
+        float *dst;
+        if (!mats[i]->f) continue; /* kept in 16 bits */
+        dst = (float *)aes_alloc(ctx, aes__gemm_packed_weight_floats(isa, dims[i][0], dims[i][1]), sizeof(float));
+        if (!dst) {
+            aes__clip_unpack(model);
+            return aes_last_status(ctx);
+        }
+        aes__gemm_pack_weight(ctx, isa, mats[i]->f, dims[i][0], dims[i][1], dst);
+        model->packed_of[model->npacked] = mats[i];
+        model->packed[model->npacked++] = dst;
+    }
+    return AES_OK;
+}
+
 AES_API void aes_clip_free(aes_clip *model) {
     if (!model) return;
+    aes__clip_unpack(model);
     aes_free(model->params);
     aes_free(model->small);
     aes_free(model->params16);
@@ -15658,6 +15757,7 @@ AES_API aes_status aes_dpo_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_op
     if (!opt) return AES_OK;
     if (aes_optim_trainable(opt) == 0) return AES_OK;
     tr->model->hash_stale = 1;
+    aes__clip_unpack(tr->model);
     if ((st = aes_optim_step(ctx, opt, tr->model->params, tr->grads, lr, &stats->optim)) != AES_OK) return st;
     if (tr->opt.train_logit_scale) aes__tr_clamp_logit_scale(tr);
     return AES_OK;
@@ -15772,6 +15872,7 @@ static aes_status aes__tr_restore_file(aes_ctx *ctx, aes_clip_trainer *tr, const
     }
     memcpy(tr->model->params, saved->params, sizeof(float) * saved->nparams);
     tr->model->hash_stale = 1;
+    aes__clip_unpack(tr->model);
     aes_clip_free(saved);
     return AES_OK;
 }
