@@ -2270,10 +2270,34 @@ AES_API void aes_attention_backward(aes_ctx *ctx, float *dqkv, const float *dout
 #define AES__INV_SQRT2   0.70710678118654752f
 #define AES__INV_SQRT2PI 0.39894228040143268f
 
+/* The activations' forwards cost an erff or expf per element: split over
+ * the threads in fixed chunks (elementwise, so the same bits for any
+ * thread count).  Below two chunks they run on the calling thread. */
+#define AES__ACT_CHUNK ((size_t)1 << 15)
+typedef struct { float *out; const float *inp; size_t n; int quick; } aes__act_job;
+
+static void aes__act_task(void *arg, int task) {
+    const aes__act_job *j = (const aes__act_job *)arg;
+    size_t i = (size_t)task * AES__ACT_CHUNK, end = AES__MIN(j->n, i + AES__ACT_CHUNK);
+    if (j->quick)
+        for (; i < end; i++) j->out[i] = j->inp[i] / (1.0f + expf(-1.702f * j->inp[i]));
+    else
+        for (; i < end; i++) j->out[i] = 0.5f * j->inp[i] * (1.0f + erff(j->inp[i] * AES__INV_SQRT2));
+}
+
+static void aes__act_forward(aes_ctx *ctx, float *out, const float *inp, size_t n, int quick) {
+    aes__act_job j;
+    int t, ntasks = (int)((n + AES__ACT_CHUNK - 1) / AES__ACT_CHUNK);
+    j.out = out; j.inp = inp; j.n = n; j.quick = quick;
+    if (ntasks < 2) {
+        for (t = 0; t < ntasks; t++) aes__act_task(&j, t);
+        return;
+    }
+    aes__parallel_for(ctx, ntasks, aes__act_task, &j);
+}
+
 AES_API void aes_gelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n) {
-    size_t i;
-    AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * AES__INV_SQRT2));
+    aes__act_forward(ctx, out, inp, n, 0);
 }
 
 AES_API void aes_gelu_backward(aes_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n) {
@@ -2288,9 +2312,7 @@ AES_API void aes_gelu_backward(aes_ctx *ctx, float *dinp, const float *dout, con
 }
 
 AES_API void aes_quickgelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n) {
-    size_t i;
-    AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) out[i] = inp[i] / (1.0f + expf(-1.702f * inp[i]));
+    aes__act_forward(ctx, out, inp, n, 1);
 }
 
 AES_API void aes_quickgelu_backward(aes_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n) {
@@ -2342,8 +2364,11 @@ static aes_status aes__patch_check(aes_ctx *ctx, int B, int Cin, int H, int W, i
     return AES_OK;
 }
 
-AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out, const float *img, const float *weight,
-                                           const float *bias, int B, int Cin, int H, int W, int P, int Cout) {
+/* The forward with the weight [Cout, Cin*P*P] packed already (wpacked from
+ * aes__gemm_pack_weight, or NULL). */
+static aes_status aes__patch_embed_forward_packed(aes_ctx *ctx, float *out, const float *img, const float *weight,
+                                                  const float *wpacked, const float *bias, int B, int Cin, int H,
+                                                  int W, int P, int Cout) {
     int np = (H / P) * (W / P), K = Cin * P * P;
     float *cols;
     aes_status st = aes__patch_check(ctx, B, Cin, H, W, P, Cout);
@@ -2351,9 +2376,14 @@ AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out, const float
     cols = (float *)aes_alloc(ctx, (size_t)B * np, sizeof(float) * (size_t)K);
     if (!cols) return aes_last_status(ctx);
     aes__im2col(cols, img, B, Cin, H, W, P);
-    aes_linear_forward(ctx, out, cols, weight, bias, B * np, K, Cout);
+    aes__linear_forward_packed(ctx, out, cols, weight, wpacked, bias, B * np, K, Cout);
     aes_free(cols);
     return AES_OK;
+}
+
+AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out, const float *img, const float *weight,
+                                           const float *bias, int B, int Cin, int H, int W, int P, int Cout) {
+    return aes__patch_embed_forward_packed(ctx, out, img, weight, NULL, bias, B, Cin, H, W, P, Cout);
 }
 
 AES_API aes_status aes_patch_embed_backward(aes_ctx *ctx, float *dimg, float *dweight, float *dbias,
@@ -7799,7 +7829,8 @@ AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, 
     }
     /* 1. patches: a PxP stride-P convolution (im2col + GEMM) into tmp [B*np, C] */
     patch_w = aes__clip_mat_f32(ctx, &p->patch_w, (size_t)C * 3 * P * P, a->wbuf);
-    st = aes_patch_embed_forward(ctx, a->tmp, pixels, patch_w, NULL, B, 3, S, S, P, C);
+    st = aes__patch_embed_forward_packed(ctx, a->tmp, pixels, patch_w, aes__clip_packed_weight(d.packed, &p->patch_w),
+                                         NULL, B, 3, S, S, P, C);
     if (st) return st;
     /* 2. prepend the class token, add the position embeddings */
     for (b = 0; b < B; b++) {
@@ -8951,8 +8982,8 @@ static void aes__clip_unpack(aes_clip *m) {
 }
 
 AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enable) {
-    const aes_clip_mat *mats[4 * 2 * AES_CLIP_MAX_LAYERS + 2];
-    int dims[4 * 2 * AES_CLIP_MAX_LAYERS + 2][2]; /* N, K */
+    const aes_clip_mat *mats[4 * 2 * AES_CLIP_MAX_LAYERS + 3];
+    int dims[4 * 2 * AES_CLIP_MAX_LAYERS + 3][2]; /* N, K */
     int n = 0, t, l, i;
     aes_isa isa = aes_isa_get(ctx);
     if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_pack_weights: model is NULL");
@@ -8971,6 +9002,10 @@ AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enab
             mats[n] = &b->fc2_w; dims[n][0] = d.C; dims[n++][1] = d.H;
         }
         mats[n] = proj; dims[n][0] = E; dims[n++][1] = d.C;
+        if (t == 0) { /* the patch embedding: a linear layer on im2col rows */
+            mats[n] = &model->p.patch_w; dims[n][0] = d.C;
+            dims[n++][1] = 3 * model->cfg.patch_size * model->cfg.patch_size;
+        }
     }
     model->packed = (float **)aes_calloc(ctx, (size_t)n, sizeof(float *));
     model->packed_of = (const aes_clip_mat **)aes_calloc(ctx, (size_t)n, sizeof(aes_clip_mat *));
