@@ -112,8 +112,12 @@ $(BUILD)/bench_%: tools/bench_%.c $(HDRS) | $(BUILD)
 # machine's environment may pin an older core type).  Then the anchors:
 # the same ViT-B/32 image tower in PyTorch and ONNX Runtime, each skipped
 # when not installed (tools/bench_anchors.sh).
+# bench_gemm runs a second time with our AVX2 path forced next to OpenBLAS's
+# Haswell (AVX2) kernels, which OpenBLAS only picks at load time from
+# OPENBLAS_CORETYPE (on a CPU without AVX2 that run says so and skips).
 bench: $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $$b || exit 1; done
+	@env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell $(BUILD)/bench_gemm --isa avx2
 	@env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHON=$(PYTHON) sh tools/bench_anchors.sh $(BUILD)
 
 # The whole pipeline offline on generated data (tools/demo.sh says what it does).

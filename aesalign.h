@@ -285,6 +285,12 @@ struct aes_ctx {
 #ifndef AES_NO_THREADS
     aes__pool *pool;
 #endif
+    /* the GEMM's packing buffer, kept between calls (a fresh buffer of
+     * megabytes costs page faults on every call); gemm_buf_busy marks it
+     * taken by a call in progress */
+    void      *gemm_buf;
+    size_t     gemm_buf_bytes;
+    int        gemm_buf_busy;
 };
 
 static const char *const aes__status_names[] = {
@@ -649,6 +655,7 @@ AES_API void aes_ctx_free(aes_ctx *ctx) {
 #ifndef AES_NO_THREADS
     aes__pool_destroy(ctx->pool);
 #endif
+    aes_free(ctx->gemm_buf);
     AES_FREE(ctx);
 }
 #endif /* AES__DEFINE */
@@ -1027,6 +1034,8 @@ typedef struct aes__gemm_arch {
     int mr, nr;          /* micro-tile */
     int kc;              /* largest depth of one packed block */
     int mc, nc;          /* largest task tile (multiples of mr, nr) */
+    int b_inner;         /* 1: the inner loop of a tile walks the B panels (an A
+                            sliver stays in L1), 0: the A panels (a B sliver does) */
     aes__gemm_kernel_fn kernel;
     aes__gemm_pack_fn   pack_copy, pack_transpose;
 } aes__gemm_arch;
@@ -1100,7 +1109,7 @@ static void aes__gemm_kernel_scalar(int kc, const float *a, const float *b, floa
 }
 
 static const aes__gemm_arch aes__gemm_arch_scalar = {
-    AES__GEMM_SCALAR_MR, AES__GEMM_SCALAR_NR, 256, 64, 256,
+    AES__GEMM_SCALAR_MR, AES__GEMM_SCALAR_NR, 256, 64, 256, 1,
     aes__gemm_kernel_scalar, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_scalar
 };
 
@@ -1116,6 +1125,28 @@ static const aes__gemm_arch aes__gemm_arch_scalar = {
 AES__TARGET_AVX2 static void aes__gemm_pack_copy_avx2(float *dst, const float *src, size_t ld,
                                                       int valid, int width, int kc) {
     int np = (valid + width - 1) / width, k, p, r;
+    if (width == 6) { /* the AVX2 kernel's A panels: 4 + 2 floats per row and panel */
+        int full = valid / 6;
+        for (k = 0; k < kc; k++) {
+            const float *s = src + (size_t)k * ld;
+            if (k + AES__GEMM_PF_ROWS < kc)
+                for (r = 0; r < valid; r += 16)
+                    _mm_prefetch((const char *)(s + AES__GEMM_PF_ROWS * ld + (size_t)r), AES__GEMM_PF_HINT);
+            for (p = 0; p < full; p++) {
+                float *d = dst + ((size_t)p * (size_t)kc + (size_t)k) * 6;
+                const float *sp = s + (size_t)p * 6;
+                _mm_storeu_ps(d, _mm_loadu_ps(sp));
+                _mm_storel_pi((__m64 *)(void *)(d + 4), _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(const void *)(sp + 4))));
+            }
+            if (full < np) {
+                float *d = dst + ((size_t)full * (size_t)kc + (size_t)k) * 6;
+                int rows = valid - full * 6;
+                for (r = 0; r < rows; r++) d[r] = s[full * 6 + r];
+                for (; r < 6; r++) d[r] = 0.0f;
+            }
+        }
+        return;
+    }
     if (width & 7) {
         aes__gemm_pack_copy_scalar(dst, src, ld, valid, width, kc);
         return;
@@ -1187,6 +1218,43 @@ AES__TARGET_AVX2 static void aes__gemm_transpose_panel_avx2(float *dst, const fl
         for (k = k8; k < kc; k++) dst[(size_t)k * (size_t)width + (size_t)r] = src[(size_t)r * ld + (size_t)k];
 }
 
+/* A panel of 6 rows (the AVX2 kernel's A panels): each 8 x 8 transpose
+ * takes the 6 rows and 2 zero rows; each column's 6 values go out as one
+ * 8-float store whose 2 extra floats the next column's store overwrites
+ * (the last column of a block is stored as 4 + 2 so nothing past the
+ * panel is written). */
+AES__TARGET_AVX2 static void aes__gemm_transpose_panel6_avx2(float *dst, const float *src, size_t ld, int kc) {
+    int k, r, k8 = kc & ~7;
+    for (k = 0; k < k8; k += 8) {
+        const float *s = src + (size_t)k;
+        float *d = dst + (size_t)k * 6;
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ld), r2 = _mm256_loadu_ps(s + 2 * ld);
+        __m256 r3 = _mm256_loadu_ps(s + 3 * ld), r4 = _mm256_loadu_ps(s + 4 * ld), r5 = _mm256_loadu_ps(s + 5 * ld);
+        __m256 z = _mm256_setzero_ps();
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xEE);
+        __m256 c7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+        if ((k & 15) == 0)
+            for (r = 0; r < 6; r++) _mm_prefetch((const char *)(s + (size_t)r * ld + 128), _MM_HINT_T0);
+        _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + 6, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 12, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 18, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 30, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 36, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm_storeu_ps(d + 42, _mm256_castps256_ps128(c7));
+        _mm_storel_pi((__m64 *)(void *)(d + 46), _mm256_extractf128_ps(c7, 1));
+    }
+    for (r = 0; r < 6; r++) /* the last kc % 8 columns */
+        for (k = k8; k < kc; k++) dst[(size_t)k * 6 + (size_t)r] = src[(size_t)r * ld + (size_t)k];
+}
+
 AES__TARGET_AVX2 static void aes__gemm_pack_transpose_avx2(float *dst, const float *src, size_t ld,
                                                            int valid, int width, int kc) {
     int np = (valid + width - 1) / width, p;
@@ -1195,6 +1263,7 @@ AES__TARGET_AVX2 static void aes__gemm_pack_transpose_avx2(float *dst, const flo
         const float *sp = src + (size_t)p * (size_t)width * ld;
         int rows = aes__gemm_panel_rows(valid, width, p);
         if (rows == width && (width & 7) == 0) aes__gemm_transpose_panel_avx2(d, sp, ld, width, kc);
+        else if (rows == 6 && width == 6) aes__gemm_transpose_panel6_avx2(d, sp, ld, kc);
         else aes__gemm_transpose_panel_scalar(d, sp, ld, rows, width, kc);
     }
 }
@@ -1247,9 +1316,23 @@ AES__TARGET_AVX2 static void aes__gemm_kernel_avx2(int kc, const float *a, const
 #undef AES__GEMM_AVX2_STORE
 }
 
-/* kc x 192 block of B: 192 KiB, within the L2 of most AVX2-only CPUs. */
+/* Blocking (ours, tuned on a core with 48 KiB of L1d and 1 MiB of L2):
+ * the inner loop of a tile walks the A panels, so one kc x 16 sliver of B
+ * (kc = 768: 48 KiB) stays in L1 while the 6-row A slivers stream from the
+ * 96 x kc block of A (288 KiB) in L2.  An A sliver brings 6 floats per k
+ * where a B sliver brings 16, so streaming A asks less of L2 (as in BLIS's
+ * loop order). */
+#ifndef AES__GEMM_AVX2_KC
+#define AES__GEMM_AVX2_KC 768
+#define AES__GEMM_AVX2_MC 96
+#define AES__GEMM_AVX2_NC 192
+#endif
+#ifndef AES__GEMM_AVX2_BINNER
+#define AES__GEMM_AVX2_BINNER 0
+#endif
 static const aes__gemm_arch aes__gemm_arch_avx2 = {
-    AES__GEMM_AVX2_MR, AES__GEMM_AVX2_NR, 256, 72, 192,
+    AES__GEMM_AVX2_MR, AES__GEMM_AVX2_NR, AES__GEMM_AVX2_KC, AES__GEMM_AVX2_MC, AES__GEMM_AVX2_NC,
+    AES__GEMM_AVX2_BINNER,
     aes__gemm_kernel_avx2, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2
 };
 
@@ -1355,7 +1438,7 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
  * kc = 768 keeps the 8 x kc sliver of A (24 KiB) in L1 and the kc x 192
  * block of B (576 KiB) in L2, and amortizes the C tile update over many k. */
 static const aes__gemm_arch aes__gemm_arch_avx512 = {
-    AES__GEMM_AVX512_MR, AES__GEMM_AVX512_NR, 768, 96, 192,
+    AES__GEMM_AVX512_MR, AES__GEMM_AVX512_NR, 768, 96, 192, 1,
     aes__gemm_kernel_avx512, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2
 };
 #endif /* AES__X86 */
@@ -1448,7 +1531,7 @@ static void aes__gemm_pack_transpose_neon(float *dst, const float *src, size_t l
 }
 
 static const aes__gemm_arch aes__gemm_arch_neon = {
-    AES__GEMM_NEON_MR, AES__GEMM_NEON_NR, 256, 64, 240,
+    AES__GEMM_NEON_MR, AES__GEMM_NEON_NR, 256, 64, 240, 1,
     aes__gemm_kernel_neon, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_neon
 };
 #endif /* AES__NEON */
@@ -1512,6 +1595,7 @@ typedef struct aes__gemm_work {
     int npa, npb;            /* panels of A (ceil(mb/MR)) and of B (ceil(nb/NR)) */
     int mct, nct, nti, ntj;  /* task tiles and their grid */
     float *ap, *bp;          /* packed panels: block kb-major, then panel */
+    int b_prepacked;         /* bp holds every panel of B already (a packed weight) */
     int *flag_a, *flag_b;    /* [nkb][npa], [nkb][npb] */
 } aes__gemm_work;
 
@@ -1592,7 +1676,7 @@ static void aes__gemm_tile_task(void *arg, int task) {
     int row0 = ti * j->mct, row1 = AES__MIN(j->mb, row0 + j->mct);
     int col0 = tj * j->nct, col1 = AES__MIN(j->nb, col0 + j->nct);
     int p0 = row0 / mr, p1 = (row1 + mr - 1) / mr, q0 = col0 / nr, q1 = (col1 + nr - 1) / nr;
-    int kbi, p, q;
+    int kbi, o, i, no = ar->b_inner ? p1 - p0 : q1 - q0, ni = ar->b_inner ? q1 - q0 : p1 - p0;
     /* edge tiles go through this scratch tile so the kernels only ever see
      * full tiles (and compute the edge exactly as they compute the rest) */
     float edge[AES__GEMM_MAX_MR * AES__GEMM_MAX_NR + 16];
@@ -1602,14 +1686,15 @@ static void aes__gemm_tile_task(void *arg, int task) {
         float beta = kbi == 0 ? j->beta : 1.0f;
         aes__gemm_ensure(j, 1, kbi, q0, q1);
         aes__gemm_ensure(j, 0, kbi, p0, p1);
-        for (p = p0; p < p1; p++) {
-            const float *a = aes__gemm_panel_a(j, kbi, p);
-            int rows = AES__MIN(mr, j->mb - p * mr);
-            float *crow = j->C + ((size_t)j->m0 + (size_t)p * (size_t)mr) * j->ldc + (size_t)j->n0;
-            for (q = q0; q < q1; q++) {
+        for (o = 0; o < no; o++)
+            for (i = 0; i < ni; i++) {
+                int p = ar->b_inner ? p0 + o : p0 + i, q = ar->b_inner ? q0 + i : q0 + o;
                 const float *b = aes__gemm_panel_b(j, kbi, q);
                 int cols = AES__MIN(nr, j->nb - q * nr);
-                float *c = crow + (size_t)q * (size_t)nr;
+                const float *a = aes__gemm_panel_a(j, kbi, p);
+                int rows = AES__MIN(mr, j->mb - p * mr);
+                float *c = j->C + ((size_t)j->m0 + (size_t)p * (size_t)mr) * j->ldc + (size_t)j->n0 +
+                           (size_t)q * (size_t)nr;
                 if (rows == mr && cols == nr) {
                     ar->kernel(kc, a, b, c, j->ldc, j->alpha, beta);
                 } else {
@@ -1622,7 +1707,6 @@ static void aes__gemm_tile_task(void *arg, int task) {
                         for (x = 0; x < cols; x++) c[(size_t)r * j->ldc + (size_t)x] = et[r * nr + x];
                 }
             }
-        }
     }
 }
 
@@ -1659,6 +1743,8 @@ static void aes__gemm_super_block(aes_ctx *ctx, aes__gemm_work *j, int threaded)
     while (nthreads > 1 && j->nti * j->ntj < 4 * nthreads && j->mct > ar->mr)
         j->mct = aes__gemm_split(j->mb, j->mct - ar->mr, ar->mr, &j->nti);
     memset(j->flag_a, 0, (size_t)j->nkb * (size_t)(j->npa + j->npb) * sizeof(int));
+    if (j->b_prepacked)
+        for (t = 0; t < j->nkb * j->npb; t++) j->flag_b[t] = 2;
     if (nthreads == 1) {
         for (t = 0; t < j->nti * j->ntj; t++) aes__gemm_tile_task(j, t);
         return;
@@ -1786,15 +1872,109 @@ static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int
     return 1;
 }
 
+/* ---- the packing buffer ------------------------------------------------------
+ * The context keeps the largest buffer a call needed and lends it to the next
+ * call; a call that finds it lent (another thread using the same context)
+ * allocates its own. */
+static int aes__gemm_buf_take(aes_ctx *ctx) {
+#ifdef AES__GEMM_ON_DEMAND
+    int expected = 0;
+    return __atomic_compare_exchange_n(&ctx->gemm_buf_busy, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+#else
+    if (ctx->gemm_buf_busy) return 0;
+    ctx->gemm_buf_busy = 1;
+    return 1;
+#endif
+}
+
+static void aes__gemm_buf_give(aes_ctx *ctx, void *mem, int lent) {
+    if (!lent) {
+        aes_free(mem);
+        return;
+    }
+#ifdef AES__GEMM_ON_DEMAND
+    __atomic_store_n(&ctx->gemm_buf_busy, 0, __ATOMIC_RELEASE);
+#else
+    ctx->gemm_buf_busy = 0;
+#endif
+}
+
+static void *aes__gemm_buf_get(aes_ctx *ctx, size_t bytes, int *lent) {
+    *lent = 0;
+    if (ctx && (uint64_t)bytes > aes_limit_get(ctx, AES_LIMIT_ALLOC_BYTES)) return NULL;
+    if (ctx && aes__gemm_buf_take(ctx)) {
+        if (ctx->gemm_buf_bytes < bytes) {
+            aes_free(ctx->gemm_buf);
+            ctx->gemm_buf = aes_alloc(NULL, bytes, 1);
+            ctx->gemm_buf_bytes = ctx->gemm_buf ? bytes : 0;
+        }
+        if (ctx->gemm_buf) {
+            *lent = 1;
+            return ctx->gemm_buf;
+        }
+        aes__gemm_buf_give(ctx, NULL, 1);
+        return NULL;
+    }
+    return aes_alloc(NULL, bytes, 1);
+}
+
+/* ---- weights packed once ----------------------------------------------------------
+ * The B operand of a linear layer's forward, op(B) = W^T with W [N, K], is
+ * the same on every call: it can be packed once, in the layout the driver
+ * packs it into (kc blocks of K split as every call splits them, each block
+ * the ceil(N / NR) panels of NR columns), and handed to aes__gemm_run, which
+ * then packs only A.  The kernels see the same panels and run the same
+ * sums in the same order, so the result is bit for bit that of the call
+ * that packs W itself.  The layout depends on the ISA (panel width, kc). */
+static size_t aes__gemm_packed_weight_floats(aes_isa isa, int N, int K) {
+    const aes__gemm_arch *ar = aes__gemm_arch_for(isa);
+    return (size_t)(N + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr * (size_t)K;
+}
+
+typedef struct aes__gemm_wpack_job {
+    const aes__gemm_arch *ar;
+    float *dst;
+    const float *W;
+    int N, K, kc, nkb, npb;
+} aes__gemm_wpack_job;
+
+#define AES__GEMM_WPACK_PANELS 16 /* panels per task */
+
+static void aes__gemm_wpack_task(void *arg, int task) {
+    const aes__gemm_wpack_job *w = (const aes__gemm_wpack_job *)arg;
+    int nr = w->ar->nr, groups = (w->npb + AES__GEMM_WPACK_PANELS - 1) / AES__GEMM_WPACK_PANELS;
+    int kbi = task / groups, q0 = task % groups * AES__GEMM_WPACK_PANELS;
+    int kcb = AES__MIN(w->kc, w->K - kbi * w->kc), valid = AES__MIN(AES__GEMM_WPACK_PANELS * nr, w->N - q0 * nr);
+    float *d = w->dst + (size_t)kbi * (size_t)w->kc * (size_t)w->npb * (size_t)nr + (size_t)q0 * (size_t)nr * (size_t)kcb;
+    w->ar->pack_transpose(d, w->W + (size_t)q0 * (size_t)nr * (size_t)w->K + (size_t)kbi * (size_t)w->kc,
+                          (size_t)w->K, valid, nr, kcb);
+}
+
+/* Packs W [N, K] (row stride K) for aes__gemm_run on isa into dst, which
+ * holds aes__gemm_packed_weight_floats(isa, N, K) floats. */
+static void aes__gemm_pack_weight(aes_ctx *ctx, aes_isa isa, const float *W, int N, int K, float *dst) {
+    aes__gemm_wpack_job w;
+    w.ar = aes__gemm_arch_for(isa);
+    w.dst = dst; w.W = W; w.N = N; w.K = K;
+    w.kc = aes__gemm_split(K, w.ar->kc, 1, &w.nkb);
+    w.npb = (N + w.ar->nr - 1) / w.ar->nr;
+    aes__parallel_for(ctx, w.nkb * ((w.npb + AES__GEMM_WPACK_PANELS - 1) / AES__GEMM_WPACK_PANELS),
+                      aes__gemm_wpack_task, &w);
+}
+
 /* ---- the entry point -------------------------------------------------------- */
-static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
-                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                          int ldc) {
+/* bpacked: NULL, or op(B) packed by aes__gemm_pack_weight for the context's
+ * ISA (B is still read when the product is a matrix-vector one, or when
+ * there is no memory to pack A). */
+static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
+                          const float *A, int lda, const float *B, int ldb, const float *bpacked, float beta,
+                          float *C, int ldc) {
     const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes__isa_best());
     aes__gemm_work j;
     int kc, nkb_total, kbs, mb, nb, m0, n0, kbi0;
     size_t mbp, nbp, kdepth, a_floats, pack_floats, flag_count, bytes;
     unsigned char *mem;
+    int lent;
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) { /* no product: C = beta * C, as BLAS does */
         aes__gemm_scale_c(C, (size_t)ldc, M, N, beta);
@@ -1806,9 +1986,16 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     /* kc blocks of about equal depth, fixed by K alone (never by threads):
      * every element of C sees the same sums in the same order */
     kc = aes__gemm_split(K, ar->kc, 1, &nkb_total);
-    /* super-blocks: shrink the largest side until the packed copies fit */
+    /* super-blocks: shrink the largest side until the packed copies fit
+     * (with B packed already, only A is packed here: only M is cut) */
     kbs = nkb_total; mb = M; nb = N;
-    for (;;) {
+    while (bpacked) {
+        nbp = (size_t)(nb + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
+        mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
+        if (mbp * (size_t)K <= AES__GEMM_PACK_BUDGET || mb <= ar->mr) break;
+        mb = (mb / 2 + ar->mr - 1) / ar->mr * ar->mr;
+    }
+    while (!bpacked) {
         kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
         mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
         nbp = (size_t)(nb + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
@@ -1822,13 +2009,12 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     /* A panels first, then B panels from a 64-byte boundary (aligned loads) */
     kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
     a_floats = (mbp * kdepth + 15) / 16 * 16;
-    pack_floats = a_floats + nbp * kdepth;
+    pack_floats = a_floats + (bpacked ? 0 : nbp * kdepth);
     flag_count = (size_t)kbs * ((mbp / (size_t)ar->mr) + (nbp / (size_t)ar->nr));
     bytes = pack_floats * sizeof(float) + flag_count * sizeof(int);
     /* scratch memory: within the context's allocation limit, and without
      * recording an error when it fails, since we can still do the work */
-    mem = (unsigned char *)((uint64_t)bytes <= aes_limit_get(ctx, AES_LIMIT_ALLOC_BYTES) || !ctx
-                                ? aes_alloc(NULL, bytes, 1) : NULL);
+    mem = (unsigned char *)aes__gemm_buf_get(ctx, bytes, &lent);
     if (!mem) {
         aes__gemm_unpacked(ta, tb, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C, (size_t)ldc);
         return;
@@ -1841,7 +2027,9 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     j.alpha = alpha;
     j.kc = kc;
     j.ap = (float *)mem;
-    j.bp = j.ap + a_floats;
+    /* the driver never writes prepacked panels (their flags start ready) */
+    j.bp = bpacked ? (float *)(uintptr_t)bpacked : j.ap + a_floats;
+    j.b_prepacked = bpacked != NULL;
     j.flag_a = (int *)(mem + pack_floats * sizeof(float));
     for (m0 = 0; m0 < M; m0 += mb)
         for (n0 = 0; n0 < N; n0 += nb)
@@ -1857,7 +2045,12 @@ static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
                 j.beta = kbi0 == 0 ? beta : 1.0f;
                 aes__gemm_super_block(ctx, &j, (double)M * (double)N * (double)K >= AES__GEMM_PARALLEL_MIN);
             }
-    aes_free(mem);
+    aes__gemm_buf_give(ctx, mem, lent);
+}
+
+static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
+                          const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    aes__gemm_run(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
 }
 
 AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
@@ -1868,12 +2061,19 @@ AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, in
 /* ---- linear ---------------------------------------------------------------
  * y = x W^T + b.  Forward is one GEMM; backward is two (dX = dY W and
  * dW = dY^T X) plus a column sum for the bias. */
-AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp, const float *weight,
-                                const float *bias, int M, int K, int N) {
+/* The forward with the weight's panels packed already (wpacked from
+ * aes__gemm_pack_weight for the context's ISA, or NULL). */
+static void aes__linear_forward_packed(aes_ctx *ctx, float *out, const float *inp, const float *weight,
+                                       const float *wpacked, const float *bias, int M, int K, int N) {
     int i;
-    aes_gemm(ctx, AES_NO_TRANS, AES_TRANS, M, N, K, 1.0f, inp, K, weight, K, 0.0f, out, N);
+    aes__gemm_run(ctx, AES_NO_TRANS, AES_TRANS, M, N, K, 1.0f, inp, K, weight, K, wpacked, 0.0f, out, N);
     if (bias)
         for (i = 0; i < M; i++) aes_add_inplace(out + (size_t)i * N, bias, (size_t)N);
+}
+
+AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp, const float *weight,
+                                const float *bias, int M, int K, int N) {
+    aes__linear_forward_packed(ctx, out, inp, weight, NULL, bias, M, K, N);
 }
 
 AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight, float *dbias,
@@ -2738,10 +2938,34 @@ AES_API void aes_attention_backward(aes_ctx *ctx, float *dqkv, const float *dout
 #define AES__INV_SQRT2   0.70710678118654752f
 #define AES__INV_SQRT2PI 0.39894228040143268f
 
+/* The activations' forwards cost an erff or expf per element: split over
+ * the threads in fixed chunks (elementwise, so the same bits for any
+ * thread count).  Below two chunks they run on the calling thread. */
+#define AES__ACT_CHUNK ((size_t)1 << 15)
+typedef struct { float *out; const float *inp; size_t n; int quick; } aes__act_job;
+
+static void aes__act_task(void *arg, int task) {
+    const aes__act_job *j = (const aes__act_job *)arg;
+    size_t i = (size_t)task * AES__ACT_CHUNK, end = AES__MIN(j->n, i + AES__ACT_CHUNK);
+    if (j->quick)
+        for (; i < end; i++) j->out[i] = j->inp[i] / (1.0f + expf(-1.702f * j->inp[i]));
+    else
+        for (; i < end; i++) j->out[i] = 0.5f * j->inp[i] * (1.0f + erff(j->inp[i] * AES__INV_SQRT2));
+}
+
+static void aes__act_forward(aes_ctx *ctx, float *out, const float *inp, size_t n, int quick) {
+    aes__act_job j;
+    int t, ntasks = (int)((n + AES__ACT_CHUNK - 1) / AES__ACT_CHUNK);
+    j.out = out; j.inp = inp; j.n = n; j.quick = quick;
+    if (ntasks < 2) {
+        for (t = 0; t < ntasks; t++) aes__act_task(&j, t);
+        return;
+    }
+    aes__parallel_for(ctx, ntasks, aes__act_task, &j);
+}
+
 AES_API void aes_gelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n) {
-    size_t i;
-    AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * AES__INV_SQRT2));
+    aes__act_forward(ctx, out, inp, n, 0);
 }
 
 AES_API void aes_gelu_backward(aes_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n) {
@@ -2756,9 +2980,7 @@ AES_API void aes_gelu_backward(aes_ctx *ctx, float *dinp, const float *dout, con
 }
 
 AES_API void aes_quickgelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n) {
-    size_t i;
-    AES__UNUSED(ctx);
-    for (i = 0; i < n; i++) out[i] = inp[i] / (1.0f + expf(-1.702f * inp[i]));
+    aes__act_forward(ctx, out, inp, n, 1);
 }
 
 AES_API void aes_quickgelu_backward(aes_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n) {
@@ -2810,8 +3032,11 @@ static aes_status aes__patch_check(aes_ctx *ctx, int B, int Cin, int H, int W, i
     return AES_OK;
 }
 
-AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out, const float *img, const float *weight,
-                                           const float *bias, int B, int Cin, int H, int W, int P, int Cout) {
+/* The forward with the weight [Cout, Cin*P*P] packed already (wpacked from
+ * aes__gemm_pack_weight, or NULL). */
+static aes_status aes__patch_embed_forward_packed(aes_ctx *ctx, float *out, const float *img, const float *weight,
+                                                  const float *wpacked, const float *bias, int B, int Cin, int H,
+                                                  int W, int P, int Cout) {
     int np = (H / P) * (W / P), K = Cin * P * P;
     float *cols;
     aes_status st = aes__patch_check(ctx, B, Cin, H, W, P, Cout);
@@ -2819,9 +3044,14 @@ AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out, const float
     cols = (float *)aes_alloc(ctx, (size_t)B * np, sizeof(float) * (size_t)K);
     if (!cols) return aes_last_status(ctx);
     aes__im2col(cols, img, B, Cin, H, W, P);
-    aes_linear_forward(ctx, out, cols, weight, bias, B * np, K, Cout);
+    aes__linear_forward_packed(ctx, out, cols, weight, wpacked, bias, B * np, K, Cout);
     aes_free(cols);
     return AES_OK;
+}
+
+AES_API aes_status aes_patch_embed_forward(aes_ctx *ctx, float *out, const float *img, const float *weight,
+                                           const float *bias, int B, int Cin, int H, int W, int P, int Cout) {
+    return aes__patch_embed_forward_packed(ctx, out, img, weight, NULL, bias, B, Cin, H, W, P, Cout);
 }
 
 AES_API aes_status aes_patch_embed_backward(aes_ctx *ctx, float *dimg, float *dweight, float *dbias,
@@ -7682,6 +7912,9 @@ typedef struct aes_clip_load_opts {
     int keep_16bit;           /* keep matrices in f16/bf16 (f32 files become f16)      */
     int vision_heads, text_heads;  /* force head counts (0: config, else width / 64)   */
     int int8;                 /* quantise the blocks' linear weights to int8 (see above) */
+    int no_packed_weights;    /* 1: do not keep the linear layers' weights packed for the
+                                 GEMM (see aes_clip_pack_weights): saves their f32 size in
+                                 memory, encoding then packs them on every call */
 } aes_clip_load_opts;
 
 typedef struct aes_clip aes_clip;
@@ -7706,6 +7939,19 @@ AES_API aes_status aes_clip_load_memory(aes_ctx *ctx, const void *data, size_t l
                                         const char *config_json, const aes_clip_load_opts *opts,
                                         aes_clip **out);
 AES_API void aes_clip_free(aes_clip *model);
+/* Packed weights: with enable = 1, keeps a copy of every linear layer's
+ * weight (attention and MLP of both towers, the projections) in the panel
+ * layout the GEMM packs it into on every call, for ctx's ISA, so that
+ * inference (aes_clip_encode_*, and aes_clip_*_forward on activations made
+ * with save = 0) packs only the activations.  Results are bit for bit those
+ * without.  Costs the f32 size of those matrices in memory; enable = 0 frees
+ * them.  aes_clip_load does it unless opts->no_packed_weights, for models
+ * loaded as f32 (matrices kept in 16 bits are not packed).  Not used when
+ * ctx's ISA differs from the one they were packed for; dropped when the
+ * weights change through aes_clip_params_data or a trainer (call it again
+ * afterwards; after writing weights through aes_clip_params_get pointers,
+ * call it again too). */
+AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enable);
 /* Writes the model as a safetensors image in either layout (HF or OpenAI
  * names, so other tools load it too) and dtype (AES_DTYPE_F32 / F16 / BF16,
  * or I8: int8 blocks' weights with their scales, quantised here if the model
@@ -7897,7 +8143,14 @@ struct aes_clip {
     uint64_t hash;
     int hash_stale;               /* parameters changed in place since hashed      */
     char id[160];
+    /* aes_clip_pack_weights: packed[i] holds the panels of *packed_of[i] */
+    const aes_clip_mat **packed_of;
+    float **packed;
+    int npacked;
+    aes_isa packed_isa;
 };
+
+static void aes__clip_unpack(aes_clip *m);
 
 static void aes__clip_refresh_id(const aes_clip *m);
 static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m);
@@ -8021,6 +8274,7 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
 AES_API float *aes_clip_params_data(aes_clip *model) {
     if (!model || aes__clip_own_params(NULL, model)) return NULL;
     model->hash_stale = 1;
+    aes__clip_unpack(model);
     return model->params;
 }
 AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model) { return model ? &model->p : NULL; }
@@ -8105,22 +8359,10 @@ static const float *aes__clip_mat_f32(aes_ctx *ctx, const aes_clip_mat *w, size_
     return wbuf;
 }
 
-/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits or
- * int8 (then wbuf is the int8 kernel's scratch, sized for it). */
-static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
-                             const float *bias, int M, int K, int N, float *wbuf) {
-    const float *wf;
-    if (w->i8) { /* shapes and buffers are the model's own: cannot fail */
-        aes__linear_i8(ctx, aes__i8_arch_for(aes_isa_get(ctx)), out, inp, w->i8, bias, M, K, N, wbuf);
-        return;
-    }
-    wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
-    aes_linear_forward(ctx, out, inp, wf, bias, M, K, N);
-}
-
 /* The numbers one tower's forward needs. */
 typedef struct aes__clip_dims {
     int C, H, NH, L, causal;
+    const aes_clip *packed;     /* the model, when its packed weights serve this forward */
     aes_act act;
     float eps;
     const aes_clip_block_params *blocks;
@@ -8129,6 +8371,7 @@ typedef struct aes__clip_dims {
 static aes__clip_dims aes__clip_tower_dims(const aes_clip *m, aes_clip_tower tower) {
     aes__clip_dims d;
     const aes_clip_config *c = &m->cfg;
+    d.packed = NULL;
     d.act = c->act;
     d.eps = c->ln_eps;
     if (tower == AES_CLIP_VISION) {
@@ -8139,6 +8382,29 @@ static aes__clip_dims aes__clip_tower_dims(const aes_clip *m, aes_clip_tower tow
         d.causal = 1; d.blocks = m->p.text_blocks;
     }
     return d;
+}
+
+/* The packed panels of w (aes_clip_pack_weights), or NULL. */
+static const float *aes__clip_packed_weight(const aes_clip *m, const aes_clip_mat *w) {
+    int i;
+    if (!m) return NULL;
+    for (i = 0; i < m->npacked; i++)
+        if (m->packed_of[i] == w) return m->packed[i];
+    return NULL;
+}
+
+/* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits or
+ * packed already (d->packed). */
+static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
+                             const float *bias, int M, int K, int N, float *wbuf, const aes__clip_dims *d) {
+    const float *wp, *wf;
+    if (w->i8) { /* int8: wbuf is the int8 kernel's scratch; the model's own shapes: cannot fail */
+        aes__linear_i8(ctx, aes__i8_arch_for(aes_isa_get(ctx)), out, inp, w->i8, bias, M, K, N, wbuf);
+        return;
+    }
+    wp = aes__clip_packed_weight(d->packed, w);
+    wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
+    aes__linear_forward_packed(ctx, out, inp, wf, wp, bias, M, K, N);
 }
 
 /* Attention of every sequence of the batch.  Vision: all sequences have T
@@ -8169,15 +8435,15 @@ static void aes__clip_block_forward(aes_ctx *ctx, const aes_clip_block_params *p
     int R = a->R, C = d->C, H = d->H;
     size_t RC = (size_t)R * C, RH = (size_t)R * H;
     aes_layernorm_forward(ctx, b->ln1, b->ln1_mean, b->ln1_rstd, inp, p->ln1_w, p->ln1_b, R, C, d->eps);
-    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf);
+    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf, d);
     aes__clip_attention(ctx, a, b, d);
-    aes__clip_linear(ctx, a->tmp, b->atty, &p->out_w, p->out_b, R, C, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, b->atty, &p->out_w, p->out_b, R, C, C, a->wbuf, d);
     aes_residual_forward(b->res1, inp, a->tmp, RC);
     aes_layernorm_forward(ctx, b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, p->ln2_w, p->ln2_b, R, C, d->eps);
-    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, R, C, H, a->wbuf);
+    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, R, C, H, a->wbuf, d);
     if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch_act, b->fch, RH);
     else aes_quickgelu_forward(ctx, b->fch_act, b->fch, RH);
-    aes__clip_linear(ctx, a->tmp, b->fch_act, &p->fc2_w, p->fc2_b, R, H, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, b->fch_act, &p->fc2_w, p->fc2_b, R, H, C, a->wbuf, d);
     aes_residual_forward(b->res2, b->res1, a->tmp, RC);
 }
 
@@ -8203,17 +8469,17 @@ static void aes__clip_last_block_pooled(aes_ctx *ctx, const aes_clip_block_param
     int R = a->R, B = a->B, C = d->C, H = d->H;
     float *att_rows = b->ln1; /* free once qkv is computed */
     aes_layernorm_forward(ctx, b->ln1, NULL, NULL, inp, p->ln1_w, p->ln1_b, R, C, d->eps);
-    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf);
+    aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf, d);
     aes__clip_attention(ctx, a, b, d);
     aes__clip_pool_rows(a, b->atty, C, pool_last, att_rows);
     aes__clip_pool_rows(a, inp, C, pool_last, a->pooled);
-    aes__clip_linear(ctx, a->tmp, att_rows, &p->out_w, p->out_b, B, C, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, att_rows, &p->out_w, p->out_b, B, C, C, a->wbuf, d);
     aes_add_inplace(a->pooled, a->tmp, (size_t)B * C);
     aes_layernorm_forward(ctx, b->ln2, NULL, NULL, a->pooled, p->ln2_w, p->ln2_b, B, C, d->eps);
-    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, B, C, H, a->wbuf);
+    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, B, C, H, a->wbuf, d);
     if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
     else aes_quickgelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
-    aes__clip_linear(ctx, a->tmp, b->fch, &p->fc2_w, p->fc2_b, B, H, C, a->wbuf);
+    aes__clip_linear(ctx, a->tmp, b->fch, &p->fc2_w, p->fc2_b, B, H, C, a->wbuf, d);
     aes_add_inplace(a->pooled, a->tmp, (size_t)B * C);
 }
 
@@ -8234,7 +8500,7 @@ static void aes__clip_tower_forward(aes_ctx *ctx, const aes__clip_dims *d, aes_c
     }
     if (a->save) aes__clip_pool_rows(a, x, d->C, pool_last, a->pooled);
     aes_layernorm_forward(ctx, a->ln_out, a->ln_out_mean, a->ln_out_rstd, a->pooled, ln_w, ln_b, a->B, d->C, d->eps);
-    aes__clip_linear(ctx, a->out, a->ln_out, proj, NULL, a->B, d->C, E, a->wbuf);
+    aes__clip_linear(ctx, a->out, a->ln_out, proj, NULL, a->B, d->C, E, a->wbuf, d);
 }
 
 /* ---- activation memory ------------------------------------------------------ */
@@ -8436,6 +8702,7 @@ AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, 
     c = &model->cfg;
     p = &model->p;
     d = aes__clip_tower_dims(model, AES_CLIP_VISION);
+    if (!a->save && model->npacked && model->packed_isa == aes_isa_get(ctx)) d.packed = model;
     S = c->image_size; P = c->patch_size; g = S / P; np = g * g; T = np + 1; C = c->vision_width;
     if ((size_t)B * T > a->max_rows)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_vision_forward: %d images do not fit activations made "
@@ -8449,7 +8716,8 @@ AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, 
     }
     /* 1. patches: a PxP stride-P convolution (im2col + GEMM) into tmp [B*np, C] */
     patch_w = aes__clip_mat_f32(ctx, &p->patch_w, (size_t)C * 3 * P * P, a->wbuf);
-    st = aes_patch_embed_forward(ctx, a->tmp, pixels, patch_w, NULL, B, 3, S, S, P, C);
+    st = aes__patch_embed_forward_packed(ctx, a->tmp, pixels, patch_w, aes__clip_packed_weight(d.packed, &p->patch_w),
+                                         NULL, B, 3, S, S, P, C);
     if (st) return st;
     /* 2. prepend the class token, add the position embeddings */
     for (b = 0; b < B; b++) {
@@ -8489,6 +8757,7 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
     c = &model->cfg;
     p = &model->p;
     d = aes__clip_tower_dims(model, AES_CLIP_TEXT);
+    if (!a->save && model->npacked && model->packed_isa == aes_isa_get(ctx)) d.packed = model;
     L = c->context_length; C = c->text_width; V = c->vocab_size;
     /* 1. pack the sequences: row b keeps positions 0 .. end_b */
     for (b = 0; b < B; b++) {
@@ -9759,6 +10028,10 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     m->hash = aes__clip_hash_final(&h);
     aes__clip_make_id(m);
     if (in_place) m->mapped = st;
+    /* packed weights are a speed-up: without memory for them, the model
+     * still loads (and encoding packs on every call) */
+    if (!keep16 && !(opts && opts->no_packed_weights) && aes_clip_pack_weights(ctx, m, 1) != AES_OK)
+        aes_clear_error(ctx);
     s = AES_OK;
 done:
     aes_free(slots);
@@ -9805,12 +10078,80 @@ static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m) {
     return AES_OK;
 }
 
+static void aes__clip_unpack(aes_clip *m) {
+    int i;
+    if (!m) return;
+    for (i = 0; i < m->npacked; i++) aes_free(m->packed[i]);
+    aes_free(m->packed);
+    aes_free((void *)m->packed_of);
+    m->packed = NULL;
+    m->packed_of = NULL;
+    m->npacked = 0;
+}
+
+AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enable) {
+    const aes_clip_mat *mats[4 * 2 * AES_CLIP_MAX_LAYERS + 3];
+    int dims[4 * 2 * AES_CLIP_MAX_LAYERS + 3][2]; /* N, K */
+    int n = 0, t, l, i;
+    aes_isa isa = aes_isa_get(ctx);
+    if (!model) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_pack_weights: model is NULL");
+    aes__clip_unpack(model);
+    if (!enable) return AES_OK;
+    for (t = 0; t < 2; t++) {
+        aes__clip_dims d = aes__clip_tower_dims(model, t == 0 ? AES_CLIP_VISION : AES_CLIP_TEXT);
+        int E = model->cfg.embed_dim;
+        const aes_clip_mat *proj = t == 0 ? &model->p.vision_proj : &model->p.text_proj;
+        if (!(t == 0 ? model->cfg.has_vision : model->cfg.has_text)) continue;
+        for (l = 0; l < d.L; l++) {
+            const aes_clip_block_params *b = &d.blocks[l];
+            mats[n] = &b->qkv_w; dims[n][0] = 3 * d.C; dims[n++][1] = d.C;
+            mats[n] = &b->out_w; dims[n][0] = d.C; dims[n++][1] = d.C;
+            mats[n] = &b->fc1_w; dims[n][0] = d.H; dims[n++][1] = d.C;
+            mats[n] = &b->fc2_w; dims[n][0] = d.C; dims[n++][1] = d.H;
+        }
+        mats[n] = proj; dims[n][0] = E; dims[n++][1] = d.C;
+        if (t == 0) { /* the patch embedding: a linear layer on im2col rows */
+            mats[n] = &model->p.patch_w; dims[n][0] = d.C;
+            dims[n++][1] = 3 * model->cfg.patch_size * model->cfg.patch_size;
+        }
+    }
+    model->packed = (float **)aes_calloc(ctx, (size_t)n, sizeof(float *));
+    model->packed_of = (const aes_clip_mat **)aes_calloc(ctx, (size_t)n, sizeof(aes_clip_mat *));
+    if (!model->packed || !model->packed_of) {
+        aes__clip_unpack(model);
+        return aes_last_status(ctx);
+    }
+    model->packed_isa = isa;
+    for (i = 0; i < n; i++) {
+        float *dst;
+        if (!mats[i]->f) continue; /* kept in 16 bits */
+        dst = (float *)aes_alloc(ctx, aes__gemm_packed_weight_floats(isa, dims[i][0], dims[i][1]), sizeof(float));
+        if (!dst) {
+            aes__clip_unpack(model);
+            return aes_last_status(ctx);
+        }
+        aes__gemm_pack_weight(ctx, isa, mats[i]->f, dims[i][0], dims[i][1], dst);
+        if (model->mapped) { /* weights in a mapped file: inference now reads the packed copy, so
+                                the file pages can go (they are read again if ever needed) */
+            aes_tensor_view v;
+            memset(&v, 0, sizeof v);
+            v.data = mats[i]->f;
+            v.nbytes = (size_t)dims[i][0] * (size_t)dims[i][1] * sizeof(float);
+            aes__st_release(model->mapped, &v);
+        }
+        model->packed_of[model->npacked] = mats[i];
+        model->packed[model->npacked++] = dst;
+    }
+    return AES_OK;
+}
+
 AES_API void aes_clip_free(aes_clip *model) {
     int i;
     if (!model) return;
     aes_safetensors_close(model->mapped);
     for (i = 0; i < model->i8n; i++) aes_i8_weights_free(model->i8w[i]);
     aes_free(model->i8w);
+    aes__clip_unpack(model);
     aes_free(model->params);
     aes_free(model->small);
     aes_free(model->params16);
@@ -16980,6 +17321,7 @@ AES_API aes_status aes_dpo_train_step(aes_ctx *ctx, aes_clip_trainer *tr, aes_op
     if (!opt) return AES_OK;
     if (aes_optim_trainable(opt) == 0) return AES_OK;
     tr->model->hash_stale = 1;
+    aes__clip_unpack(tr->model);
     if ((st = aes_optim_step(ctx, opt, tr->model->params, tr->grads, lr, &stats->optim)) != AES_OK) return st;
     if (tr->opt.train_logit_scale) aes__tr_clamp_logit_scale(tr);
     return AES_OK;
@@ -17095,6 +17437,7 @@ static aes_status aes__tr_restore_file(aes_ctx *ctx, aes_clip_trainer *tr, const
     /* the checkpoint's values (in its mapped file or its own buffer) */
     st = aes__clip_gather(ctx, saved, tr->model->params, 0);
     tr->model->hash_stale = 1;
+    aes__clip_unpack(tr->model);
     aes_clip_free(saved);
     return st;
 }

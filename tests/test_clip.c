@@ -599,6 +599,63 @@ static void test_threads_and_batches(void) {
     aes_clip_free(m);
 }
 
+/* Packed weights (the default of aes_clip_load) give the bits of the
+ * unpacked model, for images and texts, on 1 and 2 threads, on every ISA
+ * (a model packed for another ISA than the context's runs unpacked); writing
+ * the weights drops the packed copies, and packing again follows the new
+ * values. */
+static void test_packed_weights(void) {
+    aes_clip_load_opts o;
+    aes_clip *pk = load(FIX "clip_hf_f32.safetensors", NULL), *un;
+    enum { NB = 5 };
+    static float px[NB * 3 * 32 * 32], a[NB * EMB], b[NB * EMB], c[NB * EMB];
+    static int32_t tok[NB * 16];
+    aes_isa isas[2];
+    int i, th, nisa = 1;
+    memset(&o, 0, sizeof o);
+    o.no_packed_weights = 1;
+    un = load(FIX "clip_hf_f32.safetensors", &o);
+    if (!pk || !un) { aes_clip_free(pk); aes_clip_free(un); return; }
+    for (i = 0; i < NB; i++) {
+        memcpy(px + (size_t)i * 3072, pixels() + (size_t)(i % NIMG) * 3072, 3072 * sizeof(float));
+        memcpy(tok + (size_t)i * 16, tokens() + (size_t)(i % NTXT) * 16, 16 * sizeof(int32_t));
+    }
+    CHECK(pk->npacked > 0 && pk->packed_isa == aes_isa_get(ctx));
+    CHECK(un->npacked == 0);
+    isas[0] = aes_isa_get(ctx);
+    if (isas[0] != AES_ISA_SCALAR) isas[nisa++] = AES_ISA_SCALAR;
+    for (i = 0; i < nisa; i++) {
+        CHECK_OK(ctx, aes_isa_set(ctx, isas[i]));
+        for (th = 1; th <= 2; th++) {
+            set_threads(th);
+            CHECK_OK(ctx, aes_clip_encode_image(ctx, pk, px, NB, a));
+            CHECK_OK(ctx, aes_clip_encode_image(ctx, un, px, NB, b));
+            CHECK_MSG(memcmp(a, b, sizeof a) == 0, "images, isa %s, %d threads: packed differs", aes_cpu_name(ctx), th);
+            if (th == 1) memcpy(c, a, sizeof c);
+            else CHECK(memcmp(a, c, sizeof a) == 0);
+            CHECK_OK(ctx, aes_clip_encode_text(ctx, pk, tok, NB, a));
+            CHECK_OK(ctx, aes_clip_encode_text(ctx, un, tok, NB, b));
+            CHECK_MSG(memcmp(a, b, sizeof a) == 0, "texts, isa %s, %d threads: packed differs", aes_cpu_name(ctx), th);
+        }
+    }
+    CHECK_OK(ctx, aes_isa_set(ctx, isas[0]));
+    set_threads(1);
+    /* a weight changed in place: the packed copies go, packing again follows */
+    aes_clip_params_data(pk)[aes_clip_params_get(pk)->vision_blocks[0].fc1_w.f - pk->params] += 0.5f;
+    aes_clip_params_data(un)[aes_clip_params_get(un)->vision_blocks[0].fc1_w.f - un->params] += 0.5f;
+    CHECK(pk->npacked == 0);
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, pk, px, NB, a));
+    CHECK_OK(ctx, aes_clip_pack_weights(ctx, pk, 1));
+    CHECK(pk->npacked > 0);
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, pk, px, NB, b));
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, un, px, NB, c));
+    CHECK(memcmp(a, c, sizeof a) == 0 && memcmp(b, c, sizeof b) == 0);
+    CHECK_OK(ctx, aes_clip_pack_weights(ctx, pk, 0));
+    CHECK(pk->npacked == 0);
+    aes_clip_free(pk);
+    aes_clip_free(un);
+}
+
 /* ---- hostile files ------------------------------------------------------------------------- */
 
 /* The HF f32 fixture re-serialised with one change, loaded from memory. */
@@ -1090,6 +1147,7 @@ int main(int argc, char **argv) {
     RUN(test_mapped_weights);
     RUN(test_saved_activations);
     RUN(test_threads_and_batches);
+    RUN(test_packed_weights);
     RUN(test_hostile);
     RUN(test_cli_embed);
     RUN(test_int8_model);

@@ -12,14 +12,20 @@
  * Other processes may share the CPU, so the two libraries are timed in
  * alternation, call after call, and the medians are compared.
  *
- *   build/bench_gemm [seconds per case, default 1.2]
- * Run it with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` (make bench does)
- * so OpenBLAS picks its own best kernels for this CPU. */
+ *   build/bench_gemm [--isa avx2|avx512|neon|scalar] [seconds per case, default 1.2]
+ *
+ * --isa forces our instruction set (aes_isa_set); OpenBLAS picks its kernels
+ * when it is loaded, from OPENBLAS_CORETYPE, so the comparison of like with
+ * like runs the program twice (make bench does):
+ *   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/bench_gemm
+ *   env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell build/bench_gemm --isa avx2
+ * Each line names our ISA and OpenBLAS's core. */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <string.h>
 #ifdef AES_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
@@ -68,15 +74,46 @@ static float *random_matrix(size_t n, unsigned *seed) {
     return x;
 }
 
+static int parse_isa(const char *name, aes_isa *isa) {
+    static const char *const names[] = { "scalar", "neon", "avx2", "avx512" };
+    int i;
+    for (i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) {
+            *isa = (aes_isa)i;
+            return 1;
+        }
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    double budget = argc > 1 ? atof(argv[1]) : 1.2;
+    double budget = 1.2;
     aes_ctx *ctx = aes_ctx_create();
     unsigned seed = 12345;
-    int s, th;
+    const char *blas_core = "none";
+    int s, th, a;
     if (!ctx) return 1;
+    for (a = 1; a < argc; a++) {
+        aes_isa isa;
+        if (!strcmp(argv[a], "--isa") && a + 1 < argc) {
+            if (!parse_isa(argv[++a], &isa)) {
+                fprintf(stderr, "bench_gemm: unknown isa %s (scalar, neon, avx2, avx512)\n", argv[a]);
+                return 2;
+            }
+            if (aes_isa_set(ctx, isa) != AES_OK) {
+                printf("bench_gemm: %s; skipped\n", aes_last_error(ctx));
+                aes_ctx_free(ctx);
+                return 0;
+            }
+        } else {
+            budget = atof(argv[a]);
+        }
+    }
     if (budget <= 0) budget = 1.2;
-    printf("bench_gemm: isa %s, %.1f s per case; median GFLOP/s of calls alternating with OpenBLAS\n",
-           aes_cpu_name(ctx), budget);
+#ifdef AES_HAVE_OPENBLAS
+    blas_core = openblas_get_corename();
+#endif
+    printf("bench_gemm: isa %s vs openblas core %s, %.1f s per case; median GFLOP/s of calls alternating "
+           "with OpenBLAS\n", aes_cpu_name(ctx), blas_core, budget);
 #ifndef AES_HAVE_OPENBLAS
     printf("openblas: not installed, ratio skipped\n");
 #endif
@@ -125,14 +162,15 @@ int main(int argc, char **argv) {
             }
             {
                 double ours = flops / median(t_ours, reps) * 1e-9, blas = flops / median(t_blas, reps) * 1e-9;
-                printf("threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  openblas %6.1f GFLOP/s  "
+                printf("%-6s threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  openblas %6.1f GFLOP/s  "
                        "ratio vs openblas %.3f  (%d reps, max|diff| %.1e of max %.1f)\n",
-                       th, sh->name, sh->M, sh->N, sh->K, ours, blas, ours / blas, reps, maxdiff, maxref);
+                       aes_cpu_name(ctx), th, sh->name, sh->M, sh->N, sh->K, ours, blas, ours / blas, reps, maxdiff, maxref);
             }
             aes_free(C2);
 #else
             AES__UNUSED(i);
-            printf("threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  (%d reps)\n", th, sh->name, sh->M,
+            printf("%-6s threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  (%d reps)\n", aes_cpu_name(ctx),
+                   th, sh->name, sh->M,
                    sh->N, sh->K, flops / median(t_ours, reps) * 1e-9, reps);
 #endif
             fflush(stdout);
