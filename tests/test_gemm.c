@@ -404,44 +404,6 @@ static void test_i8_kernels_exact(void) {
         }
         aes_i8_weights_free(qw);
         free(x); free(w); free(b); free(want); free(got);
-/* A weight packed once (aes__gemm_pack_weight) gives the bits of the
- * forward that packs it on every call, on every ISA, for 1, 2 and 3 threads:
- * several kc blocks, odd N (a part panel), M cut into super-blocks by the
- * small budget, and one row (the matrix-vector path, which reads W). */
-static void test_packed_weight_bit_identical(void) {
-    static const int shapes[][3] = { { 50, 77, 800 }, { 300, 96, 1700 }, { 7, 33, 5 }, { 1, 200, 300 },
-                                     { 130, 2304, 64 } };
-    aes_isa isas[4];
-    int nisa = available_isas(isas), ii, s, th, maxth = 3;
-    aes_ctx *ctx = aes_ctx_create();
-    if (aes_threads_set(ctx, 2) != AES_OK) maxth = 1;
-    tl_seed(8);
-    for (ii = 0; ii < nisa; ii++) {
-        CHECK_OK(ctx, aes_isa_set(ctx, isas[ii]));
-        for (s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
-            int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-            size_t i, nw = (size_t)N * (size_t)K, nx = (size_t)M * (size_t)K, ny = (size_t)M * (size_t)N;
-            float *w = (float *)malloc(sizeof(float) * nw), *x = (float *)malloc(sizeof(float) * nx);
-            float *bias = (float *)malloc(sizeof(float) * (size_t)N);
-            float *y0 = (float *)malloc(sizeof(float) * ny), *y1 = (float *)malloc(sizeof(float) * ny);
-            float *wp = (float *)aes_alloc(NULL, aes__gemm_packed_weight_floats(isas[ii], N, K), sizeof(float));
-            for (i = 0; i < nw; i++) w[i] = tl_randf();
-            for (i = 0; i < nx; i++) x[i] = tl_randf();
-            for (i = 0; i < (size_t)N; i++) bias[i] = tl_randf();
-            CHECK_OK(ctx, aes_threads_set(ctx, 1));
-            aes_linear_forward(ctx, y0, x, w, bias, M, K, N);
-            for (th = 1; th <= maxth; th++) {
-                CHECK_OK(ctx, aes_threads_set(ctx, th));
-                aes__gemm_pack_weight(ctx, isas[ii], w, N, K, wp);
-                for (i = 0; i < ny; i++) y1[i] = -7.0f; /* beta 0: must not be read */
-                aes__linear_forward_packed(ctx, y1, x, w, wp, bias, M, K, N);
-                CHECK_MSG(memcmp(y0, y1, sizeof(float) * ny) == 0,
-                          "isa %s shape %d, %d threads: packed weight differs from unpacked", aes__isa_name(isas[ii]),
-                          s, th);
-            }
-            aes_free(wp);
-            free(w); free(x); free(bias); free(y0); free(y1);
-        }
     }
     aes_ctx_free(ctx);
 }
@@ -489,6 +451,48 @@ static void test_i8_isas_agree(void) {
         aes_i8_weights_free(bad);
     }
     aes_i8_weights_free(qw);
+    aes_ctx_free(ctx);
+}
+
+/* A weight packed once (aes__gemm_pack_weight) gives the bits of the
+ * forward that packs it on every call, on every ISA, for 1, 2 and 3 threads:
+ * several kc blocks, odd N (a part panel), M cut into super-blocks by the
+ * small budget, and one row (the matrix-vector path, which reads W). */
+static void test_packed_weight_bit_identical(void) {
+    static const int shapes[][3] = { { 50, 77, 800 }, { 300, 96, 1700 }, { 7, 33, 5 }, { 1, 200, 300 },
+                                     { 130, 2304, 64 } };
+    aes_isa isas[4];
+    int nisa = available_isas(isas), ii, s, th, maxth = 3;
+    aes_ctx *ctx = aes_ctx_create();
+    if (aes_threads_set(ctx, 2) != AES_OK) maxth = 1;
+    tl_seed(8);
+    for (ii = 0; ii < nisa; ii++) {
+        CHECK_OK(ctx, aes_isa_set(ctx, isas[ii]));
+        for (s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
+            int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            size_t i, nw = (size_t)N * (size_t)K, nx = (size_t)M * (size_t)K, ny = (size_t)M * (size_t)N;
+            float *w = (float *)malloc(sizeof(float) * nw), *x = (float *)malloc(sizeof(float) * nx);
+            float *bias = (float *)malloc(sizeof(float) * (size_t)N);
+            float *y0 = (float *)malloc(sizeof(float) * ny), *y1 = (float *)malloc(sizeof(float) * ny);
+            float *wp = (float *)aes_alloc(NULL, aes__gemm_packed_weight_floats(isas[ii], N, K), sizeof(float));
+            for (i = 0; i < nw; i++) w[i] = tl_randf();
+            for (i = 0; i < nx; i++) x[i] = tl_randf();
+            for (i = 0; i < (size_t)N; i++) bias[i] = tl_randf();
+            CHECK_OK(ctx, aes_threads_set(ctx, 1));
+            aes_linear_forward(ctx, y0, x, w, bias, M, K, N);
+            for (th = 1; th <= maxth; th++) {
+                CHECK_OK(ctx, aes_threads_set(ctx, th));
+                aes__gemm_pack_weight(ctx, isas[ii], w, N, K, wp);
+                for (i = 0; i < ny; i++) y1[i] = -7.0f; /* beta 0: must not be read */
+                aes__linear_forward_packed(ctx, y1, x, w, wp, bias, M, K, N);
+                CHECK_MSG(memcmp(y0, y1, sizeof(float) * ny) == 0,
+                          "isa %s shape %d, %d threads: packed weight differs from unpacked", aes__isa_name(isas[ii]),
+                          s, th);
+            }
+            aes_free(wp);
+            free(w); free(x); free(bias); free(y0); free(y1);
+        }
+    }
     aes_ctx_free(ctx);
 }
 
