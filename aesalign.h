@@ -7912,9 +7912,9 @@ typedef struct aes_clip_load_opts {
     int keep_16bit;           /* keep matrices in f16/bf16 (f32 files become f16)      */
     int vision_heads, text_heads;  /* force head counts (0: config, else width / 64)   */
     int int8;                 /* quantise the blocks' linear weights to int8 (see above) */
-    int no_packed_weights;    /* 1: do not keep the linear layers' weights packed for the
-                                 GEMM (see aes_clip_pack_weights): saves their f32 size in
-                                 memory, encoding then packs them on every call */
+    int no_packed_weights;    /* 1: do not pack the linear layers' weights for the GEMM at
+                                 load (see aes_clip_pack_weights: done for weights used in
+                                 place from the file); encoding then packs on every call */
 } aes_clip_load_opts;
 
 typedef struct aes_clip aes_clip;
@@ -7945,8 +7945,12 @@ AES_API void aes_clip_free(aes_clip *model);
  * inference (aes_clip_encode_*, and aes_clip_*_forward on activations made
  * with save = 0) packs only the activations.  Results are bit for bit those
  * without.  Costs the f32 size of those matrices in memory; enable = 0 frees
- * them.  aes_clip_load does it unless opts->no_packed_weights, for models
- * loaded as f32 (matrices kept in 16 bits are not packed).  Not used when
+ * them.  aes_clip_load does it unless opts->no_packed_weights when the
+ * weights are used in place from the mapped file (an f32 checkpoint): the
+ * file pages of each packed matrix are released, so the copy costs no
+ * memory; for weights held in memory (f16/bf16 files, aes_clip_load_memory,
+ * aes_clip_create_random) call it yourself if the memory is there.
+ * Matrices kept in 16 bits or int8 are not packed.  Not used when
  * ctx's ISA differs from the one they were packed for; dropped when the
  * weights change through aes_clip_params_data or a trainer (call it again
  * afterwards; after writing weights through aes_clip_params_get pointers,
@@ -10028,9 +10032,12 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     m->hash = aes__clip_hash_final(&h);
     aes__clip_make_id(m);
     if (in_place) m->mapped = st;
-    /* packed weights are a speed-up: without memory for them, the model
-     * still loads (and encoding packs on every call) */
-    if (!keep16 && !(opts && opts->no_packed_weights) && aes_clip_pack_weights(ctx, m, 1) != AES_OK)
+    /* Packed weights are a speed-up at no memory cost when the weights lie
+     * in the mapped file: each matrix's file pages are released once it is
+     * packed.  Weights held in memory (converted, or loaded from a buffer)
+     * would double instead, so those are packed only on request.  Without
+     * memory for them the model still loads (encoding packs on every call). */
+    if (in_place && !(opts && opts->no_packed_weights) && aes_clip_pack_weights(ctx, m, 1) != AES_OK)
         aes_clear_error(ctx);
     s = AES_OK;
 done:
