@@ -106,31 +106,23 @@ static void seeds_clip(void) {
     }
 }
 
+/* A checkpoint is a model file: what the trainer saves is aes_clip_save. */
 static void seeds_checkpoint(void) {
     int layout;
     for (layout = 0; layout < 2; layout++) {
-        aes_train_arch a;
-        aes_train_options o = aes_train_options_default();
-        aes_clip_trainer *tr = NULL;
-        unsigned char *buf = NULL;
+        aes_clip_config c = tiny_config(1, layout == 0);
+        aes_clip *m = NULL;
+        void *buf = NULL;
         size_t len = 0;
-        memset(&a, 0, sizeof a);
-        a.has_vision = 1; a.has_text = layout == 0;
-        a.image_size = 16; a.patch_size = 8; a.vision_width = 8; a.vision_layers = 1;
-        a.vision_heads = 2; a.vision_mlp = 16;
-        a.context_length = 8; a.vocab_size = 40; a.text_width = 8; a.text_layers = 1;
-        a.text_heads = 2; a.text_mlp = 16;
-        a.embed_dim = 8; a.quick_gelu = 1; a.ln_eps = 1e-5f;
-        a.layout = layout ? AES_TRAIN_LAYOUT_OPENAI : AES_TRAIN_LAYOUT_HF;
-        o.max_images = 1; o.max_texts = 1;
-        if (aes_clip_trainer_create(g_ctx, &a, &o, &tr) != AES_OK) die("aes_clip_trainer_create");
-        aes_clip_trainer_init_random(tr, 7 + (uint64_t)layout);
-        if (aes_clip_trainer_save_memory(g_ctx, tr, &buf, &len) != AES_OK) die("aes_clip_trainer_save_memory");
+        if (aes_clip_create_random(g_ctx, &c, 7 + (uint64_t)layout, &m) != AES_OK) die("aes_clip_create_random");
+        if (aes_clip_serialize(g_ctx, m, layout ? AES_LAYOUT_OPENAI : AES_LAYOUT_HF, AES_DTYPE_F32, &buf, &len) !=
+            AES_OK)
+            die("aes_clip_serialize");
         put_split("checkpoint", layout ? "openai_vision" : "hf_both_config", layout ? NULL : tiny_hf_config, buf,
                   len, 0);
         if (layout == 0) put_split("checkpoint", "hf_both_noconfig", NULL, buf, len, 0);
         aes_free(buf);
-        aes_clip_trainer_free(tr);
+        aes_clip_free(m);
     }
 }
 
