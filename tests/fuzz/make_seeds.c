@@ -262,7 +262,7 @@ static void seeds_pairs(void) {
         die("aes_pair_set_add");
     if (aes_pair_set_format(g_ctx, set, &text, &len) != AES_OK) die("aes_pair_set_format");
     put("pairs", "formatted", text, len);
-    free(text);
+    aes_free(text);
     aes_pair_set_free(set);
     put_text("pairs", "comments", "# query\tpreferred\trejected\tweight\n\nsunset\ta.jpg\tb.jpg\n"
                                   "sunset\tc.jpg\tb.jpg\t0.25\r\n");
