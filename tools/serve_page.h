@@ -99,7 +99,7 @@ static const char *const serve_page_lines[] = {
     " }).then(function(){$(\"dedup\").click();return lastSearch.then(function(){return get(\"/api/dedup\").then(function(rows){var gs={};rows.forEach(function(r){gs[r.group]=1;});\n",
     "  check(document.querySelectorAll(\"#grid .group\").length===Object.keys(gs).length,\"dedup view: \"+Object.keys(gs).length+\" groups\");check(document.querySelectorAll(\"#grid .keep\").length===Object.keys(gs).length,\"one keeper marked per group\");});});\n",
     " }).catch(function(e){check(false,\"exception: \"+e.message);}).then(function(){\n",
-    "  var m=$(\"min\");m.value=m.min;showMin();$(\"sort\").value=\"final\";mode={q:q,image:null};return search();}).then(function(){\n",
+    "  var m=$(\"min\");m.value=m.min;showMin();$(\"sort\").value=\"final\";$(\"q\").value=q;mode={q:q,image:null};return search();}).then(function(){\n",
     "  document.title=ok?\"PASS\":\"FAIL\";$(\"selftest\").textContent=\"selftest \"+(ok?\"PASS\":\"FAIL\")+\"\\n\"+log.join(\"\\n\");});}\n",
     "(function(){var p=new URLSearchParams(location.search);if(p.get(\"selftest\"))selftest(p.get(\"q\")||\"\");})();\n",
     "</script></body></html>\n",
