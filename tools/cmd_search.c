@@ -499,7 +499,9 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
         }
     aes_threads_set(ctx, cli_threads());
 
-    if (aes_index_load(ctx, o.index, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
+    /* a preloaded index only when no filter would cut it down in place */
+    if (pre && pre->idx && o.min_aesthetic != o.min_aesthetic && !o.under && !o.has_after && !o.has_before) idx = pre->idx;
+    else if (aes_index_load(ctx, o.index, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
     if (pre && pre->model) model = pre->model;
     else if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
     if (need_text && !aes_clip_config_get(model)->has_text) { cli_fail(cmd, NULL, "%s has no text tower (image terms only)", o.m.model); goto done; }
@@ -622,7 +624,7 @@ done:
     aes_expansions_free(ex);
     if (!(pre && tok == pre->tok)) aes_tokenizer_free(tok);
     if (!(pre && model == pre->model)) aes_clip_free(model);
-    aes_index_free(idx);
+    if (!(pre && idx == pre->idx)) aes_index_free(idx);
     aes_ctx_free(ctx);
     return rc;
 }

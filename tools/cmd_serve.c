@@ -56,6 +56,7 @@ typedef struct serve_conn {
     char *out;                      /* the response being sent */
     size_t nout, sent;
     int close_after;
+    int draining;                   /* response sent, write side shut: reading until EOF */
     double last;                    /* cli_now() of the last activity */
 } serve_conn;
 
@@ -183,6 +184,7 @@ static void serve_run(serve_conn *c, serve_argv *a, int search, serve_state *s, 
     FILE *f = open_memstream(&buf, &len);
     int rc;
     if (!f) { serve_error(c, 500, "out of memory", head_only); return; }
+    s->pre.idx = s->idx;                 /* current: serve_check_index ran for this request */
     rc = search ? cli_search_run(a->n, a->v, f, &s->pre) : cli_dedup_run(a->n, a->v, f);
     fclose(f);
     if (rc == 0) serve_respond(c, 200, "application/x-ndjson", buf, len, head_only);
@@ -664,7 +666,7 @@ CLI_COMMAND(serve, "a local web page to search an index: live results, aesthetic
         for (k = 0; k < SERVE_MAX_CONN; k++) {
             serve_conn *c = &conns[k];
             if (c->fd < 0) continue;
-            if (now - c->last > SERVE_IDLE_SECS) { serve_close(c); continue; }
+            if (now - c->last > (c->draining ? 2.0 : SERVE_IDLE_SECS)) { serve_close(c); continue; }
             pfd[np].fd = c->fd;
             pfd[np].events = (short)(c->sent < c->nout ? POLLOUT : POLLIN);
             pfd[np].revents = 0;
@@ -706,9 +708,21 @@ CLI_COMMAND(serve, "a local web page to search an index: live results, aesthetic
                 if (w > 0) c->sent += (size_t)w;
                 if (c->sent == c->nout) {
                     c->sent = c->nout = 0;
-                    if (c->close_after) { serve_close(c); continue; }
+                    if (c->close_after) {
+                        /* a lingering close: closing with unread bytes would reset the
+                         * connection and could destroy the response before it is read */
+                        shutdown(c->fd, SHUT_WR);
+                        c->draining = 1;
+                        continue;
+                    }
                     serve_input(c, &s);
                 }
+                continue;
+            }
+            if (c->draining) {
+                char sink[4096];
+                ssize_t got = read(c->fd, sink, sizeof sink);
+                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) serve_close(c);
                 continue;
             }
             {
