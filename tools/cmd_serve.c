@@ -13,7 +13,7 @@
  *   /api/search       what `aesalign search --format json` prints for the same query
  *                     (parameters below), one JSON object per line
  *   /api/dedup        what `aesalign dedup --format json` prints
- *   /api/index        {"id":N,"path":P} per image of the index, and /api/info
+ *   /api/index        {"id":N,"path":P,"aesthetic":A} per image; /api/info the count
  *   /img/ID, /thumb/ID  an image of the index by its row: the original (PPM/PGM as BMP
  *                     so browsers show it) and a thumbnail (JPEG with stb, else BMP)
  * Images are addressed by id only: no path from a request is ever opened.
