@@ -14,7 +14,7 @@
  *                     (parameters below), one JSON object per line
  *   /api/dedup        what `aesalign dedup --format json` prints
  *   /api/index        {"id":N,"path":P,"aesthetic":A} per image; /api/info the count
- *   /img/ID, /thumb/ID  an image of the index by its row: the original (PPM/PGM as BMP
+ *   /img/ID, /thumb/ID  an image of the index by its row: the original (PPM/PGM converted
  *                     so browsers show it) and a thumbnail (JPEG with stb, else BMP)
  * Images are addressed by id only: no path from a request is ever opened.
  * The index file is checked (inode, size, mtime) on every request and
