@@ -81,7 +81,7 @@ $(BUILD)/cli_commands.h: $(CMD_SRCS) | $(BUILD)
 	@grep -h '^CLI_COMMAND(' $(CMD_SRCS) /dev/null | sed -e 's/^CLI_COMMAND(\([A-Za-z_0-9]*\), *\("[^"]*"\)).*$$/CLI_X(\1, \2)/' > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
-$(BUILD)/aesalign: tools/aesalign.c tools/cli.h $(WORLD_HDR) $(CMD_SRCS) $(BUILD)/cli_commands.h $(HDRS) | $(BUILD)
+$(BUILD)/aesalign: tools/aesalign.c tools/cli.h tools/http.h tools/serve_page.h $(WORLD_HDR) $(CMD_SRCS) $(BUILD)/cli_commands.h $(HDRS) | $(BUILD)
 	$(CC) $(ALLCFLAGS) $(STB_CFLAGS) -I$(BUILD) -o $@ tools/aesalign.c $(CMD_SRCS) $(LDFLAGS) $(STB_LIBS) $(LIBS)
 
 examples: $(EX_BINS)

@@ -115,6 +115,21 @@ int cli_threads(void);
 /* Seconds on a monotonic clock (progress lines, rates). */
 double cli_now(void);
 
+/* ---- commands run with their output in a FILE (`aesalign serve`) ------------------
+ * cli_search_run is `aesalign search` writing its results to out; pre, when
+ * not NULL, gives a model and tokenizer already loaded (used instead of
+ * loading --model / --vocab; not freed) and the index of --index already
+ * loaded (used when no filter is given: filters cut the index in place;
+ * --head may re-score it; not freed).  cli_dedup_run is `aesalign dedup`.
+ * Both return the exit status; messages go to stderr. */
+typedef struct cli_search_preloaded {
+    aes_clip *model;
+    aes_tokenizer *tok;
+    aes_index *idx;
+} cli_search_preloaded;
+int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded *pre);
+int cli_dedup_run(int argc, char **argv, FILE *out);
+
 /* ---- the model and tokenizer options ------------------------------------------
  *
  * --model FILE --config FILE --vocab FILE --act quick_gelu|gelu --f16 --int8,

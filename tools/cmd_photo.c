@@ -462,7 +462,9 @@ done:
     return rc;
 }
 
-CLI_COMMAND(dedup, "near-duplicate groups of an index and the best shot of each (never deletes anything)") {
+/* The dedup command with its listing going to `out` (the CLI: stdout;
+ * `aesalign serve`: a buffer for /api/dedup).  Returns the exit status. */
+int cli_dedup_run(int argc, char **argv, FILE *out) {
     const char *cmd = "dedup", *index = NULL, *html = NULL;
     double threshold = DEDUP_DEFAULT_THRESHOLD;
     aes_ctx *ctx = aes_ctx_create();
@@ -596,25 +598,25 @@ CLI_COMMAND(dedup, "near-duplicate groups of an index and the best shot of each 
         }
         qsort(m, nm, sizeof *m, cmp_member);     /* the kept image first in each group */
     }
-    if (fmt == CLI_FMT_TSV) printf("group\tstatus\tpath\taesthetic\tsimilarity\n");
+    if (fmt == CLI_FMT_TSV) fprintf(out, "group\tstatus\tpath\taesthetic\tsimilarity\n");
     for (r = 0; r < nm; r++) {
         const char *p = aes_index_path(idx, m[r].row);
         if (others && m[r].keep) continue;
         if (fmt == CLI_FMT_PATHS) {
-            if (others || m[r].keep) printf("%s\n", p);
+            if (others || m[r].keep) fprintf(out, "%s\n", p);
         } else if (fmt == CLI_FMT_JSON) {
-            printf("{\"group\":%zu,\"keep\":%s,\"path\":", m[r].group, m[r].keep ? "true" : "false");
-            cli_json_string(stdout, p);
-            printf(",\"aesthetic\":");
-            cli_json_number(stdout, idx->aesthetic[m[r].row]);
-            printf(",\"similarity\":");
-            cli_json_number(stdout, m[r].sim);
-            printf("}\n");
+            fprintf(out, "{\"group\":%zu,\"keep\":%s,\"path\":", m[r].group, m[r].keep ? "true" : "false");
+            cli_json_string(out, p);
+            fprintf(out, ",\"aesthetic\":");
+            cli_json_number(out, idx->aesthetic[m[r].row]);
+            fprintf(out, ",\"similarity\":");
+            cli_json_number(out, m[r].sim);
+            fprintf(out, "}\n");
         } else {
-            printf("%zu\t%s\t%s\t%.4f\t%.4f\n", m[r].group, m[r].keep ? "keep" : "other", p, idx->aesthetic[m[r].row], m[r].sim);
+            fprintf(out, "%zu\t%s\t%s\t%.4f\t%.4f\n", m[r].group, m[r].keep ? "keep" : "other", p, idx->aesthetic[m[r].row], m[r].sim);
         }
     }
-    fflush(stdout);
+    fflush(out);
     fprintf(stderr, "aesalign %s: %zu images, %zu groups of near-duplicates holding %zu images (%zu not kept); threshold %g\n",
             cmd, n, ngroups, nm, nm - ngroups, threshold);
     if (html) {
@@ -627,4 +629,8 @@ done:
     aes_index_free(idx);
     aes_ctx_free(ctx);
     return rc;
+}
+
+CLI_COMMAND(dedup, "near-duplicate groups of an index and the best shot of each (never deletes anything)") {
+    return cli_dedup_run(argc, argv, stdout);
 }

@@ -296,29 +296,29 @@ static int cmp_by_semantic(const void *a, const void *b) {
     return x->row < y->row ? -1 : x->row > y->row;
 }
 
-static void print_results(const aes_index *idx, const query_run *run, const search_opts *o, int nruns) {
+static void print_results(FILE *out, const aes_index *idx, const query_run *run, const search_opts *o, int nruns) {
     int i;
-    if (o->format == CLI_FMT_TSV && !o->queries && nruns > 1) printf("# query: %s\n", run->text);
-    if (o->format == CLI_FMT_TSV && !o->queries && run->expanded) printf("# expanded: %s\n", run->expanded);
+    if (o->format == CLI_FMT_TSV && !o->queries && nruns > 1) fprintf(out, "# query: %s\n", run->text);
+    if (o->format == CLI_FMT_TSV && !o->queries && run->expanded) fprintf(out, "# expanded: %s\n", run->expanded);
     for (i = 0; i < run->nres; i++) {
         const aes_result *x = &run->res[i];
         const char *path = aes_index_path(idx, (size_t)x->row);
         if (o->format == CLI_FMT_PATHS) {
-            printf("%s\n", path);
+            fprintf(out, "%s\n", path);
         } else if (o->format == CLI_FMT_JSON) {
-            printf("{");
-            if (o->queries) { printf("\"query\":"); cli_json_string(stdout, run->qid); printf(","); }
-            else if (nruns > 1) { printf("\"query\":"); cli_json_string(stdout, run->text); printf(","); }
-            printf("\"rank\":%d,\"path\":", i + 1);
-            cli_json_string(stdout, path);
-            printf(",\"semantic\":"); cli_json_number(stdout, x->semantic);
-            printf(",\"aesthetic\":"); cli_json_number(stdout, x->aesthetic);
-            printf(",\"final\":"); cli_json_number(stdout, x->final);
-            printf("}\n");
+            fprintf(out, "{");
+            if (o->queries) { fprintf(out, "\"query\":"); cli_json_string(out, run->qid); fprintf(out, ","); }
+            else if (nruns > 1) { fprintf(out, "\"query\":"); cli_json_string(out, run->text); fprintf(out, ","); }
+            fprintf(out, "\"rank\":%d,\"path\":", i + 1);
+            cli_json_string(out, path);
+            fprintf(out, ",\"semantic\":"); cli_json_number(out, x->semantic);
+            fprintf(out, ",\"aesthetic\":"); cli_json_number(out, x->aesthetic);
+            fprintf(out, ",\"final\":"); cli_json_number(out, x->final);
+            fprintf(out, "}\n");
         } else if (o->queries) {
-            printf("result\t%s\t%d\t%s\t%.6f\t%.4f\n", run->qid, i + 1, path, x->final, x->aesthetic);
+            fprintf(out, "result\t%s\t%d\t%s\t%.6f\t%.4f\n", run->qid, i + 1, path, x->final, x->aesthetic);
         } else {
-            printf("%d\t%s\t%.6f\t%.4f\t%.6f\n", i + 1, path, x->semantic, x->aesthetic, x->final);
+            fprintf(out, "%d\t%s\t%.6f\t%.4f\t%.6f\n", i + 1, path, x->semantic, x->aesthetic, x->final);
         }
     }
 }
@@ -397,7 +397,12 @@ static int read_queries(aes_ctx *ctx, const char *path, query_run **runs, int *n
     return 1;
 }
 
-CLI_COMMAND(search, "aesthetics-aware image search: text, image and combined queries, filters, re-ranking") {
+/* The search command with its output going to `out` (the CLI: stdout;
+ * `aesalign serve`: a buffer, so /api/search prints what the CLI prints).
+ * pre, when not NULL, holds a model and tokenizer loaded already (used
+ * instead of --model's file, which must still be given; not freed).
+ * Messages go to stderr.  Returns the exit status. */
+int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded *pre) {
     const char *cmd = "search";
     search_opts o;
     aes_ctx *ctx = aes_ctx_create();
@@ -494,12 +499,16 @@ CLI_COMMAND(search, "aesthetics-aware image search: text, image and combined que
         }
     aes_threads_set(ctx, cli_threads());
 
-    if (aes_index_load(ctx, o.index, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
-    if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
+    /* a preloaded index only when no filter would cut it down in place */
+    if (pre && pre->idx && o.min_aesthetic != o.min_aesthetic && !o.under && !o.has_after && !o.has_before) idx = pre->idx;
+    else if (aes_index_load(ctx, o.index, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
+    if (pre && pre->model) model = pre->model;
+    else if (cli_load_model(ctx, &o.m, &model) != AES_OK) { cli_fail(cmd, ctx, "loading %s", o.m.model); goto done; }
     if (need_text && !aes_clip_config_get(model)->has_text) { cli_fail(cmd, NULL, "%s has no text tower (image terms only)", o.m.model); goto done; }
     if (need_image && !aes_clip_config_get(model)->has_vision) { cli_fail(cmd, NULL, "%s has no image tower (text terms only)", o.m.model); goto done; }
     if (aes_index_check_model(ctx, idx, aes_clip_id(model)) != AES_OK) { cli_fail(cmd, ctx, "%s", o.index); goto done; }
-    if (need_text && cli_load_tokenizer(ctx, o.m.vocab, o.m.model, cmd, &tok) != AES_OK) goto done;
+    if (need_text && pre && pre->tok) tok = pre->tok;
+    else if (need_text && cli_load_tokenizer(ctx, o.m.vocab, o.m.model, cmd, &tok) != AES_OK) goto done;
     E = aes_clip_config_get(model)->embed_dim;
     if (need_image) S = aes_clip_config_get(model)->image_size;
     if (o.head) {       /* scores from this head, unless the index already has them */
@@ -537,7 +546,7 @@ CLI_COMMAND(search, "aesthetics-aware image search: text, image and combined que
     ro.candidates = (int)o.candidates;
     ro.aesthetic_weight = (float)o.weight;
     ro.use_int8 = o.int8;
-    if (!o.queries && o.format == CLI_FMT_TSV) printf("rank\tpath\tsemantic\taesthetic\tfinal\n");
+    if (!o.queries && o.format == CLI_FMT_TSV) fprintf(out, "rank\tpath\tsemantic\taesthetic\tfinal\n");
     for (q = 0; q < nruns; q++) {
         query_run *run = &runs[q];
         double norm = 0;
@@ -597,9 +606,9 @@ CLI_COMMAND(search, "aesthetics-aware image search: text, image and combined que
         if (!strcmp(o.sort, "aesthetic")) qsort(run->res, (size_t)run->nres, sizeof *run->res, cmp_by_aesthetic);
         else if (!strcmp(o.sort, "semantic")) qsort(run->res, (size_t)run->nres, sizeof *run->res, cmp_by_semantic);
         if (run->nres > o.k) run->nres = (int)o.k;
-        print_results(idx, run, &o, nruns);
+        print_results(out, idx, run, &o, nruns);
     }
-    fflush(stdout);
+    fflush(out);
     if (o.html) {
         if (write_html(ctx, o.html, idx, runs, nruns, &o) != AES_OK) { cli_fail(cmd, ctx, "writing %s", o.html); goto done; }
         fprintf(stderr, "aesalign search: wrote %s\n", o.html);
@@ -613,11 +622,15 @@ done:
     free(runs);
     free(e0); free(e1); free(qv); free(pixels);
     aes_expansions_free(ex);
-    aes_tokenizer_free(tok);
-    aes_clip_free(model);
-    aes_index_free(idx);
+    if (!(pre && tok == pre->tok)) aes_tokenizer_free(tok);
+    if (!(pre && model == pre->model)) aes_clip_free(model);
+    if (!(pre && idx == pre->idx)) aes_index_free(idx);
     aes_ctx_free(ctx);
     return rc;
+}
+
+CLI_COMMAND(search, "aesthetics-aware image search: text, image and combined queries, filters, re-ranking") {
+    return cli_search_run(argc, argv, stdout, NULL);
 }
 
 /* ---- eval ------------------------------------------------------------------------- */
