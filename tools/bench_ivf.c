@@ -43,7 +43,7 @@ static void make_row(const float *cent, float *out) {
 
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? (size_t)atol(argv[1]) : 2000000, i;
-    int nlist = argc > 2 ? atoi(argv[2]) : 2048, p, q, j, probes[] = {8, 16, 32, 64, 128};
+    int nlist = argc > 2 ? atoi(argv[2]) : 1024, p, q, j, probes[] = {8, 16, 32, 64, 128};
     aes_ctx *ctx = aes_ctx_create();
     aes_index *idx = NULL;
     aes_ivf *ivf = NULL;
