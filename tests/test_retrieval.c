@@ -1295,7 +1295,10 @@ static void test_ivf(void) {
         if (small && aes_index_add(ctx, small, "one", 0, 0, x, NAN) == AES_OK)
             CHECK(aes_ivf_search(ctx, a, small, x, 1, k, 4, ap, NULL) == AES_ERR_MISMATCH);
         aes_clear_error(ctx);
-        CHECK(aes_ivf_build(ctx, small, 2, 1, &b) != AES_OK && b == NULL);
+        {
+            aes_ivf *c = NULL;
+            CHECK(aes_ivf_build(ctx, small, 2, 1, &c) != AES_OK && c == NULL);    /* nlist > rows */
+        }
         aes_clear_error(ctx);
         aes_index_free(small);
     }
