@@ -13733,6 +13733,47 @@ AES_API aes_status aes_index_search(aes_ctx *ctx, const aes_index *idx,
                                     const float *queries, int nq, int k, int use_int8,
                                     aes_hit *hits, int *nhits);
 
+/* ---- IVF: an approximate index over an index's int8 vectors -----------------
+ * Inverted file (Jegou, Douze, Schmid 2011, "Product quantization for
+ * nearest neighbor search", Sec. IV, without the PQ codes): a coarse
+ * quantiser of nlist centroids, trained by spherical k-means (assignment by
+ * cosine, centroids = normalized means) on a sample of the vectors, and for
+ * each centroid the list of the vectors nearest to it, stored as their int8
+ * codes and scales (copies, contiguous per list).  A search scores the
+ * query against the centroids, scans the nprobe best lists with the int8
+ * kernels of R2, and, when the index stores fp32 vectors, re-scores the best
+ * AES_INT8_REFINE(k) candidates in fp32 (the scores then equal exact
+ * search's for the rows found).
+ *
+ * Determinism: the sample and the initial centroids come from the seed;
+ * assignments use aes_topk_f32 (bit-identical for any thread count, ties to
+ * the lower centroid) and the means are summed in row order in double, so
+ * the IVF is bit-identical for a seed on any thread count.  An empty
+ * cluster takes the sample vector farthest from its centroid (our choice).
+ * The IVF refers to rows of the index it was built from: search it with
+ * that index only (aes_ivf_search checks count and dim). */
+typedef struct aes_ivf {
+    int       dim, nlist;
+    size_t    count;            /* rows of the index it was built from   */
+    float    *centroids;        /* [nlist, dim], L2-normalized           */
+    uint64_t *list_start;       /* [nlist + 1]: list l is rows [start[l], start[l+1]) */
+    int64_t  *ids;              /* [count] index row of each list entry  */
+    int8_t   *codes;            /* [count, dim] int8 vectors, list order  */
+    float    *scales;           /* [count]                                */
+} aes_ivf;
+
+/* nlist in [1, count]; the k-means trains on min(count, 256 nlist) rows
+ * sampled by seed, for 12 iterations.  The index needs int8 storage. */
+AES_API aes_status aes_ivf_build(aes_ctx *ctx, const aes_index *idx, int nlist, uint64_t seed,
+                                 aes_ivf **out);
+AES_API void       aes_ivf_free(aes_ivf *ivf);
+/* As aes_index_search (queries normalized here, hits [nq, k], rows of idx),
+ * scanning the nprobe lists whose centroids score highest (nprobe >= nlist:
+ * every list, i.e. an exact int8 scan). */
+AES_API aes_status aes_ivf_search(aes_ctx *ctx, const aes_ivf *ivf, const aes_index *idx,
+                                  const float *queries, int nq, int k, int nprobe,
+                                  aes_hit *hits, int *nhits);
+
 /* ============================================================================
  *  R4. Aesthetic re-ranking (arXiv 2406.09397, method section: the
  *      retrieved candidates are re-ranked with a public aesthetic model)
@@ -15399,6 +15440,217 @@ AES_API aes_status aes_index_search(aes_ctx *ctx, const aes_index *idx,
     }
     aes_free(cand);
     aes_free(qn);
+    return st;
+}
+
+/* ---- IVF ------------------------------------------------------------------- */
+
+/* splitmix64 (Steele, Lea, Flood 2014): the sample and initial centroids. */
+static uint64_t aes__ivf_rand(uint64_t *st) {
+    uint64_t z = (*st += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Row r of idx as normalized fp32 (dequantized when only int8 is stored). */
+static void aes__ivf_row(const aes_index *idx, size_t r, float *out) {
+    size_t d, dim = (size_t)idx->dim;
+    if (idx->vectors) { memcpy(out, idx->vectors + r * dim, dim * sizeof(float)); return; }
+    for (d = 0; d < dim; d++) out[d] = (float)idx->qvectors[r * dim + d] * idx->qscales[r];
+    if (!aes__r_normalize(out, out, idx->dim)) out[0] = 1.0f;
+}
+
+AES_API void aes_ivf_free(aes_ivf *ivf) {
+    if (!ivf) return;
+    aes_free(ivf->centroids);
+    aes_free(ivf->list_start);
+    aes_free(ivf->ids);
+    aes_free(ivf->codes);
+    aes_free(ivf->scales);
+    aes_free(ivf);
+}
+
+/* Nearest centroid of each of n rows x [n, dim]: assign[n], score[n]. */
+static aes_status aes__ivf_assign(aes_ctx *ctx, const float *cent, int nlist, int dim, const float *x, size_t n,
+                                  int32_t *assign, float *score) {
+    aes_hit *h;
+    size_t i, b, B = 4096;
+    aes_status st = AES_OK;
+    if (!(h = (aes_hit *)aes_alloc(ctx, B, sizeof(aes_hit)))) return aes_last_status(ctx);
+    for (b = 0; b < n && st == AES_OK; b += B) {
+        int m = (int)AES__MIN(B, n - b);
+        st = aes_topk_f32(ctx, cent, (size_t)nlist, dim, x + b * (size_t)dim, m, 1, h, NULL);
+        for (i = 0; st == AES_OK && i < (size_t)m; i++) {
+            assign[b + i] = (int32_t)h[i].row;
+            if (score) score[b + i] = h[i].score;
+        }
+    }
+    aes_free(h);
+    return st;
+}
+
+AES_API aes_status aes_ivf_build(aes_ctx *ctx, const aes_index *idx, int nlist, uint64_t seed, aes_ivf **out) {
+    aes_ivf *v = NULL;
+    size_t n, ns, i, dim, *pick = NULL, *fill = NULL;
+    float *sample = NULL, *score = NULL, *row = NULL;
+    double *sum = NULL;
+    int32_t *assign = NULL, *cnt = NULL;
+    uint64_t rng = seed;
+    aes_status st = AES_OK;
+    int it, l;
+    if (out) *out = NULL;
+    if (!idx || !out || nlist < 1 || (size_t)nlist > idx->count)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_ivf_build: nlist %d must be in [1, rows %zu]", nlist, idx ? idx->count : (size_t)0);
+    if (!(idx->storage & AES_INDEX_I8))
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "aes_ivf_build: the index has no int8 vectors (build it with int8 storage)");
+    n = idx->count;
+    dim = (size_t)idx->dim;
+    ns = (size_t)nlist * 256 < n ? (size_t)nlist * 256 : n;
+    if (!(v = (aes_ivf *)aes_calloc(ctx, 1, sizeof *v))) return aes_last_status(ctx);
+    v->dim = idx->dim;
+    v->nlist = nlist;
+    v->count = n;
+    v->centroids = (float *)aes_alloc(ctx, (size_t)nlist * dim, sizeof(float));
+    v->list_start = (uint64_t *)aes_calloc(ctx, (size_t)nlist + 1, sizeof(uint64_t));
+    v->ids = (int64_t *)aes_alloc(ctx, n, sizeof(int64_t));
+    v->codes = (int8_t *)aes_alloc(ctx, n, dim);
+    v->scales = (float *)aes_alloc(ctx, n, sizeof(float));
+    pick = (size_t *)aes_alloc(ctx, n, sizeof(size_t));
+    sample = (float *)aes_alloc(ctx, ns * dim, sizeof(float));
+    score = (float *)aes_alloc(ctx, ns, sizeof(float));
+    assign = (int32_t *)aes_alloc(ctx, n, sizeof(int32_t));
+    cnt = (int32_t *)aes_alloc(ctx, (size_t)nlist, sizeof(int32_t));
+    sum = (double *)aes_alloc(ctx, (size_t)nlist * dim, sizeof(double));
+    row = (float *)aes_alloc(ctx, dim * 4096, sizeof(float));
+    fill = (size_t *)aes_alloc(ctx, (size_t)nlist + 1, sizeof(size_t));
+    if (!v->centroids || !v->list_start || !v->ids || !v->codes || !v->scales || !pick || !sample || !score ||
+        !assign || !cnt || !sum || !row || !fill) { st = aes_last_status(ctx); goto done; }
+    /* the sample: the first ns of a seeded Fisher-Yates shuffle of the rows */
+    for (i = 0; i < n; i++) pick[i] = i;
+    for (i = 0; i < ns; i++) {
+        size_t j = i + (size_t)(aes__ivf_rand(&rng) % (uint64_t)(n - i)), t = pick[i];
+        pick[i] = pick[j];
+        pick[j] = t;
+    }
+    for (i = 0; i < ns; i++) aes__ivf_row(idx, pick[i], sample + i * dim);
+    /* initial centroids: the first nlist sampled rows (already a random pick) */
+    memcpy(v->centroids, sample, (size_t)nlist * dim * sizeof(float));
+    for (it = 0; it < 12 && st == AES_OK; it++) {
+        size_t worst = 0;
+        if ((st = aes__ivf_assign(ctx, v->centroids, nlist, v->dim, sample, ns, assign, score)) != AES_OK) break;
+        memset(sum, 0, (size_t)nlist * dim * sizeof(double));
+        memset(cnt, 0, (size_t)nlist * sizeof(int32_t));
+        for (i = 0; i < ns; i++) {
+            double *acc = sum + (size_t)assign[i] * dim;
+            size_t d;
+            for (d = 0; d < dim; d++) acc[d] += sample[i * dim + d];
+            cnt[assign[i]]++;
+        }
+        for (l = 0; l < nlist; l++) {
+            float *c = v->centroids + (size_t)l * dim;
+            size_t d;
+            if (cnt[l] == 0) {      /* empty: the sample row worst served by its centroid */
+                for (i = 1; i < ns; i++)
+                    if (score[i] < score[worst]) worst = i;
+                memcpy(c, sample + worst * dim, dim * sizeof(float));
+                score[worst] = INFINITY;        /* not taken twice */
+                continue;
+            }
+            for (d = 0; d < dim; d++) c[d] = (float)sum[(size_t)l * dim + d];
+            if (!aes__r_normalize(c, c, v->dim)) memcpy(c, sample + 0, dim * sizeof(float));
+        }
+    }
+    /* every row to its list, lists in centroid order, rows ascending inside */
+    for (i = 0; i < n && st == AES_OK; i += 4096) {
+        size_t m = AES__MIN((size_t)4096, n - i), r;
+        for (r = 0; r < m; r++) aes__ivf_row(idx, i + r, row + r * dim);
+        st = aes__ivf_assign(ctx, v->centroids, nlist, v->dim, row, m, assign + i, NULL);
+    }
+    if (st != AES_OK) goto done;
+    for (i = 0; i < n; i++) v->list_start[assign[i] + 1]++;
+    for (l = 0; l < nlist; l++) v->list_start[l + 1] += v->list_start[l];
+    for (l = 0; l <= nlist; l++) fill[l] = (size_t)v->list_start[l];
+    for (i = 0; i < n; i++) {
+        size_t at = fill[assign[i]]++;
+        v->ids[at] = (int64_t)i;
+        memcpy(v->codes + at * dim, idx->qvectors + i * dim, dim);
+        v->scales[at] = idx->qscales[i];
+    }
+done:
+    aes_free(pick); aes_free(sample); aes_free(score); aes_free(assign); aes_free(cnt); aes_free(sum);
+    aes_free(row); aes_free(fill);
+    if (st != AES_OK) { aes_ivf_free(v); return st; }
+    *out = v;
+    return AES_OK;
+}
+
+AES_API aes_status aes_ivf_search(aes_ctx *ctx, const aes_ivf *ivf, const aes_index *idx,
+                                  const float *queries, int nq, int k, int nprobe,
+                                  aes_hit *hits, int *nhits) {
+    aes_hit *probe = NULL, *cand = NULL, *part = NULL;
+    float *qn = NULL;
+    size_t dim, ncand, capc;
+    int qi, p, j, R;
+    aes_status st = AES_OK;
+    aes__dot4_f32_fn dot = aes__pick_dot4_f32(ctx ? ctx->isa : AES_ISA_SCALAR);
+    if (!ivf || !idx || nq < 0 || k < 1 || nprobe < 1 || (nq && (!queries || !hits)))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_ivf_search: bad arguments (nq %d, k %d, nprobe %d)", nq, k, nprobe);
+    if (ivf->count != idx->count || ivf->dim != idx->dim || !(idx->storage & AES_INDEX_I8))
+        return aes__fail(ctx, AES_ERR_MISMATCH, "aes_ivf_search: the IVF (%zu rows, dim %d) is not of this index (%zu rows, dim %d)",
+                         ivf->count, ivf->dim, idx->count, idx->dim);
+    if (nprobe > ivf->nlist) nprobe = ivf->nlist;
+    dim = (size_t)ivf->dim;
+    R = (idx->storage & AES_INDEX_F32) ? AES_INT8_REFINE(k) : k;
+    capc = (size_t)nprobe * (size_t)R;
+    qn = (float *)aes_alloc(ctx, dim, sizeof(float));
+    probe = (aes_hit *)aes_alloc(ctx, (size_t)nprobe, sizeof(aes_hit));
+    cand = (aes_hit *)aes_alloc(ctx, capc, sizeof(aes_hit));
+    part = (aes_hit *)aes_alloc(ctx, (size_t)R, sizeof(aes_hit));
+    if (!qn || !probe || !cand || !part) { st = aes_last_status(ctx); goto done; }
+    for (qi = 0; qi < nq && st == AES_OK; qi++) {
+        aes_hit *out = hits + (size_t)qi * (size_t)k;
+        int keep;
+        if (!aes__r_finite(queries + (size_t)qi * dim, dim) || !aes__r_normalize(qn, queries + (size_t)qi * dim, ivf->dim)) {
+            st = aes__fail(ctx, AES_ERR_NUMERIC, "aes_ivf_search: query %d is zero or not finite", qi);
+            break;
+        }
+        if ((st = aes_topk_f32(ctx, ivf->centroids, (size_t)ivf->nlist, ivf->dim, qn, 1, nprobe, probe, NULL)) != AES_OK) break;
+        ncand = 0;
+        for (p = 0; p < nprobe && st == AES_OK; p++) {
+            size_t a = (size_t)ivf->list_start[probe[p].row], b = (size_t)ivf->list_start[probe[p].row + 1];
+            int nh = 0;
+            if (a == b) continue;
+            st = aes_topk_i8(ctx, ivf->codes + a * dim, ivf->scales + a, b - a, ivf->dim, qn, 1, R, part, &nh);
+            for (j = 0; j < nh; j++) {      /* list position -> index row */
+                cand[ncand].row = ivf->ids[a + (size_t)part[j].row];
+                cand[ncand++].score = part[j].score;
+            }
+        }
+        if (st != AES_OK) break;
+        qsort(cand, ncand, sizeof *cand, aes__hit_cmp);
+        if (ncand > (size_t)R) ncand = (size_t)R;
+        if (idx->storage & AES_INDEX_F32) {     /* exact fp32 scores, as aes_index_search */
+            size_t r;
+            for (r = 0; r < ncand; r += 4) {
+                const float *rows[4];
+                float s4[4];
+                int c4 = (int)AES__MIN((size_t)4, ncand - r);
+                for (j = 0; j < 4; j++) rows[j] = idx->vectors + (size_t)cand[r + (size_t)AES__MIN(j, c4 - 1)].row * dim;
+                dot(qn, rows, ivf->dim, s4);
+                for (j = 0; j < c4; j++) cand[r + (size_t)j].score = s4[j];
+            }
+            qsort(cand, ncand, sizeof *cand, aes__hit_cmp);
+        }
+        keep = (int)AES__MIN((size_t)k, ncand);
+        for (j = 0; j < k; j++) {
+            if (j < keep) out[j] = cand[j];
+            else { out[j].row = -1; out[j].score = -INFINITY; }
+        }
+        if (nhits) nhits[qi] = keep;
+    }
+done:
+    aes_free(qn); aes_free(probe); aes_free(cand); aes_free(part);
     return st;
 }
 

@@ -850,6 +850,209 @@ static void test_webp(void) {
 #endif
 }
 
+/* ---- shards: build --shard K/N, index merge ------------------------------------ */
+
+/* 1 when two indexes hold the same rows in the same order, bit for bit. */
+static int same_rows(const aes_index *a, const aes_index *b) {
+    size_t i;
+    if (a->count != b->count || a->dim != b->dim || a->storage != b->storage) return 0;
+    for (i = 0; i < a->count; i++) {
+        if (strcmp(aes_index_path(a, i), aes_index_path(b, i))) return 0;
+        if (memcmp(&a->aesthetic[i], &b->aesthetic[i], sizeof(float)) || a->date[i] != b->date[i] ||
+            a->content_hash[i] != b->content_hash[i] || a->file_size[i] != b->file_size[i])
+            return 0;
+    }
+    if (a->vectors && memcmp(a->vectors, b->vectors, a->count * (size_t)a->dim * sizeof(float))) return 0;
+    if (a->qvectors && (memcmp(a->qvectors, b->qvectors, a->count * (size_t)a->dim) ||
+                        memcmp(a->qscales, b->qscales, a->count * sizeof(float))))
+        return 0;
+    return 1;
+}
+
+static void test_shard_merge(void) {
+    aes_index *one = NULL, *merged = NULL, *s[3] = {NULL, NULL, NULL};
+    char *a = NULL, *b = NULL, *log = NULL;
+    int i, q;
+    size_t total = 0;
+    if (!tl_cli() || !make_tdir()) return;
+    /* names that sort differently as whole paths and as a walk (A/b.ppm,
+     * A/b/..., A/b-c.ppm) and copies of one picture (equal scores: ties) */
+    sh("mkdir -p %D/A/b %D/B");
+    write_ppm("A/b.ppm", 28, 30, 3);
+    write_ppm("A/b-c.ppm", 30, 26, 4);
+    write_ppm("A/b/x.ppm", 26, 28, 5);
+    write_ppm("A/b/y.ppm", 26, 28, 5);
+    write_ppm("A/a.ppm", 26, 28, 5);
+    for (i = 0; i < 7; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "B/p%d.ppm", i);
+        write_ppm(name, 24 + 2 * i, 30 - i, (unsigned)(i % 5) + 6);
+    }
+    CHECK(sh("%C index build " MODEL " " HEAD " --out %D/one.idx --quiet %D/A %D/B 2>/dev/null") == 0);
+    for (i = 0; i < 3; i++) {
+        char cmd[512], name[16];
+        snprintf(cmd, sizeof cmd, "%%C index build " MODEL " " HEAD " --shard %d/3 --batch 3 --out %%D/s%d.idx --quiet %%D/A %%D/B 2>/dev/null", i, i);
+        CHECK(sh(cmd) == 0);
+        snprintf(name, sizeof name, "s%d.idx", i);
+        if ((s[i] = load_index(name)) != NULL) total += s[i]->count;
+    }
+    CHECK(sh("%C index merge %D/m.idx %D/s2.idx %D/s0.idx %D/s1.idx 2>%D/log") == 0);
+    if (!(one = load_index("one.idx")) || !(merged = load_index("m.idx"))) goto out;
+    CHECK(one->count == 12 && total == 12);
+    for (i = 0; i < 3; i++) CHECK(s[i] && s[i]->count > 0 && s[i]->count < 12);     /* a real split */
+    CHECK(same_rows(one, merged));
+    /* search output, byte for byte, for several image queries (int8 and fp32) */
+    for (q = 0; q < 6; q++) {
+        char cmd[512];
+        static const char *const img[6] = {"A/a.ppm", "A/b.ppm", "B/p0.ppm", "B/p3.ppm", "A/b-c.ppm", "B/p6.ppm"};
+        snprintf(cmd, sizeof cmd, "%%C search --index %%D/one.idx " MODEL " --format tsv --k 12 %s %%D/%s >%%D/q1 2>/dev/null",
+                 q & 1 ? "--int8" : "", img[q]);
+        CHECK(sh(cmd) == 0);
+        snprintf(cmd, sizeof cmd, "%%C search --index %%D/m.idx " MODEL " --format tsv --k 12 %s %%D/%s >%%D/q2 2>/dev/null",
+                 q & 1 ? "--int8" : "", img[q]);
+        CHECK(sh(cmd) == 0);
+        free(a); free(b);
+        a = slurp("q1");
+        b = slurp("q2");
+        CHECK(a && b && count_lines(a) == 13 && !strcmp(a, b));
+    }
+    /* a shard given twice: its rows once */
+    CHECK(sh("%C index merge %D/m2.idx %D/s0.idx %D/s1.idx %D/s2.idx %D/s1.idx 2>%D/log") == 0);
+    log = slurp("log");
+    CHECK(strstr(log, "given twice") != NULL);
+    aes_index_free(merged);
+    CHECK((merged = load_index("m2.idx")) != NULL && same_rows(one, merged));
+    /* a missing shard is named; a shard scored by another head is refused, by name */
+    free(log);
+    CHECK(sh("%C index merge %D/m3.idx %D/s0.idx %D/s2.idx 2>%D/log") == 0);
+    log = slurp("log");
+    CHECK(strstr(log, "shard 1/3 is missing") != NULL);
+    CHECK(sh("%C index build " MODEL " --shard 1/3 --out %D/nohead.idx --quiet %D/A %D/B 2>/dev/null") == 0);
+    CHECK(sh("%C index merge %D/m4.idx %D/s0.idx %D/nohead.idx %D/s2.idx 2>%D/log") != 0);
+    free(log);
+    log = slurp("log");
+    CHECK(strstr(log, "nohead.idx") != NULL && strstr(log, "head") != NULL);
+    {
+        char path[256];
+        snprintf(path, sizeof path, "%s/m4.idx", tdir);
+        CHECK(access(path, F_OK) != 0);
+    }
+    CHECK(sh("%C index build " MODEL " --shard 3/3 --out %D/bad.idx %D/A 2>/dev/null") != 0);
+    /* tools/slurm_index.sh's two roles, run by hand as Slurm would run them
+     * (array tasks 0..2, then the merge) */
+    CHECK(sh("for k in 0 1 2; do SLURM_ARRAY_TASK_ID=$k AESALIGN='%C' sh tools/slurm_index.sh shard 3 %D/sl.idx " MODEL " " HEAD
+             " %D/A %D/B 2>/dev/null || exit 1; done && AESALIGN='%C' sh tools/slurm_index.sh merge 3 %D/sl.idx 2>/dev/null") == 0);
+    aes_index_free(merged);
+    CHECK((merged = load_index("sl.idx")) != NULL && same_rows(one, merged));
+out:
+    free(a); free(b); free(log);
+    aes_index_free(one);
+    aes_index_free(merged);
+    for (i = 0; i < 3; i++) aes_index_free(s[i]);
+    rm_tdir();
+}
+
+/* ---- export: .npy + JSON Lines, read back here and by FAISS --------------------- */
+
+/* Checks the python program FAISS's test runs (written to the test's folder). */
+static const char *const faiss_check_py =
+    "import json, sys, numpy as np, faiss\n"
+    "d = sys.argv[1]\n"
+    "x = np.load(d + '/out/embeddings.npy')\n"
+    "meta = [json.loads(l) for l in open(d + '/out/metadata.jsonl')]\n"
+    "assert x.dtype == np.float32 and x.flags['C_CONTIGUOUS'] and x.shape[0] == len(meta), (x.shape, len(meta))\n"
+    "index = faiss.IndexFlatIP(x.shape[1])\n"
+    "index.add(x)\n"
+    "row = {m['path']: m['row'] for m in meta}\n"
+    "bad = 0\n"
+    "for q in range(20):\n"
+    "    want = open('%s/r%d' % (d, q)).read().split()\n"
+    "    qpath = open('%s/q%d' % (d, q)).read().strip()\n"
+    "    s, i = index.search(x[row[qpath]:row[qpath] + 1], 10)\n"
+    "    got = [meta[j]['path'] for j in i[0]]\n"
+    "    if got != want:\n"
+    "        print('query', q, qpath, 'faiss', got, 'aesalign', want); bad += 1\n"
+    "sys.exit(1 if bad else 0)\n";
+
+static void test_export_npy(void) {
+    aes_index *idx = NULL;
+    char *npy = NULL, *jl = NULL, path[256];
+    void *buf = NULL;
+    size_t len = 0, i;
+    int q;
+    const char *py = NULL;
+    if (!tl_cli() || !make_tdir()) return;
+    sh("mkdir -p %D/P");
+    for (i = 0; i < 22; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "P/p%02d.ppm", (int)i);
+        write_ppm(name, 24 + (int)(i % 7) * 2, 24 + (int)(i / 7) * 3, (unsigned)i * 3 + 1);
+    }
+    CHECK(sh("touch -m -d '2021-06-07 08:09:10' %D/P/p00.ppm") == 0);
+    CHECK(sh("%C index build " MODEL " " HEAD " --out %D/x.idx --quiet %D/P 2>/dev/null") == 0);
+    CHECK(sh("%C index export --npy %D/out %D/x.idx 2>/dev/null") == 0);
+    if (!(idx = load_index("x.idx"))) goto out;
+    CHECK(idx->count == 22);
+    /* the .npy: NPY 1.0 header, then the fp32 vectors as stored, little-endian */
+    snprintf(path, sizeof path, "%s/out/embeddings.npy", tdir);
+    CHECK_OK(ctx, aes_read_file(ctx, path, &buf, &len));
+    if (buf && len >= 10) {
+        const unsigned char *p = (const unsigned char *)buf;
+        size_t hl = (size_t)p[8] | (size_t)p[9] << 8, d;
+        char *hdr = (char *)malloc(hl + 1);
+        int same = 1;
+        CHECK(!memcmp(p, "\x93NUMPY\x01\x00", 8) && (10 + hl) % 64 == 0 && p[10 + hl - 1] == '\n');
+        CHECK(len == 10 + hl + idx->count * 24 * 4);
+        if (hdr && 10 + hl <= len) {
+            memcpy(hdr, p + 10, hl);
+            hdr[hl] = 0;
+            CHECK(strstr(hdr, "'descr': '<f4'") && strstr(hdr, "'fortran_order': False") && strstr(hdr, "'shape': (22, 24)"));
+        }
+        free(hdr);
+        for (i = 0; i < idx->count && len == 10 + hl + idx->count * 96; i++)
+            for (d = 0; d < 24; d++) {
+                const unsigned char *b = p + 10 + hl + (i * 24 + d) * 4;
+                uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+                float v;
+                memcpy(&v, &u, 4);
+                same &= memcmp(&v, &idx->vectors[i * 24 + d], 4) == 0;
+            }
+        CHECK(same);
+    }
+    /* the JSON Lines: one row per entry, in index order, with score and date */
+    jl = slurp("out/metadata.jsonl");
+    CHECK(count_lines(jl) == 22);
+    {
+        char want[512];
+        snprintf(want, sizeof want, "{\"row\": 0, \"path\": \"%s/P/p00.ppm\", \"aesthetic\": ", tdir);
+        CHECK(!strncmp(jl, want, strlen(want)));
+        CHECK(strstr(jl, "\"date\": \"2021-06-07T08:09:10\"}\n") != NULL);
+        CHECK((float)atof(jl + strlen(want)) == idx->aesthetic[0]);     /* %.9g: the float back exactly */
+    }
+    /* FAISS: a flat inner-product index over the export finds what aesalign search finds */
+    if (system("python3 -c 'import faiss, numpy' >/dev/null 2>&1") == 0) py = "python3";
+    else if (system("/usr/bin/python3 -c 'import faiss, numpy' >/dev/null 2>&1") == 0) py = "/usr/bin/python3";
+    if (!py) tl_skip("python3 with numpy and faiss (Debian python3-faiss) is absent: the FAISS round trip is not tested");
+    else {
+        char cmd[1024];
+        FILE *f;
+        snprintf(path, sizeof path, "%s/check.py", tdir);
+        if ((f = fopen(path, "w")) != NULL) { fputs(faiss_check_py, f); fclose(f); }
+        for (q = 0; q < 20; q++) {     /* plain retrieval (no aesthetic re-ranking), exact fp32 */
+            snprintf(cmd, sizeof cmd, "echo %%D/P/p%02d.ppm >%%D/q%d && %%C search --index %%D/x.idx " MODEL
+                     " --aesthetic-weight 0 --format paths --k 10 %%D/P/p%02d.ppm >%%D/r%d 2>/dev/null", q, q, q, q);
+            CHECK(sh(cmd) == 0);
+        }
+        snprintf(cmd, sizeof cmd, "%s %%D/check.py %%D", py);
+        CHECK(sh(cmd) == 0);
+    }
+out:
+    aes_free(buf);
+    free(npy); free(jl);
+    aes_index_free(idx);
+    rm_tdir();
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
@@ -861,6 +1064,8 @@ int main(int argc, char **argv) {
     RUN(test_exif_parse_and_orient);
     RUN(test_exif_jpeg_cli);
     RUN(test_webp);
+    RUN(test_shard_merge);
+    RUN(test_export_npy);
     aes_ctx_free(ctx);
     return tl_report();
 }

@@ -1200,6 +1200,116 @@ static void test_llm_tools_py(void) {
     CHECK_MSG(rc == 0, "tests/test_llm_tools.py failed (status %d)", rc);
 }
 
+/* ---- IVF: recall against exact search, determinism ----------------------------- */
+
+/* n clustered unit vectors: 400 random centres, each row a centre plus noise. */
+static float *clustered(size_t n, int dim, unsigned seed) {
+    float *c = (float *)malloc((size_t)400 * dim * sizeof(float)), *x = (float *)malloc(n * (size_t)dim * sizeof(float));
+    uint64_t st = seed;
+    size_t i;
+    int d;
+    if (!c || !x) { free(c); free(x); return NULL; }
+    for (i = 0; i < (size_t)400 * dim; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        c[i] = (float)((double)(st >> 11) / 9007199254740992.0 - 0.5);
+    }
+    for (i = 0; i < n; i++) {
+        const float *ce;
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        ce = c + (size_t)((st >> 33) % 400) * dim;
+        for (d = 0; d < dim; d++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            x[i * dim + d] = ce[d] + 0.35f * (float)((double)(st >> 11) / 9007199254740992.0 - 0.5);
+        }
+    }
+    free(c);
+    return x;
+}
+
+static void test_ivf(void) {
+    const int dim = 64, nq = 100, k = 10;
+    size_t n = getenv("AES_SLOW_RUNNER") ? 4000 : 20000, i;
+    float *x = clustered(n + (size_t)nq, dim, 7);
+    aes_index *idx = NULL;
+    aes_ivf *a = NULL, *b = NULL;
+    aes_hit *ex = NULL, *ap = NULL, *ap2 = NULL;
+    int q, j, found = 0, nlist = getenv("AES_SLOW_RUNNER") ? 32 : 128;
+    char name[32];
+    if (!x) { CHECK(0); return; }
+    ex = (aes_hit *)malloc((size_t)nq * k * sizeof *ex);
+    ap = (aes_hit *)malloc((size_t)nq * k * sizeof *ap);
+    ap2 = (aes_hit *)malloc((size_t)nq * k * sizeof *ap2);
+    CHECK_OK(ctx, aes_index_create(ctx, dim, AES_INDEX_F32 | AES_INDEX_I8, "m", "", &idx));
+    for (i = 0; idx && i < n; i++) {
+        snprintf(name, sizeof name, "v%zu", i);
+        if (aes_index_add(ctx, idx, name, 0, 0, x + i * dim, NAN) != AES_OK) { CHECK(0); break; }
+    }
+    if (!idx || !ex || !ap || !ap2 || idx->count != n) goto out;
+    aes_threads_set(ctx, 1);
+    CHECK_OK(ctx, aes_ivf_build(ctx, idx, nlist, 42, &a));
+    aes_threads_set(ctx, 2);
+    CHECK_OK(ctx, aes_ivf_build(ctx, idx, nlist, 42, &b));
+    if (!a || !b) goto out;
+    /* bit-identical for any thread count; every row in exactly one list */
+    CHECK(!memcmp(a->centroids, b->centroids, (size_t)nlist * dim * sizeof(float)));
+    CHECK(!memcmp(a->list_start, b->list_start, ((size_t)nlist + 1) * sizeof(uint64_t)));
+    CHECK(!memcmp(a->ids, b->ids, n * sizeof(int64_t)) && !memcmp(a->codes, b->codes, n * dim));
+    CHECK(a->list_start[nlist] == n);
+    {
+        unsigned char *seen = (unsigned char *)calloc(n, 1);
+        int ok = seen != NULL;
+        for (i = 0; ok && i < n; i++) ok = a->ids[i] >= 0 && (size_t)a->ids[i] < n && !seen[a->ids[i]]++;
+        CHECK(ok);
+        free(seen);
+    }
+    /* recall@10 against exact fp32 search, on queries near the data */
+    CHECK_OK(ctx, aes_index_search(ctx, idx, x + n * dim, nq, k, 0, ex, NULL));
+    CHECK_OK(ctx, aes_ivf_search(ctx, b, idx, x + n * dim, nq, k, nlist / 16, ap, NULL));
+    aes_threads_set(ctx, 1);
+    CHECK_OK(ctx, aes_ivf_search(ctx, a, idx, x + n * dim, nq, k, nlist / 16, ap2, NULL));
+    for (q = 0, found = 1; q < nq * k; q++)
+        found &= ap[q].row == ap2[q].row && !memcmp(&ap[q].score, &ap2[q].score, sizeof(float));
+    CHECK(found);
+    found = 0;
+    for (q = 0; q < nq; q++)
+        for (j = 0; j < k; j++) {
+            int t;
+            for (t = 0; t < k; t++)
+                if (ap[q * k + t].row == ex[q * k + j].row) {
+                    found++;
+                    /* a row found has its exact fp32 score */
+                    CHECK(memcmp(&ap[q * k + t].score, &ex[q * k + j].score, sizeof(float)) == 0);
+                    break;
+                }
+        }
+    if (getenv("TL_VERBOSE")) fprintf(stderr, "  IVF recall@10 %.3f (n %zu, nlist %d, nprobe %d)\n", found / (double)(nq * k), n, nlist, nlist / 16);
+    CHECK(found >= 0.95 * nq * k);
+    /* nprobe = nlist is exact */
+    CHECK_OK(ctx, aes_ivf_search(ctx, a, idx, x + n * dim, nq, k, nlist, ap, NULL));
+    for (q = 0, found = 1; q < nq * k; q++) found &= ap[q].row == ex[q].row;
+    CHECK(found);
+    /* another index: refused */
+    {
+        aes_index *small = NULL;
+        CHECK_OK(ctx, aes_index_create(ctx, dim, AES_INDEX_I8, "m", "", &small));
+        if (small && aes_index_add(ctx, small, "one", 0, 0, x, NAN) == AES_OK)
+            CHECK(aes_ivf_search(ctx, a, small, x, 1, k, 4, ap, NULL) == AES_ERR_MISMATCH);
+        aes_clear_error(ctx);
+        {
+            aes_ivf *c = NULL;
+            CHECK(aes_ivf_build(ctx, small, 2, 1, &c) != AES_OK && c == NULL);    /* nlist > rows */
+        }
+        aes_clear_error(ctx);
+        aes_index_free(small);
+    }
+out:
+    aes_threads_set(ctx, 1);
+    aes_ivf_free(a);
+    aes_ivf_free(b);
+    aes_index_free(idx);
+    free(x); free(ex); free(ap); free(ap2);
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
@@ -1230,6 +1340,7 @@ int main(int argc, char **argv) {
     RUN(test_cli_eval);
     RUN(test_llm_tools_py);
     RUN(test_index_v2_dates_hashes);
+    RUN(test_ivf);
     aes_ctx_free(ctx);
     return tl_report();
 }

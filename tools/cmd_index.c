@@ -2,6 +2,8 @@
  *
  *   aesalign index build  --model M [--head H] [--out FILE] [options] DIR...
  *   aesalign index update --index FILE --model M [--head H] [options] [DIR...]
+ *   aesalign index merge  OUT SHARD...
+ *   aesalign index export --npy DIR FILE
  *   aesalign index info   FILE
  *
  * build walks the folders recursively (entries sorted by name, hidden ones
@@ -214,6 +216,7 @@ typedef struct build_opts {
     int quiet;
     const char **dirs;
     int ndirs;
+    long shard_k, shard_n;      /* --shard K/N (N = 0: all files) */
 } build_opts;
 
 /* The i-th value of "key=" in an index's meta text, copied to a malloc'ed
@@ -438,6 +441,45 @@ static int hashes_add(hash_ref **h, size_t *n, const aes_index *src) {
     return 1;
 }
 
+/* ---- shards ------------------------------------------------------------------- */
+
+/* The shard of a file: FNV-1a (64-bit; Fowler, Noll, Vo) of its path
+ * relative to the folder given on the command line, modulo N.  Relative,
+ * so machines that mount the collection at different places agree; a
+ * hash, so a file keeps its shard when others are added or removed. */
+static long shard_of(const char *path, char **roots, int nroots, long n) {
+    uint64_t h = 14695981039346656037ULL;
+    const char *rel = path;
+    int i;
+    for (i = 0; i < nroots; i++)
+        if (under(path, roots[i])) {
+            size_t l = strlen(roots[i]);
+            rel = path + l;
+            while (*rel == '/') rel++;
+            break;
+        }
+    for (; *rel; rel++) {
+        h ^= (unsigned char)*rel;
+        h *= 1099511628211ULL;
+    }
+    return (long)(h % (uint64_t)n);
+}
+
+/* "K/N" with 0 <= K < N. */
+static int parse_shard(const char *s, long *k, long *n) {
+    char *e;
+    long a, b;
+    errno = 0;
+    a = strtol(s, &e, 10);
+    if (e == s || *e != '/' || errno) return 0;
+    s = e + 1;
+    b = strtol(s, &e, 10);
+    if (e == s || *e || errno || b < 1 || b > 1000000 || a < 0 || a >= b) return 0;
+    *k = a;
+    *n = b;
+    return 1;
+}
+
 /* ---- build / update --------------------------------------------------------- */
 
 static int cmd_build(int argc, char **argv, int update) {
@@ -492,6 +534,11 @@ static int cmd_build(int argc, char **argv, int update) {
             else { cli_fail(cmd, NULL, "--storage wants f32, int8 or both, not '%s'", s); goto done; }
             continue;
         }
+        if (!update && (r = cli_opt_str(argc, argv, &i, "--shard", &s))) {
+            if (r < 0) goto done;
+            if (!parse_shard(s, &o.shard_k, &o.shard_n)) { cli_fail(cmd, NULL, "--shard wants K/N with 0 <= K < N, not '%s'", s); goto done; }
+            continue;
+        }
         if (!strcmp(argv[i], "--quiet")) { o.quiet = 1; continue; }
         if (!strcmp(argv[i], "--no-wait")) { nowait = 1; continue; }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -505,7 +552,10 @@ static int cmd_build(int argc, char **argv, int update) {
                        "  --remove DIR         drop DIR (a recorded folder or one inside it, which then stays out\n"
                        "                       until given again) and its images\n");
             else
-                printf("usage: aesalign index build --model M [--head H] [--out FILE] [options] DIR...\n");
+                printf("usage: aesalign index build --model M [--head H] [--out FILE] [options] DIR...\n"
+                       "  --shard K/N          embed only shard K (0..N-1) of N: the files whose path relative to\n"
+                       "                       the DIR given hashes (FNV-1a) to K mod N; `aesalign index merge`\n"
+                       "                       joins the N shard indexes into the index one build would make\n");
             printf(CLI_MODEL_HELP
                    "  --head H             aesthetic head (safetensors); without one, no aesthetic scores\n"
                    "  %-20s the index file%s\n"
@@ -634,6 +684,17 @@ static int cmd_build(int argc, char **argv, int update) {
     if (!o.quiet)
         fprintf(stderr, "aesalign %s: %zu images in %d folder%s (%zu other file%s ignored)\n", cmd, w.n, walked.n,
                 walked.n == 1 ? "" : "s", w.ignored, w.ignored == 1 ? "" : "s");
+    if (o.shard_n > 0) {        /* keep this shard's files only, in walk order */
+        size_t n2 = 0, all = w.n;
+        char num[64];
+        for (f = 0; f < w.n; f++) {
+            if (shard_of(w.files[f].path, walked.s, walked.n, o.shard_n) == o.shard_k) w.files[n2++] = w.files[f];
+            else free(w.files[f].path);
+        }
+        w.n = n2;
+        snprintf(num, sizeof num, "%ld/%ld", o.shard_k, o.shard_n);
+        if (!o.quiet) fprintf(stderr, "aesalign %s: shard %s: %zu of the %zu images\n", cmd, num, w.n, all);
+    }
 
     /* the new index: the entries of folders not walked, then the walked ones (reused first) */
     if (aes_index_create(ctx, E, o.storage, aes_clip_id(model), head_id, &idx) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
@@ -641,6 +702,11 @@ static int cmd_build(int argc, char **argv, int update) {
     if (o.head) meta_add(&meta, "head", o.head, NULL);
     for (i = 0; i < roots.n; i++) meta_add(&meta, "root", roots.s[i], NULL);
     for (i = 0; i < excluded.n; i++) meta_add(&meta, "exclude", excluded.s[i], NULL);
+    if (o.shard_n > 0) {    /* merge checks that the shards make a whole */
+        char num[64];
+        snprintf(num, sizeof num, "%ld/%ld", o.shard_k, o.shard_n);
+        meta_add(&meta, "shard", num, NULL);
+    }
     for (f = 0; prev && f < prev->count; f++) {
         const char *p = aes_index_path(prev, f);
         if (under_any(p, removed.s, removed.n)) { dropped++; continue; }
@@ -861,6 +927,317 @@ done:
 }
 
 /* ============================================================================
+ *  merge: shard indexes into one
+ * ========================================================================= */
+
+/* The order a build walks files in: folders given first to last, and in a
+ * folder its entries by name with a subfolder's files right after the
+ * subfolder's name, i.e. paths compared with '/' below every other byte. */
+static int walk_order_cmp(const char *a, const char *b) {
+    for (;; a++, b++) {
+        unsigned ca = (unsigned char)*a, cb = (unsigned char)*b;
+        if (ca != cb) {
+            unsigned ra = ca == 0 ? 0 : ca == '/' ? 1 : ca + 1, rb = cb == 0 ? 0 : cb == '/' ? 1 : cb + 1;
+            return ra < rb ? -1 : 1;
+        }
+        if (!ca) return 0;
+    }
+}
+
+typedef struct merge_row {
+    const aes_index *src;
+    size_t row;
+    int root, shard;          /* root: first recorded folder holding the path */
+    const char *path;
+} merge_row;
+
+static int cmp_merge_row(const void *pa, const void *pb) {
+    const merge_row *a = (const merge_row *)pa, *b = (const merge_row *)pb;
+    int c;
+    if (a->root != b->root) return a->root < b->root ? -1 : 1;
+    if ((c = walk_order_cmp(a->path, b->path)) != 0) return c;
+    if (a->shard != b->shard) return a->shard < b->shard ? -1 : 1;
+    return a->row < b->row ? -1 : a->row > b->row;
+}
+
+static int cmd_merge(int argc, char **argv) {
+    const char *cmd = "index merge", *out = NULL;
+    const char **in = (const char **)calloc((size_t)argc + 1, sizeof *in);
+    aes_index **sh = (aes_index **)calloc((size_t)argc + 1, sizeof *sh), *idx = NULL;
+    aes_ctx *ctx = aes_ctx_create();
+    int nin = 0, i, k, rc = 1, nowait = 0, quiet = 0, lockfd = -1, shard_n = -1;
+    unsigned char *have_shard = NULL;
+    str_list roots = {NULL, 0}, excluded = {NULL, 0};
+    meta_buf meta = {NULL, 0, 0};
+    merge_row *rows = NULL;
+    size_t nrows = 0, total = 0, f, dups = 0;
+    char *model_path = NULL, *head_path = NULL;
+    if (!in || !sh || !ctx) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+    for (i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--quiet")) { quiet = 1; continue; }
+        if (!strcmp(argv[i], "--no-wait")) { nowait = 1; continue; }
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: aesalign index merge [options] OUT SHARD...\n"
+                   "  joins indexes (the shards of `aesalign index build --shard K/N`) into OUT, written\n"
+                   "  atomically: entries in the order one build over the same folders gives them, a path\n"
+                   "  in several shards kept once (from the first shard given).  Every shard must come\n"
+                   "  from the same model, aesthetic head, dimension and storage.\n"
+                   "  --no-wait            fail at once when another process is writing OUT (default: wait)\n"
+                   "  --quiet              no summary line\n");
+            rc = 0;
+            goto done;
+        }
+        if (argv[i][0] == '-' && argv[i][1]) { cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[i]); goto done; }
+        if (!out) out = argv[i];
+        else in[nin++] = argv[i];
+    }
+    if (!out || nin == 0) { cli_fail(cmd, NULL, "usage: aesalign index merge OUT SHARD... (see --help)"); goto done; }
+    for (i = 0; i < nin; i++)
+        if (!strcmp(in[i], out)) { cli_fail(cmd, NULL, "OUT %s is also a shard: write the merge to a new file", out); goto done; }
+    aes_threads_set(ctx, cli_threads());
+    if ((lockfd = index_lock(cmd, out, nowait)) < 0) goto done;
+    for (i = 0; i < nin; i++) {
+        char *v;
+        if (aes_index_load(ctx, in[i], &sh[i]) != AES_OK) { cli_fail(cmd, ctx, "cannot load the shard %s", in[i]); goto done; }
+        if (i > 0) {
+            const aes_index *a = sh[0], *b = sh[i];
+            if (strcmp(a->model_id, b->model_id)) {
+                cli_fail(cmd, NULL, "%s was made with another model than %s (model %s, not %s)", in[i], in[0], b->model_id, a->model_id);
+                goto done;
+            }
+            if (strcmp(a->head_id, b->head_id)) {
+                cli_fail(cmd, NULL, "%s was scored with another aesthetic head than %s (head %s, not %s)", in[i], in[0],
+                         b->head_id[0] ? b->head_id : "none", a->head_id[0] ? a->head_id : "none");
+                goto done;
+            }
+            if (a->dim != b->dim || a->storage != b->storage) {
+                cli_fail(cmd, NULL, "%s has dimension %d and storage %u, %s has %d and %u", in[i], b->dim, b->storage, in[0], a->dim, a->storage);
+                goto done;
+            }
+        }
+        if ((v = meta_value(sh[i]->meta, "shard", 0)) != NULL) {    /* which of how many */
+            long sk, sn;
+            if (parse_shard(v, &sk, &sn)) {
+                if (shard_n < 0) { shard_n = (int)sn; have_shard = (unsigned char *)calloc((size_t)sn, 1); if (!have_shard) { free(v); goto oom; } }
+                if (sn != shard_n) fprintf(stderr, "aesalign %s: warning: %s is shard %s, the others are of %d\n", cmd, in[i], v, shard_n);
+                else if (have_shard[sk]++) fprintf(stderr, "aesalign %s: warning: shard %s given twice (%s)\n", cmd, v, in[i]);
+            }
+            free(v);
+        }
+        for (k = 0; (v = meta_value(sh[i]->meta, "root", k)) != NULL; k++) {
+            int ok = str_list_add(&roots, v);
+            free(v);
+            if (!ok) goto oom;
+        }
+        for (k = 0; (v = meta_value(sh[i]->meta, "exclude", k)) != NULL; k++) {
+            int ok = str_list_add(&excluded, v);
+            free(v);
+            if (!ok) goto oom;
+        }
+        total += sh[i]->count;
+    }
+    for (k = 0; k < shard_n; k++)
+        if (!have_shard[k]) fprintf(stderr, "aesalign %s: warning: shard %d/%d is missing: its images are not in %s\n", cmd, k, shard_n, out);
+    if (!(rows = (merge_row *)malloc((total + 1) * sizeof *rows))) goto oom;
+    for (i = 0; i < nin; i++)
+        for (f = 0; f < sh[i]->count; f++) {
+            merge_row *r = &rows[nrows++];
+            r->src = sh[i];
+            r->row = f;
+            r->shard = i;
+            r->path = aes_index_path(sh[i], f);
+            for (r->root = 0; r->root < roots.n && !under(r->path, roots.s[r->root]); r->root++) {}
+        }
+    qsort(rows, nrows, sizeof *rows, cmp_merge_row);
+    if (aes_index_create(ctx, sh[0]->dim, sh[0]->storage, sh[0]->model_id, sh[0]->head_id, &idx) != AES_OK) {
+        cli_fail(cmd, ctx, "index");
+        goto done;
+    }
+    model_path = meta_value(sh[0]->meta, "model", 0);
+    head_path = meta_value(sh[0]->meta, "head", 0);
+    if (model_path) meta_add(&meta, "model", model_path, NULL);
+    if (head_path) meta_add(&meta, "head", head_path, NULL);
+    for (k = 0; k < roots.n; k++) meta_add(&meta, "root", roots.s[k], NULL);
+    for (k = 0; k < excluded.n; k++) meta_add(&meta, "exclude", excluded.s[k], NULL);
+    for (i = 0; i < nin; i++) {     /* files that failed to decode, remembered for updates */
+        char *v;
+        for (k = 0; (v = meta_value(sh[i]->meta, "bad", k)) != NULL; k++) {
+            meta_add(&meta, "bad", v, NULL);
+            free(v);
+        }
+    }
+    for (f = 0; f < nrows; f++) {
+        if (f > 0 && !strcmp(rows[f].path, rows[f - 1].path)) { dups++; continue; }
+        if (aes_index_add_from(ctx, idx, rows[f].src, rows[f].row) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
+    }
+    if (aes_index_set_meta(ctx, idx, meta.s ? meta.s : "") != AES_OK || aes_index_save(ctx, idx, out) != AES_OK) {
+        cli_fail(cmd, ctx, "writing %s", out);
+        goto done;
+    }
+    if (!quiet)
+        fprintf(stderr, "aesalign %s: wrote %s: %zu images from %d shard%s (%zu duplicates dropped)\n", cmd, out, idx->count,
+                nin, nin == 1 ? "" : "s", dups);
+    rc = 0;
+    goto done;
+oom:
+    cli_fail(cmd, NULL, "out of memory");
+done:
+    for (i = 0; sh && i < nin; i++) aes_index_free(sh[i]);
+    free(sh);
+    free(in);
+    free(rows);
+    free(have_shard);
+    free(meta.s);
+    free(model_path);
+    free(head_path);
+    str_list_free(&roots);
+    str_list_free(&excluded);
+    aes_index_free(idx);
+    aes_ctx_free(ctx);
+    index_unlock(lockfd);
+    return rc;
+}
+
+/* ============================================================================
+ *  export: NumPy .npy + JSON Lines, the layout FAISS / autofaiss users load
+ * ========================================================================= */
+
+/* A file written through a temporary in the same folder, flushed to disk
+ * and renamed over the target at the end: a crash leaves no half file. */
+typedef struct out_file { FILE *f; char tmp[4200], path[4200]; } out_file;
+
+static int out_open(out_file *o, const char *dir, const char *name) {
+    snprintf(o->path, sizeof o->path, "%s/%s", dir, name);
+    snprintf(o->tmp, sizeof o->tmp, "%s/.%s.tmp%ld", dir, name, (long)getpid());
+    o->f = fopen(o->tmp, "wb");
+    return o->f != NULL;
+}
+
+static int out_commit(out_file *o) {
+    int ok = fflush(o->f) == 0 && !ferror(o->f) && fsync(fileno(o->f)) == 0;
+    ok &= fclose(o->f) == 0;
+    o->f = NULL;
+    if (ok && rename(o->tmp, o->path) == 0) return 1;
+    remove(o->tmp);
+    return 0;
+}
+
+static void out_abort(out_file *o) {
+    if (o->f) { fclose(o->f); o->f = NULL; remove(o->tmp); }
+}
+
+/* The NPY format version 1.0 (numpy.lib.format): magic "\x93NUMPY", 1, 0,
+ * a little-endian u16 header length, then a Python dict literal padded
+ * with spaces and ended by '\n' so the data starts at a multiple of 64. */
+static int write_npy_header(FILE *f, uint64_t rows, int cols) {
+    char dict[256];
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
+    int n = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (%llu, %d), }",
+                     (unsigned long long)rows, cols);
+    int total = (10 + n + 1 + 63) / 64 * 64, hl = total - 10;
+    pre[8] = (unsigned char)(hl & 255);
+    pre[9] = (unsigned char)(hl >> 8);
+    if (fwrite(pre, 1, 10, f) != 10 || fwrite(dict, 1, (size_t)n, f) != (size_t)n) return 0;
+    for (; n < hl - 1; n++) fputc(' ', f);
+    return fputc('\n', f) != EOF;
+}
+
+static int cmd_export(int argc, char **argv) {
+    const char *cmd = "index export", *path = NULL, *dir = NULL;
+    aes_ctx *ctx;
+    aes_index *idx = NULL;
+    out_file nf, jf;
+    unsigned char *buf = NULL;
+    float *row = NULL;
+    size_t i;
+    int k, d, rc = 1;
+    memset(&nf, 0, sizeof nf);
+    memset(&jf, 0, sizeof jf);
+    for (k = 2; k < argc; k++) {
+        int r;
+        if ((r = cli_opt_str(argc, argv, &k, "--index", &path))) { if (r < 0) return 1; continue; }
+        if ((r = cli_opt_str(argc, argv, &k, "--npy", &dir))) { if (r < 0) return 1; continue; }
+        if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+            printf("usage: aesalign index export --npy DIR [--index] FILE\n"
+                   "  writes DIR/embeddings.npy (float32 [images, dim], C order, L2-normalized: inner\n"
+                   "  product = cosine, e.g. faiss.IndexFlatIP) and DIR/metadata.jsonl (one line per row,\n"
+                   "  in the same order: row, path, aesthetic (null when unscored), date (the photo's\n"
+                   "  wall-clock time, null when unknown)).  An index stored as int8 only is exported\n"
+                   "  dequantized.  Each file is written atomically.\n"
+                   "  --npy DIR            the folder to write to (made when missing)\n"
+                   "  --index FILE         the index (or give FILE alone)\n");
+            return 0;
+        }
+        if (argv[k][0] == '-' && argv[k][1]) return cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[k]);
+        path = argv[k];
+    }
+    if (!path) return cli_fail(cmd, NULL, "which index? (aesalign index export --npy DIR FILE)");
+    if (!dir) return cli_fail(cmd, NULL, "--npy DIR is required");
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return cli_fail(cmd, NULL, "cannot make %s: %s", dir, strerror(errno));
+    if (!(ctx = aes_ctx_create())) return cli_fail(cmd, NULL, "out of memory");
+    if (aes_index_load(ctx, path, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
+    buf = (unsigned char *)malloc((size_t)idx->dim * 4 + 1);
+    row = (float *)malloc((size_t)idx->dim * sizeof *row + 1);
+    if (!buf || !row) { cli_fail(cmd, NULL, "out of memory"); goto done; }
+    if (!out_open(&nf, dir, "embeddings.npy") || !out_open(&jf, dir, "metadata.jsonl")) {
+        cli_fail(cmd, NULL, "cannot write in %s: %s", dir, strerror(errno));
+        goto done;
+    }
+    if (!write_npy_header(nf.f, idx->count, idx->dim)) goto wfail;
+    for (i = 0; i < idx->count; i++) {
+        if (idx->vectors) memcpy(row, idx->vectors + i * (size_t)idx->dim, (size_t)idx->dim * sizeof *row);
+        else {      /* int8 only: dequantized and renormalized, as aes_index_add_from does */
+            double ss = 0;
+            for (d = 0; d < idx->dim; d++) {
+                row[d] = (float)idx->qvectors[i * (size_t)idx->dim + (size_t)d] * idx->qscales[i];
+                ss += (double)row[d] * row[d];
+            }
+            for (d = 0; d < idx->dim && ss > 0; d++) row[d] = (float)(row[d] / sqrt(ss));
+        }
+        for (d = 0; d < idx->dim; d++) {    /* little-endian on every host */
+            uint32_t u;
+            memcpy(&u, &row[d], 4);
+            buf[4 * d] = (unsigned char)u;
+            buf[4 * d + 1] = (unsigned char)(u >> 8);
+            buf[4 * d + 2] = (unsigned char)(u >> 16);
+            buf[4 * d + 3] = (unsigned char)(u >> 24);
+        }
+        if (fwrite(buf, 4, (size_t)idx->dim, nf.f) != (size_t)idx->dim) goto wfail;
+        fprintf(jf.f, "{\"row\": %zu, \"path\": ", i);
+        cli_json_string(jf.f, aes_index_path(idx, i));
+        fputs(", \"aesthetic\": ", jf.f);
+        if (idx->aesthetic[i] != idx->aesthetic[i]) fputs("null", jf.f);
+        else fprintf(jf.f, "%.9g", (double)idx->aesthetic[i]);
+        fputs(", \"date\": ", jf.f);
+        {
+            time_t t = (time_t)idx->date[i];
+            struct tm tm;
+            char ds[32];
+            if (idx->date[i] != AES_INDEX_NO_DATE && (int64_t)t == idx->date[i] && gmtime_r(&t, &tm) &&
+                strftime(ds, sizeof ds, "%Y-%m-%dT%H:%M:%S", &tm))
+                fprintf(jf.f, "\"%s\"", ds);
+            else fputs("null", jf.f);
+        }
+        if (fputs("}\n", jf.f) == EOF) goto wfail;
+    }
+    if (!out_commit(&nf) || !out_commit(&jf)) goto wfail;
+    fprintf(stderr, "aesalign %s: wrote %s/embeddings.npy (%zu x %d float32) and %s/metadata.jsonl\n", cmd, dir,
+            idx->count, idx->dim, dir);
+    rc = 0;
+    goto done;
+wfail:
+    cli_fail(cmd, NULL, "writing in %s failed: %s", dir, strerror(errno));
+done:
+    out_abort(&nf);
+    out_abort(&jf);
+    free(buf);
+    free(row);
+    aes_index_free(idx);
+    aes_ctx_free(ctx);
+    return rc;
+}
+
+/* ============================================================================
  *  info
  * ========================================================================= */
 
@@ -943,10 +1320,12 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
-CLI_COMMAND(index, "build, update or describe an image index: index build, update, info") {
+CLI_COMMAND(index, "build, update, merge, export or describe an image index: index build, update, merge, export, info") {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         printf("usage: aesalign index build  --model M [--head H] [--out FILE] [options] DIR...\n"
                "       aesalign index update --index FILE [--model M] [--head H] [--remove DIR]... [options] [DIR...]\n"
+               "       aesalign index merge  OUT SHARD...\n"
+               "       aesalign index export --npy DIR FILE\n"
                "       aesalign index info   FILE\n"
                "`aesalign index build --help` lists the options.\n");
         return argc < 2 ? 2 : 0;
@@ -954,5 +1333,7 @@ CLI_COMMAND(index, "build, update or describe an image index: index build, updat
     if (!strcmp(argv[1], "build")) return cmd_build(argc, argv, 0);
     if (!strcmp(argv[1], "update")) return cmd_build(argc, argv, 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
-    return cli_fail("index", NULL, "unknown subcommand '%s' (build, update, info)", argv[1]);
+    if (!strcmp(argv[1], "merge")) return cmd_merge(argc, argv);
+    if (!strcmp(argv[1], "export")) return cmd_export(argc, argv);
+    return cli_fail("index", NULL, "unknown subcommand '%s' (build, update, merge, export, info)", argv[1]);
 }
