@@ -906,10 +906,10 @@ static void test_shard_merge(void) {
         char cmd[512];
         static const char *const img[6] = {"A/a.ppm", "A/b.ppm", "B/p0.ppm", "B/p3.ppm", "A/b-c.ppm", "B/p6.ppm"};
         snprintf(cmd, sizeof cmd, "%%C search --index %%D/one.idx " MODEL " --format tsv --k 12 %s %%D/%s >%%D/q1 2>/dev/null",
-                 q & 1 ? "--int8" : "", img[q]);
+                 q & 1 ? "--scan-int8" : "", img[q]);
         CHECK(sh(cmd) == 0);
         snprintf(cmd, sizeof cmd, "%%C search --index %%D/m.idx " MODEL " --format tsv --k 12 %s %%D/%s >%%D/q2 2>/dev/null",
-                 q & 1 ? "--int8" : "", img[q]);
+                 q & 1 ? "--scan-int8" : "", img[q]);
         CHECK(sh(cmd) == 0);
         free(a); free(b);
         a = slurp("q1");

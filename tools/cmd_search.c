@@ -4,7 +4,7 @@
  *
  *   aesalign search --index FILE --model M [--head H] [--k 20] [--candidates 200]
  *                   [--aesthetic-weight W] [--expand none|template|file]
- *                   [--expansions FILE] [--int8] [--html FILE] [--format tsv|json|paths]
+ *                   [--expansions FILE] [--scan-int8] [--html FILE] [--format tsv|json|paths]
  *                   [--min-aesthetic X] [--under DIR] [--after DATE] [--before DATE]
  *                   [--sort final|aesthetic|semantic] QUERY...
  *   aesalign search ... --queries FILE        (lines "QID<TAB>query")
@@ -351,7 +351,7 @@ static void search_usage(void) {
            "                         file (rephrasings from --expansions FILE; see tools/rephrase.py)\n"
            "  --expansions FILE      TSV cache query<TAB>rephrased (implies --expand file)\n"
            "  --expand-weight A      weight of the expanded query's embedding (default 0.5)\n"
-           "  --int8                 scan int8 vectors (fp32 re-scores the best when stored)\n"
+           "  --scan-int8            scan the index's int8 vectors (fp32 re-scores the best when stored)\n"
            "  --html FILE            also write a page of thumbnails\n"
            "  --queries FILE         lines QID<TAB>query (text); prints `result` records for `aesalign eval`\n"
            CLI_MODEL_HELP,
@@ -457,7 +457,7 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
             pending = 0;
             continue;
         }
-        if (!strcmp(argv[i], "--int8")) { o.int8 = 1; continue; }
+        if (!strcmp(argv[i], "--scan-int8")) { o.int8 = 1; continue; }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { search_usage(); rc = 0; goto done; }
         if (!strcmp(argv[i], "+") || !strcmp(argv[i], "-")) {
             if (pending) { cli_fail(cmd, NULL, "'%s' after '%s': a term must come between them", argv[i], argv[i - 1]); goto done; }
@@ -526,7 +526,7 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
     for (r = 0; r < idx->count; r++) scored += idx->aesthetic[r] == idx->aesthetic[r];
     if (!scored && (o.weight != 0 || o.min_aesthetic == o.min_aesthetic || !strcmp(o.sort, "aesthetic")))
         fprintf(stderr, "aesalign search: warning: the index has no aesthetic scores (give --head H)\n");
-    if (o.int8 && !(idx->storage & AES_INDEX_I8)) { cli_fail(cmd, NULL, "--int8: the index has no int8 vectors"); goto done; }
+    if (o.int8 && !(idx->storage & AES_INDEX_I8)) { cli_fail(cmd, NULL, "--scan-int8: the index has no int8 vectors"); goto done; }
     if (!strcmp(o.expand, "file") && aes_expansions_load(ctx, o.expansions, &ex) != AES_OK) {
         cli_fail(cmd, ctx, "reading the expansions");
         goto done;
