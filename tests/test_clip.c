@@ -1084,7 +1084,9 @@ static void test_cli_int8(void) {
                 double v;
                 if (fscanf(p, "%lf", &v) != 1) { CHECK_MSG(0, "%s: too few values", cmd); break; }
                 got[k][i] = (float)v;
-                CHECK_NEAR(v, want[i], 1e-5 * (fabs(want[i]) + 1e-3)); /* printed digits */
+                /* printed digits, and the float parts' last bits: the CLI may run on
+                 * another ISA than this test (valgrind has no AVX-512) */
+                CHECK_NEAR(v, want[i], 1e-4 * fabs(want[i]) + 1e-6);
             }
             CHECK(pclose(p) == 0);
         }
