@@ -1972,7 +1972,7 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes__isa_best());
     aes__gemm_work j;
     int kc, nkb_total, kbs, mb, nb, m0, n0, kbi0;
-    size_t mbp, nbp, kdepth, a_floats, pack_floats, flag_count, bytes;
+    size_t mbp = 0, nbp = 0, kdepth, a_floats, pack_floats, flag_count, bytes;
     unsigned char *mem;
     int lent;
     if (M <= 0 || N <= 0) return;
