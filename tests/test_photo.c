@@ -24,35 +24,10 @@
 static aes_ctx *ctx;
 static char tdir[64];
 
-/* Runs a shell command line made from fmt: "%C" is the CLI (with its
- * runner), "%D" the test's folder; other text is taken as is.  Returns the
- * exit status (0 = success). */
-static int sh(const char *fmt) {
-    char cmd[8192];
-    size_t n = 0;
-    const char *p;
-    for (p = fmt; *p && n + 512 < sizeof cmd; p++) {
-        if (p[0] == '%' && p[1] == 'C') { n += (size_t)snprintf(cmd + n, sizeof cmd - n, "%s", tl_cli()); p++; }
-        else if (p[0] == '%' && p[1] == 'D') { n += (size_t)snprintf(cmd + n, sizeof cmd - n, "%s", tdir); p++; }
-        else cmd[n++] = *p;
-    }
-    cmd[n] = 0;
-    return system(cmd);
-}
+/* "%C" is the CLI, "%D" the test's folder (testlib.h). */
+static int sh(const char *fmt) { return tl_sh(tdir, fmt); }
 
-/* The text of a file in the test's folder (malloc'ed, "" when missing). */
-static char *slurp(const char *name) {
-    char path[256];
-    void *buf = NULL;
-    size_t len = 0;
-    char *s;
-    snprintf(path, sizeof path, "%s/%s", tdir, name);
-    if (aes_read_file(ctx, path, &buf, &len) != AES_OK) { aes_clear_error(ctx); len = 0; }
-    s = (char *)malloc(len + 1);
-    if (s) { if (len) memcpy(s, buf, len); s[len] = 0; }
-    aes_free(buf);
-    return s;
-}
+static char *slurp(const char *name) { return tl_slurp(tdir, name); }
 
 static int count_lines(const char *s) {
     int n = 0;

@@ -29,32 +29,10 @@ static char tdir[64];
 static pid_t server = -1;
 static int port;
 
-/* As in test_photo.c: "%C" is the CLI, "%D" the test's folder. */
-static int sh(const char *fmt) {
-    char cmd[8192];
-    size_t n = 0;
-    const char *p;
-    for (p = fmt; *p && n + 512 < sizeof cmd; p++) {
-        if (p[0] == '%' && p[1] == 'C') { n += (size_t)snprintf(cmd + n, sizeof cmd - n, "%s", tl_cli()); p++; }
-        else if (p[0] == '%' && p[1] == 'D') { n += (size_t)snprintf(cmd + n, sizeof cmd - n, "%s", tdir); p++; }
-        else cmd[n++] = *p;
-    }
-    cmd[n] = 0;
-    return system(cmd);
-}
+/* "%C" is the CLI, "%D" the test's folder (testlib.h). */
+static int sh(const char *fmt) { return tl_sh(tdir, fmt); }
 
-static char *slurp(const char *name) {
-    char path[256];
-    void *buf = NULL;
-    size_t len = 0;
-    char *s;
-    snprintf(path, sizeof path, "%s/%s", tdir, name);
-    if (aes_read_file(ctx, path, &buf, &len) != AES_OK) { aes_clear_error(ctx); len = 0; }
-    s = (char *)malloc(len + 1);
-    if (s) { if (len) memcpy(s, buf, len); s[len] = 0; }
-    aes_free(buf);
-    return s;
-}
+static char *slurp(const char *name) { return tl_slurp(tdir, name); }
 
 static void nap_ms(long ms) {
     struct timespec ts;

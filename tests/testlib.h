@@ -86,6 +86,41 @@ static inline const char *tl_cli(void) {
     return line;
 }
 
+/* Runs a shell command line made from fmt: "%C" is the CLI (with its
+ * runner), "%D" the folder dir; other text is taken as is.  Returns the exit
+ * status (0 = success). */
+static inline int tl_sh(const char *dir, const char *fmt) {
+    char cmd[8192];
+    size_t n = 0;
+    const char *p, *cli = tl_cli();
+    for (p = fmt; *p && n + 512 < sizeof cmd; p++) {
+        if (p[0] == '%' && p[1] == 'C') { n += (size_t)snprintf(cmd + n, sizeof cmd - n, "%s", cli ? cli : "false"); p++; }
+        else if (p[0] == '%' && p[1] == 'D') { n += (size_t)snprintf(cmd + n, sizeof cmd - n, "%s", dir); p++; }
+        else cmd[n++] = *p;
+    }
+    cmd[n] = 0;
+    return system(cmd);
+}
+
+/* The text of dir/name (malloc'ed and NUL-terminated; "" when missing). */
+static inline char *tl_slurp(const char *dir, const char *name) {
+    char path[512];
+    FILE *f;
+    long len = 0;
+    char *s;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    f = fopen(path, "rb");
+    if (f && fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len < 0) len = 0;
+    s = (char *)malloc((size_t)len + 1);
+    if (s) {
+        if (f && len && (fseek(f, 0, SEEK_SET) != 0 || fread(s, 1, (size_t)len, f) != (size_t)len)) len = 0;
+        s[len] = 0;
+    }
+    if (f) fclose(f);
+    return s;
+}
+
 /* A scratch file path unique to this process: "/tmp/aes_test_<pid>_<name>".
  * Returns one of 8 rotating buffers, so a few can be held at once. */
 #include <unistd.h>
