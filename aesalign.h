@@ -11,17 +11,19 @@
  *     1. context, errors, memory, threads, CPU dispatch
  *     2. kernels: the packed GEMM, linear, layernorm, softmax, attention,
  *        GELU/QuickGELU, patch and token embeddings, L2 norm, losses, fp16/bf16;
- *        every one a _forward / _backward pair over flat float arrays
+ *        every one a _forward / _backward pair over flat float arrays; and
+ *        int8 linear layers for inference
  *     3. I/O: files (atomic writes), safetensors, JSON, PPM/PGM images, and
  *        CLIP's preprocessing (PIL-exact antialiased bicubic resize)
  *     4. the tokenizer: CLIP's byte-pair encoding, and training a small BPE
  *     5. the model: CLIP's ViT image tower and causal text tower, loaded from
- *        Hugging Face or OpenAI/open_clip checkpoints (f32, f16, bf16)
+ *        Hugging Face or OpenAI/open_clip checkpoints (f32 used in place from
+ *        the mapped file, f16, bf16, int8)
  *     6. optimizers: SGD and AdamW over flat parameter buffers, clipping,
  *        the learning-rate schedule
  *     7. aesthetic heads, IAA labels and metrics, and ELTA (ICML 2024)
- *     8. retrieval: index, exact top-k search (fp32/int8), query expansion,
- *        aesthetic re-ranking (arXiv 2406.09397, stages 1-2)
+ *     8. retrieval: index, exact top-k search (fp32/int8), an IVF index,
+ *        query expansion, aesthetic re-ranking (arXiv 2406.09397, stages 1-2)
  *     9. training: contrastive and ranked-DPO losses, the trainer (section
  *        5's model with its gradients and saved activations), and whole
  *        training runs as one call (arXiv 2406.09397, stage 3)
