@@ -47,13 +47,6 @@ static long days_since_epoch(int y, int m, int d) {
 }
 #endif
 
-static void nap_ms(long ms) {
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
-
 /* A PPM with a pattern chosen by seed (different seeds: different pictures). */
 static void write_ppm(const char *name, int w, int h, unsigned seed) {
     char path[256];
@@ -242,7 +235,7 @@ static void test_update_concurrent(void) {
         free(a);
         free(b);
         if (both) break;
-        nap_ms(100);
+        tl_sleep_ms(100);
     }
     CHECK(i < 600);
     if (fd >= 0) close(fd);        /* releases the lock */
@@ -251,9 +244,9 @@ static void test_update_concurrent(void) {
         snprintf(a, sizeof a, "%s/rcP", tdir);
         snprintf(b, sizeof b, "%s/rcQ", tdir);
         if (access(a, F_OK) == 0 && access(b, F_OK) == 0) break;
-        nap_ms(100);
+        tl_sleep_ms(100);
     }
-    nap_ms(100);
+    tl_sleep_ms(100);
     log = slurp("rcP"); CHECK(!strcmp(log, "0\n")); free(log);
     log = slurp("rcQ"); CHECK(!strcmp(log, "0\n")); free(log);
     if ((idx = load_index("x.idx")) != NULL) {

@@ -34,13 +34,6 @@ static int sh(const char *fmt) { return tl_sh(tdir, fmt); }
 
 static char *slurp(const char *name) { return tl_slurp(tdir, name); }
 
-static void nap_ms(long ms) {
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
-
 /* A PPM with smooth colours chosen by seed (seeds differ: pictures differ). */
 static void write_ppm(const char *name, int w, int h, unsigned seed) {
     char path[256];
@@ -159,7 +152,7 @@ static int start_server(void) {
         free(s);
         if (port > 0) return 1;
         if (waitpid(server, NULL, WNOHANG) == server) { server = -1; return 0; }
-        nap_ms(100);
+        tl_sleep_ms(100);
     }
     return 0;
 }
@@ -174,7 +167,7 @@ static int stop_server(void) {
             server = -1;
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
         }
-        nap_ms(100);
+        tl_sleep_ms(100);
     }
     kill(server, SIGKILL);
     waitpid(server, &status, 0);

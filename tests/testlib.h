@@ -121,6 +121,15 @@ static inline char *tl_slurp(const char *dir, const char *name) {
     return s;
 }
 
+/* Sleeps ms milliseconds (tests that wait for a server or a lock). */
+#include <time.h>
+static inline void tl_sleep_ms(long ms) {
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
 /* A scratch file path unique to this process: "/tmp/aes_test_<pid>_<name>".
  * Returns one of 8 rotating buffers, so a few can be held at once. */
 #include <unistd.h>

@@ -106,6 +106,10 @@ void cli_html_escape(FILE *f, const char *s);
 void cli_url_escape(FILE *f, const char *s);
 void cli_relative_path(const char *base, const char *target, char *out, size_t cap);
 
+/* img as a 24-bit BMP file in *out, malloc'ed (cmd_bmp.c; browsers show BMP,
+ * not PPM): AES_ERR_NOMEM, or AES_ERR_LIMIT past 2 GB. */
+aes_status cli_bmp_encode(const aes_image *img, unsigned char **out, size_t *len);
+
 /* 1 when path opens for reading. */
 int cli_file_exists(const char *path);
 

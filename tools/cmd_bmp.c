@@ -17,11 +17,12 @@ static void put32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
 }
 
-static aes_status write_bmp(aes_ctx *ctx, const char *path, const aes_image *img) {
+aes_status cli_bmp_encode(const aes_image *img, unsigned char **out, size_t *len) {
     size_t row = ((size_t)img->width * 3 + 3) & ~(size_t)3, size = 54 + row * (size_t)img->height;
     unsigned char *buf;
     int x, y;
-    aes_status st;
+    *out = NULL;
+    *len = 0;
     if (size > 0x7fffffffu) return AES_ERR_LIMIT;
     buf = (unsigned char *)calloc(1, size);
     if (!buf) return AES_ERR_NOMEM;
@@ -42,6 +43,16 @@ static aes_status write_bmp(aes_ctx *ctx, const char *path, const aes_image *img
             d[0] = s[c >= 3 ? 2 : 0]; d[1] = s[c >= 3 ? 1 : 0]; d[2] = s[0];
         }
     }
+    *out = buf;
+    *len = size;
+    return AES_OK;
+}
+
+static aes_status write_bmp(aes_ctx *ctx, const char *path, const aes_image *img) {
+    size_t size;
+    unsigned char *buf;
+    aes_status st = cli_bmp_encode(img, &buf, &size);
+    if (st != AES_OK) return st;
     st = aes_write_file_atomic(ctx, path, buf, size);
     free(buf);
     return st;

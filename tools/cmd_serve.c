@@ -331,39 +331,6 @@ static void serve_list(serve_conn *c, serve_state *s, int info, int head_only) {
 
 /* ---- images: originals and thumbnails by id ------------------------------------------- */
 
-#ifndef AES_HAVE_STB
-static void serve_put32(unsigned char *p, uint32_t v) {
-    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
-}
-
-/* img as a 24-bit BMP in a malloc'ed buffer (browsers show BMP). */
-static char *serve_bmp(const aes_image *img, size_t *len) {
-    size_t row = ((size_t)img->width * 3 + 3) & ~(size_t)3, size = 54 + row * (size_t)img->height;
-    unsigned char *buf = (unsigned char *)calloc(1, size);
-    int x, y;
-    if (!buf) return NULL;
-    buf[0] = 'B'; buf[1] = 'M';
-    serve_put32(buf + 2, (uint32_t)size);
-    serve_put32(buf + 10, 54);
-    serve_put32(buf + 14, 40);
-    serve_put32(buf + 18, (uint32_t)img->width);
-    serve_put32(buf + 22, (uint32_t)img->height);   /* positive: rows bottom-up */
-    buf[26] = 1; buf[28] = 24;
-    serve_put32(buf + 34, (uint32_t)(row * (size_t)img->height));
-    for (y = 0; y < img->height; y++) {
-        unsigned char *d = buf + 54 + row * (size_t)(img->height - 1 - y);
-        const uint8_t *p = img->pixels + (size_t)y * img->width * img->channels;
-        for (x = 0; x < img->width; x++, p += img->channels, d += 3) {
-            int ch = img->channels;
-            d[0] = p[ch >= 3 ? 2 : 0]; d[1] = p[ch >= 3 ? 1 : 0]; d[2] = p[0];
-        }
-    }
-    *len = size;
-    return (char *)buf;
-}
-
-#endif
-
 #ifdef AES_HAVE_STB
 typedef struct serve_mem { char *p; size_t n, cap; int bad; } serve_mem;
 static void serve_mem_write(void *ctx, void *data, int size) {
@@ -431,7 +398,10 @@ static char *serve_make_image(serve_state *s, size_t id, int full, size_t *len, 
         }
     }
 #else
-    out = serve_bmp(small.pixels ? &small : &img, len);
+    {
+        unsigned char *bmp = NULL;
+        if (cli_bmp_encode(small.pixels ? &small : &img, &bmp, len) == AES_OK) out = (char *)bmp;
+    }
     *type = "image/bmp";
 #endif
 done:
