@@ -253,7 +253,6 @@ AES_API uint64_t    aes_limit_get(const aes_ctx *ctx, aes_limit which);
  * a message instead of returning NULL silently.  Size arguments are checked
  * for overflow (n * size).  Memory is 64-byte aligned. */
 AES_API void       *aes_alloc(aes_ctx *ctx, size_t n, size_t size);
-AES_API void       *aes_calloc(aes_ctx *ctx, size_t n, size_t size);
 AES_API void        aes_free(void *p);
 #endif /* AES__DECLARE */
 
@@ -397,7 +396,7 @@ AES_API void *aes_alloc(aes_ctx *ctx, size_t n, size_t size) {
     return p;
 }
 
-AES_API void *aes_calloc(aes_ctx *ctx, size_t n, size_t size) {
+static void *aes__calloc(aes_ctx *ctx, size_t n, size_t size) {
     void *p = aes_alloc(ctx, n, size);
     if (p) memset(p, 0, n * size);
     return p;
@@ -708,9 +707,6 @@ AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight,
 typedef struct aes_i8_weights aes_i8_weights;
 /* From f32 weights w [N, K] (quantised here; non-finite values are an error). */
 AES_API aes_status aes_i8_weights_quantize(aes_ctx *ctx, const float *w, int N, int K, aes_i8_weights **out);
-/* From int8 values q [N, K] and per-row scales [N] (finite, >= 0). */
-AES_API aes_status aes_i8_weights_from(aes_ctx *ctx, const int8_t *q, const float *scale, int N, int K,
-                                       aes_i8_weights **out);
 AES_API void aes_i8_weights_free(aes_i8_weights *w);
 /* out[M,N] = inp[M,K] W^T + bias[N] as described above (bias may be NULL). */
 AES_API aes_status aes_linear_forward_i8(aes_ctx *ctx, float *out, const float *inp, const aes_i8_weights *w,
@@ -759,11 +755,6 @@ AES_API void aes_gelu_backward(aes_ctx *ctx, float *dinp, const float *dout,
 AES_API void aes_quickgelu_forward(aes_ctx *ctx, float *out, const float *inp, size_t n);
 AES_API void aes_quickgelu_backward(aes_ctx *ctx, float *dinp, const float *dout,
                                     const float *inp, size_t n);
-
-/* out = a + b.  Backward: da += dout, db += dout (aes_add_inplace). */
-AES_API void aes_residual_forward(float *out, const float *a, const float *b, size_t n);
-AES_API void aes_residual_backward(float *da, float *db, const float *dout, size_t n);
-AES_API void aes_add_inplace(float *y, const float *x, size_t n);
 
 /* Patch embedding: a stride-P convolution with a P x P kernel and no
  * padding, computed as im2col + GEMM.  img is [B, Cin, H, W] (CHW planes),
@@ -823,6 +814,16 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n);
 
 #ifdef AES__DEFINE
 /* ---- small vector primitives -------------------------------------------- */
+
+/* out = a + b (a residual connection; its backward adds dout to both). */
+static void aes__residual_forward(float *out, const float *a, const float *b, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+static void aes__add_inplace(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] += x[i];
+}
 
 static float aes__dot_scalar(const float *a, const float *b, size_t n) {
     /* 8 independent partial sums: the same association as the SIMD paths'
@@ -2070,7 +2071,7 @@ static void aes__linear_forward_packed(aes_ctx *ctx, float *out, const float *in
     int i;
     aes__gemm_run(ctx, AES_NO_TRANS, AES_TRANS, M, N, K, 1.0f, inp, K, weight, K, wpacked, 0.0f, out, N);
     if (bias)
-        for (i = 0; i < M; i++) aes_add_inplace(out + (size_t)i * N, bias, (size_t)N);
+        for (i = 0; i < M; i++) aes__add_inplace(out + (size_t)i * N, bias, (size_t)N);
 }
 
 AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp, const float *weight,
@@ -2085,7 +2086,7 @@ AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight, floa
     if (dinp) aes_gemm(ctx, AES_NO_TRANS, AES_NO_TRANS, M, K, N, 1.0f, dout, N, weight, K, 1.0f, dinp, K);
     if (dweight) aes_gemm(ctx, AES_TRANS, AES_NO_TRANS, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
     if (dbias)
-        for (i = 0; i < M; i++) aes_add_inplace(dbias, dout + (size_t)i * N, (size_t)N);
+        for (i = 0; i < M; i++) aes__add_inplace(dbias, dout + (size_t)i * N, (size_t)N);
 }
 
 /* ---- int8 linear -----------------------------------------------------------
@@ -2531,12 +2532,12 @@ static aes_status aes__i8_weights_alloc(aes_ctx *ctx, int N, int K, aes_i8_weigh
     if (N < 1 || K < 1 || K > AES_I8_MAX_K || N > (1 << 24))
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "int8 weights: shape [%d, %d] not in [1, 2^24] x [1, %d]", N, K,
                          AES_I8_MAX_K);
-    w = (aes_i8_weights *)aes_calloc(ctx, 1, sizeof *w);
+    w = (aes_i8_weights *)aes__calloc(ctx, 1, sizeof *w);
     if (!w) return aes_last_status(ctx);
     w->N = N; w->K = K; w->kq = (K + 3) / 4; w->np = (N + AES__I8_NR - 1) / AES__I8_NR;
-    w->pack = (int8_t *)aes_calloc(ctx, (size_t)w->np * (size_t)w->kq, 4 * AES__I8_NR);
-    w->scale = (float *)aes_calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(float));
-    w->corr = (int32_t *)aes_calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(int32_t));
+    w->pack = (int8_t *)aes__calloc(ctx, (size_t)w->np * (size_t)w->kq, 4 * AES__I8_NR);
+    w->scale = (float *)aes__calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(float));
+    w->corr = (int32_t *)aes__calloc(ctx, (size_t)w->np * AES__I8_NR, sizeof(int32_t));
     if (!w->pack || !w->scale || !w->corr) { aes_i8_weights_free(w); return aes_last_status(ctx); }
     *out = w;
     return AES_OK;
@@ -2587,17 +2588,18 @@ AES_API aes_status aes_i8_weights_quantize(aes_ctx *ctx, const float *wf, int N,
     return AES_OK;
 }
 
-AES_API aes_status aes_i8_weights_from(aes_ctx *ctx, const int8_t *q, const float *scale, int N, int K,
+/* From int8 values q [N, K] and per-row scales [N] (finite, >= 0). */
+static aes_status aes__i8_weights_from(aes_ctx *ctx, const int8_t *q, const float *scale, int N, int K,
                                        aes_i8_weights **out) {
     aes_i8_weights *w;
     aes_status st;
     int n;
-    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_from: out is NULL");
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "int8 weights: out is NULL");
     *out = NULL;
-    if (!q || !scale) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_i8_weights_from: NULL values or scales");
+    if (!q || !scale) return aes__fail(ctx, AES_ERR_INVALID_ARG, "int8 weights: NULL values or scales");
     for (n = 0; n < N; n++)
         if (!(scale[n] >= 0.0f && scale[n] <= FLT_MAX))
-            return aes__fail(ctx, AES_ERR_NUMERIC, "aes_i8_weights_from: scale %d is %g; scales must be finite "
+            return aes__fail(ctx, AES_ERR_NUMERIC, "int8 weights: scale %d is %g; scales must be finite "
                              "and >= 0", n, (double)scale[n]);
     if ((st = aes__i8_weights_alloc(ctx, N, K, &w))) return st;
     for (n = 0; n < N; n++) aes__i8_weights_set_row(w, n, q + (size_t)n * K, scale[n]);
@@ -2994,20 +2996,6 @@ AES_API void aes_quickgelu_backward(aes_ctx *ctx, float *dinp, const float *dout
     }
 }
 
-/* ---- residual ---------------------------------------------------------------- */
-AES_API void aes_residual_forward(float *out, const float *a, const float *b, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) out[i] = a[i] + b[i];
-}
-AES_API void aes_add_inplace(float *y, const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) y[i] += x[i];
-}
-AES_API void aes_residual_backward(float *da, float *db, const float *dout, size_t n) {
-    if (da) aes_add_inplace(da, dout, n);
-    if (db) aes_add_inplace(db, dout, n);
-}
-
 /* ---- patch embedding ------------------------------------------------------------
  * ViT (Dosovitskiy et al. 2021, eq. 1): the image is cut into P x P patches,
  * each flattened in (channel, row, column) order -- the order of a Conv2d
@@ -3066,7 +3054,7 @@ AES_API aes_status aes_patch_embed_backward(aes_ctx *ctx, float *dimg, float *dw
     cols = (float *)aes_alloc(ctx, (size_t)B * np, sizeof(float) * (size_t)K);
     if (!cols) return aes_last_status(ctx);
     if (dimg) {
-        dcols = (float *)aes_calloc(ctx, (size_t)B * np, sizeof(float) * (size_t)K);
+        dcols = (float *)aes__calloc(ctx, (size_t)B * np, sizeof(float) * (size_t)K);
         if (!dcols) { aes_free(cols); return aes_last_status(ctx); }
     }
     aes__im2col(cols, img, B, Cin, H, W, P);
@@ -3110,8 +3098,8 @@ AES_API void aes_embedding_backward(float *dwte, float *dwpe, const float *dout,
     for (b = 0; b < B; b++)
         for (t = 0; t < T; t++) {
             const float *d = dout + ((size_t)b * T + t) * C;
-            if (dwte) aes_add_inplace(dwte + (size_t)tokens[(size_t)b * T + t] * C, d, (size_t)C);
-            if (dwpe) aes_add_inplace(dwpe + (size_t)t * C, d, (size_t)C);
+            if (dwte) aes__add_inplace(dwte + (size_t)tokens[(size_t)b * T + t] * C, d, (size_t)C);
+            if (dwpe) aes__add_inplace(dwpe + (size_t)t * C, d, (size_t)C);
         }
 }
 
@@ -3435,13 +3423,10 @@ AES_API const aes_tensor_view *aes_safetensors_at(const aes_safetensors *st, int
 AES_API const aes_tensor_view *aes_safetensors_find(const aes_safetensors *st, const char *name);
 /* __metadata__ values; NULL if absent. */
 AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const char *key);
-/* The metadata entries in order: count, and key/value of entry i (0 when out of range). */
-AES_API int         aes_safetensors_metadata_count(const aes_safetensors *st);
+/* The i-th metadata pair (header order): 1, or 0 when i is out of range,
+ * so `for (i = 0; aes_safetensors_metadata_at(st, i, &k, &v); i++)` walks them. */
 AES_API int         aes_safetensors_metadata_at(const aes_safetensors *st, int i, const char **key,
                                                 const char **value);
-/* The i-th metadata pair (header order); returns 0 when i is out of range. */
-/* The path, or "<memory>", for messages. */
-AES_API const char *aes_safetensors_source(const aes_safetensors *st);
 
 /* Converts F32 / F16 / BF16 / F64 data to float.  n must equal t->numel
  * (AES_ERR_SHAPE otherwise); other dtypes are AES_ERR_UNSUPPORTED.  Works on
@@ -4383,7 +4368,7 @@ static aes_status aes__json_parse(aes_ctx *ctx, const char *text, size_t len, ae
     if (!root) return aes__fail(ctx, AES_ERR_INVALID_ARG, "JSON: NULL root");
     *root = NULL;
     if (!text && len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "JSON: NULL text");
-    doc = (aes__json_doc *)aes_calloc(ctx, 1, sizeof *doc);
+    doc = (aes__json_doc *)aes__calloc(ctx, 1, sizeof *doc);
     if (!doc) return AES_ERR_NOMEM;
     doc->arena.ctx = ctx;
     memset(&p, 0, sizeof p);
@@ -4713,7 +4698,7 @@ AES_API void aes_safetensors_close(aes_safetensors *st) {
 }
 
 static aes_safetensors *aes__st_new(aes_ctx *ctx, const char *source) {
-    aes_safetensors *st = (aes_safetensors *)aes_calloc(ctx, 1, sizeof *st);
+    aes_safetensors *st = (aes_safetensors *)aes__calloc(ctx, 1, sizeof *st);
     size_t n = strlen(source);
     if (!st) return NULL;
     st->fd = -1;
@@ -4854,7 +4839,7 @@ static aes_status aes__st_parse(aes_ctx *ctx, aes_safetensors *st) {
                                  aes__json_key_at(v, k));
         st->meta = v;
     }
-    st->tensors = (aes_tensor_view *)aes_calloc(ctx, (size_t)st->count + 1, sizeof(aes_tensor_view));
+    st->tensors = (aes_tensor_view *)aes__calloc(ctx, (size_t)st->count + 1, sizeof(aes_tensor_view));
     st->by_name = (int *)aes_alloc(ctx, (size_t)st->count + 1, sizeof(int));
     spans = (aes__st_span *)aes_alloc(ctx, (size_t)st->count + 1, sizeof(aes__st_span));
     tmp = (int *)aes_alloc(ctx, (size_t)st->count + 1, sizeof(int));
@@ -4993,8 +4978,6 @@ AES_API const char *aes_safetensors_metadata(const aes_safetensors *st, const ch
     return st ? aes__json_string(aes__json_get(st->meta, key)) : NULL;
 }
 
-AES_API int aes_safetensors_metadata_count(const aes_safetensors *st) { return st ? aes__json_length(st->meta) : 0; }
-
 AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const char **key, const char **value) {
     if (!st || i < 0 || i >= aes__json_length(st->meta)) return 0;
     if (key) *key = aes__json_key_at(st->meta, i);
@@ -5002,7 +4985,8 @@ AES_API int aes_safetensors_metadata_at(const aes_safetensors *st, int i, const 
     return 1;
 }
 
-AES_API const char *aes_safetensors_source(const aes_safetensors *st) { return st ? st->source : "<none>"; }
+/* The path, or "<memory>", for messages. */
+static const char *aes__safetensors_source(const aes_safetensors *st) { return st ? st->source : "<none>"; }
 
 /* Takes a tensor's pages out of the process's resident memory once its
  * values have been copied elsewhere: the whole pages inside its bytes are
@@ -5284,7 +5268,7 @@ AES_API aes_status aes_image_alloc(aes_ctx *ctx, aes_image *img, int w, int h, i
     if (!img) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_image_alloc: NULL image");
     memset(img, 0, sizeof *img);
     if ((s = aes__img_check_dims(ctx, w, h, channels, "aes_image_alloc")) != AES_OK) return s;
-    img->pixels = (uint8_t *)aes_calloc(ctx, (size_t)w * (size_t)h, (size_t)channels);
+    img->pixels = (uint8_t *)aes__calloc(ctx, (size_t)w * (size_t)h, (size_t)channels);
     if (!img->pixels) return ctx ? ctx->status : AES_ERR_NOMEM;
     img->width = w;
     img->height = h;
@@ -5686,7 +5670,7 @@ static aes_status aes__resample_axis_init(aes_ctx *ctx, aes__resample_axis *ax, 
     ax->ksize = (int)ceil(support) * 2 + 1;
     ax->start = (int *)aes_alloc(ctx, (size_t)n, sizeof(int));
     ax->count = (int *)aes_alloc(ctx, (size_t)n, sizeof(int));
-    ax->coeff = (int32_t *)aes_calloc(ctx, (size_t)n, (size_t)ax->ksize * sizeof(int32_t));
+    ax->coeff = (int32_t *)aes__calloc(ctx, (size_t)n, (size_t)ax->ksize * sizeof(int32_t));
     w = (double *)aes_alloc(ctx, (size_t)ax->ksize, sizeof(double));
     if (!ax->start || !ax->count || !ax->coeff || !w) {
         aes_free(w);
@@ -6105,10 +6089,9 @@ AES_API aes_status aes_tokenizer_encode_raw(aes_ctx *ctx, const aes_tokenizer *t
 AES_API aes_status aes_tokenizer_decode(aes_ctx *ctx, const aes_tokenizer *tok, const int32_t *ids,
                                         int n, char *out, size_t cap, size_t *out_len);
 
-AES_API int     aes_tokenizer_vocab_size(const aes_tokenizer *tok);   /* 512 + merges + 2 */
+/* 512 + merges + 2: the start and end tokens are the last two ids. */
+AES_API int     aes_tokenizer_vocab_size(const aes_tokenizer *tok);
 AES_API int     aes_tokenizer_n_merges(const aes_tokenizer *tok);
-AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok);          /* vocab_size - 2 */
-AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok);          /* vocab_size - 1 */
 AES_API void    aes_tokenizer_free(aes_tokenizer *tok);
 
 /* Trains a BPE on texts (for the offline demo: "a tokenizer the project
@@ -6755,8 +6738,6 @@ AES_API void aes_tokenizer_free(aes_tokenizer *tok) {
 
 AES_API int aes_tokenizer_vocab_size(const aes_tokenizer *tok) { return tok ? tok->vocab_size : 0; }
 AES_API int aes_tokenizer_n_merges(const aes_tokenizer *tok) { return tok ? tok->n_merges : 0; }
-AES_API int32_t aes_tokenizer_sot(const aes_tokenizer *tok) { return tok ? tok->sot : -1; }
-AES_API int32_t aes_tokenizer_eot(const aes_tokenizer *tok) { return tok ? tok->eot : -1; }
 
 /* The raw bytes of one vocabulary entry ("</w>" literally at the end of
  * word-final symbols); NULL for an id outside the vocabulary. */
@@ -6779,7 +6760,7 @@ static aes_status aes__tok_build(aes_ctx *ctx, const unsigned char *bytes, const
     *out = NULL;
     if (n_merges < 0 || n_merges > INT32_MAX / 4)
         return aes__fail(ctx, AES_ERR_LIMIT, "tokenizer: %d merges is over the limit", n_merges);
-    t = (aes_tokenizer *)aes_calloc(ctx, 1, sizeof *t);
+    t = (aes_tokenizer *)aes__calloc(ctx, 1, sizeof *t);
     if (!t) return aes__tok_alloc_status(ctx);
     t->n_merges = n_merges;
     t->vocab_size = 512 + n_merges + 2;
@@ -7836,9 +7817,11 @@ done:
  *  optimizer needs to freeze parts).  Canonical shapes use the linear-layer
  *  convention [out, in]: qkv.weight [3W, W] (q, k, v row blocks, PyTorch's
  *  in_proj), proj [E, W] (Hugging Face's; OpenAI's [W, E] is transposed on
- *  load).  aes_clip_point_params() turns any buffer of this layout (the
- *  parameters, or a gradient buffer of aes_clip_num_params() floats) into a
- *  struct of named pointers, one aes_clip_block_params per block.
+ *  load).  aes_clip_tensors() lists every tensor's name, shape and offset
+ *  in this layout (the parameters, or a trainer's gradient buffer of
+ *  aes_clip_num_params() floats); aes_clip_params_get() gives the model's
+ *  own tensors as a struct of named pointers, one aes_clip_block_params
+ *  per block.
  *
  * ============================================================================
  *  ACTIVATION MEMORY LAYOUT
@@ -7847,7 +7830,7 @@ done:
  *  T = g*g + 1 tokens per image (image b's rows are b*T .. b*T+T-1, its class
  *  token first); text R = sum_b T_b with T_b = (position of row b's end token)
  *  + 1, rows packed: sequence b starts at seq_start[b].  With H the MLP width
- *  and NH heads, an aes_clip_acts created with save = 1 holds, in one block
+ *  and NH heads, an aes__clip_acts created with save = 1 holds, in one block
  *  of memory:
  *      embed    [R, C]      token/patch embedding + positions (+ class token)
  *      ln_pre   [R, C] + mean/rstd [R]      (vision only; the input of block 0)
@@ -7872,7 +7855,7 @@ done:
  *  input), fch_act == fch, att and the LayerNorm statistics are not kept,
  *  and the memory is about R*(9C + H) floats whatever the depth.  Both modes
  *  run the same block code (aes__clip_block_forward), and the backward pass
- *  (aes_clip_vision_backward / aes_clip_text_backward, with the gradient
+ *  (aes__clip_vision_backward / aes__clip_text_backward, with the gradient
  *  buffers d_* that save = 1 adds) differentiates exactly that code: what
  *  training differentiates is what inference computes.  Inference alone
  *  takes one shortcut: after the last block's attention only the pooled
@@ -7995,12 +7978,11 @@ AES_API aes_status aes_clip_encode_text(aes_ctx *ctx, const aes_clip *model, con
 /* exp(logit_scale): logits = scale * cos(image, text). */
 AES_API float aes_clip_logit_scale(const aes_clip *model);
 
-/* Identity of the weights as used: a 64-bit hash of the architecture
- * (config incl. activation, eps, heads) and every parameter value in
- * canonical order.  The same weights in either layout give the same hash; a
+/* Identity of the weights as used: the architecture and a 64-bit hash of
+ * it (config incl. activation, eps, heads) and of every parameter value in
+ * canonical order.  The same weights in either layout give the same id; a
  * fine-tuned model a different one.  The id string reads like
  * "clip-v224p32w768l12-t77w512l12-e512-quick_gelu-0123456789abcdef". */
-AES_API uint64_t    aes_clip_hash(const aes_clip *model);
 AES_API const char *aes_clip_id(const aes_clip *model);
 
 /* ---- the parameter layout, for training ------------------------------------- */
@@ -8063,22 +8045,25 @@ AES_API const aes_clip_tensor *aes_clip_tensors(const aes_clip *model, int *coun
 AES_API float *aes_clip_params_data(aes_clip *model);
 /* The model's own parameter pointers. */
 AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model);
+#endif /* AES__DECLARE */
+
+#ifdef AES__DEFINE
 /* Pointers into any buffer of the canonical layout (e.g. gradients). */
-AES_API void aes_clip_point_params(const aes_clip *model, float *base, aes_clip_params *p);
+static void aes__clip_point_params(const aes_clip *model, float *base, aes_clip_params *p);
 
 /* ---- activations and the tower forward passes -------------------------------- */
 
-typedef enum aes_clip_tower { AES_CLIP_VISION = 0, AES_CLIP_TEXT = 1 } aes_clip_tower;
+typedef enum aes__clip_tower { AES__CLIP_VISION = 0, AES__CLIP_TEXT = 1 } aes__clip_tower;
 
-typedef struct aes_clip_block_acts {
+typedef struct aes__clip_block_acts {
     float *ln1, *ln1_mean, *ln1_rstd;
     float *qkv, *att, *atty, *res1;
     float *ln2, *ln2_mean, *ln2_rstd;
     float *fch, *fch_act, *res2;
-} aes_clip_block_acts;
+} aes__clip_block_acts;
 
-typedef struct aes_clip_acts {
-    aes_clip_tower tower;
+typedef struct aes__clip_acts {
+    aes__clip_tower tower;
     int save;              /* 1: keeps what backward needs; 0: inference scratch  */
     int max_batch;         /* capacity: sequences, token rows, attention floats    */
     size_t max_rows, max_att;
@@ -8087,7 +8072,7 @@ typedef struct aes_clip_acts {
     int *seq_start, *seq_len;   /* [max_batch] row offset and length of each sequence */
     size_t *att_start;          /* [max_batch] offset of its probabilities in att    */
     float *embed, *ln_pre, *ln_pre_mean, *ln_pre_rstd;
-    aes_clip_block_acts blocks[AES_CLIP_MAX_LAYERS];
+    aes__clip_block_acts blocks[AES_CLIP_MAX_LAYERS];
     float *pooled, *ln_out, *ln_out_mean, *ln_out_rstd, *out;
     float *tmp;            /* [R, C] projection outputs before the residual add  */
     /* save = 1 only: gradients of the backward pass, reused block after block */
@@ -8099,35 +8084,32 @@ typedef struct aes_clip_acts {
     float *wbuf;           /* keep_16bit: one matrix converted to f32            */
     float *mem;            /* everything above                                   */
     size_t nfloats;
-} aes_clip_acts;
+} aes__clip_acts;
 
 /* Activations for up to max_batch images or texts of this model's tower;
  * save = 1 keeps everything a backward pass needs (see the layout above). */
-AES_API aes_status aes_clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes_clip_tower tower,
-                                        int max_batch, int save, aes_clip_acts **out);
-AES_API void aes_clip_acts_free(aes_clip_acts *acts);
+static aes_status aes__clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes__clip_tower tower,
+                                        int max_batch, int save, aes__clip_acts **out);
+static void aes__clip_acts_free(aes__clip_acts *acts);
 /* One forward pass of a tower into acts (out may be NULL: the result is
  * also in acts->out).  B <= acts->max_batch. */
-AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, const float *pixels,
-                                           int B, aes_clip_acts *acts, float *out);
-AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens,
-                                         int B, aes_clip_acts *acts, float *out);
+static aes_status aes__clip_vision_forward(aes_ctx *ctx, const aes_clip *model, const float *pixels,
+                                           int B, aes__clip_acts *acts, float *out);
+static aes_status aes__clip_text_forward(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens,
+                                         int B, aes__clip_acts *acts, float *out);
 /* The backward pass of the last forward into acts (made with save = 1),
  * given dout [B, embed_dim] = dLoss/d(out).  The inputs of that forward are
  * passed again (the activations do not copy them).  Parameter gradients
  * ACCUMULATE into grads: a struct of pointers into a gradient buffer of the
- * canonical layout (aes_clip_point_params); a NULL pointer skips that tensor
+ * canonical layout (aes__clip_point_params); a NULL pointer skips that tensor
  * (frozen).  Blocks below first_block are frozen with everything under them:
  * the pass stops at block first_block (0: down to the embeddings). */
-AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
+static aes_status aes__clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes__clip_acts *acts,
                                             const float *pixels, const float *dout,
                                             const aes_clip_params *grads, int first_block);
-AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *acts,
+static aes_status aes__clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes__clip_acts *acts,
                                           const int32_t *tokens, const float *dout,
                                           const aes_clip_params *grads, int first_block);
-#endif /* AES__DECLARE */
-
-#ifdef AES__DEFINE
 struct aes_clip {
     aes_clip_config cfg;
     aes_clip_params p;            /* pointers into the storage below              */
@@ -8166,7 +8148,7 @@ static aes_status aes__clip_own_params(aes_ctx *ctx, aes_clip *m);
  * ============================================================================
  *  One function enumerates every tensor of a configuration in canonical
  *  order, with its shape and where its pointer goes in an aes_clip_params.
- *  Table building, aes_clip_point_params and the loader all walk this one
+ *  Table building, aes__clip_point_params and the loader all walk this one
  *  list, so they cannot disagree about the order. */
 
 typedef enum aes__clip_kind {
@@ -8181,7 +8163,7 @@ typedef struct aes__clip_slot {
     int ndim, shape[4];
     size_t numel;
     aes__clip_kind kind;
-    int tower;               /* AES_CLIP_VISION / AES_CLIP_TEXT (logit_scale: -1) */
+    int tower;               /* AES__CLIP_VISION / AES__CLIP_TEXT (logit_scale: -1) */
     int layer;               /* block index, -1 outside the blocks                */
     float **f;               /* where a vector's pointer goes ...                 */
     aes_clip_mat *m;         /* ... or a matrix's (may be stored in 16 bits)      */
@@ -8285,11 +8267,6 @@ AES_API float *aes_clip_params_data(aes_clip *model) {
 }
 AES_API const aes_clip_params *aes_clip_params_get(const aes_clip *model) { return model ? &model->p : NULL; }
 AES_API const aes_clip_config *aes_clip_config_get(const aes_clip *model) { return model ? &model->cfg : NULL; }
-AES_API uint64_t aes_clip_hash(const aes_clip *model) {
-    if (!model) return 0;
-    aes__clip_refresh_id(model);
-    return model->hash;
-}
 AES_API const char *aes_clip_id(const aes_clip *model) {
     if (!model) return "";
     aes__clip_refresh_id(model);
@@ -8306,14 +8283,14 @@ static aes__clip_slot *aes__clip_slots(aes_ctx *ctx, const aes_clip_config *c, a
     aes__clip_enum e;
     e.slots = NULL;
     aes__clip_enumerate(c, p, &e);
-    e.slots = (aes__clip_slot *)aes_calloc(ctx, (size_t)e.n, sizeof(aes__clip_slot));
+    e.slots = (aes__clip_slot *)aes__calloc(ctx, (size_t)e.n, sizeof(aes__clip_slot));
     if (!e.slots) return NULL;
     aes__clip_enumerate(c, p, &e);
     *n = e.n;
     return e.slots;
 }
 
-AES_API void aes_clip_point_params(const aes_clip *model, float *base, aes_clip_params *p) {
+static void aes__clip_point_params(const aes_clip *model, float *base, aes_clip_params *p) {
     aes__clip_slot *slots;
     int i, n = 0;
     if (!model || !p) return;
@@ -8374,13 +8351,13 @@ typedef struct aes__clip_dims {
     const aes_clip_block_params *blocks;
 } aes__clip_dims;
 
-static aes__clip_dims aes__clip_tower_dims(const aes_clip *m, aes_clip_tower tower) {
+static aes__clip_dims aes__clip_tower_dims(const aes_clip *m, aes__clip_tower tower) {
     aes__clip_dims d;
     const aes_clip_config *c = &m->cfg;
     d.packed = NULL;
     d.act = c->act;
     d.eps = c->ln_eps;
-    if (tower == AES_CLIP_VISION) {
+    if (tower == AES__CLIP_VISION) {
         d.C = c->vision_width; d.H = c->vision_mlp; d.NH = c->vision_heads; d.L = c->vision_layers;
         d.causal = 0; d.blocks = m->p.vision_blocks;
     } else {
@@ -8416,7 +8393,7 @@ static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const a
 /* Attention of every sequence of the batch.  Vision: all sequences have T
  * rows, one kernel call.  Text: packed sequences of their own lengths, one
  * call each (the kernel splits over heads). */
-static void aes__clip_attention(aes_ctx *ctx, const aes_clip_acts *a, const aes_clip_block_acts *b,
+static void aes__clip_attention(aes_ctx *ctx, const aes__clip_acts *a, const aes__clip_block_acts *b,
                                 const aes__clip_dims *d) {
     int s;
     if (!d->causal) {
@@ -8437,25 +8414,25 @@ static void aes__clip_attention(aes_ctx *ctx, const aes_clip_acts *a, const aes_
  * In inference scratch res1 == res2 == inp (the stream is updated in place)
  * and fch_act == fch: the elementwise kernels are safe in place. */
 static void aes__clip_block_forward(aes_ctx *ctx, const aes_clip_block_params *p, const aes__clip_dims *d,
-                                    const aes_clip_acts *a, const aes_clip_block_acts *b, const float *inp) {
+                                    const aes__clip_acts *a, const aes__clip_block_acts *b, const float *inp) {
     int R = a->R, C = d->C, H = d->H;
     size_t RC = (size_t)R * C, RH = (size_t)R * H;
     aes_layernorm_forward(ctx, b->ln1, b->ln1_mean, b->ln1_rstd, inp, p->ln1_w, p->ln1_b, R, C, d->eps);
     aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf, d);
     aes__clip_attention(ctx, a, b, d);
     aes__clip_linear(ctx, a->tmp, b->atty, &p->out_w, p->out_b, R, C, C, a->wbuf, d);
-    aes_residual_forward(b->res1, inp, a->tmp, RC);
+    aes__residual_forward(b->res1, inp, a->tmp, RC);
     aes_layernorm_forward(ctx, b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, p->ln2_w, p->ln2_b, R, C, d->eps);
     aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, R, C, H, a->wbuf, d);
     if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch_act, b->fch, RH);
     else aes_quickgelu_forward(ctx, b->fch_act, b->fch, RH);
     aes__clip_linear(ctx, a->tmp, b->fch_act, &p->fc2_w, p->fc2_b, R, H, C, a->wbuf, d);
-    aes_residual_forward(b->res2, b->res1, a->tmp, RC);
+    aes__residual_forward(b->res2, b->res1, a->tmp, RC);
 }
 
 /* Copies each sequence's pooled row (its class token, or its end token =
  * its last row) of x [R, C] into dst [B, C]. */
-static void aes__clip_pool_rows(const aes_clip_acts *a, const float *x, int C, int pool_last, float *dst) {
+static void aes__clip_pool_rows(const aes__clip_acts *a, const float *x, int C, int pool_last, float *dst) {
     int s;
     for (s = 0; s < a->B; s++) {
         size_t row = (size_t)a->seq_start[s] + (pool_last ? (size_t)a->seq_len[s] - 1 : 0);
@@ -8470,7 +8447,7 @@ static void aes__clip_pool_rows(const aes_clip_acts *a, const float *x, int C, i
  * for ViT-B/32 it skips 49/50 of the last block's matmuls after attention.
  * Leaves the block output of the pooled rows in a->pooled. */
 static void aes__clip_last_block_pooled(aes_ctx *ctx, const aes_clip_block_params *p, const aes__clip_dims *d,
-                                        aes_clip_acts *a, const aes_clip_block_acts *b, const float *inp,
+                                        aes__clip_acts *a, const aes__clip_block_acts *b, const float *inp,
                                         int pool_last) {
     int R = a->R, B = a->B, C = d->C, H = d->H;
     float *att_rows = b->ln1; /* free once qkv is computed */
@@ -8480,19 +8457,19 @@ static void aes__clip_last_block_pooled(aes_ctx *ctx, const aes_clip_block_param
     aes__clip_pool_rows(a, b->atty, C, pool_last, att_rows);
     aes__clip_pool_rows(a, inp, C, pool_last, a->pooled);
     aes__clip_linear(ctx, a->tmp, att_rows, &p->out_w, p->out_b, B, C, C, a->wbuf, d);
-    aes_add_inplace(a->pooled, a->tmp, (size_t)B * C);
+    aes__add_inplace(a->pooled, a->tmp, (size_t)B * C);
     aes_layernorm_forward(ctx, b->ln2, NULL, NULL, a->pooled, p->ln2_w, p->ln2_b, B, C, d->eps);
     aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, B, C, H, a->wbuf, d);
     if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
     else aes_quickgelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
     aes__clip_linear(ctx, a->tmp, b->fch, &p->fc2_w, p->fc2_b, B, H, C, a->wbuf, d);
-    aes_add_inplace(a->pooled, a->tmp, (size_t)B * C);
+    aes__add_inplace(a->pooled, a->tmp, (size_t)B * C);
 }
 
 /* The blocks of a tower, then pooled rows -> LayerNorm (per row, so
  * normalising only the pooled rows is exact) -> projection:
  * out = ln(x_pooled) proj^T. */
-static void aes__clip_tower_forward(aes_ctx *ctx, const aes__clip_dims *d, aes_clip_acts *a, const float *x,
+static void aes__clip_tower_forward(aes_ctx *ctx, const aes__clip_dims *d, aes__clip_acts *a, const float *x,
                                     const float *ln_w, const float *ln_b, const aes_clip_mat *proj, int E,
                                     int pool_last) {
     int l;
@@ -8525,7 +8502,7 @@ static float *aes__clip_carve(aes__clip_carver *cv, size_t n) {
 
 /* Lays out the activations for at most B sequences, R rows and att_floats
  * attention probabilities per layer. */
-static void aes__clip_acts_layout(aes__clip_carver *cv, aes_clip_acts *a, const aes__clip_dims *d, int B,
+static void aes__clip_acts_layout(aes__clip_carver *cv, aes__clip_acts *a, const aes__clip_dims *d, int B,
                                   size_t R, size_t att_floats, int vision, size_t wbuf_floats, int E) {
     int l;
     size_t C = (size_t)d->C, H = (size_t)d->H;
@@ -8539,7 +8516,7 @@ static void aes__clip_acts_layout(aes__clip_carver *cv, aes_clip_acts *a, const 
     }
     a->tmp = aes__clip_carve(cv, R * C);
     for (l = 0; l < d->L; l++) {
-        aes_clip_block_acts *b = &a->blocks[l];
+        aes__clip_block_acts *b = &a->blocks[l];
         if (!a->save && l > 0) { *b = a->blocks[0]; continue; }
         b->ln1 = aes__clip_carve(cv, R * C);
         b->qkv = aes__clip_carve(cv, R * 3 * C);
@@ -8583,24 +8560,24 @@ static void aes__clip_acts_layout(aes__clip_carver *cv, aes_clip_acts *a, const 
 }
 
 /* The largest matrix of a tower (what keep_16bit converts at once). */
-static size_t aes__clip_max_matrix(const aes_clip *m, aes_clip_tower tower) {
+static size_t aes__clip_max_matrix(const aes_clip *m, aes__clip_tower tower) {
     const aes_clip_config *c = &m->cfg;
     size_t C, H, mx;
     if (!m->params16) return 0;
-    C = (size_t)(tower == AES_CLIP_VISION ? c->vision_width : c->text_width);
-    H = (size_t)(tower == AES_CLIP_VISION ? c->vision_mlp : c->text_mlp);
+    C = (size_t)(tower == AES__CLIP_VISION ? c->vision_width : c->text_width);
+    H = (size_t)(tower == AES__CLIP_VISION ? c->vision_mlp : c->text_mlp);
     mx = AES__MAX(3 * C * C, H * C);
     mx = AES__MAX(mx, (size_t)c->embed_dim * C);
-    if (tower == AES_CLIP_VISION) mx = AES__MAX(mx, C * 3 * (size_t)c->patch_size * (size_t)c->patch_size);
+    if (tower == AES__CLIP_VISION) mx = AES__MAX(mx, C * 3 * (size_t)c->patch_size * (size_t)c->patch_size);
     return mx;
 }
 
-static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_tower tower, int max_batch,
-                                      size_t max_rows, size_t att_floats, int save, aes_clip_acts **out) {
+static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes__clip_tower tower, int max_batch,
+                                      size_t max_rows, size_t att_floats, int save, aes__clip_acts **out) {
     aes__clip_dims d;
     aes__clip_carver cv;
-    aes_clip_acts *a;
-    int vision = tower == AES_CLIP_VISION;
+    aes__clip_acts *a;
+    int vision = tower == AES__CLIP_VISION;
     size_t wbuf = aes__clip_max_matrix(m, tower);
     *out = NULL;
     if (m->i8n && max_rows <= (size_t)INT_MAX / 4) { /* the int8 kernels' scratch, in floats */
@@ -8610,7 +8587,7 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_
     if ((vision && !m->cfg.has_vision) || (!vision && !m->cfg.has_text))
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "this CLIP model has no %s tower", vision ? "vision" : "text");
     d = aes__clip_tower_dims(m, tower);
-    a = (aes_clip_acts *)aes_calloc(ctx, 1, sizeof *a);
+    a = (aes__clip_acts *)aes__calloc(ctx, 1, sizeof *a);
     if (!a) return aes_last_status(ctx);
     a->tower = tower;
     a->save = save ? 1 : 0;
@@ -8622,7 +8599,7 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_
     a->seq_start = (int *)aes_alloc(ctx, (size_t)max_batch, sizeof(int));
     a->seq_len = (int *)aes_alloc(ctx, (size_t)max_batch, sizeof(int));
     a->att_start = (size_t *)aes_alloc(ctx, (size_t)max_batch, sizeof(size_t));
-    if (!a->seq_start || !a->seq_len || !a->att_start) { aes_clip_acts_free(a); return aes_last_status(ctx); }
+    if (!a->seq_start || !a->seq_len || !a->att_start) { aes__clip_acts_free(a); return aes_last_status(ctx); }
     memset(&cv, 0, sizeof cv);
     /* every product below must fit: the kernels take int row counts, and a
      * 32-bit size_t must not wrap (an upper bound in double first) */
@@ -8633,11 +8610,11 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_
     else
         aes__clip_acts_layout(&cv, a, &d, max_batch, max_rows, att_floats, vision, wbuf, m->cfg.embed_dim);
     if (cv.overflow) {
-        aes_clip_acts_free(a);
+        aes__clip_acts_free(a);
         return aes__fail(ctx, AES_ERR_LIMIT, "CLIP activations for a batch of %d overflow the address space", max_batch);
     }
     a->mem = (float *)aes_alloc(ctx, cv.used, sizeof(float));
-    if (!a->mem) { aes_clip_acts_free(a); return aes_last_status(ctx); }
+    if (!a->mem) { aes__clip_acts_free(a); return aes_last_status(ctx); }
     a->nfloats = cv.used;
     cv.base = a->mem;
     cv.used = 0;
@@ -8646,15 +8623,15 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes_clip_
     return AES_OK;
 }
 
-AES_API aes_status aes_clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes_clip_tower tower,
-                                        int max_batch, int save, aes_clip_acts **out) {
+static aes_status aes__clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes__clip_tower tower,
+                                        int max_batch, int save, aes__clip_acts **out) {
     size_t T, NH;
-    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_acts_create: out is NULL");
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_acts_create: out is NULL");
     *out = NULL;
     if (!model || max_batch < 1 || max_batch > (1 << 20))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_acts_create: no model or batch %d not in [1, 2^20]",
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_acts_create: no model or batch %d not in [1, 2^20]",
                          max_batch);
-    if (tower == AES_CLIP_VISION) {
+    if (tower == AES__CLIP_VISION) {
         int g = model->cfg.patch_size ? model->cfg.image_size / model->cfg.patch_size : 0;
         T = (size_t)g * g + 1;
         NH = (size_t)model->cfg.vision_heads;
@@ -8666,7 +8643,7 @@ AES_API aes_status aes_clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes
                                save ? (size_t)max_batch * NH * T * T : 0, save, out);
 }
 
-AES_API void aes_clip_acts_free(aes_clip_acts *acts) {
+static void aes__clip_acts_free(aes__clip_acts *acts) {
     if (!acts) return;
     aes_free(acts->mem);
     aes_free(acts->seq_start);
@@ -8677,13 +8654,13 @@ AES_API void aes_clip_acts_free(aes_clip_acts *acts) {
 
 /* ---- the towers ---------------------------------------------------------------- */
 
-static aes_status aes__clip_check_acts(aes_ctx *ctx, const aes_clip *m, aes_clip_tower tower, int B,
-                                       const void *input, const aes_clip_acts *a) {
-    const char *name = tower == AES_CLIP_VISION ? "aes_clip_vision_forward" : "aes_clip_text_forward";
+static aes_status aes__clip_check_acts(aes_ctx *ctx, const aes_clip *m, aes__clip_tower tower, int B,
+                                       const void *input, const aes__clip_acts *a) {
+    const char *name = tower == AES__CLIP_VISION ? "aes__clip_vision_forward" : "aes__clip_text_forward";
     if (!m || !input || !a) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
-    if (tower == AES_CLIP_VISION ? !m->cfg.has_vision : !m->cfg.has_text)
+    if (tower == AES__CLIP_VISION ? !m->cfg.has_vision : !m->cfg.has_text)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: the model has no %s tower", name,
-                         tower == AES_CLIP_VISION ? "vision" : "text");
+                         tower == AES__CLIP_VISION ? "vision" : "text");
     if (a->tower != tower) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: activations of the other tower", name);
     if (B < 1 || B > a->max_batch)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: batch %d not in [1, %d]", name, B, a->max_batch);
@@ -8696,22 +8673,22 @@ static aes_status aes__clip_check_acts(aes_ctx *ctx, const aes_clip *m, aes_clip
     return AES_OK;
 }
 
-AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, const float *pixels, int B,
-                                           aes_clip_acts *a, float *out) {
+static aes_status aes__clip_vision_forward(aes_ctx *ctx, const aes_clip *model, const float *pixels, int B,
+                                           aes__clip_acts *a, float *out) {
     const aes_clip_config *c;
     const aes_clip_params *p;
     aes__clip_dims d;
     int S, P, g, np, T, C, b, i;
     const float *patch_w;
-    aes_status st = aes__clip_check_acts(ctx, model, AES_CLIP_VISION, B, pixels, a);
+    aes_status st = aes__clip_check_acts(ctx, model, AES__CLIP_VISION, B, pixels, a);
     if (st) return st;
     c = &model->cfg;
     p = &model->p;
-    d = aes__clip_tower_dims(model, AES_CLIP_VISION);
+    d = aes__clip_tower_dims(model, AES__CLIP_VISION);
     if (!a->save && model->npacked && model->packed_isa == aes_isa_get(ctx)) d.packed = model;
     S = c->image_size; P = c->patch_size; g = S / P; np = g * g; T = np + 1; C = c->vision_width;
     if ((size_t)B * T > a->max_rows)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_vision_forward: %d images do not fit activations made "
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_vision_forward: %d images do not fit activations made "
                          "for %zu rows", B, a->max_rows);
     a->B = B;
     a->R = B * T;
@@ -8728,9 +8705,9 @@ AES_API aes_status aes_clip_vision_forward(aes_ctx *ctx, const aes_clip *model, 
     /* 2. prepend the class token, add the position embeddings */
     for (b = 0; b < B; b++) {
         float *rows = a->embed + (size_t)b * T * C;
-        aes_residual_forward(rows, p->class_emb, p->vision_pos, (size_t)C);
+        aes__residual_forward(rows, p->class_emb, p->vision_pos, (size_t)C);
         for (i = 0; i < np; i++)
-            aes_residual_forward(rows + (size_t)(i + 1) * C, a->tmp + ((size_t)b * np + i) * C,
+            aes__residual_forward(rows + (size_t)(i + 1) * C, a->tmp + ((size_t)b * np + i) * C,
                                  p->vision_pos + (size_t)(i + 1) * C, (size_t)C);
     }
     /* 3. CLIP's LayerNorm before the transformer */
@@ -8751,18 +8728,18 @@ static int aes__clip_text_end(const int32_t *row, int L) {
     return best;
 }
 
-AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens, int B,
-                                         aes_clip_acts *a, float *out) {
+static aes_status aes__clip_text_forward(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens, int B,
+                                         aes__clip_acts *a, float *out) {
     const aes_clip_config *c;
     const aes_clip_params *p;
     aes__clip_dims d;
     int L, C, V, b;
     size_t rows = 0, att = 0;
-    aes_status st = aes__clip_check_acts(ctx, model, AES_CLIP_TEXT, B, tokens, a);
+    aes_status st = aes__clip_check_acts(ctx, model, AES__CLIP_TEXT, B, tokens, a);
     if (st) return st;
     c = &model->cfg;
     p = &model->p;
-    d = aes__clip_tower_dims(model, AES_CLIP_TEXT);
+    d = aes__clip_tower_dims(model, AES__CLIP_TEXT);
     if (!a->save && model->npacked && model->packed_isa == aes_isa_get(ctx)) d.packed = model;
     L = c->context_length; C = c->text_width; V = c->vocab_size;
     /* 1. pack the sequences: row b keeps positions 0 .. end_b */
@@ -8775,7 +8752,7 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
         att += (size_t)d.NH * n * n;
     }
     if (rows > a->max_rows || (a->save && att > a->max_att))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_text_forward: %zu token rows do not fit activations "
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_text_forward: %zu token rows do not fit activations "
                          "made for %zu", rows, a->max_rows);
     a->B = B;
     a->R = (int)rows;
@@ -8798,7 +8775,7 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
             row.h += (size_t)ids[t] * C;
             if (row.h_is_bf16) aes_bf16_to_f32(ctx, dst + (size_t)t * C, row.h, (size_t)C);
             else aes_f16_to_f32(ctx, dst + (size_t)t * C, row.h, (size_t)C);
-            aes_add_inplace(dst + (size_t)t * C, p->text_pos + (size_t)t * C, (size_t)C);
+            aes__add_inplace(dst + (size_t)t * C, p->text_pos + (size_t)t * C, (size_t)C);
         }
     }
     /* 3. the blocks (causal attention per sequence); 4. end token -> ln_final -> projection */
@@ -8815,7 +8792,7 @@ AES_API aes_status aes_clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
  * activations are zeroed before a kernel accumulates into them. */
 
 /* Backward of the attention of every sequence (see aes__clip_attention). */
-static void aes__clip_attention_backward(aes_ctx *ctx, const aes_clip_acts *a, const aes_clip_block_acts *b,
+static void aes__clip_attention_backward(aes_ctx *ctx, const aes__clip_acts *a, const aes__clip_block_acts *b,
                                          const aes__clip_dims *d) {
     int s;
     if (!d->causal) {
@@ -8833,7 +8810,7 @@ static void aes__clip_attention_backward(aes_ctx *ctx, const aes_clip_acts *a, c
  * on exit dLoss/d(inp) when need_dinp.  The residual additions pass the
  * gradient through unchanged, and each LayerNorm adds its branch to it. */
 static void aes__clip_block_backward(aes_ctx *ctx, const aes_clip_block_params *p, const aes_clip_block_params *g,
-                                     const aes__clip_dims *d, const aes_clip_acts *a, const aes_clip_block_acts *b,
+                                     const aes__clip_dims *d, const aes__clip_acts *a, const aes__clip_block_acts *b,
                                      const float *inp, int need_dinp) {
     int R = a->R, C = d->C, H = d->H;
     size_t RC = (size_t)R * C, RH = (size_t)R * H;
@@ -8867,7 +8844,7 @@ static void aes__clip_block_backward(aes_ctx *ctx, const aes_clip_block_params *
  * first_block.  Leaves dLoss/d(the blocks' input x) in a->d_res when
  * first_block == 0. */
 static void aes__clip_tower_backward(aes_ctx *ctx, const aes__clip_dims *d, const aes__clip_dims *gd,
-                                     const aes_clip_acts *a, const float *x, const float *ln_w, float *g_ln_w,
+                                     const aes__clip_acts *a, const float *x, const float *ln_w, float *g_ln_w,
                                      float *g_ln_b, const aes_clip_mat *proj, float *g_proj, const float *dout, int E,
                                      int pool_last, int first_block) {
     int l, s, B = a->B, C = d->C;
@@ -8888,10 +8865,10 @@ static void aes__clip_tower_backward(aes_ctx *ctx, const aes__clip_dims *d, cons
                                  l > 0 ? a->blocks[l - 1].res2 : x, l > first_block || first_block == 0);
 }
 
-static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes_clip_tower tower,
-                                           const aes_clip_acts *a, const void *input, const float *dout,
+static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes__clip_tower tower,
+                                           const aes__clip_acts *a, const void *input, const float *dout,
                                            const aes_clip_params *g, int first_block) {
-    const char *name = tower == AES_CLIP_VISION ? "aes_clip_vision_backward" : "aes_clip_text_backward";
+    const char *name = tower == AES__CLIP_VISION ? "aes__clip_vision_backward" : "aes__clip_text_backward";
     aes_status st = aes__clip_check_acts(ctx, m, tower, a ? a->B : 0, input, a);
     if (st) return st;
     if (!dout || !g) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
@@ -8902,16 +8879,16 @@ static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes_
     return AES_OK;
 }
 
-AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *a,
+static aes_status aes__clip_vision_backward(aes_ctx *ctx, const aes_clip *model, aes__clip_acts *a,
                                             const float *pixels, const float *dout, const aes_clip_params *g,
                                             int first_block) {
     const aes_clip_params *p;
     aes__clip_dims d, gd;
     int B, T, np, C, b, S;
-    aes_status st = aes__clip_check_backward(ctx, model, AES_CLIP_VISION, a, pixels, dout, g, first_block);
+    aes_status st = aes__clip_check_backward(ctx, model, AES__CLIP_VISION, a, pixels, dout, g, first_block);
     if (st) return st;
     p = &model->p;
-    d = aes__clip_tower_dims(model, AES_CLIP_VISION);
+    d = aes__clip_tower_dims(model, AES__CLIP_VISION);
     gd = d;
     gd.blocks = g->vision_blocks;
     C = d.C; B = a->B; T = a->seq_len[0]; np = T - 1; S = model->cfg.image_size;
@@ -8925,8 +8902,8 @@ AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model,
                            a->ln_pre_rstd, a->R, C);
     for (b = 0; b < B; b++) {
         const float *rows = a->d_ln + (size_t)b * T * C;
-        if (g->class_emb) aes_add_inplace(g->class_emb, rows, (size_t)C);
-        if (g->vision_pos) aes_add_inplace(g->vision_pos, rows, (size_t)T * C);
+        if (g->class_emb) aes__add_inplace(g->class_emb, rows, (size_t)C);
+        if (g->vision_pos) aes__add_inplace(g->vision_pos, rows, (size_t)T * C);
         memcpy(a->d_atty + (size_t)b * np * C, rows + C, sizeof(float) * (size_t)np * C);
     }
     if (!g->patch_w.f) return AES_OK;
@@ -8934,16 +8911,16 @@ AES_API aes_status aes_clip_vision_backward(aes_ctx *ctx, const aes_clip *model,
                                     S, S, model->cfg.patch_size, C);
 }
 
-AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes_clip_acts *a,
+static aes_status aes__clip_text_backward(aes_ctx *ctx, const aes_clip *model, aes__clip_acts *a,
                                           const int32_t *tokens, const float *dout, const aes_clip_params *g,
                                           int first_block) {
     const aes_clip_params *p;
     aes__clip_dims d, gd;
     int s, L;
-    aes_status st = aes__clip_check_backward(ctx, model, AES_CLIP_TEXT, a, tokens, dout, g, first_block);
+    aes_status st = aes__clip_check_backward(ctx, model, AES__CLIP_TEXT, a, tokens, dout, g, first_block);
     if (st) return st;
     p = &model->p;
-    d = aes__clip_tower_dims(model, AES_CLIP_TEXT);
+    d = aes__clip_tower_dims(model, AES__CLIP_TEXT);
     gd = d;
     gd.blocks = g->text_blocks;
     L = model->cfg.context_length;
@@ -8965,7 +8942,7 @@ AES_API aes_status aes_clip_text_backward(aes_ctx *ctx, const aes_clip *model, a
 
 AES_API aes_status aes_clip_encode_image(aes_ctx *ctx, const aes_clip *model, const float *pixels, int B,
                                          float *out) {
-    aes_clip_acts *a = NULL;
+    aes__clip_acts *a = NULL;
     aes_status st;
     size_t per_image;
     int b0;
@@ -8981,20 +8958,20 @@ AES_API aes_status aes_clip_encode_image(aes_ctx *ctx, const aes_clip *model, co
                 return aes__fail(ctx, AES_ERR_NUMERIC, "aes_clip_encode_image: pixel %zu of image %zu is NaN or infinite",
                                  i % per_image, i / per_image);
     }
-    st = aes_clip_acts_create(ctx, model, AES_CLIP_VISION, AES__MIN(B, AES__CLIP_IMAGE_CHUNK), 0, &a);
+    st = aes__clip_acts_create(ctx, model, AES__CLIP_VISION, AES__MIN(B, AES__CLIP_IMAGE_CHUNK), 0, &a);
     if (st) return st;
     for (b0 = 0; b0 < B && !st; b0 += AES__CLIP_IMAGE_CHUNK) {
         int n = AES__MIN(AES__CLIP_IMAGE_CHUNK, B - b0);
-        st = aes_clip_vision_forward(ctx, model, pixels + (size_t)b0 * per_image, n, a,
+        st = aes__clip_vision_forward(ctx, model, pixels + (size_t)b0 * per_image, n, a,
                                      out + (size_t)b0 * model->cfg.embed_dim);
     }
-    aes_clip_acts_free(a);
+    aes__clip_acts_free(a);
     return st;
 }
 
 AES_API aes_status aes_clip_encode_text(aes_ctx *ctx, const aes_clip *model, const int32_t *tokens, int B,
                                         float *out) {
-    aes_clip_acts *a = NULL;
+    aes__clip_acts *a = NULL;
     aes_status st = AES_OK;
     size_t max_rows = 0;
     int b0, b, L;
@@ -9010,13 +8987,13 @@ AES_API aes_status aes_clip_encode_text(aes_ctx *ctx, const aes_clip *model, con
             rows += (size_t)aes__clip_text_end(tokens + (size_t)b * L, L) + 1;
         max_rows = AES__MAX(max_rows, rows);
     }
-    st = aes__clip_acts_make(ctx, model, AES_CLIP_TEXT, AES__MIN(B, AES__CLIP_TEXT_CHUNK), max_rows, 0, 0, &a);
+    st = aes__clip_acts_make(ctx, model, AES__CLIP_TEXT, AES__MIN(B, AES__CLIP_TEXT_CHUNK), max_rows, 0, 0, &a);
     if (st) return st;
     for (b0 = 0; b0 < B && !st; b0 += AES__CLIP_TEXT_CHUNK) {
         int n = AES__MIN(AES__CLIP_TEXT_CHUNK, B - b0);
-        st = aes_clip_text_forward(ctx, model, tokens + (size_t)b0 * L, n, a, out + (size_t)b0 * model->cfg.embed_dim);
+        st = aes__clip_text_forward(ctx, model, tokens + (size_t)b0 * L, n, a, out + (size_t)b0 * model->cfg.embed_dim);
     }
-    aes_clip_acts_free(a);
+    aes__clip_acts_free(a);
     return st;
 }
 
@@ -9428,7 +9405,7 @@ static aes_status aes__clip_apply_config(aes__clip_loader *L, aes_clip_config *c
  * Hugging Face's separate q/k/v, which are stacked into the fused qkv). */
 static int aes__clip_sources(const aes__clip_loader *L, const aes__clip_slot *s, char names[3][256], int *transpose) {
     const aes__clip_names *nm = aes__clip_layout_names(L->layout);
-    int vision = s->tower == AES_CLIP_VISION, hf = L->layout == AES_LAYOUT_HF;
+    int vision = s->tower == AES__CLIP_VISION, hf = L->layout == AES_LAYOUT_HF;
     const char *blocks = vision ? nm->vblocks : nm->tblocks, *part = NULL, *suffix = "weight";
     *transpose = 0;
     switch (s->kind) {
@@ -9746,7 +9723,7 @@ static aes_status aes__clip_load_slot_i8(aes__clip_loader *L, const aes__clip_sl
         aes__clip_hash_bytes(h, scale, (size_t)N * sizeof(float));
         aes__clip_hash_bytes(h, q, (size_t)N * K);
     }
-    st = aes_i8_weights_from(L->ctx, q, scale, N, K, out);
+    st = aes__i8_weights_from(L->ctx, q, scale, N, K, out);
 done:
     aes_free(q);
     aes_free(scale);
@@ -9882,7 +9859,7 @@ static aes_status aes__clip_loader_init(aes__clip_loader *L, aes_ctx *ctx, aes_s
     memset(L, 0, sizeof *L);
     L->ctx = ctx; L->st = st; L->src = src;
     L->count = aes_safetensors_count(st);
-    L->used = (unsigned char *)aes_calloc(ctx, (size_t)(L->count > 0 ? L->count : 1), 1);
+    L->used = (unsigned char *)aes__calloc(ctx, (size_t)(L->count > 0 ? L->count : 1), 1);
     return L->used ? AES_OK : aes_last_status(ctx);
 }
 
@@ -9926,7 +9903,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
 
     if ((s = aes__clip_loader_init(&L, ctx, st, src))) return s;
     int8 = (opts && opts->int8) || aes__clip_file_has_i8(&L);
-    m = (aes_clip *)aes_calloc(ctx, 1, sizeof *m);
+    m = (aes_clip *)aes__calloc(ctx, 1, sizeof *m);
     if (!m) { s = aes_last_status(ctx); goto done; }
 
     /* 1-3: layout, shapes, config, options */
@@ -9936,7 +9913,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     /* 4: the canonical table and storage */
     slots = aes__clip_slots(ctx, &m->cfg, &m->p, &nslots);
     if (!slots) { s = aes_last_status(ctx); goto done; }
-    m->tensors = (aes_clip_tensor *)aes_calloc(ctx, (size_t)nslots, sizeof(aes_clip_tensor));
+    m->tensors = (aes_clip_tensor *)aes__calloc(ctx, (size_t)nslots, sizeof(aes_clip_tensor));
     if (!m->tensors) { s = aes_last_status(ctx); goto done; }
     m->ntensors = nslots;
     for (i = 0; i < nslots; i++) {
@@ -9968,7 +9945,7 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     }
     compact = keep16 || int8 || in_place;
     if (int8) {
-        m->i8w = (aes_i8_weights **)aes_calloc(ctx, (size_t)(i8n ? i8n : 1), sizeof *m->i8w);
+        m->i8w = (aes_i8_weights **)aes__calloc(ctx, (size_t)(i8n ? i8n : 1), sizeof *m->i8w);
         if (!m->i8w) { s = aes_last_status(ctx); goto done; }
     }
     if (compact) {
@@ -10107,7 +10084,7 @@ AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enab
     aes__clip_unpack(model);
     if (!enable) return AES_OK;
     for (t = 0; t < 2; t++) {
-        aes__clip_dims d = aes__clip_tower_dims(model, t == 0 ? AES_CLIP_VISION : AES_CLIP_TEXT);
+        aes__clip_dims d = aes__clip_tower_dims(model, t == 0 ? AES__CLIP_VISION : AES__CLIP_TEXT);
         int E = model->cfg.embed_dim;
         const aes_clip_mat *proj = t == 0 ? &model->p.vision_proj : &model->p.text_proj;
         if (!(t == 0 ? model->cfg.has_vision : model->cfg.has_text)) continue;
@@ -10124,8 +10101,8 @@ AES_API aes_status aes_clip_pack_weights(aes_ctx *ctx, aes_clip *model, int enab
             dims[n++][1] = 3 * model->cfg.patch_size * model->cfg.patch_size;
         }
     }
-    model->packed = (float **)aes_calloc(ctx, (size_t)n, sizeof(float *));
-    model->packed_of = (const aes_clip_mat **)aes_calloc(ctx, (size_t)n, sizeof(aes_clip_mat *));
+    model->packed = (float **)aes__calloc(ctx, (size_t)n, sizeof(float *));
+    model->packed_of = (const aes_clip_mat **)aes__calloc(ctx, (size_t)n, sizeof(aes_clip_mat *));
     if (!model->packed || !model->packed_of) {
         aes__clip_unpack(model);
         return aes_last_status(ctx);
@@ -10329,7 +10306,7 @@ static aes_status aes__clip_prepare_out(aes_ctx *ctx, const aes_clip *m, aes_lay
     if (dtype != AES_DTYPE_F32 && dtype != AES_DTYPE_F16 && dtype != AES_DTYPE_BF16 && dtype != AES_DTYPE_I8)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_save: dtype must be F32, F16, BF16 or I8");
     if ((st = aes__clip_build_out(ctx, m, layout, dtype, w, 1))) return st;
-    w->t = (aes_tensor_out *)aes_calloc(ctx, (size_t)w->n, sizeof(aes_tensor_out));
+    w->t = (aes_tensor_out *)aes__calloc(ctx, (size_t)w->n, sizeof(aes_tensor_out));
     w->names = (char (*)[256])aes_alloc(ctx, (size_t)w->n, 256);
     w->data = (unsigned char *)aes_alloc(ctx, w->used ? w->used : 1, 1);
     if (!w->t || !w->names || !w->data) return aes_last_status(ctx);
@@ -10426,13 +10403,13 @@ AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *c
     if (!out || !cfg) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_create_random: NULL argument");
     *out = NULL;
     if ((st = aes__clip_check_config(ctx, cfg))) return st;
-    m = (aes_clip *)aes_calloc(ctx, 1, sizeof *m);
+    m = (aes_clip *)aes__calloc(ctx, 1, sizeof *m);
     if (!m) return aes_last_status(ctx);
     m->cfg = *cfg;
     if (!m->cfg.act) m->cfg.act = AES_ACT_QUICK_GELU;
     if (!(m->cfg.ln_eps > 0)) m->cfg.ln_eps = 1e-5f;
     slots = aes__clip_slots(ctx, &m->cfg, &m->p, &n);
-    m->tensors = slots ? (aes_clip_tensor *)aes_calloc(ctx, (size_t)n, sizeof(aes_clip_tensor)) : NULL;
+    m->tensors = slots ? (aes_clip_tensor *)aes__calloc(ctx, (size_t)n, sizeof(aes_clip_tensor)) : NULL;
     if (!m->tensors) { aes_free(slots); aes_clip_free(m); return aes_last_status(ctx); }
     m->ntensors = n;
     for (i = 0; i < n; i++) {
@@ -10451,14 +10428,14 @@ AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *c
     }
     m->params = (float *)aes_alloc(ctx, m->nparams, sizeof(float));
     if (!m->params) { aes_free(slots); aes_clip_free(m); return aes_last_status(ctx); }
-    aes_clip_point_params(m, m->params, &m->p);
+    aes__clip_point_params(m, m->params, &m->p);
     m->has_logit_scale = 1;
     aes__clip_hash_init(&h);
     aes__clip_hash_config(&h, &m->cfg);
     for (i = 0; i < n; i++) {
         const aes__clip_slot *s = &slots[i];
         float *x = m->params + m->tensors[i].offset;
-        int vision = s->tower == AES_CLIP_VISION;
+        int vision = s->tower == AES__CLIP_VISION;
         double W = vision ? cfg->vision_width : cfg->text_width;
         double L2 = 2.0 * (vision ? cfg->vision_layers : cfg->text_layers);
         double std = 0.0;
@@ -10713,7 +10690,7 @@ AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg, s
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_optim_create: bad arguments");
     *out = NULL;
     if ((st = aes__optim_check_config(ctx, cfg)) != AES_OK) return st;
-    o = (aes_optim *)aes_calloc(ctx, 1, sizeof *o);
+    o = (aes_optim *)aes__calloc(ctx, 1, sizeof *o);
     if (!o) return aes_last_status(ctx);
     o->cfg = *cfg;
     o->nparams = nparams;
@@ -10745,10 +10722,10 @@ AES_API aes_status aes_optim_create(aes_ctx *ctx, const aes_optim_config *cfg, s
         }
         o->ntrain += s->count;
     }
-    o->state0 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
+    o->state0 = (float *)aes__calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
     if (!o->state0) { aes_optim_free(o); return aes_last_status(ctx); }
     if (cfg->kind == AES_OPTIM_ADAMW) {
-        o->state1 = (float *)aes_calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
+        o->state1 = (float *)aes__calloc(ctx, o->ntrain ? o->ntrain : 1, sizeof(float));
         if (!o->state1) { aes_optim_free(o); return aes_last_status(ctx); }
     }
     *out = o;
@@ -12984,7 +12961,7 @@ static aes_status aes__elta_run_alloc(aes__elta_run *r) {
     r->sched.weight_decay = r->cfg->weight_decay;
     if ((st = aes_optim_create(ctx, &r->sched, r->nparams, seg, 2 * r->L, &r->opt)) != AES_OK) return st;
     r->params = (float *)aes_alloc(ctx, r->nparams, sizeof(float));
-    r->grads = (float *)aes_calloc(ctx, r->nparams, sizeof(float));
+    r->grads = (float *)aes__calloc(ctx, r->nparams, sizeof(float));
     r->best = (float *)aes_alloc(ctx, r->nparams, sizeof(float));
     ok = r->params && r->grads && r->best;
     if (ok) {
@@ -13044,7 +13021,7 @@ static aes_status aes__elta_std_fit(aes__elta_run *r) {
     int i, c;
     r->mu = (float *)aes_alloc(r->ctx, (size_t)r->D, sizeof(float));
     r->inv_sd = (float *)aes_alloc(r->ctx, (size_t)r->D, sizeof(float));
-    sum = (double *)aes_calloc(r->ctx, (size_t)r->D * 2, sizeof(double));
+    sum = (double *)aes__calloc(r->ctx, (size_t)r->D * 2, sizeof(double));
     if (!r->mu || !r->inv_sd || !sum) { aes_free(sum); return aes_last_status(r->ctx); }
     sq = sum + r->D;
     for (i = 0; i < r->ntr; i++)
@@ -14073,17 +14050,17 @@ static aes_status aes__head_tensor(aes_ctx *ctx, const aes_safetensors *st, cons
     size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
     aes_status s;
     *out = NULL;
-    if (!t) return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%s' is missing", aes_safetensors_source(st), name);
+    if (!t) return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%s' is missing", aes__safetensors_source(st), name);
     if ((cols && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)) ||
         (!cols && (t->ndim != 1 || t->shape[0] != rows)))
-        return aes__fail(ctx, AES_ERR_SHAPE, "%s: tensor '%s' should be [%d%s%.0d]", aes_safetensors_source(st), name,
+        return aes__fail(ctx, AES_ERR_SHAPE, "%s: tensor '%s' should be [%d%s%.0d]", aes__safetensors_source(st), name,
                          rows, cols ? ", " : "", cols);
     if (!(*out = (float *)aes_alloc(ctx, n, sizeof(float)))) return aes_last_status(ctx);
     if ((s = aes_tensor_to_f32(ctx, t, *out, n)) != AES_OK) { aes_free(*out); *out = NULL; return s; }
     if (!aes__r_finite(*out, n)) {
         aes_free(*out);
         *out = NULL;
-        return aes__fail(ctx, AES_ERR_NUMERIC, "%s: tensor '%s' has NaN or Inf values", aes_safetensors_source(st), name);
+        return aes__fail(ctx, AES_ERR_NUMERIC, "%s: tensor '%s' has NaN or Inf values", aes__safetensors_source(st), name);
     }
     return AES_OK;
 }
@@ -14097,7 +14074,7 @@ static aes_status aes__head_from_safetensors(aes_ctx *ctx, const aes_safetensors
     aes_status s;
     if (!st || !out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aesthetic head: NULL argument");
     memset(out, 0, sizeof *out);
-    src = aes_safetensors_source(st);
+    src = aes__safetensors_source(st);
     m_kind = aes_safetensors_metadata(st, "aesalign.head");
     m_act = aes_safetensors_metadata(st, "aesalign.activation");
     m_out = aes_safetensors_metadata(st, "aesalign.output");
@@ -14628,7 +14605,7 @@ static aes_status aes__topk(aes_ctx *ctx, const float *base, const int8_t *qbase
     job.dot_f32 = aes__pick_dot4_f32(ctx ? ctx->isa : AES_ISA_SCALAR);
     job.dot_i8 = aes__pick_dot4_i8(ctx ? ctx->isa : AES_ISA_SCALAR);
     if (qbase) {
-        q16 = (int16_t *)aes_calloc(ctx, (size_t)nq * (size_t)dim, sizeof(int16_t));
+        q16 = (int16_t *)aes__calloc(ctx, (size_t)nq * (size_t)dim, sizeof(int16_t));
         q16s = (float *)aes_alloc(ctx, (size_t)nq, sizeof(float));
         if (!q16 || !q16s) goto fail;
         for (qi = 0; qi < nq; qi++) {
@@ -15172,7 +15149,7 @@ AES_API aes_status aes_index_save_memory(aes_ctx *ctx, const aes_index *idx, voi
     if (!aes__ix_layout_of(&L, dim, idx->count, idx->storage, idbytes, pathbytes, AES_INDEX_VERSION) ||
         L.total > (uint64_t)SIZE_MAX)
         return aes__fail(ctx, AES_ERR_LIMIT, "index: %zu entries do not fit a buffer", idx->count);
-    if (!(b = (unsigned char *)aes_calloc(ctx, (size_t)L.total, 1))) return aes_last_status(ctx);
+    if (!(b = (unsigned char *)aes__calloc(ctx, (size_t)L.total, 1))) return aes_last_status(ctx);
     memcpy(b, aes__index_magic, 8);
     aes__put_u32(b + 8, AES_INDEX_VERSION);
     aes__put_u32(b + 12, (uint32_t)idx->dim);
@@ -15509,12 +15486,12 @@ AES_API aes_status aes_ivf_build(aes_ctx *ctx, const aes_index *idx, int nlist, 
     n = idx->count;
     dim = (size_t)idx->dim;
     ns = (size_t)nlist * 256 < n ? (size_t)nlist * 256 : n;
-    if (!(v = (aes_ivf *)aes_calloc(ctx, 1, sizeof *v))) return aes_last_status(ctx);
+    if (!(v = (aes_ivf *)aes__calloc(ctx, 1, sizeof *v))) return aes_last_status(ctx);
     v->dim = idx->dim;
     v->nlist = nlist;
     v->count = n;
     v->centroids = (float *)aes_alloc(ctx, (size_t)nlist * dim, sizeof(float));
-    v->list_start = (uint64_t *)aes_calloc(ctx, (size_t)nlist + 1, sizeof(uint64_t));
+    v->list_start = (uint64_t *)aes__calloc(ctx, (size_t)nlist + 1, sizeof(uint64_t));
     v->ids = (int64_t *)aes_alloc(ctx, n, sizeof(int64_t));
     v->codes = (int8_t *)aes_alloc(ctx, n, dim);
     v->scales = (float *)aes_alloc(ctx, n, sizeof(float));
@@ -16121,10 +16098,9 @@ AES_API aes_status aes_hpir_agreement(aes_ctx *ctx, const aes_pref_pair *pairs, 
  * Gradients, with P_row / P_col the row / column softmaxes:
  *     G = (P_row - Q + P_col - Q) / (2 n)                  (dL/dlogits)
  *     dimg = exp(ls) G txt,  dtxt = exp(ls) G^T img,  dls = sum(G * logits)
- * work must hold aes_clip_loss_work_floats(n) floats (no allocation here).
+ * work must hold n * n + 2 n floats (no allocation here).
  * acc (may be NULL) gets the fraction of rows and columns whose argmax is
  * the diagonal (image->text and text->image top-1, averaged). */
-AES_API size_t     aes_clip_loss_work_floats(int n);
 AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *txt,
                                  int n, int d, float logit_scale, float label_smoothing,
                                  float grad_scale, float *dimg, float *dtxt,
@@ -16281,10 +16257,10 @@ AES_API aes_status aes_pair_set_write(aes_ctx *ctx, const aes_pair_set *set, con
  *  A trainer holds, side by side, the model it trains (an aes_clip from
  *  section 5, borrowed: its parameters are updated in place), a gradient
  *  buffer in the model's canonical layout, the saved activations of both
- *  towers (aes_clip_acts with save = 1, sized for max_images / max_texts)
+ *  towers (aes__clip_acts with save = 1, sized for max_images / max_texts)
  *  and the inputs of the last forward pass.  Forward is the model's own
- *  forward; backward is the model's own backward (aes_clip_vision_backward /
- *  aes_clip_text_backward); the trainer adds the L2 normalisation of the
+ *  forward; backward is the model's own backward (aes__clip_vision_backward /
+ *  aes__clip_text_backward); the trainer adds the L2 normalisation of the
  *  embeddings (the losses below take unit vectors) and freezing.
  *
  *  Freezing: a frozen tower has no gradients at all; freezing the first N
@@ -16318,7 +16294,7 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
                                            aes_clip_trainer **out);
 AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
 /* The gradient buffer: aes_clip_num_params floats in the canonical layout
- * (aes_clip_point_params names its tensors).  logit_scale's gradient is
+ * (aes_clip_tensors names its tensors).  logit_scale's gradient is
  * kept also when it is frozen (the losses always produce it). */
 AES_API float  *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n);
 /* The trainable parameters as optimizer segments (weight decay for tensors
@@ -16650,10 +16626,6 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
  *  Losses
  * ========================================================================= */
 
-AES_API size_t aes_clip_loss_work_floats(int n) {
-    return n > 0 ? (size_t)n * (size_t)n + 2 * (size_t)n : 0;
-}
-
 AES_API aes_status aes_clip_loss(aes_ctx *ctx, const float *img, const float *txt, int n, int d,
                                  float logit_scale, float label_smoothing, float grad_scale,
                                  float *dimg, float *dtxt, float *dlogit_scale, float *work,
@@ -16975,7 +16947,7 @@ AES_API aes_status aes_pairs_from_results(aes_ctx *ctx, const aes_pair_grid_conf
 
 AES_API aes_status aes_pair_set_create(aes_ctx *ctx, aes_pair_set **out) {
     if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_pair_set_create: NULL out");
-    *out = (aes_pair_set *)aes_calloc(ctx, 1, sizeof **out);
+    *out = (aes_pair_set *)aes__calloc(ctx, 1, sizeof **out);
     return *out ? AES_OK : aes_last_status(ctx);
 }
 
@@ -17224,7 +17196,7 @@ struct aes_clip_trainer {
     aes_param_segment *seg;
     int                nseg;
     int                first_block[2]; /* per tower: backward stops at this block      */
-    aes_clip_acts     *acts[2];        /* per tower, save = 1                          */
+    aes__clip_acts     *acts[2];        /* per tower, save = 1                          */
     float             *pixels;         /* inputs of the last forward [max_images, ...] */
     int32_t           *tokens;         /* [max_texts, context_length]                  */
     float             *emb[2], *norm[2], *dout[2];  /* unit embeddings, norms, d(out)  */
@@ -17246,7 +17218,7 @@ AES_API aes_train_options aes_train_options_default(void) {
 static int aes__tr_trainable(const aes_clip_trainer *tr, const aes__clip_slot *sl) {
     int fb;
     if (sl->kind == AES__CK_LOGIT_SCALE) return tr->opt.train_logit_scale;
-    if (sl->tower == AES_CLIP_VISION ? !tr->opt.train_vision : !tr->opt.train_text) return 0;
+    if (sl->tower == AES__CLIP_VISION ? !tr->opt.train_vision : !tr->opt.train_text) return 0;
     fb = tr->first_block[sl->tower];
     if (sl->layer >= 0) return sl->layer >= fb;
     /* outside the blocks: below them (embeddings, ln_pre) only when nothing is frozen */
@@ -17264,9 +17236,9 @@ static aes_status aes__tr_mark_trainable(aes_ctx *ctx, aes_clip_trainer *tr) {
     const aes_clip_config *c = &m->cfg;
     aes__clip_slot *slots;
     int i, n = 0, prev = 0;
-    tr->first_block[AES_CLIP_VISION] = AES__MIN(AES__MAX(tr->opt.freeze_vision_blocks, 0), c->vision_layers);
-    tr->first_block[AES_CLIP_TEXT] = AES__MIN(AES__MAX(tr->opt.freeze_text_blocks, 0), c->text_layers);
-    aes_clip_point_params(m, tr->grads, &tr->g);
+    tr->first_block[AES__CLIP_VISION] = AES__MIN(AES__MAX(tr->opt.freeze_vision_blocks, 0), c->vision_layers);
+    tr->first_block[AES__CLIP_TEXT] = AES__MIN(AES__MAX(tr->opt.freeze_text_blocks, 0), c->text_layers);
+    aes__clip_point_params(m, tr->grads, &tr->g);
     tr->g_logit_scale = tr->g.logit_scale;
     slots = aes__clip_slots(ctx, c, &tr->g, &n);
     if (!slots) return aes_last_status(ctx);
@@ -17297,8 +17269,8 @@ static aes_status aes__tr_mark_trainable(aes_ctx *ctx, aes_clip_trainer *tr) {
 
 AES_API void aes_clip_trainer_free(aes_clip_trainer *tr) {
     if (!tr) return;
-    aes_clip_acts_free(tr->acts[0]);
-    aes_clip_acts_free(tr->acts[1]);
+    aes__clip_acts_free(tr->acts[0]);
+    aes__clip_acts_free(tr->acts[1]);
     aes_free(tr->grads);
     aes_free(tr->seg);
     aes_free(tr->pixels);
@@ -17338,7 +17310,7 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
         if (!(model->params[i] - model->params[i] == 0.0f))
             return aes__fail(ctx, AES_ERR_NUMERIC, "CLIP trainer: parameter %zu of the model is NaN or infinite", i);
     c = &model->cfg;
-    tr = (aes_clip_trainer *)aes_calloc(ctx, 1, sizeof *tr);
+    tr = (aes_clip_trainer *)aes__calloc(ctx, 1, sizeof *tr);
     if (!tr) return aes_last_status(ctx);
     tr->model = model;
     tr->opt = opt ? *opt : aes_train_options_default();
@@ -17351,28 +17323,28 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
         return aes__fail(ctx, AES_ERR_LIMIT, "CLIP trainer: batch capacity %d images / %d texts is over 65536",
                          opt->max_images, opt->max_texts);
     }
-    tr->grads = (float *)aes_calloc(ctx, model->nparams, sizeof(float));
+    tr->grads = (float *)aes__calloc(ctx, model->nparams, sizeof(float));
     if (!tr->grads) { aes_clip_trainer_free(tr); return aes_last_status(ctx); }
     if (c->has_vision && tr->opt.max_images > 0) {
         int cap = tr->opt.max_images;
-        if ((st = aes_clip_acts_create(ctx, model, AES_CLIP_VISION, cap, 1, &tr->acts[AES_CLIP_VISION]))) {
+        if ((st = aes__clip_acts_create(ctx, model, AES__CLIP_VISION, cap, 1, &tr->acts[AES__CLIP_VISION]))) {
             aes_clip_trainer_free(tr);
             return st;
         }
         tr->pixels = (float *)aes_alloc(ctx, (size_t)cap * 3 * c->image_size, sizeof(float) * (size_t)c->image_size);
-        if (!tr->pixels || !aes__tr_tower_bufs(ctx, tr, AES_CLIP_VISION, cap)) {
+        if (!tr->pixels || !aes__tr_tower_bufs(ctx, tr, AES__CLIP_VISION, cap)) {
             aes_clip_trainer_free(tr);
             return aes_last_status(ctx);
         }
     }
     if (c->has_text && tr->opt.max_texts > 0) {
         int cap = tr->opt.max_texts;
-        if ((st = aes_clip_acts_create(ctx, model, AES_CLIP_TEXT, cap, 1, &tr->acts[AES_CLIP_TEXT]))) {
+        if ((st = aes__clip_acts_create(ctx, model, AES__CLIP_TEXT, cap, 1, &tr->acts[AES__CLIP_TEXT]))) {
             aes_clip_trainer_free(tr);
             return st;
         }
         tr->tokens = (int32_t *)aes_alloc(ctx, (size_t)cap * c->context_length, sizeof(int32_t));
-        if (!tr->tokens || !aes__tr_tower_bufs(ctx, tr, AES_CLIP_TEXT, cap)) {
+        if (!tr->tokens || !aes__tr_tower_bufs(ctx, tr, AES__CLIP_TEXT, cap)) {
             aes_clip_trainer_free(tr);
             return aes_last_status(ctx);
         }
@@ -17419,20 +17391,20 @@ static aes_status aes__tr_normalise(aes_ctx *ctx, aes_clip_trainer *tr, int towe
     for (i = 0; i < (size_t)n * E; i++)
         if (!(tr->emb[tower][i] == tr->emb[tower][i]))
             return aes__fail(ctx, AES_ERR_NUMERIC, "CLIP trainer: the %s embeddings contain NaN",
-                             tower == AES_CLIP_TEXT ? "text" : "image");
+                             tower == AES__CLIP_TEXT ? "text" : "image");
     if (emb) memcpy(emb, tr->emb[tower], sizeof(float) * (size_t)n * E);
     tr->n[tower] = n;
     return AES_OK;
 }
 
 static aes_status aes__tr_check_encode(aes_ctx *ctx, aes_clip_trainer *tr, int tower, const void *input, int n) {
-    const char *what = tower == AES_CLIP_TEXT ? "texts" : "images";
-    int cap = tower == AES_CLIP_TEXT ? (tr ? tr->opt.max_texts : 0) : (tr ? tr->opt.max_images : 0);
+    const char *what = tower == AES__CLIP_TEXT ? "texts" : "images";
+    int cap = tower == AES__CLIP_TEXT ? (tr ? tr->opt.max_texts : 0) : (tr ? tr->opt.max_images : 0);
     if (!tr || !input || n < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: encode %d %s: bad arguments",
                                                  n, what);
     if (!tr->acts[tower])
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "CLIP trainer: the model has no %s tower, or capacity 0 %s",
-                         tower == AES_CLIP_TEXT ? "text" : "vision", what);
+                         tower == AES__CLIP_TEXT ? "text" : "vision", what);
     if (n > cap) return aes__fail(ctx, AES_ERR_LIMIT, "CLIP trainer: %d %s, but activations were sized for %d", n,
                                   what, cap);
     tr->n[tower] = 0;
@@ -17441,47 +17413,47 @@ static aes_status aes__tr_check_encode(aes_ctx *ctx, aes_clip_trainer *tr, int t
 
 AES_API aes_status aes_clip_trainer_encode_images(aes_ctx *ctx, aes_clip_trainer *tr, const float *pixels, int n,
                                                   float *emb) {
-    aes_status st = aes__tr_check_encode(ctx, tr, AES_CLIP_VISION, pixels, n);
+    aes_status st = aes__tr_check_encode(ctx, tr, AES__CLIP_VISION, pixels, n);
     size_t S;
     if (st) return st;
     S = (size_t)tr->model->cfg.image_size;
     memcpy(tr->pixels, pixels, sizeof(float) * (size_t)n * 3 * S * S);
-    if ((st = aes_clip_vision_forward(ctx, tr->model, tr->pixels, n, tr->acts[AES_CLIP_VISION], NULL))) return st;
-    return aes__tr_normalise(ctx, tr, AES_CLIP_VISION, n, emb);
+    if ((st = aes__clip_vision_forward(ctx, tr->model, tr->pixels, n, tr->acts[AES__CLIP_VISION], NULL))) return st;
+    return aes__tr_normalise(ctx, tr, AES__CLIP_VISION, n, emb);
 }
 
 AES_API aes_status aes_clip_trainer_encode_texts(aes_ctx *ctx, aes_clip_trainer *tr, const int32_t *tokens, int n,
                                                  float *emb) {
-    aes_status st = aes__tr_check_encode(ctx, tr, AES_CLIP_TEXT, tokens, n);
+    aes_status st = aes__tr_check_encode(ctx, tr, AES__CLIP_TEXT, tokens, n);
     if (st) return st;
     memcpy(tr->tokens, tokens, sizeof(int32_t) * (size_t)n * tr->model->cfg.context_length);
-    if ((st = aes_clip_text_forward(ctx, tr->model, tr->tokens, n, tr->acts[AES_CLIP_TEXT], NULL))) return st;
-    return aes__tr_normalise(ctx, tr, AES_CLIP_TEXT, n, emb);
+    if ((st = aes__clip_text_forward(ctx, tr->model, tr->tokens, n, tr->acts[AES__CLIP_TEXT], NULL))) return st;
+    return aes__tr_normalise(ctx, tr, AES__CLIP_TEXT, n, emb);
 }
 
 static aes_status aes__tr_backward(aes_ctx *ctx, aes_clip_trainer *tr, int tower, const float *demb) {
     int n, E;
     if (!tr || !demb) return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer backward: NULL argument");
-    if (!(tower == AES_CLIP_TEXT ? tr->opt.train_text : tr->opt.train_vision)) return AES_OK;
+    if (!(tower == AES__CLIP_TEXT ? tr->opt.train_text : tr->opt.train_vision)) return AES_OK;
     n = tr->n[tower];
     if (n < 1)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP trainer: backward of the %s tower without a forward",
-                         tower == AES_CLIP_TEXT ? "text" : "image");
+                         tower == AES__CLIP_TEXT ? "text" : "image");
     E = tr->model->cfg.embed_dim;
     memset(tr->dout[tower], 0, sizeof(float) * (size_t)n * E);
     aes_l2norm_backward(tr->dout[tower], demb, tr->emb[tower], tr->norm[tower], n, E);
-    if (tower == AES_CLIP_TEXT)
-        return aes_clip_text_backward(ctx, tr->model, tr->acts[tower], tr->tokens, tr->dout[tower], &tr->g,
+    if (tower == AES__CLIP_TEXT)
+        return aes__clip_text_backward(ctx, tr->model, tr->acts[tower], tr->tokens, tr->dout[tower], &tr->g,
                                       tr->first_block[tower]);
-    return aes_clip_vision_backward(ctx, tr->model, tr->acts[tower], tr->pixels, tr->dout[tower], &tr->g,
+    return aes__clip_vision_backward(ctx, tr->model, tr->acts[tower], tr->pixels, tr->dout[tower], &tr->g,
                                     tr->first_block[tower]);
 }
 
 AES_API aes_status aes_clip_trainer_backward_images(aes_ctx *ctx, aes_clip_trainer *tr, const float *demb) {
-    return aes__tr_backward(ctx, tr, AES_CLIP_VISION, demb);
+    return aes__tr_backward(ctx, tr, AES__CLIP_VISION, demb);
 }
 AES_API aes_status aes_clip_trainer_backward_texts(aes_ctx *ctx, aes_clip_trainer *tr, const float *demb) {
-    return aes__tr_backward(ctx, tr, AES_CLIP_TEXT, demb);
+    return aes__tr_backward(ctx, tr, AES__CLIP_TEXT, demb);
 }
 
 /* ============================================================================
@@ -17503,7 +17475,7 @@ static aes_status aes__tr_step_buffers(aes_ctx *ctx, aes_clip_trainer *tr) {
     size_t E = (size_t)tr->model->cfg.embed_dim, ni = (size_t)AES__MAX(tr->opt.max_images, 1);
     size_t nt = (size_t)AES__MAX(tr->opt.max_texts, 1), nm = AES__MAX(ni, nt);
     if (tr->step_buf) return AES_OK;
-    tr->step_buf = (float *)aes_calloc(ctx, 2 * (ni + nt) * E + aes_clip_loss_work_floats((int)nm) + 64,
+    tr->step_buf = (float *)aes__calloc(ctx, 2 * (ni + nt) * E + nm * nm + 2 * nm + 64,
                                        sizeof(float));
     if (!tr->step_buf) return aes_last_status(ctx);
     tr->s_img = tr->step_buf;

@@ -10,6 +10,9 @@
 #include "../aesalign.h"
 #include "testlib.h"
 
+/* The 64-bit weight hash that ends aes_clip_id. */
+static uint64_t clip_hash(const aes_clip *m) { return (void)aes_clip_id(m), m->hash; }
+
 #define FIX "tests/fixtures/clip/"
 
 static aes_ctx *ctx;
@@ -231,9 +234,9 @@ static void test_hash(void) {
     o.act = AES_ACT_GELU;
     d = load(FIX "clip_hf_f32.safetensors", &o);       /* same values, other activation */
     if (a && b && c && d) {
-        CHECK(aes_clip_hash(a) == aes_clip_hash(b));
-        CHECK(aes_clip_hash(a) != aes_clip_hash(c));
-        CHECK(aes_clip_hash(c) != aes_clip_hash(d));
+        CHECK(clip_hash(a) == clip_hash(b));
+        CHECK(clip_hash(a) != clip_hash(c));
+        CHECK(clip_hash(c) != clip_hash(d));
         CHECK(strstr(aes_clip_id(c), "clip-v32p8w32l2-t16w32l2-e24-quick_gelu-") == aes_clip_id(c));
         CHECK(strstr(aes_clip_id(d), "-gelu-") != NULL);
     }
@@ -257,7 +260,7 @@ static void test_save_roundtrip(void) {
         aes_free(buf);
         if (!back) continue;
         CHECK(aes_clip_config_get(back)->layout == (aes_layout)layout);
-        CHECK(aes_clip_hash(back) == aes_clip_hash(m));
+        CHECK(clip_hash(back) == clip_hash(m));
         check_model(back, "f32", "quick_gelu", 1e-4);
         aes_clip_free(back);
         back = NULL;
@@ -278,7 +281,7 @@ static void test_save_roundtrip(void) {
         CHECK_OK(ctx, aes_clip_serialize(ctx, kept, AES_LAYOUT_OPENAI, AES_DTYPE_F32, &buf, &len));
         CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &again));
         aes_free(buf);
-        if (again && kept) CHECK(aes_clip_hash(again) == aes_clip_hash(back) && aes_clip_hash(kept) == aes_clip_hash(back));
+        if (again && kept) CHECK(clip_hash(again) == clip_hash(back) && clip_hash(kept) == clip_hash(back));
         aes_clip_free(again);
         aes_clip_free(kept);
     }
@@ -301,26 +304,26 @@ static void test_create_random(void) {
     CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 7, &a));
     CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 7, &b));
     if (a && b) {
-        CHECK(aes_clip_hash(a) == aes_clip_hash(b));
+        CHECK(clip_hash(a) == clip_hash(b));
         CHECK(aes_clip_config_get(a)->act == AES_ACT_QUICK_GELU);
         CHECK_NEAR(aes_clip_logit_scale(a), 1.0 / 0.07, 1e-3);
         CHECK_OK(ctx, aes_clip_encode_image(ctx, a, px, 2, out));
         CHECK_OK(ctx, aes_clip_encode_text(ctx, a, tok, 2, out));
         CHECK(isfinite(out[0]) && isfinite(out[31]));
         { /* activations of one model do not fit another */
-            aes_clip_acts *acts = NULL;
+            aes__clip_acts *acts = NULL;
             aes_clip *fx = load(FIX "clip_hf_f32.safetensors", NULL);
             static float big[NIMG * EMB];
-            CHECK_OK(ctx, aes_clip_acts_create(ctx, a, AES_CLIP_VISION, NIMG, 0, &acts));
-            if (fx && acts) CHECK(aes_clip_vision_forward(ctx, fx, pixels(), 1, acts, big) == AES_ERR_INVALID_ARG);
-            aes_clip_acts_free(acts);
+            CHECK_OK(ctx, aes__clip_acts_create(ctx, a, AES__CLIP_VISION, NIMG, 0, &acts));
+            if (fx && acts) CHECK(aes__clip_vision_forward(ctx, fx, pixels(), 1, acts, big) == AES_ERR_INVALID_ARG);
+            aes__clip_acts_free(acts);
             aes_clip_free(fx);
         }
     }
     aes_clip_free(b);
     b = NULL;
     CHECK_OK(ctx, aes_clip_create_random(ctx, &c, 8, &b));
-    if (a && b) CHECK(aes_clip_hash(a) != aes_clip_hash(b));
+    if (a && b) CHECK(clip_hash(a) != clip_hash(b));
     aes_clip_free(b);
     b = NULL;
     c.text_heads = 3;
@@ -345,8 +348,8 @@ static void test_params_layout(void) {
     }
     CHECK(total == aes_clip_num_params(m));
     CHECK(!strcmp(t[0].name, "vision.patch_embed.weight") && !strcmp(t[n - 1].name, "logit_scale"));
-    grads = (float *)aes_calloc(ctx, total, sizeof(float));
-    aes_clip_point_params(m, grads, &gp);
+    grads = (float *)aes__calloc(ctx, total, sizeof(float));
+    aes__clip_point_params(m, grads, &gp);
     for (i = 0; i < n; i++)
         if (!strcmp(t[i].name, "text.blocks.1.mlp.fc2.weight")) {
             found = 1;
@@ -469,7 +472,7 @@ static void test_mapped_weights(void) {
 #else
             CHECK(mf->mapped == NULL && mf->params != NULL);
 #endif
-            CHECK(!strcmp(aes_clip_id(mf), aes_clip_id(mm)) && aes_clip_hash(mm) == aes_clip_hash(r));
+            CHECK(!strcmp(aes_clip_id(mf), aes_clip_id(mm)) && clip_hash(mm) == clip_hash(r));
             mapped_embed(mf, img_f, txt_f);
             mapped_embed(mm, img_m, txt_m);
             CHECK(!memcmp(img_f, img_m, sizeof img_f) && !memcmp(txt_f, txt_m, sizeof txt_f));
@@ -500,7 +503,7 @@ static void test_mapped_weights(void) {
         CHECK_OK(ctx, aes_clip_load(ctx, path, &o, &mf));
         if (mf) {
             CHECK_OK(ctx, aes_clip_trainer_create(ctx, mf, NULL, &tr));
-            CHECK(mf->mapped == NULL && mf->params != NULL && aes_clip_hash(mf) == aes_clip_hash(r));
+            CHECK(mf->mapped == NULL && mf->params != NULL && clip_hash(mf) == clip_hash(r));
             CHECK(!memcmp(mf->params, r->params, aes_clip_num_params(r) * sizeof(float)));
         }
         aes_clip_trainer_free(tr);
@@ -512,15 +515,15 @@ static void test_mapped_weights(void) {
 
 static void test_saved_activations(void) {
     aes_clip *m = load(FIX "clip_hf_f32.safetensors", NULL);
-    aes_clip_acts *va = NULL, *ta = NULL;
+    aes__clip_acts *va = NULL, *ta = NULL;
     const int32_t *tok = tokens();
     float out[NTXT * EMB];
     int b;
     if (!m) return;
-    CHECK_OK(ctx, aes_clip_acts_create(ctx, m, AES_CLIP_VISION, NIMG, 1, &va));
-    CHECK_OK(ctx, aes_clip_acts_create(ctx, m, AES_CLIP_TEXT, NTXT, 1, &ta));
+    CHECK_OK(ctx, aes__clip_acts_create(ctx, m, AES__CLIP_VISION, NIMG, 1, &va));
+    CHECK_OK(ctx, aes__clip_acts_create(ctx, m, AES__CLIP_TEXT, NTXT, 1, &ta));
     if (va && ta) {
-        CHECK_OK(ctx, aes_clip_vision_forward(ctx, m, pixels(), NIMG, va, out));
+        CHECK_OK(ctx, aes__clip_vision_forward(ctx, m, pixels(), NIMG, va, out));
         compare(out, ref("f32_quick_gelu_image", NULL), NIMG, EMB, 1e-4, "image (saved acts)");
         compare(va->ln_pre, ref("f32_quick_gelu_vision_ln_pre", NULL), 1, NIMG * 17 * 32, 1e-4, "vision ln_pre");
         compare(va->blocks[0].res2, ref("f32_quick_gelu_vision_block0", NULL), 1, NIMG * 17 * 32, 1e-4, "vision block 0");
@@ -534,9 +537,9 @@ static void test_saved_activations(void) {
             CHECK_NEAR(s, 1.0, 1e-5);
         }
         /* misuse is an error, not an overflow */
-        CHECK(aes_clip_vision_forward(ctx, m, pixels(), NIMG + 1, va, out) == AES_ERR_INVALID_ARG);
-        CHECK(aes_clip_text_forward(ctx, m, tok, NTXT, va, out) == AES_ERR_INVALID_ARG);
-        CHECK_OK(ctx, aes_clip_text_forward(ctx, m, tok, NTXT, ta, out));
+        CHECK(aes__clip_vision_forward(ctx, m, pixels(), NIMG + 1, va, out) == AES_ERR_INVALID_ARG);
+        CHECK(aes__clip_text_forward(ctx, m, tok, NTXT, va, out) == AES_ERR_INVALID_ARG);
+        CHECK_OK(ctx, aes__clip_text_forward(ctx, m, tok, NTXT, ta, out));
         compare(out, ref("f32_quick_gelu_text", NULL), NTXT, EMB, 1e-4, "text (saved acts)");
         {
             const float *b1 = ref("f32_quick_gelu_text_block1", NULL); /* [4, 16, 32], all positions */
@@ -549,8 +552,8 @@ static void test_saved_activations(void) {
             CHECK(ta->R == 5 + 16 + 2 + 9);
         }
     }
-    aes_clip_acts_free(va);
-    aes_clip_acts_free(ta);
+    aes__clip_acts_free(va);
+    aes__clip_acts_free(ta);
     aes_clip_free(m);
 }
 
@@ -885,7 +888,7 @@ static void test_int8_model(void) {
     CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &q));
     aes_free(buf);
     if (!q) { aes_clip_free(f); return; }
-    CHECK(strstr(aes_clip_id(q), "-int8-") != NULL && aes_clip_hash(q) != aes_clip_hash(f));
+    CHECK(strstr(aes_clip_id(q), "-int8-") != NULL && clip_hash(q) != clip_hash(f));
     CHECK(aes_clip_weight_bytes(q) < aes_clip_weight_bytes(f) / 2);
     CHECK(aes_clip_params_data(q) == NULL);
     CHECK_OK(ctx, aes_clip_encode_image(ctx, f, px, B, ef));
@@ -932,7 +935,7 @@ static void test_int8_model(void) {
         CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back)); /* int8 by its dtype */
         aes_free(buf);
         if (!back) continue;
-        CHECK(aes_clip_hash(back) == aes_clip_hash(q));
+        CHECK(clip_hash(back) == clip_hash(q));
         CHECK_OK(ctx, aes_clip_encode_image(ctx, back, px, B, e2));
         CHECK(memcmp(e2, eq, sizeof e2) == 0);
         aes_clip_free(back);
@@ -943,7 +946,7 @@ static void test_int8_model(void) {
     o.int8 = 0;
     CHECK_OK(ctx, aes_clip_load_memory(ctx, buf, len, NULL, &o, &back));
     aes_free(buf);
-    if (back) CHECK(aes_clip_hash(back) == aes_clip_hash(q));
+    if (back) CHECK(clip_hash(back) == clip_hash(q));
     aes_clip_free(back);
     back = NULL;
     /* an int8 model saved as F32 writes value * scale; it is not trainable */
@@ -956,17 +959,17 @@ static void test_int8_model(void) {
     }
     aes_clip_free(back);
     {
-        aes_clip_acts *acts = NULL;
+        aes__clip_acts *acts = NULL;
         aes_clip_params g;
         static float dout[B * E];
         memset(&g, 0, sizeof g);
-        CHECK_OK(ctx, aes_clip_acts_create(ctx, q, AES_CLIP_VISION, B, 1, &acts));
+        CHECK_OK(ctx, aes__clip_acts_create(ctx, q, AES__CLIP_VISION, B, 1, &acts));
         if (acts) {
-            CHECK_OK(ctx, aes_clip_vision_forward(ctx, q, px, B, acts, NULL));
-            CHECK(aes_clip_vision_backward(ctx, q, acts, px, dout, &g, 0) == AES_ERR_UNSUPPORTED);
+            CHECK_OK(ctx, aes__clip_vision_forward(ctx, q, px, B, acts, NULL));
+            CHECK(aes__clip_vision_backward(ctx, q, acts, px, dout, &g, 0) == AES_ERR_UNSUPPORTED);
             CHECK(strstr(aes_last_error(ctx), "int8") != NULL);
         }
-        aes_clip_acts_free(acts);
+        aes__clip_acts_free(acts);
     }
     aes_clip_free(q);
     aes_clip_free(f);

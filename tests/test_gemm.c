@@ -444,10 +444,10 @@ static void test_i8_isas_agree(void) {
         float sc[1] = {-1.0f};
         w[5] = INFINITY;
         CHECK(aes_i8_weights_quantize(ctx, w, N, K, &bad) == AES_ERR_NUMERIC && !bad);
-        CHECK(aes_i8_weights_from(ctx, q, sc, 1, 4, &bad) == AES_ERR_NUMERIC && !bad);
+        CHECK(aes__i8_weights_from(ctx, q, sc, 1, 4, &bad) == AES_ERR_NUMERIC && !bad);
         sc[0] = 0.5f;
-        CHECK(aes_i8_weights_from(ctx, q, sc, 1, AES_I8_MAX_K + 1, &bad) == AES_ERR_INVALID_ARG && !bad);
-        CHECK_OK(ctx, aes_i8_weights_from(ctx, q, sc, 1, 4, &bad));
+        CHECK(aes__i8_weights_from(ctx, q, sc, 1, AES_I8_MAX_K + 1, &bad) == AES_ERR_INVALID_ARG && !bad);
+        CHECK_OK(ctx, aes__i8_weights_from(ctx, q, sc, 1, 4, &bad));
         aes_i8_weights_free(bad);
     }
     aes_i8_weights_free(qw);

