@@ -177,14 +177,6 @@
 #include <pthread.h>
 #endif
 
-/* Static functions that the library does not call itself but its tests do
- * (they include the implementation): no "defined but not used" warning. */
-#if defined(__GNUC__)
-#define AES__TEST_ONLY __attribute__((unused))
-#else
-#define AES__TEST_ONLY
-#endif
-
 #define AES__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AES__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define AES__UNUSED(x) ((void)(x))
@@ -6739,14 +6731,6 @@ AES_API void aes_tokenizer_free(aes_tokenizer *tok) {
 AES_API int aes_tokenizer_vocab_size(const aes_tokenizer *tok) { return tok ? tok->vocab_size : 0; }
 AES_API int aes_tokenizer_n_merges(const aes_tokenizer *tok) { return tok ? tok->n_merges : 0; }
 
-/* The raw bytes of one vocabulary entry ("</w>" literally at the end of
- * word-final symbols); NULL for an id outside the vocabulary. */
-AES__TEST_ONLY static const char *aes__tok_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len) {
-    if (!tok || id < 0 || id >= tok->vocab_size) { if (len) *len = 0; return NULL; }
-    if (len) *len = tok->vocab.off[id + 1] - tok->vocab.off[id];
-    return (const char *)tok->vocab.bytes + tok->vocab.off[id];
-}
-
 /* Builds a tokenizer from its merges, each given as the raw bytes of its two
  * parts: parts[2r] and parts[2r+1] are bytes[poff[.]..poff[.+1]).  The
  * vocabulary is laid out as CLIP's: bytes, bytes + "</w>", merges, sot, eot. */
@@ -8290,6 +8274,28 @@ static aes__clip_slot *aes__clip_slots(aes_ctx *ctx, const aes_clip_config *c, a
     return e.slots;
 }
 
+/* The model's tensor table from its slots: names, shapes and offsets in the
+ * canonical f32 layout; m->nparams becomes their total. */
+static aes_status aes__clip_tensor_table(aes_ctx *ctx, aes_clip *m, const aes__clip_slot *slots, int n,
+                                         const char *src) {
+    int i;
+    m->tensors = (aes_clip_tensor *)aes__calloc(ctx, (size_t)n, sizeof(aes_clip_tensor));
+    if (!m->tensors) return aes_last_status(ctx);
+    m->ntensors = n;
+    for (i = 0; i < n; i++) {
+        aes_clip_tensor *t = &m->tensors[i];
+        snprintf(t->name, sizeof t->name, "%s", slots[i].name);
+        t->ndim = slots[i].ndim;
+        memcpy(t->shape, slots[i].shape, sizeof t->shape);
+        t->numel = slots[i].numel;
+        t->offset = m->nparams;
+        if (t->numel > SIZE_MAX / 8 - m->nparams) /* a 32-bit size_t must not wrap */
+            return aes__fail(ctx, AES_ERR_LIMIT, "%s: CLIP model too large for this platform's address space", src);
+        m->nparams += t->numel;
+    }
+    return AES_OK;
+}
+
 static void aes__clip_point_params(const aes_clip *model, float *base, aes_clip_params *p) {
     aes__clip_slot *slots;
     int i, n = 0;
@@ -8626,10 +8632,10 @@ static aes_status aes__clip_acts_make(aes_ctx *ctx, const aes_clip *m, aes__clip
 static aes_status aes__clip_acts_create(aes_ctx *ctx, const aes_clip *model, aes__clip_tower tower,
                                         int max_batch, int save, aes__clip_acts **out) {
     size_t T, NH;
-    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_acts_create: out is NULL");
+    if (!out) return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP activations: out is NULL");
     *out = NULL;
     if (!model || max_batch < 1 || max_batch > (1 << 20))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_acts_create: no model or batch %d not in [1, 2^20]",
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP activations: no model or batch %d not in [1, 2^20]",
                          max_batch);
     if (tower == AES__CLIP_VISION) {
         int g = model->cfg.patch_size ? model->cfg.image_size / model->cfg.patch_size : 0;
@@ -8656,7 +8662,7 @@ static void aes__clip_acts_free(aes__clip_acts *acts) {
 
 static aes_status aes__clip_check_acts(aes_ctx *ctx, const aes_clip *m, aes__clip_tower tower, int B,
                                        const void *input, const aes__clip_acts *a) {
-    const char *name = tower == AES__CLIP_VISION ? "aes__clip_vision_forward" : "aes__clip_text_forward";
+    const char *name = tower == AES__CLIP_VISION ? "CLIP vision forward" : "CLIP text forward";
     if (!m || !input || !a) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
     if (tower == AES__CLIP_VISION ? !m->cfg.has_vision : !m->cfg.has_text)
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: the model has no %s tower", name,
@@ -8688,7 +8694,7 @@ static aes_status aes__clip_vision_forward(aes_ctx *ctx, const aes_clip *model, 
     if (!a->save && model->npacked && model->packed_isa == aes_isa_get(ctx)) d.packed = model;
     S = c->image_size; P = c->patch_size; g = S / P; np = g * g; T = np + 1; C = c->vision_width;
     if ((size_t)B * T > a->max_rows)
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_vision_forward: %d images do not fit activations made "
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP vision forward: %d images do not fit activations made "
                          "for %zu rows", B, a->max_rows);
     a->B = B;
     a->R = B * T;
@@ -8752,7 +8758,7 @@ static aes_status aes__clip_text_forward(aes_ctx *ctx, const aes_clip *model, co
         att += (size_t)d.NH * n * n;
     }
     if (rows > a->max_rows || (a->save && att > a->max_att))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes__clip_text_forward: %zu token rows do not fit activations "
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "CLIP text forward: %zu token rows do not fit activations "
                          "made for %zu", rows, a->max_rows);
     a->B = B;
     a->R = (int)rows;
@@ -8868,7 +8874,7 @@ static void aes__clip_tower_backward(aes_ctx *ctx, const aes__clip_dims *d, cons
 static aes_status aes__clip_check_backward(aes_ctx *ctx, const aes_clip *m, aes__clip_tower tower,
                                            const aes__clip_acts *a, const void *input, const float *dout,
                                            const aes_clip_params *g, int first_block) {
-    const char *name = tower == AES__CLIP_VISION ? "aes__clip_vision_backward" : "aes__clip_text_backward";
+    const char *name = tower == AES__CLIP_VISION ? "CLIP vision backward" : "CLIP text backward";
     aes_status st = aes__clip_check_acts(ctx, m, tower, a ? a->B : 0, input, a);
     if (st) return st;
     if (!dout || !g) return aes__fail(ctx, AES_ERR_INVALID_ARG, "%s: NULL argument", name);
@@ -9491,8 +9497,8 @@ static aes_status aes__clip_check_source(aes__clip_loader *L, const char *name, 
     }
 }
 
-/* 64-bit FNV-1a over 32-bit words in 4 interleaved lanes (4x faster than one
- * serial chain), folded at the end.  Not cryptographic: it tells models apart. */
+/* 64-bit FNV-1a over 32-bit words in 4 interleaved lanes (independent
+ * multiply chains instead of one serial chain), folded at the end.  Not cryptographic: it tells models apart. */
 typedef struct { uint64_t lane[4]; uint64_t n; } aes__clip_hasher;
 
 static void aes__clip_hash_init(aes__clip_hasher *h) {
@@ -9913,24 +9919,11 @@ static aes_status aes__clip_load_st(aes_ctx *ctx, aes_safetensors *st, const cha
     /* 4: the canonical table and storage */
     slots = aes__clip_slots(ctx, &m->cfg, &m->p, &nslots);
     if (!slots) { s = aes_last_status(ctx); goto done; }
-    m->tensors = (aes_clip_tensor *)aes__calloc(ctx, (size_t)nslots, sizeof(aes_clip_tensor));
-    if (!m->tensors) { s = aes_last_status(ctx); goto done; }
-    m->ntensors = nslots;
+    if ((s = aes__clip_tensor_table(ctx, m, slots, nslots, src))) goto done;
     for (i = 0; i < nslots; i++) {
-        aes_clip_tensor *t = &m->tensors[i];
-        snprintf(t->name, sizeof t->name, "%s", slots[i].name);
-        t->ndim = slots[i].ndim;
-        memcpy(t->shape, slots[i].shape, sizeof t->shape);
-        t->numel = slots[i].numel;
-        t->offset = m->nparams;
-        if (t->numel > SIZE_MAX / 8 - m->nparams) { /* a 32-bit size_t must not wrap */
-            s = aes__fail(ctx, AES_ERR_LIMIT, "%s: CLIP model too large for this platform's address space", src);
-            goto done;
-        }
-        m->nparams += t->numel;
-        if (int8 && aes__clip_is_i8_slot(&slots[i])) { n8 += t->numel; i8n++; }
-        else if (keep16 && aes__clip_is_matrix(&slots[i])) n16 += t->numel;
-        else n32 += t->numel;
+        if (int8 && aes__clip_is_i8_slot(&slots[i])) { n8 += slots[i].numel; i8n++; }
+        else if (keep16 && aes__clip_is_matrix(&slots[i])) n16 += slots[i].numel;
+        else n32 += slots[i].numel;
     }
     m->keep_16bit = keep16;
     m->nparams16 = n16;
@@ -10409,23 +10402,8 @@ AES_API aes_status aes_clip_create_random(aes_ctx *ctx, const aes_clip_config *c
     if (!m->cfg.act) m->cfg.act = AES_ACT_QUICK_GELU;
     if (!(m->cfg.ln_eps > 0)) m->cfg.ln_eps = 1e-5f;
     slots = aes__clip_slots(ctx, &m->cfg, &m->p, &n);
-    m->tensors = slots ? (aes_clip_tensor *)aes__calloc(ctx, (size_t)n, sizeof(aes_clip_tensor)) : NULL;
-    if (!m->tensors) { aes_free(slots); aes_clip_free(m); return aes_last_status(ctx); }
-    m->ntensors = n;
-    for (i = 0; i < n; i++) {
-        aes_clip_tensor *t = &m->tensors[i];
-        snprintf(t->name, sizeof t->name, "%s", slots[i].name);
-        t->ndim = slots[i].ndim;
-        memcpy(t->shape, slots[i].shape, sizeof t->shape);
-        t->numel = slots[i].numel;
-        t->offset = m->nparams;
-        if (t->numel > SIZE_MAX / 8 - m->nparams) { /* a 32-bit size_t must not wrap */
-            aes_free(slots);
-            aes_clip_free(m);
-            return aes__fail(ctx, AES_ERR_LIMIT, "CLIP model too large for this platform's address space");
-        }
-        m->nparams += t->numel;
-    }
+    st = slots ? aes__clip_tensor_table(ctx, m, slots, n, "aes_clip_create_random") : aes_last_status(ctx);
+    if (st) { aes_free(slots); aes_clip_free(m); return st; }
     m->params = (float *)aes_alloc(ctx, m->nparams, sizeof(float));
     if (!m->params) { aes_free(slots); aes_clip_free(m); return aes_last_status(ctx); }
     aes__clip_point_params(m, m->params, &m->p);
@@ -11186,11 +11164,9 @@ done:
  *  the backbone features its regressor reads, and fine-tunes the backbone; on
  *  frozen embeddings those features have no trainable parameter, so the head
  *  trainer applies it to a hidden layer of an MLP head -- by default the last
- *  one, the features the final regressor reads (on elta-bench's tuning seeds
- *  the first hidden layer made the tail worse, the last one slightly
- *  better).  A linear head has no hidden layer, so the part is unavailable
- *  there.  We define T = 1 when all scores of a batch are equal (the code
- *  would divide by zero).
+ *  one, the features the final regressor reads.  A linear head has no
+ *  hidden layer, so the part is unavailable there.  We define T = 1 when all
+ *  scores of a batch are equal (the code would divide by zero).
  *
  *  Part 3, output distribution refinement for pseudo-labels (paper, from
  *  dataset.py).  After training, the head predicts on unlabelled images; each
@@ -12151,37 +12127,6 @@ static void aes__elta_partner_w(double *w, const float *scores, int B, int a, co
     aes__elta_exp_shift(w, B);
 }
 
-/* The probabilities the sampler draws with (for the tests): anchor[B] = P(i)
- * of the chosen anchor rule; partner[B] = P(j | i) for a given anchor i
- * (partner[i] = 0; all 0 when i has no eligible partner). */
-AES__TEST_ONLY static aes_status aes__elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
-                                                        const float *anchor_weight, int B,
-                                                        const aes_elta_mixup_cfg *cfg) {
-    double *w, total = 0.0;
-    int i;
-    if (!anchor || !scores || !cfg || B < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "ELTA anchor probabilities: bad argument");
-    w = (double *)aes_alloc(ctx, (size_t)B, sizeof(double));
-    if (!w) return aes_last_status(ctx);
-    aes__elta_anchor_logw(w, scores, anchor_weight, B, cfg);
-    aes__elta_exp_shift(w, B);
-    for (i = 0; i < B; i++) total += w[i];
-    for (i = 0; i < B; i++) anchor[i] = total > 0.0 ? (float)(w[i] / total) : 0.0f;
-    aes_free(w);
-    return AES_OK;
-}
-
-AES__TEST_ONLY static void aes__elta_partner_probs(float *partner, const float *scores, int B, int i,
-                                                   const aes_elta_mixup_cfg *cfg) {
-    double w[256], *pw = w, total = 0.0;
-    int j;
-    if (B > 256) pw = (double *)AES_MALLOC(sizeof(double) * (size_t)B);
-    if (!pw) { for (j = 0; j < B; j++) partner[j] = 0.0f; return; }
-    aes__elta_partner_w(pw, scores, B, i, cfg);
-    for (j = 0; j < B; j++) total += pw[j];
-    for (j = 0; j < B; j++) partner[j] = total > 0.0 ? (float)(pw[j] / total) : 0.0f;
-    if (pw != w) AES_FREE(pw);
-}
-
 AES_API aes_status aes_elta_mixup_sample(aes_ctx *ctx, int *ia, int *ib, float *lam, int *n_pairs,
                                          const float *scores, const float *anchor_weight, int B,
                                          const aes_elta_mixup_cfg *cfg, uint64_t *rng) {
@@ -12852,32 +12797,6 @@ static double aes__elta_loss_grad(aes_ctx *ctx, aes__elta_ws *w, const aes_head 
                             R, h->dim[l], h->dim[l + 1]);
     }
     return loss;
-}
-
-/* The trainer's inner step on its own, for the tests: loss and gradients
- * of a head on R rows, the task loss (MSE on score[R] for a score head; EMD
- * on softmax(logits) vs hist[R, 10] for a hist10 head) plus sim_weight *
- * L_sim on hidden layer sim_layer (0: the last one; weight 0 = off; MLP
- * only).  ACCUMULATES into dw[l] ([dim[l+1], dim[l]]) and db[l]
- * ([dim[l+1]]) for each layer l; the task loss goes to *task_loss and L_sim
- * to *sim_loss (either may be NULL). */
-AES__TEST_ONLY static aes_status aes__head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
-                                                     const float *x, const float *hist, const float *score, int R,
-                                                     float sim_weight, int sim_layer, double *task_loss,
-                                                     double *sim_loss) {
-    aes__elta_ws w;
-    double loss, sim = 0.0;
-    aes_status st = aes__elta_head_check(ctx, head, "head loss");
-    if (st != AES_OK) return st;
-    if (!dw || !db || !x || !score || R < 1 || (head->output == AES_HEAD_HIST10 && !hist))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "head loss: bad argument");
-    if ((st = aes__elta_ws_alloc(ctx, &w, head, R, sim_weight != 0.0f && head->nlayers > 1)) != AES_OK) return st;
-    memcpy(w.act[0], x, sizeof(float) * (size_t)R * head->dim[0]);
-    loss = aes__elta_loss_grad(ctx, &w, head, R, hist, score, sim_weight, sim_layer, dw, db, &sim);
-    aes__elta_ws_free(&w);
-    if (task_loss) *task_loss = loss;
-    if (sim_loss) *sim_loss = sim;
-    return AES_OK;
 }
 
 /* Everything one training run holds.  Rows of the training pool are
@@ -17354,9 +17273,6 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
     return AES_OK;
 }
 
-AES__TEST_ONLY static const aes_train_options *aes__clip_trainer_options_get(const aes_clip_trainer *tr) {
-    return tr ? &tr->opt : NULL;
-}
 AES_API float *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n) {
     if (n) *n = tr ? tr->model->nparams : 0;
     return tr ? tr->grads : NULL;

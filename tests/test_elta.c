@@ -13,6 +13,64 @@
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
 #include "testlib.h"
+
+/* Test helpers built from the library's internal pieces. */
+/* The probabilities the sampler draws with: anchor[B] = P(i)
+ * of the chosen anchor rule; partner[B] = P(j | i) for a given anchor i
+ * (partner[i] = 0; all 0 when i has no eligible partner). */
+static aes_status elta_anchor_probs(aes_ctx *ctx, float *anchor, const float *scores,
+                                    const float *anchor_weight, int B,
+                                    const aes_elta_mixup_cfg *cfg) {
+    double *w, total = 0.0;
+    int i;
+    if (!anchor || !scores || !cfg || B < 1) return aes__fail(ctx, AES_ERR_INVALID_ARG, "ELTA anchor probabilities: bad argument");
+    w = (double *)aes_alloc(ctx, (size_t)B, sizeof(double));
+    if (!w) return aes_last_status(ctx);
+    aes__elta_anchor_logw(w, scores, anchor_weight, B, cfg);
+    aes__elta_exp_shift(w, B);
+    for (i = 0; i < B; i++) total += w[i];
+    for (i = 0; i < B; i++) anchor[i] = total > 0.0 ? (float)(w[i] / total) : 0.0f;
+    aes_free(w);
+    return AES_OK;
+}
+
+static void elta_partner_probs(float *partner, const float *scores, int B, int i,
+                               const aes_elta_mixup_cfg *cfg) {
+    double w[256], *pw = w, total = 0.0;
+    int j;
+    if (B > 256) pw = (double *)AES_MALLOC(sizeof(double) * (size_t)B);
+    if (!pw) { for (j = 0; j < B; j++) partner[j] = 0.0f; return; }
+    aes__elta_partner_w(pw, scores, B, i, cfg);
+    for (j = 0; j < B; j++) total += pw[j];
+    for (j = 0; j < B; j++) partner[j] = total > 0.0 ? (float)(pw[j] / total) : 0.0f;
+    if (pw != w) AES_FREE(pw);
+}
+
+/* The head trainer's inner step on its own: loss and gradients
+ * of a head on R rows, the task loss (MSE on score[R] for a score head; EMD
+ * on softmax(logits) vs hist[R, 10] for a hist10 head) plus sim_weight *
+ * L_sim on hidden layer sim_layer (0: the last one; weight 0 = off; MLP
+ * only).  ACCUMULATES into dw[l] ([dim[l+1], dim[l]]) and db[l]
+ * ([dim[l+1]]) for each layer l; the task loss goes to *task_loss and L_sim
+ * to *sim_loss (either may be NULL). */
+static aes_status head_loss_grad(aes_ctx *ctx, const aes_head *head, float **dw, float **db,
+                                 const float *x, const float *hist, const float *score, int R,
+                                 float sim_weight, int sim_layer, double *task_loss,
+                                 double *sim_loss) {
+    aes__elta_ws w;
+    double loss, sim = 0.0;
+    aes_status st = aes__elta_head_check(ctx, head, "head loss");
+    if (st != AES_OK) return st;
+    if (!dw || !db || !x || !score || R < 1 || (head->output == AES_HEAD_HIST10 && !hist))
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "head loss: bad argument");
+    if ((st = aes__elta_ws_alloc(ctx, &w, head, R, sim_weight != 0.0f && head->nlayers > 1)) != AES_OK) return st;
+    memcpy(w.act[0], x, sizeof(float) * (size_t)R * head->dim[0]);
+    loss = aes__elta_loss_grad(ctx, &w, head, R, hist, score, sim_weight, sim_layer, dw, db, &sim);
+    aes__elta_ws_free(&w);
+    if (task_loss) *task_loss = loss;
+    if (sim_loss) *sim_loss = sim;
+    return AES_OK;
+}
 #include <time.h>
 
 static aes_ctx *ctx;
@@ -382,8 +440,8 @@ static void test_sampler_paper_frequencies(void) {
     cfg.n_mix = 1; cfg.anchor = AES_ELTA_ANCHOR_DEVIATION; cfg.tau1 = 0.5f; cfg.tau2 = 2.0f;
     cfg.lambda_mode = AES_ELTA_LAMBDA_PAPER;
     paper_probs(s, B, 0.5, 2.0, P, Pj, 4); /* partner law of anchor 4 (score 3.0) */
-    CHECK_OK(ctx, aes__elta_anchor_probs(ctx, Pf, s, NULL, B, &cfg));
-    aes__elta_partner_probs(Pjf, s, B, 4, &cfg);
+    CHECK_OK(ctx, elta_anchor_probs(ctx, Pf, s, NULL, B, &cfg));
+    elta_partner_probs(Pjf, s, B, 4, &cfg);
     for (i = 0; i < B; i++) { CHECK_NEAR(Pf[i], P[i], 1e-6); CHECK_NEAR(Pjf[i], Pj[i], 1e-6); }
     for (d = 0; d < DRAWS; d++) {
         CHECK_OK(ctx, aes_elta_mixup_sample(ctx, &ia, &ib, &lam, &np, s, NULL, B, &cfg, &rng));
@@ -446,7 +504,7 @@ static void test_sampler_inverse_frequency(void) {
         float *w = fbuf((size_t)B), P[474];
         CHECK(B == 474);
         for (i = 0; i < B; i++) w[i] = 1.0f / counts[aes__score_bin(s[i])];
-        CHECK_OK(ctx, aes__elta_anchor_probs(ctx, P, s, w, B, &cfg));
+        CHECK_OK(ctx, elta_anchor_probs(ctx, P, s, w, B, &cfg));
         CHECK_NEAR(P[0], 0.1 / 2, 1e-6);      /* bin 1 has 2 samples */
         CHECK_NEAR(P[300], 0.1 / 150, 1e-7);  /* a sample of bin 5/6 */
         free(w);
@@ -696,7 +754,7 @@ static void check_head_grads(const char *what, int kind, int output, int act, fl
         dw[l] = fbuf((size_t)h.dim[l] * h.dim[l + 1]);
         db[l] = fbuf((size_t)h.dim[l + 1]);
     }
-    CHECK_OK(ctx, aes__head_loss_grad(ctx, &h, dw, db, x, hist, score, R, simw, sim_layer, &task, &sim));
+    CHECK_OK(ctx, head_loss_grad(ctx, &h, dw, db, x, hist, score, R, simw, sim_layer, &task, &sim));
     p.h = &h; p.x = x; p.hist = hist; p.score = score; p.R = R; p.simw = simw; p.sim_layer = sim_layer;
     CHECK_NEAR(task + simw * sim, head_loss(&p), 1e-5 * (1 + fabs(head_loss(&p))));
     for (l = 0; l < h.nlayers; l++) {
@@ -915,8 +973,8 @@ static void test_mixup_mse_scale(void) {
     aes_elta_config_default(&cfg.elta, 1);
     CHECK(cfg.elta.mix_mse_scale == 0.1f);
     mc = cfg.elta.mix;
-    CHECK_OK(ctx, aes__elta_anchor_probs(ctx, P1, s, NULL, B, &mc));
-    CHECK_OK(ctx, aes__elta_anchor_probs(ctx, P01, s10, NULL, B, &mc));
+    CHECK_OK(ctx, elta_anchor_probs(ctx, P1, s, NULL, B, &mc));
+    CHECK_OK(ctx, elta_anchor_probs(ctx, P01, s10, NULL, B, &mc));
     for (i = 0; i < B; i++) {
         double dev = fabs(s[i] - mean);
         if (dev > 1.5) { far1 += P1[i]; far01 += P01[i]; }

@@ -8,6 +8,15 @@
 #include "../aesalign.h"
 #include "testlib.h"
 
+/* Test helpers built from the library's internal pieces. */
+/* The raw bytes of one vocabulary entry ("</w>" literally at the end of
+ * word-final symbols); NULL for an id outside the vocabulary. */
+static const char *tok_token_bytes(const aes_tokenizer *tok, int32_t id, size_t *len) {
+    if (!tok || id < 0 || id >= tok->vocab_size) { if (len) *len = 0; return NULL; }
+    if (len) *len = tok->vocab.off[id + 1] - tok->vocab.off[id];
+    return (const char *)tok->vocab.bytes + tok->vocab.off[id];
+}
+
 #define FIXDIR "tests/fixtures/tokenizer/"
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -317,9 +326,9 @@ static void test_tiny_merges(void) {
     CHECK_OK(ctx, aes_tokenizer_decode(ctx, tok, ids, 2, text, sizeof text, &n));
     CHECK(!strcmp(text, "hello world ") && n == 12);
     {
-        const char *b = aes__tok_token_bytes(tok, 512 + 3, &n);
+        const char *b = tok_token_bytes(tok, 512 + 3, &n);
         CHECK(b && n == 9 && !memcmp(b, "hello</w>", 9));
-        CHECK(aes__tok_token_bytes(tok, 523, &n) == NULL);
+        CHECK(tok_token_bytes(tok, 523, &n) == NULL);
     }
     aes_tokenizer_free(tok);
     aes_ctx_free(ctx);
@@ -814,7 +823,7 @@ static void test_cut_vocabulary(void) {
         if (!sp || eol - line > 60) { bad++; continue; }
         a = symbol_bytes(line, (size_t)(sp - line), want);
         b = a < 0 ? -1 : symbol_bytes(sp + 1, (size_t)(eol - sp - 1), want + a);
-        got = aes__tok_token_bytes(tok, 512 + k, &n);
+        got = tok_token_bytes(tok, 512 + k, &n);
         if (b < 0 || !got || n != (size_t)(a + b) || memcmp(got, want, n)) {
             if (bad++ < 3) fprintf(stderr, "  merge %d (%.*s): id %d holds other bytes\n", k, (int)(eol - line), line, 512 + k);
         }
@@ -823,11 +832,11 @@ static void test_cut_vocabulary(void) {
     CHECK_MSG(bad == 0, "%d of %d merges are not id 512 + rank with their parts' bytes", bad, k);
     /* the byte symbols: id i is byte alphabet entry i, id 256 + i the same with "</w>" */
     {
-        const char *b0 = aes__tok_token_bytes(tok, 0, &n);
+        const char *b0 = tok_token_bytes(tok, 0, &n);
         CHECK(b0 && n == 1 && b0[0] == '!');
-        b0 = aes__tok_token_bytes(tok, 256 + ('a' - '!'), &n);
+        b0 = tok_token_bytes(tok, 256 + ('a' - '!'), &n);
         CHECK(b0 && n == 5 && !memcmp(b0, "a</w>", 5));
-        CHECK(aes__tok_token_bytes(tok, 512 + CUT_MERGES + 2, &n) == NULL);
+        CHECK(tok_token_bytes(tok, 512 + CUT_MERGES + 2, &n) == NULL);
     }
     free(text);
     aes_tokenizer_free(tok);

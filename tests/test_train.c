@@ -1082,7 +1082,7 @@ static void ft_caption(int32_t *tok, int cls) {
 
 /* L2-normalised embeddings of n images, in chunks of the trainer's capacity. */
 static void ft_embed_images(aes_ctx *ctx, aes_clip_trainer *tr, const float *px, int n, float *emb) {
-    int cap = aes__clip_trainer_options_get(tr)->max_images, E = 16, i;
+    int cap = tr->opt.max_images, E = 16, i;
     for (i = 0; i < n; i += cap) {
         int m = n - i < cap ? n - i : cap;
         aes_clip_trainer_encode_images(ctx, tr, px + (size_t)i * 3 * FT_RES * FT_RES, m, emb + (size_t)i * E);
@@ -1880,7 +1880,7 @@ static void test_dpo_finetune_loop(void) {
     CHECK_MSG(strstr(aes_last_error(ctx), "nope.ppm") != NULL, "message: %s", aes_last_error(ctx));
     CHECK(lp_same(lp_params(), init, np));
     {   /* nothing trainable */
-        aes_train_options o = *aes__clip_trainer_options_get(tr);
+        aes_train_options o = tr->opt;
         o.train_vision = 0;
         CHECK_OK(ctx, aes_clip_trainer_set_trainable(ctx, tr, &o));
         CHECK(aes_dpo_finetune(ctx, tr, NULL, tok, set, NULL, &cfg, NULL) == AES_ERR_INVALID_ARG);
