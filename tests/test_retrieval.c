@@ -1455,6 +1455,76 @@ out:
     remove(path);
 }
 
+/* ---- the CLI: index ivf, search with and without it, staleness ---------------- */
+
+static void test_cli_ivf(void) {
+    char dir[64] = "/tmp/aes_ivf_XXXXXX", path[256];
+    char *a = NULL, *b = NULL, *log = NULL;
+    int i;
+    if (!tl_cli()) return;
+    if (!mkdtemp(dir)) { CHECK(0); return; }
+    snprintf(path, sizeof path, "%s/imgs", dir);
+    mkdir(path, 0777);
+    for (i = 0; i < 40; i++) {
+        snprintf(path, sizeof path, "%s/imgs/%02d.ppm", dir, i);
+        write_ppm(path, 16 + i % 9, 40 - i % 7, (unsigned)i * 3 + 1);
+    }
+#define IVF_SEARCH "%C search --index %D/x.idx --model " RFIX "tiny_clip.safetensors --vocab " RFIX "merges.txt --k 8 "
+    CHECK(tl_sh(dir, "%C index build --model " RFIX "tiny_clip.safetensors --head " RFIX "head.safetensors --out %D/x.idx "
+                     "--quiet %D/imgs 2>/dev/null") == 0);
+    /* build: deterministic for a seed, the same file on 1 and 2 threads */
+    CHECK(tl_sh(dir, "AES_THREADS=1 %C index ivf %D/x.idx --nlist 4 --seed 3 2>%D/log") == 0);
+    log = tl_slurp(dir, "log");
+    CHECK(log && strstr(log, "4 lists") && strstr(log, "wrote"));
+    free(log);
+    CHECK(tl_sh(dir, "%C index ivf --index %D/x.idx --out %D/y.ivf --nlist 4 --seed 3 --threads 2 --quiet && "
+                     "cmp -s %D/x.idx.ivf %D/y.ivf") == 0);
+    CHECK(tl_sh(dir, "%C index ivf %D/x.idx --out %D/z.ivf --nlist 4 --seed 4 --quiet && ! cmp -s %D/x.idx.ivf %D/z.ivf") == 0);
+    CHECK(tl_sh(dir, "%C index ivf %D/x.idx --nlist 41 --out %D/no.ivf 2>/dev/null") != 0);     /* more lists than images */
+    CHECK(tl_sh(dir, "%C index ivf --help | grep -q -- --threads") == 0);
+    CHECK(tl_sh(dir, "%C index info %D/x.idx | grep -q '^ivf.*4 lists'") == 0);
+    /* search uses it and says so; every list scanned = the exact results; +/- terms too */
+    CHECK(tl_sh(dir, IVF_SEARCH "--nprobe 4 \"a red cat\" + \"grass\" - dog >%D/a 2>%D/log") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--exact \"a red cat\" + \"grass\" - dog >%D/b 2>%D/log2") == 0);
+    a = tl_slurp(dir, "a"); b = tl_slurp(dir, "b"); log = tl_slurp(dir, "log");
+    CHECK(a && b && a[0] && !strcmp(a, b));
+    CHECK(log && strstr(log, "using IVF") && strstr(log, "nlist 4, nprobe 4"));
+    free(a); free(b); free(log);
+    log = tl_slurp(dir, "log2");
+    CHECK(log && !strstr(log, "IVF"));
+    free(log);
+    /* one list: approximate, at most k results (a list may hold fewer) */
+    CHECK(tl_sh(dir, IVF_SEARCH "--nprobe 1 --format paths \"a red cat\" 2>/dev/null | wc -l | grep -qx '[1-8]'") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--nprobe 0 cat 2>/dev/null") != 0);
+    /* a filter: exact search, said so */
+    CHECK(tl_sh(dir, IVF_SEARCH "--under %D/imgs \"a red cat\" >%D/a 2>%D/log") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--exact --under %D/imgs \"a red cat\" >%D/b 2>/dev/null") == 0);
+    a = tl_slurp(dir, "a"); b = tl_slurp(dir, "b"); log = tl_slurp(dir, "log");
+    CHECK(a && b && a[0] && !strcmp(a, b));
+    CHECK(log && strstr(log, "exact search") && !strstr(log, "using IVF"));
+    free(a); free(b); free(log);
+    /* the index changes: update warns, search ignores the stale IVF, results exact */
+    snprintf(path, sizeof path, "%s/imgs/new.ppm", dir);
+    write_ppm(path, 30, 30, 777);
+    CHECK(tl_sh(dir, "%C index update --index %D/x.idx --quiet 2>%D/log") == 0);
+    log = tl_slurp(dir, "log");
+    CHECK(log && strstr(log, "no longer matches") && strstr(log, "index ivf"));
+    free(log);
+    CHECK(tl_sh(dir, IVF_SEARCH "\"a red cat\" >%D/a 2>%D/log") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--exact \"a red cat\" >%D/b 2>/dev/null") == 0);
+    a = tl_slurp(dir, "a"); b = tl_slurp(dir, "b"); log = tl_slurp(dir, "log");
+    CHECK(a && b && a[0] && !strcmp(a, b));
+    CHECK(log && strstr(log, "stale") && !strstr(log, "using IVF"));
+    free(a); free(b); free(log);
+    CHECK(tl_sh(dir, "%C index info %D/x.idx | grep -q '^ivf.*stale'") == 0);
+    /* rebuilt: used again */
+    CHECK(tl_sh(dir, "%C index ivf %D/x.idx --nlist 5 --quiet && " IVF_SEARCH "cat 2>&1 >/dev/null | grep -q 'nlist 5'") == 0);
+    /* a damaged IVF: a warning, exact search, exit 0 */
+    CHECK(tl_sh(dir, "printf 'garbage' > %D/x.idx.ivf && " IVF_SEARCH "cat 2>&1 >/dev/null | grep -q 'warning.*x.idx.ivf'") == 0);
+#undef IVF_SEARCH
+    tl_sh(dir, "rm -rf %D");
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
@@ -1487,6 +1557,7 @@ int main(int argc, char **argv) {
     RUN(test_index_v2_dates_hashes);
     RUN(test_ivf);
     RUN(test_ivf_file);
+    RUN(test_cli_ivf);
     aes_ctx_free(ctx);
     return tl_report();
 }
