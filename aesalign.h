@@ -13779,7 +13779,8 @@ AES_API aes_status aes_index_search(aes_ctx *ctx, const aes_index *idx,
  *  Fingerprint (our choice): aes_content_hash of the int8 vectors, then
  *  FNV-1a steps over the bit patterns of the scales, the count and dim; the
  *  IVF depends on nothing else of the index (paths, scores and dates may
- *  change), and any change of a vector changes it but with chance 2^-64. */
+ *  change); changed vectors go unnoticed only if the 64-bit hashes collide
+ *  (by accident: about 2^-64; it is not a cryptographic hash). */
 typedef struct aes_ivf {
     int       dim, nlist;
     size_t    count;            /* rows of the index it was built from   */
@@ -15719,7 +15720,7 @@ static uint64_t aes__ivf_fingerprint(const aes_index *idx) {
 /* Byte offsets of the sections; 0 when the sizes do not fit 64 bits. */
 typedef struct aes__ivf_layout { uint64_t cent, starts, ids, crc, total; } aes__ivf_layout;
 static int aes__ivf_layout_of(aes__ivf_layout *L, uint64_t dim, uint64_t nlist, uint64_t count) {
-    /* dim <= 2^16, nlist <= count and count <= 2^56 keep every product below 2^63 */
+    /* dim <= 2^16 and nlist <= count <= 2^40 keep every product below 2^63 */
     if (dim < 1 || dim > 65536 || nlist < 1 || nlist > count || count > ((uint64_t)1 << 40)) return 0;
     L->cent = 64;
     L->starts = aes__pad(L->cent + 4 * nlist * dim, 8);
