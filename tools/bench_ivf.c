@@ -13,7 +13,7 @@
  *   10,000,000 rows, int8 only (both searches are int8 scans; recall is
  *     against the exact int8 top 10): only with AES_BENCH_IVF_10M=1, and
  *     skipped with a message when /proc/meminfo's MemAvailable is below
- *     what it needs (~11 GB).  Runtime: tens of minutes on 2 cores (the
+ *     what it needs (~12 GB).  Runtime: tens of minutes on 2 cores (the
  *     k-means assignment of every row dominates).
  *
  *   make build/bench_ivf && build/bench_ivf [N [NLIST [int8]]]   (one run of N rows)
