@@ -13649,10 +13649,38 @@ AES_API aes_status aes_index_search(aes_ctx *ctx, const aes_index *idx,
  * the IVF is bit-identical for a seed on any thread count.  An empty
  * cluster takes the sample vector farthest from its centroid (our choice).
  * The IVF refers to rows of the index it was built from: search it with
- * that index only (aes_ivf_search checks count and dim). */
+ * that index only (aes_ivf_search checks count and dim; aes_ivf_load checks
+ * the fingerprint too, so a stale IVF is refused when it is loaded).
+ *
+ *  FILE FORMAT (version 1; integers little-endian):
+ *
+ *    off  size  field
+ *      0     8  magic  89 'A' 'E' 'S' 'I' 'V' 'F' 0A
+ *      8     4  version (1)
+ *     12     4  dim
+ *     16     8  count: rows of the index it was built from
+ *     24     4  nlist, in [1, count]
+ *     28     4  zero
+ *     32     8  fingerprint of that index (below)
+ *     40     8  total file length in bytes
+ *     48    16  zero
+ *     64        centroids nlist x dim f32 (finite, L2-normalized)
+ *               [8-aligned] list starts (nlist + 1) x u64: 0, ..., count
+ *               ids count x u64: each index row once, list after list
+ *    end-8   4  CRC-32 (as the index's) of every byte before it
+ *    end-4   4  'A' 'E' 'N' 'D'
+ *
+ *  The int8 codes are not in the file: the loader copies them from the
+ *  index, which the fingerprint proves to be the one the IVF was built on.
+ *  Fingerprint (our choice): aes_content_hash of the int8 vectors, then
+ *  FNV-1a steps over the bit patterns of the scales, the count and dim; the
+ *  IVF depends on nothing else of the index (paths, scores and dates may
+ *  change); changed vectors go unnoticed only if the 64-bit hashes collide
+ *  (by accident: about 2^-64; it is not a cryptographic hash). */
 typedef struct aes_ivf {
     int       dim, nlist;
     size_t    count;            /* rows of the index it was built from   */
+    uint64_t  fingerprint;      /* of that index's int8 vectors + scales */
     float    *centroids;        /* [nlist, dim], L2-normalized           */
     uint64_t *list_start;       /* [nlist + 1]: list l is rows [start[l], start[l+1]) */
     int64_t  *ids;              /* [count] index row of each list entry  */
@@ -13671,6 +13699,19 @@ AES_API void       aes_ivf_free(aes_ivf *ivf);
 AES_API aes_status aes_ivf_search(aes_ctx *ctx, const aes_ivf *ivf, const aes_index *idx,
                                   const float *queries, int nq, int k, int nprobe,
                                   aes_hit *hits, int *nhits);
+/* Serialization, as the index's: save_memory's buffer is freed with
+ * aes_free.  load validates the file against hostile input (AES_ERR_FORMAT
+ * with a message naming it) and then against idx, the index to be searched:
+ * another row count, dim or fingerprint is an AES_ERR_MISMATCH saying the
+ * IVF is stale (the index changed since it was built). */
+AES_API aes_status aes_ivf_save_memory(aes_ctx *ctx, const aes_ivf *ivf, void **data, size_t *len);
+AES_API aes_status aes_ivf_load_memory(aes_ctx *ctx, const void *data, size_t len, const char *name,
+                                       const aes_index *idx, aes_ivf **out);
+#ifndef AES_NO_STDIO
+/* Atomic write (as aes_index_save). */
+AES_API aes_status aes_ivf_save(aes_ctx *ctx, const aes_ivf *ivf, const char *path);
+AES_API aes_status aes_ivf_load(aes_ctx *ctx, const char *path, const aes_index *idx, aes_ivf **out);
+#endif
 
 /* ============================================================================
  *  R4. Aesthetic re-ranking (arXiv 2406.09397, method section: the
@@ -15359,6 +15400,8 @@ static void aes__ivf_row(const aes_index *idx, size_t r, float *out) {
     if (!aes__r_normalize(out, out, idx->dim)) out[0] = 1.0f;
 }
 
+static uint64_t aes__ivf_fingerprint(const aes_index *idx);
+
 AES_API void aes_ivf_free(aes_ivf *ivf) {
     if (!ivf) return;
     aes_free(ivf->centroids);
@@ -15409,6 +15452,7 @@ AES_API aes_status aes_ivf_build(aes_ctx *ctx, const aes_index *idx, int nlist, 
     v->dim = idx->dim;
     v->nlist = nlist;
     v->count = n;
+    v->fingerprint = aes__ivf_fingerprint(idx);
     v->centroids = (float *)aes_alloc(ctx, (size_t)nlist * dim, sizeof(float));
     v->list_start = (uint64_t *)aes__calloc(ctx, (size_t)nlist + 1, sizeof(uint64_t));
     v->ids = (int64_t *)aes_alloc(ctx, n, sizeof(int64_t));
@@ -15551,6 +15595,183 @@ done:
     aes_free(qn); aes_free(probe); aes_free(cand); aes_free(part);
     return st;
 }
+
+/* ---- IVF files ------------------------------------------------------------- */
+
+static const unsigned char aes__ivf_magic[8] = {0x89, 'A', 'E', 'S', 'I', 'V', 'F', 0x0A};
+
+/* See the file format: what the IVF depends on in the index. */
+static uint64_t aes__ivf_fingerprint(const aes_index *idx) {
+    uint64_t h = aes_content_hash(idx->qvectors, idx->count * (size_t)idx->dim);
+    size_t i;
+    for (i = 0; i < idx->count; i++) {
+        uint32_t u;
+        memcpy(&u, &idx->qscales[i], 4);
+        h = (h ^ u) * 1099511628211ull;
+    }
+    h = (h ^ (uint64_t)idx->count) * 1099511628211ull;
+    return (h ^ (uint64_t)(uint32_t)idx->dim) * 1099511628211ull;
+}
+
+/* Byte offsets of the sections; 0 when the sizes do not fit 64 bits. */
+typedef struct aes__ivf_layout { uint64_t cent, starts, ids, crc, total; } aes__ivf_layout;
+static int aes__ivf_layout_of(aes__ivf_layout *L, uint64_t dim, uint64_t nlist, uint64_t count) {
+    /* dim <= 2^16 and nlist <= count <= 2^40 keep every product below 2^63 */
+    if (dim < 1 || dim > 65536 || nlist < 1 || nlist > count || count > ((uint64_t)1 << 40)) return 0;
+    L->cent = 64;
+    L->starts = aes__pad(L->cent + 4 * nlist * dim, 8);
+    L->ids = L->starts + 8 * (nlist + 1);
+    L->crc = L->ids + 8 * count;
+    L->total = L->crc + 8;
+    return 1;
+}
+
+AES_API aes_status aes_ivf_save_memory(aes_ctx *ctx, const aes_ivf *ivf, void **data, size_t *len) {
+    aes__ivf_layout L;
+    unsigned char *b;
+    uint64_t i;
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    if (!ivf || !data || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_ivf_save_memory: NULL argument");
+    if (!aes__ivf_layout_of(&L, (uint64_t)ivf->dim, (uint64_t)ivf->nlist, (uint64_t)ivf->count) || L.total > (uint64_t)SIZE_MAX)
+        return aes__fail(ctx, AES_ERR_LIMIT, "IVF: %zu rows, %d lists do not fit a buffer", ivf->count, ivf->nlist);
+    if (!(b = (unsigned char *)aes_calloc(ctx, (size_t)L.total, 1))) return aes_last_status(ctx);
+    memcpy(b, aes__ivf_magic, 8);
+    aes__put_u32(b + 8, 1u);
+    aes__put_u32(b + 12, (uint32_t)ivf->dim);
+    aes__put_u64(b + 16, (uint64_t)ivf->count);
+    aes__put_u32(b + 24, (uint32_t)ivf->nlist);
+    aes__put_u64(b + 32, ivf->fingerprint);
+    aes__put_u64(b + 40, L.total);
+    for (i = 0; i < (uint64_t)ivf->nlist * (uint64_t)ivf->dim; i++) aes__put_f32(b + L.cent + 4 * i, ivf->centroids[i]);
+    for (i = 0; i <= (uint64_t)ivf->nlist; i++) aes__put_u64(b + L.starts + 8 * i, ivf->list_start[i]);
+    for (i = 0; i < (uint64_t)ivf->count; i++) aes__put_u64(b + L.ids + 8 * i, (uint64_t)ivf->ids[i]);
+    aes__put_u32(b + L.crc, aes__crc32(0, b, (size_t)L.crc));
+    memcpy(b + L.crc + 4, "AEND", 4);
+    *data = b;
+    *len = (size_t)L.total;
+    return AES_OK;
+}
+
+AES_API aes_status aes_ivf_load_memory(aes_ctx *ctx, const void *data, size_t len, const char *name,
+                                       const aes_index *idx, aes_ivf **out) {
+    const unsigned char *buf = (const unsigned char *)data;
+    aes__ivf_layout L;
+    aes_ivf *v = NULL;
+    unsigned char *seen = NULL;
+    uint64_t count, nlist, dim, fp, i, prev;
+    size_t d;
+    aes_status st = AES_OK;
+    if (out) *out = NULL;
+    if (!out || !idx || (!data && len)) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_ivf_load_memory: NULL argument");
+    if (!name) name = "IVF";
+    if (len < 72) return aes__fail(ctx, AES_ERR_FORMAT, "%s: %zu bytes is too short to be an aesalign IVF", name, len);
+    if (memcmp(buf, aes__ivf_magic, 8) != 0) return aes__fail(ctx, AES_ERR_FORMAT, "%s: not an aesalign IVF (bad magic)", name);
+    if (aes__get_u32(buf + 8) != 1u)
+        return aes__fail(ctx, AES_ERR_UNSUPPORTED, "%s: IVF version %u, this build reads version 1 (rebuild it: aesalign index ivf)",
+                         name, (unsigned)aes__get_u32(buf + 8));
+    if (aes__get_u64(buf + 40) != (uint64_t)len)
+        return aes__fail(ctx, AES_ERR_FORMAT, "%s: truncated or corrupted: the header records %llu bytes, the file has %zu",
+                         name, (unsigned long long)aes__get_u64(buf + 40), len);
+    if (memcmp(buf + len - 4, "AEND", 4) != 0) return aes__fail(ctx, AES_ERR_FORMAT, "%s: corrupted: no end marker", name);
+    if (aes__get_u32(buf + len - 8) != aes__crc32(0, buf, len - 8))
+        return aes__fail(ctx, AES_ERR_FORMAT, "%s: checksum mismatch: the file is corrupted", name);
+    /* behind the checksum every field is still checked (hostile files) */
+    dim = aes__get_u32(buf + 12);
+    count = aes__get_u64(buf + 16);
+    nlist = aes__get_u32(buf + 24);
+    fp = aes__get_u64(buf + 32);
+    if (!aes__ivf_layout_of(&L, dim, nlist, count) || L.total != (uint64_t)len || aes__get_u32(buf + 28) != 0)
+        return aes__fail(ctx, AES_ERR_FORMAT, "%s: inconsistent header (dim %llu, rows %llu, lists %llu, %zu bytes)", name,
+                         (unsigned long long)dim, (unsigned long long)count, (unsigned long long)nlist, len);
+    for (i = 0; i < nlist; i++) {       /* centroids: finite, unit length (as the builder writes them) */
+        double n2 = 0.0;
+        for (d = 0; d < (size_t)dim; d++) {
+            float f = aes__get_f32(buf + L.cent + 4 * (i * dim + d));
+            if (!(f - f == 0.0f)) return aes__fail(ctx, AES_ERR_FORMAT, "%s: centroid %llu is not finite", name, (unsigned long long)i);
+            n2 += (double)f * f;
+        }
+        if (!(fabs(n2 - 1.0) < 1e-3)) return aes__fail(ctx, AES_ERR_FORMAT, "%s: centroid %llu is not of unit length", name, (unsigned long long)i);
+    }
+    prev = 0;
+    for (i = 0; i <= nlist; i++) {      /* list starts: 0, non-decreasing, ending at count */
+        uint64_t s = aes__get_u64(buf + L.starts + 8 * i);
+        if ((i == 0 && s != 0) || s < prev || s > count || (i == nlist && s != count))
+            return aes__fail(ctx, AES_ERR_FORMAT, "%s: list %llu starts at %llu: the list sizes do not add up to %llu rows",
+                             name, (unsigned long long)i, (unsigned long long)s, (unsigned long long)count);
+        prev = s;
+    }
+    if (!(seen = (unsigned char *)aes_calloc(ctx, (size_t)(count + 7) / 8, 1))) return aes_last_status(ctx);
+    for (i = 0; i < count; i++) {       /* ids: every row once */
+        uint64_t r = aes__get_u64(buf + L.ids + 8 * i);
+        if (r >= count || (seen[r / 8] >> (r % 8) & 1)) {
+            aes_free(seen);
+            return aes__fail(ctx, AES_ERR_FORMAT, "%s: entry %llu names row %llu, %s", name, (unsigned long long)i,
+                             (unsigned long long)r, r >= count ? "out of range" : "already listed");
+        }
+        seen[r / 8] |= (unsigned char)(1u << (r % 8));
+    }
+    aes_free(seen);
+    /* the file is sound; is it of this index? */
+    if (count != (uint64_t)idx->count || dim != (uint64_t)idx->dim)
+        return aes__fail(ctx, AES_ERR_MISMATCH, "%s is stale: it was built on an index of %llu rows (dim %llu), this index has "
+                         "%zu rows (dim %d); rebuild it (aesalign index ivf)", name, (unsigned long long)count,
+                         (unsigned long long)dim, idx->count, idx->dim);
+    if (!(idx->storage & AES_INDEX_I8))
+        return aes__fail(ctx, AES_ERR_MISMATCH, "%s: the index has no int8 vectors, an IVF needs them", name);
+    if (fp != aes__ivf_fingerprint(idx))
+        return aes__fail(ctx, AES_ERR_MISMATCH, "%s is stale: the index's vectors changed since it was built; rebuild it "
+                         "(aesalign index ivf)", name);
+    if (!(v = (aes_ivf *)aes_calloc(ctx, 1, sizeof *v))) return aes_last_status(ctx);
+    v->dim = (int)dim;
+    v->nlist = (int)nlist;
+    v->count = (size_t)count;
+    v->fingerprint = fp;
+    v->centroids = (float *)aes_alloc(ctx, (size_t)(nlist * dim), sizeof(float));
+    v->list_start = (uint64_t *)aes_alloc(ctx, (size_t)nlist + 1, sizeof(uint64_t));
+    v->ids = (int64_t *)aes_alloc(ctx, (size_t)count, sizeof(int64_t));
+    v->codes = (int8_t *)aes_alloc(ctx, (size_t)count, (size_t)dim);
+    v->scales = (float *)aes_alloc(ctx, (size_t)count, sizeof(float));
+    if (!v->centroids || !v->list_start || !v->ids || !v->codes || !v->scales) { st = aes_last_status(ctx); goto fail; }
+    for (i = 0; i < nlist * dim; i++) v->centroids[i] = aes__get_f32(buf + L.cent + 4 * i);
+    for (i = 0; i <= nlist; i++) v->list_start[i] = aes__get_u64(buf + L.starts + 8 * i);
+    for (i = 0; i < count; i++) {
+        uint64_t r = aes__get_u64(buf + L.ids + 8 * i);
+        v->ids[i] = (int64_t)r;
+        memcpy(v->codes + (size_t)i * (size_t)dim, idx->qvectors + (size_t)r * (size_t)dim, (size_t)dim);
+        v->scales[i] = idx->qscales[r];
+    }
+    *out = v;
+    return AES_OK;
+fail:
+    aes_ivf_free(v);
+    return st;
+}
+
+#ifndef AES_NO_STDIO
+AES_API aes_status aes_ivf_save(aes_ctx *ctx, const aes_ivf *ivf, const char *path) {
+    void *buf = NULL;
+    size_t len = 0;
+    aes_status s;
+    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_ivf_save: NULL path");
+    if ((s = aes_ivf_save_memory(ctx, ivf, &buf, &len)) != AES_OK) return s;
+    s = aes_write_file_atomic(ctx, path, buf, len);
+    aes_free(buf);
+    return s;
+}
+
+AES_API aes_status aes_ivf_load(aes_ctx *ctx, const char *path, const aes_index *idx, aes_ivf **out) {
+    void *buf = NULL;
+    size_t len = 0;
+    aes_status s;
+    if (out) *out = NULL;
+    if (!out || !path || !idx) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_ivf_load: NULL argument");
+    if ((s = aes_read_file(ctx, path, &buf, &len)) != AES_OK) return s;
+    s = aes_ivf_load_memory(ctx, buf, len, path, idx, out);
+    aes_free(buf);
+    return s;
+}
+#endif
 
 /* ============================================================================
  *  R4. Re-ranking

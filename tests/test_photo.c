@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #ifdef AES_HAVE_STB
 #include <stb_image_write.h>
 #endif
@@ -920,6 +921,85 @@ out:
     rm_tdir();
 }
 
+/* ---- tools/slurm_index.sh on a real (single-node) Slurm cluster ------------------
+ * tests/slurm_cluster.sh starts munged, slurmctld and slurmd privately
+ * (ports, socket, state in the test's folder), runs the submission and
+ * stops them on any exit.  The 3 shard tasks and the merge run as Slurm
+ * jobs; the merged index must equal one build on this machine.  Both sides
+ * embed one image at a time (--batch 1): the image tower's last bits
+ * depend on how many images share a batch, and a shard's batches hold
+ * other images than one build's. */
+static const char *const slurm_job =
+    "set -e\n"
+    "out=$(sh tools/slurm_index.sh submit 3 \"$1/sl.idx\" " MODEL " " HEAD " --batch 1 \"$1/A\" \"$1/B\")\n"
+    "echo \"$out\"\n"
+    "mid=${out##*merge: job }; mid=${mid%% *}\n"
+    "i=0\n"
+    "while [ $i -lt 200 ]; do\n"           /* 50 s */
+    "    st=$(scontrol show job \"$mid\" | sed -n 's/.*JobState=\\([A-Z_]*\\).*/\\1/p')\n"
+    "    case $st in COMPLETED) exit 0 ;; PENDING|RUNNING|CONFIGURING|COMPLETING|'') ;; *) echo \"merge job $mid: $st\"; exit 1 ;; esac\n"
+    "    sleep 0.25; i=$((i + 1))\n"
+    "done\n"
+    "echo \"merge job $mid did not finish in 50 s\"; squeue; exit 1\n";
+
+static void test_slurm(void) {
+    aes_index *one = NULL, *merged = NULL;
+    char *log = NULL, *a = NULL, *b = NULL, path[256];
+    FILE *f;
+    int i, rc;
+    if (getenv("AES_SLOW_RUNNER")) { tl_skip("AES_SLOW_RUNNER is set: the Slurm run is a native-build test"); return; }
+    if (getenv("AES_NO_SLURM")) { tl_skip("AES_NO_SLURM is set (CI runs the Slurm test in its default build only)"); return; }
+    if (!tl_cli() || !make_tdir()) return;
+    sh("mkdir -p %D/A/b %D/B");
+    for (i = 0; i < 9; i++) {
+        char name[64];
+        snprintf(name, sizeof name, i < 4 ? "A/p%d.ppm" : i < 6 ? "A/b/p%d.ppm" : "B/p%d.ppm", i);
+        write_ppm(name, 22 + 2 * i, 30 - i, (unsigned)(i % 4) + 2);       /* copies of pictures: ties */
+    }
+    CHECK(sh("%C index build " MODEL " " HEAD " --batch 1 --out %D/one.idx --quiet %D/A %D/B 2>/dev/null") == 0);
+    snprintf(path, sizeof path, "%s/job.sh", tdir);
+    if ((f = fopen(path, "w")) != NULL) { fputs(slurm_job, f); fclose(f); }
+    rc = sh("AESALIGN='%C' sh tests/slurm_cluster.sh %D/cluster sh %D/job.sh %D >%D/log 2>&1");
+    log = slurp("log");
+    if (WIFEXITED(rc) && WEXITSTATUS(rc) == 77) {
+        char *m = strstr(log, "slurm: skipped: ");
+        char *e = m ? strchr(m, '\n') : NULL;
+        if (e) *e = 0;
+        tl_skip(m ? m : "the Slurm cluster did not start");
+        goto out;
+    }
+    CHECK_MSG(rc == 0, "the Slurm run failed (%d): %s", rc, log);
+    if (rc != 0) {
+        free(log);
+        log = slurp("cluster/slurmctld.log");
+        fprintf(stderr, "slurmctld.log:\n%s\n", log);
+        goto out;
+    }
+    CHECK(strstr(log, "shards: job") != NULL);
+    for (i = 0; i < 3; i++) {       /* each shard was a Slurm array task, with its own log */
+        char name[64];
+        aes_index *s;
+        snprintf(name, sizeof name, "sl.idx.shard%d-of-3", i);
+        CHECK((s = load_index(name)) != NULL && s->count > 0 && s->count < 9);
+        aes_index_free(s);
+    }
+    if (!(one = load_index("one.idx")) || !(merged = load_index("sl.idx"))) { CHECK(0); goto out; }
+    CHECK(one->count == 9 && same_rows(one, merged));
+    /* the same search results, byte for byte */
+    CHECK(sh("%C search --index %D/one.idx " MODEL " --k 9 %D/A/p1.ppm >%D/q1 2>/dev/null") == 0);
+    CHECK(sh("%C search --index %D/sl.idx " MODEL " --k 9 %D/A/p1.ppm >%D/q2 2>/dev/null") == 0);
+    a = slurp("q1");
+    b = slurp("q2");
+    CHECK(a && b && count_lines(a) == 10 && !strcmp(a, b));
+    /* every daemon stopped: the cluster's pid files name no live process */
+    CHECK(sh("for p in munged slurmctld slurmd; do f=%D/cluster/$p.pid; [ ! -f $f ] || ! kill -0 $(cat $f) 2>/dev/null || exit 1; done") == 0);
+out:
+    free(log); free(a); free(b);
+    aes_index_free(one);
+    aes_index_free(merged);
+    rm_tdir();
+}
+
 /* ---- export: .npy + JSON Lines, read back here and by FAISS --------------------- */
 
 /* Checks the python program FAISS's test runs (written to the test's folder). */
@@ -1033,6 +1113,7 @@ int main(int argc, char **argv) {
     RUN(test_exif_jpeg_cli);
     RUN(test_webp);
     RUN(test_shard_merge);
+    RUN(test_slurm);
     RUN(test_export_npy);
     aes_ctx_free(ctx);
     return tl_report();

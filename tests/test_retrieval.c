@@ -1311,6 +1311,220 @@ out:
     free(x); free(ex); free(ap); free(ap2);
 }
 
+/* ---- IVF files: round trip, hostile input, staleness -------------------------- */
+
+/* Patches a saved IVF's CRC so the mutation reaches the structural checks. */
+static void ivf_fix_crc(unsigned char *b, size_t len) {
+    uint32_t crc = aes__crc32(0, b, len - 8);
+    int i;
+    for (i = 0; i < 4; i++) b[len - 8 + i] = (unsigned char)(crc >> (8 * i));
+}
+
+static void put_le(unsigned char *p, uint64_t v, int bytes) {
+    int i;
+    for (i = 0; i < bytes; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void test_ivf_file(void) {
+    const int dim = 32, nq = 20, k = 10, nlist = 16;
+    const size_t n = 2000;
+    float *x = clustered(n + (size_t)nq, dim, 11);
+    aes_index *idx = NULL;
+    aes_ivf *a = NULL, *b = NULL;
+    aes_hit *h1 = NULL, *h2 = NULL;
+    unsigned char *buf = NULL, *mut = NULL;
+    size_t len = 0, i, cent_end;
+    char name[32];
+    const char *path = tl_tmp("test.ivf");
+    if (!x) { CHECK(0); return; }
+    h1 = (aes_hit *)malloc((size_t)nq * k * sizeof *h1);
+    h2 = (aes_hit *)malloc((size_t)nq * k * sizeof *h2);
+    CHECK_OK(ctx, aes_index_create(ctx, dim, AES_INDEX_F32 | AES_INDEX_I8, "m", "", &idx));
+    for (i = 0; idx && i < n; i++) {
+        snprintf(name, sizeof name, "v%zu", i);
+        if (aes_index_add(ctx, idx, name, 0, 0, x + i * dim, NAN) != AES_OK) { CHECK(0); break; }
+    }
+    if (!idx || !h1 || !h2 || idx->count != n) goto out;
+    CHECK_OK(ctx, aes_ivf_build(ctx, idx, nlist, 7, &a));
+    if (!a) goto out;
+    /* memory round trip: the same IVF, bit for bit, and the same results */
+    CHECK_OK(ctx, aes_ivf_save_memory(ctx, a, (void **)&buf, &len));
+    if (!buf) goto out;
+    CHECK_OK(ctx, aes_ivf_load_memory(ctx, buf, len, "mem.ivf", idx, &b));
+    if (!b) goto out;
+    CHECK(b->nlist == nlist && b->dim == dim && b->count == n && b->fingerprint == a->fingerprint);
+    CHECK(!memcmp(a->centroids, b->centroids, (size_t)nlist * dim * sizeof(float)));
+    CHECK(!memcmp(a->list_start, b->list_start, ((size_t)nlist + 1) * sizeof(uint64_t)));
+    CHECK(!memcmp(a->ids, b->ids, n * sizeof(int64_t)) && !memcmp(a->codes, b->codes, n * dim) &&
+          !memcmp(a->scales, b->scales, n * sizeof(float)));
+    CHECK_OK(ctx, aes_ivf_search(ctx, a, idx, x + n * dim, nq, k, 3, h1, NULL));
+    CHECK_OK(ctx, aes_ivf_search(ctx, b, idx, x + n * dim, nq, k, 3, h2, NULL));
+    CHECK(same_hits(h1, h2, (size_t)nq * k));
+    aes_ivf_free(b);
+    b = NULL;
+    /* file round trip (atomic writer), same results */
+    CHECK_OK(ctx, aes_ivf_save(ctx, a, path));
+    CHECK_OK(ctx, aes_ivf_load(ctx, path, idx, &b));
+    if (b) {
+        CHECK_OK(ctx, aes_ivf_search(ctx, b, idx, x + n * dim, nq, k, 3, h2, NULL));
+        CHECK(same_hits(h1, h2, (size_t)nq * k));
+        aes_ivf_free(b);
+        b = NULL;
+    }
+    /* truncated anywhere: a format error, never a crash */
+    for (i = 0; i < len; i += 1 + i / 3) {
+        CHECK(aes_ivf_load_memory(ctx, buf, i, "cut.ivf", idx, &b) == AES_ERR_FORMAT && b == NULL);
+        aes_clear_error(ctx);
+    }
+    /* a flipped byte anywhere: refused (by the checksum, or the checks behind it when the CRC is patched) */
+    mut = (unsigned char *)malloc(len);
+    if (!mut) goto out;
+    cent_end = 64 + 4 * (size_t)nlist * dim;
+    for (i = 0; i < len - 8; i += 1 + i / 2) {
+        aes_status s1, s2;
+        memcpy(mut, buf, len);
+        mut[i] ^= 0x5A;
+        s1 = aes_ivf_load_memory(ctx, mut, len, "flip.ivf", idx, &b);
+        CHECK(s1 != AES_OK && b == NULL);
+        aes_clear_error(ctx);
+        ivf_fix_crc(mut, len);
+        s2 = aes_ivf_load_memory(ctx, mut, len, "flip.ivf", idx, &b);
+        /* only the reserved bytes and a centroid's low bits (still unit length) may pass */
+        if (s2 == AES_OK) { CHECK_MSG(i >= 48 && i < cent_end, "byte %zu flipped, CRC patched: loaded", i); aes_ivf_free(b); b = NULL; }
+        aes_clear_error(ctx);
+    }
+    /* targeted hostile fields (CRC patched each time) */
+    {
+        struct { size_t off; int bytes; uint64_t v; const char *what; } bad[] = {
+            {12, 4, 0, "dim 0"}, {12, 4, 70000, "dim too large"}, {16, 8, (uint64_t)1 << 62, "count overflowing"},
+            {16, 8, 10, "count below nlist"}, {24, 4, 0, "nlist 0"}, {24, 4, 5000, "nlist above rows"},
+            {64, 4, 0x7fc00000u, "NaN centroid"}, {64, 4, 0x7f800000u, "inf centroid"},
+            {cent_end, 8, 1, "first list not at 0"}, {cent_end + 8 * (size_t)nlist, 8, n - 1, "lists not summing to rows"},
+            {cent_end + 8 * ((size_t)nlist + 1), 8, n, "row id out of range"},
+            {cent_end + 8 * ((size_t)nlist + 1), 8, 0x8000000000000000ull, "negative row id"},
+        };
+        size_t t;
+        for (t = 0; t < sizeof bad / sizeof *bad; t++) {
+            memcpy(mut, buf, len);
+            put_le(mut + bad[t].off, bad[t].v, bad[t].bytes);
+            ivf_fix_crc(mut, len);
+            CHECK_MSG(aes_ivf_load_memory(ctx, mut, len, "bad.ivf", idx, &b) == AES_ERR_FORMAT && b == NULL, "%s", bad[t].what);
+            aes_clear_error(ctx);
+        }
+        /* a row listed twice (and so another missing) */
+        memcpy(mut, buf, len);
+        memcpy(mut + cent_end + 8 * ((size_t)nlist + 1) + 8, mut + cent_end + 8 * ((size_t)nlist + 1), 8);
+        ivf_fix_crc(mut, len);
+        CHECK(aes_ivf_load_memory(ctx, mut, len, "dup.ivf", idx, &b) == AES_ERR_FORMAT && b == NULL);
+        CHECK(strstr(aes_last_error(ctx), "already listed") != NULL);
+        aes_clear_error(ctx);
+    }
+    /* staleness: a renamed entry keeps the IVF valid, changed vectors do not */
+    {
+        aes_index *other = NULL;
+        CHECK_OK(ctx, aes_index_create(ctx, dim, AES_INDEX_F32 | AES_INDEX_I8, "m", "", &other));
+        for (i = 0; other && i < n; i++) {
+            snprintf(name, sizeof name, "renamed%zu", i);
+            if (aes_index_add_copy(ctx, other, idx, i, name, 1, 2) != AES_OK) { CHECK(0); break; }
+        }
+        if (other) {
+            CHECK_OK(ctx, aes_ivf_load_memory(ctx, buf, len, "renamed.ivf", other, &b));
+            aes_ivf_free(b);
+            b = NULL;
+            /* the same number of rows, one vector changed */
+            CHECK_OK(ctx, aes_index_remove(ctx, other, 0));
+            CHECK_OK(ctx, aes_index_add(ctx, other, "new", 0, 0, x + (n + 1) * dim, NAN));
+            CHECK(other->count == n);
+            CHECK(aes_ivf_load_memory(ctx, buf, len, "stale.ivf", other, &b) == AES_ERR_MISMATCH && b == NULL);
+            CHECK(strstr(aes_last_error(ctx), "stale") != NULL);
+            aes_clear_error(ctx);
+            /* one row more */
+            CHECK_OK(ctx, aes_index_add(ctx, other, "newer", 0, 0, x + (n + 2) * dim, NAN));
+            CHECK(aes_ivf_load_memory(ctx, buf, len, "stale.ivf", other, &b) == AES_ERR_MISMATCH && b == NULL);
+            CHECK(strstr(aes_last_error(ctx), "stale") != NULL);
+            aes_clear_error(ctx);
+        }
+        aes_index_free(other);
+    }
+out:
+    aes_ivf_free(a);
+    aes_ivf_free(b);
+    aes_index_free(idx);
+    aes_free(buf);
+    free(mut); free(x); free(h1); free(h2);
+    remove(path);
+}
+
+/* ---- the CLI: index ivf, search with and without it, staleness ---------------- */
+
+static void test_cli_ivf(void) {
+    char dir[64] = "/tmp/aes_ivf_XXXXXX", path[256];
+    char *a = NULL, *b = NULL, *log = NULL;
+    int i;
+    if (!tl_cli()) return;
+    if (!mkdtemp(dir)) { CHECK(0); return; }
+    snprintf(path, sizeof path, "%s/imgs", dir);
+    mkdir(path, 0777);
+    for (i = 0; i < 40; i++) {
+        snprintf(path, sizeof path, "%s/imgs/%02d.ppm", dir, i);
+        write_ppm(path, 16 + i % 9, 40 - i % 7, (unsigned)i * 3 + 1);
+    }
+#define IVF_SEARCH "%C search --index %D/x.idx --model " RFIX "tiny_clip.safetensors --vocab " RFIX "merges.txt --k 8 "
+    CHECK(tl_sh(dir, "%C index build --model " RFIX "tiny_clip.safetensors --head " RFIX "head.safetensors --out %D/x.idx "
+                     "--quiet %D/imgs 2>/dev/null") == 0);
+    /* build: deterministic for a seed, the same file on 1 and 2 threads */
+    CHECK(tl_sh(dir, "AES_THREADS=1 %C index ivf %D/x.idx --nlist 4 --seed 3 2>%D/log") == 0);
+    log = tl_slurp(dir, "log");
+    CHECK(log && strstr(log, "4 lists") && strstr(log, "wrote"));
+    free(log);
+    CHECK(tl_sh(dir, "%C index ivf --index %D/x.idx --out %D/y.ivf --nlist 4 --seed 3 --threads 2 --quiet && "
+                     "cmp -s %D/x.idx.ivf %D/y.ivf") == 0);
+    CHECK(tl_sh(dir, "%C index ivf %D/x.idx --out %D/z.ivf --nlist 4 --seed 4 --quiet && ! cmp -s %D/x.idx.ivf %D/z.ivf") == 0);
+    CHECK(tl_sh(dir, "%C index ivf %D/x.idx --nlist 41 --out %D/no.ivf 2>/dev/null") != 0);     /* more lists than images */
+    CHECK(tl_sh(dir, "%C index ivf --help | grep -q -- --threads") == 0);
+    CHECK(tl_sh(dir, "%C index info %D/x.idx | grep -q '^ivf.*4 lists'") == 0);
+    /* search uses it and says so; every list scanned = the exact results; +/- terms too */
+    CHECK(tl_sh(dir, IVF_SEARCH "--nprobe 4 \"a red cat\" + \"grass\" - dog >%D/a 2>%D/log") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--exact \"a red cat\" + \"grass\" - dog >%D/b 2>%D/log2") == 0);
+    a = tl_slurp(dir, "a"); b = tl_slurp(dir, "b"); log = tl_slurp(dir, "log");
+    CHECK(a && b && a[0] && !strcmp(a, b));
+    CHECK(log && strstr(log, "using IVF") && strstr(log, "nlist 4, nprobe 4"));
+    free(a); free(b); free(log);
+    log = tl_slurp(dir, "log2");
+    CHECK(log && !strstr(log, "IVF"));
+    free(log);
+    /* one list: approximate, at most k results (a list may hold fewer) */
+    CHECK(tl_sh(dir, IVF_SEARCH "--nprobe 1 --format paths \"a red cat\" 2>/dev/null | wc -l | grep -qx '[1-8]'") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--nprobe 0 cat 2>/dev/null") != 0);
+    /* a filter: exact search, said so */
+    CHECK(tl_sh(dir, IVF_SEARCH "--under %D/imgs \"a red cat\" >%D/a 2>%D/log") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--exact --under %D/imgs \"a red cat\" >%D/b 2>/dev/null") == 0);
+    a = tl_slurp(dir, "a"); b = tl_slurp(dir, "b"); log = tl_slurp(dir, "log");
+    CHECK(a && b && a[0] && !strcmp(a, b));
+    CHECK(log && strstr(log, "exact search") && !strstr(log, "using IVF"));
+    free(a); free(b); free(log);
+    /* the index changes: update warns, search ignores the stale IVF, results exact */
+    snprintf(path, sizeof path, "%s/imgs/new.ppm", dir);
+    write_ppm(path, 30, 30, 777);
+    CHECK(tl_sh(dir, "%C index update --index %D/x.idx --quiet 2>%D/log") == 0);
+    log = tl_slurp(dir, "log");
+    CHECK(log && strstr(log, "no longer matches") && strstr(log, "index ivf"));
+    free(log);
+    CHECK(tl_sh(dir, IVF_SEARCH "\"a red cat\" >%D/a 2>%D/log") == 0);
+    CHECK(tl_sh(dir, IVF_SEARCH "--exact \"a red cat\" >%D/b 2>/dev/null") == 0);
+    a = tl_slurp(dir, "a"); b = tl_slurp(dir, "b"); log = tl_slurp(dir, "log");
+    CHECK(a && b && a[0] && !strcmp(a, b));
+    CHECK(log && strstr(log, "stale") && !strstr(log, "using IVF"));
+    free(a); free(b); free(log);
+    CHECK(tl_sh(dir, "%C index info %D/x.idx | grep -q '^ivf.*stale'") == 0);
+    /* rebuilt: used again */
+    CHECK(tl_sh(dir, "%C index ivf %D/x.idx --nlist 5 --quiet && " IVF_SEARCH "cat 2>&1 >/dev/null | grep -q 'nlist 5'") == 0);
+    /* a damaged IVF: a warning, exact search, exit 0 */
+    CHECK(tl_sh(dir, "printf 'garbage' > %D/x.idx.ivf && " IVF_SEARCH "cat 2>&1 >/dev/null | grep -q 'warning.*x.idx.ivf'") == 0);
+#undef IVF_SEARCH
+    tl_sh(dir, "rm -rf %D");
+}
+
 int main(int argc, char **argv) {
     TL_INIT(argc, argv);
     ctx = aes_ctx_create();
@@ -1342,6 +1556,8 @@ int main(int argc, char **argv) {
     RUN(test_llm_tools_py);
     RUN(test_index_v2_dates_hashes);
     RUN(test_ivf);
+    RUN(test_ivf_file);
+    RUN(test_cli_ivf);
     aes_ctx_free(ctx);
     return tl_report();
 }

@@ -243,6 +243,7 @@ static void test_serve(void) {
     }
     CHECK(sh("cp %D/photos/p05.ppm %D/photos/p05-copy.ppm") == 0);   /* a duplicate for the dedup view */
     CHECK(sh("%C index build " MODEL " " HEAD " --out %D/x.idx --quiet %D/photos 2>%D/build.log") == 0);
+    CHECK(sh("%C index ivf %D/x.idx --nlist 3 --quiet") == 0);     /* serve uses it as search does */
     snprintf(path, sizeof path, "%s/x.idx", tdir);
     CHECK_OK(ctx, aes_index_load(ctx, path, &idx));
     if (!idx) goto out;
@@ -260,6 +261,7 @@ static void test_serve(void) {
     snprintf(args, sizeof args, "--k 4 --sort semantic 'a photo' --image %s", aes_index_path(idx, 2));   /* joined with + */
     check_same("/api/search?q=a+photo&image=2&k=4&sort=semantic", args);
     check_same("/api/dedup", "dedup");
+    check_same("/api/search?q=red+car&k=5&weight=1&nprobe=1", "--k 5 --aesthetic-weight 1 --nprobe 1 'red car'");
 
     stamp("api compared");
     /* malformed and oversized requests: 4xx/5xx, and the server goes on */
@@ -356,6 +358,8 @@ static void test_serve(void) {
     CHECK(stop_server() == 0);
     body = slurp("serve.log");
     CHECK_MSG(body && strstr(body, "stopping") && strstr(body, "reloaded"), "serve.log:\n%s", body ? body : "");
+    /* the IVF: used from the start, then stale after the update (exact search) */
+    CHECK_MSG(body && strstr(body, "using IVF") && strstr(body, "stale"), "serve.log:\n%s", body ? body : "");
     free(body);
     body = NULL;
 out:

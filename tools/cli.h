@@ -130,9 +130,22 @@ typedef struct cli_search_preloaded {
     aes_clip *model;
     aes_tokenizer *tok;
     aes_index *idx;
+    aes_ivf *ivf;           /* idx's IVF (cli_ivf_open), or NULL: used with idx only */
 } cli_search_preloaded;
 int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded *pre);
 int cli_dedup_run(int argc, char **argv, FILE *out);
+
+/* ---- the IVF beside an index (cmd_search.c) ----------------------------------------
+ * INDEX.ivf, written by `aesalign index ivf`; search uses it when it
+ * matches the index.  CLI_IVF_DEFAULT_NPROBE lists are scanned unless
+ * --nprobe says otherwise (our choice: with nlist ~ sqrt(rows) that scans
+ * a few percent of a large index). */
+#define CLI_IVF_DEFAULT_NPROBE 32
+/* The IVF file's name for an index: "INDEX.ivf" in out. */
+void cli_ivf_path(const char *index_path, char *out, size_t cap);
+/* INDEX.ivf loaded for idx; NULL when there is none, or (after a warning
+ * on stderr naming cmd and the reason, e.g. stale) when it cannot be used. */
+aes_ivf *cli_ivf_open(aes_ctx *ctx, const char *index_path, const aes_index *idx, const char *cmd);
 
 /* ---- the model and tokenizer options ------------------------------------------
  *

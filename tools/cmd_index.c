@@ -3,6 +3,7 @@
  *   aesalign index build  --model M [--head H] [--out FILE] [options] DIR...
  *   aesalign index update --index FILE --model M [--head H] [options] [DIR...]
  *   aesalign index merge  OUT SHARD...
+ *   aesalign index ivf    FILE [--out F] [--nlist N] [--seed S] [--threads T]
  *   aesalign index export --npy DIR FILE
  *   aesalign index info   FILE
  *
@@ -38,6 +39,9 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <limits.h>
+
+static void ivf_note_stale(aes_ctx *ctx, const char *cmd, const char *path, const aes_index *idx);
 
 
 /* ============================================================================
@@ -893,6 +897,7 @@ static int cmd_build(int argc, char **argv, int update) {
         goto done;
     }
     remove(partial);
+    ivf_note_stale(ctx, cmd, o.out, idx);
     {
         double el = cli_now() - t0;
         struct stat sb;
@@ -1077,6 +1082,7 @@ static int cmd_merge(int argc, char **argv) {
     if (!quiet)
         fprintf(stderr, "aesalign %s: wrote %s: %zu images from %d shard%s (%zu duplicates dropped)\n", cmd, out, idx->count,
                 nin, nin == 1 ? "" : "s", dups);
+    ivf_note_stale(ctx, cmd, out, idx);
     rc = 0;
     goto done;
 oom:
@@ -1238,6 +1244,102 @@ done:
 }
 
 /* ============================================================================
+ *  ivf
+ * ========================================================================= */
+
+/* After a writer replaced the index at path: a warning when path.ivf no
+ * longer matches it (our choice: warn, not rebuild; the k-means takes
+ * minutes on millions of rows, and search falls back to exact meanwhile). */
+static void ivf_note_stale(aes_ctx *ctx, const char *cmd, const char *path, const aes_index *idx) {
+    char ip[PATH_MAX + 8];
+    aes_ivf *ivf = NULL;
+    cli_ivf_path(path, ip, sizeof ip);
+    if (!cli_file_exists(ip)) return;
+    if (aes_ivf_load(ctx, ip, idx, &ivf) == AES_OK) { aes_ivf_free(ivf); return; }
+    fprintf(stderr, "aesalign %s: warning: %s no longer matches %s; search ignores it (exact search) until it is "
+                    "rebuilt: aesalign index ivf %s\n", cmd, ip, path, path);
+    aes_clear_error(ctx);
+}
+
+static int cmd_ivf(int argc, char **argv) {
+    const char *cmd = "index ivf", *path = NULL, *out = NULL;
+    char defout[PATH_MAX + 8];
+    long nlist = 0, threads = 0, seed = 1;
+    int k, quiet = 0, rc = 1;
+    aes_ctx *ctx = NULL;
+    aes_index *idx = NULL;
+    aes_ivf *ivf = NULL;
+    double t0;
+    for (k = 2; k < argc; k++) {
+        int r;
+        if ((r = cli_opt_str(argc, argv, &k, "--index", &path))) { if (r < 0) return 1; continue; }
+        if ((r = cli_opt_str(argc, argv, &k, "--out", &out))) { if (r < 0) return 1; continue; }
+        if ((r = cli_opt_int(argc, argv, &k, "--nlist", &nlist))) { if (r < 0) return 1; continue; }
+        if ((r = cli_opt_int(argc, argv, &k, "--seed", &seed))) { if (r < 0) return 1; continue; }
+        if ((r = cli_opt_int(argc, argv, &k, "--threads", &threads))) { if (r < 0) return 1; continue; }
+        if (!strcmp(argv[k], "--quiet")) { quiet = 1; continue; }
+        if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+            printf("usage: aesalign index ivf [--index] FILE [--out F] [--nlist N] [--seed S] [--threads T]\n"
+                   "  builds an IVF (inverted file: k-means coarse quantiser + one list of int8 vectors per\n"
+                   "  centroid) over the index's int8 vectors and writes it atomically.  `aesalign search`\n"
+                   "  uses FILE.ivf by itself when it matches the index, scanning --nprobe lists instead of\n"
+                   "  every vector.  The IVF records a fingerprint of the vectors: after `index update`\n"
+                   "  changes them, search ignores it (with a warning) until it is rebuilt.\n"
+                   "  --index FILE         the index (or give FILE alone; it needs int8 storage)\n"
+                   "  --out F              the IVF file (default FILE.ivf, which search looks for)\n"
+                   "  --nlist N            lists (default round(sqrt(images)), at most the image count)\n"
+                   "  --seed S             k-means seed (default 1): the same seed, the same file, for\n"
+                   "                       any thread count\n"
+                   "  --threads T          threads (default $AES_THREADS, else every core)\n"
+                   "  --quiet              no progress lines\n");
+            return 0;
+        }
+        if (argv[k][0] == '-' && argv[k][1]) return cli_fail(cmd, NULL, "unknown option %s (see --help)", argv[k]);
+        path = argv[k];
+    }
+    if (!path) return cli_fail(cmd, NULL, "which index? (aesalign index ivf FILE)");
+    if (nlist < 0 || nlist > 1L << 24) return cli_fail(cmd, NULL, "--nlist must be in [1, 2^24]");
+    if (threads < 0 || threads > 64) return cli_fail(cmd, NULL, "--threads must be in [1, 64]");
+    if (seed < 0) return cli_fail(cmd, NULL, "--seed must be >= 0");
+    if (!out) { cli_ivf_path(path, defout, sizeof defout); out = defout; }
+    if (!(ctx = aes_ctx_create())) return cli_fail(cmd, NULL, "out of memory");
+    aes_threads_set(ctx, threads ? (int)threads : cli_threads());
+    t0 = cli_now();
+    if (aes_index_load(ctx, path, &idx) != AES_OK) { cli_fail(cmd, ctx, "cannot load the index"); goto done; }
+    if (!(idx->storage & AES_INDEX_I8)) {
+        cli_fail(cmd, NULL, "%s has no int8 vectors (rebuild it with --storage both or int8)", path);
+        goto done;
+    }
+    if (idx->count == 0) { cli_fail(cmd, NULL, "%s is empty: nothing to build an IVF on", path); goto done; }
+    if (nlist == 0) nlist = (long)floor(sqrt((double)idx->count) + 0.5);
+    if (nlist < 1) nlist = 1;
+    if ((size_t)nlist > idx->count) { cli_fail(cmd, NULL, "--nlist %ld is more than the %zu images", nlist, idx->count); goto done; }
+    if (!quiet)
+        fprintf(stderr, "aesalign %s: %s: %zu images, dim %d; k-means of %ld lists on %zu sampled images (12 rounds), "
+                        "then every image to its list...\n", cmd, path, idx->count, idx->dim, nlist,
+                (size_t)nlist * 256 < idx->count ? (size_t)nlist * 256 : idx->count);
+    if (aes_ivf_build(ctx, idx, (int)nlist, (uint64_t)seed, &ivf) != AES_OK) { cli_fail(cmd, ctx, "building the IVF"); goto done; }
+    if (aes_ivf_save(ctx, ivf, out) != AES_OK) { cli_fail(cmd, ctx, "writing %s", out); goto done; }
+    if (!quiet) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+        int l;
+        for (l = 0; l < ivf->nlist; l++) {
+            uint64_t n = ivf->list_start[l + 1] - ivf->list_start[l];
+            if (n < lo) lo = n;
+            if (n > hi) hi = n;
+        }
+        fprintf(stderr, "aesalign %s: wrote %s: %d lists of %llu to %llu images; %.1f s\n", cmd, out, ivf->nlist,
+                (unsigned long long)lo, (unsigned long long)hi, cli_now() - t0);
+    }
+    rc = 0;
+done:
+    aes_ivf_free(ivf);
+    aes_index_free(idx);
+    aes_ctx_free(ctx);
+    return rc;
+}
+
+/* ============================================================================
  *  info
  * ========================================================================= */
 
@@ -1253,7 +1355,7 @@ static int cmd_info(int argc, char **argv) {
         int r;
         if ((r = cli_opt_str(argc, argv, &k, "--index", &path))) { if (r < 0) return 1; continue; }
         if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
-            printf("usage: aesalign index info FILE\n  prints what an index holds\n");
+            printf("usage: aesalign index info FILE\n  prints what an index holds (and whether FILE.ivf matches it)\n");
             return 0;
         }
         path = argv[k];
@@ -1305,6 +1407,15 @@ static int cmd_info(int argc, char **argv) {
         } else printf("dates\tnone (a version 1 index: the file times are used)\n");
         printf("hashed\t%zu of %zu\n", hashed, idx->count);
     }
+    {   /* the IVF beside it */
+        char ip[PATH_MAX + 8];
+        aes_ivf *ivf = NULL;
+        cli_ivf_path(path, ip, sizeof ip);
+        if (!cli_file_exists(ip)) printf("ivf\tnone\n");
+        else if (aes_ivf_load(ctx, ip, idx, &ivf) == AES_OK) printf("ivf\t%s: %d lists\n", ip, ivf->nlist);
+        else printf("ivf\t%s: not used: %s\n", ip, aes_last_error(ctx));
+        aes_ivf_free(ivf);
+    }
     {
         const char *p = idx->meta;
         while (p && *p) {
@@ -1320,11 +1431,12 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
-CLI_COMMAND(index, "build, update, merge, export or describe an image index: index build, update, merge, export, info") {
+CLI_COMMAND(index, "build, update, merge, export or describe an image index, or build its IVF: index build, update, merge, ivf, export, info") {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         printf("usage: aesalign index build  --model M [--head H] [--out FILE] [options] DIR...\n"
                "       aesalign index update --index FILE [--model M] [--head H] [--remove DIR]... [options] [DIR...]\n"
                "       aesalign index merge  OUT SHARD...\n"
+               "       aesalign index ivf    FILE [--out F] [--nlist N] [--seed S] [--threads T]\n"
                "       aesalign index export --npy DIR FILE\n"
                "       aesalign index info   FILE\n"
                "`aesalign index build --help` lists the options.\n");
@@ -1335,5 +1447,6 @@ CLI_COMMAND(index, "build, update, merge, export or describe an image index: ind
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc, argv);
     if (!strcmp(argv[1], "export")) return cmd_export(argc, argv);
-    return cli_fail("index", NULL, "unknown subcommand '%s' (build, update, merge, export, info)", argv[1]);
+    if (!strcmp(argv[1], "ivf")) return cmd_ivf(argc, argv);
+    return cli_fail("index", NULL, "unknown subcommand '%s' (build, update, merge, ivf, export, info)", argv[1]);
 }

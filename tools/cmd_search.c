@@ -4,7 +4,8 @@
  *
  *   aesalign search --index FILE --model M [--head H] [--k 20] [--candidates 200]
  *                   [--aesthetic-weight W] [--expand none|template|file]
- *                   [--expansions FILE] [--scan-int8] [--html FILE] [--format tsv|json|paths]
+ *                   [--expansions FILE] [--scan-int8] [--nprobe N] [--exact]
+ *                   [--html FILE] [--format tsv|json|paths]
  *                   [--min-aesthetic X] [--under DIR] [--after DATE] [--before DATE]
  *                   [--sort final|aesthetic|semantic] QUERY...
  *   aesalign search ... --queries FILE        (lines "QID<TAB>query")
@@ -22,6 +23,9 @@
  * results come back whenever that many images pass.
  * --html writes a page of thumbnails (paths relative to the page, nothing
  * fetched from the network) that a person can open to judge the results.
+ * When FILE.ivf (aesalign index ivf) exists and matches the index, the
+ * semantic candidates come from it (approximate: --nprobe lists scanned);
+ * --exact, a filter, or a stale FILE.ivf give an exact scan instead.
  */
 #ifndef _XOPEN_SOURCE
 #define _XOPEN_SOURCE 700       /* realpath */
@@ -42,7 +46,8 @@ typedef struct search_opts {
     long k, candidates;
     double weight, expand_weight, min_aesthetic;     /* min_aesthetic NaN: no filter */
     int64_t after, before;
-    int int8, format, has_after, has_before;
+    long nprobe;                                     /* -1: CLI_IVF_DEFAULT_NPROBE */
+    int int8, format, has_after, has_before, exact;
 } search_opts;
 
 typedef struct query_term {
@@ -323,6 +328,44 @@ static void print_results(FILE *out, const aes_index *idx, const query_run *run,
     }
 }
 
+/* ---- the IVF ------------------------------------------------------------------------ */
+
+void cli_ivf_path(const char *index_path, char *out, size_t cap) { snprintf(out, cap, "%s.ivf", index_path); }
+
+aes_ivf *cli_ivf_open(aes_ctx *ctx, const char *index_path, const aes_index *idx, const char *cmd) {
+    char path[PATH_MAX + 8];
+    aes_ivf *ivf = NULL;
+    cli_ivf_path(index_path, path, sizeof path);
+    if (!cli_file_exists(path)) return NULL;
+    if (aes_ivf_load(ctx, path, idx, &ivf) != AES_OK) {
+        fprintf(stderr, "aesalign %s: warning: %s; not using it (exact search)\n", cmd, aes_last_error(ctx));
+        aes_clear_error(ctx);
+        return NULL;
+    }
+    return ivf;
+}
+
+/* aes_index_retrieve with the candidates from the IVF: the same re-ranking
+ * of the same kind of candidate list (exact fp32 scores when stored). */
+static aes_status retrieve_ivf(aes_ctx *ctx, const aes_index *idx, const aes_ivf *ivf, int nprobe, const float *q,
+                               const aes_retrieve_opts *o, aes_result *out, int *nout) {
+    int C = o->candidates > o->k ? o->candidates : o->k, nc = 0, i;
+    aes_hit *cand = (aes_hit *)malloc((size_t)C * sizeof *cand);
+    aes_result *res = (aes_result *)malloc((size_t)C * sizeof *res);
+    float *a = (float *)malloc((size_t)C * sizeof *a);
+    aes_status st = AES_ERR_NOMEM;
+    *nout = 0;
+    if (cand && res && a && (st = aes_ivf_search(ctx, ivf, idx, q, 1, C, nprobe, cand, &nc)) == AES_OK) {
+        for (i = 0; i < nc; i++) a[i] = idx->aesthetic[cand[i].row];
+        if ((st = aes_rerank(ctx, cand, a, nc, o->aesthetic_weight, res)) == AES_OK) {
+            *nout = nc < o->k ? nc : o->k;
+            memcpy(out, res, (size_t)*nout * sizeof *out);
+        }
+    }
+    free(cand); free(res); free(a);
+    return st;
+}
+
 /* ---- search ---------------------------------------------------------------------- */
 
 static void search_usage(void) {
@@ -352,10 +395,18 @@ static void search_usage(void) {
            "  --expansions FILE      TSV cache query<TAB>rephrased (implies --expand file)\n"
            "  --expand-weight A      weight of the expanded query's embedding (default 0.5)\n"
            "  --scan-int8            scan the index's int8 vectors (fp32 re-scores the best when stored)\n"
+           "  --nprobe N             with FILE.ivf (aesalign index ivf): lists scanned (default %d; more:\n"
+           "                         slower, closer to exact; the number of lists: exact)\n"
+           "  --exact                ignore FILE.ivf: scan every vector\n"
            "  --html FILE            also write a page of thumbnails\n"
            "  --queries FILE         lines QID<TAB>query (text); prints `result` records for `aesalign eval`\n"
-           CLI_MODEL_HELP,
-           AES_RETRIEVE_DEFAULT_K, AES_RERANK_DEFAULT_CANDIDATES, (double)AES_RERANK_DEFAULT_WEIGHT);
+           CLI_MODEL_HELP
+           "When FILE.ivf exists and matches the index (a stale one, from before the index last\n"
+           "changed, is ignored with a warning), the semantic candidates come from it: approximate,\n"
+           "much faster on large indexes.  With a filter (--min-aesthetic, --under, --after,\n"
+           "--before) the search is exact: the IVF covers the whole index, the filters cut it.\n",
+           AES_RETRIEVE_DEFAULT_K, AES_RERANK_DEFAULT_CANDIDATES, (double)AES_RERANK_DEFAULT_WEIGHT,
+           CLI_IVF_DEFAULT_NPROBE);
 }
 
 /* Reads "QID<TAB>query" lines (a line without a tab: QID = line number). */
@@ -407,6 +458,7 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
     search_opts o;
     aes_ctx *ctx = aes_ctx_create();
     aes_index *idx = NULL;
+    aes_ivf *ivf = NULL, *own_ivf = NULL;
     aes_clip *model = NULL;
     aes_tokenizer *tok = NULL;
     aes_expansions *ex = NULL;
@@ -421,6 +473,7 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
     o.weight = AES_RERANK_DEFAULT_WEIGHT;
     o.expand_weight = 0.5;
     o.min_aesthetic = NAN;
+    o.nprobe = -1;
     o.sort = "final";
     if (!ctx) return cli_fail(cmd, NULL, "out of memory");
     for (i = 1; i < argc; i++) {
@@ -437,6 +490,7 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
         if ((rr = cli_opt_str(argc, argv, &i, "--under", &o.under))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_int(argc, argv, &i, "--k", &o.k))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_int(argc, argv, &i, "--candidates", &o.candidates))) { if (rr < 0) goto done; continue; }
+        if ((rr = cli_opt_int(argc, argv, &i, "--nprobe", &o.nprobe))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_float(argc, argv, &i, "--aesthetic-weight", &o.weight))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_float(argc, argv, &i, "--expand-weight", &o.expand_weight))) { if (rr < 0) goto done; continue; }
         if ((rr = cli_opt_float(argc, argv, &i, "--min-aesthetic", &o.min_aesthetic))) { if (rr < 0) goto done; continue; }
@@ -458,6 +512,7 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
             continue;
         }
         if (!strcmp(argv[i], "--scan-int8")) { o.int8 = 1; continue; }
+        if (!strcmp(argv[i], "--exact")) { o.exact = 1; continue; }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { search_usage(); rc = 0; goto done; }
         if (!strcmp(argv[i], "+") || !strcmp(argv[i], "-")) {
             if (pending) { cli_fail(cmd, NULL, "'%s' after '%s': a term must come between them", argv[i], argv[i - 1]); goto done; }
@@ -476,6 +531,8 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
         cli_fail(cmd, NULL, "--k must be in [1, 100000] and --candidates in [1, 10^7]");
         goto done;
     }
+    if (o.nprobe == -1) o.nprobe = CLI_IVF_DEFAULT_NPROBE;
+    if (o.nprobe < 1 || o.nprobe > 1000000000) { cli_fail(cmd, NULL, "--nprobe must be in [1, 10^9]"); goto done; }
     if (!(o.weight == o.weight) || fabs(o.weight) > 1e6 || !(o.expand_weight >= 0 && o.expand_weight <= 1)) {
         cli_fail(cmd, NULL, "--aesthetic-weight must be finite and --expand-weight in [0, 1]");
         goto done;
@@ -530,6 +587,21 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
     if (!strcmp(o.expand, "file") && aes_expansions_load(ctx, o.expansions, &ex) != AES_OK) {
         cli_fail(cmd, ctx, "reading the expansions");
         goto done;
+    }
+    /* the IVF: with the whole index only (filters cut it below) */
+    if (!o.exact) {
+        int filtered = o.min_aesthetic == o.min_aesthetic || o.under || o.has_after || o.has_before;
+        char ivf_path[PATH_MAX + 8];
+        cli_ivf_path(o.index, ivf_path, sizeof ivf_path);
+        if (filtered) {
+            if (!pre && cli_file_exists(ivf_path))
+                fprintf(stderr, "aesalign search: a filter is given: exact search (%s covers the whole index)\n", ivf_path);
+        } else if (pre && idx == pre->idx) {
+            ivf = pre->ivf;
+        } else if ((ivf = own_ivf = cli_ivf_open(ctx, o.index, idx, cmd)) != NULL) {
+            fprintf(stderr, "aesalign search: using IVF %s (nlist %d, nprobe %ld)\n", ivf_path, ivf->nlist,
+                    o.nprobe < ivf->nlist ? o.nprobe : (long)ivf->nlist);
+        }
     }
     if (apply_filters(ctx, idx, &o) != AES_OK) { cli_fail(cmd, ctx, "filtering"); goto done; }
     if (idx->count == 0) fprintf(stderr, "aesalign search: warning: no image of the index passes the filters\n");
@@ -602,7 +674,11 @@ int cli_search_run(int argc, char **argv, FILE *out, const cli_search_preloaded 
         run->res = (aes_result *)malloc((size_t)fetch * sizeof(aes_result));
         if (!run->res) goto done;
         run->nres = 0;
-        if (idx->count && aes_index_retrieve(ctx, idx, qv, &ro, run->res, &run->nres) != AES_OK) { cli_fail(cmd, ctx, "search"); goto done; }
+        if (idx->count && (ivf ? retrieve_ivf(ctx, idx, ivf, (int)o.nprobe, qv, &ro, run->res, &run->nres)
+                                : aes_index_retrieve(ctx, idx, qv, &ro, run->res, &run->nres)) != AES_OK) {
+            cli_fail(cmd, ctx, "search");
+            goto done;
+        }
         if (!strcmp(o.sort, "aesthetic")) qsort(run->res, (size_t)run->nres, sizeof *run->res, cmp_by_aesthetic);
         else if (!strcmp(o.sort, "semantic")) qsort(run->res, (size_t)run->nres, sizeof *run->res, cmp_by_semantic);
         if (run->nres > o.k) run->nres = (int)o.k;
@@ -624,6 +700,7 @@ done:
     aes_expansions_free(ex);
     if (!(pre && tok == pre->tok)) aes_tokenizer_free(tok);
     if (!(pre && model == pre->model)) aes_clip_free(model);
+    aes_ivf_free(own_ivf);
     if (!(pre && idx == pre->idx)) aes_index_free(idx);
     aes_ctx_free(ctx);
     return rc;

@@ -22,6 +22,7 @@
  */
 #include "cli.h"
 #include "http.h"
+#include <limits.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -77,7 +78,7 @@ typedef struct serve_state {
     aes_ctx *ctx;
     aes_index *idx;
     unsigned gen;
-    struct stat idx_st;
+    struct stat idx_st, ivf_st;
     serve_thumb *thumbs;
     size_t nthumbs, thumb_bytes, thumb_cap;
     unsigned long clock;
@@ -95,15 +96,41 @@ static void serve_thumbs_clear(serve_state *s) {
     s->thumb_bytes = 0;
 }
 
-/* Loads the index when it is not loaded or its file changed.  On a failed
- * reload (a writer mid-way) the previous index is kept. */
+/* 1 when the file's identity (inode, size, mtime) differs from *st, which
+ * is updated; a missing file has st_ino 0. */
+static int serve_file_changed(const char *path, struct stat *st) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) memset(&sb, 0, sizeof sb);
+    if (sb.st_ino == st->st_ino && sb.st_dev == st->st_dev && sb.st_size == st->st_size && sb.st_mtime == st->st_mtime)
+        return 0;
+    *st = sb;
+    return 1;
+}
+
+/* INDEX.ivf for the current index (cli_ivf_open: none, or a stale one, is
+ * NULL and search scans exactly). */
+static void serve_load_ivf(serve_state *s) {
+    aes_ivf_free(s->pre.ivf);
+    s->pre.ivf = cli_ivf_open(s->ctx, s->index_path, s->idx, "serve");
+    if (s->pre.ivf)
+        fprintf(stderr, "aesalign serve: using IVF %s.ivf (nlist %d; searches pass --nprobe, default %d)\n", s->index_path,
+                s->pre.ivf->nlist, CLI_IVF_DEFAULT_NPROBE);
+}
+
+/* Loads the index when it is not loaded or its file changed (and its IVF,
+ * INDEX.ivf, with it or when that file changed).  On a failed reload (a
+ * writer mid-way) the previous index is kept. */
 static void serve_check_index(serve_state *s) {
     struct stat sb;
     aes_index *idx = NULL;
+    char ivf_path[PATH_MAX + 8];
     if (stat(s->index_path, &sb) != 0) return;
+    cli_ivf_path(s->index_path, ivf_path, sizeof ivf_path);
     if (s->idx && sb.st_ino == s->idx_st.st_ino && sb.st_dev == s->idx_st.st_dev && sb.st_size == s->idx_st.st_size &&
-        sb.st_mtime == s->idx_st.st_mtime)
+        sb.st_mtime == s->idx_st.st_mtime) {
+        if (serve_file_changed(ivf_path, &s->ivf_st)) serve_load_ivf(s);
         return;
+    }
     if (aes_index_load(s->ctx, s->index_path, &idx) != AES_OK) {
         fprintf(stderr, "aesalign serve: cannot reload %s: %s\n", s->index_path, aes_last_error(s->ctx));
         aes_clear_error(s->ctx);
@@ -115,6 +142,8 @@ static void serve_check_index(serve_state *s) {
     s->idx_st = sb;
     s->gen++;
     serve_thumbs_clear(s);
+    serve_file_changed(ivf_path, &s->ivf_st);
+    serve_load_ivf(s);
 }
 
 /* ---- responses ------------------------------------------------------------------- */
@@ -226,7 +255,7 @@ static long serve_id(const serve_state *s, const char *t) {
     return v;
 }
 
-/* /api/search?q=TEXT&image=ID&k=&candidates=&weight=&min=&sort=&under=&after=&before=
+/* /api/search?q=TEXT&image=ID&k=&candidates=&weight=&min=&sort=&under=&after=&before=&nprobe=
  * q uses the CLI's syntax: terms joined by " + " and " - " (a term may be
  * W:term).  Terms naming files are refused: images come by id (image=ID,
  * joined with +), so a request cannot make the server read a file outside
@@ -244,7 +273,7 @@ static void serve_search(serve_conn *c, const http_request *r, serve_state *s, i
         !serve_param(c, r, a, "weight", "--aesthetic-weight", head_only) ||
         !serve_param(c, r, a, "min", "--min-aesthetic", head_only) || !serve_param(c, r, a, "sort", "--sort", head_only) ||
         !serve_param(c, r, a, "under", "--under", head_only) || !serve_param(c, r, a, "after", "--after", head_only) ||
-        !serve_param(c, r, a, "before", "--before", head_only))
+        !serve_param(c, r, a, "before", "--before", head_only) || !serve_param(c, r, a, "nprobe", "--nprobe", head_only))
         goto out;
     g = http_query_get(r->query, "q", q, sizeof q);
     gi = http_query_get(r->query, "image", img, sizeof img);
@@ -526,14 +555,15 @@ static void serve_close(serve_conn *c) {
 static void serve_usage(void) {
     printf("usage: aesalign serve --index FILE --model M [options]\n"
            "A local web page that searches the index live (HTML, CSS and JS inside the binary).\n"
-           "  --index FILE         the index (`aesalign index build`); reloaded when the file changes\n"
+           "  --index FILE         the index (`aesalign index build`); reloaded when the file changes;\n"
+           "                       FILE.ivf is used as by `aesalign search` when it matches the index\n"
            "  --head H             score with this head instead of the index's stored scores\n"
            "  --bind ADDR          IPv4 address to listen on (default 127.0.0.1: this machine only)\n"
            "  --port N             TCP port (default 8080; 0: any free port, printed)\n"
            "  --cache-mb N         memory for thumbnails (default 64)\n"
            "  --port-file FILE     write the port there once listening (for scripts and tests)\n"
            "Routes: / (the page), /api/search (what `aesalign search --format json` prints; parameters\n"
-           "q, image=ID, k, candidates, weight, min, sort, under, after, before), /api/dedup\n"
+           "q, image=ID, k, candidates, weight, min, sort, under, after, before, nprobe), /api/dedup\n"
            "(threshold), /api/index, /api/info, /img/ID, /thumb/ID.  Images only by their id.\n"
            "SIGINT / SIGTERM stop it.\n"
            CLI_MODEL_HELP);
@@ -726,6 +756,7 @@ done:
     if (lfd >= 0) close(lfd);
     serve_thumbs_clear(&s);
     free(s.thumbs);
+    aes_ivf_free(s.pre.ivf);
     aes_tokenizer_free(s.pre.tok);
     aes_clip_free(s.pre.model);
     aes_index_free(s.idx);

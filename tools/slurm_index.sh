@@ -21,9 +21,9 @@
 #   sbatch tools/slurm_index.sh merge N OUT
 #
 # sbatch options (partition, time, --cpus-per-task, ...) go in
-# $AES_SBATCH_OPTS; the CLI is $AESALIGN (a command, e.g. with a runner before
-# it; default build/aesalign next to
-# this script).  Each task uses the cores Slurm gives it ($AES_THREADS is
+# $AES_SBATCH_OPTS (keep the environment: --export=ALL, sbatch's default); the
+# CLI is $AESALIGN (a command, e.g. with a runner before it; default
+# build/aesalign next to this script, an absolute path the jobs inherit).  Each task uses the cores Slurm gives it ($AES_THREADS is
 # set to $SLURM_CPUS_PER_TASK when that is set).  The shard and merge
 # roles can also run by hand (K from $SLURM_ARRAY_TASK_ID).
 set -eu
@@ -46,6 +46,9 @@ case $role in
 submit)
     [ $# -ge 1 ] || usage
     command -v sbatch >/dev/null || { echo "$0: sbatch not found (is Slurm installed here?)" >&2; exit 1; }
+    # the jobs run a copy of this script from Slurm's spool: they get the
+    # CLI's path from here (sbatch passes the environment on by default)
+    export AESALIGN
     # shellcheck disable=SC2086
     jid=$(sbatch --parsable ${AES_SBATCH_OPTS:-} --job-name=aes-shard --array=0-$((n - 1)) \
           --output="$out.shard%a-of-$n.log" "$here/slurm_index.sh" shard "$n" "$out" "$@")

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "tests/fuzz/fuzz_ivf_index.h"
 
 static const char *g_root;
 static aes_ctx *g_ctx;
@@ -320,6 +321,26 @@ static void seeds_text(void) {
     put("pnm", "p6_16bit", "P6 1 2 65535\n\x12\x34\x56\x78\x9a\xbc\xff\xff\x00\x00\x80\x00", 25);
 }
 
+/* IVFs of fuzz_ivf_index.h's index: one list, four, one per row. */
+static void seeds_ivf(void) {
+    static const int nlist[3] = {1, 4, 64};
+    static const char *names[3] = {"one_list", "four_lists", "row_lists"};
+    aes_index *idx = fz_ivf_index(g_ctx);
+    int s;
+    if (!idx) die("fz_ivf_index");
+    for (s = 0; s < 3; s++) {
+        aes_ivf *ivf = NULL;
+        void *buf = NULL;
+        size_t len = 0;
+        if (aes_ivf_build(g_ctx, idx, nlist[s], 1, &ivf) != AES_OK) die("aes_ivf_build");
+        if (aes_ivf_save_memory(g_ctx, ivf, &buf, &len) != AES_OK) die("aes_ivf_save_memory");
+        put("ivf", names[s], buf, len);
+        aes_free(buf);
+        aes_ivf_free(ivf);
+    }
+    aes_index_free(idx);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
@@ -334,6 +355,7 @@ int main(int argc, char **argv) {
     seeds_checkpoint();
     seeds_head();
     seeds_index();
+    seeds_ivf();
     seeds_optim();
     seeds_pairs();
     seeds_merges();
