@@ -15635,7 +15635,7 @@ AES_API aes_status aes_ivf_save_memory(aes_ctx *ctx, const aes_ivf *ivf, void **
     if (!ivf || !data || !len) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_ivf_save_memory: NULL argument");
     if (!aes__ivf_layout_of(&L, (uint64_t)ivf->dim, (uint64_t)ivf->nlist, (uint64_t)ivf->count) || L.total > (uint64_t)SIZE_MAX)
         return aes__fail(ctx, AES_ERR_LIMIT, "IVF: %zu rows, %d lists do not fit a buffer", ivf->count, ivf->nlist);
-    if (!(b = (unsigned char *)aes_calloc(ctx, (size_t)L.total, 1))) return aes_last_status(ctx);
+    if (!(b = (unsigned char *)aes__calloc(ctx, (size_t)L.total, 1))) return aes_last_status(ctx);
     memcpy(b, aes__ivf_magic, 8);
     aes__put_u32(b + 8, 1u);
     aes__put_u32(b + 12, (uint32_t)ivf->dim);
@@ -15701,7 +15701,7 @@ AES_API aes_status aes_ivf_load_memory(aes_ctx *ctx, const void *data, size_t le
                              name, (unsigned long long)i, (unsigned long long)s, (unsigned long long)count);
         prev = s;
     }
-    if (!(seen = (unsigned char *)aes_calloc(ctx, (size_t)(count + 7) / 8, 1))) return aes_last_status(ctx);
+    if (!(seen = (unsigned char *)aes__calloc(ctx, (size_t)(count + 7) / 8, 1))) return aes_last_status(ctx);
     for (i = 0; i < count; i++) {       /* ids: every row once */
         uint64_t r = aes__get_u64(buf + L.ids + 8 * i);
         if (r >= count || (seen[r / 8] >> (r % 8) & 1)) {
@@ -15722,7 +15722,7 @@ AES_API aes_status aes_ivf_load_memory(aes_ctx *ctx, const void *data, size_t le
     if (fp != aes__ivf_fingerprint(idx))
         return aes__fail(ctx, AES_ERR_MISMATCH, "%s is stale: the index's vectors changed since it was built; rebuild it "
                          "(aesalign index ivf)", name);
-    if (!(v = (aes_ivf *)aes_calloc(ctx, 1, sizeof *v))) return aes_last_status(ctx);
+    if (!(v = (aes_ivf *)aes__calloc(ctx, 1, sizeof *v))) return aes_last_status(ctx);
     v->dim = (int)dim;
     v->nlist = (int)nlist;
     v->count = (size_t)count;
