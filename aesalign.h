@@ -987,9 +987,13 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n) {
  *  copies stay within AES__GEMM_PACK_BUDGET floats; the cut depends only on
  *  the shape, never on the thread count.
  *
- *  Products with a single row or column of C (M == 1 or N == 1) are
- *  matrix-vector products: memory-bound, so they skip packing and run as
- *  dot products or axpys straight from the source (aes__gemv below).
+ *  Products with a single column of C (N == 1) are matrix-vector products:
+ *  memory-bound, so they skip packing and run as dot products or axpys
+ *  straight from the source (aes__gemv below).  A single ROW of C (M == 1)
+ *  takes the packed path like any other M: M is the batch (rows of
+ *  activations), and a row must come out bit for bit the same whether it is
+ *  computed alone or with others, so that an image embeds to the same vector
+ *  in a batch of 1 and of 16 (a sharded index equals a one-machine one).
  *  tools/bench_gemm.c compares it with OpenBLAS (figures in the README).
  * ========================================================================= */
 #if !defined(AES_NO_THREADS)
@@ -1783,15 +1787,16 @@ static void aes__gemm_unpacked(aes_trans ta, aes_trans tb, int M, int N, int K, 
     }
 }
 
-/* ---- matrix-vector products (M == 1 or N == 1) ------------------------------
- * A GEMM with one row or one column of C reads every element of the matrix
- * once and uses it once: it is bound by memory, not by FMAs, and packing
- * would only read and write the matrix one more time.  So these run straight
- * from the source, in one of two forms:
- *   dot form:   acc[j] = dot(x, rows + j * ld)            (rows contiguous in k)
- *   axpy form:  acc[j] = sum_k x[k] * rows[k * ld + j]    (one row per k)
- * Outputs are split into chunks of a multiple of 16 columns, so each output
- * is computed the same way for any thread count. */
+/* ---- matrix-vector products (N == 1) ---------------------------------------
+ * A GEMM with one column of C reads every element of op(A) once and uses it
+ * once: it is bound by memory, not by FMAs, and packing would only read and
+ * write the matrix one more time.  So it runs straight from the source,
+ * c[i] = sum_k opA(i, k) b[k], in one of two forms:
+ *   dot form:   acc[i] = dot(b, A + i * lda)          (A's rows contiguous in k)
+ *   axpy form:  acc[i] = sum_k b[k] * A[k * lda + i]  (op(A) = A^T)
+ * Either way a row's sum does not depend on M or on the other rows, and
+ * outputs are split into chunks of a multiple of 16 rows, so each output is
+ * computed the same way for any thread count. */
 #define AES__GEMV_CHUNK 256
 
 typedef struct aes__gemv_work {
@@ -1826,28 +1831,21 @@ static void aes__gemv_task(void *arg, int task) {
     }
 }
 
-/* C = alpha op(A) op(B) + beta C when M == 1 or N == 1.  Returns 0 (and does
- * nothing) when the vector must be gathered and there is no memory for it. */
-static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
+/* C = alpha op(A) b + beta C for a one-column C.  Returns 0 (and does
+ * nothing) when b must be gathered and there is no memory for it. */
+static int aes__gemv(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int K, float alpha,
                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                      size_t ldc) {
     aes__gemv_work g;
-    const float *vec;        /* the vector operand, x[k] = vec[k * vstride] */
-    size_t vstride;
+    const float *vec = B;    /* b[k] = B[k * vstride] */
+    size_t vstride = tb == AES_NO_TRANS ? ldb : 1;
     float *gathered = NULL;
     int ntasks, k;
     memset(&g, 0, sizeof g);
     g.isa = ctx ? ctx->isa : aes__isa_best();
     g.K = K; g.alpha = alpha; g.beta = beta;
-    if (M == 1) { /* c[j] = sum_k opA(0, k) opB(k, j): C is one row */
-        vec = A; vstride = ta == AES_NO_TRANS ? 1 : lda;
-        g.len = N; g.out = C; g.out_stride = 1;
-        g.rows = B; g.ld = ldb; g.dot_form = tb == AES_TRANS;
-    } else {      /* c[i] = sum_k opA(i, k) opB(k, 0): C is one column */
-        vec = B; vstride = tb == AES_NO_TRANS ? ldb : 1;
-        g.len = M; g.out = C; g.out_stride = ldc;
-        g.rows = A; g.ld = lda; g.dot_form = ta == AES_NO_TRANS;
-    }
+    g.len = M; g.out = C; g.out_stride = ldc;
+    g.rows = A; g.ld = lda; g.dot_form = ta == AES_NO_TRANS;
     if (vstride != 1) {
         if ((uint64_t)K * sizeof(float) > aes_limit_get(ctx, AES_LIMIT_ALLOC_BYTES) && ctx) return 0;
         gathered = (float *)aes_alloc(NULL, (size_t)K, sizeof(float));
@@ -1975,8 +1973,7 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
         aes__gemm_scale_c(C, (size_t)ldc, M, N, beta);
         return;
     }
-    if ((M == 1 || N == 1) &&
-        aes__gemv(ctx, ta, tb, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C, (size_t)ldc))
+    if (N == 1 && aes__gemv(ctx, ta, tb, M, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C, (size_t)ldc))
         return;
     /* kc blocks of about equal depth, fixed by K alone (never by threads):
      * every element of C sees the same sums in the same order */

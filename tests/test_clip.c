@@ -586,12 +586,19 @@ static void test_threads_and_batches(void) {
     compare(two + 36 * EMB, ref("f32_quick_gelu_image", NULL), 1, EMB, 1e-4, "image 36 of a batch of 37");
     CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px + 36 * 3072, 1, single));
     compare(single, ref("f32_quick_gelu_image", NULL), 1, EMB, 1e-4, "image alone");
+    /* an image alone embeds to the bits it gets in a batch (a sharded
+     * index must equal a one-machine one) */
+    CHECK(memcmp(single, two + 36 * EMB, sizeof single) == 0);
+    CHECK_OK(ctx, aes_clip_encode_image(ctx, m, px + 5 * 3072, 1, single));
+    CHECK(memcmp(single, two + 5 * EMB, sizeof single) == 0);
     set_threads(1);
     CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tok, NB, one));
     set_threads(2);
     CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tok, NB, two));
     CHECK(memcmp(one, two, sizeof(float) * NB * EMB) == 0);
     compare(two + 35 * EMB, ref("f32_quick_gelu_text", NULL) + 3 * EMB, 1, EMB, 1e-4, "text 35 of a batch of 37");
+    CHECK_OK(ctx, aes_clip_encode_text(ctx, m, tok + 35 * 16, 1, single));
+    CHECK(memcmp(single, two + 35 * EMB, sizeof single) == 0);
     set_threads(1);
     /* bad token ids are errors, not reads out of bounds */
     tok[3] = 256;

@@ -294,6 +294,54 @@ static void test_threads_bit_identical(void) {
     aes_ctx_free(ctx);
 }
 
+/* A row of C does not depend on the rows computed with it: each row alone
+ * (M = 1) and in blocks of 3 gives the bits of the whole product, for every
+ * ISA, both layouts of B and with packed weights.  This is what makes an
+ * image embed to the same vector in a batch of 1 and of 16. */
+static void test_rows_batch_invariant(void) {
+    static const int shapes[][3] = { { 7, 40, 33 }, { 10, 768, 96 }, { 5, 300, 1100 } }; /* M, N, K */
+    aes_isa isas[4];
+    int nisa = available_isas(isas), ii, s, tb, r, packed;
+    aes_ctx *ctx = aes_ctx_create();
+    tl_seed(9);
+    for (ii = 0; ii < nisa; ii++) {
+        CHECK_OK(ctx, aes_isa_set(ctx, isas[ii]));
+        for (s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++)
+            for (tb = 0; tb < 2; tb++)
+                for (packed = 0; packed < 2; packed++) {
+                    int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], bad = 0;
+                    float *A = (float *)malloc(sizeof(float) * (size_t)M * (size_t)K);
+                    float *B = (float *)malloc(sizeof(float) * (size_t)N * (size_t)K);
+                    float *C = (float *)malloc(sizeof(float) * (size_t)M * (size_t)N);
+                    float *R = (float *)malloc(sizeof(float) * (size_t)M * (size_t)N), *wp = NULL;
+                    for (r = 0; r < M * K; r++) A[r] = tl_randf();
+                    for (r = 0; r < N * K; r++) B[r] = tl_randf();
+                    if (packed && tb) { /* packed weights are W[N,K], the linear layer's */
+                        wp = (float *)aes_alloc(NULL, aes__gemm_packed_weight_floats(isas[ii], N, K), sizeof(float));
+                        if (wp) aes__gemm_pack_weight(ctx, isas[ii], B, N, K, wp);
+                    }
+                    if (packed && !wp) goto next;
+                    if (wp) aes__linear_forward_packed(ctx, C, A, B, wp, NULL, M, K, N);
+                    else aes_gemm(ctx, AES_NO_TRANS, tb ? AES_TRANS : AES_NO_TRANS, M, N, K, 1.0f, A, K, B,
+                                  tb ? K : N, 0.0f, C, N);
+                    for (r = 0; r < M; r += 1) {
+                        int rows = r % 2 ? AES__MIN(3, M - r) : 1;
+                        if (wp) aes__linear_forward_packed(ctx, R + (size_t)r * N, A + (size_t)r * K, B, wp, NULL, rows, K, N);
+                        else aes_gemm(ctx, AES_NO_TRANS, tb ? AES_TRANS : AES_NO_TRANS, rows, N, K, 1.0f,
+                                      A + (size_t)r * K, K, B, tb ? K : N, 0.0f, R + (size_t)r * N, N);
+                        if (memcmp(R + (size_t)r * N, C + (size_t)r * N, sizeof(float) * (size_t)rows * (size_t)N)) bad++;
+                        r += rows - 1;
+                    }
+                    CHECK_MSG(bad == 0, "isa %s shape %d tb %d packed %d: %d row blocks differ from the whole product",
+                              aes__isa_name(isas[ii]), s, tb, packed, bad);
+                next:
+                    aes_free(wp);
+                    free(A); free(B); free(C); free(R);
+                }
+    }
+    aes_ctx_free(ctx);
+}
+
 /* When the packing buffers cannot be had (here: an allocation limit), the
  * unpacked path still gives the right answer and leaves no error behind. */
 static void test_allocation_failure_fallback(void) {
@@ -504,6 +552,7 @@ int main(int argc, char **argv) {
     RUN(test_degenerate_sizes);
     RUN(test_isa_paths_agree);
     RUN(test_threads_bit_identical);
+    RUN(test_rows_batch_invariant);
     RUN(test_allocation_failure_fallback);
     RUN(test_i8_quantize_row);
     RUN(test_i8_kernels_exact);
