@@ -925,13 +925,12 @@ out:
  * tests/slurm_cluster.sh starts munged, slurmctld and slurmd privately
  * (ports, socket, state in the test's folder), runs the submission and
  * stops them on any exit.  The 3 shard tasks and the merge run as Slurm
- * jobs; the merged index must equal one build on this machine.  Both sides
- * embed one image at a time (--batch 1): the image tower's last bits
- * depend on how many images share a batch, and a shard's batches hold
- * other images than one build's. */
+ * jobs; the merged index must equal one build on this machine.  A shard's
+ * batches hold other images than one build's, so this also checks that an
+ * image's embedding does not depend on the images batched with it. */
 static const char *const slurm_job =
     "set -e\n"
-    "out=$(sh tools/slurm_index.sh submit 3 \"$1/sl.idx\" " MODEL " " HEAD " --batch 1 \"$1/A\" \"$1/B\")\n"
+    "out=$(sh tools/slurm_index.sh submit 3 \"$1/sl.idx\" " MODEL " " HEAD " \"$1/A\" \"$1/B\")\n"
     "echo \"$out\"\n"
     "mid=${out##*merge: job }; mid=${mid%% *}\n"
     "i=0\n"
@@ -956,7 +955,7 @@ static void test_slurm(void) {
         snprintf(name, sizeof name, i < 4 ? "A/p%d.ppm" : i < 6 ? "A/b/p%d.ppm" : "B/p%d.ppm", i);
         write_ppm(name, 22 + 2 * i, 30 - i, (unsigned)(i % 4) + 2);       /* copies of pictures: ties */
     }
-    CHECK(sh("%C index build " MODEL " " HEAD " --batch 1 --out %D/one.idx --quiet %D/A %D/B 2>/dev/null") == 0);
+    CHECK(sh("%C index build " MODEL " " HEAD " --out %D/one.idx --quiet %D/A %D/B 2>/dev/null") == 0);
     snprintf(path, sizeof path, "%s/job.sh", tdir);
     if ((f = fopen(path, "w")) != NULL) { fputs(slurm_job, f); fclose(f); }
     rc = sh("AESALIGN='%C' sh tests/slurm_cluster.sh %D/cluster sh %D/job.sh %D >%D/log 2>&1");
