@@ -17,9 +17,10 @@
 #define MAXM 96
 /* margins for the shipped weights on the smoke gallery (weights/README.md has
  * the demo's figures; these sit well inside them) */
-#define PLAIN_PRECISION 0.10
-#define PLAIN_NDCG      0.10
-#define RERANK_GAIN     0.10
+#define PLAIN_PRECISION 0.06    /* chance: about 0.02 on the smoke gallery */
+#define PLAIN_NDCG      0.08
+#define RERANK_GAIN     0.15    /* aesthetic@10, 1-10 scale */
+#define NDCG_DROP       0.05    /* the smoke gallery is small: 2.5 times the demo's tolerance */
 static char names[MAXM][64];
 static double values[MAXM];
 static int nm;
@@ -79,20 +80,20 @@ static void test_smoke(void) {
     CHECK_MSG(get("precision@10", "plain") > PLAIN_PRECISION, "plain precision@10 %.4f", get("precision@10", "plain"));
     CHECK_MSG(get("ndcg@10", "plain") > PLAIN_NDCG, "plain nDCG@10 %.4f", get("ndcg@10", "plain"));
     /* re-ranking (alone and after expansion) lifts the top 10's aesthetic clearly, at
-     * little cost in nDCG (the smoke gallery is small: twice the demo's tolerance) */
+     * little cost in nDCG */
     CHECK_MSG(get("mean_aesthetic@10", "rerank") > get("mean_aesthetic@10", "plain") + RERANK_GAIN,
               "re-ranking: mean aesthetic@10 %.4f vs plain %.4f", get("mean_aesthetic@10", "rerank"),
               get("mean_aesthetic@10", "plain"));
     CHECK_MSG(get("mean_aesthetic@10", "both") > get("mean_aesthetic@10", "plain") + RERANK_GAIN,
               "expansion + re-ranking: mean aesthetic@10 %.4f vs plain %.4f", get("mean_aesthetic@10", "both"),
               get("mean_aesthetic@10", "plain"));
-    CHECK_MSG(get("ndcg@10", "rerank") >= get("ndcg@10", "plain") - 2 * tol, "re-ranking: nDCG@10 %.4f vs plain %.4f",
+    CHECK_MSG(get("ndcg@10", "rerank") >= get("ndcg@10", "plain") - NDCG_DROP, "re-ranking: nDCG@10 %.4f vs plain %.4f",
               get("ndcg@10", "rerank"), get("ndcg@10", "plain"));
     /* the DPO-fine-tuned encoder alone: more aesthetic, at little cost in nDCG */
     CHECK_MSG(get("mean_aesthetic@10", "dpo") > get("mean_aesthetic@10", "plain"),
               "DPO: mean aesthetic@10 %.4f vs plain %.4f", get("mean_aesthetic@10", "dpo"),
               get("mean_aesthetic@10", "plain"));
-    CHECK_MSG(get("ndcg@10", "dpo") >= get("ndcg@10", "plain") - 2 * tol, "DPO: nDCG@10 %.4f vs plain %.4f",
+    CHECK_MSG(get("ndcg@10", "dpo") >= get("ndcg@10", "plain") - NDCG_DROP, "DPO: nDCG@10 %.4f vs plain %.4f",
               get("ndcg@10", "dpo"), get("ndcg@10", "plain"));
     CHECK_MSG(get("tail_mae", "elta") < get("tail_mae", "base"), "ELTA: tail MAE %.4f vs %.4f without",
               get("tail_mae", "elta"), get("tail_mae", "base"));

@@ -4,7 +4,7 @@
 #
 #   sh tools/demo.sh demo        the real run (`make demo`): a 2,000-scene gallery,
 #                                the shipped weights, the table, demo.html, ELTA
-#   sh tools/demo.sh smoke       the same on a 200-scene gallery, machine-readable
+#   sh tools/demo.sh smoke       the same on a 600-scene gallery, machine-readable
 #                                lines "metric<TAB>way<TAB>value" (make test reads them)
 #   sh tools/demo.sh reproduce   builds weights/ from scratch: world -> train-bpe ->
 #                                train-clip -> train-head (ELTA) -> index + make-pairs ->
