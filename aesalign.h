@@ -13823,6 +13823,8 @@ AES_API aes_status aes_query_combine(aes_ctx *ctx, const float *original,
  *  R6. Retrieval metrics
  * ============================================================================
  *  recall@K   = |relevant items in the top K| / |relevant items|
+ *  precision@K = |relevant items in the top K| / K (a list shorter than K
+ *               counts its missing places as not relevant)
  *  mean@K     = mean of values[0..K) (e.g. ground-truth aesthetic of the
  *               top K, in rank order); NaN when n == 0
  *  nDCG@K     = DCG@K / IDCG@K, DCG@K = sum_{i<K} (2^g_i - 1) / log2(i + 2)
@@ -13837,6 +13839,8 @@ AES_API aes_status aes_query_combine(aes_ctx *ctx, const float *original,
  *               weighted  = sum c * (agree + tie/2) / sum c. */
 AES_API double aes_recall_at_k(const int64_t *ranked, int n, const int64_t *relevant,
                                int nrel, int k);
+AES_API double aes_precision_at_k(const int64_t *ranked, int n, const int64_t *relevant,
+                                  int nrel, int k);
 AES_API double aes_mean_at_k(const float *values, int n, int k);
 AES_API double aes_ndcg_at_k(const float *grades, int n, const float *all_grades,
                              int nall, int k);
@@ -16127,6 +16131,15 @@ AES_API double aes_recall_at_k(const int64_t *ranked, int n, const int64_t *rele
         for (i = 0; i < k; i++)
             if (ranked[i] == relevant[j]) { found++; break; }
     return (double)found / (double)nrel;
+}
+
+AES_API double aes_precision_at_k(const int64_t *ranked, int n, const int64_t *relevant, int nrel, int k) {
+    int i, j, found = 0, top = k < n ? k : n;
+    if (k <= 0 || nrel <= 0 || !relevant || !ranked) return 0.0;
+    for (i = 0; i < top; i++)
+        for (j = 0; j < nrel; j++)
+            if (ranked[i] == relevant[j]) { found++; break; }
+    return (double)found / (double)k;
 }
 
 AES_API double aes_mean_at_k(const float *values, int n, int k) {

@@ -1,10 +1,11 @@
 /* tests/test_demo.c - the offline demo's smoke run (tools/demo.sh smoke): the
  * shipped weights/ on a small held-out gallery of the synthetic world, and the
  * directions the method promises:
- *   - expanded query + aesthetic re-ranking raises the mean ground-truth
- *     aesthetic of the top 10 over plain retrieval,
+ *   - plain retrieval works: precision@10 and nDCG@10 well above chance,
+ *   - aesthetic re-ranking (alone, and after template expansion) raises the
+ *     mean ground-truth aesthetic of the top 10 over plain retrieval clearly,
  *   - so does the DPO-fine-tuned vision encoder alone,
- *   - while recall@10 of both stays within the stated tolerance of plain,
+ *   - while nDCG@10 of both stays near plain's,
  *   - and ELTA lowers the aesthetic head's MAE on the tail bins.
  * Skipped when the CLI cannot run here (cross builds), when weights/ is not
  * there, or when AES_SLOW_RUNNER is set (emulators, valgrind of the CLI). */
@@ -13,7 +14,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAXM 64
+#define MAXM 96
+/* margins for the shipped weights on the smoke gallery (weights/README.md has
+ * the demo's figures; these sit well inside them) */
+#define PLAIN_PRECISION 0.06    /* chance: about 0.02 on the smoke gallery */
+#define PLAIN_NDCG      0.08
+#define RERANK_GAIN     0.15    /* aesthetic@10, 1-10 scale */
+#define NDCG_DROP       0.05    /* the smoke gallery is small: 2.5 times the demo's tolerance */
 static char names[MAXM][64];
 static double values[MAXM];
 static int nm;
@@ -67,20 +74,27 @@ static void test_smoke(void) {
         for (i = 0; i < nm; i++) fprintf(stderr, "  %-28s %.4f\n", names[i], values[i]);
         fprintf(stderr, "  smoke run: %.1f s\n", tl_now() - t0);
     }
-    tol = get("tolerance", "recall@10");
-    CHECK_MSG(tol == tol && tol > 0 && tol <= 0.05, "recall tolerance %.3f", tol);
-    /* the model retrieves at all: plain recall@10 well above chance */
-    CHECK_MSG(get("recall@10", "plain") > 0.2, "plain recall@10 %.4f", get("recall@10", "plain"));
-    CHECK_MSG(get("mean_aesthetic@10", "rerank") > get("mean_aesthetic@10", "plain"),
+    tol = get("tolerance", "ndcg@10");
+    CHECK_MSG(tol == tol && tol > 0 && tol <= 0.02, "nDCG tolerance %.3f", tol);
+    /* the model retrieves: most of plain retrieval's top 10 is fully relevant */
+    CHECK_MSG(get("precision@10", "plain") > PLAIN_PRECISION, "plain precision@10 %.4f", get("precision@10", "plain"));
+    CHECK_MSG(get("ndcg@10", "plain") > PLAIN_NDCG, "plain nDCG@10 %.4f", get("ndcg@10", "plain"));
+    /* re-ranking (alone and after expansion) lifts the top 10's aesthetic clearly, at
+     * little cost in nDCG */
+    CHECK_MSG(get("mean_aesthetic@10", "rerank") > get("mean_aesthetic@10", "plain") + RERANK_GAIN,
               "re-ranking: mean aesthetic@10 %.4f vs plain %.4f", get("mean_aesthetic@10", "rerank"),
               get("mean_aesthetic@10", "plain"));
+    CHECK_MSG(get("mean_aesthetic@10", "both") > get("mean_aesthetic@10", "plain") + RERANK_GAIN,
+              "expansion + re-ranking: mean aesthetic@10 %.4f vs plain %.4f", get("mean_aesthetic@10", "both"),
+              get("mean_aesthetic@10", "plain"));
+    CHECK_MSG(get("ndcg@10", "rerank") >= get("ndcg@10", "plain") - NDCG_DROP, "re-ranking: nDCG@10 %.4f vs plain %.4f",
+              get("ndcg@10", "rerank"), get("ndcg@10", "plain"));
+    /* the DPO-fine-tuned encoder alone: more aesthetic, at little cost in nDCG */
     CHECK_MSG(get("mean_aesthetic@10", "dpo") > get("mean_aesthetic@10", "plain"),
               "DPO: mean aesthetic@10 %.4f vs plain %.4f", get("mean_aesthetic@10", "dpo"),
               get("mean_aesthetic@10", "plain"));
-    CHECK_MSG(get("recall@10", "rerank") >= get("recall@10", "plain") - tol, "re-ranking: recall@10 %.4f vs plain %.4f",
-              get("recall@10", "rerank"), get("recall@10", "plain"));
-    CHECK_MSG(get("recall@10", "dpo") >= get("recall@10", "plain") - tol, "DPO: recall@10 %.4f vs plain %.4f",
-              get("recall@10", "dpo"), get("recall@10", "plain"));
+    CHECK_MSG(get("ndcg@10", "dpo") >= get("ndcg@10", "plain") - NDCG_DROP, "DPO: nDCG@10 %.4f vs plain %.4f",
+              get("ndcg@10", "dpo"), get("ndcg@10", "plain"));
     CHECK_MSG(get("tail_mae", "elta") < get("tail_mae", "base"), "ELTA: tail MAE %.4f vs %.4f without",
               get("tail_mae", "elta"), get("tail_mae", "base"));
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -845,6 +845,12 @@ static void test_metrics(void) {
     CHECK_NEAR(aes_recall_at_k(ranked, 5, rel, 3, 2), 1.0 / 3, 1e-12);
     CHECK_NEAR(aes_recall_at_k(ranked, 5, rel, 3, 5), 2.0 / 3, 1e-12);
     CHECK_NEAR(aes_recall_at_k(ranked, 5, rel, 3, 50), 2.0 / 3, 1e-12);
+    /* precision: hits in the top K over K; a short list's missing places count as misses */
+    CHECK_NEAR(aes_precision_at_k(ranked, 5, rel, 3, 2), 1.0 / 2, 1e-12);
+    CHECK_NEAR(aes_precision_at_k(ranked, 5, rel, 3, 5), 2.0 / 5, 1e-12);
+    CHECK_NEAR(aes_precision_at_k(ranked, 5, rel, 3, 10), 2.0 / 10, 1e-12);
+    CHECK_NEAR(aes_precision_at_k(ranked, 5, rel, 3, 1), 0.0, 1e-12);
+    CHECK(aes_precision_at_k(ranked, 5, rel, 0, 5) == 0.0 && aes_precision_at_k(ranked, 5, rel, 3, 0) == 0.0);
     CHECK_NEAR(aes_mean_at_k(vals, 5, 3), 6.0, 1e-12);
     CHECK(isnan(aes_mean_at_k(vals, 0, 3)));
     /* DCG@5 = (2^2-1)/log2(3) + (2^1-1)/log2(6); IDCG@5 over {3,2,1,0} =
@@ -888,6 +894,8 @@ static void test_eval_tsv(void) {
     /* q1 top 2 = a, b: recall 1/2, nDCG = 3/log2(3) / (3 + 1/log2(3));
      * q2 top 2 = e, d: recall 1, nDCG 1 */
     CHECK_NEAR(r.recall, (0.5 + 1.0) / 2, 1e-12);
+    /* precision@2: q1 1 of 2 places (b), q2 1 of 2 (e) */
+    CHECK_NEAR(r.precision, (0.5 + 0.5) / 2, 1e-12);
     CHECK_NEAR(r.ndcg, (nd1 + 1.0) / 2, 1e-12);
     /* mean aesthetic: q1 (5+7)/2 = 6 (result column), q2 (6+4)/2 = 5 */
     CHECK_NEAR(r.mean_aesthetic, 5.5, 1e-12);

@@ -731,7 +731,7 @@ CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aestheti
                    "  aesthetic ITEM  VALUE                             ground-truth aesthetic of an item\n"
                    "  score   QUERY  ITEM  VALUE                        the system's score of an item\n"
                    "  pair    QUERY  ITEMS_A  ITEMS_B  A|B  [CONFIDENCE] people's choice between two groups\n"
-                   "Prints recall@K, nDCG@K (exponential gain), the mean aesthetic of the top K and the\n"
+                   "Prints recall@K, precision@K, nDCG@K (exponential gain), the mean aesthetic of the top K and the\n"
                    "HPIR-style agreement (plain and confidence-weighted).  `aesalign search --queries`\n"
                    "prints the result records.\n");
             return 0;
@@ -753,6 +753,7 @@ CLI_COMMAND(eval, "retrieval metrics from a TSV: recall@K, nDCG@K, mean aestheti
     }
     printf("queries\t%d\n", r.nqueries);
     if (r.nrecall) printf("recall@%ld\t%.4f\t(%d queries with relevance judgements)\n", k, r.recall, r.nrecall);
+    if (r.nrecall) printf("precision@%ld\t%.4f\n", k, r.precision);
     if (r.nndcg) printf("ndcg@%ld\t%.4f\n", k, r.ndcg);
     if (r.naesthetic) printf("mean_aesthetic@%ld\t%.4f\t(%d queries)\n", k, r.mean_aesthetic, r.naesthetic);
     if (r.npairs)

@@ -19,12 +19,15 @@
 
 static const char *world_usage =
     "usage: aesalign world --out DIR [--n N] [--seed S] [--first I] [--size PX] [--queries Q]\n"
-    "                      [--raters R] [--skill-sd X]\n"
+    "                      [--raters R] [--skill-sd X] [--min-relevant M]\n"
     "       aesalign world --print [--n N] [--seed S] [--first I]\n"
     "\n"
     "Generates scenes first..first+N-1 of the synthetic world SEED (default: 2000 scenes,\n"
     "seed 1, first 0, 64x64 pixels, 200 queries, 120 raters per vote histogram) and writes\n"
     "DIR/images/NNNNNN.ppm, DIR/scenes.tsv, DIR/queries.tsv and DIR/qrels.tsv.\n"
+    "--min-relevant M keeps only queries with at least M fully relevant scenes in the gallery\n"
+    "(default 1: every query; a query with fewer than K fully relevant scenes cannot fill a\n"
+    "top K with them, so precision@K is measured on queries with M >= K).\n"
     "--print writes the captions and scores to stdout instead.\n"
     "\n"
     "scenes.tsv columns: id path caption caption_1 caption_2 caption_3 score h1..h10\n"
@@ -140,7 +143,7 @@ static int world_print(aes_ctx *ctx, uint64_t seed, long first, long n, const wo
 
 CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions, scores, queries") {
     const char *out = NULL;
-    long n = 2000, seed = 1, first = 0, size = 64, nq = 200, raters = 120, chunk = 256, done;
+    long n = 2000, seed = 1, first = 0, size = 64, nq = 200, raters = 120, chunk = 256, done, min_rel = 1;
     double skill_sd = -1.0, t0 = world_now();
     int i, print = 0, r, progress, nqueries = 0, bins[WORLD_NBINS] = {0};
     world_params params;
@@ -161,6 +164,7 @@ CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions, sc
             (r = cli_opt_int(argc, argv, &i, "--size", &size)) != 0 ||
             (r = cli_opt_int(argc, argv, &i, "--queries", &nq)) != 0 ||
             (r = cli_opt_int(argc, argv, &i, "--raters", &raters)) != 0 ||
+            (r = cli_opt_int(argc, argv, &i, "--min-relevant", &min_rel)) != 0 ||
             (r = cli_opt_float(argc, argv, &i, "--skill-sd", &skill_sd)) != 0) {
             if (r < 0) return 2;
             continue;
@@ -173,6 +177,7 @@ CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions, sc
     if (seed < 0) { cli_fail("world", NULL, "--seed %ld is negative", seed); return 2; }
     if (size < 8 || size > 1024) { cli_fail("world", NULL, "--size %ld is not in [8, 1024]", size); return 2; }
     if (nq < 0 || nq > 1000000) { cli_fail("world", NULL, "--queries %ld is not in [0, 1000000]", nq); return 2; }
+    if (min_rel < 1 || min_rel > 1000000) { cli_fail("world", NULL, "--min-relevant %ld is not in [1, 1000000]", min_rel); return 2; }
     if (raters < 1 || raters > 100000) { cli_fail("world", NULL, "--raters %ld is not in [1, 100000]", raters); return 2; }
     if (!print && !out) { fprintf(stderr, "aesalign world: --out DIR is required\n\n%s", world_usage); return 2; }
 
@@ -251,11 +256,24 @@ CLI_COMMAND(world, "generate the synthetic aesthetic world: images, captions, sc
         char text[WORLD_TEXT_MAX];
         world_file qf, rf;
         long q;
-        queries = (world_query *)aes_alloc(ctx, (size_t)nq, sizeof *queries);
-        if (!queries) { r = cli_fail("world", ctx, "allocating %ld queries", nq); goto done; }
-        if (world_query_set(ctx, (uint64_t)seed, scenes, (int)n, (int)nq, queries, &nqueries) != AES_OK) {
+        /* with --min-relevant, draw more candidates (the same sequence, so the
+         * kept queries are a deterministic subsequence) and keep the first nq
+         * that have enough fully relevant scenes */
+        long ncand = min_rel > 1 ? (nq * 20 < 1000000 ? nq * 20 : 1000000) : nq;
+        queries = (world_query *)aes_alloc(ctx, (size_t)ncand, sizeof *queries);
+        if (!queries) { r = cli_fail("world", ctx, "allocating %ld queries", ncand); goto done; }
+        if (world_query_set(ctx, (uint64_t)seed, scenes, (int)n, (int)ncand, queries, &nqueries) != AES_OK) {
             r = cli_fail("world", NULL, "making queries: %s", world_last_error());
             goto done;
+        }
+        if (min_rel > 1) {
+            int kept = 0;
+            for (q = 0; q < nqueries && kept < nq; q++) {
+                long full = 0, j;
+                for (j = 0; j < n && full < min_rel; j++) full += world_relevance(&queries[q], &scenes[j]) == 2;
+                if (full >= min_rel) queries[kept++] = queries[q];
+            }
+            nqueries = kept;
         }
         if (world_file_open(&qf, out, "queries.tsv") != 0) {
             r = cli_fail("world", NULL, "cannot write %s/queries.tsv: %s", out, strerror(errno));

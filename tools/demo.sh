@@ -4,7 +4,7 @@
 #
 #   sh tools/demo.sh demo        the real run (`make demo`): a 2,000-scene gallery,
 #                                the shipped weights, the table, demo.html, ELTA
-#   sh tools/demo.sh smoke       the same on a 200-scene gallery, machine-readable
+#   sh tools/demo.sh smoke       the same on a 600-scene gallery, machine-readable
 #                                lines "metric<TAB>way<TAB>value" (make test reads them)
 #   sh tools/demo.sh reproduce   builds weights/ from scratch: world -> train-bpe ->
 #                                train-clip -> train-head (ELTA) -> index + make-pairs ->
@@ -16,9 +16,10 @@
 #   AES_WEIGHTS      the weights folder read by demo/smoke, written by reproduce
 #                    (default weights/)
 #   AES_THREADS      threads (default: every core)
-#   AES_SMOKE_SCENES, AES_SMOKE_QUERIES, AES_SMOKE_HEAD_SCENES
-#                    smoke sizes: gallery (200), its queries (40), the world the
-#                    aesthetic heads of the ELTA comparison train on (1000)
+#   AES_SMOKE_SCENES, AES_SMOKE_QUERIES, AES_SMOKE_HEAD_SCENES, AES_SMOKE_MIN_RELEVANT
+#                    smoke sizes: gallery (600), its queries (40), the world the
+#                    aesthetic heads of the ELTA comparison train on (1000), the
+#                    fully relevant scenes a query needs in the gallery (5)
 #
 # Outputs: OUT/gallery (world), OUT/eval (indexes, search results, metrics),
 # OUT/headtrain (the head-training world), OUT/demo.html + OUT/thumbs (the page),
@@ -35,27 +36,49 @@ WEIGHTS=${AES_WEIGHTS:-weights}
 
 # --- the settings the shipped weights were made with (weights/README.md) ------------
 TRAIN_SEED=11          # world seed of all training data
-TRAIN_SCENES=3000
+TRAIN_SCENES=20000
 TRAIN_QUERIES=300
 BPE_MERGES=1000
 CLIP_SHAPE="--width 64 --layers 3 --heads 2 --patch 8 --text-width 64 --text-layers 2 --text-heads 2 --embed 64 --context 32"
-CLIP_STEPS=1500
-CLIP_BATCH=96
-CLIP_LR=1e-3
+CLIP_STEPS=400
+CLIP_BATCH=768       # large batches: enough in-batch negatives that differ only in shape
+CLIP_LR=1.5e-3
 HEAD_OPTS="--head mlp --epochs 20"
 DPO_OPTS="--steps 400 --batch 32 --lr 1e-4 --beta 0.1 --lambda 0.5"
 PAIR_OPTS="--k 48 --rows 4 --cols 4 --stride 2 --expand template --rows-from cosine"  # the shipped weights: rows in cosine order
 
 # --- the demo's settings ------------------------------------------------------------------
 GALLERY_SEED=2024
-RERANK_OPTS="--expand template --aesthetic-weight 0.1 --candidates 50"
-TOL=0.05               # recall@10 may drop by at most this much (absolute)
+MIN_RELEVANT=10        # demo queries have at least this many fully relevant gallery scenes
+EXPAND_OPTS="--expand template"
+RERANK_OPTS="--aesthetic-weight 0.1 --candidates 50"
+TOL=0.02               # nDCG@10 may drop by at most this much (absolute)
+WAYS="plain expand rerank both dpo"
 
 die() { echo "demo.sh: $*" >&2; exit 1; }
 now() { date +%s; }
 log() { echo "== $*" >&2; }
 
 [ -x "$CLI" ] || die "no CLI at $CLI (run make first, or set AES_CLI)"
+
+way_label() {
+    case $1 in
+        plain)  echo "(a) plain retrieval" ;;
+        expand) echo "(b) expanded query only" ;;
+        rerank) echo "(c) aesthetic re-ranking only" ;;
+        both)   echo "(d) expanded query + re-ranking" ;;
+        dpo)    echo "(e) DPO-fine-tuned encoder alone" ;;
+    esac
+}
+
+# One sentence per metric (the table's footnote, the page, the README say the same).
+metric_help() { # npairs
+    echo "P@10 (precision@10): the fraction of the top 10 that is fully relevant (every attribute of the query matches)."
+    echo "R@10 (recall@10): the fraction of the query's fully relevant scenes that are in the top 10."
+    echo "nDCG (nDCG@10): rank-weighted relevance of the top 10, partly relevant = 1, fully = 2, 1.0 = the best possible order."
+    echo "aes@10: the mean ground-truth aesthetic score (1-10) of the top 10."
+    echo "HPIR: how often the way's scores prefer the better-looking of two groups of 3 fully relevant scenes ($1 pairs; 0.5 = chance)."
+}
 
 # scenes.tsv -> labels CSV for embed-dataset: path,score,h1..h10
 labels_csv() { # scenes.tsv out.csv
@@ -114,11 +137,11 @@ run_way() {
     # the system's score of every gallery item, for the HPIR-style pairs
     "$CLI" search --index "$idx" --model "$model" --queries "$E/queries.txt" --k "$N" --candidates "$N" "$@" \
         2>/dev/null | to_records score >> "$E/$name.eval.tsv" || die "search ($name, all items) failed"
-    # recall counts the fully relevant scenes (grade 2); nDCG uses both grades
+    # recall and precision count the fully relevant scenes (grade 2); nDCG uses both grades
     { grep '^result' "$E/$name.eval.tsv"; awk -F'\t' '$1 != "rel" || $4 == 2' "$E/truth.tsv"; } > "$E/$name.eval_full.tsv"
     cat "$E/truth.tsv" >> "$E/$name.eval.tsv"
-    { "$CLI" eval --k 10 "$E/$name.eval.tsv" | grep -v '^recall'
-      "$CLI" eval --k 10 "$E/$name.eval_full.tsv" | grep '^recall'; } > "$E/$name.metrics.txt" || die "eval ($name) failed"
+    { "$CLI" eval --k 10 "$E/$name.eval.tsv" | grep -v '^recall\|^precision'
+      "$CLI" eval --k 10 "$E/$name.eval_full.tsv" | grep '^recall\|^precision'; } > "$E/$name.metrics.txt" || die "eval ($name) failed"
 }
 
 metric() { # file name
@@ -145,35 +168,88 @@ elta_eval() { # train_world test_world ntrain
     done
 }
 
-# The HTML page: for a few queries, the top 6 of each way side by side.
+# The HTML page: a summary chart of the metrics of every way (inline SVG), the
+# metrics' meaning, then for the queries where the ways differ most the top 6
+# of each way side by side, each image with its aesthetic score and relevance.
 write_page() { # page world_dir
     page=$1; gw=$2
     rm -rf "$OUT/thumbs"; mkdir -p "$OUT/thumbs"
-    awk -F'\t' -v nq=6 -v items="$E/page_items.txt" -v dir="$gw/images" '
+    : > "$E/page_items.txt"
+    {
+        for w in $WAYS; do
+            f=$E/$w.metrics.txt
+            printf 'way\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $w "$(way_label $w)" "$(metric "$f" precision@10)" \
+                "$(metric "$f" recall@10)" "$(metric "$f" ndcg@10)" "$(metric "$f" mean_aesthetic@10)" \
+                "$(metric "$f" hpir_agreement)"
+        done
+        metric_help "$(awk -F'\t' '$1 == "hpir_weighted" { sub(/^\(/, "", $3); sub(/ .*/, "", $3); print $3 }' \
+            "$E/plain.metrics.txt")" | sed 's/^/help\t/'
+    } > "$E/page_summary.tsv"
+    awk -F'\t' -v nq=8 -v items="$E/page_items.txt" -v dir="$gw/images" -v nways=5 '
+        function esc(x) { gsub(/&/, "\\&amp;", x); gsub(/</, "\\&lt;", x); gsub(/"/, "\\&quot;", x); return x }
         FNR == 1 { file++ }
-        file == 1 && FNR > 1 { score[$1] = $7; cap[$1] = $3; next }
-        file == 2 && FNR > 1 { text[$1] = $2; nrel[$1] = $4; next }
-        file == 3 && FNR > 1 { rel[$1, $2] = $3; next }
-        file >= 4 && $1 == "result" && $3 <= 6 { top[file - 3, $2, $3] = $4; next }
+        file == 1 { if ($1 == "way") { nw++; wid[nw] = $2; wname[nw] = $3; for (m = 1; m <= 5; m++) val[nw, m] = $(3 + m) }
+                    else if ($1 == "help") help[++nh] = $2
+                    next }
+        file == 2 && FNR > 1 { score[$1] = $7; cap[$1] = $3; next }
+        file == 3 && FNR > 1 { text[$1] = $2; nrel[$1] = $4; next }
+        file == 4 && FNR > 1 { rel[$1, $2] = $3; next }
+        file >= 5 && $1 == "result" && $3 <= 6 { w = file - 4; top[w, $2, $3] = $4; sa[w, $2] += score[$4]; na[w, $2]++; next }
         END {
             print "<!doctype html><html><head><meta charset=\"utf-8\"><title>aesalign offline demo</title>"
-            print "<style>body{font-family:sans-serif;margin:1em}td{text-align:center;font-size:11px;padding:3px}"
-            print "img{width:96px;height:96px;image-rendering:pixelated}.r2{outline:3px solid #2a2}.r1{outline:3px solid #da2}"
-            print ".r0{outline:3px solid #d22}th{text-align:left;padding-right:1em}</style></head><body>"
+            print "<style>body{font-family:sans-serif;margin:1em;max-width:1100px}td{text-align:center;font-size:11px;padding:3px}"
+            print "img{width:80px;height:80px;image-rendering:pixelated}.r2{outline:3px solid #2a2}.r1{outline:3px solid #da2}"
+            print ".r0{outline:3px solid #d22}th{text-align:left;padding-right:1em;font-size:12px;font-weight:normal}"
+            print "li{font-size:13px}</style></head><body>"
             print "<h1>aesalign: aesthetics-aware retrieval on the synthetic world</h1>"
-            print "<p>Held-out queries on a gallery the models never saw. Frame: green = fully relevant, orange = partly, red = not relevant.  Under each image: its ground-truth aesthetic score (1-10).</p>"
-            name[1] = "plain retrieval"; name[2] = "expanded query + aesthetic re-ranking"; name[3] = "DPO-fine-tuned encoder alone"
-            shown = 0
-            for (q = 0; q < 10000 && shown < nq; q++) {
-                if (!(q in text) || nrel[q] < 6) continue
-                shown++
-                printf "<h3>%s</h3><table>\n", text[q]
-                for (w = 1; w <= 3; w++) {
-                    printf "<tr><th>%s</th>", name[w]
+            print "<p>Held-out queries on a gallery the models never saw, five ways of searching it.</p>"
+            # the summary chart: one panel per metric, one bar per way
+            mname[1] = "precision@10"; mname[2] = "recall@10"; mname[3] = "nDCG@10"; mname[4] = "aesthetic@10"; mname[5] = "HPIR"
+            colour[1] = "#888"; colour[2] = "#6a9fd8"; colour[3] = "#e0a030"; colour[4] = "#d0602a"; colour[5] = "#4a9a5a"
+            pw = 200; ph = 170; bw = 28
+            printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n", 5 * pw + 10, ph + 60
+            for (m = 1; m <= 5; m++) {
+                lo = 0; hi = 1
+                if (m == 4) {       # aesthetic on its 1-10 scale, zoomed to the values
+                    lo = 10; hi = 1
+                    for (w = 1; w <= nw; w++) { if (val[w, m] < lo) lo = val[w, m]; if (val[w, m] > hi) hi = val[w, m] }
+                    lo = int(lo - 0.5); hi = int(hi + 1)
+                }
+                x0 = (m - 1) * pw + 10
+                printf "<text x=\"%d\" y=\"14\" font-weight=\"bold\">%s%s</text>\n", x0, mname[m], m == 4 ? " (axis " lo "-" hi ")" : ""
+                printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>\n", x0, 20 + ph - 20, x0 + nw * (bw + 6), 20 + ph - 20
+                for (w = 1; w <= nw; w++) {
+                    v = val[w, m] + 0; f = (v - lo) / (hi - lo); if (f < 0) f = 0; if (f > 1) f = 1
+                    h = f * (ph - 40); x = x0 + (w - 1) * (bw + 6); y = 20 + ph - 20 - h
+                    printf "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"><title>%s: %s %.3f</title></rect>\n", x, y, bw, h, colour[w], esc(wname[w]), mname[m], v
+                    printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"9\">%.2f</text>\n", x + bw / 2, y - 3, v
+                    printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", x + bw / 2, 20 + ph - 6, substr(wname[w], 1, 3)
+                }
+            }
+            for (w = 1; w <= nw; w++)
+                printf "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>\n", 10 + (w - 1) * 200, ph + 30, colour[w], 24 + (w - 1) * 200, ph + 39, esc(wname[w])
+            print "</svg>"
+            print "<ul>"; for (i = 1; i <= nh; i++) printf "<li>%s</li>\n", esc(help[i]); print "</ul>"
+            print "<p>Below, the queries where the ways differ most (largest spread of the mean aesthetic score of their top 6) first.  Frame: green = fully relevant, orange = partly, red = not relevant.  Under each image: its ground-truth aesthetic score (1-10) and relevance (2 / 1 / 0).  Hover for the caption.</p>"
+            # order: queries with >= 6 fully relevant scenes, by the spread of mean aesthetic@6 over the ways
+            n = 0
+            for (q in text) {
+                if (nrel[q] < 6) continue
+                mn = 99; mx = -99
+                for (w = 1; w <= nw; w++) { a = na[w, q] ? sa[w, q] / na[w, q] : 0; if (a < mn) mn = a; if (a > mx) mx = a }
+                n++; qs[n] = q; spread[q] = mx - mn
+            }
+            for (i = 2; i <= n; i++)       # insertion sort: spread descending, then query id
+                for (j = i; j > 1 && (spread[qs[j]] > spread[qs[j - 1]] || (spread[qs[j]] == spread[qs[j - 1]] && qs[j] + 0 < qs[j - 1] + 0)); j--) { t = qs[j]; qs[j] = qs[j - 1]; qs[j - 1] = t }
+            for (i = 1; i <= n && i <= nq; i++) {
+                q = qs[i]
+                printf "<h3>%s <small>(%d fully relevant in the gallery; spread %.2f)</small></h3><table>\n", esc(text[q]), nrel[q], spread[q]
+                for (w = 1; w <= nw; w++) {
+                    printf "<tr><th>%s</th>", esc(wname[w])
                     for (r = 1; r <= 6; r++) {
                         it = top[w, q, r]; if (it == "") continue
                         g = ((q, it) in rel) ? rel[q, it] : 0
-                        printf "<td><img class=\"r%d\" src=\"thumbs/%06d.bmp\" title=\"%s\"><br>%.2f</td>", g, it, cap[it], score[it]
+                        printf "<td><img class=\"r%d\" src=\"thumbs/%06d.bmp\" title=\"%s\"><br>%.2f &middot; %d</td>", g, it, esc(cap[it]), score[it], g
                         printf "%s/%06d.ppm\n", dir, it > items
                     }
                     print "</tr>"
@@ -181,20 +257,22 @@ write_page() { # page world_dir
                 print "</table>"
             }
             print "</body></html>"
-        }' "$gw/scenes.tsv" "$gw/queries.tsv" "$gw/qrels.tsv" "$E/plain.eval.tsv" "$E/rerank.eval.tsv" "$E/dpo.eval.tsv" \
+        }' "$E/page_summary.tsv" "$gw/scenes.tsv" "$gw/queries.tsv" "$gw/qrels.tsv" \
+        "$E/plain.eval.tsv" "$E/expand.eval.tsv" "$E/rerank.eval.tsv" "$E/both.eval.tsv" "$E/dpo.eval.tsv" \
         > "$page.tmp" && mv "$page.tmp" "$page"
     sort -u "$E/page_items.txt" | xargs "$CLI" to-bmp --out "$OUT/thumbs" || die "to-bmp failed"
 }
 
-evaluate() { # gallery_scenes gallery_queries head_training_scenes machine(0|1)
-    n=$1; nq=$2; nh=$3; machine=$4
+evaluate() { # gallery_scenes gallery_queries head_training_scenes min_relevant machine(0|1)
+    n=$1; nq=$2; nh=$3; minrel=$4; machine=$5
     t0=$(now)
     G=$OUT/gallery
     E=$OUT/eval
     mkdir -p "$E"
     rm -rf "$G"
     log "gallery: $n scenes, $nq queries, world seed $GALLERY_SEED"
-    "$CLI" world --out "$G" --n "$n" --queries "$nq" --seed $GALLERY_SEED >/dev/null 2>&1 || die "world failed"
+    "$CLI" world --out "$G" --n "$n" --queries "$nq" --seed $GALLERY_SEED --min-relevant "$minrel" >/dev/null 2>&1 \
+        || die "world failed"
     N=$n
     query_list "$G/queries.tsv" > "$E/queries.txt"
     ground_truth "$G" "$E/truth.tsv"
@@ -204,11 +282,15 @@ evaluate() { # gallery_scenes gallery_queries head_training_scenes machine(0|1)
         --storage f32 --batch 64 --quiet "$G/images" 2>/dev/null || die "index build failed"
     "$CLI" index build --model "$WEIGHTS/clip_dpo.safetensors" --head "$WEIGHTS/head_elta.safetensors" \
         --out "$E/gallery_dpo.idx" --storage f32 --batch 64 --quiet "$G/images" 2>/dev/null || die "index build (DPO) failed"
-    log "searching three ways"
+    log "searching five ways"
     # shellcheck disable=SC2086
     run_way plain "$E/gallery.idx" "$WEIGHTS/clip.safetensors" --aesthetic-weight 0
     # shellcheck disable=SC2086
+    run_way expand "$E/gallery.idx" "$WEIGHTS/clip.safetensors" $EXPAND_OPTS --aesthetic-weight 0
+    # shellcheck disable=SC2086
     run_way rerank "$E/gallery.idx" "$WEIGHTS/clip.safetensors" $RERANK_OPTS
+    # shellcheck disable=SC2086
+    run_way both "$E/gallery.idx" "$WEIGHTS/clip.safetensors" $EXPAND_OPTS $RERANK_OPTS
     run_way dpo "$E/gallery_dpo.idx" "$WEIGHTS/clip_dpo.safetensors" --aesthetic-weight 0
     log "ELTA: heads on the shipped CLIP's embeddings of a training world, tested on the gallery"
     tw=$OUT/headtrain
@@ -218,8 +300,9 @@ evaluate() { # gallery_scenes gallery_queries head_training_scenes machine(0|1)
     fi
     elta_eval "$tw" "$G"
     if [ "$machine" = 1 ]; then
-        for w in plain rerank dpo; do
+        for w in $WAYS; do
             f=$E/$w.metrics.txt
+            printf 'precision@10\t%s\t%s\n' $w "$(metric "$f" precision@10)"
             printf 'recall@10\t%s\t%s\n' $w "$(metric "$f" recall@10)"
             printf 'mean_aesthetic@10\t%s\t%s\n' $w "$(metric "$f" mean_aesthetic@10)"
             printf 'ndcg@10\t%s\t%s\n' $w "$(metric "$f" ndcg@10)"
@@ -230,7 +313,7 @@ evaluate() { # gallery_scenes gallery_queries head_training_scenes machine(0|1)
                 printf '%s\t%s\t%s\n' $m $v "$(metric "$E/elta_$v.txt" $m)"
             done
         done
-        printf 'tolerance\trecall@10\t%s\n' $TOL
+        printf 'tolerance\tndcg@10\t%s\n' $TOL
         printf 'seconds\tall\t%s\n' $(($(now) - t0))
         return 0
     fi
@@ -239,21 +322,14 @@ evaluate() { # gallery_scenes gallery_queries head_training_scenes machine(0|1)
     echo "aesalign offline demo: $n-scene gallery (world seed $GALLERY_SEED), $(wc -l < "$E/queries.txt") held-out queries,"
     echo "shipped weights from $WEIGHTS/ (tiny CLIP trained from scratch on world seed $TRAIN_SEED; see $WEIGHTS/README.md)"
     echo
-    printf '%-40s %10s %14s %9s %6s\n' "way" "recall@10" "aesthetic@10" "nDCG@10" "HPIR"
-    for w in plain rerank dpo; do
-        case $w in
-            plain)  label="(a) plain retrieval" ;;
-            rerank) label="(b) expanded query + aesthetic re-rank" ;;
-            dpo)    label="(c) DPO-fine-tuned encoder alone" ;;
-        esac
+    printf '%-36s %6s %6s %6s %6s %6s\n' "way" "P@10" "R@10" "nDCG" "aes@10" "HPIR"
+    for w in $WAYS; do
         f=$E/$w.metrics.txt
-        printf '%-40s %10.4f %14.4f %9.4f %6.3f\n' "$label" "$(metric "$f" recall@10)" "$(metric "$f" mean_aesthetic@10)" \
-            "$(metric "$f" ndcg@10)" "$(metric "$f" hpir_agreement)"
+        printf '%-36s %6.3f %6.3f %6.3f %6.3f %6.3f\n' "$(way_label $w)" "$(metric "$f" precision@10)" \
+            "$(metric "$f" recall@10)" "$(metric "$f" ndcg@10)" "$(metric "$f" mean_aesthetic@10)" "$(metric "$f" hpir_agreement)"
     done
-    echo "(recall@10: of the fully relevant scenes; nDCG@10: graded, partly relevant = 1, fully = 2;"
-    echo " aesthetic@10: mean ground-truth score of the top 10, 1-10 scale; HPIR: agreement with the"
     np=$(awk -F'\t' '$1 == "hpir_weighted" { sub(/^\(/, "", $3); sub(/ .*/, "", $3); print $3 }' "$E/plain.metrics.txt")
-    echo " ground-truth preference between two groups of 3 fully relevant scenes, $np pairs; recall tolerance: -$TOL)"
+    metric_help "$np" | sed 's/^/  /'
     echo
     echo "ELTA on the long-tailed test set (the gallery's scores; head/tail bins from the training labels):"
     printf '%-22s %7s %7s %8s %9s %9s %9s\n' "aesthetic head" SRCC PLCC MAE "head MAE" "mid MAE" "tail MAE"
@@ -331,9 +407,10 @@ case $MODE in
         for f in clip.safetensors clip_dpo.safetensors config.json merges.txt head_elta.safetensors; do
             [ -f "$WEIGHTS/$f" ] || die "missing $WEIGHTS/$f (sh tools/demo.sh reproduce builds it)"
         done
-        evaluate 2000 200 2000 0 ;;
+        evaluate 2000 200 2000 $MIN_RELEVANT 0 ;;
     smoke)
-        evaluate "${AES_SMOKE_SCENES:-200}" "${AES_SMOKE_QUERIES:-40}" "${AES_SMOKE_HEAD_SCENES:-1000}" 1 ;;
+        evaluate "${AES_SMOKE_SCENES:-600}" "${AES_SMOKE_QUERIES:-40}" "${AES_SMOKE_HEAD_SCENES:-1000}" \
+            "${AES_SMOKE_MIN_RELEVANT:-5}" 1 ;;
     reproduce) reproduce ;;
     *) die "usage: sh tools/demo.sh demo|smoke|reproduce" ;;
 esac

@@ -342,6 +342,8 @@ WORLD_API aes_status world_histogram(aes_ctx *ctx, const world_scene *scene, int
  *                                 "a striped background with a large blue square below two small red circles"
  *   3  with what a viewer would say about its quality:
  *                                 "a blurry and noisy photo of two red circles above a blue square on a ..."
+ *                                 "a beautiful photo of a red circle on a plain background, balanced
+ *                                  composition, vivid colors"
  * Fails with AES_ERR_LIMIT (and a truncated, terminated string) when cap is too small;
  * WORLD_TEXT_MAX always suffices. */
 WORLD_API aes_status world_caption(aes_ctx *ctx, const world_scene *scene, int variant, char *buf,
@@ -383,8 +385,9 @@ WORLD_API const char *world_harmony_name(int harmony);
  *   pair    QUERY  ITEMS_A  ITEMS_B  A|B  [CONFIDENCE]
  *                                    items comma-separated; A|B = preferred
  *
- * RANK is 1-based.  Per query with results: recall@K and nDCG@K (queries
- * with a positive grade), mean aesthetic of the top K (the `aesthetic`
+ * RANK is 1-based.  Per query with results: recall@K, precision@K (the
+ * fraction of the K places holding a relevant item: aes_precision_at_k) and
+ * nDCG@K (queries with a positive grade), mean aesthetic of the top K (the `aesthetic`
  * value of an item, else the result's AESTHETIC column).  A pair's group
  * score is the mean system score of its items (`score` lines, else the
  * result's SCORE); pairs with an unscored item are counted as skipped. */
@@ -396,6 +399,7 @@ typedef struct world_eval_report {
     int    naesthetic; double mean_aesthetic;
     int    npairs, npairs_skipped;
     double agreement, weighted_agreement;
+    double precision;                     /* over the nrecall queries */
 } world_eval_report;
 
 /* Reads text (len bytes, need not be NUL-terminated) and fills *out for K =
@@ -1472,19 +1476,56 @@ static void world__put_body(world__text *t, const world_scene *s, int sizes, int
 }
 
 /* What a viewer would say about the picture's quality: the two strongest
- * defects for poor scenes, the two strongest qualities for good ones. */
-static void world__put_quality(world__text *t, const world_scene *s) {
-    world_score_parts p;
+ * defects for poor scenes ("a blurry and noisy photo of ..."), the two
+ * strongest qualities for good ones.  The good ones are said the way real
+ * captions and the library's expansion templates (aes_expand_template) say
+ * them, after the scene: "a beautiful photo of ... background, balanced
+ * composition, vivid colors" (our choice of words for the factors:
+ * composition -> balanced composition, harmony -> vivid colors, contrast ->
+ * sharp focus, drop shadows -> natural lighting); scores from 6.5 are
+ * "high-quality", from 7.5 "beautiful". */
+static int world__quality_words(const world_scene *s, const char **words, int *good_out);
+
+static void world__put_quality_after(world__text *t, const world_scene *s) {
     const char *words[8];
+    int good, n = world__quality_words(s, words, &good), i;
+    if (!good) return;
+    for (i = 0; i < n; i++) {
+        world__put(t, ", ");
+        world__put(t, words[i]);
+    }
+}
+
+static void world__put_quality(world__text *t, const world_scene *s) {
+    const char *words[8];
+    int good, n = world__quality_words(s, words, &good), i;
+    float score = world_score(s, NULL);
+    world__put(t, "a ");
+    if (score >= 7.5f) world__put(t, "beautiful ");
+    else if (score >= 6.5f) world__put(t, "high-quality ");
+    if (!good)
+        for (i = 0; i < n; i++) {
+            if (i == 1) world__put(t, " and ");
+            world__put(t, words[i]);
+            world__put(t, i == n - 1 ? " " : "");
+        }
+    world__put(t, "photo of ");
+}
+
+/* The quality words of a scene, strongest first (at most 2, in words[0..8)),
+ * and whether they are the good ones (*good_out) or defects. */
+static int world__quality_words(const world_scene *s, const char **words, int *good_out) {
+    world_score_parts p;
     float strength[8];
     int n = 0, i, j, good;
     float score = world_score(s, &p);
     good = score >= 6.5f;
+    *good_out = good;
     if (good) {
-        if (p.composition >= 0.9f) { words[n] = "well-composed"; strength[n++] = p.composition; }
-        if (p.harmony >= 0.9f) { words[n] = "harmonious"; strength[n++] = p.harmony; }
-        if (p.contrast >= 0.4f) { words[n] = "crisp"; strength[n++] = p.contrast; }
-        if (p.shadow >= 0.5f) { words[n] = "three-dimensional"; strength[n++] = p.shadow; }
+        if (p.composition >= 0.9f) { words[n] = "balanced composition"; strength[n++] = p.composition; }
+        if (p.harmony >= 0.9f) { words[n] = "vivid colors"; strength[n++] = p.harmony; }
+        if (p.contrast >= 0.4f) { words[n] = "sharp focus"; strength[n++] = p.contrast; }
+        if (p.shadow >= 0.5f) { words[n] = "natural lighting"; strength[n++] = p.shadow; }
     } else if (score < 4.5f) {
         float harsh = 2.5f * WORLD__MAX(0.0f, s->contrast - 1.2f), flat = p.contrast + harsh;
         if (p.blur <= -0.5f) { words[n] = "blurry"; strength[n++] = -p.blur; }
@@ -1504,13 +1545,7 @@ static void world__put_quality(world__text *t, const world_scene *s) {
             words[j - 1] = w; strength[j - 1] = x;
         }
     if (n > 2) n = 2;
-    world__put(t, "a ");
-    if (score >= 7.5f) world__put(t, n ? "beautiful, " : "beautiful ");
-    for (i = 0; i < n; i++) {
-        if (i == 1) world__put(t, " and ");
-        world__put(t, words[i]);
-    }
-    world__put(t, n ? " photo of " : "photo of ");
+    return n;
 }
 
 static aes_status world__text_done(world__text *t, const char *what) {
@@ -1553,6 +1588,7 @@ WORLD_API aes_status world_caption(aes_ctx *ctx, const world_scene *s, int varia
         world__put(&t, " on a ");
         world__put(&t, world_background_name(s->background));
         world__put(&t, " background");
+        if (variant == 3) world__put_quality_after(&t, s);
     }
     return world__text_done(&t, "world_caption");
 }
@@ -2037,13 +2073,14 @@ WORLD_API aes_status world_eval_tsv(aes_ctx *ctx, const char *text, size_t len, 
         if (nrelevant) {
             out->nrecall++;
             out->recall += (double)found / (double)nrelevant;
+            out->precision += (double)found / (double)k;
             out->nndcg++;
             out->ndcg += aes_ndcg_at_k(grades, (int)topn, all, (int)nall, k);
         }
         if (naes) { out->naesthetic++; out->mean_aesthetic += sum_aes / (double)naes; }
         while (i < ev.nres && ev.res[i].q == q) i++;
     }
-    if (out->nrecall) { out->recall /= out->nrecall; out->ndcg /= out->nndcg; }
+    if (out->nrecall) { out->recall /= out->nrecall; out->precision /= out->nrecall; out->ndcg /= out->nndcg; }
     if (out->naesthetic) out->mean_aesthetic /= out->naesthetic;
     for (i = 0; i < ev.npairs; i++) {
         const struct world__ev_pair *pr = &ev.pairs[i];
