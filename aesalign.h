@@ -15385,14 +15385,6 @@ AES_API aes_status aes_index_search(aes_ctx *ctx, const aes_index *idx,
 
 /* ---- IVF ------------------------------------------------------------------- */
 
-/* splitmix64 (Steele, Lea, Flood 2014): the sample and initial centroids. */
-static uint64_t aes__ivf_rand(uint64_t *st) {
-    uint64_t z = (*st += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 /* Row r of idx as normalized fp32 (dequantized when only int8 is stored). */
 static void aes__ivf_row(const aes_index *idx, size_t r, float *out) {
     size_t d, dim = (size_t)idx->dim;
@@ -15472,7 +15464,7 @@ AES_API aes_status aes_ivf_build(aes_ctx *ctx, const aes_index *idx, int nlist, 
     /* the sample: the first ns of a seeded Fisher-Yates shuffle of the rows */
     for (i = 0; i < n; i++) pick[i] = i;
     for (i = 0; i < ns; i++) {
-        size_t j = i + (size_t)(aes__ivf_rand(&rng) % (uint64_t)(n - i)), t = pick[i];
+        size_t j = i + (size_t)(aes__splitmix64(&rng) % (uint64_t)(n - i)), t = pick[i];
         pick[i] = pick[j];
         pick[j] = t;
     }
