@@ -384,6 +384,18 @@ static void test_i8_kernels_exact(void) {
             x[2 * K] = -1e30f;
             x[3 * K + K / 2] = NAN;
         }
+        if (M > 5) { /* rows 4 and 5 all at +-127 with the signs of weight rows 0 and 1,
+                      * which are all at +-127 too: every product is +-127 * 127 (the
+                      * largest pairs a 16-bit kernel stage can see) */
+            int k;
+            for (k = 0; k < K; k++) {
+                float sg = (k * 7 + k / 3) % 5 < 2 ? -1.0f : 1.0f;
+                w[k] = 0.05f * sg;
+                w[K + k] = -0.05f * sg;
+                x[4 * K + k] = 2.0f * sg;
+                x[5 * K + k] = 2.0f * sg;
+            }
+        }
         CHECK_OK(ctx, aes_i8_weights_quantize(ctx, w, N, K, &qw));
         for (t = 0; t < 2; t++) { /* with and without bias */
             i8_reference(x, w, t ? b : NULL, M, K, N, want);
@@ -406,6 +418,16 @@ static void test_i8_kernels_exact(void) {
         free(x); free(w); free(b); free(want); free(got);
     }
     aes_ctx_free(ctx);
+}
+
+/* An ISA lowered with aes_isa_set stands for a CPU without the extensions
+ * beyond it: AVX2 forced on an AVX-512 (VNNI) machine runs the plain AVX2
+ * int8 kernel, not AVX-VNNI. */
+static void test_i8_lowered_isa_kernel(void) {
+#if defined(AES__X86)
+    if (aes__isa_best() == AES_ISA_AVX512) CHECK(aes__i8_arch_for(AES_ISA_AVX2) == &aes__i8_arch_avx2);
+    if (aes__isa_best() >= AES_ISA_AVX2) CHECK(aes__i8_arch_for(AES_ISA_SCALAR) == &aes__i8_arch_scalar);
+#endif
 }
 
 /* The public entry point on every ISA aes_isa_set accepts: the same bits. */
@@ -508,6 +530,7 @@ int main(int argc, char **argv) {
     RUN(test_i8_quantize_row);
     RUN(test_i8_kernels_exact);
     RUN(test_i8_isas_agree);
+    RUN(test_i8_lowered_isa_kernel);
     RUN(test_packed_weight_bit_identical);
     return tl_report();
 }
