@@ -1013,6 +1013,16 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n) {
 #define AES__GEMM_PACK_BUDGET ((size_t)6 << 20)
 #endif
 
+/* Deep products (several kc blocks) whose packed copies exceed this many
+ * floats are cut along K first, into super-blocks of whole kc blocks (ours:
+ * 14 MiB).  Packed copies that large no longer stay in the last-level
+ * cache between being written and being read; the cut packs and uses one
+ * part of K while it is hot.  The cut keeps every kc block and its order,
+ * so the sums are the same bits. */
+#ifndef AES__GEMM_K_BUDGET
+#define AES__GEMM_K_BUDGET ((size_t)7 << 19)
+#endif
+
 /* Products (M * N * K multiply-adds) below this run on the calling thread. */
 #define AES__GEMM_PARALLEL_MIN (1 << 21)
 
@@ -1997,6 +2007,13 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
         if (mbp * (size_t)K <= AES__GEMM_PACK_BUDGET || mb <= ar->mr) break;
         mb = (mb / 2 + ar->mr - 1) / ar->mr * ar->mr;
     }
+    while (kbs > 1) {
+        kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
+        mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
+        nbp = (size_t)(nb + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
+        if ((mbp + (bpacked ? 0 : nbp)) * kdepth <= AES__GEMM_K_BUDGET) break;
+        kbs = (kbs + 1) / 2;
+    }
     while (!bpacked) {
         kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
         mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
@@ -2031,6 +2048,7 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     j.ap = (float *)mem;
     /* the driver never writes prepacked panels (their flags start ready) */
     j.bp = bpacked ? (float *)(uintptr_t)bpacked : j.ap + a_floats;
+    nbp = (size_t)(N + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
     j.b_prepacked = bpacked != NULL;
     j.flag_a = (int *)(mem + pack_floats * sizeof(float));
     for (m0 = 0; m0 < M; m0 += mb)
@@ -2044,6 +2062,8 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
                 j.npa = (j.mb + ar->mr - 1) / ar->mr;
                 j.npb = (j.nb + ar->nr - 1) / ar->nr;
                 j.flag_b = j.flag_a + (size_t)j.nkb * (size_t)j.npa;
+                if (bpacked) /* prepacked: kc block kbi0 on of all N columns */
+                    j.bp = (float *)(uintptr_t)bpacked + (size_t)kbi0 * (size_t)kc * nbp;
                 j.beta = kbi0 == 0 ? beta : 1.0f;
                 aes__gemm_super_block(ctx, &j, (double)M * (double)N * (double)K >= AES__GEMM_PARALLEL_MIN);
             }

@@ -4,8 +4,11 @@
  * and bit-identical results for any thread count; the int8 linear layer
  * against an exact integer reference on every kernel the machine runs. */
 /* A small packing budget, so mid-sized cases here are cut into several
- * super-blocks (M, N and K splits) exactly as huge problems are. */
+ * super-blocks (M, N and K splits) exactly as huge problems are, and a
+ * small K budget, so deep ones (prepacked weights too) are cut along K
+ * first as the deep ViT shapes are. */
 #define AES__GEMM_PACK_BUDGET ((size_t)1 << 17)
+#define AES__GEMM_K_BUDGET ((size_t)1 << 16)
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
 #include "testlib.h"
@@ -478,8 +481,8 @@ static void test_i8_isas_agree(void) {
 
 /* A weight packed once (aes__gemm_pack_weight) gives the bits of the
  * forward that packs it on every call, on every ISA, for 1, 2 and 3 threads:
- * several kc blocks, odd N (a part panel), M cut into super-blocks by the
- * small budget, and one row (the matrix-vector path, which reads W). */
+ * several kc blocks, odd N (a part panel), M and K cut into super-blocks by
+ * the small budgets, and one row (the matrix-vector path, which reads W). */
 static void test_packed_weight_bit_identical(void) {
     static const int shapes[][3] = { { 50, 77, 800 }, { 300, 96, 1700 }, { 7, 33, 5 }, { 1, 200, 300 },
                                      { 130, 2304, 64 } };
