@@ -1015,12 +1015,12 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n) {
 
 /* Deep products (several kc blocks) whose packed copies exceed this many
  * floats are cut along K first, into super-blocks of whole kc blocks (ours:
- * 14 MiB).  Packed copies that large no longer stay in the last-level
- * cache between being written and being read; the cut packs and uses one
+ * 6 MiB, a few times L2).  Larger packed copies fall out of the nearer
+ * caches between being written and being read; the cut packs and uses one
  * part of K while it is hot.  The cut keeps every kc block and its order,
  * so the sums are the same bits. */
 #ifndef AES__GEMM_K_BUDGET
-#define AES__GEMM_K_BUDGET ((size_t)7 << 19)
+#define AES__GEMM_K_BUDGET ((size_t)3 << 19)
 #endif
 
 /* Products (M * N * K multiply-adds) below this run on the calling thread. */
