@@ -1010,6 +1010,16 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n) {
 #define AES__GEMM_PACK_BUDGET ((size_t)6 << 20)
 #endif
 
+/* Deep products (several kc blocks) whose packed copies exceed this many
+ * floats are cut along K first, into super-blocks of whole kc blocks (ours:
+ * 6 MiB, a few times L2).  Larger packed copies fall out of the nearer
+ * caches between being written and being read; the cut packs and uses one
+ * part of K while it is hot.  The cut keeps every kc block and its order,
+ * so the sums are the same bits. */
+#ifndef AES__GEMM_K_BUDGET
+#define AES__GEMM_K_BUDGET ((size_t)3 << 19)
+#endif
+
 /* Products (M * N * K multiply-adds) below this run on the calling thread. */
 #define AES__GEMM_PARALLEL_MIN (1 << 21)
 
@@ -1987,6 +1997,13 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
         if (mbp * (size_t)K <= AES__GEMM_PACK_BUDGET || mb <= ar->mr) break;
         mb = (mb / 2 + ar->mr - 1) / ar->mr * ar->mr;
     }
+    while (kbs > 1) {
+        kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
+        mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
+        nbp = (size_t)(nb + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
+        if ((mbp + (bpacked ? 0 : nbp)) * kdepth <= AES__GEMM_K_BUDGET) break;
+        kbs = (kbs + 1) / 2;
+    }
     while (!bpacked) {
         kdepth = AES__MIN((size_t)K, (size_t)kbs * (size_t)kc);
         mbp = (size_t)(mb + ar->mr - 1) / (size_t)ar->mr * (size_t)ar->mr;
@@ -2021,6 +2038,7 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     j.ap = (float *)mem;
     /* the driver never writes prepacked panels (their flags start ready) */
     j.bp = bpacked ? (float *)(uintptr_t)bpacked : j.ap + a_floats;
+    nbp = (size_t)(N + ar->nr - 1) / (size_t)ar->nr * (size_t)ar->nr;
     j.b_prepacked = bpacked != NULL;
     j.flag_a = (int *)(mem + pack_floats * sizeof(float));
     for (m0 = 0; m0 < M; m0 += mb)
@@ -2034,6 +2052,8 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
                 j.npa = (j.mb + ar->mr - 1) / ar->mr;
                 j.npb = (j.nb + ar->nr - 1) / ar->nr;
                 j.flag_b = j.flag_a + (size_t)j.nkb * (size_t)j.npa;
+                if (bpacked) /* prepacked: kc block kbi0 on of all N columns */
+                    j.bp = (float *)(uintptr_t)bpacked + (size_t)kbi0 * (size_t)kc * nbp;
                 j.beta = kbi0 == 0 ? beta : 1.0f;
                 aes__gemm_super_block(ctx, &j, (double)M * (double)N * (double)K >= AES__GEMM_PARALLEL_MIN);
             }
@@ -2089,13 +2109,15 @@ AES_API void aes_linear_backward(aes_ctx *ctx, float *dinp, float *dweight, floa
  *   - uint8 = int8 + 128 for vpdpbusd (unsigned x signed): the kernel sums
  *     (a + 128) w, and 128 * sum_k w[n,k], kept per channel, is subtracted;
  *     int32 wrap-around cancels, so the difference is exact;
- *   - int16 for AVX2 / AVX-512 without VNNI: vpmaddwd on sign-extended
- *     values.  Ours, rather than vpmaddubsw: vpmaddubsw adds two u8 x s8
- *     products into a SATURATING int16 (2 * 255 * 127 > 32767), so it would
- *     be exact only with 7-bit weights or activations (a bit of accuracy
- *     lost on every ISA, since all must agree); vpmaddwd is exact for full
- *     8-bit values at one multiply instruction per 16 products (vpmaddubsw
- *     + vpmaddwd: two per 32).
+ *   - int8 and its absolute value, each quad twice (a[panel][quad][0: the
+ *     MR rows' signed quads, 1: their absolute values]), for AVX2 without
+ *     VNNI: vpmaddubsw adds two u8 x s8 products into a SATURATING int16,
+ *     and 2 * 255 * 127 > 32767 would saturate with a + 128 as the unsigned
+ *     operand; |a| (at most 127) times w * sign(a) (vpsignb) is at most
+ *     2 * 127 * 127 = 32258 per pair, so the sums stay exact with the full
+ *     8-bit values every other kernel uses (the trick of moving the sign
+ *     onto the other operand is common, e.g. in ggml's AVX2 dot products);
+ *   - int16 for AVX-512 without VNNI: vpmaddwd on sign-extended values.
  * Every kernel computes the same exact int32 sums into an MR x 16 tile; the
  * epilogue is one fused multiply-add per output on every path (fmaf in C,
  * vfmadd / vfmaq in SIMD: all correctly rounded), so outputs are
@@ -2112,7 +2134,7 @@ struct aes_i8_weights {
     int32_t *corr;          /* [np * 16], 128 * sum_k q[n,k]                 */
 };
 
-typedef enum { AES__I8A_S8 = 0, AES__I8A_U8 = 1, AES__I8A_S16 = 2 } aes__i8a_kind;
+typedef enum { AES__I8A_S8 = 0, AES__I8A_U8 = 1, AES__I8A_S16 = 2, AES__I8A_S8ABS = 3 } aes__i8a_kind;
 /* tile[r * 16 + c] = sum over kq quads of a[quad][r][.] . b[quad][c][.] */
 typedef void (*aes__i8_kernel_fn)(int kq, const void *a, const int8_t *b, int32_t *tile);
 
@@ -2267,41 +2289,36 @@ static void aes__i8_kernel_avx512vnni(int kq, const void *ap, const int8_t *b, i
     _mm512_storeu_si512((void *)(tile + 96), c6);  _mm512_storeu_si512((void *)(tile + 112), c7);
 }
 
-/* AVX2, int16: a quad of 4 channels sign-extended to 16 int16; the row's
- * quad broadcast as 4 int16; vpmaddwd gives (channel, pair of k) lanes,
- * which are added pairwise at the end.  Two passes over 8 channels each
- * keep 6 rows x 2 accumulators in registers. */
+/* AVX2 without VNNI: vpmaddubsw multiplies unsigned by signed bytes and
+ * adds each pair into a saturating int16, so it gets |a| (unsigned) and
+ * w * sign(a) (vpsignb): each product is a w, at most 127 * 127 in
+ * magnitude, a pair at most 32258 < 32767, so nothing saturates; vpmaddwd
+ * with ones then adds the two pairs of a quad into int32.  The A panel
+ * holds each row's quad twice, signed and absolute (see AES__I8A_S8ABS).
+ * 4 rows x 16 channels = 8 accumulators, 2 weight vectors, the ones, 2
+ * broadcasts and 2 temporaries: 15 of the 16 ymm registers. */
 AES__TARGET_AVX2 static void aes__i8_kernel_avx2(int kq, const void *ap, const int8_t *b, int32_t *tile) {
-    int half;
-    for (half = 0; half < 2; half++) {
-        const int16_t *a = (const int16_t *)ap;
-        const int8_t *bb = b + 32 * half;
-        __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-                c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-        int q, r;
-        for (q = 0; q < kq; q++, a += 24, bb += 64) {
-            __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)bb));
-            __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(bb + 16)));
-            int64_t w;
-            __m256i x;
-#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 8); x = _mm256_set1_epi64x(w); \
-            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(x, b0)); hi = _mm256_add_epi32(hi, _mm256_madd_epi16(x, b1));
-            AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21)
-            AES__I8_ROW(3, c30, c31) AES__I8_ROW(4, c40, c41) AES__I8_ROW(5, c50, c51)
+    const unsigned char *a = (const unsigned char *)ap;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+            c30 = c00, c31 = c00;
+    int q;
+    for (q = 0; q < kq; q++, a += 32, b += 64) {
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)b);
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
+        int32_t w, wa;
+        __m256i x, ax;
+#define AES__I8_ROW(r, lo, hi) memcpy(&w, a + 4 * (r), 4); memcpy(&wa, a + 16 + 4 * (r), 4); \
+        x = _mm256_set1_epi32(w); ax = _mm256_set1_epi32(wa); \
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(b0, x)), ones)); \
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(b1, x)), ones));
+        AES__I8_ROW(0, c00, c01) AES__I8_ROW(1, c10, c11) AES__I8_ROW(2, c20, c21) AES__I8_ROW(3, c30, c31)
 #undef AES__I8_ROW
-        }
-        {
-            __m256i lo[6], hi[6];
-            lo[0] = c00; hi[0] = c01; lo[1] = c10; hi[1] = c11; lo[2] = c20; hi[2] = c21;
-            lo[3] = c30; hi[3] = c31; lo[4] = c40; hi[4] = c41; lo[5] = c50; hi[5] = c51;
-            for (r = 0; r < 6; r++) {
-                /* lanes (c0 k01, c0 k23, c1 .., c1 .. | c2 .., c3 ..) per vector:
-                 * hadd -> (c0 c1 c4 c5 | c2 c3 c6 c7), then restore the order */
-                __m256i s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo[r], hi[r]), 0xD8);
-                _mm256_storeu_si256((__m256i *)(void *)(tile + r * 16 + 8 * half), s);
-            }
-        }
     }
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 0), c00);  _mm256_storeu_si256((__m256i *)(void *)(tile + 8), c01);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 16), c10); _mm256_storeu_si256((__m256i *)(void *)(tile + 24), c11);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 32), c20); _mm256_storeu_si256((__m256i *)(void *)(tile + 40), c21);
+    _mm256_storeu_si256((__m256i *)(void *)(tile + 48), c30); _mm256_storeu_si256((__m256i *)(void *)(tile + 56), c31);
 }
 
 /* AVX-512 without VNNI: the same with 512 bits, 8 rows x 2 accumulators
@@ -2394,7 +2411,7 @@ static void aes__i8_kernel_neon(int kq, const void *ap, const int8_t *b, int32_t
 
 static const aes__i8_arch aes__i8_arch_scalar = {"scalar", 4, AES__I8A_S8, aes__i8_kernel_scalar, AES_ISA_SCALAR};
 #if defined(AES__X86)
-static const aes__i8_arch aes__i8_arch_avx2 = {"avx2", 6, AES__I8A_S16, aes__i8_kernel_avx2, AES_ISA_AVX2};
+static const aes__i8_arch aes__i8_arch_avx2 = {"avx2", 4, AES__I8A_S8ABS, aes__i8_kernel_avx2, AES_ISA_AVX2};
 static const aes__i8_arch aes__i8_arch_avxvnni = {"avx-vnni", 6, AES__I8A_U8, aes__i8_kernel_avxvnni, AES_ISA_AVX2};
 static const aes__i8_arch aes__i8_arch_avx512 = {"avx512", 8, AES__I8A_S16, aes__i8_kernel_avx512, AES_ISA_AVX512};
 static const aes__i8_arch aes__i8_arch_avx512vnni = {"avx512-vnni", 8, AES__I8A_U8, aes__i8_kernel_avx512vnni,
@@ -2436,12 +2453,19 @@ static int aes__i8_archs_available(aes_isa best, const aes__i8_arch **out) {
     return n;
 }
 
-/* The kernel an ISA level uses: the best one that does not need more than it. */
+/* The kernel an ISA level uses: the best one that does not need more than
+ * it.  The VNNI kernels (the unsigned-operand kind) need more than their
+ * ISA level, so they run only at the CPU's best level: an ISA lowered with
+ * aes_isa_set stands for a CPU without the extensions (AVX2 on an AVX-512
+ * VNNI machine runs the plain AVX2 kernel, as a Zen 3 would).  Every kernel
+ * gives the same bits. */
 static const aes__i8_arch *aes__i8_arch_for(aes_isa isa) {
     const aes__i8_arch *all[8];
-    int n = aes__i8_archs_available(isa, all), i;
-    for (i = 0; i < n; i++)
+    int n = aes__i8_archs_available(isa, all), i, lowered = isa != aes__isa_best();
+    for (i = 0; i < n; i++) {
+        if (lowered && all[i]->akind == AES__I8A_U8) continue;
         if (all[i]->epilogue == isa || all[i]->epilogue == AES_ISA_SCALAR) return all[i];
+    }
     return &aes__i8_arch_scalar;
 }
 
@@ -2632,6 +2656,13 @@ static void aes__i8_pack_task(void *arg, int p) {
             int16_t *d16 = (int16_t *)(void *)dst + 4 * r;
             for (q = 0; q < kq; q++, d16 += 4 * mr)
                 for (i = 0; i < 4; i++) d16[i] = qr[4 * q + i];
+        } else if (j->arch->akind == AES__I8A_S8ABS) {
+            unsigned char *d8 = dst + 4 * r;
+            for (q = 0; q < kq; q++, d8 += 8 * mr)
+                for (i = 0; i < 4; i++) {
+                    d8[i] = (unsigned char)qr[4 * q + i];
+                    d8[4 * mr + i] = (unsigned char)(qr[4 * q + i] < 0 ? -qr[4 * q + i] : qr[4 * q + i]);
+                }
         } else {
             uint32_t flip = j->arch->akind == AES__I8A_U8 ? 0x80808080u : 0u, v;
             unsigned char *d8 = dst + 4 * r;
@@ -2697,7 +2728,7 @@ static aes_status aes__linear_i8(aes_ctx *ctx, const aes__i8_arch *arch, float *
     j.mp = (M + arch->mr - 1) / arch->mr;
     rows = (size_t)j.mp * (size_t)arch->mr;
     kp = (size_t)w->kq * 4;
-    esize = arch->akind == AES__I8A_S16 ? 2 : 1;
+    esize = arch->akind == AES__I8A_S16 || arch->akind == AES__I8A_S8ABS ? 2 : 1;
     j.panel_bytes = (size_t)arch->mr * kp * esize;
     j.apack = mem;
     j.qrows = (int8_t *)(mem + (size_t)j.mp * j.panel_bytes);

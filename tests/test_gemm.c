@@ -4,8 +4,11 @@
  * and bit-identical results for any thread count; the int8 linear layer
  * against an exact integer reference on every kernel the machine runs. */
 /* A small packing budget, so mid-sized cases here are cut into several
- * super-blocks (M, N and K splits) exactly as huge problems are. */
+ * super-blocks (M, N and K splits) exactly as huge problems are, and a
+ * small K budget, so deep ones (prepacked weights too) are cut along K
+ * first as the deep ViT shapes are. */
 #define AES__GEMM_PACK_BUDGET ((size_t)1 << 17)
+#define AES__GEMM_K_BUDGET ((size_t)1 << 16)
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
 #include "testlib.h"
@@ -432,6 +435,18 @@ static void test_i8_kernels_exact(void) {
             x[2 * K] = -1e30f;
             x[3 * K + K / 2] = NAN;
         }
+        if (M > 5) { /* rows 4 and 5 all at +-127 with the signs of weight rows 0 and 1,
+                      * which are all at +-127 too: every product is +-127 * 127 (the
+                      * largest pairs a 16-bit kernel stage can see) */
+            int k;
+            for (k = 0; k < K; k++) {
+                float sg = (k * 7 + k / 3) % 5 < 2 ? -1.0f : 1.0f;
+                w[k] = 0.05f * sg;
+                w[K + k] = -0.05f * sg;
+                x[4 * K + k] = 2.0f * sg;
+                x[5 * K + k] = 2.0f * sg;
+            }
+        }
         CHECK_OK(ctx, aes_i8_weights_quantize(ctx, w, N, K, &qw));
         for (t = 0; t < 2; t++) { /* with and without bias */
             i8_reference(x, w, t ? b : NULL, M, K, N, want);
@@ -454,6 +469,16 @@ static void test_i8_kernels_exact(void) {
         free(x); free(w); free(b); free(want); free(got);
     }
     aes_ctx_free(ctx);
+}
+
+/* An ISA lowered with aes_isa_set stands for a CPU without the extensions
+ * beyond it: AVX2 forced on an AVX-512 (VNNI) machine runs the plain AVX2
+ * int8 kernel, not AVX-VNNI. */
+static void test_i8_lowered_isa_kernel(void) {
+#if defined(AES__X86)
+    if (aes__isa_best() == AES_ISA_AVX512) CHECK(aes__i8_arch_for(AES_ISA_AVX2) == &aes__i8_arch_avx2);
+    if (aes__isa_best() >= AES_ISA_AVX2) CHECK(aes__i8_arch_for(AES_ISA_SCALAR) == &aes__i8_arch_scalar);
+#endif
 }
 
 /* The public entry point on every ISA aes_isa_set accepts: the same bits. */
@@ -504,8 +529,8 @@ static void test_i8_isas_agree(void) {
 
 /* A weight packed once (aes__gemm_pack_weight) gives the bits of the
  * forward that packs it on every call, on every ISA, for 1, 2 and 3 threads:
- * several kc blocks, odd N (a part panel), M cut into super-blocks by the
- * small budget, and one row (the matrix-vector path, which reads W). */
+ * several kc blocks, odd N (a part panel), M and K cut into super-blocks by
+ * the small budgets, and one row (the matrix-vector path, which reads W). */
 static void test_packed_weight_bit_identical(void) {
     static const int shapes[][3] = { { 50, 77, 800 }, { 300, 96, 1700 }, { 7, 33, 5 }, { 1, 200, 300 },
                                      { 130, 2304, 64 } };
@@ -557,6 +582,7 @@ int main(int argc, char **argv) {
     RUN(test_i8_quantize_row);
     RUN(test_i8_kernels_exact);
     RUN(test_i8_isas_agree);
+    RUN(test_i8_lowered_isa_kernel);
     RUN(test_packed_weight_bit_identical);
     return tl_report();
 }

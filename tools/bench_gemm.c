@@ -10,9 +10,16 @@
  *     backward dW = dy^T x    TRANS,NO   M=Nout  N=Kin   K=800
  *
  * Other processes may share the CPU, so the two libraries are timed in
- * alternation, call after call, and the medians are compared.
+ * interleaved rounds: each round runs a sustained loop of one library, then
+ * one of the other (a phase each), and the ratio of the two rates is taken
+ * per round; the line gives the medians over the rounds.  Calls of the two
+ * libraries are not alternated one by one: after a call OpenBLAS's idle
+ * threads keep spinning for a while (its THREAD_TIMEOUT, about 2^28
+ * cycles), and a spinning thread takes a core away from the other library's
+ * next call.  So each OpenBLAS phase is followed by a pause long enough for
+ * its threads to go to sleep before the next phase starts.
  *
- *   build/bench_gemm [--isa avx2|avx512|neon|scalar] [seconds per case, default 1.2]
+ *   build/bench_gemm [--isa avx2|avx512|neon|scalar] [--rounds R] [seconds per phase, default 0.4]
  *
  * --isa forces our instruction set (aes_isa_set); OpenBLAS picks its kernels
  * when it is loaded, from OPENBLAS_CORETYPE, so the comparison of like with
@@ -30,7 +37,9 @@
 #include <cblas.h>
 #endif
 
-#define MAX_REPS 201
+#define MAX_ROUNDS 31
+/* Pause after an OpenBLAS phase, longer than its threads' spin-wait. */
+#define BLAS_SETTLE_SECONDS 0.15
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -74,6 +83,45 @@ static float *random_matrix(size_t n, unsigned *seed) {
     return x;
 }
 
+static void sleep_seconds(double s) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    nanosleep(&ts, NULL);
+}
+
+static void run_ours(aes_ctx *ctx, const shape *sh, const float *A, int lda, const float *B, int ldb, float *C) {
+    aes__gemm_opt(ctx, sh->ta, sh->tb, sh->M, sh->N, sh->K, 1.0f, A, lda, B, ldb, 0.0f, C, sh->N);
+}
+
+#ifdef AES_HAVE_OPENBLAS
+static void run_blas(const shape *sh, const float *A, int lda, const float *B, int ldb, float *C) {
+    cblas_sgemm(CblasRowMajor, sh->ta == AES_NO_TRANS ? CblasNoTrans : CblasTrans,
+                sh->tb == AES_NO_TRANS ? CblasNoTrans : CblasTrans, sh->M, sh->N, sh->K, 1.0f, A, lda, B,
+                ldb, 0.0f, C, sh->N);
+}
+#endif
+
+/* One phase: calls for at least `seconds` (and at least 3 calls); returns
+ * GFLOP/s over the whole loop and adds the calls to *calls. */
+static double phase(aes_ctx *ctx, int blas, const shape *sh, const float *A, int lda, const float *B, int ldb,
+                    float *C, double seconds, int *calls) {
+    double start = now_seconds(), t;
+    int n = 0;
+    do {
+#ifdef AES_HAVE_OPENBLAS
+        if (blas) run_blas(sh, A, lda, B, ldb, C);
+        else
+#endif
+            run_ours(ctx, sh, A, lda, B, ldb, C);
+        n++;
+        t = now_seconds() - start;
+    } while (n < 3 || t < seconds);
+    AES__UNUSED(blas);
+    *calls += n;
+    return 2.0 * sh->M * sh->N * (double)sh->K * n / t * 1e-9;
+}
+
 static int parse_isa(const char *name, aes_isa *isa) {
     static const char *const names[] = { "scalar", "neon", "avx2", "avx512" };
     int i;
@@ -86,11 +134,11 @@ static int parse_isa(const char *name, aes_isa *isa) {
 }
 
 int main(int argc, char **argv) {
-    double budget = 1.2;
+    double budget = 0.4;
     aes_ctx *ctx = aes_ctx_create();
     unsigned seed = 12345;
     const char *blas_core = "none";
-    int s, th, a;
+    int s, th, a, rounds = 5;
     if (!ctx) return 1;
     for (a = 1; a < argc; a++) {
         aes_isa isa;
@@ -104,16 +152,19 @@ int main(int argc, char **argv) {
                 aes_ctx_free(ctx);
                 return 0;
             }
+        } else if (!strcmp(argv[a], "--rounds") && a + 1 < argc) {
+            rounds = atoi(argv[++a]);
         } else {
             budget = atof(argv[a]);
         }
     }
-    if (budget <= 0) budget = 1.2;
+    if (budget <= 0) budget = 0.4;
+    if (rounds < 1 || rounds > MAX_ROUNDS) rounds = 5;
 #ifdef AES_HAVE_OPENBLAS
     blas_core = openblas_get_corename();
 #endif
-    printf("bench_gemm: isa %s vs openblas core %s, %.1f s per case; median GFLOP/s of calls alternating "
-           "with OpenBLAS\n", aes_cpu_name(ctx), blas_core, budget);
+    printf("bench_gemm: isa %s vs openblas core %s; %d interleaved rounds of %.1f s per library per case; "
+           "GFLOP/s and ratio: medians over the rounds\n", aes_cpu_name(ctx), blas_core, rounds, budget);
 #ifndef AES_HAVE_OPENBLAS
     printf("openblas: not installed, ratio skipped\n");
 #endif
@@ -131,47 +182,47 @@ int main(int argc, char **argv) {
             float *A = random_matrix((size_t)sh->M * (size_t)sh->K, &seed);
             float *B = random_matrix((size_t)sh->K * (size_t)sh->N, &seed);
             float *C = random_matrix((size_t)sh->M * (size_t)sh->N, &seed);
-            double flops = 2.0 * sh->M * sh->N * (double)sh->K, t_ours[MAX_REPS], t0, start;
-            int reps = 0, i;
+            double r_ours[MAX_ROUNDS];
+            int r, calls = 0;
 #ifdef AES_HAVE_OPENBLAS
-            double t_blas[MAX_REPS], maxdiff = 0, maxref = 0;
+            double r_blas[MAX_ROUNDS], ratio[MAX_ROUNDS], maxdiff = 0, maxref = 0;
             float *C2 = random_matrix((size_t)sh->M * (size_t)sh->N, &seed);
-            CBLAS_TRANSPOSE ta = sh->ta == AES_NO_TRANS ? CblasNoTrans : CblasTrans;
-            CBLAS_TRANSPOSE tb = sh->tb == AES_NO_TRANS ? CblasNoTrans : CblasTrans;
-            cblas_sgemm(CblasRowMajor, ta, tb, sh->M, sh->N, sh->K, 1.0f, A, lda, B, ldb, 0.0f, C2, sh->N);
+            size_t i;
+            run_blas(sh, A, lda, B, ldb, C2);
 #endif
             /* warm up (pool threads, page faults, allocator thresholds) */
-            aes__gemm_opt(ctx, sh->ta, sh->tb, sh->M, sh->N, sh->K, 1.0f, A, lda, B, ldb, 0.0f, C, sh->N);
-            start = now_seconds();
-            while (reps < MAX_REPS && (reps < 11 || now_seconds() - start < budget)) {
-                t0 = now_seconds();
-                aes__gemm_opt(ctx, sh->ta, sh->tb, sh->M, sh->N, sh->K, 1.0f, A, lda, B, ldb, 0.0f, C, sh->N);
-                t_ours[reps] = now_seconds() - t0;
+            run_ours(ctx, sh, A, lda, B, ldb, C);
+            for (r = 0; r < rounds; r++) {
 #ifdef AES_HAVE_OPENBLAS
-                t0 = now_seconds();
-                cblas_sgemm(CblasRowMajor, ta, tb, sh->M, sh->N, sh->K, 1.0f, A, lda, B, ldb, 0.0f, C2, sh->N);
-                t_blas[reps] = now_seconds() - t0;
+                /* which library goes first alternates between rounds */
+                if (r % 2) {
+                    r_blas[r] = phase(ctx, 1, sh, A, lda, B, ldb, C2, budget, &calls);
+                    sleep_seconds(BLAS_SETTLE_SECONDS);
+                }
+                r_ours[r] = phase(ctx, 0, sh, A, lda, B, ldb, C, budget, &calls);
+                if (!(r % 2)) {
+                    r_blas[r] = phase(ctx, 1, sh, A, lda, B, ldb, C2, budget, &calls);
+                    sleep_seconds(BLAS_SETTLE_SECONDS);
+                }
+                ratio[r] = r_ours[r] / r_blas[r];
+#else
+                r_ours[r] = phase(ctx, 0, sh, A, lda, B, ldb, C, budget, &calls);
 #endif
-                reps++;
             }
 #ifdef AES_HAVE_OPENBLAS
-            for (i = 0; i < sh->M * sh->N; i++) {
-                double d = fabs((double)C[i] - (double)C2[i]), r = fabs((double)C2[i]);
+            for (i = 0; i < (size_t)sh->M * (size_t)sh->N; i++) {
+                double d = fabs((double)C[i] - (double)C2[i]), ref = fabs((double)C2[i]);
                 if (d > maxdiff) maxdiff = d;
-                if (r > maxref) maxref = r;
+                if (ref > maxref) maxref = ref;
             }
-            {
-                double ours = flops / median(t_ours, reps) * 1e-9, blas = flops / median(t_blas, reps) * 1e-9;
-                printf("%-6s threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  openblas %6.1f GFLOP/s  "
-                       "ratio vs openblas %.3f  (%d reps, max|diff| %.1e of max %.1f)\n",
-                       aes_cpu_name(ctx), th, sh->name, sh->M, sh->N, sh->K, ours, blas, ours / blas, reps, maxdiff, maxref);
-            }
+            printf("%-6s threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  openblas %6.1f GFLOP/s  "
+                   "ratio vs openblas %.3f  (%d calls, max|diff| %.1e of max %.1f)\n",
+                   aes_cpu_name(ctx), th, sh->name, sh->M, sh->N, sh->K, median(r_ours, rounds),
+                   median(r_blas, rounds), median(ratio, rounds), calls, maxdiff, maxref);
             aes_free(C2);
 #else
-            AES__UNUSED(i);
-            printf("%-6s threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  (%d reps)\n", aes_cpu_name(ctx),
-                   th, sh->name, sh->M,
-                   sh->N, sh->K, flops / median(t_ours, reps) * 1e-9, reps);
+            printf("%-6s threads %d  %-24s M%5d N%5d K%5d  ours %6.1f GFLOP/s  (%d calls)\n", aes_cpu_name(ctx),
+                   th, sh->name, sh->M, sh->N, sh->K, median(r_ours, rounds), calls);
 #endif
             fflush(stdout);
             aes_free(A);

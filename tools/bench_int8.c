@@ -10,7 +10,9 @@
  *   with ../shared present, the score differences of LAION's aesthetic
  *   predictor v1 (ViT-B/32 linear head) on the two embeddings;
  *   the int8 linear layer alone (fc1's 800 x 768 x 3072) with every kernel
- *   this CPU runs, against the f32 one, in GOP/s.
+ *   this CPU runs, against the f32 one of each ISA level, in GOP/s; the
+ *   images/s lines name the int8 kernel that ran (AVX2 forced runs the plain
+ *   AVX2 kernel, as an AVX2-only CPU would).
  * Goal: int8 >= 2x ONNX Runtime fp32, cosine >= 0.995.
  * `--quick`: 3 rounds instead of 5, best ISA only.
  */
@@ -36,8 +38,13 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* The linear layer alone: every int8 kernel and the f32 GEMM, interleaved,
- * median GOP/s (2 M K N operations per call). */
+/* The linear layer alone: every int8 kernel of the context's ISA level and
+ * the f32 GEMM of that level, interleaved, median GOP/s (2 M K N operations
+ * per call); then the speed of each int8 kernel of that level over the f32.
+ * main runs it at the best ISA and again with AVX2 forced, after the
+ * best-ISA tower timing: on the AVX-512 machine we measured, AVX2 f32 code
+ * run earlier in the process slowed the AVX-512 int8 kernels that ran
+ * after it. */
 static void kernels(aes_ctx *ctx, int rounds) {
     enum { M = 800, K = 768, N = 3072 };
     float *x = (float *)malloc(sizeof(float) * M * K), *w = (float *)malloc(sizeof(float) * N * K);
@@ -46,7 +53,8 @@ static void kernels(aes_ctx *ctx, int rounds) {
     aes_i8_weights *qw = NULL;
     double t[9][8];
     uint64_t s = 3;
-    int na = aes__i8_archs_available(aes_isa_get(ctx), archs), a, r, i;
+    aes_isa isa = aes_isa_get(ctx);
+    int na = aes__i8_archs_available(isa, archs), a, r, i;
     if (!x || !w || !y) die(ctx, "memory");
     for (i = 0; i < M * K; i++) x[i] = (float)aes__rand_normal(&s);
     for (i = 0; i < N * K; i++) w[i] = 0.03f * (float)aes__rand_normal(&s);
@@ -60,11 +68,15 @@ static void kernels(aes_ctx *ctx, int rounds) {
             t[a][r] = 2.0 * M * K * N / (now() - t0) * 1e-9;
         }
     }
-    printf("linear 800 x 768 x 3072 (GOP/s, median of %d):", rounds);
+    printf("isa %-7s linear 800 x 768 x 3072 (GOP/s, median of %d):", aes_cpu_name(ctx), rounds);
     for (a = 0; a <= na; a++) {
         qsort(t[a], (size_t)rounds, sizeof(double), cmp_double);
-        printf("  %s %.0f", a < na ? archs[a]->name : "f32", t[a][rounds / 2]);
+        printf("  %s%s %.0f", a < na ? archs[a]->name : "f32-", a < na ? "" : aes_cpu_name(ctx), t[a][rounds / 2]);
     }
+    printf("\n  int8 kernel / f32 of its ISA:");
+    for (a = 0; a < na; a++)
+        if (archs[a]->epilogue == isa)
+            printf("  %s x%.2f", archs[a]->name, t[a][rounds / 2] / t[na][rounds / 2]);
     printf("\n");
     aes_i8_weights_free(qw);
     free(x); free(w); free(y);
@@ -173,8 +185,10 @@ int main(int argc, char **argv) {
     }
     kernels(ctx, quick ? 3 : 5);
     speed(ctx, f, q, px, out, quick ? 3 : 5);
-    if (!quick && aes_isa_get(ctx) > AES_ISA_AVX2 && aes_isa_set(ctx, AES_ISA_AVX2) == AES_OK)
+    if (!quick && aes_isa_get(ctx) > AES_ISA_AVX2 && aes_isa_set(ctx, AES_ISA_AVX2) == AES_OK) {
+        kernels(ctx, 5);
         speed(ctx, f, q, px, out, 5);
+    }
     aes_clip_free(f);
     aes_clip_free(q);
     aes_ctx_free(ctx);
