@@ -13623,8 +13623,11 @@ AES_API aes_status aes_index_set_storage(aes_ctx *ctx, aes_index *idx, unsigned 
  * clears the scores (NaN) and the head id. */
 AES_API aes_status aes_index_rescore(aes_ctx *ctx, aes_index *idx, const aes_head *head);
 AES_API aes_status aes_index_set_meta(aes_ctx *ctx, aes_index *idx, const char *meta);
-/* Value of "key=" in meta copied to out (""/AES_ERR_INVALID_ARG if absent). */
-AES_API aes_status aes_index_get_meta(const aes_index *idx, const char *key,
+/* The value of the nth (0 = first) "key=VALUE" line of meta, copied to out;
+ * AES_ERR_INVALID_ARG (and out "") when there is no such line, AES_ERR_LIMIT
+ * when it does not fit (a key may repeat: an index built from several
+ * folders records one root= line each). */
+AES_API aes_status aes_index_get_meta(const aes_index *idx, const char *key, int nth,
                                       char *out, size_t out_size);
 
 /* Serialization.  save_memory returns a buffer to free with aes_free. */
@@ -15068,16 +15071,16 @@ AES_API aes_status aes_index_set_meta(aes_ctx *ctx, aes_index *idx, const char *
     return aes__ix_set_str(ctx, &idx->meta, meta, AES_INDEX_META_MAX, "meta");
 }
 
-AES_API aes_status aes_index_get_meta(const aes_index *idx, const char *key, char *out, size_t out_size) {
+AES_API aes_status aes_index_get_meta(const aes_index *idx, const char *key, int nth, char *out, size_t out_size) {
     const char *p;
     size_t kl;
-    if (!idx || !key || !out || !out_size) return AES_ERR_INVALID_ARG;
+    if (!idx || !key || !out || !out_size || nth < 0) return AES_ERR_INVALID_ARG;
     out[0] = 0;
     kl = strlen(key);
     for (p = idx->meta; p && *p;) {
         const char *eol = strchr(p, '\n');
         size_t ll = eol ? (size_t)(eol - p) : strlen(p);
-        if (ll > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+        if (ll > kl && !strncmp(p, key, kl) && p[kl] == '=' && nth-- == 0) {
             size_t vl = ll - kl - 1;
             if (vl >= out_size) return AES_ERR_LIMIT;
             memcpy(out, p + kl + 1, vl);

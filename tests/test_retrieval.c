@@ -467,7 +467,7 @@ static void test_index_roundtrip(void) {
         char val[64];
         CHECK(idx != NULL);
         if (!idx) return;
-        CHECK_OK(ctx, aes_index_set_meta(ctx, idx, "roots=a\nmodel=m.safetensors\n"));
+        CHECK_OK(ctx, aes_index_set_meta(ctx, idx, "root=a\nmodel=m.safetensors\nroot=bb\n"));
         idx->impl->aes[3] = NAN;    /* unscored entry survives as NaN */
         CHECK_OK(ctx, aes_index_save_memory(ctx, idx, &buf, &len));
         CHECK_OK(ctx, aes_index_load_memory(ctx, buf, len, "mem.idx", &back));
@@ -475,8 +475,11 @@ static void test_index_roundtrip(void) {
             same_index(idx, back);
             CHECK(back->aesthetic[3] != back->aesthetic[3]);
             CHECK(aes_index_find(back, "img/17.jpg") == 17 && aes_index_find(back, "img/x.jpg") == -1);
-            CHECK(aes_index_get_meta(back, "model", val, sizeof val) == AES_OK && !strcmp(val, "m.safetensors"));
-            CHECK(aes_index_get_meta(back, "nope", val, sizeof val) != AES_OK);
+            CHECK(aes_index_get_meta(back, "model", 0, val, sizeof val) == AES_OK && !strcmp(val, "m.safetensors"));
+            CHECK(aes_index_get_meta(back, "nope", 0, val, sizeof val) != AES_OK);
+            CHECK(aes_index_get_meta(back, "root", 1, val, sizeof val) == AES_OK && !strcmp(val, "bb"));
+            CHECK(aes_index_get_meta(back, "root", 2, val, sizeof val) == AES_ERR_INVALID_ARG && val[0] == 0);
+            CHECK(aes_index_get_meta(back, "root", 1, val, 2) == AES_ERR_LIMIT);
             CHECK_OK(ctx, aes_index_check_model(ctx, back, "model-X"));
             CHECK(aes_index_check_model(ctx, back, "model-Z") == AES_ERR_MISMATCH);
             CHECK(strstr(aes_last_error(ctx), "model-Z") != NULL);

@@ -223,22 +223,13 @@ typedef struct build_opts {
     long shard_k, shard_n;      /* --shard K/N (N = 0: all files) */
 } build_opts;
 
-/* The i-th value of "key=" in an index's meta text, copied to a malloc'ed
+/* The nth value of "key=" in an index's meta text, copied to a malloc'ed
  * string, or NULL. */
-static char *meta_value(const char *meta, const char *key, int nth) {
-    size_t kl = strlen(key);
-    const char *p = meta;
-    while (p && *p) {
-        const char *eol = strchr(p, '\n');
-        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
-        if (ll > kl && !strncmp(p, key, kl) && p[kl] == '=' && nth-- == 0) {
-            char *v = (char *)malloc(ll - kl);
-            if (v) { memcpy(v, p + kl + 1, ll - kl - 1); v[ll - kl - 1] = 0; }
-            return v;
-        }
-        p += ll + (eol ? 1 : 0);
-    }
-    return NULL;
+static char *meta_value(const aes_index *idx, const char *key, int nth) {
+    size_t n = (idx->meta ? strlen(idx->meta) : 0) + 1;   /* a value is shorter than the whole text */
+    char *v = (char *)malloc(n);
+    if (v && aes_index_get_meta(idx, key, nth, v, n) != AES_OK) { free(v); v = NULL; }
+    return v;
 }
 
 /* Files that failed to decode are remembered in the meta as
@@ -595,16 +586,16 @@ static int cmd_build(int argc, char **argv, int update) {
             cli_fail(cmd, ctx, "cannot read the index (use `aesalign index build` to make one)");
             goto done;
         }
-        if (!o.m.model) o.m.model = owned[0] = meta_value(prev->meta, "model", 0);
-        if (!o.head && prev->head_id[0]) o.head = owned[1] = meta_value(prev->meta, "head", 0);
-        while ((d = meta_value(prev->meta, "root", k++)) != NULL) {
+        if (!o.m.model) o.m.model = owned[0] = meta_value(prev, "model", 0);
+        if (!o.head && prev->head_id[0]) o.head = owned[1] = meta_value(prev, "head", 0);
+        while ((d = meta_value(prev, "root", k++)) != NULL) {
             int ok = str_list_add(&recorded, d);
             free(d);
             if (!ok) { cli_fail(cmd, NULL, "out of memory"); goto done; }
         }
         /* folders removed from inside a recorded one stay out, unless given again */
         k = 0;
-        while ((d = meta_value(prev->meta, "exclude", k++)) != NULL) {
+        while ((d = meta_value(prev, "exclude", k++)) != NULL) {
             int ok = 1;
             for (i = 0; i < o.ndirs && ok; i++) ok = !under(d, o.dirs[i]);
             ok = !ok || str_list_add(&excluded, d);
@@ -1020,7 +1011,7 @@ static int cmd_merge(int argc, char **argv) {
                 goto done;
             }
         }
-        if ((v = meta_value(sh[i]->meta, "shard", 0)) != NULL) {    /* which of how many */
+        if ((v = meta_value(sh[i], "shard", 0)) != NULL) {    /* which of how many */
             long sk, sn;
             if (parse_shard(v, &sk, &sn)) {
                 if (shard_n < 0) { shard_n = (int)sn; have_shard = (unsigned char *)calloc((size_t)sn, 1); if (!have_shard) { free(v); goto oom; } }
@@ -1029,12 +1020,12 @@ static int cmd_merge(int argc, char **argv) {
             }
             free(v);
         }
-        for (k = 0; (v = meta_value(sh[i]->meta, "root", k)) != NULL; k++) {
+        for (k = 0; (v = meta_value(sh[i], "root", k)) != NULL; k++) {
             int ok = str_list_add(&roots, v);
             free(v);
             if (!ok) goto oom;
         }
-        for (k = 0; (v = meta_value(sh[i]->meta, "exclude", k)) != NULL; k++) {
+        for (k = 0; (v = meta_value(sh[i], "exclude", k)) != NULL; k++) {
             int ok = str_list_add(&excluded, v);
             free(v);
             if (!ok) goto oom;
@@ -1058,15 +1049,15 @@ static int cmd_merge(int argc, char **argv) {
         cli_fail(cmd, ctx, "index");
         goto done;
     }
-    model_path = meta_value(sh[0]->meta, "model", 0);
-    head_path = meta_value(sh[0]->meta, "head", 0);
+    model_path = meta_value(sh[0], "model", 0);
+    head_path = meta_value(sh[0], "head", 0);
     if (model_path) meta_add(&meta, "model", model_path, NULL);
     if (head_path) meta_add(&meta, "head", head_path, NULL);
     for (k = 0; k < roots.n; k++) meta_add(&meta, "root", roots.s[k], NULL);
     for (k = 0; k < excluded.n; k++) meta_add(&meta, "exclude", excluded.s[k], NULL);
     for (i = 0; i < nin; i++) {     /* files that failed to decode, remembered for updates */
         char *v;
-        for (k = 0; (v = meta_value(sh[i]->meta, "bad", k)) != NULL; k++) {
+        for (k = 0; (v = meta_value(sh[i], "bad", k)) != NULL; k++) {
             meta_add(&meta, "bad", v, NULL);
             free(v);
         }
