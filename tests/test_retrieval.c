@@ -1237,6 +1237,19 @@ static float *clustered(size_t n, int dim, unsigned seed) {
     return x;
 }
 
+/* An fp32 + int8 index of the n rows of x, named v0, v1, ... (NULL on failure). */
+static aes_index *index_of_rows(const float *x, size_t n, int dim) {
+    aes_index *idx = NULL;
+    char name[32];
+    size_t i;
+    CHECK_OK(ctx, aes_index_create(ctx, dim, AES_INDEX_F32 | AES_INDEX_I8, "m", "", &idx));
+    for (i = 0; idx && i < n; i++) {
+        snprintf(name, sizeof name, "v%zu", i);
+        if (aes_index_add(ctx, idx, name, 0, 0, x + i * (size_t)dim, NAN) != AES_OK) { CHECK(0); break; }
+    }
+    return idx;
+}
+
 static void test_ivf(void) {
     const int dim = 64, nq = 100, k = 10;
     size_t n = getenv("AES_SLOW_RUNNER") ? 4000 : 20000, i;
@@ -1246,16 +1259,11 @@ static void test_ivf(void) {
     aes_hit *ex = NULL, *ap = NULL, *ap2 = NULL;
     int q, j, found = 0, nlist = getenv("AES_SLOW_RUNNER") ? 32 : 128;
     int nprobe = getenv("AES_SLOW_RUNNER") ? 8 : nlist / 16;   /* fewer, larger lists: probe more */
-    char name[32];
     if (!x) { CHECK(0); return; }
     ex = (aes_hit *)malloc((size_t)nq * k * sizeof *ex);
     ap = (aes_hit *)malloc((size_t)nq * k * sizeof *ap);
     ap2 = (aes_hit *)malloc((size_t)nq * k * sizeof *ap2);
-    CHECK_OK(ctx, aes_index_create(ctx, dim, AES_INDEX_F32 | AES_INDEX_I8, "m", "", &idx));
-    for (i = 0; idx && i < n; i++) {
-        snprintf(name, sizeof name, "v%zu", i);
-        if (aes_index_add(ctx, idx, name, 0, 0, x + i * dim, NAN) != AES_OK) { CHECK(0); break; }
-    }
+    idx = index_of_rows(x, n, dim);
     if (!idx || !ex || !ap || !ap2 || idx->count != n) goto out;
     aes_threads_set(ctx, 1);
     CHECK_OK(ctx, aes_ivf_build(ctx, idx, nlist, 42, &a));
@@ -1350,11 +1358,7 @@ static void test_ivf_file(void) {
     if (!x) { CHECK(0); return; }
     h1 = (aes_hit *)malloc((size_t)nq * k * sizeof *h1);
     h2 = (aes_hit *)malloc((size_t)nq * k * sizeof *h2);
-    CHECK_OK(ctx, aes_index_create(ctx, dim, AES_INDEX_F32 | AES_INDEX_I8, "m", "", &idx));
-    for (i = 0; idx && i < n; i++) {
-        snprintf(name, sizeof name, "v%zu", i);
-        if (aes_index_add(ctx, idx, name, 0, 0, x + i * dim, NAN) != AES_OK) { CHECK(0); break; }
-    }
+    idx = index_of_rows(x, n, dim);
     if (!idx || !h1 || !h2 || idx->count != n) goto out;
     CHECK_OK(ctx, aes_ivf_build(ctx, idx, nlist, 7, &a));
     if (!a) goto out;
