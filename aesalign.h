@@ -2152,25 +2152,42 @@ typedef struct aes__i8_arch {
  * maximum is taken over the absolute values' bit patterns (exact in any
  * order); rounding is to nearest even, as lrintf in the default mode and
  * the SIMD conversions. */
-static float aes__i8_quantize_row(const float *x, int n, int8_t *q) {
-    uint32_t mb = 0, b;
-    float mx, inv;
-    int k;
-    for (k = 0; k < n; k++) {
+/* The two scalar halves, shared with the SIMD version (which runs them on
+ * the elements after its last full vector).  Continues the maximum of the
+ * absolute values' bit patterns over x[k, n) from mb. */
+static uint32_t aes__i8_absmax_bits(const float *x, int k, int n, uint32_t mb) {
+    uint32_t b;
+    for (; k < n; k++) {
         memcpy(&b, x + k, 4);
         b &= 0x7fffffffu;
         if (b > mb) mb = b;
     }
+    return mb;
+}
+/* q[k, n) = round(x * inv) clamped to [-127, 127]. */
+static void aes__i8_round(const float *x, int k, int n, float inv, int8_t *q) {
+    for (; k < n; k++) {
+        long v = lrintf(x[k] * inv);
+        q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+}
+/* From the maximum's bits: the row's max|x| and *inv = 127 / max|x| (0 for a
+ * zero row), or NaN when the row holds NaN or Inf (then q is zeroed). */
+static float aes__i8_row_max(uint32_t mb, int n, int8_t *q, float *inv) {
+    float mx;
     if (mb >= 0x7f800000u) {
         memset(q, 0, (size_t)n);
         return NAN;
     }
     memcpy(&mx, &mb, 4);
-    inv = mx > 0.0f ? 127.0f / mx : 0.0f;
-    for (k = 0; k < n; k++) {
-        long v = lrintf(x[k] * inv);
-        q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-    }
+    *inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    return mx;
+}
+
+static float aes__i8_quantize_row(const float *x, int n, int8_t *q) {
+    float inv = 0.0f, mx = aes__i8_row_max(aes__i8_absmax_bits(x, 0, n, 0), n, q, &inv);
+    if (mx != mx) return NAN;
+    aes__i8_round(x, 0, n, inv, q);
     return mx / 127.0f;
 }
 
@@ -2179,25 +2196,15 @@ static float aes__i8_quantize_row(const float *x, int n, int8_t *q) {
  * vcvtps2dq rounds to nearest even as lrintf does). */
 AES__TARGET_AVX2 static float aes__i8_quantize_row_avx2(const float *x, int n, int8_t *q) {
     __m256i mbv = _mm256_setzero_si256(), absmask = _mm256_set1_epi32(0x7fffffff);
-    uint32_t mb, lanes[8], b;
-    float mx, inv;
+    uint32_t mb = 0, lanes[8];
+    float mx, inv = 0.0f;
     int k = 0, i;
     for (; k + 8 <= n; k += 8)
         mbv = _mm256_max_epu32(mbv, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + k)), absmask));
     _mm256_storeu_si256((__m256i *)(void *)lanes, mbv);
-    mb = 0;
     for (i = 0; i < 8; i++) if (lanes[i] > mb) mb = lanes[i];
-    for (; k < n; k++) {
-        memcpy(&b, x + k, 4);
-        b &= 0x7fffffffu;
-        if (b > mb) mb = b;
-    }
-    if (mb >= 0x7f800000u) {
-        memset(q, 0, (size_t)n);
-        return NAN;
-    }
-    memcpy(&mx, &mb, 4);
-    inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    mx = aes__i8_row_max(aes__i8_absmax_bits(x, k, n, mb), n, q, &inv);
+    if (mx != mx) return NAN;
     {
         __m256 vi = _mm256_set1_ps(inv);
         __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
@@ -2210,10 +2217,7 @@ AES__TARGET_AVX2 static float aes__i8_quantize_row_avx2(const float *x, int n, i
             _mm_storel_epi64((__m128i *)(void *)(q + k), h);
         }
     }
-    for (; k < n; k++) {
-        long v = lrintf(x[k] * inv);
-        q[k] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-    }
+    aes__i8_round(x, k, n, inv, q);
     return mx / 127.0f;
 }
 #endif
