@@ -105,7 +105,7 @@ test: $(TEST_BINS) $(BUILD)/aesalign
 	@AES_CLI=$(BUILD)/aesalign AES_CLI_RUNNER="$(AES_CLI_RUNNER)" AES_TEST_RUNNER="$(AES_TEST_RUNNER)" \
 	    sh tests/run_tests.sh $(TEST_BINS)
 
-$(BUILD)/bench_%: tools/bench_%.c $(HDRS) | $(BUILD)
+$(BUILD)/bench_%: tools/bench_%.c tools/bench.h $(HDRS) | $(BUILD)
 	$(CC) $(ALLCFLAGS) -O3 $(BLAS_CFLAGS) -o $@ $< $(LDFLAGS) $(BLAS_LIBS) $(LIBS)
 
 # Benchmarks: OpenBLAS is told to use its own best kernels here (this

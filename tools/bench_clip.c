@@ -17,32 +17,12 @@
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define BENCH_NAME "bench_clip"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <sys/resource.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
-}
-
-static void die(aes_ctx *ctx, const char *what) {
-    fprintf(stderr, "bench_clip: %s: %s\n", what, aes_last_error(ctx));
-    exit(1);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Seconds per call of one encode after a warm-up: best of reps, and the
  * median in *median when it is not NULL (reps <= 64). */
@@ -96,13 +76,7 @@ int main(int argc, char **argv) {
     double t0;
 
     if (!ctx || aes_threads_set(ctx, threads > 0 ? threads : 2)) die(ctx, "context");
-    memset(&cfg, 0, sizeof cfg);
-    cfg.image_size = 224; cfg.patch_size = 32;
-    cfg.vision_width = 768; cfg.vision_layers = 12; cfg.vision_heads = 12; cfg.vision_mlp = 3072;
-    cfg.context_length = 77; cfg.vocab_size = 49408;
-    cfg.text_width = 512; cfg.text_layers = 12; cfg.text_heads = 8; cfg.text_mlp = 2048;
-    cfg.embed_dim = 512; cfg.act = AES_ACT_QUICK_GELU; cfg.ln_eps = 1e-5f;
-    cfg.has_vision = cfg.has_text = 1;
+    vitb32_config(&cfg, 1);
     t0 = now();
     if (aes_clip_create_random(ctx, &cfg, 42, &m)) die(ctx, "create");
     printf("ViT-B/32 shapes, %zu parameters, random weights in %.2f s; %d threads, %s\n", aes_clip_num_params(m),

@@ -29,6 +29,8 @@
  * Each line names our ISA and OpenBLAS's core. */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define BENCH_NAME "bench_gemm"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -40,22 +42,6 @@
 #define MAX_ROUNDS 31
 /* Pause after an OpenBLAS phase, longer than its threads' spin-wait. */
 #define BLAS_SETTLE_SECONDS 0.15
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* POSIX; the Makefile sets _POSIX_C_SOURCE */
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 typedef struct {
     const char *name;
@@ -106,7 +92,7 @@ static void run_blas(const shape *sh, const float *A, int lda, const float *B, i
  * GFLOP/s over the whole loop and adds the calls to *calls. */
 static double phase(aes_ctx *ctx, int blas, const shape *sh, const float *A, int lda, const float *B, int ldb,
                     float *C, double seconds, int *calls) {
-    double start = now_seconds(), t;
+    double start = now(), t;
     int n = 0;
     do {
 #ifdef AES_HAVE_OPENBLAS
@@ -115,7 +101,7 @@ static double phase(aes_ctx *ctx, int blas, const shape *sh, const float *A, int
 #endif
             run_ours(ctx, sh, A, lda, B, ldb, C);
         n++;
-        t = now_seconds() - start;
+        t = now() - start;
     } while (n < 3 || t < seconds);
     AES__UNUSED(blas);
     *calls += n;

@@ -26,6 +26,8 @@
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define BENCH_NAME "bench_image_tower"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -34,23 +36,6 @@
 #include <unistd.h>
 
 #define NPX (3 * 224 * 224)
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
-}
-
-static void die(aes_ctx *ctx, const char *what) {
-    fprintf(stderr, "bench_image_tower: %s: %s\n", what, aes_last_error(ctx));
-    exit(1);
-}
 
 static aes_ctx *context(void) {
     const char *env = getenv("AES_THREADS");
@@ -74,11 +59,7 @@ static int write_model(const char *path, aes_layout layout, aes_dtype dtype) {
     aes_ctx *ctx = context();
     aes_clip_config cfg;
     aes_clip *m = NULL;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.image_size = 224; cfg.patch_size = 32;
-    cfg.vision_width = 768; cfg.vision_layers = 12; cfg.vision_heads = 12; cfg.vision_mlp = 3072;
-    cfg.embed_dim = 512; cfg.act = AES_ACT_QUICK_GELU; cfg.ln_eps = 1e-5f;
-    cfg.has_vision = 1;
+    vitb32_config(&cfg, 0);
     if (aes_clip_create_random(ctx, &cfg, 42, &m)) die(ctx, "create");
     if (aes_clip_save(ctx, m, path, layout, dtype)) die(ctx, "save");
     aes_clip_free(m);
@@ -114,11 +95,6 @@ static int rss(const char *path, int from_memory) {
     aes_clip_free(m);
     aes_ctx_free(ctx);
     return 0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* Median seconds per call of encode_image at batch B over about `secs`. */

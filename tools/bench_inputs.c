@@ -21,23 +21,14 @@
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define BENCH_NAME "bench_inputs"
+#include "bench.h"
 #define WORLD_IMPLEMENTATION
 #include "world.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void die(aes_ctx *ctx, const char *what) {
-    fprintf(stderr, "bench_inputs: %s: %s\n", what, ctx ? aes_last_error(ctx) : "");
-    exit(1);
-}
 
 static int readable(const char *path) {
     FILE *f = fopen(path, "rb");

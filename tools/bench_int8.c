@@ -18,25 +18,11 @@
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define BENCH_NAME "bench_int8"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void die(aes_ctx *ctx, const char *what) {
-    fprintf(stderr, "bench_int8: %s: %s\n", what, aes_last_error(ctx));
-    exit(1);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* The linear layer alone: every int8 kernel of the context's ISA level and
  * the f32 GEMM of that level, interleaved, median GOP/s (2 M K N operations
@@ -115,11 +101,7 @@ int main(int argc, char **argv) {
     double t0, cmin = 1.0, csum = 0.0;
 
     if (!ctx || aes_threads_set(ctx, threads > 0 ? threads : 2)) die(ctx, "context");
-    memset(&cfg, 0, sizeof cfg);
-    cfg.image_size = 224; cfg.patch_size = 32;
-    cfg.vision_width = 768; cfg.vision_layers = 12; cfg.vision_heads = 12; cfg.vision_mlp = 3072;
-    cfg.embed_dim = 512; cfg.act = AES_ACT_QUICK_GELU; cfg.ln_eps = 1e-5f;
-    cfg.has_vision = 1;
+    vitb32_config(&cfg, 0);
     if (aes_clip_create_random(ctx, &cfg, 42, &f)) die(ctx, "create");
     if (aes_clip_serialize(ctx, f, AES_LAYOUT_OPENAI, AES_DTYPE_F32, &buf, &len)) die(ctx, "serialize");
     memset(&o, 0, sizeof o);

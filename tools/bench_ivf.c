@@ -22,16 +22,12 @@
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define BENCH_NAME "bench_ivf"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t rng;
 static float urand(void) {      /* xorshift64*: uniform in [-1, 1) */

@@ -12,6 +12,8 @@
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#define BENCH_NAME "bench_search"
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +22,6 @@
 #include <cblas.h>
 extern void openblas_set_num_threads(int);
 #endif
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* xorshift64*: uniform floats in [-1, 1); rows are normalized afterwards,
  * which is all a flat scan cares about (its cost does not depend on the
