@@ -15,7 +15,7 @@ static void use_index(aes_ctx *ctx, aes_index *idx) {
         const char *p = aes_index_path(idx, i);
         if (!p || aes_index_find(idx, p) != (int64_t)i) abort();
     }
-    (void)aes_index_get_meta(idx, "model", meta, sizeof meta);
+    (void)aes_index_get_meta(idx, "model", 0, meta, sizeof meta);
     (void)aes_index_check_model(ctx, idx, "clip-x");
     if (idx->dim <= 4096 && idx->count <= 4096) {
         float *q = (float *)malloc(sizeof(float) * (size_t)idx->dim);
