@@ -54,6 +54,11 @@ TEST_SRCS  := $(sort $(wildcard tests/test_*.c))
 TEST_BINS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 # TEST_ONLY="core gemm" builds and runs only tests/test_core.c and
 # tests/test_gemm.c (CI uses it for the slow runners: valgrind, qemu).
+# Every libFuzzer harness also runs as a test over its seed corpus
+# (tests/fuzz/replay.c), so an API change that breaks a harness fails here.
+FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/%,$(FUZZ_SRCS))
+TEST_BINS  += $(FUZZ_BINS)
 ifneq ($(strip $(TEST_ONLY)),)
 TEST_BINS  := $(patsubst %,$(BUILD)/tests/test_%,$(TEST_ONLY))
 endif
@@ -92,6 +97,21 @@ $(BUILD)/examples/%: examples/%.c $(HDRS) | $(BUILD)
 $(BUILD)/tests/%: tests/%.c tests/testlib.h $(HDRS) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(LDFLAGS) $(LIBS)
+# The seed replays: the library is compiled once; a harness that calls
+# internal aes__ functions compiles the implementation itself.
+$(BUILD)/tests/fuzz/aesalign_lib.o: $(HDRS) | $(BUILD)
+	@mkdir -p $(dir $@)
+	@echo "$(CC) ... -c -o $@ aesalign.h"
+	@printf '#define AESALIGN_IMPLEMENTATION\n#include "aesalign.h"\n' | $(CC) $(ALLCFLAGS) -x c -c -o $@ -
+$(BUILD)/tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_common.h $(wildcard tests/fuzz/*.h) \
+                            $(BUILD)/tests/fuzz/aesalign_lib.o $(HDRS)
+	@echo "$(CC) ... -o $@ $< tests/fuzz/replay.c"
+	@if grep -q 'aes__' $<; then \
+	    $(CC) $(ALLCFLAGS) -DFUZZ_NAME='"$*"' -o $@ $< tests/fuzz/replay.c $(LDFLAGS) $(LIBS); \
+	else \
+	    $(CC) $(ALLCFLAGS) -DAES_FUZZ_SEPARATE_LIB -DFUZZ_NAME='"$*"' -o $@ $< tests/fuzz/replay.c \
+	        $(BUILD)/tests/fuzz/aesalign_lib.o $(LDFLAGS) $(LIBS); \
+	fi
 # The photo-library tests write JPEG / WebP files when the libraries are there.
 $(BUILD)/tests/test_photo: tests/test_photo.c tests/testlib.h $(HDRS) | $(BUILD)
 	@mkdir -p $(dir $@)

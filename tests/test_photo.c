@@ -398,6 +398,11 @@ static void test_search_queries_formats_filters(void) {
     n = read_json_rows("s5", rows, 32);
     CHECK(n == 6);
     for (i = 0; i < n; i++) CHECK(strstr(rows[i].path, "/B/b") != NULL);
+    /* the same folder spelt otherwise; a name that only starts like it is not it */
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format json --k 50 --under %D//A/../B/. %D/A/a0.ppm >%D/s5 2>/dev/null") == 0);
+    CHECK(read_json_rows("s5", rows, 32) == 6);
+    CHECK(sh("%C search --index %D/x.idx " MODEL " --format json --k 50 --under %D/B/b %D/A/a0.ppm >%D/s5 2>/dev/null") == 0);
+    CHECK(read_json_rows("s5", rows, 32) == 0);
     CHECK(sh("%C search --index %D/x.idx " MODEL " --format json --k 50 --before 2020-01-01 %D/A/a0.ppm >%D/s6 2>/dev/null") == 0);
     n = read_json_rows("s6", rows, 32);
     CHECK(n == 6);

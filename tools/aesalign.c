@@ -180,6 +180,65 @@ int cli_file_exists(const char *path) {
     return f != NULL;
 }
 
+/* path made absolute (against the working folder) with "." and ".."
+ * components and repeated or trailing slashes removed, malloc'ed; NULL when
+ * out of memory or the working folder cannot be read.  Lexical: symbolic
+ * links are not followed.  The working folder is read once (the CLI never
+ * changes it), since a filter normalises every path of an index. */
+static char *cli_path_norm(const char *path) {
+    static char cwd[4096];
+    static int have_cwd;
+    size_t plen = strlen(path), clen = 0, n = 0, i = 0, total;
+    char *out;
+    if (path[0] != '/') {
+        if (!have_cwd && !getcwd(cwd, sizeof cwd)) return NULL;
+        have_cwd = 1;
+        clen = strlen(cwd);
+    }
+    total = clen + 1 + plen + 2;
+    if (!(out = (char *)malloc(total))) return NULL;
+    {   /* the joined path, then rewritten in place component by component */
+        char *joined = (char *)malloc(total);
+        if (!joined) { free(out); return NULL; }
+        memcpy(joined, cwd, clen);
+        joined[clen] = '/';
+        memcpy(joined + clen + 1, path, plen + 1);
+        out[0] = 0;
+        while (joined[i]) {
+            size_t start, len;
+            while (joined[i] == '/') i++;
+            start = i;
+            while (joined[i] && joined[i] != '/') i++;
+            len = i - start;
+            if (len == 0 || (len == 1 && joined[start] == '.')) continue;
+            if (len == 2 && joined[start] == '.' && joined[start + 1] == '.') {
+                while (n > 0 && out[n - 1] != '/') n--;   /* drop the last component */
+                if (n > 0) n--;
+                continue;
+            }
+            out[n++] = '/';
+            memcpy(out + n, joined + start, len);
+            n += len;
+        }
+        free(joined);
+    }
+    if (n == 0) out[n++] = '/';
+    out[n] = 0;
+    return out;
+}
+
+int cli_path_under(const char *path, const char *dir) {
+    char *p = cli_path_norm(path), *d = cli_path_norm(dir);
+    int r = 0;
+    if (p && d) {
+        size_t n = strlen(d);
+        r = !strncmp(p, d, n) && (p[n] == '/' || p[n] == 0 || n == 1);
+    }
+    free(p);
+    free(d);
+    return r;
+}
+
 aes_status cli_load_tokenizer(aes_ctx *ctx, const char *vocab, const char *model_path, const char *cmd,
                               aes_tokenizer **out) {
     static const char *const beside[] = {"merges.txt", "bpe_simple_vocab_16e6.txt", "bpe_simple_vocab_16e6.txt.gz"};

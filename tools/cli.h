@@ -113,6 +113,13 @@ aes_status cli_bmp_encode(const aes_image *img, unsigned char **out, size_t *len
 /* 1 when path opens for reading. */
 int cli_file_exists(const char *path);
 
+/* 1 when path is dir or inside it.  Both are compared absolute (relative
+ * ones are taken from the working folder) with ".", ".." and repeated
+ * slashes resolved lexically, so "photos/2024", "./photos/2024/" and
+ * "/home/me/photos/2024" name the same folder however the index recorded
+ * its paths.  Used by `search --under`. */
+int cli_path_under(const char *path, const char *dir);
+
 /* Threads for the CLI: $AES_THREADS, else the number of online CPUs. */
 int cli_threads(void);
 

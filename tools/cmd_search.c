@@ -259,12 +259,6 @@ static int add_term(query_run **runs, int *nruns, int sign, const char *arg, int
 
 /* ---- filters and order ------------------------------------------------------------- */
 
-static int path_under(const char *path, const char *dir) {
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == 0 || (n == 1 && dir[0] == '/'));
-}
-
 /* Keeps the images that pass --min-aesthetic, --under, --after, --before. */
 static aes_status apply_filters(aes_ctx *ctx, aes_index *idx, const search_opts *o) {
     unsigned char *keep;
@@ -276,7 +270,7 @@ static aes_status apply_filters(aes_ctx *ctx, aes_index *idx, const search_opts 
         int64_t date = idx->date[r] != AES_INDEX_NO_DATE ? idx->date[r] : cli_photo_date(NULL, idx->mtime_ns[r]);
         keep[r] = 1;
         if (o->min_aesthetic == o->min_aesthetic && !(idx->aesthetic[r] >= (float)o->min_aesthetic)) keep[r] = 0;
-        if (o->under && !path_under(aes_index_path(idx, r), o->under)) keep[r] = 0;
+        if (o->under && !cli_path_under(aes_index_path(idx, r), o->under)) keep[r] = 0;
         if (o->has_after && date < o->after) keep[r] = 0;
         if (o->has_before && date >= o->before) keep[r] = 0;
         n += keep[r];
@@ -381,7 +375,7 @@ static void search_usage(void) {
            "                         (json: rank, path, semantic, aesthetic, final; and query: the QID\n"
            "                         with --queries, the query text when there are several)\n"
            "  --min-aesthetic X      only images scored at least X\n"
-           "  --under DIR            only images under DIR (as the paths are recorded in the index)\n"
+           "  --under DIR            only images under DIR (relative or absolute, either way)\n"
            "  --after DATE           only photos taken at or after DATE (YYYY-MM-DD[ HH:MM[:SS]]; the\n"
            "  --before DATE          date is EXIF DateTimeOriginal, else the file's mtime); before DATE\n"
            "  --sort KEY             final (default), aesthetic or semantic: another key re-orders all\n"
