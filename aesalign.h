@@ -12315,7 +12315,8 @@ static void aes__elta_ranks(double *rank, aes__elta_vi *tmp, const float *x, int
     }
 }
 
-static double aes__elta_pearson_d(const double *x, const double *y, int n) {
+/* Pearson's linear correlation (NaN when undefined). */
+static double aes__pearson(const double *x, const double *y, int n) {
     double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
     int i;
     if (n < 2) return NAN;
@@ -12330,36 +12331,23 @@ static double aes__elta_pearson_d(const double *x, const double *y, int n) {
     return sxy / sqrt(sxx * syy);
 }
 
-/* Pearson's linear correlation (NaN when undefined). */
-static double aes__plcc(const float *x, const float *y, int n) {
-    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
-    int i;
-    if (!x || !y || n < 2) return NAN;
-    for (i = 0; i < n; i++) { mx += x[i]; my += y[i]; }
-    mx /= n;
-    my /= n;
-    for (i = 0; i < n; i++) {
-        double a = x[i] - mx, b = y[i] - my;
-        sxy += a * b; sxx += a * a; syy += b * b;
-    }
-    if (!(sxx > 0.0) || !(syy > 0.0)) return NAN;
-    return sxy / sqrt(sxx * syy);
-}
-
-/* Spearman's rank correlation, ties given average ranks (NaN when undefined). */
-static aes_status aes__srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out) {
+/* PLCC of the values, then SRCC: Pearson's correlation of their ranks, ties
+ * given average ranks (NaN when undefined). */
+static aes_status aes__plcc_srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *plcc, double *srcc) {
     double *rx, *ry;
     aes__elta_vi *tmp;
-    if (!x || !y || !out || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "SRCC: bad argument");
-    *out = NAN;
+    int i;
+    *plcc = *srcc = NAN;
     if (n < 2) return AES_OK;
     rx = (double *)aes_alloc(ctx, (size_t)n * 2, sizeof(double));
     tmp = (aes__elta_vi *)aes_alloc(ctx, (size_t)n, sizeof(aes__elta_vi));
     if (!rx || !tmp) { aes_free(rx); aes_free(tmp); return aes_last_status(ctx); }
     ry = rx + n;
+    for (i = 0; i < n; i++) { rx[i] = x[i]; ry[i] = y[i]; }
+    *plcc = aes__pearson(rx, ry, n);
     aes__elta_ranks(rx, tmp, x, n);
     aes__elta_ranks(ry, tmp, y, n);
-    *out = aes__elta_pearson_d(rx, ry, n);
+    *srcc = aes__pearson(rx, ry, n);
     aes_free(rx);
     aes_free(tmp);
     return AES_OK;
@@ -12415,9 +12403,8 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
     }
     memset(m, 0, sizeof *m);
     m->n = n;
-    st = aes__srcc(ctx, pred, truth, n, &m->srcc);
+    st = aes__plcc_srcc(ctx, pred, truth, n, &m->plcc, &m->srcc);
     if (st != AES_OK) return st;
-    m->plcc = aes__plcc(pred, truth, n);
     for (k = 0; k < AES_SCORE_BINS; k++) { bin_sum[k] = 0.0; m->bin_count[k] = 0; }
     for (i = 0; i < n; i++) {
         double e = fabs((double)pred[i] - truth[i]);
