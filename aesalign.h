@@ -13478,14 +13478,11 @@ AES_API void       aes_index_free(aes_index *idx);
 AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
                                  uint64_t file_size, int64_t mtime_ns,
                                  const float *embedding, float aesthetic);
-/* Copies entry `row` of src (vectors as stored, no re-embedding). */
-AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx,
-                                      const aes_index *src, size_t row);
-/* The same under another path and file stamp (a file renamed, moved or
- * copied: same content, same embedding). */
-AES_API aes_status aes_index_add_copy(aes_ctx *ctx, aes_index *idx, const aes_index *src,
-                                      size_t row, const char *path, uint64_t file_size,
-                                      int64_t mtime_ns);
+/* Copies entry `row` of src (vectors as stored, no re-embedding) under its
+ * own path and file stamp, or, when path is not NULL, under that path and
+ * stamp (a file renamed, moved or copied: same content, same embedding). */
+AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row,
+                                      const char *path, uint64_t file_size, int64_t mtime_ns);
 /* Sets the date and content hash of a row (new rows have neither). */
 AES_API aes_status aes_index_set_info(aes_ctx *ctx, aes_index *idx, size_t row,
                                       int64_t date, uint64_t content_hash);
@@ -13495,9 +13492,8 @@ AES_API uint64_t   aes_content_hash(const void *data, size_t len);
 AES_API const char *aes_index_path(const aes_index *idx, size_t row);
 /* Row of path, or -1. */
 AES_API int64_t    aes_index_find(const aes_index *idx, const char *path);
-/* Removes one row (later rows move up by one). */
-AES_API aes_status aes_index_remove(aes_ctx *ctx, aes_index *idx, size_t row);
-/* Keeps the rows with keep[row] != 0, in order, in one pass. */
+/* Keeps the rows with keep[row] != 0, in order, in one pass (later rows
+ * move up). */
 AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx,
                                     const unsigned char *keep);
 /* Adds or drops int8 / fp32 storage.  Adding int8 quantizes the fp32
@@ -14759,8 +14755,8 @@ AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
     return AES_OK;
 }
 
-/* aes_index_add_from under `path` (NULL: src's path). */
-static aes_status aes__ix_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row, const char *path) {
+AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row,
+                                      const char *path, uint64_t file_size, int64_t mtime_ns) {
     struct aes__index_impl *m;
     size_t dst, dim;
     aes_status st;
@@ -14795,25 +14791,11 @@ static aes_status aes__ix_add_from(aes_ctx *ctx, aes_index *idx, const aes_index
     }
     if ((st = aes__ix_add_path(ctx, idx, path ? path : aes_index_path(src, row))) != AES_OK) return st;
     m->aes[dst] = src->aesthetic[row];
-    m->fsize[dst] = src->file_size[row];
-    m->mtime[dst] = src->mtime_ns[row];
+    m->fsize[dst] = path ? file_size : src->file_size[row];
+    m->mtime[dst] = path ? mtime_ns : src->mtime_ns[row];
     m->date[dst] = src->date[row];
     m->chash[dst] = src->content_hash[row];
     idx->count++;
-    return AES_OK;
-}
-
-AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row) {
-    return aes__ix_add_from(ctx, idx, src, row, NULL);
-}
-
-AES_API aes_status aes_index_add_copy(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row,
-                                      const char *path, uint64_t file_size, int64_t mtime_ns) {
-    aes_status st;
-    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_index_add_copy: NULL path");
-    if ((st = aes__ix_add_from(ctx, idx, src, row, path)) != AES_OK) return st;
-    idx->impl->fsize[idx->count - 1] = file_size;
-    idx->impl->mtime[idx->count - 1] = mtime_ns;
     return AES_OK;
 }
 
@@ -14875,18 +14857,6 @@ AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx, const unsigned
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for the path table");
     aes__ix_sync(idx);
     return AES_OK;
-}
-
-AES_API aes_status aes_index_remove(aes_ctx *ctx, aes_index *idx, size_t row) {
-    unsigned char *keep;
-    aes_status st;
-    if (!idx || row >= idx->count) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_index_remove: row out of range");
-    if (!(keep = (unsigned char *)aes_alloc(ctx, idx->count, 1))) return aes_last_status(ctx);
-    memset(keep, 1, idx->count);
-    keep[row] = 0;
-    st = aes_index_filter(ctx, idx, keep);
-    aes_free(keep);
-    return st;
 }
 
 AES_API aes_status aes_index_set_storage(aes_ctx *ctx, aes_index *idx, unsigned storage) {
