@@ -5148,23 +5148,15 @@ static aes_status aes__st_build_header(aes_ctx *ctx, const aes_tensor_out *t, in
         const aes_tensor_out *x = &t[order[i]];
         if (i || n_kv) aes__buf_str(hdr, ",");
         aes__buf_json_string(hdr, x->name);
-        aes__buf_str(hdr, ":{\"dtype\":\"");
-        aes__buf_str(hdr, aes__dtype_name(x->dtype));
-        aes__buf_str(hdr, "\",\"shape\":[");
-        for (j = 0; j < x->ndim; j++) {
-            if (j) aes__buf_str(hdr, ",");
-            aes__buf_printf(hdr, "%lld", (long long)x->shape[j]);
-        }
-        aes__buf_str(hdr, "],\"data_offsets\":[");
-        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
-        aes__buf_str(hdr, ",");
+        aes__buf_printf(hdr, ":{\"dtype\":\"%s\",\"shape\":[", aes__dtype_name(x->dtype));
+        for (j = 0; j < x->ndim; j++) aes__buf_printf(hdr, j ? ",%lld" : "%lld", (long long)x->shape[j]);
         if (sizes[order[i]] > (uint64_t)INT64_MAX - offset) {
             s = aes__fail(ctx, AES_ERR_LIMIT, "safetensors: total data size overflows");
             goto fail;
         }
+        aes__buf_printf(hdr, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
+                        (unsigned long long)(offset + sizes[order[i]]));
         offset += sizes[order[i]];
-        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
-        aes__buf_str(hdr, "]}");
     }
     aes__buf_str(hdr, "}");
     while (!hdr->failed && hdr->len % 8) aes__buf_str(hdr, " ");
