@@ -117,6 +117,9 @@ $(BUILD)/tests/test_photo: tests/test_photo.c tests/testlib.h $(HDRS) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) $(STB_CFLAGS) -o $@ $< $(LDFLAGS) $(STB_LIBS) $(LIBS)
 $(WORLD_TEST_BINS) $(BUILD)/bench_inputs $(BUILD)/bench_augment: $(WORLD_HDR)
+# The synthetic long-tailed benchmark (`aesalign elta-bench`), likewise a
+# companion header: the CLI, test_elta and the ELTA example include it.
+$(BUILD)/aesalign $(BUILD)/tests/test_elta $(BUILD)/examples/train_iaa_elta: tools/elta_synth.h
 
 # The tests run from the repository root (fixtures are found as tests/...).
 # AES_TEST_RUNNER goes before each test program (valgrind, qemu) and

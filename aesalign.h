@@ -29,7 +29,8 @@
  *        training runs as one call (arXiv 2406.09397, stage 3)
  *     -  generated tables (the tokenizer's Unicode data), after all code
  *
- *  The demo's synthetic aesthetic world (and `aesalign eval`) is in tools/world.h.
+ *  The demo's synthetic aesthetic world (and `aesalign eval`) is in tools/world.h,
+ *  the synthetic long-tailed benchmark of `aesalign elta-bench` in tools/elta_synth.h.
  *
  *  How the file is laid out, and why: each section is its declarations (the
  *  API: types, constants, prototypes, with their documentation) followed at
@@ -3393,10 +3394,6 @@ typedef enum aes_dtype {
 
 #define AES_DTYPE_COUNT 15
 
-/* Bytes per element (0 for an invalid value) and the header name ("F32"...). */
-AES_API size_t      aes_dtype_size(aes_dtype dtype);
-AES_API const char *aes_dtype_name(aes_dtype dtype);
-
 /* A tensor inside a loaded safetensors file.  `data` points into the file's
  * bytes (mmap or buffer): little-endian and NOT necessarily aligned to the
  * element size; read it with memcpy or aes_tensor_to_f32. */
@@ -3407,7 +3404,7 @@ typedef struct aes_tensor_view {
     int64_t     shape[8];
     int64_t     numel;         /* product of shape (1 for a scalar) */
     const void *data;
-    size_t      nbytes;        /* numel * aes_dtype_size(dtype) */
+    size_t      nbytes;        /* numel * bytes per element */
 } aes_tensor_view;
 
 /* ============================================================================
@@ -3833,11 +3830,12 @@ static const struct { const char *name; size_t size; } aes__io_dtypes[AES_DTYPE_
     {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8}, {"I64", 8}, {"I32", 4}, {"I16", 2}, {"I8", 1},
     {"U8", 1},  {"BOOL", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8}, {"F8_E5M2", 1}, {"F8_E4M3", 1}};
 
-AES_API size_t aes_dtype_size(aes_dtype dtype) {
+/* Bytes per element (0 for an invalid value) and the header name ("F32"...). */
+static size_t aes__dtype_size(aes_dtype dtype) {
     return (unsigned)dtype < AES_DTYPE_COUNT ? aes__io_dtypes[dtype].size : 0;
 }
 
-AES_API const char *aes_dtype_name(aes_dtype dtype) {
+static const char *aes__dtype_name(aes_dtype dtype) {
     return (unsigned)dtype < AES_DTYPE_COUNT ? aes__io_dtypes[dtype].name : "invalid";
 }
 
@@ -3873,7 +3871,7 @@ AES_API aes_status aes_tensor_to_f32(aes_ctx *ctx, const aes_tensor_view *t, flo
     if (t->numel < 0 || (uint64_t)t->numel != (uint64_t)n)
         return aes__fail(ctx, AES_ERR_SHAPE, "tensor '%s' has %lld values, the caller expects %zu",
                          t->name ? t->name : "?", (long long)t->numel, n);
-    esize = aes_dtype_size(t->dtype);
+    esize = aes__dtype_size(t->dtype);
     if (!esize || (n && (!t->data || t->nbytes / esize != n || t->nbytes % esize)))
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "tensor '%s': inconsistent view (dtype %d, %zu bytes)",
                          t->name ? t->name : "?", (int)t->dtype, t->nbytes);
@@ -3912,7 +3910,7 @@ AES_API aes_status aes_tensor_to_f32(aes_ctx *ctx, const aes_tensor_view *t, flo
     }
     default:
         return aes__fail(ctx, AES_ERR_UNSUPPORTED, "tensor '%s' is %s; only F32, F16, BF16 and F64 convert to float",
-                         t->name ? t->name : "?", aes_dtype_name(t->dtype));
+                         t->name ? t->name : "?", aes__dtype_name(t->dtype));
     }
 }
 
@@ -4771,7 +4769,7 @@ static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name
                              aes__io_shape_str(sbuf, sizeof sbuf, t->shape, i + 1));
         numel *= d;
     }
-    esize = aes_dtype_size(t->dtype);
+    esize = aes__dtype_size(t->dtype);
     if ((uint64_t)numel > UINT64_MAX / esize || (uint64_t)numel * esize > (uint64_t)SIZE_MAX)
         return aes__fail(ctx, AES_ERR_FORMAT, "%s: tensor '%.200s': shape %s is too large", src, name,
                          aes__io_shape_str(sbuf, sizeof sbuf, t->shape, t->ndim));
@@ -4792,7 +4790,7 @@ static aes_status aes__st_tensor(aes_ctx *ctx, const char *src, const char *name
     if ((uint64_t)(end - begin) != nbytes)
         return aes__fail(ctx, AES_ERR_FORMAT,
                          "%s: tensor '%.200s': data_offsets span %lld bytes but %s x %s needs %llu", src, name,
-                         (long long)(end - begin), aes_dtype_name(t->dtype),
+                         (long long)(end - begin), aes__dtype_name(t->dtype),
                          aes__io_shape_str(sbuf, sizeof sbuf, t->shape, t->ndim), (unsigned long long)nbytes);
     t->name = name;
     t->numel = numel;
@@ -5057,7 +5055,7 @@ static int aes__st_out_name_cmp(const void *items, int a, int b) {
  * (the header is padded to 8); stable, so input order is kept otherwise */
 static int aes__st_out_size_cmp(const void *items, int a, int b) {
     const aes_tensor_out *t = (const aes_tensor_out *)items;
-    size_t sa = aes_dtype_size(t[a].dtype), sb = aes_dtype_size(t[b].dtype);
+    size_t sa = aes__dtype_size(t[a].dtype), sb = aes__dtype_size(t[b].dtype);
     return sa > sb ? -1 : sa < sb ? 1 : 0;
 }
 
@@ -5084,7 +5082,7 @@ static aes_status aes__st_build_header(aes_ctx *ctx, const aes_tensor_out *t, in
     for (i = 0; i < n; i++) {
         const aes_tensor_out *x = &t[i];
         uint64_t numel = 1;
-        size_t esize = aes_dtype_size(x->dtype);
+        size_t esize = aes__dtype_size(x->dtype);
         if (!x->name || !aes__io_utf8_valid(x->name) || !strcmp(x->name, "__metadata__")) {
             s = aes__fail(ctx, AES_ERR_INVALID_ARG, "safetensors: tensor %d has no name, a non-UTF-8 name or the reserved name __metadata__", i);
             goto fail;
@@ -5150,23 +5148,15 @@ static aes_status aes__st_build_header(aes_ctx *ctx, const aes_tensor_out *t, in
         const aes_tensor_out *x = &t[order[i]];
         if (i || n_kv) aes__buf_str(hdr, ",");
         aes__buf_json_string(hdr, x->name);
-        aes__buf_str(hdr, ":{\"dtype\":\"");
-        aes__buf_str(hdr, aes_dtype_name(x->dtype));
-        aes__buf_str(hdr, "\",\"shape\":[");
-        for (j = 0; j < x->ndim; j++) {
-            if (j) aes__buf_str(hdr, ",");
-            aes__buf_printf(hdr, "%lld", (long long)x->shape[j]);
-        }
-        aes__buf_str(hdr, "],\"data_offsets\":[");
-        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
-        aes__buf_str(hdr, ",");
+        aes__buf_printf(hdr, ":{\"dtype\":\"%s\",\"shape\":[", aes__dtype_name(x->dtype));
+        for (j = 0; j < x->ndim; j++) aes__buf_printf(hdr, j ? ",%lld" : "%lld", (long long)x->shape[j]);
         if (sizes[order[i]] > (uint64_t)INT64_MAX - offset) {
             s = aes__fail(ctx, AES_ERR_LIMIT, "safetensors: total data size overflows");
             goto fail;
         }
+        aes__buf_printf(hdr, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
+                        (unsigned long long)(offset + sizes[order[i]]));
         offset += sizes[order[i]];
-        aes__buf_printf(hdr, "%llu", (unsigned long long)offset);
-        aes__buf_str(hdr, "]}");
     }
     aes__buf_str(hdr, "}");
     while (!hdr->failed && hdr->len % 8) aes__buf_str(hdr, " ");
@@ -9507,7 +9497,7 @@ static aes_status aes__clip_check_source(aes__clip_loader *L, const char *name, 
                          "and MLP weights may be int8", L->src, L->prefix, name);
     if (v->dtype != AES_DTYPE_F32 && v->dtype != AES_DTYPE_F16 && v->dtype != AES_DTYPE_BF16)
         return aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: tensor '%s%s' is stored as %s; CLIP weights must be F32, "
-                         "F16 or BF16", L->src, L->prefix, name, aes_dtype_name(v->dtype));
+                         "F16 or BF16", L->src, L->prefix, name, aes__dtype_name(v->dtype));
     if (scalar) {
         ok = v->numel == 1;
     } else {
@@ -9727,7 +9717,7 @@ static aes_status aes__clip_load_slot_i8(aes__clip_loader *L, const aes__clip_sl
             }
             if (sv->dtype != AES_DTYPE_F32 && sv->dtype != AES_DTYPE_F16 && sv->dtype != AES_DTYPE_BF16) {
                 st = aes__fail(L->ctx, AES_ERR_UNSUPPORTED, "%s: scales '%s%s' are %s; they must be F32, F16 or BF16",
-                               L->src, L->prefix, sname, aes_dtype_name(sv->dtype));
+                               L->src, L->prefix, sname, aes__dtype_name(sv->dtype));
                 goto done;
             }
             if ((st = aes_tensor_to_f32(L->ctx, sv, sk, (size_t)rows))) goto done;
@@ -11146,9 +11136,9 @@ done:
  *    4. ELTA's three parts, each switchable on its own;
  *    5. a linear or MLP head on frozen CLIP embeddings, trained with the
  *       library's AdamW (aes_optim, section 6; biases not decayed), saved in
- *       the tensor names the retrieval code loads (LAION layouts);
- *    6. a synthetic long-tailed benchmark built on real embeddings, used by
- *       the tests, `aesalign elta-bench` and the example.
+ *       the tensor names the retrieval code loads (LAION layouts).
+ *  The synthetic long-tailed benchmark that `aesalign elta-bench`, the tests
+ *  and examples/train_iaa_elta.c train on is in tools/elta_synth.h.
  *
  * ============================================================================
  *  ELTA: WHAT COMES FROM WHERE
@@ -11578,39 +11568,6 @@ AES_API void aes_head_train_config_default(aes_head_train_config *cfg);
 AES_API aes_status aes_head_train(aes_ctx *ctx, aes_head *head, const float *x, int n, int d,
                                   const aes_labels *labels, const float *unlabeled, int n_unl,
                                   const aes_head_train_config *cfg, aes_head_train_result *result);
-
-/* ============================================================================
- *  A synthetic long-tailed benchmark on real embeddings
- * ============================================================================
- *  anchors[10, D] are embeddings of rising aesthetic level (e.g. LAION's
- *  rating-0..9 embeddings in ../shared/data).  A sample's latent score s is
- *  drawn from a normal law truncated to [1, 10] (rare at both ends: the long
- *  tail).  Its embedding is the point at s + position_sd * N(0,1) (clamped to
- *  [1, 10]) on the polyline through the anchors -- an image shows its quality
- *  only in part -- plus "content" (a Gaussian in a random subspace of rank
- *  content_rank, the same for every sample of one world seed) plus isotropic
- *  noise, L2-normalised.  Its label is a histogram of `votes` votes
- *  round(s + vote_sd * N(0,1)) clamped to 1..10.  Because the embedding
- *  tells the score only up to position_sd, the least-squares head shrinks
- *  its predictions toward the mean by about sd^2 / (sd^2 + position_sd^2):
- *  the rarer a score, the worse it is predicted -- the failure ELTA targets
- *  -- while rank metrics stay those of a decent head (SRCC near 0.75 with the
- *  defaults, AVA-like). */
-typedef struct aes_elta_synth_cfg {
-    float mean, sd;            /* latent score law (default 5.5, 1.0)                */
-    float content_scale;       /* default 0.6                                        */
-    int   content_rank;        /* default 32                                         */
-    float noise_scale;         /* default 0.35 (norm of the isotropic noise)         */
-    float position_sd;         /* default 0.8 (score units)                          */
-    int   votes;               /* default 100                                        */
-    float vote_sd;             /* default 1.2                                        */
-} aes_elta_synth_cfg;
-
-AES_API void aes_elta_synth_default(aes_elta_synth_cfg *cfg);
-/* Fills x[n, D] and labels (allocated; free with aes_labels_free).  World
- * seed fixes the content subspace; sample_seed the samples. */
-AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, int n, const float *anchors, int D,
-                                  const aes_elta_synth_cfg *cfg, uint64_t world_seed, uint64_t sample_seed);
 #endif /* AES__DECLARE */
 
 #ifdef AES__DEFINE
@@ -12350,7 +12307,8 @@ static void aes__elta_ranks(double *rank, aes__elta_vi *tmp, const float *x, int
     }
 }
 
-static double aes__elta_pearson_d(const double *x, const double *y, int n) {
+/* Pearson's linear correlation (NaN when undefined). */
+static double aes__pearson(const double *x, const double *y, int n) {
     double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
     int i;
     if (n < 2) return NAN;
@@ -12365,36 +12323,23 @@ static double aes__elta_pearson_d(const double *x, const double *y, int n) {
     return sxy / sqrt(sxx * syy);
 }
 
-/* Pearson's linear correlation (NaN when undefined). */
-static double aes__plcc(const float *x, const float *y, int n) {
-    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
-    int i;
-    if (!x || !y || n < 2) return NAN;
-    for (i = 0; i < n; i++) { mx += x[i]; my += y[i]; }
-    mx /= n;
-    my /= n;
-    for (i = 0; i < n; i++) {
-        double a = x[i] - mx, b = y[i] - my;
-        sxy += a * b; sxx += a * a; syy += b * b;
-    }
-    if (!(sxx > 0.0) || !(syy > 0.0)) return NAN;
-    return sxy / sqrt(sxx * syy);
-}
-
-/* Spearman's rank correlation, ties given average ranks (NaN when undefined). */
-static aes_status aes__srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *out) {
+/* PLCC of the values, then SRCC: Pearson's correlation of their ranks, ties
+ * given average ranks (NaN when undefined). */
+static aes_status aes__plcc_srcc(aes_ctx *ctx, const float *x, const float *y, int n, double *plcc, double *srcc) {
     double *rx, *ry;
     aes__elta_vi *tmp;
-    if (!x || !y || !out || n < 0) return aes__fail(ctx, AES_ERR_INVALID_ARG, "SRCC: bad argument");
-    *out = NAN;
+    int i;
+    *plcc = *srcc = NAN;
     if (n < 2) return AES_OK;
     rx = (double *)aes_alloc(ctx, (size_t)n * 2, sizeof(double));
     tmp = (aes__elta_vi *)aes_alloc(ctx, (size_t)n, sizeof(aes__elta_vi));
     if (!rx || !tmp) { aes_free(rx); aes_free(tmp); return aes_last_status(ctx); }
     ry = rx + n;
+    for (i = 0; i < n; i++) { rx[i] = x[i]; ry[i] = y[i]; }
+    *plcc = aes__pearson(rx, ry, n);
     aes__elta_ranks(rx, tmp, x, n);
     aes__elta_ranks(ry, tmp, y, n);
-    *out = aes__elta_pearson_d(rx, ry, n);
+    *srcc = aes__pearson(rx, ry, n);
     aes_free(rx);
     aes_free(tmp);
     return AES_OK;
@@ -12450,9 +12395,8 @@ AES_API aes_status aes_iaa_evaluate(aes_ctx *ctx, aes_iaa_metrics *m, const floa
     }
     memset(m, 0, sizeof *m);
     m->n = n;
-    st = aes__srcc(ctx, pred, truth, n, &m->srcc);
+    st = aes__plcc_srcc(ctx, pred, truth, n, &m->plcc, &m->srcc);
     if (st != AES_OK) return st;
-    m->plcc = aes__plcc(pred, truth, n);
     for (k = 0; k < AES_SCORE_BINS; k++) { bin_sum[k] = 0.0; m->bin_count[k] = 0; }
     for (i = 0; i < n; i++) {
         double e = fabs((double)pred[i] - truth[i]);
@@ -13276,77 +13220,6 @@ done:
     aes_free(pseudo_h); aes_free(ulog); aes_free(conf);
     return st;
 }
-
-/* ============================================================================
- *  Synthetic long-tailed benchmark
- * ========================================================================= */
-
-AES_API void aes_elta_synth_default(aes_elta_synth_cfg *cfg) {
-    cfg->mean = 5.5f;
-    cfg->sd = 1.0f;
-    cfg->content_scale = 0.6f;
-    cfg->content_rank = 32;
-    cfg->noise_scale = 0.35f;
-    cfg->position_sd = 0.8f;
-    cfg->votes = 100;
-    cfg->vote_sd = 1.2f;
-}
-
-AES_API aes_status aes_elta_synth(aes_ctx *ctx, float *x, aes_labels *labels, int n, const float *anchors, int D,
-                                  const aes_elta_synth_cfg *cfg, uint64_t world_seed, uint64_t sample_seed) {
-    float *basis;
-    double *z;
-    uint64_t wr = world_seed * 0xD1B54A32D192ED03ull + 1, sr = sample_seed * 0x8CB92BA72F3D8DD7ull + 7;
-    int i, k, c, rank;
-    if (!x || !labels || !anchors || !cfg || n < 1 || D < 1 || cfg->content_rank < 0 || cfg->votes < 1 || !(cfg->sd > 0.0f))
-        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_elta_synth: bad argument");
-    memset(labels, 0, sizeof *labels);
-    rank = cfg->content_rank;
-    basis = (float *)aes_alloc(ctx, (size_t)(rank ? rank : 1) * D, sizeof(float));
-    z = (double *)aes_alloc(ctx, (size_t)D, sizeof(double));
-    labels->score = (float *)aes_alloc(ctx, (size_t)n, sizeof(float));
-    labels->hist = (float *)aes_alloc(ctx, (size_t)n * AES_SCORE_BINS, sizeof(float));
-    if (!basis || !z || !labels->score || !labels->hist) {
-        aes_free(basis); aes_free(z); aes_labels_free(labels);
-        return aes_last_status(ctx);
-    }
-    labels->n = n;
-    labels->has_hist = 1;
-    for (i = 0; i < rank * D; i++) basis[i] = (float)(aes__rand_normal(&wr) / sqrt((double)D));
-    for (i = 0; i < n; i++) {
-        double s, t, norm = 0.0, sum = 0.0;
-        int i0;
-        float *h = labels->hist + (size_t)i * AES_SCORE_BINS, *xi = x + (size_t)i * D;
-        do s = cfg->mean + cfg->sd * aes__rand_normal(&sr); while (s < 1.0 || s > 10.0);
-        t = s + cfg->position_sd * aes__rand_normal(&sr);
-        t = (t < 1.0 ? 1.0 : (t > 10.0 ? 10.0 : t)) - 1.0; /* on the polyline through the 10 anchors */
-        i0 = (int)floor(t);
-        if (i0 > 8) i0 = 8;
-        t -= i0;
-        for (c = 0; c < D; c++)
-            z[c] = (1.0 - t) * anchors[(size_t)i0 * D + c] + t * anchors[(size_t)(i0 + 1) * D + c] +
-                   cfg->noise_scale * aes__rand_normal(&sr) / sqrt((double)D);
-        for (k = 0; k < rank; k++) {
-            double a = cfg->content_scale * aes__rand_normal(&sr) / sqrt((double)rank);
-            for (c = 0; c < D; c++) z[c] += a * basis[(size_t)k * D + c];
-        }
-        for (c = 0; c < D; c++) norm += z[c] * z[c];
-        norm = sqrt(norm);
-        for (c = 0; c < D; c++) xi[c] = (float)(z[c] / (norm > 0.0 ? norm : 1.0));
-        for (k = 0; k < AES_SCORE_BINS; k++) h[k] = 0.0f;
-        for (k = 0; k < cfg->votes; k++) {
-            long v = lround(s + cfg->vote_sd * aes__rand_normal(&sr));
-            v = v < 1 ? 1 : (v > 10 ? 10 : v);
-            h[v - 1] += 1.0f;
-        }
-        for (k = 0; k < AES_SCORE_BINS; k++) sum += h[k];
-        for (k = 0; k < AES_SCORE_BINS; k++) h[k] = (float)(h[k] / sum);
-        labels->score[i] = aes__hist_mean(h);
-    }
-    aes_free(basis);
-    aes_free(z);
-    return AES_OK;
-}
 #endif /* AES__DEFINE */
 
 
@@ -13597,14 +13470,11 @@ AES_API void       aes_index_free(aes_index *idx);
 AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
                                  uint64_t file_size, int64_t mtime_ns,
                                  const float *embedding, float aesthetic);
-/* Copies entry `row` of src (vectors as stored, no re-embedding). */
-AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx,
-                                      const aes_index *src, size_t row);
-/* The same under another path and file stamp (a file renamed, moved or
- * copied: same content, same embedding). */
-AES_API aes_status aes_index_add_copy(aes_ctx *ctx, aes_index *idx, const aes_index *src,
-                                      size_t row, const char *path, uint64_t file_size,
-                                      int64_t mtime_ns);
+/* Copies entry `row` of src (vectors as stored, no re-embedding) under its
+ * own path and file stamp, or, when path is not NULL, under that path and
+ * stamp (a file renamed, moved or copied: same content, same embedding). */
+AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row,
+                                      const char *path, uint64_t file_size, int64_t mtime_ns);
 /* Sets the date and content hash of a row (new rows have neither). */
 AES_API aes_status aes_index_set_info(aes_ctx *ctx, aes_index *idx, size_t row,
                                       int64_t date, uint64_t content_hash);
@@ -13614,9 +13484,8 @@ AES_API uint64_t   aes_content_hash(const void *data, size_t len);
 AES_API const char *aes_index_path(const aes_index *idx, size_t row);
 /* Row of path, or -1. */
 AES_API int64_t    aes_index_find(const aes_index *idx, const char *path);
-/* Removes one row (later rows move up by one). */
-AES_API aes_status aes_index_remove(aes_ctx *ctx, aes_index *idx, size_t row);
-/* Keeps the rows with keep[row] != 0, in order, in one pass. */
+/* Keeps the rows with keep[row] != 0, in order, in one pass (later rows
+ * move up). */
 AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx,
                                     const unsigned char *keep);
 /* Adds or drops int8 / fp32 storage.  Adding int8 quantizes the fp32
@@ -13863,8 +13732,6 @@ AES_API aes_status aes_query_combine(aes_ctx *ctx, const float *original,
  *  recall@K   = |relevant items in the top K| / |relevant items|
  *  precision@K = |relevant items in the top K| / K (a list shorter than K
  *               counts its missing places as not relevant)
- *  mean@K     = mean of values[0..K) (e.g. ground-truth aesthetic of the
- *               top K, in rank order); NaN when n == 0
  *  nDCG@K     = DCG@K / IDCG@K, DCG@K = sum_{i<K} (2^g_i - 1) / log2(i + 2)
  *               with graded relevance g_i of the item at rank i (0-based),
  *               IDCG@K the DCG of the grades sorted descending (0 when no
@@ -13879,7 +13746,6 @@ AES_API double aes_recall_at_k(const int64_t *ranked, int n, const int64_t *rele
                                int nrel, int k);
 AES_API double aes_precision_at_k(const int64_t *ranked, int n, const int64_t *relevant,
                                   int nrel, int k);
-AES_API double aes_mean_at_k(const float *values, int n, int k);
 AES_API double aes_ndcg_at_k(const float *grades, int n, const float *all_grades,
                              int nall, int k);
 
@@ -14881,8 +14747,8 @@ AES_API aes_status aes_index_add(aes_ctx *ctx, aes_index *idx, const char *path,
     return AES_OK;
 }
 
-/* aes_index_add_from under `path` (NULL: src's path). */
-static aes_status aes__ix_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row, const char *path) {
+AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row,
+                                      const char *path, uint64_t file_size, int64_t mtime_ns) {
     struct aes__index_impl *m;
     size_t dst, dim;
     aes_status st;
@@ -14917,25 +14783,11 @@ static aes_status aes__ix_add_from(aes_ctx *ctx, aes_index *idx, const aes_index
     }
     if ((st = aes__ix_add_path(ctx, idx, path ? path : aes_index_path(src, row))) != AES_OK) return st;
     m->aes[dst] = src->aesthetic[row];
-    m->fsize[dst] = src->file_size[row];
-    m->mtime[dst] = src->mtime_ns[row];
+    m->fsize[dst] = path ? file_size : src->file_size[row];
+    m->mtime[dst] = path ? mtime_ns : src->mtime_ns[row];
     m->date[dst] = src->date[row];
     m->chash[dst] = src->content_hash[row];
     idx->count++;
-    return AES_OK;
-}
-
-AES_API aes_status aes_index_add_from(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row) {
-    return aes__ix_add_from(ctx, idx, src, row, NULL);
-}
-
-AES_API aes_status aes_index_add_copy(aes_ctx *ctx, aes_index *idx, const aes_index *src, size_t row,
-                                      const char *path, uint64_t file_size, int64_t mtime_ns) {
-    aes_status st;
-    if (!path) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_index_add_copy: NULL path");
-    if ((st = aes__ix_add_from(ctx, idx, src, row, path)) != AES_OK) return st;
-    idx->impl->fsize[idx->count - 1] = file_size;
-    idx->impl->mtime[idx->count - 1] = mtime_ns;
     return AES_OK;
 }
 
@@ -14997,18 +14849,6 @@ AES_API aes_status aes_index_filter(aes_ctx *ctx, aes_index *idx, const unsigned
             return aes__fail(ctx, AES_ERR_NOMEM, "index: out of memory for the path table");
     aes__ix_sync(idx);
     return AES_OK;
-}
-
-AES_API aes_status aes_index_remove(aes_ctx *ctx, aes_index *idx, size_t row) {
-    unsigned char *keep;
-    aes_status st;
-    if (!idx || row >= idx->count) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_index_remove: row out of range");
-    if (!(keep = (unsigned char *)aes_alloc(ctx, idx->count, 1))) return aes_last_status(ctx);
-    memset(keep, 1, idx->count);
-    keep[row] = 0;
-    st = aes_index_filter(ctx, idx, keep);
-    aes_free(keep);
-    return st;
 }
 
 AES_API aes_status aes_index_set_storage(aes_ctx *ctx, aes_index *idx, unsigned storage) {
@@ -16172,15 +16012,6 @@ AES_API double aes_precision_at_k(const int64_t *ranked, int n, const int64_t *r
     return (double)found / (double)k;
 }
 
-AES_API double aes_mean_at_k(const float *values, int n, int k) {
-    double s = 0.0;
-    int i;
-    if (k > n) k = n;
-    if (k <= 0 || !values) return NAN;
-    for (i = 0; i < k; i++) s += values[i];
-    return s / k;
-}
-
 static int aes__float_desc(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return x > y ? -1 : x < y ? 1 : 0;
@@ -16475,12 +16306,12 @@ AES_API aes_status aes_clip_trainer_create(aes_ctx *ctx, aes_clip *model, const 
 AES_API void       aes_clip_trainer_free(aes_clip_trainer *tr);
 /* The gradient buffer: aes_clip_num_params floats in the canonical layout
  * (aes_clip_tensors names its tensors).  logit_scale's gradient is
- * kept also when it is frozen (the losses always produce it). */
+ * kept also when it is frozen (the losses always produce it).  Backward
+ * passes accumulate into it: a loop of its own zeroes it (memset) first. */
 AES_API float  *aes_clip_trainer_grads(aes_clip_trainer *tr, size_t *n);
 /* The trainable parameters as optimizer segments (weight decay for tensors
  * of 2 dimensions and more). */
 AES_API void    aes_clip_trainer_segments(const aes_clip_trainer *tr, const aes_param_segment **seg, int *nseg);
-AES_API void    aes_clip_trainer_zero_grad(aes_clip_trainer *tr);
 /* Changes what is trained (train_* and freeze_* of opt; the capacities stay
  * the ones the trainer was created with).  Create a new optimizer after:
  * the segments change. */
@@ -17542,10 +17373,6 @@ AES_API void aes_clip_trainer_segments(const aes_clip_trainer *tr, const aes_par
     if (seg) *seg = tr ? tr->seg : NULL;
     if (nseg) *nseg = tr ? tr->nseg : 0;
 }
-AES_API void aes_clip_trainer_zero_grad(aes_clip_trainer *tr) {
-    if (tr) memset(tr->grads, 0, sizeof(float) * tr->model->nparams);
-}
-
 AES_API aes_status aes_clip_trainer_set_trainable(aes_ctx *ctx, aes_clip_trainer *tr, const aes_train_options *opt) {
     if (!tr || !opt) return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_trainer_set_trainable: NULL argument");
     if (opt->max_images != tr->opt.max_images || opt->max_texts != tr->opt.max_texts)
@@ -17678,7 +17505,7 @@ AES_API aes_status aes_dpo_forward_backward(aes_ctx *ctx, aes_clip_trainer *tr, 
     E = (size_t)tr->model->cfg.embed_dim;
     ls = *tr->model->p.logit_scale;
     dls = tr->g_logit_scale;
-    if (backward) aes_clip_trainer_zero_grad(tr);
+    if (backward) memset(tr->grads, 0, sizeof(float) * tr->model->nparams);
     if ((st = aes_clip_trainer_encode_images(ctx, tr, bt->pixels, bt->nimages, tr->s_img)) != AES_OK) return st;
     text_fwd = bt->tokens != NULL;
     if (text_fwd) {

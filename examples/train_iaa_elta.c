@@ -20,12 +20,13 @@
  *      mean, and only confident ones join training.
  *
  * This program trains the same MLP head twice -- plain, then with ELTA --
- * and prints the error per score bin.  Everything it uses is in aesalign.h
- * and aesalign.h; the files it reads are the ones `aesalign train-head` reads
+ * and prints the error per score bin.  Everything it uses is in aesalign.h,
+ * and the generated set in tools/elta_synth.h; the files it reads are the ones `aesalign train-head` reads
  * (`aesalign elta-bench --export PREFIX` writes such a set).
  */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#include "../tools/elta_synth.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,7 +110,7 @@ int main(int argc, char **argv) {
             if (n2 != d) DIE("unlabelled embeddings differ in size");
         }
     } else { /* a long-tailed set built on LAION's real rating embeddings (or a synthetic curve) */
-        aes_elta_synth_cfg sc;
+        synth_cfg sc;
         aes_safetensors *st = NULL;
         float *anchors;
         const char *path = "../shared/data/laion-rating-embeddings-vit-l-14.safetensors";
@@ -135,10 +136,10 @@ int main(int argc, char **argv) {
         xtr = (float *)malloc(sizeof(float) * (size_t)ntr * d);
         xte = (float *)malloc(sizeof(float) * (size_t)nte * d);
         xun = (float *)malloc(sizeof(float) * (size_t)nun * d);
-        aes_elta_synth_default(&sc);
-        if (!xtr || !xte || !xun || aes_elta_synth(ctx, xtr, &ltr, ntr, anchors, d, &sc, 1, 1) != AES_OK ||
-            aes_elta_synth(ctx, xte, &lte, nte, anchors, d, &sc, 1, 2) != AES_OK ||
-            aes_elta_synth(ctx, xun, &lun, nun, anchors, d, &sc, 1, 3) != AES_OK)
+        synth_default(&sc);
+        if (!xtr || !xte || !xun || synth_make(ctx, xtr, &ltr, ntr, anchors, d, &sc, 1, 1) != AES_OK ||
+            synth_make(ctx, xte, &lte, nte, anchors, d, &sc, 1, 2) != AES_OK ||
+            synth_make(ctx, xun, &lun, nun, anchors, d, &sc, 1, 3) != AES_OK)
             DIE("%s", aes_last_error(ctx));
         free(anchors);
     }

@@ -12,6 +12,7 @@
  *     tail MAE. */
 #define AESALIGN_IMPLEMENTATION
 #include "../aesalign.h"
+#include "../tools/elta_synth.h"
 #include "testlib.h"
 
 /* Test helpers built from the library's internal pieces. */
@@ -607,13 +608,13 @@ static void test_refine(void) {
 
 static void test_srcc_hand(void) {
     float x[4] = {1, 2, 2, 3}, y[4] = {1, 3, 2, 4}, c[4] = {2, 2, 2, 2};
-    double r;
+    double r, p;
     /* ranks x = 1, 2.5, 2.5, 4; y = 1, 3, 2, 4: 4.5 / sqrt(4.5 * 5) */
-    CHECK_OK(ctx, aes__srcc(ctx, x, y, 4, &r));
+    CHECK_OK(ctx, aes__plcc_srcc(ctx, x, y, 4, &p, &r));
     CHECK_NEAR(r, 4.5 / sqrt(22.5), 1e-12);
-    CHECK_NEAR(aes__plcc(x, y, 4), 4.5 / sqrt(22.5) , 1e-7); /* same numbers: x, y are already ranks-like */
-    CHECK_OK(ctx, aes__srcc(ctx, x, c, 4, &r));
-    CHECK(r != r); /* constant input: undefined */
+    CHECK_NEAR(p, 4.5 / sqrt(22.5) , 1e-7); /* same numbers: x, y are already ranks-like */
+    CHECK_OK(ctx, aes__plcc_srcc(ctx, x, c, 4, &p, &r));
+    CHECK(r != r && p != p); /* constant input: undefined */
 }
 
 static void test_metrics_reference(void) {
@@ -821,11 +822,11 @@ static void test_synth(void) {
     enum { D = 24, N = 3000 };
     float anchors[10 * D], *x = fbuf((size_t)N * D);
     aes_labels L;
-    aes_elta_synth_cfg sc;
+    synth_cfg sc;
     int counts[10], groups[10], i, c;
     make_anchors(anchors, D, 1);
-    aes_elta_synth_default(&sc);
-    CHECK_OK(ctx, aes_elta_synth(ctx, x, &L, N, anchors, D, &sc, 1, 2));
+    synth_default(&sc);
+    CHECK_OK(ctx, synth_make(ctx, x, &L, N, anchors, D, &sc, 1, 2));
     CHECK(L.n == N && L.has_hist);
     for (i = 0; i < N; i += 97) {
         double nrm = 0;
@@ -888,16 +889,16 @@ static void test_train_elta_lowers_tail_mae(void) {
     float anchors[10 * D];
     float *xtr = fbuf((size_t)NTR * D), *xte = fbuf((size_t)NTE * D), *xun = fbuf((size_t)NUN * D);
     aes_labels ltr, lte, lun;
-    aes_elta_synth_cfg sc;
+    synth_cfg sc;
     double t0 = tl_now();
     int kind;
     make_anchors(anchors, D, 4);
-    aes_elta_synth_default(&sc);
+    synth_default(&sc);
     sc.noise_scale = 0.1f;   /* 32 dims instead of 768: less noise for a similar difficulty */
     sc.content_scale = 0.3f;
-    CHECK_OK(ctx, aes_elta_synth(ctx, xtr, &ltr, NTR, anchors, D, &sc, 21, 1));
-    CHECK_OK(ctx, aes_elta_synth(ctx, xte, &lte, NTE, anchors, D, &sc, 21, 2));
-    CHECK_OK(ctx, aes_elta_synth(ctx, xun, &lun, NUN, anchors, D, &sc, 21, 3));
+    CHECK_OK(ctx, synth_make(ctx, xtr, &ltr, NTR, anchors, D, &sc, 21, 1));
+    CHECK_OK(ctx, synth_make(ctx, xte, &lte, NTE, anchors, D, &sc, 21, 2));
+    CHECK_OK(ctx, synth_make(ctx, xun, &lun, NUN, anchors, D, &sc, 21, 3));
     for (kind = 0; kind < 2; kind++) {
         int loss = kind == AES_HEAD_MLP ? AES_LOSS_EMD : AES_LOSS_MSE;
         run_result base = train_and_test(kind, loss, 0, xtr, &ltr, NTR, xte, &lte, NTE, D, xun, NUN);
@@ -959,7 +960,7 @@ static void test_mixup_mse_scale(void) {
     double far1 = 0, far01 = 0, spread1 = 0, spread01 = 0, mean = 0, lo = 1e9, hi = -1e9;
     uint64_t rng = 99, z = 5;
     aes_elta_mixup_cfg mc;
-    aes_elta_synth_cfg sc;
+    synth_cfg sc;
     aes_labels L;
     aes_head_train_config cfg;
     aes_head h[4];
@@ -995,8 +996,8 @@ static void test_mixup_mse_scale(void) {
     CHECK_MSG(hi / lo < exp(0.1 * 3.1 / 0.5), "0.1-1 scale: P(i) max/min %.3f", hi / lo);
     /* the trainer: default = 0.1 = 0 (taken as 0.1); 1 differs; EMD heads ignore it */
     make_anchors(anchors, D, 3);
-    aes_elta_synth_default(&sc);
-    CHECK_OK(ctx, aes_elta_synth(ctx, x, &L, N, anchors, D, &sc, 7, 8));
+    synth_default(&sc);
+    CHECK_OK(ctx, synth_make(ctx, x, &L, N, anchors, D, &sc, 7, 8));
     for (k = 0; k < 4; k++) {
         int emd = k == 3;
         aes_head_train_config_default(&cfg);
@@ -1047,7 +1048,7 @@ static void test_refine_stage_rules(void) {
     enum { D = 16, N = 600, NU = 300 };
     float anchors[10 * D], *x = fbuf((size_t)N * D), *xu = fbuf((size_t)NU * D);
     aes_labels L, LU;
-    aes_elta_synth_cfg sc;
+    synth_cfg sc;
     aes_head_train_config cfg;
     aes_head_train_result res;
     aes_head h, g;
@@ -1055,9 +1056,9 @@ static void test_refine_stage_rules(void) {
     static const int hidden[4] = {16, 8, 8, 4};
     int l, same;
     make_anchors(anchors, D, 8);
-    aes_elta_synth_default(&sc);
-    CHECK_OK(ctx, aes_elta_synth(ctx, x, &L, N, anchors, D, &sc, 5, 6));
-    CHECK_OK(ctx, aes_elta_synth(ctx, xu, &LU, NU, anchors, D, &sc, 5, 7));
+    synth_default(&sc);
+    CHECK_OK(ctx, synth_make(ctx, x, &L, N, anchors, D, &sc, 5, 6));
+    CHECK_OK(ctx, synth_make(ctx, xu, &LU, NU, anchors, D, &sc, 5, 7));
     aes_head_train_config_default(&cfg);
     cfg.loss = AES_LOSS_EMD;
     cfg.epochs = 3;
@@ -1103,14 +1104,14 @@ static void test_train_deterministic(void) {
     enum { D = 16, N = 600 };
     float anchors[10 * D], *x = fbuf((size_t)N * D);
     aes_labels L;
-    aes_elta_synth_cfg sc;
+    synth_cfg sc;
     aes_head_train_config cfg;
     aes_head h1, h2;
     static const int hidden[4] = {16, 8, 8, 4};
     int l, same = 1;
     make_anchors(anchors, D, 8);
-    aes_elta_synth_default(&sc);
-    CHECK_OK(ctx, aes_elta_synth(ctx, x, &L, N, anchors, D, &sc, 5, 6));
+    synth_default(&sc);
+    CHECK_OK(ctx, synth_make(ctx, x, &L, N, anchors, D, &sc, 5, 6));
     aes_head_train_config_default(&cfg);
     cfg.loss = AES_LOSS_EMD;
     cfg.epochs = 3;
@@ -1233,7 +1234,7 @@ static void test_cli_train_eval_predict(void) {
     char dir[128], feat[256], lab[256], head_path[256], cmd[2048], line[256];
     float anchors[10 * D], *x = fbuf((size_t)N * D), *want = fbuf(N);
     aes_labels L;
-    aes_elta_synth_cfg sc;
+    synth_cfg sc;
     aes_head h;
     aes_iaa_metrics m;
     FILE *p;
@@ -1246,8 +1247,8 @@ static void test_cli_train_eval_predict(void) {
     snprintf(lab, sizeof lab, "%s/train.csv", dir);
     snprintf(head_path, sizeof head_path, "%s/head.safetensors", dir);
     make_anchors(anchors, D, 12);
-    aes_elta_synth_default(&sc);
-    CHECK_OK(ctx, aes_elta_synth(ctx, x, &L, N, anchors, D, &sc, 3, 4));
+    synth_default(&sc);
+    CHECK_OK(ctx, synth_make(ctx, x, &L, N, anchors, D, &sc, 3, 4));
     write_set(feat, lab, x, N, D, &L);
     /* train: an MLP on hist labels -> EMD, hist10 head, ELTA mixup + similarity */
     snprintf(cmd, sizeof cmd, "%s train-head --features %s --labels %s --out %s --head mlp --hidden 16,8,8,4 "

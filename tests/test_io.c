@@ -50,12 +50,12 @@ static void test_dtypes(void) {
     int i;
     for (i = 0; i < AES_DTYPE_COUNT; i++) {
         aes_dtype d;
-        CHECK(aes_dtype_size((aes_dtype)i) == sizes[i]);
-        CHECK(aes__dtype_from_name(aes_dtype_name((aes_dtype)i), &d) && d == (aes_dtype)i);
+        CHECK(aes__dtype_size((aes_dtype)i) == sizes[i]);
+        CHECK(aes__dtype_from_name(aes__dtype_name((aes_dtype)i), &d) && d == (aes_dtype)i);
     }
-    CHECK(!strcmp(aes_dtype_name(AES_DTYPE_BF16), "BF16"));
-    CHECK(!strcmp(aes_dtype_name(AES_DTYPE_F8_E4M3), "F8_E4M3"));
-    CHECK(aes_dtype_size((aes_dtype)99) == 0);
+    CHECK(!strcmp(aes__dtype_name(AES_DTYPE_BF16), "BF16"));
+    CHECK(!strcmp(aes__dtype_name(AES_DTYPE_F8_E4M3), "F8_E4M3"));
+    CHECK(aes__dtype_size((aes_dtype)99) == 0);
     CHECK(!aes__dtype_from_name("F4", NULL));
     CHECK(!aes__dtype_from_name("f32", NULL));
 }
@@ -76,7 +76,7 @@ static void tensor_set_make(tensor_set *s) {
         aes_tensor_out *t = &s->t[i];
         size_t bytes, k;
         t->dtype = (aes_dtype)(i % AES_DTYPE_COUNT);
-        snprintf(s->names[i], sizeof s->names[i], "layer.%d.%s", i, aes_dtype_name(t->dtype));
+        snprintf(s->names[i], sizeof s->names[i], "layer.%d.%s", i, aes__dtype_name(t->dtype));
         t->name = s->names[i];
         if (i == AES_DTYPE_COUNT) {           /* a scalar */
             t->ndim = 0;
@@ -88,7 +88,7 @@ static void tensor_set_make(tensor_set *s) {
             t->ndim = 1 + i % 4;
             for (k = 0; k < (size_t)t->ndim; k++) t->shape[k] = 1 + (int64_t)((i * 7 + k * 3) % 5);
         }
-        bytes = (size_t)numel_of(t->shape, t->ndim) * aes_dtype_size(t->dtype);
+        bytes = (size_t)numel_of(t->shape, t->ndim) * aes__dtype_size(t->dtype);
         s->data[i] = (unsigned char *)malloc(bytes + 1);
         for (k = 0; k < bytes; k++) s->data[i][k] = (unsigned char)(tl_uniform() * 256);
         t->data = s->data[i];
@@ -114,7 +114,7 @@ static void check_tensor_set(const tensor_set *s, const aes_safetensors *st, con
     for (i = 0; i < s->n; i++) {
         const aes_tensor_out *t = &s->t[i];
         const aes_tensor_view *v = aes_safetensors_find(st, t->name);
-        size_t bytes = (size_t)numel_of(t->shape, t->ndim) * aes_dtype_size(t->dtype);
+        size_t bytes = (size_t)numel_of(t->shape, t->ndim) * aes__dtype_size(t->dtype);
         CHECK_MSG(v != NULL, "tensor %s not found", t->name);
         if (!v) continue;
         CHECK(!strcmp(v->name, t->name));
@@ -126,7 +126,7 @@ static void check_tensor_set(const tensor_set *s, const aes_safetensors *st, con
         CHECK(bytes == 0 || !memcmp(v->data, t->data, bytes));
         /* the writer puts big elements first, so every tensor is aligned */
         if (file_base)
-            CHECK_MSG(((size_t)((const char *)v->data - (const char *)file_base)) % aes_dtype_size(v->dtype) == 0,
+            CHECK_MSG(((size_t)((const char *)v->data - (const char *)file_base)) % aes__dtype_size(v->dtype) == 0,
                       "tensor %s is not aligned to its element size", t->name);
     }
     CHECK(aes_safetensors_find(st, "nope") == NULL);

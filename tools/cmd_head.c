@@ -14,6 +14,7 @@
  * h1..h10 (vote counts), see aes_labels_parse_csv in aesalign.h.
  */
 #include "cli.h"
+#include "elta_synth.h"
 #include <limits.h>
 #include <math.h>
 #include <time.h>
@@ -514,11 +515,11 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
     int i, k, c, d, base = 0, rc = 1, act = AES_HEAD_ACT_NONE, hidden[4] = {256, 64, 32, 16}, verbose = 0, select_best = 1;
     float *anchors = NULL, *xtr = NULL, *xte = NULL, *xun = NULL, *pred = NULL;
     bench_row *rows = NULL;
-    aes_elta_synth_cfg sc;
+    synth_cfg sc;
     aes_elta_config ec;
     aes_ctx *ctx;
     double t0 = (double)time(NULL);
-    aes_elta_synth_default(&sc);
+    synth_default(&sc);
     aes_elta_config_default(&ec, 1);
     for (i = 1; i < argc; i++) {
         int r;
@@ -531,7 +532,7 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
                    "                          [--select srcc|last] [--lr X] [--export PREFIX]  (write the first seed's sets as PREFIX-{train,test,unlabeled}.*\n"
                    "                          for train-head / eval-head, and stop)\n"
                    "  Builds a long-tailed benchmark from 10 real CLIP embeddings of rising aesthetic level\n"
-                   "  (default %s; a synthetic curve if absent), see aes_elta_synth in aesalign.h,\n"
+                   "  (default %s; a synthetic curve if absent), see tools/elta_synth.h,\n"
                    "  trains every configuration of the ablation on the same data for each seed and prints\n"
                    "  a markdown table of test metrics, mean +- sd over seeds, with paired differences to the\n"
                    "  baseline of the same head.  Every configuration trains the same number of epochs.\n"
@@ -639,9 +640,9 @@ CLI_COMMAND(elta_bench, "ELTA ablation on a long-tailed benchmark built on real 
         aes_labels ltr, lte, lun;
         int counts[AES_SCORE_BINS];
         uint64_t seed = (uint64_t)(seed_base + k + 1);
-        if (aes_elta_synth(ctx, xtr, &ltr, (int)ntr, anchors, d, &sc, seed, 1000 + seed) != AES_OK ||
-            aes_elta_synth(ctx, xte, &lte, (int)nte, anchors, d, &sc, seed, 2000 + seed) != AES_OK ||
-            aes_elta_synth(ctx, xun, &lun, (int)(nun ? nun : 1), anchors, d, &sc, seed, 3000 + seed) != AES_OK) {
+        if (synth_make(ctx, xtr, &ltr, (int)ntr, anchors, d, &sc, seed, 1000 + seed) != AES_OK ||
+            synth_make(ctx, xte, &lte, (int)nte, anchors, d, &sc, seed, 2000 + seed) != AES_OK ||
+            synth_make(ctx, xun, &lun, (int)(nun ? nun : 1), anchors, d, &sc, seed, 3000 + seed) != AES_OK) {
             cli_fail("elta-bench", ctx, "cannot generate the benchmark");
             goto done;
         }

@@ -706,7 +706,7 @@ static int cmd_build(int argc, char **argv, int update) {
         const char *p = aes_index_path(prev, f);
         if (under_any(p, removed.s, removed.n)) { dropped++; continue; }
         if (under_any(p, walked.s, walked.n)) continue;
-        if (aes_index_add_from(ctx, idx, prev, f) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
+        if (aes_index_add_from(ctx, idx, prev, f, NULL, 0, 0) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
         kept++;
     }
     if (prev) {     /* bad files remembered in folders not walked */
@@ -746,7 +746,7 @@ static int cmd_build(int argc, char **argv, int update) {
                  prev->mtime_ns[row] == wf->mtime_ns)
             src = prev;
         if (src) {
-            if (aes_index_add_from(ctx, idx, src, (size_t)row) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
+            if (aes_index_add_from(ctx, idx, src, (size_t)row, NULL, 0, 0) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
             head_differs |= strcmp(src->head_id, head_id) != 0;
             reused++;
         } else if ((cache && meta_is_bad(cache->meta, wf)) || (prev && meta_is_bad(prev->meta, wf))) {
@@ -788,7 +788,7 @@ static int cmd_build(int argc, char **argv, int update) {
             hit = (hash_ref *)bsearch(&key, hashes, nhashes, sizeof *hashes, cmp_hash_ref);
             aes_jpeg_exif(data, len, &exif);
             aes_free(data);
-            if (!hit || aes_index_add_copy(ctx, idx, hit->src, hit->row, wf->path, wf->size, wf->mtime_ns) != AES_OK ||
+            if (!hit || aes_index_add_from(ctx, idx, hit->src, hit->row, wf->path, wf->size, wf->mtime_ns) != AES_OK ||
                 aes_index_set_info(ctx, idx, idx->count - 1, cli_photo_date(exif.datetime_original, wf->mtime_ns),
                                    key.hash) != AES_OK) {
                 aes_clear_error(ctx);
@@ -1064,7 +1064,7 @@ static int cmd_merge(int argc, char **argv) {
     }
     for (f = 0; f < nrows; f++) {
         if (f > 0 && !strcmp(rows[f].path, rows[f - 1].path)) { dups++; continue; }
-        if (aes_index_add_from(ctx, idx, rows[f].src, rows[f].row) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
+        if (aes_index_add_from(ctx, idx, rows[f].src, rows[f].row, NULL, 0, 0) != AES_OK) { cli_fail(cmd, ctx, "index"); goto done; }
     }
     if (aes_index_set_meta(ctx, idx, meta.s ? meta.s : "") != AES_OK || aes_index_save(ctx, idx, out) != AES_OK) {
         cli_fail(cmd, ctx, "writing %s", out);
