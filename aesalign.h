@@ -16608,6 +16608,11 @@ typedef struct aes_clip_train_config {
     int      cache_images;      /* 1: preprocess every image once and keep all n in
                                    memory (n * 3 * R * R floats); 0: load each image
                                    when a batch needs it.  Same results.        (1)  */
+    int      group;             /* > 1: the shuffle moves runs of this many consecutive
+                                   rows, which so share a batch (hard negatives: rows
+                                   made to differ in one attribute, which random
+                                   batches rarely pair); n and batch must be
+                                   multiples of it.  0 or 1: rows one by one.   (0)  */
 } aes_clip_train_config;
 
 AES_API aes_dpo_finetune_config aes_dpo_finetune_config_default(void);
@@ -18391,6 +18396,16 @@ done:
 
 /* ---- contrastive ------------------------------------------------------------- */
 
+/* A shuffle of 0..n-1 that keeps runs of g consecutive rows together (g divides
+ * n): the runs are permuted, then each expands in place from the back (entry
+ * m is read by entries m*g.. before entry m itself is written).  g = 1 is
+ * aes__rand_permutation, draw for draw. */
+static void aes__group_permutation(uint64_t *state, int *a, int n, int g) {
+    int i;
+    aes__rand_permutation(state, a, n / g);
+    for (i = n - 1; i >= 0 && g > 1; i--) a[i] = a[i / g] * g + i % g;
+}
+
 AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim *optim, const aes_tokenizer *tok,
                                   const aes_caption_list *data, const aes_clip_train_config *cfg,
                                   aes_train_result *result) {
@@ -18398,7 +18413,7 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
     aes_status st;
     float *all_px = NULL, *px = NULL;
     int32_t *all_tok = NULL, *tk = NULL;
-    int *order = NULL, cursor = 0, n, i, stop = 0, cache;
+    int *order = NULL, cursor = 0, n, i, stop = 0, cache, group;
     uint64_t rng;
     size_t pxn;
     long t = 0, draws;
@@ -18417,6 +18432,10 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
         return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_train: label smoothing %g is not in [0, 1)",
                          (double)cfg->label_smoothing);
     n = data->n;
+    group = cfg->group > 1 ? cfg->group : 1;
+    if (n % group || L.batch % group)
+        return aes__fail(ctx, AES_ERR_INVALID_ARG, "aes_clip_train: %d rows and batch %d are not multiples of group %d",
+                         n, L.batch, group);
     cache = cfg->cache_images != 0;
     pxn = (size_t)3 * L.m.S * L.m.S;
     all_tok = (int32_t *)aes_alloc(ctx, (size_t)n * L.m.L, sizeof(int32_t));
@@ -18436,9 +18455,9 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
     if ((st = aes__loop_resume(&L)) != AES_OK) goto done;
     /* the order: a shuffle per epoch, replayed over the finished steps */
     rng = cfg->seed * 0x9E3779B97F4A7C15ull + 7;
-    aes__rand_permutation(&rng, order, n);
+    aes__group_permutation(&rng, order, n, group);
     for (draws = 0; draws < L.p.start_step * L.batch; draws++) {
-        if (cursor == n) { aes__rand_permutation(&rng, order, n); cursor = 0; }
+        if (cursor == n) { aes__group_permutation(&rng, order, n, group); cursor = 0; }
         cursor++;
     }
     stop = aes__loop_emit(&L, AES_TRAIN_START, L.p.start_step);
@@ -18450,7 +18469,7 @@ AES_API aes_status aes_clip_train(aes_ctx *ctx, aes_clip_trainer *tr, aes_optim 
         int j;
         for (j = 0; j < L.batch; j++) {
             int k;
-            if (cursor == n) { aes__rand_permutation(&rng, order, n); cursor = 0; }
+            if (cursor == n) { aes__group_permutation(&rng, order, n, group); cursor = 0; }
             k = order[cursor++];
             if (cache) memcpy(px + (size_t)j * pxn, all_px + (size_t)k * pxn, sizeof(float) * pxn);
             else if ((st = aes__loop_image(&L, data->images[k], px + (size_t)j * pxn)) != AES_OK) goto done;

@@ -1898,6 +1898,27 @@ out:
     aes_ctx_free(ctx);
 }
 
+/* The grouped shuffle of aes_clip_train: a permutation whose runs of g stay
+ * whole and in order, the runs themselves shuffled; g = 1 is the plain one. */
+static void test_group_permutation(void) {
+    int a[24], b[24], seen[24], i, g, moved = 0;
+    uint64_t s1 = 5, s2 = 5;
+    aes__group_permutation(&s1, a, 24, 1);
+    aes__rand_permutation(&s2, b, 24);
+    CHECK(!memcmp(a, b, sizeof a) && s1 == s2);
+    for (g = 2; g <= 6; g += 2) {
+        memset(seen, 0, sizeof seen);
+        aes__group_permutation(&s1, a, 24, g);
+        for (i = 0; i < 24; i++) {
+            CHECK(a[i] >= 0 && a[i] < 24 && !seen[a[i]]++);
+            if (i % g) CHECK_MSG(a[i] == a[i - 1] + 1, "g %d: entry %d", g, i);
+            else CHECK(a[i] % g == 0);
+            moved += a[i] != i;
+        }
+    }
+    CHECK(moved > 0);
+}
+
 static void test_clip_train_loop(void) {
     aes_ctx *ctx = aes_ctx_create();
     aes_tokenizer *tok = NULL;
@@ -1981,6 +2002,10 @@ static void test_clip_train_loop(void) {
         c2 = cfg; c2.label_smoothing = 1.0f;
         CHECK(aes_clip_train(ctx, tr, NULL, tok, &data, &c2, NULL) == AES_ERR_INVALID_ARG);
         c2 = cfg; c2.batch = 9;
+        CHECK(aes_clip_train(ctx, tr, NULL, tok, &data, &c2, NULL) == AES_ERR_INVALID_ARG);
+        c2 = cfg; c2.group = 3;     /* 8 rows are not runs of 3 */
+        CHECK(aes_clip_train(ctx, tr, NULL, tok, &data, &c2, NULL) == AES_ERR_INVALID_ARG);
+        c2 = cfg; c2.group = 8;     /* nor is a batch of 4 */
         CHECK(aes_clip_train(ctx, tr, NULL, tok, &data, &c2, NULL) == AES_ERR_INVALID_ARG);
         {
             static const char *const bad_img[3] = {"img0", "broken", "img1"};
@@ -2186,6 +2211,7 @@ int main(int argc, char **argv) {
     RUN(test_one_validator_edges);
     RUN(test_dpo_finetune_loop);
     RUN(test_dpo_finetune_augment);
+    RUN(test_group_permutation);
     RUN(test_clip_train_loop);
     RUN(test_cli_make_pairs_finetune_resume);
     return tl_report();

@@ -510,6 +510,9 @@ static void train_clip_usage(FILE *f) {
         "                      --act gelu|quick_gelu (quick_gelu) --layout hf|openai (hf)\n"
         "  --steps N (1000)  --batch N (64)  --lr X (5e-4)  --warmup N (steps/20)\n"
         "  --weight-decay X (0.1)  --label-smoothing X (0)  --seed N (1)  --log-every N (50)\n"
+        "  --group G (1): shuffle runs of G consecutive lines, which so share a batch (hard\n"
+        "                 negatives: lines made to differ in one attribute); G divides the\n"
+        "                 number of lines and --batch\n"
         "  --resume (continue from M and M.optim)\n"
         "Writes M (safetensors) and a Hugging Face config.json beside it (heads, activation).\n");
 }
@@ -560,7 +563,7 @@ CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for
     const char *data = NULL, *vocab = NULL, *out = NULL, *init = NULL, *act = "quick_gelu", *layout = "hf";
     long image_size = 64, patch = 8, width = 128, layers = 4, heads = 4, mlp = 0, twidth = 128, tlayers = 4;
     long theads = 4, tmlp = 0, context = 32, embed = 128, steps = 1000, batch = 64, warmup = -1, seed = 1;
-    long log_every = 50;
+    long log_every = 50, group = 1;
     double lr = 5e-4, wd = 0.1, smoothing = 0;
     int resume = 0, i, r, rc = 1, n = 0;
     aes_ctx *ctx = NULL;
@@ -598,6 +601,7 @@ CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for
             (r = cli_opt_int(argc, argv, &i, "--warmup", &warmup)) ||
             (r = cli_opt_int(argc, argv, &i, "--seed", &seed)) ||
             (r = cli_opt_int(argc, argv, &i, "--log-every", &log_every)) ||
+            (r = cli_opt_int(argc, argv, &i, "--group", &group)) ||
             (r = cli_opt_float(argc, argv, &i, "--lr", &lr)) ||
             (r = cli_opt_float(argc, argv, &i, "--weight-decay", &wd)) ||
             (r = cli_opt_float(argc, argv, &i, "--label-smoothing", &smoothing))) {
@@ -609,9 +613,9 @@ CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for
         return 2;
     }
     if (!data || !out) { train_clip_usage(stderr); return 2; }
-    if (steps < 1 || batch < 2 || batch > 4096 || log_every < 1 || (strcmp(act, "gelu") && strcmp(act, "quick_gelu")) ||
+    if (steps < 1 || batch < 2 || batch > 4096 || log_every < 1 || group < 1 || group > batch || (strcmp(act, "gelu") && strcmp(act, "quick_gelu")) ||
         (strcmp(layout, "hf") && strcmp(layout, "openai")))
-        return cli_fail("train-clip", NULL, "bad --steps/--batch/--log-every/--act/--layout");
+        return cli_fail("train-clip", NULL, "bad --steps/--batch/--log-every/--group/--act/--layout");
     snprintf(optim_path, sizeof optim_path, "%s.optim", out);
     ctx = aes_ctx_create();
     if (!ctx) return cli_fail("train-clip", NULL, "out of memory");
@@ -664,6 +668,7 @@ CLI_COMMAND(train_clip, "contrastive CLIP training from image/caption lists, for
     cfg.batch = (int)batch;
     cfg.seed = (uint64_t)seed;
     cfg.label_smoothing = (float)smoothing;
+    cfg.group = (int)group;
     cfg.optim.lr = (float)lr;
     cfg.optim.weight_decay = (float)wd;
     cfg.optim.warmup_steps = warmup >= 0 ? (int)warmup : (int)(steps / 20);

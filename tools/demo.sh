@@ -144,6 +144,42 @@ run_way() {
       "$CLI" eval --k 10 "$E/$name.eval_full.tsv" | grep '^recall\|^precision'; } > "$E/$name.metrics.txt" || die "eval ($name) failed"
 }
 
+# Which attributes a way's top 10 gets right: of all top-10 results, the fraction
+# whose scene has a group of the query's colour, one of its shape, one of both;
+# of those with both, the fraction with the query's count, and with its size (for
+# queries that name a size); of the results of queries that name a background,
+# the fraction on it.  Chance for shape is about 1/6 (2/6 for two-group scenes).
+attributes() { # world_dir search_output
+    awk -F'\t' '
+        function sing(w) { if (w == "crosses") return "cross"; sub(/s$/, "", w); return w }
+        function num(w) { return w == "a" ? 1 : w == "two" ? 2 : w == "three" ? 3 : 0 }
+        FNR == 1 { file++; if (file < 3) next }
+        file == 1 { for (g = 0; g < 2; g++) { c[$1, g] = $(20 + 5 * g); sz[$1, g] = $(21 + 5 * g)
+                                               col[$1, g] = $(22 + 5 * g); shp[$1, g] = $(23 + 5 * g) }
+                    bg[$1] = $19; ng[$1] = $24 == "-" ? 1 : 2; next }
+        file == 2 { n = split($2, w, " "); i = 1; qc[$1] = num(w[i++]); qs[$1] = ""
+                    if (w[i] ~ /^(small|medium|large)$/) qs[$1] = w[i++]
+                    qcol[$1] = w[i++]; qshp[$1] = sing(w[i++]); qbg[$1] = ""
+                    for (j = i; j <= n; j++) if (w[j] == "background") qbg[$1] = w[j - 1]
+                    next }
+        $1 == "result" {
+            q = $2; it = $4; sub(/.*\//, "", it); sub(/\.[a-z]*$/, "", it); it += 0
+            hc = hs = 0; m = -1
+            for (g = 0; g < ng[it]; g++) {
+                hc += col[it, g] == qcol[q]; hs += shp[it, g] == qshp[q]
+                if (col[it, g] == qcol[q] && shp[it, g] == qshp[q]) m = g
+            }
+            n_all++; n_c += hc > 0; n_s += hs > 0
+            if (m >= 0) { n_cs++; n_count += c[it, m] == qc[q]; if (qs[q] != "") { n_sq++; n_size += sz[it, m] == qs[q] } }
+            if (qbg[q] != "") { n_bq++; n_bg += bg[it] == qbg[q] }
+        }
+        END {
+            printf "colour %.2f  shape %.2f  colour+shape %.2f  | of those: count %.2f  size %.2f  | background %.2f\n",
+                n_c / n_all, n_s / n_all, n_cs / n_all, n_cs ? n_count / n_cs : 0, n_sq ? n_size / n_sq : 0,
+                n_bq ? n_bg / n_bq : 0
+        }' "$1/scenes.tsv" "$1/queries.tsv" "$2"
+}
+
 metric() { # file name
     awk -F'\t' -v m="$2" '$1 == m { print $2 }' "$1"
 }
@@ -330,6 +366,9 @@ evaluate() { # gallery_scenes gallery_queries head_training_scenes min_relevant 
     done
     np=$(awk -F'\t' '$1 == "hpir_weighted" { sub(/^\(/, "", $3); sub(/ .*/, "", $3); print $3 }' "$E/plain.metrics.txt")
     metric_help "$np" | sed 's/^/  /'
+    echo
+    echo "What the top 10 of plain retrieval gets right (fractions of all results; chance for shape is about 0.2):"
+    echo "  $(attributes "$G" "$E/plain.search.tsv")"
     echo
     echo "ELTA on the long-tailed test set (the gallery's scores; head/tail bins from the training labels):"
     printf '%-22s %7s %7s %8s %9s %9s %9s\n' "aesthetic head" SRCC PLCC MAE "head MAE" "mid MAE" "tail MAE"
