@@ -527,8 +527,11 @@ AES_API uint64_t aes_limit_get(const aes_ctx *ctx, aes_limit which) {
  * hundreds of microseconds (at batch 1, about 60 per image), and waking a
  * sleeping thread costs about as much as a small job.  About 50 us of polling
  * (pause is some 40-140 cycles on current x86 cores); without GNU atomics
- * the threads sleep at once. */
+ * the threads sleep at once.  (-DAES__POOL_SPIN=1 builds the pool that
+ * sleeps at once, to compare.) */
+#ifndef AES__POOL_SPIN
 #define AES__POOL_SPIN 4096
+#endif
 #if defined(__GNUC__)
 #define AES__POOL_POLL 1
 /* Polls until (*v == x) == equal (returns 1) or the polling time is up (0). */
