@@ -264,8 +264,9 @@ typedef struct aes__pool {
     pthread_cond_t  wake, done;
     aes__task_fn    fn;
     void           *arg;
-    int             ntasks, next, busy;
-    unsigned        generation;
+    int             ntasks, next;
+    unsigned        busy;              /* workers still on the current job */
+    unsigned        generation;        /* jobs posted (quit: one more) */
     int             quit;
 } aes__pool;
 #endif
@@ -522,6 +523,41 @@ AES_API uint64_t aes_limit_get(const aes_ctx *ctx, aes_limit which) {
 
 /* ---- threads ------------------------------------------------------------- */
 #ifndef AES_NO_THREADS
+/* Between two jobs a thread first polls for a while before it sleeps on
+ * the condition variable: a forward pass posts a job every few tens or
+ * hundreds of microseconds (at batch 1, about 60 per image), and waking a
+ * sleeping thread costs about as much as a small job.  About 50 us of polling
+ * (pause is some 40-140 cycles on current x86 cores); without GNU atomics
+ * the threads sleep at once.  (-DAES__POOL_SPIN=1 builds the pool that
+ * sleeps at once, to compare.) */
+#ifndef AES__POOL_SPIN
+#define AES__POOL_SPIN 4096
+#endif
+#if defined(__GNUC__)
+#define AES__POOL_POLL 1
+/* Polls until (*v == x) == equal (returns 1) or the polling time is up (0). */
+static int aes__pool_poll(const unsigned *v, unsigned x, int equal) {
+    int i;
+    for (i = 0; i < AES__POOL_SPIN; i++) {
+        if ((__atomic_load_n(v, __ATOMIC_ACQUIRE) == x) == equal) return 1;
+#ifdef AES__X86
+        _mm_pause();
+#endif
+    }
+    return 0;
+}
+#endif
+
+/* A new job (or quit) for the workers; called with the mutex held. */
+static void aes__pool_post(aes__pool *pool) {
+#ifdef AES__POOL_POLL
+    __atomic_add_fetch(&pool->generation, 1u, __ATOMIC_RELEASE);
+#else
+    pool->generation++;
+#endif
+    pthread_cond_broadcast(&pool->wake);
+}
+
 /* Takes tasks until none are left; called with the mutex NOT held. */
 static void aes__pool_drain(aes__pool *pool) {
     for (;;) {
@@ -538,6 +574,9 @@ static void *aes__pool_worker(void *p) {
     aes__pool *pool = (aes__pool *)p;
     unsigned seen = 0;
     for (;;) {
+#ifdef AES__POOL_POLL
+        aes__pool_poll(&pool->generation, seen, 0);
+#endif
         pthread_mutex_lock(&pool->mu);
         while (!pool->quit && pool->generation == seen) pthread_cond_wait(&pool->wake, &pool->mu);
         if (pool->quit) { pthread_mutex_unlock(&pool->mu); return NULL; }
@@ -545,7 +584,11 @@ static void *aes__pool_worker(void *p) {
         pthread_mutex_unlock(&pool->mu);
         aes__pool_drain(pool);
         pthread_mutex_lock(&pool->mu);
+#ifdef AES__POOL_POLL
+        if (__atomic_sub_fetch(&pool->busy, 1u, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&pool->done);
+#else
         if (--pool->busy == 0) pthread_cond_signal(&pool->done);
+#endif
         pthread_mutex_unlock(&pool->mu);
     }
 }
@@ -555,7 +598,7 @@ static void aes__pool_destroy(aes__pool *pool) {
     if (!pool) return;
     pthread_mutex_lock(&pool->mu);
     pool->quit = 1;
-    pthread_cond_broadcast(&pool->wake);
+    aes__pool_post(pool); /* ends the polling */
     pthread_mutex_unlock(&pool->mu);
     for (i = 0; i < pool->nworkers; i++) pthread_join(pool->threads[i], NULL);
     pthread_mutex_destroy(&pool->mu);
@@ -618,11 +661,13 @@ static void aes__parallel_for(aes_ctx *ctx, int ntasks, aes__task_fn fn, void *a
         pool->arg = arg;
         pool->ntasks = ntasks;
         pool->next = 0;
-        pool->busy = pool->nworkers;
-        pool->generation++;
-        pthread_cond_broadcast(&pool->wake);
+        pool->busy = (unsigned)pool->nworkers;
+        aes__pool_post(pool);
         pthread_mutex_unlock(&pool->mu);
         aes__pool_drain(pool);
+#ifdef AES__POOL_POLL
+        aes__pool_poll(&pool->busy, 0u, 1);
+#endif
         pthread_mutex_lock(&pool->mu);
         while (pool->busy > 0) pthread_cond_wait(&pool->done, &pool->mu);
         pthread_mutex_unlock(&pool->mu);
@@ -967,6 +1012,10 @@ AES_API float aes_dot(aes_ctx *ctx, const float *a, const float *b, size_t n) {
  *         AVX2     6 x 16  (12 ymm accumulators, 2 loads + 6 broadcasts per k)
  *         NEON     8 x 12  (24 q accumulators, vfmaq_laneq_f32)
  *         scalar   4 x 16  (plain C the compiler may vectorize)
+ *      On x86 the last rows of A (M not a multiple of MR) run in kernels of
+ *      4, 2 and 1 rows that do the same per-element arithmetic.
+ *   4. A linear layer's bias, activation and residual addition are applied
+ *      to each tile of C right after its last kc block (the "epilogue").
  *
  *  Threads.  C is cut into tiles of MCt x NCt (multiples of MR x NR); each
  *  tile is one task of aes__parallel_for and runs over ALL of K in a fixed
@@ -1039,6 +1088,13 @@ typedef void (*aes__gemm_kernel_fn)(int kc, const float *a, const float *b, floa
  * panels in one go lets a copy read whole rows of the source at once. */
 typedef void (*aes__gemm_pack_fn)(float *dst, const float *src, size_t ld, int valid, int width,
                                   int kc);
+/* The first rows (< MR) of a micro-kernel's tile, for the last panel of A
+ * when M is not a multiple of MR (one image: 50 tokens, 8 x 6 + 2 rows of 6
+ * and 8 x 6 + 2 of 8): every element gets the same fused multiply-adds in
+ * the same order as in the full kernel, so the same bits, without paying
+ * for the padding rows. */
+typedef void (*aes__gemm_rows_fn)(int rows, int kc, const float *a, const float *b, float *c, size_t ldc,
+                                  float alpha, float beta);
 
 typedef struct aes__gemm_arch {
     int mr, nr;          /* micro-tile */
@@ -1048,6 +1104,7 @@ typedef struct aes__gemm_arch {
                             sliver stays in L1), 0: the A panels (a B sliver does) */
     aes__gemm_kernel_fn kernel;
     aes__gemm_pack_fn   pack_copy, pack_transpose;
+    aes__gemm_rows_fn   kernel_rows; /* or NULL: edge rows go through a scratch tile */
 } aes__gemm_arch;
 
 /* ---- scalar packing (every ISA falls back to it for odd panels) --------- */
@@ -1120,7 +1177,7 @@ static void aes__gemm_kernel_scalar(int kc, const float *a, const float *b, floa
 
 static const aes__gemm_arch aes__gemm_arch_scalar = {
     AES__GEMM_SCALAR_MR, AES__GEMM_SCALAR_NR, 256, 64, 256, 1,
-    aes__gemm_kernel_scalar, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_scalar
+    aes__gemm_kernel_scalar, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_scalar, NULL
 };
 
 #ifdef AES__X86
@@ -1326,6 +1383,77 @@ AES__TARGET_AVX2 static void aes__gemm_kernel_avx2(int kc, const float *a, const
 #undef AES__GEMM_AVX2_STORE
 }
 
+/* R (1, 2 or 4) rows of the 6 x 16 kernel's tile, as aes__gemm_rows_fn
+ * (see the AVX-512 ones below). */
+#define AES__GEMM_AVX2_ROW_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps()
+#define AES__GEMM_AVX2_ROW_FMA(r)                                                           \
+    do {                                                                                    \
+        __m256 x_ = _mm256_broadcast_ss(a + (r));                                           \
+        c##r##0 = _mm256_fmadd_ps(x_, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(x_, b1, c##r##1); \
+    } while (0)
+#define AES__GEMM_AVX2_ROW_STORE(r)                                                         \
+    do {                                                                                    \
+        float *cr_ = c + (size_t)(r) * ldc;                                                 \
+        __m256 va_ = _mm256_set1_ps(alpha), vb_ = _mm256_set1_ps(beta);                     \
+        __m256 y0_ = _mm256_mul_ps(va_, c##r##0), y1_ = _mm256_mul_ps(va_, c##r##1);        \
+        if (beta != 0.0f) {                                                                 \
+            y0_ = _mm256_fmadd_ps(vb_, _mm256_loadu_ps(cr_), y0_);                          \
+            y1_ = _mm256_fmadd_ps(vb_, _mm256_loadu_ps(cr_ + 8), y1_);                      \
+        }                                                                                   \
+        _mm256_storeu_ps(cr_, y0_);                                                         \
+        _mm256_storeu_ps(cr_ + 8, y1_);                                                     \
+    } while (0)
+#define AES__GEMM_AVX2_LOOP(body)                                                           \
+    for (k = 0; k < kc; k++) {                                                              \
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                          \
+        body;                                                                               \
+        a += AES__GEMM_AVX2_MR;                                                             \
+        b += AES__GEMM_AVX2_NR;                                                             \
+    }
+/* The three R-row kernels of one ISA from its ROW_DECL, ROW_FMA, ROW_STORE
+ * and LOOP macros (named prefix_r1, _r2, _r4). */
+#define AES__GEMM_ROW_KERNELS(prefix, target, decl, fma, store, loop)                        \
+    target static void prefix##_r1(int kc, const float *a, const float *b, float *c, size_t ldc, \
+                                   float alpha, float beta) {                                 \
+        int k;                                                                                \
+        decl(0);                                                                              \
+        loop(fma(0))                                                                          \
+        store(0);                                                                             \
+    }                                                                                         \
+    target static void prefix##_r2(int kc, const float *a, const float *b, float *c, size_t ldc, \
+                                   float alpha, float beta) {                                 \
+        int k;                                                                                \
+        decl(0); decl(1);                                                                     \
+        loop(fma(0); fma(1))                                                                  \
+        store(0); store(1);                                                                   \
+    }                                                                                         \
+    target static void prefix##_r4(int kc, const float *a, const float *b, float *c, size_t ldc, \
+                                   float alpha, float beta) {                                 \
+        int k;                                                                                \
+        decl(0); decl(1); decl(2); decl(3);                                                   \
+        loop(fma(0); fma(1); fma(2); fma(3))                                                  \
+        store(0); store(1); store(2); store(3);                                               \
+    }
+AES__GEMM_ROW_KERNELS(aes__gemm_kernel_avx2, AES__TARGET_AVX2, AES__GEMM_AVX2_ROW_DECL, AES__GEMM_AVX2_ROW_FMA,
+                      AES__GEMM_AVX2_ROW_STORE, AES__GEMM_AVX2_LOOP)
+#undef AES__GEMM_AVX2_ROW_DECL
+#undef AES__GEMM_AVX2_ROW_FMA
+#undef AES__GEMM_AVX2_ROW_STORE
+#undef AES__GEMM_AVX2_LOOP
+
+/* rows < MR as 4 + 2 + 1, through one of the R-row kernels above (the A
+ * sliver keeps its stride of MR per k). */
+#define AES__GEMM_ROWS_FN(name, r1, r2, r4)                                                   \
+    static void name(int rows, int kc, const float *a, const float *b, float *c, size_t ldc,  \
+                     float alpha, float beta) {                                               \
+        int r = 0;                                                                            \
+        if (rows - r >= 4) { r4(kc, a + r, b, c + (size_t)r * ldc, ldc, alpha, beta); r += 4; } \
+        if (rows - r >= 2) { r2(kc, a + r, b, c + (size_t)r * ldc, ldc, alpha, beta); r += 2; } \
+        if (rows - r >= 1) r1(kc, a + r, b, c + (size_t)r * ldc, ldc, alpha, beta);           \
+    }
+AES__GEMM_ROWS_FN(aes__gemm_kernel_rows_avx2, aes__gemm_kernel_avx2_r1, aes__gemm_kernel_avx2_r2,
+                  aes__gemm_kernel_avx2_r4)
+
 /* Blocking (ours, tuned on a core with 48 KiB of L1d and 1 MiB of L2):
  * the inner loop of a tile walks the A panels, so one kc x 16 sliver of B
  * (kc = 768: 48 KiB) stays in L1 while the 6-row A slivers stream from the
@@ -1343,7 +1471,7 @@ AES__TARGET_AVX2 static void aes__gemm_kernel_avx2(int kc, const float *a, const
 static const aes__gemm_arch aes__gemm_arch_avx2 = {
     AES__GEMM_AVX2_MR, AES__GEMM_AVX2_NR, AES__GEMM_AVX2_KC, AES__GEMM_AVX2_MC, AES__GEMM_AVX2_NC,
     AES__GEMM_AVX2_BINNER,
-    aes__gemm_kernel_avx2, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2
+    aes__gemm_kernel_avx2, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2, aes__gemm_kernel_rows_avx2
 };
 
 /* ---- AVX-512 micro-kernel: 8 x 48 -----------------------------------------
@@ -1444,12 +1572,59 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
 }
 #undef AES__GEMM_AVX512_STEP
 
+/* R (1, 2 or 4) rows of the 8 x 48 kernel's tile, as aes__gemm_rows_fn,
+ * written out (a compiler at -O2 keeps arrays of accumulators in memory);
+ * the store is the full kernel's, row by row.  rows < 8 go as 4 + 2 + 1. */
+#define AES__GEMM_AVX512_ROW_DECL(r)                                                        \
+    __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = _mm512_setzero_ps(),                    \
+           c##r##2 = _mm512_setzero_ps()
+#define AES__GEMM_AVX512_ROW_FMA(r)                                                         \
+    do {                                                                                    \
+        __m512 x_ = _mm512_set1_ps(a[r]);                                                   \
+        c##r##0 = _mm512_fmadd_ps(x_, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(x_, b1, c##r##1); \
+        c##r##2 = _mm512_fmadd_ps(x_, b2, c##r##2);                                         \
+    } while (0)
+#define AES__GEMM_AVX512_ROW_STORE(r)                                                       \
+    do {                                                                                    \
+        float *cr_ = c + (size_t)(r) * ldc;                                                 \
+        __m512 va_ = _mm512_set1_ps(alpha), vb_ = _mm512_set1_ps(beta);                     \
+        __m512 y0_ = _mm512_mul_ps(va_, c##r##0), y1_ = _mm512_mul_ps(va_, c##r##1);        \
+        __m512 y2_ = _mm512_mul_ps(va_, c##r##2);                                           \
+        if (beta != 0.0f) {                                                                 \
+            y0_ = _mm512_fmadd_ps(vb_, _mm512_loadu_ps(cr_), y0_);                          \
+            y1_ = _mm512_fmadd_ps(vb_, _mm512_loadu_ps(cr_ + 16), y1_);                     \
+            y2_ = _mm512_fmadd_ps(vb_, _mm512_loadu_ps(cr_ + 32), y2_);                     \
+        }                                                                                   \
+        _mm512_storeu_ps(cr_, y0_);                                                         \
+        _mm512_storeu_ps(cr_ + 16, y1_);                                                    \
+        _mm512_storeu_ps(cr_ + 32, y2_);                                                    \
+    } while (0)
+#define AES__GEMM_AVX512_LOOP(body)                                                         \
+    for (k = 0; k < kc; k++) {                                                              \
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32); \
+        body;                                                                               \
+        a += AES__GEMM_AVX512_MR;                                                           \
+        b += AES__GEMM_AVX512_NR;                                                           \
+    }
+AES__GEMM_ROW_KERNELS(aes__gemm_kernel_avx512, AES__TARGET_AVX512, AES__GEMM_AVX512_ROW_DECL,
+                      AES__GEMM_AVX512_ROW_FMA, AES__GEMM_AVX512_ROW_STORE, AES__GEMM_AVX512_LOOP)
+#undef AES__GEMM_AVX512_ROW_DECL
+#undef AES__GEMM_AVX512_ROW_FMA
+#undef AES__GEMM_AVX512_ROW_STORE
+#undef AES__GEMM_AVX512_LOOP
+
+AES__GEMM_ROWS_FN(aes__gemm_kernel_rows_avx512, aes__gemm_kernel_avx512_r1, aes__gemm_kernel_avx512_r2,
+                  aes__gemm_kernel_avx512_r4)
+#undef AES__GEMM_ROWS_FN
+#undef AES__GEMM_ROW_KERNELS
+
 /* Blocking for cores with 48 KiB of L1d and 1 MiB of L2:
  * kc = 768 keeps the 8 x kc sliver of A (24 KiB) in L1 and the kc x 192
  * block of B (576 KiB) in L2, and amortizes the C tile update over many k. */
 static const aes__gemm_arch aes__gemm_arch_avx512 = {
     AES__GEMM_AVX512_MR, AES__GEMM_AVX512_NR, 768, 96, 192, 1,
-    aes__gemm_kernel_avx512, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2
+    aes__gemm_kernel_avx512, aes__gemm_pack_copy_avx2, aes__gemm_pack_transpose_avx2,
+    aes__gemm_kernel_rows_avx512
 };
 #endif /* AES__X86 */
 
@@ -1542,7 +1717,7 @@ static void aes__gemm_pack_transpose_neon(float *dst, const float *src, size_t l
 
 static const aes__gemm_arch aes__gemm_arch_neon = {
     AES__GEMM_NEON_MR, AES__GEMM_NEON_NR, 256, 64, 240, 1,
-    aes__gemm_kernel_neon, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_neon
+    aes__gemm_kernel_neon, aes__gemm_pack_copy_scalar, aes__gemm_pack_transpose_neon, NULL
 };
 #endif /* AES__NEON */
 
@@ -1591,6 +1766,52 @@ static void aes__gemm_relax(int *spins) {
 #endif
 }
 
+/* ---- the epilogue: what a linear layer does with its output ------------------
+ * A layer's bias, activation and residual connection are elementwise on the
+ * product, so each tile applies them as soon as its last kc block is stored,
+ * while the tile is still in cache and on the thread that computed it,
+ * instead of in passes of their own over the whole output (serial, or one
+ * more wake-up of the pool each).  For every element, in this order:
+ *     v = C + bias[col];  C = v;  act_out = act(v);  res_out = res + v
+ * (each part optional), the same operations on the same values as the
+ * separate passes, so the same bits.  act_out, res and res_out have C's row
+ * stride; act_out may be C and res_out may be res (in place). */
+#define AES__ACT_NONE  0
+#define AES__ACT_GELU  1  /* exact GELU, see aes_gelu_forward */
+#define AES__ACT_QUICK 2  /* QuickGELU, see aes_quickgelu_forward */
+#define AES__INV_SQRT2 0.70710678118654752f
+
+/* The activations' forward formulas (their sources are in the activations
+ * part below, which uses this same function). */
+static float aes__act_value(float x, int act) {
+    if (act == AES__ACT_QUICK) return x / (1.0f + expf(-1.702f * x));
+    return 0.5f * x * (1.0f + erff(x * AES__INV_SQRT2));
+}
+
+typedef struct aes__gemm_epilogue {
+    const float *bias;       /* [N], or NULL */
+    int act;                 /* AES__ACT_* */
+    float *act_out;          /* needed when act != AES__ACT_NONE */
+    const float *res;        /* NULL: no residual */
+    float *res_out;
+} aes__gemm_epilogue;
+
+/* Applies e to rows [r0, r1) and columns [c0, c1) of C (row stride ldc). */
+static void aes__gemm_epilogue_apply(const aes__gemm_epilogue *e, float *C, size_t ldc, int r0, int r1,
+                                     int c0, int c1) {
+    int r, x;
+    for (r = r0; r < r1; r++) {
+        size_t o = (size_t)r * ldc;
+        float *c = C + o;
+        if (e->bias)
+            for (x = c0; x < c1; x++) c[x] += e->bias[x];
+        if (e->act != AES__ACT_NONE)
+            for (x = c0; x < c1; x++) e->act_out[o + (size_t)x] = aes__act_value(c[x], e->act);
+        if (e->res)
+            for (x = c0; x < c1; x++) e->res_out[o + (size_t)x] = e->res[o + (size_t)x] + c[x];
+    }
+}
+
 /* ---- one super-block ------------------------------------------------------ */
 typedef struct aes__gemm_work {
     const aes__gemm_arch *arch;
@@ -1607,6 +1828,7 @@ typedef struct aes__gemm_work {
     float *ap, *bp;          /* packed panels: block kb-major, then panel */
     int b_prepacked;         /* bp holds every panel of B already (a packed weight) */
     int *flag_a, *flag_b;    /* [nkb][npa], [nkb][npb] */
+    const aes__gemm_epilogue *ep; /* applied to each finished tile, or NULL */
 } aes__gemm_work;
 
 static int aes__gemm_kc_of(const aes__gemm_work *j, int kbi) {
@@ -1687,6 +1909,11 @@ static void aes__gemm_tile_task(void *arg, int task) {
     int col0 = tj * j->nct, col1 = AES__MIN(j->nb, col0 + j->nct);
     int p0 = row0 / mr, p1 = (row1 + mr - 1) / mr, q0 = col0 / nr, q1 = (col1 + nr - 1) / nr;
     int kbi, o, i, no = ar->b_inner ? p1 - p0 : q1 - q0, ni = ar->b_inner ? q1 - q0 : p1 - p0;
+    /* with A panels outermost, each is made ready just before its turn: a
+     * thread never waits for more than one panel another thread packs, and
+     * threads that start on the same rows share the packing.  (Copying packs,
+     * op(A) = A^T, stay whole runs: they read rows of the source in one go.) */
+    int a_each = ar->b_inner && j->ta == AES_NO_TRANS;
     /* edge tiles go through this scratch tile so the kernels only ever see
      * full tiles (and compute the edge exactly as they compute the rest) */
     float edge[AES__GEMM_MAX_MR * AES__GEMM_MAX_NR + 16];
@@ -1695,8 +1922,9 @@ static void aes__gemm_tile_task(void *arg, int task) {
         int kc = aes__gemm_kc_of(j, kbi);
         float beta = kbi == 0 ? j->beta : 1.0f;
         aes__gemm_ensure(j, 1, kbi, q0, q1);
-        aes__gemm_ensure(j, 0, kbi, p0, p1);
-        for (o = 0; o < no; o++)
+        if (!a_each) aes__gemm_ensure(j, 0, kbi, p0, p1);
+        for (o = 0; o < no; o++) {
+            if (a_each) aes__gemm_ensure(j, 0, kbi, p0 + o, p0 + o + 1);
             for (i = 0; i < ni; i++) {
                 int p = ar->b_inner ? p0 + o : p0 + i, q = ar->b_inner ? q0 + i : q0 + o;
                 const float *b = aes__gemm_panel_b(j, kbi, q);
@@ -1707,6 +1935,8 @@ static void aes__gemm_tile_task(void *arg, int task) {
                            (size_t)q * (size_t)nr;
                 if (rows == mr && cols == nr) {
                     ar->kernel(kc, a, b, c, j->ldc, j->alpha, beta);
+                } else if (cols == nr && ar->kernel_rows) {
+                    ar->kernel_rows(rows, kc, a, b, c, j->ldc, j->alpha, beta);
                 } else {
                     int r, x;
                     if (beta != 0.0f)
@@ -1717,7 +1947,10 @@ static void aes__gemm_tile_task(void *arg, int task) {
                         for (x = 0; x < cols; x++) c[(size_t)r * j->ldc + (size_t)x] = et[r * nr + x];
                 }
             }
+        }
     }
+    if (j->ep)
+        aes__gemm_epilogue_apply(j->ep, j->C, j->ldc, j->m0 + row0, j->m0 + row1, j->n0 + col0, j->n0 + col1);
 }
 
 #ifndef AES__GEMM_ON_DEMAND
@@ -1749,7 +1982,12 @@ static void aes__gemm_super_block(aes_ctx *ctx, aes__gemm_work *j, int threaded)
     j->nct = aes__gemm_split(j->nb, ar->nc, ar->nr, &j->ntj);
     j->mct = aes__gemm_split(j->mb, ar->mc, ar->mr, &j->nti);
     /* enough tiles to keep every thread busy to the end (the tiling does not
-     * change any result, only who computes which tile) */
+     * change any result, only who computes which tile).  Columns are cut
+     * first while all rows fit one tile (a few rows: one image's tokens):
+     * then every panel of B, the bulk of the bytes, is read by one tile only,
+     * where cutting the rows would stream each B block again for each cut. */
+    while (nthreads > 1 && j->nti * j->ntj < 4 * nthreads && j->nti == 1 && j->nct > ar->nr)
+        j->nct = aes__gemm_split(j->nb, j->nct - ar->nr, ar->nr, &j->ntj);
     while (nthreads > 1 && j->nti * j->ntj < 4 * nthreads && j->mct > ar->mr)
         j->mct = aes__gemm_split(j->mb, j->mct - ar->mr, ar->mr, &j->nti);
     memset(j->flag_a, 0, (size_t)j->nkb * (size_t)(j->npa + j->npb) * sizeof(int));
@@ -1969,10 +2207,10 @@ static void aes__gemm_pack_weight(aes_ctx *ctx, aes_isa isa, const float *W, int
 /* ---- the entry point -------------------------------------------------------- */
 /* bpacked: NULL, or op(B) packed by aes__gemm_pack_weight for the context's
  * ISA (B is still read when the product is a matrix-vector one, or when
- * there is no memory to pack A). */
+ * there is no memory to pack A).  ep: NULL, or the epilogue applied to C. */
 static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, const float *bpacked, float beta,
-                          float *C, int ldc) {
+                          float *C, int ldc, const aes__gemm_epilogue *ep) {
     const aes__gemm_arch *ar = aes__gemm_arch_for(ctx ? ctx->isa : aes__isa_best());
     aes__gemm_work j;
     int kc, nkb_total, kbs, mb, nb, m0, n0, kbi0;
@@ -1982,10 +2220,13 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) { /* no product: C = beta * C, as BLAS does */
         aes__gemm_scale_c(C, (size_t)ldc, M, N, beta);
+        if (ep) aes__gemm_epilogue_apply(ep, C, (size_t)ldc, 0, M, 0, N);
         return;
     }
-    if (N == 1 && aes__gemv(ctx, ta, tb, M, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C, (size_t)ldc))
+    if (N == 1 && aes__gemv(ctx, ta, tb, M, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C, (size_t)ldc)) {
+        if (ep) aes__gemm_epilogue_apply(ep, C, (size_t)ldc, 0, M, 0, N);
         return;
+    }
     /* kc blocks of about equal depth, fixed by K alone (never by threads):
      * every element of C sees the same sums in the same order */
     kc = aes__gemm_split(K, ar->kc, 1, &nkb_total);
@@ -2027,6 +2268,7 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
     mem = (unsigned char *)aes__gemm_buf_get(ctx, bytes, &lent);
     if (!mem) {
         aes__gemm_unpacked(ta, tb, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C, (size_t)ldc);
+        if (ep) aes__gemm_epilogue_apply(ep, C, (size_t)ldc, 0, M, 0, N);
         return;
     }
     memset(&j, 0, sizeof j);
@@ -2056,6 +2298,7 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
                 if (bpacked) /* prepacked: kc block kbi0 on of all N columns */
                     j.bp = (float *)(uintptr_t)bpacked + (size_t)kbi0 * (size_t)kc * nbp;
                 j.beta = kbi0 == 0 ? beta : 1.0f;
+                j.ep = kbi0 + kbs >= nkb_total ? ep : NULL; /* after the last part of K */
                 aes__gemm_super_block(ctx, &j, (double)M * (double)N * (double)K >= AES__GEMM_PARALLEL_MIN);
             }
     aes__gemm_buf_give(ctx, mem, lent);
@@ -2063,7 +2306,7 @@ static void aes__gemm_run(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N
 
 static void aes__gemm_opt(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    aes__gemm_run(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
+    aes__gemm_run(ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, NULL);
 }
 
 AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, int K, float alpha,
@@ -2075,13 +2318,19 @@ AES_API void aes_gemm(aes_ctx *ctx, aes_trans ta, aes_trans tb, int M, int N, in
  * y = x W^T + b.  Forward is one GEMM; backward is two (dX = dY W and
  * dW = dY^T X) plus a column sum for the bias. */
 /* The forward with the weight's panels packed already (wpacked from
- * aes__gemm_pack_weight for the context's ISA, or NULL). */
+ * aes__gemm_pack_weight for the context's ISA, or NULL) and an epilogue
+ * (ep->bias is the layer's bias; ep may be NULL). */
+static void aes__linear_forward_ep(aes_ctx *ctx, float *out, const float *inp, const float *weight,
+                                   const float *wpacked, const aes__gemm_epilogue *ep, int M, int K, int N) {
+    aes__gemm_run(ctx, AES_NO_TRANS, AES_TRANS, M, N, K, 1.0f, inp, K, weight, K, wpacked, 0.0f, out, N, ep);
+}
+
 static void aes__linear_forward_packed(aes_ctx *ctx, float *out, const float *inp, const float *weight,
                                        const float *wpacked, const float *bias, int M, int K, int N) {
-    int i;
-    aes__gemm_run(ctx, AES_NO_TRANS, AES_TRANS, M, N, K, 1.0f, inp, K, weight, K, wpacked, 0.0f, out, N);
-    if (bias)
-        for (i = 0; i < M; i++) aes__add_inplace(out + (size_t)i * N, bias, (size_t)N);
+    aes__gemm_epilogue ep;
+    memset(&ep, 0, sizeof ep);
+    ep.bias = bias;
+    aes__linear_forward_ep(ctx, out, inp, weight, wpacked, bias ? &ep : NULL, M, K, N);
 }
 
 AES_API void aes_linear_forward(aes_ctx *ctx, float *out, const float *inp, const float *weight,
@@ -2793,8 +3042,8 @@ AES_API void aes_layernorm_forward(aes_ctx *ctx, float *out, float *mean, float 
     aes__ln_job j;
     j.out = out; j.mean = mean; j.rstd = rstd; j.inp = inp; j.weight = weight; j.bias = bias;
     j.M = M; j.C = C; j.eps = eps;
-    j.rows_per_task = 32;
-    aes__parallel_for(ctx, (M + 31) / 32, aes__layernorm_task, &j);
+    j.rows_per_task = 8; /* 7 tasks for one image's 50 tokens, so both threads get some */
+    aes__parallel_for(ctx, (M + 7) / 8, aes__layernorm_task, &j);
 }
 
 /* With n = (x - mean) * rstd and g = dout * w:
@@ -2964,7 +3213,6 @@ AES_API void aes_attention_backward(aes_ctx *ctx, float *dqkv, const float *dout
  * Phi(x) = (1 + erf(x / sqrt 2)) / 2; d/dx = Phi(x) + x * phi(x).
  * QuickGELU (OpenAI CLIP): x * sigmoid(1.702 x);
  * d/dx = s + 1.702 x s (1 - s) with s = sigmoid(1.702 x). */
-#define AES__INV_SQRT2   0.70710678118654752f
 #define AES__INV_SQRT2PI 0.39894228040143268f
 
 /* The activations' forwards cost an erff or expf per element: split over
@@ -2976,10 +3224,8 @@ typedef struct { float *out; const float *inp; size_t n; int quick; } aes__act_j
 static void aes__act_task(void *arg, int task) {
     const aes__act_job *j = (const aes__act_job *)arg;
     size_t i = (size_t)task * AES__ACT_CHUNK, end = AES__MIN(j->n, i + AES__ACT_CHUNK);
-    if (j->quick)
-        for (; i < end; i++) j->out[i] = j->inp[i] / (1.0f + expf(-1.702f * j->inp[i]));
-    else
-        for (; i < end; i++) j->out[i] = 0.5f * j->inp[i] * (1.0f + erff(j->inp[i] * AES__INV_SQRT2));
+    int act = j->quick ? AES__ACT_QUICK : AES__ACT_GELU;
+    for (; i < end; i++) j->out[i] = aes__act_value(j->inp[i], act);
 }
 
 static void aes__act_forward(aes_ctx *ctx, float *out, const float *inp, size_t n, int quick) {
@@ -8405,17 +8651,28 @@ static const float *aes__clip_packed_weight(const aes_clip *m, const aes_clip_ma
 }
 
 /* out[M,N] = inp[M,K] W[N,K]^T + bias, W possibly stored in 16 bits or
- * packed already (d->packed). */
-static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
-                             const float *bias, int M, int K, int N, float *wbuf, const aes__clip_dims *d) {
+ * packed already (d->packed); then, as the GEMM's epilogue, act_out =
+ * act(out) (act an AES__ACT_*) and res_out = res + out when res != NULL. */
+static void aes__clip_linear_ep(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
+                                const float *bias, int M, int K, int N, float *wbuf, const aes__clip_dims *d,
+                                int act, float *act_out, const float *res, float *res_out) {
     const float *wp, *wf;
+    aes__gemm_epilogue ep;
     if (w->i8) { /* int8: wbuf is the int8 kernel's scratch; the model's own shapes: cannot fail */
         aes__linear_i8(ctx, aes__i8_arch_for(aes_isa_get(ctx)), out, inp, w->i8, bias, M, K, N, wbuf);
+        if (act != AES__ACT_NONE) aes__act_forward(ctx, act_out, out, (size_t)M * N, act == AES__ACT_QUICK);
+        if (res) aes__residual_forward(res_out, res, out, (size_t)M * N);
         return;
     }
+    ep.bias = bias; ep.act = act; ep.act_out = act_out; ep.res = res; ep.res_out = res_out;
     wp = aes__clip_packed_weight(d->packed, w);
     wf = aes__clip_mat_f32(ctx, w, (size_t)N * (size_t)K, wbuf);
-    aes__linear_forward_packed(ctx, out, inp, wf, wp, bias, M, K, N);
+    aes__linear_forward_ep(ctx, out, inp, wf, wp, &ep, M, K, N);
+}
+
+static void aes__clip_linear(aes_ctx *ctx, float *out, const float *inp, const aes_clip_mat *w,
+                             const float *bias, int M, int K, int N, float *wbuf, const aes__clip_dims *d) {
+    aes__clip_linear_ep(ctx, out, inp, w, bias, M, K, N, wbuf, d, AES__ACT_NONE, NULL, NULL, NULL);
 }
 
 /* Attention of every sequence of the batch.  Vision: all sequences have T
@@ -8436,26 +8693,30 @@ static void aes__clip_attention(aes_ctx *ctx, const aes__clip_acts *a, const aes
     }
 }
 
+/* The model's activation as an AES__ACT_* for the GEMM's epilogue. */
+static int aes__clip_act(const aes__clip_dims *d) {
+    return d->act == AES_ACT_GELU ? AES__ACT_GELU : AES__ACT_QUICK;
+}
+
 /* One pre-LayerNorm residual block (GPT-2 / CLIP):
  *     res1 = inp  + out_proj(attention(qkv(ln1(inp))))
  *     res2 = res1 + fc2(act(fc1(ln2(res1))))
- * In inference scratch res1 == res2 == inp (the stream is updated in place)
- * and fch_act == fch: the elementwise kernels are safe in place. */
+ * The bias, the activation and the residual additions run as the GEMMs'
+ * epilogues.  In inference scratch res1 == res2 == inp (the stream is
+ * updated in place) and fch_act == fch: the epilogues are safe in place. */
 static void aes__clip_block_forward(aes_ctx *ctx, const aes_clip_block_params *p, const aes__clip_dims *d,
                                     const aes__clip_acts *a, const aes__clip_block_acts *b, const float *inp) {
     int R = a->R, C = d->C, H = d->H;
-    size_t RC = (size_t)R * C, RH = (size_t)R * H;
     aes_layernorm_forward(ctx, b->ln1, b->ln1_mean, b->ln1_rstd, inp, p->ln1_w, p->ln1_b, R, C, d->eps);
     aes__clip_linear(ctx, b->qkv, b->ln1, &p->qkv_w, p->qkv_b, R, C, 3 * C, a->wbuf, d);
     aes__clip_attention(ctx, a, b, d);
-    aes__clip_linear(ctx, a->tmp, b->atty, &p->out_w, p->out_b, R, C, C, a->wbuf, d);
-    aes__residual_forward(b->res1, inp, a->tmp, RC);
+    aes__clip_linear_ep(ctx, a->tmp, b->atty, &p->out_w, p->out_b, R, C, C, a->wbuf, d, AES__ACT_NONE, NULL,
+                        inp, b->res1);
     aes_layernorm_forward(ctx, b->ln2, b->ln2_mean, b->ln2_rstd, b->res1, p->ln2_w, p->ln2_b, R, C, d->eps);
-    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, R, C, H, a->wbuf, d);
-    if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch_act, b->fch, RH);
-    else aes_quickgelu_forward(ctx, b->fch_act, b->fch, RH);
-    aes__clip_linear(ctx, a->tmp, b->fch_act, &p->fc2_w, p->fc2_b, R, H, C, a->wbuf, d);
-    aes__residual_forward(b->res2, b->res1, a->tmp, RC);
+    aes__clip_linear_ep(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, R, C, H, a->wbuf, d, aes__clip_act(d), b->fch_act,
+                        NULL, NULL);
+    aes__clip_linear_ep(ctx, a->tmp, b->fch_act, &p->fc2_w, p->fc2_b, R, H, C, a->wbuf, d, AES__ACT_NONE, NULL,
+                        b->res1, b->res2);
 }
 
 /* Copies each sequence's pooled row (its class token, or its end token =
@@ -8484,14 +8745,13 @@ static void aes__clip_last_block_pooled(aes_ctx *ctx, const aes_clip_block_param
     aes__clip_attention(ctx, a, b, d);
     aes__clip_pool_rows(a, b->atty, C, pool_last, att_rows);
     aes__clip_pool_rows(a, inp, C, pool_last, a->pooled);
-    aes__clip_linear(ctx, a->tmp, att_rows, &p->out_w, p->out_b, B, C, C, a->wbuf, d);
-    aes__add_inplace(a->pooled, a->tmp, (size_t)B * C);
+    aes__clip_linear_ep(ctx, a->tmp, att_rows, &p->out_w, p->out_b, B, C, C, a->wbuf, d, AES__ACT_NONE, NULL,
+                        a->pooled, a->pooled);
     aes_layernorm_forward(ctx, b->ln2, NULL, NULL, a->pooled, p->ln2_w, p->ln2_b, B, C, d->eps);
-    aes__clip_linear(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, B, C, H, a->wbuf, d);
-    if (d->act == AES_ACT_GELU) aes_gelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
-    else aes_quickgelu_forward(ctx, b->fch, b->fch, (size_t)B * H);
-    aes__clip_linear(ctx, a->tmp, b->fch, &p->fc2_w, p->fc2_b, B, H, C, a->wbuf, d);
-    aes__add_inplace(a->pooled, a->tmp, (size_t)B * C);
+    aes__clip_linear_ep(ctx, b->fch, b->ln2, &p->fc1_w, p->fc1_b, B, C, H, a->wbuf, d, aes__clip_act(d), b->fch,
+                        NULL, NULL);
+    aes__clip_linear_ep(ctx, a->tmp, b->fch, &p->fc2_w, p->fc2_b, B, H, C, a->wbuf, d, AES__ACT_NONE, NULL,
+                        a->pooled, a->pooled);
 }
 
 /* The blocks of a tower, then pooled rows -> LayerNorm (per row, so
