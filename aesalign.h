@@ -1363,7 +1363,9 @@ AES__TARGET_AVX2 static void aes__gemm_kernel_avx2(int kc, const float *a, const
     }
     va = _mm256_set1_ps(alpha);
     vb = _mm256_set1_ps(beta);
-#define AES__GEMM_AVX2_STORE(r, x0, x1)                                                    \
+/* c[r][0..15] = alpha * (x0, x1) + beta * c[r][0..15] (va, vb: alpha and beta
+ * broadcast); the R-row kernels below store through it too. */
+#define AES__GEMM_AVX2_STORE(r, x0, x1, va, vb)                                            \
     do {                                                                                   \
         float *cr_ = c + (size_t)(r) * ldc;                                                \
         __m256 y0_ = _mm256_mul_ps(va, x0), y1_ = _mm256_mul_ps(va, x1);                   \
@@ -1374,13 +1376,12 @@ AES__TARGET_AVX2 static void aes__gemm_kernel_avx2(int kc, const float *a, const
         _mm256_storeu_ps(cr_, y0_);                                                        \
         _mm256_storeu_ps(cr_ + 8, y1_);                                                    \
     } while (0)
-    AES__GEMM_AVX2_STORE(0, c00, c01);
-    AES__GEMM_AVX2_STORE(1, c10, c11);
-    AES__GEMM_AVX2_STORE(2, c20, c21);
-    AES__GEMM_AVX2_STORE(3, c30, c31);
-    AES__GEMM_AVX2_STORE(4, c40, c41);
-    AES__GEMM_AVX2_STORE(5, c50, c51);
-#undef AES__GEMM_AVX2_STORE
+    AES__GEMM_AVX2_STORE(0, c00, c01, va, vb);
+    AES__GEMM_AVX2_STORE(1, c10, c11, va, vb);
+    AES__GEMM_AVX2_STORE(2, c20, c21, va, vb);
+    AES__GEMM_AVX2_STORE(3, c30, c31, va, vb);
+    AES__GEMM_AVX2_STORE(4, c40, c41, va, vb);
+    AES__GEMM_AVX2_STORE(5, c50, c51, va, vb);
 }
 
 /* R (1, 2 or 4) rows of the 6 x 16 kernel's tile, as aes__gemm_rows_fn
@@ -1391,18 +1392,8 @@ AES__TARGET_AVX2 static void aes__gemm_kernel_avx2(int kc, const float *a, const
         __m256 x_ = _mm256_broadcast_ss(a + (r));                                           \
         c##r##0 = _mm256_fmadd_ps(x_, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(x_, b1, c##r##1); \
     } while (0)
-#define AES__GEMM_AVX2_ROW_STORE(r)                                                         \
-    do {                                                                                    \
-        float *cr_ = c + (size_t)(r) * ldc;                                                 \
-        __m256 va_ = _mm256_set1_ps(alpha), vb_ = _mm256_set1_ps(beta);                     \
-        __m256 y0_ = _mm256_mul_ps(va_, c##r##0), y1_ = _mm256_mul_ps(va_, c##r##1);        \
-        if (beta != 0.0f) {                                                                 \
-            y0_ = _mm256_fmadd_ps(vb_, _mm256_loadu_ps(cr_), y0_);                          \
-            y1_ = _mm256_fmadd_ps(vb_, _mm256_loadu_ps(cr_ + 8), y1_);                      \
-        }                                                                                   \
-        _mm256_storeu_ps(cr_, y0_);                                                         \
-        _mm256_storeu_ps(cr_ + 8, y1_);                                                     \
-    } while (0)
+#define AES__GEMM_AVX2_ROW_STORE(r) \
+    AES__GEMM_AVX2_STORE(r, c##r##0, c##r##1, _mm256_set1_ps(alpha), _mm256_set1_ps(beta))
 #define AES__GEMM_AVX2_LOOP(body)                                                           \
     for (k = 0; k < kc; k++) {                                                              \
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                          \
@@ -1439,6 +1430,7 @@ AES__GEMM_ROW_KERNELS(aes__gemm_kernel_avx2, AES__TARGET_AVX2, AES__GEMM_AVX2_RO
 #undef AES__GEMM_AVX2_ROW_DECL
 #undef AES__GEMM_AVX2_ROW_FMA
 #undef AES__GEMM_AVX2_ROW_STORE
+#undef AES__GEMM_AVX2_STORE
 #undef AES__GEMM_AVX2_LOOP
 
 /* rows < MR as 4 + 2 + 1, through one of the R-row kernels above (the A
@@ -1546,7 +1538,9 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
     }
     va = _mm512_set1_ps(alpha);
     vb = _mm512_set1_ps(beta);
-#define AES__GEMM_AVX512_STORE(r, x0, x1, x2)                                               \
+/* c[r][0..47] = alpha * (x0, x1, x2) + beta * c[r][0..47] (va, vb: alpha and
+ * beta broadcast); the R-row kernels below store through it too. */
+#define AES__GEMM_AVX512_STORE(r, x0, x1, x2, va, vb)                                       \
     do {                                                                                    \
         float *cr_ = c + (size_t)(r) * ldc;                                                 \
         __m512 y0_ = _mm512_mul_ps(va, x0), y1_ = _mm512_mul_ps(va, x1);                    \
@@ -1560,15 +1554,14 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
         _mm512_storeu_ps(cr_ + 16, y1_);                                                    \
         _mm512_storeu_ps(cr_ + 32, y2_);                                                    \
     } while (0)
-    AES__GEMM_AVX512_STORE(0, c00, c01, c02);
-    AES__GEMM_AVX512_STORE(1, c10, c11, c12);
-    AES__GEMM_AVX512_STORE(2, c20, c21, c22);
-    AES__GEMM_AVX512_STORE(3, c30, c31, c32);
-    AES__GEMM_AVX512_STORE(4, c40, c41, c42);
-    AES__GEMM_AVX512_STORE(5, c50, c51, c52);
-    AES__GEMM_AVX512_STORE(6, c60, c61, c62);
-    AES__GEMM_AVX512_STORE(7, c70, c71, c72);
-#undef AES__GEMM_AVX512_STORE
+    AES__GEMM_AVX512_STORE(0, c00, c01, c02, va, vb);
+    AES__GEMM_AVX512_STORE(1, c10, c11, c12, va, vb);
+    AES__GEMM_AVX512_STORE(2, c20, c21, c22, va, vb);
+    AES__GEMM_AVX512_STORE(3, c30, c31, c32, va, vb);
+    AES__GEMM_AVX512_STORE(4, c40, c41, c42, va, vb);
+    AES__GEMM_AVX512_STORE(5, c50, c51, c52, va, vb);
+    AES__GEMM_AVX512_STORE(6, c60, c61, c62, va, vb);
+    AES__GEMM_AVX512_STORE(7, c70, c71, c72, va, vb);
 }
 #undef AES__GEMM_AVX512_STEP
 
@@ -1584,21 +1577,8 @@ AES__TARGET_AVX512 static void aes__gemm_kernel_avx512(int kc, const float *a, c
         c##r##0 = _mm512_fmadd_ps(x_, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(x_, b1, c##r##1); \
         c##r##2 = _mm512_fmadd_ps(x_, b2, c##r##2);                                         \
     } while (0)
-#define AES__GEMM_AVX512_ROW_STORE(r)                                                       \
-    do {                                                                                    \
-        float *cr_ = c + (size_t)(r) * ldc;                                                 \
-        __m512 va_ = _mm512_set1_ps(alpha), vb_ = _mm512_set1_ps(beta);                     \
-        __m512 y0_ = _mm512_mul_ps(va_, c##r##0), y1_ = _mm512_mul_ps(va_, c##r##1);        \
-        __m512 y2_ = _mm512_mul_ps(va_, c##r##2);                                           \
-        if (beta != 0.0f) {                                                                 \
-            y0_ = _mm512_fmadd_ps(vb_, _mm512_loadu_ps(cr_), y0_);                          \
-            y1_ = _mm512_fmadd_ps(vb_, _mm512_loadu_ps(cr_ + 16), y1_);                     \
-            y2_ = _mm512_fmadd_ps(vb_, _mm512_loadu_ps(cr_ + 32), y2_);                     \
-        }                                                                                   \
-        _mm512_storeu_ps(cr_, y0_);                                                         \
-        _mm512_storeu_ps(cr_ + 16, y1_);                                                    \
-        _mm512_storeu_ps(cr_ + 32, y2_);                                                    \
-    } while (0)
+#define AES__GEMM_AVX512_ROW_STORE(r) \
+    AES__GEMM_AVX512_STORE(r, c##r##0, c##r##1, c##r##2, _mm512_set1_ps(alpha), _mm512_set1_ps(beta))
 #define AES__GEMM_AVX512_LOOP(body)                                                         \
     for (k = 0; k < kc; k++) {                                                              \
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32); \
@@ -1611,6 +1591,7 @@ AES__GEMM_ROW_KERNELS(aes__gemm_kernel_avx512, AES__TARGET_AVX512, AES__GEMM_AVX
 #undef AES__GEMM_AVX512_ROW_DECL
 #undef AES__GEMM_AVX512_ROW_FMA
 #undef AES__GEMM_AVX512_ROW_STORE
+#undef AES__GEMM_AVX512_STORE
 #undef AES__GEMM_AVX512_LOOP
 
 AES__GEMM_ROWS_FN(aes__gemm_kernel_rows_avx512, aes__gemm_kernel_avx512_r1, aes__gemm_kernel_avx512_r2,
